@@ -1,0 +1,54 @@
+"""FedAvg client with local fine-tuning before its personalized evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flwr.client import NumPyClient
+from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from torch import nn
+
+from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+
+FINETUNE_PHASE = 1
+
+
+class FedAvgClient(NumPyClient):
+    """Trains the global model on its train split; fine-tunes a copy to evaluate."""
+
+    def __init__(self, env: ClientEnv, model_fn: Callable[[], nn.Module]) -> None:
+        self.env = env
+        self.model_fn = model_fn
+
+    def _model(self, parameters: list[np.ndarray]) -> nn.Module:
+        model = self.model_fn()
+        set_arrays(model, parameters)
+        return model
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
+            ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        model = self._model(parameters)
+        stats = train_epochs(model, self.env.data.train, epochs=int(config["local_epochs"]),
+                             hyper=hyper_from_config(config),
+                             generator=train_generator(self.env, int(config["server_round"])),
+                             device=self.env.device)
+        metrics = {"train_loss": stats.loss, "train_seconds": stats.seconds,
+                   "peak_memory_mb": peak_memory_mb(self.env.device)}
+        return get_arrays(model), len(self.env.data.train.y), metrics
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
+                 ) -> tuple[float, int, dict[str, Any]]:
+        model = self._model(parameters)
+        epochs = int(config.get("finetune_epochs", 0))
+        seconds = 0.0
+        if epochs > 0:
+            seconds = train_epochs(
+                model, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
+                generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
+                device=self.env.device).seconds
+        result = evaluate(model, self.env.data.test, device=self.env.device)
+        return result.loss, result.samples, {"accuracy": result.accuracy,
+                                             "num_params": num_parameters(model),
+                                             "train_seconds": seconds}

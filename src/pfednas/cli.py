@@ -1,0 +1,76 @@
+"""The ``pfednas`` command: compose the Hydra config, validate it, run it with ``flwr run``.
+
+    pfednas                                   # the main job on the embedded default
+    pfednas method=local dataset=fashion_mnist federation.num_clients=50
+    pfednas -m method=fedavg,local            # a Hydra multirun sweep
+
+Invalid configs stop here, with one message and exit code 2, before any Flower
+or Ray process starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pfednas.config import ConfigError, conf_dir, describe, overrides_to_json, settings_from_cfg
+from pfednas.launcher import SimulationRequest, run_simulation
+
+EXIT_CONFIG = 2
+EXIT_RUN = 1
+
+
+def app_dir() -> Path:
+    """The Flower app directory (the repository holding ``pyproject.toml``)."""
+    root = conf_dir().parent
+    if not (root / "pyproject.toml").is_file():
+        raise ConfigError(f"no pyproject.toml beside {conf_dir()}: install pfednas from its "
+                          "repository with `pip install -e .`")
+    return root
+
+
+def fail(message: str, code: int) -> None:
+    print(f"pfednas: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run_job(cfg: DictConfig) -> dict:
+    try:
+        settings = settings_from_cfg(cfg)
+        root = app_dir()
+    except ConfigError as err:
+        fail(str(err), EXIT_CONFIG)
+    hydra_cfg = HydraConfig.get()
+    out = Path(hydra_cfg.runtime.output_dir).resolve()
+    overrides = list(hydra_cfg.overrides.task)
+    print(f"[pfednas] {describe(settings)}\n[pfednas] output: {out}", flush=True)
+    fed = settings.federation
+    request = SimulationRequest(
+        app_dir=root, flwr_home=out / "flwr_home",
+        run_config={"overrides": overrides_to_json(overrides), "output-dir": str(out)},
+        num_supernodes=fed.num_clients, client_cpus=fed.client_cpus,
+        client_gpus=fed.client_gpus, ray_num_cpus=fed.ray_num_cpus, log_dir=out / "logs")
+    code = run_simulation(request)
+    summary_path = out / "summary.json"
+    if code != 0 or not summary_path.is_file():
+        fail(f"the run did not complete (flwr run exit code {code}); logs in {out / 'logs'}",
+             EXIT_RUN)
+    return json.loads(summary_path.read_text())
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
+def _hydra_main(cfg: DictConfig) -> None:
+    run_job(cfg)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

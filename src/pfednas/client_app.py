@@ -1,0 +1,102 @@
+"""Flower ClientApp: adapts Messages to the ``NumPyClient`` of the run's method.
+
+The client composes the same Hydra config as the server from the run-config
+overrides, loads its own partition (``partition-id`` from the node config) and
+answers three message types:
+
+* ``query``: its client id, so the server can address clients by id;
+* ``train``: ``NumPyClient.fit`` on the received arrays and config;
+* ``evaluate``: ``NumPyClient.evaluate`` (personalized evaluation).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client import NumPyClient
+from flwr.clientapp import ClientApp
+
+from pfednas.clients import FedAvgClient, LocalClient
+from pfednas.clients.common import ClientEnv
+from pfednas.config import RunSettings, compose, overrides_from_json, settings_from_cfg
+from pfednas.data import dataset_info, load_client_data
+from pfednas.models import build_model
+from pfednas.train import default_device
+
+app = ClientApp()
+
+
+def _settings(context: Context) -> RunSettings:
+    overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
+    return settings_from_cfg(compose(overrides))
+
+
+def client_id_of(context: Context) -> int:
+    if "partition-id" not in context.node_config:
+        raise ValueError("node config has no 'partition-id': start the SuperNode with "
+                         "--node-config 'partition-id=<i> num-partitions=<K>'")
+    return int(context.node_config["partition-id"])
+
+
+def _set_threads(settings: RunSettings) -> None:
+    """One torch thread per CPU the client was given, so cores are not oversubscribed."""
+    threads = max(1, int(settings.federation.client_cpus))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def make_client(context: Context) -> NumPyClient:
+    settings = _settings(context)
+    _set_threads(settings)
+    cid = client_id_of(context)
+    env = ClientEnv(client_id=cid, data=load_client_data(settings.data, cid),
+                    device=default_device(), seed=settings.seed)
+    info = dataset_info(settings.data.name)
+    model_fn = partial(build_model, in_channels=info.in_channels, image_size=info.image_size,
+                       num_classes=info.num_classes, seed=settings.seed)
+    if settings.method == "local":
+        return LocalClient(env, model_fn, context.state)
+    return FedAvgClient(env, model_fn)
+
+
+def _config_of(msg: Message) -> dict[str, Any]:
+    record = msg.content.get("config")
+    return dict(record) if isinstance(record, ConfigRecord) else {}
+
+
+def _arrays_of(msg: Message) -> list[np.ndarray]:
+    record = msg.content.get("arrays")
+    return record.to_numpy_ndarrays() if isinstance(record, ArrayRecord) else []
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, int | float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    cid = client_id_of(context)
+    return Message(RecordDict({"metrics": MetricRecord({"client_id": cid})}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    client = make_client(context)
+    arrays, num_examples, metrics = client.fit(_arrays_of(msg), _config_of(msg))
+    record = MetricRecord({**_scalars(metrics), "num_examples": num_examples,
+                           "client_id": client_id_of(context)})
+    return Message(RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays), "metrics": record}),
+                   reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    client = make_client(context)
+    loss, num_examples, metrics = client.evaluate(_arrays_of(msg), _config_of(msg))
+    record = MetricRecord({**_scalars(metrics), "loss": loss, "num_examples": num_examples,
+                           "client_id": client_id_of(context)})
+    return Message(RecordDict({"metrics": record}), reply_to=msg)

@@ -1,0 +1,170 @@
+"""One config source for the CLI, the ServerApp and the ClientApp.
+
+The `pfednas` command composes the Hydra config from ``conf/`` (installed as the
+package ``pfednas.conf``) and hands its *overrides* to the Flower run through
+run-config; the ServerApp and ClientApp compose the identical config from the
+same files with :func:`compose`. The rest of the code never sees the
+``DictConfig``: it gets the typed, validated values built here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pfednas.data import DataSpec, dataset_info, validate_spec
+
+METHODS = ("fedavg", "local")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message says which and why."""
+
+
+def conf_dir() -> Path:
+    """Directory holding ``config.yaml`` and the config groups."""
+    return Path(str(resources.files("pfednas.conf")))
+
+
+def compose(overrides: tuple[str, ...] | list[str] = ()) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides, outside ``hydra.main``."""
+    return _compose_cached(tuple(overrides)).copy()
+
+
+@lru_cache(maxsize=8)
+def _compose_cached(overrides: tuple[str, ...]) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return cfg
+
+
+def overrides_to_json(overrides: list[str] | tuple[str, ...]) -> str:
+    return json.dumps(list(overrides))
+
+
+def overrides_from_json(text: str) -> tuple[str, ...]:
+    value = json.loads(text or "[]")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"run-config 'overrides' must be a JSON list of strings, got {text!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """Federation-wide budgets and resources (the ``federation/`` group)."""
+
+    num_clients: int
+    clients_per_round: int
+    num_rounds: int
+    local_epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    eval_every: int
+    round_timeout: float
+    client_cpus: int
+    client_gpus: float
+    ray_num_cpus: int | None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run needs, typed and validated."""
+
+    method: str
+    method_options: dict[str, Any]
+    federation: Federation
+    data: DataSpec
+    seed: int
+    progress: bool
+
+
+def _as_dict(node: Any) -> dict[str, Any]:
+    value = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a mapping, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _typed(cls: type, values: dict[str, Any], group: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {group}: {', '.join(unknown)}")
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(f"{group}: {err}") from err
+
+
+def _check_number(group: str, name: str, value: Any, *, kind: type, low: float | None = None,
+                  strict: bool = False) -> None:
+    ok_type = isinstance(value, kind) if kind is float else isinstance(value, int)
+    if kind is float and isinstance(value, int):
+        ok_type = True
+    if isinstance(value, bool) or not ok_type:
+        raise ConfigError(f"{group}.{name} must be {'an integer' if kind is int else 'a number'}, "
+                          f"got {value!r}")
+    if low is not None and (value <= low if strict else value < low):
+        relation = ">" if strict else ">="
+        raise ConfigError(f"{group}.{name} must be {relation} {low}, got {value!r}")
+
+
+def validate_federation(fed: Federation) -> None:
+    g = "federation"
+    for name in ("num_clients", "clients_per_round", "num_rounds", "local_epochs",
+                 "batch_size", "eval_every", "client_cpus"):
+        _check_number(g, name, getattr(fed, name), kind=int, low=1)
+    for name in ("lr", "round_timeout"):
+        _check_number(g, name, getattr(fed, name), kind=float, low=0, strict=True)
+    for name in ("momentum", "weight_decay", "client_gpus"):
+        _check_number(g, name, getattr(fed, name), kind=float, low=0)
+    if fed.clients_per_round > fed.num_clients:
+        raise ConfigError(
+            f"federation.clients_per_round (N={fed.clients_per_round}) must not exceed "
+            f"federation.num_clients (K={fed.num_clients})")
+    if fed.ray_num_cpus is not None:
+        _check_number(g, "ray_num_cpus", fed.ray_num_cpus, kind=int, low=1)
+        if fed.client_cpus > fed.ray_num_cpus:
+            raise ConfigError("federation.client_cpus must not exceed federation.ray_num_cpus")
+
+
+def settings_from_cfg(cfg: DictConfig) -> RunSettings:
+    """Build and validate the typed settings; raises :class:`ConfigError`."""
+    method = _as_dict(cfg.method)
+    name = method.pop("name", None)
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    fed = _typed(Federation, _as_dict(cfg.federation), "federation")
+    validate_federation(fed)
+    seed = cfg.get("seed", 0)
+    _check_number("", "seed", seed, kind=int, low=0)
+    data_values = _as_dict(cfg.dataset)
+    data_values.update(num_clients=fed.num_clients, seed=seed)
+    spec = _typed(DataSpec, data_values, "dataset")
+    try:
+        validate_spec(spec)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return RunSettings(method=name, method_options=method, federation=fed, data=spec,
+                       seed=seed, progress=bool(cfg.get("progress", True)))
+
+
+def describe(settings: RunSettings) -> str:
+    info = dataset_info(settings.data.name)
+    fed = settings.federation
+    return (f"{settings.method} on {info.name} ({info.in_channels}x{info.image_size}x"
+            f"{info.image_size}, {info.num_classes} classes), K={fed.num_clients}, "
+            f"N={fed.clients_per_round}, R={fed.num_rounds}, E={fed.local_epochs}, "
+            f"alpha={settings.data.alpha}, seed={settings.seed}")

@@ -1,0 +1,186 @@
+"""Start a run with ``flwr run`` on a SuperLink that this process owns, and stop it all.
+
+``flwr run`` against its built-in "local" connection starts a detached
+SuperLink on fixed ports and leaves it running. pfednas instead starts its own
+``flower-superlink --simulation`` on a free loopback port, with a project-local
+``FLWR_HOME`` whose ``config.toml`` names that SuperLink, and submits the app to
+it with ``flwr run``. Every process started for the run (SuperLink, SuperExec,
+the simulation runtime, Ray) inherits a unique ``PFEDNAS_RUN_TOKEN`` in its
+environment; when the run ends — success, failure or Ctrl-C — every process
+carrying the token is terminated, then killed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+TOKEN_VAR = "PFEDNAS_RUN_TOKEN"
+CONNECTION = "pfednas-local"
+
+
+@dataclass(frozen=True)
+class SimulationRequest:
+    """What ``flwr run`` needs for one simulation."""
+
+    app_dir: Path
+    flwr_home: Path
+    run_config: dict[str, str]
+    num_supernodes: int
+    client_cpus: int
+    client_gpus: float
+    ray_num_cpus: int | None
+    log_dir: Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_flwr_home(flwr_home: Path, address: str) -> Path:
+    """A ``config.toml`` whose default connection is our own SuperLink."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    path.write_text(tomli_w.dumps({"superlink": {
+        "default": CONNECTION,
+        CONNECTION: {"address": address, "insecure": True},
+    }}))
+    return path
+
+
+def run_env(flwr_home: Path, token: str) -> dict[str, str]:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.update({
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "0",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "0"),
+        TOKEN_VAR: token,
+    })
+    return env
+
+
+def processes_with_token(token: str) -> list[int]:
+    """PIDs (other than ours) whose environment carries ``PFEDNAS_RUN_TOKEN=token``."""
+    needle = f"{TOKEN_VAR}={token}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_processes(token: str, *, grace: float = 5.0) -> list[int]:
+    """SIGTERM every process of the run, then SIGKILL what is left after ``grace``."""
+    pids = processes_with_token(token)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and processes_with_token(token):
+        time.sleep(0.1)
+    for pid in processes_with_token(token):
+        _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and processes_with_token(token):
+        time.sleep(0.1)
+    return pids
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], log_file: Path,
+                 timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"SuperLink exited with code {proc.returncode}; see {log_file}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError(f"SuperLink did not become healthy within {timeout:.0f}s; see {log_file}")
+
+
+@contextmanager
+def local_superlink(flwr_home: Path, log_dir: Path) -> Iterator[tuple[dict[str, str], str]]:
+    """A simulation SuperLink on a free port; yields (env for ``flwr``, token).
+
+    Everything started under it is stopped on exit, whatever the exit.
+    """
+    token = uuid.uuid4().hex
+    port = free_port()
+    write_flwr_home(flwr_home, f"127.0.0.1:{port}")
+    env = run_env(flwr_home, token)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "run_token").write_text(token + "\n")
+    log_file = log_dir / "superlink.log"
+    command = ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+               "--host", "127.0.0.1", "--port", str(port), "--database", ":flwr-in-memory:",
+               "--disable-runtime-dependency-installation"]
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_healthy(port, proc, log_file)
+        yield env, token
+    finally:
+        stop_processes(token)
+
+
+def flwr_run_command(request: SimulationRequest, run_config_file: Path) -> list[str]:
+    fed = [f"num-supernodes={request.num_supernodes}", "backend='ray'",
+           f"client-resources-num-cpus={int(request.client_cpus)}",
+           f"client-resources-num-gpus={float(request.client_gpus)}"]
+    if request.ray_num_cpus is not None:
+        fed.append(f"init-args-num-cpus={int(request.ray_num_cpus)}")
+    return ["flwr", "run", str(request.app_dir), CONNECTION, "--stream",
+            "--run-config", str(run_config_file), "--federation-config", " ".join(fed)]
+
+
+def run_simulation(request: SimulationRequest) -> int:
+    """Run the app to completion with ``flwr run --stream``; returns its exit code."""
+    run_config_file = request.log_dir / "run_config.toml"
+    request.log_dir.mkdir(parents=True, exist_ok=True)
+    run_config_file.write_text(tomli_w.dumps(request.run_config))
+    with local_superlink(request.flwr_home, request.log_dir) as (env, _token):
+        command = flwr_run_command(request, run_config_file)
+        (request.log_dir / "flwr_run.cmd").write_text(shlex.join(command) + "\n")
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            return proc.wait()
+        except BaseException:
+            _signal(proc.pid, signal.SIGTERM)
+            raise

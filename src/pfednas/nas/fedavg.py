@@ -1,0 +1,33 @@
+"""Sample-weighted FedAvg (McMahan et al., 2017, eq. in Alg. 1): a pure function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def weighted_average(updates: Sequence[tuple[Sequence[np.ndarray], float]]) -> list[np.ndarray]:
+    """Average lists of arrays entry-wise, weighting each list by its (sample) weight.
+
+    Integer arrays (e.g. BatchNorm's ``num_batches_tracked``) are rounded back to
+    their dtype. Raises ``ValueError`` on no updates, non-positive total weight or
+    mismatched shapes.
+    """
+    if not updates:
+        raise ValueError("no updates to average")
+    weights = np.array([w for _, w in updates], dtype=np.float64)
+    if np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(f"weights must be non-negative with a positive sum, got {weights}")
+    first = updates[0][0]
+    out = []
+    for i, ref in enumerate(first):
+        stack = [np.asarray(arrays[i]) for arrays, _ in updates]
+        if any(a.shape != ref.shape for a in stack):
+            raise ValueError(f"array {i}: shapes differ {[a.shape for a in stack]}")
+        mean = np.tensordot(weights / weights.sum(), np.stack(stack).astype(np.float64), axes=1)
+        if np.issubdtype(ref.dtype, np.integer):
+            out.append(np.asarray(np.rint(mean)).astype(ref.dtype))
+        else:
+            out.append(np.asarray(mean).astype(ref.dtype))
+    return out

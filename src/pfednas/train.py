@@ -1,0 +1,110 @@
+"""Plain PyTorch train / evaluate loops over in-memory arrays.
+
+Batches are sliced from tensors held in memory (no DataLoader workers): the
+client datasets here are small, and this keeps the simulation's throughput
+equal to a plain PyTorch loop on the same data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pfednas.data import ArrayDataset
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Local optimisation hyperparameters (they travel in the message config)."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    loss: float
+    samples: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalStats:
+    loss: float
+    accuracy: float
+    samples: int
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU; chosen once per process."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_tensors(data: ArrayDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.as_tensor(data.x, device=device), torch.as_tensor(data.y, device=device))
+
+
+def train_epochs(model: nn.Module, data: ArrayDataset, *, epochs: int, hyper: Hyper,
+                 generator: torch.Generator, device: torch.device) -> TrainStats:
+    """SGD with momentum for ``epochs`` passes over ``data``; returns the mean loss."""
+    start = time.perf_counter()
+    model.to(device).train()
+    x, y = to_tensors(data, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=hyper.lr, momentum=hyper.momentum,
+                                weight_decay=hyper.weight_decay)
+    total_loss, seen = 0.0, 0
+    n = len(y)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        for begin in range(0, n, hyper.batch_size):
+            idx = order[begin:begin + hyper.batch_size]
+            if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples in train mode
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(idx)
+            seen += len(idx)
+    return TrainStats(loss=total_loss / max(seen, 1), samples=seen,
+                      seconds=time.perf_counter() - start)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ArrayDataset, *, device: torch.device,
+             batch_size: int = 512) -> EvalStats:
+    model.to(device).eval()
+    x, y = to_tensors(data, device)
+    total_loss, correct = 0.0, 0
+    for begin in range(0, len(y), batch_size):
+        logits = model(x[begin:begin + batch_size])
+        target = y[begin:begin + batch_size]
+        total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == target).sum())
+    n = max(len(y), 1)
+    return EvalStats(loss=total_loss / n, accuracy=correct / n, samples=len(y))
+
+
+def get_arrays(model: nn.Module) -> list[np.ndarray]:
+    """State (parameters and buffers) in ``state_dict`` order, as numpy copies."""
+    return [t.detach().cpu().numpy().copy() for t in model.state_dict().values()]
+
+
+def set_arrays(model: nn.Module, arrays: list[np.ndarray]) -> None:
+    keys = list(model.state_dict().keys())
+    if len(keys) != len(arrays):
+        raise ValueError(f"expected {len(keys)} arrays for {type(model).__name__}, "
+                         f"got {len(arrays)}")
+    state = {k: torch.as_tensor(np.asarray(a)) for k, a in zip(keys, arrays, strict=True)}
+    model.load_state_dict(state, strict=True)
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,10 @@
+"""Server strategies: one ``flwr.serverapp.strategy.Strategy`` subclass per method.
+
+Installed as ``pfednas.strategies``.
+"""
+
+from pfednas.strategies.base import Budget, PersonalizedStrategy, RoundRecord
+from pfednas.strategies.fedavg import FedAvgFTStrategy
+from pfednas.strategies.local import LocalStrategy
+
+__all__ = ["Budget", "FedAvgFTStrategy", "LocalStrategy", "PersonalizedStrategy", "RoundRecord"]

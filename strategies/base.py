@@ -1,0 +1,184 @@
+"""What every pfednas strategy shares: client ids, sampling, the round loop, records.
+
+Flower addresses SuperNodes by node id; pfednas addresses *clients* (data
+partitions, policies, budgets) by client id. :meth:`PersonalizedStrategy.connect`
+asks every node for its client id once. Each round the loop calls the four
+Strategy hooks and hands a :class:`RoundRecord` to a callback of the app layer,
+which writes it: no file is written from here.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round (one line of ``metrics.jsonl``)."""
+
+    round: int
+    sampled: list[int] = field(default_factory=list)
+    train: list[dict[str, float]] = field(default_factory=list)
+    evaluation: list[dict[str, float]] = field(default_factory=list)
+    failures: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    wall_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        accs = [e["accuracy"] for e in self.evaluation]
+        out: dict[str, Any] = {
+            "round": self.round, "sampled_clients": self.sampled, "train": self.train,
+            "evaluation": self.evaluation, "failures": self.failures,
+            "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
+            "wall_seconds": round(self.wall_seconds, 4),
+        }
+        if accs:
+            out["personalized_acc_mean"] = float(np.mean(accs))
+            out["personalized_acc_std"] = float(np.std(accs))
+        return out
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Federation budgets every strategy takes (keyword-only, validated by the config)."""
+
+    num_clients: int
+    clients_per_round: int
+    num_rounds: int
+    local_epochs: int
+    eval_every: int
+    round_timeout: float
+    seed: int
+
+
+class PersonalizedStrategy(Strategy):
+    """Base class: client discovery, seeded sampling, the round loop and its records."""
+
+    def __init__(self, *, budget: Budget, train_config: dict[str, Any]) -> None:
+        self.budget = budget
+        self.train_config = dict(train_config)
+        self.node_of: dict[int, int] = {}
+        self.record = RoundRecord(round=0)
+
+    # -- clients ---------------------------------------------------------------------------
+    def connect(self, grid: Grid, *, poll_seconds: float = 1.0) -> None:
+        """Wait for the K clients and learn which node holds which client id."""
+        want = self.budget.num_clients
+        while len(nodes := list(grid.get_node_ids())) < want:
+            log(INFO, "Waiting for clients: %d of %d connected", len(nodes), want)
+            time.sleep(poll_seconds)
+        queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node,
+                           message_type=MessageType.QUERY) for node in nodes]
+        for reply in grid.send_and_receive(queries, timeout=self.budget.round_timeout):
+            if reply.has_error():
+                log(WARNING, "Node %s did not say its client id: %s",
+                    reply.metadata.src_node_id, reply.error.reason)
+                continue
+            cid = int(reply.content["metrics"]["client_id"])  # type: ignore[arg-type]
+            self.node_of[cid] = reply.metadata.src_node_id
+        missing = sorted(set(range(want)) - set(self.node_of))
+        if missing:
+            raise RuntimeError(f"no node answered for client ids {missing[:10]}"
+                               f"{' ...' if len(missing) > 10 else ''}")
+
+    def sample_clients(self, server_round: int) -> list[int]:
+        rng = numpy_rng(self.budget.seed, CLIENT_SAMPLING, server_round)
+        chosen = rng.choice(self.budget.num_clients, self.budget.clients_per_round, replace=False)
+        return sorted(int(c) for c in chosen)
+
+    def is_eval_round(self, server_round: int) -> bool:
+        return (server_round % self.budget.eval_every == 0
+                or server_round == self.budget.num_rounds)
+
+    def message(self, client_id: int, message_type: str, config: dict[str, Any],
+                arrays: list[np.ndarray] | None = None) -> Message:
+        content = RecordDict({"config": ConfigRecord(config)})
+        if arrays is not None:
+            record = ArrayRecord(numpy_ndarrays=arrays)
+            content["arrays"] = record
+            self.record.bytes_down += sum(a.nbytes for a in arrays)
+        return Message(content, dst_node_id=self.node_of[client_id], message_type=message_type)
+
+    def round_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
+        return {**self.train_config, "server_round": server_round,
+                "local_epochs": self.budget.local_epochs, **extra}
+
+    def ok_replies(self, replies: Iterable[Message]) -> list[tuple[dict[str, Any], Message]]:
+        """Replies without error, as (metrics, message); failures are counted."""
+        good = []
+        for reply in replies:
+            if reply.has_error():
+                self.record.failures += 1
+                log(WARNING, "A client failed: %s", reply.error.reason)
+                continue
+            metrics = dict(reply.content["metrics"])  # type: ignore[arg-type]
+            arrays = reply.content.get("arrays")
+            if isinstance(arrays, ArrayRecord):
+                self.record.bytes_up += sum(a.nbytes for a in arrays.to_numpy_ndarrays())
+            good.append((metrics, reply))
+        return good
+
+    # -- evaluation results ------------------------------------------------------------------
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        rows = []
+        for metrics, _ in self.ok_replies(replies):
+            rows.append({"client_id": int(metrics["client_id"]),
+                         "accuracy": float(metrics["accuracy"]),
+                         "loss": float(metrics["loss"]),
+                         "num_params": int(metrics.get("num_params", 0)),
+                         "num_examples": int(metrics["num_examples"])})
+        self.record.evaluation = sorted(rows, key=lambda r: r["client_id"])
+        if not rows:
+            return None
+        return MetricRecord({"personalized_acc_mean":
+                             float(np.mean([r["accuracy"] for r in rows]))})
+
+    @staticmethod
+    def train_row(metrics: dict[str, Any]) -> dict[str, float]:
+        keys = ("client_id", "train_loss", "train_seconds", "num_examples", "peak_memory_mb")
+        return {k: metrics[k] for k in keys if k in metrics}
+
+    # -- the loop ----------------------------------------------------------------------------
+    @abstractmethod
+    def current_arrays(self) -> ArrayRecord:
+        """The server state sent out this round (empty for methods that send none)."""
+
+    def run(self, grid: Grid, on_round: Callable[[RoundRecord], None]) -> list[RoundRecord]:
+        """Run all rounds; ``on_round`` receives each finished round's record."""
+        records = []
+        for server_round in range(1, self.budget.num_rounds + 1):
+            start = time.perf_counter()
+            self.record = RoundRecord(round=server_round)
+            timeout = self.budget.round_timeout
+            messages = list(self.configure_train(server_round, self.current_arrays(),
+                                                 ConfigRecord(), grid))
+            if messages:
+                self.aggregate_train(server_round, grid.send_and_receive(messages,
+                                                                         timeout=timeout))
+            messages = list(self.configure_evaluate(server_round, self.current_arrays(),
+                                                    ConfigRecord(), grid))
+            if messages:
+                self.aggregate_evaluate(server_round, grid.send_and_receive(messages,
+                                                                            timeout=timeout))
+            self.record.wall_seconds = time.perf_counter() - start
+            records.append(self.record)
+            on_round(self.record)
+        return records
+
+    def summary(self) -> None:
+        log(INFO, "%s: %s", type(self).__name__, self.budget)

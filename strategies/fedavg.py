@@ -1,0 +1,61 @@
+"""FedAvg + local fine-tuning (the FT baseline of the seed papers' tables).
+
+Training: N sampled clients train the global model ``local_epochs`` epochs and the
+server takes their sample-weighted average (FedAvg, McMahan et al. 2017).
+Personalized evaluation: every client fine-tunes the current global model on its
+own train split for ``finetune_epochs`` (paper default 10) and reports its test
+accuracy; the fine-tuned copies are not kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+from pfednas.strategies.base import Budget, PersonalizedStrategy
+
+from pfednas.nas.fedavg import weighted_average
+
+
+class FedAvgFTStrategy(PersonalizedStrategy):
+    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
+                 initial_arrays: list[np.ndarray], finetune_epochs: int) -> None:
+        super().__init__(budget=budget, train_config=train_config)
+        if finetune_epochs < 0:
+            raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
+        self.arrays = [np.asarray(a) for a in initial_arrays]
+        self.finetune_epochs = finetune_epochs
+
+    def current_arrays(self) -> ArrayRecord:
+        return ArrayRecord(numpy_ndarrays=self.arrays)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.record.sampled = self.sample_clients(server_round)
+        cfg = self.round_config(server_round)
+        return [self.message(cid, MessageType.TRAIN, cfg, self.arrays)
+                for cid in self.record.sampled]
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        updates = []
+        for metrics, reply in self.ok_replies(replies):
+            self.record.train.append(self.train_row(metrics))
+            arrays = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+            updates.append((arrays, float(metrics["num_examples"])))
+        if not updates:
+            return None, None
+        self.arrays = weighted_average(updates)
+        loss = float(np.mean([row["train_loss"] for row in self.record.train]))
+        return self.current_arrays(), MetricRecord({"train_loss": loss})
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        if not self.is_eval_round(server_round):
+            return []
+        cfg = self.round_config(server_round, finetune_epochs=self.finetune_epochs)
+        return [self.message(cid, MessageType.EVALUATE, cfg, self.arrays)
+                for cid in range(self.budget.num_clients)]

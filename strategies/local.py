@@ -1,0 +1,44 @@
+"""Local training baseline: no communication of weights at all.
+
+Each client trains its own model on its own data. At every evaluation round the
+server only tells each client how many epochs to train since the previous
+evaluation, so a client trains ``num_rounds x local_epochs`` epochs in total and
+reports its test accuracy along the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+from pfednas.strategies.base import Budget, PersonalizedStrategy
+
+
+class LocalStrategy(PersonalizedStrategy):
+    def __init__(self, *, budget: Budget, train_config: dict[str, Any]) -> None:
+        super().__init__(budget=budget, train_config=train_config)
+        self.last_eval_round = 0
+
+    def current_arrays(self) -> ArrayRecord:
+        return ArrayRecord()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        return []
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return None, None
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        if not self.is_eval_round(server_round):
+            return []
+        epochs = (server_round - self.last_eval_round) * self.budget.local_epochs
+        self.last_eval_round = server_round
+        cfg = self.round_config(server_round, train_epochs=epochs)
+        self.record.sampled = list(range(self.budget.num_clients))
+        return [self.message(cid, MessageType.EVALUATE, cfg)
+                for cid in range(self.budget.num_clients)]

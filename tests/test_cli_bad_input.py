@@ -1,0 +1,34 @@
+"""Bad input: one clear message and a non-zero exit before any Flower or Ray process starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_pfednas
+
+CASES = [
+    (["method=nope"], "Could not find 'method/nope'"),
+    (["dataset=nope"], "Could not find 'dataset/nope'"),
+    (["dataset.name=imagenet"], "unknown dataset"),
+    (["dataset.alpha=0"], "alpha"),
+    (["dataset.alpha=-1"], "alpha"),
+    (["federation.num_clients=3", "federation.clients_per_round=5"], "must not exceed"),
+    (["federation.clients_per_round=0"], "clients_per_round must be >= 1"),
+    (["federation.num_rounds=0"], "num_rounds must be >= 1"),
+    (["federation.num_clients=1000"], "too small"),
+    (["federation.lr=-0.1"], "lr must be > 0"),
+    (["+federation.typo=1"], "unknown key"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_fails_before_any_process_starts(tmp_path: Path, overrides: list[str],
+                                                   message: str) -> None:
+    result = run_pfednas(overrides, tmp_path / "run", timeout=120)
+
+    assert result.returncode != 0
+    assert message.lower() in (result.stderr + result.stdout).lower()
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "logs").exists(), "a SuperLink was started"
