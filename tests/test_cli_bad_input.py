@@ -20,6 +20,8 @@ CASES = [
     (["federation.num_clients=1000"], "too small"),
     (["federation.lr=-0.1"], "lr must be > 0"),
     (["+federation.typo=1"], "unknown key"),
+    (["dataset=fashion_mnist", "dataset.root=/nonexistent/fmnist"], "/nonexistent/fmnist"),
+    (["federation.num_clients=100", "dataset.alpha=0.05"], "cannot partition"),
 ]
 
 

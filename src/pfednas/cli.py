@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pfednas.config import ConfigError, conf_dir, describe, overrides_to_json, settings_from_cfg
+from pfednas.data import DataError, partition
 from pfednas.launcher import SimulationRequest, run_simulation
 
 EXIT_CONFIG = 2
@@ -43,8 +44,11 @@ def run_job(cfg: DictConfig) -> dict:
     try:
         settings = settings_from_cfg(cfg)
         root = app_dir()
-    except ConfigError as err:
+        partition(settings.data)  # reads the data: missing files and impossible splits fail here
+    except (ConfigError, DataError) as err:
         fail(str(err), EXIT_CONFIG)
+    except ValueError as err:
+        fail(f"cannot partition the data: {err}", EXIT_CONFIG)
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir).resolve()
     overrides = list(hydra_cfg.overrides.task)

@@ -1,0 +1,37 @@
+"""Datasets, Dirichlet client partitions and per-client splits (no Flower app imports).
+
+Typical use, in a client::
+
+    spec = DataSpec.from_config(dataset_cfg, num_clients=k, seed=seed)
+    validate_spec(spec)                      # cheap: before any Flower/Ray process
+    data = load_client_data(spec, client_id)  # cached pooled arrays + partition
+"""
+
+from pfednas.data.arrays import ArrayDataset, ClientData, DataError, DatasetInfo
+from pfednas.data.partition import (
+    dirichlet_partition,
+    load_client_data,
+    partition,
+    split_counts,
+    stratified_split,
+)
+from pfednas.data.registry import DATASET_NAMES, dataset_info, load_arrays
+from pfednas.data.spec import DataSpec, spec_problems, validate_spec
+
+__all__ = [
+    "DATASET_NAMES",
+    "ArrayDataset",
+    "ClientData",
+    "DataError",
+    "DataSpec",
+    "DatasetInfo",
+    "dataset_info",
+    "dirichlet_partition",
+    "load_arrays",
+    "load_client_data",
+    "partition",
+    "spec_problems",
+    "split_counts",
+    "stratified_split",
+    "validate_spec",
+]

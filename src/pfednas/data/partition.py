@@ -1,0 +1,226 @@
+"""Non-IID client partitions and each client's stratified train / val / test split.
+
+1. ``partition``: ``flwr_datasets``' ``DirichletPartitioner`` (alpha, minimum size,
+   seed) over a ``datasets.Dataset`` of the pooled labels gives each client its
+   sample indices; an optional cap keeps a label-stratified subsample.
+2. ``split_client``: within a client, every class is divided between the
+   splits in the requested fractions (largest-remainder rounding), so the
+   test split keeps the client's label proportions; a class with a single
+   sample goes to train.
+
+Randomness comes from ``numpy.random.SeedSequence([seed, stream, ...])`` with
+one fixed stream id per use, so the same ``DataSpec`` yields the same data for
+every method, and per-client streams never collide.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from pfednas.data.arrays import ClientData, RawImages, select
+from pfednas.data.registry import load_raw, normalisation, resolve_root
+from pfednas.data.spec import DataSpec, validate_spec
+
+# SeedSequence stream ids (synthetic.py uses 4).
+_PARTITION_STREAM = 1
+_CAP_STREAM = 2
+_SPLIT_STREAM = 3
+
+
+def _int_seed(*entropy: int) -> int:
+    """A 32-bit seed for APIs that take an int, from ``SeedSequence(entropy)``."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+
+
+def _rng(*entropy: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(list(entropy)))
+
+
+def apportion(total: int, weights: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Split ``total`` into integers proportional to ``weights`` (largest remainder)."""
+    w = np.asarray(weights, dtype=np.float64)
+    exact = total * w / w.sum()
+    counts = np.floor(exact).astype(np.int64)
+    short = total - int(counts.sum())
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[:short]] += 1
+    return counts
+
+
+def split_counts(
+    class_counts: Sequence[int] | np.ndarray, fractions: Sequence[float]
+) -> np.ndarray:
+    """How many samples of each class go to each split.
+
+    Returns an int array ``(num_classes, num_splits)`` whose rows sum to
+    ``class_counts`` and whose columns sum (up to classes of one sample, which
+    always go to split 0 = train) to the largest-remainder share of the total.
+    A split with a positive fraction is never left empty while train has two
+    or more samples.
+    """
+    counts = np.asarray(class_counts, dtype=np.int64)
+    frac = np.asarray(fractions, dtype=np.float64)
+    exact = counts[:, None] * frac[None, :]
+    alloc = np.floor(exact).astype(np.int64)
+    single = counts == 1
+    alloc[single] = 0
+    alloc[single, 0] = 1
+    remainder = np.round(exact - np.floor(exact), 9)  # exact ties break by class order
+    remainder[single] = 0.0
+    targets = apportion(int(counts.sum()), frac)
+    _assign_remainders(alloc, counts, remainder, targets)
+    _fill_empty_splits(alloc, frac)
+    return alloc
+
+
+def _assign_remainders(
+    alloc: np.ndarray, counts: np.ndarray, remainder: np.ndarray, targets: np.ndarray
+) -> None:
+    """Hand each class's leftover samples to splits, largest fractional part first."""
+    for flat in np.argsort(-remainder, axis=None, kind="stable"):
+        row, col = divmod(int(flat), alloc.shape[1])
+        if remainder[row, col] <= 0:
+            break
+        if alloc[row].sum() < counts[row] and alloc[:, col].sum() < targets[col]:
+            alloc[row, col] += 1
+    for row in np.flatnonzero(alloc.sum(axis=1) < counts):  # units the greedy pass stranded
+        while alloc[row].sum() < counts[row]:
+            alloc[row, int(np.argmax(targets - alloc.sum(axis=0)))] += 1
+
+
+def _fill_empty_splits(alloc: np.ndarray, frac: np.ndarray) -> None:
+    """Move one train sample into each empty split that should not be empty."""
+    for col in np.flatnonzero((frac > 0) & (alloc.sum(axis=0) == 0)):
+        if col != 0 and alloc[:, 0].sum() >= 2:
+            donor = int(np.argmax(alloc[:, 0]))
+            alloc[donor, 0] -= 1
+            alloc[donor, col] += 1
+
+
+def stratified_split(
+    labels: np.ndarray, fractions: Sequence[float], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Positions ``0..len(labels)-1`` divided into ``len(fractions)`` sorted, disjoint parts."""
+    classes, inverse = np.unique(labels, return_inverse=True)
+    alloc = split_counts(np.bincount(inverse, minlength=classes.size), fractions)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    for c in range(classes.size):
+        members = rng.permutation(np.flatnonzero(inverse == c))
+        for s, chunk in enumerate(np.split(members, np.cumsum(alloc[c])[:-1])):
+            parts[s].append(chunk)
+    return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+
+
+def _stratified_cap(labels: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of a label-stratified subsample of exactly ``cap`` items, sorted."""
+    classes, inverse = np.unique(labels, return_inverse=True)
+    counts = np.bincount(inverse, minlength=classes.size)
+    keep = apportion(cap, counts)
+    chosen = [
+        rng.choice(np.flatnonzero(inverse == c), size=int(keep[c]), replace=False)
+        for c in range(classes.size)
+    ]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def dirichlet_partition(
+    labels: np.ndarray, *, num_clients: int, alpha: float, min_partition_size: int, seed: int
+) -> list[np.ndarray]:
+    """Per-client sorted indices into ``labels`` from ``flwr_datasets``' DirichletPartitioner."""
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner
+
+    columns = {"label": labels.astype(np.int64), "row": np.arange(labels.size)}
+    table = Dataset.from_dict(columns).with_format("arrow")  # whole-column reads, no row loop
+    partitioner = DirichletPartitioner(
+        num_partitions=num_clients,
+        partition_by="label",
+        alpha=float(alpha),
+        min_partition_size=min_partition_size,
+        self_balancing=False,
+        shuffle=False,
+        seed=seed,
+    )
+    partitioner.dataset = table
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # its per-retry warnings
+            rows = [partitioner.load_partition(i)["row"] for i in range(num_clients)]
+    except ValueError as exc:
+        raise ValueError(
+            f"Dirichlet partitioning of {labels.size} samples into {num_clients} clients "
+            f"with alpha={alpha} could not give every client >= {min_partition_size} "
+            f"samples ({exc}); raise dataset.alpha, lower dataset.min_partition_size "
+            "or federation.num_clients"
+        ) from exc
+    return [np.sort(np.asarray(r, dtype=np.int64)) for r in rows]
+
+
+def _resolved(spec: DataSpec) -> DataSpec:
+    """``spec`` with ``root`` resolved (config > environment > default), as a cache key."""
+    root = resolve_root(spec.name, spec.root)
+    return spec if root == spec.root else replace(spec, root=root)
+
+
+def _raw(spec: DataSpec) -> RawImages:
+    return load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_partition(spec: DataSpec) -> tuple[np.ndarray, ...]:
+    labels = _raw(spec).labels
+    parts = dirichlet_partition(
+        labels,
+        num_clients=spec.num_clients,
+        alpha=spec.alpha,
+        min_partition_size=spec.min_partition_size,
+        seed=_int_seed(spec.seed, _PARTITION_STREAM),
+    )
+    cap = spec.max_samples_per_client
+    if cap is not None:
+        parts = [
+            p
+            if p.size <= cap
+            else p[_stratified_cap(labels[p], cap, _rng(spec.seed, _CAP_STREAM, i))]
+            for i, p in enumerate(parts)
+        ]
+    for p in parts:
+        p.setflags(write=False)
+    return tuple(parts)
+
+
+def partition(spec: DataSpec) -> list[np.ndarray]:
+    """Each client's sorted sample indices into the pooled dataset (``load_arrays``).
+
+    Deterministic in ``spec``; the arrays are read-only and cached per process.
+    """
+    validate_spec(spec)
+    return list(_cached_partition(_resolved(spec)))
+
+
+def load_client_data(spec: DataSpec, client_id: int) -> ClientData:
+    """Client ``client_id``'s normalised train / val / test splits.
+
+    The pooled data and the partition are cached per process, so many clients
+    simulated in one worker load the dataset once. The split is drawn from
+    ``SeedSequence([seed, stream, client_id])``.
+    """
+    if not 0 <= client_id < spec.num_clients:
+        raise ValueError(f"client_id must be in [0, {spec.num_clients}), got {client_id}")
+    indices = partition(spec)[client_id]
+    resolved = _resolved(spec)
+    raw = _raw(resolved)
+    train, val, test = stratified_split(
+        raw.labels[indices], spec.fractions, _rng(spec.seed, _SPLIT_STREAM, client_id)
+    )
+    norm = normalisation(spec.name)
+    return ClientData(
+        train=select(raw, indices[train], norm),
+        val=select(raw, indices[val], norm),
+        test=select(raw, indices[test], norm),
+    )
