@@ -72,7 +72,18 @@ def _hydra_main(cfg: DictConfig) -> None:
     run_job(cfg)
 
 
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, help) — each module has ``main(argv: list[str]) -> int``
+}
+
+
 def main() -> None:
+    """``pfednas [SUBCOMMAND] ARGS``; without a subcommand, a Hydra-configured run."""
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        import importlib
+
+        module = importlib.import_module(SUBCOMMANDS[sys.argv[1]][0])
+        sys.exit(module.main(sys.argv[2:]))
     _hydra_main()
 
 

@@ -23,8 +23,9 @@ from flwr.clientapp import ClientApp
 from pfednas.clients import FedAvgClient, LocalClient
 from pfednas.clients.common import ClientEnv
 from pfednas.config import RunSettings, compose, overrides_from_json, settings_from_cfg
-from pfednas.data import dataset_info, load_client_data
+from pfednas.data import dataset_info
 from pfednas.models import build_model
+from pfednas.node_data import client_id_of, node_client_data
 from pfednas.train import default_device
 
 app = ClientApp()
@@ -33,13 +34,6 @@ app = ClientApp()
 def _settings(context: Context) -> RunSettings:
     overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
     return settings_from_cfg(compose(overrides))
-
-
-def client_id_of(context: Context) -> int:
-    if "partition-id" not in context.node_config:
-        raise ValueError("node config has no 'partition-id': start the SuperNode with "
-                         "--node-config 'partition-id=<i> num-partitions=<K>'")
-    return int(context.node_config["partition-id"])
 
 
 def _set_threads(settings: RunSettings) -> None:
@@ -53,7 +47,7 @@ def make_client(context: Context) -> NumPyClient:
     settings = _settings(context)
     _set_threads(settings)
     cid = client_id_of(context)
-    env = ClientEnv(client_id=cid, data=load_client_data(settings.data, cid),
+    env = ClientEnv(client_id=cid, data=node_client_data(context, settings),
                     device=default_device(), seed=settings.seed)
     info = dataset_info(settings.data.name)
     model_fn = partial(build_model, in_channels=info.in_channels, image_size=info.image_size,
