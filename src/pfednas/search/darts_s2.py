@@ -1,0 +1,361 @@
+"""``darts_s2``: the DARTS cell network with the s2 operation set {skip_connect, sep_conv_3x3}.
+
+DARTS (Liu et al., ICLR'19, ``cnn/model_search.py``, ``operations.py``) with the
+reduced space s2 of RobustDARTS (Zela et al., ICLR'20), as SPIDER (Mushtaq et
+al., TMLR) uses it: stem conv (3·C) → ``layers`` cells, reduction cells at
+``layers // 3`` and ``2 · layers // 3`` (channels doubled, stride 2 on the
+edges from the two cell inputs) → global pool → linear classifier (the head).
+Each cell has ``steps`` intermediate nodes, node ``i`` fed by ``2 + i`` edges
+(14 edges for 4 steps), and outputs the concatenation of the last
+``multiplier`` nodes.  BatchNorm inside cells is affine-free, as in SPIDER.
+``skip_connect`` on a stride-2 edge is DARTS's ``FactorizedReduce`` (it has
+parameters).
+
+An architecture is a per-edge operation mask α ∈ {0,1}² (skip, sep) per edge,
+per cell type (normal, reduce) — :class:`CellMask`.  The supernet forward sums
+the kept operations with weight 1 (SPIDER's global model: no softmax, no
+architecture weights).  Extracting an architecture physically drops the pruned
+operations' parameters.  An extracted network still accepts any sub-mask of
+its own in ``forward(x, mask)`` (SPIDER's perturbation search).
+
+Dimensions: ``normal_e0 … normal_e13``, ``reduce_e0 … reduce_e13``, each with
+choices ``("skip", "sep", "both")`` — the non-empty masks — or, with
+``allow_empty_edges=True``, ``("none", "skip", "sep", "both")`` (SPIDER's edge
+decisions drop whole edges).  Edges are in DARTS order: node 0 ← (c_{k-2},
+c_{k-1}), node 1 ← (c_{k-2}, c_{k-1}, node 0), …
+
+String grammar (body after ``darts_s2:``)::
+
+    n_<one letter per normal edge>-r_<one letter per reduce edge>
+    letter := s (skip_connect) | c (sep_conv_3x3) | b (both) | o (none)
+
+e.g. ``darts_s2:n_bbbbbbbbbbbbbb-r_scbbbbbbbbbbbb``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pfednas.search.arch import Arch, Dimension
+from pfednas.search.ops import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
+from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
+
+OP_NAMES = ("skip_connect", "sep_conv_3x3")
+_CHOICE_MASKS = {
+    "none": (False, False),
+    "skip": (True, False),
+    "sep": (False, True),
+    "both": (True, True),
+}
+_LETTERS = {"none": "o", "skip": "s", "sep": "c", "both": "b"}
+
+EdgeMask = tuple[bool, bool]
+
+
+@dataclass(frozen=True)
+class CellMask:
+    """Per-edge operation masks (skip, sep) of the normal and the reduction cell."""
+
+    normal: tuple[EdgeMask, ...]
+    reduce: tuple[EdgeMask, ...]
+
+    def to_array(self) -> np.ndarray:
+        """Boolean array of shape (2 cell types, edges, 2 ops)."""
+        return np.array([self.normal, self.reduce], dtype=bool)
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> CellMask:
+        a = np.asarray(array, dtype=bool)
+        if a.ndim != 3 or a.shape[0] != 2 or a.shape[2] != 2:
+            raise ValueError(f"mask array must have shape (2, edges, 2), got {a.shape}")
+        normal, reduce = (tuple((bool(e[0]), bool(e[1])) for e in cell) for cell in a)
+        return cls(normal, reduce)
+
+    def edges(self, reduction: bool) -> tuple[EdgeMask, ...]:
+        return self.reduce if reduction else self.normal
+
+
+def _active(edge: EdgeMask) -> list[str]:
+    return [name for name, keep in zip(OP_NAMES, edge, strict=True) if keep]
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU, k×k conv (padding k // 2), BN."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, affine: bool) -> None:
+        super().__init__(
+            nn.ReLU(),
+            DynamicConv2d(c_in, c_out, kernel, stride=stride),
+            DynamicBatchNorm2d(c_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """DARTS separable conv: (ReLU, depthwise k×k, pointwise, BN) twice; padding k // 2."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, affine: bool) -> None:
+        super().__init__(
+            nn.ReLU(),
+            DynamicConv2d(c_in, c_in, kernel, stride=stride, depthwise=True),
+            DynamicConv2d(c_in, c_in, 1),
+            DynamicBatchNorm2d(c_in, affine=affine),
+            nn.ReLU(),
+            DynamicConv2d(c_in, c_in, kernel, depthwise=True),
+            DynamicConv2d(c_in, c_out, 1),
+            DynamicBatchNorm2d(c_out, affine=affine),
+        )
+
+
+class FactorizedReduce(nn.Module):
+    """DARTS stride-2 skip: two offset 1×1 stride-2 convs, concatenated (odd sides padded)."""
+
+    def __init__(self, c_in: int, c_out: int, affine: bool) -> None:
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.conv_1 = DynamicConv2d(c_in, c_out // 2, 1, stride=2)
+        self.conv_2 = DynamicConv2d(c_in, c_out - c_out // 2, 1, stride=2)
+        self.bn = DynamicBatchNorm2d(c_out, affine=affine)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(x)
+        x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+
+
+def make_op(name: str, c: int, stride: int) -> nn.Module:
+    """The ``OPS`` registry of the s2 space (affine-free BatchNorm)."""
+    if name == "skip_connect":
+        return nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine=False)
+    if name == "sep_conv_3x3":
+        return SepConv(c, c, 3, stride, affine=False)
+    raise ValueError(f"unknown operation {name!r}; known: {OP_NAMES}")
+
+
+class Cell(nn.Module):
+    """A DARTS cell holding only the operations its edge masks keep."""
+
+    def __init__(
+        self,
+        edges: tuple[EdgeMask, ...],
+        *,
+        steps: int,
+        multiplier: int,
+        c_prev_prev: int,
+        c_prev: int,
+        c: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, c, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(c_prev_prev, c, 1, 1, affine=False)
+        self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, affine=False)
+        self.edges = nn.ModuleList()
+        e = 0
+        for i in range(steps):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                self.edges.append(
+                    nn.ModuleDict({n: make_op(n, c, stride) for n in _active(edges[e])})
+                )
+                e += 1
+
+    def forward(self, s0: Tensor, s1: Tensor, edges: tuple[EdgeMask, ...]) -> Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        e = 0
+        for _ in range(self.steps):
+            terms = [
+                self._op(e + j, name)(h)
+                for j, h in enumerate(states)
+                for name in _active(edges[e + j])
+            ]
+            e += len(states)
+            states.append(sum(terms[1:], terms[0]) if terms else self._zeros(states[1]))
+        return torch.cat(states[-self.multiplier :], dim=1)
+
+    def _op(self, edge: int, name: str) -> nn.Module:
+        ops = cast(nn.ModuleDict, self.edges[edge])
+        if name not in ops:
+            raise ValueError(
+                f"edge {edge} has no {name}: the mask is not a sub-mask of this network"
+            )
+        return ops[name]
+
+    def _zeros(self, s1: Tensor) -> Tensor:
+        n, c, h, w = s1.shape
+        if self.reduction:
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        return s1.new_zeros(n, c, h, w)
+
+
+@dataclass(frozen=True)
+class DartsSpec:
+    in_channels: int
+    num_classes: int
+    channels: int
+    layers: int
+    steps: int
+    multiplier: int
+    stem_multiplier: int
+
+
+class DartsNet(ElasticNet[CellMask]):
+    """The DARTS s2 network built for one mask (the supernet: every op on every edge)."""
+
+    def __init__(self, spec: DartsSpec, mask: CellMask) -> None:
+        super().__init__()
+        self.config = mask
+        c_curr = spec.stem_multiplier * spec.channels
+        self.stem = nn.Sequential(
+            DynamicConv2d(spec.in_channels, c_curr, 3), DynamicBatchNorm2d(c_curr)
+        )
+        c_prev_prev, c_prev, c_curr = c_curr, c_curr, spec.channels
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(spec.layers):
+            reduction = i in (spec.layers // 3, 2 * spec.layers // 3)
+            c_curr = c_curr * 2 if reduction else c_curr
+            cell = Cell(
+                mask.edges(reduction),
+                steps=spec.steps,
+                multiplier=spec.multiplier,
+                c_prev_prev=c_prev_prev,
+                c_prev=c_prev,
+                c=c_curr,
+                reduction=reduction,
+                reduction_prev=reduction_prev,
+            )
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, spec.multiplier * c_curr
+        self.classifier = DynamicLinear(c_prev, spec.num_classes)
+
+    def forward_config(self, x: Tensor, config: CellMask) -> Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in cast(list[Cell], self.cells):
+            s0, s1 = s1, cell(s0, s1, config.edges(cell.reduction))
+        return self.classifier(s1.mean((2, 3)))
+
+    def head_parameter_names(self) -> list[str]:
+        return ["classifier.weight", "classifier.bias"]
+
+
+class DartsS2Space(SearchSpace):
+    """DARTS cells with {skip_connect, sep_conv_3x3} per edge; see the module docstring."""
+
+    name = "darts_s2"
+
+    def __init__(
+        self,
+        *,
+        channels: int = 8,
+        layers: int = 8,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        allow_empty_edges: bool = False,
+    ) -> None:
+        self.channels, self.layers, self.steps = channels, layers, steps
+        self.multiplier, self.stem_multiplier = multiplier, stem_multiplier
+        self.num_edges = sum(2 + i for i in range(steps))
+        self._full_cache: dict[
+            TaskShape, list[tuple[str, tuple[int, ...], tuple[int, int, int] | None]]
+        ] = {}
+        choices = ("none", "skip", "sep", "both") if allow_empty_edges else ("skip", "sep", "both")
+        self.dimensions = tuple(
+            Dimension(f"{cell}_e{e}", choices)
+            for cell in ("normal", "reduce")
+            for e in range(self.num_edges)
+        )
+
+    # -- masks ---------------------------------------------------------------
+    def mask(self, arch: Arch) -> CellMask:
+        """The per-edge operation mask of an architecture."""
+        masks = [_CHOICE_MASKS[str(v)] for v in self.values(arch).values()]
+        return CellMask(tuple(masks[: self.num_edges]), tuple(masks[self.num_edges :]))
+
+    def arch_from_mask(self, mask: CellMask) -> Arch:
+        lookup = {
+            m: i for i, m in enumerate(_CHOICE_MASKS[str(c)] for c in self.dimensions[0].choices)
+        }
+        edges = (*mask.normal, *mask.reduce)
+        missing = [e for e in edges if e not in lookup]
+        if len(edges) != len(self.dimensions) or missing:
+            raise ValueError(
+                f"mask not representable in this space (edges {len(edges)}, unsupported {missing})"
+            )
+        return self.arch_from_indices([lookup[e] for e in edges])
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """The mask bits, flattened: (cell type, edge, op) → 2·14·2 = 56 floats."""
+        return self.mask(arch).to_array().astype(np.float64).ravel()
+
+    # -- string form -------------------------------------------------------------
+    def format_body(self, indices: tuple[int, ...]) -> str:
+        letters = "".join(
+            _LETTERS[str(d.choices[i])] for d, i in zip(self.dimensions, indices, strict=True)
+        )
+        return f"n_{letters[: self.num_edges]}-r_{letters[self.num_edges :]}"
+
+    def parse_body(self, body: str) -> tuple[int, ...]:
+        normal, _, reduce = body.partition("-")
+        if not (normal.startswith("n_") and reduce.startswith("r_")):
+            raise ValueError(f"bad darts_s2 architecture body {body!r}")
+        letters = normal[2:] + reduce[2:]
+        codes = [_LETTERS[str(c)] for c in self.dimensions[0].choices]
+        if len(letters) != len(self.dimensions) or any(ch not in codes for ch in letters):
+            raise ValueError(f"bad darts_s2 architecture body {body!r}; letters must be in {codes}")
+        return tuple(codes.index(ch) for ch in letters)
+
+    # -- networks --------------------------------------------------------------------
+    def net_config(self, arch: Arch, task: TaskShape) -> CellMask:
+        return self.mask(arch)
+
+    def state_shapes(self, config: CellMask, task: TaskShape) -> list[tuple[str, tuple[int, ...]]]:
+        """Full-size operations: the supernet's state minus the dropped operations."""
+        keep = (config.normal, config.reduce)
+        return [
+            (k, shape)
+            for k, shape, op in self._full_shapes(task)
+            if op is None or keep[op[0]][op[1]][op[2]]
+        ]
+
+    def _full_shapes(
+        self, task: TaskShape
+    ) -> list[tuple[str, tuple[int, ...], tuple[int, int, int] | None]]:
+        """Supernet state shapes, tagged (cell type, edge, op) when they belong to an edge op."""
+        if task not in self._full_cache:  # memo: one meta build per task shape
+            full = CellMask(*(((True, True),) * self.num_edges,) * 2)
+            self._full_cache[task] = [
+                (k, v, self._op_of(k)) for k, v in super().state_shapes(full, task)
+            ]
+        return self._full_cache[task]
+
+    def _op_of(self, key: str) -> tuple[int, int, int] | None:
+        parts = key.split(".")
+        if parts[0] != "cells" or parts[2] != "edges":
+            return None
+        reduction = int(parts[1]) in (self.layers // 3, 2 * self.layers // 3)
+        return int(reduction), int(parts[3]), OP_NAMES.index(parts[4])
+
+    def build_net(self, config: CellMask, task: TaskShape) -> DartsNet:
+        spec = DartsSpec(
+            in_channels=task.in_channels,
+            num_classes=task.num_classes,
+            channels=self.channels,
+            layers=self.layers,
+            steps=self.steps,
+            multiplier=self.multiplier,
+            stem_multiplier=self.stem_multiplier,
+        )
+        return DartsNet(spec, config)

@@ -1,0 +1,288 @@
+"""``mobilenetv3``: Once-for-All style elastic MobileNetV3 (Cai et al., ICLR'20).
+
+Network: stem conv 3×3 → elastic inverted-residual stages → 1×1 conv to
+``head_width`` → global pool → linear classifier (the head).  Elastic:
+
+* input resolution (a scale of the image side; the input is resized by
+  bilinear interpolation inside ``forward``),
+* per stage: output width (prefix channels) and depth (the first ``d`` blocks),
+* per block: depthwise kernel {3, 5, 7} (plain centre crop of the 7×7 kernel,
+  no learned kernel transform) and expand ratio {3, 4, 6} (prefix of the
+  hidden channels).
+
+Stride-2 positions (stem, then stages) are kept only while the smallest
+resolution's feature map stays ≥ ``min_feature`` pixels, so 8×8 inputs work.
+
+Dimensions, in order: ``resolution``; then per stage ``s``: ``s{s}_width``,
+``s{s}_depth`` and per block slot ``b``: ``s{s}_b{b}_kernel``, ``s{s}_b{b}_expand``
+(slots beyond the depth are inactive but still part of the value, as in
+PerFedRLNAS's policy).
+
+String grammar (body after ``mobilenetv3:``)::
+
+    r<scale>-<stage>-<stage>-...      stage := w<width>d<depth>_<block>_<block>...
+                                      block := k<kernel>e<expand>
+
+e.g. ``mobilenetv3:r0.75-w24d2_k3e4_k5e6_k3e3-w32d1_k7e3_k3e3_k5e4-...``;
+every block slot is listed, the first ``d`` are active.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pfednas.search.arch import Arch, Dimension
+from pfednas.search.ops import (
+    DynamicBatchNorm2d,
+    DynamicConv2d,
+    DynamicLinear,
+    ElasticMBBlock,
+    Shapes,
+    adapt_strides,
+    batchnorm_shapes,
+    conv_shapes,
+    make_divisible,
+    mb_block_shapes,
+)
+from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
+
+
+@dataclass(frozen=True)
+class MBStageConfig:
+    width: int
+    blocks: tuple[tuple[int, float], ...]  # (kernel, expand ratio) of the active blocks
+
+
+@dataclass(frozen=True)
+class MBNetConfig:
+    resolution: int
+    stages: tuple[MBStageConfig, ...]
+
+
+@dataclass(frozen=True)
+class MBNetSpec:
+    """The fixed structure around the elastic choices."""
+
+    in_channels: int
+    num_classes: int
+    stem_width: int
+    strides: tuple[int, ...]  # stem, then one per stage
+    se: tuple[bool, ...]
+    acts: tuple[str, ...]
+    head_width: int
+    divisor: int
+
+
+class MobileNetV3Net(ElasticNet[MBNetConfig]):
+    """Elastic MobileNetV3 built for one configuration (the supernet: the largest)."""
+
+    def __init__(self, spec: MBNetSpec, config: MBNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.stem_conv = DynamicConv2d(spec.in_channels, spec.stem_width, 3, stride=spec.strides[0])
+        self.stem_bn = DynamicBatchNorm2d(spec.stem_width)
+        self.stem_act = nn.Hardswish()
+        self.stages = nn.ModuleList()
+        width = spec.stem_width
+        for s, stage in enumerate(config.stages):
+            blocks = nn.ModuleList()
+            for b, (kernel, expand) in enumerate(stage.blocks):
+                block = ElasticMBBlock(
+                    width if b == 0 else stage.width,
+                    stage.width,
+                    kernel,
+                    expand,
+                    stride=spec.strides[s + 1] if b == 0 else 1,
+                    use_se=spec.se[s],
+                    act=spec.acts[s],
+                    divisor=spec.divisor,
+                    residual=b > 0,
+                )
+                blocks.append(block)
+            self.stages.append(blocks)
+            width = stage.width
+        self.final_conv = DynamicConv2d(width, spec.head_width, 1)
+        self.final_bn = DynamicBatchNorm2d(spec.head_width)
+        self.final_act = nn.Hardswish()
+        self.classifier = DynamicLinear(spec.head_width, spec.num_classes)
+
+    def forward_config(self, x: Tensor, config: MBNetConfig) -> Tensor:
+        if x.shape[-1] != config.resolution or x.shape[-2] != config.resolution:
+            x = F.interpolate(
+                x, size=(config.resolution, config.resolution), mode="bilinear", align_corners=False
+            )
+        x = self.stem_act(self.stem_bn(self.stem_conv(x)))
+        for blocks, stage in zip(self.stages, config.stages, strict=True):
+            for block, (kernel, expand) in zip(
+                cast(nn.ModuleList, blocks), stage.blocks, strict=False
+            ):
+                x = block(x, stage.width, kernel, expand)
+        x = self.final_act(self.final_bn(self.final_conv(x)))
+        return self.classifier(x.mean((2, 3)))
+
+    def head_parameter_names(self) -> list[str]:
+        return ["classifier.weight", "classifier.bias"]
+
+
+_STAGE = re.compile(r"w(\d+)d(\d+)((?:_k\d+e[\d.]+)+)")
+_BLOCK = re.compile(r"_k(\d+)e([\d.]+)")
+
+
+def _index(choices: tuple[object, ...], value: float, what: str) -> int:
+    for i, c in enumerate(choices):
+        if abs(float(c) - value) < 1e-9:  # type: ignore[arg-type]
+            return i
+    raise ValueError(f"{what}={value:g} is not one of {choices}")
+
+
+class MobileNetV3Space(SearchSpace):
+    """OFA-style elastic MobileNetV3 space; see the module docstring for the grammar."""
+
+    name = "mobilenetv3"
+
+    def __init__(
+        self,
+        *,
+        base_widths: Sequence[int] = (24, 32, 48, 64),
+        width_mults: Sequence[float] = (0.5, 0.75, 1.0),
+        depths: Sequence[int] = (1, 2, 3),
+        kernels: Sequence[int] = (3, 5, 7),
+        expand_ratios: Sequence[float] = (3, 4, 6),
+        resolution_scales: Sequence[float] = (0.75, 0.875, 1.0),
+        stem_width: int = 16,
+        head_width: int = 256,
+        stem_stride: int = 2,
+        stage_strides: Sequence[int] = (1, 2, 2, 1),
+        stage_se: Sequence[bool] = (False, True, False, True),
+        stage_acts: Sequence[str] = ("relu", "relu", "hswish", "hswish"),
+        divisor: int = 4,
+        min_feature: int = 2,
+    ) -> None:
+        n = len(base_widths)
+        if not len(stage_strides) == len(stage_se) == len(stage_acts) == n:
+            raise ValueError(
+                "base_widths, stage_strides, stage_se and stage_acts need one entry per stage"
+            )
+        self.stem_width, self.head_width, self.divisor = stem_width, head_width, divisor
+        self.requested_strides = (stem_stride, *stage_strides)
+        self.stage_se, self.stage_acts = tuple(stage_se), tuple(stage_acts)
+        self.min_feature = min_feature
+        self.max_depth = max(depths)
+        dims = [Dimension("resolution", tuple(sorted(float(r) for r in resolution_scales)))]
+        for s, base in enumerate(base_widths):
+            widths = tuple(sorted({make_divisible(base * m, divisor) for m in width_mults}))
+            dims += [
+                Dimension(f"s{s}_width", widths),
+                Dimension(f"s{s}_depth", tuple(sorted(depths))),
+            ]
+            for b in range(self.max_depth):
+                dims += [
+                    Dimension(f"s{s}_b{b}_kernel", tuple(sorted(kernels))),
+                    Dimension(f"s{s}_b{b}_expand", tuple(sorted(expand_ratios))),
+                ]
+        self.dimensions = tuple(dims)
+        self.num_stages = n
+
+    # -- string form -----------------------------------------------------------
+    def format_body(self, indices: tuple[int, ...]) -> str:
+        v = [d.choices[i] for d, i in zip(self.dimensions, indices, strict=True)]
+        parts, pos = [f"r{v[0]:g}"], 1
+        for _ in range(self.num_stages):
+            stage = f"w{v[pos]}d{v[pos + 1]}"
+            pos += 2
+            for _ in range(self.max_depth):
+                stage += f"_k{v[pos]}e{v[pos + 1]:g}"
+                pos += 2
+            parts.append(stage)
+        return "-".join(parts)
+
+    def parse_body(self, body: str) -> tuple[int, ...]:
+        head, *stages = body.split("-")
+        if not head.startswith("r") or len(stages) != self.num_stages:
+            raise ValueError(f"bad mobilenetv3 architecture body {body!r}")
+        dims = iter(self.dimensions)
+        out = [_index(next(dims).choices, float(head[1:]), "resolution")]
+        for stage in stages:
+            m = _STAGE.fullmatch(stage)
+            blocks = _BLOCK.findall(m.group(3)) if m else []
+            if m is None or len(blocks) != self.max_depth:
+                raise ValueError(f"bad mobilenetv3 stage {stage!r}")
+            out += [_index(next(dims).choices, float(m.group(k)), "width/depth") for k in (1, 2)]
+            for kernel, expand in blocks:
+                out += [_index(next(dims).choices, float(kernel), "kernel")]
+                out += [_index(next(dims).choices, float(expand), "expand")]
+        return tuple(out)
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Chosen values per dimension, with inactive blocks' kernel/expand set to 0 (OFA-style)."""
+        code = super().encode(arch)
+        pos = 1
+        for _ in range(self.num_stages):
+            depth, pos = int(code[pos + 1]), pos + 2
+            code[pos + 2 * depth : pos + 2 * self.max_depth] = 0.0
+            pos += 2 * self.max_depth
+        return code
+
+    # -- networks ----------------------------------------------------------------
+    def net_config(self, arch: Arch, task: TaskShape) -> MBNetConfig:
+        v = list(self.values(arch).values())
+        resolution = max(1, round(task.image_size * v[0]))
+        stages, pos = [], 1
+        for _ in range(self.num_stages):
+            width, depth = int(v[pos]), int(v[pos + 1])
+            blocks = tuple(
+                (int(v[pos + 2 + 2 * b]), float(v[pos + 3 + 2 * b])) for b in range(depth)
+            )
+            stages.append(MBStageConfig(width, blocks))
+            pos += 2 + 2 * self.max_depth
+        return MBNetConfig(resolution, tuple(stages))
+
+    def spec(self, task: TaskShape) -> MBNetSpec:
+        smallest = max(1, round(task.image_size * float(self.dimensions[0].choices[0])))  # type: ignore[arg-type]
+        return MBNetSpec(
+            in_channels=task.in_channels,
+            num_classes=task.num_classes,
+            stem_width=self.stem_width,
+            strides=adapt_strides(self.requested_strides, smallest, self.min_feature),
+            se=self.stage_se,
+            acts=self.stage_acts,
+            head_width=self.head_width,
+            divisor=self.divisor,
+        )
+
+    def build_net(self, config: MBNetConfig, task: TaskShape) -> MobileNetV3Net:
+        return MobileNetV3Net(self.spec(task), config)
+
+    def state_shapes(self, config: MBNetConfig, task: TaskShape) -> Shapes:
+        """Closed form of :class:`MobileNetV3Net`'s state shapes (mirrors its constructor)."""
+        spec = self.spec(task)
+        out = conv_shapes("stem_conv", spec.stem_width, spec.in_channels, 3)
+        out += batchnorm_shapes("stem_bn", spec.stem_width)
+        width = spec.stem_width
+        for s, stage in enumerate(config.stages):
+            for b, (kernel, expand) in enumerate(stage.blocks):
+                in_c = width if b == 0 else stage.width
+                out += mb_block_shapes(
+                    f"stages.{s}.{b}",
+                    in_c,
+                    stage.width,
+                    kernel,
+                    expand,
+                    use_se=spec.se[s],
+                    divisor=spec.divisor,
+                )
+            width = stage.width
+        out += conv_shapes("final_conv", spec.head_width, width, 1) + batchnorm_shapes(
+            "final_bn", spec.head_width
+        )
+        return out + [
+            ("classifier.weight", (spec.num_classes, spec.head_width)),
+            ("classifier.bias", (spec.num_classes,)),
+        ]

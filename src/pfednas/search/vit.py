@@ -1,0 +1,369 @@
+"""``vit``: a small NASViT-style hybrid (Gong et al., ICLR'22), elastic like Once-for-All.
+
+Network: conv stem → elastic MBConv stages (width, depth, kernel; expand ratio
+fixed) → elastic transformer stages → LayerNorm → token mean → linear classifier
+(the head).  A transformer stage embeds its input with a 3×3 conv (+BN,
+Hardswish; stride from the stage, which also gives position information — no
+position embedding) into ``width`` channels, then runs ``depth`` pre-norm blocks
+(multi-head self-attention, GELU MLP) over the ``H·W`` tokens.
+
+Nested slicing: widths are prefix channels / features; heads are a prefix of
+the fixed-size head groups (``q``, ``k``, ``v`` are separate projections, so a
+prefix of heads is a prefix of rows); the MLP hidden width
+``round(width · mlp_ratio)`` is a prefix; depth keeps the first blocks; conv
+kernels are centre crops (no learned kernel transform).
+
+Dimensions, in order: per conv stage ``i``: ``c{i}_width``, ``c{i}_depth``,
+``c{i}_kernel``; per transformer stage ``i``: ``t{i}_width``, ``t{i}_depth``,
+``t{i}_heads``, ``t{i}_mlp``.
+
+String grammar (body after ``vit:``), stages joined by ``-``::
+
+    conv stage        := c<width>d<depth>k<kernel>
+    transformer stage := t<width>d<depth>h<heads>m<mlp ratio>
+
+e.g. ``vit:c16d2k3-c24d1k5-t48d2h3m2-t64d1h4m4``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pfednas.search.arch import Arch, Dimension
+from pfednas.search.ops import (
+    DynamicBatchNorm2d,
+    DynamicConv2d,
+    DynamicLayerNorm,
+    DynamicLinear,
+    ElasticMBBlock,
+    Shapes,
+    adapt_strides,
+    batchnorm_shapes,
+    conv_shapes,
+    mb_block_shapes,
+)
+from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
+
+
+@dataclass(frozen=True)
+class ConvStageConfig:
+    width: int
+    depth: int
+    kernel: int
+
+
+@dataclass(frozen=True)
+class TransformerStageConfig:
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float
+
+
+@dataclass(frozen=True)
+class VitConfig:
+    conv: tuple[ConvStageConfig, ...]
+    transformer: tuple[TransformerStageConfig, ...]
+
+
+@dataclass(frozen=True)
+class VitSpec:
+    in_channels: int
+    num_classes: int
+    stem_width: int
+    strides: tuple[int, ...]  # stem, conv stages, transformer stages
+    conv_expand: float
+    head_dim: int
+    divisor: int
+
+
+def mlp_hidden(width: int, mlp_ratio: float) -> int:
+    return int(round(width * mlp_ratio))
+
+
+class ElasticAttention(nn.Module):
+    """Multi-head self-attention with a prefix of ``head_dim``-sized heads."""
+
+    def __init__(self, width: int, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        inner = heads * head_dim
+        self.q = DynamicLinear(width, inner)
+        self.k = DynamicLinear(width, inner)
+        self.v = DynamicLinear(width, inner)
+        self.proj = DynamicLinear(inner, width)
+
+    def forward(self, x: Tensor, heads: int) -> Tensor:
+        n, t, d = x.shape
+        inner = heads * self.head_dim
+        q, k, v = (
+            f(x, inner).view(n, t, heads, self.head_dim).transpose(1, 2)
+            for f in (self.q, self.k, self.v)
+        )
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(n, t, inner), d)
+
+    def cost_terms(self, inputs: tuple[Tensor, ...], output: Tensor) -> tuple[int, int]:
+        """The two attention matmuls and the attention matrix (projections count themselves)."""
+        n, t, _ = inputs[0].shape
+        inner = self.q.weight.shape[0]
+        return 2 * n * t * t * inner, n * (inner // self.head_dim) * t * t
+
+
+class ElasticTransformerBlock(nn.Module):
+    """Pre-norm transformer block with elastic width, heads and MLP ratio."""
+
+    def __init__(self, width: int, heads: int, head_dim: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = DynamicLayerNorm(width)
+        self.attn = ElasticAttention(width, heads, head_dim)
+        self.norm2 = DynamicLayerNorm(width)
+        self.fc1 = DynamicLinear(width, mlp_hidden(width, mlp_ratio))
+        self.act = nn.GELU()
+        self.fc2 = DynamicLinear(mlp_hidden(width, mlp_ratio), width)
+
+    def forward(self, x: Tensor, heads: int, mlp_ratio: float) -> Tensor:
+        d = x.shape[-1]
+        x = x + self.attn(self.norm1(x), heads)
+        return x + self.fc2(self.act(self.fc1(self.norm2(x), mlp_hidden(d, mlp_ratio))), d)
+
+
+class ElasticTransformerStage(nn.Module):
+    """Conv embedding (3×3, stride) then transformer blocks over the feature-map tokens."""
+
+    def __init__(
+        self, in_width: int, cfg: TransformerStageConfig, *, stride: int, head_dim: int
+    ) -> None:
+        super().__init__()
+        self.embed = DynamicConv2d(in_width, cfg.width, 3, stride=stride)
+        self.embed_bn = DynamicBatchNorm2d(cfg.width)
+        self.embed_act = nn.Hardswish()
+        self.blocks = nn.ModuleList(
+            ElasticTransformerBlock(cfg.width, cfg.heads, head_dim, cfg.mlp_ratio)
+            for _ in range(cfg.depth)
+        )
+
+    def forward(self, x: Tensor, cfg: TransformerStageConfig) -> Tensor:
+        x = self.embed_act(self.embed_bn(self.embed(x, cfg.width)))
+        n, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        for block in self.blocks[: cfg.depth]:
+            tokens = block(tokens, cfg.heads, cfg.mlp_ratio)
+        return tokens.transpose(1, 2).reshape(n, c, h, w)
+
+
+class VitNet(ElasticNet[VitConfig]):
+    """The hybrid conv/transformer network built for one configuration."""
+
+    def __init__(self, spec: VitSpec, config: VitConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.stem_conv = DynamicConv2d(spec.in_channels, spec.stem_width, 3, stride=spec.strides[0])
+        self.stem_bn = DynamicBatchNorm2d(spec.stem_width)
+        self.stem_act = nn.Hardswish()
+        strides = iter(spec.strides[1:])
+        width = spec.stem_width
+        self.conv_stages = nn.ModuleList()
+        for cs in config.conv:
+            stride = next(strides)
+            blocks = nn.ModuleList(
+                ElasticMBBlock(
+                    width if b == 0 else cs.width,
+                    cs.width,
+                    cs.kernel,
+                    spec.conv_expand,
+                    stride=stride if b == 0 else 1,
+                    use_se=False,
+                    act="hswish",
+                    divisor=spec.divisor,
+                    residual=b > 0,
+                )
+                for b in range(cs.depth)
+            )
+            self.conv_stages.append(blocks)
+            width = cs.width
+        self.transformer_stages = nn.ModuleList()
+        for ts in config.transformer:
+            stage = ElasticTransformerStage(width, ts, stride=next(strides), head_dim=spec.head_dim)
+            self.transformer_stages.append(stage)
+            width = ts.width
+        self.norm = DynamicLayerNorm(width)
+        self.classifier = DynamicLinear(width, spec.num_classes)
+        self.conv_expand = spec.conv_expand
+
+    def forward_config(self, x: Tensor, config: VitConfig) -> Tensor:
+        x = self.stem_act(self.stem_bn(self.stem_conv(x)))
+        for blocks, cs in zip(self.conv_stages, config.conv, strict=True):
+            for block in cast(nn.ModuleList, blocks)[: cs.depth]:
+                x = block(x, cs.width, cs.kernel, self.conv_expand)
+        for stage, ts in zip(self.transformer_stages, config.transformer, strict=True):
+            x = stage(x, ts)
+        tokens = self.norm(x.flatten(2).transpose(1, 2))
+        return self.classifier(tokens.mean(1))
+
+    def head_parameter_names(self) -> list[str]:
+        return ["classifier.weight", "classifier.bias"]
+
+
+_CONV = re.compile(r"c(\d+)d(\d+)k(\d+)")
+_TRANSFORMER = re.compile(r"t(\d+)d(\d+)h(\d+)m([\d.]+)")
+
+
+class VitSpace(SearchSpace):
+    """Small NASViT-style hybrid space; see the module docstring for the grammar."""
+
+    name = "vit"
+
+    def __init__(
+        self,
+        *,
+        stem_width: int = 16,
+        conv_widths: Sequence[Sequence[int]] = ((16, 24), (24, 32)),
+        conv_depths: Sequence[int] = (1, 2),
+        conv_kernels: Sequence[int] = (3, 5),
+        conv_expand: float = 4,
+        transformer_widths: Sequence[Sequence[int]] = ((32, 48, 64), (48, 64, 80)),
+        transformer_depths: Sequence[int] = (1, 2, 3),
+        heads: Sequence[int] = (2, 3, 4),
+        head_dim: int = 16,
+        mlp_ratios: Sequence[float] = (2, 3, 4),
+        stem_stride: int = 2,
+        conv_strides: Sequence[int] = (1, 2),
+        transformer_strides: Sequence[int] = (2, 1),
+        divisor: int = 4,
+        min_feature: int = 2,
+    ) -> None:
+        if len(conv_strides) != len(conv_widths) or len(transformer_strides) != len(
+            transformer_widths
+        ):
+            raise ValueError("one stride per conv stage and per transformer stage")
+        self.stem_width, self.conv_expand, self.head_dim = stem_width, conv_expand, head_dim
+        self.divisor, self.min_feature = divisor, min_feature
+        self.requested_strides = (stem_stride, *conv_strides, *transformer_strides)
+        self.num_conv, self.num_transformer = len(conv_widths), len(transformer_widths)
+        dims: list[Dimension] = []
+        for i, widths in enumerate(conv_widths):
+            dims += [
+                Dimension(f"c{i}_width", tuple(sorted(widths))),
+                Dimension(f"c{i}_depth", tuple(sorted(conv_depths))),
+                Dimension(f"c{i}_kernel", tuple(sorted(conv_kernels))),
+            ]
+        for i, widths in enumerate(transformer_widths):
+            dims += [
+                Dimension(f"t{i}_width", tuple(sorted(widths))),
+                Dimension(f"t{i}_depth", tuple(sorted(transformer_depths))),
+                Dimension(f"t{i}_heads", tuple(sorted(heads))),
+                Dimension(f"t{i}_mlp", tuple(sorted(float(m) for m in mlp_ratios))),
+            ]
+        self.dimensions = tuple(dims)
+
+    # -- string form -------------------------------------------------------------
+    def format_body(self, indices: tuple[int, ...]) -> str:
+        v = [d.choices[i] for d, i in zip(self.dimensions, indices, strict=True)]
+        c = 3 * self.num_conv
+        parts = [f"c{v[p]}d{v[p + 1]}k{v[p + 2]}" for p in range(0, c, 3)]
+        parts += [f"t{v[p]}d{v[p + 1]}h{v[p + 2]}m{v[p + 3]:g}" for p in range(c, len(v), 4)]
+        return "-".join(parts)
+
+    def parse_body(self, body: str) -> tuple[int, ...]:
+        stages = body.split("-")
+        if len(stages) != self.num_conv + self.num_transformer:
+            raise ValueError(f"bad vit architecture body {body!r}")
+        values: list[float] = []
+        for i, stage in enumerate(stages):
+            m = (_CONV if i < self.num_conv else _TRANSFORMER).fullmatch(stage)
+            if m is None:
+                raise ValueError(f"bad vit stage {stage!r}")
+            values += [float(g) for g in m.groups()]
+        out = []
+        for d, value in zip(self.dimensions, values, strict=True):
+            matches = [i for i, c in enumerate(d.choices) if abs(float(c) - value) < 1e-9]  # type: ignore[arg-type]
+            if not matches:
+                raise ValueError(f"{d.name}={value:g} is not one of {d.choices}")
+            out.append(matches[0])
+        return tuple(out)
+
+    # -- networks ------------------------------------------------------------------
+    def net_config(self, arch: Arch, task: TaskShape) -> VitConfig:
+        v = list(self.values(arch).values())
+        c = 3 * self.num_conv
+        conv = tuple(
+            ConvStageConfig(int(v[p]), int(v[p + 1]), int(v[p + 2])) for p in range(0, c, 3)
+        )
+        transformer = tuple(
+            TransformerStageConfig(int(v[p]), int(v[p + 1]), int(v[p + 2]), float(v[p + 3]))
+            for p in range(c, len(v), 4)
+        )
+        return VitConfig(conv, transformer)
+
+    def state_shapes(self, config: VitConfig, task: TaskShape) -> Shapes:
+        """Closed form of :class:`VitNet`'s state shapes (mirrors its constructor)."""
+        out = conv_shapes("stem_conv", self.stem_width, task.in_channels, 3)
+        out += batchnorm_shapes("stem_bn", self.stem_width)
+        width = self.stem_width
+        for i, cs in enumerate(config.conv):
+            for b in range(cs.depth):
+                in_c = width if b == 0 else cs.width
+                out += mb_block_shapes(
+                    f"conv_stages.{i}.{b}",
+                    in_c,
+                    cs.width,
+                    cs.kernel,
+                    self.conv_expand,
+                    use_se=False,
+                    divisor=self.divisor,
+                )
+            width = cs.width
+        for i, ts in enumerate(config.transformer):
+            p = f"transformer_stages.{i}"
+            out += conv_shapes(f"{p}.embed", ts.width, width, 3) + batchnorm_shapes(
+                f"{p}.embed_bn", ts.width
+            )
+            for b in range(ts.depth):
+                out += _block_shapes(
+                    f"{p}.blocks.{b}",
+                    ts.width,
+                    ts.heads * self.head_dim,
+                    mlp_hidden(ts.width, ts.mlp_ratio),
+                )
+            width = ts.width
+        out += _linear_shapes("norm", width, None)
+        return out + _linear_shapes("classifier", task.num_classes, width)
+
+    def build_net(self, config: VitConfig, task: TaskShape) -> VitNet:
+        spec = VitSpec(
+            in_channels=task.in_channels,
+            num_classes=task.num_classes,
+            stem_width=self.stem_width,
+            strides=adapt_strides(self.requested_strides, task.image_size, self.min_feature),
+            conv_expand=self.conv_expand,
+            head_dim=self.head_dim,
+            divisor=self.divisor,
+        )
+        return VitNet(spec, config)
+
+
+def _linear_shapes(prefix: str, out_f: int, in_f: int | None) -> Shapes:
+    """Weight and bias shapes of a linear layer, or of a LayerNorm when ``in_f`` is None."""
+    weight = (out_f,) if in_f is None else (out_f, in_f)
+    return [(f"{prefix}.weight", weight), (f"{prefix}.bias", (out_f,))]
+
+
+def _block_shapes(prefix: str, width: int, inner: int, hidden: int) -> Shapes:
+    out = _linear_shapes(f"{prefix}.norm1", width, None)
+    for name in ("q", "k", "v"):
+        out += _linear_shapes(f"{prefix}.attn.{name}", inner, width)
+    out += _linear_shapes(f"{prefix}.attn.proj", width, inner) + _linear_shapes(
+        f"{prefix}.norm2", width, None
+    )
+    return (
+        out
+        + _linear_shapes(f"{prefix}.fc1", hidden, width)
+        + _linear_shapes(f"{prefix}.fc2", width, hidden)
+    )
