@@ -2,5 +2,6 @@
 
 from pfednas.clients.fedavg import FedAvgClient
 from pfednas.clients.local import LocalClient
+from pfednas.clients.subnet import SubnetClient
 
-__all__ = ["FedAvgClient", "LocalClient"]
+__all__ = ["FedAvgClient", "LocalClient", "SubnetClient"]

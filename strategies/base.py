@@ -51,6 +51,13 @@ class RoundRecord:
             out["personalized_acc_std"] = float(np.std(accs))
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundRecord:
+        return cls(round=int(data["round"]), sampled=list(data["sampled_clients"]),
+                   train=list(data["train"]), evaluation=list(data["evaluation"]),
+                   failures=int(data["failures"]), bytes_up=int(data["bytes_up"]),
+                   bytes_down=int(data["bytes_down"]), wall_seconds=float(data["wall_seconds"]))
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -73,6 +80,7 @@ class PersonalizedStrategy(Strategy):
         self.train_config = dict(train_config)
         self.node_of: dict[int, int] = {}
         self.record = RoundRecord(round=0)
+        self.reply_seconds: dict[int, float] = {}
 
     # -- clients ---------------------------------------------------------------------------
     def connect(self, grid: Grid, *, poll_seconds: float = 1.0) -> None:
@@ -83,7 +91,7 @@ class PersonalizedStrategy(Strategy):
             time.sleep(poll_seconds)
         queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node,
                            message_type=MessageType.QUERY) for node in nodes]
-        for reply in grid.send_and_receive(queries, timeout=self.budget.round_timeout):
+        for reply in self.send_and_collect(grid, queries):
             if reply.has_error():
                 log(WARNING, "Node %s did not say its client id: %s",
                     reply.metadata.src_node_id, reply.error.reason)
@@ -95,9 +103,11 @@ class PersonalizedStrategy(Strategy):
             raise RuntimeError(f"no node answered for client ids {missing[:10]}"
                                f"{' ...' if len(missing) > 10 else ''}")
 
-    def sample_clients(self, server_round: int) -> list[int]:
+    def sample_clients(self, server_round: int, population: int | None = None) -> list[int]:
+        """N of the first ``population`` (default: all K) client ids, seeded by the round."""
+        pool = self.budget.num_clients if population is None else population
         rng = numpy_rng(self.budget.seed, CLIENT_SAMPLING, server_round)
-        chosen = rng.choice(self.budget.num_clients, self.budget.clients_per_round, replace=False)
+        chosen = rng.choice(pool, min(self.budget.clients_per_round, pool), replace=False)
         return sorted(int(c) for c in chosen)
 
     def is_eval_round(self, server_round: int) -> bool:
@@ -137,16 +147,22 @@ class PersonalizedStrategy(Strategy):
                            ) -> MetricRecord | None:
         rows = []
         for metrics, _ in self.ok_replies(replies):
-            rows.append({"client_id": int(metrics["client_id"]),
+            cid = int(metrics["client_id"])
+            rows.append({"client_id": cid,
                          "accuracy": float(metrics["accuracy"]),
                          "loss": float(metrics["loss"]),
                          "num_params": int(metrics.get("num_params", 0)),
-                         "num_examples": int(metrics["num_examples"])})
+                         "num_examples": int(metrics["num_examples"]),
+                         **self.evaluation_details(cid)})
         self.record.evaluation = sorted(rows, key=lambda r: r["client_id"])
         if not rows:
             return None
         return MetricRecord({"personalized_acc_mean":
                              float(np.mean([r["accuracy"] for r in rows]))})
+
+    def evaluation_details(self, client_id: int) -> dict[str, Any]:
+        """Extra per-client fields of an evaluation row (e.g. the architecture)."""
+        return {}
 
     @staticmethod
     def train_row(metrics: dict[str, Any]) -> dict[str, float]:
@@ -158,27 +174,62 @@ class PersonalizedStrategy(Strategy):
     def current_arrays(self) -> ArrayRecord:
         """The server state sent out this round (empty for methods that send none)."""
 
-    def run(self, grid: Grid, on_round: Callable[[RoundRecord], None]) -> list[RoundRecord]:
-        """Run all rounds; ``on_round`` receives each finished round's record."""
+    def send_and_collect(self, grid: Grid, messages: list[Message]) -> list[Message]:
+        """Push messages, pull replies until all arrived or the round timeout passed.
+
+        Records, per replying node, the seconds from send to reply in
+        ``self.reply_seconds`` (the measured round time RT_i).
+        """
+        self.reply_seconds = {}
+        sent_at = time.perf_counter()
+        pending = set(grid.push_messages(messages))
+        replies: list[Message] = []
+        deadline = sent_at + self.budget.round_timeout
+        while pending and time.perf_counter() < deadline:
+            for reply in grid.pull_messages(list(pending)):
+                pending.discard(reply.metadata.reply_to_message_id)
+                self.reply_seconds[reply.metadata.src_node_id] = time.perf_counter() - sent_at
+                replies.append(reply)
+            if pending:
+                time.sleep(0.02)
+        if pending:
+            self.record.failures += len(pending)
+            log(WARNING, "%d client(s) did not reply within %.0fs", len(pending),
+                self.budget.round_timeout)
+        return replies
+
+    def run(self, grid: Grid, on_round: Callable[[RoundRecord], None],
+            start_round: int = 1) -> list[RoundRecord]:
+        """Run rounds ``start_round..R``; ``on_round`` receives each finished round's record."""
         records = []
-        for server_round in range(1, self.budget.num_rounds + 1):
+        for server_round in range(start_round, self.budget.num_rounds + 1):
             start = time.perf_counter()
             self.record = RoundRecord(round=server_round)
-            timeout = self.budget.round_timeout
             messages = list(self.configure_train(server_round, self.current_arrays(),
                                                  ConfigRecord(), grid))
             if messages:
-                self.aggregate_train(server_round, grid.send_and_receive(messages,
-                                                                         timeout=timeout))
+                self.aggregate_train(server_round, self.send_and_collect(grid, messages))
             messages = list(self.configure_evaluate(server_round, self.current_arrays(),
                                                     ConfigRecord(), grid))
             if messages:
-                self.aggregate_evaluate(server_round, grid.send_and_receive(messages,
-                                                                            timeout=timeout))
+                self.aggregate_evaluate(server_round, self.send_and_collect(grid, messages))
+            self.finish_round(grid, server_round)
             self.record.wall_seconds = time.perf_counter() - start
             records.append(self.record)
             on_round(self.record)
         return records
+
+    def finish_round(self, grid: Grid, server_round: int) -> None:
+        """Hook after a round's evaluation (e.g. PerFedRLNAS's new-client search)."""
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        """The server state to checkpoint, as named arrays (empty: nothing to resume)."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no server state to resume")
 
     def summary(self) -> None:
         log(INFO, "%s: %s", type(self).__name__, self.budget)

@@ -32,6 +32,15 @@ class FedAvgFTStrategy(PersonalizedStrategy):
     def current_arrays(self) -> ArrayRecord:
         return ArrayRecord(numpy_ndarrays=self.arrays)
 
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"global_{i}": a for i, a in enumerate(self.arrays)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        arrays = [state[f"global_{i}"] for i in range(len(self.arrays))]
+        if [a.shape for a in arrays] != [a.shape for a in self.arrays]:
+            raise ValueError("checkpoint does not match the model's shapes")
+        self.arrays = arrays
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self.record.sampled = self.sample_clients(server_round)

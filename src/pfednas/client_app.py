@@ -20,12 +20,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from pfednas.clients import FedAvgClient, LocalClient
+from pfednas.clients import FedAvgClient, LocalClient, SubnetClient
 from pfednas.clients.common import ClientEnv
-from pfednas.config import RunSettings, compose, overrides_from_json, settings_from_cfg
+from pfednas.config import RunSettings, compose, overrides_from_json, settings_from_cfg, task_shape
 from pfednas.data import dataset_info
 from pfednas.models import build_model
 from pfednas.node_data import client_id_of, node_client_data
+from pfednas.search import get_space
 from pfednas.train import default_device
 
 app = ClientApp()
@@ -54,6 +55,9 @@ def make_client(context: Context) -> NumPyClient:
                        num_classes=info.num_classes, seed=settings.seed)
     if settings.method == "local":
         return LocalClient(env, model_fn, context.state)
+    if settings.method == "perfedrlnas":
+        return SubnetClient(env, get_space(**settings.search_space), task_shape(settings),
+                            bn_recalibrate=bool(settings.method_options.get("bn_recalibrate")))
     return FedAvgClient(env, model_fn)
 
 

@@ -20,8 +20,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pfednas.data import DataSpec, dataset_info, validate_spec
+from pfednas.search import TaskShape, get_space
 
-METHODS = ("fedavg", "local")
+CHECKPOINT_FILE = "checkpoint.npz"
+METHODS = ("fedavg", "local", "perfedrlnas")
 
 
 class ConfigError(ValueError):
@@ -86,8 +88,11 @@ class RunSettings:
     method_options: dict[str, Any]
     federation: Federation
     data: DataSpec
+    search_space: dict[str, Any]
     seed: int
     progress: bool
+    resume: str | None = None
+    checkpoint_every: int = 0
 
 
 def _as_dict(node: Any) -> dict[str, Any]:
@@ -140,6 +145,41 @@ def validate_federation(fed: Federation) -> None:
             raise ConfigError("federation.client_cpus must not exceed federation.ray_num_cpus")
 
 
+def _check_method_options(name: str, options: dict[str, Any], fed: Federation) -> None:
+    """Build the method's typed options once, so bad values fail before anything starts."""
+    if name == "fedavg":
+        epochs = options.get("finetune_epochs", 0)
+        _check_number("method", "finetune_epochs", epochs, kind=int, low=0)
+    if name == "perfedrlnas":
+        from pfednas.strategies.perfedrlnas import PerFedRLNASOptions
+
+        try:
+            opts = PerFedRLNASOptions.from_config(options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"method (perfedrlnas): {err}") from err
+        if opts.new_clients >= fed.num_clients:
+            raise ConfigError("method.new_clients must be < federation.num_clients")
+        if fed.clients_per_round > fed.num_clients - opts.new_clients:
+            raise ConfigError("federation.clients_per_round must not exceed the "
+                              "num_clients - method.new_clients training clients")
+
+
+RUN_KEYS_NOT_COMPARED = ("resume", "progress", "output_dir", "hydra")
+
+
+def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
+    """A run can be resumed only with its checkpoint and its own configuration."""
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        raise ConfigError(f"resume={run_dir}: no {CHECKPOINT_FILE} in that directory")
+    saved = OmegaConf.load(run_dir / "resolved_config.yaml")
+    now, before = _as_dict(cfg), _as_dict(saved)
+    differ = sorted(k for k in set(now) | set(before)
+                    if k not in RUN_KEYS_NOT_COMPARED and now.get(k) != before.get(k))
+    if differ:
+        raise ConfigError(f"resume={run_dir}: the config differs from that run's in "
+                          f"{', '.join(differ)}; pass the same overrides as the original run")
+
+
 def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     """Build and validate the typed settings; raises :class:`ConfigError`."""
     method = _as_dict(cfg.method)
@@ -157,8 +197,21 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         validate_spec(spec)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    space = _as_dict(cfg.search_space)
+    try:
+        get_space(**space)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"search_space: {err}") from err
+    _check_method_options(name, method, fed)
+    checkpoint_every = cfg.get("checkpoint_every", 0)
+    _check_number("", "checkpoint_every", checkpoint_every, kind=int, low=0)
+    resume = cfg.get("resume")
+    if resume is not None:
+        check_resumable(cfg, Path(str(resume)))
     return RunSettings(method=name, method_options=method, federation=fed, data=spec,
-                       seed=seed, progress=bool(cfg.get("progress", True)))
+                       search_space=space, seed=seed, progress=bool(cfg.get("progress", True)),
+                       resume=None if resume is None else str(resume),
+                       checkpoint_every=checkpoint_every)
 
 
 def describe(settings: RunSettings) -> str:
@@ -168,3 +221,10 @@ def describe(settings: RunSettings) -> str:
             f"{info.image_size}, {info.num_classes} classes), K={fed.num_clients}, "
             f"N={fed.clients_per_round}, R={fed.num_rounds}, E={fed.local_epochs}, "
             f"alpha={settings.data.alpha}, seed={settings.seed}")
+
+
+def task_shape(settings: RunSettings) -> TaskShape:
+    """What the networks are built for: the dataset's classes, channels and image side."""
+    info = dataset_info(settings.data.name)
+    return TaskShape(num_classes=info.num_classes, in_channels=info.in_channels,
+                     image_size=info.image_size)

@@ -14,6 +14,7 @@ MODEL_INIT = 1
 CLIENT_SAMPLING = 2
 CLIENT_TRAIN = 3
 ARCH_SAMPLING = 4
+HARDWARE = 5
 
 
 def numpy_rng(seed: int, *keys: int) -> np.random.Generator:

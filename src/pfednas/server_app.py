@@ -12,15 +12,33 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
 
-from pfednas.config import RunSettings, compose, describe, overrides_from_json, settings_from_cfg
+from pfednas.checkpoint import load_checkpoint, resume_records, save_checkpoint
+from pfednas.config import (
+    RunSettings,
+    compose,
+    describe,
+    overrides_from_json,
+    settings_from_cfg,
+    task_shape,
+)
 from pfednas.data import dataset_info
 from pfednas.models import build_model
 from pfednas.results import ResultsWriter, format_table, summarize
-from pfednas.strategies import Budget, FedAvgFTStrategy, LocalStrategy, PersonalizedStrategy
+from pfednas.search import get_space
+from pfednas.seeding import MODEL_INIT, int_seed
+from pfednas.strategies import (
+    Budget,
+    FedAvgFTStrategy,
+    LocalStrategy,
+    PerFedRLNASOptions,
+    PerFedRLNASStrategy,
+    PersonalizedStrategy,
+)
 from pfednas.strategies.base import RoundRecord
 from pfednas.train import get_arrays
 
@@ -37,6 +55,15 @@ def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
                     "batch_size": fed.batch_size}
     if settings.method == "local":
         return LocalStrategy(budget=budget, train_config=train_config)
+    if settings.method == "perfedrlnas":
+        task = task_shape(settings)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int_seed(settings.seed, MODEL_INIT))
+            supernet = get_space(**settings.search_space).build_supernet(
+                num_classes=task.num_classes, in_channels=task.in_channels,
+                image_size=task.image_size)
+        return PerFedRLNASStrategy(budget=budget, train_config=train_config, supernet=supernet,
+                                   options=PerFedRLNASOptions.from_config(settings.method_options))
     info = dataset_info(settings.data.name)
     model = build_model(in_channels=info.in_channels, image_size=info.image_size,
                         num_classes=info.num_classes, seed=settings.seed)
@@ -48,8 +75,12 @@ def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
 def progress_line(record: RoundRecord, num_rounds: int, start: float) -> str:
     parts = [f"[pfednas] round {record.round}/{num_rounds}",
              f"{time.perf_counter() - start:6.1f}s"]
-    if record.train:
-        parts.append(f"train loss {np.mean([r['train_loss'] for r in record.train]):.4f}")
+    losses = [r["train_loss"] for r in record.train if "train_loss" in r]
+    if losses:
+        parts.append(f"train loss {np.mean(losses):.4f}")
+    over = sum(1 for r in record.train if r.get("over_budget"))
+    if over:
+        parts.append(f"{over} over budget")
     if record.evaluation:
         accs = [r["accuracy"] for r in record.evaluation]
         parts.append(f"personalized acc {np.mean(accs):.4f} ± {np.std(accs):.4f}")
@@ -77,17 +108,33 @@ def main(grid: Grid, context: Context) -> None:
 
     start = time.perf_counter()
     strategy = build_strategy(settings)
+    previous: list[RoundRecord] = []
+    if settings.resume:
+        done, state = load_checkpoint(Path(settings.resume))
+        strategy.load_state(state)
+        previous = resume_records(Path(settings.resume), done)
+        for record in previous:
+            writer.write_round(record)
+        print(f"[pfednas] resumed from {settings.resume} after round {done}", flush=True)
     strategy.connect(grid)
+    checkpoint = settings.checkpoint_every > 0 and bool(strategy.state())
 
     def on_round(record: RoundRecord) -> None:
         writer.write_round(record)
+        if checkpoint and (record.round % settings.checkpoint_every == 0
+                           or record.round == settings.federation.num_rounds):
+            save_checkpoint(out, record.round, strategy.state())
         if settings.progress:
             print(progress_line(record, settings.federation.num_rounds, start), flush=True)
 
-    records = strategy.run(grid, on_round)
+    records = previous + strategy.run(grid, on_round, start_round=len(previous) + 1)
+    extra: dict[str, object] = {"seed": settings.seed,
+                                "overrides": [o for o in overrides if not o.startswith("resume=")]}
+    if isinstance(strategy, PerFedRLNASStrategy) and strategy.new_client_report:
+        extra["new_clients"] = strategy.new_client_report
     summary = summarize(method=settings.method, dataset=settings.data.name, records=records,
-                        wall_seconds=time.perf_counter() - start,
-                        extra={"seed": settings.seed, "overrides": list(overrides)})
+                        wall_seconds=time.perf_counter() - start
+                        + sum(r.wall_seconds for r in previous), extra=extra)
     path = writer.write_summary(summary)
     print(format_table(summary), flush=True)
     print(f"[pfednas] results written to {path.parent}", file=sys.stdout, flush=True)

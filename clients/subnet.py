@@ -1,0 +1,68 @@
+"""Subnet trainer: the PerFedRLNAS / heteroFedAvg client role.
+
+Receives one subnet's arrays and its architecture string, trains it like a
+FedAvg client, and replies with the trained arrays plus its validation accuracy
+(the reward signal) and test accuracy (reported only). Clients do no more work
+than in FedAvg. Evaluation requests run the received subnet as is — optionally
+after re-estimating its BatchNorm statistics on the client's own train split
+(OFA's recalibration; weights untouched) — on the client's test split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.client import NumPyClient
+from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from torch import nn
+
+from pfednas.search import SearchSpace, TaskShape, recalibrate_batchnorm
+from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+
+
+def build_subnet(space: SearchSpace, task: TaskShape, arch_str: str,
+                 arrays: list[np.ndarray]) -> nn.Module:
+    """The standalone network of ``arch_str`` holding ``arrays`` (``Supernet.slice`` order)."""
+    arch = space.arch_from_str(arch_str)
+    net = space.build_net(space.net_config(arch, task), task)
+    set_arrays(net, arrays)
+    return net
+
+
+class SubnetClient(NumPyClient):
+    def __init__(self, env: ClientEnv, space: SearchSpace, task: TaskShape, *,
+                 bn_recalibrate: bool) -> None:
+        self.env, self.space, self.task = env, space, task
+        self.bn_recalibrate = bn_recalibrate
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
+            ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
+        stats = train_epochs(net, self.env.data.train, epochs=int(config["local_epochs"]),
+                             hyper=hyper_from_config(config),
+                             generator=train_generator(self.env, int(config["server_round"])),
+                             device=self.env.device)
+        val = evaluate(net, self.env.data.val, device=self.env.device)
+        test = evaluate(net, self.env.data.test, device=self.env.device)
+        metrics = {"train_loss": stats.loss, "train_seconds": stats.seconds,
+                   "val_accuracy": val.accuracy, "accuracy": test.accuracy,
+                   "peak_memory_mb": peak_memory_mb(self.env.device)}
+        return get_arrays(net), len(self.env.data.train.y), metrics
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
+                 ) -> tuple[float, int, dict[str, Any]]:
+        net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
+        if self.bn_recalibrate:
+            self._recalibrate(net, int(config["batch_size"]))
+        split = self.env.data.val if config.get("split") == "val" else self.env.data.test
+        result = evaluate(net, split, device=self.env.device)
+        return result.loss, result.samples, {"accuracy": result.accuracy,
+                                             "num_params": num_parameters(net)}
+
+    @torch.no_grad()
+    def _recalibrate(self, net: nn.Module, batch_size: int) -> None:
+        x = torch.as_tensor(self.env.data.train.x, device=self.env.device)
+        net.to(self.env.device)
+        recalibrate_batchnorm(net, (x[i:i + batch_size] for i in range(0, len(x), batch_size)))

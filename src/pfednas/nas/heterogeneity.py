@@ -1,0 +1,52 @@
+"""Simulated client hardware: compute slowdown, link bandwidth and memory budget.
+
+The PerFedRLNAS paper draws memory budgets from U(2, 16) GB for models of
+ImageNet size. The models here are far smaller, so budgets are drawn as
+fractions of the largest subnet's estimated training memory
+(``Supernet.cost(max_arch).memory_bytes``): with the default U(0.125, 1.0)
+the same 8:1 spread as the paper's budgets results, and most clients cannot
+train the largest subnet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class HardwareSpread:
+    """Per-client distributions (uniform between low and high)."""
+
+    speed_low: float = 1.0
+    speed_high: float = 4.0
+    bandwidth_mbps_low: float = 100.0
+    bandwidth_mbps_high: float = 100.0
+    memory_low: float = 0.125
+    memory_high: float = 1.0
+    memory_budgets: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("speed", "bandwidth_mbps", "memory"):
+            low, high = getattr(self, f"{name}_low"), getattr(self, f"{name}_high")
+            if not 0 < low <= high:
+                raise ValueError(f"hardware.{name}: need 0 < low <= high, got {low}, {high}")
+
+
+@dataclass(frozen=True)
+class ClientHardware:
+    speed_factor: float
+    bandwidth_bps: float
+    memory_bytes: float  # inf when budgets are off
+
+
+def draw_hardware(num_clients: int, spread: HardwareSpread, reference_memory_bytes: float,
+                  rng: np.random.Generator) -> list[ClientHardware]:
+    speed = rng.uniform(spread.speed_low, spread.speed_high, num_clients)
+    bw = rng.uniform(spread.bandwidth_mbps_low, spread.bandwidth_mbps_high, num_clients) * 1e6
+    mem = rng.uniform(spread.memory_low, spread.memory_high, num_clients) * reference_memory_bytes
+    if not spread.memory_budgets:
+        mem = np.full(num_clients, np.inf)
+    return [ClientHardware(float(s), float(b), float(m))
+            for s, b, m in zip(speed, bw, mem, strict=True)]

@@ -1,0 +1,61 @@
+"""PerFedRLNAS rewards (Yao & Li, eqs. 8–9) and simulated round times.
+
+    r_i = Acc_i − mean(latest Acc of every client seen so far)
+              − λ_time · (RT_i − min_j RT_j)                          (eq. 8)
+    r_i = … − φ_i,  φ_i = 1, Acc_i = 0, RT_i = max_j RT_j             (eq. 9)
+          for a subnet whose training memory exceeds client i's budget.
+
+The accuracy baseline is taken after this round's measured accuracies enter
+the history (so a first round is centred on its own mean); over-budget clients
+measured nothing and do not enter it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One participating client's round: accuracy, round time, and whether it was over budget."""
+
+    accuracy: float
+    round_time: float
+    over_budget: bool = False
+
+
+def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
+                  lambda_time: float) -> tuple[dict[int, float], dict[int, float]]:
+    """Rewards of one round, and the accuracy history updated with its measurements.
+
+    Parameters
+    ----------
+    outcomes:
+        client id → :class:`Outcome` for every client sampled this round.
+    history:
+        client id → latest measured accuracy, before this round.
+    lambda_time:
+        Weight of the round-time penalty (paper: 0.001 per second).
+    """
+    new_history = dict(history)
+    for cid, out in outcomes.items():
+        if not out.over_budget:
+            new_history[cid] = out.accuracy
+    baseline = (sum(new_history.values()) / len(new_history)) if new_history else 0.0
+    measured = [o.round_time for o in outcomes.values() if not o.over_budget]
+    fastest = min(measured) if measured else 0.0
+    slowest = max(measured) if measured else 0.0
+    rewards = {}
+    for cid, out in outcomes.items():
+        if out.over_budget:
+            rewards[cid] = 0.0 - baseline - lambda_time * (slowest - fastest) - 1.0
+        else:
+            rewards[cid] = out.accuracy - baseline - lambda_time * (out.round_time - fastest)
+    return rewards, new_history
+
+
+def simulated_round_time(*, compute_seconds: float, speed_factor: float, bytes_moved: int,
+                         bandwidth_bps: float) -> float:
+    """Measured compute time × the client's slowdown + transfer time over its link."""
+    return compute_seconds * speed_factor + 8.0 * bytes_moved / bandwidth_bps

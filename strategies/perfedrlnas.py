@@ -1,0 +1,257 @@
+"""PerFedRLNAS (Yao & Li, "One-for-All Personalized Federated NAS").
+
+The server holds the supernet and one softmax policy per client (eqs. 5–7,
+``pfednas.nas.policy``). Each round it samples N clients, samples an
+architecture for each from its policy, and sends **only that subnet's arrays**
+with the architecture string. A subnet whose estimated training memory exceeds
+the client's budget is not sent at all (eq. 9: φ_i = 1, Acc_i = 0, RT_i = the
+round's maximum). Replies carry trained arrays, validation accuracy (the reward
+signal — the paper uses local test accuracy; pfednas keeps the test split out
+of the search) and training seconds. Rewards follow eq. 8 (``pfednas.nas.reward``);
+the subnets are merged by the overlap-aware average (``pfednas.nas.merge``):
+supernet entries nobody covered keep their value — the Plato reference merges
+into a freshly initialised proxy instead.
+
+Personalized model of client i: the subnet at argmax α_i with the supernet's
+weights, no further training (BatchNorm statistics optionally re-estimated on
+the client's train split). Clients held out of training ("new clients") get
+theirs by search-only rounds at the end: sample, evaluate on their validation
+split, update their policy; nothing is trained or uploaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+from pfednas.strategies.base import Budget, PersonalizedStrategy
+
+from pfednas.nas.heterogeneity import ClientHardware, HardwareSpread, draw_hardware
+from pfednas.nas.merge import overlap_average
+from pfednas.nas.policy import (
+    PolicyOptimizer,
+    PolicyState,
+    argmax_indices,
+    entropy,
+    probabilities,
+    reinforce_update,
+)
+from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time
+from pfednas.search import Arch, Supernet
+from pfednas.seeding import ARCH_SAMPLING, HARDWARE, numpy_rng
+
+NEW_CLIENT_SEARCH = 1
+
+
+@dataclass(frozen=True)
+class PerFedRLNASOptions:
+    policy: PolicyOptimizer = field(default_factory=PolicyOptimizer)
+    lambda_time: float = 0.001
+    merge_weighting: str = "samples"
+    bn_recalibrate: bool = True
+    round_time: str = "simulated"
+    hardware: HardwareSpread = field(default_factory=HardwareSpread)
+    new_clients: int = 0
+    new_client_rounds: int = 10
+
+    def __post_init__(self) -> None:
+        if self.merge_weighting not in ("samples", "uniform"):
+            raise ValueError("merge_weighting must be samples|uniform, "
+                             f"got {self.merge_weighting!r}")
+        if self.round_time not in ("simulated", "measured"):
+            raise ValueError(f"round_time must be simulated|measured, got {self.round_time!r}")
+        if self.lambda_time < 0 or self.new_clients < 0 or self.new_client_rounds < 0:
+            raise ValueError("lambda_time, new_clients and new_client_rounds must be >= 0")
+
+    @staticmethod
+    def from_config(options: Mapping[str, Any]) -> PerFedRLNASOptions:
+        opts = dict(options)
+        policy = PolicyOptimizer(kind=opts.pop("policy_optimizer", "sgd"),
+                                 lr=float(opts.pop("policy_lr", 1.0)))
+        hardware = HardwareSpread(**opts.pop("hardware", {}))
+        return PerFedRLNASOptions(policy=policy, hardware=hardware, **opts)
+
+
+class PerFedRLNASStrategy(PersonalizedStrategy):
+    def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
+                 options: PerFedRLNASOptions) -> None:
+        super().__init__(budget=budget, train_config=train_config)
+        if options.new_clients >= budget.num_clients:
+            raise ValueError("new_clients must leave at least one training client")
+        self.supernet, self.space, self.options = supernet, supernet.space, options
+        self.sizes = [len(d.choices) for d in self.space.dimensions]
+        self.trainable = budget.num_clients - options.new_clients
+        self.policies = [PolicyState.uniform(self.sizes) for _ in range(budget.num_clients)]
+        self.history: dict[int, float] = {}
+        self._memory: dict[Arch, int] = {}
+        reference = self.memory(self.space.max_arch())
+        self.hardware: list[ClientHardware] = draw_hardware(
+            budget.num_clients, options.hardware, reference, numpy_rng(budget.seed, HARDWARE))
+        self.sent: dict[int, tuple[Arch, int]] = {}
+        self.over_budget: dict[int, Arch] = {}
+        self.new_client_report: dict[str, Any] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+    def memory(self, arch: Arch) -> int:
+        if arch not in self._memory:
+            cost = self.supernet.cost(arch, batch_size=int(self.train_config["batch_size"]))
+            self._memory[arch] = cost.memory_bytes
+        return self._memory[arch]
+
+    def sample_arch(self, client_id: int, server_round: int, phase: int = 0) -> Arch:
+        rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, phase, server_round, client_id)
+        return self.space.sample(rng, probabilities(self.policies[client_id].logits, self.sizes))
+
+    def personalized_arch(self, client_id: int) -> Arch:
+        return self.space.arch_from_indices(
+            argmax_indices(self.policies[client_id].logits, self.sizes))
+
+    def current_arrays(self) -> ArrayRecord:
+        return ArrayRecord()
+
+    def update_policies(self, outcomes: dict[int, Outcome], archs: Mapping[int, Arch],
+                        lambda_time: float) -> dict[int, float]:
+        rewards, self.history = round_rewards(outcomes, self.history, lambda_time)
+        for cid, reward in rewards.items():
+            self.policies[cid] = reinforce_update(self.policies[cid], self.sizes,
+                                                  archs[cid].indices, reward,
+                                                  self.options.policy)
+        return rewards
+
+    # -- training --------------------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.record.sampled = self.sample_clients(server_round, population=self.trainable)
+        self.sent, self.over_budget = {}, {}
+        messages = []
+        for cid in self.record.sampled:
+            arch = self.sample_arch(cid, server_round)
+            if self.memory(arch) > self.hardware[cid].memory_bytes:
+                self.over_budget[cid] = arch
+                continue
+            subnet = self.supernet.slice(arch)
+            self.sent[cid] = (arch, sum(a.nbytes for a in subnet))
+            cfg = self.round_config(server_round, arch=arch.to_str())
+            messages.append(self.message(cid, MessageType.TRAIN, cfg, subnet))
+        return messages
+
+    def round_time(self, cid: int, metrics: dict[str, Any], bytes_up: int) -> float:
+        if self.options.round_time == "measured":
+            return self.reply_seconds.get(self.node_of[cid], float(self.budget.round_timeout))
+        hw = self.hardware[cid]
+        return simulated_round_time(compute_seconds=float(metrics["train_seconds"]),
+                                    speed_factor=hw.speed_factor,
+                                    bytes_moved=self.sent[cid][1] + bytes_up,
+                                    bandwidth_bps=hw.bandwidth_bps)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        outcomes: dict[int, Outcome] = {}
+        archs: dict[int, Arch] = dict(self.over_budget)
+        contributions = []
+        rows: dict[int, dict[str, Any]] = {}
+        for metrics, reply in self.ok_replies(replies):
+            cid = int(metrics["client_id"])
+            if cid not in self.sent:
+                continue
+            arch = self.sent[cid][0]
+            arrays = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+            weight = float(metrics["num_examples"]) if self.options.merge_weighting == "samples" \
+                else 1.0
+            contributions.append((self.supernet.regions(arch), arrays, weight))
+            rt = self.round_time(cid, metrics, sum(a.nbytes for a in arrays))
+            outcomes[cid], archs[cid] = Outcome(float(metrics["val_accuracy"]), rt), arch
+            rows[cid] = {**self.train_row(metrics), "arch": arch.to_str(), "round_time": rt,
+                         "val_accuracy": float(metrics["val_accuracy"]),
+                         "accuracy": float(metrics["accuracy"])}
+        for cid in self.over_budget:
+            outcomes[cid] = Outcome(0.0, 0.0, over_budget=True)
+            rows[cid] = {"client_id": cid, "arch": self.over_budget[cid].to_str(),
+                         "over_budget": 1}
+        rewards = self.update_policies(outcomes, archs, self.options.lambda_time)
+        for cid, row in rows.items():
+            row["reward"] = rewards[cid]
+            row["policy_entropy"] = entropy(self.policies[cid].logits, self.sizes)
+        self.record.train = [rows[c] for c in sorted(rows)]
+        if contributions:
+            merged = overlap_average(self.supernet.state_arrays(), contributions)
+            self.supernet.load_state_arrays(merged)
+        return None, MetricRecord({"mean_reward": float(np.mean(list(rewards.values())))
+                                   if rewards else 0.0})
+
+    # -- personalized evaluation -------------------------------------------------------------------
+    def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Message:
+        cfg = self.round_config(server_round, arch=arch.to_str(), split=split)
+        return self.message(cid, MessageType.EVALUATE, cfg, self.supernet.slice(arch))
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        if not self.is_eval_round(server_round):
+            return []
+        return [self.eval_message(cid, self.personalized_arch(cid), server_round, "test")
+                for cid in range(self.trainable)]
+
+    def evaluation_details(self, client_id: int) -> dict[str, Any]:
+        arch = self.personalized_arch(client_id)
+        return {"arch": arch.to_str(), "memory_bytes": self.memory(arch),
+                "memory_budget": self.hardware[client_id].memory_bytes}
+
+    # -- new clients: search-only rounds after training ----------------------------------------
+    def finish_round(self, grid: Grid, server_round: int) -> None:
+        if server_round != self.budget.num_rounds or self.options.new_clients == 0:
+            return
+        new = list(range(self.trainable, self.budget.num_clients))
+        for search_round in range(1, self.options.new_client_rounds + 1):
+            archs = {cid: self.sample_arch(cid, search_round, NEW_CLIENT_SEARCH) for cid in new}
+            outcomes = {cid: Outcome(0.0, 0.0, over_budget=True) for cid, a in archs.items()
+                        if self.memory(a) > self.hardware[cid].memory_bytes}
+            messages = [self.eval_message(cid, a, server_round, "val")
+                        for cid, a in archs.items() if cid not in outcomes]
+            for metrics, _ in self.ok_replies(self.send_and_collect(grid, messages)):
+                outcomes[int(metrics["client_id"])] = Outcome(float(metrics["accuracy"]), 0.0)
+            self.update_policies(outcomes, archs, lambda_time=0.0)
+        self.new_client_report = self.evaluate_new_clients(grid, new, server_round)
+
+    def evaluate_new_clients(self, grid: Grid, new: list[int], server_round: int
+                             ) -> dict[str, Any]:
+        candidates = {
+            "searched": {cid: self.personalized_arch(cid) for cid in new},
+            "random": {cid: self.space.sample(numpy_rng(self.budget.seed, ARCH_SAMPLING, 99, cid))
+                       for cid in new},
+            "largest": {cid: self.space.max_arch() for cid in new},
+        }
+        report: dict[str, Any] = {"clients": new, "search_rounds": self.options.new_client_rounds}
+        for name, archs in candidates.items():
+            messages = [self.eval_message(cid, a, server_round, "test") for cid, a in archs.items()]
+            accs = [float(m["accuracy"])
+                    for m, _ in self.ok_replies(self.send_and_collect(grid, messages))]
+            report[f"{name}_acc_mean"] = float(np.mean(accs)) if accs else float("nan")
+        return report
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        out = {f"supernet_{i}": a for i, a in enumerate(self.supernet.state_arrays())}
+        out["policy_logits"] = np.stack([p.logits for p in self.policies])
+        out["policy_m"] = np.stack([p.m for p in self.policies])
+        out["policy_v"] = np.stack([p.v for p in self.policies])
+        out["policy_steps"] = np.array([p.steps for p in self.policies])
+        hist = np.full(self.budget.num_clients, np.nan)
+        for cid, acc in self.history.items():
+            hist[cid] = acc
+        out["acc_history"] = hist
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        n = len(self.supernet.state_keys())
+        self.supernet.load_state_arrays([state[f"supernet_{i}"] for i in range(n)])
+        if state["policy_logits"].shape != (self.budget.num_clients, sum(self.sizes)):
+            raise ValueError("checkpoint policies do not match the search space or K")
+        self.policies = [PolicyState(lg, m, v, int(t)) for lg, m, v, t in zip(
+            state["policy_logits"], state["policy_m"], state["policy_v"],
+            state["policy_steps"], strict=True)]
+        self.history = {i: float(a) for i, a in enumerate(state["acc_history"])
+                        if not np.isnan(a)}

@@ -1,0 +1,105 @@
+"""PerFedRLNAS end to end through `pfednas`: accuracy, the merge invariant, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pfednas.checkpoint import load_checkpoint
+from pfednas.config import compose, settings_from_cfg, task_shape
+from pfednas.search import get_space
+from pfednas.seeding import MODEL_INIT, int_seed
+from tests.conftest import PFEDNAS, REPO, pids_with_token, run_pfednas
+
+ARGS = ["method=perfedrlnas", "federation.num_clients=6", "federation.clients_per_round=3",
+        "federation.num_rounds=4", "federation.eval_every=2", "checkpoint_every=2"]
+
+
+def initial_supernet_arrays() -> tuple[list[np.ndarray], object]:
+    settings = settings_from_cfg(compose(ARGS))
+    task = task_shape(settings)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int_seed(settings.seed, MODEL_INIT))
+        supernet = get_space(**settings.search_space).build_supernet(
+            num_classes=task.num_classes, in_channels=task.in_channels,
+            image_size=task.image_size)
+    return supernet.state_arrays(), supernet
+
+
+def comparable(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in ("wall_seconds",)}
+
+
+def test_runs_keeps_uncovered_entries_and_resumes_to_the_same_summary(tmp_path: Path) -> None:
+    # Prepare / Execute: an uninterrupted run
+    full = tmp_path / "full"
+    result = run_pfednas(ARGS, full)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((full / "summary.json").read_text())
+
+    # Assert: above chance, architectures reported, nothing left running
+    assert summary["method"] == "perfedrlnas"
+    assert summary["personalized_acc_mean"] > 0.15  # chance is 0.1; 4 short rounds
+    records = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["arch"].startswith("mobilenetv3:") for row in records[-1]["evaluation"])
+    token = (full / "logs" / "run_token").read_text().strip()
+    assert pids_with_token(token) == []
+
+    # Assert: supernet entries no trained subnet covered keep their initial value
+    init, supernet = initial_supernet_arrays()
+    _, state = load_checkpoint(full)
+    final = [state[f"supernet_{i}"] for i in range(len(init))]
+    covered = [np.zeros(a.shape, bool) for a in init]
+    space = supernet.space  # type: ignore[attr-defined]
+    for record in records:
+        for row in record["train"]:
+            if not row.get("over_budget"):
+                arch = space.arch_from_str(row["arch"])
+                for i, where in supernet.regions(arch):  # type: ignore[attr-defined]
+                    covered[i][where] = True
+    assert any(not c.all() for c in covered), "every entry covered: the check would be empty"
+    for a, b, c in zip(init, final, covered, strict=True):
+        np.testing.assert_array_equal(a[~c], b[~c])
+
+    # Execute: the same run killed after its round-2 checkpoint, then resumed
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([str(PFEDNAS), *ARGS, f"hydra.run.dir={killed}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (killed / "checkpoint.npz").exists():
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    assert not (killed / "summary.json").exists(), "the run ended before it was interrupted"
+    killed_token = (killed / "logs" / "run_token").read_text().strip()
+    assert pids_with_token(killed_token) == []
+
+    resumed = tmp_path / "resumed"
+    result = run_pfednas([*ARGS, f"resume={killed}"], resumed)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "resumed from" in result.stdout
+
+    # Assert: the same summary as the uninterrupted run
+    assert comparable(json.loads((resumed / "summary.json").read_text())) == comparable(summary)
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.npz").write_bytes(b"")
+    (run_dir / "resolved_config.yaml").write_text("seed: 123\n")
+
+    result = run_pfednas([*ARGS, f"resume={run_dir}"], tmp_path / "new", timeout=120)
+
+    assert result.returncode == 2
+    assert "config differs" in result.stderr
