@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pfednas.nas.policy import (PolicyOptimizer, PolicyState, argmax_indices, entropy,
-                                log_prob_gradient, probabilities, reinforce_update)
+from pfednas.nas.policy import (
+    PolicyOptimizer,
+    PolicyState,
+    argmax_indices,
+    entropy,
+    log_prob_gradient,
+    probabilities,
+    reinforce_update,
+)
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time
 
 
