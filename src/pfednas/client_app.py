@@ -11,7 +11,6 @@ answers three message types:
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,13 +19,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from pfednas.clients import FedAvgClient, LocalClient, SubnetClient
 from pfednas.clients.common import ClientEnv
-from pfednas.config import RunSettings, compose, overrides_from_json, settings_from_cfg, task_shape
-from pfednas.data import dataset_info
-from pfednas.models import build_model
+from pfednas.config import RunSettings, compose, overrides_from_json, settings_from_cfg
+from pfednas.methods import METHODS
 from pfednas.node_data import client_id_of, node_client_data
-from pfednas.search import get_space
 from pfednas.train import default_device
 
 app = ClientApp()
@@ -47,18 +43,9 @@ def _set_threads(settings: RunSettings) -> None:
 def make_client(context: Context) -> NumPyClient:
     settings = _settings(context)
     _set_threads(settings)
-    cid = client_id_of(context)
-    env = ClientEnv(client_id=cid, data=node_client_data(context, settings),
+    env = ClientEnv(client_id=client_id_of(context), data=node_client_data(context, settings),
                     device=default_device(), seed=settings.seed)
-    info = dataset_info(settings.data.name)
-    model_fn = partial(build_model, in_channels=info.in_channels, image_size=info.image_size,
-                       num_classes=info.num_classes, seed=settings.seed)
-    if settings.method == "local":
-        return LocalClient(env, model_fn, context.state)
-    if settings.method == "perfedrlnas":
-        return SubnetClient(env, get_space(**settings.search_space), task_shape(settings),
-                            bn_recalibrate=bool(settings.method_options.get("bn_recalibrate")))
-    return FedAvgClient(env, model_fn)
+    return METHODS[settings.method].client(settings, env, context)
 
 
 def _config_of(msg: Message) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from pfednas.data import DataSpec, dataset_info, validate_spec
 from pfednas.search import TaskShape, get_space
 
 CHECKPOINT_FILE = "checkpoint.npz"
-METHODS = ("fedavg", "local", "perfedrlnas")
 
 
 class ConfigError(ValueError):
@@ -145,23 +144,15 @@ def validate_federation(fed: Federation) -> None:
             raise ConfigError("federation.client_cpus must not exceed federation.ray_num_cpus")
 
 
-def _check_method_options(name: str, options: dict[str, Any], fed: Federation) -> None:
-    """Build the method's typed options once, so bad values fail before anything starts."""
-    if name == "fedavg":
-        epochs = options.get("finetune_epochs", 0)
-        _check_number("method", "finetune_epochs", epochs, kind=int, low=0)
-    if name == "perfedrlnas":
-        from pfednas.strategies.perfedrlnas import PerFedRLNASOptions
+def _check_method(name: Any, options: dict[str, Any], fed: Federation) -> None:
+    """Known method, and its typed options build: bad values fail before anything starts."""
+    from pfednas.methods import METHODS
 
-        try:
-            opts = PerFedRLNASOptions.from_config(options)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"method (perfedrlnas): {err}") from err
-        if opts.new_clients >= fed.num_clients:
-            raise ConfigError("method.new_clients must be < federation.num_clients")
-        if fed.clients_per_round > fed.num_clients - opts.new_clients:
-            raise ConfigError("federation.clients_per_round must not exceed the "
-                              "num_clients - method.new_clients training clients")
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    check = METHODS[name].check
+    if check is not None:
+        check(options, fed)
 
 
 RUN_KEYS_NOT_COMPARED = ("resume", "progress", "output_dir", "hydra")
@@ -184,10 +175,9 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     """Build and validate the typed settings; raises :class:`ConfigError`."""
     method = _as_dict(cfg.method)
     name = method.pop("name", None)
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
     fed = _typed(Federation, _as_dict(cfg.federation), "federation")
     validate_federation(fed)
+    _check_method(name, method, fed)
     seed = cfg.get("seed", 0)
     _check_number("", "seed", seed, kind=int, low=0)
     data_values = _as_dict(cfg.dataset)
@@ -202,7 +192,6 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         get_space(**space)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"search_space: {err}") from err
-    _check_method_options(name, method, fed)
     checkpoint_every = cfg.get("checkpoint_every", 0)
     _check_number("", "checkpoint_every", checkpoint_every, kind=int, low=0)
     resume = cfg.get("resume")

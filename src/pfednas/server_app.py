@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
@@ -24,23 +23,15 @@ from pfednas.config import (
     describe,
     overrides_from_json,
     settings_from_cfg,
-    task_shape,
 )
-from pfednas.data import dataset_info
-from pfednas.models import build_model
+from pfednas.methods import METHODS
 from pfednas.results import ResultsWriter, format_table, summarize
-from pfednas.search import get_space
-from pfednas.seeding import MODEL_INIT, int_seed
 from pfednas.strategies import (
     Budget,
-    FedAvgFTStrategy,
-    LocalStrategy,
-    PerFedRLNASOptions,
     PerFedRLNASStrategy,
     PersonalizedStrategy,
 )
 from pfednas.strategies.base import RoundRecord
-from pfednas.train import get_arrays
 
 app = ServerApp()
 
@@ -53,23 +44,7 @@ def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
                     seed=settings.seed)
     train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
                     "batch_size": fed.batch_size}
-    if settings.method == "local":
-        return LocalStrategy(budget=budget, train_config=train_config)
-    if settings.method == "perfedrlnas":
-        task = task_shape(settings)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int_seed(settings.seed, MODEL_INIT))
-            supernet = get_space(**settings.search_space).build_supernet(
-                num_classes=task.num_classes, in_channels=task.in_channels,
-                image_size=task.image_size)
-        return PerFedRLNASStrategy(budget=budget, train_config=train_config, supernet=supernet,
-                                   options=PerFedRLNASOptions.from_config(settings.method_options))
-    info = dataset_info(settings.data.name)
-    model = build_model(in_channels=info.in_channels, image_size=info.image_size,
-                        num_classes=info.num_classes, seed=settings.seed)
-    return FedAvgFTStrategy(budget=budget, train_config=train_config,
-                            initial_arrays=get_arrays(model),
-                            finetune_epochs=int(settings.method_options.get("finetune_epochs", 0)))
+    return METHODS[settings.method].strategy(settings, budget, train_config)
 
 
 def progress_line(record: RoundRecord, num_rounds: int, start: float) -> str:
