@@ -22,6 +22,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from pfednas.nas.validation import ArraySpec, array_specs, check_arrays, check_metrics
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
 
 
@@ -34,6 +35,7 @@ class RoundRecord:
     train: list[dict[str, float]] = field(default_factory=list)
     evaluation: list[dict[str, float]] = field(default_factory=list)
     failures: int = 0
+    rejected: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     wall_seconds: float = 0.0
@@ -43,6 +45,7 @@ class RoundRecord:
         out: dict[str, Any] = {
             "round": self.round, "sampled_clients": self.sampled, "train": self.train,
             "evaluation": self.evaluation, "failures": self.failures,
+            "rejected": self.rejected,
             "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
             "wall_seconds": round(self.wall_seconds, 4),
         }
@@ -55,7 +58,8 @@ class RoundRecord:
     def from_json(cls, data: dict[str, Any]) -> RoundRecord:
         return cls(round=int(data["round"]), sampled=list(data["sampled_clients"]),
                    train=list(data["train"]), evaluation=list(data["evaluation"]),
-                   failures=int(data["failures"]), bytes_up=int(data["bytes_up"]),
+                   failures=int(data["failures"]), rejected=int(data.get("rejected", 0)),
+                   bytes_up=int(data["bytes_up"]),
                    bytes_down=int(data["bytes_down"]), wall_seconds=float(data["wall_seconds"]))
 
 
@@ -70,6 +74,7 @@ class Budget:
     eval_every: int
     round_timeout: float
     seed: int
+    min_replies: int = 1
 
 
 class PersonalizedStrategy(Strategy):
@@ -81,6 +86,7 @@ class PersonalizedStrategy(Strategy):
         self.node_of: dict[int, int] = {}
         self.record = RoundRecord(round=0)
         self.reply_seconds: dict[int, float] = {}
+        self.expected: dict[tuple[int, str], list[ArraySpec]] = {}
 
     # -- clients ---------------------------------------------------------------------------
     def connect(self, grid: Grid, *, poll_seconds: float = 1.0) -> None:
@@ -121,26 +127,65 @@ class PersonalizedStrategy(Strategy):
             record = ArrayRecord(numpy_ndarrays=arrays)
             content["arrays"] = record
             self.record.bytes_down += sum(a.nbytes for a in arrays)
+        self.expected[(client_id, message_type)] = self.expected_reply_arrays(
+            client_id, message_type, arrays or [])
         return Message(content, dst_node_id=self.node_of[client_id], message_type=message_type)
+
+    def expected_reply_arrays(self, client_id: int, message_type: str,
+                              sent: list[np.ndarray]) -> list[ArraySpec]:
+        """What a valid reply carries: a train reply the sent arrays' shapes, others none."""
+        return array_specs(sent) if message_type == MessageType.TRAIN else []
 
     def round_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
         return {**self.train_config, "server_round": server_round,
                 "local_epochs": self.budget.local_epochs, **extra}
 
     def ok_replies(self, replies: Iterable[Message]) -> list[tuple[dict[str, Any], Message]]:
-        """Replies without error, as (metrics, message); failures are counted."""
+        """Valid replies, as (metrics, message).
+
+        Errors are counted as failures; malformed replies (wrong client id for the
+        node, arrays of the wrong number / shape / dtype, NaN or Inf, bad sample
+        counts, fractions outside [0, 1]) are rejected with a warning naming the
+        client and the reason, and counted; nothing of them is used.
+        """
         good = []
         for reply in replies:
             if reply.has_error():
                 self.record.failures += 1
                 log(WARNING, "A client failed: %s", reply.error.reason)
                 continue
-            metrics = dict(reply.content["metrics"])  # type: ignore[arg-type]
-            arrays = reply.content.get("arrays")
-            if isinstance(arrays, ArrayRecord):
-                self.record.bytes_up += sum(a.nbytes for a in arrays.to_numpy_ndarrays())
+            record = reply.content.get("metrics")
+            metrics = dict(record) if isinstance(record, MetricRecord) else {}
+            arrays_record = reply.content.get("arrays")
+            arrays = (arrays_record.to_numpy_ndarrays()
+                      if isinstance(arrays_record, ArrayRecord) else [])
+            self.record.bytes_up += sum(a.nbytes for a in arrays)
+            reason = self.reply_problem(reply, metrics, arrays)
+            if reason is not None:
+                self.record.rejected += 1
+                log(WARNING, "Rejected the update of client %s (node %s): %s",
+                    metrics.get("client_id"), reply.metadata.src_node_id, reason)
+                continue
             good.append((metrics, reply))
         return good
+
+    def enough(self, valid: int) -> bool:
+        """Whether a training round with ``valid`` accepted replies may change server state."""
+        if valid < self.budget.min_replies:
+            log(WARNING, "Round %d: %d valid replies < min_replies=%d; state unchanged",
+                self.record.round, valid, self.budget.min_replies)
+            return False
+        return True
+
+    def reply_problem(self, reply: Message, metrics: dict[str, Any],
+                      arrays: list[np.ndarray]) -> str | None:
+        cid = metrics.get("client_id")
+        if not isinstance(cid, int) or self.node_of.get(cid) != reply.metadata.src_node_id:
+            return f"client id {cid!r} is not the one of node {reply.metadata.src_node_id}"
+        expected = self.expected.get((cid, reply.metadata.message_type))
+        if expected is None:
+            return "no request of this kind was sent to this client"
+        return check_metrics(metrics) or check_arrays(arrays, expected)
 
     # -- evaluation results ------------------------------------------------------------------
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]

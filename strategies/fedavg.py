@@ -55,7 +55,7 @@ class FedAvgFTStrategy(PersonalizedStrategy):
             self.record.train.append(self.train_row(metrics))
             arrays = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
             updates.append((arrays, float(metrics["num_examples"])))
-        if not updates:
+        if not updates or not self.enough(len(updates)):
             return None, None
         self.arrays = weighted_average(updates)
         loss = float(np.mean([row["train_loss"] for row in self.record.train]))

@@ -57,6 +57,7 @@ class PerFedRLNASOptions:
     hardware: HardwareSpread = field(default_factory=HardwareSpread)
     new_clients: int = 0
     new_client_rounds: int = 10
+    failure_reward: float | None = None
 
     def __post_init__(self) -> None:
         if self.merge_weighting not in ("samples", "uniform"):
@@ -168,13 +169,16 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             rows[cid] = {**self.train_row(metrics), "arch": arch.to_str(), "round_time": rt,
                          "val_accuracy": float(metrics["val_accuracy"]),
                          "accuracy": float(metrics["accuracy"])}
+        if not self.enough(len(contributions)):
+            return None, None
         for cid in self.over_budget:
             outcomes[cid] = Outcome(0.0, 0.0, over_budget=True)
             rows[cid] = {"client_id": cid, "arch": self.over_budget[cid].to_str(),
                          "over_budget": 1}
         rewards = self.update_policies(outcomes, archs, self.options.lambda_time)
+        rewards.update(self.penalise_failures(set(self.sent) - set(outcomes), rows))
         for cid, row in rows.items():
-            row["reward"] = rewards[cid]
+            row["reward"] = rewards.get(cid, 0.0)
             row["policy_entropy"] = entropy(self.policies[cid].logits, self.sizes)
         self.record.train = [rows[c] for c in sorted(rows)]
         if contributions:
@@ -182,6 +186,20 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             self.supernet.load_state_arrays(merged)
         return None, MetricRecord({"mean_reward": float(np.mean(list(rewards.values())))
                                    if rewards else 0.0})
+
+    def penalise_failures(self, failed: set[int], rows: dict[int, dict[str, Any]]
+                          ) -> dict[int, float]:
+        """Clients that sent nothing valid: no policy update, or ``failure_reward`` if set."""
+        rewards: dict[int, float] = {}
+        for cid in sorted(failed):
+            rows[cid] = {"client_id": cid, "arch": self.sent[cid][0].to_str(), "failed": 1}
+            if self.options.failure_reward is not None:
+                rewards[cid] = self.options.failure_reward
+                self.policies[cid] = reinforce_update(self.policies[cid], self.sizes,
+                                                      self.sent[cid][0].indices,
+                                                      self.options.failure_reward,
+                                                      self.options.policy)
+        return rewards
 
     # -- personalized evaluation -------------------------------------------------------------------
     def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Message:

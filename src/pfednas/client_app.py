@@ -20,6 +20,7 @@ from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
 from pfednas.clients.common import ClientEnv
+from pfednas.clients.faulty import Fault, FaultyClient
 from pfednas.config import RunSettings, compose, overrides_from_json, settings_from_cfg
 from pfednas.methods import METHODS
 from pfednas.node_data import client_id_of, node_client_data
@@ -45,7 +46,10 @@ def make_client(context: Context) -> NumPyClient:
     _set_threads(settings)
     env = ClientEnv(client_id=client_id_of(context), data=node_client_data(context, settings),
                     device=default_device(), seed=settings.seed)
-    return METHODS[settings.method].client(settings, env, context)
+    client = METHODS[settings.method].client(settings, env, context)
+    if settings.fault_injection is not None:  # test-only
+        client = FaultyClient(client, Fault.from_config(settings.fault_injection), env.client_id)
+    return client
 
 
 def _config_of(msg: Message) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class Federation:
     weight_decay: float
     eval_every: int
     round_timeout: float
+    min_replies: int
     client_cpus: int
     client_gpus: float
     ray_num_cpus: int | None
@@ -92,6 +93,7 @@ class RunSettings:
     progress: bool
     resume: str | None = None
     checkpoint_every: int = 0
+    fault_injection: dict[str, Any] | None = None
 
 
 def _as_dict(node: Any) -> dict[str, Any]:
@@ -128,7 +130,7 @@ def _check_number(group: str, name: str, value: Any, *, kind: type, low: float |
 def validate_federation(fed: Federation) -> None:
     g = "federation"
     for name in ("num_clients", "clients_per_round", "num_rounds", "local_epochs",
-                 "batch_size", "eval_every", "client_cpus"):
+                 "batch_size", "eval_every", "client_cpus", "min_replies"):
         _check_number(g, name, getattr(fed, name), kind=int, low=1)
     for name in ("lr", "round_timeout"):
         _check_number(g, name, getattr(fed, name), kind=float, low=0, strict=True)
@@ -138,6 +140,9 @@ def validate_federation(fed: Federation) -> None:
         raise ConfigError(
             f"federation.clients_per_round (N={fed.clients_per_round}) must not exceed "
             f"federation.num_clients (K={fed.num_clients})")
+    if fed.min_replies > fed.clients_per_round:
+        raise ConfigError(f"federation.min_replies ({fed.min_replies}) must not exceed "
+                          f"federation.clients_per_round ({fed.clients_per_round})")
     if fed.ray_num_cpus is not None:
         _check_number(g, "ray_num_cpus", fed.ray_num_cpus, kind=int, low=1)
         if fed.client_cpus > fed.ray_num_cpus:
@@ -197,10 +202,19 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     resume = cfg.get("resume")
     if resume is not None:
         check_resumable(cfg, Path(str(resume)))
+    fault = cfg.get("fault_injection")
+    fault_cfg = None if fault is None else _as_dict(fault)
+    if fault_cfg is not None:
+        from pfednas.clients.faulty import Fault
+
+        try:
+            Fault.from_config(fault_cfg)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"fault_injection: {err!r}") from err
     return RunSettings(method=name, method_options=method, federation=fed, data=spec,
                        search_space=space, seed=seed, progress=bool(cfg.get("progress", True)),
                        resume=None if resume is None else str(resume),
-                       checkpoint_every=checkpoint_every)
+                       checkpoint_every=checkpoint_every, fault_injection=fault_cfg)
 
 
 def describe(settings: RunSettings) -> str:

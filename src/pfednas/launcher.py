@@ -76,6 +76,8 @@ def run_env(flwr_home: Path, token: str) -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DEDUP_LOGS": "0",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        # A single-node local Ray: bind to 127.0.0.1, not the host's outward address.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "0"),
         TOKEN_VAR: token,
     })
@@ -169,8 +171,28 @@ def flwr_run_command(request: SimulationRequest, run_config_file: Path) -> list[
             "--run-config", str(run_config_file), "--federation-config", " ".join(fed)]
 
 
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``SystemExit`` here, so cleanup code runs as for Ctrl-C."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_simulation(request: SimulationRequest) -> int:
     """Run the app to completion with ``flwr run --stream``; returns its exit code."""
+    with terminate_as_interrupt():
+        return _run_simulation(request)
+
+
+def _run_simulation(request: SimulationRequest) -> int:
     run_config_file = request.log_dir / "run_config.toml"
     request.log_dir.mkdir(parents=True, exist_ok=True)
     run_config_file.write_text(tomli_w.dumps(request.run_config))

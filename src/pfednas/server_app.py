@@ -41,7 +41,7 @@ def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
     budget = Budget(num_clients=fed.num_clients, clients_per_round=fed.clients_per_round,
                     num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
                     eval_every=fed.eval_every, round_timeout=fed.round_timeout,
-                    seed=settings.seed)
+                    min_replies=fed.min_replies, seed=settings.seed)
     train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
                     "batch_size": fed.batch_size}
     return METHODS[settings.method].strategy(settings, budget, train_config)

@@ -1,0 +1,83 @@
+"""Fault injection for reliability tests only (config key ``fault_injection``, default off).
+
+Wraps a client role and, for the listed clients and rounds, misbehaves in one
+of the ways a real deployment sees: raises, sleeps past the round timeout,
+returns arrays of the wrong shape, NaN weights, an absurd sample count, an
+accuracy outside [0, 1], or one array too few.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.client import NumPyClient
+
+KINDS = ("raise", "sleep", "wrong_shape", "nan", "bad_count", "bad_accuracy", "missing_array")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """``plan``: client id -> kind of fault; ``rounds``: when (None = every round).
+
+    Config: ``{clients: [1, 2], kind: nan}`` or ``{plan: {1: nan, 2: wrong_shape}}``,
+    optionally with ``rounds: [2]`` and ``sleep_seconds: 30``.
+    """
+
+    plan: tuple[tuple[int, str], ...]
+    rounds: tuple[int, ...] | None = None
+    sleep_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        for _, kind in self.plan:
+            if kind not in KINDS:
+                raise ValueError(f"fault kind must be one of {KINDS}, got {kind!r}")
+
+    @staticmethod
+    def from_config(cfg: dict[str, Any]) -> Fault:
+        if "plan" in cfg:
+            plan = tuple((int(c), str(k)) for c, k in dict(cfg["plan"]).items())
+        else:
+            plan = tuple((int(c), str(cfg["kind"])) for c in cfg["clients"])
+        rounds = cfg.get("rounds")
+        return Fault(plan=plan, rounds=None if rounds is None else tuple(int(r) for r in rounds),
+                     sleep_seconds=float(cfg.get("sleep_seconds", 30.0)))
+
+    def kind_for(self, client_id: int, server_round: int) -> str | None:
+        if self.rounds is not None and server_round not in self.rounds:
+            return None
+        return dict(self.plan).get(client_id)
+
+
+class FaultyClient(NumPyClient):
+    def __init__(self, inner: NumPyClient, fault: Fault, client_id: int) -> None:
+        self.inner, self.fault, self.client_id = inner, fault, client_id
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
+            ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        kind = self.fault.kind_for(self.client_id, int(config.get("server_round", 0)))
+        if kind is None:
+            return self.inner.fit(parameters, config)
+        if kind == "raise":
+            raise RuntimeError(f"injected failure on client {self.client_id}")
+        if kind == "sleep":
+            time.sleep(self.fault.sleep_seconds)
+        arrays, n, metrics = self.inner.fit(parameters, config)
+        if kind == "wrong_shape":
+            arrays = [np.zeros((3, 3), a.dtype) if i == 0 else a for i, a in enumerate(arrays)]
+        elif kind == "nan":
+            arrays = [np.full_like(a, np.nan) if np.issubdtype(a.dtype, np.floating) else a
+                      for a in arrays]
+        elif kind == "bad_count":
+            n = -5
+        elif kind == "bad_accuracy":
+            metrics = {**metrics, "accuracy": 7.0, "val_accuracy": 7.0}
+        elif kind == "missing_array":
+            arrays = arrays[:-1]
+        return arrays, n, metrics
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
+                 ) -> tuple[float, int, dict[str, Any]]:
+        return self.inner.evaluate(parameters, config)

@@ -1,0 +1,50 @@
+"""Faulty clients end to end: malformed, failing and straggling updates never reach the model.
+
+Two one-round FedAvg runs over the same 8 clients: in one, clients 1-5 send
+malformed updates (NaN, wrong shape, bad count, accuracy 7, an array missing)
+and client 6 sleeps past the round timeout; in the other, clients 1-6 raise.
+Both must end with the same global model: the aggregate of clients 0 and 7.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pfednas.checkpoint import load_checkpoint
+from tests.conftest import pids_with_token, run_pfednas
+
+BASE = ["method=fedavg", "federation.num_clients=8", "federation.clients_per_round=8",
+        "federation.num_rounds=1", "method.finetune_epochs=0", "checkpoint_every=1",
+        "federation.round_timeout=60", "federation.min_replies=2",
+        # three client actors, so the straggler holds only one of them
+        "federation.ray_num_cpus=3"]
+MALFORMED = ("fault_injection={plan: {1: nan, 2: wrong_shape, 3: bad_count, "
+             "4: bad_accuracy, 5: missing_array, 6: sleep}, sleep_seconds: 100}")
+RAISING = "fault_injection={clients: [1, 2, 3, 4, 5, 6], kind: raise}"
+
+
+def run(tmp_path: Path, name: str, fault: str) -> tuple[dict, list[np.ndarray]]:
+    out = tmp_path / name
+    result = run_pfednas([*BASE, fault], out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    token = (out / "logs" / "run_token").read_text().strip()
+    assert pids_with_token(token) == []
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    _, state = load_checkpoint(out)
+    return record, [state[k] for k in sorted(state, key=lambda k: int(k.split("_")[1]))]
+
+
+def test_rejected_and_failed_clients_leave_the_same_aggregate(tmp_path: Path) -> None:
+    malformed, arrays_a = run(tmp_path, "malformed", MALFORMED)
+    raising, arrays_b = run(tmp_path, "raising", RAISING)
+
+    assert malformed["rejected"] == 5 and malformed["failures"] >= 1
+    assert raising["failures"] >= 6
+    assert sorted(row["client_id"] for row in malformed["train"]) == [0, 7]
+    assert sorted(row["client_id"] for row in raising["train"]) == [0, 7]
+    for a, b in zip(arrays_a, arrays_b, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert all(np.isfinite(a).all() for a in arrays_a if a.dtype.kind == "f")
