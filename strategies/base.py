@@ -39,6 +39,7 @@ class RoundRecord:
     bytes_up: int = 0
     bytes_down: int = 0
     wall_seconds: float = 0.0
+    server_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         accs = [e["accuracy"] for e in self.evaluation]
@@ -48,6 +49,7 @@ class RoundRecord:
             "rejected": self.rejected,
             "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
             "wall_seconds": round(self.wall_seconds, 4),
+            "server_seconds": round(self.server_seconds, 4),
         }
         if accs:
             out["personalized_acc_mean"] = float(np.mean(accs))
@@ -60,7 +62,8 @@ class RoundRecord:
                    train=list(data["train"]), evaluation=list(data["evaluation"]),
                    failures=int(data["failures"]), rejected=int(data.get("rejected", 0)),
                    bytes_up=int(data["bytes_up"]),
-                   bytes_down=int(data["bytes_down"]), wall_seconds=float(data["wall_seconds"]))
+                   bytes_down=int(data["bytes_down"]), wall_seconds=float(data["wall_seconds"]),
+                   server_seconds=float(data.get("server_seconds", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -250,14 +253,17 @@ class PersonalizedStrategy(Strategy):
         for server_round in range(start_round, self.budget.num_rounds + 1):
             start = time.perf_counter()
             self.record = RoundRecord(round=server_round)
-            messages = list(self.configure_train(server_round, self.current_arrays(),
-                                                 ConfigRecord(), grid))
-            if messages:
-                self.aggregate_train(server_round, self.send_and_collect(grid, messages))
-            messages = list(self.configure_evaluate(server_round, self.current_arrays(),
-                                                    ConfigRecord(), grid))
-            if messages:
-                self.aggregate_evaluate(server_round, self.send_and_collect(grid, messages))
+            for configure, aggregate in ((self.configure_train, self.aggregate_train),
+                                         (self.configure_evaluate, self.aggregate_evaluate)):
+                tic = time.perf_counter()
+                messages = list(configure(server_round, self.current_arrays(), ConfigRecord(),
+                                          grid))
+                self.record.server_seconds += time.perf_counter() - tic
+                if messages:
+                    replies = self.send_and_collect(grid, messages)
+                    tic = time.perf_counter()
+                    aggregate(server_round, replies)  # type: ignore[operator]
+                    self.record.server_seconds += time.perf_counter() - tic
             self.finish_round(grid, server_round)
             self.record.wall_seconds = time.perf_counter() - start
             records.append(self.record)

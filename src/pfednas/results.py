@@ -35,6 +35,7 @@ def summarize(*, method: str, dataset: str, records: list[RoundRecord], wall_sec
         "rounds": len(records),
         "failures": int(sum(r.failures for r in records)),
         "wall_seconds": float(wall_seconds),
+        "server_seconds": float(sum(r.server_seconds for r in records)),
         "bytes_up": int(sum(r.bytes_up for r in records)),
         "bytes_down": int(sum(r.bytes_down for r in records)),
         **(extra or {}),

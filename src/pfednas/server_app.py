@@ -7,6 +7,7 @@ so the CLI, the server and every client see the identical config.
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,11 @@ def progress_line(record: RoundRecord, num_rounds: int, start: float) -> str:
     return " | ".join(parts)
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of the server process (in simulation it also hosts Ray's driver)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def output_dir(context: Context) -> Path:
     given = str(context.run_config.get("output-dir", "")).strip()
     if given:
@@ -103,7 +109,7 @@ def main(grid: Grid, context: Context) -> None:
             print(progress_line(record, settings.federation.num_rounds, start), flush=True)
 
     records = previous + strategy.run(grid, on_round, start_round=len(previous) + 1)
-    extra: dict[str, object] = {"seed": settings.seed,
+    extra: dict[str, object] = {"server_peak_memory_mb": peak_rss_mb(), "seed": settings.seed,
                                 "overrides": [o for o in overrides if not o.startswith("resume=")]}
     if isinstance(strategy, PerFedRLNASStrategy) and strategy.new_client_report:
         extra["new_clients"] = strategy.new_client_report
