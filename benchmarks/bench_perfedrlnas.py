@@ -1,9 +1,9 @@
 """PerFedRLNAS benchmark: server overhead, downlink ratio, scale, and accuracy vs baselines.
 
-    .venv/bin/python benchmarks/bench_perfedrlnas.py overhead   # K=100: server time / round, downlink
-    .venv/bin/python benchmarks/bench_perfedrlnas.py scale      # K=1000, 5 % participation, 3 rounds
+    .venv/bin/python benchmarks/bench_perfedrlnas.py overhead  # K=100: server time, downlink
+    .venv/bin/python benchmarks/bench_perfedrlnas.py scale     # K=1000, 5 % participation
     .venv/bin/python benchmarks/bench_perfedrlnas.py accuracy [--rounds R] [--alphas 0.1,0.3]
-                                                               # Fashion-MNIST K=50 N=5: vs FedAvg+FT, Local
+        # Fashion-MNIST K=50 N=5: PerFedRLNAS vs FedAvg+FT vs Local
 
 Every figure comes from a real `pfednas` run's metrics.jsonl / summary.json.
 """
@@ -58,7 +58,8 @@ def overhead(work: Path) -> None:
           f"{round_wall:.2f}s round wall = {100 * server / round_wall:.1f} %")
     print(f"downlink per client per round {down / max(sent, 1) / 2**20:.3f} MiB, full supernet "
           f"{full / 2**20:.3f} MiB, ratio {down / max(sent, 1) / full:.3f}")
-    print(f"whole command {wall:.0f}s, server peak memory {summary['server_peak_memory_mb']:.0f} MB")
+    print(f"whole command {wall:.0f}s, "
+          f"server peak memory {summary['server_peak_memory_mb']:.0f} MB")
 
 
 def scale(work: Path) -> None:
