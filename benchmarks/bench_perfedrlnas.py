@@ -63,7 +63,8 @@ def overhead(work: Path) -> None:
 
 
 def scale(work: Path) -> None:
-    args = ["method=perfedrlnas", "dataset=synthetic", "dataset.synthetic_samples=30000",
+    args = ["method=perfedrlnas", "dataset=synthetic", "dataset.synthetic_samples=60000",
+            "dataset.alpha=1.0", "dataset.min_partition_size=5",
             "federation.num_clients=1000", "federation.clients_per_round=50",
             "federation.num_rounds=3", "federation.eval_every=3",
             "federation.round_timeout=1800"]
