@@ -1,24 +1,213 @@
 """Which data a node trains on, from its node config.
 
-Simulation and demo deployments: ``partition-id`` (and ``num-partitions``) pick a
-Dirichlet partition of the configured dataset, identical for every method.
+Two kinds of node (``flower-supernode --node-config '...'``):
+
+* **Partition node** (simulation and demos): ``partition-id=<i> num-partitions=<K>``
+  picks client ``i``'s Dirichlet partition of the configured dataset, identical
+  for every method.
+* **Silo node** (cross-silo deployment): ``client-id=<i> data-dir=<PATH>`` reads the
+  silo's own folder and splits it locally into train / val / test, stratified by
+  label with the fractions of the ``dataset`` config. The folder holds either
+
+  - ``data.npz`` with arrays ``x`` (``(N, H, W)``, ``(N, H, W, C)`` or
+    ``(N, C, H, W)``) and ``y`` (``(N,)`` integer labels), or
+  - images in class sub-folders, as torchvision's ``ImageFolder`` reads them
+    (``DIR/<class>/<image>.png``; ``.png .jpg .jpeg .bmp .pgm .ppm .tif .tiff .webp``).
+    Folders named ``0 .. C-1`` give those labels; otherwise labels follow the
+    sorted folder names, so every silo must then list the same class folders
+    (empty ones allowed).
+
+  Images are converted to the configured dataset's channels and size (the
+  model is built from it) and normalised with its per-channel mean / std;
+  uint8 data is read as 0–255, float data as 0–1. Only sample counts leave the
+  silo (in the metrics of its replies), never the layout or the files.
+
+In a deployment every message starts a fresh ClientApp process, so a partition
+node would recompute the Dirichlet partition of the whole dataset each time;
+with ``$PFEDNAS_NODE_CACHE`` set to a directory, the node's own splits are
+kept there (one ``.npz`` per data spec and client id) and reread instead.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 from flwr.app import Context
 
 from pfednas.config import RunSettings
-from pfednas.data import ClientData, load_client_data
+from pfednas.data import ArrayDataset, ClientData, DataError, dataset_info, load_client_data
+from pfednas.data.partition import stratified_split
+from pfednas.data.registry import normalisation
+from pfednas.seeding import numpy_rng
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+ARRAY_FILE = "data.npz"
+SILO_SPLIT = 101  # SeedSequence purpose tag of a silo's local split (data/ uses 1-4)
+CACHE_ENV = "PFEDNAS_NODE_CACHE"
 
 
 def client_id_of(context: Context) -> int:
-    if "partition-id" not in context.node_config:
-        raise ValueError("node config has no 'partition-id': start the SuperNode with "
-                         "--node-config 'partition-id=<i> num-partitions=<K>'")
-    return int(context.node_config["partition-id"])
+    """The client id of this node: ``partition-id``, or ``client-id`` for a silo."""
+    config = context.node_config
+    for key in ("partition-id", "client-id"):
+        if key in config:
+            return int(config[key])
+    raise ValueError("node config has neither 'partition-id' nor 'client-id': start the "
+                     "SuperNode with --node-config 'partition-id=<i> num-partitions=<K>' or, "
+                     "for a silo's own data, --node-config 'client-id=<i> data-dir=<PATH>'")
 
 
 def node_client_data(context: Context, settings: RunSettings) -> ClientData:
-    """The node's train/val/test splits."""
+    """The node's train/val/test splits (its partition, or its silo folder)."""
+    data_dir = str(context.node_config.get("data-dir", "")).strip()
+    if data_dir:
+        return silo_client_data(data_dir, settings, client_id_of(context))
+    cache = os.environ.get(CACHE_ENV, "").strip()
+    if cache:
+        return cached_client_data(Path(cache), settings, client_id_of(context))
     return load_client_data(settings.data, client_id_of(context))
+
+
+_SPLITS = ("train", "val", "test")
+
+
+def cached_client_data(cache_dir: Path, settings: RunSettings, client_id: int) -> ClientData:
+    """``load_client_data`` through a per-node file cache keyed by the data spec."""
+    key = hashlib.sha256(repr((settings.data, client_id)).encode()).hexdigest()[:24]
+    path = cache_dir / f"client-{client_id}-{key}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as arrays:
+            return ClientData(*(ArrayDataset(x=arrays[f"{s}_x"], y=arrays[f"{s}_y"])
+                                for s in _SPLITS))
+    data = load_client_data(settings.data, client_id)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(partial, **{f"{s}_{a}": getattr(getattr(data, s), a)
+                         for s in _SPLITS for a in ("x", "y")})
+    os.replace(partial, path)  # atomic: a concurrent reader sees all or nothing
+    return data
+
+
+@dataclass(frozen=True)
+class SiloImages:
+    """A silo's pooled images before normalisation: ``(N, C, H, W)`` and labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    scale: float  # 255 for uint8 sources, 1 for float sources
+
+
+def silo_client_data(data_dir: str | Path, settings: RunSettings, client_id: int) -> ClientData:
+    """Read a silo folder and split it like a partition (raises :class:`DataError`)."""
+    spec = settings.data
+    info = dataset_info(spec.name)
+    silo = read_silo(Path(data_dir), channels=info.in_channels, size=info.image_size)
+    if silo.labels.size and (silo.labels.min() < 0 or silo.labels.max() >= info.num_classes):
+        raise DataError(f"{data_dir}: labels must be in [0, {info.num_classes}) for dataset "
+                        f"{spec.name!r}, got {int(silo.labels.min())}..{int(silo.labels.max())}")
+    if silo.labels.size < spec.min_partition_size:
+        raise DataError(f"{data_dir}: {silo.labels.size} samples, fewer than "
+                        f"dataset.min_partition_size ({spec.min_partition_size})")
+    parts = stratified_split(silo.labels, spec.fractions,
+                             numpy_rng(spec.seed, SILO_SPLIT, client_id))
+    norm = normalisation(spec.name)
+    mean = np.asarray(norm.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(norm.std, dtype=np.float32).reshape(1, -1, 1, 1)
+
+    def select(rows: np.ndarray) -> ArrayDataset:
+        x = silo.images[rows].astype(np.float32) / np.float32(silo.scale)
+        return ArrayDataset(x=np.ascontiguousarray((x - mean) / std, dtype=np.float32),
+                            y=silo.labels[rows].astype(np.int64))
+
+    train, val, test = (select(p) for p in parts)
+    return ClientData(train=train, val=val, test=test)
+
+
+def read_silo(directory: Path, *, channels: int, size: int) -> SiloImages:
+    """``data.npz`` if present, else an ``ImageFolder`` tree; cached per process."""
+    directory = Path(directory).expanduser().resolve()
+    if not directory.is_dir():
+        raise DataError(f"silo data-dir {directory} is not a directory")
+    stamp = max((p.stat().st_mtime_ns for p in directory.rglob("*")), default=0)
+    return _read_silo_cached(str(directory), channels, size, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_silo_cached(directory: str, channels: int, size: int, _stamp: int) -> SiloImages:
+    path = Path(directory)
+    if (path / ARRAY_FILE).is_file():
+        return _read_npz(path / ARRAY_FILE, channels=channels, size=size)
+    return _read_image_folder(path, channels=channels, size=size)
+
+
+def _read_npz(path: Path, *, channels: int, size: int) -> SiloImages:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"{path}: cannot read arrays 'x' and 'y' ({err})") from err
+    if y.ndim != 1 or x.shape[0] != y.shape[0] or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: need x with N rows and integer y of shape (N,), "
+                        f"got x {x.shape} and y {y.shape} {y.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = np.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW
+    if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[2:] != (size, size):
+        raise DataError(f"{path}: x must be (N, {size}, {size}[, C]) or (N, C, {size}, {size}) "
+                        f"with C in (1, 3) for this dataset, got {x.shape}")
+    x = _match_channels(x, channels)
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    return SiloImages(images=x, labels=y.astype(np.int64), scale=scale)
+
+
+def _match_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    if x.shape[1] == channels:
+        return x
+    if channels == 3:
+        return np.repeat(x, 3, axis=1)
+    weights = np.asarray([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
+    gray = (x.astype(np.float32) * weights).sum(axis=1, keepdims=True)
+    return gray.round().astype(np.uint8) if x.dtype == np.uint8 else gray
+
+
+def class_labels(class_dirs: list[str]) -> dict[str, int]:
+    """Folder name -> label: integer names keep their value, others their sorted rank."""
+    if class_dirs and all(name.isdigit() for name in class_dirs):
+        return {name: int(name) for name in class_dirs}
+    return {name: i for i, name in enumerate(sorted(class_dirs))}
+
+
+def _read_image_folder(root: Path, *, channels: int, size: int) -> SiloImages:
+    from PIL import Image, UnidentifiedImageError
+
+    class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root}: no {ARRAY_FILE} and no class sub-folders (ImageFolder layout "
+                        "DIR/<class>/<image>.png)")
+    labels_of = class_labels(class_dirs)
+    mode = "L" if channels == 1 else "RGB"
+    images, labels = [], []
+    for name in class_dirs:
+        for file in sorted((root / name).rglob("*")):
+            if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
+                continue
+            try:
+                with Image.open(file) as img:
+                    picture = img.convert(mode)
+                    if picture.size != (size, size):
+                        picture = picture.resize((size, size), Image.Resampling.BILINEAR)
+                    array = np.asarray(picture, dtype=np.uint8)
+            except (OSError, UnidentifiedImageError) as err:
+                raise DataError(f"{file}: cannot read image ({err})") from err
+            images.append(array[None] if array.ndim == 2 else np.transpose(array, (2, 0, 1)))
+            labels.append(labels_of[name])
+    if not images:
+        raise DataError(f"{root}: the class folders hold no images ({', '.join(IMAGE_SUFFIXES)})")
+    return SiloImages(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64),
+                      scale=255.0)

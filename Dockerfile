@@ -1,0 +1,37 @@
+# pfednas app image: Flower 1.41's SuperExec image with pfednas and its dependencies.
+#
+# The SuperLink and the SuperNodes run Flower's own images (flwr/superlink,
+# flwr/supernode); this image is the *executor* beside them: it runs the
+# ServerApp next to the SuperLink and the ClientApps next to each SuperNode
+# (`flower-superexec --runtime-api-address HOST:PORT`, see docker-compose.yml).
+#
+#   docker build -t pfednas:latest .
+#
+# CPU-only PyTorch by default (edge devices, CPU silos). For CUDA wheels:
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 -t pfednas:cuda .
+# pfednas needs Python 3.11 or 3.12: keep a py3.11 / py3.12 variant of the Flower image.
+ARG FLWR_VERSION=1.41.0
+ARG FLWR_IMAGE_VARIANT=py3.12-ubuntu24.04
+FROM flwr/superexec:${FLWR_VERSION}-${FLWR_IMAGE_VARIANT}
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+WORKDIR /app
+
+# Only what the package needs (docs, tests and outputs stay out of the image).
+COPY --chown=app:app pyproject.toml README.md ./
+COPY --chown=app:app src ./src
+COPY --chown=app:app strategies ./strategies
+COPY --chown=app:app clients ./clients
+COPY --chown=app:app conf ./conf
+
+# flwr is already in the base image at the pinned version; the executor does not
+# need Ray (simulation only), so `flwr[simulation]` becomes plain `flwr`.
+RUN sed -i 's/"flwr\[simulation\]==/"flwr==/' pyproject.toml \
+ && python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
+        "torch>=2.14,<2.15" "torchvision==0.29.*" \
+ && python -m pip install --no-cache-dir . \
+ && python -c "import pfednas.server_app, pfednas.client_app"
+
+# Apps run from the installed package: no dependency installation at run time.
+ENV FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+ENTRYPOINT ["flower-superexec"]

@@ -1,0 +1,114 @@
+"""Round time of a local deployment vs the same run in simulation.
+
+    .venv/bin/python benchmarks/bench_deploy.py [--nodes 3] [--rounds 4] [--insecure-too]
+
+Runs one config twice (or three times): ``pfednas`` (simulation, Ray backend)
+and ``pfednas deploy local`` (a real SuperLink + SuperNodes with TLS and node
+authentication; optionally also ``--insecure``), and reads each run's
+``metrics.jsonl``. Reported per run: the end-to-end command time, the mean wall
+time of training-only rounds and of the final round (training + personalized
+evaluation of every client), and the mean client ``train_seconds`` (the pure
+training inside a round). The difference of round times is the deployment
+overhead: a fresh ClientApp process per message (Python + PyTorch + config
+start-up, measured alone as ``clientapp_cold_start_s``) and the Fleet API's
+polling, against Ray's warm actors in simulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PFEDNAS = Path(sys.executable).parent / "pfednas"
+
+
+def config(nodes: int, rounds: int) -> list[str]:
+    return ["method=fedavg", "method.arch=min", f"federation.num_clients={nodes}",
+            f"federation.clients_per_round={nodes}", f"federation.num_rounds={rounds}",
+            f"federation.eval_every={rounds}", "federation.local_epochs=1",
+            "method.finetune_epochs=1"]
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def round_figures(out: Path, command_seconds: float) -> dict[str, float]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_only = [r["wall_seconds"] for r in records if not r["evaluation"]]
+    final = records[-1]
+    return {
+        "command_s": round(command_seconds, 2),
+        "train_round_mean_s": round(statistics.mean(train_only), 2) if train_only else 0.0,
+        "train_round_first_s": round(train_only[0], 2) if train_only else 0.0,
+        "final_round_s": round(final["wall_seconds"], 2),
+        "client_train_mean_s": round(statistics.mean(
+            row["train_seconds"] for r in records for row in r["train"]), 3),
+        "accuracy": round(json.loads((out / "summary.json").read_text())
+                          ["personalized_acc_mean"], 4),
+    }
+
+
+def clientapp_cold_start() -> float:
+    """Seconds a fresh interpreter needs to import the ClientApp and compose the config."""
+    code = ("import pfednas.client_app; from pfednas.config import compose, settings_from_cfg; "
+            "settings_from_cfg(compose([]))")
+    return statistics.median(timed([sys.executable, "-c", code]) for _ in range(3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--insecure-too", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    overrides = config(args.nodes, args.rounds)
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_deploy_") as tmp:
+        work = Path(tmp)
+        runs = {
+            "simulation": [str(PFEDNAS), *overrides, f"hydra.run.dir={work / 'sim'}"],
+            "deployment_tls_auth": [str(PFEDNAS), "deploy", "local", *overrides,
+                                    "--out", str(work / "dep")],
+        }
+        if args.insecure_too:
+            runs["deployment_insecure"] = [str(PFEDNAS), "deploy", "local", *overrides,
+                                           "--insecure", "--out", str(work / "dep_insecure")]
+        outs = {"simulation": work / "sim", "deployment_tls_auth": work / "dep",
+                "deployment_insecure": work / "dep_insecure"}
+        for name, command in runs.items():
+            print(f"[bench] {name} ...", flush=True)
+            results[name] = round_figures(outs[name], timed(command))
+    sim, dep = results["simulation"], results["deployment_tls_auth"]
+    summary = {
+        "config": overrides,
+        "runs": results,
+        "clientapp_cold_start_s": round(clientapp_cold_start(), 2),
+        "train_round_overhead_s": round(dep["train_round_mean_s"] - sim["train_round_mean_s"], 2),
+        "train_round_ratio": round(dep["train_round_mean_s"] / max(sim["train_round_mean_s"],
+                                                                   1e-9), 2),
+    }
+    keys = list(sim)
+    print(f"\n{'run':<22}" + "".join(f"{k:>21}" for k in keys))
+    for name, figures in results.items():
+        print(f"{name:<22}" + "".join(f"{figures[k]:>21}" for k in keys))
+    print(f"\nclientapp cold start: {summary['clientapp_cold_start_s']} s; deployment "
+          f"training round overhead: {summary['train_round_overhead_s']} s "
+          f"({summary['train_round_ratio']}x simulation)")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""``pfednas deploy``: a real SuperLink + SuperNodes run, certificates and node keys.
+
+    pfednas deploy local [OPTIONS] [nodes=N] [HYDRA_OVERRIDE ...]
+    pfednas deploy certs OUT_DIR [--host NAME_OR_IP ...]
+    pfednas deploy keys OUT_DIR [--nodes N] [--start I]
+    pfednas deploy silos OUT_DIR [nodes=N] [HYDRA_OVERRIDE ...]
+
+``deploy local`` takes the same Hydra overrides as ``pfednas`` (passed through
+run-config to the ServerApp and ClientApps), validates the config and the data
+before starting anything (exit code 2), and sets ``federation.num_clients`` to
+the number of nodes (an explicit, different value is an error). TLS and
+SuperNode authentication are on unless ``--insecure`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from pfednas.cli import EXIT_CONFIG, EXIT_RUN, app_dir
+from pfednas.config import ConfigError, compose, describe, overrides_to_json, settings_from_cfg
+from pfednas.data import DataError, partition
+from pfednas.deploy.certs import (
+    NodeKey,
+    TlsFiles,
+    node_key_paths,
+    write_dev_certificates,
+    write_node_keys,
+)
+from pfednas.deploy.commands import Security
+from pfednas.deploy.local import DeploymentError, DeploymentRequest, run_deployment
+from pfednas.node_data import silo_client_data
+
+DEFAULT_NODES = 3
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(ValueError):
+    """A bad command line or config; exit code 2 before anything starts."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pfednas deploy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    local = sub.add_parser("local", help="SuperLink + N SuperNodes on 127.0.0.1, then flwr run")
+    local.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                       help="Hydra overrides as for `pfednas` (method=..., federation.*=...), "
+                            "and nodes=N")
+    local.add_argument("--nodes", type=int, default=None,
+                       help=f"number of SuperNodes (default {DEFAULT_NODES}, or "
+                            "federation.num_clients when given)")
+    local.add_argument("--insecure", action="store_true",
+                       help="no TLS and no node authentication (local demos only)")
+    local.add_argument("--certs", type=Path, default=None, metavar="DIR",
+                       help="use ca.crt, server.pem, server.key from DIR (default: a new "
+                            "development CA in OUT/deploy/certs)")
+    local.add_argument("--keys", type=Path, default=None, metavar="DIR",
+                       help="use node-<i>[.pub] key pairs from DIR (default: new ones in "
+                            "OUT/deploy/keys)")
+    local.add_argument("--data-dir", type=Path, action="append", default=[], metavar="DIR",
+                       help="a silo folder per node (repeat once per node, in client-id "
+                            "order) instead of Dirichlet partitions")
+    local.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="output directory (also accepted: hydra.run.dir=DIR)")
+    local.add_argument("--node-timeout", type=float, default=120.0, metavar="SECONDS",
+                       help="how long to wait for every SuperNode to connect")
+
+    certs = sub.add_parser("certs", help="development CA + SuperLink server certificate")
+    certs.add_argument("out_dir", type=Path)
+    certs.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
+                       help="extra DNS name or IP address of the SuperLink (repeatable); "
+                            "localhost, 127.0.0.1 and ::1 are always included")
+
+    keys = sub.add_parser("keys", help="SuperNode authentication key pairs (EC P-384, OpenSSH)")
+    keys.add_argument("out_dir", type=Path)
+    keys.add_argument("--nodes", type=int, default=DEFAULT_NODES)
+    keys.add_argument("--start", type=int, default=0, help="index of the first key pair")
+
+    silos = sub.add_parser("silos", help="write each Dirichlet partition as a silo folder "
+                                         "(OUT_DIR/<i>/data.npz) to try data-dir nodes")
+    silos.add_argument("out_dir", type=Path)
+    silos.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    silos.add_argument("--nodes", type=int, default=None)
+    return parser
+
+
+# -- overrides ---------------------------------------------------------------------------------
+def _key_of(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _value_of(overrides: list[str], key: str) -> str | None:
+    found = [o.split("=", 1)[1] for o in overrides if "=" in o and _key_of(o) == key]
+    return found[-1] if found else None
+
+
+def split_overrides(tokens: list[str], nodes_flag: int | None
+                    ) -> tuple[list[str], int, Path | None]:
+    """(app overrides with federation.num_clients set, number of nodes, hydra.run.dir)."""
+    nodes = nodes_flag
+    overrides: list[str] = []
+    run_dir: Path | None = None
+    for token in tokens:
+        key = _key_of(token)
+        if key == "nodes" and "=" in token:
+            value = token.split("=", 1)[1]
+            if not value.isdigit():
+                raise UsageError(f"nodes must be a positive integer, got {value!r}")
+            if nodes is not None and nodes != int(value):
+                raise UsageError(f"--nodes {nodes} and {token} disagree")
+            nodes = int(value)
+        elif key == "hydra.run.dir":
+            run_dir = Path(token.split("=", 1)[1])
+        elif key.startswith("hydra.") or token.startswith("-"):
+            raise UsageError(f"{token!r} is not supported by `pfednas deploy local` "
+                             "(one run, no Hydra multirun or hydra.* options)")
+        else:
+            overrides.append(token)
+    given = _value_of(overrides, "federation.num_clients")
+    if given is not None and nodes is not None and given != str(nodes):
+        raise UsageError(f"federation.num_clients={given} but {nodes} nodes: in a deployment "
+                         "every client is one SuperNode, so they must be equal")
+    if nodes is None:
+        nodes = int(given) if given is not None and given.isdigit() else DEFAULT_NODES
+    if nodes < 1:
+        raise UsageError(f"nodes must be >= 1, got {nodes}")
+    if given is None:
+        overrides.append(f"federation.num_clients={nodes}")
+        if _value_of(overrides, "federation.clients_per_round") is None:
+            per_round = compose(overrides).federation.clients_per_round
+            if isinstance(per_round, int) and per_round > nodes:
+                overrides.append(f"federation.clients_per_round={nodes}")
+    return overrides, nodes, run_dir
+
+
+# -- security material -------------------------------------------------------------------------
+def tls_files(certs: Path | None, work_dir: Path) -> TlsFiles:
+    if certs is None:
+        return write_dev_certificates(work_dir / "certs")
+    files = TlsFiles.in_dir(certs)
+    if missing := files.missing():
+        raise UsageError(f"--certs {certs}: missing {', '.join(str(p) for p in missing)} "
+                         "(make them with `pfednas deploy certs DIR`)")
+    return files
+
+
+def node_keys(keys: Path | None, work_dir: Path, count: int) -> tuple[NodeKey, ...]:
+    if keys is None:
+        return tuple(write_node_keys(work_dir / "keys", count))
+    pairs = tuple(node_key_paths(keys, i) for i in range(count))
+    missing = [str(p) for pair in pairs for p in (pair.private, pair.public) if not p.is_file()]
+    if missing:
+        raise UsageError(f"--keys {keys}: missing {', '.join(missing[:4])} (make them with "
+                         f"`pfednas deploy keys {keys} --nodes {count}`)")
+    return pairs
+
+
+# -- commands ----------------------------------------------------------------------------------
+def default_out_dir(method: str, dataset: str) -> Path:
+    return Path("outputs") / time.strftime("%Y-%m-%d") / (
+        time.strftime("%H-%M-%S") + f"_deploy_{method}_{dataset}")
+
+
+def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, str]:
+    overrides, nodes, run_dir = split_overrides(list(args.overrides), args.nodes)
+    settings = settings_from_cfg(compose(overrides))
+    if args.data_dir:
+        if len(args.data_dir) != nodes:
+            raise UsageError(f"{len(args.data_dir)} --data-dir for {nodes} nodes: give one each")
+        for i, directory in enumerate(args.data_dir):
+            silo_client_data(directory, settings, i)
+    else:
+        try:
+            partition(settings.data)
+        except ValueError as err:
+            raise UsageError(f"cannot partition the data: {err}") from err
+    out = (args.out or run_dir or default_out_dir(settings.method, settings.data.name)).resolve()
+    work = out / "deploy"
+    if args.insecure:
+        security = Security(tls=None, node_auth=False)
+        keys: tuple[NodeKey, ...] = ()
+    else:
+        security = Security(tls=tls_files(args.certs, work), node_auth=True)
+        keys = node_keys(args.keys, work, nodes)
+    request = DeploymentRequest(
+        app_dir=app_dir(), out_dir=out, num_nodes=nodes, security=security, keys=keys,
+        run_config={"overrides": overrides_to_json(overrides), "output-dir": str(out)},
+        data_dirs=tuple(p.resolve() for p in args.data_dir), node_timeout=args.node_timeout)
+    return request, describe(settings)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _config_errors() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (ConfigError, DataError, UsageError, ValueError, HydraException,
+            OmegaConfBaseException)
+
+
+def _config_error(err: BaseException) -> int:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    print(f"pfednas deploy: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_CONFIG
+
+
+def deploy_local(args: argparse.Namespace) -> int:
+    try:
+        request, description = _validate(args)
+    except _config_errors() as err:
+        return _config_error(err)
+    print(f"[pfednas] {description}\n[pfednas] deployment: {request.num_nodes} SuperNodes, "
+          f"output: {request.out_dir}", flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        code = run_deployment(request)
+    except DeploymentError as err:
+        print(f"pfednas deploy: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_RUN
+    except KeyboardInterrupt:
+        print("pfednas deploy: interrupted; every process of the run was stopped",
+              file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    summary = request.out_dir / "summary.json"
+    if code != 0 or not summary.is_file():
+        print(f"pfednas deploy: error: the run did not complete (flwr run exit code {code}); "
+              f"logs in {request.out_dir / 'logs'}", file=sys.stderr, flush=True)
+        return EXIT_RUN
+    acc = json.loads(summary.read_text()).get("personalized_acc_mean")
+    print(f"[pfednas] deployment finished: personalized accuracy {acc}; results in "
+          f"{request.out_dir}", flush=True)
+    return 0
+
+
+def export_silos(args: argparse.Namespace) -> int:
+    """Client ``i``'s partition as ``OUT_DIR/i/data.npz`` (x scaled to [0, 1], y)."""
+    import numpy as np
+
+    from pfednas.data.registry import load_raw, normalisation
+
+    try:
+        overrides, nodes, _ = split_overrides(list(args.overrides), args.nodes)
+        spec = settings_from_cfg(compose(overrides)).data
+        parts = partition(spec)
+    except _config_errors() as err:
+        return _config_error(err)
+    raw = load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples)
+    scale = np.float32(normalisation(spec.name).scale)
+    for i, rows in enumerate(parts):
+        folder = args.out_dir / str(i)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(folder / "data.npz", x=raw.images[rows].astype(np.float32) / scale,
+                            y=raw.labels[rows].astype(np.int64))
+        print(f"{folder / 'data.npz'}: {rows.size} samples")
+    print(f"{nodes} silos of {spec.name}; run them with "
+          + " ".join(f"--data-dir {args.out_dir / str(i)}" for i in range(nodes)))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "local":
+        return deploy_local(args)
+    if args.command == "silos":
+        return export_silos(args)
+    if args.command == "certs":
+        files = write_dev_certificates(args.out_dir, args.host)
+        print(f"CA certificate:     {files.ca_cert}  (give to SuperNodes and `flwr`)\n"
+              f"server certificate: {files.server_cert}\nserver key:         {files.server_key}"
+              f"\nCA key:             {files.ca_cert.with_name('ca.key')}  (keep offline)")
+        return 0
+    if args.nodes < 1 or args.start < 0:
+        print("pfednas deploy: error: --nodes must be >= 1 and --start >= 0", file=sys.stderr)
+        return EXIT_CONFIG
+    for pair in write_node_keys(args.out_dir, args.nodes, start=args.start):
+        print(f"{pair.private}  (stays on the SuperNode)\n{pair.public}  "
+              "(register: flwr supernode register FILE CONNECTION)")
+    return 0

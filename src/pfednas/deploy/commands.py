@@ -1,0 +1,99 @@
+"""The exact Flower 1.41 command lines of a deployment, in one place.
+
+The local multi-node run (:mod:`pfednas.deploy.local`) starts these commands;
+``docker-compose.yml`` and ``docs/DEPLOYMENT.md`` use the same flags, and a test
+keeps them in step.
+
+Flower 1.41 serves the Fleet, Control and Runtime APIs of a SuperLink on one
+HTTP(S) port (``--host`` / ``--port``). A SuperNode also listens on a port of
+its own: the Runtime API its SuperExec (ClientApp executor) talks to. With
+``--isolation subprocess`` each of them starts its SuperExec itself; with
+``--isolation process`` (containers) a separate ``flower-superexec
+--runtime-api-address HOST:PORT`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pfednas.deploy.certs import TlsFiles
+
+
+@dataclass(frozen=True)
+class Security:
+    """TLS files and whether SuperNodes must be registered; ``tls=None`` is insecure."""
+
+    tls: TlsFiles | None
+    node_auth: bool
+
+    def __post_init__(self) -> None:
+        if self.node_auth and self.tls is None:
+            raise ValueError("SuperNode authentication needs TLS (Flower refuses it without)")
+
+
+def node_config(client_id: int, num_clients: int, data_dir: str | Path | None = None) -> str:
+    """``--node-config`` value: a Dirichlet partition, or a silo's own folder."""
+    if data_dir is None:
+        return f"partition-id={client_id} num-partitions={num_clients}"
+    return f"client-id={client_id} data-dir={json.dumps(str(data_dir))}"  # a TOML string
+
+
+def superlink_command(*, host: str, port: int, security: Security,
+                      isolation: str = "subprocess",
+                      database: str = ":flwr-in-memory:") -> list[str]:
+    command = ["flower-superlink"]
+    if security.tls is None:
+        command.append("--insecure")
+    else:
+        command += ["--ssl-ca-certfile", str(security.tls.ca_cert),
+                    "--ssl-certfile", str(security.tls.server_cert),
+                    "--ssl-keyfile", str(security.tls.server_key)]
+    if security.node_auth:
+        command.append("--enable-supernode-auth")
+    return command + ["--isolation", isolation, "--host", host, "--port", str(port),
+                      "--database", database, "--disable-runtime-dependency-installation"]
+
+
+def supernode_command(*, superlink: str, runtime_host: str, runtime_port: int,
+                      security: Security, node_config: str, private_key: Path | None,
+                      isolation: str = "subprocess", max_retries: int | None = None
+                      ) -> list[str]:
+    command = ["flower-supernode", "--superlink", superlink]
+    if security.tls is None:
+        command.append("--insecure")
+    else:
+        command += ["--root-certificates", str(security.tls.ca_cert)]
+    if private_key is not None:
+        command += ["--auth-supernode-private-key", str(private_key)]
+    command += ["--node-config", node_config, "--isolation", isolation,
+                "--host", runtime_host, "--port", str(runtime_port)]
+    if max_retries is not None:
+        command += ["--max-retries", str(max_retries)]
+    return command
+
+
+def superexec_command(*, runtime_api: str, ca_cert: Path | None = None) -> list[str]:
+    """A separate executor (``--isolation process``): TLS to a SuperLink's runtime API when
+    ``ca_cert`` is given; plain HTTP to a SuperNode's, which stays inside its host."""
+    tls = ["--insecure"] if ca_cert is None else ["--root-certificates", str(ca_cert)]
+    return ["flower-superexec", *tls, "--runtime-api-address", runtime_api]
+
+
+def register_command(public_key: Path, connection: str) -> list[str]:
+    return ["flwr", "supernode", "register", str(public_key), connection, "--format", "json"]
+
+
+def list_nodes_command(connection: str) -> list[str]:
+    return ["flwr", "supernode", "list", connection, "--format", "json"]
+
+
+def flwr_run_command(app_dir: Path, connection: str, run_config_file: Path) -> list[str]:
+    return ["flwr", "run", str(app_dir), connection, "--stream",
+            "--run-config", str(run_config_file)]
+
+
+def flags(command: list[str]) -> set[str]:
+    """The ``--flag`` names of a command line (values dropped)."""
+    return {part.split("=", 1)[0] for part in command if part.startswith("--")}

@@ -1,0 +1,277 @@
+"""A real deployment on one machine: a SuperLink and N SuperNodes on 127.0.0.1.
+
+Unlike the simulation (``flower-superlink --simulation``), every client is its
+own ``flower-supernode`` process that connects to the SuperLink over HTTPS,
+authenticates with its own key pair, and runs the ClientApp in processes its
+SuperExec starts, exactly as on separate machines. :class:`LocalFederation`
+
+1. writes a run-local ``FLWR_HOME/config.toml`` naming the SuperLink (with the
+   CA as ``root-certificates``);
+2. starts ``flower-superlink`` (TLS, ``--enable-supernode-auth``) on a free port
+   and waits for its health endpoint;
+3. registers every node's public key with ``flwr supernode register``;
+4. starts the SuperNodes, each with its private key, its ``--node-config`` and
+   a Runtime API port of its own, and waits until every one is connected;
+
+and on exit, whatever the exit, stops every process carrying the run's
+``PFEDNAS_RUN_TOKEN`` (see :mod:`pfednas.launcher`). :func:`run_deployment`
+then submits the app with ``flwr run <app> <connection> --stream``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import tomli_w
+
+from pfednas.deploy.certs import NodeKey, TlsFiles
+from pfednas.deploy.commands import (
+    Security,
+    flwr_run_command,
+    list_nodes_command,
+    node_config,
+    register_command,
+    superlink_command,
+    supernode_command,
+)
+from pfednas.launcher import free_port, run_env, stop_processes
+from pfednas.node_data import CACHE_ENV as NODE_CACHE_ENV
+
+CONNECTION = "pfednas-deploy"
+HOST = "127.0.0.1"
+NODE_READY = "SuperNode ID:"  # the SuperNode's log line once the SuperLink activated it
+TASK_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+
+
+class DeploymentError(RuntimeError):
+    """A process of the deployment failed to start or connect; the message names its log."""
+
+
+def write_connection(flwr_home: Path, address: str, tls: TlsFiles | None) -> Path:
+    """``FLWR_HOME/config.toml`` whose default connection is this SuperLink."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    connection: dict[str, object] = {"address": address}
+    if tls is None:
+        connection["insecure"] = True
+    else:
+        connection["root-certificates"] = str(tls.ca_cert.resolve())
+    path = flwr_home / "config.toml"
+    path.write_text(tomli_w.dumps({"superlink": {"default": CONNECTION,
+                                                 CONNECTION: connection}}))
+    return path
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_file: Path, *,
+                 cafile: Path | None, timeout: float = 60.0) -> None:
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DeploymentError(f"SuperLink exited with code {proc.returncode}; see {log_file}")
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise DeploymentError(f"SuperLink not healthy within {timeout:.0f}s; see {log_file}")
+
+
+@dataclass
+class LocalFederation:
+    """SuperLink + SuperNodes on loopback; a context manager that always cleans up."""
+
+    num_nodes: int
+    work_dir: Path
+    log_dir: Path
+    security: Security
+    keys: Sequence[NodeKey] = ()
+    data_dirs: Sequence[Path] = ()
+    node_timeout: float = 120.0
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    port: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.security.node_auth and len(self.keys) < self.num_nodes:
+            raise ValueError(f"node authentication needs {self.num_nodes} key pairs, "
+                             f"got {len(self.keys)}")
+        if self.data_dirs and len(self.data_dirs) != self.num_nodes:
+            raise ValueError(f"give one data dir per node: {self.num_nodes} nodes, "
+                             f"{len(self.data_dirs)} data dirs")
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> LocalFederation:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.log_dir / "run_token").write_text(self.token + "\n")
+        try:
+            self._start_superlink()
+            if self.security.node_auth:
+                self.register([key.public for key in self.keys[: self.num_nodes]])
+            for index in range(self.num_nodes):
+                key = self.keys[index].private if self.security.node_auth else None
+                data_dir = self.data_dirs[index] if self.data_dirs else None
+                self.nodes.append(self.start_supernode(
+                    index, private_key=key, config=node_config(index, self.num_nodes, data_dir)))
+            self.wait_connected(self.nodes)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> list[int]:
+        """Stop every process of the run (by token), SuperNodes first, and reap our children."""
+        for proc in self.nodes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        stopped = stop_processes(self.token)
+        for proc in self.children:
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        return stopped
+
+    # -- pieces (also used on their own by the tests) ----------------------------------------
+    def _start_superlink(self) -> None:
+        self.port = free_port()
+        write_connection(self.work_dir / "flwr_home", self.address, self.security.tls)
+        self.env = run_env(self.work_dir / "flwr_home", self.token)
+        self.env[NODE_CACHE_ENV] = str(self.work_dir / "node_cache")
+        self.env.setdefault(TASK_POLL_ENV, "0.2")  # Flower's default is 1 s per poll
+        command = superlink_command(host=HOST, port=self.port, security=self.security)
+        proc = self.spawn(command, "superlink.log")
+        scheme = "http" if self.security.tls is None else "https"
+        wait_healthy(f"{scheme}://{self.address}/health", proc, self.log_dir / "superlink.log",
+                     cafile=None if self.security.tls is None else self.security.tls.ca_cert)
+
+    def spawn(self, command: list[str], log_name: str,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with (self.log_dir / "commands.sh").open("a") as script:
+            script.write(shlex.join(command) + "\n")
+        with (self.log_dir / log_name).open("ab") as log:
+            proc = subprocess.Popen(command, env=env or self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        self.children.append(proc)
+        return proc
+
+    def register(self, public_keys: Sequence[Path]) -> list[int]:
+        """Register public keys with the SuperLink (in parallel); returns the node ids."""
+        with (self.log_dir / "commands.sh").open("a") as script:
+            script.writelines(shlex.join(register_command(key, CONNECTION)) + "\n"
+                              for key in public_keys)
+        procs = [subprocess.Popen(register_command(key, CONNECTION), env=self.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL) for key in public_keys]
+        node_ids = []
+        for key, proc in zip(public_keys, procs, strict=True):
+            out, _ = proc.communicate(timeout=120)
+            text = out.decode(errors="replace")
+            with (self.log_dir / "register.log").open("a") as log:
+                log.write(f"$ flwr supernode register {key}\n{text}\n")
+            try:
+                reply = json.loads(text[text.index("{"):])
+            except ValueError:
+                reply = {}
+            if proc.returncode != 0 or not reply.get("success"):
+                raise DeploymentError(f"registering {key} failed: {text.strip()[-500:]}")
+            node_ids.append(int(reply["node-id"]))
+        return node_ids
+
+    def start_supernode(self, index: int, *, private_key: Path | None, config: str,
+                        security: Security | None = None, max_retries: int | None = None,
+                        log_name: str | None = None) -> subprocess.Popen[bytes]:
+        command = supernode_command(
+            superlink=self.address, runtime_host=HOST, runtime_port=free_port(),
+            security=security or self.security, node_config=config, private_key=private_key,
+            max_retries=max_retries)
+        # Each SuperNode installs the app into its own FLWR_HOME, as on a machine of its own.
+        env = dict(self.env, FLWR_HOME=str(self.work_dir / "nodes" / f"node-{index}"))
+        return self.spawn(command, log_name or f"supernode-{index}.log", env)
+
+    def node_log(self, proc: subprocess.Popen[bytes]) -> Path:
+        return self.log_dir / f"supernode-{self.nodes.index(proc)}.log"
+
+    def wait_connected(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
+        """Until every SuperNode says its node id (the SuperLink activated it)."""
+        pending = set(range(len(procs)))
+        deadline = time.monotonic() + self.node_timeout
+        while pending:
+            for i in sorted(pending):
+                log = self.node_log(procs[i])
+                if NODE_READY in log.read_text(errors="replace"):
+                    pending.discard(i)
+                elif procs[i].poll() is not None:
+                    raise DeploymentError(f"SuperNode {i} exited with code "
+                                          f"{procs[i].returncode}; see {log}")
+            if pending and time.monotonic() > deadline:
+                raise DeploymentError(f"SuperNodes {sorted(pending)} did not connect within "
+                                      f"{self.node_timeout:.0f}s; see {self.log_dir}")
+            time.sleep(0.2)
+
+    def list_nodes(self) -> list[dict[str, object]]:
+        """``flwr supernode list`` as seen by the SuperLink."""
+        out = subprocess.run(list_nodes_command(CONNECTION), env=self.env, capture_output=True,
+                             text=True, timeout=60, check=False).stdout
+        return list(json.loads(out[out.index("{"):]).get("nodes", []))
+
+
+@dataclass(frozen=True)
+class DeploymentRequest:
+    """What ``pfednas deploy local`` runs."""
+
+    app_dir: Path
+    out_dir: Path
+    run_config: dict[str, str]
+    num_nodes: int
+    security: Security
+    keys: tuple[NodeKey, ...] = ()
+    data_dirs: tuple[Path, ...] = ()
+    node_timeout: float = 120.0
+
+
+def run_deployment(request: DeploymentRequest) -> int:
+    """Start the federation, run the app with ``flwr run --stream``; its exit code."""
+    log_dir = request.out_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    run_config_file = log_dir / "run_config.toml"
+    run_config_file.write_text(tomli_w.dumps(request.run_config))
+    federation = LocalFederation(num_nodes=request.num_nodes,
+                                 work_dir=request.out_dir / "deploy", log_dir=log_dir,
+                                 security=request.security, keys=request.keys,
+                                 data_dirs=request.data_dirs, node_timeout=request.node_timeout)
+    with federation:
+        print(f"[pfednas] SuperLink {federation.address} "
+              f"({'TLS' if request.security.tls else 'INSECURE'}"
+              f"{', node authentication' if request.security.node_auth else ''}), "
+              f"{request.num_nodes} SuperNodes connected", flush=True)
+        command = flwr_run_command(request.app_dir, CONNECTION, run_config_file)
+        (log_dir / "flwr_run.cmd").write_text(shlex.join(command) + "\n")
+        proc = subprocess.Popen(command, env=federation.env, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            return proc.wait()
+        except BaseException:
+            proc.send_signal(signal.SIGTERM)
+            raise

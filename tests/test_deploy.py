@@ -1,0 +1,122 @@
+"""Real deployments on loopback: a SuperLink and SuperNodes with TLS and node authentication.
+
+Every test checks, by the run's ``PFEDNAS_RUN_TOKEN``, that no process survives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pfednas.deploy.certs import (
+    node_key_paths,
+    write_dev_certificates,
+    write_node_key,
+    write_node_keys,
+)
+from pfednas.deploy.commands import Security, node_config
+from pfednas.deploy.local import DeploymentError, LocalFederation
+from tests.conftest import PFEDNAS, REPO, pids_with_token
+
+# method.arch=min: the smallest subnet of the search space as FedAvg's fixed model (as in
+# test_e2e), so 2 rounds stay CI-sized and clear the accuracy bar.
+SMALL = ["method=fedavg", "nodes=3", "method.arch=min", "federation.num_rounds=2",
+         "federation.eval_every=2", "federation.local_epochs=1", "method.finetune_epochs=2"]
+
+
+def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+
+    result = subprocess.run([str(PFEDNAS), "deploy", "local", *SMALL, f"hydra.run.dir={out}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "fedavg" and summary["num_clients_evaluated"] == 3
+    assert summary["personalized_acc_mean"] > 0.3  # chance is 0.1
+    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert len(rounds[0]["train"]) == 3 and rounds[0]["bytes_up"] > 0
+    assert "personalized acc" in result.stdout  # progress streamed by flwr run --stream
+    logs = out / "logs"
+    commands = (logs / "commands.sh").read_text()
+    assert "--enable-supernode-auth" in commands and "--insecure" not in commands
+    assert commands.count("--auth-supernode-private-key") == 3
+    assert "Uvicorn running on https://" in (logs / "superlink.log").read_text()
+    assert (logs / "register.log").read_text().count('"success": true') == 3
+    assert pids_with_token((logs / "run_token").read_text().strip()) == []
+
+
+def test_unregistered_and_insecure_supernodes_are_refused(tmp_path: Path) -> None:
+    certs = write_dev_certificates(tmp_path / "certs")
+    registered = write_node_key(node_key_paths(tmp_path / "keys", 0))
+    stranger = write_node_key(node_key_paths(tmp_path / "keys", 1))  # never registered
+    federation = LocalFederation(num_nodes=1, work_dir=tmp_path / "work",
+                                 log_dir=tmp_path / "logs", keys=[registered],
+                                 security=Security(tls=certs, node_auth=True), node_timeout=90)
+
+    with federation:
+        unregistered = federation.start_supernode(
+            1, private_key=stranger.private, config=node_config(1, 3), max_retries=1,
+            log_name="unregistered.log")
+        insecure = federation.start_supernode(
+            2, private_key=None, config=node_config(2, 3), max_retries=1,
+            security=Security(tls=None, node_auth=False), log_name="insecure.log")
+        codes = (unregistered.wait(timeout=120), insecure.wait(timeout=120))
+        nodes = federation.list_nodes()
+
+    assert codes[0] != 0 and codes[1] != 0
+    unregistered_log = (tmp_path / "logs" / "unregistered.log").read_text()
+    assert "Failed to activate SuperNode" in unregistered_log
+    assert "SuperNode ID:" not in unregistered_log
+    insecure_log = (tmp_path / "logs" / "insecure.log").read_text()
+    assert "Failed to initialize the connection to the SuperLink" in insecure_log
+    assert "SuperNode ID:" not in insecure_log
+    assert [n["status"] for n in nodes] == ["online"]  # only the registered node joined
+    assert pids_with_token(federation.token) == []
+
+
+def test_failed_start_stops_every_process(tmp_path: Path) -> None:
+    federation = LocalFederation(num_nodes=2, work_dir=tmp_path / "work",
+                                 log_dir=tmp_path / "logs",
+                                 keys=write_node_keys(tmp_path / "keys", 2),
+                                 security=Security(tls=write_dev_certificates(tmp_path / "c"),
+                                                   node_auth=True),
+                                 node_timeout=0.5)  # SuperNodes cannot connect in time
+
+    with pytest.raises(DeploymentError, match="did not connect"), federation:
+        pass
+
+    assert (tmp_path / "logs" / "supernode-1.log").exists()  # it got as far as the nodes
+    assert pids_with_token(federation.token) == []
+
+
+def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [arg if arg != "nodes=3" else "nodes=2" for arg in SMALL]
+    proc = subprocess.Popen([str(PFEDNAS), "deploy", "local", *args, "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 180
+    for line in proc.stdout:  # wait until the federation is up
+        lines.append(line)
+        if "SuperNodes connected" in line or time.monotonic() > deadline:
+            break
+    token = (out / "logs" / "run_token").read_text().strip()
+    # SuperLink and SuperNodes, each with its SuperExec, and flwr run
+    assert len(pids_with_token(token)) >= 6, "".join(lines)
+
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    remaining, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, "".join(lines) + remaining
+    assert "interrupted" in remaining
+    assert pids_with_token(token) == []
