@@ -1,7 +1,12 @@
 """Client roles: one ``NumPyClient`` subclass per role (installed as ``pfednas.clients``)."""
 
 from pfednas.clients.fedavg import FedAvgClient
+from pfednas.clients.fedbabu import FedBABUClient
+from pfednas.clients.fednas import FedNASClient
+from pfednas.clients.fedrep import FedRepClient
 from pfednas.clients.local import LocalClient
+from pfednas.clients.spider import SpiderClient
 from pfednas.clients.subnet import SubnetClient
 
-__all__ = ["FedAvgClient", "LocalClient", "SubnetClient"]
+__all__ = ["FedAvgClient", "FedBABUClient", "FedNASClient", "FedRepClient", "LocalClient",
+           "SpiderClient", "SubnetClient"]

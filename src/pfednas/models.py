@@ -1,4 +1,9 @@
-"""Fixed models for the baselines until they move onto the supernet family."""
+"""The Foundation's placeholder CNN, kept as the plain-PyTorch reference model of
+``benchmarks/bench_foundation.py``.
+
+The baselines no longer use it: their fixed model is a subnet of the run's
+search space (``pfednas.methods.fixed_model_fn``, ``method.arch``).
+"""
 
 from __future__ import annotations
 

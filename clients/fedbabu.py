@@ -1,0 +1,69 @@
+"""FedBABU client (Oh et al., "FedBABU: Toward Enhanced Representation for Federated
+Image Classification", ICLR'22, Algorithm 1).
+
+The head stays at its random initialisation during federated training: every
+client builds the same seeded model, so the head is the same everywhere and
+never trained, sent or averaged. A training round loads the received body,
+trains it for ``local_epochs`` with the head frozen and replies with the body
+only. Personalized evaluation fine-tunes a copy for ``finetune_epochs`` —
+``finetune: head`` (the paper's default: body frozen) or ``full`` — on the
+client's train split, then evaluates it on its test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flwr.client import NumPyClient
+from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from torch import nn
+
+from pfednas.body_head import StateSplit, load_parts, take, train_part
+from pfednas.search import ElasticNet
+from pfednas.train import evaluate, get_arrays, num_parameters
+
+FINETUNE_PHASE = 1
+FINETUNE_MODES = ("head", "full")
+
+
+class FedBABUClient(NumPyClient):
+    def __init__(self, env: ClientEnv, model_fn: Callable[[], ElasticNet[Any]]) -> None:
+        self.env, self.model_fn = env, model_fn
+
+    def model(self, body: list[np.ndarray]) -> tuple[nn.Module, StateSplit]:
+        """The seeded model (its head: the random initialisation) with the received body."""
+        net = self.model_fn()
+        split = StateSplit.of(net)
+        load_parts(net, split, body=body)
+        return net, split
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
+            ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        net, split = self.model(parameters)
+        stats = train_part(net, split.body_keys(), self.env.data.train,
+                           epochs=int(config["local_epochs"]), hyper=hyper_from_config(config),
+                           generator=train_generator(self.env, int(config["server_round"])),
+                           device=self.env.device)
+        metrics = {"train_loss": stats.loss, "train_seconds": stats.seconds,
+                   "peak_memory_mb": peak_memory_mb(self.env.device)}
+        return take(get_arrays(net), split.body), len(self.env.data.train.y), metrics
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
+                 ) -> tuple[float, int, dict[str, Any]]:
+        net, split = self.model(parameters)
+        epochs, mode = int(config.get("finetune_epochs", 0)), str(config.get("finetune", "head"))
+        if mode not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {mode!r}")
+        seconds = 0.0
+        if epochs > 0:
+            keys = split.head_keys() if mode == "head" else list(split.keys)
+            seconds = train_part(
+                net, keys, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
+                generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
+                device=self.env.device).seconds
+        result = evaluate(net, self.env.data.test, device=self.env.device)
+        return result.loss, result.samples, {"accuracy": result.accuracy,
+                                             "num_params": num_parameters(net),
+                                             "train_seconds": seconds}

@@ -1,0 +1,61 @@
+"""FedNAS client (He et al., 2020; the global-NAS reference of PerFedRLNAS's Table 3).
+
+Training: receives the whole mixed-op ``darts_s2`` supernet — weights and the
+architecture parameters α — runs first-order DARTS search epochs on it (α steps
+on its validation split, weight steps on its train split:
+``pfednas.nas.darts_search``) and replies with all of it, α included.
+Evaluation: receives the derived global architecture's network (``arch`` in the
+config, arrays in ``Supernet.slice`` order), fine-tunes all its weights for
+``finetune_epochs`` on its train split and reports its test accuracy; the
+fine-tuned copy is not kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.client import NumPyClient
+from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from pfednas.clients.subnet import build_subnet
+
+from pfednas.nas.darts_search import ArchHyper, search_epochs
+from pfednas.search import DartsS2Space, TaskShape
+from pfednas.search.darts_mixed import DartsMixedNet
+from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+
+FINETUNE_PHASE = 1
+
+
+class FedNASClient(NumPyClient):
+    def __init__(self, env: ClientEnv, space: DartsS2Space, task: TaskShape) -> None:
+        self.env, self.space, self.task = env, space, task
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
+            ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        net = DartsMixedNet(self.space, self.task)
+        set_arrays(net, parameters)
+        arch = ArchHyper(lr=float(config["arch_lr"]),
+                         weight_decay=float(config["arch_weight_decay"]))
+        stats = search_epochs(net, self.env.data.train, self.env.data.val,
+                              epochs=int(config["local_epochs"]),
+                              hyper=hyper_from_config(config), arch=arch,
+                              generator=train_generator(self.env, int(config["server_round"])),
+                              device=self.env.device)
+        metrics = {"train_loss": stats.loss, "train_seconds": stats.seconds,
+                   "peak_memory_mb": peak_memory_mb(self.env.device)}
+        return get_arrays(net), len(self.env.data.train.y), metrics
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
+                 ) -> tuple[float, int, dict[str, Any]]:
+        net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
+        epochs, seconds = int(config.get("finetune_epochs", 0)), 0.0
+        if epochs > 0:
+            seconds = train_epochs(
+                net, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
+                generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
+                device=self.env.device).seconds
+        result = evaluate(net, self.env.data.test, device=self.env.device)
+        return result.loss, result.samples, {"accuracy": result.accuracy,
+                                             "num_params": num_parameters(net),
+                                             "train_seconds": seconds}

@@ -1,0 +1,52 @@
+"""FedBABU (Oh et al., "FedBABU: Toward Enhanced Representation for Federated Image
+Classification", ICLR'22).
+
+During federated training the head stays at its random initialisation: clients
+train only the body (head frozen) and the server averages only the bodies,
+sample-weighted (FedAvg on the body: :class:`FedAvgFTStrategy`'s maths and
+checkpoint on the body arrays). The head is never trained, sent or averaged —
+every client rebuilds the same seeded initial head. Personalized evaluation:
+each client fine-tunes the head (``finetune: head``) or the whole model
+(``full``) for ``finetune_epochs`` on its train split, then evaluates
+(``pfednas.clients.fedbabu``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pfednas.strategies.base import Budget
+from pfednas.strategies.fedavg import FedAvgFTStrategy
+
+FINETUNE_MODES = ("head", "full")
+
+
+@dataclass(frozen=True)
+class FedBABUOptions:
+    finetune: str = "head"
+    finetune_epochs: int = 10
+
+    def __post_init__(self) -> None:
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
+        value = self.finetune_epochs
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"finetune_epochs must be an integer >= 0, got {value!r}")
+
+    @staticmethod
+    def from_config(options: Mapping[str, Any]) -> FedBABUOptions:
+        return FedBABUOptions(**{k: v for k, v in options.items() if k != "arch"})
+
+
+class FedBABUStrategy(FedAvgFTStrategy):
+    """FedAvg on the body; evaluation messages carry the fine-tuning mode and epochs."""
+
+    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
+                 initial_body: list[np.ndarray], options: FedBABUOptions) -> None:
+        super().__init__(budget=budget, train_config={**train_config,
+                                                      "finetune": options.finetune},
+                         initial_arrays=initial_body, finetune_epochs=options.finetune_epochs)
+        self.options = options

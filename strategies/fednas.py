@@ -1,0 +1,85 @@
+"""Global federated NAS reference: FedNAS (He et al., "FedNAS: Federated Deep Learning via
+Neural Architecture Search", 2020), as in the PerFedRLNAS paper's Table 3.
+
+One mixed-op ``darts_s2`` supernet (``pfednas.search.darts_mixed``) whose
+architecture parameters α are ``nn.Parameter`` in its ``state_dict``. Each round
+N sampled clients receive all of it, run first-order DARTS search epochs
+(``pfednas.clients.fednas``) and return weights *and* α; the server averages
+every array, sample-weighted (FedAvg: :class:`FedAvgFTStrategy`'s maths and
+checkpoint), so α is federated exactly like the weights.
+
+Personalized evaluation: the server derives one global architecture (argmax
+operation per edge), extracts that network with the supernet's weights and
+sends it to every client, which fine-tunes it for ``finetune_epochs`` and
+reports its test accuracy. At intermediate evaluation rounds the same is done
+with the current α; the final round gives the reference figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
+from flwr.serverapp import Grid
+from pfednas.strategies.base import Budget
+from pfednas.strategies.fedavg import FedAvgFTStrategy
+
+from pfednas.search import Arch
+from pfednas.search.darts_mixed import DartsMixedNet
+from pfednas.train import get_arrays, set_arrays
+
+
+@dataclass(frozen=True)
+class FedNASOptions:
+    arch_lr: float = 3e-3
+    arch_weight_decay: float = 1e-3
+    finetune_epochs: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.arch_lr > 0 or self.arch_weight_decay < 0:
+            raise ValueError("arch_lr must be > 0 and arch_weight_decay >= 0")
+        value = self.finetune_epochs
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"finetune_epochs must be an integer >= 0, got {value!r}")
+
+    @staticmethod
+    def from_config(options: Mapping[str, Any]) -> FedNASOptions:
+        opts = dict(options)
+        return FedNASOptions(arch_lr=float(opts.pop("arch_lr", 3e-3)),
+                             arch_weight_decay=float(opts.pop("arch_weight_decay", 1e-3)),
+                             **opts)
+
+
+class FedNASStrategy(FedAvgFTStrategy):
+    """FedAvg on the mixed-op supernet (weights and α); evaluates the derived architecture."""
+
+    def __init__(self, *, budget: Budget, train_config: dict[str, Any], net: DartsMixedNet,
+                 options: FedNASOptions) -> None:
+        arch_config = {"arch_lr": options.arch_lr, "arch_weight_decay": options.arch_weight_decay}
+        super().__init__(budget=budget, train_config={**train_config, **arch_config},
+                         initial_arrays=get_arrays(net), finetune_epochs=options.finetune_epochs)
+        self.net, self.options = net, options
+        self.eval_arch: Arch | None = None
+
+    def global_arch(self) -> tuple[Arch, list[np.ndarray]]:
+        """The derived architecture of the current α, and its network's arrays."""
+        set_arrays(self.net, self.arrays)
+        arch = self.net.derive()
+        return arch, get_arrays(self.net.extract(arch))
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        if not self.is_eval_round(server_round):
+            return []
+        arch, subnet = self.global_arch()
+        self.eval_arch = arch
+        cfg = self.round_config(server_round, finetune_epochs=self.finetune_epochs,
+                                arch=arch.to_str())
+        return [self.message(cid, MessageType.EVALUATE, cfg, subnet)
+                for cid in range(self.budget.num_clients)]
+
+    def evaluation_details(self, client_id: int) -> dict[str, Any]:
+        return {} if self.eval_arch is None else {"arch": self.eval_arch.to_str()}

@@ -1,0 +1,55 @@
+"""FedRep (Collins et al., "Exploiting Shared Representations for Personalized Federated
+Learning", ICML'21).
+
+The model is a shared body (representation) and a personal head. Each round N
+sampled clients receive the global body; each trains its own head with the body
+frozen (``head_epochs``), then the body with its head frozen (``body_epochs``,
+default ``federation.local_epochs``), keeps the head and replies with the body
+only (``pfednas.clients.fedrep``). The server averages the returned bodies,
+sample-weighted (Algorithm 1, line 14) — FedAvg restricted to the body, so the
+server state, its checkpoint and all the maths are :class:`FedAvgFTStrategy`'s
+on the body arrays. Heads are never sent nor averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pfednas.strategies.base import Budget
+from pfednas.strategies.fedavg import FedAvgFTStrategy
+
+
+@dataclass(frozen=True)
+class FedRepOptions:
+    head_epochs: int = 1
+    body_epochs: int | None = None  # None: federation.local_epochs
+    finetune_epochs: int = 10  # head-only epochs on the current body before evaluating
+
+    def __post_init__(self) -> None:
+        for name in ("head_epochs", "finetune_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        body = self.body_epochs
+        if body is not None and (isinstance(body, bool) or not isinstance(body, int) or body < 1):
+            raise ValueError(f"body_epochs must be null or an integer >= 1, got {body!r}")
+
+    @staticmethod
+    def from_config(options: Mapping[str, Any]) -> FedRepOptions:
+        opts = {k: v for k, v in options.items() if k != "arch"}
+        return FedRepOptions(**opts)
+
+
+class FedRepStrategy(FedAvgFTStrategy):
+    """FedAvg on the body; the per-round config tells clients the two phases' epochs."""
+
+    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
+                 initial_body: list[np.ndarray], options: FedRepOptions) -> None:
+        phases = {"head_epochs": options.head_epochs,
+                  "body_epochs": options.body_epochs or budget.local_epochs}
+        super().__init__(budget=budget, train_config={**train_config, **phases},
+                         initial_arrays=initial_body, finetune_epochs=options.finetune_epochs)
+        self.options = options

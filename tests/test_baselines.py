@@ -1,0 +1,267 @@
+"""FedRep, FedBABU and FedNAS without Flower's runtime: what trains, what travels, what averages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from pfednas.clients import FedBABUClient, FedRepClient
+from pfednas.clients.common import ClientEnv
+from pfednas.clients.fedrep import HEAD_KEY
+from pfednas.strategies import (
+    Budget,
+    FedBABUOptions,
+    FedBABUStrategy,
+    FedNASOptions,
+    FedNASStrategy,
+    FedRepOptions,
+    FedRepStrategy,
+)
+
+from pfednas.body_head import StateSplit, put, take, train_part
+from pfednas.config import compose, settings_from_cfg
+from pfednas.data import ArrayDataset, ClientData
+from pfednas.methods import fixed_model_fn, initial_body, parse_fixed_arch
+from pfednas.nas.darts_search import ArchHyper, search_epochs
+from pfednas.nas.fedavg import weighted_average
+from pfednas.search import DartsS2Space, TaskShape, get_space
+from pfednas.search.darts_mixed import ALPHA_KEYS, DartsMixedNet
+from pfednas.train import Hyper, get_arrays, set_arrays
+
+TASK = TaskShape(num_classes=10, in_channels=1, image_size=8)
+CONFIG = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 8,
+          "server_round": 1, "local_epochs": 1}
+HYPER = Hyper(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=8)
+
+
+def _dataset(n: int, seed: int) -> ArrayDataset:
+    rng = np.random.default_rng(seed)
+    return ArrayDataset(rng.standard_normal((n, 1, 8, 8)).astype(np.float32),
+                        rng.integers(0, 10, n).astype(np.int64))
+
+
+ENV = ClientEnv(client_id=0, data=ClientData(_dataset(24, 1), _dataset(16, 2), _dataset(16, 3)),
+                device=torch.device("cpu"), seed=0)
+
+
+def _settings(method: str) -> Any:
+    return settings_from_cfg(compose([f"method={method}", "method.arch=min"]))
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture
+def run_id() -> Iterator[None]:
+    """Messages need the task identity Flower sets inside a run."""
+    names = ("_run_id", "_node_id", "_task_id")
+    before = [getattr(TaskIdentity, n) for n in names]
+    for name in names:
+        setattr(TaskIdentity, name, 1)
+    yield
+    for name, value in zip(names, before, strict=True):
+        setattr(TaskIdentity, name, value)
+
+
+def _budget(k: int = 4) -> Budget:
+    return Budget(num_clients=k, clients_per_round=2, num_rounds=3, local_epochs=1, eval_every=3,
+                  round_timeout=60.0, seed=0)
+
+
+def _sent(strategy: Any) -> list[Message]:
+    """Round 1's training messages (node id of client c: 100 + c)."""
+    strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
+    return list(strategy.configure_train(1, strategy.current_arrays(), None, None))
+
+
+def _reply(strategy: Any, cid: int, arrays: list[np.ndarray], n: int) -> Message:
+    """A training reply of client ``cid``, as its node would send it."""
+    TaskIdentity.node_id = strategy.node_of[cid]
+    content = RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays), "metrics": MetricRecord(
+        {"client_id": cid, "num_examples": n, "train_loss": 1.0, "train_seconds": 0.1})})
+    return Message(content, dst_node_id=0, message_type=MessageType.TRAIN)
+
+
+# -- the split and the fixed model ----------------------------------------------------------------
+def test_fixed_model_is_the_seeded_supernet_subnet_and_splits_by_the_networks_own_head() -> None:
+    settings = _settings("fedrep")
+    space = get_space(**settings.search_space)
+    model = fixed_model_fn(settings)()
+    split = StateSplit.of(model)
+
+    assert model.config == space.net_config(parse_fixed_arch(space, "min"), TASK)
+    assert sorted(split.head_keys()) == sorted(model.split_body_head()[1]) == [
+        "classifier.bias", "classifier.weight"]
+    assert any(k.endswith("running_mean") for k in split.body_keys())  # BN statistics: body
+    assert _same(take(get_arrays(model), split.body), initial_body(settings))
+    assert _same(get_arrays(fixed_model_fn(settings)()), get_arrays(model))  # same seeded init
+    arrays = get_arrays(model)
+    assert _same(put(arrays, split.head, take(arrays, split.head)), arrays)
+
+
+# -- FedRep ---------------------------------------------------------------------------------------
+def test_fedrep_head_phase_changes_only_the_head() -> None:
+    client = FedRepClient(ENV, fixed_model_fn(_settings("fedrep")), RecordDict())
+    net, split = client.model(initial_body(_settings("fedrep")))
+    before = get_arrays(net)
+
+    train_part(net, split.head_keys(), ENV.data.train, epochs=2, hyper=HYPER,
+               generator=torch.Generator().manual_seed(0), device=ENV.device)
+
+    after = get_arrays(net)
+    assert _same(take(after, split.body), take(before, split.body))  # BN statistics included
+    assert not _same(take(after, split.head), take(before, split.head))
+    assert all(p.requires_grad for p in net.parameters())  # restored
+
+
+def test_fedrep_client_keeps_its_head_and_sends_only_the_body() -> None:
+    body0 = initial_body(_settings("fedrep"))
+    state = RecordDict()
+    client = FedRepClient(ENV, fixed_model_fn(_settings("fedrep")), state)
+    _, split = client.model(body0)
+    head0 = take(get_arrays(fixed_model_fn(_settings("fedrep"))()), split.head)
+
+    body1, n, metrics = client.fit(body0, {**CONFIG, "head_epochs": 1, "body_epochs": 1})
+
+    assert n == 24 and metrics["train_loss"] > 0
+    assert [a.shape for a in body1] == [a.shape for a in body0]
+    assert not _same(body1, body0)
+    record = state[HEAD_KEY]
+    assert isinstance(record, ArrayRecord)
+    head1 = record.to_numpy_ndarrays()
+    assert not _same(head1, head0)
+    net, _ = client.model(body1)  # the next round starts from the kept head
+    assert _same(take(get_arrays(net), split.head), head1)
+
+
+def test_fedrep_strategy_sends_and_averages_only_the_body(run_id: None) -> None:
+    body = initial_body(_settings("fedrep"))
+    strategy = FedRepStrategy(budget=_budget(), train_config=CONFIG, initial_body=body,
+                              options=FedRepOptions(head_epochs=2))
+
+    messages = _sent(strategy)
+    sent = messages[0].content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    config = messages[0].content["config"]
+    rng = np.random.default_rng(0)
+    updates = [[np.asarray(a + rng.standard_normal(a.shape)).astype(a.dtype) for a in body]
+               for _ in range(2)]
+    first, second = strategy.record.sampled
+    strategy.aggregate_train(1, [_reply(strategy, first, updates[0], 10),
+                                 _reply(strategy, second, updates[1], 30)])
+
+    assert _same(sent, body)
+    assert config["head_epochs"] == 2 and config["body_epochs"] == 1  # type: ignore[index]
+    assert _same(strategy.arrays, weighted_average([(updates[0], 10.0), (updates[1], 30.0)]))
+
+
+# -- FedBABU --------------------------------------------------------------------------------------
+def test_fedbabu_head_stays_bit_identical_across_rounds_until_fine_tuning() -> None:
+    settings = _settings("fedbabu")
+    built: list[torch.nn.Module] = []
+    make = fixed_model_fn(settings)
+
+    def model_fn() -> Any:
+        built.append(make())
+        return built[-1]
+
+    client = FedBABUClient(ENV, model_fn)
+    split = StateSplit.of(make())
+    head0 = take(get_arrays(make()), split.head)
+
+    body = initial_body(settings)
+    for server_round in (1, 2):
+        new_body, _, _ = client.fit(body, {**CONFIG, "server_round": server_round})
+        assert not _same(new_body, body)
+        assert _same(take(get_arrays(built[-1]), split.head), head0)
+        body = new_body
+    client.evaluate(body, {**CONFIG, "finetune": "head", "finetune_epochs": 1})
+
+    tuned = get_arrays(built[-1])
+    assert not _same(take(tuned, split.head), head0)
+    assert _same(take(tuned, split.body), body)  # head fine-tuning: body frozen
+
+
+def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: None) -> None:
+    body = initial_body(_settings("fedbabu"))
+    strategy = FedBABUStrategy(budget=_budget(), train_config=CONFIG, initial_body=body,
+                               options=FedBABUOptions(finetune="full", finetune_epochs=3))
+    _sent(strategy)
+    updates = [[np.full_like(a, i) for a in body] for i in (1, 3)]
+    first, second = strategy.record.sampled
+
+    strategy.aggregate_train(1, [_reply(strategy, first, updates[0], 1),
+                                 _reply(strategy, second, updates[1], 1)])
+    messages = list(strategy.configure_evaluate(3, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    assert len(messages) == 4
+    config = messages[0].content["config"]
+    assert config["finetune"] == "full" and config["finetune_epochs"] == 3  # type: ignore[index]
+    assert _same(messages[0].content["arrays"].to_numpy_ndarrays(),  # type: ignore[union-attr]
+                 weighted_average([(updates[0], 1.0), (updates[1], 1.0)]))
+
+
+# -- FedNAS ---------------------------------------------------------------------------------------
+SPACE = DartsS2Space(channels=4, layers=3, steps=2, multiplier=2)
+
+
+def test_mixed_net_alphas_are_state_and_derive_extract_a_one_op_network() -> None:
+    net = DartsMixedNet(SPACE, TASK)
+    with torch.no_grad():
+        net.alpha_normal[:, 1] = 1.0  # sep_conv everywhere in normal cells
+        net.alpha_reduce[0, 0] = 1.0  # skip on the first reduce edge, rest tied -> skip (argmax)
+
+    arch = net.derive()
+    sub = net.extract(arch)
+    state = net.net.state_dict()
+
+    assert set(ALPHA_KEYS) <= set(net.state_dict())
+    assert SPACE.mask(arch).normal == ((False, True),) * SPACE.num_edges
+    assert SPACE.mask(arch).reduce == ((True, False),) * SPACE.num_edges
+    assert all(torch.equal(v, state[k]) for k, v in sub.state_dict().items())
+    assert sub(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_search_epochs_move_both_alpha_and_weights() -> None:
+    net = DartsMixedNet(SPACE, TASK)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+
+    search_epochs(net, ENV.data.train, ENV.data.val, epochs=1, hyper=HYPER, arch=ArchHyper(),
+                  generator=torch.Generator().manual_seed(0), device=ENV.device)
+
+    after = net.state_dict()
+    assert not torch.equal(after["alpha_normal"], before["alpha_normal"])
+    assert not torch.equal(after["alpha_reduce"], before["alpha_reduce"])
+    assert not torch.equal(after["net.stem.0.weight"], before["net.stem.0.weight"])
+
+
+def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id: None) -> None:
+    net = DartsMixedNet(SPACE, TASK)
+    keys = list(net.state_dict())
+    alpha = [keys.index(k) for k in ALPHA_KEYS]
+    strategy = FedNASStrategy(budget=_budget(), train_config=CONFIG, net=net,
+                              options=FedNASOptions(finetune_epochs=2))
+    start = [a.copy() for a in strategy.arrays]
+
+    sent = _sent(strategy)[0].content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    replies = []
+    for cid, shift in zip(strategy.record.sampled, (1.0, 3.0), strict=True):
+        arrays = [a.copy() for a in sent]
+        arrays[alpha[0]][:, 1] += shift  # both clients prefer sep_conv in normal cells
+        replies.append(_reply(strategy, cid, arrays, 5))
+    strategy.aggregate_train(1, replies)
+    evaluation = list(strategy.configure_evaluate(3, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    assert [sent[i].shape for i in alpha] == [(SPACE.num_edges, 2)] * 2
+    assert np.allclose(strategy.arrays[alpha[0]][:, 1], start[alpha[0]][:, 1] + 2.0)
+    assert np.array_equal(strategy.arrays[alpha[1]], start[alpha[1]])
+    arch = SPACE.arch_from_str(str(evaluation[0].content["config"]["arch"]))  # type: ignore[index]
+    assert SPACE.mask(arch).normal == ((False, True),) * SPACE.num_edges
+    sub = SPACE.build_net(SPACE.mask(arch), TASK)
+    set_arrays(sub, evaluation[0].content["arrays"].to_numpy_ndarrays())  # type: ignore[union-attr]
+    assert strategy.evaluation_details(0) == {"arch": arch.to_str()}
