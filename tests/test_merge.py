@@ -100,3 +100,58 @@ def test_merge_loads_back_into_supernet(setup: tuple[SearchSpace, Supernet]) -> 
             m, b, rtol=1e-6, atol=1e-6
         )  # averaging copies of itself: unchanged
     net.load_state_arrays(merged)
+
+
+def _per_entry_definition(
+    supernet_arrays: list[np.ndarray], contributions: list[tuple[list, list, object]]
+) -> list[np.ndarray]:
+    """The merge by its definition: full-size float64 sums and coverage, client by client."""
+    out = [a.copy() for a in supernet_arrays]
+    sums: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    maxima: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for regions, arrays, weight in contributions:
+        for (i, where), value in zip(regions, arrays, strict=True):
+            base = supernet_arrays[i]
+            if np.issubdtype(base.dtype, np.integer):
+                if i not in maxima:
+                    maxima[i] = (
+                        np.full_like(base, np.iinfo(base.dtype).min),
+                        np.zeros_like(base, bool),
+                    )
+                best, hit = maxima[i]
+                best[where] = np.maximum(best[where], np.asarray(value, base.dtype))
+                hit[where] = True
+            elif weight > 0:  # type: ignore[operator]
+                total, coverage = sums.setdefault(i, (np.zeros(base.shape), np.zeros(base.shape)))
+                total[where] += weight * value  # type: ignore[operator]
+                coverage[where] += weight
+    for i, (total, coverage) in sums.items():
+        covered = coverage > 0
+        out[i][covered] = (total[covered] / coverage[covered]).astype(out[i].dtype)
+    for i, (best, hit) in maxima.items():
+        out[i][hit] = best[hit]
+    return out
+
+
+def test_matches_the_per_entry_definition_bit_for_bit(setup: tuple[SearchSpace, Supernet]) -> None:
+    space, net = setup
+    rng = np.random.default_rng(3)
+    base = net.state_arrays()
+    weights: list[object] = [1.0, 3, np.float32(2.5), np.float64(0.1), 0.0, 7.25, np.int64(4)]
+    for trial in range(3):
+        archs = [space.sample(rng) for _ in range(7)]
+        if trial == 0:
+            archs = archs[:1] * 4  # one region per tensor: the grouped path
+        contributions = []
+        for arch, weight in zip(archs, weights, strict=False):
+            client = _perturbed(net.slice(arch), rng)
+            if trial == 2:  # signed zeros must come out as in the definition
+                client = [a if np.issubdtype(a.dtype, np.integer) else -0.0 * a for a in client]
+            contributions.append((net.regions(arch), client, weight))
+
+        merged = overlap_average(base, contributions)
+
+        expected = _per_entry_definition(base, contributions)
+        for m, e in zip(merged, expected, strict=True):
+            assert m.dtype == e.dtype and m.shape == e.shape
+            assert m.tobytes() == e.tobytes()

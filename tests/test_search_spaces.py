@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import numpy as np
 import pytest
 import torch
@@ -199,3 +201,118 @@ def test_darts_mask_extract_drops_ops_and_accepts_sub_mask() -> None:
 def _is_normal(space: SearchSpace, key: str) -> bool:
     cell = int(key.split(".")[1])
     return cell not in (space.layers // 3, 2 * space.layers // 3)  # type: ignore[attr-defined]
+
+
+# -- fast paths against their definitions ------------------------------------------------
+COST_TASKS = [TASK, TaskShape(10, 1, 28), TaskShape(5, 3, 32)]
+
+
+@pytest.mark.parametrize("task", COST_TASKS, ids=lambda t: f"{t.in_channels}x{t.image_size}")
+def test_closed_form_cost_equals_meta_forward(space: SearchSpace, task: TaskShape) -> None:
+    net = space.build_supernet(
+        num_classes=task.num_classes, in_channels=task.in_channels, image_size=task.image_size
+    )
+    for arch, batch in zip(_archs(space, n=1, seed=17), (1, 32, 3), strict=True):
+        fast = net.cost(arch, batch_size=batch, optimizer_states=2)
+        reference = net._reference_cost(arch, batch_size=batch, optimizer_states=2)
+        assert fast == reference
+        assert net.cost(arch, batch_size=batch, optimizer_states=2) == fast  # memoised
+        assert all(type(v) is int for v in vars(fast).values())
+
+
+def test_extract_structure_equals_a_new_build(space: SearchSpace, supernet: Supernet) -> None:
+    for arch in _archs(space, n=3, seed=19):
+        built, sub = supernet.template(arch), supernet.extract(arch)
+        assert repr(sub) == repr(built)
+        assert list(sub.state_dict()) == list(built.state_dict())
+        for (name, m), (_, b) in zip(sub.named_modules(), built.named_modules(), strict=True):
+            assert type(m) is type(b), name
+            assert _plain_attributes(m) == _plain_attributes(b), name
+            assert not m.training  # the supernet fixture is in eval mode
+        assert all(p.requires_grad and p.device.type == "cpu" for p in sub.parameters())
+
+
+def _plain_attributes(module: torch.nn.Module) -> dict[str, object]:
+    """A module's own attributes, without its state / hook containers and its mode."""
+    return {
+        k: v for k, v in vars(module).items() if not isinstance(v, dict | set) and k != "training"
+    }
+
+
+def test_extract_fast_path_equals_loading_path(space: SearchSpace, supernet: Supernet) -> None:
+    supernet.train()
+    try:
+        for arch in _archs(space, n=2, seed=23)[2:]:
+            fast, slow = supernet.extract(arch), supernet._extract_by_loading(arch)
+            assert fast.training and slow.training
+            a, b = fast.state_dict(keep_vars=True), slow.state_dict(keep_vars=True)
+            assert list(a) == list(b)
+            for key in a:
+                assert type(a[key]) is type(b[key]), key
+                assert a[key].dtype == b[key].dtype and a[key].stride() == b[key].stride()
+                assert a[key].requires_grad == b[key].requires_grad
+                torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    finally:
+        supernet.eval()
+
+
+def test_extracted_subnets_are_independent(space: SearchSpace, supernet: Supernet) -> None:
+    arch = space.sample(np.random.default_rng(29))
+    one, two = supernet.extract(arch), supernet.extract(arch)
+    calls: list[int] = []
+    next(iter(one.modules())).register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        next(iter(one.parameters())).add_(1.0)
+        two(torch.randn(1, 1, 8, 8))
+    assert not calls
+    assert not torch.equal(next(iter(one.parameters())), next(iter(two.parameters())))
+    assert all(a is not b for a, b in zip(one.modules(), two.modules(), strict=True))
+
+
+def test_slice_follows_every_kind_of_weight_update(space: SearchSpace) -> None:
+    net = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
+    arch = space.sample(np.random.default_rng(31))
+    net.slice(arch)  # warm the numpy mirror
+    for update in ("in_place", "assign", "data"):
+        shifted = [np.asarray(a + 1) for a in net.state_arrays()]
+        if update == "in_place":
+            net.load_state_arrays(shifted)
+        elif update == "assign":
+            tensors = [torch.as_tensor(a) for a in shifted]
+            net.net.load_state_dict(dict(zip(net.state_keys(), tensors, strict=True)), assign=True)
+        else:
+            for p, a in zip(net.net.state_dict(keep_vars=True).values(), shifted, strict=True):
+                p.data = torch.as_tensor(a)
+        expected = [shifted[i][where] for i, where in net.regions(arch)]
+        got = net.slice(arch)
+        assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True)), update
+        extracted = list(net.extract(arch).state_dict().values())
+        assert all(np.array_equal(t.numpy(), e) for t, e in zip(extracted, expected, strict=True))
+
+
+def test_regions_memo_hands_out_fresh_lists(space: SearchSpace, supernet: Supernet) -> None:
+    arch = space.max_arch()
+    first = supernet.regions(arch)
+    first.clear()
+    assert len(supernet.regions(arch)) == len(supernet.state_keys())
+
+
+def test_supernet_deepcopy_keeps_working() -> None:
+    space = get_space("vit")  # the memos are space-independent; the smallest module tree
+    net = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
+    arch = space.sample(np.random.default_rng(37))
+    net.slice(arch)
+    copy = deepcopy(net)
+    copy.load_state_arrays([np.asarray(a + 1) for a in copy.state_arrays()])
+    assert all(
+        np.array_equal(a + 1, b) for a, b in zip(net.slice(arch), copy.slice(arch), strict=True)
+    )
+
+
+def test_sample_draws_like_generator_choice(space: SearchSpace) -> None:
+    probs = [np.random.default_rng(41).dirichlet(np.ones(len(d.choices))) for d in space.dimensions]
+    fast, plain = np.random.default_rng(43), np.random.default_rng(43)
+    for _ in range(50):
+        expected = tuple(int(plain.choice(len(p), p=p / p.sum())) for p in probs)
+        assert space.sample(fast, probs).indices == expected
+    assert fast.random() == plain.random()

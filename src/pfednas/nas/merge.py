@@ -52,58 +52,88 @@ def overlap_average(
     -------
     list of np.ndarray
         New supernet arrays, same shapes and dtypes.
+
+    Notes
+    -----
+    Work is grouped per supernet tensor; a tensor whose covering clients all
+    have the same region (every DARTS operation, BatchNorm buffers, equal
+    widths) is averaged on that region only, without full-size float64
+    temporaries.  Sums run in client order in float64, so the result is
+    bit-for-bit the one of the plain per-entry definition.
     """
-    sums: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    maxima: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     is_int = [np.issubdtype(a.dtype, np.integer) for a in supernet_arrays]
+    groups: dict[int, list[tuple[tuple[slice, ...], np.ndarray, float]]] = {}
     for regions, arrays, weight in contributions:
         if len(regions) != len(arrays):
             raise ValueError(f"{len(regions)} regions but {len(arrays)} arrays")
         if weight < 0:
             raise ValueError(f"negative weight {weight}")
         for (i, where), value in zip(regions, arrays, strict=True):
-            base = supernet_arrays[i]
-            if base[where].shape != np.shape(value):
+            if supernet_arrays[i][where].shape != np.shape(value):
                 raise ValueError(
-                    f"tensor {i}: region shape {base[where].shape} != array shape {np.shape(value)}"
+                    f"tensor {i}: region shape {supernet_arrays[i][where].shape} "
+                    f"!= array shape {np.shape(value)}"
                 )
-            if is_int[i]:
-                _accumulate_max(maxima, i, base, where, value)
-            elif weight > 0:
-                _accumulate_sum(sums, i, base, where, value, weight)
+            if is_int[i] or weight > 0:  # integer buffers: any weight; floats: weight > 0
+                group = groups.get(i)
+                if group is None:
+                    groups[i] = [(where, value, weight)]
+                else:
+                    group.append((where, value, weight))
     out = [np.array(a, copy=True) for a in supernet_arrays]
-    for i, (total, coverage) in sums.items():
-        covered = coverage > 0
-        out[i][covered] = (total[covered] / coverage[covered]).astype(out[i].dtype)
-    for i, (best, covered) in maxima.items():
-        out[i][covered] = best[covered]
+    for i, entries in groups.items():
+        (_merge_max if is_int[i] else _merge_mean)(out[i], entries)
     return out
 
 
-def _accumulate_sum(
-    sums: dict[int, tuple[np.ndarray, np.ndarray]],
-    i: int,
-    base: np.ndarray,
-    where: tuple[slice, ...],
-    value: np.ndarray,
-    weight: float,
-) -> None:
-    if i not in sums:
-        sums[i] = (np.zeros(base.shape, np.float64), np.zeros(base.shape, np.float64))
-    total, coverage = sums[i]
-    total[where] += weight * value
-    coverage[where] += weight
+def _same_region(entries: list[tuple[tuple[slice, ...], np.ndarray, float]]) -> bool:
+    """Whether every entry has the same region (given as a tuple of slices)."""
+    first = entries[0][0]
+    if type(first) is not tuple:
+        return False
+    try:
+        return all(where is first or where == first for where, _, _ in entries)
+    except ValueError:  # array indices inside: not comparable, take the general path
+        return False
 
 
-def _accumulate_max(
-    maxima: dict[int, tuple[np.ndarray, np.ndarray]],
-    i: int,
-    base: np.ndarray,
-    where: tuple[slice, ...],
-    value: np.ndarray,
+def _merge_mean(
+    out: np.ndarray, entries: list[tuple[tuple[slice, ...], np.ndarray, float]]
 ) -> None:
-    if i not in maxima:
-        maxima[i] = (np.full_like(base, np.iinfo(base.dtype).min), np.zeros(base.shape, bool))
-    best, covered = maxima[i]
-    best[where] = np.maximum(best[where], np.asarray(value, base.dtype))
-    covered[where] = True
+    """``out[e] ← Σ w·x[e] / Σ w`` over the entries covering ``e`` (all weights > 0)."""
+    if _same_region(entries):
+        # one region: every entry of it is covered by all; the float64 sums run in client
+        # order exactly as in the full-size form below (``0.0 +`` first, for signed zeros)
+        where, value, weight = entries[0]
+        total = np.add(weight * value, 0.0, dtype=np.float64)
+        coverage = np.float64(0.0) + np.float64(weight)
+        for _, value, weight in entries[1:]:
+            total += weight * value
+            coverage += np.float64(weight)
+        out[where] = total / coverage
+        return
+    total = np.zeros(out.shape, np.float64)
+    coverage = np.zeros(out.shape, np.float64)
+    for where, value, weight in entries:
+        total[where] += weight * value
+        coverage[where] += weight
+    covered = coverage > 0
+    np.divide(total, coverage, out=total, where=covered)
+    np.copyto(out, total, casting="unsafe", where=covered)
+
+
+def _merge_max(out: np.ndarray, entries: list[tuple[tuple[slice, ...], np.ndarray, float]]) -> None:
+    """``out[e] ← max x[e]`` over the entries covering ``e`` (integer buffers)."""
+    if _same_region(entries):
+        where, value, _ = entries[0]
+        best = np.asarray(value, out.dtype)
+        for _, value, _ in entries[1:]:
+            best = np.maximum(best, np.asarray(value, out.dtype))
+        out[where] = best
+        return
+    best = np.full_like(out, np.iinfo(out.dtype).min)
+    covered = np.zeros(out.shape, bool)
+    for where, value, _ in entries:
+        best[where] = np.maximum(best[where], np.asarray(value, out.dtype))
+        covered[where] = True
+    out[covered] = best[covered]

@@ -45,7 +45,14 @@ from torch import Tensor, nn
 
 from pfednas.search.arch import Arch, Dimension
 from pfednas.search.ops import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
-from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
+from pfednas.search.space import (
+    ClonePlan,
+    ElasticNet,
+    SearchSpace,
+    Slot,
+    TaskShape,
+    traced_cost_terms,
+)
 
 OP_NAMES = ("skip_connect", "sep_conv_3x3")
 _CHOICE_MASKS = {
@@ -271,6 +278,8 @@ class DartsS2Space(SearchSpace):
         self._full_cache: dict[
             TaskShape, list[tuple[str, tuple[int, ...], tuple[int, int, int] | None]]
         ] = {}
+        self._plan_cache: dict[TaskShape, tuple[DartsNet, ClonePlan | None]] = {}
+        self._op_cost_cache: dict[TaskShape, tuple[int, int, np.ndarray, np.ndarray]] = {}
         choices = ("none", "skip", "sep", "both") if allow_empty_edges else ("skip", "sep", "both")
         self.dimensions = tuple(
             Dimension(f"{cell}_e{e}", choices)
@@ -335,18 +344,76 @@ class DartsS2Space(SearchSpace):
     ) -> list[tuple[str, tuple[int, ...], tuple[int, int, int] | None]]:
         """Supernet state shapes, tagged (cell type, edge, op) when they belong to an edge op."""
         if task not in self._full_cache:  # memo: one meta build per task shape
-            full = CellMask(*(((True, True),) * self.num_edges,) * 2)
             self._full_cache[task] = [
-                (k, v, self._op_of(k)) for k, v in super().state_shapes(full, task)
+                (k, v, self._op_of(k)) for k, v in super().state_shapes(self._full_mask(), task)
             ]
         return self._full_cache[task]
 
     def _op_of(self, key: str) -> tuple[int, int, int] | None:
+        """(cell type, edge, op) of a state key or module name inside an edge op, else None."""
         parts = key.split(".")
-        if parts[0] != "cells" or parts[2] != "edges":
+        if len(parts) < 5 or parts[0] != "cells" or parts[2] != "edges":
             return None
         reduction = int(parts[1]) in (self.layers // 3, 2 * self.layers // 3)
         return int(reduction), int(parts[3]), OP_NAMES.index(parts[4])
+
+    def _full_mask(self) -> CellMask:
+        return CellMask(*(((True, True),) * self.num_edges,) * 2)
+
+    def forward_cost(
+        self, config: CellMask, task: TaskShape, batch_size: int = 1
+    ) -> tuple[int, int]:
+        """Closed form: the supernet's per-module terms, minus the dropped operations.
+
+        Operations are full-size and feature-map shapes do not depend on the
+        mask, so every module contributes the same in any subnet as in the
+        supernet: one traced ``meta`` forward per task shape, then a masked sum.
+        """
+        fixed_macs, fixed_act, op_macs, op_act = self._op_costs(task)
+        keep = config.to_array()
+        macs = fixed_macs + int(op_macs[keep].sum())
+        act = fixed_act + int(op_act[keep].sum())
+        return macs * batch_size, act * batch_size
+
+    def _op_costs(self, task: TaskShape) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """Per-sample (MACs, activations) outside edge ops, and summed per (cell type, edge, op)."""
+        if task not in self._op_cost_cache:
+            with torch.device("meta"):
+                net = self.build_net(self._full_mask(), task)
+            fixed, per_op = [0, 0], np.zeros((2, 2, self.num_edges, 2), dtype=np.int64)
+            for name, macs, act in traced_cost_terms(net, task, 1):
+                op = self._op_of(name)
+                if op is None:
+                    fixed[0] += macs
+                    fixed[1] += act
+                else:
+                    per_op[(0, *op)] += macs
+                    per_op[(1, *op)] += act
+            self._op_cost_cache[task] = (fixed[0], fixed[1], per_op[0], per_op[1])
+        return self._op_cost_cache[task]
+
+    def _derive_template(
+        self, config: CellMask, task: TaskShape, training: bool
+    ) -> tuple[ElasticNet[CellMask], list[Slot]] | None:
+        """The full ``meta`` network, cloned without the dropped operations' modules."""
+        if task not in self._plan_cache:
+            with torch.device("meta"):
+                full = self.build_net(self._full_mask(), task)
+            self._plan_cache[task] = (full, ClonePlan.of(full))
+        full, plan = self._plan_cache[task]
+        if plan is None:
+            return None
+        keep = (config.normal, config.reduce)
+        skip = frozenset(
+            f"cells.{i}.edges.{e}.{name}"
+            for i, cell in enumerate(cast(list[Cell], full.cells))
+            for e, edge in enumerate(keep[int(cell.reduction)])
+            for name, kept in zip(OP_NAMES, edge, strict=True)
+            if not kept
+        )
+        net, slots = plan.clone(skip=skip, training=training)
+        net.config = config
+        return cast(DartsNet, net), slots
 
     def build_net(self, config: CellMask, task: TaskShape) -> DartsNet:
         spec = DartsSpec(

@@ -47,8 +47,11 @@ from pfednas.search.ops import (
     Shapes,
     adapt_strides,
     batchnorm_shapes,
+    conv_cost,
+    conv_out,
     conv_shapes,
     make_divisible,
+    mb_block_cost,
     mb_block_shapes,
 )
 from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
@@ -286,3 +289,30 @@ class MobileNetV3Space(SearchSpace):
             ("classifier.weight", (spec.num_classes, spec.head_width)),
             ("classifier.bias", (spec.num_classes,)),
         ]
+
+    def forward_cost(
+        self, config: MBNetConfig, task: TaskShape, batch_size: int = 1
+    ) -> tuple[int, int]:
+        """Closed form of the hooked forward pass (mirrors :class:`MobileNetV3Net`)."""
+        spec = self.spec(task)
+        side = conv_out(config.resolution, 3, spec.strides[0])
+        macs, act = conv_cost(spec.in_channels, spec.stem_width, 3, side, extra_leaves=2)
+        width = spec.stem_width
+        for s, stage in enumerate(config.stages):
+            for b, (kernel, expand) in enumerate(stage.blocks):
+                block_macs, block_act, side = mb_block_cost(
+                    width if b == 0 else stage.width,
+                    stage.width,
+                    kernel,
+                    expand,
+                    stride=spec.strides[s + 1] if b == 0 else 1,
+                    use_se=spec.se[s],
+                    divisor=spec.divisor,
+                    side=side,
+                )
+                macs, act = macs + block_macs, act + block_act
+            width = stage.width
+        final_macs, final_act = conv_cost(width, spec.head_width, 1, side, extra_leaves=2)
+        macs += final_macs + spec.num_classes * spec.head_width  # final conv, classifier
+        act += final_act + spec.num_classes
+        return macs * batch_size, act * batch_size

@@ -56,6 +56,11 @@ def make_divisible(value: float, divisor: int, min_value: int | None = None) -> 
     return rounded
 
 
+def conv_out(size: int, kernel: int, stride: int) -> int:
+    """Output side of a conv with padding ``kernel // 2`` (the padding every op here uses)."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
 def adapt_strides(
     requested: Sequence[int], image_size: int, min_feature: int = 2
 ) -> tuple[int, ...]:
@@ -304,3 +309,47 @@ def mb_block_shapes(
         out += conv_shapes(f"{prefix}.se.expand", hidden, mid, 1, bias=True)
     out += conv_shapes(f"{prefix}.project_conv", out_c, hidden, 1)
     return out + batchnorm_shapes(f"{prefix}.project_bn", out_c)
+
+
+CostTerms = tuple[int, int]
+"""(MACs, activation elements) of one sample, as :meth:`SearchSpace.forward_cost` counts them."""
+
+
+def conv_cost(
+    in_per_group: int, out_c: int, kernel: int, side: int, extra_leaves: int = 0
+) -> CostTerms:
+    """One conv's terms on a ``side``×``side`` output, plus ``extra_leaves`` same-size leaves.
+
+    ``extra_leaves`` counts the BatchNorm / activation modules that follow the
+    conv with an output of the same size (each adds its output as activations).
+    """
+    out = out_c * side * side
+    return out * in_per_group * kernel * kernel, out * (1 + extra_leaves)
+
+
+def mb_block_cost(
+    in_c: int,
+    out_c: int,
+    kernel: int,
+    expand: float,
+    *,
+    stride: int,
+    use_se: bool,
+    divisor: int,
+    side: int,
+) -> tuple[int, int, int]:
+    """Closed-form (MACs, activations, output side) of an :class:`ElasticMBBlock` built so."""
+    hidden = make_divisible(in_c * expand, divisor)
+    out_side = conv_out(side, kernel, stride)
+    terms = [
+        conv_cost(in_c, hidden, 1, side, extra_leaves=2),  # expand conv, bn, act
+        conv_cost(1, hidden, kernel, out_side, extra_leaves=2),  # depthwise conv, bn, act
+        conv_cost(hidden, out_c, 1, out_side, extra_leaves=1),  # project conv, bn
+    ]
+    if use_se:
+        mid = make_divisible(hidden // 4, divisor)
+        terms += [
+            conv_cost(hidden, mid, 1, 1, extra_leaves=1),  # reduce conv, relu
+            conv_cost(mid, hidden, 1, 1, extra_leaves=1),  # expand conv, hard sigmoid gate
+        ]
+    return sum(m for m, _ in terms), sum(a for _, a in terms), out_side

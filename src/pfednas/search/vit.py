@@ -45,7 +45,10 @@ from pfednas.search.ops import (
     Shapes,
     adapt_strides,
     batchnorm_shapes,
+    conv_cost,
+    conv_out,
     conv_shapes,
+    mb_block_cost,
     mb_block_shapes,
 )
 from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
@@ -336,6 +339,42 @@ class VitSpace(SearchSpace):
         out += _linear_shapes("norm", width, None)
         return out + _linear_shapes("classifier", task.num_classes, width)
 
+    def forward_cost(
+        self, config: VitConfig, task: TaskShape, batch_size: int = 1
+    ) -> tuple[int, int]:
+        """Closed form of the hooked forward pass (mirrors :class:`VitNet`)."""
+        strides = iter(adapt_strides(self.requested_strides, task.image_size, self.min_feature))
+        side = conv_out(task.image_size, 3, next(strides))
+        macs, act = conv_cost(task.in_channels, self.stem_width, 3, side, extra_leaves=2)
+        width = self.stem_width
+        for cs in config.conv:
+            stride = next(strides)
+            for b in range(cs.depth):
+                block_macs, block_act, side = mb_block_cost(
+                    width if b == 0 else cs.width,
+                    cs.width,
+                    cs.kernel,
+                    self.conv_expand,
+                    stride=stride if b == 0 else 1,
+                    use_se=False,
+                    divisor=self.divisor,
+                    side=side,
+                )
+                macs, act = macs + block_macs, act + block_act
+            width = cs.width
+        for ts in config.transformer:
+            side = conv_out(side, 3, next(strides))
+            embed_macs, embed_act = conv_cost(width, ts.width, 3, side, extra_leaves=2)
+            macs, act = macs + embed_macs, act + embed_act
+            block_macs, block_act = _block_cost(
+                ts.width, ts.heads, self.head_dim, mlp_hidden(ts.width, ts.mlp_ratio), side * side
+            )
+            macs, act = macs + ts.depth * block_macs, act + ts.depth * block_act
+            width = ts.width
+        macs += task.num_classes * width  # classifier
+        act += side * side * width + task.num_classes  # final LayerNorm, classifier
+        return macs * batch_size, act * batch_size
+
     def build_net(self, config: VitConfig, task: TaskShape) -> VitNet:
         spec = VitSpec(
             in_channels=task.in_channels,
@@ -367,3 +406,22 @@ def _block_shapes(prefix: str, width: int, inner: int, hidden: int) -> Shapes:
         + _linear_shapes(f"{prefix}.fc1", hidden, width)
         + _linear_shapes(f"{prefix}.fc2", width, hidden)
     )
+
+
+def _block_cost(width: int, heads: int, head_dim: int, hidden: int, tokens: int) -> tuple[int, int]:
+    """Per-sample (MACs, activations) of one :class:`ElasticTransformerBlock` over ``tokens``."""
+    inner = heads * head_dim
+    macs = (
+        3 * tokens * inner * width  # q, k, v
+        + 2 * tokens * tokens * inner  # attention matmuls (ElasticAttention.cost_terms)
+        + tokens * width * inner  # proj
+        + 2 * tokens * hidden * width  # fc1, fc2
+    )
+    act = (
+        2 * tokens * width  # norm1, norm2
+        + heads * tokens * tokens  # attention matrix
+        + 3 * tokens * inner  # q, k, v
+        + 2 * tokens * width  # proj, fc2
+        + 2 * tokens * hidden  # fc1, GELU
+    )
+    return macs, act
