@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
-from pfednas.data import DataSpec, dataset_info, load_client_data
-from pfednas.models import build_model
+from pfednas.config import compose, settings_from_cfg
+from pfednas.data import load_client_data
+from pfednas.methods import fixed_model_fn
+from pfednas.seeding import torch_generator
 from pfednas.train import Hyper, train_epochs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +41,8 @@ def run(args: list[str], out: Path) -> float:
 
 def throughput(dataset: str, workdir: Path) -> dict[str, float]:
     k, n, rounds, epochs, cap = 10, 2, 6, 2, 600
-    args = [f"dataset={dataset}", f"federation.num_clients={k}",
+    args = ["method=fedavg", "method.arch=min", f"dataset={dataset}",
+            f"federation.num_clients={k}",
             f"federation.clients_per_round={n}", f"federation.num_rounds={rounds}",
             f"federation.local_epochs={epochs}", f"federation.eval_every={rounds}",
             "method.finetune_epochs=0", f"dataset.max_samples_per_client={cap}"]
@@ -50,26 +53,19 @@ def throughput(dataset: str, workdir: Path) -> dict[str, float]:
     samples = sum(row["num_examples"] * epochs for r in train_rounds for row in r["train"])
     sim_seconds = sum(r["wall_seconds"] for r in train_rounds)
 
-    cfg = json.loads((out / "summary.json").read_text())
-    seed = cfg["seed"]
-    info = dataset_info(dataset)
-    import yaml  # type: ignore[import-untyped]
-
-    resolved = yaml.safe_load((out / "resolved_config.yaml").read_text())
-    data_cfg = dict(resolved["dataset"])
-    spec = DataSpec(**{**data_cfg, "num_clients": k, "seed": seed})
-    fed = resolved["federation"]
-    hyper = Hyper(lr=fed["lr"], momentum=fed["momentum"], weight_decay=fed["weight_decay"],
-                  batch_size=fed["batch_size"])
+    settings = settings_from_cfg(compose(args))
+    fed = settings.federation
+    hyper = Hyper(lr=fed.lr, momentum=fed.momentum, weight_decay=fed.weight_decay,
+                  batch_size=fed.batch_size)
+    model_fn = fixed_model_fn(settings)
     torch.set_num_threads(torch.get_num_threads())
     jobs = [(r["round"], row["client_id"]) for r in train_rounds for row in r["train"]]
-    datasets = {cid: load_client_data(spec, cid).train for _, cid in jobs}
+    datasets = {cid: load_client_data(settings.data, cid).train for _, cid in jobs}
     start = time.perf_counter()
     plain_samples = 0
     for rnd, cid in jobs:
-        model = build_model(in_channels=info.in_channels, image_size=info.image_size,
-                            num_classes=info.num_classes, seed=seed)
-        gen = torch.Generator().manual_seed(rnd * 1000 + cid)
+        model = model_fn()
+        gen = torch_generator(settings.seed, rnd, cid)
         stats = train_epochs(model, datasets[cid], epochs=epochs, hyper=hyper, generator=gen,
                              device=torch.device("cpu"))
         plain_samples += stats.samples
