@@ -149,15 +149,18 @@ def validate_federation(fed: Federation) -> None:
             raise ConfigError("federation.client_cpus must not exceed federation.ray_num_cpus")
 
 
-def _check_method(name: Any, options: dict[str, Any], fed: Federation) -> None:
+def _check_method(name: Any, options: dict[str, Any], fed: Federation, space: str) -> None:
     """Known method, and its typed options build: bad values fail before anything starts."""
     from pfednas.methods import METHODS
 
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
-    check = METHODS[name].check
-    if check is not None:
-        check(options, fed)
+    spec = METHODS[name]
+    if spec.spaces and space not in spec.spaces:
+        raise ConfigError(f"method={name} needs search_space={'|'.join(spec.spaces)}, "
+                          f"got search_space={space}")
+    if spec.check is not None:
+        spec.check(options, fed)
 
 
 RUN_KEYS_NOT_COMPARED = ("resume", "progress", "output_dir", "hydra")
@@ -182,7 +185,7 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     name = method.pop("name", None)
     fed = _typed(Federation, _as_dict(cfg.federation), "federation")
     validate_federation(fed)
-    _check_method(name, method, fed)
+    _check_method(name, method, fed, str(cfg.search_space.get("name")))
     seed = cfg.get("seed", 0)
     _check_number("", "seed", seed, kind=int, low=0)
     data_values = _as_dict(cfg.dataset)

@@ -65,6 +65,7 @@ class MethodSpec:
     strategy: StrategyBuilder
     client: ClientBuilder
     check: OptionCheck | None = None
+    spaces: tuple[str, ...] = ()  # search spaces the method works on (empty: every one)
 
 
 # -- shared builders ---------------------------------------------------------------------------
@@ -278,12 +279,15 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec i
     MethodSpec("fedavg", _fedavg_strategy, _fedavg_client, _fedavg_check),
     MethodSpec("local", _local_strategy, _local_client, _local_check),
     MethodSpec("perfedrlnas", _perfedrlnas_strategy, _perfedrlnas_client, _perfedrlnas_check),
-    MethodSpec("spider", _spider_strategy, _spider_client, partial(_spider_check, search=True)),
-    MethodSpec("ditto", _spider_strategy, _spider_client, partial(_spider_check, search=False)),
+    MethodSpec("spider", _spider_strategy, _spider_client, partial(_spider_check, search=True),
+               spaces=("darts_s2",)),
+    MethodSpec("ditto", _spider_strategy, _spider_client, partial(_spider_check, search=False),
+               spaces=("darts_s2",)),
     MethodSpec("fedrep", _fedrep_strategy, _fedrep_client,
                partial(_options_check, FedRepOptions.from_config, "fedrep")),
     MethodSpec("fedbabu", _fedbabu_strategy, _fedbabu_client,
                partial(_options_check, FedBABUOptions.from_config, "fedbabu")),
     MethodSpec("fednas", _fednas_strategy, _fednas_client,
-               partial(_options_check, FedNASOptions.from_config, "fednas")),
+               partial(_options_check, FedNASOptions.from_config, "fednas"),
+               spaces=("darts_s2",)),
 )})
