@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 from flwr.client import NumPyClient
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
 from torch import nn
 
+from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
 
 FINETUNE_PHASE = 1

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 from flwr.client import NumPyClient
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
 from torch import nn
 
 from pfednas.body_head import StateSplit, load_parts, take, train_part
+from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
 from pfednas.search import ElasticNet
 from pfednas.train import evaluate, get_arrays, num_parameters
 

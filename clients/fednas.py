@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 from flwr.client import NumPyClient
+
 from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
 from pfednas.clients.subnet import build_subnet
-
 from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.search import DartsS2Space, TaskShape
 from pfednas.search.darts_mixed import DartsMixedNet

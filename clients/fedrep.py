@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
 from torch import nn
 
 from pfednas.body_head import StateSplit, load_parts, take, train_part
+from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
 from pfednas.search import ElasticNet
 from pfednas.train import TrainStats, evaluate, get_arrays, num_parameters
 

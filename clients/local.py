@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
-from pfednas.clients.common import ClientEnv, hyper_from_config, train_generator
 from torch import nn
 
+from pfednas.clients.common import ClientEnv, hyper_from_config, train_generator
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
 
 STATE_KEY = "local_model"

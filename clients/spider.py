@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from flwr.app import RecordDict
 from flwr.client import NumPyClient
+from torch import nn
+
 from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
 from pfednas.clients.spider_state import (
     SpiderOptions,
@@ -42,8 +44,6 @@ from pfednas.clients.spider_state import (
     save_checkpoint,
     write_records,
 )
-from torch import nn
-
 from pfednas.data import ArrayDataset
 from pfednas.nas.archcode import arch_to_code
 from pfednas.nas.progressive import FINAL, phase_of, search_round

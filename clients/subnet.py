@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.client import NumPyClient
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
 from torch import nn
 
+from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from pfednas.data import ArrayDataset
 from pfednas.search import SearchSpace, TaskShape, recalibrate_batchnorm
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
 
@@ -29,6 +30,19 @@ def build_subnet(space: SearchSpace, task: TaskShape, arch_str: str,
     net = space.build_net(space.net_config(arch, task), task)
     set_arrays(net, arrays)
     return net
+
+
+@torch.no_grad()
+def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
+                   device: torch.device) -> None:
+    """Re-estimate the BatchNorm statistics of ``net`` on ``data`` (weights untouched).
+
+    A last batch of one sample is skipped: BatchNorm cannot normalise it in train mode.
+    """
+    x = torch.as_tensor(data.x, device=device)
+    net.to(device)
+    starts = [i for i in range(0, len(x), batch_size) if len(x) - i >= 2 or i == 0]
+    recalibrate_batchnorm(net, (x[i:i + batch_size] for i in starts))
 
 
 class SubnetClient(NumPyClient):
@@ -55,14 +69,9 @@ class SubnetClient(NumPyClient):
                  ) -> tuple[float, int, dict[str, Any]]:
         net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
         if self.bn_recalibrate:
-            self._recalibrate(net, int(config["batch_size"]))
+            recalibrate_on(net, self.env.data.train, int(config["batch_size"]), self.env.device)
         split = self.env.data.val if config.get("split") == "val" else self.env.data.test
         result = evaluate(net, split, device=self.env.device)
         return result.loss, result.samples, {"accuracy": result.accuracy,
                                              "num_params": num_parameters(net)}
 
-    @torch.no_grad()
-    def _recalibrate(self, net: nn.Module, batch_size: int) -> None:
-        x = torch.as_tensor(self.env.data.train.x, device=self.env.device)
-        net.to(self.env.device)
-        recalibrate_batchnorm(net, (x[i:i + batch_size] for i in range(0, len(x), batch_size)))

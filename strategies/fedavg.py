@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
-from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 from pfednas.nas.fedavg import weighted_average
+from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 
 class FedAvgFTStrategy(PersonalizedStrategy):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from pfednas.strategies.base import Budget
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
-from pfednas.strategies.base import Budget
-from pfednas.strategies.fedavg import FedAvgFTStrategy
 
 from pfednas.search import Arch
 from pfednas.search.darts_mixed import DartsMixedNet
+from pfednas.strategies.base import Budget
+from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.train import get_arrays, set_arrays
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
+
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
-from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 from pfednas.nas.heterogeneity import ClientHardware, HardwareSpread, draw_hardware
 from pfednas.nas.merge import overlap_average
@@ -37,14 +36,18 @@ from pfednas.nas.policy import (
     PolicyState,
     argmax_indices,
     entropy,
+    log_probability,
     probabilities,
     reinforce_update,
 )
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time
 from pfednas.search import Arch, Supernet
 from pfednas.seeding import ARCH_SAMPLING, HARDWARE, numpy_rng
+from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 NEW_CLIENT_SEARCH = 1
+FALLBACK_PHASE = 2
+FALLBACK_SAMPLES = 64
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,23 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         return self.space.sample(rng, probabilities(self.policies[client_id].logits, self.sizes))
 
     def personalized_arch(self, client_id: int) -> Arch:
-        return self.space.arch_from_indices(
+        """argmax α_i; if that exceeds the client's memory budget, its most probable
+        architecture within budget among ``FALLBACK_SAMPLES`` policy samples, else the
+        smallest architecture."""
+        best = self.space.arch_from_indices(
             argmax_indices(self.policies[client_id].logits, self.sizes))
+        budget = self.hardware[client_id].memory_bytes
+        if self.memory(best) <= budget:
+            return best
+        logits = self.policies[client_id].logits
+        rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, FALLBACK_PHASE, client_id)
+        probs = probabilities(logits, self.sizes)
+        fitting = {a for a in (self.space.sample(rng, probs) for _ in range(FALLBACK_SAMPLES))
+                   if self.memory(a) <= budget}
+        if not fitting:
+            return self.space.min_arch()
+        return max(sorted(fitting, key=lambda a: a.indices),
+                   key=lambda a: log_probability(logits, self.sizes, a.indices))
 
     def current_arrays(self) -> ArrayRecord:
         return ArrayRecord()

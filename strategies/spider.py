@@ -26,11 +26,11 @@ from typing import Any, cast
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
-from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 from pfednas.nas.archcode import arch_from_code
 from pfednas.nas.fedavg import weighted_average
 from pfednas.search import Supernet
+from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 TRAIN_EXTRAS = ("local_loss", "penalty", "phase", "decided_edges", "num_params")
 

@@ -10,9 +10,18 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+
+from pfednas.body_head import StateSplit, put, take, train_part
 from pfednas.clients import FedBABUClient, FedRepClient
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.fedrep import HEAD_KEY
+from pfednas.config import compose, settings_from_cfg
+from pfednas.data import ArrayDataset, ClientData
+from pfednas.methods import fixed_model_fn, initial_body, parse_fixed_arch
+from pfednas.nas.darts_search import ArchHyper, search_epochs
+from pfednas.nas.fedavg import weighted_average
+from pfednas.search import DartsS2Space, TaskShape, get_space
+from pfednas.search.darts_mixed import ALPHA_KEYS, DartsMixedNet
 from pfednas.strategies import (
     Budget,
     FedBABUOptions,
@@ -22,15 +31,6 @@ from pfednas.strategies import (
     FedRepOptions,
     FedRepStrategy,
 )
-
-from pfednas.body_head import StateSplit, put, take, train_part
-from pfednas.config import compose, settings_from_cfg
-from pfednas.data import ArrayDataset, ClientData
-from pfednas.methods import fixed_model_fn, initial_body, parse_fixed_arch
-from pfednas.nas.darts_search import ArchHyper, search_epochs
-from pfednas.nas.fedavg import weighted_average
-from pfednas.search import DartsS2Space, TaskShape, get_space
-from pfednas.search.darts_mixed import ALPHA_KEYS, DartsMixedNet
 from pfednas.train import Hyper, get_arrays, set_arrays
 
 TASK = TaskShape(num_classes=10, in_channels=1, image_size=8)

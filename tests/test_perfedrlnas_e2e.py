@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 
 from pfednas.checkpoint import load_checkpoint
 from pfednas.config import compose, settings_from_cfg, task_shape
+from pfednas.data import load_client_data
 from pfednas.search import get_space
 from pfednas.seeding import MODEL_INIT, int_seed
 from tests.conftest import PFEDNAS, REPO, pids_with_token, run_pfednas
@@ -34,6 +36,43 @@ def initial_supernet_arrays() -> tuple[list[np.ndarray], object]:
 
 
 MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb")
+
+
+FRESH = """
+import json, sys
+import numpy as np, torch
+model = torch.jit.load(sys.argv[1])
+data = np.load(sys.argv[2])
+with torch.no_grad():
+    pred = model(torch.as_tensor(data["x"])).argmax(1).numpy()
+print(json.dumps({"accuracy": float((pred == data["y"]).mean()),
+                  "pfednas_imported": any(m.startswith("pfednas") for m in sys.modules)}))
+"""
+
+
+def assert_export_reproduces_accuracy(run_dir: Path, summary: dict, out: Path,
+                                      client: int) -> None:
+    result = subprocess.run([str(PFEDNAS), "export", str(run_dir), "--client", str(client),
+                             "--out", str(out)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    spec = json.loads((out / f"client_{client}.json").read_text())
+    expected = next(c for c in summary["per_client"] if c["client_id"] == client)
+    settings = settings_from_cfg(compose(ARGS))
+    test = load_client_data(settings.data, client).test
+    np.savez(out / "test.npz", x=test.x, y=test.y)
+    fresh = subprocess.run([sys.executable, "-c", FRESH, str(out / f"client_{client}.pt"),
+                            str(out / "test.npz")], capture_output=True, text=True,
+                           check=True, cwd=out)
+    loaded = json.loads(fresh.stdout.strip().splitlines()[-1])
+    assert not loaded["pfednas_imported"]
+    assert loaded["accuracy"] == expected["accuracy"]
+    assert spec["arch"] == records_last_arch(run_dir, client)
+    assert spec["input"]["shape"][1:] == [1, 8, 8]
+
+
+def records_last_arch(run_dir: Path, client: int) -> str:
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    return next(r["arch"] for r in last["evaluation"] if r["client_id"] == client)
 
 
 def comparable(summary: dict) -> dict:
@@ -71,6 +110,10 @@ def test_runs_keeps_uncovered_entries_and_resumes_to_the_same_summary(tmp_path: 
     assert any(not c.all() for c in covered), "every entry covered: the check would be empty"
     for a, b, c in zip(init, final, covered, strict=True):
         np.testing.assert_array_equal(a[~c], b[~c])
+
+    # Execute / Assert: client 0's exported model, in a fresh interpreter without pfednas,
+    # reproduces the client's personalized test accuracy
+    assert_export_reproduces_accuracy(full, summary, tmp_path / "export", client=0)
 
     # Execute: the same run killed after its round-2 checkpoint, then resumed
     killed = tmp_path / "killed"

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import RecordDict
+
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.spider import SpiderClient
 from pfednas.clients.spider_state import LOCAL_KEY, SpiderOptions, checkpoint_path
-
 from pfednas.data import ArrayDataset, ClientData
 from pfednas.nas.archcode import arch_from_code, arch_to_code
 from pfednas.nas.progressive import SearchSchedule, decide_edge, search_round

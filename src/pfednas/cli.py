@@ -75,6 +75,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, help) — each module has ``main(argv: list[str]) -> int``
     "deploy": ("pfednas.deploy.cli", "SuperLink + SuperNodes with TLS and node auth; certs, keys"),
+    "export": ("pfednas.export", "a client's personalized model as TorchScript + its spec"),
 }
 
 

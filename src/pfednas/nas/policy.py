@@ -97,6 +97,12 @@ def reinforce_update(state: PolicyState, sizes: Sequence[int], indices: Sequence
     return PolicyState(state.logits + opt.lr * m_hat / (np.sqrt(v_hat) + opt.eps), m, v, t)
 
 
+def log_probability(logits: np.ndarray, sizes: Sequence[int], indices: Sequence[int]) -> float:
+    """log p(v) = Σ_d log p^d(v^d)."""
+    return float(sum(np.log(p[k]) for p, k in zip(probabilities(logits, sizes), indices,
+                                                   strict=True)))
+
+
 def argmax_indices(logits: np.ndarray, sizes: Sequence[int]) -> list[int]:
     """The most probable choice per dimension (ties: the first, i.e. the cheapest)."""
     return [int(np.argmax(logits[seg])) for seg in _segments(sizes)]

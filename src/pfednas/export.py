@@ -1,0 +1,103 @@
+"""``pfednas export RUN_DIR --client ID``: a client's personalized model for the edge.
+
+Writes ``client_<ID>.pt`` (TorchScript: loadable with ``torch.jit.load`` and
+nothing else) and ``client_<ID>.json`` beside it: the architecture string, the
+input spec (shape, dtype, the normalisation the model expects) and the class
+count. Supported for methods whose server holds the personalized model
+(PerFedRLNAS: the argmax architecture of the client's policy, cut from the
+checkpointed supernet, with BatchNorm statistics re-estimated on the client's
+train split exactly as in its personalized evaluation). Other methods keep the
+personalized model on the client and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from pfednas.checkpoint import load_checkpoint
+from pfednas.clients.subnet import recalibrate_on
+from pfednas.config import ConfigError, RunSettings, settings_from_cfg, task_shape
+from pfednas.data import load_client_data
+from pfednas.data.registry import normalisation
+from pfednas.methods import METHODS
+from pfednas.server_app import build_strategy
+from pfednas.strategies import PerFedRLNASStrategy
+
+EXPORTABLE = ("perfedrlnas",)
+
+
+def run_settings(run_dir: Path) -> RunSettings:
+    path = run_dir / "resolved_config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a pfednas run directory (no resolved_config.yaml)")
+    cfg = OmegaConf.load(path)
+    cfg.resume = None
+    return settings_from_cfg(cfg)  # type: ignore[arg-type]
+
+
+def export_client(run_dir: Path, client_id: int, out_dir: Path) -> tuple[Path, Path]:
+    settings = run_settings(run_dir)
+    if settings.method not in EXPORTABLE:
+        raise ConfigError(f"export supports {', '.join(EXPORTABLE)} runs; with "
+                          f"method={settings.method} the personalized model lives on the client")
+    if not 0 <= client_id < settings.federation.num_clients:
+        raise ConfigError(f"--client must be in 0..{settings.federation.num_clients - 1}")
+    assert settings.method in METHODS
+    strategy = build_strategy(settings)
+    assert isinstance(strategy, PerFedRLNASStrategy)
+    _, state = load_checkpoint(run_dir)
+    strategy.load_state(state)
+    arch = strategy.personalized_arch(client_id)
+    net = strategy.supernet.extract(arch)
+    cpu = torch.device("cpu")
+    if settings.method_options.get("bn_recalibrate"):
+        data = load_client_data(settings.data, client_id)
+        recalibrate_on(net, data.train, settings.federation.batch_size, cpu)
+    net.eval()
+    task = task_shape(settings)
+    example = torch.zeros(1, task.in_channels, task.image_size, task.image_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Shapes are fixed by the input spec, so the tracer's shape constants are exact.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        scripted = torch.jit.trace(net, example)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / f"client_{client_id}.pt"
+    scripted.save(str(model_path))
+    norm = normalisation(settings.data.name)
+    spec = {
+        "client_id": client_id, "arch": arch.to_str(), "method": settings.method,
+        "dataset": settings.data.name, "num_classes": task.num_classes,
+        "input": {"shape": [None, task.in_channels, task.image_size, task.image_size],
+                  "dtype": "float32",
+                  "normalisation": {"x": "(raw / scale - mean[c]) / std[c]",
+                                    "scale": norm.scale, "mean": list(norm.mean),
+                                    "std": list(norm.std)}},
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "source_run": str(run_dir.resolve()),
+    }
+    spec_path = out_dir / f"client_{client_id}.json"
+    spec_path.write_text(json.dumps(spec, indent=2))
+    return model_path, spec_path
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="pfednas export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--client", type=int, required=True)
+    parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/export")
+    args = parser.parse_args(argv)
+    try:
+        model, spec = export_client(args.run_dir, args.client, args.out or args.run_dir / "export")
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"pfednas: error: {err}", file=sys.stderr)
+        return 2
+    print(f"[pfednas] wrote {model} and {spec}")
+    return 0
