@@ -28,27 +28,26 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 
 from pfednas.nas.archcode import arch_from_code
-from pfednas.nas.fedavg import weighted_average
 from pfednas.search import Supernet
-from pfednas.strategies.base import Budget, PersonalizedStrategy
+from pfednas.strategies.base import Budget
+from pfednas.strategies.fedavg import FedAvgFTStrategy
 
 TRAIN_EXTRAS = ("local_loss", "penalty", "phase", "decided_edges", "num_params")
 
 
-class SpiderStrategy(PersonalizedStrategy):
+class SpiderStrategy(FedAvgFTStrategy):
+    """FedAvg of the global supernet (inherited); SPIDER's participation, rows and evaluation."""
+
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  participation: str = "all") -> None:
-        super().__init__(budget=budget, train_config=train_config)
+        super().__init__(budget=budget, train_config=train_config,
+                         initial_arrays=supernet.state_arrays(), finetune_epochs=0)
         if participation not in ("all", "sampled"):
             raise ValueError(f"participation must be all|sampled, got {participation!r}")
         self.space = supernet.space
-        self.arrays = supernet.state_arrays()
         self.participation = participation
         self.trained: set[int] = set()
         self.arch_of: dict[int, str] = {}
-
-    def current_arrays(self) -> ArrayRecord:
-        return ArrayRecord(numpy_ndarrays=self.arrays)
 
     def arch_string(self, metrics: dict[str, Any]) -> str:
         if "arch_code" not in metrics:
@@ -56,35 +55,21 @@ class SpiderStrategy(PersonalizedStrategy):
         return arch_from_code(self.space, int(metrics["arch_code"])).to_str()
 
     # -- training ------------------------------------------------------------------------------
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        self.record.sampled = (list(range(self.budget.num_clients))
-                               if self.participation == "all"
-                               else self.sample_clients(server_round))
-        cfg = self.round_config(server_round)
-        return [self.message(cid, MessageType.TRAIN, cfg, self.arrays)
-                for cid in self.record.sampled]
+    def sample_clients(self, server_round: int, population: int | None = None) -> list[int]:
+        if self.participation == "all":
+            return list(range(self.budget.num_clients))
+        return super().sample_clients(server_round, population)
+
+    def train_row(self, metrics: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        return {**super().train_row(metrics),
+                **{k: metrics[k] for k in TRAIN_EXTRAS if k in metrics},
+                "arch": self.arch_string(metrics)}
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        updates = []
-        shapes = [a.shape for a in self.arrays]
-        for metrics, reply in self.ok_replies(replies):
-            arrays = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
-            if [a.shape for a in arrays] != shapes:
-                self.record.failures += 1
-                continue
-            cid = int(metrics["client_id"])
-            self.trained.add(cid)
-            self.record.train.append({**self.train_row(metrics),
-                                      **{k: metrics[k] for k in TRAIN_EXTRAS if k in metrics},
-                                      "arch": self.arch_string(metrics)})
-            updates.append((arrays, float(metrics["num_examples"])))
-        if not updates:
-            return None, None
-        self.arrays = weighted_average(updates)
-        loss = float(np.mean([row["train_loss"] for row in self.record.train]))
-        return self.current_arrays(), MetricRecord({"train_loss": loss})
+        result = super().aggregate_train(server_round, replies)
+        self.trained.update(int(row["client_id"]) for row in self.record.train)
+        return result
 
     # -- personalized evaluation ---------------------------------------------------------------
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
