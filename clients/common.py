@@ -10,7 +10,7 @@ import torch
 
 from pfednas.data import ClientData
 from pfednas.seeding import CLIENT_TRAIN, torch_generator
-from pfednas.train import Hyper
+from pfednas.train import Hyper, evaluate, num_parameters
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,12 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_reply(net: torch.nn.Module, env: ClientEnv, train_seconds: float
+               ) -> tuple[float, int, dict[str, Any]]:
+    """The personalized-evaluation reply: ``net`` on the client's test split."""
+    result = evaluate(net, env.data.test, device=env.device)
+    return result.loss, result.samples, {"accuracy": result.accuracy,
+                                         "num_params": num_parameters(net),
+                                         "train_seconds": train_seconds}

@@ -9,8 +9,14 @@ import numpy as np
 from flwr.client import NumPyClient
 from torch import nn
 
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
-from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+from pfednas.clients.common import (
+    ClientEnv,
+    hyper_from_config,
+    peak_memory_mb,
+    test_reply,
+    train_generator,
+)
+from pfednas.train import get_arrays, set_arrays, train_epochs
 
 FINETUNE_PHASE = 1
 
@@ -48,7 +54,4 @@ class FedAvgClient(NumPyClient):
                 model, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
                 device=self.env.device).seconds
-        result = evaluate(model, self.env.data.test, device=self.env.device)
-        return result.loss, result.samples, {"accuracy": result.accuracy,
-                                             "num_params": num_parameters(model),
-                                             "train_seconds": seconds}
+        return test_reply(model, self.env, seconds)

@@ -20,9 +20,15 @@ from flwr.client import NumPyClient
 from torch import nn
 
 from pfednas.body_head import StateSplit, load_parts, take, train_part
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from pfednas.clients.common import (
+    ClientEnv,
+    hyper_from_config,
+    peak_memory_mb,
+    test_reply,
+    train_generator,
+)
 from pfednas.search import ElasticNet
-from pfednas.train import evaluate, get_arrays, num_parameters
+from pfednas.train import get_arrays
 
 FINETUNE_PHASE = 1
 FINETUNE_MODES = ("head", "full")
@@ -63,7 +69,4 @@ class FedBABUClient(NumPyClient):
                 net, keys, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
                 device=self.env.device).seconds
-        result = evaluate(net, self.env.data.test, device=self.env.device)
-        return result.loss, result.samples, {"accuracy": result.accuracy,
-                                             "num_params": num_parameters(net),
-                                             "train_seconds": seconds}
+        return test_reply(net, self.env, seconds)

@@ -17,12 +17,18 @@ from typing import Any
 import numpy as np
 from flwr.client import NumPyClient
 
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from pfednas.clients.common import (
+    ClientEnv,
+    hyper_from_config,
+    peak_memory_mb,
+    test_reply,
+    train_generator,
+)
 from pfednas.clients.subnet import build_subnet
 from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.search import DartsS2Space, TaskShape
 from pfednas.search.darts_mixed import DartsMixedNet
-from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+from pfednas.train import get_arrays, set_arrays, train_epochs
 
 FINETUNE_PHASE = 1
 
@@ -55,7 +61,4 @@ class FedNASClient(NumPyClient):
                 net, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
                 device=self.env.device).seconds
-        result = evaluate(net, self.env.data.test, device=self.env.device)
-        return result.loss, result.samples, {"accuracy": result.accuracy,
-                                             "num_params": num_parameters(net),
-                                             "train_seconds": seconds}
+        return test_reply(net, self.env, seconds)

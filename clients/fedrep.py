@@ -22,9 +22,15 @@ from flwr.client import NumPyClient
 from torch import nn
 
 from pfednas.body_head import StateSplit, load_parts, take, train_part
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from pfednas.clients.common import (
+    ClientEnv,
+    hyper_from_config,
+    peak_memory_mb,
+    test_reply,
+    train_generator,
+)
 from pfednas.search import ElasticNet
-from pfednas.train import TrainStats, evaluate, get_arrays, num_parameters
+from pfednas.train import TrainStats, get_arrays
 
 HEAD_KEY = "fedrep_head"
 HEAD_PHASE, BODY_PHASE, FINETUNE_PHASE = 1, 2, 3
@@ -75,7 +81,4 @@ class FedRepClient(NumPyClient):
         net, split = self.model(parameters)
         seconds = self._train(net, split.head_keys(), int(config.get("finetune_epochs", 0)),
                               config, FINETUNE_PHASE).seconds
-        result = evaluate(net, self.env.data.test, device=self.env.device)
-        return result.loss, result.samples, {"accuracy": result.accuracy,
-                                             "num_params": num_parameters(net),
-                                             "train_seconds": seconds}
+        return test_reply(net, self.env, seconds)

@@ -10,8 +10,8 @@ from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
 from torch import nn
 
-from pfednas.clients.common import ClientEnv, hyper_from_config, train_generator
-from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+from pfednas.clients.common import ClientEnv, hyper_from_config, test_reply, train_generator
+from pfednas.train import get_arrays, set_arrays, train_epochs
 
 STATE_KEY = "local_model"
 
@@ -52,7 +52,4 @@ class LocalClient(NumPyClient):
                 generator=train_generator(self.env, int(config["server_round"])),
                 device=self.env.device).seconds
             self.state[STATE_KEY] = ArrayRecord(numpy_ndarrays=get_arrays(model))
-        result = evaluate(model, self.env.data.test, device=self.env.device)
-        return result.loss, result.samples, {"accuracy": result.accuracy,
-                                             "num_params": num_parameters(model),
-                                             "train_seconds": seconds}
+        return test_reply(model, self.env, seconds)
