@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_spider.py [--rounds 20] [--layers 5] [--channels 8]
         [--samples 500] [--warmup 2] [--methods spider,ditto,fedavg] [--out FILE]
+        [--keep-runs DIR]
 
 Every method runs through ``pfednas`` on identical partitions (same seed), full
 participation (K = N = 8), one local epoch per round. SPIDER's search schedule
@@ -83,11 +84,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="spider,ditto,fedavg")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--keep-runs", type=Path, default=None,
+                        help="keep the run folders here (for `pfednas report`)")
     a = parser.parse_args()
-    results: dict[str, Any] = {"settings": vars(a) | {"out": str(a.out)}}
+    results: dict[str, Any] = {"settings": vars(a) | {"out": str(a.out),
+                                                      "keep_runs": str(a.keep_runs)}}
     with tempfile.TemporaryDirectory(prefix="bench_spider_") as tmp:
         for method in a.methods.split(","):
-            results[method] = run(method, a, Path(tmp))
+            results[method] = run(method, a, a.keep_runs or Path(tmp))
             print(f"[bench_spider] {method}: {results[method]['acc_mean']:.4f} ± "
                   f"{results[method]['acc_std']:.4f}", file=sys.stderr, flush=True)
     if "spider" in results and "ditto" in results:

@@ -40,6 +40,7 @@ class RoundRecord:
     bytes_down: int = 0
     wall_seconds: float = 0.0
     server_seconds: float = 0.0
+    server: dict[str, Any] = field(default_factory=dict)  # server-side measurements, if any
 
     def to_json(self) -> dict[str, Any]:
         accs = [e["accuracy"] for e in self.evaluation]
@@ -54,6 +55,8 @@ class RoundRecord:
         if accs:
             out["personalized_acc_mean"] = float(np.mean(accs))
             out["personalized_acc_std"] = float(np.std(accs))
+        if self.server:
+            out["server"] = self.server
         return out
 
     @classmethod
@@ -63,7 +66,8 @@ class RoundRecord:
                    failures=int(data["failures"]), rejected=int(data.get("rejected", 0)),
                    bytes_up=int(data["bytes_up"]),
                    bytes_down=int(data["bytes_down"]), wall_seconds=float(data["wall_seconds"]),
-                   server_seconds=float(data.get("server_seconds", 0.0)))
+                   server_seconds=float(data.get("server_seconds", 0.0)),
+                   server=dict(data.get("server", {})))
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,9 @@ class PersonalizedStrategy(Strategy):
         self.record = RoundRecord(round=0)
         self.reply_seconds: dict[int, float] = {}
         self.expected: dict[tuple[int, str], list[ArraySpec]] = {}
+        # Id of this run and its resumptions, sent in every round config: clients
+        # restore their saved state only from files of the same lineage.
+        self.lineage = ""
 
     # -- clients ---------------------------------------------------------------------------
     def connect(self, grid: Grid, *, poll_seconds: float = 1.0) -> None:
@@ -140,8 +147,9 @@ class PersonalizedStrategy(Strategy):
         return array_specs(sent) if message_type == MessageType.TRAIN else []
 
     def round_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
+        lineage = {"lineage": self.lineage} if self.lineage else {}
         return {**self.train_config, "server_round": server_round,
-                "local_epochs": self.budget.local_epochs, **extra}
+                "local_epochs": self.budget.local_epochs, **lineage, **extra}
 
     def ok_replies(self, replies: Iterable[Message]) -> list[tuple[dict[str, Any], Message]]:
         """Valid replies, as (metrics, message).
@@ -281,6 +289,10 @@ class PersonalizedStrategy(Strategy):
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         if state:
             raise ValueError(f"{type(self).__name__} keeps no server state to resume")
+
+    def summary_extra(self, records: list[RoundRecord]) -> dict[str, Any]:
+        """Method-specific entries for ``summary.json`` (the app layer writes them)."""
+        return {}
 
     def summary(self) -> None:
         log(INFO, "%s: %s", type(self).__name__, self.budget)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
@@ -24,6 +25,12 @@ class LocalStrategy(PersonalizedStrategy):
 
     def current_arrays(self) -> ArrayRecord:
         return ArrayRecord()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"last_eval_round": np.array(self.last_eval_round)}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.last_eval_round = int(state["last_eval_round"])
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:

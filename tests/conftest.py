@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,23 @@ def _one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def run_and_kill_server(args: list[str], out_dir: Path, timeout: float = 300
+                        ) -> subprocess.CompletedProcess[str]:
+    """`pfednas ARGS`, with its ServerApp process SIGKILLed (by the PID in
+    ``logs/serverapp.pid``) as soon as the first checkpoint is written; returns
+    the `pfednas` command's own ending (it must notice and stop by itself)."""
+    env = dict(os.environ, HYDRA_FULL_ERROR="0")
+    proc = subprocess.Popen([str(PFEDNAS), *args, f"hydra.run.dir={out_dir}"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not (out_dir / "checkpoint.npz").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within the timeout"
+        time.sleep(0.05)
+    pid = int((out_dir / "logs" / "serverapp.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)

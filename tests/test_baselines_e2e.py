@@ -1,13 +1,22 @@
-"""FedRep, FedBABU and FedNAS end to end: `pfednas` on digits, 3 rounds, through flwr run + Ray."""
+"""FedRep, FedBABU and FedNAS end to end: `pfednas` on digits through flwr run + Ray.
+
+FedRep's run is also interrupted (Ctrl-C) after its first checkpoint and
+resumed: its personal heads live only on the clients, so the resumed run ends
+with the same summary only if the clients get their saved state back.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import pids_with_token, run_pfednas
+from tests.conftest import PFEDNAS, REPO, pids_with_token, run_pfednas
 
 FEDERATION = ["federation.num_clients=4", "federation.clients_per_round=2",
               "federation.num_rounds=3", "federation.eval_every=3"]
@@ -20,7 +29,53 @@ METHOD = {
 }
 
 
-@pytest.mark.parametrize("method", sorted(METHOD))
+def check_run(out: Path, method: str, rounds: int) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == method and summary["num_clients_evaluated"] == 4
+    assert summary["personalized_acc_mean"] > 0.3  # chance is 0.1
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in records] == list(range(1, rounds + 1))
+    assert all(len(r["train"]) == 2 and r["rejected"] == 0 for r in records)
+    assert summary["bytes_down"] > 0 and summary["bytes_up"] > 0
+    token = (out / "logs" / "run_token").read_text().strip()
+    assert pids_with_token(token) == []
+    return summary
+
+
+MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb")
+
+
+def test_fedrep_interrupted_and_resumed_ends_like_the_uninterrupted_run(tmp_path: Path) -> None:
+    args = ["method=fedrep", *FEDERATION, *METHOD["fedrep"], "federation.num_rounds=4",
+            "federation.eval_every=4", "checkpoint_every=2"]
+    full = run_pfednas(args, tmp_path / "full")
+    assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
+    summary = check_run(tmp_path / "full", "fedrep", rounds=4)
+    assert any((tmp_path / "full" / "client_state").rglob("round-*.npz"))
+
+    # Execute: Ctrl-C (SIGINT to the command's process group) after the round-2 checkpoint
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([str(PFEDNAS), *args, f"hydra.run.dir={killed}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoint.npz").exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    assert not (killed / "summary.json").exists(), "the run ended before it was interrupted"
+    assert pids_with_token((killed / "logs" / "run_token").read_text().strip()) == []
+
+    resumed = run_pfednas([*args, f"resume={killed}"], tmp_path / "resumed")
+
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    again = check_run(tmp_path / "resumed", "fedrep", rounds=4)
+    assert ({k: v for k, v in again.items() if k not in MEASURED}
+            == {k: v for k, v in summary.items() if k not in MEASURED})
+
+
+@pytest.mark.parametrize("method", sorted(set(METHOD) - {"fedrep"}))
 def test_three_rounds_on_digits_beat_chance_and_leave_no_process(tmp_path: Path,
                                                                   method: str) -> None:
     out = tmp_path / "run"
@@ -28,15 +83,8 @@ def test_three_rounds_on_digits_beat_chance_and_leave_no_process(tmp_path: Path,
     result = run_pfednas([f"method={method}", *FEDERATION, *METHOD[method]], out)
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["method"] == method and summary["num_clients_evaluated"] == 4
-    assert summary["personalized_acc_mean"] > 0.3  # chance is 0.1
-    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rounds] == [1, 2, 3]
-    assert all(len(r["train"]) == 2 and r["rejected"] == 0 for r in rounds)
-    assert summary["bytes_down"] > 0 and summary["bytes_up"] > 0
+    check_run(out, method, rounds=3)
     if method == "fednas":
-        archs = {row["arch"] for row in rounds[-1]["evaluation"]}
+        last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        archs = {row["arch"] for row in last["evaluation"]}
         assert len(archs) == 1 and archs.pop().startswith("darts_s2:")
-    token = (out / "logs" / "run_token").read_text().strip()
-    assert pids_with_token(token) == []

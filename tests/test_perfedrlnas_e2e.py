@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ from pfednas.config import compose, settings_from_cfg, task_shape
 from pfednas.data import load_client_data
 from pfednas.search import get_space
 from pfednas.seeding import MODEL_INIT, int_seed
-from tests.conftest import PFEDNAS, REPO, pids_with_token, run_pfednas
+from tests.conftest import PFEDNAS, pids_with_token, run_and_kill_server, run_pfednas
 
 ARGS = ["method=perfedrlnas", "federation.num_clients=6", "federation.clients_per_round=3",
         "federation.num_rounds=4", "federation.eval_every=2", "checkpoint_every=2"]
@@ -115,19 +112,13 @@ def test_runs_keeps_uncovered_entries_and_resumes_to_the_same_summary(tmp_path: 
     # reproduces the client's personalized test accuracy
     assert_export_reproduces_accuracy(full, summary, tmp_path / "export", client=0)
 
-    # Execute: the same run killed after its round-2 checkpoint, then resumed
+    # Execute: the same run with its ServerApp process killed (SIGKILL, by PID) after the
+    # round-2 checkpoint; `pfednas` notices, stops everything and says how to resume
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([str(PFEDNAS), *ARGS, f"hydra.run.dir={killed}"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (killed / "checkpoint.npz").exists():
-            break
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=60)
-    assert not (killed / "summary.json").exists(), "the run ended before it was interrupted"
+    ended = run_and_kill_server(ARGS, killed)
+    assert ended.returncode == 1
+    assert "ServerApp process" in ended.stderr and f"resume={killed}" in ended.stderr
+    assert not (killed / "summary.json").exists(), "the run ended before it was killed"
     killed_token = (killed / "logs" / "run_token").read_text().strip()
     assert pids_with_token(killed_token) == []
 

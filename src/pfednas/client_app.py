@@ -7,10 +7,16 @@ answers three message types:
 * ``query``: its client id, so the server can address clients by id;
 * ``train``: ``NumPyClient.fit`` on the received arrays and config;
 * ``evaluate``: ``NumPyClient.evaluate`` (personalized evaluation).
+
+Around ``train`` and ``evaluate`` the client's ``Context.state`` is saved per
+round and restored when empty (:mod:`pfednas.clients.state_store`), so a
+resumed run or a restarted SuperNode carries on with the client's own state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +25,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
+from pfednas.checkpoint import CLIENT_STATE_DIR
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.faulty import Fault, FaultyClient
+from pfednas.clients.state_store import ClientStateStore
 from pfednas.config import RunSettings, compose, overrides_from_json, settings_from_cfg
 from pfednas.methods import METHODS
 from pfednas.node_data import client_id_of, node_client_data
@@ -41,8 +49,8 @@ def _set_threads(settings: RunSettings) -> None:
         torch.set_num_threads(threads)
 
 
-def make_client(context: Context) -> NumPyClient:
-    settings = _settings(context)
+def make_client(context: Context, settings: RunSettings | None = None) -> NumPyClient:
+    settings = settings or _settings(context)
     _set_threads(settings)
     env = ClientEnv(client_id=client_id_of(context), data=node_client_data(context, settings),
                     device=default_device(), seed=settings.seed)
@@ -72,20 +80,56 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": MetricRecord({"client_id": cid})}), reply_to=msg)
 
 
+def state_store(context: Context, settings: RunSettings,
+                config: dict[str, Any]) -> ClientStateStore | None:
+    """Where this client's state is saved: node config ``checkpoint-dir``, or in a
+    simulation (checkpoints on) ``<output-dir>/client_state``; None: nowhere."""
+    lineage = config.get("lineage")
+    if not isinstance(lineage, str) or not lineage:
+        return None
+    directory = str(context.node_config.get("checkpoint-dir", "")).strip()
+    if not directory and settings.checkpoint_every > 0 and "partition-id" in context.node_config:
+        output = str(context.run_config.get("output-dir", "")).strip()
+        # the server's output folder, when it is on this machine (simulation, local deployment)
+        directory = (str(Path(output) / CLIENT_STATE_DIR)
+                     if output and Path(output).is_dir() else "")
+    if not directory:
+        return None
+    return ClientStateStore(directory, client_id_of(context), lineage=lineage,
+                            keep=max(settings.checkpoint_every, 1) + 1)
+
+
+def _with_state(msg: Message, context: Context,
+                handle: Callable[[NumPyClient, dict[str, Any]], RecordDict]) -> Message:
+    settings = _settings(context)
+    config = _config_of(msg)
+    server_round = int(config.get("server_round", 0))
+    store = state_store(context, settings, config) if server_round > 0 else None
+    if store is not None and not context.state:
+        store.restore(context.state, before_round=server_round)
+    content = handle(make_client(context, settings), config)
+    if store is not None and context.state:
+        store.save(context.state, server_round)
+    return Message(content, reply_to=msg)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    client = make_client(context)
-    arrays, num_examples, metrics = client.fit(_arrays_of(msg), _config_of(msg))
-    record = MetricRecord({**_scalars(metrics), "num_examples": num_examples,
-                           "client_id": client_id_of(context)})
-    return Message(RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays), "metrics": record}),
-                   reply_to=msg)
+    def fit(client: NumPyClient, config: dict[str, Any]) -> RecordDict:
+        arrays, num_examples, metrics = client.fit(_arrays_of(msg), config)
+        record = MetricRecord({**_scalars(metrics), "num_examples": num_examples,
+                               "client_id": client_id_of(context)})
+        return RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays), "metrics": record})
+
+    return _with_state(msg, context, fit)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    client = make_client(context)
-    loss, num_examples, metrics = client.evaluate(_arrays_of(msg), _config_of(msg))
-    record = MetricRecord({**_scalars(metrics), "loss": loss, "num_examples": num_examples,
-                           "client_id": client_id_of(context)})
-    return Message(RecordDict({"metrics": record}), reply_to=msg)
+    def test(client: NumPyClient, config: dict[str, Any]) -> RecordDict:
+        loss, num_examples, metrics = client.evaluate(_arrays_of(msg), config)
+        record = MetricRecord({**_scalars(metrics), "loss": loss, "num_examples": num_examples,
+                               "client_id": client_id_of(context)})
+        return RecordDict({"metrics": record})
+
+    return _with_state(msg, context, test)

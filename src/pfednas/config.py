@@ -23,6 +23,7 @@ from pfednas.data import DataSpec, dataset_info, validate_spec
 from pfednas.search import TaskShape, get_space
 
 CHECKPOINT_FILE = "checkpoint.npz"
+SERVERAPP_PID_FILE = "serverapp.pid"  # in <output>/logs/, written by the ServerApp
 
 
 class ConfigError(ValueError):

@@ -29,7 +29,10 @@ from pathlib import Path
 
 import tomli_w
 
+from pfednas.config import CHECKPOINT_FILE, SERVERAPP_PID_FILE
+
 TOKEN_VAR = "PFEDNAS_RUN_TOKEN"
+SERVERAPP_DIED = 3  # wait_run's code when the ServerApp process died
 CONNECTION = "pfednas-local"
 
 
@@ -161,6 +164,56 @@ def local_superlink(flwr_home: Path, log_dir: Path) -> Iterator[tuple[dict[str, 
         stop_processes(token)
 
 
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, killed but not yet reaped, counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def serverapp_pid(pid_file: Path) -> int | None:
+    """The ServerApp's PID from its pid file, if it runs on this machine."""
+    try:
+        pid, host = pid_file.read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(pid) if host == socket.gethostname() else None
+
+
+def wait_run(proc: subprocess.Popen[bytes], pid_file: Path, *, poll: float = 1.0) -> int:
+    """Wait for ``flwr run --stream``; its exit code, or ``SERVERAPP_DIED``.
+
+    If the ServerApp process dies (killed, out of memory) the SuperLink keeps
+    the run open and ``flwr run`` streams for ever, so the ServerApp's PID is
+    watched and the run is stopped when it is gone.
+    """
+    while True:
+        try:
+            return proc.wait(timeout=poll)
+        except subprocess.TimeoutExpired:
+            pass
+        pid = serverapp_pid(pid_file)
+        if pid is not None and not process_alive(pid) and proc.poll() is None:
+            print(f"[pfednas] the ServerApp process (pid {pid}) died; stopping the run",
+                  file=sys.stderr, flush=True)
+            _signal(proc.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            return SERVERAPP_DIED
+
+
+def incomplete_message(code: int, out: Path) -> str:
+    what = ("the ServerApp process died" if code == SERVERAPP_DIED
+            else f"flwr run exit code {code}")
+    message = f"the run did not complete ({what}); logs in {out / 'logs'}"
+    if (out / CHECKPOINT_FILE).is_file():
+        message += f"\n  continue it from its last checkpoint with: resume={out}"
+    return message
+
+
+
 def flwr_run_command(request: SimulationRequest, run_config_file: Path) -> list[str]:
     fed = [f"num-supernodes={request.num_supernodes}", "backend='ray'",
            f"client-resources-num-cpus={int(request.client_cpus)}",
@@ -202,7 +255,7 @@ def _run_simulation(request: SimulationRequest) -> int:
         proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
-            return proc.wait()
+            return wait_run(proc, request.log_dir / SERVERAPP_PID_FILE)
         except BaseException:
             _signal(proc.pid, signal.SIGTERM)
             raise

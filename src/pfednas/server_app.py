@@ -7,7 +7,9 @@ so the CLI, the server and every client see the identical config.
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
 import sys
 import time
 from pathlib import Path
@@ -17,8 +19,9 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
 
-from pfednas.checkpoint import load_checkpoint, resume_records, save_checkpoint
+from pfednas.checkpoint import read_checkpoint, resume_records, save_checkpoint
 from pfednas.config import (
+    SERVERAPP_PID_FILE,
     RunSettings,
     compose,
     describe,
@@ -77,6 +80,17 @@ def output_dir(context: Context) -> Path:
     return Path("outputs") / time.strftime("%Y-%m-%d/%H-%M-%S_serverapp")
 
 
+def write_pid_file(out: Path) -> Path:
+    """``logs/serverapp.pid`` (``<pid> <host>``): the launcher watches this process and
+    stops the run if it dies (``flwr run --stream`` would otherwise wait for ever)."""
+    path = out / "logs" / SERVERAPP_PID_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    tmp.replace(path)
+    return path
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
@@ -87,30 +101,35 @@ def main(grid: Grid, context: Context) -> None:
     (out / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
     print(f"[pfednas] {describe(settings)}", flush=True)
 
+    write_pid_file(out)
     start = time.perf_counter()
     strategy = build_strategy(settings)
+    strategy.lineage = str(out.resolve())
     previous: list[RoundRecord] = []
     if settings.resume:
-        done, state = load_checkpoint(Path(settings.resume))
-        strategy.load_state(state)
-        previous = resume_records(Path(settings.resume), done)
+        saved = read_checkpoint(Path(settings.resume))
+        strategy.load_state(saved.state)
+        strategy.lineage = saved.lineage or strategy.lineage
+        previous = resume_records(Path(settings.resume), saved.finished_round)
         for record in previous:
             writer.write_round(record)
-        print(f"[pfednas] resumed from {settings.resume} after round {done}", flush=True)
+        print(f"[pfednas] resumed from {settings.resume} after round {saved.finished_round}",
+              flush=True)
     strategy.connect(grid)
-    checkpoint = settings.checkpoint_every > 0 and bool(strategy.state())
+    checkpoint = settings.checkpoint_every > 0
 
     def on_round(record: RoundRecord) -> None:
         writer.write_round(record)
         if checkpoint and (record.round % settings.checkpoint_every == 0
                            or record.round == settings.federation.num_rounds):
-            save_checkpoint(out, record.round, strategy.state())
+            save_checkpoint(out, record.round, strategy.state(), lineage=strategy.lineage)
         if settings.progress:
             print(progress_line(record, settings.federation.num_rounds, start), flush=True)
 
     records = previous + strategy.run(grid, on_round, start_round=len(previous) + 1)
     extra: dict[str, object] = {"server_peak_memory_mb": peak_rss_mb(), "seed": settings.seed,
                                 "overrides": [o for o in overrides if not o.startswith("resume=")]}
+    extra.update(strategy.summary_extra(records))
     if isinstance(strategy, PerFedRLNASStrategy) and strategy.new_client_report:
         extra["new_clients"] = strategy.new_client_report
     summary = summarize(method=settings.method, dataset=settings.data.name, records=records,

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from pfednas.checkpoint import carry_client_state
 from pfednas.cli import EXIT_CONFIG, EXIT_RUN, app_dir
 from pfednas.config import ConfigError, compose, describe, overrides_to_json, settings_from_cfg
 from pfednas.data import DataError, partition
@@ -34,6 +35,7 @@ from pfednas.deploy.certs import (
 )
 from pfednas.deploy.commands import Security
 from pfednas.deploy.local import DeploymentError, DeploymentRequest, run_deployment
+from pfednas.launcher import incomplete_message
 from pfednas.node_data import silo_client_data
 
 DEFAULT_NODES = 3
@@ -193,6 +195,9 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, str]:
         app_dir=app_dir(), out_dir=out, num_nodes=nodes, security=security, keys=keys,
         run_config={"overrides": overrides_to_json(overrides), "output-dir": str(out)},
         data_dirs=tuple(p.resolve() for p in args.data_dir), node_timeout=args.node_timeout)
+    if settings.resume:  # the resumed run's client states, where the local nodes look
+        out.mkdir(parents=True, exist_ok=True)
+        carry_client_state(Path(settings.resume), out)
     return request, describe(settings)
 
 
@@ -235,8 +240,8 @@ def deploy_local(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     summary = request.out_dir / "summary.json"
     if code != 0 or not summary.is_file():
-        print(f"pfednas deploy: error: the run did not complete (flwr run exit code {code}); "
-              f"logs in {request.out_dir / 'logs'}", file=sys.stderr, flush=True)
+        print(f"pfednas deploy: error: {incomplete_message(code, request.out_dir)}",
+              file=sys.stderr, flush=True)
         return EXIT_RUN
     acc = json.loads(summary.read_text()).get("personalized_acc_mean")
     print(f"[pfednas] deployment finished: personalized accuracy {acc}; results in "

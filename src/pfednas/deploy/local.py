@@ -37,6 +37,7 @@ from types import TracebackType
 
 import tomli_w
 
+from pfednas.config import SERVERAPP_PID_FILE
 from pfednas.deploy.certs import NodeKey, TlsFiles
 from pfednas.deploy.commands import (
     Security,
@@ -47,7 +48,7 @@ from pfednas.deploy.commands import (
     superlink_command,
     supernode_command,
 )
-from pfednas.launcher import free_port, run_env, stop_processes
+from pfednas.launcher import free_port, run_env, stop_processes, wait_run
 from pfednas.node_data import CACHE_ENV as NODE_CACHE_ENV
 
 CONNECTION = "pfednas-deploy"
@@ -271,7 +272,7 @@ def run_deployment(request: DeploymentRequest) -> int:
         proc = subprocess.Popen(command, env=federation.env, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
-            return proc.wait()
+            return wait_run(proc, log_dir / SERVERAPP_PID_FILE)
         except BaseException:
             proc.send_signal(signal.SIGTERM)
             raise
