@@ -18,9 +18,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pfednas.checkpoint import carry_client_state
 from pfednas.config import ConfigError, conf_dir, describe, overrides_to_json, settings_from_cfg
 from pfednas.data import DataError, partition
-from pfednas.launcher import SimulationRequest, run_simulation
+from pfednas.launcher import SimulationRequest, incomplete_message, run_simulation
 
 EXIT_CONFIG = 2
 EXIT_RUN = 1
@@ -53,6 +54,8 @@ def run_job(cfg: DictConfig) -> dict:
     out = Path(hydra_cfg.runtime.output_dir).resolve()
     overrides = list(hydra_cfg.overrides.task)
     print(f"[pfednas] {describe(settings)}\n[pfednas] output: {out}", flush=True)
+    if settings.resume:
+        carry_client_state(Path(settings.resume), out)
     fed = settings.federation
     request = SimulationRequest(
         app_dir=root, flwr_home=out / "flwr_home",
@@ -62,8 +65,7 @@ def run_job(cfg: DictConfig) -> dict:
     code = run_simulation(request)
     summary_path = out / "summary.json"
     if code != 0 or not summary_path.is_file():
-        fail(f"the run did not complete (flwr run exit code {code}); logs in {out / 'logs'}",
-             EXIT_RUN)
+        fail(incomplete_message(code, out), EXIT_RUN)
     return json.loads(summary_path.read_text())
 
 
@@ -76,6 +78,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, help) — each module has ``main(argv: list[str]) -> int``
     "deploy": ("pfednas.deploy.cli", "SuperLink + SuperNodes with TLS and node auth; certs, keys"),
     "export": ("pfednas.export", "a client's personalized model as TorchScript + its spec"),
+    "bench": ("pfednas.bench", "methods x alphas x seeds on identical partitions, then a report"),
+    "report": ("pfednas.report.cli", "table (markdown, CSV) and plots of finished runs"),
 }
 
 

@@ -1,0 +1,190 @@
+"""``pfednas report RUN_DIR...``: the benchmark table and plots for finished runs.
+
+    pfednas report outputs/bench/fashion_mnist          # a bench folder
+    pfednas report multirun/2025-01-01/12-00-00         # a Hydra -m sweep
+    pfednas report outputs/a outputs/b --out my_report  # any runs
+
+Every folder below the given paths that holds a ``summary.json`` is one run.
+Writes ``table.md``, ``table.csv``, ``runs.csv`` and PNG plots into ``--out``
+(default: ``report/`` in the common parent of the paths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from pfednas.data import DataError
+from pfednas.report import archs as arch_view
+from pfednas.report import plots
+from pfednas.report.collect import ReportError, Run, find_failed, find_run_dirs, load_run
+from pfednas.report.table import aggregate, markdown, run_row, runs_csv, to_csv
+
+EXIT_USAGE = 2
+
+
+def method_order() -> list[str]:
+    from pfednas.methods import METHODS
+
+    return list(METHODS)
+
+
+def panel_title(run: Run) -> str:
+    return f"{run.dataset} α={run.alpha:g}"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Path]:
+    rank = {m: i for i, m in enumerate(order)}
+    panels: dict[str, dict[str, list[Run]]] = {}
+    for run in sorted(runs, key=lambda r: (r.dataset, r.alpha, rank.get(r.method, len(rank)),
+                                           r.method, r.seed)):
+        panels.setdefault(panel_title(run), {}).setdefault(run.method, []).append(run)
+    curves = {title: [plots.seed_mean_curve(m, rs) for m, rs in by_method.items()]
+              for title, by_method in panels.items()}
+    accuracies = {title: {m: [float(c["accuracy"]) for r in rs for c in r.summary["per_client"]]
+                          for m, rs in by_method.items()} for title, by_method in panels.items()}
+    written = [_save(plots.accuracy_curves(curves, x="round"), out / "acc_vs_round.png"),
+               _save(plots.accuracy_curves(curves, x="wall"), out / "acc_vs_wall.png"),
+               _save(plots.client_accuracy_distribution(accuracies), out / "client_acc.png")]
+    names: set[str] = set()
+    for run in runs:
+        path = write_arch_heatmap(run, out / "archs", names)
+        if path is not None:
+            written.append(path)
+    return written
+
+
+def write_arch_heatmap(run: Run, folder: Path, taken: set[str]) -> Path | None:
+    """The run's per-client architecture heatmap, clients in label-similarity order."""
+    matrix = arch_view.arch_matrix(run.evaluation(), run.config["search_space"])
+    if matrix is None:
+        return None
+    try:
+        histograms = arch_view.label_histograms(run.config)[list(matrix.client_ids)]
+    except (DataError, OSError, ValueError) as err:
+        print(f"[pfednas report] {run.path}: label histograms unavailable ({err}); "
+              "clients in id order", file=sys.stderr)
+        histograms = None
+    rho = float("nan")
+    if histograms is not None:
+        order = arch_view.similarity_order(histograms)
+        matrix, histograms = matrix.take(order), histograms[order]
+        rho = arch_view.label_arch_correlation(histograms, matrix)
+    distinct = len({tuple(row) for row in matrix.indices.tolist()})
+    title = (f"{run.method} on {run.dataset} α={run.alpha:g} seed={run.seed}: {distinct} distinct "
+             f"of {len(matrix.client_ids)}; Spearman ρ(label dist, arch dist) = {rho:.2f}")
+    stem = f"{run.method}_{run.dataset}_alpha={run.alpha:g}_seed={run.seed}"
+    name = next(f"{stem}{suffix}.png" for suffix in ("", *(f"_{i}" for i in range(2, 10**6)))
+                if f"{stem}{suffix}.png" not in taken)
+    taken.add(name)
+    return _save(plots.arch_heatmap(matrix, histograms, title=title), folder / name)
+
+
+def tensorboard_available() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def write_tensorboard(runs: Sequence[Run], folder: Path) -> None:
+    """Per-round scalars of each run as TensorBoard event files (needs ``tensorboard``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for run in runs:
+        log_dir = folder / run.method / f"{run.dataset}_alpha={run.alpha:g}_seed={run.seed}"
+        writer = SummaryWriter(log_dir=str(log_dir))
+        try:
+            for record in run.rounds:
+                step = int(record["round"])
+                for key in ("bytes_up", "bytes_down", "wall_seconds", "server_seconds"):
+                    writer.add_scalar(f"round/{key}", float(record[key]), step)
+                if "personalized_acc_mean" in record:
+                    writer.add_scalar("personalized/acc_mean",
+                                      float(record["personalized_acc_mean"]), step)
+                    writer.add_scalar("personalized/acc_std",
+                                      float(record["personalized_acc_std"]), step)
+                losses = [row["train_loss"] for row in record["train"] if "train_loss" in row]
+                if losses:
+                    writer.add_scalar("train/loss_mean", sum(losses) / len(losses), step)
+        finally:
+            writer.close()
+
+
+def failed_section(failed: Sequence[dict[str, Any]]) -> str:
+    if not failed:
+        return ""
+    lines = ["\n## Failed runs\n", "| run folder | exit code | last error line |", "|---|---|---|"]
+    for f in failed:
+        last = (f.get("error") or "").strip().splitlines()[-1:] or [""]
+        lines.append(f"| {f['path']} | {f.get('returncode')} | {last[0].replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(run_dirs: Sequence[Path], out: Path, *,
+                 failed: Sequence[dict[str, Any]] = (), tensorboard: bool = False) -> Path:
+    """Read the runs, write the table, the plots (and event files) into ``out``."""
+    runs = [load_run(p) for p in run_dirs]
+    order = method_order()
+    rows = [run_row(r) for r in runs]
+    groups = aggregate(rows, order)
+    out.mkdir(parents=True, exist_ok=True)
+    header = ("# pfednas benchmark report\n\nPersonalized accuracy = each client's own model "
+              "on its own test split, final evaluation (summary.json); std over clients, and "
+              "over seeds when there are several. Worst-10 % = 10th-percentile client "
+              "accuracy. Traffic = run total / client-round participations (metrics.jsonl). "
+              "Distinct archs: NAS methods only.\n\n")
+    table = markdown(groups)
+    (out / "table.md").write_text(header + table + failed_section(failed))
+    (out / "table.csv").write_text(to_csv(groups))
+    (out / "runs.csv").write_text(runs_csv(rows))
+    write_plots(runs, out, order)
+    if tensorboard:
+        write_tensorboard(runs, out / "tensorboard")
+    return out / "table.md"
+
+
+def default_out(paths: Sequence[Path]) -> Path:
+    dirs = [p.resolve() if p.is_dir() else p.resolve().parent for p in paths]
+    return Path(os.path.commonpath(dirs)) / "report"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pfednas report",
+                                     description="Benchmark table and plots of finished runs.")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="run folders, bench folders or Hydra multirun folders")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: report/ in the paths' common parent)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write per-round TensorBoard event files (needs tensorboard)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.tensorboard and not tensorboard_available():
+        print("pfednas report: error: --tensorboard needs the tensorboard package "
+              "(pip install tensorboard)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        run_dirs = find_run_dirs(args.paths)
+        out = args.out or default_out(args.paths)
+        table = build_report(run_dirs, out, failed=find_failed(args.paths),
+                             tensorboard=args.tensorboard)
+    except ReportError as err:
+        print(f"pfednas report: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(table.read_text())
+    print(f"[pfednas report] {len(run_dirs)} run(s); report written to {out}")
+    return 0

@@ -1,0 +1,109 @@
+"""Find finished runs under the given folders and read what each wrote.
+
+A run folder is any folder holding a ``summary.json`` (a single ``pfednas``
+run, a cell of ``pfednas bench``, a job of a Hydra ``-m`` sweep). Its config is
+``resolved_config.yaml`` (written by the ServerApp) or else Hydra's
+``.hydra/config.yaml``. A bench cell that failed leaves ``FAILED.json`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+FAILED = "FAILED.json"
+CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
+
+
+class ReportError(ValueError):
+    """No runs to report, or a run folder that cannot be read; the message says which."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run: its summary, its per-round records and its composed config."""
+
+    path: Path
+    summary: dict[str, Any]
+    rounds: list[dict[str, Any]]
+    config: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return str(self.summary["method"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.summary["dataset"])
+
+    @property
+    def alpha(self) -> float:
+        return float(self.config["dataset"]["alpha"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.summary.get("seed", self.config.get("seed", 0)))
+
+    @property
+    def space(self) -> str:
+        return str(self.config["search_space"]["name"])
+
+    def evaluation(self) -> list[dict[str, Any]]:
+        """The final personalized evaluation rows (those ``summary.json`` was computed from)."""
+        evaluated = [r for r in self.rounds if r.get("evaluation")]
+        return list(evaluated[-1]["evaluation"]) if evaluated else []
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    """Every folder at or below ``paths`` that holds a ``summary.json``, sorted, once each."""
+    found: set[Path] = set()
+    for path in paths:
+        if not path.exists():
+            raise ReportError(f"{path}: no such file or directory")
+        if path.is_file():
+            if path.name != SUMMARY:
+                raise ReportError(f"{path}: not a run folder nor its {SUMMARY}")
+            found.add(path.resolve().parent)
+            continue
+        found.update(p.resolve().parent for p in path.rglob(SUMMARY))
+    if not found:
+        raise ReportError(f"no finished runs ({SUMMARY}) under {', '.join(map(str, paths))}")
+    return sorted(found)
+
+
+def find_failed(paths: list[Path]) -> list[dict[str, Any]]:
+    """The ``FAILED.json`` records of bench cells below ``paths`` that have no summary."""
+    failed = []
+    for path in paths:
+        if not path.is_dir():
+            continue
+        for marker in sorted(path.rglob(FAILED)):
+            if not (marker.parent / SUMMARY).is_file():
+                failed.append({**json.loads(marker.read_text()), "path": str(marker.parent)})
+    return failed
+
+
+def load_run(path: Path) -> Run:
+    try:
+        summary = json.loads((path / SUMMARY).read_text())
+        metrics = path / METRICS
+        rounds = ([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+                  if metrics.is_file() else [])
+    except (OSError, json.JSONDecodeError) as err:
+        raise ReportError(f"{path}: cannot read the run's results: {err}") from err
+    for name in CONFIG_FILES:
+        if (path / name).is_file():
+            config = OmegaConf.to_container(OmegaConf.load(path / name), resolve=False)
+            break
+    else:
+        raise ReportError(f"{path}: no {' or '.join(CONFIG_FILES)} beside {SUMMARY}")
+    if not isinstance(config, dict):
+        raise ReportError(f"{path}: the run's config is not a mapping")
+    return Run(path=path, summary=summary, rounds=rounds, config={str(k): v
+                                                                  for k, v in config.items()})

@@ -1,0 +1,120 @@
+"""Report figures (matplotlib, Agg canvas; no pyplot state): each function returns a Figure.
+
+The caller saves them (``fig.savefig(path)``); nothing here writes files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pfednas.report.archs import ArchMatrix
+from pfednas.report.collect import Run
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Mean personalized accuracy at each evaluated round, seeds averaged."""
+
+    method: str
+    rounds: np.ndarray
+    accuracy: np.ndarray
+    wall_seconds: np.ndarray  # cumulative round wall time at each of those rounds
+
+
+def run_curve(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rounds, mean accuracy, cumulative round wall s): accuracy from ``summary.json``."""
+    points = run.summary["curve"]
+    rounds = np.array([int(p["round"]) for p in points])
+    accuracy = np.array([float(p["acc_mean"]) for p in points])
+    walls = {int(r["round"]): float(r["wall_seconds"]) for r in run.rounds}
+    cumulative = np.cumsum([walls.get(r, 0.0) for r in range(1, int(rounds.max()) + 1)])
+    return rounds, accuracy, cumulative[rounds - 1]
+
+
+def seed_mean_curve(method: str, runs: Sequence[Run]) -> Curve:
+    """Average over seeds at the rounds every seed evaluated."""
+    curves = [run_curve(r) for r in runs]
+    common = sorted(set.intersection(*(set(c[0].tolist()) for c in curves)))
+    acc = np.mean([[dict(zip(c[0], c[1], strict=True))[r] for r in common] for c in curves],
+                  axis=0)
+    wall = np.mean([[dict(zip(c[0], c[2], strict=True))[r] for r in common] for c in curves],
+                   axis=0)
+    return Curve(method, np.array(common), np.asarray(acc), np.asarray(wall))
+
+
+def _figure(panels: int, width: float = 5.0, height: float = 3.8) -> tuple[Figure, list]:
+    fig = Figure(figsize=(width * panels, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def accuracy_curves(panels: Mapping[str, Sequence[Curve]], *, x: str) -> Figure:
+    """One panel per title (e.g. ``digits α=0.5``), one line per method; ``x``: round|wall."""
+    fig, axes = _figure(len(panels))
+    for ax, (title, curves) in zip(axes, panels.items(), strict=True):
+        for c in curves:
+            ax.plot(c.rounds if x == "round" else c.wall_seconds, c.accuracy, marker="o",
+                    markersize=3, label=c.method)
+        ax.set_title(title)
+        ax.set_xlabel("round" if x == "round" else "cumulative round wall time (s)")
+        ax.set_ylabel("mean personalized accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def client_accuracy_distribution(panels: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
+    """Box plot of client accuracies per method (all clients of all seeds), one panel per title."""
+    fig, axes = _figure(len(panels), width=max(5.0, 1.1 * max(len(p) for p in panels.values())))
+    for ax, (title, by_method) in zip(axes, panels.items(), strict=True):
+        names = list(by_method)
+        data = [np.asarray(by_method[m]) for m in names]
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+        rng = np.random.default_rng(0)  # jitter of the dots only
+        for i, values in enumerate(data, start=1):
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=6, alpha=0.4)
+        ax.set_title(title)
+        ax.set_ylabel("personalized client accuracy")
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def arch_heatmap(archs: ArchMatrix, histograms: np.ndarray | None, *, title: str) -> Figure:
+    """Label distribution (left) and chosen option per dimension (right), one row per client.
+
+    ``archs`` and ``histograms`` are already in the same client order.
+    """
+    n, d = archs.indices.shape
+    height = min(2.0 + 0.22 * n, 30.0)
+    classes = 0 if histograms is None else histograms.shape[1]
+    fig = Figure(figsize=(3.0 + 0.25 * (d + classes), height), layout="constrained")
+    FigureCanvasAgg(fig)
+    ratios = [max(classes, 1), d] if histograms is not None else [d]
+    axes = fig.subplots(1, len(ratios), squeeze=False, width_ratios=ratios)[0]
+    ticks = [str(c) for c in archs.client_ids]
+    if histograms is not None:
+        share = histograms / histograms.sum(axis=1, keepdims=True)
+        image = axes[0].imshow(share, aspect="auto", cmap="Greys", vmin=0, vmax=share.max())
+        axes[0].set_xlabel("class")
+        axes[0].set_ylabel("client (label-similarity order)")
+        axes[0].set_yticks(range(n), ticks, fontsize="x-small")
+        axes[0].set_xticks(range(classes))
+        fig.colorbar(image, ax=axes[0], label="label share", shrink=0.6)
+    ax = axes[-1]
+    image = ax.imshow(archs.normalised(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(d), archs.dimensions, rotation=90, fontsize="x-small")
+    ax.set_yticks(range(n), ticks, fontsize="x-small")
+    ax.set_xlabel("search dimension")
+    if n * d <= 600:
+        for (i, j), value in np.ndenumerate(archs.indices):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=6, color="w")
+    fig.colorbar(image, ax=ax, label="option (0 first, 1 last)", shrink=0.6)
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,300 @@
+"""`pfednas bench` and `pfednas report`: table and plots from two tiny real runs, and the
+pure table / architecture functions on constructed runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from pfednas.bench import BenchError, BenchPreset, cells, split_arguments
+from pfednas.config import compose
+from pfednas.methods import METHODS
+from pfednas.report.archs import (
+    arch_matrix,
+    label_arch_correlation,
+    label_histograms,
+    similarity_order,
+)
+from pfednas.report.cli import build_report
+from pfednas.report.collect import ReportError, Run, find_run_dirs
+from pfednas.report.table import (
+    aggregate,
+    distinct_archs,
+    per_client_round,
+    percentile10,
+    run_row,
+)
+from pfednas.search import get_space
+from tests.conftest import PFEDNAS, REPO
+
+SMOKE_METHODS = ("fedavg", "local")
+
+
+# -- two tiny real runs through `pfednas bench bench=smoke` ---------------------------------------
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    done = subprocess.run([str(PFEDNAS), "bench", "bench=smoke", f"bench.out={out}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout
+
+
+def _summary(out: Path, method: str) -> dict[str, Any]:
+    return json.loads((out / method / "alpha=0.5" / "seed=0" / "summary.json").read_text())
+
+
+def _table_rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+def test_bench_writes_one_run_per_cell_and_the_report_files(bench: tuple[Path, str]) -> None:
+    out, _ = bench
+
+    report = out / "report"
+
+    for method in SMOKE_METHODS:
+        assert _summary(out, method)["method"] == method
+    for name in ("table.md", "table.csv", "runs.csv"):
+        assert (report / name).stat().st_size > 0
+    for name in ("acc_vs_round.png", "acc_vs_wall.png", "client_acc.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str]) -> None:
+    out, _ = bench
+
+    rows = _table_rows(out / "report" / "table.csv")
+    markdown = (out / "report" / "table.md").read_text()
+
+    assert sorted(rows) == sorted(SMOKE_METHODS)
+    for method in SMOKE_METHODS:
+        s, row = _summary(out, method), rows[method]
+        params = [c["num_params"] for c in s["per_client"]]
+        assert float(row["acc_mean"]) == s["personalized_acc_mean"]
+        assert float(row["acc_std_clients"]) == s["personalized_acc_std"]
+        assert float(row["acc_p10"]) == s["personalized_acc_p10"]
+        assert float(row["wall_seconds"]) == s["wall_seconds"]
+        assert (int(row["params_min"]), int(row["params_max"])) == (min(params), max(params))
+        assert float(row["params_mean"]) == pytest.approx(np.mean(params))
+        assert row["budget"] == "K=4 N=2 R=2 E=1"
+        md_row = next(line for line in markdown.splitlines() if line.startswith(f"| {method} |"))
+        assert (f"{s['personalized_acc_mean']:.4f} ± {s['personalized_acc_std']:.4f}"
+                in md_row)
+    assert float(rows["local"]["bytes_up_per_client_round"]) == 0.0
+    assert float(rows["fedavg"]["bytes_up_per_client_round"]) > 0
+
+
+def test_rerun_skips_finished_cells_and_report_renders_the_same_table(
+        bench: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = bench
+    before = _summary(out, "fedavg")
+
+    again = subprocess.run([str(PFEDNAS), "bench", "bench=smoke", f"bench.out={out}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300, check=False)
+    report = subprocess.run([str(PFEDNAS), "report", str(out), "--out", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 2
+    assert _summary(out, "fedavg") == before
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "table.csv").read_text() == (out / "report" / "table.csv").read_text()
+
+
+def test_a_failed_cell_is_recorded_and_the_bench_goes_on(bench: tuple[Path, str],
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "smoke"
+    shutil.copytree(bench[0], out)
+    bad_local = "bench.method_overrides.local=['method.arch=min','federation.lr=-1']"
+
+    done = subprocess.run([str(PFEDNAS), "bench", "bench=smoke", f"bench.out={out}", bad_local],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    failed = json.loads((out / "local" / "alpha=0.5" / "seed=0" / "FAILED.json").read_text())
+    assert failed["returncode"] == 2 and "federation.lr must be > 0" in failed["error"]
+    assert not (out / "local" / "alpha=0.5" / "seed=0" / "summary.json").exists()
+    assert sorted(_table_rows(out / "report" / "table.csv")) == ["fedavg"]
+    assert "## Failed runs" in (out / "report" / "table.md").read_text()
+
+
+def test_report_of_a_missing_folder_fails_clearly() -> None:
+    done = subprocess.run([str(PFEDNAS), "report", "/nonexistent/pfednas-runs"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+    assert done.returncode == 2
+    assert "/nonexistent/pfednas-runs: no such file or directory" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_find_run_dirs_of_a_folder_without_runs_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="no finished runs"):
+        find_run_dirs([tmp_path])
+
+
+# -- pure functions on constructed runs ---------------------------------------------------------
+def _config(num_clients: int = 6, seed: int = 0) -> dict[str, Any]:
+    cfg = compose([f"federation.num_clients={num_clients}", f"seed={seed}"])
+    value = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(value, dict)
+    return {str(k): v for k, v in value.items()}
+
+
+def _run(method: str, seed: int, accs: list[float], *, params: list[int] | None = None,
+         archs: list[str] | None = None, path: Path = Path("/runs/x")) -> Run:
+    a = np.array(accs)
+    params = params or [100] * len(accs)
+    per_client = [{"client_id": i, "accuracy": acc, "num_params": p}
+                  for i, (acc, p) in enumerate(zip(accs, params, strict=True))]
+    evaluation = [{**row, "loss": 1.0, "num_examples": 10,
+                   **({"arch": archs[i]} if archs else {})} for i, row in enumerate(per_client)]
+    summary = {"method": method, "dataset": "digits", "personalized_acc_mean": float(a.mean()),
+               "personalized_acc_std": float(a.std()),
+               "personalized_acc_p10": float(np.percentile(a, 10)), "per_client": per_client,
+               "curve": [{"round": 1, "acc_mean": 0.1}, {"round": 2, "acc_mean": float(a.mean())}],
+               "wall_seconds": 10.0 + seed, "bytes_up": 4000, "bytes_down": 8000, "seed": seed}
+    rounds = [{"round": r, "sampled_clients": [0, 1], "train": [], "wall_seconds": 1.0,
+               "server_seconds": 0.0, "bytes_up": 2000, "bytes_down": 4000,
+               "evaluation": evaluation} for r in (1, 2)]
+    return Run(path=path, summary=summary, rounds=rounds, config=_config(len(accs), seed))
+
+
+def test_aggregate_pools_seeds_means_stds_and_params() -> None:
+    rows = [run_row(_run("fedavg", 0, [0.5, 0.7], params=[10, 30])),
+            run_row(_run("fedavg", 1, [0.7, 0.9], params=[20, 40])),
+            run_row(_run("local", 0, [0.2, 0.4]))]
+
+    groups = aggregate(rows, ["local", "fedavg"])
+
+    assert [g.method for g in groups] == ["local", "fedavg"]
+    fedavg = groups[1]
+    assert fedavg.seeds == (0, 1)
+    assert fedavg.acc_mean == pytest.approx(0.7)
+    assert fedavg.acc_std_clients == pytest.approx(0.1)
+    assert fedavg.acc_std_seeds == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    assert fedavg.wall_seconds == pytest.approx(10.5)
+    assert (fedavg.params_mean, fedavg.params_min, fedavg.params_max) == (25.0, 10, 40)
+    assert groups[0].acc_std_seeds is None
+
+
+def test_worst_ten_percent_is_the_summary_p10_or_its_percentile() -> None:
+    run = _run("local", 0, [0.1, 0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9, 0.9, 1.0])
+    del run.summary["personalized_acc_p10"]
+
+    assert run_row(run).acc_p10 == pytest.approx(0.1 + 0.9 * 0.4)
+    assert percentile10([0.0, 1.0]) == pytest.approx(0.1)
+
+
+def test_traffic_is_divided_by_client_round_participations() -> None:
+    rounds = [{"sampled_clients": [0, 1, 2], "train": []}, {"sampled_clients": [], "train": [{}]}]
+
+    assert per_client_round(8000, rounds) == 2000
+    assert np.isnan(per_client_round(8000, []))
+
+
+def test_distinct_archs_counts_final_evaluation_architectures() -> None:
+    space = get_space(**_config()["search_space"])
+    small, large = space.min_arch().to_str(), space.max_arch().to_str()
+    run = _run("perfedrlnas", 0, [0.5, 0.6, 0.7], archs=[small, large, small])
+
+    assert run_row(run).distinct_archs == 2
+    assert distinct_archs([{"client_id": 0, "accuracy": 1.0}]) is None
+    matrix = arch_matrix(run.evaluation(), _config()["search_space"])
+    assert matrix is not None and matrix.indices.shape == (3, len(space.dimensions))
+    assert matrix.indices[0].tolist() == list(space.min_arch().indices)
+    assert matrix.normalised()[1].tolist() == [1.0] * len(space.dimensions)
+
+
+def test_similarity_order_puts_clients_with_alike_labels_together() -> None:
+    a, b = [30, 1, 1, 1], [1, 1, 1, 30]
+    histograms = np.array([a, b, a, b, a, b], dtype=float) + np.arange(6)[:, None] * 0.1
+
+    order = similarity_order(histograms)
+
+    assert sorted(order) == list(range(6))
+    groups = ["a" if i % 2 == 0 else "b" for i in order]
+    assert groups in (["a"] * 3 + ["b"] * 3, ["b"] * 3 + ["a"] * 3)
+
+
+def test_label_arch_correlation_is_positive_when_archs_follow_the_labels() -> None:
+    space = get_space(**_config()["search_space"])
+    small, large = space.min_arch().to_str(), space.max_arch().to_str()
+    histograms = np.array([[30, 1, 2], [29, 2, 1], [1, 2, 30], [2, 1, 29]], dtype=float)
+    rows = [{"client_id": i, "arch": s} for i, s in enumerate([small, small, large, large])]
+    matrix = arch_matrix(rows, _config()["search_space"])
+    assert matrix is not None
+
+    assert label_arch_correlation(histograms, matrix) > 0.5
+
+
+def test_label_histograms_count_every_client_sample_of_the_run() -> None:
+    histograms = label_histograms(_config(num_clients=6))
+
+    assert histograms.shape == (6, 10)
+    assert histograms.sum() == 1797  # digits: every sample to one client, no cap
+
+
+def test_report_of_constructed_nas_runs_draws_the_arch_heatmap(tmp_path: Path) -> None:
+    space = get_space(**_config()["search_space"])
+    archs = [space.min_arch().to_str(), space.max_arch().to_str()] * 3
+    dirs = []
+    for seed in (0, 1):
+        run = _run("perfedrlnas", seed, [0.4, 0.5, 0.6, 0.7, 0.8, 0.9], archs=archs)
+        folder = tmp_path / "runs" / f"seed={seed}"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(run.summary))
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.rounds))
+        (folder / "resolved_config.yaml").write_text(OmegaConf.to_yaml(run.config))
+        dirs.append(folder)
+
+    table = build_report(find_run_dirs([tmp_path / "runs"]), tmp_path / "report")
+
+    assert "| perfedrlnas | 0.5 | mobilenetv3 | 0,1 |" in table.read_text()
+    heatmaps = sorted(p.name for p in (tmp_path / "report" / "archs").iterdir())
+    assert heatmaps == ["perfedrlnas_digits_alpha=0.5_seed=0.png",
+                        "perfedrlnas_digits_alpha=0.5_seed=1.png"]
+
+
+# -- the bench's cells ----------------------------------------------------------------------------
+def _preset(**changes: Any) -> BenchPreset:
+    cfg = {"name": "t", "dataset": "digits", "search_space": "mobilenetv3", "methods": "all",
+           "alphas": [0.1, 0.3], "seeds": [0], "overrides": ["federation.num_clients=4"],
+           "method_overrides": {"fedavg": ["method.arch=min"]}, "out": "/tmp/b"}
+    return BenchPreset.from_config({**cfg, **changes}, METHODS)
+
+
+def test_cells_give_every_method_the_same_data_and_darts_methods_their_space() -> None:
+    preset = _preset()
+
+    todo = cells(preset, ["federation.lr=0.05"], {m: METHODS[m].spaces for m in METHODS})
+
+    assert len(todo) == 2 * len(METHODS)
+    data_keys = ("dataset=", "dataset.alpha=", "seed=", "federation.")
+    for alpha in (0.1, 0.3):
+        same = {tuple(o for o in c.overrides if o.startswith(data_keys))
+                for c in todo if c.alpha == alpha}
+        assert len(same) == 1
+    spaces = {c.method: c.space for c in todo}
+    assert spaces["spider"] == spaces["fednas"] == "darts_s2"
+    assert spaces["fedavg"] == "mobilenetv3"
+    fedavg = next(c for c in todo if c.method == "fedavg")
+    assert fedavg.path == Path("/tmp/b/fedavg/alpha=0.1/seed=0")
+    assert fedavg.overrides[-2:] == ("method.arch=min", "federation.lr=0.05")
+
+
+def test_bench_arguments_are_checked() -> None:
+    assert split_arguments(["bench=fashion_mnist", "bench.seeds=[0,1]", "federation.lr=0.1"]) \
+        == ("fashion_mnist", ["bench.seeds=[0,1]"], ["federation.lr=0.1"])
+    with pytest.raises(BenchError, match="bench sets seed"):
+        split_arguments(["seed=1"])
+    with pytest.raises(BenchError, match="unknown method"):
+        _preset(methods=["fedavg", "nope"])
