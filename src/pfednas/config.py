@@ -164,6 +164,15 @@ def _check_method(name: Any, options: dict[str, Any], fed: Federation, space: st
         spec.check(options, fed)
 
 
+def _check_method_data(name: str, options: dict[str, Any], spec: DataSpec) -> None:
+    """A method's check of what it needs from the data (e.g. HAPFNAS's unheld samples)."""
+    from pfednas.methods import METHODS
+
+    check = METHODS[name].data_check
+    if check is not None:
+        check(options, spec)
+
+
 RUN_KEYS_NOT_COMPARED = ("resume", "progress", "output_dir", "hydra")
 
 
@@ -196,6 +205,7 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         validate_spec(spec)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    _check_method_data(name, method, spec)
     space = _as_dict(cfg.search_space)
     try:
         get_space(**space)

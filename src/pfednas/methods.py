@@ -27,8 +27,13 @@ from pfednas.clients.common import ClientEnv
 from pfednas.clients.fedbabu import FedBABUClient
 from pfednas.clients.fednas import FedNASClient
 from pfednas.clients.fedrep import FedRepClient
+from pfednas.clients.hapfnas import HAPFNASClient, knowledge_model
 from pfednas.clients.spider_state import SpiderOptions, run_fingerprint
 from pfednas.config import ConfigError, Federation, RunSettings, task_shape
+from pfednas.data import DataSpec, partition
+from pfednas.data.arrays import select
+from pfednas.data.registry import load_raw, normalisation
+from pfednas.nas.distill import TransferSet, synthetic_inputs
 from pfednas.search import (
     Arch,
     DartsS2Space,
@@ -39,7 +44,7 @@ from pfednas.search import (
     get_space,
 )
 from pfednas.search.darts_mixed import DartsMixedNet
-from pfednas.seeding import MODEL_INIT, int_seed
+from pfednas.seeding import MODEL_INIT, int_seed, numpy_rng
 from pfednas.strategies import (
     Budget,
     FedAvgFTStrategy,
@@ -52,11 +57,13 @@ from pfednas.strategies import (
 from pfednas.strategies.fedbabu import FedBABUOptions, FedBABUStrategy
 from pfednas.strategies.fednas import FedNASOptions, FedNASStrategy
 from pfednas.strategies.fedrep import FedRepOptions, FedRepStrategy
+from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy, TransferOptions
 from pfednas.train import get_arrays
 
 StrategyBuilder = Callable[[RunSettings, Budget, dict[str, Any]], PersonalizedStrategy]
 ClientBuilder = Callable[[RunSettings, ClientEnv, Context], NumPyClient]
 OptionCheck = Callable[[dict[str, Any], Federation], None]
+DataCheck = Callable[[dict[str, Any], DataSpec], None]
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class MethodSpec:
     client: ClientBuilder
     check: OptionCheck | None = None
     spaces: tuple[str, ...] = ()  # search spaces the method works on (empty: every one)
+    data_check: DataCheck | None = None  # what the method needs of the data, checked pre-launch
 
 
 # -- shared builders ---------------------------------------------------------------------------
@@ -275,6 +283,97 @@ def _fednas_client(settings: RunSettings, env: ClientEnv, context: Context) -> N
     return FedNASClient(env, _darts_space(settings), task_shape(settings))
 
 
+# -- hapfnas: distillation, predictors + evolutionary search, heteroFedAvg ---------------------
+HAPFNAS_TRANSFER = 605  # seeding purpose tag of the server's transfer set
+
+
+def _hapfnas_options(options: dict[str, Any]) -> HAPFNASOptions:
+    try:
+        return HAPFNASOptions.from_config(options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"method (hapfnas): {err}") from err
+
+
+def unheld_indices(spec: DataSpec) -> np.ndarray:
+    """Pool samples in no client's partition (sorted): partitions stay those of every method."""
+    total = len(load_raw(spec.name, spec.root, seed=spec.seed,
+                         synthetic_samples=spec.synthetic_samples).labels)
+    return np.setdiff1d(np.arange(total), np.concatenate(partition(spec)))
+
+
+def _hapfnas_data_check(options: dict[str, Any], spec: DataSpec) -> None:
+    transfer = _hapfnas_options(options).transfer
+    if spec.val_fraction <= 0:
+        raise ConfigError("method=hapfnas measures subnets on the clients' validation splits: "
+                          "dataset.val_fraction must be > 0")
+    if transfer.source != "holdout":
+        return
+    free = len(unheld_indices(spec))
+    if free < transfer.size:
+        raise ConfigError(
+            f"method.transfer.source=holdout needs method.transfer.size={transfer.size} pool "
+            f"samples that no client holds, but {spec.name} with {spec.num_clients} clients "
+            f"leaves {free} unheld (dataset.max_samples_per_client="
+            f"{spec.max_samples_per_client}); lower method.transfer.size, cap the clients with "
+            "dataset.max_samples_per_client, or use method.transfer.source=synthetic")
+
+
+def hapfnas_transfer(settings: RunSettings, options: TransferOptions) -> TransferSet:
+    """The server's transfer set: unheld pool samples or synthetic inputs (see nas/distill.py).
+
+    The labelled report split is the held-out part (holdout) or, for synthetic inputs,
+    as many unheld pool samples as there are held-out inputs (None if there are none).
+    """
+    spec, task = settings.data, task_shape(settings)
+    raw = load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples)
+    norm = normalisation(spec.name)
+    rng = numpy_rng(settings.seed, HAPFNAS_TRANSFER)
+    free = rng.permutation(unheld_indices(spec))
+    n_distill, n_held = options.counts()
+    if options.source == "synthetic":
+        x = synthetic_inputs(options.size, (task.in_channels, task.image_size, task.image_size),
+                             rng)
+        labelled = select(raw, np.sort(free[:n_held]), norm) if free.size else None
+        return TransferSet(distill=x[:n_distill], heldout=x[n_distill:], labelled=labelled)
+    if free.size < options.size:
+        raise ConfigError(f"method.transfer.size={options.size} > {free.size} unheld samples")
+    held = select(raw, np.sort(free[n_distill:options.size]), norm)
+    return TransferSet(distill=select(raw, np.sort(free[:n_distill]), norm).x, heldout=held.x,
+                       labelled=held)
+
+
+def _knowledge_fn(settings: RunSettings, width: int) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int_seed(settings.seed, MODEL_INIT, HAPFNAS_TRANSFER))
+            return knowledge_model(task_shape(settings), width)
+    return build
+
+
+def _hapfnas_strategy(settings: RunSettings, budget: Budget,
+                      train_config: dict[str, Any]) -> PersonalizedStrategy:
+    opts = _hapfnas_options(settings.method_options)
+    return HAPFNASStrategy(budget=budget, train_config=train_config,
+                           supernet=seeded_supernet(settings), options=opts,
+                           transfer=hapfnas_transfer(settings, opts.transfer),
+                           knowledge_fn=_knowledge_fn(settings, opts.knowledge_width))
+
+
+def _hapfnas_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    opts = _hapfnas_options(settings.method_options)
+    return HAPFNASClient(env, get_space(**settings.search_space), task_shape(settings),
+                         knowledge_width=opts.knowledge_width,
+                         bn_recalibrate=opts.bn_recalibrate)
+
+
+def _hapfnas_check(options: dict[str, Any], fed: Federation) -> None:
+    opts = _hapfnas_options(options)
+    try:
+        opts.plan(fed.num_rounds)
+    except ValueError as err:
+        raise ConfigError(f"method (hapfnas): {err}") from err
+
+
 METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in (
     MethodSpec("fedavg", _fedavg_strategy, _fedavg_client, _fedavg_check),
     MethodSpec("local", _local_strategy, _local_client, _local_check),
@@ -290,4 +389,6 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec i
     MethodSpec("fednas", _fednas_strategy, _fednas_client,
                partial(_options_check, FedNASOptions.from_config, "fednas"),
                spaces=("darts_s2",)),
+    MethodSpec("hapfnas", _hapfnas_strategy, _hapfnas_client, _hapfnas_check,
+               data_check=_hapfnas_data_check),
 )})

@@ -1,0 +1,59 @@
+"""HAPFNAS end to end through `pfednas`: the three phases on digits, flwr run + Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import pids_with_token, run_pfednas
+
+ARGS = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per_round=2",
+        "federation.num_rounds=6", "federation.local_epochs=2", "federation.eval_every=3",
+        "dataset.max_samples_per_client=150", "method.distill_rounds=2",
+        "method.search_rounds=1", "method.knowledge_width=8", "method.transfer.size=400",
+        "method.distill.steps=10", "method.distill.random_subnets=1",
+        "method.knowledge_epochs=5", "method.predictor.archs_per_client=12",
+        "method.predictor.trees=30", "method.predictor.folds=3",
+        "method.evolution.population=12", "method.evolution.generations=5",
+        "method.evolution.parents=4",
+        # a small space keeps the server's distillation at seconds on a shared 2-core machine
+        "search_space.base_widths=[8,16,24]", "search_space.depths=[1,2]",
+        "search_space.kernels=[3,5]", "search_space.stage_strides=[1,2,2]",
+        "search_space.stage_se=[false,true,true]",
+        "search_space.stage_acts=[relu,hswish,hswish]", "search_space.head_width=64"]
+
+
+def test_three_phases_on_digits_beat_chance_within_budgets(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+
+    result = run_pfednas(ARGS, out)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "hapfnas" and summary["num_clients_evaluated"] == 4
+    assert summary["personalized_acc_mean"] > 0.3  # chance is 0.1
+    assert all(c["num_params"] > 0 for c in summary["per_client"])
+    extra = summary["hapfnas"]
+    assert extra["budget_violations"] == 0 and extra["clients"] == 4
+    assert extra["phase_rounds"] == {"distill": 2, "search": 1, "hetero": 3}
+    assert all(extra["phase_seconds"][p] > 0 for p in ("distill", "search", "hetero"))
+    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == list(range(1, 7))
+    assert [r.get("server", {}).get("phase") for r in rounds] == [1, 1, 2, None, None, None]
+    assert all(r["failures"] == 0 and r["rejected"] == 0 for r in rounds)
+    assert all(0 <= r["server"]["acc_max"] <= 1 and r["server"]["kl_min"] >= 0
+               for r in rounds[:2])
+    assert all(row["cost"] <= row["budget"] for row in rounds[2]["train"])
+    final = rounds[-1]["evaluation"]
+    assert all(row["arch"].startswith("mobilenetv3:") and row["over_budget"] == 0
+               for row in final)
+    token = (out / "logs" / "run_token").read_text().strip()
+    assert pids_with_token(token) == []
+
+
+def test_holdout_transfer_without_unheld_samples_is_refused_before_launch(
+        tmp_path: Path) -> None:
+    result = run_pfednas(["method=hapfnas"], tmp_path / "run", timeout=120)
+
+    assert result.returncode == 2
+    assert "no client holds" in result.stderr and "transfer.source=synthetic" in result.stderr
