@@ -398,6 +398,13 @@ class HAPFNASStrategy(PersonalizedStrategy):
         out["budget_violations"] = self.budget_violations()
         return out
 
+    def personalized_arch(self, client_id: int) -> Arch:
+        """Client ``client_id``'s searched architecture (``pfednas export``)."""
+        if client_id not in self.personal:
+            raise ValueError(f"client {client_id} has no personalized architecture yet: the "
+                             "search (end of phase 2) has not run in this checkpoint")
+        return self.personal[client_id]
+
     def budget_violations(self) -> int:
         return sum(not self.fits(cid, a) for cid, a in self.personal.items())
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
-from tests.conftest import pids_with_token, run_pfednas
+import torch
+
+from pfednas.config import compose, settings_from_cfg
+from pfednas.data import load_client_data
+from tests.conftest import PFEDNAS, pids_with_token, run_pfednas
 
 ARGS = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per_round=2",
         "federation.num_rounds=6", "federation.local_epochs=2", "federation.eval_every=3",
@@ -49,6 +54,19 @@ def test_three_phases_on_digits_beat_chance_within_budgets(tmp_path: Path) -> No
                for row in final)
     token = (out / "logs" / "run_token").read_text().strip()
     assert pids_with_token(token) == []
+
+    # Execute / Assert: `pfednas export` of client 1 reproduces its personalized accuracy
+    exported = subprocess.run([str(PFEDNAS), "export", str(out), "--client", "1"],
+                              capture_output=True, text=True, check=False)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    spec = json.loads((out / "export" / "client_1.json").read_text())
+    assert spec["arch"] == next(r["arch"] for r in final if r["client_id"] == 1)
+    test = load_client_data(settings_from_cfg(compose(ARGS)).data, 1).test
+    model = torch.jit.load(str(out / "export" / "client_1.pt"))
+    with torch.no_grad():
+        predicted = model(torch.as_tensor(test.x)).argmax(1).numpy()
+    expected = next(c["accuracy"] for c in summary["per_client"] if c["client_id"] == 1)
+    assert float((predicted == test.y).mean()) == expected
 
 
 def test_holdout_transfer_without_unheld_samples_is_refused_before_launch(

@@ -3,11 +3,12 @@
 Writes ``client_<ID>.pt`` (TorchScript: loadable with ``torch.jit.load`` and
 nothing else) and ``client_<ID>.json`` beside it: the architecture string, the
 input spec (shape, dtype, the normalisation the model expects) and the class
-count. Supported for methods whose server holds the personalized model
-(PerFedRLNAS: the argmax architecture of the client's policy, cut from the
-checkpointed supernet, with BatchNorm statistics re-estimated on the client's
-train split exactly as in its personalized evaluation). Other methods keep the
-personalized model on the client and say so.
+count. Supported for methods whose server holds the personalized model: the
+client's architecture (PerFedRLNAS: the argmax of its policy; HAPFNAS: the one
+its evolutionary search chose) cut from the checkpointed supernet, with
+BatchNorm statistics re-estimated on the client's train split exactly as in its
+personalized evaluation. Other methods keep the personalized model on the
+client and say so.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from pfednas.data.registry import normalisation
 from pfednas.methods import METHODS
 from pfednas.server_app import build_strategy
 from pfednas.strategies import PerFedRLNASStrategy
+from pfednas.strategies.hapfnas import HAPFNASStrategy
 
-EXPORTABLE = ("perfedrlnas",)
+EXPORTABLE = ("perfedrlnas", "hapfnas")
 
 
 def run_settings(run_dir: Path) -> RunSettings:
@@ -51,7 +53,7 @@ def export_client(run_dir: Path, client_id: int, out_dir: Path) -> tuple[Path, P
         raise ConfigError(f"--client must be in 0..{settings.federation.num_clients - 1}")
     assert settings.method in METHODS
     strategy = build_strategy(settings)
-    assert isinstance(strategy, PerFedRLNASStrategy)
+    assert isinstance(strategy, PerFedRLNASStrategy | HAPFNASStrategy)
     _, state = load_checkpoint(run_dir)
     strategy.load_state(state)
     arch = strategy.personalized_arch(client_id)
