@@ -43,6 +43,12 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a command the test will Ctrl-C: a shell's background job (e.g. CI
+    started with ``&``) ignores SIGINT, and the ignore would be inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_and_kill_server(args: list[str], out_dir: Path, timeout: float = 300
                         ) -> subprocess.CompletedProcess[str]:
     """`pfednas ARGS`, with its ServerApp process SIGKILLed (by the PID in

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PFEDNAS, REPO, pids_with_token, run_pfednas
+from tests.conftest import PFEDNAS, REPO, default_sigint, pids_with_token, run_pfednas
 
 FEDERATION = ["federation.num_clients=4", "federation.clients_per_round=2",
               "federation.num_rounds=3", "federation.eval_every=3"]
@@ -46,8 +46,12 @@ MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb")
 
 
 def test_fedrep_interrupted_and_resumed_ends_like_the_uninterrupted_run(tmp_path: Path) -> None:
+    # Round 3's clients sleep 4 s before training (same results), so the interrupt after
+    # the round-2 checkpoint always lands before the run ends.
     args = ["method=fedrep", *FEDERATION, *METHOD["fedrep"], "federation.num_rounds=4",
-            "federation.eval_every=4", "checkpoint_every=2"]
+            "federation.eval_every=4", "checkpoint_every=2",
+            "fault_injection={clients: [0, 1, 2, 3], kind: sleep, rounds: [3], "
+            "sleep_seconds: 4}"]
     full = run_pfednas(args, tmp_path / "full")
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     summary = check_run(tmp_path / "full", "fedrep", rounds=4)
@@ -57,7 +61,7 @@ def test_fedrep_interrupted_and_resumed_ends_like_the_uninterrupted_run(tmp_path
     killed = tmp_path / "killed"
     proc = subprocess.Popen([str(PFEDNAS), *args, f"hydra.run.dir={killed}"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 300
     while not (killed / "checkpoint.npz").exists() and time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before its first checkpoint"

@@ -22,7 +22,7 @@ from pfednas.deploy.certs import (
 )
 from pfednas.deploy.commands import Security, node_config
 from pfednas.deploy.local import DeploymentError, LocalFederation
-from tests.conftest import PFEDNAS, REPO, pids_with_token
+from tests.conftest import PFEDNAS, REPO, default_sigint, pids_with_token
 
 # method.arch=min: the smallest subnet of the search space as FedAvg's fixed model (as in
 # test_e2e), so 2 rounds stay CI-sized and clear the accuracy bar.
@@ -102,7 +102,7 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     args = [arg if arg != "nodes=3" else "nodes=2" for arg in SMALL]
     proc = subprocess.Popen([str(PFEDNAS), "deploy", "local", *args, "--out", str(out)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=default_sigint)
     assert proc.stdout is not None
     lines = []
     deadline = time.monotonic() + 180
