@@ -49,21 +49,31 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_and_kill_server(args: list[str], out_dir: Path, timeout: float = 300
-                        ) -> subprocess.CompletedProcess[str]:
-    """`pfednas ARGS`, with its ServerApp process SIGKILLed (by the PID in
-    ``logs/serverapp.pid``) as soon as the first checkpoint is written; returns
-    the `pfednas` command's own ending (it must notice and stop by itself)."""
+MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb")
+
+
+def comparable(summary: dict) -> dict:
+    """A summary without what is measured on the machine (times, memory)."""
+    return {k: v for k, v in summary.items() if k not in MEASURED}
+
+
+def run_and_stop_after_checkpoint(args: list[str], out_dir: Path, *, kill_server: bool,
+                                  timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`pfednas ARGS`, stopped as soon as its first checkpoint is written: either its
+    ServerApp process is SIGKILLed (by the PID in ``logs/serverapp.pid``; the command
+    must notice and stop by itself), or Ctrl-C (SIGINT to the command's process group)."""
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
     proc = subprocess.Popen([str(PFEDNAS), *args, f"hydra.run.dir={out_dir}"], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + timeout
     while not (out_dir / "checkpoint.npz").exists():
         assert proc.poll() is None, "the run ended before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within the timeout"
         time.sleep(0.05)
-    pid = int((out_dir / "logs" / "serverapp.pid").read_text().split()[0])
-    os.kill(pid, signal.SIGKILL)
+    if kill_server:
+        os.kill(int((out_dir / "logs" / "serverapp.pid").read_text().split()[0]), signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)

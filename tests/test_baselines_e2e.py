@@ -8,15 +8,16 @@ with the same summary only if the clients get their saved state back.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PFEDNAS, REPO, default_sigint, pids_with_token, run_pfednas
+from tests.conftest import (
+    comparable,
+    pids_with_token,
+    run_and_stop_after_checkpoint,
+    run_pfednas,
+)
 
 FEDERATION = ["federation.num_clients=4", "federation.clients_per_round=2",
               "federation.num_rounds=3", "federation.eval_every=3"]
@@ -42,9 +43,6 @@ def check_run(out: Path, method: str, rounds: int) -> dict:
     return summary
 
 
-MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb")
-
-
 def test_fedrep_interrupted_and_resumed_ends_like_the_uninterrupted_run(tmp_path: Path) -> None:
     # Round 3's clients sleep 4 s before training (same results), so the interrupt after
     # the round-2 checkpoint always lands before the run ends.
@@ -59,15 +57,7 @@ def test_fedrep_interrupted_and_resumed_ends_like_the_uninterrupted_run(tmp_path
 
     # Execute: Ctrl-C (SIGINT to the command's process group) after the round-2 checkpoint
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([str(PFEDNAS), *args, f"hydra.run.dir={killed}"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=default_sigint)
-    deadline = time.monotonic() + 300
-    while not (killed / "checkpoint.npz").exists() and time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=60)
+    run_and_stop_after_checkpoint(args, killed, kill_server=False)
     assert not (killed / "summary.json").exists(), "the run ended before it was interrupted"
     assert pids_with_token((killed / "logs" / "run_token").read_text().strip()) == []
 
@@ -75,8 +65,7 @@ def test_fedrep_interrupted_and_resumed_ends_like_the_uninterrupted_run(tmp_path
 
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     again = check_run(tmp_path / "resumed", "fedrep", rounds=4)
-    assert ({k: v for k, v in again.items() if k not in MEASURED}
-            == {k: v for k, v in summary.items() if k not in MEASURED})
+    assert comparable(again) == comparable(summary)
 
 
 @pytest.mark.parametrize("method", sorted(set(METHOD) - {"fedrep"}))

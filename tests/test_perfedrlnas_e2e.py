@@ -15,7 +15,13 @@ from pfednas.config import compose, settings_from_cfg, task_shape
 from pfednas.data import load_client_data
 from pfednas.search import get_space
 from pfednas.seeding import MODEL_INIT, int_seed
-from tests.conftest import PFEDNAS, pids_with_token, run_and_kill_server, run_pfednas
+from tests.conftest import (
+    PFEDNAS,
+    comparable,
+    pids_with_token,
+    run_and_stop_after_checkpoint,
+    run_pfednas,
+)
 
 ARGS = ["method=perfedrlnas", "federation.num_clients=6", "federation.clients_per_round=3",
         "federation.num_rounds=4", "federation.eval_every=2", "checkpoint_every=2"]
@@ -30,9 +36,6 @@ def initial_supernet_arrays() -> tuple[list[np.ndarray], object]:
             num_classes=task.num_classes, in_channels=task.in_channels,
             image_size=task.image_size)
     return supernet.state_arrays(), supernet
-
-
-MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb")
 
 
 FRESH = """
@@ -70,11 +73,6 @@ def assert_export_reproduces_accuracy(run_dir: Path, summary: dict, out: Path,
 def records_last_arch(run_dir: Path, client: int) -> str:
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     return next(r["arch"] for r in last["evaluation"] if r["client_id"] == client)
-
-
-def comparable(summary: dict) -> dict:
-    """The summary without what is measured on the machine (times, memory)."""
-    return {k: v for k, v in summary.items() if k not in MEASURED}
 
 
 def test_runs_keeps_uncovered_entries_and_resumes_to_the_same_summary(tmp_path: Path) -> None:
@@ -115,7 +113,7 @@ def test_runs_keeps_uncovered_entries_and_resumes_to_the_same_summary(tmp_path: 
     # Execute: the same run with its ServerApp process killed (SIGKILL, by PID) after the
     # round-2 checkpoint; `pfednas` notices, stops everything and says how to resume
     killed = tmp_path / "killed"
-    ended = run_and_kill_server(ARGS, killed)
+    ended = run_and_stop_after_checkpoint(ARGS, killed, kill_server=True)
     assert ended.returncode == 1
     assert "ServerApp process" in ended.stderr and f"resume={killed}" in ended.stderr
     assert not (killed / "summary.json").exists(), "the run ended before it was killed"

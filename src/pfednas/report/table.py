@@ -184,18 +184,25 @@ CSV_FIELDS = ("dataset", "method", "alpha", "space", "seeds", "budget", "acc_mea
               "params_min", "params_max", "distinct_archs")
 
 
-def to_csv(groups: Sequence[GroupRow]) -> str:
+def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for g in groups:
-        writer.writerow([g.dataset, g.method, g.alpha, g.space, " ".join(map(str, g.seeds)),
-                         g.budget, g.acc_mean, g.acc_std_clients,
-                         "" if g.acc_std_seeds is None else g.acc_std_seeds, g.acc_p10,
-                         g.wall_seconds, g.up_per_client_round, g.down_per_client_round,
-                         g.params_mean, g.params_min, g.params_max,
-                         "" if g.distinct_archs is None else g.distinct_archs])
+    writer.writerow(header)
+    writer.writerows(rows)
     return buffer.getvalue()
+
+
+def _blank_none(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def to_csv(groups: Sequence[GroupRow]) -> str:
+    return _csv(CSV_FIELDS, (
+        [g.dataset, g.method, g.alpha, g.space, " ".join(map(str, g.seeds)),
+         g.budget, g.acc_mean, g.acc_std_clients, _blank_none(g.acc_std_seeds), g.acc_p10,
+         g.wall_seconds, g.up_per_client_round, g.down_per_client_round,
+         g.params_mean, g.params_min, g.params_max, _blank_none(g.distinct_archs)]
+        for g in groups))
 
 
 RUN_CSV_FIELDS = ("dataset", "method", "alpha", "space", "seed", "budget", "acc_mean", "acc_std",
@@ -205,12 +212,8 @@ RUN_CSV_FIELDS = ("dataset", "method", "alpha", "space", "seed", "budget", "acc_
 
 def runs_csv(rows: Sequence[RunRow]) -> str:
     """Every run on its own line, with the folder it was read from."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(RUN_CSV_FIELDS)
-    for r in sorted(rows, key=lambda r: (*group_key(r), r.seed)):
-        writer.writerow([r.dataset, r.method, r.alpha, r.space, r.seed, r.budget, r.acc_mean,
-                         r.acc_std, r.acc_p10, r.wall_seconds, r.up_per_client_round,
-                         r.down_per_client_round,
-                         "" if r.distinct_archs is None else r.distinct_archs, r.path])
-    return buffer.getvalue()
+    return _csv(RUN_CSV_FIELDS, (
+        [r.dataset, r.method, r.alpha, r.space, r.seed, r.budget, r.acc_mean, r.acc_std,
+         r.acc_p10, r.wall_seconds, r.up_per_client_round, r.down_per_client_round,
+         _blank_none(r.distinct_archs), r.path]
+        for r in sorted(rows, key=lambda r: (*group_key(r), r.seed))))
