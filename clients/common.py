@@ -10,7 +10,7 @@ import torch
 
 from pfednas.data import ClientData
 from pfednas.seeding import CLIENT_TRAIN, torch_generator
-from pfednas.train import Hyper, evaluate, num_parameters
+from pfednas.train import Hyper, TrainStats, evaluate, num_parameters
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,19 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def test_reply(net: torch.nn.Module, env: ClientEnv, train_seconds: float
+def test_reply(net: torch.nn.Module, env: ClientEnv, trained: TrainStats | None
                ) -> tuple[float, int, dict[str, Any]]:
-    """The personalized-evaluation reply: ``net`` on the client's test split."""
+    """The personalized-evaluation reply: ``net`` on the client's test split, with the
+    seconds and sample-passes of the training this request did first (if any)."""
     result = evaluate(net, env.data.test, device=env.device)
     return result.loss, result.samples, {"accuracy": result.accuracy,
                                          "num_params": num_parameters(net),
-                                         "train_seconds": train_seconds}
+                                         **work_metrics(trained)}
+
+
+def work_metrics(*trained: TrainStats | None) -> dict[str, float | int]:
+    """``train_seconds`` and ``sample_passes`` (samples through forward + backward) of the
+    training runs a request did: the client compute the benchmark protocol measures."""
+    done = [t for t in trained if t is not None]
+    return {"train_seconds": float(sum(t.seconds for t in done)),
+            "sample_passes": int(sum(t.samples for t in done))}

@@ -15,6 +15,7 @@ from pfednas.clients.common import (
     peak_memory_mb,
     test_reply,
     train_generator,
+    work_metrics,
 )
 from pfednas.train import get_arrays, set_arrays, train_epochs
 
@@ -40,7 +41,7 @@ class FedAvgClient(NumPyClient):
                              hyper=hyper_from_config(config),
                              generator=train_generator(self.env, int(config["server_round"])),
                              device=self.env.device)
-        metrics = {"train_loss": stats.loss, "train_seconds": stats.seconds,
+        metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "peak_memory_mb": peak_memory_mb(self.env.device)}
         return get_arrays(model), len(self.env.data.train.y), metrics
 
@@ -48,10 +49,10 @@ class FedAvgClient(NumPyClient):
                  ) -> tuple[float, int, dict[str, Any]]:
         model = self._model(parameters)
         epochs = int(config.get("finetune_epochs", 0))
-        seconds = 0.0
+        tuned = None
         if epochs > 0:
-            seconds = train_epochs(
+            tuned = train_epochs(
                 model, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
-                device=self.env.device).seconds
-        return test_reply(model, self.env, seconds)
+                device=self.env.device)
+        return test_reply(model, self.env, tuned)

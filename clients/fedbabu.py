@@ -26,6 +26,7 @@ from pfednas.clients.common import (
     peak_memory_mb,
     test_reply,
     train_generator,
+    work_metrics,
 )
 from pfednas.search import ElasticNet
 from pfednas.train import get_arrays
@@ -52,7 +53,7 @@ class FedBABUClient(NumPyClient):
                            epochs=int(config["local_epochs"]), hyper=hyper_from_config(config),
                            generator=train_generator(self.env, int(config["server_round"])),
                            device=self.env.device)
-        metrics = {"train_loss": stats.loss, "train_seconds": stats.seconds,
+        metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "peak_memory_mb": peak_memory_mb(self.env.device)}
         return take(get_arrays(net), split.body), len(self.env.data.train.y), metrics
 
@@ -62,11 +63,11 @@ class FedBABUClient(NumPyClient):
         epochs, mode = int(config.get("finetune_epochs", 0)), str(config.get("finetune", "head"))
         if mode not in FINETUNE_MODES:
             raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {mode!r}")
-        seconds = 0.0
+        tuned = None
         if epochs > 0:
             keys = split.head_keys() if mode == "head" else list(split.keys)
-            seconds = train_part(
+            tuned = train_part(
                 net, keys, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
-                device=self.env.device).seconds
-        return test_reply(net, self.env, seconds)
+                device=self.env.device)
+        return test_reply(net, self.env, tuned)

@@ -23,6 +23,7 @@ from pfednas.clients.common import (
     peak_memory_mb,
     test_reply,
     train_generator,
+    work_metrics,
 )
 from pfednas.clients.subnet import build_subnet
 from pfednas.nas.darts_search import ArchHyper, search_epochs
@@ -48,17 +49,17 @@ class FedNASClient(NumPyClient):
                               hyper=hyper_from_config(config), arch=arch,
                               generator=train_generator(self.env, int(config["server_round"])),
                               device=self.env.device)
-        metrics = {"train_loss": stats.loss, "train_seconds": stats.seconds,
+        metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "peak_memory_mb": peak_memory_mb(self.env.device)}
         return get_arrays(net), len(self.env.data.train.y), metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
-        epochs, seconds = int(config.get("finetune_epochs", 0)), 0.0
+        epochs, tuned = int(config.get("finetune_epochs", 0)), None
         if epochs > 0:
-            seconds = train_epochs(
+            tuned = train_epochs(
                 net, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
-                device=self.env.device).seconds
-        return test_reply(net, self.env, seconds)
+                device=self.env.device)
+        return test_reply(net, self.env, tuned)

@@ -28,6 +28,7 @@ from pfednas.clients.common import (
     peak_memory_mb,
     test_reply,
     train_generator,
+    work_metrics,
 )
 from pfednas.search import ElasticNet
 from pfednas.train import TrainStats, get_arrays
@@ -72,13 +73,13 @@ class FedRepClient(NumPyClient):
         arrays = get_arrays(net)
         self.state[HEAD_KEY] = ArrayRecord(numpy_ndarrays=take(arrays, split.head))
         metrics = {"train_loss": body.loss, "head_train_loss": head.loss,
-                   "train_seconds": head.seconds + body.seconds,
+                   **work_metrics(head, body),
                    "peak_memory_mb": peak_memory_mb(self.env.device)}
         return take(arrays, split.body), len(self.env.data.train.y), metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         net, split = self.model(parameters)
-        seconds = self._train(net, split.head_keys(), int(config.get("finetune_epochs", 0)),
-                              config, FINETUNE_PHASE).seconds
-        return test_reply(net, self.env, seconds)
+        tuned = self._train(net, split.head_keys(), int(config.get("finetune_epochs", 0)),
+                            config, FINETUNE_PHASE)
+        return test_reply(net, self.env, tuned)

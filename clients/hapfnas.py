@@ -5,8 +5,8 @@ The message config's ``phase`` says which role a request is for:
 1. ``train``: train the received *knowledge model* (a small CNN of
    ``knowledge_width``, never the supernet) on the train split; reply with it,
    its validation accuracy and the training time.
-2. ``evaluate``: the whole distilled supernet arrives once with the
-   architecture strings ``archs`` (``;``-separated); each subnet is extracted,
+2. ``evaluate``: the distilled supernet's subnet ``cover`` that contains every
+   architecture of ``archs`` (``;``-separated) arrives; each subnet is extracted,
    its BatchNorm statistics are re-estimated on the train split, and its
    accuracy on the **validation** split is replied as ``acc_<i>``. Test data
    are never touched by the search.
@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 from flwr.client import NumPyClient
 
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from pfednas.clients.common import (
+    ClientEnv,
+    hyper_from_config,
+    peak_memory_mb,
+    train_generator,
+    work_metrics,
+)
 from pfednas.clients.subnet import SubnetClient, recalibrate_on
 from pfednas.models import SmallCNN
 from pfednas.nas.phases import Phase
@@ -66,7 +72,7 @@ class HAPFNASClient(NumPyClient):
                              hyper=hyper_from_config(config), generator=generator,
                              device=self.env.device)
         val = evaluate(model, self.env.data.val, device=self.env.device)
-        metrics = {"train_loss": stats.loss, "train_seconds": stats.seconds,
+        metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "val_accuracy": val.accuracy, "peak_memory_mb": peak_memory_mb(self.env.device)}
         return get_arrays(model.cpu()), len(self.env.data.train.y), metrics
 
@@ -75,7 +81,9 @@ class HAPFNASClient(NumPyClient):
         supernet = self.space.build_supernet(num_classes=self.task.num_classes,
                                              in_channels=self.task.in_channels,
                                              image_size=self.task.image_size)
-        supernet.load_state_arrays(parameters)
+        # only the subnet covering this request's architectures arrived: its arrays go to
+        # their supernet positions, from which each (contained) subnet is cut
+        supernet.scatter(self.space.arch_from_str(str(config["cover"])), parameters)
         supernet.eval()
         batch_size, val = int(config["batch_size"]), self.env.data.val
         metrics: dict[str, Any] = {}

@@ -45,11 +45,11 @@ class LocalClient(NumPyClient):
                  ) -> tuple[float, int, dict[str, Any]]:
         model = self._load()
         epochs = int(config["train_epochs"])
-        seconds = 0.0
+        trained = None
         if epochs > 0:
-            seconds = train_epochs(
+            trained = train_epochs(
                 model, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"])),
-                device=self.env.device).seconds
+                device=self.env.device)
             self.state[STATE_KEY] = ArrayRecord(numpy_ndarrays=get_arrays(model))
-        return test_reply(model, self.env, seconds)
+        return test_reply(model, self.env, trained)

@@ -6,6 +6,12 @@ FedAvg client, and replies with the trained arrays plus its validation accuracy
 than in FedAvg. Evaluation requests run the received subnet as is — optionally
 after re-estimating its BatchNorm statistics on the client's own train split
 (OFA's recalibration; weights untouched) — on the client's test split.
+
+With ``finetune_epochs`` = F > 0 in an evaluation request (the benchmark
+protocol's fine-tuning setting, not part of the PerFedRLNAS paper) the client
+first measures the slice as published (``accuracy_no_ft``), then fine-tunes it
+for F epochs on its train split like FedAvg+FT, re-estimates BatchNorm and
+reports that as ``accuracy``; the fine-tuned weights are not kept.
 """
 
 from __future__ import annotations
@@ -17,7 +23,14 @@ import torch
 from flwr.client import NumPyClient
 from torch import nn
 
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from pfednas.clients.common import (
+    ClientEnv,
+    hyper_from_config,
+    peak_memory_mb,
+    test_reply,
+    train_generator,
+    work_metrics,
+)
 from pfednas.data import ArrayDataset
 from pfednas.search import SearchSpace, TaskShape, recalibrate_batchnorm
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
@@ -45,6 +58,9 @@ def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
     recalibrate_batchnorm(net, (x[i:i + batch_size] for i in starts))
 
 
+FINETUNE_PHASE = 1
+
+
 class SubnetClient(NumPyClient):
     def __init__(self, env: ClientEnv, space: SearchSpace, task: TaskShape, *,
                  bn_recalibrate: bool) -> None:
@@ -60,7 +76,7 @@ class SubnetClient(NumPyClient):
                              device=self.env.device)
         val = evaluate(net, self.env.data.val, device=self.env.device)
         test = evaluate(net, self.env.data.test, device=self.env.device)
-        metrics = {"train_loss": stats.loss, "train_seconds": stats.seconds,
+        metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "val_accuracy": val.accuracy, "accuracy": test.accuracy,
                    "peak_memory_mb": peak_memory_mb(self.env.device)}
         return get_arrays(net), len(self.env.data.train.y), metrics
@@ -68,10 +84,24 @@ class SubnetClient(NumPyClient):
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
+        self.recalibrate(net, config)
+        epochs = int(config.get("finetune_epochs", 0))
+        if config.get("split") == "val" or epochs <= 0:
+            split = self.env.data.val if config.get("split") == "val" else self.env.data.test
+            result = evaluate(net, split, device=self.env.device)
+            return result.loss, result.samples, {"accuracy": result.accuracy,
+                                                 "num_params": num_parameters(net),
+                                                 **work_metrics()}
+        as_published = evaluate(net, self.env.data.test, device=self.env.device)
+        tuned = train_epochs(
+            net, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
+            generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
+            device=self.env.device)
+        self.recalibrate(net, config)
+        loss, samples, metrics = test_reply(net, self.env, tuned)
+        return loss, samples, {**metrics, "accuracy_no_ft": as_published.accuracy}
+
+    def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:
         if self.bn_recalibrate:
             recalibrate_on(net, self.env.data.train, int(config["batch_size"]), self.env.device)
-        split = self.env.data.val if config.get("split") == "val" else self.env.data.test
-        result = evaluate(net, split, device=self.env.device)
-        return result.loss, result.samples, {"accuracy": result.accuracy,
-                                             "num_params": num_parameters(net)}
 

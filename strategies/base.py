@@ -209,6 +209,9 @@ class PersonalizedStrategy(Strategy):
                          "loss": float(metrics["loss"]),
                          "num_params": int(metrics.get("num_params", 0)),
                          "num_examples": int(metrics["num_examples"]),
+                         "sample_passes": int(metrics.get("sample_passes", 0)),
+                         **({"accuracy_no_ft": float(metrics["accuracy_no_ft"])}
+                            if "accuracy_no_ft" in metrics else {}),
                          **self.evaluation_details(cid)})
         self.record.evaluation = sorted(rows, key=lambda r: r["client_id"])
         if not rows:
@@ -222,7 +225,8 @@ class PersonalizedStrategy(Strategy):
 
     @staticmethod
     def train_row(metrics: dict[str, Any]) -> dict[str, float]:
-        keys = ("client_id", "train_loss", "train_seconds", "num_examples", "peak_memory_mb")
+        keys = ("client_id", "train_loss", "train_seconds", "num_examples", "peak_memory_mb",
+                "sample_passes")
         return {k: metrics[k] for k in keys if k in metrics}
 
     # -- the loop ----------------------------------------------------------------------------

@@ -9,8 +9,9 @@ Three phases over the federation's rounds (``pfednas.nas.phases.PhasePlan``):
    The round's ``server`` record holds the KL of the largest / smallest subnet to
    the ensemble on held-out transfer inputs and their labelled accuracy.
 2. **Predictors and search.** Every client evaluates M sampled subnets of the
-   distilled supernet (within its budget) on its validation split; the whole
-   supernet travels once per search round. After the last search round the
+   distilled supernet (within its budget) on its validation split; only the
+   subnet that covers its sampled ones travels (``covering_arch``), never the
+   whole supernet unless a sample needs it. After the last search round the
    server fits one random forest per client and runs a predictor-guided
    evolutionary search under the client's budget (``pfednas.nas.predictor``,
    ``pfednas.nas.evolution``; the module docstrings say why on the server).
@@ -115,8 +116,9 @@ class HAPFNASOptions:
     search_rounds: int = 1
     hetero_rounds: int | None = None   # None: the rest of federation.num_rounds
     knowledge_width: int = 16
-    knowledge_epochs: int = 5
+    knowledge_epochs: int | None = None  # None: federation.local_epochs (the same E as others)
     bn_recalibrate: bool = True
+    finetune_epochs: int = 0            # F: protocol fine-tuning at evaluation (0 = as published)
     transfer: TransferOptions = field(default_factory=TransferOptions)
     distill: DistillOptions = field(default_factory=DistillOptions)
     predictor: PredictorOptions = field(default_factory=PredictorOptions)
@@ -124,8 +126,13 @@ class HAPFNASOptions:
     budget: BudgetSpread = field(default_factory=BudgetSpread)
 
     def __post_init__(self) -> None:
-        if self.knowledge_width < 1 or self.knowledge_epochs < 1:
+        if self.knowledge_width < 1 or (self.knowledge_epochs is not None
+                                        and self.knowledge_epochs < 1):
             raise ValueError("knowledge_width and knowledge_epochs must be >= 1")
+        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
+                or self.finetune_epochs < 0:
+            raise ValueError(f"finetune_epochs must be an integer >= 0, got "
+                             f"{self.finetune_epochs!r}")
         if self.predictor.archs_per_client < self.search_rounds:
             raise ValueError("predictor.archs_per_client must be >= search_rounds")
 
@@ -146,6 +153,25 @@ class HAPFNASOptions:
                   "budget": BudgetSpread}
         parts = {key: cls(**(opts.pop(key, None) or {})) for key, cls in nested.items()}
         return HAPFNASOptions(**opts, **parts)
+
+
+def covering_arch(supernet: Supernet, archs: list[Arch]) -> Arch:
+    """The smallest architecture whose subnet contains every one of ``archs``.
+
+    Subnets are nested (prefix channels, first blocks, centre kernel crops), so with
+    choices in increasing order the per-dimension largest choice covers them all;
+    checked on the supernet regions, else the largest architecture (the whole supernet).
+    """
+    space = supernet.space
+    cover = space.arch_from_indices(np.max([a.indices for a in archs], axis=0))
+    outer = dict(supernet.regions(cover))
+    for arch in archs:
+        for i, inner in supernet.regions(arch):
+            if i not in outer or not all(
+                    (o.start or 0) <= (s.start or 0) and (s.stop or 0) <= (o.stop or 0)
+                    for s, o in zip(inner, outer[i], strict=True)):
+                return space.max_arch()
+    return cover
 
 
 class HAPFNASStrategy(PersonalizedStrategy):
@@ -200,7 +226,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
             return []
         self.record.sampled = self.sample_clients(server_round)
         if phase == Phase.DISTILL:
-            cfg = self.phase_config(server_round, local_epochs=self.options.knowledge_epochs)
+            cfg = self.phase_config(server_round, local_epochs=self.options.knowledge_epochs
+                                    or self.budget.local_epochs)
             return [self.message(cid, MessageType.TRAIN, cfg,
                                  self.knowledge.get(cid, (self.knowledge_init, 0.0))[0])
                     for cid in self.record.sampled]
@@ -297,18 +324,21 @@ class HAPFNASStrategy(PersonalizedStrategy):
                            grid: Grid) -> Iterable[Message]:
         phase = self.plan.phase_of(server_round)
         if phase == Phase.SEARCH:
-            state = self.supernet.state_arrays()
             messages = []
             for cid in range(self.budget.num_clients):
                 self.pending[cid] = archs = self.search_archs(cid, server_round)
+                cover = covering_arch(self.supernet, archs)
                 text = ARCH_SEPARATOR.join(a.to_str() for a in archs)
-                cfg = self.phase_config(server_round, archs=text, split="val")
-                messages.append(self.message(cid, MessageType.EVALUATE, cfg, state))
+                cfg = self.phase_config(server_round, archs=text, split="val",
+                                        cover=cover.to_str())
+                messages.append(self.message(cid, MessageType.EVALUATE, cfg,
+                                             self.supernet.slice(cover)))
             return messages
         if phase == Phase.DISTILL or not self.is_eval_round(server_round):
             return []
         return [self.message(cid, MessageType.EVALUATE,
-                             self.phase_config(server_round, arch=arch.to_str(), split="test"),
+                             self.phase_config(server_round, arch=arch.to_str(), split="test",
+                                               finetune_epochs=self.options.finetune_epochs),
                              self.supernet.slice(arch))
                 for cid, arch in sorted(self.personal.items())]
 

@@ -14,7 +14,10 @@ into a freshly initialised proxy instead.
 
 Personalized model of client i: the subnet at argmax α_i with the supernet's
 weights, no further training (BatchNorm statistics optionally re-estimated on
-the client's train split). Clients held out of training ("new clients") get
+the client's train split). With ``finetune_epochs`` = F > 0 (the benchmark
+protocol's "+FT", not in the paper) each client also fine-tunes that slice for F
+epochs before its test evaluation; rows then carry both accuracies
+(``accuracy_no_ft`` is the paper's). Clients held out of training ("new clients") get
 theirs by search-only rounds at the end: sample, evaluate on their validation
 split, update their policy; nothing is trained or uploaded.
 """
@@ -61,6 +64,7 @@ class PerFedRLNASOptions:
     new_clients: int = 0
     new_client_rounds: int = 10
     failure_reward: float | None = None
+    finetune_epochs: int = 0  # F: protocol fine-tuning at evaluation (0 = as published)
 
     def __post_init__(self) -> None:
         if self.merge_weighting not in ("samples", "uniform"):
@@ -70,6 +74,10 @@ class PerFedRLNASOptions:
             raise ValueError(f"round_time must be simulated|measured, got {self.round_time!r}")
         if self.lambda_time < 0 or self.new_clients < 0 or self.new_client_rounds < 0:
             raise ValueError("lambda_time, new_clients and new_client_rounds must be >= 0")
+        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
+                or self.finetune_epochs < 0:
+            raise ValueError(f"finetune_epochs must be an integer >= 0, got "
+                             f"{self.finetune_epochs!r}")
 
     @staticmethod
     def from_config(options: Mapping[str, Any]) -> PerFedRLNASOptions:
@@ -221,7 +229,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     # -- personalized evaluation -------------------------------------------------------------------
     def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Message:
-        cfg = self.round_config(server_round, arch=arch.to_str(), split=split)
+        tune = {"finetune_epochs": self.options.finetune_epochs} if split == "test" else {}
+        cfg = self.round_config(server_round, arch=arch.to_str(), split=split, **tune)
         return self.message(cid, MessageType.EVALUATE, cfg, self.supernet.slice(arch))
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

@@ -189,6 +189,28 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
                           f"{', '.join(differ)}; pass the same overrides as the original run")
 
 
+def space_for_dataset(space: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The search space's values with its ``per_dataset.<dataset>`` choices applied.
+
+    A space config may size itself per dataset (e.g. no elastic resolution on 8×8
+    digits); to change such a value on that dataset, override
+    ``search_space.per_dataset.<dataset>.<key>`` (or set ``search_space.per_dataset={}``).
+    """
+    values = dict(space)
+    per_dataset = values.pop("per_dataset", None) or {}
+    if not isinstance(per_dataset, dict):
+        raise ConfigError(f"search_space.per_dataset must be a mapping, got {per_dataset!r}")
+    choices = per_dataset.get(dataset) or {}
+    if not isinstance(choices, dict):
+        raise ConfigError(f"search_space.per_dataset.{dataset} must be a mapping, got {choices!r}")
+    unknown = sorted(set(choices) - set(values))
+    if unknown:
+        raise ConfigError(f"search_space.per_dataset.{dataset}: unknown key(s) "
+                          f"{', '.join(unknown)}")
+    values.update(choices)
+    return values
+
+
 def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     """Build and validate the typed settings; raises :class:`ConfigError`."""
     method = _as_dict(cfg.method)
@@ -206,7 +228,7 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     except ValueError as err:
         raise ConfigError(str(err)) from err
     _check_method_data(name, method, spec)
-    space = _as_dict(cfg.search_space)
+    space = space_for_dataset(_as_dict(cfg.search_space), spec.name)
     try:
         get_space(**space)
     except (TypeError, ValueError) as err:

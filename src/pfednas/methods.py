@@ -34,6 +34,8 @@ from pfednas.data import DataSpec, partition
 from pfednas.data.arrays import select
 from pfednas.data.registry import load_raw, normalisation
 from pfednas.nas.distill import TransferSet, synthetic_inputs
+from pfednas.nas.fitting import largest_fitting_arch
+from pfednas.nas.heterogeneity import HardwareSpread, draw_hardware
 from pfednas.search import (
     Arch,
     DartsS2Space,
@@ -44,7 +46,7 @@ from pfednas.search import (
     get_space,
 )
 from pfednas.search.darts_mixed import DartsMixedNet
-from pfednas.seeding import MODEL_INIT, int_seed, numpy_rng
+from pfednas.seeding import HARDWARE, MODEL_INIT, int_seed, numpy_rng
 from pfednas.strategies import (
     Budget,
     FedAvgFTStrategy,
@@ -90,6 +92,12 @@ def _seeded_supernet(space: dict[str, Any], task: TaskShape, seed: int) -> Super
             image_size=task.image_size)
 
 
+# Memory budgets of the NAS methods (conf/method/perfedrlnas.yaml ``hardware.memory_*``,
+# hapfnas.yaml ``budget``): U(low, high) × the largest subnet's training memory.
+BUDGET_SPREAD = HardwareSpread(memory_low=0.25, memory_high=1.0)
+FITS_ALL = "fits_all"
+
+
 def parse_fixed_arch(space: SearchSpace, value: Any) -> Arch:
     """``method.arch`` of the baselines: ``max`` (default), ``min`` or an architecture string."""
     if value is None or value == "max":
@@ -99,11 +107,27 @@ def parse_fixed_arch(space: SearchSpace, value: Any) -> Arch:
     return space.arch_from_str(str(value))
 
 
+def fits_all_arch(supernet: Supernet, num_clients: int, seed: int, batch_size: int) -> Arch:
+    """The largest architecture (by parameters) within every client's memory budget."""
+    def memory(arch: Arch) -> float:
+        return float(supernet.cost(arch, batch_size=batch_size).memory_bytes)
+
+    budgets = draw_hardware(num_clients, BUDGET_SPREAD, memory(supernet.space.max_arch()),
+                            numpy_rng(seed, HARDWARE))
+    tightest = min(hw.memory_bytes for hw in budgets)
+    return largest_fitting_arch(
+        supernet.space, lambda a: memory(a) <= tightest,
+        lambda a: float(supernet.cost(a).params), numpy_rng(seed, HARDWARE, FIXED_ARCH_SEARCH))
+
+
 @lru_cache(maxsize=4)
-def _fixed_model(space_json: str, task: TaskShape, seed: int, arch: str | None) -> ElasticNet[Any]:
+def _fixed_model(space_json: str, task: TaskShape, seed: int, arch: str | None,
+                 fits: tuple[int, int] | None) -> ElasticNet[Any]:
     space_cfg = json.loads(space_json)
     supernet = _seeded_supernet(space_cfg, task, seed)
-    return supernet.extract(parse_fixed_arch(supernet.space, arch))
+    chosen = (fits_all_arch(supernet, fits[0], seed, fits[1]) if fits is not None
+              else parse_fixed_arch(supernet.space, arch))
+    return supernet.extract(chosen)
 
 
 def fixed_model_fn(settings: RunSettings) -> Callable[[], ElasticNet[Any]]:
@@ -111,10 +135,14 @@ def fixed_model_fn(settings: RunSettings) -> Callable[[], ElasticNet[Any]]:
 
     The same initial weights for every method and client given the seed; built
     once per process (a ClientApp answers many messages), each call a fresh copy.
+    ``method.arch=fits_all``: the largest architecture every client's memory budget
+    admits (``fits_all_arch``).
     """
     arch = settings.method_options.get("arch")
+    fed = settings.federation
+    fits = (fed.num_clients, fed.batch_size) if arch == FITS_ALL else None
     model = _fixed_model(json.dumps(settings.search_space, sort_keys=True), task_shape(settings),
-                         settings.seed, None if arch is None else str(arch))
+                         settings.seed, None if arch is None else str(arch), fits)
     return partial(copy.deepcopy, model)
 
 
@@ -124,10 +152,11 @@ def initial_fixed_arrays(settings: RunSettings) -> list[np.ndarray]:
 
 def _check_fixed_arch(options: dict[str, Any]) -> None:
     value = options.get("arch", "max")
-    if value in (None, "max", "min"):
+    if value in (None, "max", "min", FITS_ALL):
         return
     if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(f"method.arch must be max, min or an architecture string, got {value!r}")
+        raise ConfigError(f"method.arch must be max, min, {FITS_ALL} or an architecture string, "
+                          f"got {value!r}")
 
 
 def _check_int(options: dict[str, Any], key: str, low: int) -> None:
@@ -285,6 +314,7 @@ def _fednas_client(settings: RunSettings, env: ClientEnv, context: Context) -> N
 
 # -- hapfnas: distillation, predictors + evolutionary search, heteroFedAvg ---------------------
 HAPFNAS_TRANSFER = 605  # seeding purpose tag of the server's transfer set
+FIXED_ARCH_SEARCH = 606  # ... of the search for the largest architecture that fits all
 
 
 def _hapfnas_options(options: dict[str, Any]) -> HAPFNASOptions:

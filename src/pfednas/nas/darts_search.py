@@ -64,7 +64,7 @@ def search_epochs(net: DartsMixedNet, train: ArrayDataset, val: ArrayDataset, *,
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=arch.lr, betas=arch.betas,
                              weight_decay=arch.weight_decay)
     val_batches = _batches(len(yv), hyper.batch_size, generator, device) if len(yv) else None
-    total, seen, n = 0.0, 0, len(y)
+    total, seen, arch_seen, n = 0.0, 0, 0, len(y)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(device)
         for begin in range(0, n, hyper.batch_size):
@@ -76,6 +76,7 @@ def search_epochs(net: DartsMixedNet, train: ArrayDataset, val: ArrayDataset, *,
                 a_opt.zero_grad(set_to_none=True)
                 F.cross_entropy(net(xv[vidx]), yv[vidx]).backward()
                 a_opt.step()
+                arch_seen += len(vidx)
             w_opt.zero_grad(set_to_none=True)
             net.alpha_normal.grad = net.alpha_reduce.grad = None
             loss = F.cross_entropy(net(x[idx]), y[idx])
@@ -83,5 +84,6 @@ def search_epochs(net: DartsMixedNet, train: ArrayDataset, val: ArrayDataset, *,
             w_opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
-    return TrainStats(loss=total / max(seen, 1), samples=seen,
+    # samples: forward + backward passes of both steps (weights on train, alpha on val)
+    return TrainStats(loss=total / max(seen, 1), samples=seen + arch_seen,
                       seconds=time.perf_counter() - start)

@@ -15,7 +15,7 @@ import numpy as np
 
 ArraySpec = tuple[tuple[int, ...], np.dtype]
 
-FRACTION_METRICS = ("accuracy", "val_accuracy")
+FRACTION_METRICS = ("accuracy", "val_accuracy", "accuracy_no_ft")
 MAX_EXAMPLES = 10_000_000
 
 

@@ -25,7 +25,7 @@ from pfednas.data import DataError
 from pfednas.report import archs as arch_view
 from pfednas.report import plots
 from pfednas.report.collect import ReportError, Run, find_failed, find_run_dirs, load_run
-from pfednas.report.table import aggregate, markdown, run_row, runs_csv, to_csv
+from pfednas.report.table import aggregate, markdown, run_rows, runs_csv, to_csv
 
 EXIT_USAGE = 2
 
@@ -136,7 +136,7 @@ def build_report(run_dirs: Sequence[Path], out: Path, *,
     """Read the runs, write the table, the plots (and event files) into ``out``."""
     runs = [load_run(p) for p in run_dirs]
     order = method_order()
-    rows = [run_row(r) for r in runs]
+    rows = [row for r in runs for row in run_rows(r)]
     groups = aggregate(rows, order)
     out.mkdir(parents=True, exist_ok=True)
     header = ("# pfednas benchmark report\n\nPersonalized accuracy = each client's own model "

@@ -12,7 +12,7 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,9 @@ class RunRow:
     accuracies: tuple[float, ...]
     params: tuple[int, ...]
     distinct_archs: int | None
+    finetune_epochs: int = 0
+    sample_passes: int = 0
+    budget_violations: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,19 @@ class GroupRow:
     params_min: int
     params_max: int
     distinct_archs: float | None
+    finetune_epochs: int = 0
+    sample_passes: float = 0.0      # client sample-passes (forward + backward), mean over seeds
+    budget_violations: float | None = None
+    err_ratio_fedavg_ft: float | None = None      # NAS rows: error ÷ FedAvg+FT's (same cell)
+    err_ratio_best_baseline: float | None = None  # NAS rows: error ÷ the best baseline's
+    compute_ratio_fedavg_ft: float | None = None  # client sample-passes ÷ FedAvg+FT's
+
+
+# The personalized-FL baselines of the protocol, and the NAS methods measured against them.
+BASELINES = ("fedavg", "local", "fedrep", "fedbabu", "ditto")
+REFERENCE = "fedavg"
+FT_SUFFIX = "+ft"
+COMPUTE_MARGIN = 1.25  # client compute above this × FedAvg+FT's is marked
 
 
 def percentile10(accuracies: Sequence[float]) -> float:
@@ -88,12 +104,36 @@ def budget_of(config: dict[str, Any]) -> str:
             f"E={fed['local_epochs']}")
 
 
+def finetune_epochs_of(config: dict[str, Any]) -> int:
+    return int((config.get("method") or {}).get("finetune_epochs") or 0)
+
+
+def budget_violations(evaluation: Iterable[dict[str, Any]]) -> int | None:
+    """Clients whose final architecture is over their budget (None: the method has none)."""
+    rows = [r for r in evaluation if "over_budget" in r
+            or ("memory_bytes" in r and "memory_budget" in r)]
+    if not rows:
+        return None
+    return sum(int(r["over_budget"]) if "over_budget" in r
+               else int(r["memory_bytes"] > r["memory_budget"]) for r in rows)
+
+
 def run_row(run: Run) -> RunRow:
+    """The run's row; for a run that fine-tuned a method published without fine-tuning
+    (evaluation rows with ``accuracy_no_ft``) this is the ``<method>+ft`` row."""
+    return run_rows(run)[-1]
+
+
+def run_rows(run: Run) -> list[RunRow]:
+    """One row per figure the run produced: ``<method>`` and, when it fine-tuned a model
+    the paper does not fine-tune, also ``<method>+ft`` (one run, both numbers)."""
     s = run.summary
     clients = s["per_client"]
+    final = run.evaluation()
     accs = tuple(float(c["accuracy"]) for c in clients)
     p10 = s.get("personalized_acc_p10")
-    return RunRow(
+    passes = int(s.get("client_sample_passes", 0))
+    base = RunRow(
         method=run.method, dataset=run.dataset, alpha=run.alpha, space=run.space, seed=run.seed,
         path=str(run.path), budget=budget_of(run.config),
         acc_mean=float(s["personalized_acc_mean"]), acc_std=float(s["personalized_acc_std"]),
@@ -102,7 +142,19 @@ def run_row(run: Run) -> RunRow:
         up_per_client_round=per_client_round(s["bytes_up"], run.rounds),
         down_per_client_round=per_client_round(s["bytes_down"], run.rounds),
         accuracies=accs, params=tuple(int(c["num_params"]) for c in clients),
-        distinct_archs=distinct_archs(run.evaluation()))
+        distinct_archs=distinct_archs(final), finetune_epochs=finetune_epochs_of(run.config),
+        sample_passes=passes, budget_violations=budget_violations(final))
+    if "personalized_acc_no_ft_mean" not in s:
+        return [base]
+    published = tuple(float(c["accuracy_no_ft"]) for c in clients)
+    tuning = sum(int(row.get("sample_passes", 0)) for r in run.rounds
+                 for row in r.get("evaluation") or [])
+    as_published = replace(
+        base, acc_mean=float(s["personalized_acc_no_ft_mean"]),
+        acc_std=float(s["personalized_acc_no_ft_std"]),
+        acc_p10=float(s["personalized_acc_no_ft_p10"]), accuracies=published,
+        finetune_epochs=0, sample_passes=passes - tuning)
+    return [as_published, replace(base, method=run.method + FT_SUFFIX)]
 
 
 def group_key(row: RunRow) -> tuple[str, str, float, str]:
@@ -118,8 +170,34 @@ def aggregate(rows: Iterable[RunRow], method_order: Sequence[str] = ()) -> list[
     for row in rows:
         groups.setdefault(group_key(row), []).append(row)
     rank = {m: i for i, m in enumerate(method_order)}
-    keys = sorted(groups, key=lambda k: (k[0], k[2], rank.get(k[1], len(rank)), k[1], k[3]))
-    return [_group(sorted(groups[k], key=lambda r: r.seed)) for k in keys]
+    keys = sorted(groups, key=lambda k: (k[0], k[2], rank.get(k[1].removesuffix(FT_SUFFIX),
+                                                              len(rank)), k[1], k[3]))
+    return with_ratios([_group(sorted(groups[k], key=lambda r: r.seed)) for k in keys])
+
+
+def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
+    """Each NAS row's error ÷ FedAvg+FT's and ÷ the best baseline's, and every row's client
+    compute ÷ FedAvg+FT's, within the same (dataset, α)."""
+    out = []
+    for g in groups:
+        cell = [h for h in groups if (h.dataset, h.alpha) == (g.dataset, g.alpha)]
+        reference = next((h for h in cell if h.method == REFERENCE), None)
+        baselines = [h for h in cell if h.method in BASELINES]
+        best = max(baselines, key=lambda h: h.acc_mean, default=None)
+        nas = g.method not in BASELINES
+        out.append(replace(
+            g,
+            err_ratio_fedavg_ft=_ratio(1 - g.acc_mean, reference and 1 - reference.acc_mean)
+            if nas else None,
+            err_ratio_best_baseline=_ratio(1 - g.acc_mean, best and 1 - best.acc_mean)
+            if nas else None,
+            compute_ratio_fedavg_ft=_ratio(g.sample_passes,
+                                           reference and reference.sample_passes)))
+    return out
+
+
+def _ratio(num: float, den: float | None) -> float | None:
+    return None if not den else float(num / den)
 
 
 def _group(runs: list[RunRow]) -> GroupRow:
@@ -128,6 +206,7 @@ def _group(runs: list[RunRow]) -> GroupRow:
     params = np.array([p for r in runs for p in r.params])
     archs = [r.distinct_archs for r in runs if r.distinct_archs is not None]
     budgets = sorted({r.budget for r in runs})
+    violations = [r.budget_violations for r in runs if r.budget_violations is not None]
     return GroupRow(
         method=first.method, dataset=first.dataset, alpha=first.alpha, space=first.space,
         seeds=tuple(r.seed for r in runs), budget=" | ".join(budgets),
@@ -140,14 +219,24 @@ def _group(runs: list[RunRow]) -> GroupRow:
         down_per_client_round=float(np.mean([r.down_per_client_round for r in runs])),
         params_mean=float(params.mean()), params_min=int(params.min()),
         params_max=int(params.max()),
-        distinct_archs=float(np.mean(archs)) if archs else None)
+        distinct_archs=float(np.mean(archs)) if archs else None,
+        finetune_epochs=first.finetune_epochs,
+        sample_passes=float(np.mean([r.sample_passes for r in runs])),
+        budget_violations=float(np.mean(violations)) if violations else None)
 
 
 # -- rendering -----------------------------------------------------------------------------------
-COLUMNS = ("method", "α", "space", "seeds", "personalized acc (mean ± std clients)",
-           "± std seeds", "worst-10 % acc", "wall s", "KiB up / client·round",
+COLUMNS = ("method", "α", "space", "seeds", "F", "personalized acc (mean ± std clients)",
+           "± std seeds", "worst-10 % acc", "err ÷ FedAvg+FT", "err ÷ best baseline",
+           "client sample-passes (M)", "wall s", "KiB up / client·round",
            "KiB down / client·round", "params mean", "params min", "params max",
-           "distinct archs")
+           "distinct archs", "budget violations")
+
+
+def compute_mark(g: GroupRow) -> str:
+    """`` !`` where the client compute exceeds FedAvg+FT's by more than 25 %."""
+    ratio = g.compute_ratio_fedavg_ft
+    return f" ! ×{ratio:.2f}" if ratio is not None and ratio > COMPUTE_MARGIN else ""
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -157,11 +246,13 @@ def _num(value: float | None, fmt: str) -> str:
 
 def _cells(g: GroupRow) -> list[str]:
     return [g.method, f"{g.alpha:g}", g.space, ",".join(map(str, g.seeds)),
-            f"{g.acc_mean:.4f} ± {g.acc_std_clients:.4f}", _num(g.acc_std_seeds, ".4f"),
-            f"{g.acc_p10:.4f}", f"{g.wall_seconds:.1f}",
+            str(g.finetune_epochs), f"{g.acc_mean:.4f} ± {g.acc_std_clients:.4f}",
+            _num(g.acc_std_seeds, ".4f"), f"{g.acc_p10:.4f}",
+            _num(g.err_ratio_fedavg_ft, ".2f"), _num(g.err_ratio_best_baseline, ".2f"),
+            f"{g.sample_passes / 1e6:.2f}{compute_mark(g)}", f"{g.wall_seconds:.1f}",
             _num(g.up_per_client_round / 1024, ".1f"), _num(g.down_per_client_round / 1024, ".1f"),
             f"{g.params_mean:.0f}", str(g.params_min), str(g.params_max),
-            _num(g.distinct_archs, "g")]
+            _num(g.distinct_archs, "g"), _num(g.budget_violations, "g")]
 
 
 def markdown(groups: Sequence[GroupRow]) -> str:
@@ -175,13 +266,18 @@ def markdown(groups: Sequence[GroupRow]) -> str:
         parts.append("|" + "---|" * len(COLUMNS))
         parts.extend("| " + " | ".join(_cells(g)) + " |" for g in rows)
         parts.append("")
+    if any(compute_mark(g) for g in groups):
+        parts.append(f"`!`: client compute above {COMPUTE_MARGIN:g} × FedAvg+FT's in the same "
+                     "cell (sample-passes ratio given).\n")
     return "\n".join(parts)
 
 
 CSV_FIELDS = ("dataset", "method", "alpha", "space", "seeds", "budget", "acc_mean",
               "acc_std_clients", "acc_std_seeds", "acc_p10", "wall_seconds",
               "bytes_up_per_client_round", "bytes_down_per_client_round", "params_mean",
-              "params_min", "params_max", "distinct_archs")
+              "params_min", "params_max", "distinct_archs", "finetune_epochs",
+              "client_sample_passes", "err_ratio_fedavg_ft", "err_ratio_best_baseline",
+              "compute_ratio_fedavg_ft", "budget_violations")
 
 
 def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -201,13 +297,17 @@ def to_csv(groups: Sequence[GroupRow]) -> str:
         [g.dataset, g.method, g.alpha, g.space, " ".join(map(str, g.seeds)),
          g.budget, g.acc_mean, g.acc_std_clients, _blank_none(g.acc_std_seeds), g.acc_p10,
          g.wall_seconds, g.up_per_client_round, g.down_per_client_round,
-         g.params_mean, g.params_min, g.params_max, _blank_none(g.distinct_archs)]
+         g.params_mean, g.params_min, g.params_max, _blank_none(g.distinct_archs),
+         g.finetune_epochs, g.sample_passes, _blank_none(g.err_ratio_fedavg_ft),
+         _blank_none(g.err_ratio_best_baseline), _blank_none(g.compute_ratio_fedavg_ft),
+         _blank_none(g.budget_violations)]
         for g in groups))
 
 
 RUN_CSV_FIELDS = ("dataset", "method", "alpha", "space", "seed", "budget", "acc_mean", "acc_std",
                   "acc_p10", "wall_seconds", "bytes_up_per_client_round",
-                  "bytes_down_per_client_round", "distinct_archs", "path")
+                  "bytes_down_per_client_round", "distinct_archs", "finetune_epochs",
+                  "client_sample_passes", "path")
 
 
 def runs_csv(rows: Sequence[RunRow]) -> str:
@@ -215,5 +315,5 @@ def runs_csv(rows: Sequence[RunRow]) -> str:
     return _csv(RUN_CSV_FIELDS, (
         [r.dataset, r.method, r.alpha, r.space, r.seed, r.budget, r.acc_mean, r.acc_std,
          r.acc_p10, r.wall_seconds, r.up_per_client_round, r.down_per_client_round,
-         _blank_none(r.distinct_archs), r.path]
+         _blank_none(r.distinct_archs), r.finetune_epochs, r.sample_passes, r.path]
         for r in sorted(rows, key=lambda r: (*group_key(r), r.seed))))

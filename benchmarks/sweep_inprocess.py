@@ -1,0 +1,51 @@
+"""Tuning sweeps in one process (``pfednas.inprocess``): one JSON line per configuration.
+
+    .venv/bin/python benchmarks/sweep_inprocess.py OUT.jsonl 'name: override override ...' ...
+
+Each argument after the output file is ``name: overrides``; the overrides are
+those of the ``pfednas`` command. Configurations already in OUT.jsonl (by name)
+are skipped, so a sweep can be resumed. The line holds the final personalized
+accuracy (and the as-published one of a run that fine-tuned), the mean final
+validation-free figures the protocol allows for tuning are the ``val`` fields
+where the method reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pfednas.inprocess import run_inprocess
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    done = {json.loads(x)["name"] for x in out.read_text().splitlines()} if out.exists() else set()
+    for spec in sys.argv[2:]:
+        name, _, rest = spec.partition(":")
+        name = name.strip()
+        if name in done:
+            continue
+        tic = time.perf_counter()
+        run = run_inprocess(rest.split())
+        s = run.summary
+        final = [r for r in run.records if r.evaluation][-1].evaluation
+        line = {"name": name, "overrides": rest.split(),
+                "acc": s["personalized_acc_mean"], "std": s["personalized_acc_std"],
+                "p10": s["personalized_acc_p10"],
+                "acc_no_ft": s.get("personalized_acc_no_ft_mean"),
+                "distinct_archs": len({r.get("arch") for r in final}) if final else None,
+                "sample_passes": s["client_sample_passes"],
+                "params_mean": float(np.mean([r["num_params"] for r in final])),
+                "seconds": round(time.perf_counter() - tic, 1)}
+        with out.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Run a whole pfednas configuration in one process, without Flower's transport or Ray.
+
+The strategy, the ClientApp handlers and the result writers are the real ones;
+only the Grid differs: :class:`InProcessGrid` calls each node's ClientApp
+handler (query / train / evaluate) in this process, in order, with one
+``Context`` per node that lives for the whole run (as a simulated SuperNode's
+does). A seeded run therefore gives the same per-round records as
+``pfednas`` (times aside), without the ~20 s start-up of a SuperLink and Ray
+or the per-message overhead — for tuning sweeps, benchmarks of the maths and
+tests that need many rounds. Nothing runs in parallel: clients train one after
+another with all of this process's torch threads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from pfednas import client_app
+from pfednas.config import RunSettings, compose, settings_from_cfg
+from pfednas.results import ResultsWriter, summarize
+from pfednas.strategies.base import RoundRecord
+
+NODE_OFFSET = 100  # node id of client c: NODE_OFFSET + c
+
+
+class InProcessGrid:
+    """A Grid whose nodes are the real ClientApp handlers, called in this process."""
+
+    def __init__(self, overrides: list[str], num_clients: int) -> None:
+        run_config = {"overrides": json.dumps(list(overrides))}
+        self.contexts = {NODE_OFFSET + c: Context(run_id=1, node_id=NODE_OFFSET + c,
+                                                  node_config={"partition-id": c,
+                                                               "num-partitions": num_clients},
+                                                  state=RecordDict(), run_config=run_config)
+                         for c in range(num_clients)}
+        self.replies: dict[str, Message] = {}
+        self.pushed = 0
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            self.pushed += 1
+            msg.metadata.__dict__["_message_id"] = f"m{self.pushed}"
+            handler = {"query": client_app.query, "train": client_app.train,
+                       "evaluate": client_app.evaluate}[msg.metadata.message_type]
+            node = msg.metadata.dst_node_id
+            with _task_identity(node):
+                self.replies[msg.metadata.message_id] = handler(msg, self.contexts[node])
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        return [self.replies.pop(i) for i in ids if i in self.replies]
+
+
+@contextmanager
+def _task_identity(node_id: int) -> Iterator[None]:
+    """What a SuperExec sets around a ClientApp call (Flower's ``Array`` records read it)."""
+    names = ("_run_id", "_node_id", "_task_id")
+    before = [getattr(TaskIdentity, n, None) for n in names]
+    for name, value in zip(names, (1, node_id, 1), strict=True):
+        setattr(TaskIdentity, name, value)
+    try:
+        yield
+    finally:
+        for name, value in zip(names, before, strict=True):
+            setattr(TaskIdentity, name, value)
+
+
+@dataclass(frozen=True)
+class InProcessRun:
+    settings: RunSettings
+    records: list[RoundRecord]
+    summary: dict[str, Any]
+
+
+def run_inprocess(overrides: list[str], out_dir: Path | None = None) -> InProcessRun:
+    """Run the configuration ``overrides`` to the end; write results to ``out_dir`` if given."""
+    from pfednas.server_app import build_strategy  # the server's own builder
+
+    settings = settings_from_cfg(compose(overrides))
+    start = time.perf_counter()
+    writer = ResultsWriter(out_dir) if out_dir is not None else None
+    strategy = build_strategy(settings)
+    grid = InProcessGrid(list(overrides), settings.federation.num_clients)
+    with _task_identity(0):
+        strategy.connect(grid)  # type: ignore[arg-type]
+        records = strategy.run(grid, writer.write_round if writer else (lambda r: None))  # type: ignore[arg-type]
+    extra: dict[str, Any] = {"seed": settings.seed, "overrides": list(overrides),
+                             "backend": "inprocess"}
+    extra.update(strategy.summary_extra(records))
+    summary = summarize(method=settings.method, dataset=settings.data.name, records=records,
+                        wall_seconds=time.perf_counter() - start, extra=extra)
+    if writer is not None:
+        writer.write_summary(summary)
+    return InProcessRun(settings=settings, records=records, summary=summary)

@@ -1,0 +1,43 @@
+"""The largest architecture every client can train: the fixed-architecture baselines'
+model when memory budgets are on (the constraint NAS is meant to lift).
+
+Budgets are those PerFedRLNAS and HAPFNAS draw for the same seed
+(``draw_hardware`` on the ``HARDWARE`` stream, U(low, high) × the largest
+subnet's training memory), so a baseline of a bench cell gets the largest model
+that fits the cell's tightest client. "Largest" = most parameters: random
+samples plus the smallest and largest architectures, then a greedy climb that
+raises one dimension's choice at a time while the result still fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from pfednas.search import Arch, SearchSpace
+
+
+def largest_fitting_arch(space: SearchSpace, fits: Callable[[Arch], bool],
+                         size: Callable[[Arch], float], rng: np.random.Generator,
+                         samples: int = 2000) -> Arch:
+    """The architecture of largest ``size`` among those that ``fits`` (found by sampling
+    and a greedy climb); the smallest architecture if nothing else fits."""
+    candidates = [space.min_arch(), space.max_arch(), *(space.sample(rng) for _ in range(samples))]
+    fitting = [a for a in candidates if fits(a)]
+    if not fitting:
+        return space.min_arch()
+    best = max(fitting, key=lambda a: (size(a), a.indices))
+    sizes = [len(d.choices) for d in space.dimensions]
+    improved = True
+    while improved:
+        improved = False
+        for d, n in enumerate(sizes):
+            if best.indices[d] + 1 >= n:
+                continue
+            indices = list(best.indices)
+            indices[d] += 1
+            step = space.arch_from_indices(indices)
+            if fits(step) and size(step) > size(best):
+                best, improved = step, True
+    return best
