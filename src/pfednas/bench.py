@@ -4,6 +4,7 @@
     pfednas bench bench=fashion_mnist               # the 2-core preset (conf/bench/)
     pfednas bench bench=fashion_mnist bench.seeds=[0,1] federation.num_rounds=10
     pfednas bench bench=paper_cifar10 --dry-run     # print the cells' commands only
+    pfednas bench bench=fashion_mnist --tune        # the tuning grid on the tuning seed
 
 Arguments ``bench=<preset>`` and ``bench.<key>=<value>`` configure the bench
 (``conf/bench/<preset>.yaml``); every other Hydra override goes to every cell.
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,10 @@ class BenchPreset:
     out: Path
     cell_timeout: float | None
     tensorboard: bool
+    finetune_epochs: int | None = None   # F of every method that can fine-tune (None: its own)
+    tuning_seed: int | None = None       # never reported: `--tune` runs there
+    tuning: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    tuning_alpha: float | None = None    # the α of the tuning cells (None: the first α)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], registry: Mapping[str, Any]) -> BenchPreset:
@@ -69,6 +74,22 @@ class BenchPreset:
             raise BenchError("bench.methods, bench.alphas and bench.seeds must not be empty")
         timeout = cfg.get("cell_timeout_s")
         name = str(cfg["name"])
+        tuning = {str(m): tuple(tuple(str(o) for o in c) for c in configs)
+                  for m, configs in (cfg.get("tuning") or {}).items()}
+        tuning_seed, finetune = cfg.get("tuning_seed"), cfg.get("finetune_epochs")
+        if tuning_seed is not None and int(tuning_seed) in {int(s) for s in cfg["seeds"]}:
+            raise BenchError(f"bench.tuning_seed={tuning_seed} is one of the reported seeds "
+                             f"{list(cfg['seeds'])}: tuning must use a seed that is never reported")
+        if finetune is not None and (isinstance(finetune, bool) or int(finetune) < 0):
+            raise BenchError(f"bench.finetune_epochs must be an integer >= 0, got {finetune!r}")
+        counts = {len(c) for c in tuning.values()}
+        if len(counts) > 1:
+            raise BenchError("bench.tuning must try the same number of configurations per "
+                             f"method, got {({m: len(c) for m, c in tuning.items()})}")
+        unknown += sorted(set(tuning) - set(registry))
+        if unknown:
+            raise BenchError(f"unknown method(s) in bench.tuning: {', '.join(unknown)}")
+        tuning_alpha = cfg.get("tuning_alpha")
         return cls(
             name=name, dataset=str(cfg["dataset"]), search_space=str(cfg["search_space"]),
             methods=tuple(methods), alphas=tuple(float(a) for a in cfg["alphas"]),
@@ -78,7 +99,10 @@ class BenchPreset:
                               for m, v in (cfg.get("method_overrides") or {}).items()},
             out=Path(str(cfg.get("out") or Path("outputs") / "bench" / name)),
             cell_timeout=None if timeout is None else float(timeout),
-            tensorboard=bool(cfg.get("tensorboard", False)))
+            tensorboard=bool(cfg.get("tensorboard", False)),
+            finetune_epochs=None if finetune is None else int(finetune),
+            tuning_seed=None if tuning_seed is None else int(tuning_seed), tuning=tuning,
+            tuning_alpha=None if tuning_alpha is None else float(tuning_alpha))
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,25 @@ def method_space(preset: BenchPreset, method: str, spaces: tuple[str, ...]) -> s
     return preset.search_space if not spaces or preset.search_space in spaces else spaces[0]
 
 
+def finetunes(method: str) -> bool:
+    """Whether the method's config has a ``finetune_epochs`` option (the protocol's F)."""
+    path = conf_dir() / "method" / f"{method}.yaml"
+    return path.is_file() and "finetune_epochs" in OmegaConf.load(path)
+
+
+def cell_overrides(preset: BenchPreset, method: str, alpha: float, seed: int, space: str,
+                   extra: Sequence[str], tried: Sequence[str] = ()) -> tuple[str, ...]:
+    """A cell's overrides: what the bench selects, the shared budgets, the protocol's F,
+    the method's own (its chosen values), a tuning configuration, and the command line."""
+    own = [o for o in preset.method_overrides.get(method, ())
+           if not o.startswith("search_space=")]
+    tune = ([f"method.finetune_epochs={preset.finetune_epochs}"]
+            if preset.finetune_epochs is not None and finetunes(method) else [])
+    return (f"method={method}", f"dataset={preset.dataset}", f"search_space={space}",
+            f"dataset.alpha={alpha:g}", f"seed={seed}", *preset.overrides, *tune, *own,
+            *tried, *extra)
+
+
 def cells(preset: BenchPreset, extra: Sequence[str], spaces: Mapping[str, tuple[str, ...]]
           ) -> list[Cell]:
     """Every (method, α, seed) run with its overrides: α and seed outermost, methods inside."""
@@ -107,13 +150,27 @@ def cells(preset: BenchPreset, extra: Sequence[str], spaces: Mapping[str, tuple[
         for seed in preset.seeds:
             for method in preset.methods:
                 space = method_space(preset, method, spaces[method])
-                own = [o for o in preset.method_overrides.get(method, ())
-                       if not o.startswith("search_space=")]
-                overrides = (f"method={method}", f"dataset={preset.dataset}",
-                             f"search_space={space}", f"dataset.alpha={alpha:g}", f"seed={seed}",
-                             *preset.overrides, *own, *extra)
+                overrides = cell_overrides(preset, method, alpha, seed, space, extra)
                 path = preset.out / method / f"alpha={alpha:g}" / f"seed={seed}"
                 out.append(Cell(method, alpha, seed, space, overrides, path))
+    return out
+
+
+def tuning_cells(preset: BenchPreset, extra: Sequence[str],
+                 spaces: Mapping[str, tuple[str, ...]]) -> list[Cell]:
+    """The tuning runs: each configuration of ``bench.tuning`` on the tuning seed, scored on
+    the validation split (``eval_split=val``) so that no test split is touched."""
+    if preset.tuning_seed is None or not preset.tuning:
+        raise BenchError(f"bench={preset.name} has no tuning_seed and tuning grid to run")
+    alpha = preset.alphas[0] if preset.tuning_alpha is None else preset.tuning_alpha
+    out = []
+    for method in preset.methods:
+        space = method_space(preset, method, spaces[method])
+        for i, tried in enumerate(preset.tuning.get(method, ())):
+            overrides = cell_overrides(preset, method, alpha, preset.tuning_seed, space,
+                                       [*extra, "eval_split=val"], tried)
+            path = preset.out / "tuning" / method / f"config={i}"
+            out.append(Cell(method, alpha, preset.tuning_seed, space, overrides, path))
     return out
 
 
@@ -160,15 +217,8 @@ def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
             "command": command, "log": str(log), "error": log.read_text()[-3000:]}
 
 
-def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = False) -> int:
-    from pfednas.methods import METHODS
-    from pfednas.report.cli import build_report
-
-    todo = cells(preset, extra, {m: METHODS[m].spaces for m in preset.methods})
-    if dry_run:
-        for cell in todo:
-            print(" ".join(pfednas_command(cell)))
-        return 0
+def run_cells(todo: Sequence[Cell], timeout: float | None) -> list[dict[str, Any]]:
+    """Run the cells not done yet, in order; the failures (each also left as FAILED.json)."""
     failed: list[dict[str, Any]] = []
     for i, cell in enumerate(todo, start=1):
         label = f"[pfednas bench] {i}/{len(todo)} {cell.method} α={cell.alpha:g} seed={cell.seed}"
@@ -176,7 +226,7 @@ def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = Fals
             print(f"{label}: done before, skipped", flush=True)
             continue
         start = time.perf_counter()
-        problem = run_cell(cell, preset.cell_timeout)
+        problem = run_cell(cell, timeout)
         seconds = time.perf_counter() - start
         if problem is None:
             print(f"{label}: finished in {seconds:.0f}s", flush=True)
@@ -185,6 +235,25 @@ def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = Fals
         failed.append({**problem, "path": str(cell.path)})
         print(f"{label}: FAILED ({problem['returncode']}) after {seconds:.0f}s; see "
               f"{problem['log']}", flush=True)
+    return failed
+
+
+def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = False,
+              tune: bool = False) -> int:
+    from pfednas.methods import METHODS
+    from pfednas.report.cli import build_report
+
+    spaces = {m: METHODS[m].spaces for m in preset.methods}
+    todo = tuning_cells(preset, extra, spaces) if tune else cells(preset, extra, spaces)
+    if dry_run:
+        for cell in todo:
+            print(" ".join(pfednas_command(cell)))
+        return 0
+    failed = run_cells(todo, preset.cell_timeout)
+    if tune:
+        path = write_tuning_table(preset, todo)
+        print(path.read_text())
+        return EXIT_FAILED_CELLS if failed else 0
     finished = [c.path.resolve() for c in todo if (c.path / "summary.json").is_file()]
     if not finished:
         print("[pfednas bench] no cell finished: no report", file=sys.stderr)
@@ -196,6 +265,41 @@ def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = Fals
     print(table.read_text())
     print(f"[pfednas bench] {len(finished)}/{len(todo)} cells finished; report in {report}")
     return EXIT_FAILED_CELLS if failed else 0
+
+
+def tuned_overrides(preset: BenchPreset, cell: Cell) -> list[str]:
+    """The configuration a tuning cell tried (its overrides beyond the preset's)."""
+    index = int(cell.path.name.split("=", 1)[1])
+    return list(preset.tuning[cell.method][index])
+
+
+def write_tuning_table(preset: BenchPreset, todo: Sequence[Cell]) -> Path:
+    """``<out>/tuning/tuning.md``: every configuration tried per method, its validation
+    accuracy on the tuning seed, and the best one per method (marked)."""
+    lines = [f"# Tuning of bench={preset.name}", "",
+             f"Seed {preset.tuning_seed} (never reported), α = {todo[0].alpha:g} , "
+             f"{len(next(iter(preset.tuning.values())))} configurations per method; score = mean "
+             "personalized accuracy on the clients' **validation** splits (`eval_split=val`). "
+             "Chosen (★) = highest score; the preset's `method_overrides` hold the chosen values.",
+             "", "| method | configuration | val acc (mean ± std clients) | chosen |",
+             "|---|---|---|---|"]
+    by_method: dict[str, list[tuple[Cell, dict[str, Any] | None]]] = {}
+    for cell in todo:
+        path = cell.path / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else None
+        by_method.setdefault(cell.method, []).append((cell, summary))
+    for method, runs in by_method.items():
+        scores = [s["personalized_acc_mean"] if s else -1.0 for _, s in runs]
+        best = max(range(len(runs)), key=lambda i: scores[i])
+        for i, (cell, summary) in enumerate(runs):
+            tried = " ".join(tuned_overrides(preset, cell)) or "(preset values)"
+            score = (f"{summary['personalized_acc_mean']:.4f} ± "
+                     f"{summary['personalized_acc_std']:.4f}") if summary else "failed"
+            lines.append(f"| {method} | `{tried}` | {score} | {'★' if i == best else ''} |")
+    out = preset.out / "tuning" / "tuning.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
 
 
 def split_arguments(overrides: Sequence[str]) -> tuple[str, list[str], list[str]]:
@@ -239,6 +343,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*",
                         help="bench=<preset>, bench.<key>=<value>, or overrides for every cell")
     parser.add_argument("--dry-run", action="store_true", help="print the cells' commands only")
+    parser.add_argument("--tune", action="store_true",
+                        help="run the preset's tuning grid on its tuning seed (validation split) "
+                             "and write <out>/tuning/tuning.md")
     return parser.parse_intermixed_args(argv)
 
 
@@ -252,4 +359,8 @@ def main(argv: list[str]) -> int:
     except BenchError as err:
         print(f"pfednas bench: error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    return run_bench(preset, extra, dry_run=args.dry_run)
+    try:
+        return run_bench(preset, extra, dry_run=args.dry_run, tune=args.tune)
+    except BenchError as err:
+        print(f"pfednas bench: error: {err}", file=sys.stderr)
+        return EXIT_CONFIG

@@ -15,6 +15,7 @@ resumed run or a restarted SuperNode carries on with the client's own state.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,11 @@ def _set_threads(settings: RunSettings) -> None:
 def make_client(context: Context, settings: RunSettings | None = None) -> NumPyClient:
     settings = settings or _settings(context)
     _set_threads(settings)
-    env = ClientEnv(client_id=client_id_of(context), data=node_client_data(context, settings),
-                    device=default_device(), seed=settings.seed)
+    data = node_client_data(context, settings)
+    if settings.eval_split == "val":  # tuning: the reported "test" figures are validation ones
+        data = dataclasses.replace(data, test=data.val)
+    env = ClientEnv(client_id=client_id_of(context), data=data, device=default_device(),
+                    seed=settings.seed)
     client = METHODS[settings.method].client(settings, env, context)
     if settings.fault_injection is not None:  # test-only
         client = FaultyClient(client, Fault.from_config(settings.fault_injection), env.client_id)

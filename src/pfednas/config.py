@@ -95,6 +95,10 @@ class RunSettings:
     resume: str | None = None
     checkpoint_every: int = 0
     fault_injection: dict[str, Any] | None = None
+    eval_split: str = "test"
+
+
+EVAL_SPLITS = ("test", "val")
 
 
 def _as_dict(node: Any) -> dict[str, Any]:
@@ -247,10 +251,16 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
             Fault.from_config(fault_cfg)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"fault_injection: {err!r}") from err
+    eval_split = cfg.get("eval_split", "test")
+    if eval_split not in EVAL_SPLITS:
+        raise ConfigError(f"eval_split must be {'|'.join(EVAL_SPLITS)}, got {eval_split!r}")
+    if eval_split == "val" and spec.val_fraction <= 0:
+        raise ConfigError("eval_split=val needs dataset.val_fraction > 0")
     return RunSettings(method=name, method_options=method, federation=fed, data=spec,
                        search_space=space, seed=seed, progress=bool(cfg.get("progress", True)),
                        resume=None if resume is None else str(resume),
-                       checkpoint_every=checkpoint_every, fault_injection=fault_cfg)
+                       checkpoint_every=checkpoint_every, fault_injection=fault_cfg,
+                       eval_split=str(eval_split))
 
 
 def describe(settings: RunSettings) -> str:

@@ -99,6 +99,7 @@ def run_inprocess(overrides: list[str], out_dir: Path | None = None) -> InProces
         strategy.connect(grid)  # type: ignore[arg-type]
         records = strategy.run(grid, writer.write_round if writer else (lambda r: None))  # type: ignore[arg-type]
     extra: dict[str, Any] = {"seed": settings.seed, "overrides": list(overrides),
+                             "eval_split": settings.eval_split,
                              "backend": "inprocess"}
     extra.update(strategy.summary_extra(records))
     summary = summarize(method=settings.method, dataset=settings.data.name, records=records,

@@ -128,6 +128,7 @@ def main(grid: Grid, context: Context) -> None:
 
     records = previous + strategy.run(grid, on_round, start_round=len(previous) + 1)
     extra: dict[str, object] = {"server_peak_memory_mb": peak_rss_mb(), "seed": settings.seed,
+                                "eval_split": settings.eval_split,
                                 "overrides": [o for o in overrides if not o.startswith("resume=")]}
     extra.update(strategy.summary_extra(records))
     if isinstance(strategy, PerFedRLNASStrategy) and strategy.new_client_report:

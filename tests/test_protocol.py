@@ -1,0 +1,211 @@
+"""The benchmark protocol (../shared/BENCHMARK.md) in the code: measured client compute,
+one fine-tuning setting F, +FT rows beside the as-published ones, the baselines' largest
+architecture that fits every budget, and HAPFNAS's search traffic.
+
+The runs here use the in-process runner (``pfednas.inprocess``): the real strategies and
+ClientApp handlers, without Flower's transport, so each takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pfednas.bench import BenchError, BenchPreset, cells, tuning_cells
+from pfednas.config import compose, settings_from_cfg
+from pfednas.inprocess import run_inprocess
+from pfednas.methods import BUDGET_SPREAD, METHODS, fits_all_arch, seeded_supernet
+from pfednas.nas.heterogeneity import draw_hardware
+from pfednas.node_data import node_client_data
+from pfednas.report.collect import Run
+from pfednas.report.table import aggregate, run_rows
+from pfednas.search import get_space
+from pfednas.seeding import HARDWARE, numpy_rng
+from pfednas.strategies.hapfnas import covering_arch
+
+TINY = ["federation.num_clients=4", "federation.clients_per_round=2", "federation.num_rounds=2",
+        "federation.local_epochs=1", "federation.eval_every=1", "checkpoint_every=0",
+        "progress=false", "search_space.base_widths=[8,16]", "search_space.depths=[1,2]",
+        "search_space.kernels=[3,5]", "search_space.expand_ratios=[2,3]",
+        "search_space.stage_strides=[1,2]", "search_space.stage_se=[false,true]",
+        "search_space.stage_acts=[relu,hswish]", "search_space.head_width=32"]
+
+
+def passes_per_epoch(n: int, batch_size: int) -> int:
+    """Samples a training epoch puts through forward + backward (a last batch of one is
+    skipped: BatchNorm cannot train on it)."""
+    return n - 1 if n % batch_size == 1 and n >= 2 else n
+
+
+def train_sizes(overrides: list[str]) -> dict[int, int]:
+    settings = settings_from_cfg(compose(overrides))
+
+    class Node:  # what node_client_data reads of a Context
+        def __init__(self, cid: int) -> None:
+            self.node_config = {"partition-id": cid,
+                                "num-partitions": settings.federation.num_clients}
+
+    return {cid: len(node_client_data(Node(cid), settings).train.y)  # type: ignore[arg-type]
+            for cid in range(settings.federation.num_clients)}
+
+
+def test_fedavg_sample_passes_are_exactly_training_plus_finetuning() -> None:
+    # Prepare
+    args = ["method=fedavg", "method.arch=min", "method.finetune_epochs=2", *TINY]
+    n, batch = train_sizes(args), 32
+
+    # Execute
+    run = run_inprocess(args)
+
+    # Assert: N clients x E epochs each round, plus F epochs of every client at each evaluation
+    expected = sum(passes_per_epoch(n[c], batch) for r in run.records for c in r.sampled)
+    expected += sum(2 * passes_per_epoch(n[c], batch) for r in run.records for c in n)
+    assert run.summary["client_sample_passes"] == expected
+    for record in run.records:
+        for row in record.evaluation:
+            assert row["sample_passes"] == 2 * passes_per_epoch(n[row["client_id"]], batch)
+
+
+@pytest.mark.parametrize("method", ["fedrep", "fedbabu"])
+def test_personalized_baselines_finetune_exactly_f_epochs(method: str) -> None:
+    args = [f"method={method}", "method.arch=min", "method.finetune_epochs=3", *TINY]
+    n = train_sizes(args)
+
+    run = run_inprocess(args)
+
+    final = run.records[-1].evaluation
+    assert [row["sample_passes"] for row in final] == [3 * passes_per_epoch(n[r["client_id"]], 32)
+                                                       for r in final]
+
+
+def test_perfedrlnas_ft_reports_both_figures_and_f_leaves_the_published_one_unchanged() -> None:
+    # Prepare
+    args = ["method=perfedrlnas", "method.lambda_time=0", *TINY]
+    n = train_sizes(args)
+
+    # Execute
+    published = run_inprocess(args)
+    tuned = run_inprocess([*args, "method.finetune_epochs=2"])
+
+    # Assert: the as-published accuracy is the F=0 run's, client by client
+    plain, both = published.records[-1].evaluation, tuned.records[-1].evaluation
+    assert [r["accuracy"] for r in plain] == [r["accuracy_no_ft"] for r in both]
+    assert tuned.summary["personalized_acc_no_ft_mean"] == published.summary[
+        "personalized_acc_mean"]
+    assert [r["sample_passes"] for r in both] == [2 * passes_per_epoch(n[r["client_id"]], 32)
+                                                  for r in both]
+    assert all(r["sample_passes"] == 0 for r in plain)
+    assert "personalized_acc_no_ft_mean" not in published.summary
+
+
+def test_report_shows_a_finetuned_nas_run_as_two_rows_with_ratios(tmp_path: Path) -> None:
+    # Prepare: a fine-tuned PerFedRLNAS run and a FedAvg+FT run of the same cell
+    args = [*TINY, "method.finetune_epochs=1"]
+    runs = []
+    for method, own in (("perfedrlnas", ["method.lambda_time=0"]), ("fedavg", [])):
+        out = tmp_path / method
+        done = run_inprocess([f"method={method}", *args, *own], out)
+        (out / "resolved_config.yaml").write_text(json.dumps(
+            {"dataset": {"alpha": 0.5}, "search_space": {"name": "mobilenetv3"},
+             "method": {"finetune_epochs": 1},
+             "federation": {"num_clients": 4, "clients_per_round": 2, "num_rounds": 2,
+                            "local_epochs": 1}}))
+        rounds = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        runs.append(Run(path=out, summary=done.summary, rounds=rounds,
+                        config=json.loads((out / "resolved_config.yaml").read_text())))
+
+    # Execute
+    rows = [row for run in runs for row in run_rows(run)]
+    groups = {g.method: g for g in aggregate(rows, list(METHODS))}
+
+    # Assert
+    assert set(groups) == {"perfedrlnas", "perfedrlnas+ft", "fedavg"}
+    published, tuned, fedavg = groups["perfedrlnas"], groups["perfedrlnas+ft"], groups["fedavg"]
+    assert published.finetune_epochs == 0 and tuned.finetune_epochs == 1
+    assert published.sample_passes < tuned.sample_passes
+    assert fedavg.err_ratio_fedavg_ft is None
+    assert tuned.err_ratio_fedavg_ft == pytest.approx((1 - tuned.acc_mean)
+                                                      / (1 - fedavg.acc_mean))
+    assert published.err_ratio_best_baseline == pytest.approx((1 - published.acc_mean)
+                                                              / (1 - fedavg.acc_mean))
+    assert fedavg.compute_ratio_fedavg_ft == pytest.approx(1.0)
+
+
+def test_fits_all_is_the_largest_architecture_within_every_clients_budget() -> None:
+    settings = settings_from_cfg(compose(["method=fedavg", "method.arch=fits_all",
+                                          "federation.num_clients=4",
+                                          "federation.clients_per_round=2"]))
+    supernet = seeded_supernet(settings)
+
+    arch = fits_all_arch(supernet, 4, settings.seed, 32)
+
+    def memory(a):  # type: ignore[no-untyped-def]
+        return supernet.cost(a, batch_size=32).memory_bytes
+    budgets = draw_hardware(4, BUDGET_SPREAD,
+                            memory(supernet.space.max_arch()), numpy_rng(settings.seed, HARDWARE))
+    tightest = min(b.memory_bytes for b in budgets)
+    assert memory(arch) <= tightest
+    rng = np.random.default_rng(0)
+    fitting = [a for a in (supernet.space.sample(rng) for _ in range(300)) if memory(a) <= tightest]
+    assert all(supernet.cost(a).params <= supernet.cost(arch).params for a in fitting)
+    assert supernet.cost(arch).params > supernet.cost(supernet.space.min_arch()).params
+
+
+def test_hapfnas_search_sends_only_the_subnet_covering_the_sampled_ones() -> None:
+    space = get_space("mobilenetv3", base_widths=[8, 16], depths=[1, 2], kernels=[3, 5],
+                      expand_ratios=[2, 3], stage_strides=[1, 2], stage_se=[False, True],
+                      stage_acts=["relu", "hswish"], head_width=32)
+    supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
+    rng = np.random.default_rng(1)
+    small = [a for a in (space.sample(rng) for _ in range(200))
+             if space.values(a)["s0_depth"] == 1 and space.values(a)["s1_width"] == 8][:5]
+
+    cover = covering_arch(supernet, small)
+
+    full = sum(a.nbytes for a in supernet.state_arrays())
+    assert sum(a.nbytes for a in supernet.slice(cover)) < full
+    for arch in small:  # every sampled subnet is cut, unchanged, from what was sent
+        receiver = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
+        receiver.scatter(cover, supernet.slice(cover))
+        for a, b in zip(receiver.slice(arch), supernet.slice(arch), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_digits_builds_no_resolution_scaled_subnets() -> None:
+    settings = settings_from_cfg(compose([]))
+    space = get_space(**settings.search_space)
+    assert [d.choices for d in space.dimensions if d.name == "resolution"] in ([], [(1.0,)])
+    fashion = settings_from_cfg(compose(["dataset=fashion_mnist"]))
+    assert fashion.search_space != settings.search_space
+
+
+def _preset(**changes: object) -> BenchPreset:
+    cfg = {"name": "t", "dataset": "digits", "search_space": "mobilenetv3",
+           "methods": ["fedavg", "local", "perfedrlnas"], "alphas": [0.5], "seeds": [0, 1],
+           "overrides": [], "method_overrides": {}, "out": "/tmp/t", "finetune_epochs": 7,
+           "tuning_seed": 100, "tuning": {"fedavg": [["federation.lr=0.1"]],
+                                          "local": [["federation.lr=0.1"]],
+                                          "perfedrlnas": [["method.policy_lr=1"]]}}
+    cfg.update(changes)
+    return BenchPreset.from_config(cfg, METHODS)
+
+
+def test_bench_applies_f_to_methods_that_finetune_and_tunes_on_an_unreported_seed() -> None:
+    preset = _preset()
+    spaces = {m: METHODS[m].spaces for m in preset.methods}
+
+    by_method = {c.method: c.overrides for c in cells(preset, [], spaces) if c.seed == 0}
+    tuning = tuning_cells(preset, [], spaces)
+
+    assert "method.finetune_epochs=7" in by_method["fedavg"]
+    assert "method.finetune_epochs=7" in by_method["perfedrlnas"]
+    assert not any(o.startswith("method.finetune_epochs") for o in by_method["local"])
+    assert {c.seed for c in tuning} == {100}
+    assert all("eval_split=val" in c.overrides for c in tuning)
+    with pytest.raises(BenchError, match="never reported"):
+        _preset(tuning_seed=1)
+    with pytest.raises(BenchError, match="same number"):
+        _preset(tuning={"fedavg": [["a=1"], ["a=2"]], "local": [["a=1"]]})
