@@ -46,7 +46,7 @@ from pfednas.clients.spider_state import (
 )
 from pfednas.data import ArrayDataset
 from pfednas.nas.archcode import arch_to_code
-from pfednas.nas.progressive import FINAL, phase_of, search_round
+from pfednas.nas.progressive import FINAL, last_decision_round, phase_of, search_round
 from pfednas.nas.spider import PairHyper, train_pair
 from pfednas.search import CellMask, DartsS2Space, ElasticNet, Supernet, TaskShape
 from pfednas.search.darts_s2 import DartsNet
@@ -144,6 +144,9 @@ class SpiderClient(NumPyClient):
             if not np.array_equal(mask, state.mask):
                 local = rebuild(local, self.space, self.task, CellMask.from_array(mask))
         final = phase_of(state.rounds, decided, self.options.schedule) == FINAL
+        if not self.options.search:  # Ditto: the same data in the same rounds as SPIDER
+            final = state.rounds >= last_decision_round(self.options.schedule,
+                                                        int(decided.shape[1]))
         data = self.env.data.train
         if final and self.options.train_on_val_when_final:
             data = ArrayDataset(x=np.concatenate([data.x, self.env.data.val.x]),

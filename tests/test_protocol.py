@@ -209,3 +209,23 @@ def test_bench_applies_f_to_methods_that_finetune_and_tunes_on_an_unreported_see
         _preset(tuning_seed=1)
     with pytest.raises(BenchError, match="same number"):
         _preset(tuning={"fedavg": [["a=1"], ["a=2"]], "local": [["a=1"]]})
+
+
+def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
+    # Prepare: a small DARTS space (5 edges per cell type): SPIDER's search ends in round 6
+    args = ["search_space=darts_s2", "search_space.channels=4", "search_space.layers=3",
+            "search_space.steps=2", "search_space.multiplier=2", "federation.num_clients=3",
+            "federation.clients_per_round=3",
+            "federation.num_rounds=6", "federation.local_epochs=1", "federation.eval_every=6",
+            "checkpoint_every=0", "progress=false"]
+
+    # Execute
+    spider, ditto = (run_inprocess([f"method={m}", *args]) for m in ("spider", "ditto"))
+
+    # Assert: per round and client the same samples (train, then train + val once final)
+    def seen(run):  # type: ignore[no-untyped-def]
+        return [[(row["client_id"], row["num_examples"], row["sample_passes"])
+                 for row in r.train] for r in run.records]
+    assert seen(spider) == seen(ditto)
+    examples = [sorted({row["num_examples"] for row in r.train}) for r in spider.records]
+    assert examples[0] != examples[-1]  # val joined the training data in the final phase

@@ -56,6 +56,13 @@ def phase_of(rounds: int, decided: np.ndarray, schedule: SearchSchedule) -> int:
     return WARMUP if rounds < schedule.warmup_rounds else SEARCH
 
 
+def last_decision_round(schedule: SearchSchedule, edges: int) -> int:
+    """The client round in which the search decides its last of ``edges`` edges per cell
+    type (one per cell type per decision round) and the final phase begins."""
+    first = schedule.warmup_rounds + (-schedule.warmup_rounds) % schedule.recovery_rounds
+    return first + (edges - 1) * schedule.recovery_rounds
+
+
 def is_decision_round(rounds: int, decided: np.ndarray, schedule: SearchSchedule) -> bool:
     """Alg. 2, line 3: ``t ≥ t_s`` and ``t`` a multiple of ``τ`` and an edge left."""
     return (rounds >= schedule.warmup_rounds and rounds % schedule.recovery_rounds == 0
