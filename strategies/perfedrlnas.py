@@ -17,9 +17,16 @@ weights, no further training (BatchNorm statistics optionally re-estimated on
 the client's train split). With ``finetune_epochs`` = F > 0 (the benchmark
 protocol's "+FT", not in the paper) each client also fine-tunes that slice for F
 epochs before its test evaluation; rows then carry both accuracies
-(``accuracy_no_ft`` is the paper's). Clients held out of training ("new clients") get
-theirs by search-only rounds at the end: sample, evaluate on their validation
-split, update their policy; nothing is trained or uploaded.
+(``accuracy_no_ft`` is the paper's).
+
+Optional warm-up (``warmup_rounds``, not in the paper; off by default): in the
+first rounds each sampled client trains the largest subnet within its budget and
+no policy is updated, so the shared weights are trained before the search starts
+(OFA trains the largest network first for the same reason).
+
+Clients held out of training ("new clients") get theirs by search-only rounds at
+the end: sample, evaluate on their validation split, update their policy; nothing
+is trained or uploaded.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
+from pfednas.nas.fitting import largest_fitting_arch
 from pfednas.nas.heterogeneity import ClientHardware, HardwareSpread, draw_hardware
 from pfednas.nas.merge import overlap_average
 from pfednas.nas.policy import (
@@ -50,6 +58,7 @@ from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 NEW_CLIENT_SEARCH = 1
 FALLBACK_PHASE = 2
+WARMUP_PHASE = 3
 FALLBACK_SAMPLES = 64
 
 
@@ -65,6 +74,7 @@ class PerFedRLNASOptions:
     new_client_rounds: int = 10
     failure_reward: float | None = None
     finetune_epochs: int = 0  # F: protocol fine-tuning at evaluation (0 = as published)
+    warmup_rounds: int = 0    # first rounds: each client trains its largest subnet in budget
 
     def __post_init__(self) -> None:
         if self.merge_weighting not in ("samples", "uniform"):
@@ -72,8 +82,10 @@ class PerFedRLNASOptions:
                              f"got {self.merge_weighting!r}")
         if self.round_time not in ("simulated", "measured"):
             raise ValueError(f"round_time must be simulated|measured, got {self.round_time!r}")
-        if self.lambda_time < 0 or self.new_clients < 0 or self.new_client_rounds < 0:
-            raise ValueError("lambda_time, new_clients and new_client_rounds must be >= 0")
+        if min(self.lambda_time, self.new_clients, self.new_client_rounds,
+               self.warmup_rounds) < 0:
+            raise ValueError("lambda_time, new_clients, new_client_rounds and warmup_rounds "
+                             "must be >= 0")
         if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
                 or self.finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be an integer >= 0, got "
@@ -106,6 +118,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         self.sent: dict[int, tuple[Arch, int]] = {}
         self.over_budget: dict[int, Arch] = {}
         self.new_client_report: dict[str, Any] = {}
+        self._largest: dict[int, Arch] = {}
 
     # -- helpers -------------------------------------------------------------------------------
     def memory(self, arch: Arch) -> int:
@@ -115,8 +128,20 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         return self._memory[arch]
 
     def sample_arch(self, client_id: int, server_round: int, phase: int = 0) -> Arch:
+        if phase == 0 and server_round <= self.options.warmup_rounds:
+            return self.largest_in_budget(client_id)
         rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, phase, server_round, client_id)
         return self.space.sample(rng, probabilities(self.policies[client_id].logits, self.sizes))
+
+    def largest_in_budget(self, client_id: int) -> Arch:
+        """Warm-up: the client's largest subnet (by parameters) within its memory budget."""
+        if client_id not in self._largest:
+            budget = self.hardware[client_id].memory_bytes
+            self._largest[client_id] = largest_fitting_arch(
+                self.space, lambda a: self.memory(a) <= budget,
+                lambda a: float(self.supernet.cost(a).params),
+                numpy_rng(self.budget.seed, ARCH_SAMPLING, WARMUP_PHASE, client_id), samples=500)
+        return self._largest[client_id]
 
     def personalized_arch(self, client_id: int) -> Arch:
         """argmax α_i; if that exceeds the client's memory budget, its most probable
@@ -201,7 +226,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             outcomes[cid] = Outcome(0.0, 0.0, over_budget=True)
             rows[cid] = {"client_id": cid, "arch": self.over_budget[cid].to_str(),
                          "over_budget": 1}
-        rewards = self.update_policies(outcomes, archs, self.options.lambda_time)
+        rewards = ({} if server_round <= self.options.warmup_rounds  # no search while warming up
+                   else self.update_policies(outcomes, archs, self.options.lambda_time))
         rewards.update(self.penalise_failures(set(self.sent) - set(outcomes), rows))
         for cid, row in rows.items():
             row["reward"] = rewards.get(cid, 0.0)

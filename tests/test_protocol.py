@@ -8,7 +8,7 @@ ClientApp handlers, without Flower's transport, so each takes seconds.
 
 from __future__ import annotations
 
-import json
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ from pfednas.inprocess import run_inprocess
 from pfednas.methods import BUDGET_SPREAD, METHODS, fits_all_arch, seeded_supernet
 from pfednas.nas.heterogeneity import draw_hardware
 from pfednas.node_data import node_client_data
-from pfednas.report.collect import Run
+from pfednas.report.cli import build_report
+from pfednas.report.collect import find_run_dirs, load_run
 from pfednas.report.table import aggregate, run_rows
 from pfednas.search import get_space
 from pfednas.seeding import HARDWARE, numpy_rng
@@ -102,26 +103,29 @@ def test_perfedrlnas_ft_reports_both_figures_and_f_leaves_the_published_one_unch
 
 
 def test_report_shows_a_finetuned_nas_run_as_two_rows_with_ratios(tmp_path: Path) -> None:
-    # Prepare: a fine-tuned PerFedRLNAS run and a FedAvg+FT run of the same cell
+    # Prepare: fine-tuned PerFedRLNAS and FedAvg+FT runs of the same cells, seeds 0 and 1
     args = [*TINY, "method.finetune_epochs=1"]
-    runs = []
-    for method, own in (("perfedrlnas", ["method.lambda_time=0"]), ("fedavg", [])):
-        out = tmp_path / method
-        done = run_inprocess([f"method={method}", *args, *own], out)
-        (out / "resolved_config.yaml").write_text(json.dumps(
-            {"dataset": {"alpha": 0.5}, "search_space": {"name": "mobilenetv3"},
-             "method": {"finetune_epochs": 1},
-             "federation": {"num_clients": 4, "clients_per_round": 2, "num_rounds": 2,
-                            "local_epochs": 1}}))
-        rounds = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-        runs.append(Run(path=out, summary=done.summary, rounds=rounds,
-                        config=json.loads((out / "resolved_config.yaml").read_text())))
+    for seed in (0, 1):
+        for method, own in (("perfedrlnas", ["method.lambda_time=0"]), ("fedavg", [])):
+            run_inprocess([f"method={method}", f"seed={seed}", *args, *own],
+                          tmp_path / method / f"seed={seed}")
 
     # Execute
+    runs = [load_run(path) for path in find_run_dirs([tmp_path])]
     rows = [row for run in runs for row in run_rows(run)]
     groups = {g.method: g for g in aggregate(rows, list(METHODS))}
+    build_report(find_run_dirs([tmp_path]), tmp_path / "report")
+    with (tmp_path / "report" / "table.csv").open() as f:
+        table = list(csv.DictReader(f))
 
-    # Assert
+    # Assert: one row per method x alpha over both seeds, with the protocol's columns
+    assert sorted(r["method"] for r in table) == ["fedavg", "perfedrlnas", "perfedrlnas+ft"]
+    assert all(r["seeds"] == "0 1" and r["acc_std_seeds"] != "" for r in table)
+    by_name = {r["method"]: r for r in table}
+    assert by_name["fedavg"]["err_ratio_fedavg_ft"] == ""
+    assert float(by_name["perfedrlnas+ft"]["err_ratio_best_baseline"]) > 0
+    assert int(by_name["perfedrlnas"]["finetune_epochs"]) == 0
+    assert float(by_name["fedavg"]["client_sample_passes"]) > 0
     assert set(groups) == {"perfedrlnas", "perfedrlnas+ft", "fedavg"}
     published, tuned, fedavg = groups["perfedrlnas"], groups["perfedrlnas+ft"], groups["fedavg"]
     assert published.finetune_epochs == 0 and tuned.finetune_epochs == 1

@@ -23,6 +23,7 @@ from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from omegaconf import OmegaConf
 
 from pfednas import client_app
 from pfednas.config import RunSettings, compose, settings_from_cfg
@@ -90,9 +91,12 @@ def run_inprocess(overrides: list[str], out_dir: Path | None = None) -> InProces
     """Run the configuration ``overrides`` to the end; write results to ``out_dir`` if given."""
     from pfednas.server_app import build_strategy  # the server's own builder
 
-    settings = settings_from_cfg(compose(overrides))
+    cfg = compose(overrides)
+    settings = settings_from_cfg(cfg)
     start = time.perf_counter()
     writer = ResultsWriter(out_dir) if out_dir is not None else None
+    if out_dir is not None:  # a run folder like the ServerApp's, for `pfednas report`
+        (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
     strategy = build_strategy(settings)
     grid = InProcessGrid(list(overrides), settings.federation.num_clients)
     with _task_identity(0):

@@ -69,7 +69,7 @@ def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Pa
 
 def write_arch_heatmap(run: Run, folder: Path, taken: set[str]) -> Path | None:
     """The run's per-client architecture heatmap, clients in label-similarity order."""
-    matrix = arch_view.arch_matrix(run.evaluation(), run.config["search_space"])
+    matrix = arch_view.arch_matrix(run.evaluation(), run.space_config)
     if matrix is None:
         return None
     try:

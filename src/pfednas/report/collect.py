@@ -54,6 +54,14 @@ class Run:
     def space(self) -> str:
         return str(self.config["search_space"]["name"])
 
+    @property
+    def space_config(self) -> dict[str, Any]:
+        """The search space's values as the run built it (its per-dataset choices applied)."""
+        from pfednas.config import space_for_dataset
+
+        dataset = str((self.config.get("dataset") or {}).get("name", self.dataset))
+        return space_for_dataset(dict(self.config["search_space"]), dataset)
+
     def evaluation(self) -> list[dict[str, Any]]:
         """The final personalized evaluation rows (those ``summary.json`` was computed from)."""
         evaluated = [r for r in self.rounds if r.get("evaluation")]
