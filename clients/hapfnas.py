@@ -30,6 +30,7 @@ from pfednas.clients.common import (
     work_metrics,
 )
 from pfednas.clients.subnet import SubnetClient, recalibrate_on
+from pfednas.data import ArrayDataset
 from pfednas.models import SmallCNN
 from pfednas.nas.phases import Phase
 from pfednas.search import SearchSpace, TaskShape
@@ -86,6 +87,10 @@ class HAPFNASClient(NumPyClient):
         supernet.scatter(self.space.arch_from_str(str(config["cover"])), parameters)
         supernet.eval()
         batch_size, val = int(config["batch_size"]), self.env.data.val
+        if config.get("measure_on") == "train_val":  # never trained on: as unseen as val
+            train = self.env.data.train
+            val = ArrayDataset(x=np.concatenate([train.x, val.x]),
+                               y=np.concatenate([train.y, val.y]))
         metrics: dict[str, Any] = {}
         losses = []
         for i, text in enumerate(str(config["archs"]).split(ARCH_SEPARATOR)):

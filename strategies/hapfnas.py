@@ -9,10 +9,11 @@ Three phases over the federation's rounds (``pfednas.nas.phases.PhasePlan``):
    The round's ``server`` record holds the KL of the largest / smallest subnet to
    the ensemble on held-out transfer inputs and their labelled accuracy.
 2. **Predictors and search.** Every client evaluates M sampled subnets of the
-   distilled supernet (within its budget) on its validation split; only the
-   subnet that covers its sampled ones travels (``covering_arch``), never the
-   whole supernet unless a sample needs it. After the last search round the
-   server fits one random forest per client and runs a predictor-guided
+   distilled supernet (within its budget) on its validation split (with
+   ``predictor.measure_on=train_val`` also on the train split, which the distilled
+   supernet never saw either); only the subnet that covers its sampled ones travels
+   (``covering_arch``), never the whole supernet unless a sample needs it. After the
+   last search round the server fits one random forest per client and runs a predictor-guided
    evolutionary search under the client's budget (``pfednas.nas.predictor``,
    ``pfednas.nas.evolution``; the module docstrings say why on the server).
 3. **heteroFedAvg.** N sampled clients train their own personalized subnet;
@@ -330,7 +331,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
                 cover = covering_arch(self.supernet, archs)
                 text = ARCH_SEPARATOR.join(a.to_str() for a in archs)
                 cfg = self.phase_config(server_round, archs=text, split="val",
-                                        cover=cover.to_str())
+                                        cover=cover.to_str(),
+                                        measure_on=self.options.predictor.measure_on)
                 messages.append(self.message(cid, MessageType.EVALUATE, cfg,
                                              self.supernet.slice(cover)))
             return messages

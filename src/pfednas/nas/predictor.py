@@ -35,6 +35,11 @@ from sklearn.model_selection import KFold
 
 from pfednas.search import Arch, Supernet
 
+# Where a client measures subnets: ``val``, or ``train_val``: the distilled supernet was
+# never trained on client data, so the train split is as unseen as val and 4× the
+# samples cut the measurement noise that hides the differences between subnets.
+MEASURE_SPLITS = ("val", "train_val")
+
 
 @dataclass(frozen=True)
 class PredictorOptions:
@@ -42,8 +47,12 @@ class PredictorOptions:
     trees: int = 100
     folds: int = 5
     min_pairs: int = 6           # fewer valid pairs: the client uses the pooled pairs of all
+    measure_on: str = "train_val"  # the client's split the subnets are measured on
 
     def __post_init__(self) -> None:
+        if self.measure_on not in MEASURE_SPLITS:
+            raise ValueError(f"predictor.measure_on must be {'|'.join(MEASURE_SPLITS)}, "
+                             f"got {self.measure_on!r}")
         if self.archs_per_client < 2 or self.trees < 1 or self.folds < 2:
             raise ValueError("predictor: need archs_per_client >= 2, trees >= 1, folds >= 2")
         if self.min_pairs < 2:
