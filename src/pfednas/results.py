@@ -69,7 +69,8 @@ def format_table(summary: dict[str, Any]) -> str:
     rows = [
         ("method", summary["method"]),
         ("dataset", summary["dataset"]),
-        ("personalized acc (mean ± std)",
+        ("personalized acc, fine-tuned (mean ± std)" if "personalized_acc_no_ft_mean" in summary
+         else "personalized acc (mean ± std)",
          f"{summary['personalized_acc_mean']:.4f} ± {summary['personalized_acc_std']:.4f}"),
         ("min / 10th percentile",
          f"{summary['personalized_acc_min']:.4f} / {summary['personalized_acc_p10']:.4f}"),
