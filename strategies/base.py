@@ -194,7 +194,7 @@ class PersonalizedStrategy(Strategy):
                 "local_epochs": self.budget.local_epochs, **lineage, **extra}
 
     def ok_replies(self, replies: Iterable[Message]) -> list[Reply]:
-        """Valid replies, as (metrics, decoded arrays).
+        """Valid replies, as (metrics, decoded arrays), sorted by client id.
 
         Errors are counted as failures; malformed replies (wrong client id for the
         node, a required metric missing or out of its range, arrays of the wrong
@@ -231,7 +231,8 @@ class PersonalizedStrategy(Strategy):
             self.first_examples.setdefault((cid, reply.metadata.message_type),
                                            int(metrics["num_examples"]))
             good.append((metrics, arrays))
-        return good
+        # in client order, not arrival order: sums over replies are then reproducible
+        return sorted(good, key=lambda r: int(r[0]["client_id"]))
 
     def decoded(self, reply: Message, metrics: dict[str, Any], values: list[Any]
                 ) -> tuple[list[np.ndarray], str | None]:
