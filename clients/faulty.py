@@ -3,7 +3,10 @@
 Wraps a client role and, for the listed clients and rounds, misbehaves in one
 of the ways a real deployment sees: raises, sleeps past the round timeout,
 returns arrays of the wrong shape, NaN weights, an absurd sample count, an
-accuracy outside [0, 1], or one array too few.
+accuracy outside [0, 1], or one array too few; and what a hostile client could
+send: required metrics left out, an architecture code outside the space, an
+extra array, the right number of arrays with a wrong total size, a sample
+count far beyond its data, negative or huge training seconds.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ from typing import Any
 import numpy as np
 from flwr.client import NumPyClient
 
-KINDS = ("raise", "sleep", "wrong_shape", "nan", "bad_count", "bad_accuracy", "missing_array")
+KINDS = ("raise", "sleep", "wrong_shape", "nan", "bad_count", "bad_accuracy", "missing_array",
+         "missing_metric", "bad_arch_code", "extra_array", "wrong_size", "huge_count",
+         "negative_seconds", "huge_seconds")
+MALFORMED_KINDS = KINDS[2:]  # every kind that replies, but with something the server rejects
+# what the strategies require of a train reply (FedAvg-like, PerFedRLNAS, HAPFNAS, SPIDER)
+DROPPED_METRICS = ("train_loss", "val_accuracy", "arch_code")
+HUGE_COUNT = 9_000_000
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,31 @@ class FaultyClient(NumPyClient):
             metrics = {**metrics, "accuracy": 7.0, "val_accuracy": 7.0}
         elif kind == "missing_array":
             arrays = arrays[:-1]
+        else:
+            arrays, n, metrics = hostile(kind, arrays, n, metrics)
         return arrays, n, metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         return self.inner.evaluate(parameters, config)
+
+
+def hostile(kind: str, arrays: list[np.ndarray], n: int, metrics: dict[str, Any]
+            ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """The reply a hostile client sends instead of ``(arrays, n, metrics)``."""
+    if kind == "missing_metric":
+        metrics = {k: v for k, v in metrics.items() if k not in DROPPED_METRICS}
+    elif kind == "bad_arch_code":  # beyond every space's codes; -1 where none is sent
+        metrics = {**metrics, "arch_code": 2**62 if "arch_code" in metrics else -1}
+    elif kind == "extra_array":
+        arrays = [*arrays, np.zeros(3, np.float32)]
+    elif kind == "wrong_size":  # same count, the first array twice as large
+        arrays = [np.concatenate([a.reshape(-1)] * 2) if i == 0 else a
+                  for i, a in enumerate(arrays)]
+    elif kind == "huge_count":
+        n = HUGE_COUNT
+    elif kind == "negative_seconds":
+        metrics = {**metrics, "train_seconds": -5.0}
+    elif kind == "huge_seconds":
+        metrics = {**metrics, "train_seconds": 1e9}
+    return arrays, n, metrics

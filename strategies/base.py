@@ -22,7 +22,18 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from pfednas.nas.validation import ArraySpec, array_specs, check_arrays, check_metrics
+from pfednas.nas.validation import (
+    KNOWN_METRICS,
+    REQUIRED_METRICS,
+    ArrayHeader,
+    ArraySpec,
+    MetricSpec,
+    array_specs,
+    check_array_headers,
+    check_arrays,
+    check_metrics,
+    examples_bound_problem,
+)
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
 
 
@@ -82,10 +93,31 @@ class Budget:
     round_timeout: float
     seed: int
     min_replies: int = 1
+    weighting: str = "samples"        # samples | uniform: what weights averages and merges
+    examples_tolerance: float = 0.5   # deployment: allowed rise over the first num_examples
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be {'|'.join(WEIGHTINGS)}, got {self.weighting!r}")
+        if self.examples_tolerance < 0:
+            raise ValueError(f"examples_tolerance must be >= 0, got {self.examples_tolerance}")
+
+
+WEIGHTINGS = ("samples", "uniform")
+Reply = tuple[dict[str, Any], list[np.ndarray]]  # an accepted reply: its metrics, decoded arrays
 
 
 class PersonalizedStrategy(Strategy):
-    """Base class: client discovery, seeded sampling, the round loop and its records."""
+    """Base class: client discovery, seeded sampling, the round loop and its records.
+
+    Subclasses name the extra metrics their replies must carry in
+    ``TRAIN_REQUIRES`` / ``EVALUATE_REQUIRES`` (types and ranges:
+    :data:`pfednas.nas.validation.KNOWN_METRICS`), or override
+    :meth:`required_metrics`; :meth:`ok_replies` rejects a reply without them.
+    """
+
+    TRAIN_REQUIRES: tuple[str, ...] = ()
+    EVALUATE_REQUIRES: tuple[str, ...] = ()
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any]) -> None:
         self.budget = budget
@@ -94,6 +126,10 @@ class PersonalizedStrategy(Strategy):
         self.record = RoundRecord(round=0)
         self.reply_seconds: dict[int, float] = {}
         self.expected: dict[tuple[int, str], list[ArraySpec]] = {}
+        # num_examples bounds: each client's partition size where the server knows it
+        # (simulation), else the first count it reported per message type (deployment)
+        self.partition_sizes: list[int] | None = None
+        self.first_examples: dict[tuple[int, str], int] = {}
         # Id of this run and its resumptions, sent in every round config: clients
         # restore their saved state only from files of the same lineage.
         self.lineage = ""
@@ -108,12 +144,18 @@ class PersonalizedStrategy(Strategy):
         queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node,
                            message_type=MessageType.QUERY) for node in nodes]
         for reply in self.send_and_collect(grid, queries):
+            node = reply.metadata.src_node_id
             if reply.has_error():
-                log(WARNING, "Node %s did not say its client id: %s",
-                    reply.metadata.src_node_id, reply.error.reason)
+                log(WARNING, "Node %s did not say its client id: %s", node, reply.error.reason)
                 continue
-            cid = int(reply.content["metrics"]["client_id"])  # type: ignore[arg-type]
-            self.node_of[cid] = reply.metadata.src_node_id
+            record = reply.content.get("metrics")
+            cid = dict(record).get("client_id") if isinstance(record, MetricRecord) else None
+            if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < want \
+                    or cid in self.node_of:
+                log(WARNING, "Node %s: client id %r is not a free id in [0, %d); ignored",
+                    node, cid, want)
+                continue
+            self.node_of[cid] = node
         missing = sorted(set(range(want)) - set(self.node_of))
         if missing:
             raise RuntimeError(f"no node answered for client ids {missing[:10]}"
@@ -151,13 +193,15 @@ class PersonalizedStrategy(Strategy):
         return {**self.train_config, "server_round": server_round,
                 "local_epochs": self.budget.local_epochs, **lineage, **extra}
 
-    def ok_replies(self, replies: Iterable[Message]) -> list[tuple[dict[str, Any], Message]]:
-        """Valid replies, as (metrics, message).
+    def ok_replies(self, replies: Iterable[Message]) -> list[Reply]:
+        """Valid replies, as (metrics, decoded arrays), sorted by client id.
 
         Errors are counted as failures; malformed replies (wrong client id for the
-        node, arrays of the wrong number / shape / dtype, NaN or Inf, bad sample
-        counts, fractions outside [0, 1]) are rejected with a warning naming the
-        client and the reason, and counted; nothing of them is used.
+        node, a required metric missing or out of its range, arrays of the wrong
+        number / shape / dtype / size, NaN or Inf, a sample count beyond what the
+        server knows of the client) are rejected with a warning naming the client
+        and the reason, and counted; nothing of them is used. Arrays are checked
+        from the record's metadata before they are decoded, and decoded once.
         """
         good = []
         for reply in replies:
@@ -168,17 +212,37 @@ class PersonalizedStrategy(Strategy):
             record = reply.content.get("metrics")
             metrics = dict(record) if isinstance(record, MetricRecord) else {}
             arrays_record = reply.content.get("arrays")
-            arrays = (arrays_record.to_numpy_ndarrays()
-                      if isinstance(arrays_record, ArrayRecord) else [])
-            self.record.bytes_up += sum(a.nbytes for a in arrays)
-            reason = self.reply_problem(reply, metrics, arrays)
+            values = list(arrays_record.values()) if isinstance(arrays_record, ArrayRecord) \
+                else []
+            headers = [ArrayHeader(tuple(a.shape), str(a.dtype), str(a.stype), len(a.data))
+                       for a in values]
+            reason = self.reply_problem(reply, metrics, headers)
+            arrays: list[np.ndarray] = []
+            if reason is None:
+                arrays, reason = self.decoded(reply, metrics, values)
+            self.record.bytes_up += (sum(a.nbytes for a in arrays) if arrays
+                                     else sum(h.size for h in headers))
             if reason is not None:
                 self.record.rejected += 1
                 log(WARNING, "Rejected the update of client %s (node %s): %s",
                     metrics.get("client_id"), reply.metadata.src_node_id, reason)
                 continue
-            good.append((metrics, reply))
-        return good
+            cid = int(metrics["client_id"])
+            self.first_examples.setdefault((cid, reply.metadata.message_type),
+                                           int(metrics["num_examples"]))
+            good.append((metrics, arrays))
+        # in client order, not arrival order: sums over replies are then reproducible
+        return sorted(good, key=lambda r: int(r[0]["client_id"]))
+
+    def decoded(self, reply: Message, metrics: dict[str, Any], values: list[Any]
+                ) -> tuple[list[np.ndarray], str | None]:
+        """The arrays of a reply whose metadata passed, decoded and checked again."""
+        try:
+            arrays = [a.numpy() for a in values]
+        except (TypeError, ValueError, OSError, EOFError) as err:
+            return [], f"arrays cannot be decoded ({err})"
+        expected = self.expected[(int(metrics["client_id"]), reply.metadata.message_type)]
+        return arrays, check_arrays(arrays, expected)
 
     def enough(self, valid: int) -> bool:
         """Whether a training round with ``valid`` accepted replies may change server state."""
@@ -189,14 +253,41 @@ class PersonalizedStrategy(Strategy):
         return True
 
     def reply_problem(self, reply: Message, metrics: dict[str, Any],
-                      arrays: list[np.ndarray]) -> str | None:
+                      headers: list[ArrayHeader]) -> str | None:
+        """Why a reply must be rejected, from its metrics and array metadata (None: fine)."""
         cid = metrics.get("client_id")
-        if not isinstance(cid, int) or self.node_of.get(cid) != reply.metadata.src_node_id:
+        if not isinstance(cid, int) or isinstance(cid, bool) \
+                or self.node_of.get(cid) != reply.metadata.src_node_id:
             return f"client id {cid!r} is not the one of node {reply.metadata.src_node_id}"
-        expected = self.expected.get((cid, reply.metadata.message_type))
+        kind = reply.metadata.message_type
+        expected = self.expected.get((cid, kind))
         if expected is None:
             return "no request of this kind was sent to this client"
-        return check_metrics(metrics) or check_arrays(arrays, expected)
+        return (check_metrics(metrics, self.required_metrics(cid, kind), self.metric_specs())
+                or self.examples_problem(cid, kind, int(metrics["num_examples"]))
+                or check_array_headers(headers, expected))
+
+    def metric_specs(self) -> dict[str, MetricSpec]:
+        """Type and range of every known metric; a client cannot train past the timeout."""
+        return {**KNOWN_METRICS, "train_seconds": MetricSpec(
+            "train_seconds", float, 0.0, float(self.budget.round_timeout))}
+
+    def required_metrics(self, client_id: int, message_type: str) -> list[MetricSpec]:
+        """The metrics a reply of ``client_id`` to a ``message_type`` message must carry."""
+        extra = {MessageType.TRAIN: self.TRAIN_REQUIRES,
+                 MessageType.EVALUATE: self.EVALUATE_REQUIRES}.get(message_type, ())
+        specs = self.metric_specs()
+        return [specs[n] for n in (*REQUIRED_METRICS.get(message_type, ()), *extra)]
+
+    def examples_problem(self, client_id: int, message_type: str, n: int) -> str | None:
+        limit = None if self.partition_sizes is None else self.partition_sizes[client_id]
+        return examples_bound_problem(
+            n, limit=limit, reference=self.first_examples.get((client_id, message_type)),
+            tolerance=self.budget.examples_tolerance)
+
+    def weight(self, metrics: dict[str, Any]) -> float:
+        """A client's weight in averages and merges: its sample count, or 1 (uniform)."""
+        return 1.0 if self.budget.weighting == "uniform" else float(metrics["num_examples"])
 
     # -- evaluation results ------------------------------------------------------------------
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]

@@ -21,6 +21,8 @@ from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 
 class FedAvgFTStrategy(PersonalizedStrategy):
+    TRAIN_REQUIRES = ("train_loss",)
+
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
                  initial_arrays: list[np.ndarray], finetune_epochs: int) -> None:
         super().__init__(budget=budget, train_config=train_config)
@@ -51,10 +53,9 @@ class FedAvgFTStrategy(PersonalizedStrategy):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates = []
-        for metrics, reply in self.ok_replies(replies):
+        for metrics, arrays in self.ok_replies(replies):
             self.record.train.append(self.train_row(metrics))
-            arrays = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
-            updates.append((arrays, float(metrics["num_examples"])))
+            updates.append((arrays, self.weight(metrics)))
         if not updates or not self.enough(len(updates)):
             return None, None
         self.arrays = weighted_average(updates)

@@ -64,6 +64,7 @@ from pfednas.nas.predictor import (
     cross_validated_report,
     fit_forest,
 )
+from pfednas.nas.validation import MetricSpec
 from pfednas.search import Arch, Cost, Supernet
 from pfednas.seeding import HARDWARE, int_seed, numpy_rng, torch_generator
 from pfednas.strategies.base import Budget, PersonalizedStrategy, RoundRecord
@@ -176,6 +177,8 @@ def covering_arch(supernet: Supernet, archs: list[Arch]) -> Arch:
 
 
 class HAPFNASStrategy(PersonalizedStrategy):
+    TRAIN_REQUIRES = ("val_accuracy",)
+
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  options: HAPFNASOptions, transfer: TransferSet,
                  knowledge_fn: Callable[[], nn.Module]) -> None:
@@ -242,10 +245,9 @@ class HAPFNASStrategy(PersonalizedStrategy):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates, rows = [], []
-        for metrics, reply in self.ok_replies(replies):
+        for metrics, arrays in self.ok_replies(replies):
             cid = int(metrics["client_id"])
-            arrays = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
-            updates.append((cid, arrays, float(metrics["num_examples"])))
+            updates.append((cid, arrays, self.weight(metrics)))
             rows.append({**self.train_row(metrics), "phase": int(self.plan.phase_of(server_round)),
                          "val_accuracy": float(metrics["val_accuracy"]),
                          **({"arch": self.sent[cid].to_str()} if cid in self.sent else {})})
@@ -344,17 +346,14 @@ class HAPFNASStrategy(PersonalizedStrategy):
                              self.supernet.slice(arch))
                 for cid, arch in sorted(self.personal.items())]
 
-    def reply_problem(self, reply: Message, metrics: dict[str, Any],
-                      arrays: list[np.ndarray]) -> str | None:
-        problem = super().reply_problem(reply, metrics, arrays)
-        cid = metrics.get("client_id")
-        if problem is None and reply.metadata.message_type == MessageType.EVALUATE \
-                and cid in self.pending:
-            for i in range(len(self.pending[cid])):
-                value = metrics.get(f"acc_{i}")
-                if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-                    return f"subnet accuracy acc_{i} missing or outside [0, 1] ({value!r})"
-        return problem
+    def required_metrics(self, client_id: int, message_type: str) -> list[MetricSpec]:
+        """Phase 2 evaluation replies: one validation accuracy per subnet sent, no test one."""
+        if message_type == MessageType.EVALUATE and client_id in self.pending:
+            specs = self.metric_specs()
+            return [specs["client_id"], specs["num_examples"], specs["loss"],
+                    *(MetricSpec(f"acc_{i}", float, 0.0, 1.0)
+                      for i in range(len(self.pending[client_id])))]
+        return super().required_metrics(client_id, message_type)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:

@@ -51,7 +51,7 @@ from pfednas.nas.policy import (
     probabilities,
     reinforce_update,
 )
-from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time
+from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
 from pfednas.search import Arch, Supernet
 from pfednas.seeding import ARCH_SAMPLING, HARDWARE, numpy_rng
 from pfednas.strategies.base import Budget, PersonalizedStrategy
@@ -101,6 +101,8 @@ class PerFedRLNASOptions:
 
 
 class PerFedRLNASStrategy(PersonalizedStrategy):
+    TRAIN_REQUIRES = ("val_accuracy", "accuracy", "train_seconds")
+
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  options: PerFedRLNASOptions) -> None:
         super().__init__(budget=budget, train_config=train_config)
@@ -189,46 +191,55 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             self.sent[cid] = (arch, sum(a.nbytes for a in subnet))
             cfg = self.round_config(server_round, arch=arch.to_str())
             messages.append(self.message(cid, MessageType.TRAIN, cfg, subnet))
+        if not messages and self.over_budget:  # nothing to wait for: eq. 9 penalties now
+            self.aggregate_train(server_round, [])
         return messages
 
     def round_time(self, cid: int, metrics: dict[str, Any], bytes_up: int) -> float:
+        """RT_i: measured send → reply, or simulated from the server's cost model: the
+        subnet's training MACs × the client's slowdown + its bytes over its link; the
+        client's own ``train_seconds`` never enter it."""
         if self.options.round_time == "measured":
             return self.reply_seconds.get(self.node_of[cid], float(self.budget.round_timeout))
-        hw = self.hardware[cid]
-        return simulated_round_time(compute_seconds=float(metrics["train_seconds"]),
-                                    speed_factor=hw.speed_factor,
-                                    bytes_moved=self.sent[cid][1] + bytes_up,
+        hw, (arch, bytes_down) = self.hardware[cid], self.sent[cid]
+        compute = training_seconds(
+            forward_macs_per_sample=self.supernet.cost(arch).flops,
+            samples=int(metrics["num_examples"]), epochs=self.budget.local_epochs,
+            macs_per_second=self.options.hardware.macs_per_second)
+        return simulated_round_time(compute_seconds=compute, speed_factor=hw.speed_factor,
+                                    bytes_moved=bytes_down + bytes_up,
                                     bandwidth_bps=hw.bandwidth_bps)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Rewards, policy steps and the merge. Over-budget clients (eq. 9) are penalised
+        every round, also when too few valid replies came to change anything else."""
         outcomes: dict[int, Outcome] = {}
         archs: dict[int, Arch] = dict(self.over_budget)
         contributions = []
         rows: dict[int, dict[str, Any]] = {}
-        for metrics, reply in self.ok_replies(replies):
+        for metrics, arrays in self.ok_replies(replies):
             cid = int(metrics["client_id"])
             if cid not in self.sent:
                 continue
             arch = self.sent[cid][0]
-            arrays = reply.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
-            weight = float(metrics["num_examples"]) if self.options.merge_weighting == "samples" \
-                else 1.0
+            weight = self.weight(metrics) if self.options.merge_weighting == "samples" else 1.0
             contributions.append((self.supernet.regions(arch), arrays, weight))
             rt = self.round_time(cid, metrics, sum(a.nbytes for a in arrays))
             outcomes[cid], archs[cid] = Outcome(float(metrics["val_accuracy"]), rt), arch
             rows[cid] = {**self.train_row(metrics), "arch": arch.to_str(), "round_time": rt,
                          "val_accuracy": float(metrics["val_accuracy"]),
                          "accuracy": float(metrics["accuracy"])}
-        if not self.enough(len(contributions)):
-            return None, None
+        replied = set(outcomes)
+        if self.sent and not self.enough(len(contributions)):
+            outcomes, contributions, rows = {}, [], {}
         for cid in self.over_budget:
             outcomes[cid] = Outcome(0.0, 0.0, over_budget=True)
             rows[cid] = {"client_id": cid, "arch": self.over_budget[cid].to_str(),
                          "over_budget": 1}
         rewards = ({} if server_round <= self.options.warmup_rounds  # no search while warming up
                    else self.update_policies(outcomes, archs, self.options.lambda_time))
-        rewards.update(self.penalise_failures(set(self.sent) - set(outcomes), rows))
+        rewards.update(self.penalise_failures(set(self.sent) - replied, rows))
         for cid, row in rows.items():
             row["reward"] = rewards.get(cid, 0.0)
             row["policy_entropy"] = entropy(self.policies[cid].logits, self.sizes)
@@ -283,7 +294,9 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             messages = [self.eval_message(cid, a, server_round, "val")
                         for cid, a in archs.items() if cid not in outcomes]
             for metrics, _ in self.ok_replies(self.send_and_collect(grid, messages)):
-                outcomes[int(metrics["client_id"])] = Outcome(float(metrics["accuracy"]), 0.0)
+                if int(metrics["client_id"]) in archs:
+                    outcomes[int(metrics["client_id"])] = Outcome(float(metrics["accuracy"]),
+                                                                  0.0)
             self.update_policies(outcomes, archs, lambda_time=0.0)
         self.new_client_report = self.evaluate_new_clients(grid, new, server_round)
 

@@ -21,22 +21,30 @@ evaluation request, to start its local model from).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
-from pfednas.nas.archcode import arch_from_code
+from pfednas.nas.archcode import arch_from_code, code_capacity
+from pfednas.nas.validation import MetricSpec
 from pfednas.search import Supernet
-from pfednas.strategies.base import Budget
+from pfednas.strategies.base import Budget, Reply
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 
 TRAIN_EXTRAS = ("local_loss", "penalty", "phase", "decided_edges", "num_params")
 
 
 class SpiderStrategy(FedAvgFTStrategy):
-    """FedAvg of the global supernet (inherited); SPIDER's participation, rows and evaluation."""
+    """FedAvg of the global supernet (inherited); SPIDER's participation, rows and evaluation.
+
+    Every reply carries the client's local architecture code, checked against the
+    space's range by the reply gate before anything here reads it.
+    """
+
+    TRAIN_REQUIRES = ("train_loss", "arch_code")
+    EVALUATE_REQUIRES = ("arch_code",)
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  participation: str = "all") -> None:
@@ -48,6 +56,10 @@ class SpiderStrategy(FedAvgFTStrategy):
         self.participation = participation
         self.trained: set[int] = set()
         self.arch_of: dict[int, str] = {}
+
+    def metric_specs(self) -> dict[str, MetricSpec]:
+        return {**super().metric_specs(),
+                "arch_code": MetricSpec("arch_code", int, 0, code_capacity(self.space) - 1)}
 
     def arch_string(self, metrics: dict[str, Any]) -> str:
         if "arch_code" not in metrics:
@@ -81,14 +93,13 @@ class SpiderStrategy(FedAvgFTStrategy):
                              None if cid in self.trained else self.arrays)
                 for cid in range(self.budget.num_clients)]
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
-                           ) -> MetricRecord | None:
-        replies = list(replies)
-        for reply in replies:
-            if not reply.has_error():
-                metrics = dict(reply.content["metrics"])  # type: ignore[arg-type]
-                self.arch_of[int(cast(int, metrics["client_id"]))] = self.arch_string(metrics)
-        return super().aggregate_evaluate(server_round, replies)
+    def ok_replies(self, replies: Iterable[Message]) -> list[Reply]:
+        """Accepted replies; each one's local architecture is remembered for its client
+        (the gate has checked the client id against the node and the code's range)."""
+        good = super().ok_replies(replies)
+        for metrics, _ in good:
+            self.arch_of[int(metrics["client_id"])] = self.arch_string(metrics)
+        return good
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         return {"arch": self.arch_of.get(client_id, "")}

@@ -13,6 +13,7 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -173,3 +174,30 @@ def test_bad_input_stops_before_any_process(tmp_path: Path, args: list[str], mes
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (out / "logs").exists()  # nothing was started
+
+
+def test_private_keys_are_never_readable_by_others_even_briefly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: record the mode every file is created with
+    import os as os_module
+
+    from pfednas.deploy import certs as certs_module
+
+    created: list[int] = []
+    real_open = os_module.open
+
+    def recording_open(path: Any, flags: int, mode: int = 0o777, *args: Any, **kw: Any) -> int:
+        if flags & os_module.O_CREAT:
+            created.append(mode)
+        return real_open(path, flags, mode, *args, **kw)
+
+    monkeypatch.setattr(certs_module.os, "open", recording_open)
+    old = os_module.umask(0)  # the most permissive umask
+    try:
+        certs_module._write_private(tmp_path / "k.key", b"secret")
+    finally:
+        os_module.umask(old)
+
+    assert created == [0o600]
+    assert stat.S_IMODE((tmp_path / "k.key").stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["k.key"]

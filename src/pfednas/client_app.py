@@ -30,7 +30,13 @@ from pfednas.checkpoint import CLIENT_STATE_DIR
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.faulty import Fault, FaultyClient
 from pfednas.clients.state_store import ClientStateStore
-from pfednas.config import RunSettings, compose, overrides_from_json, settings_from_cfg
+from pfednas.config import (
+    RunSettings,
+    compose,
+    in_simulation,
+    overrides_from_json,
+    settings_from_cfg,
+)
 from pfednas.methods import METHODS
 from pfednas.node_data import client_id_of, node_client_data
 from pfednas.train import default_device
@@ -60,6 +66,9 @@ def make_client(context: Context, settings: RunSettings | None = None) -> NumPyC
                     seed=settings.seed)
     client = METHODS[settings.method].client(settings, env, context)
     if settings.fault_injection is not None:  # test-only
+        if not in_simulation():
+            raise RuntimeError("fault_injection is test-only and refused outside a pfednas "
+                               "simulation")
         client = FaultyClient(client, Fault.from_config(settings.fault_injection), env.client_id)
     return client
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -24,6 +25,14 @@ from pfednas.search import TaskShape, get_space
 
 CHECKPOINT_FILE = "checkpoint.npz"
 SERVERAPP_PID_FILE = "serverapp.pid"  # in <output>/logs/, written by the ServerApp
+# Set by whoever starts the SuperLink side (the operator), never by the run config:
+SIMULATION_ENV = "PFEDNAS_SIMULATION"     # "1": a `pfednas` simulation (launcher.py)
+OUTPUT_BASE_ENV = "PFEDNAS_OUTPUT_BASE"   # deployment: the ServerApp writes only below it
+
+
+def in_simulation() -> bool:
+    """Whether this process belongs to a `pfednas` simulation (not a deployment)."""
+    return os.environ.get(SIMULATION_ENV, "") == "1"
 
 
 class ConfigError(ValueError):
@@ -79,6 +88,8 @@ class Federation:
     client_cpus: int
     client_gpus: float
     ray_num_cpus: int | None
+    weighting: str = "samples"        # samples | uniform: client weights in averages and merges
+    examples_tolerance: float = 0.5   # deployment: allowed rise of a client's num_examples
 
 
 @dataclass(frozen=True)
@@ -139,8 +150,10 @@ def validate_federation(fed: Federation) -> None:
         _check_number(g, name, getattr(fed, name), kind=int, low=1)
     for name in ("lr", "round_timeout"):
         _check_number(g, name, getattr(fed, name), kind=float, low=0, strict=True)
-    for name in ("momentum", "weight_decay", "client_gpus"):
+    for name in ("momentum", "weight_decay", "client_gpus", "examples_tolerance"):
         _check_number(g, name, getattr(fed, name), kind=float, low=0)
+    if fed.weighting not in ("samples", "uniform"):
+        raise ConfigError(f"federation.weighting must be samples|uniform, got {fed.weighting!r}")
     if fed.clients_per_round > fed.num_clients:
         raise ConfigError(
             f"federation.clients_per_round (N={fed.clients_per_round}) must not exceed "

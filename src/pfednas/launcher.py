@@ -29,7 +29,7 @@ from pathlib import Path
 
 import tomli_w
 
-from pfednas.config import CHECKPOINT_FILE, SERVERAPP_PID_FILE
+from pfednas.config import CHECKPOINT_FILE, SERVERAPP_PID_FILE, SIMULATION_ENV
 
 TOKEN_VAR = "PFEDNAS_RUN_TOKEN"
 SERVERAPP_DIED = 3  # wait_run's code when the ServerApp process died
@@ -68,7 +68,7 @@ def write_flwr_home(flwr_home: Path, address: str) -> Path:
 
 
 def run_env(flwr_home: Path, token: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != SIMULATION_ENV}
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.update({
@@ -147,7 +147,7 @@ def local_superlink(flwr_home: Path, log_dir: Path) -> Iterator[tuple[dict[str, 
     token = uuid.uuid4().hex
     port = free_port()
     write_flwr_home(flwr_home, f"127.0.0.1:{port}")
-    env = run_env(flwr_home, token)
+    env = {**run_env(flwr_home, token), SIMULATION_ENV: "1"}
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "run_token").write_text(token + "\n")
     log_file = log_dir / "superlink.log"

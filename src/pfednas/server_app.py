@@ -25,9 +25,11 @@ from pfednas.config import (
     RunSettings,
     compose,
     describe,
+    in_simulation,
     overrides_from_json,
     settings_from_cfg,
 )
+from pfednas.data import DataError, partition
 from pfednas.methods import METHODS
 from pfednas.results import ResultsWriter, format_table, summarize
 from pfednas.strategies import (
@@ -45,10 +47,24 @@ def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
     budget = Budget(num_clients=fed.num_clients, clients_per_round=fed.clients_per_round,
                     num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
                     eval_every=fed.eval_every, round_timeout=fed.round_timeout,
-                    min_replies=fed.min_replies, seed=settings.seed)
+                    min_replies=fed.min_replies, seed=settings.seed, weighting=fed.weighting,
+                    examples_tolerance=fed.examples_tolerance)
     train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
                     "batch_size": fed.batch_size}
-    return METHODS[settings.method].strategy(settings, budget, train_config)
+    strategy = METHODS[settings.method].strategy(settings, budget, train_config)
+    if in_simulation():
+        strategy.partition_sizes = partition_sizes(settings)
+    return strategy
+
+
+def partition_sizes(settings: RunSettings) -> list[int] | None:
+    """Each client's partition size, the bound of its ``num_examples`` (simulation only)."""
+    try:
+        return [len(p) for p in partition(settings.data)]
+    except (DataError, OSError, ValueError) as err:
+        print(f"[pfednas] partition sizes unknown ({err}); bounding num_examples by each "
+              "client's first report", flush=True)
+        return None
 
 
 def progress_line(record: RoundRecord, num_rounds: int, start: float) -> str:

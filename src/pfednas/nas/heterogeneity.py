@@ -26,12 +26,17 @@ class HardwareSpread:
     memory_low: float = 0.125
     memory_high: float = 1.0
     memory_budgets: bool = True
+    # multiply-accumulates per second of a speed-1 client: the simulated round time's
+    # compute term (``pfednas.nas.reward.training_seconds``)
+    macs_per_second: float = 1e9
 
     def __post_init__(self) -> None:
         for name in ("speed", "bandwidth_mbps", "memory"):
             low, high = getattr(self, f"{name}_low"), getattr(self, f"{name}_high")
             if not 0 < low <= high:
                 raise ValueError(f"hardware.{name}: need 0 < low <= high, got {low}, {high}")
+        if not self.macs_per_second > 0:
+            raise ValueError(f"hardware.macs_per_second must be > 0, got {self.macs_per_second}")
 
 
 @dataclass(frozen=True)

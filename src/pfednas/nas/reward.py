@@ -57,5 +57,18 @@ def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
 
 def simulated_round_time(*, compute_seconds: float, speed_factor: float, bytes_moved: int,
                          bandwidth_bps: float) -> float:
-    """Measured compute time × the client's slowdown + transfer time over its link."""
+    """Compute time of a speed-1 client × the client's slowdown + transfer time over its link."""
     return compute_seconds * speed_factor + 8.0 * bytes_moved / bandwidth_bps
+
+
+TRAIN_MACS_PER_FORWARD = 3  # forward + backward (≈ 2 × forward) multiply-accumulates
+
+
+def training_seconds(*, forward_macs_per_sample: float, samples: int, epochs: int,
+                     macs_per_second: float) -> float:
+    """Deterministic compute time of local training on a speed-1 client (the cost model).
+
+    ``forward_macs_per_sample``: ``Supernet.cost(arch).flops`` at batch size 1.
+    """
+    return (TRAIN_MACS_PER_FORWARD * forward_macs_per_sample * samples * epochs
+            / macs_per_second)

@@ -1,0 +1,261 @@
+"""PerFedRLNAS rounds through a fake Grid: eq. 9 penalties, failures, the merge, round
+times from the server's cost model, and the new-client search mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from pfednas.nas.policy import log_probability, probabilities
+from pfednas.nas.reward import simulated_round_time, training_seconds
+from pfednas.search import get_space
+from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
+
+Answer = Callable[[Message], RecordDict | None]
+
+
+@pytest.fixture(autouse=True)
+def run_id() -> Iterator[None]:
+    names = ("_run_id", "_node_id", "_task_id")
+    before = [getattr(TaskIdentity, n) for n in names]
+    for name in names:
+        setattr(TaskIdentity, name, 1)
+    yield
+    for name, value in zip(names, before, strict=True):
+        setattr(TaskIdentity, name, value)
+
+
+class FakeGrid:
+    """Answers each pushed message with ``answer(message)`` at once (None: never)."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer, self.replies, self.pushed = answer, {}, []  # type: ignore[var-annotated]
+
+    def get_node_ids(self) -> list[int]:
+        return []
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = f"m{len(self.pushed)}"
+            self.pushed.append(msg)
+            content = self.answer(msg)
+            if content is not None:
+                self.replies[msg.metadata.message_id] = Message(content, reply_to=msg)
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        return [self.replies.pop(i) for i in ids if i in self.replies]
+
+
+def make_strategy(*, clients: int = 3, per_round: int = 2, min_replies: int = 1,
+                  **options: Any) -> PerFedRLNASStrategy:
+    space = get_space("vit", stem_width=8, conv_widths=[[8, 12], [12, 16]], conv_depths=[1, 2],
+                      conv_kernels=[3, 5], transformer_widths=[[16, 24], [24, 32]],
+                      transformer_depths=[1, 2], heads=[1, 2], head_dim=8, mlp_ratios=[2, 3])
+    budget = Budget(num_clients=clients, clients_per_round=per_round, num_rounds=1,
+                    local_epochs=2, eval_every=1, round_timeout=2.0, seed=0,
+                    min_replies=min_replies)
+    strategy = PerFedRLNASStrategy(
+        budget=budget, train_config={"batch_size": 16},
+        supernet=space.build_supernet(num_classes=10, in_channels=1, image_size=8),
+        options=PerFedRLNASOptions.from_config(options))
+    strategy.node_of = {c: 100 + c for c in range(clients)}
+    return strategy
+
+
+def set_memory(strategy: PerFedRLNASStrategy, budgets: dict[int, float]) -> None:
+    for cid, memory in budgets.items():
+        strategy.hardware[cid] = replace(strategy.hardware[cid], memory_bytes=memory)
+
+
+def train_answer(value: float = 0.5, seconds: float = 0.1, accuracy: float = 0.6) -> Answer:
+    """A client that returns the subnet it got with every float entry set to ``value``."""
+    def answer(msg: Message) -> RecordDict:
+        arrays = msg.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+        out = [np.full_like(a, value) if a.dtype.kind == "f" else a for a in arrays]
+        cid = msg.metadata.dst_node_id - 100
+        return RecordDict({"arrays": ArrayRecord(numpy_ndarrays=out), "metrics": MetricRecord(
+            {"client_id": cid, "num_examples": 40, "train_loss": 1.0, "train_seconds": seconds,
+             "val_accuracy": accuracy, "accuracy": accuracy})})
+    return answer
+
+
+def train_round(strategy: PerFedRLNASStrategy, grid: FakeGrid, server_round: int = 1) -> None:
+    """One training half-round as ``base.run`` drives it."""
+    messages = list(strategy.configure_train(server_round, strategy.current_arrays(),
+                                             None, grid))  # type: ignore[arg-type]
+    if messages:
+        strategy.aggregate_train(server_round, strategy.send_and_collect(grid, messages))  # type: ignore[arg-type]
+
+
+def logits(strategy: PerFedRLNASStrategy) -> list[np.ndarray]:
+    return [p.logits.copy() for p in strategy.policies]
+
+
+# -- eq. 9: over-budget clients are penalised in every round --------------------------------
+def test_all_sampled_over_budget_still_penalised_although_nothing_is_sent() -> None:
+    strategy = make_strategy()
+    set_memory(strategy, {c: 0.0 for c in range(3)})
+    before = logits(strategy)
+    grid = FakeGrid(train_answer())
+
+    train_round(strategy, grid)
+
+    sampled = strategy.sample_clients(1, population=strategy.trainable)
+    assert grid.pushed == []
+    assert [row["client_id"] for row in strategy.record.train] == sampled
+    assert all(row["over_budget"] == 1 and row["reward"] == pytest.approx(-1.0)
+               for row in strategy.record.train)  # φ = 1, Acc = 0, empty history
+    for cid in range(3):
+        assert (np.array_equal(before[cid], strategy.policies[cid].logits)) == (cid not in sampled)
+
+
+def test_over_budget_penalised_when_too_few_replies_arrive() -> None:
+    # Prepare: two sampled clients, one over budget; min_replies = 2 cannot be met
+    strategy = make_strategy(min_replies=2)
+    over, fits = strategy.sample_clients(1, population=strategy.trainable)
+    set_memory(strategy, {over: 0.0, fits: float("inf")})
+    before, supernet = logits(strategy), strategy.supernet.state_arrays()
+
+    train_round(strategy, FakeGrid(train_answer()))
+
+    # Assert: only the over-budget client's policy moved; supernet and history unchanged
+    assert not np.array_equal(before[over], strategy.policies[over].logits)
+    np.testing.assert_array_equal(before[fits], strategy.policies[fits].logits)
+    assert strategy.history == {}
+    for a, b in zip(supernet, strategy.supernet.state_arrays(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [(r["client_id"], r.get("over_budget")) for r in strategy.record.train] == [(over, 1)]
+
+
+def test_over_budget_reward_with_a_measured_client() -> None:
+    strategy = make_strategy()
+    over, fits = strategy.sample_clients(1, population=strategy.trainable)
+    set_memory(strategy, {over: 0.0, fits: float("inf")})
+
+    train_round(strategy, FakeGrid(train_answer(accuracy=0.6)))
+
+    rows = {r["client_id"]: r for r in strategy.record.train}
+    # baseline = mean history = 0.6; one measured round time: slowest - fastest = 0
+    assert rows[over]["reward"] == pytest.approx(0.0 - 0.6 - 1.0)
+    assert rows[fits]["reward"] == pytest.approx(0.0)
+    assert strategy.history == {fits: pytest.approx(0.6)}
+
+
+def test_failure_reward_moves_the_policy_of_a_silent_client() -> None:
+    strategy = make_strategy(failure_reward=-0.5)
+    set_memory(strategy, {c: float("inf") for c in range(3)})
+    silent, speaks = strategy.sample_clients(1, population=strategy.trainable)
+    answer = train_answer()
+    before = logits(strategy)
+
+    train_round(strategy, FakeGrid(lambda m: None if m.metadata.dst_node_id == 100 + silent
+                                   else answer(m)))
+
+    rows = {r["client_id"]: r for r in strategy.record.train}
+    assert rows[silent]["failed"] == 1 and rows[silent]["reward"] == -0.5
+    assert strategy.record.failures == 1
+    arch = strategy.sample_arch(silent, 1)
+    # REINFORCE with a negative reward lowers the log-probability of the sent subnet
+    assert log_probability(strategy.policies[silent].logits, strategy.sizes, arch.indices) \
+        < log_probability(before[silent], strategy.sizes, arch.indices)
+    assert speaks in rows and "failed" not in rows[speaks]
+
+
+def test_merge_of_one_reply_writes_its_region_and_leaves_the_rest() -> None:
+    strategy = make_strategy(clients=2, per_round=1)
+    set_memory(strategy, {0: float("inf"), 1: float("inf")})
+    before = strategy.supernet.state_arrays()
+
+    train_round(strategy, FakeGrid(train_answer(value=0.25)))
+
+    (cid,) = strategy.sent
+    arch = strategy.sent[cid][0]
+    for got in strategy.supernet.slice(arch):
+        if got.dtype.kind == "f":
+            np.testing.assert_allclose(got, 0.25)
+    covered = [np.zeros(a.shape, bool) for a in before]
+    for i, where in strategy.supernet.regions(arch):
+        covered[i][where] = True
+    for a, b, c in zip(before, strategy.supernet.state_arrays(), covered, strict=True):
+        np.testing.assert_array_equal(a[~c], b[~c])
+
+
+# -- round time from the server's cost model --------------------------------------------------
+def test_simulated_round_time_ignores_the_clients_seconds() -> None:
+    times = []
+    for seconds in (0.01, 0.25):  # the client cannot train longer than round_timeout
+        strategy = make_strategy()
+        set_memory(strategy, {c: float("inf") for c in range(3)})
+        train_round(strategy, FakeGrid(train_answer(seconds=seconds)))
+        times.append({r["client_id"]: r["round_time"] for r in strategy.record.train})
+
+    assert times[0] == times[1]
+    cid, rt = next(iter(times[0].items()))
+    arch, bytes_down = strategy.sent[cid]
+    hw = strategy.hardware[cid]
+    compute = training_seconds(forward_macs_per_sample=strategy.supernet.cost(arch).flops,
+                               samples=40, epochs=2, macs_per_second=1e9)
+    assert rt == pytest.approx(simulated_round_time(
+        compute_seconds=compute, speed_factor=hw.speed_factor, bytes_moved=2 * bytes_down,
+        bandwidth_bps=hw.bandwidth_bps))
+
+
+# -- new clients: search-only rounds, then searched vs random vs largest ---------------------
+def test_new_client_search_learns_from_evaluations_and_reports() -> None:
+    # Prepare: client 2 is new; its validation accuracy is high only for index 0 of the
+    # first search dimension
+    strategy = make_strategy(new_clients=1, new_client_rounds=4, policy_optimizer="adam",
+                             policy_lr=0.5)
+    set_memory(strategy, {c: float("inf") for c in range(3)})
+    splits: list[str] = []
+
+    def answer(msg: Message) -> RecordDict:
+        config = msg.content["config"]
+        splits.append(str(config["split"]))
+        arch = strategy.space.arch_from_str(str(config["arch"]))
+        accuracy = 0.9 if arch.indices[0] == 0 else 0.1
+        return RecordDict({"metrics": MetricRecord(
+            {"client_id": msg.metadata.dst_node_id - 100, "num_examples": 20,
+             "accuracy": accuracy, "loss": 1.0})})
+    strategy.history = {0: 0.5, 1: 0.5}  # what training left: the reward's baseline
+    before = strategy.policies[2].logits.copy()
+
+    # Execute
+    strategy.finish_round(FakeGrid(answer), 1)  # type: ignore[arg-type]
+
+    # Assert: 4 search rounds on val, then 3 candidate evaluations on test
+    assert splits == ["val"] * 4 + ["test"] * 3
+    n0 = strategy.sizes[0]
+    p_before = probabilities(before, strategy.sizes)[0][0]
+    p_after = probabilities(strategy.policies[2].logits, strategy.sizes)[0][0]
+    assert p_after > p_before and p_before == pytest.approx(1 / n0)
+    report = strategy.new_client_report
+    assert report["clients"] == [2] and report["search_rounds"] == 4
+    assert report["searched_acc_mean"] == pytest.approx(
+        0.9 if strategy.personalized_arch(2).indices[0] == 0 else 0.1)
+    assert report["largest_acc_mean"] == pytest.approx(
+        0.9 if strategy.space.max_arch().indices[0] == 0 else 0.1)
+    for cid in (0, 1):  # training clients are untouched by the search
+        np.testing.assert_array_equal(strategy.policies[cid].logits, 0.0)
+
+
+def test_new_client_evaluation_ignores_malformed_replies() -> None:
+    strategy = make_strategy(new_clients=1, new_client_rounds=1)
+    set_memory(strategy, {c: float("inf") for c in range(3)})
+
+    def answer(msg: Message) -> RecordDict:
+        return RecordDict({"metrics": MetricRecord(
+            {"client_id": 2, "num_examples": 20, "accuracy": 3.0, "loss": 1.0})})
+
+    report = strategy.evaluate_new_clients(FakeGrid(answer), [2], 1)  # type: ignore[arg-type]
+
+    assert np.isnan(report["searched_acc_mean"]) and strategy.record.rejected == 3

@@ -1,0 +1,234 @@
+"""The reply gate: no reply can crash a strategy or steer it beyond what the server knows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from pfednas.config import ConfigError, compose, settings_from_cfg
+from pfednas.nas.archcode import code_capacity
+from pfednas.nas.validation import (
+    KNOWN_METRICS,
+    ArrayHeader,
+    MetricSpec,
+    array_specs,
+    check_array_headers,
+    check_metrics,
+    examples_bound_problem,
+)
+from pfednas.search import DartsS2Space
+from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
+
+WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
+
+
+@pytest.fixture(autouse=True)
+def run_id() -> Iterator[None]:
+    """Messages need the task identity Flower sets inside a run."""
+    names = ("_run_id", "_node_id", "_task_id")
+    before = [getattr(TaskIdentity, n) for n in names]
+    for name in names:
+        setattr(TaskIdentity, name, 1)
+    yield
+    for name, value in zip(names, before, strict=True):
+        setattr(TaskIdentity, name, value)
+
+
+def budget(**kw: Any) -> Budget:
+    return Budget(**{"num_clients": 3, "clients_per_round": 3, "num_rounds": 2,
+                     "local_epochs": 1, "eval_every": 1, "round_timeout": 60.0, "seed": 0, **kw})
+
+
+def fedavg(**kw: Any) -> FedAvgFTStrategy:
+    strategy = FedAvgFTStrategy(budget=budget(**kw), train_config={},
+                                initial_arrays=WEIGHTS, finetune_epochs=0)
+    strategy.node_of = {c: 100 + c for c in range(3)}
+    return strategy
+
+
+def reply(strategy: Any, cid: int, metrics: dict[str, Any], arrays: Any = None,
+          kind: str = MessageType.TRAIN, node: int | None = None) -> Message:
+    """A reply from the node of ``cid`` (or ``node``), as that node would send it."""
+    TaskIdentity.node_id = strategy.node_of[cid] if node is None else node
+    content = RecordDict({"metrics": MetricRecord(metrics)})
+    if arrays is not None:
+        content["arrays"] = arrays if isinstance(arrays, ArrayRecord) \
+            else ArrayRecord(numpy_ndarrays=arrays)
+    return Message(content, dst_node_id=0, message_type=kind)
+
+
+def train_metrics(cid: int, n: int = 10, **extra: Any) -> dict[str, Any]:
+    return {"client_id": cid, "num_examples": n, "train_loss": 1.0, "train_seconds": 0.5,
+            **extra}
+
+
+def trained(value: float) -> list[np.ndarray]:
+    return [np.full(a.shape, value, a.dtype) for a in WEIGHTS]
+
+
+# -- the schema, as pure functions ------------------------------------------------------------
+def test_required_metric_missing_and_out_of_range_are_named() -> None:
+    required = [KNOWN_METRICS[n] for n in ("client_id", "num_examples", "accuracy", "loss")]
+    good = {"client_id": 1, "num_examples": 5, "accuracy": 0.5, "loss": 0.7}
+
+    assert check_metrics(good, required) is None
+    del good["loss"]
+    assert check_metrics(good, required) == "required metric 'loss' missing"
+    assert "not an integer" in str(check_metrics(
+        {**good, "loss": 1.0, "sample_passes": 2.5}, required))
+    assert "outside" in str(check_metrics({**good, "loss": 1.0, "sample_passes": -1}, required))
+    assert check_metrics({**good, "loss": 1.0, "sample_passes": 3}, required) is None
+    arch = MetricSpec("arch_code", int, 0, 7)
+    assert "outside" in str(check_metrics({**good, "loss": 1.0, "arch_code": 8}, [arch]))
+
+
+def test_array_metadata_is_checked_before_decoding() -> None:
+    spec = array_specs(WEIGHTS)
+    ok = [ArrayHeader((2, 3), "float32", "numpy.ndarray", 24 + 128),
+          ArrayHeader((4,), "float32", "numpy.ndarray", 16 + 128)]
+
+    assert check_array_headers(ok, spec) is None
+    assert "expected 2 arrays, got 3" in str(check_array_headers([*ok, ok[1]], spec))
+    assert "shape" in str(check_array_headers([ok[1], ok[1]], spec))
+    assert "dtype" in str(check_array_headers(
+        [ArrayHeader((2, 3), "float64", "numpy.ndarray", 48 + 128), ok[1]], spec))
+    assert "bytes" in str(check_array_headers(
+        [ArrayHeader((2, 3), "float32", "numpy.ndarray", 10**8), ok[1]], spec))
+    assert "serialisation" in str(check_array_headers(
+        [ArrayHeader((2, 3), "float32", "torch", 152), ok[1]], spec))
+
+
+def test_num_examples_bounded_by_partition_or_first_report() -> None:
+    assert examples_bound_problem(50, limit=40, reference=None, tolerance=0.5) is not None
+    assert examples_bound_problem(40, limit=40, reference=None, tolerance=0.5) is None
+    assert examples_bound_problem(160, limit=None, reference=100, tolerance=0.5) is not None
+    assert examples_bound_problem(150, limit=None, reference=100, tolerance=0.5) is None
+    assert examples_bound_problem(10**6, limit=None, reference=None, tolerance=0.5) is None
+
+
+# -- through a strategy -------------------------------------------------------------------------
+def test_train_reply_without_a_required_metric_is_rejected_not_a_crash() -> None:
+    strategy = fedavg()
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    no_loss = {k: v for k, v in train_metrics(0).items() if k != "train_loss"}
+
+    strategy.aggregate_train(1, [reply(strategy, 0, no_loss, trained(9.0)),
+                                 reply(strategy, 1, train_metrics(1), trained(1.0))])
+
+    assert strategy.record.rejected == 1
+    np.testing.assert_array_equal(strategy.arrays[0], trained(1.0)[0])
+
+
+def test_evaluation_reply_without_accuracy_or_loss_is_rejected() -> None:
+    strategy = fedavg()
+    list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    good = {"client_id": 0, "num_examples": 5, "accuracy": 0.5, "loss": 0.7}
+
+    strategy.aggregate_evaluate(1, [
+        reply(strategy, 0, good, kind=MessageType.EVALUATE),
+        reply(strategy, 1, {"client_id": 1, "num_examples": 5, "loss": 0.7},
+              kind=MessageType.EVALUATE),
+        reply(strategy, 2, {"client_id": 2, "num_examples": 5, "accuracy": 0.9},
+              kind=MessageType.EVALUATE)])
+
+    assert strategy.record.rejected == 2
+    assert [r["client_id"] for r in strategy.record.evaluation] == [0]
+
+
+def test_extra_arrays_and_wrong_byte_sizes_are_rejected_before_decoding(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    strategy = fedavg()
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    decoded: list[tuple[int, ...]] = []
+    numpy = Array.numpy
+    monkeypatch.setattr(Array, "numpy", lambda self: decoded.append(self.shape) or numpy(self))
+    padded = ArrayRecord(numpy_ndarrays=trained(5.0))
+    first = next(iter(padded))
+    padded[first] = Array(dtype="float32", shape=(2, 3), stype="numpy.ndarray",
+                          data=bytes(10_000))
+
+    strategy.aggregate_train(1, [
+        reply(strategy, 0, train_metrics(0), [*trained(7.0), np.zeros(3, np.float32)]),
+        reply(strategy, 1, train_metrics(1), padded),
+        reply(strategy, 2, train_metrics(2), trained(2.0))])
+
+    assert strategy.record.rejected == 2
+    assert decoded == [(2, 3), (4,)]  # only the good reply's two arrays were decoded
+    np.testing.assert_array_equal(strategy.arrays[1], trained(2.0)[1])
+
+
+def test_huge_num_examples_cannot_dominate_the_average() -> None:
+    # Prepare: partition sizes known (simulation); client 0 claims far more than it holds
+    strategy = fedavg()
+    strategy.partition_sizes = [20, 20, 20]
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0, n=9_000_000), trained(9.0)),
+                                 reply(strategy, 1, train_metrics(1, n=10), trained(1.0)),
+                                 reply(strategy, 2, train_metrics(2, n=10), trained(3.0))])
+
+    assert strategy.record.rejected == 1
+    np.testing.assert_allclose(strategy.arrays[0], trained(2.0)[0])
+
+
+def test_deployment_num_examples_may_not_grow_past_the_tolerance() -> None:
+    strategy = fedavg(examples_tolerance=0.5)
+    for server_round, n, rejected in ((1, 100, 0), (2, 140, 0), (3, 151, 1)):
+        strategy.record.rejected = 0
+        list(strategy.configure_train(server_round, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+        strategy.aggregate_train(server_round, [reply(strategy, 0, train_metrics(0, n=n),
+                                                      trained(1.0))])
+        assert strategy.record.rejected == rejected, server_round
+
+
+def test_uniform_weighting_ignores_sample_counts() -> None:
+    strategy = fedavg(weighting="uniform")
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0, n=90), trained(4.0)),
+                                 reply(strategy, 1, train_metrics(1, n=10), trained(0.0))])
+
+    np.testing.assert_allclose(strategy.arrays[0], trained(2.0)[0])
+
+
+def test_weighting_and_tolerance_are_validated_config() -> None:
+    settings = settings_from_cfg(compose(["federation.weighting=uniform"]))
+    assert settings.federation.weighting == "uniform"
+    with pytest.raises(ConfigError, match="weighting"):
+        settings_from_cfg(compose(["federation.weighting=loudest"]))
+    with pytest.raises(ConfigError, match="examples_tolerance"):
+        settings_from_cfg(compose(["federation.examples_tolerance=-1"]))
+
+
+# -- SPIDER --------------------------------------------------------------------------------------
+def spider() -> SpiderStrategy:
+    supernet = DartsS2Space(channels=4, layers=3).build_supernet(
+        num_classes=4, in_channels=1, image_size=8)
+    strategy = SpiderStrategy(budget=budget(), train_config={}, supernet=supernet)
+    strategy.node_of = {c: 100 + c for c in range(3)}
+    return strategy
+
+
+def test_spider_rejects_out_of_range_codes_and_foreign_client_ids() -> None:
+    strategy = spider()
+    list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    capacity = code_capacity(strategy.space)
+    ok = {"num_examples": 5, "accuracy": 0.5, "loss": 0.7}
+
+    evaluate = MessageType.EVALUATE
+
+    strategy.aggregate_evaluate(1, [
+        reply(strategy, 0, {**ok, "client_id": 0, "arch_code": 3}, kind=evaluate),
+        reply(strategy, 1, {**ok, "client_id": 1, "arch_code": capacity}, kind=evaluate),
+        # the node of client 2 speaking for client 0; client 2 without its code
+        reply(strategy, 0, {**ok, "client_id": 0, "arch_code": 5}, kind=evaluate, node=102),
+        reply(strategy, 2, {**ok, "client_id": 2}, kind=evaluate)])
+
+    assert strategy.record.rejected == 3
+    assert [r["client_id"] for r in strategy.record.evaluation] == [0]
+    assert strategy.arch_of == {0: strategy.arch_string({"arch_code": 3})}
