@@ -48,6 +48,7 @@ def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> No
     commands = (logs / "commands.sh").read_text()
     assert "--enable-supernode-auth" in commands and "--insecure" not in commands
     assert commands.count("--auth-supernode-private-key") == 3
+    assert commands.count(f'checkpoint-dir="{out.resolve() / "client_state"}"') == 3
     assert "Uvicorn running on https://" in (logs / "superlink.log").read_text()
     assert (logs / "register.log").read_text().count('"success": true') == 3
     assert pids_with_token((logs / "run_token").read_text().strip()) == []

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from pfednas.checkpoint import carry_client_state
+from pfednas.checkpoint import CLIENT_STATE_DIR, carry_client_state
 from pfednas.cli import EXIT_CONFIG, EXIT_RUN, app_dir
 from pfednas.config import ConfigError, compose, describe, overrides_to_json, settings_from_cfg
 from pfednas.data import DataError, partition
@@ -194,7 +194,11 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, str]:
     request = DeploymentRequest(
         app_dir=app_dir(), out_dir=out, num_nodes=nodes, security=security, keys=keys,
         run_config={"overrides": overrides_to_json(overrides), "output-dir": str(out)},
-        data_dirs=tuple(p.resolve() for p in args.data_dir), node_timeout=args.node_timeout)
+        data_dirs=tuple(p.resolve() for p in args.data_dir),
+        # the nodes' folders, set as their operator would (the run config names none):
+        data_root=Path(settings.data.root).resolve() if settings.data.root else None,
+        checkpoint_dir=out / CLIENT_STATE_DIR if settings.checkpoint_every > 0 else None,
+        node_timeout=args.node_timeout)
     if settings.resume:  # the resumed run's client states, where the local nodes look
         out.mkdir(parents=True, exist_ok=True)
         carry_client_state(Path(settings.resume), out)

@@ -33,11 +33,25 @@ class Security:
             raise ValueError("SuperNode authentication needs TLS (Flower refuses it without)")
 
 
-def node_config(client_id: int, num_clients: int, data_dir: str | Path | None = None) -> str:
-    """``--node-config`` value: a Dirichlet partition, or a silo's own folder."""
+def node_config(client_id: int, num_clients: int, data_dir: str | Path | None = None, *,
+                data_root: str | Path | None = None,
+                checkpoint_dir: str | Path | None = None) -> str:
+    """``--node-config`` value: a Dirichlet partition, or a silo's own folder; and the
+    folders the node reads the dataset from (``data-root``) and keeps client state in
+    (``checkpoint-dir``). In a deployment only these, never the run config, name paths."""
     if data_dir is None:
-        return f"partition-id={client_id} num-partitions={num_clients}"
-    return f"client-id={client_id} data-dir={json.dumps(str(data_dir))}"  # a TOML string
+        parts = [f"partition-id={client_id}", f"num-partitions={num_clients}"]
+    else:
+        parts = [f"client-id={client_id}", f"data-dir={_toml(data_dir)}"]
+    if data_root is not None:
+        parts.append(f"data-root={_toml(data_root)}")
+    if checkpoint_dir is not None:
+        parts.append(f"checkpoint-dir={_toml(checkpoint_dir)}")
+    return " ".join(parts)
+
+
+def _toml(path: str | Path) -> str:
+    return json.dumps(str(path))  # a TOML basic string
 
 
 def superlink_command(*, host: str, port: int, security: Security,
