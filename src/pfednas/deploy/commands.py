@@ -72,8 +72,10 @@ def superlink_command(*, host: str, port: int, security: Security,
 
 def supernode_command(*, superlink: str, runtime_host: str, runtime_port: int,
                       security: Security, node_config: str, private_key: Path | None,
-                      isolation: str = "subprocess", max_retries: int | None = None
-                      ) -> list[str]:
+                      isolation: str = "subprocess", max_retries: int | None = None,
+                      runtime_tls: TlsFiles | None = None) -> list[str]:
+    """``runtime_tls``: serve the node's Runtime API over TLS (a separate executor,
+    ``--isolation process``, reaches it over a network: see ``TlsFiles.of_node``)."""
     command = ["flower-supernode", "--superlink", superlink]
     if security.tls is None:
         command.append("--insecure")
@@ -81,16 +83,20 @@ def supernode_command(*, superlink: str, runtime_host: str, runtime_port: int,
         command += ["--root-certificates", str(security.tls.ca_cert)]
     if private_key is not None:
         command += ["--auth-supernode-private-key", str(private_key)]
-    command += ["--node-config", node_config, "--isolation", isolation,
-                "--host", runtime_host, "--port", str(runtime_port)]
+    command += ["--node-config", node_config, "--isolation", isolation]
+    if runtime_tls is not None:
+        command += ["--ssl-certfile", str(runtime_tls.server_cert),
+                    "--ssl-keyfile", str(runtime_tls.server_key),
+                    "--ssl-ca-certfile", str(runtime_tls.ca_cert)]
+    command += ["--host", runtime_host, "--port", str(runtime_port)]
     if max_retries is not None:
         command += ["--max-retries", str(max_retries)]
     return command
 
 
 def superexec_command(*, runtime_api: str, ca_cert: Path | None = None) -> list[str]:
-    """A separate executor (``--isolation process``): TLS to a SuperLink's runtime API when
-    ``ca_cert`` is given; plain HTTP to a SuperNode's, which stays inside its host."""
+    """A separate executor (``--isolation process``): TLS to the Runtime API of a SuperLink
+    or SuperNode when ``ca_cert`` is given, else plain HTTP (a one-machine demo)."""
     tls = ["--insecure"] if ca_cert is None else ["--root-certificates", str(ca_cert)]
     return ["flower-superexec", *tls, "--runtime-api-address", runtime_api]
 
