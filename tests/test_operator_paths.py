@@ -127,6 +127,14 @@ def test_deployed_node_refuses_a_dataset_root_from_the_run_config(
         node_settings(context)
 
 
+@pytest.mark.usefixtures("deployment")
+def test_deployed_node_does_not_read_the_resume_folder_of_the_run_config(tmp_path: Path) -> None:
+    # a folder that cannot be resumed: checking it would raise ConfigError on the node
+    settings = node_settings(_context(overrides=[f"resume={tmp_path}"]))
+
+    assert settings.resume is None
+
+
 @pytest.mark.usefixtures("simulation")
 def test_simulated_node_keeps_the_run_config_dataset_root() -> None:
     context = _context(node={"partition-id": 0, "data-root": "/srv/a"},

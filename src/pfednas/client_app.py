@@ -44,12 +44,14 @@ app = ClientApp()
 
 
 def node_settings(context: Context) -> RunSettings:
-    """The run's settings; in a deployment with the node's own ``data-root`` as
-    ``dataset.root`` (before any data is read, even by a method's config check)."""
+    """The run's settings. In a deployment a node reads no path of the run config: its
+    ``dataset.root`` is its own ``data-root`` (set before any data is read, even by a
+    method's config check), and ``resume`` (the server's run folder) is not checked here."""
     overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
     cfg = compose(overrides)  # a copy, ours to change
     if not in_simulation():
         cfg.dataset.root = node_data_root(context, cfg.dataset.get("root"))
+        cfg.resume = None  # the server resumes; a node restores from its checkpoint-dir
     return settings_from_cfg(cfg)
 
 
