@@ -13,15 +13,25 @@ import time
 from pathlib import Path
 
 import pytest
+import tomli_w
 
+from pfednas.config import SERVERAPP_PID_FILE
 from pfednas.deploy.certs import (
+    TlsFiles,
     node_key_paths,
     write_dev_certificates,
     write_node_key,
     write_node_keys,
 )
-from pfednas.deploy.commands import Security, node_config
-from pfednas.deploy.local import DeploymentError, LocalFederation
+from pfednas.deploy.commands import (
+    Security,
+    flwr_run_command,
+    node_config,
+    superexec_command,
+    supernode_command,
+)
+from pfednas.deploy.local import CONNECTION, DeploymentError, LocalFederation
+from pfednas.launcher import free_port, wait_run
 from tests.conftest import PFEDNAS, REPO, default_sigint, pids_with_token
 
 # method.arch=min: the smallest subnet of the search space as FedAvg's fixed model (as in
@@ -48,9 +58,52 @@ def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> No
     commands = (logs / "commands.sh").read_text()
     assert "--enable-supernode-auth" in commands and "--insecure" not in commands
     assert commands.count("--auth-supernode-private-key") == 3
+    assert commands.count(f'checkpoint-dir="{out.resolve() / "client_state"}"') == 3
     assert "Uvicorn running on https://" in (logs / "superlink.log").read_text()
     assert (logs / "register.log").read_text().count('"success": true') == 3
     assert pids_with_token((logs / "run_token").read_text().strip()) == []
+
+
+def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path: Path) -> None:
+    # Prepare: a SuperNode as in docker-compose.yml (--isolation process, its Runtime API over
+    # TLS with supernode-0.pem) and a separate ClientApp executor that trusts only ca.crt
+    out = tmp_path / "run"
+    certs = write_dev_certificates(tmp_path / "certs", nodes=1)
+    keys = write_node_keys(tmp_path / "keys", 1)
+    federation = LocalFederation(num_nodes=0, work_dir=tmp_path / "work", log_dir=out / "logs",
+                                 security=Security(tls=certs, node_auth=True), keys=keys)
+    run_config = out / "logs" / "run_config.toml"
+    run_config.parent.mkdir(parents=True)
+    run_config.write_text(tomli_w.dumps({"output-dir": str(out), "overrides": json.dumps([
+        "method=fedavg", "method.arch=min", "federation.num_clients=1",
+        "federation.clients_per_round=1", "federation.min_replies=1", "federation.num_rounds=1",
+        "federation.eval_every=1", "federation.local_epochs=1", "method.finetune_epochs=1"])}))
+
+    # Execute
+    with federation:
+        federation.register([keys[0].public])
+        port = free_port()
+        silo_env = dict(federation.env, FLWR_HOME=str(tmp_path / "work" / "node-0"))
+        node = federation.spawn(supernode_command(
+            superlink=federation.address, runtime_host="127.0.0.1", runtime_port=port,
+            security=federation.security, private_key=keys[0].private,
+            node_config=node_config(0, 1), isolation="process",
+            runtime_tls=TlsFiles.of_node(tmp_path / "certs", 0)), "supernode-0.log", silo_env)
+        federation.nodes.append(node)
+        federation.wait_connected([node])
+        federation.spawn(superexec_command(runtime_api=f"127.0.0.1:{port}",
+                                           ca_cert=certs.ca_cert), "clientapp-0.log", silo_env)
+        proc = subprocess.Popen(flwr_run_command(REPO, CONNECTION, run_config),
+                                env=federation.env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, start_new_session=True)
+        code = wait_run(proc, out / "logs" / SERVERAPP_PID_FILE)
+
+    # Assert
+    assert code == 0
+    assert json.loads((out / "summary.json").read_text())["num_clients_evaluated"] == 1
+    assert f"running on https://127.0.0.1:{port}" in (out / "logs" / "supernode-0.log").read_text()
+    assert "flwr-clientapp" in (out / "logs" / "clientapp-0.log").read_text()
+    assert pids_with_token(federation.token) == []
 
 
 def test_unregistered_and_insecure_supernodes_are_refused(tmp_path: Path) -> None:

@@ -21,7 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from pfednas.deploy.certs import node_key_paths, write_dev_certificates, write_node_keys
+from pfednas.deploy.certs import (
+    TlsFiles,
+    node_key_paths,
+    write_dev_certificates,
+    write_node_keys,
+)
 from pfednas.deploy.cli import main as deploy_main
 from pfednas.deploy.commands import (
     Security,
@@ -32,8 +37,9 @@ from pfednas.deploy.commands import (
 )
 from tests.conftest import REPO
 
-BASE = REPO / "docker-compose.yml"
-TLS = REPO / "docker-compose.tls.yml"
+BASE = REPO / "docker-compose.yml"                # secure: TLS + SuperNode authentication
+INSECURE = REPO / "docker-compose.insecure.yml"   # plain HTTP, a one-machine demo
+NODES = 3
 
 
 def compose_binary() -> list[str] | None:
@@ -80,6 +86,20 @@ def test_dev_certificates_chain_and_names(tmp_path: Path) -> None:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 
+def test_dev_certificates_for_each_supernode_runtime_api(tmp_path: Path) -> None:
+    files = write_dev_certificates(tmp_path, ["superlink"], nodes=2)
+
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    for i in range(2):
+        node = TlsFiles.of_node(tmp_path, i)
+        cert = x509.load_pem_x509_certificate(node.server_cert.read_bytes())
+        cert.verify_directly_issued_by(ca)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert names.get_values_for_type(x509.DNSName) == [f"supernode-{i}", "localhost"]
+        assert stat.S_IMODE(node.server_key.stat().st_mode) == 0o600
+    assert not (tmp_path / "supernode-2.pem").exists()
+
+
 def test_node_keys_are_p384_openssh_pairs(tmp_path: Path) -> None:
     pairs = write_node_keys(tmp_path, 2)
 
@@ -94,48 +114,133 @@ def test_node_keys_are_p384_openssh_pairs(tmp_path: Path) -> None:
 
 
 # -- compose files -----------------------------------------------------------------------------
-def test_compose_files_are_valid_compose_specification() -> None:
-    base = merged(BASE)
-    tls = merged(BASE, TLS)
+def _mounts(service: dict) -> list[dict]:
+    return list(service.get("volumes", []))
 
-    nodes = sorted(s for s in base["services"] if s.startswith("supernode-"))
-    assert {"superlink", "serverapp"} <= set(base["services"]) and len(nodes) == 3
-    for i in range(len(nodes)):
-        assert f"clientapp-{i}" in base["services"]
-        data = [v for v in base["services"][f"clientapp-{i}"]["volumes"] if v["target"] == "/data"]
-        assert data and data[0]["read_only"]  # the silo's own data, read-only
-    assert "superlink-state" in base["volumes"]
-    assert tls["services"]["register"]["restart"] == "no"
+
+def _binds_from(service: dict, folder: str) -> set[str]:
+    """Names of the files of ``REPO/<folder>`` that ``service`` mounts."""
+    return {Path(v["source"]).name for v in _mounts(service)
+            if v["type"] == "bind" and Path(v["source"]).parent == REPO / folder}
+
+
+def test_compose_files_are_valid_compose_specification() -> None:
+    secure = merged(BASE)
+    demo = merged(INSECURE)
+
+    nodes = sorted(s for s in secure["services"] if s.startswith("supernode-"))
+    assert {"superlink", "serverapp", "register"} <= set(secure["services"])
+    assert len(nodes) == NODES
+    assert set(demo["services"]) == set(secure["services"]) - {"register"}
+    for config in (secure, demo):
+        services = config["services"]
+        assert "superlink-state" in config["volumes"]
+        assert services["serverapp"]["environment"]["PFEDNAS_OUTPUT_BASE"] == "/app/outputs"
+        for i in range(NODES):
+            clientapp = services[f"clientapp-{i}"]
+            data = [v for v in _mounts(clientapp) if v["target"] == "/data"]
+            assert data and data[0]["read_only"]  # the silo's own data, read-only
+            assert list(clientapp["networks"]) == [f"silo-{i}"]  # no other silo's SuperNode
+            assert set(services[f"supernode-{i}"]["networks"]) == {"default", f"silo-{i}"}
+    assert secure["services"]["register"]["restart"] == "no"
     for name in nodes:
-        assert tls["services"][name]["depends_on"]["register"]["condition"] == (
+        assert secure["services"][name]["depends_on"]["register"]["condition"] == (
             "service_completed_successfully")
 
 
+def test_default_compose_file_is_tls_with_node_authentication() -> None:
+    services = merged(BASE)["services"]
+
+    assert "--insecure" not in BASE.read_text()
+    assert "--enable-supernode-auth" in services["superlink"]["command"]
+    for name, service in services.items():
+        command = service.get("command") or []
+        assert "--insecure" not in command, name
+        if name.startswith(("supernode-", "clientapp-")) or name == "serverapp":
+            assert "--root-certificates" in command, name  # TLS to the Runtime/Fleet API
+    for i in range(NODES):
+        command = services[f"supernode-{i}"]["command"]
+        assert command[command.index("--auth-supernode-private-key") + 1] == f"keys/node-{i}"
+        assert command[command.index("--ssl-keyfile") + 1] == f"certificates/supernode-{i}.key"
+
+
+def test_insecure_overlay_is_the_only_place_of_insecure() -> None:
+    compose_files = sorted(REPO.glob("docker-compose*.y*ml"))
+    services = merged(INSECURE)["services"]
+
+    assert INSECURE in compose_files
+    assert [f for f in compose_files if "--insecure" in f.read_text()] == [INSECURE]
+    published = [f"{p['host_ip']}:{p['published']}:{p['target']}"
+                 for p in services["superlink"]["ports"]]
+    assert published == ["127.0.0.1:9093:9093"]  # this machine only
+    for name, service in services.items():
+        assert "--insecure" in service["command"], name
+        assert not _binds_from(service, "certificates") and not _binds_from(service, "keys")
+
+
+def test_no_container_gets_the_ca_key_or_a_whole_secret_folder() -> None:
+    services = merged(BASE)["services"]
+    secret_dirs = {REPO / "certificates", REPO / "keys"}
+
+    for name, service in services.items():
+        for volume in _mounts(service):
+            source = Path(volume.get("source", ""))
+            assert source.name != "ca.key", name
+            assert source not in secret_dirs, (name, str(source))
+            if source.parent in secret_dirs:
+                assert volume["read_only"], (name, str(source))
+    expected = {
+        "superlink": ({"ca.crt", "server.pem", "server.key"}, set()),
+        "serverapp": ({"ca.crt"}, set()),
+        "register": ({"ca.crt"}, {f"node-{i}.pub" for i in range(NODES)}),
+        **{f"supernode-{i}": ({"ca.crt", f"supernode-{i}.pem", f"supernode-{i}.key"},
+                              {f"node-{i}"}) for i in range(NODES)},
+        **{f"clientapp-{i}": ({"ca.crt"}, set()) for i in range(NODES)},
+    }
+    assert set(services) == set(expected)
+    for name, (certificates, keys) in expected.items():
+        assert _binds_from(services[name], "certificates") == certificates, name
+        assert _binds_from(services[name], "keys") == keys, name
+
+
+def test_deploy_writes_every_file_the_compose_file_mounts(tmp_path: Path) -> None:
+    services = merged(BASE)["services"]
+    write_dev_certificates(tmp_path / "certificates", ["superlink"], nodes=NODES)
+    write_node_keys(tmp_path / "keys", NODES)
+
+    for folder in ("certificates", "keys"):
+        mounted = set().union(*(_binds_from(s, folder) for s in services.values()))
+        made = {p.name for p in (tmp_path / folder).iterdir()}
+        assert mounted and mounted <= made, folder
+    assert "ca.key" in {p.name for p in (tmp_path / "certificates").iterdir()}
+
+
 def test_compose_uses_the_flags_of_the_local_run(tmp_path: Path) -> None:
-    tls_files = write_dev_certificates(tmp_path)
+    tls_files = write_dev_certificates(tmp_path, nodes=NODES)
     secure = Security(tls=tls_files, node_auth=True)
     insecure = Security(tls=None, node_auth=False)
-    services = {"plain": merged(BASE)["services"], "tls": merged(BASE, TLS)["services"]}
+    services = {"plain": merged(INSECURE)["services"], "tls": merged(BASE)["services"]}
 
     for variant, security in (("plain", insecure), ("tls", secure)):
         svc = services[variant]
         link = superlink_command(host="0.0.0.0", port=9093, security=security,
                                  isolation="process")
         assert flags(svc["superlink"]["command"]) == flags(link), variant
-        for i in range(3):
+        for i in range(NODES):
             key = node_key_paths(tmp_path, i).private if security.node_auth else None
-            node = supernode_command(superlink="superlink:9093", runtime_host="0.0.0.0",
-                                     runtime_port=9094, security=security, private_key=key,
-                                     node_config=f'client-id={i} data-dir="/data"',
-                                     isolation="process")
+            node = supernode_command(
+                superlink="superlink:9093", runtime_host="0.0.0.0", runtime_port=9094,
+                security=security, private_key=key,
+                node_config=f'client-id={i} data-dir="/data"', isolation="process",
+                runtime_tls=TlsFiles.of_node(tmp_path, i) if security.tls else None)
             command = svc[f"supernode-{i}"]["command"]
             assert flags(command) == flags(node), (variant, i)
             assert command[command.index("--node-config") + 1] == f'client-id={i} data-dir="/data"'
-        executor = superexec_command(runtime_api="superlink:9093",
-                                     ca_cert=tls_files.ca_cert if security.tls else None)
+        ca_cert = tls_files.ca_cert if security.tls else None
+        executor = superexec_command(runtime_api="superlink:9093", ca_cert=ca_cert)
         assert flags(svc["serverapp"]["command"]) == flags(executor), variant
-        for i in range(3):
-            node_executor = superexec_command(runtime_api=f"supernode-{i}:9094")
+        for i in range(NODES):
+            node_executor = superexec_command(runtime_api=f"supernode-{i}:9094", ca_cert=ca_cert)
             assert flags(svc[f"clientapp-{i}"]["command"]) == flags(node_executor), variant
 
 

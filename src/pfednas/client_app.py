@@ -38,15 +38,22 @@ from pfednas.config import (
     settings_from_cfg,
 )
 from pfednas.methods import METHODS
-from pfednas.node_data import client_id_of, node_client_data
+from pfednas.node_data import client_id_of, node_client_data, node_data_root
 from pfednas.train import default_device
 
 app = ClientApp()
 
 
-def _settings(context: Context) -> RunSettings:
+def node_settings(context: Context) -> RunSettings:
+    """The run's settings. In a deployment a node reads no path of the run config: its
+    ``dataset.root`` is its own ``data-root`` (set before any data is read, even by a
+    method's config check), and ``resume`` (the server's run folder) is not checked here."""
     overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
-    return settings_from_cfg(compose(overrides))
+    cfg = compose(overrides)  # a copy, ours to change
+    if not in_simulation():
+        cfg.dataset.root = node_data_root(context, cfg.dataset.get("root"))
+        cfg.resume = None  # the server resumes; a node restores from its checkpoint-dir
+    return settings_from_cfg(cfg)
 
 
 def _set_threads(settings: RunSettings) -> None:
@@ -57,7 +64,7 @@ def _set_threads(settings: RunSettings) -> None:
 
 
 def make_client(context: Context, settings: RunSettings | None = None) -> NumPyClient:
-    settings = settings or _settings(context)
+    settings = settings or node_settings(context)
     _set_threads(settings)
     data = node_client_data(context, settings)
     if settings.eval_split == "val":  # tuning: the reported "test" figures are validation ones
@@ -96,14 +103,18 @@ def query(msg: Message, context: Context) -> Message:
 def state_store(context: Context, settings: RunSettings,
                 config: dict[str, Any]) -> ClientStateStore | None:
     """Where this client's state is saved: node config ``checkpoint-dir``, or in a
-    simulation (checkpoints on) ``<output-dir>/client_state``; None: nowhere."""
+    simulation (checkpoints on) ``<output-dir>/client_state``; None: nowhere.
+
+    In a deployment only the node's operator names the folder: the run config's
+    ``output-dir`` is the submitter's, so a node never writes under it."""
     lineage = config.get("lineage")
     if not isinstance(lineage, str) or not lineage:
         return None
     directory = str(context.node_config.get("checkpoint-dir", "")).strip()
-    if not directory and settings.checkpoint_every > 0 and "partition-id" in context.node_config:
+    if (not directory and in_simulation() and settings.checkpoint_every > 0
+            and "partition-id" in context.node_config):
         output = str(context.run_config.get("output-dir", "")).strip()
-        # the server's output folder, when it is on this machine (simulation, local deployment)
+        # the server's output folder, on this machine in a simulation
         directory = (str(Path(output) / CLIENT_STATE_DIR)
                      if output and Path(output).is_dir() else "")
     if not directory:
@@ -114,7 +125,7 @@ def state_store(context: Context, settings: RunSettings,
 
 def _with_state(msg: Message, context: Context,
                 handle: Callable[[NumPyClient, dict[str, Any]], RecordDict]) -> Message:
-    settings = _settings(context)
+    settings = node_settings(context)
     config = _config_of(msg)
     server_round = int(config.get("server_round", 0))
     store = state_store(context, settings, config) if server_round > 0 else None

@@ -28,11 +28,19 @@ SERVERAPP_PID_FILE = "serverapp.pid"  # in <output>/logs/, written by the Server
 # Set by whoever starts the SuperLink side (the operator), never by the run config:
 SIMULATION_ENV = "PFEDNAS_SIMULATION"     # "1": a `pfednas` simulation (launcher.py)
 OUTPUT_BASE_ENV = "PFEDNAS_OUTPUT_BASE"   # deployment: the ServerApp writes only below it
+DEFAULT_OUTPUT_BASE = "outputs"           # deployment without PFEDNAS_OUTPUT_BASE: ./outputs
 
 
 def in_simulation() -> bool:
     """Whether this process belongs to a `pfednas` simulation (not a deployment)."""
     return os.environ.get(SIMULATION_ENV, "") == "1"
+
+
+def output_base() -> Path:
+    """The folder a deployment's ServerApp writes below: ``$PFEDNAS_OUTPUT_BASE``, else
+    ``./outputs`` of the ServerApp process (absolute, symbolic links resolved)."""
+    base = os.environ.get(OUTPUT_BASE_ENV, "").strip() or DEFAULT_OUTPUT_BASE
+    return Path(base).expanduser().resolve()
 
 
 class ConfigError(ValueError):

@@ -22,6 +22,12 @@ Two kinds of node (``flower-supernode --node-config '...'``):
   uint8 data is read as 0–255, float data as 0–1. Only sample counts leave the
   silo (in the metrics of its replies), never the layout or the files.
 
+Paths come from the node's operator. In a deployment the dataset's folder is the
+node config's ``data-root`` (else the dataset's environment variable or default
+folder), and a run config that names another ``dataset.root`` is refused
+(:func:`node_data_root`): whoever submits a run never chooses which files a node
+reads. A simulation keeps ``dataset.root`` from the config.
+
 In a deployment every message starts a fresh ClientApp process, so a partition
 node would recompute the Dirichlet partition of the whole dataset each time;
 with ``$PFEDNAS_NODE_CACHE`` set to a directory, the node's own splits are
@@ -49,6 +55,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tif
 ARRAY_FILE = "data.npz"
 SILO_SPLIT = 101  # SeedSequence purpose tag of a silo's local split (data/ uses 1-4)
 CACHE_ENV = "PFEDNAS_NODE_CACHE"
+DATA_ROOT_KEY = "data-root"  # node config: the folder of the configured dataset's files
 
 
 def client_id_of(context: Context) -> int:
@@ -60,6 +67,23 @@ def client_id_of(context: Context) -> int:
     raise ValueError("node config has neither 'partition-id' nor 'client-id': start the "
                      "SuperNode with --node-config 'partition-id=<i> num-partitions=<K>' or, "
                      "for a silo's own data, --node-config 'client-id=<i> data-dir=<PATH>'")
+
+
+def node_data_root(context: Context, run_root: str | None) -> str | None:
+    """``dataset.root`` of a deployed node: its node config ``data-root`` (None: the
+    dataset's environment variable or default folder).
+
+    Raises :class:`DataError` when the run config names a ``dataset.root`` other than
+    that folder: the submitter of a run does not choose the files a node reads.
+    """
+    node_root = str(context.node_config.get(DATA_ROOT_KEY, "")).strip() or None
+    if run_root and (node_root is None or Path(run_root).resolve() != Path(node_root).resolve()):
+        raise DataError(
+            f"run config dataset.root={run_root!r} is refused in a deployment: a node reads "
+            f"only the folder its operator names in the node config ({DATA_ROOT_KEY}="
+            f"{node_root!r}); drop dataset.root from the run, or start the SuperNode with "
+            f"--node-config '... {DATA_ROOT_KEY}=\"<folder>\"'")
+    return node_root
 
 
 def node_client_data(context: Context, settings: RunSettings) -> ClientData:

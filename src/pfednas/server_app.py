@@ -21,11 +21,14 @@ from omegaconf import OmegaConf
 
 from pfednas.checkpoint import read_checkpoint, resume_records, save_checkpoint
 from pfednas.config import (
+    OUTPUT_BASE_ENV,
     SERVERAPP_PID_FILE,
+    ConfigError,
     RunSettings,
     compose,
     describe,
     in_simulation,
+    output_base,
     overrides_from_json,
     settings_from_cfg,
 )
@@ -90,10 +93,30 @@ def peak_rss_mb() -> float:
 
 
 def output_dir(context: Context) -> Path:
+    """The run's output folder: run config ``output-dir`` (default: a dated folder).
+
+    In a simulation it is used as given. In a deployment the run's submitter names it
+    but the SuperLink's operator bounds it: it must lie inside :func:`output_base`
+    (a relative path is taken from there), else :class:`ConfigError`.
+    """
     given = str(context.run_config.get("output-dir", "")).strip()
-    if given:
-        return Path(given)
-    return Path("outputs") / time.strftime("%Y-%m-%d/%H-%M-%S_serverapp")
+    dated = time.strftime("%Y-%m-%d/%H-%M-%S_serverapp")
+    if in_simulation():
+        return Path(given) if given else Path("outputs") / dated
+    return inside_base(given or dated, output_base())
+
+
+def inside_base(path: str | Path, base: Path) -> Path:
+    """``base / path`` resolved (``..`` and symbolic links followed); refused unless the
+    result is ``base`` or below it."""
+    base = base.resolve()
+    resolved = (base / path).resolve()
+    if not resolved.is_relative_to(base):
+        raise ConfigError(
+            f"run config output-dir={str(path)!r} is {resolved}, outside this deployment's "
+            f"output base {base} ({OUTPUT_BASE_ENV}, set by the SuperLink operator): give a "
+            "folder inside it, or a relative path; nothing was written")
+    return resolved
 
 
 def write_pid_file(out: Path) -> Path:
@@ -109,10 +132,10 @@ def write_pid_file(out: Path) -> Path:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    out = output_dir(context)  # first: a refused folder stops the run before anything
     overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
     cfg = compose(overrides)
     settings = settings_from_cfg(cfg)
-    out = output_dir(context)
     writer = ResultsWriter(out)
     (out / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
     print(f"[pfednas] {describe(settings)}", flush=True)

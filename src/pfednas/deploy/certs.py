@@ -5,7 +5,11 @@
   alternative names cover ``localhost``, ``127.0.0.1`` and any extra host names
   or addresses (a SuperLink's DNS name or public IP). The SuperLink serves
   TLS with ``--ssl-certfile server.pem --ssl-keyfile server.key
-  --ssl-ca-certfile ca.crt``; SuperNodes and ``flwr`` trust ``ca.crt``.
+  --ssl-ca-certfile ca.crt``; SuperNodes and ``flwr`` trust ``ca.crt``. With
+  ``nodes=N`` also ``supernode-<i>.pem`` + ``supernode-<i>.key``: the certificate
+  of SuperNode ``i``'s Runtime API (name ``supernode-<i>``, as in
+  ``docker-compose.yml``), which its ClientApp executor reaches over TLS.
+  ``ca.key`` signs them all; it stays with whoever made them and enters no container.
 * :func:`write_node_keys`: one EC key pair per SuperNode in OpenSSH format
   (``node-<i>`` private, ``node-<i>.pub`` public) on NIST P-384, the form
   ``flwr supernode register`` and ``flower-supernode
@@ -30,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
+CA_CERT, CA_KEY = "ca.crt", "ca.key"
 VALID_DAYS = 365
 
 
@@ -44,10 +49,22 @@ class TlsFiles:
     @classmethod
     def in_dir(cls, directory: Path) -> TlsFiles:
         directory = Path(directory).resolve()
-        return cls(directory / "ca.crt", directory / "server.pem", directory / "server.key")
+        return cls(directory / CA_CERT, directory / "server.pem", directory / "server.key")
+
+    @classmethod
+    def of_node(cls, directory: Path, index: int) -> TlsFiles:
+        """SuperNode ``index``'s Runtime API: ``supernode-<i>.pem`` / ``.key`` and ``ca.crt``."""
+        directory = Path(directory).resolve()
+        name = node_runtime_host(index)
+        return cls(directory / CA_CERT, directory / f"{name}.pem", directory / f"{name}.key")
 
     def missing(self) -> list[Path]:
         return [p for p in (self.ca_cert, self.server_cert, self.server_key) if not p.is_file()]
+
+
+def node_runtime_host(index: int) -> str:
+    """The host name of SuperNode ``index``'s Runtime API (its compose service name)."""
+    return f"supernode-{index}"
 
 
 @dataclass(frozen=True)
@@ -93,12 +110,14 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def write_dev_certificates(out_dir: Path, hosts: Sequence[str] = (),
-                           *, valid_days: int = VALID_DAYS) -> TlsFiles:
-    """Write ``ca.crt``, ``ca.key``, ``server.pem`` and ``server.key`` into ``out_dir``.
+def write_dev_certificates(out_dir: Path, hosts: Sequence[str] = (), *, nodes: int = 0,
+                           valid_days: int = VALID_DAYS) -> TlsFiles:
+    """Write ``ca.crt``, ``ca.key``, ``server.pem`` and ``server.key`` into ``out_dir``,
+    and for ``i < nodes`` SuperNode ``i``'s Runtime API pair ``supernode-<i>.pem`` / ``.key``.
 
     The server certificate is valid for ``localhost``, ``127.0.0.1``, ``::1`` and
-    every entry of ``hosts`` (DNS names or IP addresses).
+    every entry of ``hosts`` (DNS names or IP addresses); a node's for ``supernode-<i>``
+    and the same loopback names.
     """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -121,29 +140,31 @@ def write_dev_certificates(out_dir: Path, hosts: Sequence[str] = (),
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
                               critical=False)
                .sign(ca_key, hashes.SHA384()))
+    (out / CA_CERT).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(out / CA_KEY, _pem_key(ca_key))
 
-    server_key = ec.generate_private_key(ec.SECP384R1())
-    all_hosts = [*DEFAULT_HOSTS, *hosts]
-    server_cert = (x509.CertificateBuilder()
-                   .subject_name(_name(all_hosts[0] if not hosts else hosts[0]))
-                   .issuer_name(ca_cert.subject)
-                   .public_key(server_key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now).not_valid_after(until)
-                   .add_extension(_san(all_hosts), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None),
-                                  critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                                  critical=False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                       ca_key.public_key()), critical=False)
-                   .sign(ca_key, hashes.SHA384()))
+    def server(files: TlsFiles, names: Sequence[str]) -> None:
+        key = ec.generate_private_key(ec.SECP384R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(_name(names[0]))
+                .issuer_name(ca_cert.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(until)
+                .add_extension(_san([*names, *DEFAULT_HOSTS]), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                               critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    ca_key.public_key()), critical=False)
+                .sign(ca_key, hashes.SHA384()))
+        files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(files.server_key, _pem_key(key))
 
     files = TlsFiles.in_dir(out)
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(out / "ca.key", _pem_key(ca_key))
-    files.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(files.server_key, _pem_key(server_key))
+    server(files, [*hosts] or list(DEFAULT_HOSTS))
+    for index in range(nodes):
+        server(TlsFiles.of_node(out, index), [node_runtime_host(index)])
     return files
 
 

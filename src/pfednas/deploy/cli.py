@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from pfednas.checkpoint import carry_client_state
+from pfednas.checkpoint import CLIENT_STATE_DIR, carry_client_state
 from pfednas.cli import EXIT_CONFIG, EXIT_RUN, app_dir
 from pfednas.config import ConfigError, compose, describe, overrides_to_json, settings_from_cfg
 from pfednas.data import DataError, partition
 from pfednas.deploy.certs import (
+    CA_KEY,
     NodeKey,
     TlsFiles,
     node_key_paths,
@@ -79,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("--host", action="append", default=[], metavar="NAME_OR_IP",
                        help="extra DNS name or IP address of the SuperLink (repeatable); "
                             "localhost, 127.0.0.1 and ::1 are always included")
+    certs.add_argument("--nodes", type=int, default=DEFAULT_NODES,
+                       help="also a Runtime API certificate supernode-<i>.pem/.key for each "
+                            f"of this many SuperNodes (docker compose; default {DEFAULT_NODES})")
 
     keys = sub.add_parser("keys", help="SuperNode authentication key pairs (EC P-384, OpenSSH)")
     keys.add_argument("out_dir", type=Path)
@@ -194,7 +198,11 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, str]:
     request = DeploymentRequest(
         app_dir=app_dir(), out_dir=out, num_nodes=nodes, security=security, keys=keys,
         run_config={"overrides": overrides_to_json(overrides), "output-dir": str(out)},
-        data_dirs=tuple(p.resolve() for p in args.data_dir), node_timeout=args.node_timeout)
+        data_dirs=tuple(p.resolve() for p in args.data_dir),
+        # the nodes' folders, set as their operator would (the run config names none):
+        data_root=Path(settings.data.root).resolve() if settings.data.root else None,
+        checkpoint_dir=out / CLIENT_STATE_DIR if settings.checkpoint_every > 0 else None,
+        node_timeout=args.node_timeout)
     if settings.resume:  # the resumed run's client states, where the local nodes look
         out.mkdir(parents=True, exist_ok=True)
         carry_client_state(Path(settings.resume), out)
@@ -281,10 +289,17 @@ def main(argv: list[str]) -> int:
     if args.command == "silos":
         return export_silos(args)
     if args.command == "certs":
-        files = write_dev_certificates(args.out_dir, args.host)
+        if args.nodes < 0:
+            print("pfednas deploy: error: --nodes must be >= 0", file=sys.stderr)
+            return EXIT_CONFIG
+        files = write_dev_certificates(args.out_dir, args.host, nodes=args.nodes)
         print(f"CA certificate:     {files.ca_cert}  (give to SuperNodes and `flwr`)\n"
               f"server certificate: {files.server_cert}\nserver key:         {files.server_key}"
-              f"\nCA key:             {files.ca_cert.with_name('ca.key')}  (keep offline)")
+              f"\nCA key:             {files.ca_cert.with_name(CA_KEY)}  (keep offline; it "
+              "enters no container)")
+        for i in range(args.nodes):
+            node = TlsFiles.of_node(args.out_dir, i)
+            print(f"SuperNode {i} Runtime API: {node.server_cert} + {node.server_key}")
         return 0
     if args.nodes < 1 or args.start < 0:
         print("pfednas deploy: error: --nodes must be >= 1 and --start >= 0", file=sys.stderr)

@@ -33,11 +33,25 @@ class Security:
             raise ValueError("SuperNode authentication needs TLS (Flower refuses it without)")
 
 
-def node_config(client_id: int, num_clients: int, data_dir: str | Path | None = None) -> str:
-    """``--node-config`` value: a Dirichlet partition, or a silo's own folder."""
+def node_config(client_id: int, num_clients: int, data_dir: str | Path | None = None, *,
+                data_root: str | Path | None = None,
+                checkpoint_dir: str | Path | None = None) -> str:
+    """``--node-config`` value: a Dirichlet partition, or a silo's own folder; and the
+    folders the node reads the dataset from (``data-root``) and keeps client state in
+    (``checkpoint-dir``). In a deployment only these, never the run config, name paths."""
     if data_dir is None:
-        return f"partition-id={client_id} num-partitions={num_clients}"
-    return f"client-id={client_id} data-dir={json.dumps(str(data_dir))}"  # a TOML string
+        parts = [f"partition-id={client_id}", f"num-partitions={num_clients}"]
+    else:
+        parts = [f"client-id={client_id}", f"data-dir={_toml(data_dir)}"]
+    if data_root is not None:
+        parts.append(f"data-root={_toml(data_root)}")
+    if checkpoint_dir is not None:
+        parts.append(f"checkpoint-dir={_toml(checkpoint_dir)}")
+    return " ".join(parts)
+
+
+def _toml(path: str | Path) -> str:
+    return json.dumps(str(path))  # a TOML basic string
 
 
 def superlink_command(*, host: str, port: int, security: Security,
@@ -58,8 +72,10 @@ def superlink_command(*, host: str, port: int, security: Security,
 
 def supernode_command(*, superlink: str, runtime_host: str, runtime_port: int,
                       security: Security, node_config: str, private_key: Path | None,
-                      isolation: str = "subprocess", max_retries: int | None = None
-                      ) -> list[str]:
+                      isolation: str = "subprocess", max_retries: int | None = None,
+                      runtime_tls: TlsFiles | None = None) -> list[str]:
+    """``runtime_tls``: serve the node's Runtime API over TLS (a separate executor,
+    ``--isolation process``, reaches it over a network: see ``TlsFiles.of_node``)."""
     command = ["flower-supernode", "--superlink", superlink]
     if security.tls is None:
         command.append("--insecure")
@@ -67,16 +83,20 @@ def supernode_command(*, superlink: str, runtime_host: str, runtime_port: int,
         command += ["--root-certificates", str(security.tls.ca_cert)]
     if private_key is not None:
         command += ["--auth-supernode-private-key", str(private_key)]
-    command += ["--node-config", node_config, "--isolation", isolation,
-                "--host", runtime_host, "--port", str(runtime_port)]
+    command += ["--node-config", node_config, "--isolation", isolation]
+    if runtime_tls is not None:
+        command += ["--ssl-certfile", str(runtime_tls.server_cert),
+                    "--ssl-keyfile", str(runtime_tls.server_key),
+                    "--ssl-ca-certfile", str(runtime_tls.ca_cert)]
+    command += ["--host", runtime_host, "--port", str(runtime_port)]
     if max_retries is not None:
         command += ["--max-retries", str(max_retries)]
     return command
 
 
 def superexec_command(*, runtime_api: str, ca_cert: Path | None = None) -> list[str]:
-    """A separate executor (``--isolation process``): TLS to a SuperLink's runtime API when
-    ``ca_cert`` is given; plain HTTP to a SuperNode's, which stays inside its host."""
+    """A separate executor (``--isolation process``): TLS to the Runtime API of a SuperLink
+    or SuperNode when ``ca_cert`` is given, else plain HTTP (a one-machine demo)."""
     tls = ["--insecure"] if ca_cert is None else ["--root-certificates", str(ca_cert)]
     return ["flower-superexec", *tls, "--runtime-api-address", runtime_api]
 

@@ -16,6 +16,11 @@ SuperExec starts, exactly as on separate machines. :class:`LocalFederation`
 and on exit, whatever the exit, stops every process carrying the run's
 ``PFEDNAS_RUN_TOKEN`` (see :mod:`pfednas.launcher`). :func:`run_deployment`
 then submits the app with ``flwr run <app> <connection> --stream``.
+
+Paths are set as an operator would set them, never by the run config: the
+SuperLink side gets ``PFEDNAS_OUTPUT_BASE`` (the run's folder; its ServerApp writes
+nowhere else), and each node's ``--node-config`` names the folders it reads the
+dataset from and keeps client state in (``data-root``, ``checkpoint-dir``).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from types import TracebackType
 
 import tomli_w
 
-from pfednas.config import SERVERAPP_PID_FILE
+from pfednas.config import OUTPUT_BASE_ENV, SERVERAPP_PID_FILE
 from pfednas.deploy.certs import NodeKey, TlsFiles
 from pfednas.deploy.commands import (
     Security,
@@ -100,6 +105,9 @@ class LocalFederation:
     security: Security
     keys: Sequence[NodeKey] = ()
     data_dirs: Sequence[Path] = ()
+    data_root: Path | None = None       # node config data-root (dataset.root of partitions)
+    checkpoint_dir: Path | None = None  # node config checkpoint-dir (client state)
+    output_base: Path | None = None     # PFEDNAS_OUTPUT_BASE; default: the parent of log_dir
     node_timeout: float = 120.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     port: int = 0
@@ -130,8 +138,9 @@ class LocalFederation:
             for index in range(self.num_nodes):
                 key = self.keys[index].private if self.security.node_auth else None
                 data_dir = self.data_dirs[index] if self.data_dirs else None
-                self.nodes.append(self.start_supernode(
-                    index, private_key=key, config=node_config(index, self.num_nodes, data_dir)))
+                config = node_config(index, self.num_nodes, data_dir, data_root=self.data_root,
+                                     checkpoint_dir=self.checkpoint_dir)
+                self.nodes.append(self.start_supernode(index, private_key=key, config=config))
             self.wait_connected(self.nodes)
         except BaseException:
             self.stop()
@@ -159,6 +168,7 @@ class LocalFederation:
         write_connection(self.work_dir / "flwr_home", self.address, self.security.tls)
         self.env = run_env(self.work_dir / "flwr_home", self.token)
         self.env[NODE_CACHE_ENV] = str(self.work_dir / "node_cache")
+        self.env[OUTPUT_BASE_ENV] = str((self.output_base or self.log_dir.parent).resolve())
         self.env.setdefault(TASK_POLL_ENV, "0.2")  # Flower's default is 1 s per poll
         command = superlink_command(host=HOST, port=self.port, security=self.security)
         proc = self.spawn(command, "superlink.log")
@@ -249,6 +259,8 @@ class DeploymentRequest:
     security: Security
     keys: tuple[NodeKey, ...] = ()
     data_dirs: tuple[Path, ...] = ()
+    data_root: Path | None = None
+    checkpoint_dir: Path | None = None
     node_timeout: float = 120.0
 
 
@@ -261,7 +273,9 @@ def run_deployment(request: DeploymentRequest) -> int:
     federation = LocalFederation(num_nodes=request.num_nodes,
                                  work_dir=request.out_dir / "deploy", log_dir=log_dir,
                                  security=request.security, keys=request.keys,
-                                 data_dirs=request.data_dirs, node_timeout=request.node_timeout)
+                                 data_dirs=request.data_dirs, data_root=request.data_root,
+                                 checkpoint_dir=request.checkpoint_dir,
+                                 output_base=request.out_dir, node_timeout=request.node_timeout)
     with federation:
         print(f"[pfednas] SuperLink {federation.address} "
               f"({'TLS' if request.security.tls else 'INSECURE'}"
