@@ -93,13 +93,14 @@ class BudgetSpread:
 
 @dataclass(frozen=True)
 class TransferOptions:
-    source: str = "holdout"        # holdout | synthetic
+    source: str = "holdout"        # holdout | synthetic | auto (resolved before the strategy)
     size: int = 1000
     heldout_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.source not in ("holdout", "synthetic"):
-            raise ValueError(f"transfer.source must be holdout|synthetic, got {self.source!r}")
+        if self.source not in ("holdout", "synthetic", "auto"):
+            raise ValueError("transfer.source must be holdout|synthetic|auto, "
+                             f"got {self.source!r}")
         if self.size < 4 or not 0 < self.heldout_fraction < 1:
             raise ValueError("transfer: need size >= 4 and 0 < heldout_fraction < 1")
 
@@ -420,7 +421,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
             seconds[self.plan.phase_of(r.round).name.lower()] += r.wall_seconds
         return {"hapfnas": {**self.search_report(), "phase_rounds": {
             p.name.lower(): self.plan.rounds(p) for p in Phase}, "phase_seconds": seconds,
-            "budget_metric": self.options.budget.metric}}
+            "budget_metric": self.options.budget.metric,
+            "transfer_source": self.options.transfer.source}}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:

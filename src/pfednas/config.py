@@ -159,7 +159,8 @@ def _check_method(name: Any, options: dict[str, Any], fed: Federation, space: st
     spec = METHODS[name]
     if spec.spaces and space not in spec.spaces:
         raise ConfigError(f"method={name} needs search_space={'|'.join(spec.spaces)}, "
-                          f"got search_space={space}")
+                          f"got search_space={space} (method={name} selects its space by "
+                          "itself: leave search_space= out)")
     if spec.check is not None:
         spec.check(options, fed)
 
