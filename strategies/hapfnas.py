@@ -64,7 +64,7 @@ from pfednas.nas.predictor import (
 )
 from pfednas.search import Arch, Cost, Supernet
 from pfednas.seeding import HARDWARE, int_seed, numpy_rng, torch_generator
-from pfednas.strategies.base import Budget, PersonalizedStrategy, RoundRecord
+from pfednas.strategies.base import Budget, PersonalizedStrategy, RoundRecord, arch_details
 
 # seeding purpose tags of this method (pfednas.seeding uses 1-5, node_data 101)
 DISTILL_STREAM, SEARCH_ARCHS, PREDICTOR, EVOLUTION = 601, 602, 603, 604
@@ -411,9 +411,10 @@ class HAPFNASStrategy(PersonalizedStrategy):
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         arch = self.personal[client_id]
-        cost, budget = self.cost_of(arch), self.budgets[client_id]
-        return {"arch": arch.to_str(), "cost": cost, "budget": budget,
-                "over_budget": int(cost > budget)}
+        cost = self.supernet.cost(arch, batch_size=int(self.train_config.get("batch_size", 1)))
+        row = arch_details(arch, cost, metric=self.options.budget.metric,
+                           budget=self.budgets[client_id])
+        return {**row, "over_budget": int(not row["within_budget"])}
 
     def summary_extra(self, records: list[RoundRecord]) -> dict[str, Any]:
         seconds = {p.name.lower(): 0.0 for p in Phase}

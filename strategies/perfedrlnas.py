@@ -43,7 +43,7 @@ from pfednas.nas.policy import (
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time
 from pfednas.search import Arch, Supernet
 from pfednas.seeding import ARCH_SAMPLING, HARDWARE, numpy_rng
-from pfednas.strategies.base import Budget, PersonalizedStrategy
+from pfednas.strategies.base import Budget, PersonalizedStrategy, arch_details
 
 NEW_CLIENT_SEARCH = 1
 FALLBACK_PHASE = 2
@@ -233,8 +233,9 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         arch = self.personalized_arch(client_id)
-        return {"arch": arch.to_str(), "memory_bytes": self.memory(arch),
-                "memory_budget": self.hardware[client_id].memory_bytes}
+        cost = self.supernet.cost(arch, batch_size=int(self.train_config["batch_size"]))
+        return arch_details(arch, cost, metric="memory",
+                            budget=self.hardware[client_id].memory_bytes)
 
     # -- new clients: search-only rounds after training ----------------------------------------
     def finish_round(self, grid: Grid, server_round: int) -> None:

@@ -79,6 +79,9 @@ class Federation:
     client_cpus: int
     client_gpus: float
     ray_num_cpus: int | None
+    eval_timeout: float | None = None
+    eval_finetune: str = "final"
+    allow_missing_clients: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,13 @@ def validate_federation(fed: Federation) -> None:
     if fed.min_replies > fed.clients_per_round:
         raise ConfigError(f"federation.min_replies ({fed.min_replies}) must not exceed "
                           f"federation.clients_per_round ({fed.clients_per_round})")
+    if fed.eval_timeout is not None:
+        _check_number(g, "eval_timeout", fed.eval_timeout, kind=float, low=0, strict=True)
+    if fed.eval_finetune not in ("final", "all"):
+        raise ConfigError(f"federation.eval_finetune must be final|all, got {fed.eval_finetune!r}")
+    if not isinstance(fed.allow_missing_clients, bool):
+        raise ConfigError("federation.allow_missing_clients must be true|false, "
+                          f"got {fed.allow_missing_clients!r}")
     if fed.ray_num_cpus is not None:
         _check_number(g, "ray_num_cpus", fed.ray_num_cpus, kind=int, low=1)
         if fed.client_cpus > fed.ray_num_cpus:

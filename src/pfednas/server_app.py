@@ -45,7 +45,8 @@ def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
     budget = Budget(num_clients=fed.num_clients, clients_per_round=fed.clients_per_round,
                     num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
                     eval_every=fed.eval_every, round_timeout=fed.round_timeout,
-                    min_replies=fed.min_replies, seed=settings.seed)
+                    min_replies=fed.min_replies, seed=settings.seed,
+                    eval_timeout=fed.eval_timeout, eval_finetune=fed.eval_finetune)
     train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
                     "batch_size": fed.batch_size}
     return METHODS[settings.method].strategy(settings, budget, train_config)
@@ -62,7 +63,10 @@ def progress_line(record: RoundRecord, num_rounds: int, start: float) -> str:
         parts.append(f"{over} over budget")
     if record.evaluation:
         accs = [r["accuracy"] for r in record.evaluation]
-        parts.append(f"personalized acc {np.mean(accs):.4f} ± {np.std(accs):.4f}")
+        quick = " (quick: not fine-tuned)" if record.eval_kind == "quick" else ""
+        parts.append(f"personalized acc{quick} {np.mean(accs):.4f} ± {np.std(accs):.4f}")
+    if record.clients_missing:
+        parts.append(f"{len(record.clients_missing)} missing from the evaluation")
     if record.failures:
         parts.append(f"{record.failures} failed")
     return " | ".join(parts)
