@@ -45,6 +45,7 @@ class RoundRecord:
     server: dict[str, Any] = field(default_factory=dict)  # server-side measurements, if any
     # evaluation rounds: "quick" (fine-tuning skipped), "full", or "final" (the last round)
     eval_kind: str = ""
+    eval_seconds: float = 0.0  # wall time of the round's evaluation stage
     clients_missing: list[int] = field(default_factory=list)  # sent an evaluation, no valid row
 
     def to_json(self) -> dict[str, Any]:
@@ -62,6 +63,7 @@ class RoundRecord:
             out["personalized_acc_std"] = float(np.std(accs))
         if self.eval_kind:
             out["eval_kind"] = self.eval_kind
+            out["eval_seconds"] = round(self.eval_seconds, 4)
             out["clients_missing"] = self.clients_missing
         if self.server:
             out["server"] = self.server
@@ -77,6 +79,7 @@ class RoundRecord:
                    server_seconds=float(data.get("server_seconds", 0.0)),
                    server=dict(data.get("server", {})),
                    eval_kind=str(data.get("eval_kind", "")),
+                   eval_seconds=float(data.get("eval_seconds", 0.0)),
                    clients_missing=[int(c) for c in data.get("clients_missing", [])])
 
 
@@ -327,7 +330,7 @@ class PersonalizedStrategy(Strategy):
             for configure, aggregate, evaluation in (
                     (self.configure_train, self.aggregate_train, False),
                     (self.configure_evaluate, self.aggregate_evaluate, True)):
-                tic = time.perf_counter()
+                stage = tic = time.perf_counter()
                 messages = list(configure(server_round, self.current_arrays(), ConfigRecord(),
                                           grid))
                 self.record.server_seconds += time.perf_counter() - tic
@@ -336,6 +339,8 @@ class PersonalizedStrategy(Strategy):
                     tic = time.perf_counter()
                     aggregate(server_round, replies)  # type: ignore[operator]
                     self.record.server_seconds += time.perf_counter() - tic
+                if evaluation:
+                    self.record.eval_seconds = time.perf_counter() - stage
             self.finish_round(grid, server_round)
             self.record.wall_seconds = time.perf_counter() - start
             records.append(self.record)

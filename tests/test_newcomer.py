@@ -196,6 +196,8 @@ def test_intermediate_evaluation_is_quick_and_the_final_one_fine_tunes(
 
     rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["eval_kind"] for r in rounds] == ["quick", "final"]
+    assert all(r["eval_seconds"] > 0 for r in rounds)
+    assert set(_summary(out)["eval_seconds"]) == {"quick", "final"}
     assert len(rounds[0]["evaluation"]) == 4  # every client, un-fine-tuned
     assert all(row["finetune_seconds"] == 0 for row in rounds[0]["evaluation"])
     assert all(row["finetune_seconds"] > 0 for row in rounds[1]["evaluation"])

@@ -70,10 +70,20 @@ def summarize(*, method: str, dataset: str, records: list[RoundRecord], wall_sec
         "failures": int(sum(r.failures for r in records)),
         "wall_seconds": float(wall_seconds),
         "server_seconds": float(sum(r.server_seconds for r in records)),
+        "eval_seconds": _eval_seconds(records),
         "bytes_up": int(sum(r.bytes_up for r in records)),
         "bytes_down": int(sum(r.bytes_down for r in records)),
         **(extra or {}),
     }
+
+
+def _eval_seconds(records: list[RoundRecord]) -> dict[str, float]:
+    """Wall seconds of the evaluation stages, by kind (quick / full / final)."""
+    out: dict[str, float] = {}
+    for r in records:
+        if r.eval_kind:
+            out[r.eval_kind] = out.get(r.eval_kind, 0.0) + r.eval_seconds
+    return out
 
 
 def format_table(summary: dict[str, Any]) -> str:
