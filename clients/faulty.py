@@ -32,17 +32,21 @@ class Fault:
     """``plan``: client id -> kind of fault; ``rounds``: when (None = every round).
 
     Config: ``{clients: [1, 2], kind: nan}`` or ``{plan: {1: nan, 2: wrong_shape}}``,
-    optionally with ``rounds: [2]`` and ``sleep_seconds: 30``.
+    optionally with ``rounds: [2]``, ``sleep_seconds: 30`` and ``on: [evaluate]`` (which
+    messages misbehave: train, the default, and/or evaluate, where only raise and sleep apply).
     """
 
     plan: tuple[tuple[int, str], ...]
     rounds: tuple[int, ...] | None = None
     sleep_seconds: float = 30.0
+    on: tuple[str, ...] = ("train",)
 
     def __post_init__(self) -> None:
         for _, kind in self.plan:
             if kind not in KINDS:
                 raise ValueError(f"fault kind must be one of {KINDS}, got {kind!r}")
+        if not set(self.on) <= {"train", "evaluate"}:
+            raise ValueError(f"fault 'on' must list train and/or evaluate, got {self.on!r}")
 
     @staticmethod
     def from_config(cfg: dict[str, Any]) -> Fault:
@@ -52,7 +56,8 @@ class Fault:
             plan = tuple((int(c), str(cfg["kind"])) for c in cfg["clients"])
         rounds = cfg.get("rounds")
         return Fault(plan=plan, rounds=None if rounds is None else tuple(int(r) for r in rounds),
-                     sleep_seconds=float(cfg.get("sleep_seconds", 30.0)))
+                     sleep_seconds=float(cfg.get("sleep_seconds", 30.0)),
+                     on=tuple(str(m) for m in cfg.get("on", ["train"])))
 
     def kind_for(self, client_id: int, server_round: int) -> str | None:
         if self.rounds is not None and server_round not in self.rounds:
@@ -67,7 +72,7 @@ class FaultyClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         kind = self.fault.kind_for(self.client_id, int(config.get("server_round", 0)))
-        if kind is None:
+        if kind is None or "train" not in self.fault.on:
             return self.inner.fit(parameters, config)
         if kind == "raise":
             raise RuntimeError(f"injected failure on client {self.client_id}")
@@ -91,6 +96,12 @@ class FaultyClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
+        kind = self.fault.kind_for(self.client_id, int(config.get("server_round", 0)))
+        if kind is not None and "evaluate" in self.fault.on:
+            if kind == "raise":
+                raise RuntimeError(f"injected evaluation failure on client {self.client_id}")
+            if kind == "sleep":
+                time.sleep(self.fault.sleep_seconds)
         return self.inner.evaluate(parameters, config)
 
 

@@ -9,6 +9,7 @@ which writes it: no file is written from here.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from pfednas.nas.validation import (
     check_metrics,
     examples_bound_problem,
 )
+from pfednas.search import Arch, Cost
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
 
 
@@ -52,6 +54,10 @@ class RoundRecord:
     wall_seconds: float = 0.0
     server_seconds: float = 0.0
     server: dict[str, Any] = field(default_factory=dict)  # server-side measurements, if any
+    # evaluation rounds: "quick" (fine-tuning skipped), "full", or "final" (the last round)
+    eval_kind: str = ""
+    eval_seconds: float = 0.0  # wall time of the round's evaluation stage
+    clients_missing: list[int] = field(default_factory=list)  # sent an evaluation, no valid row
 
     def to_json(self) -> dict[str, Any]:
         accs = [e["accuracy"] for e in self.evaluation]
@@ -66,6 +72,10 @@ class RoundRecord:
         if accs:
             out["personalized_acc_mean"] = float(np.mean(accs))
             out["personalized_acc_std"] = float(np.std(accs))
+        if self.eval_kind:
+            out["eval_kind"] = self.eval_kind
+            out["eval_seconds"] = round(self.eval_seconds, 4)
+            out["clients_missing"] = self.clients_missing
         if self.server:
             out["server"] = self.server
         return out
@@ -78,7 +88,25 @@ class RoundRecord:
                    bytes_up=int(data["bytes_up"]),
                    bytes_down=int(data["bytes_down"]), wall_seconds=float(data["wall_seconds"]),
                    server_seconds=float(data.get("server_seconds", 0.0)),
-                   server=dict(data.get("server", {})))
+                   server=dict(data.get("server", {})),
+                   eval_kind=str(data.get("eval_kind", "")),
+                   eval_seconds=float(data.get("eval_seconds", 0.0)),
+                   clients_missing=[int(c) for c in data.get("clients_missing", [])])
+
+
+def arch_details(arch: Arch, cost: Cost, *, metric: str | None = None,
+                 budget: float | None = None) -> dict[str, Any]:
+    """A NAS method's evaluation-row fields: the architecture, its parameters, FLOPs and
+    training memory, and where the client has a (finite) budget in ``metric``
+    (params | flops | memory) the cost in that metric, the budget and whether it fits."""
+    out: dict[str, Any] = {"arch": arch.to_str(), "params": int(cost.params),
+                           "flops": int(cost.flops), "memory_bytes": int(cost.memory_bytes)}
+    if metric is not None and budget is not None and math.isfinite(budget):
+        value = float({"params": cost.params, "flops": cost.flops,
+                       "memory": cost.memory_bytes}[metric])
+        out.update(budget_metric=metric, cost=value, budget=float(budget),
+                   within_budget=value <= budget)
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,12 +123,16 @@ class Budget:
     min_replies: int = 1
     weighting: str = "samples"        # samples | uniform: what weights averages and merges
     examples_tolerance: float = 0.5   # deployment: allowed rise over the first num_examples
+    eval_timeout: float | None = None  # seconds to wait for evaluation replies; None: no limit
+    eval_finetune: str = "final"  # final: fine-tune only at the last round's evaluation | all
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be {'|'.join(WEIGHTINGS)}, got {self.weighting!r}")
         if self.examples_tolerance < 0:
             raise ValueError(f"examples_tolerance must be >= 0, got {self.examples_tolerance}")
+        if self.eval_finetune not in ("final", "all"):
+            raise ValueError(f"eval_finetune must be final|all, got {self.eval_finetune!r}")
 
 
 WEIGHTINGS = ("samples", "uniform")
@@ -130,6 +162,7 @@ class PersonalizedStrategy(Strategy):
         # (simulation), else the first count it reported per message type (deployment)
         self.partition_sizes: list[int] | None = None
         self.first_examples: dict[tuple[int, str], int] = {}
+        self.eval_sent: set[int] = set()  # clients sent a personalized evaluation this round
         # Id of this run and its resumptions, sent in every round config: clients
         # restore their saved state only from files of the same lineage.
         self.lineage = ""
@@ -172,8 +205,23 @@ class PersonalizedStrategy(Strategy):
         return (server_round % self.budget.eval_every == 0
                 or server_round == self.budget.num_rounds)
 
+    def eval_finetune_epochs(self, server_round: int, epochs: int) -> int:
+        """Fine-tuning epochs to put in this round's evaluation config.
+
+        ``epochs`` at the final round (or at every evaluation with ``eval_finetune: all``);
+        0 at intermediate evaluations, which then evaluate the un-fine-tuned personalized
+        model of every client and are recorded as ``eval_kind: quick``.
+        """
+        if epochs > 0 and self.budget.eval_finetune == "final" \
+                and server_round != self.budget.num_rounds:
+            self.record.eval_kind = "quick"
+            return 0
+        return epochs
+
     def message(self, client_id: int, message_type: str, config: dict[str, Any],
                 arrays: list[np.ndarray] | None = None) -> Message:
+        if message_type == MessageType.EVALUATE:
+            self.eval_sent.add(client_id)
         content = RecordDict({"config": ConfigRecord(config)})
         if arrays is not None:
             record = ArrayRecord(numpy_ndarrays=arrays)
@@ -303,12 +351,25 @@ class PersonalizedStrategy(Strategy):
                          "sample_passes": int(metrics.get("sample_passes", 0)),
                          **({"accuracy_no_ft": float(metrics["accuracy_no_ft"])}
                             if "accuracy_no_ft" in metrics else {}),
+                         **({"finetune_seconds": float(metrics["train_seconds"])}
+                            if "train_seconds" in metrics else {}),
                          **self.evaluation_details(cid)})
         self.record.evaluation = sorted(rows, key=lambda r: r["client_id"])
+        self.note_missing(server_round, {r["client_id"] for r in rows})
         if not rows:
             return None
         return MetricRecord({"personalized_acc_mean":
                              float(np.mean([r["accuracy"] for r in rows]))})
+
+    def note_missing(self, server_round: int, evaluated: set[int]) -> None:
+        """Record the evaluation's kind and the clients it was sent to that gave no valid row."""
+        if not self.record.eval_kind:
+            self.record.eval_kind = "final" if server_round == self.budget.num_rounds else "full"
+        self.record.clients_missing = sorted(self.eval_sent - evaluated)
+        if self.record.clients_missing:
+            log(WARNING, "Round %d: %d of %d client(s) missing from the evaluation: %s",
+                server_round, len(self.record.clients_missing), len(self.eval_sent),
+                self.record.clients_missing[:20])
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         """Extra per-client fields of an evaluation row (e.g. the architecture)."""
@@ -325,17 +386,20 @@ class PersonalizedStrategy(Strategy):
     def current_arrays(self) -> ArrayRecord:
         """The server state sent out this round (empty for methods that send none)."""
 
-    def send_and_collect(self, grid: Grid, messages: list[Message]) -> list[Message]:
-        """Push messages, pull replies until all arrived or the round timeout passed.
+    def send_and_collect(self, grid: Grid, messages: list[Message], *,
+                         evaluation: bool = False) -> list[Message]:
+        """Push messages, pull replies until all arrived or the timeout passed.
 
-        Records, per replying node, the seconds from send to reply in
+        The timeout is ``round_timeout``, or for an evaluation ``eval_timeout`` (None: wait
+        for every reply). Records, per replying node, the seconds from send to reply in
         ``self.reply_seconds`` (the measured round time RT_i).
         """
         self.reply_seconds = {}
         sent_at = time.perf_counter()
         pending = set(grid.push_messages(messages))
         replies: list[Message] = []
-        deadline = sent_at + self.budget.round_timeout
+        timeout = self.budget.eval_timeout if evaluation else self.budget.round_timeout
+        deadline = float("inf") if timeout is None else sent_at + timeout
         while pending and time.perf_counter() < deadline:
             for reply in grid.pull_messages(list(pending)):
                 pending.discard(reply.metadata.reply_to_message_id)
@@ -345,8 +409,7 @@ class PersonalizedStrategy(Strategy):
                 time.sleep(0.02)
         if pending:
             self.record.failures += len(pending)
-            log(WARNING, "%d client(s) did not reply within %.0fs", len(pending),
-                self.budget.round_timeout)
+            log(WARNING, "%d client(s) did not reply within %.0fs", len(pending), timeout)
         return replies
 
     def run(self, grid: Grid, on_round: Callable[[RoundRecord], None],
@@ -356,17 +419,21 @@ class PersonalizedStrategy(Strategy):
         for server_round in range(start_round, self.budget.num_rounds + 1):
             start = time.perf_counter()
             self.record = RoundRecord(round=server_round)
-            for configure, aggregate in ((self.configure_train, self.aggregate_train),
-                                         (self.configure_evaluate, self.aggregate_evaluate)):
-                tic = time.perf_counter()
+            self.eval_sent = set()
+            for configure, aggregate, evaluation in (
+                    (self.configure_train, self.aggregate_train, False),
+                    (self.configure_evaluate, self.aggregate_evaluate, True)):
+                stage = tic = time.perf_counter()
                 messages = list(configure(server_round, self.current_arrays(), ConfigRecord(),
                                           grid))
                 self.record.server_seconds += time.perf_counter() - tic
                 if messages:
-                    replies = self.send_and_collect(grid, messages)
+                    replies = self.send_and_collect(grid, messages, evaluation=evaluation)
                     tic = time.perf_counter()
                     aggregate(server_round, replies)  # type: ignore[operator]
                     self.record.server_seconds += time.perf_counter() - tic
+                if evaluation:
+                    self.record.eval_seconds = time.perf_counter() - stage
             self.finish_round(grid, server_round)
             self.record.wall_seconds = time.perf_counter() - start
             records.append(self.record)

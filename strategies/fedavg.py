@@ -66,6 +66,7 @@ class FedAvgFTStrategy(PersonalizedStrategy):
                            grid: Grid) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
-        cfg = self.round_config(server_round, finetune_epochs=self.finetune_epochs)
+        cfg = self.round_config(server_round, finetune_epochs=self.eval_finetune_epochs(
+            server_round, self.finetune_epochs))
         return [self.message(cid, MessageType.EVALUATE, cfg, self.arrays)
                 for cid in range(self.budget.num_clients)]

@@ -76,8 +76,8 @@ class FedNASStrategy(FedAvgFTStrategy):
             return []
         arch, subnet = self.global_arch()
         self.eval_arch = arch
-        cfg = self.round_config(server_round, finetune_epochs=self.finetune_epochs,
-                                arch=arch.to_str())
+        epochs = self.eval_finetune_epochs(server_round, self.finetune_epochs)
+        cfg = self.round_config(server_round, finetune_epochs=epochs, arch=arch.to_str())
         return [self.message(cid, MessageType.EVALUATE, cfg, subnet)
                 for cid in range(self.budget.num_clients)]
 

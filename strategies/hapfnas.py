@@ -67,7 +67,7 @@ from pfednas.nas.predictor import (
 from pfednas.nas.validation import MetricSpec
 from pfednas.search import Arch, Cost, Supernet
 from pfednas.seeding import HARDWARE, int_seed, numpy_rng, torch_generator
-from pfednas.strategies.base import Budget, PersonalizedStrategy, RoundRecord
+from pfednas.strategies.base import Budget, PersonalizedStrategy, RoundRecord, arch_details
 
 # seeding purpose tags of this method (pfednas.seeding uses 1-5, node_data 101)
 DISTILL_STREAM, SEARCH_ARCHS, PREDICTOR, EVOLUTION = 601, 602, 603, 604
@@ -96,13 +96,14 @@ class BudgetSpread:
 
 @dataclass(frozen=True)
 class TransferOptions:
-    source: str = "holdout"        # holdout | synthetic
+    source: str = "holdout"        # holdout | synthetic | auto (resolved before the strategy)
     size: int = 1000
     heldout_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.source not in ("holdout", "synthetic"):
-            raise ValueError(f"transfer.source must be holdout|synthetic, got {self.source!r}")
+        if self.source not in ("holdout", "synthetic", "auto"):
+            raise ValueError("transfer.source must be holdout|synthetic|auto, "
+                             f"got {self.source!r}")
         if self.size < 4 or not 0 < self.heldout_fraction < 1:
             raise ValueError("transfer: need size >= 4 and 0 < heldout_fraction < 1")
 
@@ -342,7 +343,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
             return []
         return [self.message(cid, MessageType.EVALUATE,
                              self.phase_config(server_round, arch=arch.to_str(), split="test",
-                                               finetune_epochs=self.options.finetune_epochs),
+                                               finetune_epochs=self.eval_finetune_epochs(
+                                                   server_round, self.options.finetune_epochs)),
                              self.supernet.slice(arch))
                 for cid, arch in sorted(self.personal.items())]
 
@@ -441,9 +443,10 @@ class HAPFNASStrategy(PersonalizedStrategy):
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         arch = self.personal[client_id]
-        cost, budget = self.cost_of(arch), self.budgets[client_id]
-        return {"arch": arch.to_str(), "cost": cost, "budget": budget,
-                "over_budget": int(cost > budget)}
+        cost = self.supernet.cost(arch, batch_size=int(self.train_config.get("batch_size", 1)))
+        row = arch_details(arch, cost, metric=self.options.budget.metric,
+                           budget=self.budgets[client_id])
+        return {**row, "over_budget": int(not row["within_budget"])}
 
     def summary_extra(self, records: list[RoundRecord]) -> dict[str, Any]:
         seconds = {p.name.lower(): 0.0 for p in Phase}
@@ -451,7 +454,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
             seconds[self.plan.phase_of(r.round).name.lower()] += r.wall_seconds
         return {"hapfnas": {**self.search_report(), "phase_rounds": {
             p.name.lower(): self.plan.rounds(p) for p in Phase}, "phase_seconds": seconds,
-            "budget_metric": self.options.budget.metric}}
+            "budget_metric": self.options.budget.metric,
+            "transfer_source": self.options.transfer.source}}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:

@@ -54,7 +54,7 @@ from pfednas.nas.policy import (
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
 from pfednas.search import Arch, Supernet
 from pfednas.seeding import ARCH_SAMPLING, HARDWARE, numpy_rng
-from pfednas.strategies.base import Budget, PersonalizedStrategy
+from pfednas.strategies.base import Budget, PersonalizedStrategy, arch_details
 
 NEW_CLIENT_SEARCH = 1
 FALLBACK_PHASE = 2
@@ -266,7 +266,9 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     # -- personalized evaluation -------------------------------------------------------------------
     def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Message:
-        tune = {"finetune_epochs": self.options.finetune_epochs} if split == "test" else {}
+        tune = ({"finetune_epochs": self.eval_finetune_epochs(server_round,
+                                                              self.options.finetune_epochs)}
+                if split == "test" else {})
         cfg = self.round_config(server_round, arch=arch.to_str(), split=split, **tune)
         return self.message(cid, MessageType.EVALUATE, cfg, self.supernet.slice(arch))
 
@@ -279,8 +281,9 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         arch = self.personalized_arch(client_id)
-        return {"arch": arch.to_str(), "memory_bytes": self.memory(arch),
-                "memory_budget": self.hardware[client_id].memory_bytes}
+        cost = self.supernet.cost(arch, batch_size=int(self.train_config["batch_size"]))
+        return arch_details(arch, cost, metric="memory",
+                            budget=self.hardware[client_id].memory_bytes)
 
     # -- new clients: search-only rounds after training ----------------------------------------
     def finish_round(self, grid: Grid, server_round: int) -> None:

@@ -20,7 +20,7 @@ CASES = [
     (["federation.num_clients=1000"], "too small"),
     (["federation.lr=-0.1"], "lr must be > 0"),
     (["+federation.typo=1"], "unknown key"),
-    (["method=spider"], "needs search_space=darts_s2"),
+    (["method=spider", "search_space=mobilenetv3"], "needs search_space=darts_s2"),
     (["federation.min_replies=9"], "min_replies"),
     (["method.policy_optimizer=rmsprop"], "policy optimizer"),
     (["fault_injection={clients: [1], kind: explode}"], "fault kind"),

@@ -230,7 +230,8 @@ def test_phase_plan_cuts_the_rounds_into_three_phases() -> None:
 
 def test_invalid_options_and_data_are_config_errors() -> None:
     base = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per_round=2",
-            "dataset.max_samples_per_client=100", "method.transfer.size=300"]
+            "dataset.max_samples_per_client=100", "method.transfer.size=300",
+            "method.transfer.source=holdout"]
     settings_from_cfg(compose(base))  # valid
 
     cases = {"federation.num_rounds=3": "hetero >= 1",

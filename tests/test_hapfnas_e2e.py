@@ -71,7 +71,8 @@ def test_three_phases_on_digits_beat_chance_within_budgets(tmp_path: Path) -> No
 
 def test_holdout_transfer_without_unheld_samples_is_refused_before_launch(
         tmp_path: Path) -> None:
-    result = run_pfednas(["method=hapfnas"], tmp_path / "run", timeout=120)
+    result = run_pfednas(["method=hapfnas", "method.transfer.source=holdout"], tmp_path / "run",
+                         timeout=120)
 
     assert result.returncode == 2
     assert "no client holds" in result.stderr and "transfer.source=synthetic" in result.stderr

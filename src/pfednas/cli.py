@@ -22,6 +22,7 @@ from pfednas.checkpoint import carry_client_state
 from pfednas.config import ConfigError, conf_dir, describe, overrides_to_json, settings_from_cfg
 from pfednas.data import DataError, partition
 from pfednas.launcher import SimulationRequest, incomplete_message, run_simulation
+from pfednas.results import missing_clients_error
 
 EXIT_CONFIG = 2
 EXIT_RUN = 1
@@ -53,7 +54,9 @@ def run_job(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir).resolve()
     overrides = list(hydra_cfg.overrides.task)
-    print(f"[pfednas] {describe(settings)}\n[pfednas] output: {out}", flush=True)
+    header = (f"[pfednas] {describe(settings)}",
+              f"[pfednas] output: {out} (full logs in {out / 'logs'})")
+    print("\n".join(header), flush=True)
     if settings.resume:
         carry_client_state(Path(settings.resume), out)
     fed = settings.federation
@@ -61,12 +64,17 @@ def run_job(cfg: DictConfig) -> dict:
         app_dir=root, flwr_home=out / "flwr_home",
         run_config={"overrides": overrides_to_json(overrides), "output-dir": str(out)},
         num_supernodes=fed.num_clients, client_cpus=fed.client_cpus,
-        client_gpus=fed.client_gpus, ray_num_cpus=fed.ray_num_cpus, log_dir=out / "logs")
+        client_gpus=fed.client_gpus, ray_num_cpus=fed.ray_num_cpus, log_dir=out / "logs",
+        announced=header)
     code = run_simulation(request)
     summary_path = out / "summary.json"
     if code != 0 or not summary_path.is_file():
         fail(incomplete_message(code, out), EXIT_RUN)
-    return json.loads(summary_path.read_text())
+    summary = json.loads(summary_path.read_text())
+    problem = missing_clients_error(summary, allowed=fed.allow_missing_clients)
+    if problem is not None:
+        fail(f"{problem}; results in {out}", EXIT_RUN)
+    return summary
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
@@ -83,8 +91,27 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def usage() -> str:
+    """What ``pfednas --help`` prints before Hydra's help (config groups and values)."""
+    width = max(len(name) for name in SUBCOMMANDS)
+    return "\n".join([
+        "usage: pfednas [KEY=VALUE ...]            a run: Hydra overrides, e.g. method=spider",
+        "       pfednas -m KEY=A,B [KEY=VALUE ...]  a Hydra multirun sweep",
+        "       pfednas SUBCOMMAND [--help] ...",
+        "",
+        "subcommands:",
+        *(f"  {name.ljust(width)}  {text}" for name, (_, text) in SUBCOMMANDS.items()),
+        "",
+        "A run prints one line per round and a results table, and writes resolved_config.yaml,",
+        "metrics.jsonl, summary.json and logs/ to its output folder.",
+        "",
+    ])
+
+
 def main() -> None:
     """``pfednas [SUBCOMMAND] ARGS``; without a subcommand, a Hydra-configured run."""
+    if len(sys.argv) > 1 and sys.argv[1] in ("--help", "-h"):
+        print(usage(), flush=True)
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         import importlib
 

@@ -98,6 +98,9 @@ class Federation:
     ray_num_cpus: int | None
     weighting: str = "samples"        # samples | uniform: client weights in averages and merges
     examples_tolerance: float = 0.5   # deployment: allowed rise of a client's num_examples
+    eval_timeout: float | None = None
+    eval_finetune: str = "final"
+    allow_missing_clients: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,13 @@ def validate_federation(fed: Federation) -> None:
     if fed.min_replies > fed.clients_per_round:
         raise ConfigError(f"federation.min_replies ({fed.min_replies}) must not exceed "
                           f"federation.clients_per_round ({fed.clients_per_round})")
+    if fed.eval_timeout is not None:
+        _check_number(g, "eval_timeout", fed.eval_timeout, kind=float, low=0, strict=True)
+    if fed.eval_finetune not in ("final", "all"):
+        raise ConfigError(f"federation.eval_finetune must be final|all, got {fed.eval_finetune!r}")
+    if not isinstance(fed.allow_missing_clients, bool):
+        raise ConfigError("federation.allow_missing_clients must be true|false, "
+                          f"got {fed.allow_missing_clients!r}")
     if fed.ray_num_cpus is not None:
         _check_number(g, "ray_num_cpus", fed.ray_num_cpus, kind=int, low=1)
         if fed.client_cpus > fed.ray_num_cpus:
@@ -184,7 +194,8 @@ def _check_method(name: Any, options: dict[str, Any], fed: Federation, space: st
     spec = METHODS[name]
     if spec.spaces and space not in spec.spaces:
         raise ConfigError(f"method={name} needs search_space={'|'.join(spec.spaces)}, "
-                          f"got search_space={space}")
+                          f"got search_space={space} (method={name} selects its space by "
+                          "itself: leave search_space= out)")
     if spec.check is not None:
         spec.check(options, fed)
 

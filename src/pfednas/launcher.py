@@ -8,16 +8,22 @@ it with ``flwr run``. Every process started for the run (SuperLink, SuperExec,
 the simulation runtime, Ray) inherits a unique ``PFEDNAS_RUN_TOKEN`` in its
 environment; when the run ends — success, failure or Ctrl-C — every process
 carrying the token is terminated, then killed.
+
+The console shows pfednas's own lines (each once), the results table, and warnings and
+errors; everything ``flwr run`` streams — Flower's and Ray's notices included — is
+written to ``logs/flwr_run.log``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import tomli_w
 
@@ -48,6 +55,7 @@ class SimulationRequest:
     client_gpus: float
     ray_num_cpus: int | None
     log_dir: Path
+    announced: tuple[str, ...] = ()  # lines the command already printed (not repeated)
 
 
 def free_port() -> int:
@@ -182,7 +190,7 @@ def serverapp_pid(pid_file: Path) -> int | None:
     return int(pid) if host == socket.gethostname() else None
 
 
-def wait_run(proc: subprocess.Popen[bytes], pid_file: Path, *, poll: float = 1.0) -> int:
+def wait_run(proc: subprocess.Popen[Any], pid_file: Path, *, poll: float = 1.0) -> int:
     """Wait for ``flwr run --stream``; its exit code, or ``SERVERAPP_DIED``.
 
     If the ServerApp process dies (killed, out of memory) the SuperLink keeps
@@ -212,6 +220,57 @@ def incomplete_message(code: int, out: Path) -> str:
         message += f"\n  continue it from its last checkpoint with: resume={out}"
     return message
 
+
+
+FLWR_RUN_LOG = "flwr_run.log"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# Flower's notices about its own defaults: for the log, not for the user of pfednas
+FLOWER_NOTICES = ("Since flwr 1.32", "To change federation size",
+                  "flwr federation simulation-config")
+
+
+def console_line(line: str, shown: set[str]) -> IO[str] | None:
+    """Where a line streamed by ``flwr run`` goes besides the log: stdout for pfednas's
+    own lines (the first time) and the results table, stderr for warnings and errors
+    other than Flower's notices, None for the rest (Flower's and Ray's own output)."""
+    text = ANSI_ESCAPE.sub("", line).strip()
+    if text.startswith("[pfednas"):
+        if text in shown:
+            return None
+        shown.add(text)
+        return sys.stdout
+    if text.startswith(("+-", "| ")):
+        return sys.stdout
+    level = text.split(":", 1)[0].strip()
+    if level in ("WARNING", "ERROR", "CRITICAL") and not any(n in text for n in FLOWER_NOTICES):
+        return sys.stderr
+    return None
+
+
+def _pump(stream: IO[str], log_file: Path, shown: set[str]) -> None:
+    with log_file.open("a") as log:
+        for line in stream:
+            log.write(line)
+            log.flush()
+            target = console_line(line, shown)
+            if target is not None:
+                target.write(line if line.endswith("\n") else line + "\n")
+                target.flush()
+
+
+def start_streamed(command: list[str], env: dict[str, str], log_file: Path,
+                   announced: tuple[str, ...] = ()) -> tuple[subprocess.Popen[Any],
+                                                             threading.Thread]:
+    """Start ``flwr run --stream``: all of its output to ``log_file``, the user's share of it
+    to the console (:func:`console_line`). Join the thread after the process ended."""
+    proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace",
+                            start_new_session=True)
+    assert proc.stdout is not None
+    thread = threading.Thread(target=_pump, args=(proc.stdout, log_file, set(announced)),
+                              daemon=True)
+    thread.start()
+    return proc, thread
 
 
 def flwr_run_command(request: SimulationRequest, run_config_file: Path) -> list[str]:
@@ -252,10 +311,12 @@ def _run_simulation(request: SimulationRequest) -> int:
     with local_superlink(request.flwr_home, request.log_dir) as (env, _token):
         command = flwr_run_command(request, run_config_file)
         (request.log_dir / "flwr_run.cmd").write_text(shlex.join(command) + "\n")
-        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc, pump = start_streamed(command, env, request.log_dir / FLWR_RUN_LOG,
+                                    request.announced)
         try:
-            return wait_run(proc, request.log_dir / SERVERAPP_PID_FILE)
+            code = wait_run(proc, request.log_dir / SERVERAPP_PID_FILE)
         except BaseException:
             _signal(proc.pid, signal.SIGTERM)
             raise
+        pump.join(timeout=10)
+        return code

@@ -9,6 +9,7 @@ calls ``strategy``; the ClientApp calls ``client``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -331,8 +332,17 @@ def unheld_indices(spec: DataSpec) -> np.ndarray:
     return np.setdiff1d(np.arange(total), np.concatenate(partition(spec)))
 
 
+def resolve_transfer(options: TransferOptions, spec: DataSpec) -> TransferOptions:
+    """``source: auto``: holdout when the pool keeps ``size`` samples no client holds,
+    else synthetic inputs (digits: the clients hold the whole pool)."""
+    if options.source != "auto":
+        return options
+    enough = len(unheld_indices(spec)) >= options.size
+    return dataclasses.replace(options, source="holdout" if enough else "synthetic")
+
+
 def _hapfnas_data_check(options: dict[str, Any], spec: DataSpec) -> None:
-    transfer = _hapfnas_options(options).transfer
+    transfer = resolve_transfer(_hapfnas_options(options).transfer, spec)
     if spec.val_fraction <= 0:
         raise ConfigError("method=hapfnas measures subnets on the clients' validation splits: "
                           "dataset.val_fraction must be > 0")
@@ -355,6 +365,7 @@ def hapfnas_transfer(settings: RunSettings, options: TransferOptions) -> Transfe
     as many unheld pool samples as there are held-out inputs (None if there are none).
     """
     spec, task = settings.data, task_shape(settings)
+    options = resolve_transfer(options, spec)
     raw = load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples)
     norm = normalisation(spec.name)
     rng = numpy_rng(settings.seed, HAPFNAS_TRANSFER)
@@ -383,6 +394,11 @@ def _knowledge_fn(settings: RunSettings, width: int) -> Callable[[], torch.nn.Mo
 def _hapfnas_strategy(settings: RunSettings, budget: Budget,
                       train_config: dict[str, Any]) -> PersonalizedStrategy:
     opts = _hapfnas_options(settings.method_options)
+    transfer = resolve_transfer(opts.transfer, settings.data)
+    if transfer != opts.transfer:
+        print(f"[pfednas] hapfnas: method.transfer.source=auto -> {transfer.source} "
+              f"({settings.data.name}, {settings.data.num_clients} clients)", flush=True)
+        opts = dataclasses.replace(opts, transfer=transfer)
     return HAPFNASStrategy(budget=budget, train_config=train_config,
                            supernet=seeded_supernet(settings), options=opts,
                            transfer=hapfnas_transfer(settings, opts.transfer),

@@ -51,7 +51,8 @@ def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
                     num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
                     eval_every=fed.eval_every, round_timeout=fed.round_timeout,
                     min_replies=fed.min_replies, seed=settings.seed, weighting=fed.weighting,
-                    examples_tolerance=fed.examples_tolerance)
+                    examples_tolerance=fed.examples_tolerance, eval_timeout=fed.eval_timeout,
+                    eval_finetune=fed.eval_finetune)
     train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
                     "batch_size": fed.batch_size}
     strategy = METHODS[settings.method].strategy(settings, budget, train_config)
@@ -81,7 +82,10 @@ def progress_line(record: RoundRecord, num_rounds: int, start: float) -> str:
         parts.append(f"{over} over budget")
     if record.evaluation:
         accs = [r["accuracy"] for r in record.evaluation]
-        parts.append(f"personalized acc {np.mean(accs):.4f} ± {np.std(accs):.4f}")
+        quick = " (quick: not fine-tuned)" if record.eval_kind == "quick" else ""
+        parts.append(f"personalized acc{quick} {np.mean(accs):.4f} ± {np.std(accs):.4f}")
+    if record.clients_missing:
+        parts.append(f"{len(record.clients_missing)} missing from the evaluation")
     if record.failures:
         parts.append(f"{record.failures} failed")
     return " | ".join(parts)

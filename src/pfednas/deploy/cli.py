@@ -15,6 +15,7 @@ SuperNode authentication are on unless ``--insecure`` is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -24,7 +25,14 @@ from types import FrameType
 
 from pfednas.checkpoint import CLIENT_STATE_DIR, carry_client_state
 from pfednas.cli import EXIT_CONFIG, EXIT_RUN, app_dir
-from pfednas.config import ConfigError, compose, describe, overrides_to_json, settings_from_cfg
+from pfednas.config import (
+    ConfigError,
+    RunSettings,
+    compose,
+    describe,
+    overrides_to_json,
+    settings_from_cfg,
+)
 from pfednas.data import DataError, partition
 from pfednas.deploy.certs import (
     CA_KEY,
@@ -38,6 +46,7 @@ from pfednas.deploy.commands import Security
 from pfednas.deploy.local import DeploymentError, DeploymentRequest, run_deployment
 from pfednas.launcher import incomplete_message
 from pfednas.node_data import silo_client_data
+from pfednas.results import missing_clients_error
 
 DEFAULT_NODES = 3
 EXIT_INTERRUPTED = 130
@@ -174,7 +183,7 @@ def default_out_dir(method: str, dataset: str) -> Path:
         time.strftime("%H-%M-%S") + f"_deploy_{method}_{dataset}")
 
 
-def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, str]:
+def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, RunSettings]:
     overrides, nodes, run_dir = split_overrides(list(args.overrides), args.nodes)
     settings = settings_from_cfg(compose(overrides))
     if args.data_dir:
@@ -206,7 +215,7 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, str]:
     if settings.resume:  # the resumed run's client states, where the local nodes look
         out.mkdir(parents=True, exist_ok=True)
         carry_client_state(Path(settings.resume), out)
-    return request, describe(settings)
+    return request, settings
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -229,11 +238,14 @@ def _config_error(err: BaseException) -> int:
 
 def deploy_local(args: argparse.Namespace) -> int:
     try:
-        request, description = _validate(args)
+        request, settings = _validate(args)
     except _config_errors() as err:
         return _config_error(err)
-    print(f"[pfednas] {description}\n[pfednas] deployment: {request.num_nodes} SuperNodes, "
-          f"output: {request.out_dir}", flush=True)
+    header = (f"[pfednas] {describe(settings)}",
+              f"[pfednas] deployment: {request.num_nodes} SuperNodes, output: {request.out_dir} "
+              f"(full logs in {request.out_dir / 'logs'})")
+    print("\n".join(header), flush=True)
+    request = dataclasses.replace(request, announced=header)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = run_deployment(request)
@@ -251,7 +263,14 @@ def deploy_local(args: argparse.Namespace) -> int:
         print(f"pfednas deploy: error: {incomplete_message(code, request.out_dir)}",
               file=sys.stderr, flush=True)
         return EXIT_RUN
-    acc = json.loads(summary.read_text()).get("personalized_acc_mean")
+    result = json.loads(summary.read_text())
+    problem = missing_clients_error(result,
+                                    allowed=settings.federation.allow_missing_clients)
+    if problem is not None:
+        print(f"pfednas deploy: error: {problem}; results in {request.out_dir}",
+              file=sys.stderr, flush=True)
+        return EXIT_RUN
+    acc = result.get("personalized_acc_mean")
     print(f"[pfednas] deployment finished: personalized accuracy {acc}; results in "
           f"{request.out_dir}", flush=True)
     return 0

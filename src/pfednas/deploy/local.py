@@ -53,7 +53,14 @@ from pfednas.deploy.commands import (
     superlink_command,
     supernode_command,
 )
-from pfednas.launcher import free_port, run_env, stop_processes, wait_run
+from pfednas.launcher import (
+    FLWR_RUN_LOG,
+    free_port,
+    run_env,
+    start_streamed,
+    stop_processes,
+    wait_run,
+)
 from pfednas.node_data import CACHE_ENV as NODE_CACHE_ENV
 
 CONNECTION = "pfednas-deploy"
@@ -262,6 +269,7 @@ class DeploymentRequest:
     data_root: Path | None = None
     checkpoint_dir: Path | None = None
     node_timeout: float = 120.0
+    announced: tuple[str, ...] = ()  # lines the command already printed (not repeated)
 
 
 def run_deployment(request: DeploymentRequest) -> int:
@@ -283,10 +291,12 @@ def run_deployment(request: DeploymentRequest) -> int:
               f"{request.num_nodes} SuperNodes connected", flush=True)
         command = flwr_run_command(request.app_dir, CONNECTION, run_config_file)
         (log_dir / "flwr_run.cmd").write_text(shlex.join(command) + "\n")
-        proc = subprocess.Popen(command, env=federation.env, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc, pump = start_streamed(command, federation.env, log_dir / FLWR_RUN_LOG,
+                                    request.announced)
         try:
-            return wait_run(proc, log_dir / SERVERAPP_PID_FILE)
+            code = wait_run(proc, log_dir / SERVERAPP_PID_FILE)
         except BaseException:
             proc.send_signal(signal.SIGTERM)
             raise
+        pump.join(timeout=10)
+        return code

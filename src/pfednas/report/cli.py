@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.tensorboard and not tensorboard_available():
         print("pfednas report: error: --tensorboard needs the tensorboard package "
-              "(pip install tensorboard)", file=sys.stderr)
+              "(pip install -e \".[report]\")", file=sys.stderr)
         return EXIT_USAGE
     try:
         run_dirs = find_run_dirs(args.paths)

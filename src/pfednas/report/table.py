@@ -110,12 +110,11 @@ def finetune_epochs_of(config: dict[str, Any]) -> int:
 
 def budget_violations(evaluation: Iterable[dict[str, Any]]) -> int | None:
     """Clients whose final architecture is over their budget (None: the method has none)."""
-    rows = [r for r in evaluation if "over_budget" in r
-            or ("memory_bytes" in r and "memory_budget" in r)]
+    rows = [r for r in evaluation if "within_budget" in r or "over_budget" in r]
     if not rows:
         return None
-    return sum(int(r["over_budget"]) if "over_budget" in r
-               else int(r["memory_bytes"] > r["memory_budget"]) for r in rows)
+    return sum(int(not r["within_budget"]) if "within_budget" in r else int(r["over_budget"])
+               for r in rows)
 
 
 def run_row(run: Run) -> RunRow:

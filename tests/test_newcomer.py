@@ -1,0 +1,242 @@
+"""A newcomer's path (issue 17): every method by its name alone, results that say what was
+chosen, a quiet console, cheap intermediate evaluations, missing clients never silent.
+
+Three real `pfednas` runs (module-scoped, 1-3 rounds each) serve the end-to-end checks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pfednas.cli import SUBCOMMANDS
+from pfednas.launcher import console_line
+from pfednas.methods import METHODS
+from pfednas.results import format_table, missing_clients_error
+from tests.conftest import PFEDNAS, REPO, run_pfednas
+
+FLOWER_NOTICES = ("Since flwr 1.32", "To change federation size", "Successfully installed")
+DARTS_SMALL = ["search_space.channels=4", "search_space.layers=3", "search_space.steps=2",
+               "search_space.multiplier=2"]
+FEDAVG = ["method=fedavg", "method.arch=min", "method.finetune_epochs=1",
+          "federation.num_clients=4", "federation.clients_per_round=2",
+          "federation.num_rounds=2", "federation.eval_every=1",
+          # client 3 fails the final (round-2) evaluation
+          "fault_injection={clients: [3], kind: raise, rounds: [2], on: [evaluate]}"]
+# HAPFNAS on the default dataset (digits: the clients hold the whole pool), no transfer
+# overrides; only the phases and the search are shortened.
+HAPFNAS = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per_round=2",
+           "federation.num_rounds=3", "federation.local_epochs=1", "method.distill_rounds=1",
+           "method.search_rounds=1", "method.knowledge_width=8", "method.knowledge_epochs=1",
+           "method.distill.steps=5", "method.predictor.archs_per_client=8",
+           "method.predictor.trees=10", "method.predictor.folds=2",
+           "method.evolution.population=8", "method.evolution.generations=2",
+           "method.evolution.parents=2", "search_space.depths=[1,2]",
+           "search_space.base_widths=[8,16,24]", "search_space.kernels=[3,5]",
+           "search_space.stage_strides=[1,2,2]", "search_space.stage_se=[false,true,true]",
+           "search_space.stage_acts=[relu,hswish,hswish]", "search_space.head_width=64"]
+SPIDER = ["method=spider", "federation.num_clients=3", "federation.clients_per_round=3",
+          "federation.num_rounds=1", "federation.local_epochs=1",
+          "dataset.max_samples_per_client=60", *DARTS_SMALL]
+
+
+def _run(tmp_path_factory: pytest.TempPathFactory, name: str, args: list[str]
+         ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp(name) / "run"
+    return out, run_pfednas(args, out)
+
+
+@pytest.fixture(scope="module")
+def fedavg_run(tmp_path_factory: pytest.TempPathFactory
+               ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    return _run(tmp_path_factory, "fedavg", FEDAVG)
+
+
+@pytest.fixture(scope="module")
+def hapfnas_run(tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    return _run(tmp_path_factory, "hapfnas", HAPFNAS)
+
+
+@pytest.fixture(scope="module")
+def spider_run(tmp_path_factory: pytest.TempPathFactory
+               ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    return _run(tmp_path_factory, "spider", SPIDER)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def _summary(out: Path) -> dict[str, Any]:
+    return dict(json.loads((out / "summary.json").read_text()))
+
+
+# -- 1. a method brings its search space -----------------------------------------------------
+def test_spider_without_search_space_runs_on_darts_s2(
+        spider_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = spider_run
+
+    _ok(result)
+    assert yaml.safe_load((out / "resolved_config.yaml").read_text())["search_space"]["name"] \
+        == "darts_s2"
+    summary = _summary(out)
+    assert summary["num_clients_evaluated"] == 3
+    # -- 3. SPIDER's rows carry each client's local architecture
+    assert all(row["arch"].startswith("darts_s2:") for row in summary["per_client"])
+    assert summary["distinct_archs"] >= 1
+
+
+# -- 2. hapfnas on the default dataset -----------------------------------------------------------
+def test_hapfnas_on_digits_runs_with_its_default_transfer_source(
+        hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = hapfnas_run
+
+    _ok(result)
+    summary = _summary(out)
+    assert summary["hapfnas"]["transfer_source"] == "synthetic"
+    assert "transfer.source=auto -> synthetic" in result.stdout
+    assert summary["num_clients_evaluated"] == 4
+
+
+# -- 3. per-client architecture, cost and budget; the table counts them ---------------------------
+def test_nas_summary_rows_carry_arch_cost_budget_and_the_table_counts_them(
+        hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = hapfnas_run
+
+    _ok(result)
+    summary = _summary(out)
+    rows = summary["per_client"]
+    for row in rows:
+        assert row["arch"].startswith("mobilenetv3:")
+        assert row["params"] > 0 and row["flops"] > 0 and row["memory_bytes"] > 0
+        assert row["budget_metric"] == "memory" and row["cost"] == row["memory_bytes"]
+        assert row["within_budget"] == (row["cost"] <= row["budget"])
+    assert summary["distinct_archs"] == len({row["arch"] for row in rows})
+    assert summary["within_budget_share"] == sum(r["within_budget"] for r in rows) / len(rows)
+    assert "distinct architectures" in result.stdout
+    assert f"clients within budget         | {sum(r['within_budget'] for r in rows)}/4" \
+        in result.stdout
+
+
+# -- 4. the README matches the code ----------------------------------------------------------------
+def test_readme_lists_every_method_and_subcommand_and_no_planned_method() -> None:
+    readme = (REPO / "README.md").read_text()
+
+    assert "planned" not in readme
+    for method in METHODS:
+        assert f"| `{method}` |" in readme or f"| `{method}` /" in readme \
+            or f"/ `{method}` |" in readme, method
+        assert f"`{method}`" in readme.split("| `method/` |")[1].splitlines()[0], method
+    for name in SUBCOMMANDS:
+        assert f"pfednas {name}" in readme, name
+    assert "same budgets" not in readme
+
+
+# -- 5. the console: our lines once, Flower's notices in logs/ -----------------------------------
+def test_console_shows_pfednas_lines_once_and_flower_notices_only_in_the_log(
+        fedavg_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = fedavg_run
+    console = result.stdout + result.stderr
+
+    header = next(line for line in result.stdout.splitlines() if " on digits " in line)
+    assert result.stdout.count(header) == 1
+    assert str(out / "logs") in result.stdout
+    assert "[pfednas] round 2/2" in result.stdout
+    log = (out / "logs" / "flwr_run.log").read_text()
+    for notice in FLOWER_NOTICES:
+        assert notice not in console and notice in log, notice
+    assert "Using SuperLink" not in console and "Successfully started run" not in console
+
+
+def test_console_line_routes_our_lines_warnings_and_flower_notices() -> None:
+    shown: set[str] = set()
+
+    assert console_line("[pfednas] round 1/2 | 3.0s\n", shown) is not None
+    assert console_line("[pfednas] round 1/2 | 3.0s\n", shown) is None  # not twice
+    assert console_line("| method | fedavg |\n", shown) is not None
+    assert console_line("\x1b[93mWARNING \x1b[0m:   A client failed: boom\n", shown) is not None
+    assert console_line("\x1b[93mWARNING \x1b[0m:   Since flwr 1.32, default simulated "
+                        "SuperNodes changed from 10 to 2.\n", shown) is None
+    assert console_line("\x1b[92mINFO \x1b[0m:      Starting Flower Simulation\n", shown) is None
+
+
+# -- 6. pfednas report --tensorboard, read back by TensorBoard ----------------------------------
+def test_report_tensorboard_event_files_read_back_by_tensorboard(
+        spider_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, result = spider_run
+    _ok(result)
+
+    report = subprocess.run([str(PFEDNAS), "report", str(out), "--tensorboard", "--out",
+                             str(tmp_path / "report")], capture_output=True, text=True,
+                            check=False, timeout=300)
+
+    assert report.returncode == 0, report.stderr[-2000:]
+    runs = [p for p in (tmp_path / "report" / "tensorboard").glob("*/*") if p.is_dir()]
+    assert len(runs) == 1
+    events = EventAccumulator(str(runs[0]))
+    events.Reload()
+    acc = events.Scalars("personalized/acc_mean")
+    assert [e.step for e in acc] == [1]
+    assert acc[0].value == pytest.approx(_summary(out)["personalized_acc_mean"], abs=1e-6)
+    assert "round/wall_seconds" in events.Tags()["scalars"]
+
+
+# -- 7. intermediate evaluations are quick, the final one fine-tunes ------------------------------
+def test_intermediate_evaluation_is_quick_and_the_final_one_fine_tunes(
+        fedavg_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = fedavg_run
+
+    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["eval_kind"] for r in rounds] == ["quick", "final"]
+    assert all(r["eval_seconds"] > 0 for r in rounds)
+    assert set(_summary(out)["eval_seconds"]) == {"quick", "final"}
+    assert len(rounds[0]["evaluation"]) == 4  # every client, un-fine-tuned
+    assert all(row["finetune_seconds"] == 0 for row in rounds[0]["evaluation"])
+    assert all(row["finetune_seconds"] > 0 for row in rounds[1]["evaluation"])
+    assert "personalized acc (quick: not fine-tuned)" in result.stdout
+
+
+# -- 8. a final evaluation that misses clients is stated and fails the run ------------------------
+def test_final_evaluation_missing_a_client_is_stated_and_exits_non_zero(
+        fedavg_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = fedavg_run
+
+    assert result.returncode == 1
+    summary = _summary(out)
+    assert summary["clients_missing"] == [3] and summary["num_clients_evaluated"] == 3
+    assert "3 of 4 (1 MISSING)" in result.stdout
+    assert "misses 1 of 4 clients" in result.stderr
+    assert "allow_missing_clients=true" in result.stderr
+
+
+def test_missing_clients_pass_only_when_allowed() -> None:
+    summary = {"clients_missing": [2, 5], "num_clients_evaluated": 8, "method": "fedavg",
+               "dataset": "digits", "personalized_acc_mean": 0.9, "personalized_acc_std": 0.1,
+               "personalized_acc_min": 0.7, "personalized_acc_p10": 0.75, "rounds": 2,
+               "wall_seconds": 1.0, "bytes_up": 0, "bytes_down": 0}
+
+    assert "misses 2 of 10 clients (ids 2, 5)" in str(missing_clients_error(summary,
+                                                                             allowed=False))
+    assert missing_clients_error(summary, allowed=True) is None
+    assert missing_clients_error({**summary, "clients_missing": []}, allowed=False) is None
+    assert "8 of 10 (2 MISSING)" in format_table(summary)
+
+
+# -- 9. pfednas --help lists the subcommands ------------------------------------------------------
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_subcommands_and_hydra_help(flag: str) -> None:
+    result = subprocess.run([str(PFEDNAS), flag], capture_output=True, text=True, check=False,
+                            timeout=120)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name, (_, text) in SUBCOMMANDS.items():
+        assert f"  {name}" in result.stdout and text in result.stdout, name
+    assert "== Configuration groups ==" in result.stdout  # Hydra's own help follows
