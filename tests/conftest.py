@@ -49,7 +49,7 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb")
+MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb", "eval_seconds")
 
 
 def comparable(summary: dict) -> dict:

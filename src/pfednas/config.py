@@ -230,7 +230,7 @@ def space_for_dataset(space: dict[str, Any], dataset: str) -> dict[str, Any]:
 
     A space config may size itself per dataset (e.g. no elastic resolution on 8×8
     digits); to change such a value on that dataset, override
-    ``search_space.per_dataset.<dataset>.<key>`` (or set ``search_space.per_dataset={}``).
+    ``search_space.per_dataset.<dataset>.<key>`` (or set ``~search_space.per_dataset``).
     """
     values = dict(space)
     per_dataset = values.pop("per_dataset", None) or {}
