@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pfednas.bench import BenchError, BenchPreset, cells, split_arguments
-from pfednas.config import compose
+from pfednas.config import compose, space_for_dataset
 from pfednas.methods import METHODS
 from pfednas.report.archs import (
     arch_matrix,
@@ -149,6 +149,11 @@ def _config(num_clients: int = 6, seed: int = 0) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
+def _space_config() -> dict[str, Any]:
+    """The default search space as a digits run builds it (its per-dataset choices applied)."""
+    return space_for_dataset(_config()["search_space"], "digits")
+
+
 def _run(method: str, seed: int, accs: list[float], *, params: list[int] | None = None,
          archs: list[str] | None = None, path: Path = Path("/runs/x")) -> Run:
     a = np.array(accs)
@@ -202,16 +207,19 @@ def test_traffic_is_divided_by_client_round_participations() -> None:
 
 
 def test_distinct_archs_counts_final_evaluation_architectures() -> None:
-    space = get_space(**_config()["search_space"])
+    space = get_space(**_space_config())
     small, large = space.min_arch().to_str(), space.max_arch().to_str()
     run = _run("perfedrlnas", 0, [0.5, 0.6, 0.7], archs=[small, large, small])
 
     assert run_row(run).distinct_archs == 2
     assert distinct_archs([{"client_id": 0, "accuracy": 1.0}]) is None
-    matrix = arch_matrix(run.evaluation(), _config()["search_space"])
+    matrix = arch_matrix(run.evaluation(), _space_config())
     assert matrix is not None and matrix.indices.shape == (3, len(space.dimensions))
     assert matrix.indices[0].tolist() == list(space.min_arch().indices)
-    assert matrix.normalised()[1].tolist() == [1.0] * len(space.dimensions)
+    # the largest choice of every dimension is 1.0 (a one-choice dimension, digits'
+    # resolution, stays 0.0)
+    assert matrix.normalised()[1].tolist() == [float(len(d.choices) > 1)
+                                               for d in space.dimensions]
 
 
 def test_similarity_order_puts_clients_with_alike_labels_together() -> None:
@@ -226,11 +234,11 @@ def test_similarity_order_puts_clients_with_alike_labels_together() -> None:
 
 
 def test_label_arch_correlation_is_positive_when_archs_follow_the_labels() -> None:
-    space = get_space(**_config()["search_space"])
+    space = get_space(**_space_config())
     small, large = space.min_arch().to_str(), space.max_arch().to_str()
     histograms = np.array([[30, 1, 2], [29, 2, 1], [1, 2, 30], [2, 1, 29]], dtype=float)
     rows = [{"client_id": i, "arch": s} for i, s in enumerate([small, small, large, large])]
-    matrix = arch_matrix(rows, _config()["search_space"])
+    matrix = arch_matrix(rows, _space_config())
     assert matrix is not None
 
     assert label_arch_correlation(histograms, matrix) > 0.5
@@ -244,7 +252,7 @@ def test_label_histograms_count_every_client_sample_of_the_run() -> None:
 
 
 def test_report_of_constructed_nas_runs_draws_the_arch_heatmap(tmp_path: Path) -> None:
-    space = get_space(**_config()["search_space"])
+    space = get_space(**_space_config())
     archs = [space.min_arch().to_str(), space.max_arch().to_str()] * 3
     dirs = []
     for seed in (0, 1):
