@@ -24,7 +24,7 @@ from pfednas.report.archs import (
     similarity_order,
 )
 from pfednas.report.cli import build_report
-from pfednas.report.collect import ReportError, Run, find_run_dirs
+from pfednas.report.collect import ReportError, Run, find_run_dirs, split_tuning_runs
 from pfednas.report.table import (
     aggregate,
     distinct_archs,
@@ -171,6 +171,23 @@ def _run(method: str, seed: int, accs: list[float], *, params: list[int] | None 
                "server_seconds": 0.0, "bytes_up": 2000, "bytes_down": 4000,
                "evaluation": evaluation} for r in (1, 2)]
     return Run(path=path, summary=summary, rounds=rounds, config=_config(len(accs), seed))
+
+
+def test_tuning_runs_never_share_a_table_with_reported_runs(tmp_path: Path) -> None:
+    def run(name: str, split: str | None) -> Path:
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        summary = {"method": "fedavg"} | ({"eval_split": split} if split else {})
+        (folder / "summary.json").write_text(json.dumps(summary))
+        return folder
+
+    reported = [run("fedavg/seed=0", "test"), run("fedavg/seed=1", None)]
+    tuning = [run("tuning/fedavg/config=0", "val")]
+    dirs = find_run_dirs([tmp_path])
+
+    assert split_tuning_runs(dirs) == (sorted(p.resolve() for p in reported),
+                                       [tuning[0].resolve()])
+    assert split_tuning_runs([tuning[0].resolve()]) == ([tuning[0].resolve()], [])
 
 
 def test_aggregate_pools_seeds_means_stds_and_params() -> None:

@@ -24,7 +24,14 @@ from matplotlib.figure import Figure
 from pfednas.data import DataError
 from pfednas.report import archs as arch_view
 from pfednas.report import plots
-from pfednas.report.collect import ReportError, Run, find_failed, find_run_dirs, load_run
+from pfednas.report.collect import (
+    ReportError,
+    Run,
+    find_failed,
+    find_run_dirs,
+    load_run,
+    split_tuning_runs,
+)
 from pfednas.report.table import aggregate, markdown, run_rows, runs_csv, to_csv
 
 EXIT_USAGE = 2
@@ -178,7 +185,10 @@ def main(argv: list[str]) -> int:
               "(pip install -e \".[report]\")", file=sys.stderr)
         return EXIT_USAGE
     try:
-        run_dirs = find_run_dirs(args.paths)
+        run_dirs, tuning = split_tuning_runs(find_run_dirs(args.paths))
+        if tuning:
+            print(f"[pfednas report] left out {len(tuning)} tuning run(s) (scored on "
+                  "validation splits, eval_split=val)", flush=True)
         out = args.out or default_out(args.paths)
         table = build_report(run_dirs, out, failed=find_failed(args.paths),
                              tensorboard=args.tensorboard)

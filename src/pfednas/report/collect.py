@@ -85,6 +85,16 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
     return sorted(found)
 
 
+def split_tuning_runs(run_dirs: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(reported runs, tuning runs): a tuning run (``pfednas bench --tune``) scored its
+    clients on validation splits (``eval_split: val`` in its summary), so it never shares a
+    table with test-split runs; a report of tuning runs alone shows them."""
+    tuning = [p for p in run_dirs
+              if json.loads((p / SUMMARY).read_text()).get("eval_split") == "val"]
+    reported = [p for p in run_dirs if p not in tuning]
+    return (reported, tuning) if reported else (tuning, [])
+
+
 def find_failed(paths: list[Path]) -> list[dict[str, Any]]:
     """The ``FAILED.json`` records of bench cells below ``paths`` that have no summary."""
     failed = []
