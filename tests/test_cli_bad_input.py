@@ -26,6 +26,9 @@ CASES = [
     (["fault_injection={clients: [1], kind: explode}"], "fault kind"),
     (["dataset=fashion_mnist", "dataset.root=/nonexistent/fmnist"], "/nonexistent/fmnist"),
     (["federation.num_clients=100", "dataset.alpha=0.05"], "cannot partition"),
+    (["federation.ray_address=ray://head:10001"], "ray_address must be null, auto or HOST:PORT"),
+    (["federation.ray_address=auto", "federation.ray_num_cpus=2"], "leave ray_num_cpus null"),
+    (["federation.ray_address=127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
 ]
 
 

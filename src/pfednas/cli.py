@@ -11,6 +11,7 @@ or Ray process starts.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pfednas.checkpoint import carry_client_state
 from pfednas.config import ConfigError, conf_dir, describe, overrides_to_json, settings_from_cfg
 from pfednas.data import DataError, partition
 from pfednas.launcher import SimulationRequest, incomplete_message, run_simulation
+from pfednas.ray_cluster import cluster_address
 from pfednas.results import missing_clients_error
 
 EXIT_CONFIG = 2
@@ -47,6 +49,7 @@ def run_job(cfg: DictConfig) -> dict:
         settings = settings_from_cfg(cfg)
         root = app_dir()
         partition(settings.data)  # reads the data: missing files and impossible splits fail here
+        ray_address = cluster_address(settings.federation.ray_address, os.environ)
     except (ConfigError, DataError) as err:
         fail(str(err), EXIT_CONFIG)
     except ValueError as err:
@@ -54,18 +57,20 @@ def run_job(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir).resolve()
     overrides = list(hydra_cfg.overrides.task)
+    fed = settings.federation
     header = (f"[pfednas] {describe(settings)}",
-              f"[pfednas] output: {out} (full logs in {out / 'logs'})")
+              f"[pfednas] output: {out} (full logs in {out / 'logs'})",
+              *([f"[pfednas] Ray: joining the cluster at {ray_address}"]
+                if ray_address is not None else []))
     print("\n".join(header), flush=True)
     if settings.resume:
         carry_client_state(Path(settings.resume), out)
-    fed = settings.federation
     request = SimulationRequest(
         app_dir=root, flwr_home=out / "flwr_home",
         run_config={"overrides": overrides_to_json(overrides), "output-dir": str(out)},
         num_supernodes=fed.num_clients, client_cpus=fed.client_cpus,
         client_gpus=fed.client_gpus, ray_num_cpus=fed.ray_num_cpus, log_dir=out / "logs",
-        announced=header)
+        announced=header, ray_address=ray_address)
     code = run_simulation(request)
     summary_path = out / "summary.json"
     if code != 0 or not summary_path.is_file():

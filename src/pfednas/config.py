@@ -96,6 +96,7 @@ class Federation:
     client_cpus: int
     client_gpus: float
     ray_num_cpus: int | None
+    ray_address: str | None = None   # null: a private Ray; "auto" | HOST:PORT: join that cluster
     weighting: str = "samples"        # samples | uniform: client weights in averages and merges
     examples_tolerance: float = 0.5   # deployment: allowed rise of a client's num_examples
     eval_timeout: float | None = None
@@ -183,6 +184,23 @@ def validate_federation(fed: Federation) -> None:
         _check_number(g, "ray_num_cpus", fed.ray_num_cpus, kind=int, low=1)
         if fed.client_cpus > fed.ray_num_cpus:
             raise ConfigError("federation.client_cpus must not exceed federation.ray_num_cpus")
+    check_ray_address(fed.ray_address)
+    if fed.ray_address is not None and fed.ray_num_cpus is not None:
+        raise ConfigError("federation.ray_num_cpus sizes a private Ray; with "
+                          "federation.ray_address the cluster's own resources apply: "
+                          "leave ray_num_cpus null")
+
+
+def check_ray_address(address: Any) -> None:
+    """``null`` (a private Ray), ``auto`` (the cluster ``ray start`` left on this machine)
+    or ``HOST:PORT`` (a cluster's GCS address, as ``ray start --head`` prints it)."""
+    if address is None or address == "auto":
+        return
+    host, _, port = str(address).rpartition(":") if isinstance(address, str) else ("", "", "")
+    if (not host or any(c.isspace() or c in "/@" for c in host)
+            or not port.isdigit() or not 0 < int(port) < 65536):
+        raise ConfigError("federation.ray_address must be null, auto or HOST:PORT (the "
+                          f"address `ray start --head` prints), got {address!r}")
 
 
 def _check_method(name: Any, options: dict[str, Any], fed: Federation, space: str) -> None:

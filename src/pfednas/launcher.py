@@ -9,6 +9,15 @@ the simulation runtime, Ray) inherits a unique ``PFEDNAS_RUN_TOKEN`` in its
 environment; when the run ends — success, failure or Ctrl-C — every process
 carrying the token is terminated, then killed.
 
+Ray is private to the run by default: ``RAY_ADDRESS=local`` makes Flower's
+``ray.init`` start a fresh single-node Ray (a ``RAY_ADDRESS`` of the user's, or a
+cluster ``ray start`` left on the machine, is not joined). With
+``federation.ray_address`` (``auto`` or ``HOST:PORT``) ``RAY_ADDRESS`` names that
+cluster instead and the simulation runtime joins it as a driver; the cluster's
+processes (GCS, raylets, their workers) were not started by us and do not carry
+the token, so they outlive the run — the run's client actors end with its
+driver, which does carry it.
+
 The console shows pfednas's own lines (each once), the results table, and warnings and
 errors; everything ``flwr run`` streams — Flower's and Ray's notices included — is
 written to ``logs/flwr_run.log``.
@@ -56,6 +65,7 @@ class SimulationRequest:
     ray_num_cpus: int | None
     log_dir: Path
     announced: tuple[str, ...] = ()  # lines the command already printed (not repeated)
+    ray_address: str | None = None   # None: a private Ray; "auto" | HOST:PORT: join that cluster
 
 
 def free_port() -> int:
@@ -75,7 +85,7 @@ def write_flwr_home(flwr_home: Path, address: str) -> Path:
     return path
 
 
-def run_env(flwr_home: Path, token: str) -> dict[str, str]:
+def run_env(flwr_home: Path, token: str, ray_address: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != SIMULATION_ENV}
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -87,6 +97,8 @@ def run_env(flwr_home: Path, token: str) -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_DEDUP_LOGS": "0",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        # ray.init() reads it: "local" starts a private Ray whatever runs on the machine
+        "RAY_ADDRESS": ray_address or "local",
         # A single-node local Ray: bind to 127.0.0.1, not the host's outward address.
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "0"),
@@ -147,7 +159,8 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], log_file: Path,
 
 
 @contextmanager
-def local_superlink(flwr_home: Path, log_dir: Path) -> Iterator[tuple[dict[str, str], str]]:
+def local_superlink(flwr_home: Path, log_dir: Path, ray_address: str | None = None
+                    ) -> Iterator[tuple[dict[str, str], str]]:
     """A simulation SuperLink on a free port; yields (env for ``flwr``, token).
 
     Everything started under it is stopped on exit, whatever the exit.
@@ -155,7 +168,7 @@ def local_superlink(flwr_home: Path, log_dir: Path) -> Iterator[tuple[dict[str, 
     token = uuid.uuid4().hex
     port = free_port()
     write_flwr_home(flwr_home, f"127.0.0.1:{port}")
-    env = {**run_env(flwr_home, token), SIMULATION_ENV: "1"}
+    env = {**run_env(flwr_home, token, ray_address), SIMULATION_ENV: "1"}
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "run_token").write_text(token + "\n")
     log_file = log_dir / "superlink.log"
@@ -277,7 +290,8 @@ def flwr_run_command(request: SimulationRequest, run_config_file: Path) -> list[
     fed = [f"num-supernodes={request.num_supernodes}", "backend='ray'",
            f"client-resources-num-cpus={int(request.client_cpus)}",
            f"client-resources-num-gpus={float(request.client_gpus)}"]
-    if request.ray_num_cpus is not None:
+    if request.ray_num_cpus is not None and request.ray_address is None:
+        # sizes the private Ray only: ray.init refuses num_cpus when it joins a cluster
         fed.append(f"init-args-num-cpus={int(request.ray_num_cpus)}")
     return ["flwr", "run", str(request.app_dir), CONNECTION, "--stream",
             "--run-config", str(run_config_file), "--federation-config", " ".join(fed)]
@@ -308,7 +322,8 @@ def _run_simulation(request: SimulationRequest) -> int:
     run_config_file = request.log_dir / "run_config.toml"
     request.log_dir.mkdir(parents=True, exist_ok=True)
     run_config_file.write_text(tomli_w.dumps(request.run_config))
-    with local_superlink(request.flwr_home, request.log_dir) as (env, _token):
+    with local_superlink(request.flwr_home, request.log_dir,
+                         request.ray_address) as (env, _token):
         command = flwr_run_command(request, run_config_file)
         (request.log_dir / "flwr_run.cmd").write_text(shlex.join(command) + "\n")
         proc, pump = start_streamed(command, env, request.log_dir / FLWR_RUN_LOG,
