@@ -63,14 +63,20 @@ def _set_threads(settings: RunSettings) -> None:
         torch.set_num_threads(threads)
 
 
-def make_client(context: Context, settings: RunSettings | None = None) -> NumPyClient:
-    settings = settings or node_settings(context)
-    _set_threads(settings)
+def client_env(context: Context, settings: RunSettings) -> ClientEnv:
+    """The client's data (its partition or silo), device and seed."""
     data = node_client_data(context, settings)
     if settings.eval_split == "val":  # tuning: the reported "test" figures are validation ones
         data = dataclasses.replace(data, test=data.val)
-    env = ClientEnv(client_id=client_id_of(context), data=data, device=default_device(),
-                    seed=settings.seed)
+    return ClientEnv(client_id=client_id_of(context), data=data, device=default_device(),
+                     seed=settings.seed)
+
+
+def make_client(context: Context, settings: RunSettings | None = None,
+                env: ClientEnv | None = None) -> NumPyClient:
+    settings = settings or node_settings(context)
+    _set_threads(settings)
+    env = env or client_env(context, settings)
     client = METHODS[settings.method].client(settings, env, context)
     if settings.fault_injection is not None:  # test-only
         if not in_simulation():

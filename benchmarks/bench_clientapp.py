@@ -1,0 +1,169 @@
+"""Where one deployed message's time goes, from process start to reply.
+
+    .venv/bin/python benchmarks/bench_clientapp.py [--messages 4] [--no-cache] [--json F]
+
+In a deployment, Flower 1.41 starts a fresh ``flwr-clientapp`` process for every
+message. This benchmark replays that process's steps in fresh interpreters, one
+per message, for one node (partition 0 of the ``bench_deploy.py`` config: FedAvg,
+digits, 3 clients) answering a ``train`` message:
+
+* ``python_start``: spawn to the first line of the script;
+* ``flwr_import``: ``flwr.supernode.runtime.run_clientapp`` (Flower's own runtime,
+  imported by every ClientApp process whatever the app);
+* ``app_import``: ``pfednas.client_app`` (what Flower's app loader imports);
+* ``config``: :func:`pfednas.client_app.node_settings` (compose + validate);
+* ``data``: :func:`pfednas.client_app.client_env` (the node's splits);
+* ``model``: :func:`pfednas.client_app.make_client` given that env (the model);
+* ``fit_other``: ``client.fit`` minus its own ``train_seconds``;
+* ``train``: the client's ``train_seconds`` (the work a round is for);
+* ``reply``: the reply ``Message``.
+
+The ClientApp's own overhead is everything but ``python_start``, ``flwr_import``
+and ``train``. The node's cache folder (node config ``cache-dir``) persists across
+the messages, so message 1 is a cache miss and the others are hits (unless
+``--no-cache``). ``warm_handler`` is the whole ``train`` handler answered a second
+time in the same process: what a long-lived executor would pay per message.
+Flower's steps between processes (the SuperNode's 3 s idle poll of the SuperLink,
+the SuperExec's task poll, FAB installation, pushing the reply) are not in here:
+``bench_deploy.py`` measures whole rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OVERRIDES = ["method=fedavg", "method.arch=min", "federation.num_clients=3",
+             "federation.clients_per_round=3", "federation.num_rounds=4",
+             "federation.eval_every=4", "federation.local_epochs=1", "method.finetune_epochs=1"]
+CACHE_ENV = "PFEDNAS_NODE_CACHE"
+PHASES = ("python_start", "flwr_import", "app_import", "config", "data", "model", "fit_other",
+          "train", "reply")
+OVERHEAD = ("app_import", "config", "data", "model", "fit_other", "reply")
+
+
+def child(spawned: float, work: Path, cache: bool) -> dict[str, float]:
+    """One message in this fresh process; seconds per phase."""
+    stamps = {"spawned": spawned, "start": time.time()}
+    import flwr.supernode.runtime.run_clientapp  # noqa: F401
+
+    stamps["flwr_import"] = time.time()
+    from pfednas import client_app
+
+    stamps["app_import"] = time.time()
+    import numpy as np
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+    from flwr.common import MessageType
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = 1  # as flwr-clientapp
+
+    node = {"partition-id": 0, "num-partitions": 3, "checkpoint-dir": str(work / "state")}
+    if cache:
+        node["cache-dir"] = str(work / "cache")
+    context = Context(run_id=1, node_id=1, node_config=node, state=RecordDict(),
+                      run_config={"overrides": json.dumps(OVERRIDES), "output-dir": ""})
+    with np.load(work / "arrays.npz") as saved:
+        arrays = [saved[f"a{i}"] for i in range(len(saved.files))]
+    config = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 32,
+              "server_round": 1, "local_epochs": 1, "lineage": "bench"}
+    message = Message(RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays),
+                                  "config": ConfigRecord(config)}),
+                      dst_node_id=1, message_type=MessageType.TRAIN)
+    stamps["message_in"] = time.time()
+    settings = client_app.node_settings(context)
+    stamps["config"] = time.time()
+    env = client_app.client_env(context, settings)
+    stamps["data"] = time.time()
+    client = client_app.make_client(context, settings, env)
+    stamps["model"] = time.time()
+    out, num_examples, metrics = client.fit(arrays, config)
+    stamps["fit"] = time.time()
+    Message(RecordDict({"arrays": ArrayRecord(numpy_ndarrays=out),
+                        "metrics": ConfigRecord({"num_examples": num_examples})}),
+            reply_to=message)
+    stamps["reply"] = time.time()
+    warm = time.perf_counter()
+    client_app.app(message, context)
+    train = float(metrics["train_seconds"])
+    return {"python_start": stamps["start"] - spawned,
+            "flwr_import": stamps["flwr_import"] - stamps["start"],
+            "app_import": stamps["app_import"] - stamps["flwr_import"],
+            "config": stamps["config"] - stamps["message_in"],
+            "data": stamps["data"] - stamps["config"],
+            "model": stamps["model"] - stamps["data"],
+            "fit_other": stamps["fit"] - stamps["model"] - train,
+            "train": train,
+            "reply": stamps["reply"] - stamps["fit"],
+            "warm_handler": time.perf_counter() - warm}
+
+
+def initial_arrays(path: Path) -> None:
+    import numpy as np
+
+    from pfednas.config import compose, settings_from_cfg
+    from pfednas.methods import initial_fixed_arrays
+
+    arrays = initial_fixed_arrays(settings_from_cfg(compose(OVERRIDES)))
+    np.savez(path, **{f"a{i}": a for i, a in enumerate(arrays)})
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def one_message(work: Path, cache: bool) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", str(work), "--spawned", str(time.time())]
+    env = dict(os.environ)
+    env.pop(CACHE_ENV, None)
+    if cache:  # as `pfednas deploy local` sets it
+        env[CACHE_ENV] = str(work / "cache")
+    else:
+        command.append("--no-cache")
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    figures = {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
+    figures["clientapp_overhead"] = round(sum(figures[k] for k in OVERHEAD), 3)
+    figures["process_total"] = round(sum(figures[k] for k in PHASES), 3)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=4)
+    parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--spawned", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.spawned, args.child, not args.no_cache)))
+        return
+    loads = [load_average()]
+    with tempfile.TemporaryDirectory(prefix="bench_clientapp_") as tmp:
+        work = Path(tmp)
+        initial_arrays(work / "arrays.npz")
+        rows = [one_message(work, not args.no_cache) for _ in range(args.messages)]
+    loads.append(load_average())
+    result = {"config": OVERRIDES, "cache": not args.no_cache, "load_1min": loads,
+              "first_message": summary(rows[:1]), "later_messages": summary(rows[1:] or rows)}
+    print(f"{'phase (s)':<20}{'message 1':>12}{'later (median)':>16}")
+    for key in result["first_message"]:
+        print(f"{key:<20}{result['first_message'][key]:>12}{result['later_messages'][key]:>16}")
+    print(f"load average (1 min) before / after: {loads[0]:.2f} / {loads[1]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
