@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 OVERRIDES = ["method=fedavg", "method.arch=min", "federation.num_clients=3",
              "federation.clients_per_round=3", "federation.num_rounds=4",
@@ -65,17 +66,19 @@ def child(spawned: float, work: Path, cache: bool) -> dict[str, float]:
 
     TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = 1  # as flwr-clientapp
 
-    node = {"partition-id": 0, "num-partitions": 3, "checkpoint-dir": str(work / "state")}
+    node: dict[str, bool | float | int | str] = {"partition-id": 0, "num-partitions": 3,
+                                                 "checkpoint-dir": str(work / "state")}
     if cache:
         node["cache-dir"] = str(work / "cache")
     context = Context(run_id=1, node_id=1, node_config=node, state=RecordDict(),
                       run_config={"overrides": json.dumps(OVERRIDES), "output-dir": ""})
     with np.load(work / "arrays.npz") as saved:
-        arrays = [saved[f"a{i}"] for i in range(len(saved.files))]
-    config = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 32,
-              "server_round": 1, "local_epochs": 1, "lineage": "bench"}
+        arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    config: dict[str, bool | bytes | float | int | str] = {
+        "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 32, "server_round": 1,
+        "local_epochs": 1, "lineage": "bench"}
     message = Message(RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays),
-                                  "config": ConfigRecord(config)}),
+                                  "config": ConfigRecord(dict(config))}),
                       dst_node_id=1, message_type=MessageType.TRAIN)
     stamps["message_in"] = time.time()
     settings = client_app.node_settings(context)
@@ -112,7 +115,7 @@ def initial_arrays(path: Path) -> None:
     from pfednas.methods import initial_fixed_arrays
 
     arrays = initial_fixed_arrays(settings_from_cfg(compose(OVERRIDES)))
-    np.savez(path, **{f"a{i}": a for i, a in enumerate(arrays)})
+    np.savez(path, *arrays)
 
 
 def load_average() -> float:
@@ -121,11 +124,8 @@ def load_average() -> float:
 
 def one_message(work: Path, cache: bool) -> dict[str, float]:
     command = [sys.executable, __file__, "--child", str(work), "--spawned", str(time.time())]
-    env = dict(os.environ)
-    env.pop(CACHE_ENV, None)
-    if cache:  # as `pfednas deploy local` sets it
-        env[CACHE_ENV] = str(work / "cache")
-    else:
+    env = {k: v for k, v in os.environ.items() if k != CACHE_ENV}  # node config only
+    if not cache:
         command.append("--no-cache")
     out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -155,7 +155,7 @@ def main() -> None:
         initial_arrays(work / "arrays.npz")
         rows = [one_message(work, not args.no_cache) for _ in range(args.messages)]
     loads.append(load_average())
-    result = {"config": OVERRIDES, "cache": not args.no_cache, "load_1min": loads,
+    result: dict[str, Any] = {"config": OVERRIDES, "cache": not args.no_cache, "load_1min": loads,
               "first_message": summary(rows[:1]), "later_messages": summary(rows[1:] or rows)}
     print(f"{'phase (s)':<20}{'message 1':>12}{'later (median)':>16}")
     for key in result["first_message"]:

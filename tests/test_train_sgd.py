@@ -13,7 +13,7 @@ from torch import nn
 from pfednas.train import Hyper, MomentumSGD
 
 
-def _net(seed: int) -> nn.Module:
+def _net(seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                          nn.Linear(4 * 6 * 6, 10))
