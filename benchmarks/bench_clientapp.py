@@ -5,27 +5,29 @@
 In a deployment, Flower 1.41 starts a fresh ``flwr-clientapp`` process for every
 message. This benchmark replays that process's steps in fresh interpreters, one
 per message, for one node (partition 0 of the ``bench_deploy.py`` config: FedAvg,
-digits, 3 clients) answering a ``train`` message:
+digits, 3 clients) answering a ``train`` message, and reports wall-clock and CPU
+(user + system) seconds per phase; CPU seconds depend less on the machine's load:
 
-* ``python_start``: spawn to the first line of the script;
-* ``flwr_import``: ``flwr.supernode.runtime.run_clientapp`` (Flower's own runtime,
-  imported by every ClientApp process whatever the app);
+* ``python_start``: spawn to the first line of the script (CPU: interpreter start);
+* ``flwr_import``: ``flwr.supernode.cli.flwr_clientapp``, what the ``flwr-clientapp``
+  entry point imports (Flower's own, whatever the app);
 * ``app_import``: ``pfednas.client_app`` (what Flower's app loader imports);
 * ``config``: :func:`pfednas.client_app.node_settings` (compose + validate);
 * ``data``: :func:`pfednas.client_app.client_env` (the node's splits);
 * ``model``: :func:`pfednas.client_app.make_client` given that env (the model);
 * ``fit_other``: ``client.fit`` minus its own ``train_seconds``;
-* ``train``: the client's ``train_seconds`` (the work a round is for);
+* ``train``: the client's ``train_seconds`` (the work a round is for; in CPU
+  seconds, the fit's CPU up to that many seconds);
 * ``reply``: the reply ``Message``.
 
-The ClientApp's own overhead is everything but ``python_start``, ``flwr_import``
-and ``train``. The node's cache folder (node config ``cache-dir``) persists across
-the messages, so message 1 is a cache miss and the others are hits (unless
-``--no-cache``). ``warm_handler`` is the whole ``train`` handler answered a second
-time in the same process: what a long-lived executor would pay per message.
-Flower's steps between processes (the SuperNode's 3 s idle poll of the SuperLink,
-the SuperExec's task poll, FAB installation, pushing the reply) are not in here:
-``bench_deploy.py`` measures whole rounds.
+The ClientApp's own overhead (``clientapp_overhead``) is everything but
+``python_start``, ``flwr_import`` and ``train``. The node's cache folder (node config
+``cache-dir``) persists across the messages, so message 1 is a cache miss and the
+others are hits (unless ``--no-cache``). ``warm_handler`` is the whole ``train``
+handler answered again in the same process: what a long-lived executor would pay
+per message. Flower's steps between processes (the SuperNode's 3 s idle poll of the
+SuperLink, the SuperExec's task poll, FAB installation, pulling the message and
+pushing the reply) are not in here: ``bench_deploy.py`` measures whole rounds.
 """
 
 from __future__ import annotations
@@ -50,15 +52,27 @@ PHASES = ("python_start", "flwr_import", "app_import", "config", "data", "model"
 OVERHEAD = ("app_import", "config", "data", "model", "fit_other", "reply")
 
 
-def child(spawned: float, work: Path, cache: bool) -> dict[str, float]:
-    """One message in this fresh process; seconds per phase."""
-    stamps = {"spawned": spawned, "start": time.time()}
-    import flwr.supernode.runtime.run_clientapp  # noqa: F401
+class Stamps:
+    """Wall-clock and CPU (user + system, this process) time at named points."""
 
-    stamps["flwr_import"] = time.time()
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        self.wall[name], self.cpu[name] = time.time(), time.process_time()
+
+
+def child(spawned: float, work: Path, cache: bool) -> dict[str, dict[str, float]]:
+    """One message in this fresh process; wall and CPU seconds per phase."""
+    stamp = Stamps()
+    stamp("start")
+    import flwr.supernode.cli.flwr_clientapp  # noqa: F401  (what the entry point imports)
+
+    stamp("flwr_import")
     from pfednas import client_app
 
-    stamps["app_import"] = time.time()
+    stamp("app_import")
     import numpy as np
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
     from flwr.common import MessageType
@@ -80,32 +94,36 @@ def child(spawned: float, work: Path, cache: bool) -> dict[str, float]:
     message = Message(RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays),
                                   "config": ConfigRecord(dict(config))}),
                       dst_node_id=1, message_type=MessageType.TRAIN)
-    stamps["message_in"] = time.time()
+    stamp("message_in")
     settings = client_app.node_settings(context)
-    stamps["config"] = time.time()
+    stamp("config")
     env = client_app.client_env(context, settings)
-    stamps["data"] = time.time()
+    stamp("data")
     client = client_app.make_client(context, settings, env)
-    stamps["model"] = time.time()
+    stamp("model")
     out, num_examples, metrics = client.fit(arrays, config)
-    stamps["fit"] = time.time()
+    stamp("fit")
     Message(RecordDict({"arrays": ArrayRecord(numpy_ndarrays=out),
                         "metrics": ConfigRecord({"num_examples": num_examples})}),
             reply_to=message)
-    stamps["reply"] = time.time()
-    warm = time.perf_counter()
+    stamp("reply")
     client_app.app(message, context)
-    train = float(metrics["train_seconds"])
-    return {"python_start": stamps["start"] - spawned,
-            "flwr_import": stamps["flwr_import"] - stamps["start"],
-            "app_import": stamps["app_import"] - stamps["flwr_import"],
-            "config": stamps["config"] - stamps["message_in"],
-            "data": stamps["data"] - stamps["config"],
-            "model": stamps["model"] - stamps["data"],
-            "fit_other": stamps["fit"] - stamps["model"] - train,
-            "train": train,
-            "reply": stamps["reply"] - stamps["fit"],
-            "warm_handler": time.perf_counter() - warm}
+    stamp("warm_handler")
+    train = float(metrics["train_seconds"])  # wall; the loop is single-threaded
+    figures = {}
+    for kind, at in (("wall", stamp.wall), ("cpu", stamp.cpu)):
+        figures[kind] = {
+            "python_start": at["start"] - spawned if kind == "wall" else at["start"],
+            "flwr_import": at["flwr_import"] - at["start"],
+            "app_import": at["app_import"] - at["flwr_import"],
+            "config": at["config"] - at["message_in"],
+            "data": at["data"] - at["config"],
+            "model": at["model"] - at["data"],
+            "fit_other": max(at["fit"] - at["model"] - train, 0.0),
+            "train": min(train, at["fit"] - at["model"]),
+            "reply": at["reply"] - at["fit"],
+            "warm_handler": at["warm_handler"] - at["reply"]}
+    return figures
 
 
 def initial_arrays(path: Path) -> None:
@@ -122,7 +140,7 @@ def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def one_message(work: Path, cache: bool) -> dict[str, float]:
+def one_message(work: Path, cache: bool) -> dict[str, dict[str, float]]:
     command = [sys.executable, __file__, "--child", str(work), "--spawned", str(time.time())]
     env = {k: v for k, v in os.environ.items() if k != CACHE_ENV}  # node config only
     if not cache:
@@ -155,12 +173,18 @@ def main() -> None:
         initial_arrays(work / "arrays.npz")
         rows = [one_message(work, not args.no_cache) for _ in range(args.messages)]
     loads.append(load_average())
-    result: dict[str, Any] = {"config": OVERRIDES, "cache": not args.no_cache, "load_1min": loads,
-              "first_message": summary(rows[:1]), "later_messages": summary(rows[1:] or rows)}
-    print(f"{'phase (s)':<20}{'message 1':>12}{'later (median)':>16}")
-    for key in result["first_message"]:
-        print(f"{key:<20}{result['first_message'][key]:>12}{result['later_messages'][key]:>16}")
-    print(f"load average (1 min) before / after: {loads[0]:.2f} / {loads[1]:.2f}")
+    result: dict[str, Any] = {"config": OVERRIDES, "cache": not args.no_cache,
+                              "load_1min": loads}
+    for kind in ("wall", "cpu"):
+        result[kind] = {"first_message": summary([r[kind] for r in rows[:1]]),
+                        "later_messages": summary([r[kind] for r in rows[1:] or rows])}
+    print(f"{'phase (s)':<20}{'wall, msg 1':>13}{'wall, later':>13}{'cpu, msg 1':>13}"
+          f"{'cpu, later':>13}")
+    for key in result["wall"]["first_message"]:
+        print(f"{key:<20}" + "".join(f"{result[kind][which][key]:>13}" for kind in ("wall", "cpu")
+                                     for which in ("first_message", "later_messages")))
+    print(f"load average (1 min) before / after: {loads[0]:.2f} / {loads[1]:.2f}; later = "
+          f"median of messages 2..{args.messages}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

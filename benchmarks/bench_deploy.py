@@ -8,10 +8,12 @@ authentication; optionally also ``--insecure``), and reads each run's
 ``metrics.jsonl``. Reported per run: the end-to-end command time, the mean wall
 time of training-only rounds and of the final round (training + personalized
 evaluation of every client), and the mean client ``train_seconds`` (the pure
-training inside a round). The difference of round times is the deployment
-overhead: a fresh ClientApp process per message (Python + PyTorch + config
-start-up, measured alone as ``clientapp_cold_start_s``) and the Fleet API's
-polling, against Ray's warm actors in simulation.
+training inside a round), the median lifetime of a deployed ClientApp process
+(``clientapp_process_s``, sampled from /proc), and the 1-minute load average before
+and after each run. The difference of round times is the deployment overhead: a fresh ClientApp
+process per message (Python + Flower + PyTorch + config start-up, measured alone
+as ``clientapp_cold_start_s``; ``bench_clientapp.py`` splits it phase by phase) and
+the Fleet API's polling, against Ray's warm actors in simulation.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +46,36 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
+class ClientAppLifetimes(threading.Thread):
+    """Seconds each ``flwr-clientapp`` process lives (first to last sighting in /proc,
+    sampled every 0.1 s): a deployed message's process, start to exit."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[int, list[float]] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            now = time.monotonic()
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    argv = (entry / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if any(arg.endswith(b"/flwr-clientapp") for arg in argv[:2]):
+                    self.seen.setdefault(int(entry.name), [now, now])[1] = now
+            time.sleep(0.1)
+
+    def median(self) -> float:
+        self.done.set()
+        self.join()
+        spans = [last - first for first, last in self.seen.values()]
+        return round(statistics.median(spans), 2) if spans else 0.0
+
+
 def round_figures(out: Path, command_seconds: float) -> dict[str, float]:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_only = [r["wall_seconds"] for r in records if not r["evaluation"]]
@@ -57,6 +90,11 @@ def round_figures(out: Path, command_seconds: float) -> dict[str, float]:
         "accuracy": round(json.loads((out / "summary.json").read_text())
                           ["personalized_acc_mean"], 4),
     }
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average: these figures are upper bounds under load."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def clientapp_cold_start() -> float:
@@ -89,7 +127,12 @@ def main() -> None:
                 "deployment_insecure": work / "dep_insecure"}
         for name, command in runs.items():
             print(f"[bench] {name} ...", flush=True)
+            load_before, lifetimes = load_average(), ClientAppLifetimes()
+            lifetimes.start()
             results[name] = round_figures(outs[name], timed(command))
+            results[name]["clientapp_process_s"] = lifetimes.median()
+            results[name]["load_before"] = load_before
+            results[name]["load_after"] = load_average()
     sim, dep = results["simulation"], results["deployment_tls_auth"]
     summary = {
         "config": overrides,
