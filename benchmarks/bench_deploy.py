@@ -8,8 +8,10 @@ authentication; optionally also ``--insecure``), and reads each run's
 ``metrics.jsonl``. Reported per run: the end-to-end command time, the mean wall
 time of training-only rounds and of the final round (training + personalized
 evaluation of every client), and the mean client ``train_seconds`` (the pure
-training inside a round), the median lifetime of a deployed ClientApp process
-(``clientapp_process_s``, sampled from /proc), and the 1-minute load average before
+training inside a round), what the deployment's Flower processes cost, sampled
+from /proc (the median life and CPU seconds of a ClientApp process,
+``clientapp_process_s`` / ``_cpu_s``, and the CPU seconds per round of each role:
+SuperLink, SuperNodes, SuperExecs, ServerApp and ClientApps), and the 1-minute load average before
 and after each run. The difference of round times is the deployment overhead: a fresh ClientApp
 process per message (Python + Flower + PyTorch + config start-up, measured alone
 as ``clientapp_cold_start_s``; ``bench_clientapp.py`` splits it phase by phase) and
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -46,34 +49,60 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-class ClientAppLifetimes(threading.Thread):
-    """Seconds each ``flwr-clientapp`` process lives (first to last sighting in /proc,
-    sampled every 0.1 s): a deployed message's process, start to exit."""
+FLOWER_ROLES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
+                "flwr-clientapp")
+TICKS = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self) -> None:
+
+class FlowerProcesses(threading.Thread):
+    """The Flower processes of one run (those whose environment carries the run token that
+    ``pfednas deploy local`` writes to ``logs/run_token``), sampled from /proc every 0.1 s:
+    role, life (first to last sighting) and the CPU seconds used when last seen."""
+
+    def __init__(self, token_file: Path) -> None:
         super().__init__(daemon=True)
-        self.seen: dict[int, list[float]] = {}
+        self.token_file = token_file
+        self.seen: dict[int, tuple[str, float, float, float]] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
+        needle = b""
         while not self.done.is_set():
+            if not needle and self.token_file.is_file():
+                needle = f"PFEDNAS_RUN_TOKEN={self.token_file.read_text().strip()}".encode()
             now = time.monotonic()
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    argv = (entry / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if any(arg.endswith(b"/flwr-clientapp") for arg in argv[:2]):
-                    self.seen.setdefault(int(entry.name), [now, now])[1] = now
+            for entry in Path("/proc").iterdir() if needle else ():
+                if entry.name.isdigit():
+                    self._sample(int(entry.name), entry, now, needle)
             time.sleep(0.1)
 
-    def median(self) -> float:
+    def _sample(self, pid: int, entry: Path, now: float, needle: bytes) -> None:
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:2]
+            role = next((r for r in FLOWER_ROLES for a in argv if a.endswith(r.encode())), None)
+            if role is None or needle not in (entry / "environ").read_bytes().split(b"\0"):
+                return
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return
+        cpu = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+        first = self.seen.get(pid, (role, now, now, 0.0))[1]
+        self.seen[pid] = (role, first, now, cpu)
+
+    def figures(self, rounds: int) -> dict[str, float]:
+        """Median life and CPU of a ClientApp process; CPU per round of each role."""
         self.done.set()
         self.join()
-        spans = [last - first for first, last in self.seen.values()]
-        return round(statistics.median(spans), 2) if spans else 0.0
+        apps = [(last - first, cpu) for role, first, last, cpu in self.seen.values()
+                if role == "flwr-clientapp"]
+        out = {"clientapp_process_s": round(statistics.median(a[0] for a in apps), 2)
+               if apps else 0.0,
+               "clientapp_process_cpu_s": round(statistics.median(a[1] for a in apps), 2)
+               if apps else 0.0}
+        for role in FLOWER_ROLES:
+            total = sum(cpu for r, _, _, cpu in self.seen.values() if r == role)
+            out[f"cpu_per_round_{role}"] = round(total / max(rounds, 1), 2)
+        return out
 
 
 def round_figures(out: Path, command_seconds: float) -> dict[str, float]:
@@ -127,10 +156,12 @@ def main() -> None:
                 "deployment_insecure": work / "dep_insecure"}
         for name, command in runs.items():
             print(f"[bench] {name} ...", flush=True)
-            load_before, lifetimes = load_average(), ClientAppLifetimes()
-            lifetimes.start()
+            load_before = load_average()
+            processes = FlowerProcesses(outs[name] / "logs" / "run_token")
+            processes.start()
             results[name] = round_figures(outs[name], timed(command))
-            results[name]["clientapp_process_s"] = lifetimes.median()
+            if name != "simulation":
+                results[name].update(processes.figures(args.rounds))
             results[name]["load_before"] = load_before
             results[name]["load_after"] = load_average()
     sim, dep = results["simulation"], results["deployment_tls_auth"]
@@ -146,6 +177,10 @@ def main() -> None:
     print(f"\n{'run':<22}" + "".join(f"{k:>21}" for k in keys))
     for name, figures in results.items():
         print(f"{name:<22}" + "".join(f"{figures[k]:>21}" for k in keys))
+    for name, figures in results.items():
+        extra = {k: v for k, v in figures.items() if k not in keys}
+        if extra:
+            print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
     print(f"\nclientapp cold start: {summary['clientapp_cold_start_s']} s; deployment "
           f"training round overhead: {summary['train_round_overhead_s']} s "
           f"({summary['train_round_ratio']}x simulation)")
