@@ -1,6 +1,7 @@
 """Round time of a local deployment vs the same run in simulation.
 
     .venv/bin/python benchmarks/bench_deploy.py [--nodes 3] [--rounds 4] [--insecure-too]
+                                                [--deployment-only] [--json F]
 
 Runs one config twice (or three times): ``pfednas`` (simulation, Ray backend)
 and ``pfednas deploy local`` (a real SuperLink + SuperNodes with TLS and node
@@ -8,20 +9,27 @@ authentication; optionally also ``--insecure``), and reads each run's
 ``metrics.jsonl``. Reported per run: the end-to-end command time, the mean wall
 time of training-only rounds and of the final round (training + personalized
 evaluation of every client), and the mean client ``train_seconds`` (the pure
-training inside a round). The difference of round times is the deployment
-overhead: a fresh ClientApp process per message (Python + PyTorch + config
-start-up, measured alone as ``clientapp_cold_start_s``) and the Fleet API's
-polling, against Ray's warm actors in simulation.
+training inside a round), what the deployment's Flower processes cost, sampled
+from /proc (the median life and CPU seconds of a ClientApp process,
+``clientapp_process_s`` / ``_cpu_s``, and the CPU seconds of each role over the whole
+run, start-up included, divided by the rounds: SuperLink, SuperNodes, SuperExecs,
+ServerApp and ClientApps), and the 1-minute load average before
+and after each run. The difference of round times is the deployment overhead: a fresh ClientApp
+process per message (Python + Flower + PyTorch + config start-up, measured alone
+as ``clientapp_cold_start_s``; ``bench_clientapp.py`` splits it phase by phase) and
+the Fleet API's polling, against Ray's warm actors in simulation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +51,62 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
+FLOWER_ROLES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
+                "flwr-clientapp")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class FlowerProcesses(threading.Thread):
+    """The Flower processes of one run (those whose environment carries the run token that
+    ``pfednas deploy local`` writes to ``logs/run_token``), sampled from /proc every 0.1 s:
+    role, life (first to last sighting) and the CPU seconds used when last seen."""
+
+    def __init__(self, token_file: Path) -> None:
+        super().__init__(daemon=True)
+        self.token_file = token_file
+        self.seen: dict[int, tuple[str, float, float, float]] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        needle = b""
+        while not self.done.is_set():
+            if not needle and self.token_file.is_file():
+                needle = f"PFEDNAS_RUN_TOKEN={self.token_file.read_text().strip()}".encode()
+            now = time.monotonic()
+            for entry in Path("/proc").iterdir() if needle else ():
+                if entry.name.isdigit():
+                    self._sample(int(entry.name), entry, now, needle)
+            time.sleep(0.1)
+
+    def _sample(self, pid: int, entry: Path, now: float, needle: bytes) -> None:
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:2]
+            role = next((r for r in FLOWER_ROLES for a in argv if a.endswith(r.encode())), None)
+            if role is None or needle not in (entry / "environ").read_bytes().split(b"\0"):
+                return
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return
+        cpu = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+        first = self.seen.get(pid, (role, now, now, 0.0))[1]
+        self.seen[pid] = (role, first, now, cpu)
+
+    def figures(self, rounds: int) -> dict[str, float]:
+        """Median life and CPU of a ClientApp process; CPU per round of each role."""
+        self.done.set()
+        self.join()
+        apps = [(last - first, cpu) for role, first, last, cpu in self.seen.values()
+                if role == "flwr-clientapp"]
+        out = {"clientapp_process_s": round(statistics.median(a[0] for a in apps), 2)
+               if apps else 0.0,
+               "clientapp_process_cpu_s": round(statistics.median(a[1] for a in apps), 2)
+               if apps else 0.0}
+        for role in FLOWER_ROLES:
+            total = sum(cpu for r, _, _, cpu in self.seen.values() if r == role)
+            out[f"cpu_per_round_{role}"] = round(total / max(rounds, 1), 2)
+        return out
+
+
 def round_figures(out: Path, command_seconds: float) -> dict[str, float]:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_only = [r["wall_seconds"] for r in records if not r["evaluation"]]
@@ -59,6 +123,11 @@ def round_figures(out: Path, command_seconds: float) -> dict[str, float]:
     }
 
 
+def load_average() -> float:
+    """The machine's 1-minute load average: these figures are upper bounds under load."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def clientapp_cold_start() -> float:
     """Seconds a fresh interpreter needs to import the ClientApp and compose the config."""
     code = ("import pfednas.client_app; from pfednas.config import compose, settings_from_cfg; "
@@ -71,6 +140,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--insecure-too", action="store_true")
+    parser.add_argument("--deployment-only", action="store_true",
+                        help="skip the simulation run (no ratio to it)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     overrides = config(args.nodes, args.rounds)
@@ -82,6 +153,8 @@ def main() -> None:
             "deployment_tls_auth": [str(PFEDNAS), "deploy", "local", *overrides,
                                     "--out", str(work / "dep")],
         }
+        if args.deployment_only:
+            del runs["simulation"]
         if args.insecure_too:
             runs["deployment_insecure"] = [str(PFEDNAS), "deploy", "local", *overrides,
                                            "--insecure", "--out", str(work / "dep_insecure")]
@@ -89,23 +162,32 @@ def main() -> None:
                 "deployment_insecure": work / "dep_insecure"}
         for name, command in runs.items():
             print(f"[bench] {name} ...", flush=True)
+            load_before = load_average()
+            processes = FlowerProcesses(outs[name] / "logs" / "run_token")
+            processes.start()
             results[name] = round_figures(outs[name], timed(command))
-    sim, dep = results["simulation"], results["deployment_tls_auth"]
-    summary = {
-        "config": overrides,
-        "runs": results,
-        "clientapp_cold_start_s": round(clientapp_cold_start(), 2),
-        "train_round_overhead_s": round(dep["train_round_mean_s"] - sim["train_round_mean_s"], 2),
-        "train_round_ratio": round(dep["train_round_mean_s"] / max(sim["train_round_mean_s"],
-                                                                   1e-9), 2),
-    }
-    keys = list(sim)
+            if name != "simulation":
+                results[name].update(processes.figures(args.rounds))
+            results[name]["load_before"] = load_before
+            results[name]["load_after"] = load_average()
+    dep = results["deployment_tls_auth"]
+    summary: dict[str, object] = {"config": overrides, "runs": results,
+                                  "clientapp_cold_start_s": round(clientapp_cold_start(), 2)}
+    if "simulation" in results:
+        sim = results["simulation"]["train_round_mean_s"]
+        summary["train_round_overhead_s"] = round(dep["train_round_mean_s"] - sim, 2)
+        summary["train_round_ratio"] = round(dep["train_round_mean_s"] / max(sim, 1e-9), 2)
+    keys = list(next(iter(results.values())))[:6]
     print(f"\n{'run':<22}" + "".join(f"{k:>21}" for k in keys))
     for name, figures in results.items():
         print(f"{name:<22}" + "".join(f"{figures[k]:>21}" for k in keys))
-    print(f"\nclientapp cold start: {summary['clientapp_cold_start_s']} s; deployment "
-          f"training round overhead: {summary['train_round_overhead_s']} s "
-          f"({summary['train_round_ratio']}x simulation)")
+    for name, figures in results.items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in figures.items() if k not in keys))
+    print(f"\nclientapp cold start: {summary['clientapp_cold_start_s']} s", end="")
+    if "train_round_ratio" in summary:
+        print(f"; deployment training round overhead: {summary['train_round_overhead_s']} s "
+              f"({summary['train_round_ratio']}x simulation)", end="")
+    print()
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 

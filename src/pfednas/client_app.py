@@ -11,6 +11,10 @@ answers three message types:
 Around ``train`` and ``evaluate`` the client's ``Context.state`` is saved per
 round and restored when empty (:mod:`pfednas.clients.state_store`), so a
 resumed run or a restarted SuperNode carries on with the client's own state.
+
+In a deployment Flower 1.41 runs every message in a fresh process; with a cache
+folder in the node config (``cache-dir``) the composed config and the node's splits
+are read from there after the first message (:mod:`pfednas.node_cache`).
 """
 
 from __future__ import annotations
@@ -32,12 +36,12 @@ from pfednas.clients.faulty import Fault, FaultyClient
 from pfednas.clients.state_store import ClientStateStore
 from pfednas.config import (
     RunSettings,
-    compose,
     in_simulation,
     overrides_from_json,
     settings_from_cfg,
 )
 from pfednas.methods import METHODS
+from pfednas.node_cache import composed_config, node_cache_dir
 from pfednas.node_data import client_id_of, node_client_data, node_data_root
 from pfednas.train import default_device
 
@@ -49,7 +53,7 @@ def node_settings(context: Context) -> RunSettings:
     ``dataset.root`` is its own ``data-root`` (set before any data is read, even by a
     method's config check), and ``resume`` (the server's run folder) is not checked here."""
     overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
-    cfg = compose(overrides)  # a copy, ours to change
+    cfg = composed_config(overrides, node_cache_dir(context))  # a copy, ours to change
     if not in_simulation():
         cfg.dataset.root = node_data_root(context, cfg.dataset.get("root"))
         cfg.resume = None  # the server resumes; a node restores from its checkpoint-dir
@@ -63,14 +67,20 @@ def _set_threads(settings: RunSettings) -> None:
         torch.set_num_threads(threads)
 
 
-def make_client(context: Context, settings: RunSettings | None = None) -> NumPyClient:
-    settings = settings or node_settings(context)
-    _set_threads(settings)
+def client_env(context: Context, settings: RunSettings) -> ClientEnv:
+    """The client's data (its partition or silo), device and seed."""
     data = node_client_data(context, settings)
     if settings.eval_split == "val":  # tuning: the reported "test" figures are validation ones
         data = dataclasses.replace(data, test=data.val)
-    env = ClientEnv(client_id=client_id_of(context), data=data, device=default_device(),
-                    seed=settings.seed)
+    return ClientEnv(client_id=client_id_of(context), data=data, device=default_device(),
+                     seed=settings.seed)
+
+
+def make_client(context: Context, settings: RunSettings | None = None,
+                env: ClientEnv | None = None) -> NumPyClient:
+    settings = settings or node_settings(context)
+    _set_threads(settings)
+    env = env or client_env(context, settings)
     client = METHODS[settings.method].client(settings, env, context)
     if settings.fault_injection is not None:  # test-only
         if not in_simulation():

@@ -28,17 +28,15 @@ folder), and a run config that names another ``dataset.root`` is refused
 (:func:`node_data_root`): whoever submits a run never chooses which files a node
 reads. A simulation keeps ``dataset.root`` from the config.
 
-In a deployment every message starts a fresh ClientApp process, so a partition
-node would recompute the Dirichlet partition of the whole dataset each time;
-with ``$PFEDNAS_NODE_CACHE`` set to a directory, the node's own splits are
-kept there (one ``.npz`` per data spec and client id) and reread instead.
+In a deployment every message starts a fresh ClientApp process, so a node would
+rebuild its splits (a partition: the Dirichlet partition of the whole dataset) each
+time; with a cache folder (node config ``cache-dir``, see :mod:`pfednas.node_cache`)
+they are kept there and reread instead.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +47,12 @@ from pfednas.config import RunSettings
 from pfednas.data import ArrayDataset, ClientData, DataError, dataset_info, load_client_data
 from pfednas.data.partition import stratified_split
 from pfednas.data.registry import normalisation
+from pfednas.node_cache import cached_splits, node_cache_dir
 from pfednas.seeding import numpy_rng
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 ARRAY_FILE = "data.npz"
 SILO_SPLIT = 101  # SeedSequence purpose tag of a silo's local split (data/ uses 1-4)
-CACHE_ENV = "PFEDNAS_NODE_CACHE"
 DATA_ROOT_KEY = "data-root"  # node config: the folder of the configured dataset's files
 
 
@@ -87,34 +85,18 @@ def node_data_root(context: Context, run_root: str | None) -> str | None:
 
 
 def node_client_data(context: Context, settings: RunSettings) -> ClientData:
-    """The node's train/val/test splits (its partition, or its silo folder)."""
+    """The node's train/val/test splits (its partition, or its silo folder), through the
+    node's cache folder when it has one."""
+    client_id = client_id_of(context)
+    cache = node_cache_dir(context)
     data_dir = str(context.node_config.get("data-dir", "")).strip()
     if data_dir:
-        return silo_client_data(data_dir, settings, client_id_of(context))
-    cache = os.environ.get(CACHE_ENV, "").strip()
-    if cache:
-        return cached_client_data(Path(cache), settings, client_id_of(context))
-    return load_client_data(settings.data, client_id_of(context))
-
-
-_SPLITS = ("train", "val", "test")
-
-
-def cached_client_data(cache_dir: Path, settings: RunSettings, client_id: int) -> ClientData:
-    """``load_client_data`` through a per-node file cache keyed by the data spec."""
-    key = hashlib.sha256(repr((settings.data, client_id)).encode()).hexdigest()[:24]
-    path = cache_dir / f"client-{client_id}-{key}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as arrays:
-            return ClientData(*(ArrayDataset(x=arrays[f"{s}_x"], y=arrays[f"{s}_y"])
-                                for s in _SPLITS))
-    data = load_client_data(settings.data, client_id)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(partial, **{f"{s}_{a}": getattr(getattr(data, s), a)
-                         for s in _SPLITS for a in ("x", "y")})
-    os.replace(partial, path)  # atomic: a concurrent reader sees all or nothing
-    return data
+        folder = Path(data_dir).expanduser().resolve()
+        return cached_splits(cache, client_id, ("silo", settings.data, str(folder),
+                                                silo_stamp(folder)),
+                             lambda: silo_client_data(folder, settings, client_id))
+    return cached_splits(cache, client_id, ("partition", settings.data),
+                         lambda: load_client_data(settings.data, client_id))
 
 
 @dataclass(frozen=True)
@@ -155,10 +137,14 @@ def silo_client_data(data_dir: str | Path, settings: RunSettings, client_id: int
 def read_silo(directory: Path, *, channels: int, size: int) -> SiloImages:
     """``data.npz`` if present, else an ``ImageFolder`` tree; cached per process."""
     directory = Path(directory).expanduser().resolve()
+    return _read_silo_cached(str(directory), channels, size, silo_stamp(directory))
+
+
+def silo_stamp(directory: Path) -> int:
+    """The newest modification time in a silo folder (raises :class:`DataError` if none)."""
     if not directory.is_dir():
         raise DataError(f"silo data-dir {directory} is not a directory")
-    stamp = max((p.stat().st_mtime_ns for p in directory.rglob("*")), default=0)
-    return _read_silo_cached(str(directory), channels, size, stamp)
+    return max((p.stat().st_mtime_ns for p in directory.rglob("*")), default=0)
 
 
 @functools.lru_cache(maxsize=4)

@@ -35,10 +35,12 @@ class Security:
 
 def node_config(client_id: int, num_clients: int, data_dir: str | Path | None = None, *,
                 data_root: str | Path | None = None,
-                checkpoint_dir: str | Path | None = None) -> str:
+                checkpoint_dir: str | Path | None = None,
+                cache_dir: str | Path | None = None) -> str:
     """``--node-config`` value: a Dirichlet partition, or a silo's own folder; and the
-    folders the node reads the dataset from (``data-root``) and keeps client state in
-    (``checkpoint-dir``). In a deployment only these, never the run config, name paths."""
+    folders the node reads the dataset from (``data-root``), keeps client state in
+    (``checkpoint-dir``) and caches its composed config and splits in (``cache-dir``).
+    In a deployment only these, never the run config, name paths."""
     if data_dir is None:
         parts = [f"partition-id={client_id}", f"num-partitions={num_clients}"]
     else:
@@ -47,6 +49,8 @@ def node_config(client_id: int, num_clients: int, data_dir: str | Path | None = 
         parts.append(f"data-root={_toml(data_root)}")
     if checkpoint_dir is not None:
         parts.append(f"checkpoint-dir={_toml(checkpoint_dir)}")
+    if cache_dir is not None:
+        parts.append(f"cache-dir={_toml(cache_dir)}")
     return " ".join(parts)
 
 

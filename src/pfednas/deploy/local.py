@@ -20,7 +20,8 @@ then submits the app with ``flwr run <app> <connection> --stream``.
 Paths are set as an operator would set them, never by the run config: the
 SuperLink side gets ``PFEDNAS_OUTPUT_BASE`` (the run's folder; its ServerApp writes
 nowhere else), and each node's ``--node-config`` names the folders it reads the
-dataset from and keeps client state in (``data-root``, ``checkpoint-dir``).
+dataset from, keeps client state in and caches its composed config and splits in
+(``data-root``, ``checkpoint-dir``, ``cache-dir``: ``<work_dir>/node_cache``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ from pfednas.launcher import (
     stop_processes,
     wait_run,
 )
-from pfednas.node_data import CACHE_ENV as NODE_CACHE_ENV
 
 CONNECTION = "pfednas-deploy"
 HOST = "127.0.0.1"
@@ -146,7 +146,8 @@ class LocalFederation:
                 key = self.keys[index].private if self.security.node_auth else None
                 data_dir = self.data_dirs[index] if self.data_dirs else None
                 config = node_config(index, self.num_nodes, data_dir, data_root=self.data_root,
-                                     checkpoint_dir=self.checkpoint_dir)
+                                     checkpoint_dir=self.checkpoint_dir,
+                                     cache_dir=self.work_dir / "node_cache")
                 self.nodes.append(self.start_supernode(index, private_key=key, config=config))
             self.wait_connected(self.nodes)
         except BaseException:
@@ -174,7 +175,6 @@ class LocalFederation:
         self.port = free_port()
         write_connection(self.work_dir / "flwr_home", self.address, self.security.tls)
         self.env = run_env(self.work_dir / "flwr_home", self.token)
-        self.env[NODE_CACHE_ENV] = str(self.work_dir / "node_cache")
         self.env[OUTPUT_BASE_ENV] = str((self.output_base or self.log_dir.parent).resolve())
         self.env.setdefault(TASK_POLL_ENV, "0.2")  # Flower's default is 1 s per poll
         command = superlink_command(host=HOST, port=self.port, security=self.security)

@@ -21,19 +21,22 @@ encoding to that client's accuracy. Choices the paper leaves open, and why:
   accuracies; the baseline is the *mean predictor* evaluated the same way
   (each held-out fold predicted by the mean of the other folds).
 
-Pure numpy / scikit-learn.
+Pure numpy / scikit-learn. SciPy and scikit-learn are imported where a forest is
+fitted or ranked (the server), not at import: a deployed ClientApp process imports
+this module through the method registry and would pay seconds for them per message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.ensemble import RandomForestRegressor
-from sklearn.model_selection import KFold
 
 from pfednas.search import Arch, Supernet
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import RandomForestRegressor
 
 # Where a client measures subnets: ``val``, or ``train_val``: the distilled supernet was
 # never trained on client data, so the train split is as unseen as val and 4× the
@@ -75,6 +78,8 @@ def arch_features(supernet: Supernet, arch: Arch) -> np.ndarray:
 
 
 def fit_forest(x: np.ndarray, y: np.ndarray, *, trees: int, seed: int) -> RandomForestRegressor:
+    from sklearn.ensemble import RandomForestRegressor
+
     forest = RandomForestRegressor(n_estimators=trees, random_state=seed, n_jobs=1)
     forest.fit(x, y)
     return forest
@@ -85,6 +90,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
+    from scipy.stats import spearmanr
+
     return float(spearmanr(a, b).statistic)
 
 
@@ -94,6 +101,8 @@ def cross_validated_report(x: np.ndarray, y: np.ndarray, *, trees: int, folds: i
     n = len(y)
     if n < 2:
         raise ValueError(f"need at least 2 pairs, got {n}")
+    from sklearn.model_selection import KFold
+
     rf_pred, mean_pred = np.empty(n), np.empty(n)
     for fit, held in KFold(min(folds, n), shuffle=True, random_state=seed).split(x):
         rf_pred[held] = fit_forest(x[fit], y[fit], trees=trees, seed=seed).predict(x[held])
