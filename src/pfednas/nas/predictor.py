@@ -21,19 +21,22 @@ encoding to that client's accuracy. Choices the paper leaves open, and why:
   accuracies; the baseline is the *mean predictor* evaluated the same way
   (each held-out fold predicted by the mean of the other folds).
 
-Pure numpy / scikit-learn.
+Pure numpy / scikit-learn. scikit-learn and SciPy are imported where a forest is fitted
+or scored: every process of every method imports this module (the method registry), and
+only HAPFNAS's server uses them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.ensemble import RandomForestRegressor
-from sklearn.model_selection import KFold
 
 from pfednas.search import Arch, Supernet
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import RandomForestRegressor
 
 # Where a client measures subnets: ``val``, or ``train_val``: the distilled supernet was
 # never trained on client data, so the train split is as unseen as val and 4× the
@@ -75,6 +78,8 @@ def arch_features(supernet: Supernet, arch: Arch) -> np.ndarray:
 
 
 def fit_forest(x: np.ndarray, y: np.ndarray, *, trees: int, seed: int) -> RandomForestRegressor:
+    from sklearn.ensemble import RandomForestRegressor
+
     forest = RandomForestRegressor(n_estimators=trees, random_state=seed, n_jobs=1)
     forest.fit(x, y)
     return forest
@@ -82,6 +87,8 @@ def fit_forest(x: np.ndarray, y: np.ndarray, *, trees: int, seed: int) -> Random
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation; 0 where either side is constant (no ranking)."""
+    from scipy.stats import spearmanr
+
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
@@ -91,6 +98,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def cross_validated_report(x: np.ndarray, y: np.ndarray, *, trees: int, folds: int,
                            seed: int) -> PredictorReport:
     """Out-of-fold Spearman / MAE of the forest and of the mean predictor."""
+    from sklearn.model_selection import KFold
+
     n = len(y)
     if n < 2:
         raise ValueError(f"need at least 2 pairs, got {n}")
