@@ -20,7 +20,9 @@ seconds since the command started:
 - ``ray_start``: Ray's ``gcs_server``; ``first_worker``: the first Ray worker process;
 - ``round1_start``: the first round's messages leave (the end of round 1 less its
   wall time); ``round1_end`` / ``round2_end``: ``metrics.jsonl`` lines;
-- ``results``: ``summary.json``; ``exit``: the command returns (teardown in between).
+- ``results``: ``summary.json``; ``simulation_end`` / ``flwr_run_end``: those processes
+  are gone (Ray's shutdown, the run's final status, the log stream's end); ``exit``: the
+  command returns, the SuperLink stopped.
 
 ``fixed_startup`` = ``round1_end`` − round 2's wall time: the time to the end of the
 first round less what a warm round costs, i.e. everything a run pays before its work.
@@ -138,10 +140,12 @@ class Watch:
                 for name, needle in PROCESS_MARKS.items():
                     if needle in cmd and ticks is not None:
                         self.mark(name, self.t0 + (ticks - self.ticks0) / TICKS)
-        for pid in self.kinds:
+        for pid, kind in self.kinds.items():
             used = cpu_seconds(pid)
             if used is not None:
                 self.cpu[pid] = used
+            elif kind in ("simulation", "flwr_run"):
+                self.mark(f"{kind}_end")
         by_kind: dict[str, float] = {}
         for pid, used in self.cpu.items():
             by_kind[self.kinds[pid]] = by_kind.get(self.kinds[pid], 0.0) + used
@@ -197,9 +201,10 @@ def measure(overrides: list[str], out: Path) -> dict[str, float]:
 
 ORDER = ("cli_ready", "superlink_start", "superlink_healthy", "flwr_run_start", "run_submitted",
          "simulation_start", "ray_start", "serverapp_main", "first_worker", "round1_start",
-         "round1_end", "round2_end", "results", "exit", "round1_wall", "round2_wall",
-         "fixed_startup", "teardown", "cpu_cli", "cpu_superlink", "cpu_superexec", "cpu_flwr_run",
-         "cpu_simulation", "cpu_ray_worker", "cpu_ray_daemon", "cpu_total")
+         "round1_end", "round2_end", "results", "simulation_end", "flwr_run_end", "exit",
+         "round1_wall", "round2_wall", "fixed_startup", "teardown", "cpu_cli", "cpu_superlink",
+         "cpu_superexec", "cpu_flwr_run", "cpu_simulation", "cpu_ray_worker", "cpu_ray_daemon",
+         "cpu_total")
 
 
 def main() -> None:
