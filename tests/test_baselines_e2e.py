@@ -54,6 +54,7 @@ def check_run(out: Path, method: str, rounds: int) -> dict:
     return summary
 
 
+@pytest.mark.slow
 def test_fedrep_interrupted_and_resumed_ends_like_the_uninterrupted_run(tmp_path: Path) -> None:
     # Round 3's clients sleep 4 s before training (same results), so the interrupt after
     # the round-2 checkpoint always lands before the run ends.

@@ -1,10 +1,9 @@
 """A newcomer's path (issue 17): every method by its name alone, results that say what was
 chosen, a quiet console, cheap intermediate evaluations, missing clients never silent.
 
-One real `pfednas` run (module-scoped, FedAvg, 2 rounds) serves the console and evaluation
-checks here. The checks that need a NAS run are beside the run that serves them: SPIDER's
-space and `pfednas report --tensorboard` in test_spider_e2e.py, HAPFNAS's transfer source
-and per-client architecture, cost and budget rows in test_hapfnas_e2e.py.
+Two real `pfednas` runs (module-scoped, 2-3 rounds each: FedAvg, HAPFNAS) serve the
+end-to-end checks; SPIDER's (its own search space, `pfednas report --tensorboard`) are
+beside the real SPIDER run that serves them, in test_spider_e2e.py.
 """
 
 from __future__ import annotations
@@ -28,6 +27,18 @@ FEDAVG = ["method=fedavg", "method.arch=min", "method.finetune_epochs=1",
           "federation.num_rounds=2", "federation.eval_every=1",
           # client 3 fails the final (round-2) evaluation
           "fault_injection={clients: [3], kind: raise, rounds: [2], on: [evaluate]}"]
+# HAPFNAS on the default dataset (digits: the clients hold the whole pool), no transfer
+# overrides; only the phases and the search are shortened.
+HAPFNAS = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per_round=2",
+           "federation.num_rounds=3", "federation.local_epochs=1", "method.distill_rounds=1",
+           "method.search_rounds=1", "method.knowledge_width=8", "method.knowledge_epochs=1",
+           "method.distill.steps=5", "method.predictor.archs_per_client=8",
+           "method.predictor.trees=10", "method.predictor.folds=2",
+           "method.evolution.population=8", "method.evolution.generations=2",
+           "method.evolution.parents=2", "search_space.depths=[1,2]",
+           "search_space.base_widths=[8,16,24]", "search_space.kernels=[3,5]",
+           "search_space.stage_strides=[1,2,2]", "search_space.stage_se=[false,true,true]",
+           "search_space.stage_acts=[relu,hswish,hswish]", "search_space.head_width=64"]
 
 
 def _run(tmp_path_factory: pytest.TempPathFactory, name: str, args: list[str]
@@ -42,8 +53,52 @@ def fedavg_run(tmp_path_factory: pytest.TempPathFactory
     return _run(tmp_path_factory, "fedavg", FEDAVG)
 
 
+@pytest.fixture(scope="module")
+def hapfnas_run(tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    return _run(tmp_path_factory, "hapfnas", HAPFNAS)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
 def _summary(out: Path) -> dict[str, Any]:
     return dict(json.loads((out / "summary.json").read_text()))
+
+
+# -- 2. hapfnas on the default dataset -----------------------------------------------------------
+@pytest.mark.slow
+def test_hapfnas_on_digits_runs_with_its_default_transfer_source(
+        hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = hapfnas_run
+
+    _ok(result)
+    summary = _summary(out)
+    assert summary["hapfnas"]["transfer_source"] == "synthetic"
+    assert "transfer.source=auto -> synthetic" in result.stdout
+    assert summary["num_clients_evaluated"] == 4
+
+
+# -- 3. per-client architecture, cost and budget; the table counts them ---------------------------
+@pytest.mark.slow
+def test_nas_summary_rows_carry_arch_cost_budget_and_the_table_counts_them(
+        hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = hapfnas_run
+
+    _ok(result)
+    summary = _summary(out)
+    rows = summary["per_client"]
+    for row in rows:
+        assert row["arch"].startswith("mobilenetv3:")
+        assert row["params"] > 0 and row["flops"] > 0 and row["memory_bytes"] > 0
+        assert row["budget_metric"] == "memory" and row["cost"] == row["memory_bytes"]
+        assert row["within_budget"] == (row["cost"] <= row["budget"])
+    assert summary["distinct_archs"] == len({row["arch"] for row in rows})
+    assert summary["within_budget_share"] == sum(r["within_budget"] for r in rows) / len(rows)
+    assert "distinct architectures" in result.stdout
+    assert f"clients within budget         | {sum(r['within_budget'] for r in rows)}/4" \
+        in result.stdout
 
 
 # -- 4. the README matches the code ----------------------------------------------------------------

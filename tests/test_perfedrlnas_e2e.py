@@ -111,6 +111,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> KilledAndResumed:
                             run_pfednas([*ARGS, f"resume={killed}"], resumed))
 
 
+@pytest.mark.slow
 def test_killed_serverapp_stops_the_run_and_says_how_to_resume(runs: KilledAndResumed) -> None:
     # `pfednas` notices, stops everything and says how to resume
     assert runs.ended.returncode == 1
@@ -120,6 +121,7 @@ def test_killed_serverapp_stops_the_run_and_says_how_to_resume(runs: KilledAndRe
     assert pids_with_token((runs.killed / "logs" / "run_token").read_text().strip()) == []
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_like_the_uninterrupted_run(runs: KilledAndResumed) -> None:
     assert runs.result.returncode == 0, runs.result.stdout[-3000:] + runs.result.stderr[-3000:]
     assert "resumed from" in runs.result.stdout
@@ -136,6 +138,7 @@ def test_resumed_run_ends_like_the_uninterrupted_run(runs: KilledAndResumed) -> 
     assert pids_with_token(token) == []
 
 
+@pytest.mark.slow
 def test_entries_no_trained_subnet_covered_keep_their_initial_value(
         runs: KilledAndResumed) -> None:
     assert runs.result.returncode == 0, runs.result.stderr[-3000:]
@@ -159,6 +162,7 @@ def test_entries_no_trained_subnet_covered_keep_their_initial_value(
         np.testing.assert_array_equal(a[~c], b[~c])
 
 
+@pytest.mark.slow
 def test_exported_model_reproduces_the_personalized_accuracy_without_pfednas(
         runs: KilledAndResumed, tmp_path: Path) -> None:
     # client 0's exported model, in a fresh interpreter without pfednas, reproduces the

@@ -56,6 +56,7 @@ def check_three_rounds(summary: dict[str, Any], records: list[dict[str, Any]],
     return archs
 
 
+@pytest.mark.slow
 def test_spider_three_rounds_search_beat_chance_and_leave_no_process(spider_run: Run) -> None:
     out, result = spider_run
 
@@ -77,6 +78,7 @@ def test_ditto_three_rounds_keep_the_full_supernet_and_beat_chance() -> None:
 
 
 # -- issue 17: a method brings its search space -------------------------------------------------
+@pytest.mark.slow
 def test_spider_without_search_space_runs_on_darts_s2(spider_run: Run) -> None:
     out, result = spider_run
 
@@ -91,6 +93,7 @@ def test_spider_without_search_space_runs_on_darts_s2(spider_run: Run) -> None:
 
 
 # -- issue 17: pfednas report --tensorboard, read back by TensorBoard ----------------------------
+@pytest.mark.slow
 def test_report_tensorboard_event_files_read_back_by_tensorboard(spider_run: Run,
                                                                  tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
