@@ -50,11 +50,26 @@ def default_sigint() -> None:
 
 
 MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb", "eval_seconds")
+RUNNER = ("backend",)  # which runner ran it: the in-process runner's summaries say so
 
 
 def comparable(summary: dict) -> dict:
-    """A summary without what is measured on the machine (times, memory)."""
-    return {k: v for k, v in summary.items() if k not in MEASURED}
+    """A summary without what is measured on the machine (times, memory) or names the
+    runner: equal for two runs of one config, real (`pfednas`) or in-process."""
+    return {k: v for k, v in summary.items() if k not in MEASURED + RUNNER}
+
+
+def inprocess_summary(overrides: list[str]) -> dict:
+    """The summary `pfednas OVERRIDES` ends with, times aside, from the in-process runner:
+    the real strategy and ClientApp handlers, with a simulation's settings
+    (``PFEDNAS_SIMULATION=1``: the server knows the partition sizes, the test-only fault
+    injection is allowed). The reference an interrupted and resumed run must end with."""
+    from pfednas.config import SIMULATION_ENV
+    from pfednas.inprocess import run_inprocess
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SIMULATION_ENV, "1")
+        return run_inprocess(overrides).summary
 
 
 def run_and_stop_after_checkpoint(args: list[str], out_dir: Path, *, kill_server: bool,

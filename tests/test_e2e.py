@@ -1,43 +1,53 @@
-"""The user's entry point end to end: `pfednas` on digits, 3 rounds, through flwr run + Ray."""
+"""The user's entry point end to end: `pfednas` on digits, 3 rounds, through flwr run + Ray.
+
+FedAvg runs through the real command. Local training, which sends nothing, runs the same
+setting with the in-process runner (real strategy and ClientApp handlers, no transport):
+its checks are about its results; the command, its console and its processes are
+FedAvg's run's (and the report tests run `local` through `pfednas bench`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import pytest
-
+from pfednas.inprocess import run_inprocess
 from tests.conftest import pids_with_token, run_pfednas
 
 # method.arch=min: the baselines' default fixed model is the space's largest subnet (655 k
 # parameters on digits, ~15x the compute of the smallest, and slower to learn in 3 rounds);
 # the smallest keeps this test CI-sized. The bar (> 0.3, chance 0.1) is unchanged.
 FAST = ["method.arch=min", "federation.num_clients=6", "federation.clients_per_round=3",
-        "federation.num_rounds=3", "federation.eval_every=3", "method.finetune_epochs=2"]
+        "federation.num_rounds=3", "federation.eval_every=3"]
 
 
-@pytest.mark.parametrize("method", ["fedavg", "local"])
-def test_three_rounds_on_digits_beat_chance_and_leave_no_process(tmp_path: Path,
-                                                                  method: str) -> None:
-    overrides = [f"method={method}", *FAST] if method == "fedavg" else [
-        f"method={method}", *FAST[:-1]]
-    out = tmp_path / "run"
-
-    result = run_pfednas(overrides, out)
-
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+def check_results(summary: dict[str, Any], records: list[dict[str, Any]], method: str) -> None:
     assert summary["method"] == method and summary["dataset"] == "digits"
     assert summary["num_clients_evaluated"] == 6
     assert summary["personalized_acc_mean"] > 0.3  # chance is 0.1
     assert len(summary["per_client"]) == 6
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["round"] for line in lines] == [1, 2, 3]
-    if method == "fedavg":
-        assert summary["bytes_down"] > 0 and summary["bytes_up"] > 0
-        assert json.loads(lines[0])["sampled_clients"] and json.loads(lines[0])["train"]
-    else:
-        assert summary["bytes_down"] == 0 and summary["bytes_up"] == 0
+    assert [r["round"] for r in records] == [1, 2, 3]
+
+
+def test_fedavg_three_rounds_on_digits_beat_chance_and_leave_no_process(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+
+    result = run_pfednas(["method=fedavg", *FAST, "method.finetune_epochs=2"], out)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    check_results(summary, records, "fedavg")
+    assert summary["bytes_down"] > 0 and summary["bytes_up"] > 0
+    assert records[0]["sampled_clients"] and records[0]["train"]
     assert "personalized acc" in result.stdout
     token = (out / "logs" / "run_token").read_text().strip()
     assert pids_with_token(token) == []
+
+
+def test_local_three_rounds_on_digits_beat_chance_and_send_nothing() -> None:
+    run = run_inprocess(["method=local", *FAST])
+
+    check_results(run.summary, [r.to_json() for r in run.records], "local")
+    assert run.summary["bytes_down"] == 0 and run.summary["bytes_up"] == 0

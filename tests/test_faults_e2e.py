@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pfednas.checkpoint import load_checkpoint
 from tests.conftest import pids_with_token, run_pfednas
@@ -37,6 +38,7 @@ def run(tmp_path: Path, name: str, fault: str) -> tuple[dict, list[np.ndarray]]:
     return record, [state[k] for k in sorted(state, key=lambda k: int(k.split("_")[1]))]
 
 
+@pytest.mark.slow
 def test_rejected_and_failed_clients_leave_the_same_aggregate(tmp_path: Path) -> None:
     malformed, arrays_a = run(tmp_path, "malformed", MALFORMED)
     raising, arrays_b = run(tmp_path, "raising", RAISING)

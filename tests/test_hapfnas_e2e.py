@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from pfednas.config import compose, settings_from_cfg
@@ -28,6 +29,7 @@ ARGS = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per_ro
         "search_space.stage_acts=[relu,hswish,hswish]", "search_space.head_width=64"]
 
 
+@pytest.mark.slow
 def test_three_phases_on_digits_beat_chance_within_budgets(tmp_path: Path) -> None:
     out = tmp_path / "run"
 

@@ -1,7 +1,9 @@
 """A newcomer's path (issue 17): every method by its name alone, results that say what was
 chosen, a quiet console, cheap intermediate evaluations, missing clients never silent.
 
-Three real `pfednas` runs (module-scoped, 1-3 rounds each) serve the end-to-end checks.
+Two real `pfednas` runs (module-scoped, 2-3 rounds each: FedAvg, HAPFNAS) serve the
+end-to-end checks; SPIDER's (its own search space, `pfednas report --tensorboard`) are
+beside the real SPIDER run that serves them, in test_spider_e2e.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pfednas.cli import SUBCOMMANDS
 from pfednas.launcher import console_line
@@ -21,8 +22,6 @@ from pfednas.results import format_table, missing_clients_error
 from tests.conftest import PFEDNAS, REPO, run_pfednas
 
 FLOWER_NOTICES = ("Since flwr 1.32", "To change federation size", "Successfully installed")
-DARTS_SMALL = ["search_space.channels=4", "search_space.layers=3", "search_space.steps=2",
-               "search_space.multiplier=2"]
 FEDAVG = ["method=fedavg", "method.arch=min", "method.finetune_epochs=1",
           "federation.num_clients=4", "federation.clients_per_round=2",
           "federation.num_rounds=2", "federation.eval_every=1",
@@ -40,9 +39,6 @@ HAPFNAS = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per
            "search_space.base_widths=[8,16,24]", "search_space.kernels=[3,5]",
            "search_space.stage_strides=[1,2,2]", "search_space.stage_se=[false,true,true]",
            "search_space.stage_acts=[relu,hswish,hswish]", "search_space.head_width=64"]
-SPIDER = ["method=spider", "federation.num_clients=3", "federation.clients_per_round=3",
-          "federation.num_rounds=1", "federation.local_epochs=1",
-          "dataset.max_samples_per_client=60", *DARTS_SMALL]
 
 
 def _run(tmp_path_factory: pytest.TempPathFactory, name: str, args: list[str]
@@ -63,12 +59,6 @@ def hapfnas_run(tmp_path_factory: pytest.TempPathFactory
     return _run(tmp_path_factory, "hapfnas", HAPFNAS)
 
 
-@pytest.fixture(scope="module")
-def spider_run(tmp_path_factory: pytest.TempPathFactory
-               ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    return _run(tmp_path_factory, "spider", SPIDER)
-
-
 def _ok(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -77,22 +67,8 @@ def _summary(out: Path) -> dict[str, Any]:
     return dict(json.loads((out / "summary.json").read_text()))
 
 
-# -- 1. a method brings its search space -----------------------------------------------------
-def test_spider_without_search_space_runs_on_darts_s2(
-        spider_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    out, result = spider_run
-
-    _ok(result)
-    assert yaml.safe_load((out / "resolved_config.yaml").read_text())["search_space"]["name"] \
-        == "darts_s2"
-    summary = _summary(out)
-    assert summary["num_clients_evaluated"] == 3
-    # -- 3. SPIDER's rows carry each client's local architecture
-    assert all(row["arch"].startswith("darts_s2:") for row in summary["per_client"])
-    assert summary["distinct_archs"] >= 1
-
-
 # -- 2. hapfnas on the default dataset -----------------------------------------------------------
+@pytest.mark.slow
 def test_hapfnas_on_digits_runs_with_its_default_transfer_source(
         hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, result = hapfnas_run
@@ -105,6 +81,7 @@ def test_hapfnas_on_digits_runs_with_its_default_transfer_source(
 
 
 # -- 3. per-client architecture, cost and budget; the table counts them ---------------------------
+@pytest.mark.slow
 def test_nas_summary_rows_carry_arch_cost_budget_and_the_table_counts_them(
         hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, result = hapfnas_run
@@ -164,29 +141,6 @@ def test_console_line_routes_our_lines_warnings_and_flower_notices() -> None:
     assert console_line("\x1b[93mWARNING \x1b[0m:   Since flwr 1.32, default simulated "
                         "SuperNodes changed from 10 to 2.\n", shown) is None
     assert console_line("\x1b[92mINFO \x1b[0m:      Starting Flower Simulation\n", shown) is None
-
-
-# -- 6. pfednas report --tensorboard, read back by TensorBoard ----------------------------------
-def test_report_tensorboard_event_files_read_back_by_tensorboard(
-        spider_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out, result = spider_run
-    _ok(result)
-
-    report = subprocess.run([str(PFEDNAS), "report", str(out), "--tensorboard", "--out",
-                             str(tmp_path / "report")], capture_output=True, text=True,
-                            check=False, timeout=300)
-
-    assert report.returncode == 0, report.stderr[-2000:]
-    runs = [p for p in (tmp_path / "report" / "tensorboard").glob("*/*") if p.is_dir()]
-    assert len(runs) == 1
-    events = EventAccumulator(str(runs[0]))
-    events.Reload()
-    acc = events.Scalars("personalized/acc_mean")
-    assert [e.step for e in acc] == [1]
-    assert acc[0].value == pytest.approx(_summary(out)["personalized_acc_mean"], abs=1e-6)
-    assert "round/wall_seconds" in events.Tags()["scalars"]
 
 
 # -- 7. intermediate evaluations are quick, the final one fine-tunes ------------------------------

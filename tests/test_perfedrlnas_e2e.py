@@ -1,13 +1,21 @@
-"""PerFedRLNAS end to end through `pfednas`: accuracy, the merge invariant, kill and resume."""
+"""PerFedRLNAS end to end through `pfednas`: accuracy, the merge invariant, kill and resume.
+
+Two real runs (a module fixture) serve every check: one whose ServerApp process is killed
+after its round-2 checkpoint, and its resumption. The resumed run must end with the
+summary of the uninterrupted run, which the in-process runner computes (the same strategy
+and ClientApp handlers: the same records, times aside).
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from pfednas.checkpoint import load_checkpoint
@@ -18,6 +26,7 @@ from pfednas.seeding import MODEL_INIT, int_seed
 from tests.conftest import (
     PFEDNAS,
     comparable,
+    inprocess_summary,
     pids_with_token,
     run_and_stop_after_checkpoint,
     run_pfednas,
@@ -76,27 +85,72 @@ def records_last_arch(run_dir: Path, client: int) -> str:
     return next(r["arch"] for r in last["evaluation"] if r["client_id"] == client)
 
 
-def test_runs_keeps_uncovered_entries_and_resumes_to_the_same_summary(tmp_path: Path) -> None:
-    # Prepare / Execute: an uninterrupted run
-    full = tmp_path / "full"
-    result = run_pfednas(ARGS, full)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((full / "summary.json").read_text())
+@dataclass(frozen=True)
+class KilledAndResumed:
+    killed: Path
+    ended: subprocess.CompletedProcess[str]  # the command whose ServerApp was killed
+    resumed: Path
+    result: subprocess.CompletedProcess[str]  # the resuming command
 
-    # Assert: above chance, architectures reported, nothing left running
+    def summary(self) -> dict:
+        return dict(json.loads((self.resumed / "summary.json").read_text()))
+
+    def records(self) -> list[dict]:
+        return [json.loads(x) for x in (self.resumed / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> KilledAndResumed:
+    """The run with its ServerApp process killed (SIGKILL, by PID) after the round-2
+    checkpoint, then resumed from that checkpoint."""
+    base = tmp_path_factory.mktemp("perfedrlnas")
+    killed = base / "killed"
+    ended = run_and_stop_after_checkpoint(ARGS, killed, kill_server=True)
+    resumed = base / "resumed"
+    return KilledAndResumed(killed, ended, resumed,
+                            run_pfednas([*ARGS, f"resume={killed}"], resumed))
+
+
+@pytest.mark.slow
+def test_killed_serverapp_stops_the_run_and_says_how_to_resume(runs: KilledAndResumed) -> None:
+    # `pfednas` notices, stops everything and says how to resume
+    assert runs.ended.returncode == 1
+    assert "ServerApp process" in runs.ended.stderr
+    assert f"resume={runs.killed}" in runs.ended.stderr
+    assert not (runs.killed / "summary.json").exists(), "the run ended before it was killed"
+    assert pids_with_token((runs.killed / "logs" / "run_token").read_text().strip()) == []
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_like_the_uninterrupted_run(runs: KilledAndResumed) -> None:
+    assert runs.result.returncode == 0, runs.result.stdout[-3000:] + runs.result.stderr[-3000:]
+    assert "resumed from" in runs.result.stdout
+
+    uninterrupted = inprocess_summary(ARGS)
+
+    summary = runs.summary()
+    assert comparable(summary) == comparable(uninterrupted)
+    # above chance, architectures reported, nothing left running
     assert summary["method"] == "perfedrlnas"
     assert summary["personalized_acc_mean"] > 0.15  # chance is 0.1; 4 short rounds
-    records = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
-    assert all(row["arch"].startswith("mobilenetv3:") for row in records[-1]["evaluation"])
-    token = (full / "logs" / "run_token").read_text().strip()
+    assert all(row["arch"].startswith("mobilenetv3:") for row in runs.records()[-1]["evaluation"])
+    token = (runs.resumed / "logs" / "run_token").read_text().strip()
     assert pids_with_token(token) == []
 
-    # Assert: supernet entries no trained subnet covered keep their initial value
+
+@pytest.mark.slow
+def test_entries_no_trained_subnet_covered_keep_their_initial_value(
+        runs: KilledAndResumed) -> None:
+    assert runs.result.returncode == 0, runs.result.stderr[-3000:]
     init, supernet = initial_supernet_arrays()
-    _, state = load_checkpoint(full)
+
+    _, state = load_checkpoint(runs.resumed)
+
     final = [state[f"supernet_{i}"] for i in range(len(init))]
     covered = [np.zeros(a.shape, bool) for a in init]
     space = supernet.space  # type: ignore[attr-defined]
+    records = runs.records()
+    assert [r["round"] for r in records] == [1, 2, 3, 4]  # rounds 1-2 from the killed run
     for record in records:
         for row in record["train"]:
             if not row.get("over_budget"):
@@ -107,27 +161,16 @@ def test_runs_keeps_uncovered_entries_and_resumes_to_the_same_summary(tmp_path: 
     for a, b, c in zip(init, final, covered, strict=True):
         np.testing.assert_array_equal(a[~c], b[~c])
 
-    # Execute / Assert: client 0's exported model, in a fresh interpreter without pfednas,
-    # reproduces the client's personalized test accuracy
-    assert_export_reproduces_accuracy(full, summary, tmp_path / "export", client=0)
 
-    # Execute: the same run with its ServerApp process killed (SIGKILL, by PID) after the
-    # round-2 checkpoint; `pfednas` notices, stops everything and says how to resume
-    killed = tmp_path / "killed"
-    ended = run_and_stop_after_checkpoint(ARGS, killed, kill_server=True)
-    assert ended.returncode == 1
-    assert "ServerApp process" in ended.stderr and f"resume={killed}" in ended.stderr
-    assert not (killed / "summary.json").exists(), "the run ended before it was killed"
-    killed_token = (killed / "logs" / "run_token").read_text().strip()
-    assert pids_with_token(killed_token) == []
+@pytest.mark.slow
+def test_exported_model_reproduces_the_personalized_accuracy_without_pfednas(
+        runs: KilledAndResumed, tmp_path: Path) -> None:
+    # client 0's exported model, in a fresh interpreter without pfednas, reproduces the
+    # client's personalized test accuracy
+    assert runs.result.returncode == 0, runs.result.stderr[-3000:]
 
-    resumed = tmp_path / "resumed"
-    result = run_pfednas([*ARGS, f"resume={killed}"], resumed)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "resumed from" in result.stdout
-
-    # Assert: the same summary as the uninterrupted run
-    assert comparable(json.loads((resumed / "summary.json").read_text())) == comparable(summary)
+    assert_export_reproduces_accuracy(runs.resumed, runs.summary(), tmp_path / "export",
+                                      client=0)
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@
     pfednas -m method=fedavg,local            # a Hydra multirun sweep
 
 Invalid configs stop here, with one message and exit code 2, before any Flower
-or Ray process starts.
+or Ray process starts. What only a valid run needs (PyTorch, Flower, the methods) is
+imported after the checks that do without it, so that a typo fails in a second.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pfednas.checkpoint import carry_client_state
 from pfednas.config import ConfigError, conf_dir, describe, overrides_to_json, settings_from_cfg
 from pfednas.data import DataError, partition
 from pfednas.launcher import SimulationRequest, incomplete_message, run_simulation
 from pfednas.ray_cluster import cluster_address
-from pfednas.results import missing_clients_error
 
 EXIT_CONFIG = 2
 EXIT_RUN = 1
@@ -64,6 +63,8 @@ def run_job(cfg: DictConfig) -> dict:
                 if ray_address is not None else []))
     print("\n".join(header), flush=True)
     if settings.resume:
+        from pfednas.checkpoint import carry_client_state
+
         carry_client_state(Path(settings.resume), out)
     request = SimulationRequest(
         app_dir=root, flwr_home=out / "flwr_home",
@@ -76,6 +77,8 @@ def run_job(cfg: DictConfig) -> dict:
     if code != 0 or not summary_path.is_file():
         fail(incomplete_message(code, out), EXIT_RUN)
     summary = json.loads(summary_path.read_text())
+    from pfednas.results import missing_clients_error
+
     problem = missing_clients_error(summary, allowed=fed.allow_missing_clients)
     if problem is not None:
         fail(f"{problem}; results in {out}", EXIT_RUN)

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from pfednas.data import DataSpec, dataset_info, validate_spec
-from pfednas.search import TaskShape, get_space
+
+if TYPE_CHECKING:  # pfednas.search imports torch: the command's checks before it stay quick
+    from pfednas.search import TaskShape
 
 CHECKPOINT_FILE = "checkpoint.npz"
 SERVERAPP_PID_FILE = "serverapp.pid"  # in <output>/logs/, written by the ServerApp
@@ -271,7 +273,6 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     name = method.pop("name", None)
     fed = _typed(Federation, _as_dict(cfg.federation), "federation")
     validate_federation(fed)
-    _check_method(name, method, fed, str(cfg.search_space.get("name")))
     seed = cfg.get("seed", 0)
     _check_number("", "seed", seed, kind=int, low=0)
     data_values = _as_dict(cfg.dataset)
@@ -281,8 +282,12 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         validate_spec(spec)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    # the method registry imports every method (PyTorch, Flower): after the quick checks
+    _check_method(name, method, fed, str(cfg.search_space.get("name")))
     _check_method_data(name, method, spec)
     space = space_for_dataset(_as_dict(cfg.search_space), spec.name)
+    from pfednas.search import get_space
+
     try:
         get_space(**space)
     except (TypeError, ValueError) as err:
@@ -324,6 +329,8 @@ def describe(settings: RunSettings) -> str:
 
 def task_shape(settings: RunSettings) -> TaskShape:
     """What the networks are built for: the dataset's classes, channels and image side."""
+    from pfednas.search import TaskShape
+
     info = dataset_info(settings.data.name)
     return TaskShape(num_classes=info.num_classes, in_channels=info.in_channels,
                      image_size=info.image_size)

@@ -58,6 +58,7 @@ from pfednas.launcher import (
     FLWR_RUN_LOG,
     free_port,
     run_env,
+    staged_app,
     start_streamed,
     stop_processes,
     wait_run,
@@ -284,13 +285,15 @@ def run_deployment(request: DeploymentRequest) -> int:
                                  data_dirs=request.data_dirs, data_root=request.data_root,
                                  checkpoint_dir=request.checkpoint_dir,
                                  output_base=request.out_dir, node_timeout=request.node_timeout)
-    with federation:
+    with federation, staged_app(request.app_dir) as app:
         print(f"[pfednas] SuperLink {federation.address} "
               f"({'TLS' if request.security.tls else 'INSECURE'}"
               f"{', node authentication' if request.security.node_auth else ''}), "
               f"{request.num_nodes} SuperNodes connected", flush=True)
-        command = flwr_run_command(request.app_dir, CONNECTION, run_config_file)
-        (log_dir / "flwr_run.cmd").write_text(shlex.join(command) + "\n")
+        command = flwr_run_command(app, CONNECTION, run_config_file)
+        (log_dir / "flwr_run.cmd").write_text(
+            f"# run on a temporary staged copy of {request.app_dir} (see staged_app)\n"
+            + shlex.join(flwr_run_command(request.app_dir, CONNECTION, run_config_file)) + "\n")
         proc, pump = start_streamed(command, federation.env, log_dir / FLWR_RUN_LOG,
                                     request.announced)
         try:
