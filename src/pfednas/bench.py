@@ -129,12 +129,20 @@ def finetunes(method: str) -> bool:
     return path.is_file() and "finetune_epochs" in OmegaConf.load(path)
 
 
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def cell_overrides(preset: BenchPreset, method: str, alpha: float, seed: int, space: str,
                    extra: Sequence[str], tried: Sequence[str] = ()) -> tuple[str, ...]:
     """A cell's overrides: what the bench selects, the shared budgets, the protocol's F,
     the method's own (its chosen values), a tuning configuration, and the command line."""
+    # A tuning cell leaves out the method's chosen values of the keys its grid varies, so
+    # that what it runs does not depend on what the tuning chose.
+    tuned = {override_key(o) for config in preset.tuning.get(method, ()) for o in config} \
+        if tried else set()
     own = [o for o in preset.method_overrides.get(method, ())
-           if not o.startswith("search_space=")]
+           if not o.startswith("search_space=") and override_key(o) not in tuned]
     tune = ([f"method.finetune_epochs={preset.finetune_epochs}"]
             if preset.finetune_epochs is not None and finetunes(method) else [])
     return (f"method={method}", f"dataset={preset.dataset}", f"search_space={space}",
