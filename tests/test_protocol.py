@@ -14,8 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pfednas.bench import BenchError, BenchPreset, cells, tuning_cells
-from pfednas.config import compose, settings_from_cfg
+from pfednas.bench import (
+    BenchError,
+    BenchPreset,
+    cell_record,
+    cells,
+    compose_preset,
+    tuning_cells,
+)
+from pfednas.config import compose, conf_dir, settings_from_cfg
 from pfednas.inprocess import run_inprocess
 from pfednas.methods import BUDGET_SPREAD, METHODS, fits_all_arch, seeded_supernet
 from pfednas.nas.heterogeneity import draw_hardware
@@ -235,3 +242,48 @@ def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
     assert seen(spider) == seen(ditto)
     examples = [sorted({row["num_examples"] for row in r.train}) for r in spider.records]
     assert examples[0] != examples[-1]  # val joined the training data in the final phase
+
+
+def test_tuning_cells_do_not_depend_on_the_values_the_tuning_chose() -> None:
+    # Prepare: the same grid, before and after a choice was written into method_overrides
+    grid = {"fedavg": [["federation.lr=0.1"], ["federation.lr=0.05"]],
+            "local": [["federation.lr=0.1"], ["federation.lr=0.05"]],
+            "perfedrlnas": [["method.policy_lr=1"], ["method.policy_lr=0.5"]]}
+    before = _preset(tuning=grid, method_overrides={"fedavg": ["method.arch=fits_all"]})
+    after = _preset(tuning=grid, method_overrides={
+        "fedavg": ["method.arch=fits_all", "federation.lr=0.05"]})
+    spaces = {m: METHODS[m].spaces for m in before.methods}
+
+    # Execute
+    runs_before, runs_after = (tuning_cells(p, [], spaces) for p in (before, after))
+    reported = {c.method: c.overrides for c in cells(after, [], spaces) if c.seed == 0}
+
+    # Assert: a tuning cell runs what its grid says, whatever was chosen; reported cells the choice
+    assert [c.overrides for c in runs_before] == [c.overrides for c in runs_after]
+    fedavg = [c.overrides for c in runs_after if c.method == "fedavg"]
+    assert [[o for o in ov if o.startswith("federation.lr")] for ov in fedavg] == [
+        ["federation.lr=0.1"], ["federation.lr=0.05"]]
+    assert all("method.arch=fits_all" in ov for ov in fedavg)
+    assert "federation.lr=0.05" in reported["fedavg"]
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (conf_dir() / "bench").glob("*.yaml")))
+def test_every_bench_preset_composes_into_cells(preset: str) -> None:
+    # Execute
+    bench = BenchPreset.from_config(compose_preset(preset, []), METHODS)
+    spaces = {m: METHODS[m].spaces for m in bench.methods}
+    todo = cells(bench, [], spaces)
+
+    # Assert: every method × α × seed, each with the bench's selections first
+    assert len(todo) == len(bench.methods) * len(bench.alphas) * len(bench.seeds)
+    assert all(c.overrides[0] == f"method={c.method}" for c in todo)
+    assert (conf_dir() / "bench" / f"{preset}.yaml").stat().st_size < 20_000
+
+
+def test_cell_record_keeps_the_commit_and_the_mean_load_it_ran_at() -> None:
+    record = cell_record("abc123+dirty", [1.0, 2.0, float("nan"), 3.0], 12.345, 0)
+
+    assert record["commit"] == "abc123+dirty" and record["returncode"] == 0
+    assert (record["load_mean"], record["load_max"], record["load_samples"]) == (2.0, 3.0, 3)
+    assert record["wall_seconds"] == 12.3
+    assert cell_record("", [], 1.0, 1)["load_mean"] is None

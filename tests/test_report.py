@@ -94,6 +94,19 @@ def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str
     assert float(rows["fedavg"]["bytes_up_per_client_round"]) > 0
 
 
+def test_each_cell_records_its_commit_and_load_and_the_table_shows_the_load(
+        bench: tuple[Path, str]) -> None:
+    out, _ = bench
+
+    rows = _table_rows(out / "report" / "table.csv")
+
+    for method in SMOKE_METHODS:
+        record = json.loads((out / method / "alpha=0.5" / "seed=0" / "cell.json").read_text())
+        assert record["returncode"] == 0 and len(record["commit"]) >= 40
+        assert record["load_samples"] >= 1 and record["load_mean"] >= 0
+        assert float(rows[method]["load_mean"]) == record["load_mean"]
+
+
 def test_rerun_skips_finished_cells_and_report_renders_the_same_table(
         bench: tuple[Path, str], tmp_path: Path) -> None:
     out, _ = bench

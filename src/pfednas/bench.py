@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shutil
 import signal
 import subprocess
@@ -35,6 +37,7 @@ from pfednas.config import conf_dir
 
 EXIT_CONFIG = 2
 EXIT_FAILED_CELLS = 1
+CELL_RECORD = "cell.json"
 # Selected by the bench for every cell; passing them as plain overrides is an error.
 BENCH_OWNED = ("method", "dataset", "search_space", "seed", "dataset.alpha")
 
@@ -200,17 +203,72 @@ def pfednas_command(cell: Cell) -> list[str]:
     return [str(executable), *cell.overrides, f"hydra.run.dir='{cell.path.resolve()}'"]
 
 
+LOAD_SAMPLE_S = 10.0  # how often the 1-minute load average is read while a cell runs
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (NaN where the OS has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return math.nan
+
+
+def source_commit() -> str:
+    """The commit of the checkout the cells run from, ``+dirty`` with uncommitted changes
+    (empty outside a git checkout)."""
+    root = conf_dir().parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no", "--", "src", "strategies", "clients",
+                                "conf"], check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head + ("+dirty" if dirty.strip() else "")
+
+
+def wait_sampling_load(proc: subprocess.Popen[bytes], timeout: float | None,
+                       loads: list[float]) -> int:
+    """``proc.wait(timeout)``, reading the load average every ``LOAD_SAMPLE_S`` meanwhile."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        loads.append(load_average())
+        step = LOAD_SAMPLE_S if deadline is None else min(LOAD_SAMPLE_S,
+                                                          deadline - time.monotonic())
+        try:
+            return proc.wait(timeout=max(step, 0.0))
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+
+
+def cell_record(commit: str, loads: Sequence[float], seconds: float,
+                code: int | str) -> dict[str, Any]:
+    """What ``cell.json`` keeps beside a cell's results: the code it ran and the load it ran
+    at (the report's ``load`` column), so that its wall time can be read."""
+    finite = [x for x in loads if math.isfinite(x)]
+    return {"commit": commit, "returncode": code, "wall_seconds": round(seconds, 1),
+            "load_mean": round(sum(finite) / len(finite), 2) if finite else None,
+            "load_max": round(max(finite), 2) if finite else None,
+            "load_samples": len(finite), "cpus": os.cpu_count()}
+
+
 def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
-    """Run one cell; ``None`` on success, else what ``FAILED.json`` records."""
+    """Run one cell; ``None`` on success, else what ``FAILED.json`` records. Either way
+    ``cell.json`` records the commit and the load while it ran."""
     cell.path.mkdir(parents=True, exist_ok=True)
     (cell.path / "FAILED.json").unlink(missing_ok=True)
     log = cell.path / "bench.log"
     command = pfednas_command(cell)
+    commit, start = source_commit(), time.perf_counter()
+    loads: list[float] = []
     with log.open("w") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         try:
-            code: int | str = proc.wait(timeout=timeout)
+            code: int | str = wait_sampling_load(proc, timeout, loads)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGTERM)  # pfednas stops its Flower/Ray processes on TERM
             try:
@@ -219,6 +277,8 @@ def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
                 proc.kill()
                 proc.wait()
             code = f"timeout after {timeout:g}s"
+    record = cell_record(commit, loads, time.perf_counter() - start, code)
+    (cell.path / CELL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     if code == 0 and (cell.path / "summary.json").is_file():
         return None
     return {"method": cell.method, "alpha": cell.alpha, "seed": cell.seed, "returncode": code,

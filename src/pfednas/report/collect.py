@@ -9,7 +9,7 @@ run, a cell of ``pfednas bench``, a job of a Hydra ``-m`` sweep). Its config is
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 FAILED = "FAILED.json"
+CELL_RECORD = "cell.json"  # written by `pfednas bench` beside a cell: commit, load while it ran
 CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
 
 
@@ -33,6 +34,7 @@ class Run:
     summary: dict[str, Any]
     rounds: list[dict[str, Any]]
     config: dict[str, Any]
+    cell: dict[str, Any] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -123,5 +125,11 @@ def load_run(path: Path) -> Run:
         raise ReportError(f"{path}: no {' or '.join(CONFIG_FILES)} beside {SUMMARY}")
     if not isinstance(config, dict):
         raise ReportError(f"{path}: the run's config is not a mapping")
-    return Run(path=path, summary=summary, rounds=rounds, config={str(k): v
-                                                                  for k, v in config.items()})
+    try:
+        record = path / CELL_RECORD
+        cell = json.loads(record.read_text()) if record.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        cell = {}  # the record only adds the load column; the results stand without it
+    return Run(path=path, summary=summary, rounds=rounds,
+               config={str(k): v for k, v in config.items()},
+               cell=cell if isinstance(cell, dict) else {})

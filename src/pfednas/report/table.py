@@ -43,6 +43,8 @@ class RunRow:
     finetune_epochs: int = 0
     sample_passes: int = 0
     budget_violations: int | None = None
+    load_mean: float | None = None   # the machine's mean 1-minute load while it ran (bench)
+    commit: str = ""                 # the code it ran (bench)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class GroupRow:
     err_ratio_fedavg_ft: float | None = None      # NAS rows: error ÷ FedAvg+FT's (same cell)
     err_ratio_best_baseline: float | None = None  # NAS rows: error ÷ the best baseline's
     compute_ratio_fedavg_ft: float | None = None  # client sample-passes ÷ FedAvg+FT's
+    load_mean: float | None = None  # mean over seeds of each run's mean 1-minute load
 
 
 # The personalized-FL baselines of the protocol, and the NAS methods measured against them.
@@ -142,7 +145,9 @@ def run_rows(run: Run) -> list[RunRow]:
         down_per_client_round=per_client_round(s["bytes_down"], run.rounds),
         accuracies=accs, params=tuple(int(c["num_params"]) for c in clients),
         distinct_archs=distinct_archs(final), finetune_epochs=finetune_epochs_of(run.config),
-        sample_passes=passes, budget_violations=budget_violations(final))
+        sample_passes=passes, budget_violations=budget_violations(final),
+        load_mean=_float_or_none(run.cell.get("load_mean")),
+        commit=str(run.cell.get("commit") or ""))
     if "personalized_acc_no_ft_mean" not in s:
         return [base]
     published = tuple(float(c["accuracy_no_ft"]) for c in clients)
@@ -154,6 +159,10 @@ def run_rows(run: Run) -> list[RunRow]:
         acc_p10=float(s["personalized_acc_no_ft_p10"]), accuracies=published,
         finetune_epochs=0, sample_passes=passes - tuning)
     return [as_published, replace(base, method=run.method + FT_SUFFIX)]
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def group_key(row: RunRow) -> tuple[str, str, float, str]:
@@ -186,13 +195,15 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
         nas = g.method not in BASELINES
         out.append(replace(
             g,
-            err_ratio_fedavg_ft=_ratio(1 - g.acc_mean, reference and 1 - reference.acc_mean)
-            if nas else None,
-            err_ratio_best_baseline=_ratio(1 - g.acc_mean, best and 1 - best.acc_mean)
-            if nas else None,
+            err_ratio_fedavg_ft=_ratio(1 - g.acc_mean, _error(reference)) if nas else None,
+            err_ratio_best_baseline=_ratio(1 - g.acc_mean, _error(best)) if nas else None,
             compute_ratio_fedavg_ft=_ratio(g.sample_passes,
-                                           reference and reference.sample_passes)))
+                                           reference.sample_passes if reference else None)))
     return out
+
+
+def _error(g: GroupRow | None) -> float | None:
+    return None if g is None else 1 - g.acc_mean
 
 
 def _ratio(num: float, den: float | None) -> float | None:
@@ -206,6 +217,7 @@ def _group(runs: list[RunRow]) -> GroupRow:
     archs = [r.distinct_archs for r in runs if r.distinct_archs is not None]
     budgets = sorted({r.budget for r in runs})
     violations = [r.budget_violations for r in runs if r.budget_violations is not None]
+    loads = [r.load_mean for r in runs if r.load_mean is not None]
     return GroupRow(
         method=first.method, dataset=first.dataset, alpha=first.alpha, space=first.space,
         seeds=tuple(r.seed for r in runs), budget=" | ".join(budgets),
@@ -221,13 +233,14 @@ def _group(runs: list[RunRow]) -> GroupRow:
         distinct_archs=float(np.mean(archs)) if archs else None,
         finetune_epochs=first.finetune_epochs,
         sample_passes=float(np.mean([r.sample_passes for r in runs])),
-        budget_violations=float(np.mean(violations)) if violations else None)
+        budget_violations=float(np.mean(violations)) if violations else None,
+        load_mean=float(np.mean(loads)) if loads else None)
 
 
 # -- rendering -----------------------------------------------------------------------------------
 COLUMNS = ("method", "α", "space", "seeds", "F", "personalized acc (mean ± std clients)",
            "± std seeds", "worst-10 % acc", "err ÷ FedAvg+FT", "err ÷ best baseline",
-           "client sample-passes (M)", "wall s", "KiB up / client·round",
+           "client sample-passes (M)", "wall s", "load", "KiB up / client·round",
            "KiB down / client·round", "params mean", "params min", "params max",
            "distinct archs", "budget violations")
 
@@ -249,7 +262,8 @@ def _cells(g: GroupRow) -> list[str]:
             _num(g.acc_std_seeds, ".4f"), f"{g.acc_p10:.4f}",
             _num(g.err_ratio_fedavg_ft, ".2f"), _num(g.err_ratio_best_baseline, ".2f"),
             f"{g.sample_passes / 1e6:.2f}{compute_mark(g)}", f"{g.wall_seconds:.1f}",
-            _num(g.up_per_client_round / 1024, ".1f"), _num(g.down_per_client_round / 1024, ".1f"),
+            _num(g.load_mean, ".1f"), _num(g.up_per_client_round / 1024, ".1f"),
+            _num(g.down_per_client_round / 1024, ".1f"),
             f"{g.params_mean:.0f}", str(g.params_min), str(g.params_max),
             _num(g.distinct_archs, "g"), _num(g.budget_violations, "g")]
 
@@ -273,7 +287,8 @@ def markdown(groups: Sequence[GroupRow]) -> str:
 
 CSV_FIELDS = ("dataset", "method", "alpha", "space", "seeds", "budget", "acc_mean",
               "acc_std_clients", "acc_std_seeds", "acc_p10", "wall_seconds",
-              "bytes_up_per_client_round", "bytes_down_per_client_round", "params_mean",
+              "load_mean", "bytes_up_per_client_round", "bytes_down_per_client_round",
+              "params_mean",
               "params_min", "params_max", "distinct_archs", "finetune_epochs",
               "client_sample_passes", "err_ratio_fedavg_ft", "err_ratio_best_baseline",
               "compute_ratio_fedavg_ft", "budget_violations")
@@ -295,8 +310,9 @@ def to_csv(groups: Sequence[GroupRow]) -> str:
     return _csv(CSV_FIELDS, (
         [g.dataset, g.method, g.alpha, g.space, " ".join(map(str, g.seeds)),
          g.budget, g.acc_mean, g.acc_std_clients, _blank_none(g.acc_std_seeds), g.acc_p10,
-         g.wall_seconds, g.up_per_client_round, g.down_per_client_round,
-         g.params_mean, g.params_min, g.params_max, _blank_none(g.distinct_archs),
+         g.wall_seconds, _blank_none(g.load_mean), g.up_per_client_round,
+         g.down_per_client_round, g.params_mean, g.params_min, g.params_max,
+         _blank_none(g.distinct_archs),
          g.finetune_epochs, g.sample_passes, _blank_none(g.err_ratio_fedavg_ft),
          _blank_none(g.err_ratio_best_baseline), _blank_none(g.compute_ratio_fedavg_ft),
          _blank_none(g.budget_violations)]
@@ -306,7 +322,7 @@ def to_csv(groups: Sequence[GroupRow]) -> str:
 RUN_CSV_FIELDS = ("dataset", "method", "alpha", "space", "seed", "budget", "acc_mean", "acc_std",
                   "acc_p10", "wall_seconds", "bytes_up_per_client_round",
                   "bytes_down_per_client_round", "distinct_archs", "finetune_epochs",
-                  "client_sample_passes", "path")
+                  "client_sample_passes", "load_mean", "commit", "path")
 
 
 def runs_csv(rows: Sequence[RunRow]) -> str:
@@ -314,5 +330,6 @@ def runs_csv(rows: Sequence[RunRow]) -> str:
     return _csv(RUN_CSV_FIELDS, (
         [r.dataset, r.method, r.alpha, r.space, r.seed, r.budget, r.acc_mean, r.acc_std,
          r.acc_p10, r.wall_seconds, r.up_per_client_round, r.down_per_client_round,
-         _blank_none(r.distinct_archs), r.finetune_epochs, r.sample_passes, r.path]
+         _blank_none(r.distinct_archs), r.finetune_epochs, r.sample_passes,
+         _blank_none(r.load_mean), r.commit, r.path]
         for r in sorted(rows, key=lambda r: (*group_key(r), r.seed))))
