@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from pfednas.report.table import (
     run_row,
 )
 from pfednas.search import get_space
-from tests.conftest import PFEDNAS, REPO
+from tests.conftest import PFEDNAS, REPO, pids_with_token
 
 SMOKE_METHODS = ("fedavg", "local")
 
@@ -138,6 +140,34 @@ def test_a_failed_cell_is_recorded_and_the_bench_goes_on(bench: tuple[Path, str]
     assert not (out / "local" / "alpha=0.5" / "seed=0" / "summary.json").exists()
     assert sorted(_table_rows(out / "report" / "table.csv")) == ["fedavg"]
     assert "## Failed runs" in (out / "report" / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_bench_stops_its_running_cell_and_keeps_no_result(tmp_path: Path) -> None:
+    # Prepare: a bench whose first cell has started its Flower run
+    out = tmp_path / "smoke"
+    cell = out / "fedavg" / "alpha=0.5" / "seed=0"
+    bench = subprocess.Popen([str(PFEDNAS), "bench", "bench=smoke", f"bench.out={out}"],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (cell / "logs" / "run_token").is_file() and bench.poll() is None:
+        assert time.monotonic() < deadline, "the first cell never started its run"
+        time.sleep(0.5)
+    token = (cell / "logs" / "run_token").read_text().strip()
+
+    # Execute
+    bench.send_signal(signal.SIGTERM)
+    _, stderr = bench.communicate(timeout=120)
+
+    # Assert: exit 130, the cell's processes gone, nothing recorded as a result or a failure
+    assert bench.returncode == 130, stderr[-3000:]
+    assert "the same command resumes" in stderr
+    deadline = time.monotonic() + 30
+    while pids_with_token(token) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert pids_with_token(token) == []
+    assert not (cell / "summary.json").exists() and not (cell / "FAILED.json").exists()
+    assert not (out / "local").exists()
 
 
 def test_report_of_a_missing_folder_fails_clearly() -> None:

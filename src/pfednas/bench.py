@@ -38,12 +38,32 @@ from pfednas.config import conf_dir
 EXIT_CONFIG = 2
 EXIT_FAILED_CELLS = 1
 CELL_RECORD = "cell.json"
+EXIT_STOPPED = 130
 # Selected by the bench for every cell; passing them as plain overrides is an error.
 BENCH_OWNED = ("method", "dataset", "search_space", "seed", "dataset.alpha")
 
 
 class BenchError(ValueError):
     """An invalid bench configuration; the message says which key and why."""
+
+
+class BenchStopped(Exception):
+    """The bench got SIGTERM: the running cell is stopped, finished cells stay."""
+
+
+def _stop_on_term(signum: int, frame: object) -> None:
+    raise BenchStopped(signum)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 60.0) -> None:
+    """TERM (pfednas then stops its Flower/Ray processes), KILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass(frozen=True)
@@ -270,13 +290,11 @@ def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
         try:
             code: int | str = wait_sampling_load(proc, timeout, loads)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)  # pfednas stops its Flower/Ray processes on TERM
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
             code = f"timeout after {timeout:g}s"
+        except BaseException:  # Ctrl-C or SIGTERM of the bench: the cell goes with it
+            stop_process(proc)
+            raise
     record = cell_record(commit, loads, time.perf_counter() - start, code)
     (cell.path / CELL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     if code == 0 and (cell.path / "summary.json").is_file():
@@ -317,7 +335,15 @@ def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = Fals
         for cell in todo:
             print(" ".join(pfednas_command(cell)))
         return 0
-    failed = run_cells(todo, preset.cell_timeout)
+    previous = signal.signal(signal.SIGTERM, _stop_on_term)
+    try:
+        failed = run_cells(todo, preset.cell_timeout)
+    except (BenchStopped, KeyboardInterrupt):
+        print("[pfednas bench] stopped: the running cell was stopped, finished cells are kept; "
+              "the same command resumes", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if tune:
         path = write_tuning_table(preset, todo)
         print(path.read_text())
