@@ -113,6 +113,9 @@ class TransferOptions:
         return self.size - held, held
 
 
+SEARCH_OBJECTIVES = ("predictor", "params")
+
+
 @dataclass(frozen=True)
 class HAPFNASOptions:
     distill_rounds: int = 5
@@ -127,8 +130,14 @@ class HAPFNASOptions:
     predictor: PredictorOptions = field(default_factory=PredictorOptions)
     evolution: EvolutionOptions = field(default_factory=EvolutionOptions)
     budget: BudgetSpread = field(default_factory=BudgetSpread)
+    # predictor: evolve on the client's forest (the paper) | params: the control that ignores
+    # the forest, each client's largest subnet (by parameters) within its own budget
+    search_objective: str = "predictor"
 
     def __post_init__(self) -> None:
+        if self.search_objective not in SEARCH_OBJECTIVES:
+            raise ValueError(f"search_objective must be {'|'.join(SEARCH_OBJECTIVES)}, got "
+                             f"{self.search_objective!r}")
         if self.knowledge_width < 1 or (self.knowledge_epochs is not None
                                         and self.knowledge_epochs < 1):
             raise ValueError("knowledge_width and knowledge_epochs must be >= 1")
@@ -393,24 +402,28 @@ class HAPFNASStrategy(PersonalizedStrategy):
         row: dict[str, Any] = {"client_id": client_id, "phase": int(Phase.SEARCH),
                                "pairs": len(self.pairs.get(client_id, [])),
                                "pooled": int(pairs is not self.pairs.get(client_id))}
+        forest = None
         if len(pairs) >= 2:
             x, y = features([a for a, _ in pairs]), np.array([acc for _, acc in pairs])
             self.reports[client_id] = cross_validated_report(x, y, trees=opts.trees,
                                                              folds=opts.folds, seed=seed)
             row.update({k: getattr(self.reports[client_id], k) for k in REPORT_FIELDS})
             forest = fit_forest(x, y, trees=opts.trees, seed=seed)
-
-            def score(genomes: list[Genome]) -> np.ndarray:
-                return forest.predict(features([self.space.arch_from_indices(g)
-                                                for g in genomes]))
         else:  # nobody measured anything: the largest subnet (by parameters) that fits
             log(WARNING, "HAPFNAS: no subnet measurements for client %d; searching by size",
                 client_id)
 
-            def score(genomes: list[Genome]) -> np.ndarray:
-                return np.array([float(self.supernet.cost(self.space.arch_from_indices(g)).params)
-                                 for g in genomes])
-        result = evolve(self.sizes, score,
+        def predicted(genomes: list[Genome]) -> np.ndarray:
+            assert forest is not None
+            return np.asarray(forest.predict(features([self.space.arch_from_indices(g)
+                                                       for g in genomes])), dtype=np.float64)
+
+        def params(genomes: list[Genome]) -> np.ndarray:
+            return np.array([float(self.supernet.cost(self.space.arch_from_indices(g)).params)
+                             for g in genomes])
+
+        by_forest = forest is not None and self.options.search_objective == "predictor"
+        result = evolve(self.sizes, predicted if by_forest else params,
                         lambda g: self.fits(client_id, self.space.arch_from_indices(g)),
                         options=self.options.evolution,
                         rng=numpy_rng(self.budget.seed, EVOLUTION, client_id),
@@ -418,8 +431,11 @@ class HAPFNASStrategy(PersonalizedStrategy):
         arch = self.space.arch_from_indices(result.best)
         if not self.fits(client_id, arch):  # evolve admits feasible genomes only
             raise RuntimeError(f"search returned an over-budget architecture for {client_id}")
-        self.personal[client_id], self.predicted[client_id] = arch, result.score
-        return {**row, "arch": arch.to_str(), "predicted_accuracy": result.score,
+        forecast = float(predicted([result.best])[0]) if forest is not None else float("nan")
+        self.personal[client_id], self.predicted[client_id] = arch, forecast
+        return {**row, "arch": arch.to_str(),
+                "predicted_accuracy": forecast if forest is not None else None,
+                "search_objective": "predictor" if by_forest else "params",
                 "cost": self.cost_of(arch), "budget": self.budgets[client_id],
                 "evaluated": result.evaluated}
 

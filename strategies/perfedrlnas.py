@@ -60,6 +60,7 @@ NEW_CLIENT_SEARCH = 1
 FALLBACK_PHASE = 2
 WARMUP_PHASE = 3
 FALLBACK_SAMPLES = 64
+FINAL_ARCHS = ("policy", "largest_in_budget")
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,14 @@ class PerFedRLNASOptions:
     failure_reward: float | None = None
     finetune_epochs: int = 0  # F: protocol fine-tuning at evaluation (0 = as published)
     warmup_rounds: int = 0    # first rounds: each client trains its largest subnet in budget
+    # the personalized model: policy = argmax α_i (the paper) | largest_in_budget, a control
+    # that ignores the policy: the client's largest subnet within its budget, same supernet
+    final_arch: str = "policy"
 
     def __post_init__(self) -> None:
+        if self.final_arch not in FINAL_ARCHS:
+            raise ValueError(f"final_arch must be {'|'.join(FINAL_ARCHS)}, "
+                             f"got {self.final_arch!r}")
         if self.merge_weighting not in ("samples", "uniform"):
             raise ValueError("merge_weighting must be samples|uniform, "
                              f"got {self.merge_weighting!r}")
@@ -148,7 +155,10 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
     def personalized_arch(self, client_id: int) -> Arch:
         """argmax α_i; if that exceeds the client's memory budget, its most probable
         architecture within budget among ``FALLBACK_SAMPLES`` policy samples, else the
-        smallest architecture."""
+        smallest architecture. (``final_arch=largest_in_budget``: the client's largest
+        subnet within budget, whatever its policy.)"""
+        if self.options.final_arch == "largest_in_budget":
+            return self.largest_in_budget(client_id)
         best = self.space.arch_from_indices(
             argmax_indices(self.policies[client_id].logits, self.sizes))
         budget = self.hardware[client_id].memory_bytes

@@ -189,6 +189,33 @@ def make_strategy(**options: Any) -> HAPFNASStrategy:
                                                          num_classes=10, width=4))
 
 
+def test_params_objective_ignores_the_forest_and_takes_the_largest_subnet_within_budget() -> None:
+    # Prepare: the same measurements (accuracy falling with size) for both objectives
+    evolution = {"population": 24, "generations": 12, "parents": 6}
+    by_forest = make_strategy(evolution=evolution)
+    by_params = make_strategy(evolution=evolution, search_objective="params")
+    space, supernet = by_params.space, by_params.supernet
+    every = [space.arch_from_indices(g) for g in
+             itertools.product(*(range(len(d.choices)) for d in space.dimensions))]
+    params = {a.to_str(): supernet.cost(a).params for a in every}
+    pairs = [(a, 1.0 - params[a.to_str()] / max(params.values()))
+             for a in every[::max(1, len(every) // 24)]]
+
+    # Execute
+    rows = [s.search_client(0, pairs) for s in (by_forest, by_params)]
+
+    # Assert: params → the brute-force largest fitting subnet, its forecast still reported;
+    # predictor → what the (size-averse) forest prefers, a smaller one
+    fitting = [a for a in every if by_params.fits(0, a)]
+    largest = max(params[a.to_str()] for a in fitting)
+    assert rows[1]["search_objective"] == "params"
+    assert params[rows[1]["arch"]] == largest and rows[1]["cost"] <= rows[1]["budget"]
+    assert 0.0 <= rows[1]["predicted_accuracy"] <= 1.0
+    assert rows[0]["search_objective"] == "predictor" and params[rows[0]["arch"]] < largest
+    with pytest.raises(ValueError, match="search_objective"):
+        HAPFNASOptions.from_config({"search_objective": "flops"})
+
+
 def test_hetero_fedavg_over_identical_architectures_equals_fedavg() -> None:
     # Prepare: three clients, one architecture, different weights and sample counts
     strategy = make_strategy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from pfednas.nas.policy import PolicyState
 from pfednas.search import get_space
@@ -14,13 +15,14 @@ BUDGET = Budget(num_clients=3, clients_per_round=2, num_rounds=2, local_epochs=1
                 eval_every=1, round_timeout=10, seed=0)
 
 
-def make_strategy() -> PerFedRLNASStrategy:
+def make_strategy(**options: object) -> PerFedRLNASStrategy:
     space = get_space("vit", stem_width=8, conv_widths=[[8, 12], [12, 16]], conv_depths=[1, 2],
                       conv_kernels=[3, 5], transformer_widths=[[16, 24], [24, 32]],
                       transformer_depths=[1, 2], heads=[1, 2], head_dim=8, mlp_ratios=[2, 3])
     supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     return PerFedRLNASStrategy(budget=BUDGET, train_config={"batch_size": 16},
-                               supernet=supernet, options=PerFedRLNASOptions())
+                               supernet=supernet,
+                               options=PerFedRLNASOptions.from_config(options))
 
 
 def test_personalized_arch_respects_the_memory_budget() -> None:
@@ -37,6 +39,28 @@ def test_personalized_arch_respects_the_memory_budget() -> None:
 
     assert arch != big
     assert strategy.memory(arch) <= budget
+
+
+def test_largest_in_budget_control_ignores_the_policy() -> None:
+    # Prepare: both strategies' client 0 favours the smallest subnet; a mid budget
+    paper, control = make_strategy(), make_strategy(final_arch="largest_in_budget")
+    for strategy in (paper, control):
+        sizes = strategy.sizes
+        logits = np.concatenate([np.eye(n)[0] * 5.0 for n in sizes])
+        strategy.policies[0] = PolicyState(logits, np.zeros_like(logits), np.zeros_like(logits))
+        budget = (strategy.memory(strategy.space.max_arch())
+                  + strategy.memory(strategy.space.min_arch())) / 2
+        strategy.hardware[0] = replace(strategy.hardware[0], memory_bytes=budget)
+
+    # Execute
+    by_policy, by_size = paper.personalized_arch(0), control.personalized_arch(0)
+
+    # Assert: the paper's pick is the policy's argmax; the control's the largest that fits
+    assert by_policy == paper.space.min_arch()
+    assert by_size == control.largest_in_budget(0) != by_policy
+    assert control.memory(by_size) <= control.hardware[0].memory_bytes
+    with pytest.raises(ValueError, match="final_arch"):
+        PerFedRLNASOptions.from_config({"final_arch": "max"})
 
 
 def test_checkpoint_state_round_trips() -> None:
