@@ -366,3 +366,15 @@ def test_bench_arguments_are_checked() -> None:
         split_arguments(["seed=1"])
     with pytest.raises(BenchError, match="unknown method"):
         _preset(methods=["fedavg", "nope"])
+
+
+def test_plots_label_a_finetuned_nas_run_as_its_ft_row() -> None:
+    from pfednas.report.cli import figure_label
+
+    def run(summary: dict[str, Any]) -> Run:
+        return Run(path=Path("."), summary=summary, rounds=[], config={})
+
+    finetuned = run({"method": "perfedrlnas", "personalized_acc_no_ft_mean": 0.5})
+
+    assert figure_label("perfedrlnas", [finetuned]) == "perfedrlnas+ft"
+    assert figure_label("fedavg", [run({"method": "fedavg"})]) == "fedavg"

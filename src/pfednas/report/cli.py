@@ -32,7 +32,7 @@ from pfednas.report.collect import (
     load_run,
     split_tuning_runs,
 )
-from pfednas.report.table import aggregate, markdown, run_rows, runs_csv, to_csv
+from pfednas.report.table import FT_SUFFIX, aggregate, markdown, run_rows, runs_csv, to_csv
 
 EXIT_USAGE = 2
 
@@ -53,15 +53,23 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def figure_label(method: str, runs: Sequence[Run]) -> str:
+    """``<method>+ft`` where the runs' per-client accuracies are fine-tuned figures of a method
+    published without fine-tuning (the table's row of the same name)."""
+    finetuned = any("personalized_acc_no_ft_mean" in r.summary for r in runs)
+    return method + FT_SUFFIX if finetuned else method
+
+
 def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Path]:
     rank = {m: i for i, m in enumerate(order)}
     panels: dict[str, dict[str, list[Run]]] = {}
     for run in sorted(runs, key=lambda r: (r.dataset, r.alpha, rank.get(r.method, len(rank)),
                                            r.method, r.seed)):
         panels.setdefault(panel_title(run), {}).setdefault(run.method, []).append(run)
-    curves = {title: [plots.seed_mean_curve(m, rs) for m, rs in by_method.items()]
+    curves = {title: [plots.seed_mean_curve(figure_label(m, rs), rs) for m, rs in by_method.items()]
               for title, by_method in panels.items()}
-    accuracies = {title: {m: [float(c["accuracy"]) for r in rs for c in r.summary["per_client"]]
+    accuracies = {title: {figure_label(m, rs): [float(c["accuracy"]) for r in rs
+                                                for c in r.summary["per_client"]]
                           for m, rs in by_method.items()} for title, by_method in panels.items()}
     written = [_save(plots.accuracy_curves(curves, x="round"), out / "acc_vs_round.png"),
                _save(plots.accuracy_curves(curves, x="wall"), out / "acc_vs_wall.png"),
