@@ -10,8 +10,9 @@ after re-estimating its BatchNorm statistics on the client's own train split
 With ``finetune_epochs`` = F > 0 in an evaluation request (the benchmark
 protocol's fine-tuning setting, not part of the PerFedRLNAS paper) the client
 first measures the slice as published (``accuracy_no_ft``), then fine-tunes it
-for F epochs on its train split like FedAvg+FT, re-estimates BatchNorm and
-reports that as ``accuracy``; the fine-tuned weights are not kept.
+for F epochs on its train split like FedAvg+FT (``finetune: head``: only the
+classifier head, body and BatchNorm frozen, as FedBABU's fine-tuning), re-estimates
+BatchNorm and reports that as ``accuracy``; the fine-tuned weights are not kept.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from flwr.client import NumPyClient
 from torch import nn
 
+from pfednas.body_head import StateSplit, train_part
 from pfednas.clients.common import (
     ClientEnv,
     hyper_from_config,
@@ -59,6 +61,7 @@ def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
 
 
 FINETUNE_PHASE = 1
+FINETUNE_SCOPES = ("full", "head")  # as pfednas.strategies.base.FINETUNE_SCOPES
 
 
 class SubnetClient(NumPyClient):
@@ -93,10 +96,18 @@ class SubnetClient(NumPyClient):
                                                  "num_params": num_parameters(net),
                                                  **work_metrics()}
         as_published = evaluate(net, self.env.data.test, device=self.env.device)
-        tuned = train_epochs(
-            net, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
-            generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
-            device=self.env.device)
+        scope = str(config.get("finetune", "full"))
+        if scope not in FINETUNE_SCOPES:
+            raise ValueError(f"finetune must be one of {FINETUNE_SCOPES}, got {scope!r}")
+        generator = train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE)
+        if scope == "head":  # FedBABU-style: the body (BatchNorm included) stays as cut
+            tuned = train_part(net, StateSplit.of(net).head_keys(), self.env.data.train,
+                               epochs=epochs, hyper=hyper_from_config(config),
+                               generator=generator, device=self.env.device)
+        else:
+            tuned = train_epochs(net, self.env.data.train, epochs=epochs,
+                                 hyper=hyper_from_config(config), generator=generator,
+                                 device=self.env.device)
         self.recalibrate(net, config)
         loss, samples, metrics = test_reply(net, self.env, tuned)
         return loss, samples, {**metrics, "accuracy_no_ft": as_published.accuracy}

@@ -67,7 +67,13 @@ from pfednas.nas.predictor import (
 from pfednas.nas.validation import MetricSpec
 from pfednas.search import Arch, Cost, Supernet
 from pfednas.seeding import HARDWARE, int_seed, numpy_rng, torch_generator
-from pfednas.strategies.base import Budget, PersonalizedStrategy, RoundRecord, arch_details
+from pfednas.strategies.base import (
+    Budget,
+    PersonalizedStrategy,
+    RoundRecord,
+    arch_details,
+    check_finetune_scope,
+)
 
 # seeding purpose tags of this method (pfednas.seeding uses 1-5, node_data 101)
 DISTILL_STREAM, SEARCH_ARCHS, PREDICTOR, EVOLUTION = 601, 602, 603, 604
@@ -133,8 +139,10 @@ class HAPFNASOptions:
     # predictor: evolve on the client's forest (the paper) | params: the control that ignores
     # the forest, each client's largest subnet (by parameters) within its own budget
     search_objective: str = "predictor"
+    finetune_scope: str = "full"  # what +FT trains: full (the slice, as FedAvg+FT) | head
 
     def __post_init__(self) -> None:
+        check_finetune_scope(self.finetune_scope)
         if self.search_objective not in SEARCH_OBJECTIVES:
             raise ValueError(f"search_objective must be {'|'.join(SEARCH_OBJECTIVES)}, got "
                              f"{self.search_objective!r}")
@@ -353,7 +361,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
         return [self.message(cid, MessageType.EVALUATE,
                              self.phase_config(server_round, arch=arch.to_str(), split="test",
                                                finetune_epochs=self.eval_finetune_epochs(
-                                                   server_round, self.options.finetune_epochs)),
+                                                   server_round, self.options.finetune_epochs),
+                                               finetune=self.options.finetune_scope),
                              self.supernet.slice(arch))
                 for cid, arch in sorted(self.personal.items())]
 

@@ -54,7 +54,12 @@ from pfednas.nas.policy import (
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
 from pfednas.search import Arch, Supernet
 from pfednas.seeding import ARCH_SAMPLING, HARDWARE, numpy_rng
-from pfednas.strategies.base import Budget, PersonalizedStrategy, arch_details
+from pfednas.strategies.base import (
+    Budget,
+    PersonalizedStrategy,
+    arch_details,
+    check_finetune_scope,
+)
 
 NEW_CLIENT_SEARCH = 1
 FALLBACK_PHASE = 2
@@ -79,8 +84,10 @@ class PerFedRLNASOptions:
     # the personalized model: policy = argmax α_i (the paper) | largest_in_budget, a control
     # that ignores the policy: the client's largest subnet within its budget, same supernet
     final_arch: str = "policy"
+    finetune_scope: str = "full"  # what +FT trains: full (the slice, as FedAvg+FT) | head
 
     def __post_init__(self) -> None:
+        check_finetune_scope(self.finetune_scope)
         if self.final_arch not in FINAL_ARCHS:
             raise ValueError(f"final_arch must be {'|'.join(FINAL_ARCHS)}, "
                              f"got {self.final_arch!r}")
@@ -277,8 +284,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
     # -- personalized evaluation -------------------------------------------------------------------
     def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Message:
         tune = ({"finetune_epochs": self.eval_finetune_epochs(server_round,
-                                                              self.options.finetune_epochs)}
-                if split == "test" else {})
+                                                              self.options.finetune_epochs),
+                 "finetune": self.options.finetune_scope} if split == "test" else {})
         cfg = self.round_config(server_round, arch=arch.to_str(), split=split, **tune)
         return self.message(cid, MessageType.EVALUATE, cfg, self.supernet.slice(arch))
 

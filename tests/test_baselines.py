@@ -17,7 +17,7 @@ from pfednas.clients.common import ClientEnv
 from pfednas.clients.fedrep import HEAD_KEY
 from pfednas.config import compose, settings_from_cfg
 from pfednas.data import ArrayDataset, ClientData
-from pfednas.methods import fixed_model_fn, initial_body, parse_fixed_arch
+from pfednas.methods import fixed_model_fn, initial_body, parse_fixed_arch, seeded_supernet
 from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.nas.fedavg import weighted_average
 from pfednas.search import DartsS2Space, TaskShape, get_space
@@ -265,3 +265,35 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
     sub = SPACE.build_net(SPACE.mask(arch), TASK)
     set_arrays(sub, evaluation[0].content["arrays"].to_numpy_ndarrays())  # type: ignore[union-attr]
     assert strategy.evaluation_details(0) == {"arch": arch.to_str()}
+
+
+@pytest.mark.parametrize("scope", ["head", "full"])
+def test_subnet_finetuning_scope_head_leaves_the_body_as_cut(
+        scope: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: a PerFedRLNAS / HAPFNAS personalized slice and the net its +FT evaluates
+    from pfednas.clients import subnet
+
+    supernet = seeded_supernet(settings_from_cfg(compose(["method=perfedrlnas"])))
+    space = supernet.space
+    arch = space.min_arch()
+    cut = supernet.slice(arch)
+    evaluated: list[torch.nn.Module] = []
+    reply = subnet.test_reply
+    monkeypatch.setattr(subnet, "test_reply",
+                        lambda net, env, tuned: (evaluated.append(net), reply(net, env, tuned))[1])
+    client = subnet.SubnetClient(ENV, space, TASK, bn_recalibrate=False)
+
+    # Execute
+    _, _, metrics = client.evaluate(cut, {**CONFIG, "arch": arch.to_str(), "split": "test",
+                                          "finetune_epochs": 2, "finetune": scope})
+
+    # Assert: head scope trains the head only (body, BatchNorm statistics included, as cut);
+    # full scope trains the body too; both fine-tune exactly 2 epochs
+    split = StateSplit.of(evaluated[0])
+    after = get_arrays(evaluated[0])
+    assert _same(take(after, split.body), take(cut, split.body)) == (scope == "head")
+    assert not _same(take(after, split.head), take(cut, split.head))
+    assert metrics["sample_passes"] == 2 * len(ENV.data.train.y)
+    with pytest.raises(ValueError, match="finetune"):
+        client.evaluate(cut, {**CONFIG, "arch": arch.to_str(), "split": "test",
+                              "finetune_epochs": 1, "finetune": "body"})

@@ -214,6 +214,8 @@ def test_params_objective_ignores_the_forest_and_takes_the_largest_subnet_within
     assert rows[0]["search_objective"] == "predictor" and params[rows[0]["arch"]] < largest
     with pytest.raises(ValueError, match="search_objective"):
         HAPFNASOptions.from_config({"search_objective": "flops"})
+    with pytest.raises(ValueError, match="finetune_scope"):
+        HAPFNASOptions.from_config({"finetune_scope": "body"})
 
 
 def test_hetero_fedavg_over_identical_architectures_equals_fedavg() -> None:

@@ -61,6 +61,8 @@ def test_largest_in_budget_control_ignores_the_policy() -> None:
     assert control.memory(by_size) <= control.hardware[0].memory_bytes
     with pytest.raises(ValueError, match="final_arch"):
         PerFedRLNASOptions.from_config({"final_arch": "max"})
+    with pytest.raises(ValueError, match="finetune_scope"):
+        PerFedRLNASOptions.from_config({"finetune_scope": "body"})
 
 
 def test_checkpoint_state_round_trips() -> None:
