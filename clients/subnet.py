@@ -3,7 +3,8 @@
 Receives one subnet's arrays and its architecture string, trains it like a
 FedAvg client, and replies with the trained arrays plus its validation accuracy
 (the reward signal) and test accuracy (reported only). Clients do no more work
-than in FedAvg. Evaluation requests run the received subnet as is — optionally
+than in FedAvg. With ``train: body`` in the round config (PerFedRLNAS's
+``train_scope`` option) the head stays at the value it came with, FedBABU's rule. Evaluation requests run the received subnet as is — optionally
 after re-estimating its BatchNorm statistics on the client's own train split
 (OFA's recalibration; weights untouched) — on the client's test split.
 
@@ -62,6 +63,7 @@ def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
 
 FINETUNE_PHASE = 1
 FINETUNE_SCOPES = ("full", "head")  # as pfednas.strategies.base.FINETUNE_SCOPES
+TRAIN_SCOPES = ("full", "body")      # as pfednas.strategies.perfedrlnas.TRAIN_SCOPES
 
 
 class SubnetClient(NumPyClient):
@@ -73,10 +75,19 @@ class SubnetClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
-        stats = train_epochs(net, self.env.data.train, epochs=int(config["local_epochs"]),
-                             hyper=hyper_from_config(config),
-                             generator=train_generator(self.env, int(config["server_round"])),
-                             device=self.env.device)
+        scope = str(config.get("train", "full"))
+        if scope not in TRAIN_SCOPES:
+            raise ValueError(f"train must be one of {TRAIN_SCOPES}, got {scope!r}")
+        generator = train_generator(self.env, int(config["server_round"]))
+        if scope == "body":  # FedBABU's rule: the head stays at its (shared) initialisation
+            stats = train_part(net, StateSplit.of(net).body_keys(), self.env.data.train,
+                               epochs=int(config["local_epochs"]),
+                               hyper=hyper_from_config(config), generator=generator,
+                               device=self.env.device)
+        else:
+            stats = train_epochs(net, self.env.data.train, epochs=int(config["local_epochs"]),
+                                 hyper=hyper_from_config(config), generator=generator,
+                                 device=self.env.device)
         val = evaluate(net, self.env.data.val, device=self.env.device)
         test = evaluate(net, self.env.data.test, device=self.env.device)
         metrics = {"train_loss": stats.loss, **work_metrics(stats),

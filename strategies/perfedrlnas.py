@@ -66,6 +66,7 @@ FALLBACK_PHASE = 2
 WARMUP_PHASE = 3
 FALLBACK_SAMPLES = 64
 FINAL_ARCHS = ("policy", "largest_in_budget")
+TRAIN_SCOPES = ("full", "body")
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,15 @@ class PerFedRLNASOptions:
     # that ignores the policy: the client's largest subnet within its budget, same supernet
     final_arch: str = "policy"
     finetune_scope: str = "full"  # what +FT trains: full (the slice, as FedAvg+FT) | head
+    # what a client trains of its subnet: full (the paper) | body, the head frozen at its
+    # seeded initialisation everywhere (FedBABU's rule on the NAS subnets; an option)
+    train_scope: str = "full"
 
     def __post_init__(self) -> None:
         check_finetune_scope(self.finetune_scope)
+        if self.train_scope not in TRAIN_SCOPES:
+            raise ValueError(f"train_scope must be {'|'.join(TRAIN_SCOPES)}, "
+                             f"got {self.train_scope!r}")
         if self.final_arch not in FINAL_ARCHS:
             raise ValueError(f"final_arch must be {'|'.join(FINAL_ARCHS)}, "
                              f"got {self.final_arch!r}")
@@ -206,7 +213,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                 continue
             subnet = self.supernet.slice(arch)
             self.sent[cid] = (arch, sum(a.nbytes for a in subnet))
-            cfg = self.round_config(server_round, arch=arch.to_str())
+            cfg = self.round_config(server_round, arch=arch.to_str(),
+                                    train=self.options.train_scope)
             messages.append(self.message(cid, MessageType.TRAIN, cfg, subnet))
         if not messages and self.over_budget:  # nothing to wait for: eq. 9 penalties now
             self.aggregate_train(server_round, [])

@@ -297,3 +297,25 @@ def test_subnet_finetuning_scope_head_leaves_the_body_as_cut(
     with pytest.raises(ValueError, match="finetune"):
         client.evaluate(cut, {**CONFIG, "arch": arch.to_str(), "split": "test",
                               "finetune_epochs": 1, "finetune": "body"})
+
+
+def test_subnet_training_scope_body_sends_the_head_back_untouched() -> None:
+    # Prepare
+    from pfednas.clients.subnet import SubnetClient, build_subnet
+
+    supernet = seeded_supernet(settings_from_cfg(compose(["method=perfedrlnas"])))
+    arch = supernet.space.min_arch()
+    cut = supernet.slice(arch)
+    split = StateSplit.of(build_subnet(supernet.space, TASK, arch.to_str(), cut))
+    client = SubnetClient(ENV, supernet.space, TASK, bn_recalibrate=False)
+
+    # Execute
+    body_only, _, _ = client.fit(cut, {**CONFIG, "arch": arch.to_str(), "train": "body"})
+    full, _, _ = client.fit(cut, {**CONFIG, "arch": arch.to_str()})
+
+    # Assert: body scope returns the head as it came and a trained body; full trains both
+    assert _same(take(body_only, split.head), take(cut, split.head))
+    assert not _same(take(body_only, split.body), take(cut, split.body))
+    assert not _same(take(full, split.head), take(cut, split.head))
+    with pytest.raises(ValueError, match="train must be"):
+        client.fit(cut, {**CONFIG, "arch": arch.to_str(), "train": "head"})

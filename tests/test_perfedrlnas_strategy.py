@@ -63,6 +63,8 @@ def test_largest_in_budget_control_ignores_the_policy() -> None:
         PerFedRLNASOptions.from_config({"final_arch": "max"})
     with pytest.raises(ValueError, match="finetune_scope"):
         PerFedRLNASOptions.from_config({"finetune_scope": "body"})
+    with pytest.raises(ValueError, match="train_scope"):
+        PerFedRLNASOptions.from_config({"train_scope": "head"})
 
 
 def test_checkpoint_state_round_trips() -> None:
