@@ -5,8 +5,9 @@ FedAvg client, and replies with the trained arrays plus its validation accuracy
 (the reward signal) and test accuracy (reported only). Clients do no more work
 than in FedAvg. With ``train: body`` in the round config (PerFedRLNAS's
 ``train_scope`` option) the head stays at the value it came with, FedBABU's rule.
-Evaluation requests run the received subnet as is — optionally after re-estimating its BatchNorm statistics on the client's own train split
-(OFA's recalibration; weights untouched) — on the client's test split.
+Evaluation requests run the received subnet as is — optionally after re-estimating
+its BatchNorm statistics on the client's own train split (OFA's recalibration;
+weights untouched) — on the client's test split.
 
 With ``finetune_epochs`` = F > 0 in an evaluation request (the benchmark
 protocol's fine-tuning setting, not part of the PerFedRLNAS paper) the client
