@@ -36,12 +36,12 @@ from pfednas.clients.common import (
     work_metrics,
 )
 from pfednas.data import ArrayDataset
-from pfednas.search import SearchSpace, TaskShape, recalibrate_batchnorm
+from pfednas.search import ElasticNet, SearchSpace, TaskShape, recalibrate_batchnorm
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
 
 
 def build_subnet(space: SearchSpace, task: TaskShape, arch_str: str,
-                 arrays: list[np.ndarray]) -> nn.Module:
+                 arrays: list[np.ndarray]) -> ElasticNet[Any]:
     """The standalone network of ``arch_str`` holding ``arrays`` (``Supernet.slice`` order)."""
     arch = space.arch_from_str(arch_str)
     net = space.build_net(space.net_config(arch, task), task)
