@@ -26,7 +26,7 @@ import torch
 from flwr.client import NumPyClient
 from torch import nn
 
-from pfednas.body_head import StateSplit, train_part
+from pfednas.body_head import FINETUNE_SCOPES, TRAIN_SCOPES, check_scope, train_scope
 from pfednas.clients.common import (
     ClientEnv,
     hyper_from_config,
@@ -37,7 +37,7 @@ from pfednas.clients.common import (
 )
 from pfednas.data import ArrayDataset
 from pfednas.search import ElasticNet, SearchSpace, TaskShape, recalibrate_batchnorm
-from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays
 
 
 def build_subnet(space: SearchSpace, task: TaskShape, arch_str: str,
@@ -63,8 +63,6 @@ def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
 
 
 FINETUNE_PHASE = 1
-FINETUNE_SCOPES = ("full", "head")  # as pfednas.strategies.base.FINETUNE_SCOPES
-TRAIN_SCOPES = ("full", "body")      # as pfednas.strategies.perfedrlnas.TRAIN_SCOPES
 
 
 class SubnetClient(NumPyClient):
@@ -76,19 +74,12 @@ class SubnetClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
-        scope = str(config.get("train", "full"))
-        if scope not in TRAIN_SCOPES:
-            raise ValueError(f"train must be one of {TRAIN_SCOPES}, got {scope!r}")
-        generator = train_generator(self.env, int(config["server_round"]))
-        if scope == "body":  # FedBABU's rule: the head stays at its (shared) initialisation
-            stats = train_part(net, StateSplit.of(net).body_keys(), self.env.data.train,
-                               epochs=int(config["local_epochs"]),
-                               hyper=hyper_from_config(config), generator=generator,
-                               device=self.env.device)
-        else:
-            stats = train_epochs(net, self.env.data.train, epochs=int(config["local_epochs"]),
-                                 hyper=hyper_from_config(config), generator=generator,
-                                 device=self.env.device)
+        scope = str(config.get("train", "full"))  # body: FedBABU's rule, the head as it came
+        check_scope("train", scope, TRAIN_SCOPES)
+        stats = train_scope(net, scope, self.env.data.train,
+                            epochs=int(config["local_epochs"]), hyper=hyper_from_config(config),
+                            generator=train_generator(self.env, int(config["server_round"])),
+                            device=self.env.device)
         val = evaluate(net, self.env.data.val, device=self.env.device)
         test = evaluate(net, self.env.data.test, device=self.env.device)
         metrics = {"train_loss": stats.loss, **work_metrics(stats),
@@ -108,18 +99,12 @@ class SubnetClient(NumPyClient):
                                                  "num_params": num_parameters(net),
                                                  **work_metrics()}
         as_published = evaluate(net, self.env.data.test, device=self.env.device)
-        scope = str(config.get("finetune", "full"))
-        if scope not in FINETUNE_SCOPES:
-            raise ValueError(f"finetune must be one of {FINETUNE_SCOPES}, got {scope!r}")
-        generator = train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE)
-        if scope == "head":  # FedBABU-style: the body (BatchNorm included) stays as cut
-            tuned = train_part(net, StateSplit.of(net).head_keys(), self.env.data.train,
-                               epochs=epochs, hyper=hyper_from_config(config),
-                               generator=generator, device=self.env.device)
-        else:
-            tuned = train_epochs(net, self.env.data.train, epochs=epochs,
-                                 hyper=hyper_from_config(config), generator=generator,
-                                 device=self.env.device)
+        scope = str(config.get("finetune", "full"))  # head: the body (BatchNorm too) as cut
+        check_scope("finetune", scope, FINETUNE_SCOPES)
+        tuned = train_scope(
+            net, scope, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
+            generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
+            device=self.env.device)
         self.recalibrate(net, config)
         loss, samples, metrics = test_reply(net, self.env, tuned)
         return loss, samples, {**metrics, "accuracy_no_ft": as_published.accuracy}

@@ -94,14 +94,6 @@ class RoundRecord:
                    clients_missing=[int(c) for c in data.get("clients_missing", [])])
 
 
-FINETUNE_SCOPES = ("full", "head")  # the subnet role's +FT: the whole slice | its head only
-
-
-def check_finetune_scope(scope: str) -> None:
-    if scope not in FINETUNE_SCOPES:
-        raise ValueError(f"finetune_scope must be {'|'.join(FINETUNE_SCOPES)}, got {scope!r}")
-
-
 def arch_details(arch: Arch, cost: Cost, *, metric: str | None = None,
                  budget: float | None = None) -> dict[str, Any]:
     """A NAS method's evaluation-row fields: the architecture, its parameters, FLOPs and

@@ -43,6 +43,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from torch import nn
 
+from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.distill import (
     DistillOptions,
     TransferSet,
@@ -72,7 +73,6 @@ from pfednas.strategies.base import (
     PersonalizedStrategy,
     RoundRecord,
     arch_details,
-    check_finetune_scope,
 )
 
 # seeding purpose tags of this method (pfednas.seeding uses 1-5, node_data 101)
@@ -142,7 +142,7 @@ class HAPFNASOptions:
     finetune_scope: str = "full"  # what +FT trains: full (the slice, as FedAvg+FT) | head
 
     def __post_init__(self) -> None:
-        check_finetune_scope(self.finetune_scope)
+        check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
         if self.search_objective not in SEARCH_OBJECTIVES:
             raise ValueError(f"search_objective must be {'|'.join(SEARCH_OBJECTIVES)}, got "
                              f"{self.search_objective!r}")

@@ -39,6 +39,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
+from pfednas.body_head import FINETUNE_SCOPES, TRAIN_SCOPES, check_scope
 from pfednas.nas.fitting import largest_fitting_arch
 from pfednas.nas.heterogeneity import ClientHardware, HardwareSpread, draw_hardware
 from pfednas.nas.merge import overlap_average
@@ -58,7 +59,6 @@ from pfednas.strategies.base import (
     Budget,
     PersonalizedStrategy,
     arch_details,
-    check_finetune_scope,
 )
 
 NEW_CLIENT_SEARCH = 1
@@ -66,7 +66,6 @@ FALLBACK_PHASE = 2
 WARMUP_PHASE = 3
 FALLBACK_SAMPLES = 64
 FINAL_ARCHS = ("policy", "largest_in_budget")
-TRAIN_SCOPES = ("full", "body")
 
 
 @dataclass(frozen=True)
@@ -91,10 +90,8 @@ class PerFedRLNASOptions:
     train_scope: str = "full"
 
     def __post_init__(self) -> None:
-        check_finetune_scope(self.finetune_scope)
-        if self.train_scope not in TRAIN_SCOPES:
-            raise ValueError(f"train_scope must be {'|'.join(TRAIN_SCOPES)}, "
-                             f"got {self.train_scope!r}")
+        check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
+        check_scope("train_scope", self.train_scope, TRAIN_SCOPES)
         if self.final_arch not in FINAL_ARCHS:
             raise ValueError(f"final_arch must be {'|'.join(FINAL_ARCHS)}, "
                              f"got {self.final_arch!r}")

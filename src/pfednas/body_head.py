@@ -133,3 +133,26 @@ def train_part(net: nn.Module, trainable_keys: Collection[str], data: ArrayDatas
         for name, p in params.items():
             p.requires_grad_(before[name])
             p.grad = None
+
+
+# What a subnet client trains: the whole net, or one part with the other frozen.
+TRAIN_SCOPES = ("full", "body")      # a training round (PerFedRLNAS ``train_scope``)
+FINETUNE_SCOPES = ("full", "head")   # +FT of a personalized slice (``finetune_scope``)
+
+
+def check_scope(name: str, scope: str, allowed: Sequence[str]) -> None:
+    if scope not in allowed:
+        raise ValueError(f"{name} must be {'|'.join(allowed)}, got {scope!r}")
+
+
+def train_scope(net: ElasticNet[object], scope: str, data: ArrayDataset, *, epochs: int,
+                hyper: Hyper, generator: torch.Generator, device: torch.device) -> TrainStats:
+    """``full``: train every entry of ``net``; ``body`` / ``head``: that part only, the
+    other bit-identical (:func:`train_part`)."""
+    if scope == "full":
+        return train_epochs(net, data, epochs=epochs, hyper=hyper, generator=generator,
+                            device=device)
+    split = StateSplit.of(net)
+    keys = {"body": split.body_keys, "head": split.head_keys}[scope]()
+    return train_part(net, keys, data, epochs=epochs, hyper=hyper, generator=generator,
+                      device=device)
