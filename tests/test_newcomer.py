@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pfednas.cli import SUBCOMMANDS
+from pfednas.config import compose
 from pfednas.launcher import console_line
 from pfednas.methods import METHODS
 from pfednas.results import format_table, missing_clients_error
@@ -65,6 +66,26 @@ def _ok(result: subprocess.CompletedProcess[str]) -> None:
 
 def _summary(out: Path) -> dict[str, Any]:
     return dict(json.loads((out / "summary.json").read_text()))
+
+
+# -- 1. every method by its name alone --------------------------------------------------------
+@pytest.mark.parametrize("method", ["spider", "ditto"])
+def test_cross_silo_methods_bring_their_federation_and_the_command_line_still_wins(
+        method: str) -> None:
+    # Execute: the method alone, then with a federation value and group on the command line
+    alone = compose([f"method={method}"])
+    explicit = compose([f"method={method}", "federation.num_clients=20"])
+    default = compose([f"method={method}", "federation=default"])
+    fedavg = compose(["method=fedavg"])
+
+    # Assert: 8 silos, each in every round, one local epoch; the command line wins
+    fed = alone.federation
+    assert (fed.num_clients, fed.clients_per_round, fed.local_epochs) == (8, 8, 1)
+    assert fed.num_rounds == 30 and fed.lr == fedavg.federation.lr  # the rest is default's
+    assert explicit.federation.num_clients == 20 and explicit.federation.num_rounds == 30
+    assert default.federation == fedavg.federation  # federation=default: the main job's
+    assert alone.search_space.name == "darts_s2"
+    assert fedavg.federation.num_clients == 20  # other methods keep the default federation
 
 
 # -- 2. hapfnas on the default dataset -----------------------------------------------------------

@@ -244,6 +244,21 @@ def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
     assert examples[0] != examples[-1]  # val joined the training data in the final phase
 
 
+def test_a_tuning_run_never_trains_spider_or_ditto_on_the_validation_split_it_scores() -> None:
+    # Prepare: the same SPIDER / Ditto settings, reported (test) and tuning (val)
+    from pfednas.config import compose, settings_from_cfg
+    from pfednas.methods import _spider_options
+
+    def options(method: str, split: str):  # type: ignore[no-untyped-def]
+        return _spider_options(settings_from_cfg(compose([f"method={method}",
+                                                           f"eval_split={split}"])))
+
+    # Execute / Assert: train + val in the final phase only where val is not the score
+    for method in ("spider", "ditto"):
+        assert options(method, "test").train_on_val_when_final
+        assert not options(method, "val").train_on_val_when_final
+
+
 def test_tuning_cells_do_not_depend_on_the_values_the_tuning_chose() -> None:
     # Prepare: the same grid, before and after a choice was written into method_overrides
     grid = {"fedavg": [["federation.lr=0.1"], ["federation.lr=0.05"]],

@@ -261,7 +261,13 @@ def _perfedrlnas_check(options: dict[str, Any], fed: Federation) -> None:
 
 # -- spider / ditto (ditto = the same client with the local architecture fixed) ----------------
 def _spider_options(settings: RunSettings) -> SpiderOptions:
-    return SpiderOptions.from_config(settings.method_options, search=settings.method == "spider")
+    """SPIDER's / Ditto's options. A tuning run (``eval_split=val``) scores the validation
+    split, so there the final phase never trains on it (``train_on_val_when_final`` off)."""
+    options = SpiderOptions.from_config(settings.method_options,
+                                        search=settings.method == "spider")
+    if settings.eval_split == "val":
+        options = dataclasses.replace(options, train_on_val_when_final=False)
+    return options
 
 
 def _darts_space(settings: RunSettings) -> DartsS2Space:
