@@ -15,6 +15,14 @@ first measures the slice as published (``accuracy_no_ft``), then fine-tunes it
 for F epochs on its train split like FedAvg+FT (``finetune: head``: only the
 classifier head, body and BatchNorm frozen, as FedBABU's fine-tuning), re-estimates
 BatchNorm and reports that as ``accuracy``; the fine-tuned weights are not kept.
+
+With ``personal_head`` (a PerFedRLNAS option, not in the paper: FedRep's rule on the
+subnets) the classifier head is the client's own: it lives in ``Context.state``, replaces
+the received head in every subnet the client trains or evaluates (a client's first
+round starts from the received one), trains with the body, and never leaves the
+client — the reply carries the head as it came, so the server's merge leaves the
+shared head untouched. Every space's head has one shape for all its subnets
+(``mobilenetv3``: ``head_width`` → classes); a stored head of another shape is refused.
 """
 
 from __future__ import annotations
@@ -23,10 +31,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
 from torch import nn
 
-from pfednas.body_head import FINETUNE_SCOPES, TRAIN_SCOPES, check_scope, train_scope
+from pfednas.body_head import (
+    FINETUNE_SCOPES,
+    TRAIN_SCOPES,
+    StateSplit,
+    check_scope,
+    put,
+    take,
+    train_scope,
+)
 from pfednas.clients.common import (
     ClientEnv,
     hyper_from_config,
@@ -63,19 +80,44 @@ def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
 
 
 FINETUNE_PHASE = 1
+HEAD_KEY = "personal_head"
 
 
 class SubnetClient(NumPyClient):
     def __init__(self, env: ClientEnv, space: SearchSpace, task: TaskShape, *,
-                 bn_recalibrate: bool) -> None:
+                 bn_recalibrate: bool, personal_head: bool = False,
+                 state: RecordDict | None = None) -> None:
+        if personal_head and state is None:
+            raise ValueError("personal_head needs the client's state to keep the head in")
         self.env, self.space, self.task = env, space, task
-        self.bn_recalibrate = bn_recalibrate
+        self.bn_recalibrate, self.personal_head = bn_recalibrate, personal_head
+        self.state = state if state is not None else RecordDict()
+
+    def subnet(self, parameters: list[np.ndarray], arch: str
+               ) -> tuple[ElasticNet[Any], StateSplit]:
+        """The subnet of ``arch`` holding ``parameters``, with the client's own head if it
+        keeps one and has trained one already."""
+        net = build_subnet(self.space, self.task, arch, parameters)
+        split = StateSplit.of(net)
+        if self.personal_head and HEAD_KEY in self.state:
+            record = self.state[HEAD_KEY]
+            assert isinstance(record, ArrayRecord)
+            head = record.to_numpy_ndarrays()
+            received = take(parameters, split.head)
+            if [h.shape for h in head] != [r.shape for r in received]:
+                raise ValueError(f"the personal head's shapes {[h.shape for h in head]} do not "
+                                 f"match subnet {arch}'s head {[r.shape for r in received]}")
+            set_arrays(net, put(get_arrays(net), split.head, head))
+        return net, split
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
+        net, split = self.subnet(parameters, str(config["arch"]))
         scope = str(config.get("train", "full"))  # body: FedBABU's rule, the head as it came
         check_scope("train", scope, TRAIN_SCOPES)
+        if self.personal_head and scope != "full":
+            raise ValueError(f"personal_head trains the head with the body: train must be "
+                             f"full, got {scope!r}")
         stats = train_scope(net, scope, self.env.data.train,
                             epochs=int(config["local_epochs"]), hyper=hyper_from_config(config),
                             generator=train_generator(self.env, int(config["server_round"])),
@@ -85,11 +127,15 @@ class SubnetClient(NumPyClient):
         metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "val_accuracy": val.accuracy, "accuracy": test.accuracy,
                    "peak_memory_mb": peak_memory_mb(self.env.device)}
-        return get_arrays(net), len(self.env.data.train.y), metrics
+        arrays = get_arrays(net)
+        if self.personal_head:  # kept here; the reply carries the head as it came
+            self.state[HEAD_KEY] = ArrayRecord(numpy_ndarrays=take(arrays, split.head))
+            arrays = put(arrays, split.head, take(parameters, split.head))
+        return arrays, len(self.env.data.train.y), metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
-        net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
+        net, _ = self.subnet(parameters, str(config["arch"]))
         self.recalibrate(net, config)
         epochs = int(config.get("finetune_epochs", 0))
         if config.get("split") == "val" or epochs <= 0:

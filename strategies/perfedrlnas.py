@@ -88,8 +88,14 @@ class PerFedRLNASOptions:
     # what a client trains of its subnet: full (the paper) | body, the head frozen at its
     # seeded initialisation everywhere (FedBABU's rule on the NAS subnets; an option)
     train_scope: str = "full"
+    # each client keeps its own classifier head (FedRep's rule on the subnets; an option,
+    # not in the paper): it trains with the body, replaces the received head and never travels
+    personal_head: bool = False
 
     def __post_init__(self) -> None:
+        if self.personal_head and self.train_scope != "full":
+            raise ValueError("personal_head trains each client's head with its body: it needs "
+                             f"train_scope=full, got {self.train_scope!r}")
         check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
         check_scope("train_scope", self.train_scope, TRAIN_SCOPES)
         if self.final_arch not in FINAL_ARCHS:

@@ -319,3 +319,42 @@ def test_subnet_training_scope_body_sends_the_head_back_untouched() -> None:
     assert not _same(take(full, split.head), take(cut, split.head))
     with pytest.raises(ValueError, match="train must be"):
         client.fit(cut, {**CONFIG, "arch": arch.to_str(), "train": "head"})
+
+
+def test_subnet_personal_head_stays_on_the_client_and_serves_its_next_subnet() -> None:
+    # Prepare: two subnets of one supernet (one head shape for all), a client keeping its head
+    from pfednas.clients.subnet import HEAD_KEY as PERSONAL
+    from pfednas.clients.subnet import SubnetClient, build_subnet
+
+    supernet = seeded_supernet(settings_from_cfg(compose(["method=perfedrlnas"])))
+    small, large = supernet.space.min_arch(), supernet.space.max_arch()
+    cut_small, cut_large = supernet.slice(small), supernet.slice(large)
+    split_small = StateSplit.of(build_subnet(supernet.space, TASK, small.to_str(), cut_small))
+    split_large = StateSplit.of(build_subnet(supernet.space, TASK, large.to_str(), cut_large))
+    state = RecordDict()
+    client = SubnetClient(ENV, supernet.space, TASK, bn_recalibrate=False, personal_head=True,
+                          state=state)
+
+    # Execute: train the small subnet, then evaluate the large one
+    reply, _, _ = client.fit(cut_small, {**CONFIG, "arch": small.to_str()})
+    kept = state[PERSONAL].to_numpy_ndarrays()  # type: ignore[union-attr]
+    evaluated: list[torch.nn.Module] = []
+    original = client.subnet
+    client.subnet = lambda p, a: (lambda r: (evaluated.append(r[0]), r)[1])(original(p, a))
+    client.evaluate(cut_large, {**CONFIG, "arch": large.to_str(), "split": "test"})
+
+    # Assert: the reply carries the head as it came and a trained body; the trained head is
+    # kept and replaces the received head of the next subnet the client runs
+    assert _same(take(reply, split_small.head), take(cut_small, split_small.head))
+    assert not _same(take(reply, split_small.body), take(cut_small, split_small.body))
+    assert not _same(kept, take(cut_small, split_small.head))
+    assert _same(take(get_arrays(evaluated[0]), split_large.head), kept)
+    with pytest.raises(ValueError, match="train must be full"):
+        client.fit(cut_small, {**CONFIG, "arch": small.to_str(), "train": "body"})
+    with pytest.raises(ValueError, match="needs the client's state"):
+        SubnetClient(ENV, supernet.space, TASK, bn_recalibrate=False, personal_head=True)
+    with pytest.raises(ValueError, match="train_scope=full"):
+        settings = settings_from_cfg(compose(["method=perfedrlnas", "method.personal_head=true",
+                                              "method.train_scope=body"]))
+        from pfednas.strategies import PerFedRLNASOptions
+        PerFedRLNASOptions.from_config(settings.method_options)

@@ -243,8 +243,11 @@ def _perfedrlnas_strategy(settings: RunSettings, budget: Budget,
 
 
 def _perfedrlnas_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    options = settings.method_options
     return SubnetClient(env, get_space(**settings.search_space), task_shape(settings),
-                        bn_recalibrate=bool(settings.method_options.get("bn_recalibrate")))
+                        bn_recalibrate=bool(options.get("bn_recalibrate")),
+                        personal_head=bool(options.get("personal_head", False)),
+                        state=context.state)
 
 
 def _perfedrlnas_check(options: dict[str, Any], fed: Federation) -> None:
