@@ -1,0 +1,57 @@
+"""Why the NAS methods lose on bench=fashion_mnist: diagnostic runs on the tuning seed.
+
+Each run is one tuning cell's configuration (seed 100, α 0.3, validation splits: never a
+reported seed or a test split) with one knob changed. Results land in
+docs/bench/fashion_mnist/diagnostics/<name>/; runs already there are skipped:
+
+    .venv/bin/python benchmarks/bench_diagnostics.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pfednas.bench import Cell, run_cell
+
+BASE = Path("docs/bench/fashion_mnist")
+# (method, tuning configuration it starts from, the knob, the run's name)
+RUNS = [
+    ("hapfnas", 0, ["method.search_objective=params"], "hapfnas_params_objective"),
+    ("perfedrlnas", 1, ["method.final_arch=largest_in_budget"], "perfedrlnas_largest_in_budget"),
+    ("perfedrlnas", 1, ["method.lambda_time=0"], "perfedrlnas_lambda_time_0"),
+    ("perfedrlnas", 1, ["federation.lr=0.05"], "perfedrlnas_lr_0.05"),
+    ("perfedrlnas", 1, ["method.finetune_scope=head"], "perfedrlnas_finetune_head"),
+    ("perfedrlnas", 1, ["method.train_scope=body", "method.finetune_scope=head"],
+     "perfedrlnas_body_train_head_finetune"),
+    ("hapfnas", 0, ["method.finetune_scope=head"], "hapfnas_finetune_head"),
+    # the tuned cells again at this code (the tuning cells ran on an earlier commit)
+    ("perfedrlnas", 1, [], "perfedrlnas_tuned"),
+    ("hapfnas", 0, [], "hapfnas_tuned"),
+    # each client keeps its own classifier head (FedRep's rule on the subnets)
+    ("perfedrlnas", 1, ["method.personal_head=true"], "perfedrlnas_personal_head"),
+    ("perfedrlnas", 1, ["method.personal_head=true", "method.finetune_scope=head"],
+     "perfedrlnas_personal_head_finetune_head"),
+]
+
+
+def main() -> None:
+    for method, config, knob, name in RUNS:
+        path = BASE / "diagnostics" / name
+        if (path / "summary.json").is_file():
+            print(name, "done before")
+            continue
+        tuned = BASE / "tuning" / method / f"config={config}" / "summary.json"
+        overrides = json.loads(tuned.read_text())["overrides"]
+        cell = Cell(method, 0.3, 100, "mobilenetv3", (*overrides, *knob), path)
+        problem = run_cell(cell, 3600)
+        if problem is not None:
+            print(name, "FAILED:", problem, flush=True)
+            continue
+        summary = json.loads((path / "summary.json").read_text())
+        print(name, summary["personalized_acc_mean"],
+              summary.get("personalized_acc_no_ft_mean"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
