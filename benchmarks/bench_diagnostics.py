@@ -32,6 +32,7 @@ RUNS = [
     ("perfedrlnas", 1, ["method.personal_head=true"], "perfedrlnas_personal_head"),
     ("perfedrlnas", 1, ["method.personal_head=true", "method.finetune_scope=head"],
      "perfedrlnas_personal_head_finetune_head"),
+    ("hapfnas", 0, ["method.personal_head=true"], "hapfnas_personal_head"),
 ]
 
 

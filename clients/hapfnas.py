@@ -12,7 +12,8 @@ The message config's ``phase`` says which role a request is for:
    are never touched by the search.
 3. ``train`` / ``evaluate`` of the client's personalized subnet: the
    :class:`~pfednas.clients.subnet.SubnetClient` role (heteroFedAvg training,
-   personalized evaluation on the test split).
+   personalized evaluation on the test split), with the client's own classifier head
+   if ``personal_head`` is on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from flwr.app import RecordDict
 from flwr.client import NumPyClient
 
 from pfednas.clients.common import (
@@ -47,10 +49,12 @@ def knowledge_model(task: TaskShape, width: int) -> SmallCNN:
 
 class HAPFNASClient(NumPyClient):
     def __init__(self, env: ClientEnv, space: SearchSpace, task: TaskShape, *,
-                 knowledge_width: int, bn_recalibrate: bool) -> None:
+                 knowledge_width: int, bn_recalibrate: bool, personal_head: bool = False,
+                 state: RecordDict | None = None) -> None:
         self.env, self.space, self.task = env, space, task
         self.knowledge_width = knowledge_width
-        self.subnet = SubnetClient(env, space, task, bn_recalibrate=bn_recalibrate)
+        self.subnet = SubnetClient(env, space, task, bn_recalibrate=bn_recalibrate,
+                                   personal_head=personal_head, state=state)
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:

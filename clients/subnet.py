@@ -93,7 +93,7 @@ class SubnetClient(NumPyClient):
         self.bn_recalibrate, self.personal_head = bn_recalibrate, personal_head
         self.state = state if state is not None else RecordDict()
 
-    def subnet(self, parameters: list[np.ndarray], arch: str
+    def model(self, parameters: list[np.ndarray], arch: str
                ) -> tuple[ElasticNet[Any], StateSplit]:
         """The subnet of ``arch`` holding ``parameters``, with the client's own head if it
         keeps one and has trained one already."""
@@ -112,7 +112,7 @@ class SubnetClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        net, split = self.subnet(parameters, str(config["arch"]))
+        net, split = self.model(parameters, str(config["arch"]))
         scope = str(config.get("train", "full"))  # body: FedBABU's rule, the head as it came
         check_scope("train", scope, TRAIN_SCOPES)
         if self.personal_head and scope != "full":
@@ -135,7 +135,7 @@ class SubnetClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
-        net, _ = self.subnet(parameters, str(config["arch"]))
+        net, _ = self.model(parameters, str(config["arch"]))
         self.recalibrate(net, config)
         epochs = int(config.get("finetune_epochs", 0))
         if config.get("split") == "val" or epochs <= 0:

@@ -140,6 +140,9 @@ class HAPFNASOptions:
     # the forest, each client's largest subnet (by parameters) within its own budget
     search_objective: str = "predictor"
     finetune_scope: str = "full"  # what +FT trains: full (the slice, as FedAvg+FT) | head
+    # phase 3: each client keeps its own classifier head (FedRep's rule on the subnets; an
+    # option, not in the paper): it trains with the body, replaces the received head, never travels
+    personal_head: bool = False
 
     def __post_init__(self) -> None:
         check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)

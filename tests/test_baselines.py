@@ -339,8 +339,14 @@ def test_subnet_personal_head_stays_on_the_client_and_serves_its_next_subnet() -
     reply, _, _ = client.fit(cut_small, {**CONFIG, "arch": small.to_str()})
     kept = state[PERSONAL].to_numpy_ndarrays()  # type: ignore[union-attr]
     evaluated: list[torch.nn.Module] = []
-    original = client.subnet
-    client.subnet = lambda p, a: (lambda r: (evaluated.append(r[0]), r)[1])(original(p, a))
+    original = client.model
+
+    def spy(parameters: list[np.ndarray], arch: str) -> Any:
+        built = original(parameters, arch)
+        evaluated.append(built[0])
+        return built
+
+    client.model = spy  # type: ignore[method-assign]
     client.evaluate(cut_large, {**CONFIG, "arch": large.to_str(), "split": "test"})
 
     # Assert: the reply carries the head as it came and a trained body; the trained head is
@@ -358,3 +364,23 @@ def test_subnet_personal_head_stays_on_the_client_and_serves_its_next_subnet() -
                                               "method.train_scope=body"]))
         from pfednas.strategies import PerFedRLNASOptions
         PerFedRLNASOptions.from_config(settings.method_options)
+
+
+@pytest.mark.parametrize("method", ["perfedrlnas", "hapfnas"])
+def test_personal_head_option_reaches_the_subnet_role_with_the_node_state(method: str) -> None:
+    # Prepare
+    from flwr.app import Context
+
+    from pfednas.methods import METHODS
+
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    on, off = (settings_from_cfg(compose([f"method={method}", f"method.personal_head={v}"]))
+               for v in ("true", "false"))
+
+    # Execute
+    clients = [METHODS[method].client(s, ENV, context) for s in (on, off)]
+
+    # Assert: the subnet role keeps its head in the node's Context.state only when asked
+    roles = [c.subnet if method == "hapfnas" else c for c in clients]
+    assert [r.personal_head for r in roles] == [True, False]
+    assert roles[0].state is context.state

@@ -418,7 +418,8 @@ def _hapfnas_client(settings: RunSettings, env: ClientEnv, context: Context) -> 
     opts = _hapfnas_options(settings.method_options)
     return HAPFNASClient(env, get_space(**settings.search_space), task_shape(settings),
                          knowledge_width=opts.knowledge_width,
-                         bn_recalibrate=opts.bn_recalibrate)
+                         bn_recalibrate=opts.bn_recalibrate,
+                         personal_head=opts.personal_head, state=context.state)
 
 
 def _hapfnas_check(options: dict[str, Any], fed: Federation) -> None:
