@@ -5,8 +5,11 @@ architecture parameters α — runs first-order DARTS search epochs on it (α st
 on its validation split, weight steps on its train split:
 ``pfednas.nas.darts_search``) and replies with all of it, α included.
 Evaluation: receives the derived global architecture's network (``arch`` in the
-config, arrays in ``Supernet.slice`` order), fine-tunes all its weights for
-``finetune_epochs`` on its train split and reports its test accuracy; the
+config, arrays in ``Supernet.slice`` order), re-estimates its BatchNorm
+statistics on its train split (``bn_recalibrate``; the supernet's running
+statistics were gathered on the mixed edges, so the derived network's inputs
+differ), fine-tunes all its weights for ``finetune_epochs`` on its train split,
+re-estimates the statistics once more and reports its test accuracy; the
 fine-tuned copy is not kept.
 """
 
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from flwr.client import NumPyClient
+from torch import nn
 
 from pfednas.clients.common import (
     ClientEnv,
@@ -25,7 +29,7 @@ from pfednas.clients.common import (
     train_generator,
     work_metrics,
 )
-from pfednas.clients.subnet import build_subnet
+from pfednas.clients.subnet import build_subnet, recalibrate_on
 from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.search import DartsS2Space, TaskShape
 from pfednas.search.darts_mixed import DartsMixedNet
@@ -35,8 +39,10 @@ FINETUNE_PHASE = 1
 
 
 class FedNASClient(NumPyClient):
-    def __init__(self, env: ClientEnv, space: DartsS2Space, task: TaskShape) -> None:
+    def __init__(self, env: ClientEnv, space: DartsS2Space, task: TaskShape, *,
+                 bn_recalibrate: bool = True) -> None:
         self.env, self.space, self.task = env, space, task
+        self.bn_recalibrate = bn_recalibrate
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
@@ -56,10 +62,16 @@ class FedNASClient(NumPyClient):
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
+        self.recalibrate(net, config)
         epochs, tuned = int(config.get("finetune_epochs", 0)), None
         if epochs > 0:
             tuned = train_epochs(
                 net, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
                 device=self.env.device)
+            self.recalibrate(net, config)
         return test_reply(net, self.env, tuned)
+
+    def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:
+        if self.bn_recalibrate:
+            recalibrate_on(net, self.env.data.train, int(config["batch_size"]), self.env.device)

@@ -10,9 +10,12 @@ checkpoint), so α is federated exactly like the weights.
 
 Personalized evaluation: the server derives one global architecture (argmax
 operation per edge), extracts that network with the supernet's weights and
-sends it to every client, which fine-tunes it for ``finetune_epochs`` and
-reports its test accuracy. At intermediate evaluation rounds the same is done
-with the current α; the final round gives the reference figures.
+sends it to every client, which re-estimates its BatchNorm statistics on its
+train split (``bn_recalibrate``: the supernet's statistics are those of the
+*mixed* edges, not of the derived network's), fine-tunes it for
+``finetune_epochs``, re-estimates them again and reports its test accuracy.
+At intermediate evaluation rounds the same is done with the current α; the
+final round gives the reference figures.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class FedNASOptions:
     arch_lr: float = 3e-3
     arch_weight_decay: float = 1e-3
     finetune_epochs: int = 10
+    bn_recalibrate: bool = True  # re-estimate the derived network's BatchNorm statistics
 
     def __post_init__(self) -> None:
         if not self.arch_lr > 0 or self.arch_weight_decay < 0:
@@ -44,6 +48,8 @@ class FedNASOptions:
         value = self.finetune_epochs
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"finetune_epochs must be an integer >= 0, got {value!r}")
+        if not isinstance(self.bn_recalibrate, bool):
+            raise ValueError(f"bn_recalibrate must be true or false, got {self.bn_recalibrate!r}")
 
     @staticmethod
     def from_config(options: Mapping[str, Any]) -> FedNASOptions:

@@ -267,6 +267,35 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
     assert strategy.evaluation_details(0) == {"arch": arch.to_str()}
 
 
+@pytest.mark.parametrize("finetune_epochs", [0, 2])
+def test_fednas_client_evaluates_with_statistics_of_the_derived_net_not_the_mixed_one(
+        finetune_epochs: int) -> None:
+    # Prepare: a derived network's arrays, and the same with its BatchNorm running
+    # statistics replaced by nonsense (what the mixed supernet's statistics are to it)
+    from pfednas.clients.fednas import FedNASClient
+
+    mixed = DartsMixedNet(SPACE, TASK)
+    arch = mixed.derive()
+    sub = mixed.extract(arch)
+    keys = list(sub.state_dict())
+    arrays = get_arrays(sub)
+    stats = [i for i, k in enumerate(keys) if k.endswith(("running_mean", "running_var"))]
+    corrupt = [a.copy() for a in arrays]
+    for i in stats:
+        corrupt[i] = corrupt[i] * 50.0 + 7.0
+    config = {**CONFIG, "arch": arch.to_str(), "finetune_epochs": finetune_epochs}
+
+    def reply(arrays: list[np.ndarray], recalibrate: bool) -> tuple[float, float]:
+        client = FedNASClient(ENV, SPACE, TASK, bn_recalibrate=recalibrate)
+        loss, _, metrics = client.evaluate(arrays, config)
+        return loss, metrics["accuracy"]
+
+    # Execute / Assert: re-estimated, the received statistics do not matter; kept, they do
+    assert stats
+    assert reply(arrays, True) == reply(corrupt, True)
+    assert reply(arrays, False) != reply(corrupt, False)
+
+
 @pytest.mark.parametrize("scope", ["head", "full"])
 def test_subnet_finetuning_scope_head_leaves_the_body_as_cut(
         scope: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -319,7 +319,9 @@ def _fednas_strategy(settings: RunSettings, budget: Budget,
 
 
 def _fednas_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
-    return FedNASClient(env, _darts_space(settings), task_shape(settings))
+    options = FedNASOptions.from_config(settings.method_options)
+    return FedNASClient(env, _darts_space(settings), task_shape(settings),
+                        bn_recalibrate=options.bn_recalibrate)
 
 
 # -- hapfnas: distillation, predictors + evolutionary search, heteroFedAvg ---------------------
