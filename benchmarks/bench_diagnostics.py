@@ -33,6 +33,9 @@ RUNS = [
     ("perfedrlnas", 1, ["method.personal_head=true", "method.finetune_scope=head"],
      "perfedrlnas_personal_head_finetune_head"),
     ("hapfnas", 0, ["method.personal_head=true"], "hapfnas_personal_head"),
+    # FedNAS's tuned cell again with the derived network's BatchNorm statistics re-estimated
+    # (method.bn_recalibrate, on by default since; the tuning cell ran without it)
+    ("fednas", 1, [], "fednas_tuned_bn_recalibrate"),
 ]
 
 
@@ -44,7 +47,8 @@ def main() -> None:
             continue
         tuned = BASE / "tuning" / method / f"config={config}" / "summary.json"
         overrides = json.loads(tuned.read_text())["overrides"]
-        cell = Cell(method, 0.3, 100, "mobilenetv3", (*overrides, *knob), path)
+        space = "darts_s2" if method == "fednas" else "mobilenetv3"
+        cell = Cell(method, 0.3, 100, space, (*overrides, *knob), path)
         problem = run_cell(cell, 3600)
         if problem is not None:
             print(name, "FAILED:", problem, flush=True)
