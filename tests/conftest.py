@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,15 @@ def run_pfednas(args: list[str], out_dir: Path, timeout: float = 600
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def run_pfednas_together(runs: list[tuple[list[str], Path]], timeout: float = 600
+                         ) -> list[subprocess.CompletedProcess[str]]:
+    """Several independent `pfednas` commands at once (each has its own SuperLink, Ray and
+    run token), e.g. where one spends most of its time waiting out a round timeout."""
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = [pool.submit(run_pfednas, args, out_dir, timeout) for args, out_dir in runs]
+        return [future.result() for future in futures]
+
+
 def pids_with_token(token: str) -> list[int]:
     needle = f"PFEDNAS_RUN_TOKEN={token}".encode()
     pids = []
@@ -34,6 +44,14 @@ def pids_with_token(token: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with a slow test first (the order is otherwise kept): with the suite's two
+    xdist workers (``--dist loadfile``: a module runs whole on one worker, its module-scoped
+    runs once), the longest modules start early and the short ones fill in behind them."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,7 @@ SMALL = ["method=fedavg", "nodes=3", "method.arch=min", "federation.num_rounds=2
          "federation.eval_every=2", "federation.local_epochs=1", "method.finetune_epochs=2"]
 
 
+@pytest.mark.slow
 def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> None:
     out = tmp_path / "run"
 
@@ -64,6 +65,7 @@ def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> No
     assert pids_with_token((logs / "run_token").read_text().strip()) == []
 
 
+@pytest.mark.slow
 def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path: Path) -> None:
     # Prepare: a SuperNode as in docker-compose.yml (--isolation process, its Runtime API over
     # TLS with supernode-0.pem) and a separate ClientApp executor that trusts only ca.crt
