@@ -36,6 +36,14 @@ RUNS = [
     # FedNAS's tuned cell again with the derived network's BatchNorm statistics re-estimated
     # (method.bn_recalibrate, on by default since; the tuning cell ran without it)
     ("fednas", 1, [], "fednas_tuned_bn_recalibrate"),
+    # more training of shared weights before the search: the first rounds train each
+    # client's largest subnet in budget (more overlap between clients), no policy update
+    ("perfedrlnas", 1, ["method.warmup_rounds=10"], "perfedrlnas_warmup_10"),
+    ("perfedrlnas", 1, ["method.warmup_rounds=20"], "perfedrlnas_warmup_20"),
+    # the paper's merge: each covering client counts 1, whatever its sample count
+    ("perfedrlnas", 1, ["method.merge_weighting=uniform"], "perfedrlnas_merge_uniform"),
+    # the tuned cell again at the code of the three runs above (2026-11-24)
+    ("perfedrlnas", 1, [], "perfedrlnas_tuned_2026-11-24"),
 ]
 
 
