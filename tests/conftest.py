@@ -46,14 +46,6 @@ def pids_with_token(token: str) -> list[int]:
     return pids
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with a slow test first (the order is otherwise kept): with the suite's two
-    xdist workers (``--dist loadfile``: a module runs whole on one worker, its module-scoped
-    runs once), the longest modules start early and the short ones fill in behind them."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
-
-
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     import torch
