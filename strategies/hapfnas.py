@@ -355,7 +355,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
                 text = ARCH_SEPARATOR.join(a.to_str() for a in archs)
                 cfg = self.phase_config(server_round, archs=text, split="val",
                                         cover=cover.to_str(),
-                                        measure_on=self.options.predictor.measure_on)
+                                        measure_on=self.options.predictor.measure_on,
+                                        measure=self.options.predictor.measure)
                 messages.append(self.message(cid, MessageType.EVALUATE, cfg,
                                              self.supernet.slice(cover)))
             return messages

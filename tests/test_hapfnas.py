@@ -20,7 +20,10 @@ from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from pfednas import client_app
+from pfednas.clients.hapfnas import PROBE_FOLDS, features_of
+from pfednas.clients.subnet import recalibrate_on
 from pfednas.config import ConfigError, compose, settings_from_cfg
+from pfednas.data import ArrayDataset
 from pfednas.methods import unheld_indices
 from pfednas.models import SmallCNN
 from pfednas.nas.distill import (
@@ -36,11 +39,13 @@ from pfednas.nas.evolution import EvolutionOptions, evolve
 from pfednas.nas.fedavg import weighted_average
 from pfednas.nas.phases import Phase, PhasePlan
 from pfednas.nas.predictor import cross_validated_report
+from pfednas.nas.probe import holdout_probe_accuracy, probe_accuracy
 from pfednas.search import Supernet, get_space
 from pfednas.server_app import build_strategy
 from pfednas.strategies import Budget
 from pfednas.strategies.base import RoundRecord
 from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
+from pfednas.train import evaluate
 
 
 def small_supernet(seed: int = 0) -> Supernet:
@@ -265,6 +270,7 @@ def test_invalid_options_and_data_are_config_errors() -> None:
 
     cases = {"federation.num_rounds=3": "hetero >= 1",
              "method.budget.metric=watts": "budget.metric",
+             "method.predictor.measure=loss": "predictor.measure must be output|probe",
              "method.transfer.size=1500": "leaves 1397 unheld",
              "dataset.max_samples_per_client=null": "leaves 0 unheld",
              "dataset.val_fraction=0.0": "val_fraction must be > 0"}
@@ -332,11 +338,11 @@ class InProcessGrid:
         return [self.replies.pop(i) for i in ids]
 
 
-def run_rounds(strategy: HAPFNASStrategy, settings: Any, start: int, stop: int
-               ) -> list[RoundRecord]:
+def run_rounds(strategy: HAPFNASStrategy, settings: Any, start: int, stop: int,
+               overrides: list[str] = ARGS) -> list[RoundRecord]:
     """Rounds ``start..stop`` of ``strategy`` (whose plan stays that of all the rounds)."""
     strategy.budget = replace(strategy.budget, num_rounds=stop)
-    grid = InProcessGrid(ARGS, settings.federation.num_clients)
+    grid = InProcessGrid(overrides, settings.federation.num_clients)
     strategy.connect(grid)  # type: ignore[arg-type]
     return strategy.run(grid, lambda r: None, start_round=start)  # type: ignore[arg-type]
 
@@ -380,3 +386,56 @@ def test_three_phases_run_and_resume_across_the_phase_boundary(
     extra = full.summary_extra(records)["hapfnas"]
     assert extra["phase_rounds"] == {"distill": 2, "search": 1, "hetero": 2}
     assert extra["budget_violations"] == 0 and extra["spearman_rf"] is not None
+
+
+@pytest.mark.parametrize("measure_on", ["train_val", "val"])
+def test_probe_measurements_are_ridge_probe_accuracies_on_each_subnets_features(
+        monkeypatch: pytest.MonkeyPatch, measure_on: str) -> None:
+    for key in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, key, 1)
+    args = [*ARGS, "method.predictor.measure=probe", f"method.predictor.measure_on={measure_on}"]
+    settings = settings_from_cfg(compose(args))
+    strategy = build_strategy(settings)
+    assert isinstance(strategy, HAPFNASStrategy)
+
+    # Execute: phase 1 and the search round; the supernet is what the clients measured
+    run_rounds(strategy, settings, 1, 3, args)
+    env = client_app.client_env(InProcessGrid(args, 3).contexts[100], settings)
+    train, val = env.data.train, env.data.val
+    both = ArrayDataset(x=np.concatenate([train.x, val.x]), y=np.concatenate([train.y, val.y]))
+
+    # Assert: every measurement of client 0 is the probe's accuracy, recomputed here
+    # from the subnet cut from the server's supernet, and not its classifier's accuracy
+    pairs = strategy.pairs[0]
+    assert len(pairs) == 8
+    outputs = []
+    for arch, measured in pairs:
+        net = strategy.supernet.extract(arch)
+        recalibrate_on(net, train, settings.federation.batch_size, torch.device("cpu"))
+        if measure_on == "train_val":
+            features, _ = features_of(net, both, torch.device("cpu"))
+            want = probe_accuracy(features, both.y, folds=PROBE_FOLDS)
+        else:
+            fit, _ = features_of(net, train, torch.device("cpu"))
+            features, _ = features_of(net, val, torch.device("cpu"))
+            want = holdout_probe_accuracy(fit, train.y, features, val.y)
+        assert measured == pytest.approx(want, abs=1e-12)
+        outputs.append(evaluate(net, both if measure_on == "train_val" else val,
+                                device=torch.device("cpu")).accuracy)
+    assert [acc for _, acc in pairs] != outputs
+
+
+def test_ridge_probe_reads_separable_features_and_not_noise() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=300)
+    informative = np.eye(3)[y] * 4 + rng.normal(size=(300, 3))
+    noise = rng.normal(size=(300, 3))
+
+    assert probe_accuracy(informative, y, folds=5) > 0.95
+    assert probe_accuracy(noise, y, folds=5) < 0.5
+    assert holdout_probe_accuracy(informative[:200], y[:200], informative[200:], y[200:]) > 0.95
+    # a class the fitting part never saw cannot be predicted: no error, just a miss
+    one_class = np.zeros(10, dtype=np.int64)
+    assert holdout_probe_accuracy(noise[:10], one_class, noise[10:20], one_class + 1) == 0.0
+    with pytest.raises(ValueError, match="folds"):
+        probe_accuracy(noise[:3], y[:3], folds=5)

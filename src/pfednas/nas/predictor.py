@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 # never trained on client data, so the train split is as unseen as val and 4× the
 # samples cut the measurement noise that hides the differences between subnets.
 MEASURE_SPLITS = ("val", "train_val")
+# What a measurement is: ``output``, the subnet's own classifier's accuracy (the paper), or
+# ``probe``, a ridge probe on the subnet's features fitted to the client's labels
+# (``pfednas.nas.probe``: out of fold over train + val, or fitted on train and scored on val).
+MEASURES = ("output", "probe")
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,12 @@ class PredictorOptions:
     folds: int = 5
     min_pairs: int = 6           # fewer valid pairs: the client uses the pooled pairs of all
     measure_on: str = "train_val"  # the client's split the subnets are measured on
+    measure: str = "output"      # output | probe (MEASURES)
 
     def __post_init__(self) -> None:
+        if self.measure not in MEASURES:
+            raise ValueError(f"predictor.measure must be {'|'.join(MEASURES)}, "
+                             f"got {self.measure!r}")
         if self.measure_on not in MEASURE_SPLITS:
             raise ValueError(f"predictor.measure_on must be {'|'.join(MEASURE_SPLITS)}, "
                              f"got {self.measure_on!r}")
