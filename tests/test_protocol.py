@@ -22,7 +22,7 @@ from pfednas.bench import (
     compose_preset,
     tuning_cells,
 )
-from pfednas.config import compose, conf_dir, settings_from_cfg
+from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
 from pfednas.inprocess import run_inprocess
 from pfednas.methods import BUDGET_SPREAD, METHODS, fits_all_arch, seeded_supernet
 from pfednas.nas.heterogeneity import draw_hardware
@@ -224,6 +224,45 @@ def test_bench_applies_f_to_methods_that_finetune_and_tunes_on_an_unreported_see
         _preset(tuning={"fedavg": [["a=1"], ["a=2"]], "local": [["a=1"]]})
 
 
+def test_a_variant_runs_its_method_with_the_chosen_values_and_its_own_and_is_not_tuned() -> None:
+    variants = {"perfedrlnas_ph": {"method": "perfedrlnas",
+                                   "overrides": ["method.personal_head=true"]}}
+    preset = _preset(methods=["fedavg", "perfedrlnas", "perfedrlnas_ph"], variants=variants,
+                     method_overrides={"perfedrlnas": ["method.policy_lr=0.5"]})
+    spaces = {m: METHODS[m].spaces for m in ("fedavg", "perfedrlnas")}
+
+    todo = [c for c in cells(preset, ["federation.num_rounds=3"], spaces) if c.seed == 0]
+    tuning = tuning_cells(preset, [], spaces)
+
+    base, variant = (next(c for c in todo if c.method == m)
+                     for m in ("perfedrlnas", "perfedrlnas_ph"))
+    assert variant.overrides[0] == "method=perfedrlnas"
+    assert variant.path == preset.out / "perfedrlnas_ph" / "alpha=0.5" / "seed=0"
+    # the method's cell, then the variant's options and label, the command line last
+    assert variant.overrides == (*base.overrides[:-1], "method.personal_head=true",
+                                 "label=perfedrlnas_ph", "federation.num_rounds=3")
+    assert "method.finetune_epochs=7" in variant.overrides
+    assert {c.method for c in tuning} == {"fedavg", "perfedrlnas"}
+    for bad, message in (({"fedavg": {"method": "fedavg"}}, "new lower-case name"),
+                         ({"x": {"method": "nope"}}, "needs method"),
+                         ({"Bad-Name": {"method": "fedavg"}}, "new lower-case name")):
+        with pytest.raises(BenchError, match=message):
+            _preset(variants=bad)
+    with pytest.raises(BenchError, match="unknown method"):
+        _preset(methods=["fedavg", "perfedrlnas_ph"])
+
+
+def test_a_labelled_run_is_reported_under_its_label(tmp_path: Path) -> None:
+    run_inprocess(["method=perfedrlnas", "label=perfedrlnas_ph", "method.personal_head=true",
+                   "method.finetune_epochs=1", *TINY], tmp_path / "run")
+
+    run = load_run(tmp_path / "run")
+    assert run.summary["method"] == "perfedrlnas" and run.method == "perfedrlnas_ph"
+    assert [r.method for r in run_rows(run)] == ["perfedrlnas_ph", "perfedrlnas_ph+ft"]
+    with pytest.raises(ConfigError, match="label must be"):
+        settings_from_cfg(compose(["label=' '"]))
+
+
 def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
     # Prepare: a small DARTS space (5 edges per cell type): SPIDER's search ends in round 6
     args = ["search_space=darts_s2", "search_space.channels=4", "search_space.layers=3",
@@ -286,12 +325,12 @@ def test_tuning_cells_do_not_depend_on_the_values_the_tuning_chose() -> None:
 def test_every_bench_preset_composes_into_cells(preset: str) -> None:
     # Execute
     bench = BenchPreset.from_config(compose_preset(preset, []), METHODS)
-    spaces = {m: METHODS[m].spaces for m in bench.methods}
+    spaces = {m: METHODS[m].spaces for m in map(bench.base_of, bench.methods)}
     todo = cells(bench, [], spaces)
 
     # Assert: every method × α × seed, each with the bench's selections first
     assert len(todo) == len(bench.methods) * len(bench.alphas) * len(bench.seeds)
-    assert all(c.overrides[0] == f"method={c.method}" for c in todo)
+    assert all(c.overrides[0] == f"method={bench.base_of(c.method)}" for c in todo)
     assert (conf_dir() / "bench" / f"{preset}.yaml").stat().st_size < 20_000
 
 

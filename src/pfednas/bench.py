@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -83,12 +84,20 @@ class BenchPreset:
     tuning_seed: int | None = None       # never reported: `--tune` runs there
     tuning: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     tuning_alpha: float | None = None    # the α of the tuning cells (None: the first α)
+    # name -> (method, overrides): a method run with options of its own, reported as its own
+    # row (the cells pass ``label=<name>``); not tuned: it runs the method's chosen values
+    variants: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def base_of(self, name: str) -> str:
+        """The registry method a bench method (a method or a variant) runs."""
+        return self.variants[name][0] if name in self.variants else name
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], registry: Mapping[str, Any]) -> BenchPreset:
         methods = cfg["methods"]
         methods = list(registry) if methods == "all" else list(methods)
-        unknown = sorted(set(methods) - set(registry))
+        variants = _variants(cfg.get("variants") or {}, registry)
+        unknown = sorted(set(methods) - set(registry) - set(variants))
         unknown += sorted(set(cfg.get("method_overrides") or {}) - set(registry))
         if unknown:
             raise BenchError(f"unknown method(s) {', '.join(unknown)}; known: "
@@ -125,7 +134,26 @@ class BenchPreset:
             tensorboard=bool(cfg.get("tensorboard", False)),
             finetune_epochs=None if finetune is None else int(finetune),
             tuning_seed=None if tuning_seed is None else int(tuning_seed), tuning=tuning,
-            tuning_alpha=None if tuning_alpha is None else float(tuning_alpha))
+            tuning_alpha=None if tuning_alpha is None else float(tuning_alpha),
+            variants=variants)
+
+
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _variants(cfg: Mapping[str, Any], registry: Mapping[str, Any]
+              ) -> dict[str, tuple[str, tuple[str, ...]]]:
+    out = {}
+    for name, value in cfg.items():
+        if not VARIANT_NAME.fullmatch(str(name)) or name in registry:
+            raise BenchError(f"bench.variants: {name!r} must be a new lower-case name "
+                             "([a-z][a-z0-9_]*), not a method's")
+        if not isinstance(value, Mapping) or value.get("method") not in registry:
+            raise BenchError(f"bench.variants.{name}: needs method: <one of "
+                             f"{', '.join(registry)}> and overrides: [...]")
+        out[str(name)] = (str(value["method"]),
+                          tuple(str(o) for o in value.get("overrides") or ()))
+    return out
 
 
 @dataclass(frozen=True)
@@ -180,8 +208,11 @@ def cells(preset: BenchPreset, extra: Sequence[str], spaces: Mapping[str, tuple[
     for alpha in preset.alphas:
         for seed in preset.seeds:
             for method in preset.methods:
-                space = method_space(preset, method, spaces[method])
-                overrides = cell_overrides(preset, method, alpha, seed, space, extra)
+                base = preset.base_of(method)
+                space = method_space(preset, base, spaces[base])
+                own = ([*preset.variants[method][1], f"label={method}"]
+                       if method in preset.variants else [])
+                overrides = cell_overrides(preset, base, alpha, seed, space, [*own, *extra])
                 path = preset.out / method / f"alpha={alpha:g}" / f"seed={seed}"
                 out.append(Cell(method, alpha, seed, space, overrides, path))
     return out
@@ -195,7 +226,7 @@ def tuning_cells(preset: BenchPreset, extra: Sequence[str],
         raise BenchError(f"bench={preset.name} has no tuning_seed and tuning grid to run")
     alpha = preset.alphas[0] if preset.tuning_alpha is None else preset.tuning_alpha
     out = []
-    for method in preset.methods:
+    for method in (m for m in preset.methods if m not in preset.variants):
         space = method_space(preset, method, spaces[method])
         for i, tried in enumerate(preset.tuning.get(method, ())):
             overrides = cell_overrides(preset, method, alpha, preset.tuning_seed, space,
@@ -329,7 +360,7 @@ def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = Fals
     from pfednas.methods import METHODS
     from pfednas.report.cli import build_report
 
-    spaces = {m: METHODS[m].spaces for m in preset.methods}
+    spaces = {m: METHODS[m].spaces for m in map(preset.base_of, preset.methods)}
     todo = tuning_cells(preset, extra, spaces) if tune else cells(preset, extra, spaces)
     if dry_run:
         for cell in todo:

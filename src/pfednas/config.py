@@ -306,6 +306,9 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
             Fault.from_config(fault_cfg)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"fault_injection: {err!r}") from err
+    label = cfg.get("label")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise ConfigError(f"label must be null or a non-empty string, got {label!r}")
     eval_split = cfg.get("eval_split", "test")
     if eval_split not in EVAL_SPLITS:
         raise ConfigError(f"eval_split must be {'|'.join(EVAL_SPLITS)}, got {eval_split!r}")

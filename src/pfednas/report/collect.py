@@ -38,7 +38,8 @@ class Run:
 
     @property
     def method(self) -> str:
-        return str(self.summary["method"])
+        """The run's name in the report: its ``label`` (a bench variant's), else its method."""
+        return str(self.config.get("label") or self.summary["method"])
 
     @property
     def dataset(self) -> str:
