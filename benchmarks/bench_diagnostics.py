@@ -44,6 +44,11 @@ RUNS = [
     ("perfedrlnas", 1, ["method.merge_weighting=uniform"], "perfedrlnas_merge_uniform"),
     # the tuned cell again at the code of the three runs above (2026-11-24)
     ("perfedrlnas", 1, [], "perfedrlnas_tuned_2026-11-24"),
+    # HAPFNAS's subnets measured by a ridge probe on their features (run by hand first, with
+    # checkpoint_every=20 for benchmarks/hapfnas_predictor_ceiling.py; 2026-11-24)
+    ("hapfnas", 0, ["method.predictor.measure=probe"], "hapfnas_probe"),
+    # FedBABU's training rule (body only, random fixed head) with the whole slice fine-tuned
+    ("perfedrlnas", 1, ["method.train_scope=body"], "perfedrlnas_body_train"),
 ]
 
 
