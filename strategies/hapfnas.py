@@ -43,7 +43,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from torch import nn
 
-from pfednas.body_head import FINETUNE_SCOPES, check_scope
+from pfednas.body_head import FINETUNE_SCOPES, TRAIN_SCOPES, check_scope
 from pfednas.nas.distill import (
     DistillOptions,
     TransferSet,
@@ -143,9 +143,16 @@ class HAPFNASOptions:
     # phase 3: each client keeps its own classifier head (FedRep's rule on the subnets; an
     # option, not in the paper): it trains with the body, replaces the received head, never travels
     personal_head: bool = False
+    # phase 3: what a client trains of its subnet: full (the paper) | body, the head frozen as
+    # the distillation left it, everywhere (FedBABU's rule on the subnets; an option)
+    train_scope: str = "full"
 
     def __post_init__(self) -> None:
         check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
+        check_scope("train_scope", self.train_scope, TRAIN_SCOPES)
+        if self.personal_head and self.train_scope != "full":
+            raise ValueError("personal_head trains each client's head with its body: it needs "
+                             f"train_scope=full, got {self.train_scope!r}")
         if self.search_objective not in SEARCH_OBJECTIVES:
             raise ValueError(f"search_objective must be {'|'.join(SEARCH_OBJECTIVES)}, got "
                              f"{self.search_objective!r}")
@@ -259,7 +266,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
         messages = []
         for cid in self.record.sampled:
             self.sent[cid] = arch = self.personal[cid]
-            cfg = self.phase_config(server_round, arch=arch.to_str())
+            cfg = self.phase_config(server_round, arch=arch.to_str(),
+                                    train=self.options.train_scope)
             messages.append(self.message(cid, MessageType.TRAIN, cfg, self.supernet.slice(arch)))
         return messages
 

@@ -439,3 +439,34 @@ def test_ridge_probe_reads_separable_features_and_not_noise() -> None:
     assert holdout_probe_accuracy(noise[:10], one_class, noise[10:20], one_class + 1) == 0.0
     with pytest.raises(ValueError, match="folds"):
         probe_accuracy(noise[:3], y[:3], folds=5)
+
+
+def test_body_training_keeps_the_distilled_head_through_hetero_fedavg(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, key, 1)
+    args = [*ARGS, "method.train_scope=body"]
+    settings = settings_from_cfg(compose(args))
+    strategy = build_strategy(settings)
+    assert isinstance(strategy, HAPFNASStrategy)
+    head_names = strategy.supernet.net.split_body_head()[1]
+
+    def weights() -> dict[str, np.ndarray]:
+        return {k: v.detach().clone().numpy()
+                for k, v in strategy.supernet.net.named_parameters()}
+
+    # Execute: phases 1-2, then the two heteroFedAvg rounds
+    run_rounds(strategy, settings, 1, 3, args)
+    searched = weights()
+    records = run_rounds(strategy, settings, 4, 5, args)
+    trained = weights()
+
+    # Assert: the head is the distilled one (up to the merge's rounding: a weighted mean of
+    # equal arrays); the body moved
+    def moved(k: str) -> float:
+        return float(np.abs(trained[k] - searched[k]).max())
+    assert head_names and max(moved(k) for k in head_names) < 1e-6
+    assert max(moved(k) for k in trained if k not in head_names) > 1e-3
+    assert [len(r.train) for r in records] == [2, 2]
+    with pytest.raises(ValueError, match="needs train_scope=full"):
+        HAPFNASOptions(personal_head=True, train_scope="body")
