@@ -49,6 +49,10 @@ RUNS = [
     ("hapfnas", 0, ["method.predictor.measure=probe"], "hapfnas_probe"),
     # FedBABU's training rule (body only, random fixed head) with the whole slice fine-tuned
     ("perfedrlnas", 1, ["method.train_scope=body"], "perfedrlnas_body_train"),
+    # FedBABU's rule in HAPFNAS's heteroFedAvg phase (the architectures fixed, as FedBABU's)
+    ("hapfnas", 0, ["method.train_scope=body"], "hapfnas_body_train"),
+    ("hapfnas", 0, ["method.train_scope=body", "method.finetune_scope=head"],
+     "hapfnas_body_train_head_finetune"),
 ]
 
 
