@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 from flwr.client import NumPyClient
-from torch import nn
 
+from pfednas.body_head import FINETUNE_SCOPES, check_scope, train_scope
 from pfednas.clients.common import (
     ClientEnv,
     hyper_from_config,
@@ -17,6 +17,7 @@ from pfednas.clients.common import (
     train_generator,
     work_metrics,
 )
+from pfednas.search import ElasticNet
 from pfednas.train import get_arrays, set_arrays, train_epochs
 
 FINETUNE_PHASE = 1
@@ -25,11 +26,11 @@ FINETUNE_PHASE = 1
 class FedAvgClient(NumPyClient):
     """Trains the global model on its train split; fine-tunes a copy to evaluate."""
 
-    def __init__(self, env: ClientEnv, model_fn: Callable[[], nn.Module]) -> None:
+    def __init__(self, env: ClientEnv, model_fn: Callable[[], ElasticNet[Any]]) -> None:
         self.env = env
         self.model_fn = model_fn
 
-    def _model(self, parameters: list[np.ndarray]) -> nn.Module:
+    def _model(self, parameters: list[np.ndarray]) -> ElasticNet[Any]:
         model = self.model_fn()
         set_arrays(model, parameters)
         return model
@@ -50,9 +51,12 @@ class FedAvgClient(NumPyClient):
         model = self._model(parameters)
         epochs = int(config.get("finetune_epochs", 0))
         tuned = None
+        scope = str(config.get("finetune", "full"))  # head: the body (BatchNorm too) as sent
+        check_scope("finetune", scope, FINETUNE_SCOPES)
         if epochs > 0:
-            tuned = train_epochs(
-                model, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
+            tuned = train_scope(
+                model, scope, self.env.data.train, epochs=epochs,
+                hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
                 device=self.env.device)
         return test_reply(model, self.env, tuned)

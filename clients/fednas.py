@@ -21,6 +21,7 @@ import numpy as np
 from flwr.client import NumPyClient
 from torch import nn
 
+from pfednas.body_head import FINETUNE_SCOPES, check_scope, train_scope
 from pfednas.clients.common import (
     ClientEnv,
     hyper_from_config,
@@ -33,7 +34,7 @@ from pfednas.clients.subnet import build_subnet, recalibrate_on
 from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.search import DartsS2Space, TaskShape
 from pfednas.search.darts_mixed import DartsMixedNet
-from pfednas.train import get_arrays, set_arrays, train_epochs
+from pfednas.train import get_arrays, set_arrays
 
 FINETUNE_PHASE = 1
 
@@ -64,9 +65,11 @@ class FedNASClient(NumPyClient):
         net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
         self.recalibrate(net, config)
         epochs, tuned = int(config.get("finetune_epochs", 0)), None
+        scope = str(config.get("finetune", "full"))  # head: the body (BatchNorm too) as derived
+        check_scope("finetune", scope, FINETUNE_SCOPES)
         if epochs > 0:
-            tuned = train_epochs(
-                net, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
+            tuned = train_scope(
+                net, scope, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
                 generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
                 device=self.env.device)
             self.recalibrate(net, config)

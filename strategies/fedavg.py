@@ -4,7 +4,9 @@ Training: N sampled clients train the global model ``local_epochs`` epochs and t
 server takes their sample-weighted average (FedAvg, McMahan et al. 2017).
 Personalized evaluation: every client fine-tunes the current global model on its
 own train split for ``finetune_epochs`` (paper default 10) and reports its test
-accuracy; the fine-tuned copies are not kept.
+accuracy; the fine-tuned copies are not kept. ``finetune_scope``: ``full`` (the whole
+model, the papers' FedAvg+FT) or ``head`` (the classifier only, body and BatchNorm
+frozen: FedBABU's fine-tuning), so that every method's fine-tuning can be tuned alike.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
+from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.fedavg import weighted_average
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 
@@ -24,12 +27,14 @@ class FedAvgFTStrategy(PersonalizedStrategy):
     TRAIN_REQUIRES = ("train_loss",)
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
-                 initial_arrays: list[np.ndarray], finetune_epochs: int) -> None:
+                 initial_arrays: list[np.ndarray], finetune_epochs: int,
+                 finetune_scope: str = "full") -> None:
         super().__init__(budget=budget, train_config=train_config)
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
+        check_scope("finetune_scope", finetune_scope, FINETUNE_SCOPES)
         self.arrays = [np.asarray(a) for a in initial_arrays]
-        self.finetune_epochs = finetune_epochs
+        self.finetune_epochs, self.finetune_scope = finetune_epochs, finetune_scope
 
     def current_arrays(self) -> ArrayRecord:
         return ArrayRecord(numpy_ndarrays=self.arrays)
@@ -67,6 +72,6 @@ class FedAvgFTStrategy(PersonalizedStrategy):
         if not self.is_eval_round(server_round):
             return []
         cfg = self.round_config(server_round, finetune_epochs=self.eval_finetune_epochs(
-            server_round, self.finetune_epochs))
+            server_round, self.finetune_epochs), finetune=self.finetune_scope)
         return [self.message(cid, MessageType.EVALUATE, cfg, self.arrays)
                 for cid in range(self.budget.num_clients)]

@@ -28,6 +28,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
+from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.search import Arch
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.strategies.base import Budget
@@ -41,6 +42,7 @@ class FedNASOptions:
     arch_weight_decay: float = 1e-3
     finetune_epochs: int = 10
     bn_recalibrate: bool = True  # re-estimate the derived network's BatchNorm statistics
+    finetune_scope: str = "full"  # what fine-tuning trains: full (all weights) | head
 
     def __post_init__(self) -> None:
         if not self.arch_lr > 0 or self.arch_weight_decay < 0:
@@ -48,6 +50,7 @@ class FedNASOptions:
         value = self.finetune_epochs
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"finetune_epochs must be an integer >= 0, got {value!r}")
+        check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
         if not isinstance(self.bn_recalibrate, bool):
             raise ValueError(f"bn_recalibrate must be true or false, got {self.bn_recalibrate!r}")
 
@@ -66,7 +69,8 @@ class FedNASStrategy(FedAvgFTStrategy):
                  options: FedNASOptions) -> None:
         arch_config = {"arch_lr": options.arch_lr, "arch_weight_decay": options.arch_weight_decay}
         super().__init__(budget=budget, train_config={**train_config, **arch_config},
-                         initial_arrays=get_arrays(net), finetune_epochs=options.finetune_epochs)
+                         initial_arrays=get_arrays(net), finetune_epochs=options.finetune_epochs,
+                         finetune_scope=options.finetune_scope)
         self.net, self.options = net, options
         self.eval_arch: Arch | None = None
 
@@ -83,7 +87,8 @@ class FedNASStrategy(FedAvgFTStrategy):
         arch, subnet = self.global_arch()
         self.eval_arch = arch
         epochs = self.eval_finetune_epochs(server_round, self.finetune_epochs)
-        cfg = self.round_config(server_round, finetune_epochs=epochs, arch=arch.to_str())
+        cfg = self.round_config(server_round, finetune_epochs=epochs, arch=arch.to_str(),
+                                finetune=self.finetune_scope)
         return [self.message(cid, MessageType.EVALUATE, cfg, subnet)
                 for cid in range(self.budget.num_clients)]
 

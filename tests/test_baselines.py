@@ -413,3 +413,61 @@ def test_personal_head_option_reaches_the_subnet_role_with_the_node_state(method
     roles = [c.subnet if method == "hapfnas" else c for c in clients]
     assert [r.personal_head for r in roles] == [True, False]
     assert roles[0].state is context.state
+
+
+@pytest.mark.parametrize("scope", ["head", "full"])
+@pytest.mark.parametrize("method", ["fedavg", "fednas"])
+def test_fedavg_and_fednas_finetuning_scope_head_leaves_the_body_as_sent(
+        method: str, scope: str, monkeypatch: pytest.MonkeyPatch, run_id: None) -> None:
+    # Prepare: the model each method's evaluation request carries, and its client
+    from pfednas.clients import fedavg as fedavg_client
+    from pfednas.clients import fednas as fednas_client
+    from pfednas.clients.fednas import FedNASClient
+    from pfednas.strategies import FedAvgFTStrategy
+
+    module: Any = fedavg_client if method == "fedavg" else fednas_client
+    evaluated: list[torch.nn.Module] = []
+    reply = module.test_reply
+    monkeypatch.setattr(module, "test_reply",
+                        lambda net, env, tuned: (evaluated.append(net), reply(net, env, tuned))[1])
+    if method == "fedavg":
+        model_fn = fixed_model_fn(_settings("fedavg"))
+        sent, extra = get_arrays(model_fn()), {}
+        client: Any = fedavg_client.FedAvgClient(ENV, model_fn)
+        strategy: Any = FedAvgFTStrategy(budget=_budget(), train_config=CONFIG,
+                                         initial_arrays=sent, finetune_epochs=2,
+                                         finetune_scope=scope)
+    else:
+        mixed = DartsMixedNet(SPACE, TASK)
+        arch = mixed.derive()
+        sent, extra = get_arrays(mixed.extract(arch)), {"arch": arch.to_str()}
+        client = FedNASClient(ENV, SPACE, TASK, bn_recalibrate=False)
+        strategy = FedNASStrategy(budget=_budget(), train_config=CONFIG, net=mixed,
+                                  options=FedNASOptions(finetune_epochs=2, finetune_scope=scope))
+    strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
+    request = list(strategy.configure_evaluate(3, strategy.current_arrays(), None, None))[0]
+    config = dict(request.content["config"])  # type: ignore[arg-type]
+
+    # Execute
+    _, _, metrics = client.evaluate(sent, {**CONFIG, **extra, "finetune_epochs": 2,
+                                           "finetune": config["finetune"]})
+
+    # Assert: the strategy asks for the scope; head trains the head only (the body and its
+    # BatchNorm statistics as sent), full the body too; both exactly 2 epochs
+    assert config["finetune"] == scope and config["finetune_epochs"] == 2
+    split = StateSplit.of(evaluated[0])  # type: ignore[arg-type]
+    after = get_arrays(evaluated[0])
+    assert _same(take(after, split.body), take(sent, split.body)) == (scope == "head")
+    assert not _same(take(after, split.head), take(sent, split.head))
+    assert metrics["sample_passes"] == 2 * len(ENV.data.train.y)
+    with pytest.raises(ValueError, match="finetune"):
+        client.evaluate(sent, {**CONFIG, **extra, "finetune_epochs": 1, "finetune": "body"})
+
+
+def test_fedavg_and_fednas_finetune_scope_is_checked_before_a_run() -> None:
+    from pfednas.config import ConfigError
+
+    for method in ("fedavg", "fednas"):
+        settings_from_cfg(compose([f"method={method}", "method.finetune_scope=head"]))
+        with pytest.raises(ConfigError, match="finetune_scope"):
+            settings_from_cfg(compose([f"method={method}", "method.finetune_scope=body"]))

@@ -22,7 +22,7 @@ import torch
 from flwr.app import Context
 from flwr.client import NumPyClient
 
-from pfednas.body_head import StateSplit, take
+from pfednas.body_head import FINETUNE_SCOPES, StateSplit, check_scope, take
 from pfednas.clients import FedAvgClient, LocalClient, SpiderClient, SubnetClient
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.fedbabu import FedBABUClient
@@ -171,7 +171,9 @@ def _fedavg_strategy(settings: RunSettings, budget: Budget,
                      train_config: dict[str, Any]) -> PersonalizedStrategy:
     return FedAvgFTStrategy(budget=budget, train_config=train_config,
                             initial_arrays=initial_fixed_arrays(settings),
-                            finetune_epochs=int(settings.method_options.get("finetune_epochs", 0)))
+                            finetune_epochs=int(settings.method_options.get("finetune_epochs", 0)),
+                            finetune_scope=str(settings.method_options.get("finetune_scope",
+                                                                           "full")))
 
 
 def _fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -180,6 +182,11 @@ def _fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> N
 
 def _fedavg_check(options: dict[str, Any], fed: Federation) -> None:
     _check_int(options, "finetune_epochs", 0)
+    try:
+        check_scope("method.finetune_scope", options.get("finetune_scope", "full"),
+                    FINETUNE_SCOPES)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     _check_fixed_arch(options)
 
 
