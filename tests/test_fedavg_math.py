@@ -38,3 +38,20 @@ def test_weighted_average_keeps_zero_dim_arrays_as_arrays() -> None:
     out = weighted_average([(a, 1.0), (a, 1.0)])
 
     assert all(isinstance(x, np.ndarray) and x.shape == () for x in out)
+
+
+def test_weighted_average_is_the_ordered_elementwise_sum_bit_for_bit() -> None:
+    # A BLAS reduction (np.tensordot) rounds as the CPU's kernel sums: its last bits differ
+    # between machines and a federated run diverges from them. The average must be the
+    # element-wise sum in client order, which every IEEE-754 CPU rounds alike.
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(1000) for _ in range(5)]
+    weights = rng.random(5) + 0.1
+
+    out = weighted_average([([a], float(w)) for a, w in zip(arrays, weights, strict=True)])
+
+    share = weights / weights.sum()
+    want = np.zeros(1000)
+    for w, a in zip(share, arrays, strict=True):
+        want += float(w) * a
+    assert np.array_equal(out[0], want)
