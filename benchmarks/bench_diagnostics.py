@@ -1,7 +1,8 @@
 """Why the NAS methods lose on bench=fashion_mnist: diagnostic runs on the tuning seed.
 
 Each run is one tuning cell's configuration (seed 100, α 0.3, validation splits: never a
-reported seed or a test split) with one knob changed. Results land in
+reported seed or a test split) with one knob changed; a run may name another unreported
+seed (101) to see whether a difference holds beyond one draw. Results land in
 docs/bench/fashion_mnist/diagnostics/<name>/; runs already there are skipped:
 
     .venv/bin/python benchmarks/bench_diagnostics.py
@@ -15,8 +16,8 @@ from pathlib import Path
 from pfednas.bench import Cell, run_cell
 
 BASE = Path("docs/bench/fashion_mnist")
-# (method, tuning configuration it starts from, the knob, the run's name)
-RUNS = [
+# (method, tuning configuration it starts from, the knob, the run's name[, seed])
+RUNS: list[tuple] = [
     ("hapfnas", 0, ["method.search_objective=params"], "hapfnas_params_objective"),
     ("perfedrlnas", 1, ["method.final_arch=largest_in_budget"], "perfedrlnas_largest_in_budget"),
     ("perfedrlnas", 1, ["method.lambda_time=0"], "perfedrlnas_lambda_time_0"),
@@ -53,19 +54,31 @@ RUNS = [
     ("hapfnas", 0, ["method.train_scope=body"], "hapfnas_body_train"),
     ("hapfnas", 0, ["method.train_scope=body", "method.finetune_scope=head"],
      "hapfnas_body_train_head_finetune"),
+    # does the gap to FedBABU close with more training for every method? R 40 -> 80 (every
+    # method's compute doubles alike), on seeds 100 and 101 (2026-11-24; the R 40 cells of
+    # seed 100 are the tuning cells themselves)
+    ("perfedrlnas", 0, [], "rounds_40_perfedrlnas_seed101", 101),
+    ("fedbabu", 1, [], "rounds_40_fedbabu_seed101", 101),
+    ("hapfnas", 0, [], "rounds_40_hapfnas_seed101", 101),
+    *[(method, config, ["federation.num_rounds=80", "federation.eval_every=80"],
+       f"rounds_80_{method}_seed{seed}", seed)
+      for seed in (100, 101)
+      for method, config in (("perfedrlnas", 0), ("fedbabu", 1), ("hapfnas", 0))],
 ]
 
 
 def main() -> None:
-    for method, config, knob, name in RUNS:
+    for method, config, knob, name, *rest in RUNS:
+        seed = rest[0] if rest else 100
         path = BASE / "diagnostics" / name
         if (path / "summary.json").is_file():
             print(name, "done before")
             continue
         tuned = BASE / "tuning" / method / f"config={config}" / "summary.json"
-        overrides = json.loads(tuned.read_text())["overrides"]
+        overrides = [o if not o.startswith("seed=") else f"seed={seed}"
+                     for o in json.loads(tuned.read_text())["overrides"]]
         space = "darts_s2" if method == "fednas" else "mobilenetv3"
-        cell = Cell(method, 0.3, 100, space, (*overrides, *knob), path)
+        cell = Cell(method, 0.3, seed, space, (*overrides, *knob), path)
         problem = run_cell(cell, 3600)
         if problem is not None:
             print(name, "FAILED:", problem, flush=True)
