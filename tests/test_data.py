@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import flwr_datasets
@@ -13,6 +14,8 @@ import pytest
 
 from pfednas.data import (
     DATASET_NAMES,
+    ArrayDataset,
+    ClientData,
     DataError,
     DataSpec,
     dataset_info,
@@ -21,6 +24,7 @@ from pfednas.data import (
     partition,
     split_counts,
     stratified_split,
+    tuning_splits,
     validate_spec,
 )
 from pfednas.data.idx import FASHION_MNIST_DEFAULT_DIR, FASHION_MNIST_ENV
@@ -160,6 +164,32 @@ def test_stratified_split_partitions_positions() -> None:
     assert [train.size, val.size, test.size] == [48, 16, 16]
     assert np.bincount(labels[test], minlength=5).tolist() == [0, 0, 2, 4, 10]
     assert 0 in labels[train]  # the singleton class stays in train
+
+
+def test_tuning_splits_halve_val_into_select_and_score_and_never_read_test() -> None:
+    # Prepare: a client with a validation split of 40 samples, 4 labels x 10
+    rng = np.random.default_rng(3)
+    val_y = np.repeat(np.arange(4), 10)
+    split = lambda n, y: ArrayDataset(x=rng.normal(size=(n, 1, 2, 2)).astype(np.float32),  # noqa: E731
+                                      y=np.asarray(y, dtype=np.int64))
+    data = ClientData(train=split(60, np.arange(60) % 4), val=split(40, val_y),
+                      test=split(40, val_y))
+    # Execute
+    tuned = tuning_splits(data, seed=7, client_id=2)
+    # Assert: train as it was; val's rows in two disjoint, stratified halves; test unread
+    assert tuned.train is data.train
+    assert len(tuned.val) == len(tuned.test) == 20
+    rows = lambda d: {r.tobytes() for r in d.x}  # noqa: E731
+    assert rows(tuned.val) | rows(tuned.test) == rows(data.val)
+    assert not rows(tuned.val) & rows(tuned.test)
+    assert not (rows(tuned.val) | rows(tuned.test)) & rows(data.test)
+    assert np.bincount(tuned.test.y).tolist() == [5, 5, 5, 5]
+    # Assert: deterministic in (seed, client), another client draws other halves
+    again, other = tuning_splits(data, 7, 2), tuning_splits(data, 7, 3)
+    assert np.array_equal(again.test.x, tuned.test.x)
+    assert not np.array_equal(other.test.x, tuned.test.x)
+    with pytest.raises(ValueError, match="needs >= 2 validation samples"):
+        tuning_splits(replace(data, val=split(1, [0])), 7, 2)
 
 
 def test_client_data_is_deterministic_and_reuses_the_cached_pool() -> None:

@@ -283,6 +283,31 @@ def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
     assert examples[0] != examples[-1]  # val joined the training data in the final phase
 
 
+def test_a_tuning_client_scores_half_its_validation_split_and_selects_on_the_other() -> None:
+    # Prepare: client 1 as a reported run and as a tuning run build it
+    from pfednas import client_app
+    from tests.test_hapfnas import InProcessGrid
+
+    args = ["method=perfedrlnas", "federation.num_clients=3", "federation.clients_per_round=3",
+            "dataset.max_samples_per_client=120"]
+
+    def env(split: str):  # type: ignore[no-untyped-def]
+        overrides = [*args, f"eval_split={split}"]
+        return client_app.client_env(InProcessGrid(overrides, 3).contexts[101],
+                                     settings_from_cfg(compose(overrides)))
+
+    # Execute
+    reported, tuning = env("test"), env("val")
+
+    # Assert: the tuning run's val (PerFedRLNAS's reward) and test (its score) are disjoint
+    # halves of the reported run's val; the reported run's test split is not read
+    rows = lambda d: {r.tobytes() for r in d.x}  # noqa: E731
+    assert np.array_equal(tuning.data.train.x, reported.data.train.x)
+    assert not rows(tuning.data.val) & rows(tuning.data.test)
+    assert rows(tuning.data.val) | rows(tuning.data.test) == rows(reported.data.val)
+    assert min(len(tuning.data.val), len(tuning.data.test)) >= len(reported.data.val) // 2
+
+
 def test_a_tuning_run_never_trains_spider_or_ditto_on_the_validation_split_it_scores() -> None:
     # Prepare: the same SPIDER / Ditto settings, reported (test) and tuning (val)
     from pfednas.config import compose, settings_from_cfg

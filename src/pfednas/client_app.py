@@ -19,7 +19,6 @@ are read from there after the first message (:mod:`pfednas.node_cache`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from pfednas.config import (
     overrides_from_json,
     settings_from_cfg,
 )
+from pfednas.data import tuning_splits
 from pfednas.methods import METHODS
 from pfednas.node_cache import composed_config, node_cache_dir
 from pfednas.node_data import client_id_of, node_client_data, node_data_root
@@ -69,10 +69,10 @@ def _set_threads(settings: RunSettings) -> None:
 
 def client_env(context: Context, settings: RunSettings) -> ClientEnv:
     """The client's data (its partition or silo), device and seed."""
-    data = node_client_data(context, settings)
-    if settings.eval_split == "val":  # tuning: the reported "test" figures are validation ones
-        data = dataclasses.replace(data, test=data.val)
-    return ClientEnv(client_id=client_id_of(context), data=data, device=default_device(),
+    data, client_id = node_client_data(context, settings), client_id_of(context)
+    if settings.eval_split == "val":  # tuning: scored on half the validation split
+        data = tuning_splits(data, settings.seed, client_id)
+    return ClientEnv(client_id=client_id, data=data, device=default_device(),
                      seed=settings.seed)
 
 

@@ -271,8 +271,9 @@ def _perfedrlnas_check(options: dict[str, Any], fed: Federation) -> None:
 
 # -- spider / ditto (ditto = the same client with the local architecture fixed) ----------------
 def _spider_options(settings: RunSettings) -> SpiderOptions:
-    """SPIDER's / Ditto's options. A tuning run (``eval_split=val``) scores the validation
-    split, so there the final phase never trains on it (``train_on_val_when_final`` off)."""
+    """SPIDER's / Ditto's options. A tuning run (``eval_split=val``) scores half of the
+    validation split, so there the final phase never trains on val (``train_on_val_when_final``
+    off): the score stays on samples no model saw."""
     options = SpiderOptions.from_config(settings.method_options,
                                         search=settings.method == "spider")
     if settings.eval_split == "val":

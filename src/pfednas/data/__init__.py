@@ -14,6 +14,7 @@ from pfednas.data.partition import (
     partition,
     split_counts,
     stratified_split,
+    tuning_splits,
 )
 from pfednas.data.registry import DATASET_NAMES, dataset_info, load_arrays
 from pfednas.data.spec import DataSpec, spec_problems, validate_spec
@@ -33,5 +34,6 @@ __all__ = [
     "spec_problems",
     "split_counts",
     "stratified_split",
+    "tuning_splits",
     "validate_spec",
 ]

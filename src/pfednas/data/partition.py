@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from pfednas.data.arrays import ClientData, RawImages, select
+from pfednas.data.arrays import ArrayDataset, ClientData, RawImages, select
 from pfednas.data.registry import load_raw, normalisation, resolve_root
 from pfednas.data.spec import DataSpec, validate_spec
 
@@ -30,6 +30,7 @@ from pfednas.data.spec import DataSpec, validate_spec
 _PARTITION_STREAM = 1
 _CAP_STREAM = 2
 _SPLIT_STREAM = 3
+_TUNING_STREAM = 4
 
 
 def _int_seed(*entropy: int) -> int:
@@ -224,3 +225,26 @@ def load_client_data(spec: DataSpec, client_id: int) -> ClientData:
         val=select(raw, indices[val], norm),
         test=select(raw, indices[test], norm),
     )
+
+
+def tuning_splits(data: ClientData, seed: int, client_id: int) -> ClientData:
+    """A tuning run's splits (``eval_split=val``): the validation split halved, stratified.
+
+    A method may select on its client's validation split (PerFedRLNAS's reward, HAPFNAS's
+    subnet measurements, FedNAS's architecture steps, SPIDER's perturbation decisions),
+    so a tuning run cannot also score on it: that would reward what was selected on the
+    scoring samples, and no fixed-architecture baseline selects anything. Half of the
+    validation split stays ``val`` (what methods select on); the other half becomes
+    ``test`` (what the run reports). ``train`` is the reported runs' own, and the real
+    test split is never read. The halves are drawn from
+    ``SeedSequence([seed, stream, client_id])``.
+    """
+    if len(data.val.y) < 2:
+        raise ValueError(f"client {client_id}: a tuning run splits the validation split in "
+                         f"two and needs >= 2 validation samples, got {len(data.val.y)} "
+                         f"(raise dataset.val_fraction or the client's samples)")
+    select_on, score = stratified_split(data.val.y, (0.5, 0.5),
+                                        _rng(seed, _TUNING_STREAM, client_id))
+    return ClientData(train=data.train,
+                      val=ArrayDataset(x=data.val.x[select_on], y=data.val.y[select_on]),
+                      test=ArrayDataset(x=data.val.x[score], y=data.val.y[score]))
