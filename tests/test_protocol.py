@@ -283,21 +283,21 @@ def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
     assert examples[0] != examples[-1]  # val joined the training data in the final phase
 
 
-def test_a_tuning_client_scores_half_its_validation_split_and_selects_on_the_other() -> None:
+def test_a_tuning_client_is_scored_on_validation_samples_it_never_selected_on() -> None:
     # Prepare: client 1 as a reported run and as a tuning run build it
     from pfednas import client_app
     from tests.test_hapfnas import InProcessGrid
 
-    args = ["method=perfedrlnas", "federation.num_clients=3", "federation.clients_per_round=3",
+    args = ["federation.num_clients=3", "federation.clients_per_round=3",
             "dataset.max_samples_per_client=120"]
 
-    def env(split: str):  # type: ignore[no-untyped-def]
-        overrides = [*args, f"eval_split={split}"]
+    def env(split: str, method: str = "perfedrlnas"):  # type: ignore[no-untyped-def]
+        overrides = [f"method={method}", *args, f"eval_split={split}"]
         return client_app.client_env(InProcessGrid(overrides, 3).contexts[101],
                                      settings_from_cfg(compose(overrides)))
 
     # Execute
-    reported, tuning = env("test"), env("val")
+    reported, tuning, baseline = env("test"), env("val"), env("val", "fedbabu")
 
     # Assert: the tuning run's val (PerFedRLNAS's reward) and test (its score) are disjoint
     # halves of the reported run's val; the reported run's test split is not read
@@ -306,6 +306,10 @@ def test_a_tuning_client_scores_half_its_validation_split_and_selects_on_the_oth
     assert not rows(tuning.data.val) & rows(tuning.data.test)
     assert rows(tuning.data.val) | rows(tuning.data.test) == rows(reported.data.val)
     assert min(len(tuning.data.val), len(tuning.data.test)) >= len(reported.data.val) // 2
+    # Assert: a method that never reads val (FedBABU) is scored on all of it
+    assert np.array_equal(baseline.data.test.x, reported.data.val.x)
+    assert all(spec.selects_on_val == (name in {"perfedrlnas", "hapfnas", "fednas", "spider"})
+               for name, spec in METHODS.items())
 
 
 def test_a_tuning_run_never_trains_spider_or_ditto_on_the_validation_split_it_scores() -> None:

@@ -221,8 +221,9 @@ def cells(preset: BenchPreset, extra: Sequence[str], spaces: Mapping[str, tuple[
 def tuning_cells(preset: BenchPreset, extra: Sequence[str],
                  spaces: Mapping[str, tuple[str, ...]]) -> list[Cell]:
     """The tuning runs: each configuration of ``bench.tuning`` on the tuning seed, scored on
-    half of each client's validation split (``eval_split=val``; the other half is what a
-    method selects on, :func:`pfednas.data.tuning_splits`) so that no test split is touched."""
+    the clients' validation splits (``eval_split=val``) so that no test split is touched; a
+    method that selects on them is scored on the half it did not select on
+    (:func:`pfednas.data.tuning_splits`)."""
     if preset.tuning_seed is None or not preset.tuning:
         raise BenchError(f"bench={preset.name} has no tuning_seed and tuning grid to run")
     alpha = preset.alphas[0] if preset.tuning_alpha is None else preset.tuning_alpha
@@ -405,8 +406,8 @@ def write_tuning_table(preset: BenchPreset, todo: Sequence[Cell]) -> Path:
     lines = [f"# Tuning of bench={preset.name}", "",
              f"Seed {preset.tuning_seed} (never reported), α = {todo[0].alpha:g} , "
              f"{len(next(iter(preset.tuning.values())))} configurations per method; score = mean "
-             "personalized accuracy on half of each client's **validation** split "
-             "(`eval_split=val`; methods select on the other half). "
+             "personalized accuracy on the clients' **validation** splits (`eval_split=val`; "
+             "a method that selects on them, on the half it did not select on). "
              "Chosen (★) = highest score; the preset's `method_overrides` hold the chosen values.",
              "", "| method | configuration | val acc (mean ± std clients) | chosen |",
              "|---|---|---|---|"]

@@ -19,6 +19,7 @@ are read from there after the first message (:mod:`pfednas.node_cache`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,10 @@ def _set_threads(settings: RunSettings) -> None:
 def client_env(context: Context, settings: RunSettings) -> ClientEnv:
     """The client's data (its partition or silo), device and seed."""
     data, client_id = node_client_data(context, settings), client_id_of(context)
-    if settings.eval_split == "val":  # tuning: scored on half the validation split
-        data = tuning_splits(data, settings.seed, client_id)
+    if settings.eval_split == "val":  # tuning: scored on validation samples never selected on
+        data = (tuning_splits(data, settings.seed, client_id)
+                if METHODS[settings.method].selects_on_val
+                else dataclasses.replace(data, test=data.val))
     return ClientEnv(client_id=client_id, data=data, device=default_device(),
                      seed=settings.seed)
 

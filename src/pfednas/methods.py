@@ -77,6 +77,9 @@ class MethodSpec:
     check: OptionCheck | None = None
     spaces: tuple[str, ...] = ()  # search spaces the method works on (empty: every one)
     data_check: DataCheck | None = None  # what the method needs of the data, checked pre-launch
+    # whether its clients choose anything by their validation split (a reward, measurements,
+    # architecture steps, decisions): a tuning run then scores the other half of it
+    selects_on_val: bool = False
 
 
 # -- shared builders ---------------------------------------------------------------------------
@@ -443,9 +446,10 @@ def _hapfnas_check(options: dict[str, Any], fed: Federation) -> None:
 METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in (
     MethodSpec("fedavg", _fedavg_strategy, _fedavg_client, _fedavg_check),
     MethodSpec("local", _local_strategy, _local_client, _local_check),
-    MethodSpec("perfedrlnas", _perfedrlnas_strategy, _perfedrlnas_client, _perfedrlnas_check),
+    MethodSpec("perfedrlnas", _perfedrlnas_strategy, _perfedrlnas_client, _perfedrlnas_check,
+               selects_on_val=True),
     MethodSpec("spider", _spider_strategy, _spider_client, partial(_spider_check, search=True),
-               spaces=("darts_s2",)),
+               spaces=("darts_s2",), selects_on_val=True),
     MethodSpec("ditto", _spider_strategy, _spider_client, partial(_spider_check, search=False),
                spaces=("darts_s2",)),
     MethodSpec("fedrep", _fedrep_strategy, _fedrep_client,
@@ -454,7 +458,7 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec i
                partial(_options_check, FedBABUOptions.from_config, "fedbabu")),
     MethodSpec("fednas", _fednas_strategy, _fednas_client,
                partial(_options_check, FedNASOptions.from_config, "fednas"),
-               spaces=("darts_s2",)),
+               spaces=("darts_s2",), selects_on_val=True),
     MethodSpec("hapfnas", _hapfnas_strategy, _hapfnas_client, _hapfnas_check,
-               data_check=_hapfnas_data_check),
+               data_check=_hapfnas_data_check, selects_on_val=True),
 )})

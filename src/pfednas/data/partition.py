@@ -228,16 +228,16 @@ def load_client_data(spec: DataSpec, client_id: int) -> ClientData:
 
 
 def tuning_splits(data: ClientData, seed: int, client_id: int) -> ClientData:
-    """A tuning run's splits (``eval_split=val``): the validation split halved, stratified.
+    """A tuning run's splits (``eval_split=val``) for a method that selects on validation
+    data: the validation split halved, stratified.
 
-    A method may select on its client's validation split (PerFedRLNAS's reward, HAPFNAS's
-    subnet measurements, FedNAS's architecture steps, SPIDER's perturbation decisions),
-    so a tuning run cannot also score on it: that would reward what was selected on the
-    scoring samples, and no fixed-architecture baseline selects anything. Half of the
-    validation split stays ``val`` (what methods select on); the other half becomes
-    ``test`` (what the run reports). ``train`` is the reported runs' own, and the real
-    test split is never read. The halves are drawn from
-    ``SeedSequence([seed, stream, client_id])``.
+    Such a method (PerFedRLNAS's reward, HAPFNAS's subnet measurements, FedNAS's
+    architecture steps, SPIDER's perturbation decisions) cannot also be scored on what it
+    selected on. Half of the validation split stays ``val`` (what it selects on); the other
+    half becomes ``test`` (what the run reports). ``train`` is the reported runs' own, and
+    the real test split is never read. The halves are drawn from
+    ``SeedSequence([seed, stream, client_id])``. A method that never reads its validation
+    split is scored on all of it (``pfednas.client_app.client_env``).
     """
     if len(data.val.y) < 2:
         raise ValueError(f"client {client_id}: a tuning run splits the validation split in "
