@@ -55,12 +55,27 @@ RUNS: list[tuple] = [
     ("hapfnas", 0, ["method.train_scope=body", "method.finetune_scope=head"],
      "hapfnas_body_train_head_finetune"),
     # the tuned values on a second unreported seed (2026-11-24, before afdb9a9: the NAS runs
-    # scored on the validation samples they selected on). Planned next, not run: R 40 -> 80
-    # for every method alike on seeds 100 and 101, does the gap to FedBABU close?
+    # scored on the validation samples they selected on)
     ("perfedrlnas", 0, [], "rounds_40_perfedrlnas_seed101", 101),
     ("fedbabu", 1, [], "rounds_40_fedbabu_seed101", 101),
     ("hapfnas", 0, [], "rounds_40_hapfnas_seed101", 101),
+    # Does more training per slice close the gap to FedBABU / FedRep? R 40 -> 80 for every
+    # method alike (its tuned configuration), on the two unreported seeds (2026-11-25)
+    *[(method, config, [f"federation.num_rounds={rounds}", f"federation.eval_every={rounds}"],
+       f"rounds/seed={seed}/R={rounds}/{method}", seed)
+      for seed, rounds in ((100, 80), (101, 40), (101, 80))
+      for method, config in (("fedbabu", 1), ("perfedrlnas", 0), ("fedavg", 1),
+                             ("hapfnas", 0), ("fedrep", 1))],
 ]
+
+
+def with_knob(overrides: list[str], knob: list[str]) -> list[str]:
+    """``overrides`` with each of ``knob``'s keys set to the knob's value (replaced in place,
+    appended if absent): Hydra refuses a key given twice."""
+    values = dict(o.split("=", 1) for o in knob)
+    out = [f"{key}={values.pop(key)}" if key in values else o
+           for o, key in ((o, o.split("=", 1)[0]) for o in overrides)]
+    return out + [f"{key}={value}" for key, value in values.items()]
 
 
 def main() -> None:
@@ -74,7 +89,7 @@ def main() -> None:
         overrides = [o if not o.startswith("seed=") else f"seed={seed}"
                      for o in json.loads(tuned.read_text())["overrides"]]
         space = "darts_s2" if method == "fednas" else "mobilenetv3"
-        cell = Cell(method, 0.3, seed, space, (*overrides, *knob), path)
+        cell = Cell(method, 0.3, seed, space, tuple(with_knob(overrides, knob)), path)
         problem = run_cell(cell, 3600)
         if problem is not None:
             print(name, "FAILED:", problem, flush=True)
