@@ -47,7 +47,9 @@ class FedBABUStrategy(FedAvgFTStrategy):
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
                  initial_body: list[np.ndarray], options: FedBABUOptions) -> None:
-        super().__init__(budget=budget, train_config={**train_config,
-                                                      "finetune": options.finetune},
-                         initial_arrays=initial_body, finetune_epochs=options.finetune_epochs)
+        # the mode travels as FedAvg+FT's finetune_scope: its evaluation message sets
+        # "finetune" from it (a mode put in train_config alone was overridden by "full")
+        super().__init__(budget=budget, train_config=train_config,
+                         initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
+                         finetune_scope=options.finetune)
         self.options = options

@@ -17,7 +17,7 @@ from pfednas.clients.common import ClientEnv
 from pfednas.clients.fedrep import HEAD_KEY
 from pfednas.config import compose, settings_from_cfg
 from pfednas.data import ArrayDataset, ClientData
-from pfednas.methods import fixed_model_fn, initial_body, parse_fixed_arch, seeded_supernet
+from pfednas.methods import METHODS, fixed_model_fn, initial_body, parse_fixed_arch, seeded_supernet
 from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.nas.fedavg import weighted_average
 from pfednas.search import DartsS2Space, TaskShape, get_space
@@ -187,10 +187,14 @@ def test_fedbabu_head_stays_bit_identical_across_rounds_until_fine_tuning() -> N
     assert _same(take(tuned, split.body), body)  # head fine-tuning: body frozen
 
 
-def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: None) -> None:
+@pytest.mark.parametrize("mode", ["head", "full"])
+def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: None,
+                                                                       mode: str) -> None:
+    # "head" is FedBABU's default: between da6c3ef and its fix the evaluation message said
+    # "full" whatever the option (FedAvg+FT's finetune_scope default overrode it)
     body = initial_body(_settings("fedbabu"))
     strategy = FedBABUStrategy(budget=_budget(), train_config=CONFIG, initial_body=body,
-                               options=FedBABUOptions(finetune="full", finetune_epochs=3))
+                               options=FedBABUOptions(finetune=mode, finetune_epochs=3))
     _sent(strategy)
     updates = [[np.full_like(a, i) for a in body] for i in (1, 3)]
     first, second = strategy.record.sampled
@@ -201,10 +205,24 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
 
     assert len(messages) == 4
     config = messages[0].content["config"]
-    assert config["finetune"] == "full" and config["finetune_epochs"] == 3  # type: ignore[index]
+    assert config["finetune"] == mode and config["finetune_epochs"] == 3  # type: ignore[index]
     assert _same(messages[0].content["arrays"].to_numpy_ndarrays(),  # type: ignore[union-attr]
                  weighted_average([(updates[0], 1.0), (updates[1], 1.0)]))
 
+
+
+@pytest.mark.parametrize(("overrides", "mode"), [([], "head"), (["method.finetune=full"], "full")])
+def test_fedbabu_built_from_its_config_fine_tunes_the_mode_it_names(
+        run_id: None, overrides: list[str], mode: str) -> None:
+    # the whole path a run takes: method=fedbabu's config -> the registry's strategy -> the
+    # final evaluation message the client reads its fine-tuning mode from
+    settings = settings_from_cfg(compose(["method=fedbabu", "method.arch=min", *overrides]))
+    strategy = METHODS["fedbabu"].strategy(settings, _budget(), CONFIG)
+    strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
+
+    messages = list(strategy.configure_evaluate(3, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    assert {m.content["config"]["finetune"] for m in messages} == {mode}  # type: ignore[index]
 
 # -- FedNAS ---------------------------------------------------------------------------------------
 SPACE = DartsS2Space(channels=4, layers=3, steps=2, multiplier=2)
