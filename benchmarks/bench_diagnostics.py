@@ -70,6 +70,28 @@ RUNS: list[tuple] = [
     # It was not the split: FedBABU fine-tuned the whole model since da6c3ef (fixed 2475ab7).
     *[(method, config, ["eval_split=test"], f"scoring/seed=100/test/{method}", 100)
       for method, config in (("fedbabu", 1), ("perfedrlnas", 0), ("fedavg", 1))],
+    # FedBABU's recipe (body trained under a frozen head, head-only fine-tuning) on each
+    # client's largest architecture in its budget, trained together by heteroFedAvg: the
+    # size a budget allows each client, which a fixed-architecture baseline cannot use
+    ("hapfnas", 0, ["method.search_objective=params", "method.train_scope=body",
+                    "method.finetune_scope=head"], "babu/hapfnas_params_body_head"),
+    ("hapfnas", 0, ["method.search_objective=params", "method.finetune_scope=head"],
+     "babu/hapfnas_params_head"),
+    ("hapfnas", 1, ["method.search_objective=params", "method.train_scope=body",
+                    "method.finetune_scope=head"], "babu/hapfnas_lr005_params_body_head"),
+    ("perfedrlnas", 0, ["method.final_arch=largest_in_budget", "method.train_scope=body",
+                        "method.finetune_scope=head"], "babu/perfedrlnas_largest_body_head"),
+    # how much the size of the fixed model matters to the strongest baselines: the space's
+    # smallest architecture instead of the largest that fits every budget
+    ("fedbabu", 1, ["method.arch=min"], "size/fedbabu_min"),
+    ("fedrep", 1, ["method.arch=min"], "size/fedrep_min"),
+    # head-only fine-tuning (FedBABU's and FedRep's) for every method that fine-tunes its whole
+    # model, at this code (the NAS methods' earlier runs carried the tuning runs' flaw), on
+    # both unreported seeds
+    *[(method, config, ["method.finetune_scope=head"], f"finetune_head/seed={seed}/{method}",
+       seed)
+      for seed in (100, 101)
+      for method, config in (("fedavg", 1), ("perfedrlnas", 0), ("hapfnas", 0))],
 ]
 
 
