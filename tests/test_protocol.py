@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pfednas.bench import (
     BenchError,
@@ -370,3 +371,5 @@ def test_cell_record_keeps_the_commit_and_the_mean_load_it_ran_at() -> None:
     assert (record["load_mean"], record["load_max"], record["load_samples"]) == (2.0, 3.0, 3)
     assert record["wall_seconds"] == 12.3
     assert cell_record("", [], 1.0, 1)["load_mean"] is None
+    # the instruction set PyTorch's kernels use: cells agree bit for bit only where it does
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""

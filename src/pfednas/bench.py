@@ -297,15 +297,29 @@ def wait_sampling_load(proc: subprocess.Popen[bytes], timeout: float | None,
                 raise
 
 
+def cpu_capability() -> str:
+    """The vector instruction set PyTorch's CPU kernels use here (``AVX512``, ``AVX2``, ...).
+
+    Two machines with different ones train the same cell to different last bits from round 1
+    (measured: PerFedRLNAS's round-1 losses apart in the third decimal), so a cell is
+    bit-reproducible only on a machine with the same capability.
+    """
+    import torch  # already imported by the methods a bench runs
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 def cell_record(commit: str, loads: Sequence[float], seconds: float,
                 code: int | str) -> dict[str, Any]:
-    """What ``cell.json`` keeps beside a cell's results: the code it ran and the load it ran
-    at (the report's ``load`` column), so that its wall time can be read."""
+    """What ``cell.json`` keeps beside a cell's results: the code it ran, the load it ran
+    at (the report's ``load`` column), so that its wall time can be read, and the CPU
+    capability its numerics depend on."""
     finite = [x for x in loads if math.isfinite(x)]
     return {"commit": commit, "returncode": code, "wall_seconds": round(seconds, 1),
             "load_mean": round(sum(finite) / len(finite), 2) if finite else None,
             "load_max": round(max(finite), 2) if finite else None,
-            "load_samples": len(finite), "cpus": os.cpu_count()}
+            "load_samples": len(finite), "cpus": os.cpu_count(),
+            "cpu_capability": cpu_capability()}
 
 
 def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
