@@ -16,6 +16,10 @@ from pathlib import Path
 from pfednas.bench import Cell, run_cell
 
 BASE = Path("docs/bench/fashion_mnist")
+# PerFedRLNAS with its search taken out: every round trains a fixed architecture (warm-up
+# for all R rounds: no policy is updated) and the personalized model is that architecture
+FITS_ALL = ["method.warmup_rounds=40", "method.warmup_arch=fits_all", "method.final_arch=fits_all"]
+LARGEST = ["method.warmup_rounds=40", "method.final_arch=largest_in_budget"]
 # (method, tuning configuration it starts from, the knob, the run's name[, seed])
 RUNS: list[tuple] = [
     ("hapfnas", 0, ["method.search_objective=params"], "hapfnas_params_objective"),
@@ -92,6 +96,21 @@ RUNS: list[tuple] = [
        seed)
       for seed in (100, 101)
       for method, config in (("fedavg", 1), ("perfedrlnas", 0), ("hapfnas", 0))],
+    # Where does PerFedRLNAS lose to FedAvg+FT with head-only fine-tuning? Its code path with
+    # the search taken out one piece at a time, scored on the same samples as FedAvg (the
+    # unreported seeds' test splits): every client trains and keeps the baselines' fits_all
+    # architecture (= FedAvg through the supernet: slice, train, overlap-merge, BatchNorm
+    # re-estimation) at FedAvg's lr and at its own; each client trains and keeps its own
+    # largest subnet in budget (heterogeneous nested subnets, no sampling); the tuned search
+    *[(method, config, ["eval_split=test", "method.finetune_scope=head", *knob],
+       f"isolate/seed={seed}/{name}", seed)
+      for seed in (100, 101)
+      for method, config, knob, name in (
+          ("fedavg", 1, [], "fedavg"),
+          ("perfedrlnas", 0, [*FITS_ALL, "federation.lr=0.05"], "perfedrlnas_fits_all_lr0.05"),
+          ("perfedrlnas", 0, FITS_ALL, "perfedrlnas_fits_all"),
+          ("perfedrlnas", 0, LARGEST, "perfedrlnas_largest_in_budget"),
+          ("perfedrlnas", 0, [], "perfedrlnas"))],
 ]
 
 

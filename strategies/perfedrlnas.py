@@ -40,7 +40,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 
 from pfednas.body_head import FINETUNE_SCOPES, TRAIN_SCOPES, check_scope
-from pfednas.nas.fitting import largest_fitting_arch
+from pfednas.nas.fitting import fits_all_budgets, largest_fitting_arch
 from pfednas.nas.heterogeneity import ClientHardware, HardwareSpread, draw_hardware
 from pfednas.nas.merge import overlap_average
 from pfednas.nas.policy import (
@@ -65,7 +65,8 @@ NEW_CLIENT_SEARCH = 1
 FALLBACK_PHASE = 2
 WARMUP_PHASE = 3
 FALLBACK_SAMPLES = 64
-FINAL_ARCHS = ("policy", "largest_in_budget")
+FINAL_ARCHS = ("policy", "largest_in_budget", "fits_all")
+WARMUP_ARCHS = ("largest_in_budget", "fits_all")
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,12 @@ class PerFedRLNASOptions:
     failure_reward: float | None = None
     finetune_epochs: int = 0  # F: protocol fine-tuning at evaluation (0 = as published)
     warmup_rounds: int = 0    # first rounds: each client trains its largest subnet in budget
+    # what the warm-up trains: largest_in_budget (each client's own) | fits_all, the one
+    # architecture every budget admits (the fixed-architecture baselines' model; a control)
+    warmup_arch: str = "largest_in_budget"
     # the personalized model: policy = argmax α_i (the paper) | largest_in_budget, a control
-    # that ignores the policy: the client's largest subnet within its budget, same supernet
+    # that ignores the policy: the client's largest subnet within its budget, same supernet |
+    # fits_all, the same architecture for every client (the baselines'; a control)
     final_arch: str = "policy"
     finetune_scope: str = "full"  # what +FT trains: full (the slice, as FedAvg+FT) | head
     # what a client trains of its subnet: full (the paper) | body, the head frozen at its
@@ -101,6 +106,9 @@ class PerFedRLNASOptions:
         if self.final_arch not in FINAL_ARCHS:
             raise ValueError(f"final_arch must be {'|'.join(FINAL_ARCHS)}, "
                              f"got {self.final_arch!r}")
+        if self.warmup_arch not in WARMUP_ARCHS:
+            raise ValueError(f"warmup_arch must be {'|'.join(WARMUP_ARCHS)}, "
+                             f"got {self.warmup_arch!r}")
         if self.merge_weighting not in ("samples", "uniform"):
             raise ValueError("merge_weighting must be samples|uniform, "
                              f"got {self.merge_weighting!r}")
@@ -145,6 +153,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         self.over_budget: dict[int, Arch] = {}
         self.new_client_report: dict[str, Any] = {}
         self._largest: dict[int, Arch] = {}
+        self._fits_all: Arch | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def memory(self, arch: Arch) -> int:
@@ -155,7 +164,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     def sample_arch(self, client_id: int, server_round: int, phase: int = 0) -> Arch:
         if phase == 0 and server_round <= self.options.warmup_rounds:
-            return self.largest_in_budget(client_id)
+            return (self.fits_all() if self.options.warmup_arch == "fits_all"
+                    else self.largest_in_budget(client_id))
         rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, phase, server_round, client_id)
         return self.space.sample(rng, probabilities(self.policies[client_id].logits, self.sizes))
 
@@ -169,13 +179,25 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                 numpy_rng(self.budget.seed, ARCH_SAMPLING, WARMUP_PHASE, client_id), samples=500)
         return self._largest[client_id]
 
+    def fits_all(self) -> Arch:
+        """The largest subnet (by parameters) within every client's memory budget: the
+        fixed-architecture baselines' model (``method.arch=fits_all``) for the same seed."""
+        if self._fits_all is None:
+            self._fits_all = fits_all_budgets(
+                self.space, self.memory, [hw.memory_bytes for hw in self.hardware],
+                lambda a: float(self.supernet.cost(a).params), self.budget.seed)
+        return self._fits_all
+
     def personalized_arch(self, client_id: int) -> Arch:
         """argmax α_i; if that exceeds the client's memory budget, its most probable
         architecture within budget among ``FALLBACK_SAMPLES`` policy samples, else the
         smallest architecture. (``final_arch=largest_in_budget``: the client's largest
-        subnet within budget, whatever its policy.)"""
+        subnet within budget, whatever its policy; ``fits_all``: the baselines' one
+        architecture.)"""
         if self.options.final_arch == "largest_in_budget":
             return self.largest_in_budget(client_id)
+        if self.options.final_arch == "fits_all":
+            return self.fits_all()
         best = self.space.arch_from_indices(
             argmax_indices(self.policies[client_id].logits, self.sizes))
         budget = self.hardware[client_id].memory_bytes

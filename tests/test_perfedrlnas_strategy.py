@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from pfednas.methods import fits_all_arch
 from pfednas.nas.policy import PolicyState
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
@@ -65,6 +66,31 @@ def test_largest_in_budget_control_ignores_the_policy() -> None:
         PerFedRLNASOptions.from_config({"finetune_scope": "body"})
     with pytest.raises(ValueError, match="train_scope"):
         PerFedRLNASOptions.from_config({"train_scope": "head"})
+
+
+def test_fits_all_control_gives_every_client_the_baselines_architecture() -> None:
+    # Prepare: the fits_all control for training (warm-up) and for the final model
+    strategy = make_strategy(warmup_rounds=2, warmup_arch="fits_all", final_arch="fits_all")
+
+    # Execute
+    trained = {strategy.sample_arch(cid, server_round=1) for cid in range(3)}
+    final = {strategy.personalized_arch(cid) for cid in range(3)}
+
+    # Assert: one architecture for all, the one the baselines' fits_all search returns
+    expected = fits_all_arch(strategy.supernet, BUDGET.num_clients, BUDGET.seed, 16)
+    assert trained == final == {expected}
+    assert make_strategy(warmup_rounds=2).sample_arch(0, 1) == strategy.largest_in_budget(0)
+
+    # ... and within the tightest budget when something larger than the smallest fits
+    roomy = make_strategy(final_arch="fits_all")
+    mid = (roomy.memory(roomy.space.max_arch()) + roomy.memory(roomy.space.min_arch())) / 2
+    roomy.hardware = [replace(hw, memory_bytes=mid * (1 + i)) for i, hw in
+                      enumerate(roomy.hardware)]
+    arch = roomy.personalized_arch(2)
+    assert roomy.memory(arch) <= mid and arch != roomy.space.min_arch()
+    assert roomy.largest_in_budget(2) != arch  # client 2's own budget admits more
+    with pytest.raises(ValueError, match="warmup_arch"):
+        PerFedRLNASOptions.from_config({"warmup_arch": "policy"})
 
 
 def test_checkpoint_state_round_trips() -> None:

@@ -35,7 +35,7 @@ from pfednas.data import DataSpec, partition
 from pfednas.data.arrays import select
 from pfednas.data.registry import load_raw, normalisation
 from pfednas.nas.distill import TransferSet, synthetic_inputs
-from pfednas.nas.fitting import largest_fitting_arch
+from pfednas.nas.fitting import fits_all_budgets
 from pfednas.nas.heterogeneity import HardwareSpread, draw_hardware
 from pfednas.search import (
     Arch,
@@ -118,10 +118,8 @@ def fits_all_arch(supernet: Supernet, num_clients: int, seed: int, batch_size: i
 
     budgets = draw_hardware(num_clients, BUDGET_SPREAD, memory(supernet.space.max_arch()),
                             numpy_rng(seed, HARDWARE))
-    tightest = min(hw.memory_bytes for hw in budgets)
-    return largest_fitting_arch(
-        supernet.space, lambda a: memory(a) <= tightest,
-        lambda a: float(supernet.cost(a).params), numpy_rng(seed, HARDWARE, FIXED_ARCH_SEARCH))
+    return fits_all_budgets(supernet.space, memory, [hw.memory_bytes for hw in budgets],
+                            lambda a: float(supernet.cost(a).params), seed)
 
 
 @lru_cache(maxsize=4)
@@ -337,7 +335,6 @@ def _fednas_client(settings: RunSettings, env: ClientEnv, context: Context) -> N
 
 # -- hapfnas: distillation, predictors + evolutionary search, heteroFedAvg ---------------------
 HAPFNAS_TRANSFER = 605  # seeding purpose tag of the server's transfer set
-FIXED_ARCH_SEARCH = 606  # ... of the search for the largest architecture that fits all
 
 
 def _hapfnas_options(options: dict[str, Any]) -> HAPFNASOptions:

@@ -16,6 +16,9 @@ from collections.abc import Callable
 import numpy as np
 
 from pfednas.search import Arch, SearchSpace
+from pfednas.seeding import HARDWARE, numpy_rng
+
+FIXED_ARCH_SEARCH = 606  # seeding purpose tag of the search for the largest architecture that fits all
 
 
 def largest_fitting_arch(space: SearchSpace, fits: Callable[[Arch], bool],
@@ -41,3 +44,13 @@ def largest_fitting_arch(space: SearchSpace, fits: Callable[[Arch], bool],
             if fits(step) and size(step) > size(best):
                 best, improved = step, True
     return best
+
+
+def fits_all_budgets(space: SearchSpace, memory: Callable[[Arch], float],
+                     budgets: list[float], size: Callable[[Arch], float], seed: int) -> Arch:
+    """The largest architecture (by ``size``) whose ``memory`` is within every one of
+    ``budgets``: the fixed-architecture baselines' ``method.arch=fits_all`` (the same
+    search stream for a seed, so every method that asks gets the same architecture)."""
+    tightest = min(budgets)
+    return largest_fitting_arch(space, lambda a: memory(a) <= tightest, size,
+                                numpy_rng(seed, HARDWARE, FIXED_ARCH_SEARCH))
