@@ -18,7 +18,7 @@ import numpy as np
 from pfednas.search import Arch, SearchSpace
 from pfednas.seeding import HARDWARE, numpy_rng
 
-FIXED_ARCH_SEARCH = 606  # seeding purpose tag of the search for the largest architecture that fits all
+FIXED_ARCH_SEARCH = 606  # seeding purpose tag of the search for the largest arch that fits all
 
 
 def largest_fitting_arch(space: SearchSpace, fits: Callable[[Arch], bool],
