@@ -111,6 +111,24 @@ RUNS: list[tuple] = [
           ("perfedrlnas", 0, FITS_ALL, "perfedrlnas_fits_all"),
           ("perfedrlnas", 0, LARGEST, "perfedrlnas_largest_in_budget"),
           ("perfedrlnas", 0, [], "perfedrlnas"))],
+    # the one difference left between FedAvg and PerFedRLNAS on fits_all: the slice's
+    # BatchNorm statistics re-estimated on the client's train split before it is evaluated
+    # (and fine-tuned); FedAvg+FT keeps the averaged ones
+    *[("perfedrlnas", 0, ["eval_split=test", "method.finetune_scope=head", *FITS_ALL,
+                          "federation.lr=0.05", "method.bn_recalibrate=false"],
+       f"isolate/seed={seed}/perfedrlnas_fits_all_lr0.05_no_bn_recalibrate", seed)
+      for seed in (100, 101)],
+    # the search's sampling costs most (tuned search vs each client's largest subnet trained
+    # throughout): the last rounds train each client's personalized architecture instead
+    # (method.exploit_rounds), with and without the BatchNorm re-estimation
+    *[("perfedrlnas", 0, ["eval_split=test", "method.finetune_scope=head", *knob],
+       f"isolate/seed={seed}/{name}", seed)
+      for seed in (100, 101)
+      for knob, name in (
+          (["method.exploit_rounds=10"], "perfedrlnas_exploit_10"),
+          (["method.exploit_rounds=20"], "perfedrlnas_exploit_20"),
+          (["method.exploit_rounds=20", "method.bn_recalibrate=false"],
+           "perfedrlnas_exploit_20_no_bn_recalibrate"))],
 ]
 
 

@@ -24,6 +24,12 @@ first rounds each sampled client trains the largest subnet within its budget and
 no policy is updated, so the shared weights are trained before the search starts
 (OFA trains the largest network first for the same reason).
 
+Optional exploitation (``exploit_rounds``, not in the paper; off by default): in the
+last rounds each sampled client trains its personalized architecture (the argmax
+of its policy within budget, as evaluated) and no policy is updated, so the slice
+the client keeps is the one the last rounds trained (search, then retrain, as
+HAPFNAS's heteroFedAvg phase and most weight-sharing NAS do).
+
 Clients held out of training ("new clients") get theirs by search-only rounds at
 the end: sample, evaluate on their validation split, update their policy; nothing
 is trained or uploaded.
@@ -85,6 +91,7 @@ class PerFedRLNASOptions:
     # what the warm-up trains: largest_in_budget (each client's own) | fits_all, the one
     # architecture every budget admits (the fixed-architecture baselines' model; a control)
     warmup_arch: str = "largest_in_budget"
+    exploit_rounds: int = 0   # last rounds: each client trains its personalized architecture
     # the personalized model: policy = argmax α_i (the paper) | largest_in_budget, a control
     # that ignores the policy: the client's largest subnet within its budget, same supernet |
     # fits_all, the same architecture for every client (the baselines'; a control)
@@ -115,9 +122,9 @@ class PerFedRLNASOptions:
         if self.round_time not in ("simulated", "measured"):
             raise ValueError(f"round_time must be simulated|measured, got {self.round_time!r}")
         if min(self.lambda_time, self.new_clients, self.new_client_rounds,
-               self.warmup_rounds) < 0:
-            raise ValueError("lambda_time, new_clients, new_client_rounds and warmup_rounds "
-                             "must be >= 0")
+               self.warmup_rounds, self.exploit_rounds) < 0:
+            raise ValueError("lambda_time, new_clients, new_client_rounds, warmup_rounds and "
+                             "exploit_rounds must be >= 0")
         if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
                 or self.finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be an integer >= 0, got "
@@ -140,6 +147,10 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         super().__init__(budget=budget, train_config=train_config)
         if options.new_clients >= budget.num_clients:
             raise ValueError("new_clients must leave at least one training client")
+        if options.warmup_rounds + options.exploit_rounds > budget.num_rounds:
+            raise ValueError(f"warmup_rounds + exploit_rounds ({options.warmup_rounds} + "
+                             f"{options.exploit_rounds}) exceed num_rounds "
+                             f"({budget.num_rounds})")
         self.supernet, self.space, self.options = supernet, supernet.space, options
         self.sizes = [len(d.choices) for d in self.space.dimensions]
         self.trainable = budget.num_clients - options.new_clients
@@ -166,8 +177,17 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         if phase == 0 and server_round <= self.options.warmup_rounds:
             return (self.fits_all() if self.options.warmup_arch == "fits_all"
                     else self.largest_in_budget(client_id))
+        if phase == 0 and self.exploiting(server_round):
+            return self.personalized_arch(client_id)
         rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, phase, server_round, client_id)
         return self.space.sample(rng, probabilities(self.policies[client_id].logits, self.sizes))
+
+    def exploiting(self, server_round: int) -> bool:
+        return server_round > self.budget.num_rounds - self.options.exploit_rounds
+
+    def searching(self, server_round: int) -> bool:
+        """Whether this training round updates the policies (not in warm-up or exploitation)."""
+        return not (server_round <= self.options.warmup_rounds or self.exploiting(server_round))
 
     def largest_in_budget(self, client_id: int) -> Arch:
         """Warm-up: the client's largest subnet (by parameters) within its memory budget."""
@@ -287,8 +307,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             outcomes[cid] = Outcome(0.0, 0.0, over_budget=True)
             rows[cid] = {"client_id": cid, "arch": self.over_budget[cid].to_str(),
                          "over_budget": 1}
-        rewards = ({} if server_round <= self.options.warmup_rounds  # no search while warming up
-                   else self.update_policies(outcomes, archs, self.options.lambda_time))
+        rewards = (self.update_policies(outcomes, archs, self.options.lambda_time)
+                   if self.searching(server_round) else {})
         rewards.update(self.penalise_failures(set(self.sent) - replied, rows))
         for cid, row in rows.items():
             row["reward"] = rewards.get(cid, 0.0)

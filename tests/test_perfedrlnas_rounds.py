@@ -189,6 +189,32 @@ def test_merge_of_one_reply_writes_its_region_and_leaves_the_rest() -> None:
         np.testing.assert_array_equal(a[~c], b[~c])
 
 
+# -- exploitation: the last rounds train the personalized architecture -----------------------
+def test_exploit_rounds_train_the_personalized_arch_and_leave_the_policies() -> None:
+    # Prepare: 3 rounds, the last one exploiting; every subnet fits
+    strategy = make_strategy(per_round=3, exploit_rounds=1)
+    strategy.budget = replace(strategy.budget, num_rounds=3)
+    set_memory(strategy, {c: float("inf") for c in range(3)})
+    grid = FakeGrid(train_answer())
+
+    # Execute: a search round, then the exploiting round
+    train_round(strategy, grid, server_round=1)
+    searched, after_search = dict(strategy.sent), logits(strategy)
+    personal = {cid: strategy.personalized_arch(cid) for cid in range(3)}
+    train_round(strategy, grid, server_round=3)
+
+    # Assert: round 1 sampled and updated the policies; round 3 sent each client its argmax
+    # slice and updated nothing
+    assert any(a[0] != personal[c] for c, a in searched.items())
+    assert not all(np.array_equal(p.logits, 0 * p.logits) for p in strategy.policies)
+    assert {cid: arch for cid, (arch, _) in strategy.sent.items()} == personal
+    for got, want in zip(logits(strategy), after_search, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert strategy.searching(1) and not strategy.searching(3)
+    with pytest.raises(ValueError, match="exceed num_rounds"):
+        make_strategy(warmup_rounds=1, exploit_rounds=1)
+
+
 # -- round time from the server's cost model --------------------------------------------------
 def test_simulated_round_time_ignores_the_clients_seconds() -> None:
     times = []
