@@ -128,7 +128,17 @@ RUNS: list[tuple] = [
           (["method.exploit_rounds=10"], "perfedrlnas_exploit_10"),
           (["method.exploit_rounds=20"], "perfedrlnas_exploit_20"),
           (["method.exploit_rounds=20", "method.bn_recalibrate=false"],
-           "perfedrlnas_exploit_20_no_bn_recalibrate"))],
+           "perfedrlnas_exploit_20_no_bn_recalibrate"),
+          (["method.exploit_rounds=30"], "perfedrlnas_exploit_30"),
+          (["method.exploit_rounds=20", "method.personal_head=true"],
+           "perfedrlnas_exploit_20_personal_head"))],
+    # HAPFNAS trains fixed heterogeneous subnets in heteroFedAvg: does the BatchNorm
+    # re-estimation cost it what it costs PerFedRLNAS on fits_all?
+    *[("hapfnas", 0, ["eval_split=test", "method.finetune_scope=head", *knob],
+       f"isolate/seed={seed}/{name}", seed)
+      for seed in (100, 101)
+      for knob, name in (([], "hapfnas"),
+                         (["method.bn_recalibrate=false"], "hapfnas_no_bn_recalibrate"))],
 ]
 
 
