@@ -19,7 +19,14 @@ import numpy as np
 from flwr.client import NumPyClient
 from torch import nn
 
-from pfednas.body_head import StateSplit, load_parts, take, train_part
+from pfednas.body_head import (
+    FINETUNE_SCOPES,
+    StateSplit,
+    check_scope,
+    load_parts,
+    take,
+    train_part,
+)
 from pfednas.clients.common import (
     ClientEnv,
     hyper_from_config,
@@ -32,7 +39,6 @@ from pfednas.search import ElasticNet
 from pfednas.train import get_arrays
 
 FINETUNE_PHASE = 1
-FINETUNE_MODES = ("head", "full")
 
 
 class FedBABUClient(NumPyClient):
@@ -61,8 +67,7 @@ class FedBABUClient(NumPyClient):
                  ) -> tuple[float, int, dict[str, Any]]:
         net, split = self.model(parameters)
         epochs, mode = int(config.get("finetune_epochs", 0)), str(config.get("finetune", "head"))
-        if mode not in FINETUNE_MODES:
-            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {mode!r}")
+        check_scope("finetune", mode, FINETUNE_SCOPES)
         tuned = None
         if epochs > 0:
             keys = split.head_keys() if mode == "head" else list(split.keys)

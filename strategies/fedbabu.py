@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.strategies.base import Budget
 from pfednas.strategies.fedavg import FedAvgFTStrategy
-
-FINETUNE_MODES = ("head", "full")
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,7 @@ class FedBABUOptions:
     finetune_epochs: int = 10
 
     def __post_init__(self) -> None:
-        if self.finetune not in FINETUNE_MODES:
-            raise ValueError(f"finetune must be one of {FINETUNE_MODES}, got {self.finetune!r}")
+        check_scope("finetune", self.finetune, FINETUNE_SCOPES)
         value = self.finetune_epochs
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"finetune_epochs must be an integer >= 0, got {value!r}")

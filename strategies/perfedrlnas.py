@@ -174,7 +174,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         return self._memory[arch]
 
     def sample_arch(self, client_id: int, server_round: int, phase: int = 0) -> Arch:
-        if phase == 0 and server_round <= self.options.warmup_rounds:
+        if phase == 0 and self.warming_up(server_round):
             return (self.fits_all() if self.options.warmup_arch == "fits_all"
                     else self.largest_in_budget(client_id))
         if phase == 0 and self.exploiting(server_round):
@@ -182,12 +182,15 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, phase, server_round, client_id)
         return self.space.sample(rng, probabilities(self.policies[client_id].logits, self.sizes))
 
+    def warming_up(self, server_round: int) -> bool:
+        return server_round <= self.options.warmup_rounds
+
     def exploiting(self, server_round: int) -> bool:
         return server_round > self.budget.num_rounds - self.options.exploit_rounds
 
     def searching(self, server_round: int) -> bool:
         """Whether this training round updates the policies (not in warm-up or exploitation)."""
-        return not (server_round <= self.options.warmup_rounds or self.exploiting(server_round))
+        return not (self.warming_up(server_round) or self.exploiting(server_round))
 
     def largest_in_budget(self, client_id: int) -> Arch:
         """Warm-up: the client's largest subnet (by parameters) within its memory budget."""
