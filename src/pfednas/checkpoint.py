@@ -7,6 +7,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,9 @@ def save_checkpoint(out_dir: Path, finished_round: int, state: dict[str, np.ndar
                     lineage: str = "") -> Path:
     path = out_dir / CHECKPOINT_FILE
     tmp = out_dir / (CHECKPOINT_FILE + ".tmp.npz")
-    np.savez(tmp, **state, **{ROUND_KEY: np.array(finished_round),
-                              LINEAGE_KEY: np.array(lineage)})
+    arrays: dict[str, Any] = {**state, ROUND_KEY: np.array(finished_round),
+                              LINEAGE_KEY: np.array(lineage)}
+    np.savez(tmp, **arrays)
     tmp.replace(path)
     return path
 

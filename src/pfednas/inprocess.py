@@ -37,7 +37,7 @@ class InProcessGrid:
     """A Grid whose nodes are the real ClientApp handlers, called in this process."""
 
     def __init__(self, overrides: list[str], num_clients: int) -> None:
-        run_config = {"overrides": json.dumps(list(overrides))}
+        run_config: dict[str, bool | float | int | str] = {"overrides": json.dumps(list(overrides))}
         self.contexts = {NODE_OFFSET + c: Context(run_id=1, node_id=NODE_OFFSET + c,
                                                   node_config={"partition-id": c,
                                                                "num-partitions": num_clients},
@@ -76,8 +76,8 @@ def _task_identity(node_id: int) -> Iterator[None]:
     try:
         yield
     finally:
-        for name, value in zip(names, before, strict=True):
-            setattr(TaskIdentity, name, value)
+        for name, old in zip(names, before, strict=True):
+            setattr(TaskIdentity, name, old)
 
 
 @dataclass(frozen=True)

@@ -106,11 +106,11 @@ def _merge_mean(
         # order exactly as in the full-size form below (``0.0 +`` first, for signed zeros)
         where, value, weight = entries[0]
         total = np.add(weight * value, 0.0, dtype=np.float64)
-        coverage = np.float64(0.0) + np.float64(weight)
+        weights = np.float64(0.0) + np.float64(weight)
         for _, value, weight in entries[1:]:
             total += weight * value
-            coverage += np.float64(weight)
-        out[where] = total / coverage
+            weights += np.float64(weight)
+        out[where] = total / weights
         return
     total = np.zeros(out.shape, np.float64)
     coverage = np.zeros(out.shape, np.float64)

@@ -411,9 +411,10 @@ class DartsS2Space(SearchSpace):
             for name, kept in zip(OP_NAMES, edge, strict=True)
             if not kept
         )
-        net, slots = plan.clone(skip=skip, training=training)
+        module, slots = plan.clone(skip=skip, training=training)
+        net = cast(DartsNet, module)
         net.config = config
-        return cast(DartsNet, net), slots
+        return net, slots
 
     def build_net(self, config: CellMask, task: TaskShape) -> DartsNet:
         spec = DartsSpec(

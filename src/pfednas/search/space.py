@@ -230,6 +230,10 @@ Slot = tuple[dict[str, Any], str, bool | None]
 """Where one state tensor lives: (its module's ``_parameters`` or ``_buffers`` dict, its
 name, ``requires_grad`` for a parameter or None for a buffer)."""
 
+StateSlot = tuple[dict[str, Any], str]
+"""Where one of the supernet's state tensors lives: (its module's ``_parameters`` or
+``_buffers`` dict, its name)."""
+
 _CONTAINERS = (dict, OrderedDict, set, list)
 
 
@@ -376,7 +380,7 @@ class Supernet(nn.Module):
         self._shapes = [tuple(t.shape) for t in state.values()]
         self._owners = [self.net.get_submodule(k.rpartition(".")[0]) for k in self._keys]
         self._attrs = [k.rpartition(".")[2] for k in self._keys]
-        self._slots: list[Slot] = [
+        self._slots: list[StateSlot] = [
             (m._parameters if a in m._parameters else m._buffers, a)
             for m, a in zip(self._owners, self._attrs, strict=True)
         ]
