@@ -139,6 +139,22 @@ RUNS: list[tuple] = [
       for seed in (100, 101)
       for knob, name in (([], "hapfnas"),
                          (["method.bn_recalibrate=false"], "hapfnas_no_bn_recalibrate"))],
+    # Does capacity pay when clients hold more data? At 500 samples a client the space's
+    # architecture barely matters (FedBABU on the smallest model -0.015), so a budget-aware
+    # search can at best match FedAvg+FT's fits_all. With 2000 samples a client (1200 train):
+    # FedAvg+FT on fits_all, on the space's largest architecture (over most budgets: how much
+    # capacity is worth, not a reportable baseline), and PerFedRLNAS searching then exploiting
+    *[(method, config, ["eval_split=test", "method.finetune_scope=head",
+                        "dataset.max_samples_per_client=2000", *knob],
+       f"capacity/seed={seed}/{name}", seed)
+      for seed in (100, 101)
+      for method, config, knob, name in (
+          ("fedavg", 1, [], "fedavg"),
+          ("fedavg", 1, ["method.arch=max"], "fedavg_max"),
+          # every client trains and keeps its own largest subnet in budget (no search):
+          # all the capacity the budgets allow, through the supernet's merge
+          ("perfedrlnas", 0, LARGEST, "perfedrlnas_largest_in_budget"),
+          ("perfedrlnas", 0, ["method.exploit_rounds=20"], "perfedrlnas_exploit_20"))],
 ]
 
 
