@@ -251,6 +251,27 @@ def test_aggregate_pools_seeds_means_stds_and_params() -> None:
     assert groups[0].acc_std_seeds is None
 
 
+def test_a_baselines_variant_is_a_baseline_and_can_be_the_best_one() -> None:
+    # Prepare: FedAvg+FT, its head-only fine-tuning variant (a bench label), FedBABU, a NAS run
+    def labelled(run: Run, label: str) -> Run:
+        run.config["label"] = label
+        return run
+    rows = [run_row(_run("fedavg", 0, [0.6, 0.8])),
+            run_row(labelled(_run("fedavg", 0, [0.85, 0.95]), "fedavg_fth")),
+            run_row(_run("fedbabu", 0, [0.8, 0.8])),
+            run_row(labelled(_run("perfedrlnas", 0, [0.8, 0.9]), "perfedrlnas_fth"))]
+
+    # Execute
+    groups = {g.method: g for g in aggregate(rows)}
+
+    # Assert: the variant is measured against nothing and is the best baseline; FedAvg+FT's
+    # ratio stays against the papers' FedAvg+FT
+    variant, nas = groups["fedavg_fth"], groups["perfedrlnas_fth"]
+    assert variant.err_ratio_best_baseline is None and variant.err_ratio_fedavg_ft is None
+    assert nas.err_ratio_best_baseline == pytest.approx(0.15 / 0.10)
+    assert nas.err_ratio_fedavg_ft == pytest.approx(0.15 / 0.30)
+
+
 def test_worst_ten_percent_is_the_summary_p10_or_its_percentile() -> None:
     run = _run("local", 0, [0.1, 0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9, 0.9, 1.0])
     del run.summary["personalized_acc_p10"]

@@ -45,6 +45,7 @@ class RunRow:
     budget_violations: int | None = None
     load_mean: float | None = None   # the machine's mean 1-minute load while it ran (bench)
     commit: str = ""                 # the code it ran (bench)
+    base_method: str = ""            # the registry method a bench variant runs ("": ``method``)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class GroupRow:
     err_ratio_best_baseline: float | None = None  # NAS rows: error ÷ the best baseline's
     compute_ratio_fedavg_ft: float | None = None  # client sample-passes ÷ FedAvg+FT's
     load_mean: float | None = None  # mean over seeds of each run's mean 1-minute load
+    base_method: str = ""           # the registry method a bench variant runs ("": ``method``)
 
 
 # The personalized-FL baselines of the protocol, and the NAS methods measured against them.
@@ -147,7 +149,7 @@ def run_rows(run: Run) -> list[RunRow]:
         distinct_archs=distinct_archs(final), finetune_epochs=finetune_epochs_of(run.config),
         sample_passes=passes, budget_violations=budget_violations(final),
         load_mean=_float_or_none(run.cell.get("load_mean")),
-        commit=str(run.cell.get("commit") or ""))
+        commit=str(run.cell.get("commit") or ""), base_method=str(s["method"]))
     if "personalized_acc_no_ft_mean" not in s:
         return [base]
     published = tuple(float(c["accuracy_no_ft"]) for c in clients)
@@ -185,14 +187,19 @@ def aggregate(rows: Iterable[RunRow], method_order: Sequence[str] = ()) -> list[
 
 def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
     """Each NAS row's error ÷ FedAvg+FT's and ÷ the best baseline's, and every row's client
-    compute ÷ FedAvg+FT's, within the same (dataset, α)."""
+    compute ÷ FedAvg+FT's, within the same (dataset, α).
+
+    A bench variant of a baseline (e.g. ``fedavg_fth``: FedAvg+FT fine-tuning its head only)
+    is a baseline too: the best baseline is the strongest of them all, variants included,
+    so a baseline at full strength is the one the NAS rows are measured against. FedAvg+FT's
+    ratio stays against ``fedavg`` itself (the papers' FedAvg+FT)."""
     out = []
     for g in groups:
         cell = [h for h in groups if (h.dataset, h.alpha) == (g.dataset, g.alpha)]
         reference = next((h for h in cell if h.method == REFERENCE), None)
-        baselines = [h for h in cell if h.method in BASELINES]
+        baselines = [h for h in cell if is_baseline(h)]
         best = max(baselines, key=lambda h: h.acc_mean, default=None)
-        nas = g.method not in BASELINES
+        nas = not is_baseline(g)
         out.append(replace(
             g,
             err_ratio_fedavg_ft=_ratio(1 - g.acc_mean, _error(reference)) if nas else None,
@@ -200,6 +207,11 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
             compute_ratio_fedavg_ft=_ratio(g.sample_passes,
                                            reference.sample_passes if reference else None)))
     return out
+
+
+def is_baseline(g: GroupRow) -> bool:
+    """A baseline's row, or a bench variant's of a baseline."""
+    return g.method in BASELINES or g.base_method in BASELINES
 
 
 def _error(g: GroupRow | None) -> float | None:
@@ -234,7 +246,7 @@ def _group(runs: list[RunRow]) -> GroupRow:
         finetune_epochs=first.finetune_epochs,
         sample_passes=float(np.mean([r.sample_passes for r in runs])),
         budget_violations=float(np.mean(violations)) if violations else None,
-        load_mean=float(np.mean(loads)) if loads else None)
+        load_mean=float(np.mean(loads)) if loads else None, base_method=first.base_method)
 
 
 # -- rendering -----------------------------------------------------------------------------------
