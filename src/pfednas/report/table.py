@@ -211,7 +211,7 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
 
 def is_baseline(g: GroupRow) -> bool:
     """A baseline's row, or a bench variant's of a baseline."""
-    return g.method in BASELINES or g.base_method in BASELINES
+    return (g.base_method or g.method) in BASELINES
 
 
 def _error(g: GroupRow | None) -> float | None:
