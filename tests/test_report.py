@@ -4,6 +4,7 @@ pure table / architecture functions on constructed runs."""
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import shutil
 import signal
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pfednas.bench import BenchError, BenchPreset, cells, split_arguments
+from pfednas.bench import BenchError, BenchPreset, cells, compress_metrics, split_arguments
 from pfednas.config import compose, space_for_dataset
 from pfednas.methods import METHODS
 from pfednas.report.archs import (
@@ -26,7 +27,7 @@ from pfednas.report.archs import (
     similarity_order,
 )
 from pfednas.report.cli import build_report
-from pfednas.report.collect import ReportError, Run, find_run_dirs, split_tuning_runs
+from pfednas.report.collect import ReportError, Run, find_run_dirs, load_run, split_tuning_runs
 from pfednas.report.table import (
     aggregate,
     distinct_archs,
@@ -96,6 +97,21 @@ def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str
     assert float(rows["fedavg"]["bytes_up_per_client_round"]) > 0
 
 
+def test_a_finished_cell_keeps_its_metrics_compressed_and_the_report_reads_them(
+        bench: tuple[Path, str]) -> None:
+    out, _ = bench
+    cell = out / "fedavg" / "alpha=0.5" / "seed=0"
+
+    rounds = [json.loads(line) for line in
+              gzip.decompress((cell / "metrics.jsonl.gz").read_bytes()).decode().splitlines()]
+    row = _table_rows(out / "report" / "table.csv")["fedavg"]
+
+    assert not (cell / "metrics.jsonl").exists()
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert float(row["bytes_up_per_client_round"]) == \
+        per_client_round(_summary(out, "fedavg")["bytes_up"], rounds) > 0
+
+
 def test_each_cell_records_its_commit_and_load_and_the_table_shows_the_load(
         bench: tuple[Path, str]) -> None:
     out, _ = bench
@@ -138,6 +154,8 @@ def test_a_failed_cell_is_recorded_and_the_bench_goes_on(bench: tuple[Path, str]
     failed = json.loads((out / "local" / "alpha=0.5" / "seed=0" / "FAILED.json").read_text())
     assert failed["returncode"] == 2 and "federation.lr must be > 0" in failed["error"]
     assert not (out / "local" / "alpha=0.5" / "seed=0" / "summary.json").exists()
+    # the stale cell's previous records do not outlive it, in either form
+    assert not list((out / "local" / "alpha=0.5" / "seed=0").glob("metrics.jsonl*"))
     assert sorted(_table_rows(out / "report" / "table.csv")) == ["fedavg"]
     assert "## Failed runs" in (out / "report" / "table.md").read_text()
 
@@ -351,6 +369,46 @@ def test_report_of_constructed_nas_runs_draws_the_arch_heatmap(tmp_path: Path) -
     heatmaps = sorted(p.name for p in (tmp_path / "report" / "archs").iterdir())
     assert heatmaps == ["perfedrlnas_digits_alpha=0.5_seed=0.png",
                         "perfedrlnas_digits_alpha=0.5_seed=1.png"]
+
+
+def _write_run(run: Run, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(run.summary))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run.rounds))
+    (folder / "resolved_config.yaml").write_text(OmegaConf.to_yaml(run.config))
+    return folder
+
+
+def test_a_run_with_compressed_metrics_reads_and_reports_as_with_plain_ones(
+        tmp_path: Path) -> None:
+    # Prepare: the same run twice, one folder's metrics compressed as the bench keeps them
+    space = get_space(**_space_config())
+    run = _run("perfedrlnas", 0, [0.4, 0.6, 0.8], archs=[space.min_arch().to_str()] * 3)
+    plain = _write_run(run, tmp_path / "plain" / "run")
+    packed = _write_run(run, tmp_path / "packed" / "run")
+
+    # Execute
+    archive = compress_metrics(packed)
+    build_report([plain], tmp_path / "plain_report")
+    build_report([packed], tmp_path / "packed_report")
+
+    # Assert: one file replaced by the other, the same records, the same report
+    assert archive == packed / "metrics.jsonl.gz" and not (packed / "metrics.jsonl").exists()
+    assert load_run(packed).rounds == load_run(plain).rounds == run.rounds
+    for name in ("table.csv", "table.md"):
+        assert (tmp_path / "packed_report" / name).read_text() == \
+            (tmp_path / "plain_report" / name).read_text()
+    assert compress_metrics(packed) is None  # nothing left to compress
+
+
+def test_compressed_metrics_are_the_same_bytes_for_the_same_records(tmp_path: Path) -> None:
+    run = _run("fedavg", 0, [0.5, 0.7])
+    first = compress_metrics(_write_run(run, tmp_path / "a"))
+    time.sleep(1.1)  # a gzip header with a time or a name would differ now
+    second = compress_metrics(_write_run(run, tmp_path / "b"))
+
+    assert first is not None and second is not None
+    assert first.read_bytes() == second.read_bytes()
 
 
 # -- the bench's cells ----------------------------------------------------------------------------

@@ -12,12 +12,15 @@ Each cell is one ``pfednas`` run into ``<bench.out>/<method>/alpha=<α>/seed=<s>
 Cells of the same α and seed get the same dataset config, K and seed, hence the
 same client partitions for every method. A cell whose ``summary.json`` exists
 from the same overrides is skipped (the bench resumes); a failed cell leaves
-``FAILED.json`` and the bench goes on. The report goes to ``<bench.out>/report/``.
+``FAILED.json`` and the bench goes on. A finished cell keeps its per-round records
+compressed (``metrics.jsonl.gz``; ``pfednas report`` reads either form). The report
+goes to ``<bench.out>/report/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -35,6 +38,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from pfednas.config import conf_dir
+from pfednas.report.collect import METRICS, METRICS_GZ
 
 EXIT_CONFIG = 2
 EXIT_FAILED_CELLS = 1
@@ -322,11 +326,29 @@ def cell_record(commit: str, loads: Sequence[float], seconds: float,
             "cpu_capability": cpu_capability()}
 
 
+def compress_metrics(run_dir: Path) -> Path | None:
+    """Replace a finished run's ``metrics.jsonl`` by ``metrics.jsonl.gz`` (the same lines;
+    no file name or time in the gzip header, so the same records give the same bytes);
+    ``None`` where the run has no ``metrics.jsonl``."""
+    plain = run_dir / METRICS
+    if not plain.is_file():
+        return None
+    packed, partial = run_dir / METRICS_GZ, run_dir / (METRICS_GZ + ".part")
+    with plain.open("rb") as source, partial.open("wb") as sink, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) as archive:
+        shutil.copyfileobj(source, archive)
+    partial.replace(packed)
+    plain.unlink()
+    return packed
+
+
 def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
     """Run one cell; ``None`` on success, else what ``FAILED.json`` records. Either way
-    ``cell.json`` records the commit and the load while it ran."""
+    ``cell.json`` records the commit and the load while it ran. A finished cell's
+    ``metrics.jsonl`` is kept compressed (:func:`compress_metrics`)."""
     cell.path.mkdir(parents=True, exist_ok=True)
     (cell.path / "FAILED.json").unlink(missing_ok=True)
+    (cell.path / METRICS_GZ).unlink(missing_ok=True)  # a previous run's: this one writes its own
     log = cell.path / "bench.log"
     command = pfednas_command(cell)
     commit, start = source_commit(), time.perf_counter()
@@ -345,6 +367,7 @@ def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
     record = cell_record(commit, loads, time.perf_counter() - start, code)
     (cell.path / CELL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     if code == 0 and (cell.path / "summary.json").is_file():
+        compress_metrics(cell.path)
         return None
     return {"method": cell.method, "alpha": cell.alpha, "seed": cell.seed, "returncode": code,
             "command": command, "log": str(log), "error": log.read_text()[-3000:]}

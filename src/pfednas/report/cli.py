@@ -3,10 +3,13 @@
     pfednas report outputs/bench/fashion_mnist          # a bench folder
     pfednas report multirun/2025-01-01/12-00-00         # a Hydra -m sweep
     pfednas report outputs/a outputs/b --out my_report  # any runs
+    pfednas report --doc docs/BENCHMARKS.md [--check]   # a results page's marked tables
 
 Every folder below the given paths that holds a ``summary.json`` is one run.
 Writes ``table.md``, ``table.csv``, ``runs.csv`` and PNG plots into ``--out``
-(default: ``report/`` in the common parent of the paths).
+(default: ``report/`` in the common parent of the paths). ``--doc`` rewrites the
+blocks a Markdown file marks (:mod:`pfednas.report.page`) from the bench cells;
+with ``--check`` it writes nothing and exits 1 where the file is not what they render.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from matplotlib.figure import Figure
 
 from pfednas.data import DataError
 from pfednas.report import archs as arch_view
-from pfednas.report import plots
+from pfednas.report import page, plots
 from pfednas.report.collect import (
     ReportError,
     Run,
@@ -35,6 +38,7 @@ from pfednas.report.collect import (
 from pfednas.report.table import FT_SUFFIX, aggregate, markdown, run_rows, runs_csv, to_csv
 
 EXIT_USAGE = 2
+EXIT_STALE = 1  # --doc --check: the page is not what the cells render
 
 
 def method_order() -> list[str]:
@@ -174,11 +178,54 @@ def default_out(paths: Sequence[Path]) -> Path:
     return Path(os.path.commonpath(dirs)) / "report"
 
 
+def render_doc(doc: Path, bench_root: Path) -> tuple[str, str]:
+    """(the file's text, the text with its marked blocks rendered from the cells below
+    ``bench_root``, each preset's in ``bench_root/<preset>``)."""
+    from pfednas.config import conf_dir
+
+    if not doc.is_file():
+        raise ReportError(f"{doc}: no such file")
+    order = method_order()
+    loaded: dict[str, page.BenchResults] = {}
+
+    def results_of(name: str) -> page.BenchResults:
+        if name not in loaded:
+            preset = page.read_preset(conf_dir() / "bench" / f"{name}.yaml", order)
+            loaded[name] = page.load_bench(preset, bench_root / name, order)
+        return loaded[name]
+
+    text = doc.read_text()
+    return text, page.render_document(text, results_of)
+
+
+def refresh_doc(doc: Path, bench_root: Path | None, *, check: bool) -> int:
+    current, rendered = render_doc(doc, bench_root or doc.parent / "bench")
+    if rendered == current:
+        print(f"[pfednas report] {doc}: its tables are what the cells render")
+        return 0
+    if check:
+        print(f"pfednas report: {doc}: its marked tables differ from what the cells render; "
+              f"run `pfednas report --doc {doc}`", file=sys.stderr)
+        return EXIT_STALE
+    doc.write_text(rendered)
+    print(f"[pfednas report] {doc}: tables rendered from the cells")
+    return 0
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pfednas report",
                                      description="Benchmark table and plots of finished runs.")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_DIR",
+    parser.add_argument("paths", nargs="*", type=Path, metavar="RUN_DIR",
                         help="run folders, bench folders or Hydra multirun folders")
+    parser.add_argument("--doc", type=Path, default=None, metavar="FILE.md",
+                        help="render the tables a Markdown file marks (<!-- table:<preset> --> "
+                             "... <!-- /table -->) from the preset's bench cells, in place")
+    parser.add_argument("--bench-root", type=Path, default=None,
+                        help="with --doc: the folder of the presets' cells (default: bench/ "
+                             "beside the file)")
+    parser.add_argument("--check", action="store_true",
+                        help="with --doc: write nothing; exit 1 if the file is not what the "
+                             "cells render")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: report/ in the paths' common parent)")
     parser.add_argument("--tensorboard", action="store_true",
@@ -188,6 +235,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.doc is not None:
+        try:
+            return refresh_doc(args.doc, args.bench_root, check=args.check)
+        except ReportError as err:
+            print(f"pfednas report: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+    if not args.paths:
+        print("pfednas report: error: give RUN_DIR... (or --doc FILE.md)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.check or args.bench_root is not None:
+        print("pfednas report: error: --check and --bench-root go with --doc", file=sys.stderr)
+        return EXIT_USAGE
     if args.tensorboard and not tensorboard_available():
         print("pfednas report: error: --tensorboard needs the tensorboard package "
               "(pip install -e \".[report]\")", file=sys.stderr)

@@ -3,11 +3,14 @@
 A run folder is any folder holding a ``summary.json`` (a single ``pfednas``
 run, a cell of ``pfednas bench``, a job of a Hydra ``-m`` sweep). Its config is
 ``resolved_config.yaml`` (written by the ServerApp) or else Hydra's
-``.hydra/config.yaml``. A bench cell that failed leaves ``FAILED.json`` instead.
+``.hydra/config.yaml``. Its per-round records are ``metrics.jsonl``, or
+``metrics.jsonl.gz`` where ``pfednas bench`` compressed a finished cell's. A bench
+cell that failed leaves ``FAILED.json`` instead.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ from omegaconf import OmegaConf
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
+METRICS_GZ = METRICS + ".gz"  # a finished bench cell's metrics.jsonl, compressed by the bench
 FAILED = "FAILED.json"
 CELL_RECORD = "cell.json"  # written by `pfednas bench` beside a cell: commit, load while it ran
 CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
@@ -110,13 +114,25 @@ def find_failed(paths: list[Path]) -> list[dict[str, Any]]:
     return failed
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The run's per-round records: its ``metrics.jsonl``, else its ``metrics.jsonl.gz``
+    (a plain file is the newer: a run writes it, the bench compresses it once the cell has
+    finished); none when it has neither."""
+    plain, packed = path / METRICS, path / METRICS_GZ
+    if plain.is_file():
+        text = plain.read_text()
+    elif packed.is_file():
+        text = gzip.decompress(packed.read_bytes()).decode()
+    else:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def load_run(path: Path) -> Run:
     try:
         summary = json.loads((path / SUMMARY).read_text())
-        metrics = path / METRICS
-        rounds = ([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-                  if metrics.is_file() else [])
-    except (OSError, json.JSONDecodeError) as err:
+        rounds = read_metrics(path)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ReportError(f"{path}: cannot read the run's results: {err}") from err
     for name in CONFIG_FILES:
         if (path / name).is_file():

@@ -197,8 +197,7 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
     for g in groups:
         cell = [h for h in groups if (h.dataset, h.alpha) == (g.dataset, g.alpha)]
         reference = next((h for h in cell if h.method == REFERENCE), None)
-        baselines = [h for h in cell if is_baseline(h)]
-        best = max(baselines, key=lambda h: h.acc_mean, default=None)
+        best = best_baseline(cell)
         nas = not is_baseline(g)
         out.append(replace(
             g,
@@ -212,6 +211,12 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
 def is_baseline(g: GroupRow) -> bool:
     """A baseline's row, or a bench variant's of a baseline."""
     return (g.base_method or g.method) in BASELINES
+
+
+def best_baseline(cell: Sequence[GroupRow]) -> GroupRow | None:
+    """The strongest baseline row (variants included) of one (dataset, α): the highest mean
+    accuracy, the first in table order on a tie; None without baselines."""
+    return max((h for h in cell if is_baseline(h)), key=lambda h: h.acc_mean, default=None)
 
 
 def _error(g: GroupRow | None) -> float | None:

@@ -1,0 +1,271 @@
+"""A results page whose tables are rendered from the bench cells, never typed by hand.
+
+A Markdown file marks each generated block with an opening and a closing comment::
+
+    <!-- table:fashion_mnist -->
+    ...(rendered: the preset's methods, one row per figure and α)...
+    <!-- /table -->
+    <!-- variants:fashion_mnist -->
+    ...(rendered: the preset's variants, what each changes, then their rows)...
+    <!-- /variants -->
+
+The name after the colon is a bench preset (``conf/bench/<name>.yaml``); its cells are read
+from ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method, α, seed) of the
+preset, and aggregated exactly as ``pfednas report`` aggregates them (the numbers of the
+preset's ``report/table.csv``). ``pfednas report --doc FILE`` rewrites the blocks;
+``--check`` says whether the file is what the cells render.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pfednas.report.collect import SUMMARY, ReportError, load_run
+from pfednas.report.paired import PairedDifference, paired_difference, seed_accuracies
+from pfednas.report.table import (
+    COMPUTE_MARGIN,
+    FT_SUFFIX,
+    GroupRow,
+    aggregate,
+    best_baseline,
+    is_baseline,
+    run_rows,
+)
+
+BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*?)"
+                   r"<!-- /(?P=kind) -->", re.S)
+OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
+KINDS = ("table", "variants")
+
+# How the page names a registry method; a bench variant adds its label.
+DISPLAY = {"fedavg": "FedAvg", "local": "Local", "fedrep": "FedRep", "fedbabu": "FedBABU",
+           "fednas": "FedNAS", "perfedrlnas": "PerFedRLNAS", "hapfnas": "HAPFNAS",
+           "spider": "SPIDER", "ditto": "Ditto"}
+# Methods whose F fine-tunes a model their paper reports without it: named "+FT" when F > 0
+# (FedRep's and FedBABU's F is their own head fine-tuning: their plain names).
+FT_NAMED = ("fedavg", "fednas")
+
+Key = tuple[str, str, float, str]
+
+
+@dataclass(frozen=True)
+class PresetView:
+    """What the page needs of a bench preset: its cells and its variants."""
+
+    name: str
+    methods: tuple[str, ...]
+    alphas: tuple[float, ...]
+    seeds: tuple[int, ...]
+    variants: Mapping[str, tuple[str, tuple[str, ...]]]
+
+    def cell_dirs(self, folder: Path) -> list[Path]:
+        return [folder / method / f"alpha={alpha:g}" / f"seed={seed}"
+                for method in self.methods for alpha in self.alphas for seed in self.seeds]
+
+
+def read_preset(path: Path, registry: Sequence[str]) -> PresetView:
+    """The preset file's methods (``all``: ``registry``), α, seeds and variants."""
+    if not path.is_file():
+        raise ReportError(f"{path}: no such bench preset")
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(cfg, dict):
+        raise ReportError(f"{path}: not a mapping")
+    methods = cfg["methods"]
+    variants = {str(name): (str(v["method"]), tuple(str(o) for o in v.get("overrides") or ()))
+                for name, v in (cfg.get("variants") or {}).items()}
+    return PresetView(name=str(cfg["name"]),
+                      methods=tuple(registry) if methods == "all" else tuple(map(str, methods)),
+                      alphas=tuple(float(a) for a in cfg["alphas"]),
+                      seeds=tuple(int(s) for s in cfg["seeds"]), variants=variants)
+
+
+@dataclass(frozen=True)
+class BenchResults:
+    """A preset's table rows (in ``pfednas report``'s order) and each row's accuracy by seed."""
+
+    preset: PresetView
+    groups: tuple[GroupRow, ...]
+    by_seed: Mapping[Key, Mapping[int, float]]
+
+
+def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str]) -> BenchResults:
+    """Read every cell of the preset below ``folder`` (an error names a missing one)."""
+    dirs = preset.cell_dirs(folder)
+    missing = [d for d in dirs if not (d / SUMMARY).is_file()]
+    if missing:
+        raise ReportError(f"{missing[0]}: no {SUMMARY} ({len(missing)} of the {len(dirs)} cells "
+                          f"of bench={preset.name} missing); run `pfednas bench "
+                          f"bench={preset.name} bench.out={folder}`")
+    rows = [row for d in dirs for row in run_rows(load_run(d))]
+    return BenchResults(preset, tuple(aggregate(rows, method_order)), seed_accuracies(rows))
+
+
+# -- rendering (pure) -----------------------------------------------------------------------------
+def label_of(g: GroupRow) -> str:
+    """The bench method (registry method or variant) a row belongs to."""
+    return g.method.removesuffix(FT_SUFFIX)
+
+
+def row_name(g: GroupRow, published_too: bool) -> str:
+    """``PerFedRLNAS+FT``, ``PerFedRLNAS (as published)``, ``FedAvg+FT · `fedavg_fth```, ..."""
+    label = label_of(g)
+    base = g.base_method or label
+    name = DISPLAY.get(base, base)
+    if g.method.endswith(FT_SUFFIX) or (base in FT_NAMED and g.finetune_epochs > 0):
+        name += "+FT"
+    elif published_too:
+        name += " (as published)"
+    return name if label == base else f"{name} · `{label}`"
+
+
+def key_of(g: GroupRow) -> Key:
+    return (g.dataset, g.method, g.alpha, g.space)
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def signed(value: float) -> str:
+    """``+0.0123`` / ``−0.0123`` (a true minus sign), ``0.0000`` for what rounds to zero."""
+    if abs(value) < 5e-5:
+        return "0.0000"
+    return f"{value:+.4f}".replace("-", "−")
+
+
+def _delta(d: PairedDifference | None) -> str:
+    if d is None:
+        return "—"
+    return f"{signed(d.mean)} [{signed(d.low)}, {signed(d.high)}] {d.verdict}"
+
+
+def _params(g: GroupRow) -> str:
+    if g.params_min == g.params_max:
+        return f"{g.params_min:,}"
+    return f"{g.params_mean:,.0f} ({g.params_min:,}–{g.params_max:,})"
+
+
+def _compute(g: GroupRow) -> str:
+    ratio = g.compute_ratio_fedavg_ft
+    if ratio is None:
+        return "—"
+    return f"{ratio:.2f}" + (" !" if ratio > COMPUTE_MARGIN else "")
+
+
+COLUMNS = ("method", "α", "acc (mean ± std over seeds)", "worst-10 %", "err ÷ FedAvg+FT",
+           "err ÷ best baseline", "Δ acc − best baseline, paired by seed [95 % CI]",
+           "client compute ÷ FedAvg+FT", "KiB up / down per client·round",
+           "params mean (min–max)", "wall s (load)")
+
+
+def table_rows(results: BenchResults, labels: Sequence[str]) -> list[tuple[GroupRow, str]]:
+    """The rows of ``labels`` (α, then ``labels``' order; a figure as published before its
+    +FT), each with the cells of its line."""
+    rank = {label: i for i, label in enumerate(labels)}
+    chosen = sorted((g for g in results.groups if label_of(g) in rank),
+                    key=lambda g: (g.alpha, rank[label_of(g)], g.method.endswith(FT_SUFFIX)))
+    methods = {(g.alpha, g.method) for g in results.groups}
+    out = []
+    for g in chosen:
+        cell = [h for h in results.groups if (h.dataset, h.alpha) == (g.dataset, g.alpha)]
+        best = best_baseline(cell)
+        published_too = (g.alpha, g.method + FT_SUFFIX) in methods
+        accuracy = f"{g.acc_mean:.4f} ± " + ("—" if g.acc_std_seeds is None
+                                             else f"{g.acc_std_seeds:.4f}")
+        if g is best:
+            accuracy, delta = f"**{accuracy}**", "best baseline"
+        else:
+            delta = _delta(None if best is None else paired_difference(
+                results.by_seed[key_of(g)], results.by_seed[key_of(best)]))
+        wall = f"{g.wall_seconds:.0f}" + ("" if g.load_mean is None else f" ({g.load_mean:.1f})")
+        up, down = g.up_per_client_round / 1024, g.down_per_client_round / 1024
+        out.append((g, "| " + " | ".join([
+            row_name(g, published_too), f"{g.alpha:g}", accuracy, f"{g.acc_p10:.3f}",
+            _ratio(g.err_ratio_fedavg_ft), _ratio(g.err_ratio_best_baseline), delta,
+            _compute(g), f"{up:.0f} / {down:.0f}", _params(g), wall]) + " |"))
+    return out
+
+
+def verdict_counts(results: BenchResults, rows: Sequence[GroupRow]) -> str:
+    """``α 0.1: 3 lose, 2 tie, 0 win``: the rows that are not a baseline's, by the interval
+    of their paired difference to the best baseline."""
+    parts = []
+    for alpha in sorted({g.alpha for g in rows}):
+        cell = [h for h in results.groups if h.alpha == alpha]
+        best = best_baseline(cell)
+        counts = {"loses": 0, "ties": 0, "wins": 0}
+        for g in rows:
+            if g.alpha != alpha or best is None or is_baseline(g):
+                continue
+            d = paired_difference(results.by_seed[key_of(g)], results.by_seed[key_of(best)])
+            if d is not None:
+                counts[d.verdict] += 1
+        parts.append(f"α {alpha:g}: {counts['loses']} lose, {counts['ties']} tie, "
+                     f"{counts['wins']} win")
+    return "; ".join(parts)
+
+
+def render_rows(results: BenchResults, labels: Sequence[str]) -> str:
+    rows = table_rows(results, labels)
+    bests = []
+    for alpha in results.preset.alphas:
+        best = best_baseline([g for g in results.groups if g.alpha == alpha])
+        if best is not None:
+            bests.append(f"α {alpha:g} {row_name(best, False)}")
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
+             *(line for _, line in rows), "",
+             f"Best baseline (variants included): {'; '.join(bests)}. The rows of methods that "
+             f"are not baselines, against it: {verdict_counts(results, [g for g, _ in rows])}."]
+    return "\n".join(lines) + "\n"
+
+
+def render_table(results: BenchResults) -> str:
+    """The preset's registry methods (not its variants)."""
+    preset = results.preset
+    seeds = ", ".join(map(str, preset.seeds))
+    budgets = "; ".join(sorted({g.budget for g in results.groups}))
+    labels = [m for m in preset.methods if m not in preset.variants]
+    return f"Seeds {seeds}; {budgets}.\n\n" + render_rows(results, labels)
+
+
+def render_variants(results: BenchResults) -> str:
+    """What each variant of the preset changes, then its rows."""
+    preset = results.preset
+    labels = [m for m in preset.methods if m in preset.variants]
+    if not labels:
+        return "No variants.\n"
+    legend = []
+    for label in labels:
+        method, overrides = preset.variants[label]
+        legend.append(f"- `{label}`: {DISPLAY.get(method, method)} with "
+                      + ", ".join(f"`{o}`" for o in overrides))
+    return "\n".join(legend) + "\n\n" + render_rows(results, labels)
+
+
+RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {"table": render_table,
+                                                           "variants": render_variants}
+
+
+def render_document(text: str, results_of: Callable[[str], BenchResults]) -> str:
+    """``text`` with every marked block's body rendered from its preset's results."""
+    openings = [(m.group("kind"), m.group("name")) for m in OPENING.finditer(text)]
+    blocks = [(m.group("kind"), m.group("name")) for m in BLOCK.finditer(text)]
+    if openings != blocks:
+        unclosed = next(o for o in openings if o not in blocks)
+        raise ReportError(f"<!-- {unclosed[0]}:{unclosed[1]} --> has no <!-- /{unclosed[0]} -->"
+                          " after it")
+    unknown = sorted({kind for kind, _ in blocks} - set(KINDS))
+    if unknown:
+        raise ReportError(f"unknown block kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+
+    def fill(match: re.Match[str]) -> str:
+        kind, name = match.group("kind"), match.group("name")
+        body = RENDERERS[kind](results_of(name))
+        return f"<!-- {kind}:{name} -->\n{body}<!-- /{kind} -->"
+
+    return BLOCK.sub(fill, text)
