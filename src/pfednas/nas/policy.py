@@ -12,7 +12,7 @@ reference code uses Adam(lr = 0.5, betas = (0.5, 0.999)); with Adam's
 per-coordinate normalisation every visit moves a logit by ≈ lr whatever the
 reward's size, so lr = 0.5 saturates a policy after a handful of visits. The
 default here is plain gradient ascent, whose step is proportional to the
-reward (see ``docs/BENCHMARKS.md`` for the measurement behind the default).
+reward (see ``docs/notes/2026-11-21-components.md`` for the measurement behind the default).
 """
 
 from __future__ import annotations
