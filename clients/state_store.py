@@ -30,6 +30,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
@@ -71,7 +72,8 @@ class ClientStateStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(server_round)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays, **{META: np.array(json.dumps(meta))})
+        entries: dict[str, Any] = {**arrays, META: np.array(json.dumps(meta))}
+        np.savez(tmp, **entries)
         os.replace(tmp, path)
         for old in self.rounds()[:-self.keep]:
             self.path(old).unlink(missing_ok=True)

@@ -2,9 +2,13 @@
 
 Flower addresses SuperNodes by node id; pfednas addresses *clients* (data
 partitions, policies, budgets) by client id. :meth:`PersonalizedStrategy.connect`
-asks every node for its client id once. Each round the loop calls the four
+asks every node for its client id once and binds it for the run
+(:mod:`pfednas.strategies.identity`). Each round the loop calls the four
 Strategy hooks and hands a :class:`RoundRecord` to a callback of the app layer,
 which writes it: no file is written from here.
+
+Every reply passes the reply gate (:class:`pfednas.strategies.gate.ReplyGate`),
+which judges it against the request the server sent that client.
 """
 
 from __future__ import annotations
@@ -23,20 +27,14 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from pfednas.nas.validation import (
-    KNOWN_METRICS,
-    REQUIRED_METRICS,
-    ArrayHeader,
-    ArraySpec,
-    MetricSpec,
-    array_specs,
-    check_array_headers,
-    check_arrays,
-    check_metrics,
-    examples_bound_problem,
-)
+from pfednas.nas.validation import ArraySpec, array_specs
 from pfednas.search import Arch, Cost
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
+from pfednas.strategies.gate import Reply, ReplyGate, Request
+from pfednas.strategies.identity import claim_problem
+
+__all__ = ["Budget", "PersonalizedStrategy", "Reply", "Request", "RoundRecord", "arch_details",
+           "norm_bound_for"]
 
 
 @dataclass
@@ -125,41 +123,51 @@ class Budget:
     examples_tolerance: float = 0.5   # deployment: allowed rise over the first num_examples
     eval_timeout: float | None = None  # seconds to wait for evaluation replies; None: no limit
     eval_finetune: str = "final"  # final: fine-tune only at the last round's evaluation | all
+    # a deployment: num_examples weighs only where the operator bounds it (partition_sizes)
+    deployment: bool = False
+    # each training update's RMS at most this × the round's lower median (None: unbounded)
+    update_norm_bound: float | None = None
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be {'|'.join(WEIGHTINGS)}, got {self.weighting!r}")
-        if self.examples_tolerance < 0:
+        if not self.examples_tolerance >= 0:  # NaN too
             raise ValueError(f"examples_tolerance must be >= 0, got {self.examples_tolerance}")
         if self.eval_finetune not in ("final", "all"):
             raise ValueError(f"eval_finetune must be final|all, got {self.eval_finetune!r}")
+        bound = self.update_norm_bound
+        if bound is not None and not 0 < bound < math.inf:
+            raise ValueError(f"update_norm_bound must be null or a finite number > 0, got {bound}")
 
 
 WEIGHTINGS = ("samples", "uniform")
-Reply = tuple[dict[str, Any], list[np.ndarray]]  # an accepted reply: its metrics, decoded arrays
+DEPLOYMENT_NORM_BOUND = 10.0  # update_norm_bound of a deployment that sets none
 
 
-class PersonalizedStrategy(Strategy):
-    """Base class: client discovery, seeded sampling, the round loop and its records.
+def norm_bound_for(configured: float | None, *, deployment: bool) -> float | None:
+    """``federation.update_norm_bound`` as the Budget takes it: null → off in a simulation
+    (published results unchanged), :data:`DEPLOYMENT_NORM_BOUND` in a deployment; 0 → off."""
+    if configured is None:
+        return DEPLOYMENT_NORM_BOUND if deployment else None
+    return None if configured == 0 else float(configured)
 
-    Subclasses name the extra metrics their replies must carry in
-    ``TRAIN_REQUIRES`` / ``EVALUATE_REQUIRES`` (types and ranges:
-    :data:`pfednas.nas.validation.KNOWN_METRICS`), or override
-    :meth:`required_metrics`; :meth:`ok_replies` rejects a reply without them.
-    """
 
-    TRAIN_REQUIRES: tuple[str, ...] = ()
-    EVALUATE_REQUIRES: tuple[str, ...] = ()
+class PersonalizedStrategy(ReplyGate, Strategy):
+    """Base class: client discovery, seeded sampling, the round loop and its records;
+    every reply through the gate (:class:`ReplyGate`)."""
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any]) -> None:
         self.budget = budget
         self.train_config = dict(train_config)
         self.node_of: dict[int, int] = {}
+        self.pins: dict[int, bytes] | None = None  # client id -> the node's public key (PEM)
         self.record = RoundRecord(round=0)
         self.reply_seconds: dict[int, float] = {}
-        self.expected: dict[tuple[int, str], list[ArraySpec]] = {}
+        self.requests: dict[int, Request] = {}
+        self.answered: set[int] = set()
         # num_examples bounds: each client's partition size where the server knows it
-        # (simulation), else the first count it reported per message type (deployment)
+        # (simulation; in a deployment the operator's federation.client_examples), else
+        # the first count it reported per message type
         self.partition_sizes: list[int] | None = None
         self.first_examples: dict[tuple[int, str], int] = {}
         self.eval_sent: set[int] = set()  # clients sent a personalized evaluation this round
@@ -169,11 +177,34 @@ class PersonalizedStrategy(Strategy):
 
     # -- clients ---------------------------------------------------------------------------
     def connect(self, grid: Grid, *, poll_seconds: float = 1.0) -> None:
-        """Wait for the K clients and learn which node holds which client id."""
-        want = self.budget.num_clients
-        while len(nodes := list(grid.get_node_ids())) < want:
-            log(INFO, "Waiting for clients: %d of %d connected", len(nodes), want)
+        """Wait for the K clients and learn which node holds which client id.
+
+        Every node that connects is asked once; a claim binds the id to the node for
+        the run, a second claim of a bound id (or of a pinned id by another node,
+        ``self.pins``) is refused with both nodes named. Once K nodes have answered,
+        nodes still arriving are asked for up to ``round_timeout`` seconds, so one
+        node too many cannot leave a rightful one without its id.
+        """
+        want, asked = self.budget.num_clients, set[int]()
+        deadline = math.inf
+        while missing := sorted(set(range(want)) - set(self.node_of)):
+            new = [n for n in grid.get_node_ids() if n not in asked]
+            if len(asked) + len(new) < want:
+                log(INFO, "Waiting for clients: %d of %d connected", len(asked) + len(new), want)
+            elif new:
+                self.bind_claims(grid, new)
+                asked.update(new)
+                deadline = min(deadline, time.perf_counter() + self.budget.round_timeout)
+                continue
+            elif time.perf_counter() > deadline:
+                raise RuntimeError(f"no node answered for client ids {missing[:10]}"
+                                   f"{' ...' if len(missing) > 10 else ''}")
             time.sleep(poll_seconds)
+
+    def bind_claims(self, grid: Grid, nodes: list[int]) -> None:
+        """Ask ``nodes`` for their client ids and bind the claims :func:`claim_problem` admits."""
+        keys = ({info.node_id: bytes(info.public_key) for info in grid.get_nodes()}
+                if self.pins is not None else {})
         queries = [Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node,
                            message_type=MessageType.QUERY) for node in nodes]
         for reply in self.send_and_collect(grid, queries):
@@ -183,16 +214,14 @@ class PersonalizedStrategy(Strategy):
                 continue
             record = reply.content.get("metrics")
             cid = dict(record).get("client_id") if isinstance(record, MetricRecord) else None
-            if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < want \
-                    or cid in self.node_of:
-                log(WARNING, "Node %s: client id %r is not a free id in [0, %d); ignored",
-                    node, cid, want)
+            problem = claim_problem(node, cid, num_clients=self.budget.num_clients,
+                                    node_of=self.node_of, node_key=keys.get(node),
+                                    pins=self.pins)
+            if problem is not None:
+                log(WARNING, "Client ids: %s", problem)
                 continue
+            assert isinstance(cid, int)
             self.node_of[cid] = node
-        missing = sorted(set(range(want)) - set(self.node_of))
-        if missing:
-            raise RuntimeError(f"no node answered for client ids {missing[:10]}"
-                               f"{' ...' if len(missing) > 10 else ''}")
 
     def sample_clients(self, server_round: int, population: int | None = None) -> list[int]:
         """N of the first ``population`` (default: all K) client ids, seeded by the round."""
@@ -219,7 +248,9 @@ class PersonalizedStrategy(Strategy):
         return epochs
 
     def message(self, client_id: int, message_type: str, config: dict[str, Any],
-                arrays: list[np.ndarray] | None = None) -> Message:
+                arrays: list[np.ndarray] | None = None, roles: list[str] | None = None
+                ) -> Message:
+        """A message to a client; ``roles``: what each array is (default: parameters)."""
         if message_type == MessageType.EVALUATE:
             self.eval_sent.add(client_id)
         content = RecordDict({"config": ConfigRecord(config)})
@@ -227,70 +258,24 @@ class PersonalizedStrategy(Strategy):
             record = ArrayRecord(numpy_ndarrays=arrays)
             content["arrays"] = record
             self.record.bytes_down += sum(a.nbytes for a in arrays)
-        self.expected[(client_id, message_type)] = self.expected_reply_arrays(
-            client_id, message_type, arrays or [])
+        sent = arrays or []
+        # what was sent is kept for training (the reference of its update) only
+        self.requests[client_id] = Request(message_type, self.expected_reply_arrays(
+            client_id, message_type, sent, roles),
+            sent if message_type == MessageType.TRAIN else [])
+        self.answered.discard(client_id)
         return Message(content, dst_node_id=self.node_of[client_id], message_type=message_type)
 
-    def expected_reply_arrays(self, client_id: int, message_type: str,
-                              sent: list[np.ndarray]) -> list[ArraySpec]:
-        """What a valid reply carries: a train reply the sent arrays' shapes, others none."""
-        return array_specs(sent) if message_type == MessageType.TRAIN else []
+    def expected_reply_arrays(self, client_id: int, message_type: str, sent: list[np.ndarray],
+                              roles: list[str] | None = None) -> list[ArraySpec]:
+        """What a valid reply carries: a train reply the sent arrays (shapes, dtypes and
+        roles), others none."""
+        return array_specs(sent, roles) if message_type == MessageType.TRAIN else []
 
     def round_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
         lineage = {"lineage": self.lineage} if self.lineage else {}
         return {**self.train_config, "server_round": server_round,
                 "local_epochs": self.budget.local_epochs, **lineage, **extra}
-
-    def ok_replies(self, replies: Iterable[Message]) -> list[Reply]:
-        """Valid replies, as (metrics, decoded arrays), sorted by client id.
-
-        Errors are counted as failures; malformed replies (wrong client id for the
-        node, a required metric missing or out of its range, arrays of the wrong
-        number / shape / dtype / size, NaN or Inf, a sample count beyond what the
-        server knows of the client) are rejected with a warning naming the client
-        and the reason, and counted; nothing of them is used. Arrays are checked
-        from the record's metadata before they are decoded, and decoded once.
-        """
-        good = []
-        for reply in replies:
-            if reply.has_error():
-                self.record.failures += 1
-                log(WARNING, "A client failed: %s", reply.error.reason)
-                continue
-            record = reply.content.get("metrics")
-            metrics = dict(record) if isinstance(record, MetricRecord) else {}
-            arrays_record = reply.content.get("arrays")
-            values = list(arrays_record.values()) if isinstance(arrays_record, ArrayRecord) \
-                else []
-            headers = [ArrayHeader(tuple(a.shape), str(a.dtype), str(a.stype), len(a.data))
-                       for a in values]
-            reason = self.reply_problem(reply, metrics, headers)
-            arrays: list[np.ndarray] = []
-            if reason is None:
-                arrays, reason = self.decoded(reply, metrics, values)
-            self.record.bytes_up += (sum(a.nbytes for a in arrays) if arrays
-                                     else sum(h.size for h in headers))
-            if reason is not None:
-                self.record.rejected += 1
-                log(WARNING, "Rejected the update of client %s (node %s): %s",
-                    metrics.get("client_id"), reply.metadata.src_node_id, reason)
-                continue
-            cid = int(metrics["client_id"])
-            self.first_examples.setdefault((cid, reply.metadata.message_type),
-                                           int(metrics["num_examples"]))
-            good.append((metrics, arrays))
-        # in client order, not arrival order: sums over replies are then reproducible
-        return sorted(good, key=lambda r: int(r[0]["client_id"]))
-
-    def decoded(self, reply: Message, metrics: dict[str, Any], values: list[Any]
-                ) -> tuple[list[np.ndarray], str | None]:
-        """The arrays of a reply whose metadata passed, decoded and checked again."""
-        try:
-            arrays = [a.numpy() for a in values]
-        except (TypeError, ValueError, OSError, EOFError) as err:
-            return [], f"arrays cannot be decoded ({err})"
-        expected = self.expected[(int(metrics["client_id"]), reply.metadata.message_type)]
-        return arrays, check_arrays(arrays, expected)
 
     def enough(self, valid: int) -> bool:
         """Whether a training round with ``valid`` accepted replies may change server state."""
@@ -299,43 +284,6 @@ class PersonalizedStrategy(Strategy):
                 self.record.round, valid, self.budget.min_replies)
             return False
         return True
-
-    def reply_problem(self, reply: Message, metrics: dict[str, Any],
-                      headers: list[ArrayHeader]) -> str | None:
-        """Why a reply must be rejected, from its metrics and array metadata (None: fine)."""
-        cid = metrics.get("client_id")
-        if not isinstance(cid, int) or isinstance(cid, bool) \
-                or self.node_of.get(cid) != reply.metadata.src_node_id:
-            return f"client id {cid!r} is not the one of node {reply.metadata.src_node_id}"
-        kind = reply.metadata.message_type
-        expected = self.expected.get((cid, kind))
-        if expected is None:
-            return "no request of this kind was sent to this client"
-        return (check_metrics(metrics, self.required_metrics(cid, kind), self.metric_specs())
-                or self.examples_problem(cid, kind, int(metrics["num_examples"]))
-                or check_array_headers(headers, expected))
-
-    def metric_specs(self) -> dict[str, MetricSpec]:
-        """Type and range of every known metric; a client cannot train past the timeout."""
-        return {**KNOWN_METRICS, "train_seconds": MetricSpec(
-            "train_seconds", float, 0.0, float(self.budget.round_timeout))}
-
-    def required_metrics(self, client_id: int, message_type: str) -> list[MetricSpec]:
-        """The metrics a reply of ``client_id`` to a ``message_type`` message must carry."""
-        extra = {MessageType.TRAIN: self.TRAIN_REQUIRES,
-                 MessageType.EVALUATE: self.EVALUATE_REQUIRES}.get(message_type, ())
-        specs = self.metric_specs()
-        return [specs[n] for n in (*REQUIRED_METRICS.get(message_type, ()), *extra)]
-
-    def examples_problem(self, client_id: int, message_type: str, n: int) -> str | None:
-        limit = None if self.partition_sizes is None else self.partition_sizes[client_id]
-        return examples_bound_problem(
-            n, limit=limit, reference=self.first_examples.get((client_id, message_type)),
-            tolerance=self.budget.examples_tolerance)
-
-    def weight(self, metrics: dict[str, Any]) -> float:
-        """A client's weight in averages and merges: its sample count, or 1 (uniform)."""
-        return 1.0 if self.budget.weighting == "uniform" else float(metrics["num_examples"])
 
     # -- evaluation results ------------------------------------------------------------------
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
@@ -378,7 +326,7 @@ class PersonalizedStrategy(Strategy):
     @staticmethod
     def train_row(metrics: dict[str, Any]) -> dict[str, float]:
         keys = ("client_id", "train_loss", "train_seconds", "num_examples", "peak_memory_mb",
-                "sample_passes")
+                "sample_passes", "update_scale")
         return {k: metrics[k] for k in keys if k in metrics}
 
     # -- the loop ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ frozen: FedBABU's fine-tuning), so that every method's fine-tuning can be tuned 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,20 +20,26 @@ from flwr.serverapp import Grid
 
 from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.fedavg import weighted_average
+from pfednas.nas.validation import array_specs
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 
 class FedAvgFTStrategy(PersonalizedStrategy):
     TRAIN_REQUIRES = ("train_loss",)
+    arrays: list[np.ndarray]  # the global model (SPIDER: the supernet), in state_dict order
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
                  initial_arrays: list[np.ndarray], finetune_epochs: int,
-                 finetune_scope: str = "full") -> None:
+                 finetune_scope: str = "full", array_roles: Sequence[str] | None = None) -> None:
+        """``array_roles``: what each array is (``pfednas.nas.roles.state_roles`` of the
+        model), so that replies' BatchNorm statistics are checked as statistics."""
         super().__init__(budget=budget, train_config=train_config)
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
         check_scope("finetune_scope", finetune_scope, FINETUNE_SCOPES)
-        self.arrays = [np.asarray(a) for a in initial_arrays]
+        self.arrays: list[np.ndarray] = [np.asarray(a) for a in initial_arrays]
+        self.roles: list[str] | None = None if array_roles is None else list(array_roles)
+        array_specs(self.arrays, self.roles)  # one role per array, known roles
         self.finetune_epochs, self.finetune_scope = finetune_epochs, finetune_scope
 
     def current_arrays(self) -> ArrayRecord:
@@ -52,13 +58,13 @@ class FedAvgFTStrategy(PersonalizedStrategy):
                         grid: Grid) -> Iterable[Message]:
         self.record.sampled = self.sample_clients(server_round)
         cfg = self.round_config(server_round)
-        return [self.message(cid, MessageType.TRAIN, cfg, self.arrays)
+        return [self.message(cid, MessageType.TRAIN, cfg, self.arrays, self.roles)
                 for cid in self.record.sampled]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates = []
-        for metrics, arrays in self.ok_replies(replies):
+        for metrics, arrays in self.train_replies(replies):
             self.record.train.append(self.train_row(metrics))
             updates.append((arrays, self.weight(metrics)))
         if not updates or not self.enough(len(updates)):

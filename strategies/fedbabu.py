@@ -13,7 +13,7 @@ each client fine-tunes the head (``finetune: head``) or the whole model
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +44,11 @@ class FedBABUStrategy(FedAvgFTStrategy):
     """FedAvg on the body; evaluation messages carry the fine-tuning mode and epochs."""
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
-                 initial_body: list[np.ndarray], options: FedBABUOptions) -> None:
+                 initial_body: list[np.ndarray], options: FedBABUOptions,
+                 body_roles: Sequence[str] | None = None) -> None:
         # the mode travels as FedAvg+FT's finetune_scope: its evaluation message sets
         # "finetune" from it (a mode put in train_config alone was overridden by "full")
         super().__init__(budget=budget, train_config=train_config,
                          initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
-                         finetune_scope=options.finetune)
+                         finetune_scope=options.finetune, array_roles=body_roles)
         self.options = options

@@ -29,6 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
 from pfednas.body_head import FINETUNE_SCOPES, check_scope
+from pfednas.nas.roles import state_roles
 from pfednas.search import Arch
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.strategies.base import Budget
@@ -70,7 +71,7 @@ class FedNASStrategy(FedAvgFTStrategy):
         arch_config = {"arch_lr": options.arch_lr, "arch_weight_decay": options.arch_weight_decay}
         super().__init__(budget=budget, train_config={**train_config, **arch_config},
                          initial_arrays=get_arrays(net), finetune_epochs=options.finetune_epochs,
-                         finetune_scope=options.finetune_scope)
+                         finetune_scope=options.finetune_scope, array_roles=state_roles(net))
         self.net, self.options = net, options
         self.eval_arch: Arch | None = None
 

@@ -13,7 +13,7 @@ on the body arrays. Heads are never sent nor averaged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +48,11 @@ class FedRepStrategy(FedAvgFTStrategy):
     """FedAvg on the body; the per-round config tells clients the two phases' epochs."""
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
-                 initial_body: list[np.ndarray], options: FedRepOptions) -> None:
+                 initial_body: list[np.ndarray], options: FedRepOptions,
+                 body_roles: Sequence[str] | None = None) -> None:
         phases = {"head_epochs": options.head_epochs,
                   "body_epochs": options.body_epochs or budget.local_epochs}
         super().__init__(budget=budget, train_config={**train_config, **phases},
-                         initial_arrays=initial_body, finetune_epochs=options.finetune_epochs)
+                         initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
+                         array_roles=body_roles)
         self.options = options

@@ -21,6 +21,15 @@ Three phases over the federation's rounds (``pfednas.nas.phases.PhasePlan``):
    (``pfednas.nas.merge.overlap_average``). Personalized evaluation: every
    client's subnet, cut from the supernet, on its own test split.
 
+Replies: a knowledge model passes the reply gate like any model (its BatchNorm
+statistics checked as statistics, not only for finiteness: one model with a
+negative variance would turn the distilled supernet NaN). With
+``federation.update_norm_bound`` (on in deployments) each returned knowledge model
+is bounded like any training update: its change from the model the client was
+sent (its previous one, or the seeded initial one) at most the bound × the
+round's median change; its weight in the ensemble is its sample count only where
+the server knows a bound for it (else equal).
+
 Budgets: ``U(low, high) ×`` the largest subnet's cost in ``budget.metric``
 (params / FLOPs / training memory from ``Supernet.cost``), drawn from the same
 seeded hardware stream as PerFedRLNAS's memory budgets, so that for the same seed
@@ -65,6 +74,7 @@ from pfednas.nas.predictor import (
     cross_validated_report,
     fit_forest,
 )
+from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
 from pfednas.search import Arch, Cost, Supernet
 from pfednas.seeding import HARDWARE, int_seed, numpy_rng, torch_generator
@@ -214,8 +224,10 @@ class HAPFNASStrategy(PersonalizedStrategy):
         self.supernet, self.space, self.options = supernet, supernet.space, options
         self.plan = options.plan(budget.num_rounds)
         self.transfer, self.knowledge_fn = transfer, knowledge_fn
-        self.knowledge_init = [t.detach().numpy().copy()
-                               for t in knowledge_fn().state_dict().values()]
+        knowledge = knowledge_fn()
+        self.knowledge_init = [t.detach().numpy().copy() for t in knowledge.state_dict().values()]
+        self.knowledge_roles = state_roles(knowledge)
+        self.roles = state_roles(supernet.net)  # of each supernet tensor
         self.sizes = [len(d.choices) for d in self.space.dimensions]
         spread = HardwareSpread(memory_low=options.budget.low, memory_high=options.budget.high)
         reference = self.cost_of(self.space.max_arch())
@@ -261,20 +273,23 @@ class HAPFNASStrategy(PersonalizedStrategy):
             cfg = self.phase_config(server_round, local_epochs=self.options.knowledge_epochs
                                     or self.budget.local_epochs)
             return [self.message(cid, MessageType.TRAIN, cfg,
-                                 self.knowledge.get(cid, (self.knowledge_init, 0.0))[0])
+                                 self.knowledge.get(cid, (self.knowledge_init, 0.0))[0],
+                                 self.knowledge_roles)
                     for cid in self.record.sampled]
         messages = []
         for cid in self.record.sampled:
             self.sent[cid] = arch = self.personal[cid]
             cfg = self.phase_config(server_round, arch=arch.to_str(),
                                     train=self.options.train_scope)
-            messages.append(self.message(cid, MessageType.TRAIN, cfg, self.supernet.slice(arch)))
+            roles = [self.roles[i] for i, _ in self.supernet.regions(arch)]
+            messages.append(self.message(cid, MessageType.TRAIN, cfg, self.supernet.slice(arch),
+                                         roles))
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates, rows = [], []
-        for metrics, arrays in self.ok_replies(replies):
+        for metrics, arrays in self.train_replies(replies):
             cid = int(metrics["client_id"])
             updates.append((cid, arrays, self.weight(metrics)))
             rows.append({**self.train_row(metrics), "phase": int(self.plan.phase_of(server_round)),

@@ -59,6 +59,7 @@ from pfednas.nas.policy import (
     reinforce_update,
 )
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
+from pfednas.nas.roles import state_roles
 from pfednas.search import Arch, Supernet
 from pfednas.seeding import ARCH_SAMPLING, HARDWARE, numpy_rng
 from pfednas.strategies.base import (
@@ -152,6 +153,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                              f"{options.exploit_rounds}) exceed num_rounds "
                              f"({budget.num_rounds})")
         self.supernet, self.space, self.options = supernet, supernet.space, options
+        self.roles = state_roles(supernet.net)  # of each supernet tensor
         self.sizes = [len(d.choices) for d in self.space.dimensions]
         self.trainable = budget.num_clients - options.new_clients
         self.policies = [PolicyState.uniform(self.sizes) for _ in range(budget.num_clients)]
@@ -263,7 +265,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             self.sent[cid] = (arch, sum(a.nbytes for a in subnet))
             cfg = self.round_config(server_round, arch=arch.to_str(),
                                     train=self.options.train_scope)
-            messages.append(self.message(cid, MessageType.TRAIN, cfg, subnet))
+            roles = [self.roles[i] for i, _ in self.supernet.regions(arch)]
+            messages.append(self.message(cid, MessageType.TRAIN, cfg, subnet, roles))
         if not messages and self.over_budget:  # nothing to wait for: eq. 9 penalties now
             self.aggregate_train(server_round, [])
         return messages
@@ -291,7 +294,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         archs: dict[int, Arch] = dict(self.over_budget)
         contributions = []
         rows: dict[int, dict[str, Any]] = {}
-        for metrics, arrays in self.ok_replies(replies):
+        for metrics, arrays in self.train_replies(replies):
             cid = int(metrics["client_id"])
             if cid not in self.sent:
                 continue

@@ -28,6 +28,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 
 from pfednas.nas.archcode import arch_from_code, code_capacity
+from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
 from pfednas.search import Supernet
 from pfednas.strategies.base import Budget, Reply
@@ -45,11 +46,13 @@ class SpiderStrategy(FedAvgFTStrategy):
 
     TRAIN_REQUIRES = ("train_loss", "arch_code")
     EVALUATE_REQUIRES = ("arch_code",)
+    arrays: list[np.ndarray]  # the global supernet's state (FedAvgFTStrategy's)
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  participation: str = "all") -> None:
         super().__init__(budget=budget, train_config=train_config,
-                         initial_arrays=supernet.state_arrays(), finetune_epochs=0)
+                         initial_arrays=supernet.state_arrays(), finetune_epochs=0,
+                         array_roles=state_roles(supernet.net))
         if participation not in ("all", "sampled"):
             raise ValueError(f"participation must be all|sampled, got {participation!r}")
         self.space = supernet.space
@@ -111,8 +114,8 @@ class SpiderStrategy(FedAvgFTStrategy):
         return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        arrays = [state[f"supernet_{i}"] for i in range(len(self.arrays))]
-        if [a.shape for a in arrays] != [a.shape for a in self.arrays]:
+        loaded = [state[f"supernet_{i}"] for i in range(len(self.arrays))]
+        if [a.shape for a in loaded] != [a.shape for a in self.arrays]:
             raise ValueError("checkpoint does not match the supernet's shapes")
-        self.arrays = arrays
+        self.arrays = loaded
         self.trained = {int(c) for c in np.flatnonzero(state["trained"])}

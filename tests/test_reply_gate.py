@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,18 +11,23 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from pfednas.config import ConfigError, compose, settings_from_cfg
+from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
+from pfednas.data import partition
 from pfednas.nas.archcode import code_capacity
 from pfednas.nas.validation import (
     KNOWN_METRICS,
     ArrayHeader,
+    ArraySpec,
     MetricSpec,
     array_specs,
     check_array_headers,
     check_metrics,
     examples_bound_problem,
+    npy_payload_problem,
+    parse_dtype,
 )
 from pfednas.search import DartsS2Space
+from pfednas.server_app import build_strategy
 from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
 
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
@@ -232,3 +238,197 @@ def test_spider_rejects_out_of_range_codes_and_foreign_client_ids() -> None:
     assert strategy.record.rejected == 3
     assert [r["client_id"] for r in strategy.record.evaluation] == [0]
     assert strategy.arch_of == {0: strategy.arch_string({"arch_code": 3})}
+
+
+# -- payloads that are not what their record says (issue 32, items 1-3) -----------------------
+def npy_bytes(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array, allow_pickle=False)
+    return stream.getvalue()
+
+
+def with_payload(arrays: list[np.ndarray], index: int, data: bytes,
+                 dtype: str | None = None) -> ArrayRecord:
+    """The record of ``arrays`` whose ``index``-th payload is ``data`` (its metadata kept,
+    or its dtype string replaced)."""
+    record = ArrayRecord(numpy_ndarrays=arrays)
+    key = list(record)[index]
+    original = record[key]
+    record[key] = Array(dtype=dtype or original.dtype, shape=tuple(original.shape),
+                        stype=original.stype, data=data)
+    return record
+
+
+def huge_header(array: np.ndarray) -> bytes:
+    """``array``'s .npy bytes with a header that declares 2**48 elements, same length."""
+    data = npy_bytes(array)
+    head_len = 10 + int.from_bytes(data[8:10], "little")
+    header = data[10:head_len].decode("latin1")
+    fake = header.replace(repr(tuple(array.shape)), "(281474976710656,)")
+    fake = fake.rstrip().ljust(len(header) - 1) + "\n"
+    assert len(fake) == len(header)
+    return data[:10] + fake.encode("latin1") + data[head_len:]
+
+
+def zipped(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.savez(stream, a=array)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize(("payload", "dtype", "reason"), [
+    (huge_header, None, "header shape"),
+    (zipped, None, "zip"),
+    (lambda a: npy_bytes(a), "f4(1,", "unknown dtype"),
+    (lambda a: npy_bytes(a), "garbage", "unknown dtype"),
+    (lambda a: npy_bytes(a.astype(np.float64))[:len(npy_bytes(a))], None, "dtype"),
+    (lambda a: b"\x93NUMPY\x01\x00\x10\x00{'descr': <f4\n" + bytes(a.nbytes), None, "header"),
+])
+def test_payloads_disagreeing_with_their_record_are_rejected_not_a_crash(
+        payload: Any, dtype: str | None, reason: str) -> None:
+    # Prepare: client 0's first array's payload replaced, its record metadata as sent
+    strategy = fedavg()
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    bad = reply(strategy, 0, train_metrics(0),
+                with_payload(trained(9.0), 0, payload(trained(9.0)[0]), dtype))
+
+    # Execute
+    why = strategy.examine(bad)[2]
+    strategy.aggregate_train(1, [bad, reply(strategy, 1, train_metrics(1), trained(1.0))])
+
+    # Assert: rejected with the reason, the average is client 1's alone
+    assert reason in str(why)
+    assert strategy.record.rejected == 1
+    np.testing.assert_array_equal(strategy.arrays[0], trained(1.0)[0])
+
+
+def test_a_header_within_the_record_size_never_allocates_what_it_declares() -> None:
+    spec = ArraySpec((2, 3), np.dtype(np.float32))
+    data = huge_header(np.zeros((2, 3), np.float32))
+
+    problem = npy_payload_problem(data, spec)
+
+    assert problem == ".npy header shape (281474976710656,) != expected (2, 3)"
+    assert npy_payload_problem(npy_bytes(np.zeros((2, 3), np.float32)), spec) is None
+    assert "bytes after" in str(npy_payload_problem(
+        npy_bytes(np.zeros((2, 3), np.float32)) + b"\0", spec))
+    assert parse_dtype("f4(1,") is None and parse_dtype(7) is None
+    assert parse_dtype("<f4") == np.dtype(np.float32)
+
+
+# -- a reply of another type than its request (item 4) -----------------------------------------
+def test_a_train_reply_to_an_evaluation_request_is_rejected() -> None:
+    # Prepare: a training round, then an evaluation; client 0 answers it as if it trained
+    strategy = fedavg()
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    strategy.aggregate_train(1, [reply(strategy, c, train_metrics(c), trained(1.0))
+                                 for c in range(3)])
+    list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    good = {"client_id": 1, "num_examples": 5, "accuracy": 0.5, "loss": 0.7}
+
+    # Execute
+    strategy.aggregate_evaluate(1, [reply(strategy, 0, train_metrics(0), trained(2.0)),
+                                    reply(strategy, 1, good, kind=MessageType.EVALUATE)])
+
+    # Assert
+    assert strategy.record.rejected == 1
+    assert [r["client_id"] for r in strategy.record.evaluation] == [1]
+
+
+def test_spider_an_evaluation_reply_in_a_training_round_is_rejected() -> None:
+    # Prepare: client 0 was sent an evaluation (round 1), then training (round 2)
+    strategy = spider()
+    list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(2, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    before = [a.copy() for a in strategy.arrays]
+    evaluation = {"client_id": 0, "num_examples": 5, "accuracy": 0.5, "loss": 0.7,
+                  "arch_code": 1}
+
+    # Execute: an evaluation-type reply to the training request, then a second reply
+    strategy.aggregate_train(2, [reply(strategy, 0, evaluation, kind=MessageType.EVALUATE)])
+
+    # Assert
+    assert strategy.record.rejected == 1 and strategy.record.train == []
+    for a, b in zip(before, strategy.arrays, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_second_reply_to_one_request_is_rejected() -> None:
+    strategy = fedavg()
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0), trained(1.0)),
+                                 reply(strategy, 0, train_metrics(0), trained(5.0))])
+
+    assert strategy.record.rejected == 1
+    np.testing.assert_array_equal(strategy.arrays[0], trained(1.0)[0])
+
+
+# -- num_examples in a deployment (item 6) ------------------------------------------------------
+def test_deployment_weighs_clients_equally_whatever_their_first_report() -> None:
+    # Prepare: a deployment without the operator's bounds; client 0 reports 10,000,000 from
+    # its first reply on
+    strategy = fedavg(deployment=True)
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    strategy.aggregate_train(1, [
+        reply(strategy, 0, train_metrics(0, n=10_000_000), trained(9.0)),
+        reply(strategy, 1, train_metrics(1, n=10), trained(0.0)),
+        reply(strategy, 2, train_metrics(2, n=10), trained(0.0))])
+
+    # Assert: the plain mean (3.0), not ≈ client 0's update (9.0)
+    assert strategy.record.rejected == 0
+    np.testing.assert_allclose(strategy.arrays[0], trained(3.0)[0])
+
+
+def test_deployment_with_the_operators_bounds_weighs_by_bounded_counts() -> None:
+    strategy = fedavg(deployment=True)
+    strategy.partition_sizes = [100, 100, 100]  # federation.client_examples=100
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    strategy.aggregate_train(1, [
+        reply(strategy, 0, train_metrics(0, n=10_000_000), trained(9.0)),
+        reply(strategy, 1, train_metrics(1, n=90), trained(0.0)),
+        reply(strategy, 2, train_metrics(2, n=10), trained(5.0))])
+
+    assert strategy.record.rejected == 1
+    np.testing.assert_allclose(strategy.arrays[0], trained(0.5)[0])
+
+
+def test_nan_tolerance_and_bad_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="examples_tolerance"):
+        budget(examples_tolerance=float("nan"))
+    with pytest.raises(ValueError, match="update_norm_bound"):
+        budget(update_norm_bound=float("inf"))
+    with pytest.raises(ConfigError, match="examples_tolerance"):
+        settings_from_cfg(compose(["federation.examples_tolerance=nan"]))
+    with pytest.raises(ConfigError, match="client_examples"):
+        settings_from_cfg(compose(["federation.client_examples=[10,20]"]))
+    with pytest.raises(ConfigError, match="update_norm_bound"):
+        settings_from_cfg(compose(["federation.update_norm_bound=-1"]))
+    settings = settings_from_cfg(compose(["federation.num_clients=3",
+                                          "federation.clients_per_round=3",
+                                          "federation.client_examples=[10,20,30]"]))
+    assert settings.federation.client_examples == [10, 20, 30]
+
+
+def test_the_server_app_bounds_weights_by_what_the_server_knows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: one config; built as a simulation and as a deployment
+    overrides = ["method=fedavg", "federation.num_clients=3", "federation.clients_per_round=3",
+                 "federation.client_examples=[40,50,60]"]
+    settings = settings_from_cfg(compose(overrides))
+    monkeypatch.setenv(SIMULATION_ENV, "1")
+    simulated = build_strategy(settings)
+    monkeypatch.delenv(SIMULATION_ENV)
+    deployed = build_strategy(settings)
+    unbounded = build_strategy(settings_from_cfg(compose(overrides[:-1])))
+
+    # Assert: a simulation knows its partitions and leaves updates unbounded (as published);
+    # a deployment takes the operator's counts, or weighs equally, and bounds updates
+    assert simulated.partition_sizes == [len(p) for p in partition(settings.data)]
+    assert not simulated.budget.deployment and simulated.budget.update_norm_bound is None
+    assert deployed.partition_sizes == [40, 50, 60]
+    assert deployed.budget.deployment and deployed.budget.update_norm_bound == 10.0
+    assert unbounded.partition_sizes is None
+    assert unbounded.weight({"num_examples": 10_000_000}) == 1.0

@@ -20,9 +20,17 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pfednas.config import ConfigError, conf_dir, describe, overrides_to_json, settings_from_cfg
+from pfednas.config import (
+    ConfigError,
+    RunSettings,
+    conf_dir,
+    describe,
+    overrides_to_json,
+    settings_from_cfg,
+)
 from pfednas.data import DataError, partition
 from pfednas.launcher import SimulationRequest, incomplete_message, run_simulation
+from pfednas.preflight import check_runnable, composition_error, one_line
 from pfednas.ray_cluster import cluster_address
 
 EXIT_CONFIG = 2
@@ -43,16 +51,29 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def check_job(cfg: DictConfig) -> tuple[RunSettings, Path, str | None]:
+    """Settings, app directory and Ray address of a job that can start; raises
+    :class:`ConfigError` or :class:`DataError` before anything has started."""
+    settings = settings_from_cfg(cfg)
+    root = app_dir()
+    try:
+        partition(settings.data)  # reads the data: missing files and impossible splits fail here
+    except DataError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"cannot partition the data: {err}") from err
+    ray_address = cluster_address(settings.federation.ray_address, os.environ)
+    check_runnable(settings)  # the strategy builds; a resume's checkpoint fits it
+    return settings, root, ray_address
+
+
 def run_job(cfg: DictConfig) -> dict:
     try:
-        settings = settings_from_cfg(cfg)
-        root = app_dir()
-        partition(settings.data)  # reads the data: missing files and impossible splits fail here
-        ray_address = cluster_address(settings.federation.ray_address, os.environ)
+        settings, root, ray_address = check_job(cfg)
     except (ConfigError, DataError) as err:
-        fail(str(err), EXIT_CONFIG)
-    except ValueError as err:
-        fail(f"cannot partition the data: {err}", EXIT_CONFIG)
+        fail(one_line(str(err)), EXIT_CONFIG)
+    except ValueError as err:  # anything else a value of the config made fail
+        fail(one_line(str(err)) or type(err).__name__, EXIT_CONFIG)
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir).resolve()
     overrides = list(hydra_cfg.overrides.task)
@@ -125,6 +146,10 @@ def main() -> None:
 
         module = importlib.import_module(SUBCOMMANDS[sys.argv[1]][0])
         sys.exit(module.main(sys.argv[2:]))
+    if os.environ.get("HYDRA_FULL_ERROR") != "1":  # else Hydra's own report, with its trace
+        problem = composition_error(sys.argv[1:])  # Hydra's: many lines, exit code 1
+        if problem is not None:
+            fail(problem, EXIT_CONFIG)
     _hydra_main()
 
 

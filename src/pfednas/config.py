@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pfednas.data import DataSpec, dataset_info, validate_spec
 
@@ -31,6 +34,7 @@ SERVERAPP_PID_FILE = "serverapp.pid"  # in <output>/logs/, written by the Server
 SIMULATION_ENV = "PFEDNAS_SIMULATION"     # "1": a `pfednas` simulation (launcher.py)
 OUTPUT_BASE_ENV = "PFEDNAS_OUTPUT_BASE"   # deployment: the ServerApp writes only below it
 DEFAULT_OUTPUT_BASE = "outputs"           # deployment without PFEDNAS_OUTPUT_BASE: ./outputs
+DATA_ROOT_ENV = "PFEDNAS_DATA_ROOT"       # deployment: the dataset folder the ServerApp reads
 
 
 def in_simulation() -> bool:
@@ -104,6 +108,12 @@ class Federation:
     eval_timeout: float | None = None
     eval_finetune: str = "final"
     allow_missing_clients: bool = False
+    # deployment: each client's largest num_examples, stated by the operator (one number for
+    # all, or a list of K); null: clients weigh equally (their own counts bound nothing)
+    client_examples: int | list[int] | None = None
+    # each training update's RMS at most this × the round's lower median; null: off in a
+    # simulation, 10 in a deployment; 0: off (pfednas.nas.robust)
+    update_norm_bound: float | None = None
 
 
 @dataclass(frozen=True)
@@ -127,10 +137,46 @@ EVAL_SPLITS = ("test", "val")
 
 
 def _as_dict(node: Any) -> dict[str, Any]:
-    value = OmegaConf.to_container(node, resolve=True)
+    try:
+        value = OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as err:  # e.g. an interpolation that names no key
+        raise ConfigError(omegaconf_message(err)) from err
     if not isinstance(value, dict):
         raise ConfigError(f"expected a mapping, got {value!r}")
     return {str(k): v for k, v in value.items()}
+
+
+def omegaconf_message(err: OmegaConfBaseException) -> str:
+    """OmegaConf's error in one line, led by the key it concerns."""
+    first = (str(getattr(err, "msg", "") or err).strip().splitlines() or [type(err).__name__])[0]
+    key = getattr(err, "full_key", None)
+    return f"{key}: {first}" if key else first
+
+
+def non_finite_values(tree: Any, path: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every ``nan`` / ``inf`` number in a resolved config tree."""
+    if isinstance(tree, dict):
+        return [bad for k, v in tree.items()
+                for bad in non_finite_values(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(tree, list):
+        return [bad for i, v in enumerate(tree) for bad in non_finite_values(v, f"{path}[{i}]")]
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return [(path, tree)]
+    return []
+
+
+NON_FINITE_ALLOWED = ("fault_injection",)  # test-only: it injects bad values on purpose
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """No ``nan`` or ``inf`` in any number of the config: no key means them, and every
+    comparison with ``nan`` is false, so a range check alone would let it through."""
+    values = {k: v for k, v in _as_dict(cfg).items() if k not in NON_FINITE_ALLOWED}
+    bad = non_finite_values(values)
+    if bad:
+        (key, value), others = bad[0], [k for k, _ in bad[1:]]
+        raise ConfigError(f"{key} must be a finite number, got {value}"
+                          + (f" (so must {', '.join(others)})" if others else ""))
 
 
 def _typed(cls: type, values: dict[str, Any], group: str) -> Any:
@@ -152,9 +198,22 @@ def _check_number(group: str, name: str, value: Any, *, kind: type, low: float |
     if isinstance(value, bool) or not ok_type:
         raise ConfigError(f"{group}.{name} must be {'an integer' if kind is int else 'a number'}, "
                           f"got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{group}.{name} must be a finite number, got {value!r}")
     if low is not None and (value <= low if strict else value < low):
         relation = ">" if strict else ">="
         raise ConfigError(f"{group}.{name} must be {relation} {low}, got {value!r}")
+
+
+def check_client_examples(value: Any, num_clients: int) -> None:
+    """``federation.client_examples``: null, an integer >= 1, or a list of K of them."""
+    if value is None:
+        return
+    values = value if isinstance(value, list) else [value]
+    if (isinstance(value, list) and len(value) != num_clients) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise ConfigError("federation.client_examples must be null, an integer >= 1 or a list "
+                          f"of num_clients={num_clients} of them, got {value!r}")
 
 
 def validate_federation(fed: Federation) -> None:
@@ -182,6 +241,15 @@ def validate_federation(fed: Federation) -> None:
     if not isinstance(fed.allow_missing_clients, bool):
         raise ConfigError("federation.allow_missing_clients must be true|false, "
                           f"got {fed.allow_missing_clients!r}")
+    if not fed.examples_tolerance < float("inf"):  # nan would switch the bound off
+        raise ConfigError(f"federation.examples_tolerance must be a finite number >= 0, "
+                          f"got {fed.examples_tolerance!r}")
+    check_client_examples(fed.client_examples, fed.num_clients)
+    if fed.update_norm_bound is not None:
+        _check_number(g, "update_norm_bound", fed.update_norm_bound, kind=float, low=0)
+        if not fed.update_norm_bound < float("inf"):
+            raise ConfigError("federation.update_norm_bound must be null, 0 (off) or a finite "
+                              f"number > 0, got {fed.update_norm_bound!r}")
     if fed.ray_num_cpus is not None:
         _check_number(g, "ray_num_cpus", fed.ray_num_cpus, kind=int, low=1)
         if fed.client_cpus > fed.ray_num_cpus:
@@ -230,14 +298,25 @@ def _check_method_data(name: str, options: dict[str, Any], spec: DataSpec) -> No
 
 
 RUN_KEYS_NOT_COMPARED = ("resume", "progress", "output_dir", "hydra")
+RESOLVED_CONFIG = "resolved_config.yaml"  # the run's composed config, in its output folder
 
 
 def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
     """A run can be resumed only with its checkpoint and its own configuration."""
     if not (run_dir / CHECKPOINT_FILE).is_file():
         raise ConfigError(f"resume={run_dir}: no {CHECKPOINT_FILE} in that directory")
-    saved = OmegaConf.load(run_dir / "resolved_config.yaml")
-    now, before = _as_dict(cfg), _as_dict(saved)
+    saved_path = run_dir / RESOLVED_CONFIG
+    if not saved_path.is_file():
+        raise ConfigError(f"resume={run_dir}: no {RESOLVED_CONFIG} in that directory (the run's "
+                          "own config, which a resume must match)")
+    try:
+        saved = OmegaConf.load(saved_path)
+        before = _as_dict(saved)
+    except (OSError, ValueError, ConfigError, OmegaConfBaseException, yaml.YAMLError) as err:
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"resume={run_dir}: {RESOLVED_CONFIG} is not a readable config "
+                          f"({problem})") from err
+    now = _as_dict(cfg)
     differ = sorted(k for k in set(now) | set(before)
                     if k not in RUN_KEYS_NOT_COMPARED and now.get(k) != before.get(k))
     if differ:
@@ -269,6 +348,7 @@ def space_for_dataset(space: dict[str, Any], dataset: str) -> dict[str, Any]:
 
 def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     """Build and validate the typed settings; raises :class:`ConfigError`."""
+    check_finite(cfg)
     method = _as_dict(cfg.method)
     name = method.pop("name", None)
     fed = _typed(Federation, _as_dict(cfg.federation), "federation")

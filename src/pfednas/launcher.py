@@ -236,12 +236,19 @@ def serverapp_pid(pid_file: Path) -> int | None:
     return int(pid) if host == socket.gethostname() else None
 
 
+def clear_pid_file(pid_file: Path) -> None:
+    """Remove an earlier run's ServerApp pid file (a run resumed or repeated in its own
+    folder): its process is gone, and :func:`wait_run` would take this run for dead."""
+    pid_file.unlink(missing_ok=True)
+
+
 def wait_run(proc: subprocess.Popen[Any], pid_file: Path, *, poll: float = 1.0) -> int:
     """Wait for ``flwr run --stream``; its exit code, or ``SERVERAPP_DIED``.
 
     If the ServerApp process dies (killed, out of memory) the SuperLink keeps
     the run open and ``flwr run`` streams for ever, so the ServerApp's PID is
-    watched and the run is stopped when it is gone.
+    watched and the run is stopped when it is gone. An earlier run's pid file in the
+    same folder must be removed before the run starts (:func:`clear_pid_file`).
     """
     while True:
         try:
@@ -354,6 +361,7 @@ def run_simulation(request: SimulationRequest) -> int:
 def _run_simulation(request: SimulationRequest) -> int:
     run_config_file = request.log_dir / "run_config.toml"
     request.log_dir.mkdir(parents=True, exist_ok=True)
+    clear_pid_file(request.log_dir / SERVERAPP_PID_FILE)
     run_config_file.write_text(tomli_w.dumps(request.run_config))
     with local_superlink(request.flwr_home, request.log_dir,
                          request.ray_address) as (env, _token), \

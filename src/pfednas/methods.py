@@ -37,6 +37,7 @@ from pfednas.data.registry import load_raw, normalisation
 from pfednas.nas.distill import TransferSet, synthetic_inputs
 from pfednas.nas.fitting import fits_all_budgets
 from pfednas.nas.heterogeneity import HardwareSpread, draw_hardware
+from pfednas.nas.roles import state_roles
 from pfednas.search import (
     Arch,
     DartsS2Space,
@@ -170,8 +171,9 @@ def _check_int(options: dict[str, Any], key: str, low: int) -> None:
 # -- fedavg + fine-tuning ----------------------------------------------------------------------
 def _fedavg_strategy(settings: RunSettings, budget: Budget,
                      train_config: dict[str, Any]) -> PersonalizedStrategy:
+    model = fixed_model_fn(settings)()
     return FedAvgFTStrategy(budget=budget, train_config=train_config,
-                            initial_arrays=initial_fixed_arrays(settings),
+                            initial_arrays=get_arrays(model), array_roles=state_roles(model),
                             finetune_epochs=int(settings.method_options.get("finetune_epochs", 0)),
                             finetune_scope=str(settings.method_options.get("finetune_scope",
                                                                            "full")))
@@ -211,10 +213,17 @@ def initial_body(settings: RunSettings) -> list[np.ndarray]:
     return take(get_arrays(model), StateSplit.of(model).body)
 
 
+def body_roles(settings: RunSettings) -> list[str]:
+    """What each body array is (``pfednas.nas.roles``): BatchNorm statistics or parameters."""
+    model = fixed_model_fn(settings)()
+    roles = state_roles(model)
+    return [roles[i] for i in StateSplit.of(model).body]
+
+
 def _fedrep_strategy(settings: RunSettings, budget: Budget,
                      train_config: dict[str, Any]) -> PersonalizedStrategy:
     return FedRepStrategy(budget=budget, train_config=train_config,
-                          initial_body=initial_body(settings),
+                          initial_body=initial_body(settings), body_roles=body_roles(settings),
                           options=FedRepOptions.from_config(settings.method_options))
 
 
@@ -225,7 +234,7 @@ def _fedrep_client(settings: RunSettings, env: ClientEnv, context: Context) -> N
 def _fedbabu_strategy(settings: RunSettings, budget: Budget,
                       train_config: dict[str, Any]) -> PersonalizedStrategy:
     return FedBABUStrategy(budget=budget, train_config=train_config,
-                           initial_body=initial_body(settings),
+                           initial_body=initial_body(settings), body_roles=body_roles(settings),
                            options=FedBABUOptions.from_config(settings.method_options))
 
 

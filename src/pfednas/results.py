@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,13 +176,20 @@ def _mb(n: int) -> str:
 
 
 class ResultsWriter:
-    """Writes ``metrics.jsonl`` (one line per round) and ``summary.json`` in ``out_dir``."""
+    """Writes ``metrics.jsonl`` (one line per round) and ``summary.json`` in ``out_dir``.
 
-    def __init__(self, out_dir: Path) -> None:
+    ``metrics.jsonl`` starts with the ``previous`` rounds (those of a resumed run), replaced
+    in one step: a run resumed into its own folder reads them before, and a crash at any
+    moment leaves the old file or the new one, never a truncated one.
+    """
+
+    def __init__(self, out_dir: Path, previous: Sequence[RoundRecord] = ()) -> None:
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = out_dir / "metrics.jsonl"
-        self.metrics_path.write_text("")
+        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(record.to_json()) + "\n" for record in previous))
+        tmp.replace(self.metrics_path)
 
     def write_round(self, record: RoundRecord) -> None:
         with self.metrics_path.open("a") as f:

@@ -12,16 +12,20 @@ import resource
 import socket
 import sys
 import time
+from logging import WARNING
 from pathlib import Path
 
 import numpy as np
 from flwr.app import Context
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
 
-from pfednas.checkpoint import read_checkpoint, resume_records, save_checkpoint
+from pfednas.checkpoint import save_checkpoint, verified_resume
 from pfednas.config import (
+    DATA_ROOT_ENV,
     OUTPUT_BASE_ENV,
+    RESOLVED_CONFIG,
     SERVERAPP_PID_FILE,
     ConfigError,
     RunSettings,
@@ -40,24 +44,36 @@ from pfednas.strategies import (
     PerFedRLNASStrategy,
     PersonalizedStrategy,
 )
-from pfednas.strategies.base import RoundRecord
+from pfednas.strategies.base import RoundRecord, norm_bound_for
+from pfednas.strategies.identity import pins_from_env
 
 app = ServerApp()
 
 
 def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
     fed = settings.federation
+    deployment = not in_simulation()
     budget = Budget(num_clients=fed.num_clients, clients_per_round=fed.clients_per_round,
                     num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
                     eval_every=fed.eval_every, round_timeout=fed.round_timeout,
                     min_replies=fed.min_replies, seed=settings.seed, weighting=fed.weighting,
                     examples_tolerance=fed.examples_tolerance, eval_timeout=fed.eval_timeout,
-                    eval_finetune=fed.eval_finetune)
+                    eval_finetune=fed.eval_finetune, deployment=deployment,
+                    update_norm_bound=norm_bound_for(fed.update_norm_bound,
+                                                     deployment=deployment))
     train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
                     "batch_size": fed.batch_size}
     strategy = METHODS[settings.method].strategy(settings, budget, train_config)
-    if in_simulation():
+    if not deployment:
         strategy.partition_sizes = partition_sizes(settings)
+        return strategy
+    bounds = fed.client_examples  # the operator's: a client's own counts bound nothing
+    strategy.partition_sizes = (None if bounds is None else list(bounds)
+                                if isinstance(bounds, list) else [bounds] * fed.num_clients)
+    try:
+        strategy.pins = pins_from_env(fed.num_clients)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     return strategy
 
 
@@ -123,6 +139,24 @@ def inside_base(path: str | Path, base: Path) -> Path:
     return resolved
 
 
+def server_data_root(run_root: str | None) -> str | None:
+    """``dataset.root`` of a deployed ServerApp (HAPFNAS reads its transfer set there):
+    ``$PFEDNAS_DATA_ROOT`` of its process, set where the SuperLink side starts (None: the
+    dataset's environment variable or default folder).
+
+    Raises :class:`ConfigError` when the run config names another folder: whoever submits a
+    run does not choose the files the server reads (nodes refuse it likewise).
+    """
+    operator_root = os.environ.get(DATA_ROOT_ENV, "").strip() or None
+    if run_root and (operator_root is None
+                     or Path(run_root).resolve() != Path(operator_root).resolve()):
+        raise ConfigError(
+            f"run config dataset.root={run_root!r} is refused in a deployment: the ServerApp "
+            f"reads only the folder its operator sets ({DATA_ROOT_ENV}={operator_root!r} where "
+            "the SuperLink side starts); drop dataset.root from the run; nothing was read")
+    return operator_root
+
+
 def write_pid_file(out: Path) -> Path:
     """``logs/serverapp.pid`` (``<pid> <host>``): the launcher watches this process and
     stops the run if it dies (``flwr run --stream`` would otherwise wait for ever)."""
@@ -139,25 +173,28 @@ def main(grid: Grid, context: Context) -> None:
     out = output_dir(context)  # first: a refused folder stops the run before anything
     overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
     cfg = compose(overrides)
+    if not in_simulation():  # before any data is read, by a method's check or its strategy
+        cfg.dataset.root = server_data_root(cfg.dataset.get("root"))
     settings = settings_from_cfg(cfg)
-    writer = ResultsWriter(out)
-    (out / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
     print(f"[pfednas] {describe(settings)}", flush=True)
 
     write_pid_file(out)
     start = time.perf_counter()
     strategy = build_strategy(settings)
     strategy.lineage = str(out.resolve())
-    previous: list[RoundRecord] = []
-    if settings.resume:
-        saved = read_checkpoint(Path(settings.resume))
-        strategy.load_state(saved.state)
-        strategy.lineage = saved.lineage or strategy.lineage
-        previous = resume_records(Path(settings.resume), saved.finished_round)
-        for record in previous:
-            writer.write_round(record)
-        print(f"[pfednas] resumed from {settings.resume} after round {saved.finished_round}",
-              flush=True)
+    # a resume reads (and checks) its checkpoint and history before anything in `out` is
+    # written: `out` may be the resumed run's own folder
+    resumed = (verified_resume(Path(settings.resume), strategy, settings.federation.num_rounds)
+               if settings.resume else None)
+    previous: list[RoundRecord] = resumed.records if resumed else []
+    writer = ResultsWriter(out, previous)
+    (out / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg))
+    if resumed:
+        strategy.lineage = resumed.checkpoint.lineage or strategy.lineage
+        if resumed.warning:
+            log(WARNING, "%s", resumed.warning)
+        print(f"[pfednas] resumed from {settings.resume} after round "
+              f"{resumed.checkpoint.finished_round}", flush=True)
     strategy.connect(grid)
     checkpoint = settings.checkpoint_every > 0
 

@@ -8,9 +8,11 @@ Local layout, as extracted from the official ``cifar-10-python.tar.gz`` /
 
 The directory given may be the extracted folder itself or its parent. Each
 batch is a pickled dict with ``b"data"`` (N x 3072 uint8, channel-major) and
-``b"labels"`` / ``b"fine_labels"``. Without a local folder the data comes
-through ``flwr_datasets.FederatedDataset`` from the hub (``uoft-cs/cifar10``,
-``uoft-cs/cifar100``), which needs network access or a warm hub cache.
+``b"labels"`` / ``b"fine_labels"``, read with a restricted unpickler (arrays,
+lists, dicts, strings and numbers only: a file that would run code is refused).
+Without a local folder the data comes through ``flwr_datasets.FederatedDataset``
+from the hub (``uoft-cs/cifar10``, ``uoft-cs/cifar100``), which needs network
+access or a warm hub cache.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pfednas.data.arrays import DataError, RawImages
+from pfednas.data.restricted_pickle import RefusedPickle, load_data_pickle
 
 CIFAR_ENV = "PFEDNAS_CIFAR_DIR"
 _SIDE = 32
@@ -95,13 +98,17 @@ def batch_folder(layout: CifarLayout, root: Path) -> Path:
 
 
 def _unpickle(layout: CifarLayout, path: Path) -> dict[bytes, object]:
+    """A batch file's dict, read with a restricted unpickler: a file that would rebuild
+    anything but arrays, lists, dicts, strings and numbers is refused, never run."""
     if not path.is_file():
         raise _fail(layout, path, "missing")
     try:
         with path.open("rb") as fh:
-            # The standard CIFAR distribution format; only user-supplied local files.
-            batch = pickle.load(fh, encoding="bytes")  # noqa: S301
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
+            batch = load_data_pickle(fh, encoding="bytes")
+    except RefusedPickle as exc:
+        raise _fail(layout, path, f"refused: {exc}") from exc
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, MemoryError) as exc:
         raise _fail(layout, path, f"unreadable or corrupt ({type(exc).__name__}: {exc})") from exc
     if not isinstance(batch, dict):
         raise _fail(layout, path, f"expected a pickled dict, got {type(batch).__name__}")

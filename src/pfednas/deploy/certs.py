@@ -90,19 +90,41 @@ def _san(hosts: Iterable[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a private key readable by its owner only from the first byte (mode 0600,
-    whatever the umask); an existing file is replaced, never written through."""
+PRIVATE_MODE = 0o600  # keys: their owner only
+PUBLIC_MODE = 0o644   # certificates and public keys: anyone reads, only the owner writes
+FOLDER_MODE = 0o755   # a folder made here: only its owner adds or replaces files
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``path`` with exactly ``mode`` from the first byte, whatever the umask (000
+    would leave 0666 files anyone could replace); an existing file is replaced, never
+    written through."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & PRIVATE_MODE)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, 0o600)  # a umask can only remove bits, but keep the mode explicit
+        os.chmod(tmp, mode)  # the umask may have removed bits; set exactly these
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    _write_file(path, data, PRIVATE_MODE)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    _write_file(path, data, PUBLIC_MODE)
+
+
+def _make_folder(path: Path) -> None:
+    """``path`` and missing parents, the ones made here ``FOLDER_MODE`` whatever the umask."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for folder in missing:
+        os.chmod(folder, FOLDER_MODE)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -120,7 +142,7 @@ def write_dev_certificates(out_dir: Path, hosts: Sequence[str] = (), *, nodes: i
     and the same loopback names.
     """
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    _make_folder(out)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     until = now + dt.timedelta(days=valid_days)
 
@@ -140,7 +162,7 @@ def write_dev_certificates(out_dir: Path, hosts: Sequence[str] = (), *, nodes: i
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
                               critical=False)
                .sign(ca_key, hashes.SHA384()))
-    (out / CA_CERT).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_public(out / CA_CERT, ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_private(out / CA_KEY, _pem_key(ca_key))
 
     def server(files: TlsFiles, names: Sequence[str]) -> None:
@@ -158,7 +180,7 @@ def write_dev_certificates(out_dir: Path, hosts: Sequence[str] = (), *, nodes: i
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                     ca_key.public_key()), critical=False)
                 .sign(ca_key, hashes.SHA384()))
-        files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_public(files.server_cert, cert.public_bytes(serialization.Encoding.PEM))
         _write_private(files.server_key, _pem_key(key))
 
     files = TlsFiles.in_dir(out)
@@ -175,14 +197,14 @@ def node_key_paths(out_dir: Path, index: int) -> NodeKey:
 
 def write_node_key(path: NodeKey) -> NodeKey:
     """One P-384 key pair in OpenSSH format (private key unencrypted, mode 0600)."""
-    path.private.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path.private.parent)
     key = ec.generate_private_key(ec.SECP384R1())
     _write_private(path.private, key.private_bytes(serialization.Encoding.PEM,
                                                    serialization.PrivateFormat.OpenSSH,
                                                    serialization.NoEncryption()))
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH)
-    path.public.write_bytes(public + f" {path.private.name}\n".encode())
+    _write_public(path.public, public + f" {path.private.name}\n".encode())
     return path
 
 

@@ -3,6 +3,7 @@
     pfednas deploy local [OPTIONS] [nodes=N] [HYDRA_OVERRIDE ...]
     pfednas deploy certs OUT_DIR [--host NAME_OR_IP ...]
     pfednas deploy keys OUT_DIR [--nodes N] [--start I]
+    pfednas deploy secrets OUT_DIR [--nodes N] [--start I] [--no-superlink]
     pfednas deploy silos OUT_DIR [nodes=N] [HYDRA_OVERRIDE ...]
 
 ``deploy local`` takes the same Hydra overrides as ``pfednas`` (passed through
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -26,6 +28,8 @@ from types import FrameType
 from pfednas.checkpoint import CLIENT_STATE_DIR, carry_client_state
 from pfednas.cli import EXIT_CONFIG, EXIT_RUN, app_dir
 from pfednas.config import (
+    DATA_ROOT_ENV,
+    SERVERAPP_PID_FILE,
     ConfigError,
     RunSettings,
     compose,
@@ -44,8 +48,10 @@ from pfednas.deploy.certs import (
 )
 from pfednas.deploy.commands import Security
 from pfednas.deploy.local import DeploymentError, DeploymentRequest, run_deployment
-from pfednas.launcher import incomplete_message
+from pfednas.deploy.superexec_auth import write_superexec_secrets
+from pfednas.launcher import clear_pid_file, incomplete_message
 from pfednas.node_data import silo_client_data
+from pfednas.preflight import check_runnable
 from pfednas.results import missing_clients_error
 
 DEFAULT_NODES = 3
@@ -97,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("out_dir", type=Path)
     keys.add_argument("--nodes", type=int, default=DEFAULT_NODES)
     keys.add_argument("--start", type=int, default=0, help="index of the first key pair")
+
+    auth = sub.add_parser("secrets", help="SuperExec secrets (superlink.secret, "
+                                          "node-<i>.secret; mode 0600, existing kept)")
+    auth.add_argument("out_dir", type=Path)
+    auth.add_argument("--nodes", type=int, default=DEFAULT_NODES)
+    auth.add_argument("--start", type=int, default=0, help="index of the first node secret")
+    auth.add_argument("--no-superlink", dest="superlink", action="store_false",
+                      help="node secrets only (on a silo)")
 
     silos = sub.add_parser("silos", help="write each Dirichlet partition as a silo folder "
                                          "(OUT_DIR/<i>/data.npz) to try data-dir nodes")
@@ -196,6 +210,7 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, RunSettings]
             partition(settings.data)
         except ValueError as err:
             raise UsageError(f"cannot partition the data: {err}") from err
+    check_runnable(settings)  # the strategy builds; a resume's checkpoint fits it
     out = (args.out or run_dir or default_out_dir(settings.method, settings.data.name)).resolve()
     work = out / "deploy"
     if args.insecure:
@@ -241,6 +256,9 @@ def deploy_local(args: argparse.Namespace) -> int:
         request, settings = _validate(args)
     except _config_errors() as err:
         return _config_error(err)
+    if request.data_root is not None:  # the ServerApp's dataset folder, set as its operator would
+        os.environ[DATA_ROOT_ENV] = str(request.data_root)
+    clear_pid_file(request.out_dir / "logs" / SERVERAPP_PID_FILE)  # a run resumed in its folder
     header = (f"[pfednas] {describe(settings)}",
               f"[pfednas] deployment: {request.num_nodes} SuperNodes, output: {request.out_dir} "
               f"(full logs in {request.out_dir / 'logs'})")
@@ -301,6 +319,16 @@ def export_silos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_secrets(args: argparse.Namespace) -> int:
+    if args.nodes < 0 or args.start < 0:
+        print("pfednas deploy: error: --nodes and --start must be >= 0", file=sys.stderr)
+        return EXIT_CONFIG
+    for path in write_superexec_secrets(args.out_dir, args.nodes, start=args.start,
+                                        superlink=args.superlink):
+        print(f"{path}  (mode 0600; mount it read-only into its pair only)")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.command == "local":
@@ -320,6 +348,8 @@ def main(argv: list[str]) -> int:
             node = TlsFiles.of_node(args.out_dir, i)
             print(f"SuperNode {i} Runtime API: {node.server_cert} + {node.server_key}")
         return 0
+    if args.command == "secrets":
+        return _write_secrets(args)
     if args.nodes < 1 or args.start < 0:
         print("pfednas deploy: error: --nodes must be >= 1 and --start >= 0", file=sys.stderr)
         return EXIT_CONFIG

@@ -5,11 +5,16 @@ The local multi-node run (:mod:`pfednas.deploy.local`) starts these commands;
 keeps them in step.
 
 Flower 1.41 serves the Fleet, Control and Runtime APIs of a SuperLink on one
-HTTP(S) port (``--host`` / ``--port``). A SuperNode also listens on a port of
-its own: the Runtime API its SuperExec (ClientApp executor) talks to. With
-``--isolation subprocess`` each of them starts its SuperExec itself; with
+HTTP(S) port (``--host`` / ``--port``), and its Control API authenticates no caller:
+whoever reaches that port may start a run, i.e. run code on every silo. So a SuperLink
+listens where only its operator reaches it, and other machines see the
+:mod:`pfednas.deploy.fleet_gateway` (:func:`fleet_gateway_command`), which forwards
+the Fleet API only. A SuperNode also listens on a port of its own: the Runtime API its
+SuperExec (ClientApp executor) talks to. With ``--isolation subprocess`` each of them
+starts its SuperExec itself (Flower then ignores any SuperExec secret); with
 ``--isolation process`` (containers) a separate ``flower-superexec
---runtime-api-address HOST:PORT`` does.
+--runtime-api-address HOST:PORT`` does, and ``--superexec-auth-secret-file`` on both
+sides makes the Runtime API hand tasks only to an executor holding the secret.
 """
 
 from __future__ import annotations
@@ -59,8 +64,10 @@ def _toml(path: str | Path) -> str:
 
 
 def superlink_command(*, host: str, port: int, security: Security,
-                      isolation: str = "subprocess",
-                      database: str = ":flwr-in-memory:") -> list[str]:
+                      isolation: str = "subprocess", database: str = ":flwr-in-memory:",
+                      superexec_secret: Path | None = None) -> list[str]:
+    """``host`` is where the Control API is reachable too: loopback or an operator-only
+    network, never a published address (publish :func:`fleet_gateway_command`)."""
     command = ["flower-superlink"]
     if security.tls is None:
         command.append("--insecure")
@@ -70,16 +77,36 @@ def superlink_command(*, host: str, port: int, security: Security,
                     "--ssl-keyfile", str(security.tls.server_key)]
     if security.node_auth:
         command.append("--enable-supernode-auth")
+    command += _secret(superexec_secret, isolation)
     return command + ["--isolation", isolation, "--host", host, "--port", str(port),
                       "--database", database, "--disable-runtime-dependency-installation"]
+
+
+def _secret(path: Path | None, isolation: str) -> list[str]:
+    if path is None:
+        return []
+    if isolation != "process":
+        raise ValueError("a SuperExec secret needs --isolation process (Flower ignores it "
+                         "with subprocess)")
+    return ["--superexec-auth-secret-file", str(path)]
+
+
+def fleet_gateway_command(*, host: str, port: int, upstream: str, tls: TlsFiles) -> list[str]:
+    """The published face of a SuperLink: its Fleet API only, over TLS with ``tls``'s
+    server certificate (valid for the name SuperNodes dial), verifying ``upstream``."""
+    return ["python", "-m", "pfednas.deploy.fleet_gateway", "--host", host, "--port", str(port),
+            "--upstream", upstream, "--ssl-certfile", str(tls.server_cert),
+            "--ssl-keyfile", str(tls.server_key), "--ssl-ca-certfile", str(tls.ca_cert)]
 
 
 def supernode_command(*, superlink: str, runtime_host: str, runtime_port: int,
                       security: Security, node_config: str, private_key: Path | None,
                       isolation: str = "subprocess", max_retries: int | None = None,
-                      runtime_tls: TlsFiles | None = None) -> list[str]:
+                      runtime_tls: TlsFiles | None = None,
+                      superexec_secret: Path | None = None) -> list[str]:
     """``runtime_tls``: serve the node's Runtime API over TLS (a separate executor,
-    ``--isolation process``, reaches it over a network: see ``TlsFiles.of_node``)."""
+    ``--isolation process``, reaches it over a network: see ``TlsFiles.of_node``);
+    ``superexec_secret``: hand tasks only to an executor holding that secret."""
     command = ["flower-supernode", "--superlink", superlink]
     if security.tls is None:
         command.append("--insecure")
@@ -92,17 +119,21 @@ def supernode_command(*, superlink: str, runtime_host: str, runtime_port: int,
         command += ["--ssl-certfile", str(runtime_tls.server_cert),
                     "--ssl-keyfile", str(runtime_tls.server_key),
                     "--ssl-ca-certfile", str(runtime_tls.ca_cert)]
+    command += _secret(superexec_secret, isolation)
     command += ["--host", runtime_host, "--port", str(runtime_port)]
     if max_retries is not None:
         command += ["--max-retries", str(max_retries)]
     return command
 
 
-def superexec_command(*, runtime_api: str, ca_cert: Path | None = None) -> list[str]:
+def superexec_command(*, runtime_api: str, ca_cert: Path | None = None,
+                      superexec_secret: Path | None = None) -> list[str]:
     """A separate executor (``--isolation process``): TLS to the Runtime API of a SuperLink
-    or SuperNode when ``ca_cert`` is given, else plain HTTP (a one-machine demo)."""
+    or SuperNode when ``ca_cert`` is given, else plain HTTP (a one-machine demo); it signs
+    its task requests with ``superexec_secret`` (the same file as the API it talks to)."""
     tls = ["--insecure"] if ca_cert is None else ["--root-certificates", str(ca_cert)]
-    return ["flower-superexec", *tls, "--runtime-api-address", runtime_api]
+    secret = _secret(superexec_secret, "process")
+    return ["flower-superexec", *tls, *secret, "--runtime-api-address", runtime_api]
 
 
 def register_command(public_key: Path, connection: str) -> list[str]:

@@ -2,33 +2,54 @@
 
 Only arrays and scalar records are accepted (Flower deserialises arrays with
 ``np.load(allow_pickle=False)``); these functions return the reason an update
-must be rejected, or ``None`` when it is acceptable. Pure functions.
+must be rejected, or ``None`` when it is acceptable. Pure functions: whatever a
+reply holds, they return a reason and raise nothing.
 
 The reply schema lives here, in one place: :data:`KNOWN_METRICS` gives every
 metric a client role may send its type and range, :data:`REQUIRED_METRICS` the
 metrics each message type's reply must carry; a strategy adds what its own
 replies need (``PersonalizedStrategy.required_metrics``). Array records are
-checked from their metadata (count, shape, dtype, serialised size) before
-anything is decoded (:func:`check_array_headers`), and the decoded arrays again
-(:func:`check_arrays`).
+checked from their metadata (count, shape, dtype, serialised size) and from
+the ``.npy`` header inside each payload (:func:`npy_payload_problem`) before
+anything is decoded, and the decoded arrays again (:func:`check_arrays`), each
+for its role: BatchNorm statistics must be statistics (variances >= 0, both
+bounded, counts >= 0), not only finite.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-ArraySpec = tuple[tuple[int, ...], np.dtype]
-
 MAX_EXAMPLES = 10_000_000
 NPY_STYPE = "numpy.ndarray"
+NPY_MAGIC = b"\x93NUMPY"
 # np.save writes a header before the raw data: 128 bytes for the arrays here,
 # padded to a multiple of 64; anything far beyond that is not a plain array.
 NPY_HEADER_MAX = 4096
+
+# What an array is, as the server knows it from the state_dict names it sent.
+PARAM = "param"                      # weights, biases, architecture logits: finite
+RUNNING_MEAN = "running_mean"        # BatchNorm mean: |x| <= MAX_BN_MEAN
+RUNNING_VAR = "running_var"          # BatchNorm variance: 0 <= x <= MAX_BN_VAR
+BATCH_COUNT = "num_batches_tracked"  # BatchNorm counter: an integer in [0, MAX_BATCH_COUNT]
+ROLES = (PARAM, RUNNING_MEAN, RUNNING_VAR, BATCH_COUNT)
+MAX_BN_MEAN = 1e6
+MAX_BN_VAR = MAX_BN_MEAN**2
+MAX_BATCH_COUNT = 10**12
+
+
+class ArraySpec(NamedTuple):
+    """What the server expects of one array of a reply: shape, dtype and role."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    role: str = PARAM
 
 
 @dataclass(frozen=True)
@@ -90,8 +111,25 @@ def required_specs(names: Iterable[str], known: Mapping[str, MetricSpec] = KNOWN
     return [known[n] for n in names]
 
 
-def array_specs(arrays: Sequence[np.ndarray]) -> list[ArraySpec]:
-    return [(tuple(a.shape), np.dtype(a.dtype)) for a in arrays]
+def array_specs(arrays: Sequence[np.ndarray], roles: Sequence[str] | None = None
+                ) -> list[ArraySpec]:
+    """The specs of ``arrays`` (what a reply returns of what was sent); ``roles`` per array,
+    default every one a parameter."""
+    roles = [PARAM] * len(arrays) if roles is None else list(roles)
+    if len(roles) != len(arrays) or not set(roles) <= set(ROLES):
+        raise ValueError(f"{len(arrays)} arrays need as many roles of {ROLES}, got {roles}")
+    return [ArraySpec(tuple(a.shape), np.dtype(a.dtype), role)
+            for a, role in zip(arrays, roles, strict=True)]
+
+
+def parse_dtype(text: Any) -> np.dtype | None:
+    """``np.dtype(text)`` for a plain dtype string, else None (never raises)."""
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    try:
+        return np.dtype(text)
+    except Exception:  # noqa: BLE001 - numpy raises TypeError, ValueError, SyntaxError, ...
+        return None
 
 
 @dataclass(frozen=True)
@@ -110,15 +148,14 @@ def check_array_headers(headers: Sequence[ArrayHeader], expected: Sequence[Array
     if len(headers) != len(expected):
         return f"expected {len(expected)} arrays, got {len(headers)}"
     total, allowed = 0, 0
-    for i, (head, (shape, dtype)) in enumerate(zip(headers, expected, strict=True)):
+    for i, (head, (shape, dtype, _)) in enumerate(zip(headers, expected, strict=True)):
         if head.stype != NPY_STYPE:
             return f"array {i}: serialisation {head.stype!r} is not {NPY_STYPE!r}"
         if tuple(head.shape) != tuple(shape):
             return f"array {i}: shape {tuple(head.shape)} != expected {tuple(shape)}"
-        try:
-            declared = np.dtype(head.dtype)
-        except TypeError:
-            return f"array {i}: unknown dtype {head.dtype!r}"
+        declared = parse_dtype(head.dtype)
+        if declared is None:
+            return f"array {i}: unknown dtype {str(head.dtype)[:64]!r}"
         if declared != np.dtype(dtype):
             return f"array {i}: dtype {head.dtype} != expected {dtype}"
         payload = math.prod(shape) * np.dtype(dtype).itemsize
@@ -130,17 +167,68 @@ def check_array_headers(headers: Sequence[ArrayHeader], expected: Sequence[Array
     return None
 
 
+def npy_payload_problem(data: Any, spec: ArraySpec) -> str | None:
+    """The serialised ``.npy`` payload against the spec, from its own header, before
+    ``np.load`` sees it: a ``.npy`` of version 1 or 2 (not a zip / ``.npz``), not
+    pickled, its header's shape and dtype the expected ones and exactly their bytes
+    after the header (a header declaring 2**48 elements is refused, nothing allocated)."""
+    if not isinstance(data, bytes):
+        return "payload is not bytes"
+    if not data.startswith(NPY_MAGIC):
+        kind = "a zip / .npz archive" if data.startswith(b"PK") else "not a .npy array"
+        return f"payload is {kind}"
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(stream, max_header_size=NPY_HEADER_MAX)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(stream, max_header_size=NPY_HEADER_MAX)
+        else:
+            return f"unsupported .npy version {version}"
+    except Exception as err:  # noqa: BLE001 - a malformed header: ValueError, SyntaxError, ...
+        return f"unreadable .npy header ({type(err).__name__})"
+    shape, _, dtype = header
+    if tuple(shape) != tuple(spec.shape):
+        return f".npy header shape {tuple(shape)} != expected {tuple(spec.shape)}"
+    if dtype != np.dtype(spec.dtype) or dtype.hasobject:
+        return f".npy header dtype {dtype} != expected {spec.dtype}"
+    payload = math.prod(spec.shape) * dtype.itemsize
+    if len(data) - stream.tell() != payload:
+        return f"{len(data) - stream.tell()} bytes after the .npy header for {payload}"
+    return None
+
+
+def role_problem(array: np.ndarray, role: str) -> str | None:
+    """Whether the values of an array are those of its role (finite, statistics, counts)."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        return "contains NaN or Inf"
+    if role == RUNNING_VAR and array.size and not (
+            array.min() >= 0 and array.max() <= MAX_BN_VAR):
+        return f"running variance outside [0, {MAX_BN_VAR:g}]"
+    if role == RUNNING_MEAN and array.size and not np.abs(array).max() <= MAX_BN_MEAN:
+        return f"running mean outside [-{MAX_BN_MEAN:g}, {MAX_BN_MEAN:g}]"
+    if role == BATCH_COUNT and array.size and not (
+            np.all(array == np.round(array)) and array.min() >= 0
+            and array.max() <= MAX_BATCH_COUNT):
+        return f"batch count not an integer in [0, {MAX_BATCH_COUNT}]"
+    return None
+
+
 def check_arrays(arrays: Sequence[np.ndarray], expected: Sequence[ArraySpec]) -> str | None:
-    """Same number, shapes and dtypes as expected; every float entry finite."""
+    """Same number, shapes and dtypes as expected; values fit each array's role
+    (:func:`role_problem`: every float entry finite, BatchNorm statistics in range)."""
     if len(arrays) != len(expected):
         return f"expected {len(expected)} arrays, got {len(arrays)}"
-    for i, (a, (shape, dtype)) in enumerate(zip(arrays, expected, strict=True)):
-        if tuple(a.shape) != tuple(shape):
-            return f"array {i}: shape {tuple(a.shape)} != expected {tuple(shape)}"
-        if np.dtype(a.dtype) != np.dtype(dtype):
-            return f"array {i}: dtype {a.dtype} != expected {dtype}"
-        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-            return f"array {i}: contains NaN or Inf"
+    for i, (a, spec) in enumerate(zip(arrays, expected, strict=True)):
+        if not isinstance(a, np.ndarray):
+            return f"array {i}: not an array ({type(a).__name__})"
+        if tuple(a.shape) != tuple(spec.shape):
+            return f"array {i}: shape {tuple(a.shape)} != expected {tuple(spec.shape)}"
+        if np.dtype(a.dtype) != np.dtype(spec.dtype):
+            return f"array {i}: dtype {a.dtype} != expected {spec.dtype}"
+        if (problem := role_problem(a, spec.role)) is not None:
+            return f"array {i} ({spec.role}): {problem}"
     return None
 
 

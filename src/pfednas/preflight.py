@@ -1,0 +1,105 @@
+"""What a command checks before it starts anything, beyond the typed settings.
+
+* :func:`composition_error`: Hydra composes the config of every job the command line
+  asks for (an unknown key, a config group option that does not exist, a malformed
+  override), and its error becomes one line instead of Hydra's multi-line report.
+* :func:`check_runnable`: the method's strategy builds from the settings (e.g. HAPFNAS's
+  client budgets fit its smallest subnet), and a ``resume=`` run's checkpoint and history
+  fit that strategy (:func:`pfednas.checkpoint.verified_resume`).
+
+Both raise or return :class:`~pfednas.config.ConfigError` messages of one line; the
+commands print them and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from pfednas.config import ConfigError, RunSettings, compose
+
+HYDRA_RUN_FLAGS = ("-m", "--multirun")  # the only flags after which a run still composes
+
+
+def one_line(text: str) -> str:
+    """A message's first paragraph, its lines joined."""
+    paragraph = text.strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines() if line.strip())
+
+
+def hydra_message(err: Exception) -> str:
+    """Hydra's composition error in one line, naming the key or the config group."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group = err.missing_cfg_file.rpartition("/")[0]
+        return (f"Could not find '{err.missing_cfg_file}': config group {group} has "
+                f"{', '.join(err.options)}")
+    cause = err.__cause__
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
+        return f"unknown key {cause.full_key}: {one_line(str(err))}"
+    return one_line(str(err)) or type(err).__name__
+
+
+def job_overrides(overrides: list[str]) -> Iterator[list[str]]:
+    """The override lists to compose for a command line: itself, or for a sweep the fixed
+    overrides with each swept value in turn (values that do not stand alone are skipped)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    yield [line for line in fixed if line is not None]
+    for sweep in (o for o in parsed if o.is_sweep_override()):
+        try:
+            values = list(sweep.sweep_string_iterator())
+        except HydraException:  # e.g. glob(): expanded by Hydra's sweeper only
+            continue
+        for value in values:
+            line = f"{sweep.get_key_element()}={value}"
+            try:
+                if parser.parse_override(line).is_sweep_override():
+                    continue
+            except HydraException:
+                continue
+            yield [*fixed, line]  # type: ignore[list-item]
+
+
+def composition_error(argv: list[str]) -> str | None:
+    """Why Hydra cannot compose the job(s) of this command line, in one line; None when it
+    can, or when the command line asks Hydra for something else (``--help``, ``--cfg``...)."""
+    from hydra.errors import HydraException
+
+    if any(arg.startswith("-") and arg not in HYDRA_RUN_FLAGS for arg in argv):
+        return None
+    try:
+        for overrides in job_overrides([a for a in argv if a not in HYDRA_RUN_FLAGS]):
+            compose(overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        return hydra_message(err)
+    return None
+
+
+def check_runnable(settings: RunSettings) -> None:
+    """The method's strategy builds, and a resume fits it; :class:`ConfigError` otherwise.
+
+    The strategy is built here and thrown away (the ServerApp builds its own); its
+    construction notes are the ServerApp's to print, not repeated here.
+    """
+    from pfednas.checkpoint import verified_resume
+    from pfednas.server_app import build_strategy
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            strategy = build_strategy(settings)
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(f"method={settings.method}: {one_line(str(err))}") from err
+    if settings.resume:
+        verified_resume(Path(settings.resume), strategy, settings.federation.num_rounds)

@@ -1,0 +1,212 @@
+"""The per-client update bound (issue 32, item 7): the maths, then every aggregation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from pfednas.nas.fedavg import weighted_average
+from pfednas.nas.robust import bound_updates, clip_update, lower_median, update_rms
+from pfednas.nas.validation import PARAM
+from pfednas.strategies import Budget, FedAvgFTStrategy
+from pfednas.strategies import gate as gate_module
+from pfednas.strategies.base import PersonalizedStrategy, norm_bound_for
+from tests.test_reply_buffers import hapfnas, perfedrlnas
+
+WEIGHTS: list[np.ndarray] = [np.full((2, 3), 0.5, np.float32), np.zeros(4, np.float32),
+                             np.array(3, np.int64)]
+HUGE = 1e30
+
+
+@pytest.fixture(autouse=True)
+def run_id() -> Iterator[None]:
+    names = ("_run_id", "_node_id", "_task_id")
+    before = [getattr(TaskIdentity, n) for n in names]
+    for name in names:
+        setattr(TaskIdentity, name, 1)
+    yield
+    for name, value in zip(names, before, strict=True):
+        setattr(TaskIdentity, name, value)
+
+
+def shifted(arrays: list[np.ndarray], by: float) -> list[np.ndarray]:
+    return [a + np.asarray(by, a.dtype) if a.dtype.kind == "f" else a.copy() for a in arrays]
+
+
+# -- the maths ------------------------------------------------------------------------------------
+def test_update_rms_and_lower_median() -> None:
+    sent = [np.zeros(3, np.float32), np.zeros(1, np.float32), np.array(1, np.int64)]
+    returned = [np.array([3.0, 0.0, 0.0], np.float32), np.array([4.0], np.float32),
+                np.array(50, np.int64)]
+
+    assert update_rms(returned, sent) == pytest.approx(math.sqrt(25 / 4))
+    assert lower_median([4.0, 1.0, 3.0, 2.0]) == 2.0
+    assert lower_median([5.0, 1.0, 3.0]) == 3.0
+    assert lower_median([7.0]) == 7.0
+
+
+def test_updates_within_the_bound_are_the_very_same_arrays() -> None:
+    updates = [(shifted(WEIGHTS, d), WEIGHTS) for d in (0.1, 0.2, 0.3)]
+
+    bounded, scales = bound_updates(updates, 3.0)
+
+    assert scales == [1.0, 1.0, 1.0]
+    assert all(a is b for (got, (returned, _)) in zip(bounded, updates, strict=True)
+               for a, b in zip(got, returned, strict=True))
+
+
+def test_a_huge_update_is_scaled_to_the_bound_and_integers_pass() -> None:
+    # Prepare: median RMS 0.2; the third client returns 1e30 everywhere
+    updates = [(shifted(WEIGHTS, 0.1), WEIGHTS), (shifted(WEIGHTS, 0.2), WEIGHTS),
+               ([np.full_like(a, HUGE) if a.dtype.kind == "f" else a + 7 for a in WEIGHTS],
+                WEIGHTS)]
+
+    bounded, scales = bound_updates(updates, 3.0)
+
+    assert scales[:2] == [1.0, 1.0] and 0 < scales[2] < 1e-29
+    assert update_rms(bounded[2], WEIGHTS) == pytest.approx(3.0 * 0.2, rel=1e-5)
+    assert bounded[2][2] == WEIGHTS[2] + 7  # integer buffers: bounded by their role instead
+    assert all(np.isfinite(a).all() for a in bounded[2])
+
+
+def test_clip_with_scale_zero_is_what_was_sent_and_bad_factors_are_refused() -> None:
+    returned = [np.array([1e308, -1e308])]
+    sent = [np.array([-1e308, 1e308])]  # their difference overflows
+
+    np.testing.assert_array_equal(clip_update(returned, sent, 0.0)[0], sent[0])
+    with pytest.raises(ValueError, match="factor"):
+        bound_updates([(returned, sent)], 0.0)
+    assert norm_bound_for(None, deployment=False) is None
+    assert norm_bound_for(None, deployment=True) == 10.0
+    assert norm_bound_for(0.0, deployment=True) is None
+    assert norm_bound_for(2.5, deployment=False) == 2.5
+
+
+# -- through the strategies -----------------------------------------------------------------------
+def reply(strategy: PersonalizedStrategy, cid: int, arrays: list[np.ndarray],
+          **metrics: Any) -> Message:
+    TaskIdentity.node_id = strategy.node_of[cid]
+    values = {"client_id": cid, "num_examples": 10, "train_loss": 1.0, "train_seconds": 0.1,
+              "val_accuracy": 0.5, "accuracy": 0.5, **metrics}
+    content = RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays),
+                          "metrics": MetricRecord(values)})
+    return Message(content, dst_node_id=0, message_type=MessageType.TRAIN)
+
+
+def fedavg(**budget: Any) -> FedAvgFTStrategy:
+    strategy = FedAvgFTStrategy(
+        budget=Budget(num_clients=3, clients_per_round=3, num_rounds=2, local_epochs=1,
+                      eval_every=1, round_timeout=60.0, seed=0, **budget),
+        train_config={}, initial_arrays=WEIGHTS, finetune_epochs=0)
+    strategy.node_of = {c: 100 + c for c in range(3)}
+    return strategy
+
+
+def huge(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.full_like(a, HUGE) if a.dtype.kind == "f" else a.copy() for a in arrays]
+
+
+def test_one_1e30_reply_moves_fedavg_no_further_than_the_bound() -> None:
+    # Prepare: bound 3 × the median RMS (0.2 here); clients 0 and 1 honest
+    strategy = fedavg(update_norm_bound=3.0, deployment=True)
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    # Execute
+    strategy.aggregate_train(1, [reply(strategy, 0, shifted(WEIGHTS, 0.1)),
+                                 reply(strategy, 1, shifted(WEIGHTS, 0.2)),
+                                 reply(strategy, 2, huge(WEIGHTS))])
+
+    # Assert: the new model's update is within the bound, the hostile row says it was scaled
+    assert update_rms(strategy.arrays, WEIGHTS) <= 3.0 * 0.2 * (1 + 1e-5)
+    scaled = [row for row in strategy.record.train if "update_scale" in row]
+    assert [row["client_id"] for row in scaled] == [2] and scaled[0]["update_scale"] < 1e-29
+
+
+def test_a_client_cannot_claim_its_own_update_scale() -> None:
+    strategy = fedavg(update_norm_bound=3.0)
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    strategy.aggregate_train(1, [reply(strategy, 0, shifted(WEIGHTS, 0.1), update_scale=0.5)])
+
+    assert "update_scale" not in strategy.record.train[0]
+
+
+def test_default_simulation_path_is_bit_identical_and_never_bounds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: the defaults a simulation builds (no bound); any call of the bound fails
+    strategy = fedavg()
+    monkeypatch.setattr(gate_module, "bound_updates", lambda *a: pytest.fail("bounded"))
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    replies: list[list[np.ndarray]] = [
+        [(a + rng.normal(0, 1, a.shape)).astype(a.dtype) if a.dtype.kind == "f" else a
+         for a in WEIGHTS] for _ in range(3)]
+    replies[2] = huge(WEIGHTS)
+
+    # Execute
+    strategy.aggregate_train(1, [reply(strategy, c, arrays, num_examples=10 + c)
+                                 for c, arrays in enumerate(replies)])
+
+    # Assert: exactly FedAvg of what was returned, the 1e30 reply included (as published)
+    want = weighted_average([(arrays, 10.0 + c) for c, arrays in enumerate(replies)])
+    for got, expected in zip(strategy.arrays, want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_perfedrlnas_merge_of_a_1e30_subnet_stays_within_the_bound() -> None:
+    # Prepare: every client trained its subnet a little; client 0 returns 1e30
+    strategy = perfedrlnas()
+    strategy.budget = Budget(**{**strategy.budget.__dict__, "update_norm_bound": 3.0})
+    list(strategy.configure_train(1, None, None, None))  # type: ignore[arg-type]
+    before = strategy.supernet.state_arrays()
+    replies, rms, sizes = [], [], []
+    for cid in sorted(strategy.sent):
+        sent = strategy.requests[cid].sent
+        returned = huge(sent) if cid == 0 else shifted(sent, 0.01 * (cid + 1))
+        roles = [spec.role for spec in strategy.requests[cid].specs]
+        returned = [r if role == PARAM else s  # statistics as sent: bounded by their role
+                    for r, s, role in zip(returned, sent, roles, strict=True)]
+        replies.append(reply(strategy, cid, returned))
+        if cid:
+            rms.append(update_rms(returned, sent))
+        sizes.append(sum(a.size for a in sent if a.dtype.kind == "f"))
+
+    # Execute
+    strategy.aggregate_train(1, replies)
+
+    # Assert: no supernet entry moved further than any bounded update's L2 norm allows
+    limit = 3.0 * lower_median([*rms, HUGE]) * math.sqrt(max(sizes))
+    after = strategy.supernet.state_arrays()
+    assert strategy.record.rejected == 0
+    assert max(float(np.abs(b.astype(np.float64) - a).max()) for a, b in
+               zip(before, after, strict=True) if a.dtype.kind == "f") <= limit * (1 + 1e-5)
+
+
+def test_hapfnas_keeps_a_1e30_knowledge_model_within_the_bound() -> None:
+    # Prepare: distillation round; one honest knowledge model, one of 1e30
+    strategy = hapfnas()
+    strategy.budget = Budget(**{**strategy.budget.__dict__, "update_norm_bound": 3.0})
+    list(strategy.configure_train(1, None, None, None))  # type: ignore[arg-type]
+    honest, hostile = strategy.record.sampled
+    sent = strategy.requests[honest].sent
+    roles = [spec.role for spec in strategy.requests[honest].specs]
+    trained = [a + np.float32(0.05) if role == PARAM else a
+               for a, role in zip(sent, roles, strict=True)]
+    bad = [np.full_like(a, HUGE) if role == PARAM else a
+           for a, role in zip(sent, roles, strict=True)]
+
+    # Execute
+    strategy.aggregate_train(1, [reply(strategy, honest, trained),
+                                 reply(strategy, hostile, bad)])
+
+    # Assert: the teacher kept is the bounded one; the distilled supernet is finite
+    kept = strategy.knowledge[hostile][0]
+    assert update_rms(kept, sent) <= 3.0 * update_rms(trained, sent) * (1 + 1e-5)
+    assert all(np.isfinite(a).all() for a in strategy.supernet.state_arrays()
+               if a.dtype.kind == "f")
