@@ -9,6 +9,13 @@ which writes it: no file is written from here.
 
 Every reply passes the reply gate (:class:`pfednas.strategies.gate.ReplyGate`),
 which judges it against the request the server sent that client.
+
+Every client has a hardware profile (:mod:`pfednas.nas.profile`), ``self.profiles``:
+a simulation's strategy draws them from the seeded spread; in a deployment each node
+claims its own in its answer to the client-id query, bounded by the operator
+(``self.profile_bounds``), and a refused claim leaves the node without its client id.
+Clients in ``self.excluded`` (a budget no architecture fits, or below the fits_all
+floor) are neither sampled nor evaluated; the results say why.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from pfednas.nas.profile import ClientProfile, ProfileBounds, profile_problem
 from pfednas.nas.validation import ArraySpec, array_specs
 from pfednas.search import Arch, Cost
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
@@ -174,6 +182,15 @@ class PersonalizedStrategy(ReplyGate, Strategy):
         # Id of this run and its resumptions, sent in every round config: clients
         # restore their saved state only from files of the same lineage.
         self.lineage = ""
+        # client id -> hardware profile: drawn by a simulation's strategy, claimed by each
+        # node in a deployment (bounded by the operator's profile_bounds: None = not read)
+        self.profiles: dict[int, ClientProfile] = {}
+        self.profile_bounds: ProfileBounds | None = ProfileBounds() if budget.deployment else None
+        self.excluded: dict[int, str] = {}  # client id -> why it takes no part
+        # a deployment's baselines with method.arch=fits_all: the architecture chosen from
+        # the claimed profiles (sent in every round config) and what chooses it
+        self.fixed_arch: str | None = None
+        self.choose_fixed_arch: Callable[[PersonalizedStrategy], None] | None = None
 
     # -- clients ---------------------------------------------------------------------------
     def connect(self, grid: Grid, *, poll_seconds: float = 1.0) -> None:
@@ -200,6 +217,17 @@ class PersonalizedStrategy(ReplyGate, Strategy):
                 raise RuntimeError(f"no node answered for client ids {missing[:10]}"
                                    f"{' ...' if len(missing) > 10 else ''}")
             time.sleep(poll_seconds)
+        if self.profile_bounds is not None:
+            self.profiles_bound()
+            for cid, reason in sorted(self.excluded.items()):
+                log(WARNING, "Client %d (node %s) is excluded from the run: %s", cid,
+                    self.node_of.get(cid), reason)
+
+    def profiles_bound(self) -> None:
+        """Hook once every client's claimed profile is known (a deployment): e.g. find the
+        clients whose budget no architecture fits (``self.excluded``)."""
+        if self.choose_fixed_arch is not None:
+            self.choose_fixed_arch(self)
 
     def bind_claims(self, grid: Grid, nodes: list[int]) -> None:
         """Ask ``nodes`` for their client ids and bind the claims :func:`claim_problem` admits."""
@@ -221,13 +249,28 @@ class PersonalizedStrategy(ReplyGate, Strategy):
                 log(WARNING, "Client ids: %s", problem)
                 continue
             assert isinstance(cid, int)
+            if self.profile_bounds is not None:
+                claim = reply.content.get("profile")
+                profile = profile_problem(node, cid, dict(claim) if isinstance(
+                    claim, ConfigRecord) else None, self.profile_bounds, self.profiles.get(cid))
+                if isinstance(profile, str):
+                    log(WARNING, "Client ids: %s", profile)
+                    continue
+                self.profiles[cid] = profile
             self.node_of[cid] = node
 
     def sample_clients(self, server_round: int, population: int | None = None) -> list[int]:
         """N of the first ``population`` (default: all K) client ids, seeded by the round."""
         pool = self.budget.num_clients if population is None else population
         rng = numpy_rng(self.budget.seed, CLIENT_SAMPLING, server_round)
-        chosen = rng.choice(pool, min(self.budget.clients_per_round, pool), replace=False)
+        eligible = [c for c in range(pool) if c not in self.excluded]
+        if len(eligible) < pool:  # excluded clients (a deployment) are never sampled
+            if not eligible:
+                return []
+            chosen = rng.choice(eligible, min(self.budget.clients_per_round, len(eligible)),
+                                replace=False)
+        else:
+            chosen = rng.choice(pool, min(self.budget.clients_per_round, pool), replace=False)
         return sorted(int(c) for c in chosen)
 
     def is_eval_round(self, server_round: int) -> bool:
@@ -274,8 +317,9 @@ class PersonalizedStrategy(ReplyGate, Strategy):
 
     def round_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
         lineage = {"lineage": self.lineage} if self.lineage else {}
+        fixed = {"fixed_arch": self.fixed_arch} if self.fixed_arch else {}
         return {**self.train_config, "server_round": server_round,
-                "local_epochs": self.budget.local_epochs, **lineage, **extra}
+                "local_epochs": self.budget.local_epochs, **lineage, **fixed, **extra}
 
     def enough(self, valid: int) -> bool:
         """Whether a training round with ``valid`` accepted replies may change server state."""
@@ -372,8 +416,8 @@ class PersonalizedStrategy(ReplyGate, Strategy):
                     (self.configure_train, self.aggregate_train, False),
                     (self.configure_evaluate, self.aggregate_evaluate, True)):
                 stage = tic = time.perf_counter()
-                messages = list(configure(server_round, self.current_arrays(), ConfigRecord(),
-                                          grid))
+                messages = self.without_excluded(list(configure(
+                    server_round, self.current_arrays(), ConfigRecord(), grid)))
                 self.record.server_seconds += time.perf_counter() - tic
                 if messages:
                     replies = self.send_and_collect(grid, messages, evaluation=evaluation)
@@ -391,6 +435,28 @@ class PersonalizedStrategy(ReplyGate, Strategy):
     def finish_round(self, grid: Grid, server_round: int) -> None:
         """Hook after a round's evaluation (e.g. PerFedRLNAS's new-client search)."""
 
+    def without_excluded(self, messages: list[Message]) -> list[Message]:
+        """``messages`` less those to excluded clients (then neither sent nor missed)."""
+        if not self.excluded:
+            return messages
+        nodes = {self.node_of[c]: c for c in self.excluded if c in self.node_of}
+        for node in {m.metadata.dst_node_id for m in messages} & set(nodes):
+            self.eval_sent.discard(nodes[node])
+            self.requests.pop(nodes[node], None)
+        return [m for m in messages if m.metadata.dst_node_id not in nodes]
+
+    def profile_summary(self) -> dict[str, Any]:
+        """``summary.json``'s ``profiles`` (each client's, with its source) and
+        ``excluded_clients`` (who took no part, and why), where there are any."""
+        out: dict[str, Any] = {}
+        if self.profiles:
+            out["profiles"] = [{"client_id": cid, **p.to_json()}
+                               for cid, p in sorted(self.profiles.items())]
+        if self.excluded:
+            out["excluded_clients"] = [{"client_id": cid, "reason": reason}
+                                       for cid, reason in sorted(self.excluded.items())]
+        return out
+
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
         """The server state to checkpoint, as named arrays (empty: nothing to resume)."""
@@ -401,8 +467,9 @@ class PersonalizedStrategy(ReplyGate, Strategy):
             raise ValueError(f"{type(self).__name__} keeps no server state to resume")
 
     def summary_extra(self, records: list[RoundRecord]) -> dict[str, Any]:
-        """Method-specific entries for ``summary.json`` (the app layer writes them)."""
-        return {}
+        """Method-specific entries for ``summary.json`` (the app layer writes them); here
+        the clients' profiles and exclusions (:meth:`profile_summary`)."""
+        return self.profile_summary()
 
     def summary(self) -> None:
         log(INFO, "%s: %s", type(self).__name__, self.budget)

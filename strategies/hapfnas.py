@@ -30,11 +30,14 @@ sent (its previous one, or the seeded initial one) at most the bound × the
 round's median change; its weight in the ensemble is its sample count only where
 the server knows a bound for it (else equal).
 
-Budgets: ``U(low, high) ×`` the largest subnet's cost in ``budget.metric``
-(params / FLOPs / training memory from ``Supernet.cost``), drawn from the same
-seeded hardware stream as PerFedRLNAS's memory budgets, so that for the same seed
-both methods see the same clients. Every state a later phase needs is in the
-checkpoint; the phase itself is a function of the round number.
+Budgets: in a simulation ``U(low, high) ×`` the largest subnet's cost in
+``budget.metric`` (params / FLOPs / training memory from ``Supernet.cost``), drawn
+from the same seeded hardware stream as PerFedRLNAS's memory budgets, so that for
+the same seed both methods see the same clients (``self.profiles``,
+:mod:`pfednas.nas.profile`). In a deployment each client's budget is the memory
+budget its node claims (``budget.metric`` must be memory there); a client that no
+subnet fits is excluded with the reason in ``summary.json``. Every state a later
+phase needs is in the checkpoint; the phase itself is a function of the round number.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from pfednas.nas.distill import (
     torch_threads,
 )
 from pfednas.nas.evolution import EvolutionOptions, Genome, evolve
-from pfednas.nas.heterogeneity import HardwareSpread, draw_hardware
+from pfednas.nas.heterogeneity import HardwareSpread
 from pfednas.nas.merge import overlap_average
 from pfednas.nas.phases import Phase, PhasePlan
 from pfednas.nas.predictor import (
@@ -74,10 +77,11 @@ from pfednas.nas.predictor import (
     cross_validated_report,
     fit_forest,
 )
+from pfednas.nas.profile import exclusions, simulated_budgets, simulated_profiles
 from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
 from pfednas.search import Arch, Cost, Supernet
-from pfednas.seeding import HARDWARE, int_seed, numpy_rng, torch_generator
+from pfednas.seeding import int_seed, numpy_rng, torch_generator
 from pfednas.strategies.base import (
     Budget,
     PersonalizedStrategy,
@@ -229,15 +233,14 @@ class HAPFNASStrategy(PersonalizedStrategy):
         self.knowledge_roles = state_roles(knowledge)
         self.roles = state_roles(supernet.net)  # of each supernet tensor
         self.sizes = [len(d.choices) for d in self.space.dimensions]
-        spread = HardwareSpread(memory_low=options.budget.low, memory_high=options.budget.high)
-        reference = self.cost_of(self.space.max_arch())
-        self.budgets = [hw.memory_bytes for hw in draw_hardware(
-            budget.num_clients, spread, reference, numpy_rng(budget.seed, HARDWARE))]
-        smallest = self.cost_of(self.space.min_arch())
-        if smallest > min(self.budgets):
-            raise ValueError(f"the smallest subnet's {options.budget.metric} ({smallest:.0f}) "
-                             f"exceeds the lowest client budget ({min(self.budgets):.0f}); "
-                             "raise method.budget.low")
+        self.budgets: dict[int, float] = {}  # client id -> budget in budget.metric
+        if budget.deployment:  # the nodes claim their profiles on first contact
+            if options.budget.metric != "memory":
+                raise ValueError("in a deployment a client's budget is the memory budget its "
+                                 f"node claims: method.budget.metric must be memory, got "
+                                 f"{options.budget.metric!r}")
+        else:
+            self.simulate_budgets()
         self.knowledge: dict[int, tuple[list[np.ndarray], float]] = {}
         self.pairs: dict[int, list[tuple[Arch, float]]] = {}
         self.personal: dict[int, Arch] = {}
@@ -245,6 +248,33 @@ class HAPFNASStrategy(PersonalizedStrategy):
         self.reports: dict[int, PredictorReport] = {}
         self.pending: dict[int, list[Arch]] = {}
         self.sent: dict[int, Arch] = {}
+
+    def simulate_budgets(self) -> None:
+        """The seeded spread's profiles and budgets (a simulation)."""
+        low, high, metric = self.options.budget.low, self.options.budget.high, \
+            self.options.budget.metric
+        batch = int(self.train_config.get("batch_size", 1))
+        memory = float(self.supernet.cost(self.space.max_arch(), batch_size=batch).memory_bytes)
+        self.profiles = simulated_profiles(
+            self.budget.num_clients, HardwareSpread(memory_low=low, memory_high=high), memory,
+            self.budget.seed)
+        self.budgets = (
+            {cid: p.memory_bytes for cid, p in self.profiles.items()} if metric == "memory"
+            else dict(enumerate(simulated_budgets(self.budget.num_clients, low, high,
+                                                  self.cost_of(self.space.max_arch()),
+                                                  self.budget.seed))))
+        smallest = self.cost_of(self.space.min_arch())
+        if smallest > min(self.budgets.values()):
+            raise ValueError(f"the smallest subnet's {metric} ({smallest:.0f}) exceeds the "
+                             f"lowest client budget ({min(self.budgets.values()):.0f}); "
+                             "raise method.budget.low")
+
+    def profiles_bound(self) -> None:
+        """A deployment: each client's budget is its claimed memory budget; a client that
+        no subnet fits is excluded."""
+        self.budgets = {cid: p.memory_bytes for cid, p in self.profiles.items()}
+        self.excluded = exclusions(self.profiles, self.cost_of(self.space.min_arch()),
+                                   lambda p: p.memory_bytes)
 
     # -- helpers -------------------------------------------------------------------------------
     def cost_of(self, arch: Arch) -> float:
@@ -373,6 +403,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
         if phase == Phase.SEARCH:
             messages = []
             for cid in range(self.budget.num_clients):
+                if cid in self.excluded:
+                    continue
                 self.pending[cid] = archs = self.search_archs(cid, server_round)
                 cover = covering_arch(self.supernet, archs)
                 text = ARCH_SEPARATOR.join(a.to_str() for a in archs)
@@ -423,6 +455,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
         pooled = [pair for cid in sorted(self.pairs) for pair in self.pairs[cid]]
         rows = []
         for cid in range(self.budget.num_clients):
+            if cid in self.excluded:
+                continue
             own = self.pairs.get(cid, [])
             rows.append(self.search_client(
                 cid, own if len(own) >= self.options.predictor.min_pairs else pooled))
@@ -504,9 +538,10 @@ class HAPFNASStrategy(PersonalizedStrategy):
         seconds = {p.name.lower(): 0.0 for p in Phase}
         for r in records:
             seconds[self.plan.phase_of(r.round).name.lower()] += r.wall_seconds
-        return {"hapfnas": {**self.search_report(), "phase_rounds": {
-            p.name.lower(): self.plan.rounds(p) for p in Phase}, "phase_seconds": seconds,
-            "budget_metric": self.options.budget.metric,
+        return {**super().summary_extra(records), "hapfnas": {
+            **self.search_report(),
+            "phase_rounds": {p.name.lower(): self.plan.rounds(p) for p in Phase},
+            "phase_seconds": seconds, "budget_metric": self.options.budget.metric,
             "transfer_source": self.options.transfer.source}}
 
     # -- checkpoints -----------------------------------------------------------------------------

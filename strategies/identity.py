@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-NODE_KEYS_ENV = "PFEDNAS_NODE_KEYS"  # set by the operator where the ServerApp starts
+from pfednas.config import NODE_KEYS_ENV  # set by the operator where the ServerApp starts
 
 
 def claim_problem(node: int, claimed: Any, *, num_clients: int, node_of: Mapping[int, int],

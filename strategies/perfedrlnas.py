@@ -33,6 +33,14 @@ HAPFNAS's heteroFedAvg phase and most weight-sharing NAS do).
 Clients held out of training ("new clients") get theirs by search-only rounds at
 the end: sample, evaluate on their validation split, update their policy; nothing
 is trained or uploaded.
+
+Hardware: each client's profile (``self.profiles``, :mod:`pfednas.nas.profile`) gives
+its memory budget (eq. 9) and, in a simulation, the round time RT_i by the cost
+model (the subnet's training MACs at the client's speed + its bytes over its link).
+In a deployment profiles are what the nodes claim on first contact, and RT_i is the
+server's own clock, send → reply (the paper measures it so); ``round_time: measured``
+asks for that clock in a simulation too. ``summary.json`` says which
+(``round_time_source``).
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from flwr.serverapp import Grid
 
 from pfednas.body_head import FINETUNE_SCOPES, TRAIN_SCOPES, check_scope
 from pfednas.nas.fitting import fits_all_budgets, largest_fitting_arch
-from pfednas.nas.heterogeneity import ClientHardware, HardwareSpread, draw_hardware
+from pfednas.nas.heterogeneity import HardwareSpread
 from pfednas.nas.merge import overlap_average
 from pfednas.nas.policy import (
     PolicyOptimizer,
@@ -58,13 +66,15 @@ from pfednas.nas.policy import (
     probabilities,
     reinforce_update,
 )
+from pfednas.nas.profile import exclusions, floor_bytes, simulated_profiles
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
 from pfednas.nas.roles import state_roles
 from pfednas.search import Arch, Supernet
-from pfednas.seeding import ARCH_SAMPLING, HARDWARE, numpy_rng
+from pfednas.seeding import ARCH_SAMPLING, numpy_rng
 from pfednas.strategies.base import (
     Budget,
     PersonalizedStrategy,
+    RoundRecord,
     arch_details,
 )
 
@@ -73,6 +83,7 @@ FALLBACK_PHASE = 2
 WARMUP_PHASE = 3
 FALLBACK_SAMPLES = 64
 FINAL_ARCHS = ("policy", "largest_in_budget", "fits_all")
+COST_MODEL, SERVER_CLOCK = "cost_model", "server_clock"  # sources of the round time RT_i
 WARMUP_ARCHS = ("largest_in_budget", "fits_all")
 
 
@@ -82,7 +93,7 @@ class PerFedRLNASOptions:
     lambda_time: float = 0.001
     merge_weighting: str = "samples"
     bn_recalibrate: bool = True
-    round_time: str = "simulated"
+    round_time: str = "simulated"  # simulated: the cost model (a deployment: the server clock)
     hardware: HardwareSpread = field(default_factory=HardwareSpread)
     new_clients: int = 0
     new_client_rounds: int = 10
@@ -159,9 +170,9 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         self.policies = [PolicyState.uniform(self.sizes) for _ in range(budget.num_clients)]
         self.history: dict[int, float] = {}
         self._memory: dict[Arch, int] = {}
-        reference = self.memory(self.space.max_arch())
-        self.hardware: list[ClientHardware] = draw_hardware(
-            budget.num_clients, options.hardware, reference, numpy_rng(budget.seed, HARDWARE))
+        if not budget.deployment:  # a deployment's nodes claim theirs on first contact
+            self.profiles = simulated_profiles(budget.num_clients, options.hardware,
+                                               self.memory(self.space.max_arch()), budget.seed)
         self.sent: dict[int, tuple[Arch, int]] = {}
         self.over_budget: dict[int, Arch] = {}
         self.new_client_report: dict[str, Any] = {}
@@ -197,7 +208,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
     def largest_in_budget(self, client_id: int) -> Arch:
         """Warm-up: the client's largest subnet (by parameters) within its memory budget."""
         if client_id not in self._largest:
-            budget = self.hardware[client_id].memory_bytes
+            budget = self.profiles[client_id].memory_bytes
             self._largest[client_id] = largest_fitting_arch(
                 self.space, lambda a: self.memory(a) <= budget,
                 lambda a: float(self.supernet.cost(a).params),
@@ -208,10 +219,28 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         """The largest subnet (by parameters) within every client's memory budget: the
         fixed-architecture baselines' model (``method.arch=fits_all``) for the same seed."""
         if self._fits_all is None:
-            self._fits_all = fits_all_budgets(
-                self.space, self.memory, [hw.memory_bytes for hw in self.hardware],
-                lambda a: float(self.supernet.cost(a).params), self.budget.seed)
+            budgets = [p.memory_bytes for cid, p in sorted(self.profiles.items())
+                       if cid not in self.excluded]
+            self._fits_all = fits_all_budgets(self.space, self.memory, budgets,
+                                              lambda a: float(self.supernet.cost(a).params),
+                                              self.budget.seed)
         return self._fits_all
+
+    def uses_fits_all(self) -> bool:
+        """Whether some client trains or keeps the one architecture every budget admits."""
+        return self.options.final_arch == "fits_all" or (
+            self.options.warmup_arch == "fits_all" and self.options.warmup_rounds > 0)
+
+    def profiles_bound(self) -> None:
+        """A deployment: exclude the clients whose claimed budget no subnet fits, and where
+        a fits_all architecture is trained, those below the operator's floor."""
+        assert self.profile_bounds is not None
+        largest = self.memory(self.space.max_arch())
+        floor = (floor_bytes(self.profile_bounds.min_budget_mb, largest)
+                 if self.uses_fits_all() else None)
+        self.excluded = exclusions(self.profiles, self.memory(self.space.min_arch()),
+                                   lambda p: p.memory_bytes, floor=floor)
+        self._largest, self._fits_all = {}, None
 
     def personalized_arch(self, client_id: int) -> Arch:
         """argmax α_i; if that exceeds the client's memory budget, its most probable
@@ -225,7 +254,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             return self.fits_all()
         best = self.space.arch_from_indices(
             argmax_indices(self.policies[client_id].logits, self.sizes))
-        budget = self.hardware[client_id].memory_bytes
+        budget = self.profiles[client_id].memory_bytes
         if self.memory(best) <= budget:
             return best
         logits = self.policies[client_id].logits
@@ -258,7 +287,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         messages = []
         for cid in self.record.sampled:
             arch = self.sample_arch(cid, server_round)
-            if self.memory(arch) > self.hardware[cid].memory_bytes:
+            if self.memory(arch) > self.profiles[cid].memory_bytes:
                 self.over_budget[cid] = arch
                 continue
             subnet = self.supernet.slice(arch)
@@ -271,20 +300,26 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             self.aggregate_train(server_round, [])
         return messages
 
+    @property
+    def round_time_source(self) -> str:
+        """server_clock in a deployment or with ``round_time: measured``, else cost_model."""
+        measured = self.options.round_time == "measured" or self.budget.deployment
+        return SERVER_CLOCK if measured else COST_MODEL
+
     def round_time(self, cid: int, metrics: dict[str, Any], bytes_up: int) -> float:
-        """RT_i: measured send → reply, or simulated from the server's cost model: the
-        subnet's training MACs × the client's slowdown + its bytes over its link; the
-        client's own ``train_seconds`` never enter it."""
-        if self.options.round_time == "measured":
+        """RT_i: the server's clock, send → reply, or the server's cost model on the
+        client's profile: the subnet's training MACs at the client's speed + its bytes over
+        its link; the client's own ``train_seconds`` never enter it."""
+        if self.round_time_source == SERVER_CLOCK:
             return self.reply_seconds.get(self.node_of[cid], float(self.budget.round_timeout))
-        hw, (arch, bytes_down) = self.hardware[cid], self.sent[cid]
+        profile, (arch, bytes_down) = self.profiles[cid], self.sent[cid]
         compute = training_seconds(
             forward_macs_per_sample=self.supernet.cost(arch).flops,
             samples=int(metrics["num_examples"]), epochs=self.budget.local_epochs,
-            macs_per_second=self.options.hardware.macs_per_second)
-        return simulated_round_time(compute_seconds=compute, speed_factor=hw.speed_factor,
+            macs_per_second=profile.macs_per_second)
+        return simulated_round_time(compute_seconds=compute, speed_factor=profile.speed_factor,
                                     bytes_moved=bytes_down + bytes_up,
-                                    bandwidth_bps=hw.bandwidth_bps)
+                                    bandwidth_bps=profile.bandwidth_bps)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -353,23 +388,24 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         if not self.is_eval_round(server_round):
             return []
         return [self.eval_message(cid, self.personalized_arch(cid), server_round, "test")
-                for cid in range(self.trainable)]
+                for cid in range(self.trainable) if cid not in self.excluded]
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         arch = self.personalized_arch(client_id)
         cost = self.supernet.cost(arch, batch_size=int(self.train_config["batch_size"]))
         return arch_details(arch, cost, metric="memory",
-                            budget=self.hardware[client_id].memory_bytes)
+                            budget=self.profiles[client_id].memory_bytes)
 
     # -- new clients: search-only rounds after training ----------------------------------------
     def finish_round(self, grid: Grid, server_round: int) -> None:
         if server_round != self.budget.num_rounds or self.options.new_clients == 0:
             return
-        new = list(range(self.trainable, self.budget.num_clients))
+        new = [c for c in range(self.trainable, self.budget.num_clients)
+               if c not in self.excluded]
         for search_round in range(1, self.options.new_client_rounds + 1):
             archs = {cid: self.sample_arch(cid, search_round, NEW_CLIENT_SEARCH) for cid in new}
             outcomes = {cid: Outcome(0.0, 0.0, over_budget=True) for cid, a in archs.items()
-                        if self.memory(a) > self.hardware[cid].memory_bytes}
+                        if self.memory(a) > self.profiles[cid].memory_bytes}
             messages = [self.eval_message(cid, a, server_round, "val")
                         for cid, a in archs.items() if cid not in outcomes]
             for metrics, _ in self.ok_replies(self.send_and_collect(grid, messages)):
@@ -394,6 +430,9 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                     for m, _ in self.ok_replies(self.send_and_collect(grid, messages))]
             report[f"{name}_acc_mean"] = float(np.mean(accs)) if accs else float("nan")
         return report
+
+    def summary_extra(self, records: list[RoundRecord]) -> dict[str, Any]:
+        return {**super().summary_extra(records), "round_time_source": self.round_time_source}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:

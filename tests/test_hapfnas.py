@@ -22,7 +22,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from pfednas import client_app
 from pfednas.clients.hapfnas import PROBE_FOLDS, features_of
 from pfednas.clients.subnet import recalibrate_on
-from pfednas.config import ConfigError, compose, settings_from_cfg
+from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.data import ArrayDataset
 from pfednas.methods import unheld_indices
 from pfednas.models import SmallCNN
@@ -351,6 +351,8 @@ def test_three_phases_run_and_resume_across_the_phase_boundary(
         monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("_run_id", "_node_id", "_task_id"):  # what a SuperExec would set
         monkeypatch.setattr(TaskIdentity, key, 1)
+    # a simulation: the seeded budgets (a deployment's nodes would measure theirs anew)
+    monkeypatch.setenv(SIMULATION_ENV, "1")
     settings = settings_from_cfg(compose(ARGS))
     full, resumed = build_strategy(settings), build_strategy(settings)
     assert isinstance(full, HAPFNASStrategy) and isinstance(resumed, HAPFNASStrategy)

@@ -73,7 +73,7 @@ def make_strategy(*, clients: int = 3, per_round: int = 2, min_replies: int = 1,
 
 def set_memory(strategy: PerFedRLNASStrategy, budgets: dict[int, float]) -> None:
     for cid, memory in budgets.items():
-        strategy.hardware[cid] = replace(strategy.hardware[cid], memory_bytes=memory)
+        strategy.profiles[cid] = replace(strategy.profiles[cid], memory_bytes=memory)
 
 
 def train_answer(value: float = 0.5, seconds: float = 0.1, accuracy: float = 0.6) -> Answer:
@@ -227,7 +227,7 @@ def test_simulated_round_time_ignores_the_clients_seconds() -> None:
     assert times[0] == times[1]
     cid, rt = next(iter(times[0].items()))
     arch, bytes_down = strategy.sent[cid]
-    hw = strategy.hardware[cid]
+    hw = strategy.profiles[cid]
     compute = training_seconds(forward_macs_per_sample=strategy.supernet.cost(arch).flops,
                                samples=40, epochs=2, macs_per_second=1e9)
     assert rt == pytest.approx(simulated_round_time(

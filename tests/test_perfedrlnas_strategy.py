@@ -34,7 +34,7 @@ def test_personalized_arch_respects_the_memory_budget() -> None:
     big = strategy.space.max_arch()
     small = strategy.space.min_arch()
     budget = (strategy.memory(big) + strategy.memory(small)) / 2
-    strategy.hardware[0] = replace(strategy.hardware[0], memory_bytes=budget)
+    strategy.profiles[0] = replace(strategy.profiles[0], memory_bytes=budget)
 
     arch = strategy.personalized_arch(0)
 
@@ -51,7 +51,7 @@ def test_largest_in_budget_control_ignores_the_policy() -> None:
         strategy.policies[0] = PolicyState(logits, np.zeros_like(logits), np.zeros_like(logits))
         budget = (strategy.memory(strategy.space.max_arch())
                   + strategy.memory(strategy.space.min_arch())) / 2
-        strategy.hardware[0] = replace(strategy.hardware[0], memory_bytes=budget)
+        strategy.profiles[0] = replace(strategy.profiles[0], memory_bytes=budget)
 
     # Execute
     by_policy, by_size = paper.personalized_arch(0), control.personalized_arch(0)
@@ -59,7 +59,7 @@ def test_largest_in_budget_control_ignores_the_policy() -> None:
     # Assert: the paper's pick is the policy's argmax; the control's the largest that fits
     assert by_policy == paper.space.min_arch()
     assert by_size == control.largest_in_budget(0) != by_policy
-    assert control.memory(by_size) <= control.hardware[0].memory_bytes
+    assert control.memory(by_size) <= control.profiles[0].memory_bytes
     with pytest.raises(ValueError, match="final_arch"):
         PerFedRLNASOptions.from_config({"final_arch": "max"})
     with pytest.raises(ValueError, match="finetune_scope"):
@@ -84,8 +84,8 @@ def test_fits_all_control_gives_every_client_the_baselines_architecture() -> Non
     # ... and within the tightest budget when something larger than the smallest fits
     roomy = make_strategy(final_arch="fits_all")
     mid = (roomy.memory(roomy.space.max_arch()) + roomy.memory(roomy.space.min_arch())) / 2
-    roomy.hardware = [replace(hw, memory_bytes=mid * (1 + i)) for i, hw in
-                      enumerate(roomy.hardware)]
+    roomy.profiles = {i: replace(p, memory_bytes=mid * (1 + i))
+                      for i, p in roomy.profiles.items()}
     arch = roomy.personalized_arch(2)
     assert roomy.memory(arch) <= mid and arch != roomy.space.min_arch()
     assert roomy.largest_in_budget(2) != arch  # client 2's own budget admits more

@@ -4,7 +4,9 @@ The client composes the same Hydra config as the server from the run-config
 overrides, loads its own partition (``partition-id`` from the node config) and
 answers three message types:
 
-* ``query``: its client id, so the server can address clients by id;
+* ``query``: its client id, so the server can address clients by id, and in a
+  deployment its hardware profile, stated in its node config or measured now
+  (:mod:`pfednas.deploy.probe`);
 * ``train``: ``NumPyClient.fit`` on the received arrays and config;
 * ``evaluate``: ``NumPyClient.evaluate`` (personalized evaluation).
 
@@ -39,8 +41,10 @@ from pfednas.config import (
     in_simulation,
     overrides_from_json,
     settings_from_cfg,
+    task_shape,
 )
 from pfednas.data import tuning_splits
+from pfednas.deploy.probe import node_profile
 from pfednas.methods import METHODS
 from pfednas.node_cache import composed_config, node_cache_dir
 from pfednas.node_data import client_id_of, node_client_data, node_data_root
@@ -110,7 +114,31 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, int | float]:
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     cid = client_id_of(context)
-    return Message(RecordDict({"metrics": MetricRecord({"client_id": cid})}), reply_to=msg)
+    content = RecordDict({"metrics": MetricRecord({"client_id": cid})})
+    if not in_simulation():  # a simulation's server draws the profiles itself
+        content["profile"] = ConfigRecord(dict(profile_record(context)))
+    return Message(content, reply_to=msg)
+
+
+def profile_record(context: Context) -> dict[str, Any]:
+    """This node's hardware profile: what its node config states, the rest measured with
+    the torch threads it will train with, on the run's search space and image size."""
+    settings = node_settings(context)
+    _set_threads(settings)
+
+    def supernet() -> Any:
+        from pfednas.search import get_space
+
+        task = task_shape(settings)
+        return get_space(**settings.search_space).build_supernet(
+            num_classes=task.num_classes, in_channels=task.in_channels,
+            image_size=task.image_size)
+
+    result = node_profile(context.node_config, build_supernet=supernet,
+                          default_bandwidth_mbps=settings.federation.default_bandwidth_mbps)
+    print(f"[pfednas] client {client_id_of(context)}: hardware profile {result.record} "
+          f"({result.seconds:.2f} s)", flush=True)
+    return result.record
 
 
 def state_store(context: Context, settings: RunSettings,
@@ -136,9 +164,19 @@ def state_store(context: Context, settings: RunSettings,
                             keep=max(settings.checkpoint_every, 1) + 1)
 
 
+def with_fixed_arch(settings: RunSettings, config: dict[str, Any]) -> RunSettings:
+    """A deployment's ``method.arch=fits_all``: the architecture the server chose from the
+    clients' claimed profiles (round config ``fixed_arch``), not the simulated spread's."""
+    fixed = config.get("fixed_arch")
+    if not isinstance(fixed, str) or settings.method_options.get("arch") != "fits_all":
+        return settings
+    return dataclasses.replace(settings, method_options={**settings.method_options,
+                                                         "arch": fixed})
+
+
 def _with_state(msg: Message, context: Context,
                 handle: Callable[[NumPyClient, dict[str, Any]], RecordDict]) -> Message:
-    settings = node_settings(context)
+    settings = with_fixed_arch(node_settings(context), _config_of(msg))
     config = _config_of(msg)
     server_round = int(config.get("server_round", 0))
     store = state_store(context, settings, config) if server_round > 0 else None

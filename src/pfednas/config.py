@@ -35,6 +35,7 @@ SIMULATION_ENV = "PFEDNAS_SIMULATION"     # "1": a `pfednas` simulation (launche
 OUTPUT_BASE_ENV = "PFEDNAS_OUTPUT_BASE"   # deployment: the ServerApp writes only below it
 DEFAULT_OUTPUT_BASE = "outputs"           # deployment without PFEDNAS_OUTPUT_BASE: ./outputs
 DATA_ROOT_ENV = "PFEDNAS_DATA_ROOT"       # deployment: the dataset folder the ServerApp reads
+NODE_KEYS_ENV = "PFEDNAS_NODE_KEYS"       # deployment: node-<id>.pub pinning client ids to keys
 
 
 def in_simulation() -> bool:
@@ -114,6 +115,11 @@ class Federation:
     # each training update's RMS at most this × the round's lower median; null: off in a
     # simulation, 10 in a deployment; 0: off (pfednas.nas.robust)
     update_norm_bound: float | None = None
+    # deployment: the operator's bounds of each node's claimed hardware profile, the
+    # bandwidth of a node that states none, and fits_all's floor (pfednas.nas.profile)
+    profile_bounds: dict[str, Any] | None = None
+    default_bandwidth_mbps: float = 100.0
+    min_budget_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,13 @@ def validate_federation(fed: Federation) -> None:
         if not fed.update_norm_bound < float("inf"):
             raise ConfigError("federation.update_norm_bound must be null, 0 (off) or a finite "
                               f"number > 0, got {fed.update_norm_bound!r}")
+    from pfednas.nas.profile import ProfileBounds
+
+    try:
+        ProfileBounds.from_config(fed.profile_bounds, fed.default_bandwidth_mbps,
+                                  fed.min_budget_mb)
+    except ValueError as err:
+        raise ConfigError(f"federation.{err}") from err
     if fed.ray_num_cpus is not None:
         _check_number(g, "ray_num_cpus", fed.ray_num_cpus, kind=int, low=1)
         if fed.client_cpus > fed.ray_num_cpus:

@@ -36,7 +36,14 @@ from pfednas.data.arrays import select
 from pfednas.data.registry import load_raw, normalisation
 from pfednas.nas.distill import TransferSet, synthetic_inputs
 from pfednas.nas.fitting import fits_all_budgets
-from pfednas.nas.heterogeneity import HardwareSpread, draw_hardware
+from pfednas.nas.heterogeneity import HardwareSpread
+from pfednas.nas.profile import (
+    ClientProfile,
+    ProfileBounds,
+    exclusions,
+    floor_bytes,
+    simulated_profiles,
+)
 from pfednas.nas.roles import state_roles
 from pfednas.search import (
     Arch,
@@ -48,7 +55,7 @@ from pfednas.search import (
     get_space,
 )
 from pfednas.search.darts_mixed import DartsMixedNet
-from pfednas.seeding import HARDWARE, MODEL_INIT, int_seed, numpy_rng
+from pfednas.seeding import MODEL_INIT, int_seed, numpy_rng
 from pfednas.strategies import (
     Budget,
     FedAvgFTStrategy,
@@ -117,10 +124,66 @@ def fits_all_arch(supernet: Supernet, num_clients: int, seed: int, batch_size: i
     def memory(arch: Arch) -> float:
         return float(supernet.cost(arch, batch_size=batch_size).memory_bytes)
 
-    budgets = draw_hardware(num_clients, BUDGET_SPREAD, memory(supernet.space.max_arch()),
-                            numpy_rng(seed, HARDWARE))
-    return fits_all_budgets(supernet.space, memory, [hw.memory_bytes for hw in budgets],
+    profiles = simulated_profiles(num_clients, BUDGET_SPREAD, memory(supernet.space.max_arch()),
+                                  seed)
+    return fits_all_budgets(supernet.space, memory, [p.memory_bytes for p in profiles.values()],
                             lambda a: float(supernet.cost(a).params), seed)
+
+
+def fits_all_on_profiles(settings: RunSettings, profiles: Mapping[int, ClientProfile],
+                         bounds: ProfileBounds) -> tuple[Arch, dict[int, str]]:
+    """A deployment's ``method.arch=fits_all``: the largest architecture within every
+    claimed memory budget at or above the operator's floor (``federation.min_budget_mb``),
+    and the clients excluded (below the floor, or no architecture fits them)."""
+    supernet = seeded_supernet(settings)
+    batch = settings.federation.batch_size
+
+    def memory(arch: Arch) -> float:
+        return float(supernet.cost(arch, batch_size=batch).memory_bytes)
+
+    space = supernet.space
+    floor = floor_bytes(bounds.min_budget_mb, memory(space.max_arch()))
+    excluded = exclusions(profiles, memory(space.min_arch()), lambda p: p.memory_bytes,
+                          floor=floor)
+    budgets = [p.memory_bytes for cid, p in sorted(profiles.items()) if cid not in excluded]
+    if not budgets:
+        raise RuntimeError("method.arch=fits_all: every client is excluded (" + "; ".join(
+            f"client {cid}: {why}" for cid, why in sorted(excluded.items())) + ")")
+    arch = fits_all_budgets(space, memory, budgets, lambda a: float(supernet.cost(a).params),
+                            settings.seed)
+    return arch, excluded
+
+
+def fits_all_in_deployment(settings: RunSettings, strategy: PersonalizedStrategy,
+                           adopt: Callable[[PersonalizedStrategy, RunSettings], None]
+                           ) -> PersonalizedStrategy:
+    """A baseline's strategy whose ``method.arch=fits_all`` in a deployment is chosen from
+    the clients' claimed profiles once they are known: ``adopt`` then sets the strategy's
+    model from the settings with that architecture; clients get it in every round config."""
+    if not strategy.budget.deployment or settings.method_options.get("arch") != FITS_ALL:
+        return strategy
+
+    def choose(chosen: PersonalizedStrategy) -> None:
+        assert chosen.profile_bounds is not None
+        arch, chosen.excluded = fits_all_on_profiles(settings, chosen.profiles,
+                                                     chosen.profile_bounds)
+        chosen.fixed_arch = arch.to_str()
+        adopt(chosen, dataclasses.replace(settings, method_options={
+            **settings.method_options, "arch": chosen.fixed_arch}))
+
+    strategy.choose_fixed_arch = choose
+    return strategy
+
+
+def _adopt_model(strategy: PersonalizedStrategy, settings: RunSettings) -> None:
+    assert isinstance(strategy, FedAvgFTStrategy)
+    model = fixed_model_fn(settings)()
+    strategy.arrays, strategy.roles = get_arrays(model), state_roles(model)
+
+
+def _adopt_body(strategy: PersonalizedStrategy, settings: RunSettings) -> None:
+    assert isinstance(strategy, FedAvgFTStrategy)
+    strategy.arrays, strategy.roles = initial_body(settings), body_roles(settings)
 
 
 @lru_cache(maxsize=4)
@@ -172,11 +235,12 @@ def _check_int(options: dict[str, Any], key: str, low: int) -> None:
 def _fedavg_strategy(settings: RunSettings, budget: Budget,
                      train_config: dict[str, Any]) -> PersonalizedStrategy:
     model = fixed_model_fn(settings)()
-    return FedAvgFTStrategy(budget=budget, train_config=train_config,
-                            initial_arrays=get_arrays(model), array_roles=state_roles(model),
-                            finetune_epochs=int(settings.method_options.get("finetune_epochs", 0)),
-                            finetune_scope=str(settings.method_options.get("finetune_scope",
-                                                                           "full")))
+    return fits_all_in_deployment(settings, FedAvgFTStrategy(
+        budget=budget, train_config=train_config, initial_arrays=get_arrays(model),
+        array_roles=state_roles(model),
+        finetune_epochs=int(settings.method_options.get("finetune_epochs", 0)),
+        finetune_scope=str(settings.method_options.get("finetune_scope", "full"))),
+        _adopt_model)
 
 
 def _fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -196,7 +260,9 @@ def _fedavg_check(options: dict[str, Any], fed: Federation) -> None:
 # -- local -------------------------------------------------------------------------------------
 def _local_strategy(settings: RunSettings, budget: Budget,
                     train_config: dict[str, Any]) -> PersonalizedStrategy:
-    return LocalStrategy(budget=budget, train_config=train_config)
+    return fits_all_in_deployment(settings, LocalStrategy(budget=budget,
+                                                          train_config=train_config),
+                                  lambda strategy, chosen: None)  # the clients hold the model
 
 
 def _local_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -222,9 +288,10 @@ def body_roles(settings: RunSettings) -> list[str]:
 
 def _fedrep_strategy(settings: RunSettings, budget: Budget,
                      train_config: dict[str, Any]) -> PersonalizedStrategy:
-    return FedRepStrategy(budget=budget, train_config=train_config,
-                          initial_body=initial_body(settings), body_roles=body_roles(settings),
-                          options=FedRepOptions.from_config(settings.method_options))
+    return fits_all_in_deployment(settings, FedRepStrategy(
+        budget=budget, train_config=train_config, initial_body=initial_body(settings),
+        body_roles=body_roles(settings),
+        options=FedRepOptions.from_config(settings.method_options)), _adopt_body)
 
 
 def _fedrep_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -233,9 +300,10 @@ def _fedrep_client(settings: RunSettings, env: ClientEnv, context: Context) -> N
 
 def _fedbabu_strategy(settings: RunSettings, budget: Budget,
                       train_config: dict[str, Any]) -> PersonalizedStrategy:
-    return FedBABUStrategy(budget=budget, train_config=train_config,
-                           initial_body=initial_body(settings), body_roles=body_roles(settings),
-                           options=FedBABUOptions.from_config(settings.method_options))
+    return fits_all_in_deployment(settings, FedBABUStrategy(
+        budget=budget, train_config=train_config, initial_body=initial_body(settings),
+        body_roles=body_roles(settings),
+        options=FedBABUOptions.from_config(settings.method_options)), _adopt_body)
 
 
 def _fedbabu_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:

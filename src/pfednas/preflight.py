@@ -85,10 +85,11 @@ def composition_error(argv: list[str]) -> str | None:
     return None
 
 
-def check_runnable(settings: RunSettings) -> None:
+def check_runnable(settings: RunSettings, *, deployment: bool = False) -> None:
     """The method's strategy builds, and a resume fits it; :class:`ConfigError` otherwise.
 
-    The strategy is built here and thrown away (the ServerApp builds its own); its
+    The strategy is built here and thrown away (the ServerApp builds its own), as the run
+    will build it: a simulation's (seeded client profiles) or a ``deployment``'s; its
     construction notes are the ServerApp's to print, not repeated here.
     """
     from pfednas.checkpoint import verified_resume
@@ -96,7 +97,7 @@ def check_runnable(settings: RunSettings) -> None:
 
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            strategy = build_strategy(settings)
+            strategy = build_strategy(settings, deployment=deployment)
         except ConfigError:
             raise
         except ValueError as err:

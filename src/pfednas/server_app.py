@@ -38,6 +38,7 @@ from pfednas.config import (
 )
 from pfednas.data import DataError, partition
 from pfednas.methods import METHODS
+from pfednas.nas.profile import ProfileBounds
 from pfednas.results import ResultsWriter, format_table, summarize
 from pfednas.strategies import (
     Budget,
@@ -50,9 +51,11 @@ from pfednas.strategies.identity import pins_from_env
 app = ServerApp()
 
 
-def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
+def build_strategy(settings: RunSettings, *, deployment: bool | None = None
+                   ) -> PersonalizedStrategy:
+    """The run's strategy; ``deployment`` None: whether this process is not a simulation's."""
     fed = settings.federation
-    deployment = not in_simulation()
+    deployment = not in_simulation() if deployment is None else deployment
     budget = Budget(num_clients=fed.num_clients, clients_per_round=fed.clients_per_round,
                     num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
                     eval_every=fed.eval_every, round_timeout=fed.round_timeout,
@@ -74,6 +77,9 @@ def build_strategy(settings: RunSettings) -> PersonalizedStrategy:
         strategy.pins = pins_from_env(fed.num_clients)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    # what a node may claim as its hardware profile (checked by settings_from_cfg)
+    strategy.profile_bounds = ProfileBounds.from_config(
+        fed.profile_bounds, fed.default_bandwidth_mbps, fed.min_budget_mb)
     return strategy
 
 

@@ -5,12 +5,15 @@
     pfednas deploy keys OUT_DIR [--nodes N] [--start I]
     pfednas deploy secrets OUT_DIR [--nodes N] [--start I] [--no-superlink]
     pfednas deploy silos OUT_DIR [nodes=N] [HYDRA_OVERRIDE ...]
+    pfednas deploy probe [--space NAME] [--node-config 'KEY=VALUE ...'] [HYDRA_OVERRIDE ...]
 
 ``deploy local`` takes the same Hydra overrides as ``pfednas`` (passed through
 run-config to the ServerApp and ClientApps), validates the config and the data
 before starting anything (exit code 2), and sets ``federation.num_clients`` to
 the number of nodes (an explicit, different value is an error). TLS and
-SuperNode authentication are on unless ``--insecure`` is given.
+SuperNode authentication are on unless ``--insecure`` is given. ``--node-profile``
+states the nodes' hardware profiles (else each measures its own on first contact);
+``deploy probe`` prints what this device would report.
 """
 
 from __future__ import annotations
@@ -48,8 +51,17 @@ from pfednas.deploy.certs import (
 )
 from pfednas.deploy.commands import Security
 from pfednas.deploy.local import DeploymentError, DeploymentRequest, run_deployment
+from pfednas.deploy.probe import stated_fields
 from pfednas.deploy.superexec_auth import write_superexec_secrets
 from pfednas.launcher import clear_pid_file, incomplete_message
+from pfednas.nas.profile import (
+    BANDWIDTH_KEY,
+    MEMORY_KEY,
+    PROFILE_KEYS,
+    SPEED_KEY,
+    ProfileBounds,
+    profile_problem,
+)
 from pfednas.node_data import silo_client_data
 from pfednas.preflight import check_runnable
 from pfednas.results import missing_clients_error
@@ -89,6 +101,21 @@ def _parser() -> argparse.ArgumentParser:
                        help="output directory (also accepted: hydra.run.dir=DIR)")
     local.add_argument("--node-timeout", type=float, default=120.0, metavar="SECONDS",
                        help="how long to wait for every SuperNode to connect")
+    local.add_argument("--node-profile", action="append", default=[], metavar="'KEY=VALUE ...'",
+                       help="a node's stated hardware profile, e.g. 'memory-budget-mb=40 "
+                            "macs-per-second=1e9 bandwidth-mbps=100' (repeat once per node, "
+                            "in client-id order, or give one for all); default: each node "
+                            "measures its own")
+
+    probe = sub.add_parser("probe", help="print the hardware profile this device would report "
+                                         "(and how long the probe took)")
+    probe.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                       help="Hydra overrides of the run it would join (dataset=..., "
+                            "search_space=...: the speed is measured on that space)")
+    probe.add_argument("--space", default=None, metavar="NAME",
+                       help="search space to time (same as search_space=NAME)")
+    probe.add_argument("--node-config", default="", metavar="'KEY=VALUE ...'",
+                       help="what the node config would state (those fields are not measured)")
 
     certs = sub.add_parser("certs", help="development CA + SuperLink server certificate")
     certs.add_argument("out_dir", type=Path)
@@ -210,7 +237,7 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, RunSettings]
             partition(settings.data)
         except ValueError as err:
             raise UsageError(f"cannot partition the data: {err}") from err
-    check_runnable(settings)  # the strategy builds; a resume's checkpoint fits it
+    check_runnable(settings, deployment=True)  # the strategy builds; a resume's checkpoint fits
     out = (args.out or run_dir or default_out_dir(settings.method, settings.data.name)).resolve()
     work = out / "deploy"
     if args.insecure:
@@ -219,8 +246,10 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, RunSettings]
     else:
         security = Security(tls=tls_files(args.certs, work), node_auth=True)
         keys = node_keys(args.keys, work, nodes)
+    profiles = node_profiles(args.node_profile, nodes, settings)
     request = DeploymentRequest(
         app_dir=app_dir(), out_dir=out, num_nodes=nodes, security=security, keys=keys,
+        node_profiles=profiles,
         run_config={"overrides": overrides_to_json(overrides), "output-dir": str(out)},
         data_dirs=tuple(p.resolve() for p in args.data_dir),
         # the nodes' folders, set as their operator would (the run config names none):
@@ -231,6 +260,75 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, RunSettings]
         out.mkdir(parents=True, exist_ok=True)
         carry_client_state(Path(settings.resume), out)
     return request, settings
+
+
+def parse_node_config(text: str) -> dict[str, float]:
+    """``'memory-budget-mb=40 macs-per-second=1e9'`` → the stated profile fields."""
+    pairs = [token.split("=", 1) for token in text.split()]
+    unknown = [k for k, *_ in pairs if k not in PROFILE_KEYS]
+    if unknown or any(len(p) != 2 for p in pairs):
+        raise UsageError(f"a node profile is KEY=VALUE pairs of {', '.join(PROFILE_KEYS)}, "
+                         f"got {text!r}")
+    return stated_fields(dict((k, v) for k, v in pairs))
+
+
+def node_profiles(given: list[str], nodes: int, settings: RunSettings) -> tuple[str, ...]:
+    """``--node-profile`` values as node config entries, one per node; each checked against
+    ``federation.profile_bounds`` (a claim the server would refuse stops here, exit 2)."""
+    if not given:
+        return ()
+    if len(given) not in (1, nodes):
+        raise UsageError(f"{len(given)} --node-profile for {nodes} nodes: give one for all, "
+                         "or one per node")
+    fed = settings.federation
+    bounds = ProfileBounds.from_config(fed.profile_bounds, fed.default_bandwidth_mbps,
+                                       fed.min_budget_mb)
+    out = []
+    for index, text in enumerate(given * nodes if len(given) == 1 else given):
+        try:
+            stated = parse_node_config(text)
+        except ValueError as err:
+            raise UsageError(f"--node-profile {text!r}: {err}") from err
+        for key, (low, high) in ((MEMORY_KEY, bounds.memory_budget_mb),
+                                 (SPEED_KEY, bounds.macs_per_second),
+                                 (BANDWIDTH_KEY, bounds.bandwidth_mbps)):
+            if key in stated and not low <= stated[key] <= high:
+                raise UsageError(f"--node-profile of node {index}: {key}={stated[key]:g} is "
+                                 f"outside federation.profile_bounds [{low:g}, {high:g}]")
+        out.append(" ".join(f"{k}={v!r}" for k, v in stated.items()))
+    return tuple(out)
+
+
+def probe_device(args: argparse.Namespace) -> int:
+    """Print what this device would report as its hardware profile, and the probe's time."""
+    try:
+        overrides = list(args.overrides) + ([f"search_space={args.space}"] if args.space else [])
+        settings = settings_from_cfg(compose(overrides))
+        stated = parse_node_config(args.node_config)
+    except _config_errors() as err:
+        return _config_error(err)
+    from pfednas.config import task_shape
+    from pfednas.deploy.probe import format_probe, node_profile
+    from pfednas.search import get_space
+
+    def supernet() -> object:
+        task = task_shape(settings)
+        return get_space(**settings.search_space).build_supernet(
+            num_classes=task.num_classes, in_channels=task.in_channels,
+            image_size=task.image_size)
+
+    fed = settings.federation
+    result = node_profile(stated, build_supernet=supernet,
+                          default_bandwidth_mbps=fed.default_bandwidth_mbps)
+    print(f"[pfednas] hardware profile of this device for {describe(settings)}, search space "
+          f"{settings.search_space.get('name')}:")
+    print(format_probe(result))
+    bounds = ProfileBounds.from_config(fed.profile_bounds, fed.default_bandwidth_mbps,
+                                       fed.min_budget_mb)
+    claim = profile_problem(0, 0, result.record, bounds, None)
+    print("within federation.profile_bounds of this config" if not isinstance(claim, str)
+          else claim.replace("node 0 (client id 0): ", ""))
+    return 0
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -335,6 +433,8 @@ def main(argv: list[str]) -> int:
         return deploy_local(args)
     if args.command == "silos":
         return export_silos(args)
+    if args.command == "probe":
+        return probe_device(args)
     if args.command == "certs":
         if args.nodes < 0:
             print("pfednas deploy: error: --nodes must be >= 0", file=sys.stderr)

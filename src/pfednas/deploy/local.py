@@ -43,7 +43,7 @@ from types import TracebackType
 
 import tomli_w
 
-from pfednas.config import OUTPUT_BASE_ENV, SERVERAPP_PID_FILE
+from pfednas.config import NODE_KEYS_ENV, OUTPUT_BASE_ENV, SERVERAPP_PID_FILE
 from pfednas.deploy.certs import NodeKey, TlsFiles
 from pfednas.deploy.commands import (
     Security,
@@ -115,6 +115,9 @@ class LocalFederation:
     data_dirs: Sequence[Path] = ()
     data_root: Path | None = None       # node config data-root (dataset.root of partitions)
     checkpoint_dir: Path | None = None  # node config checkpoint-dir (client state)
+    # each node's stated hardware profile ("memory-budget-mb=… macs-per-second=…", node
+    # config entries; pfednas.nas.profile): one per node, or none (the nodes measure theirs)
+    node_profiles: Sequence[str] = ()
     output_base: Path | None = None     # PFEDNAS_OUTPUT_BASE; default: the parent of log_dir
     node_timeout: float = 120.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -130,6 +133,9 @@ class LocalFederation:
         if self.data_dirs and len(self.data_dirs) != self.num_nodes:
             raise ValueError(f"give one data dir per node: {self.num_nodes} nodes, "
                              f"{len(self.data_dirs)} data dirs")
+        if self.node_profiles and len(self.node_profiles) != self.num_nodes:
+            raise ValueError(f"give one node profile per node: {self.num_nodes} nodes, "
+                             f"{len(self.node_profiles)} profiles")
 
     @property
     def address(self) -> str:
@@ -149,6 +155,8 @@ class LocalFederation:
                 config = node_config(index, self.num_nodes, data_dir, data_root=self.data_root,
                                      checkpoint_dir=self.checkpoint_dir,
                                      cache_dir=self.work_dir / "node_cache")
+                if self.node_profiles:
+                    config = f"{config} {self.node_profiles[index]}".strip()
                 self.nodes.append(self.start_supernode(index, private_key=key, config=config))
             self.wait_connected(self.nodes)
         except BaseException:
@@ -178,6 +186,9 @@ class LocalFederation:
         self.env = run_env(self.work_dir / "flwr_home", self.token)
         self.env[OUTPUT_BASE_ENV] = str((self.output_base or self.log_dir.parent).resolve())
         self.env.setdefault(TASK_POLL_ENV, "0.2")  # Flower's default is 1 s per poll
+        if self.security.node_auth and self.keys:
+            # client id i is pinned to node i's key: no other node can claim it
+            self.env[NODE_KEYS_ENV] = str(self.keys[0].public.parent.resolve())
         command = superlink_command(host=HOST, port=self.port, security=self.security)
         proc = self.spawn(command, "superlink.log")
         scheme = "http" if self.security.tls is None else "https"
@@ -271,6 +282,7 @@ class DeploymentRequest:
     checkpoint_dir: Path | None = None
     node_timeout: float = 120.0
     announced: tuple[str, ...] = ()  # lines the command already printed (not repeated)
+    node_profiles: tuple[str, ...] = ()  # each node's stated profile (node config entries)
 
 
 def run_deployment(request: DeploymentRequest) -> int:
@@ -284,6 +296,7 @@ def run_deployment(request: DeploymentRequest) -> int:
                                  security=request.security, keys=request.keys,
                                  data_dirs=request.data_dirs, data_root=request.data_root,
                                  checkpoint_dir=request.checkpoint_dir,
+                                 node_profiles=request.node_profiles,
                                  output_base=request.out_dir, node_timeout=request.node_timeout)
     with federation, staged_app(request.app_dir) as app:
         print(f"[pfednas] SuperLink {federation.address} "

@@ -1,10 +1,11 @@
 """The largest architecture every client can train: the fixed-architecture baselines'
 model when memory budgets are on (the constraint NAS is meant to lift).
 
-Budgets are those PerFedRLNAS and HAPFNAS draw for the same seed
-(``draw_hardware`` on the ``HARDWARE`` stream, U(low, high) × the largest
-subnet's training memory), so a baseline of a bench cell gets the largest model
-that fits the cell's tightest client. "Largest" = most parameters: random
+Budgets are the clients' profiles (:mod:`pfednas.nas.profile`): in a simulation
+those PerFedRLNAS and HAPFNAS draw for the same seed (the ``HARDWARE`` stream,
+U(low, high) × the largest subnet's training memory), so a baseline of a bench cell
+gets the largest model that fits the cell's tightest client; in a deployment the
+claimed budgets at or above the operator's floor. "Largest" = most parameters: random
 samples plus the smallest and largest architectures, then a greedy climb that
 raises one dimension's choice at a time while the result still fits.
 """
