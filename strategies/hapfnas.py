@@ -81,6 +81,7 @@ from pfednas.nas.profile import exclusions, simulated_budgets, simulated_profile
 from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
 from pfednas.search import Arch, Cost, Supernet
+from pfednas.search.memory_bound import budgeted_cost
 from pfednas.seeding import int_seed, numpy_rng, torch_generator
 from pfednas.strategies.base import (
     Budget,
@@ -277,9 +278,15 @@ class HAPFNASStrategy(PersonalizedStrategy):
                                    lambda p: p.memory_bytes)
 
     # -- helpers -------------------------------------------------------------------------------
-    def cost_of(self, arch: Arch) -> float:
+    def cost(self, arch: Arch) -> Cost:
+        """``arch``'s cost as a budget sees it (real bytes in a deployment: the calibrated
+        upper bound; :func:`pfednas.search.memory_bound.budgeted_cost`)."""
         batch = int(self.train_config.get("batch_size", 1))
-        return self.options.budget.value(self.supernet.cost(arch, batch_size=batch))
+        return budgeted_cost(self.supernet.cost(arch, batch_size=batch), self.space.name,
+                             real_bytes=self.budget.deployment)
+
+    def cost_of(self, arch: Arch) -> float:
+        return self.options.budget.value(self.cost(arch))
 
     def fits(self, client_id: int, arch: Arch) -> bool:
         return self.cost_of(arch) <= self.budgets[client_id]
@@ -529,8 +536,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         arch = self.personal[client_id]
-        cost = self.supernet.cost(arch, batch_size=int(self.train_config.get("batch_size", 1)))
-        row = arch_details(arch, cost, metric=self.options.budget.metric,
+        row = arch_details(arch, self.cost(arch), metric=self.options.budget.metric,
                            budget=self.budgets[client_id])
         return {**row, "over_budget": int(not row["within_budget"])}
 

@@ -69,7 +69,8 @@ from pfednas.nas.policy import (
 from pfednas.nas.profile import exclusions, floor_bytes, simulated_profiles
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
 from pfednas.nas.roles import state_roles
-from pfednas.search import Arch, Supernet
+from pfednas.search import Arch, Cost, Supernet
+from pfednas.search.memory_bound import budgeted_cost
 from pfednas.seeding import ARCH_SAMPLING, numpy_rng
 from pfednas.strategies.base import (
     Budget,
@@ -180,10 +181,15 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         self._fits_all: Arch | None = None
 
     # -- helpers -------------------------------------------------------------------------------
+    def cost(self, arch: Arch) -> Cost:
+        """``arch``'s cost as a budget sees it (real bytes in a deployment: the calibrated
+        upper bound; :func:`pfednas.search.memory_bound.budgeted_cost`)."""
+        cost = self.supernet.cost(arch, batch_size=int(self.train_config["batch_size"]))
+        return budgeted_cost(cost, self.space.name, real_bytes=self.budget.deployment)
+
     def memory(self, arch: Arch) -> int:
         if arch not in self._memory:
-            cost = self.supernet.cost(arch, batch_size=int(self.train_config["batch_size"]))
-            self._memory[arch] = cost.memory_bytes
+            self._memory[arch] = self.cost(arch).memory_bytes
         return self._memory[arch]
 
     def sample_arch(self, client_id: int, server_round: int, phase: int = 0) -> Arch:
@@ -235,11 +241,12 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         """A deployment: exclude the clients whose claimed budget no subnet fits, and where
         a fits_all architecture is trained, those below the operator's floor."""
         assert self.profile_bounds is not None
-        largest = self.memory(self.space.max_arch())
-        floor = (floor_bytes(self.profile_bounds.min_budget_mb, largest)
+        smallest = self.memory(self.space.min_arch())
+        floor = (floor_bytes(self.profile_bounds.min_budget_mb, smallest,
+                             self.memory(self.space.max_arch()))
                  if self.uses_fits_all() else None)
-        self.excluded = exclusions(self.profiles, self.memory(self.space.min_arch()),
-                                   lambda p: p.memory_bytes, floor=floor)
+        self.excluded = exclusions(self.profiles, smallest, lambda p: p.memory_bytes,
+                                   floor=floor)
         self._largest, self._fits_all = {}, None
 
     def personalized_arch(self, client_id: int) -> Arch:
@@ -392,8 +399,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         arch = self.personalized_arch(client_id)
-        cost = self.supernet.cost(arch, batch_size=int(self.train_config["batch_size"]))
-        return arch_details(arch, cost, metric="memory",
+        return arch_details(arch, self.cost(arch), metric="memory",
                             budget=self.profiles[client_id].memory_bytes)
 
     # -- new clients: search-only rounds after training ----------------------------------------

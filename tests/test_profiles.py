@@ -34,6 +34,7 @@ from pfednas.nas.profile import (
     profile_problem,
 )
 from pfednas.search import get_space
+from pfednas.search.memory_bound import budgeted_cost
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.hapfnas import HAPFNASOptions
@@ -282,8 +283,10 @@ def digits_settings(*overrides: str) -> Any:
 
 def memory_of(settings: Any) -> Any:
     supernet = seeded_supernet(settings)
-    return supernet, lambda a: float(supernet.cost(
-        a, batch_size=settings.federation.batch_size).memory_bytes)
+    # a deployment compares claimed bytes with the calibrated bound of real training memory
+    return supernet, lambda a: float(budgeted_cost(supernet.cost(
+        a, batch_size=settings.federation.batch_size), supernet.space.name,
+        real_bytes=True).memory_bytes)
 
 
 def claimed(memory_bytes: float) -> ClientProfile:
@@ -293,12 +296,12 @@ def claimed(memory_bytes: float) -> ClientProfile:
 
 def test_fits_all_excludes_a_client_below_the_floor_instead_of_shrinking_everybody() -> None:
     # Prepare: two roomy clients and one claiming just above the smallest subnet (below the
-    # default floor, a quarter of the largest subnet's memory)
+    # default floor, a quarter of the way from the smallest subnet's memory to the largest's)
     settings = digits_settings()
     supernet, memory = memory_of(settings)
     largest, smallest = memory(supernet.space.max_arch()), memory(supernet.space.min_arch())
-    profiles = {0: claimed(0.8 * largest), 1: claimed(1.01 * smallest),
-                2: claimed(0.6 * largest)}
+    roomy, less = smallest + 0.8 * (largest - smallest), smallest + 0.6 * (largest - smallest)
+    profiles = {0: claimed(roomy), 1: claimed(1.01 * smallest), 2: claimed(less)}
 
     # Execute
     arch, excluded = fits_all_on_profiles(settings, profiles, ProfileBounds())
@@ -307,9 +310,9 @@ def test_fits_all_excludes_a_client_below_the_floor_instead_of_shrinking_everybo
     # Assert: client 1 excluded with its reason; the architecture the other two admit,
     # larger than the one client 1's claim would force on all
     assert list(excluded) == [1] and "below the operator's floor" in excluded[1]
-    assert memory(arch) <= 0.6 * largest
+    assert memory(arch) <= less
     params = supernet.cost(arch).params
-    assert arch == fits_all_budgets(supernet.space, memory, [0.8 * largest, 0.6 * largest],
+    assert arch == fits_all_budgets(supernet.space, memory, [roomy, less],
                                     lambda a: float(supernet.cost(a).params), settings.seed)
     assert none == {} and params > supernet.cost(shrunk).params
     assert memory(shrunk) <= 1.01 * smallest
@@ -318,11 +321,12 @@ def test_fits_all_excludes_a_client_below_the_floor_instead_of_shrinking_everybo
 def test_the_operator_sets_the_floor_in_mb() -> None:
     settings = digits_settings()
     supernet, memory = memory_of(settings)
-    largest = memory(supernet.space.max_arch())
-    profiles = {0: claimed(0.9 * largest), 1: claimed(0.5 * largest), 2: claimed(0.9 * largest)}
+    largest, smallest = memory(supernet.space.max_arch()), memory(supernet.space.min_arch())
+    between = smallest + 0.3 * (largest - smallest)  # fits a subnet, below the operator's floor
+    profiles = {0: claimed(0.9 * largest), 1: claimed(between), 2: claimed(0.9 * largest)}
 
     _, excluded = fits_all_on_profiles(settings, profiles, ProfileBounds(
-        min_budget_mb=0.6 * largest / MB))
+        min_budget_mb=(smallest + 0.5 * (largest - smallest)) / MB))
 
     assert list(excluded) == [1] and "below the operator's floor" in excluded[1]
 

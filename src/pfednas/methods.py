@@ -55,6 +55,7 @@ from pfednas.search import (
     get_space,
 )
 from pfednas.search.darts_mixed import DartsMixedNet
+from pfednas.search.memory_bound import budgeted_cost
 from pfednas.seeding import MODEL_INIT, int_seed, numpy_rng
 from pfednas.strategies import (
     Budget,
@@ -138,11 +139,12 @@ def fits_all_on_profiles(settings: RunSettings, profiles: Mapping[int, ClientPro
     supernet = seeded_supernet(settings)
     batch = settings.federation.batch_size
 
-    def memory(arch: Arch) -> float:
-        return float(supernet.cost(arch, batch_size=batch).memory_bytes)
+    def memory(arch: Arch) -> float:  # claimed budgets are real bytes: the calibrated bound
+        cost = supernet.cost(arch, batch_size=batch)
+        return float(budgeted_cost(cost, supernet.space.name, real_bytes=True).memory_bytes)
 
     space = supernet.space
-    floor = floor_bytes(bounds.min_budget_mb, memory(space.max_arch()))
+    floor = floor_bytes(bounds.min_budget_mb, memory(space.min_arch()), memory(space.max_arch()))
     excluded = exclusions(profiles, memory(space.min_arch()), lambda p: p.memory_bytes,
                           floor=floor)
     budgets = [p.memory_bytes for cid, p in sorted(profiles.items()) if cid not in excluded]

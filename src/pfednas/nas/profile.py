@@ -102,7 +102,7 @@ class ProfileBounds:
     macs_per_second: tuple[float, float] = (1e6, 1e16)
     bandwidth_mbps: tuple[float, float] = (0.001, 1e6)
     default_bandwidth_mbps: float = 100.0
-    min_budget_mb: float | None = None  # fits_all's floor (None: DEFAULT_FLOOR_FRACTION)
+    min_budget_mb: float | None = None  # fits_all's floor (None: see floor_bytes)
 
     def __post_init__(self) -> None:
         for key in ("memory_budget_mb", "macs_per_second", "bandwidth_mbps"):
@@ -190,11 +190,15 @@ def _describe(profile: ClientProfile) -> str:
 
 
 # -- who trains: the fits_all floor and the clients nothing fits -------------------------------
-def floor_bytes(min_budget_mb: float | None, largest_memory_bytes: float) -> float:
+def floor_bytes(min_budget_mb: float | None, smallest_memory_bytes: float,
+                largest_memory_bytes: float) -> float:
     """fits_all's floor in a deployment: ``federation.min_budget_mb``, or (null)
-    :data:`DEFAULT_FLOOR_FRACTION` of the largest subnet's training memory."""
+    :data:`DEFAULT_FLOOR_FRACTION` of the way from the smallest subnet's training memory
+    to the largest's (a deployment's memory is the calibrated bound, whose constant part
+    every subnet pays: a fraction of the largest alone could lie below the smallest)."""
     if min_budget_mb is None:
-        return DEFAULT_FLOOR_FRACTION * largest_memory_bytes
+        return smallest_memory_bytes + DEFAULT_FLOOR_FRACTION * (
+            largest_memory_bytes - smallest_memory_bytes)
     return float(min_budget_mb) * MB
 
 

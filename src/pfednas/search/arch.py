@@ -70,7 +70,11 @@ class Cost:
     memory_bytes:
         Estimated training footprint: weights + gradients + optimizer state
         (``optimizer_states`` tensors per weight) + activations.  PerFedRLNAS
-        (eq. 9) compares this against a client's memory budget.
+        (eq. 9) compares this against a client's memory budget in simulation,
+        where budgets are fractions of the largest subnet's estimate.  In real
+        bytes it undercounts (a process's runtime is not in it): a budget in
+        bytes is compared with
+        :func:`pfednas.search.memory_bound.training_memory_upper_bound`.
     payload_bytes:
         Bytes of the subnet's arrays (parameters and BatchNorm buffers) as they
         travel in one message.
