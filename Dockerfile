@@ -9,6 +9,8 @@
 #
 # CPU-only PyTorch by default (edge devices, CPU silos). For CUDA wheels:
 #   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 -t pfednas:cuda .
+# An empty TORCH_INDEX_URL takes PyTorch from pip's configured index (PyPI's build, with its
+# CUDA libraries): scripts/containers/build-images.sh does so where the CPU index is unreachable.
 # pfednas needs Python 3.11 or 3.12: keep a py3.11 / py3.12 variant of the Flower image.
 ARG FLWR_VERSION=1.41.0
 ARG FLWR_IMAGE_VARIANT=py3.12-ubuntu24.04
@@ -16,6 +18,10 @@ FROM flwr/superexec:${FLWR_VERSION}-${FLWR_IMAGE_VARIANT}
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 WORKDIR /app
+
+# PyTorch first, in a layer of its own: a change to the sources does not reinstall it.
+RUN python -m pip install --no-cache-dir ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
+        "torch>=2.14,<2.15" "torchvision==0.29.*"
 
 # Only what the package needs (docs, tests and outputs stay out of the image).
 COPY --chown=app:app pyproject.toml README.md ./
@@ -27,8 +33,6 @@ COPY --chown=app:app conf ./conf
 # flwr is already in the base image at the pinned version; the executor does not
 # need Ray (simulation only), so `flwr[simulation]` becomes plain `flwr`.
 RUN sed -i 's/"flwr\[simulation\]==/"flwr==/' pyproject.toml \
- && python -m pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
-        "torch>=2.14,<2.15" "torchvision==0.29.*" \
  && python -m pip install --no-cache-dir . \
  && python -c "import pfednas.server_app, pfednas.client_app"
 

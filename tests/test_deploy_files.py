@@ -282,7 +282,8 @@ def test_no_container_gets_the_ca_key_or_a_whole_secret_folder() -> None:
     expected = {
         "superlink": ({"ca.crt", "server.pem", "server.key"}, set(), link),
         "fleet-gateway": ({"ca.crt", "server.pem", "server.key"}, set(), set()),
-        "serverapp": ({"ca.crt"}, set(), link),
+        # the public keys pin client ids to nodes (PFEDNAS_NODE_KEYS)
+        "serverapp": ({"ca.crt"}, {f"node-{i}.pub" for i in range(NODES)}, link),
         "register": ({"ca.crt"}, {f"node-{i}.pub" for i in range(NODES)}, set()),
         **{f"supernode-{i}": ({"ca.crt", f"supernode-{i}.pem", f"supernode-{i}.key"},
                               {f"node-{i}"}, {f"node-{i}.secret"}) for i in range(NODES)},
