@@ -55,3 +55,10 @@ def test_nodes_stating_different_budgets_get_different_architectures_within_them
     commands = (out / "logs" / "commands.sh").read_text()
     assert "memory-budget-mb=42.5" in commands and "memory-budget-mb=70.0" in commands
     assert pids_with_token((out / "logs" / "run_token").read_text().strip()) == []
+    # the exported model of the most constrained client is the one its claimed budget chose
+    export = subprocess.run([str(PFEDNAS), "export", str(out), "--client", "0",
+                             "--out", str(tmp_path / "export")], capture_output=True, text=True,
+                            check=False)
+    assert export.returncode == 0, export.stderr[-2000:]
+    spec = json.loads((tmp_path / "export" / "client_0.json").read_text())
+    assert spec["arch"] == rows[0]["arch"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -28,6 +29,7 @@ from pfednas.config import ConfigError, RunSettings, settings_from_cfg, task_sha
 from pfednas.data import load_client_data
 from pfednas.data.registry import normalisation
 from pfednas.methods import METHODS
+from pfednas.nas.profile import MB, MBPS, SIMULATED, ClientProfile
 from pfednas.server_app import build_strategy
 from pfednas.strategies import PerFedRLNASStrategy
 from pfednas.strategies.hapfnas import HAPFNASStrategy
@@ -44,6 +46,23 @@ def run_settings(run_dir: Path) -> RunSettings:
     return settings_from_cfg(cfg)  # type: ignore[arg-type]
 
 
+def recorded_profiles(run_dir: Path) -> dict[int, ClientProfile] | None:
+    """A deployed run's client profiles as its ``summary.json`` recorded them (they came
+    from the nodes, not from the seed); None for a simulation, or a run with no summary."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text()).get("profiles", [])
+    if not rows or all(row.get("source") == SIMULATED for row in rows):
+        return None
+    return {int(row["client_id"]): ClientProfile(
+        memory_bytes=(math.inf if row["memory_budget_mb"] is None
+                      else float(row["memory_budget_mb"]) * MB),
+        macs_per_second=float(row["macs_per_second"]),
+        bandwidth_bps=float(row["bandwidth_mbps"]) * MBPS, source=str(row["source"]))
+        for row in rows}
+
+
 def export_client(run_dir: Path, client_id: int, out_dir: Path) -> tuple[Path, Path]:
     settings = run_settings(run_dir)
     if settings.method not in EXPORTABLE:
@@ -52,7 +71,12 @@ def export_client(run_dir: Path, client_id: int, out_dir: Path) -> tuple[Path, P
     if not 0 <= client_id < settings.federation.num_clients:
         raise ConfigError(f"--client must be in 0..{settings.federation.num_clients - 1}")
     assert settings.method in METHODS
-    strategy = build_strategy(settings)
+    # the budgets that chose the client's architecture: the seeded spread of a simulation,
+    # or what a deployment's nodes claimed
+    profiles = recorded_profiles(run_dir)
+    strategy = build_strategy(settings, deployment=profiles is not None)
+    if profiles is not None:
+        strategy.profiles = profiles
     assert isinstance(strategy, PerFedRLNASStrategy | HAPFNASStrategy)
     _, state = load_checkpoint(run_dir)
     strategy.load_state(state)
