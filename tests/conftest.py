@@ -7,10 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 
 REPO = Path(__file__).resolve().parents[1]
 PFEDNAS = Path(sys.executable).parent / "pfednas"
@@ -44,6 +47,24 @@ def pids_with_token(token: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+@contextmanager
+def flower_task_identity() -> Iterator[None]:
+    """The task identity Flower sets inside a run, which building a Message needs."""
+    names = ("_run_id", "_node_id", "_task_id")
+    before = [getattr(TaskIdentity, n) for n in names]
+    for name in names:
+        setattr(TaskIdentity, name, 1)
+    yield
+    for name, value in zip(names, before, strict=True):
+        setattr(TaskIdentity, name, value)
+
+
+@pytest.fixture
+def run_id() -> Iterator[None]:
+    with flower_task_identity():
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,8 @@ from pfednas.strategies.identity import NODE_KEYS_ENV, claim_problem, pinned_key
 WEIGHTS = [np.zeros(3, np.float32)]
 
 
-@pytest.fixture(autouse=True)
-def run_id() -> Iterator[None]:
-    names = ("_run_id", "_node_id", "_task_id")
-    before = [getattr(TaskIdentity, n) for n in names]
-    for name in names:
-        setattr(TaskIdentity, name, 1)
-    yield
-    for name, value in zip(names, before, strict=True):
-        setattr(TaskIdentity, name, value)
+# Messages need the task identity Flower sets inside a run (conftest.run_id).
+pytestmark = pytest.mark.usefixtures("run_id")
 
 
 class ClaimGrid:

@@ -3,14 +3,13 @@ times from the server's cost model, and the new-client search mode."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from pfednas.nas.policy import log_probability, probabilities
 from pfednas.nas.reward import simulated_round_time, training_seconds
@@ -20,15 +19,8 @@ from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 Answer = Callable[[Message], RecordDict | None]
 
 
-@pytest.fixture(autouse=True)
-def run_id() -> Iterator[None]:
-    names = ("_run_id", "_node_id", "_task_id")
-    before = [getattr(TaskIdentity, n) for n in names]
-    for name in names:
-        setattr(TaskIdentity, name, 1)
-    yield
-    for name, value in zip(names, before, strict=True):
-        setattr(TaskIdentity, name, value)
+# Messages need the task identity Flower sets inside a run (conftest.run_id).
+pytestmark = pytest.mark.usefixtures("run_id")
 
 
 class FakeGrid:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.deploy.probe import (
@@ -55,15 +54,8 @@ def simulation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SIMULATION_ENV, "1")
 
 
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    names = ("_run_id", "_node_id", "_task_id")
-    before = [getattr(TaskIdentity, n) for n in names]
-    for name in names:
-        setattr(TaskIdentity, name, 1)
-    yield
-    for name, value in zip(names, before, strict=True):
-        setattr(TaskIdentity, name, value)
+# Messages need the task identity Flower sets inside a run (conftest.run_id).
+pytestmark = pytest.mark.usefixtures("run_id")
 
 
 # -- simulation: the published draws ------------------------------------------------------------

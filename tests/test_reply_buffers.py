@@ -7,7 +7,6 @@ variance below 0, values beyond any activation's) is rejected like NaN would be.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -38,15 +37,8 @@ METRICS = {"num_examples": 1, "train_loss": 1.0, "train_seconds": 0.1, "val_accu
            "accuracy": 0.5, "arch_code": 0}
 
 
-@pytest.fixture(autouse=True)
-def run_id() -> Iterator[None]:
-    names = ("_run_id", "_node_id", "_task_id")
-    before = [getattr(TaskIdentity, n) for n in names]
-    for name in names:
-        setattr(TaskIdentity, name, 1)
-    yield
-    for name, value in zip(names, before, strict=True):
-        setattr(TaskIdentity, name, value)
+# Messages need the task identity Flower sets inside a run (conftest.run_id).
+pytestmark = pytest.mark.usefixtures("run_id")
 
 
 def train_reply(strategy: PersonalizedStrategy, cid: int, arrays: list[np.ndarray]) -> Message:

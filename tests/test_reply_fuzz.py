@@ -40,6 +40,7 @@ from pfednas.nas.validation import (
 )
 from pfednas.strategies import Budget, FedAvgFTStrategy, PerFedRLNASStrategy
 from pfednas.strategies.base import PersonalizedStrategy, RoundRecord
+from tests.conftest import flower_task_identity
 from tests.test_reply_buffers import perfedrlnas
 
 FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=True,
@@ -56,13 +57,8 @@ METRIC_NAMES = [*KNOWN_METRICS, "acc_0", "update_scale", "x"]
 
 @pytest.fixture(autouse=True, scope="module")
 def run_id() -> Iterator[None]:
-    names = ("_run_id", "_node_id", "_task_id")
-    before = [getattr(TaskIdentity, n) for n in names]
-    for name in names:
-        setattr(TaskIdentity, name, 1)
-    yield
-    for name, value in zip(names, before, strict=True):
-        setattr(TaskIdentity, name, value)
+    with flower_task_identity():  # once per module: hypothesis reruns a test body in place
+        yield
 
 
 # -- what a reply may hold -------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -33,16 +32,8 @@ from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
 
 
-@pytest.fixture(autouse=True)
-def run_id() -> Iterator[None]:
-    """Messages need the task identity Flower sets inside a run."""
-    names = ("_run_id", "_node_id", "_task_id")
-    before = [getattr(TaskIdentity, n) for n in names]
-    for name in names:
-        setattr(TaskIdentity, name, 1)
-    yield
-    for name, value in zip(names, before, strict=True):
-        setattr(TaskIdentity, name, value)
+# Messages need the task identity Flower sets inside a run (conftest.run_id).
+pytestmark = pytest.mark.usefixtures("run_id")
 
 
 def budget(**kw: Any) -> Budget:

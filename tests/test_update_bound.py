@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,15 +23,8 @@ WEIGHTS: list[np.ndarray] = [np.full((2, 3), 0.5, np.float32), np.zeros(4, np.fl
 HUGE = 1e30
 
 
-@pytest.fixture(autouse=True)
-def run_id() -> Iterator[None]:
-    names = ("_run_id", "_node_id", "_task_id")
-    before = [getattr(TaskIdentity, n) for n in names]
-    for name in names:
-        setattr(TaskIdentity, name, 1)
-    yield
-    for name, value in zip(names, before, strict=True):
-        setattr(TaskIdentity, name, value)
+# Messages need the task identity Flower sets inside a run (conftest.run_id).
+pytestmark = pytest.mark.usefixtures("run_id")
 
 
 def shifted(arrays: list[np.ndarray], by: float) -> list[np.ndarray]:
