@@ -446,9 +446,10 @@ class PersonalizedStrategy(ReplyGate, Strategy):
         return [m for m in messages if m.metadata.dst_node_id not in nodes]
 
     def profile_summary(self) -> dict[str, Any]:
-        """``summary.json``'s ``profiles`` (each client's, with its source) and
-        ``excluded_clients`` (who took no part, and why), where there are any."""
-        out: dict[str, Any] = {}
+        """``summary.json``'s ``profiles`` (each client's, with its source),
+        ``excluded_clients`` (who took no part, and why), where there are any, and
+        ``fixed_arch``, the one architecture a deployment's ``fits_all`` chose from them."""
+        out: dict[str, Any] = {"fixed_arch": self.fixed_arch} if self.fixed_arch else {}
         if self.profiles:
             out["profiles"] = [{"client_id": cid, **p.to_json()}
                                for cid, p in sorted(self.profiles.items())]

