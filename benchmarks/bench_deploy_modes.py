@@ -22,7 +22,7 @@ Per run: the command's wall time, the run's own wall time (``summary.json``), ro
 the accuracy, and the 1-minute load average before and after. The probe: ``pfednas deploy
 probe dataset=digits`` repeated, the command's wall time and the probe's own (memory +
 the ≤ 2 s speed benchmark). Writes ``docs/bench/deploy_modes/results.json`` and prints the
-Markdown tables ``docs/DEPLOYMENT.md`` and ``docs/BENCHMARKS.md`` quote.
+Markdown tables ``docs/DEPLOYMENT.md`` and ``docs/MEASUREMENTS.md`` quote.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import torch
 from pfednas.config import compose, settings_from_cfg
 from pfednas.data import load_client_data
 from pfednas.methods import fixed_model_fn
-from pfednas.seeding import torch_generator
+from pfednas.seeding import CLIENT_TRAIN, torch_generator
 from pfednas.train import Hyper, train_epochs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def throughput(dataset: str, workdir: Path) -> dict[str, float]:
     plain_samples = 0
     for rnd, cid in jobs:
         model = model_fn()
-        gen = torch_generator(settings.seed, rnd, cid)
+        gen = torch_generator(settings.seed, CLIENT_TRAIN, cid, rnd, 0)  # the client's own stream
         stats = train_epochs(model, datasets[cid], epochs=epochs, hyper=hyper, generator=gen,
                              device=torch.device("cpu"))
         plain_samples += stats.samples

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from pfednas.body_head import FINETUNE_SCOPES, check_scope, train_scope
 from pfednas.data import ClientData
+from pfednas.search import ElasticNet
 from pfednas.seeding import CLIENT_TRAIN, torch_generator
 from pfednas.train import Hyper, TrainStats, evaluate, num_parameters
+
+FINETUNE_PHASE = 1  # train_generator's phase key of the fine-tuning before a test evaluation
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,38 @@ def test_reply(net: torch.nn.Module, env: ClientEnv, trained: TrainStats | None
     return result.loss, result.samples, {"accuracy": result.accuracy,
                                          "num_params": num_parameters(net),
                                          **work_metrics(trained)}
+
+
+def finetune_then_test(net: ElasticNet[Any], env: ClientEnv, config: dict[str, Any], *,
+                       default_scope: str = "full",
+                       after_tuning: Callable[[ElasticNet[Any]], None] | None = None,
+                       ) -> tuple[float, int, dict[str, Any]]:
+    """The personalized-evaluation reply after the protocol's fine-tuning: ``finetune_epochs``
+    (none if 0) on the client's train split of the whole ``net``, or with ``finetune: head``
+    of its classifier head only (the body, BatchNorm included, as received); then
+    ``after_tuning`` (a BatchNorm re-estimation) and :func:`test_reply`. ``net`` is changed.
+    With fine-tuning the reply also carries ``accuracy_no_ft``, ``net`` tested as received
+    (the figure as published), so every method that fine-tunes reports the same pair."""
+    epochs = int(config.get("finetune_epochs", 0))
+    scope = str(config.get("finetune", default_scope))
+    check_scope("finetune", scope, FINETUNE_SCOPES)
+    if epochs == 0:
+        return test_reply(net, env, None)
+    as_published = evaluate(net, env.data.test, device=env.device).accuracy
+    tuned = train_scope(
+        net, scope, env.data.train, epochs=epochs, hyper=hyper_from_config(config),
+        generator=train_generator(env, int(config["server_round"]), FINETUNE_PHASE),
+        device=env.device)
+    if after_tuning is not None:
+        after_tuning(net)
+    return with_no_ft(test_reply(net, env, tuned), as_published)
+
+
+def with_no_ft(reply: tuple[float, int, dict[str, Any]], as_published: float
+               ) -> tuple[float, int, dict[str, Any]]:
+    """An evaluation reply after fine-tuning, with the accuracy before it."""
+    loss, samples, metrics = reply
+    return loss, samples, {**metrics, "accuracy_no_ft": as_published}
 
 
 def work_metrics(*trained: TrainStats | None) -> dict[str, float | int]:

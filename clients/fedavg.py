@@ -8,19 +8,16 @@ from typing import Any
 import numpy as np
 from flwr.client import NumPyClient
 
-from pfednas.body_head import FINETUNE_SCOPES, check_scope, train_scope
 from pfednas.clients.common import (
     ClientEnv,
+    finetune_then_test,
     hyper_from_config,
     peak_memory_mb,
-    test_reply,
     train_generator,
     work_metrics,
 )
 from pfednas.search import ElasticNet
 from pfednas.train import get_arrays, set_arrays, train_epochs
-
-FINETUNE_PHASE = 1
 
 
 class FedAvgClient(NumPyClient):
@@ -48,15 +45,4 @@ class FedAvgClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
-        model = self._model(parameters)
-        epochs = int(config.get("finetune_epochs", 0))
-        tuned = None
-        scope = str(config.get("finetune", "full"))  # head: the body (BatchNorm too) as sent
-        check_scope("finetune", scope, FINETUNE_SCOPES)
-        if epochs > 0:
-            tuned = train_scope(
-                model, scope, self.env.data.train, epochs=epochs,
-                hyper=hyper_from_config(config),
-                generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
-                device=self.env.device)
-        return test_reply(model, self.env, tuned)
+        return finetune_then_test(self._model(parameters), self.env, config)

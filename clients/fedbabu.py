@@ -17,35 +17,25 @@ from typing import Any
 
 import numpy as np
 from flwr.client import NumPyClient
-from torch import nn
 
-from pfednas.body_head import (
-    FINETUNE_SCOPES,
-    StateSplit,
-    check_scope,
-    load_parts,
-    take,
-    train_part,
-)
+from pfednas.body_head import StateSplit, load_parts, take, train_part
 from pfednas.clients.common import (
     ClientEnv,
+    finetune_then_test,
     hyper_from_config,
     peak_memory_mb,
-    test_reply,
     train_generator,
     work_metrics,
 )
 from pfednas.search import ElasticNet
 from pfednas.train import get_arrays
 
-FINETUNE_PHASE = 1
-
 
 class FedBABUClient(NumPyClient):
     def __init__(self, env: ClientEnv, model_fn: Callable[[], ElasticNet[Any]]) -> None:
         self.env, self.model_fn = env, model_fn
 
-    def model(self, body: list[np.ndarray]) -> tuple[nn.Module, StateSplit]:
+    def model(self, body: list[np.ndarray]) -> tuple[ElasticNet[Any], StateSplit]:
         """The seeded model (its head: the random initialisation) with the received body."""
         net = self.model_fn()
         split = StateSplit.of(net)
@@ -65,14 +55,5 @@ class FedBABUClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
-        net, split = self.model(parameters)
-        epochs, mode = int(config.get("finetune_epochs", 0)), str(config.get("finetune", "head"))
-        check_scope("finetune", mode, FINETUNE_SCOPES)
-        tuned = None
-        if epochs > 0:
-            keys = split.head_keys() if mode == "head" else list(split.keys)
-            tuned = train_part(
-                net, keys, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
-                generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
-                device=self.env.device)
-        return test_reply(net, self.env, tuned)
+        net, _ = self.model(parameters)
+        return finetune_then_test(net, self.env, config, default_scope="head")

@@ -21,12 +21,11 @@ import numpy as np
 from flwr.client import NumPyClient
 from torch import nn
 
-from pfednas.body_head import FINETUNE_SCOPES, check_scope, train_scope
 from pfednas.clients.common import (
     ClientEnv,
+    finetune_then_test,
     hyper_from_config,
     peak_memory_mb,
-    test_reply,
     train_generator,
     work_metrics,
 )
@@ -35,8 +34,6 @@ from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.search import DartsS2Space, TaskShape
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.train import get_arrays, set_arrays
-
-FINETUNE_PHASE = 1
 
 
 class FedNASClient(NumPyClient):
@@ -64,16 +61,8 @@ class FedNASClient(NumPyClient):
                  ) -> tuple[float, int, dict[str, Any]]:
         net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
         self.recalibrate(net, config)
-        epochs, tuned = int(config.get("finetune_epochs", 0)), None
-        scope = str(config.get("finetune", "full"))  # head: the body (BatchNorm too) as derived
-        check_scope("finetune", scope, FINETUNE_SCOPES)
-        if epochs > 0:
-            tuned = train_scope(
-                net, scope, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
-                generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
-                device=self.env.device)
-            self.recalibrate(net, config)
-        return test_reply(net, self.env, tuned)
+        return finetune_then_test(net, self.env, config,
+                                  after_tuning=lambda tuned: self.recalibrate(tuned, config))
 
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:
         if self.bn_recalibrate:

@@ -28,10 +28,11 @@ from pfednas.clients.common import (
     peak_memory_mb,
     test_reply,
     train_generator,
+    with_no_ft,
     work_metrics,
 )
 from pfednas.search import ElasticNet
-from pfednas.train import TrainStats, get_arrays
+from pfednas.train import TrainStats, evaluate, get_arrays
 
 HEAD_KEY = "fedrep_head"
 HEAD_PHASE, BODY_PHASE, FINETUNE_PHASE = 1, 2, 3
@@ -80,6 +81,9 @@ class FedRepClient(NumPyClient):
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         net, split = self.model(parameters)
-        tuned = self._train(net, split.head_keys(), int(config.get("finetune_epochs", 0)),
-                            config, FINETUNE_PHASE)
-        return test_reply(net, self.env, tuned)
+        epochs = int(config.get("finetune_epochs", 0))
+        if epochs == 0:
+            return test_reply(net, self.env, None)
+        as_published = evaluate(net, self.env.data.test, device=self.env.device).accuracy
+        tuned = self._train(net, split.head_keys(), epochs, config, FINETUNE_PHASE)
+        return with_no_ft(test_reply(net, self.env, tuned), as_published)

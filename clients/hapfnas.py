@@ -7,12 +7,11 @@ The message config's ``phase`` says which role a request is for:
    its validation accuracy and the training time.
 2. ``evaluate``: the distilled supernet's subnet ``cover`` that contains every
    architecture of ``archs`` (``;``-separated) arrives; each subnet is extracted,
-   its BatchNorm statistics are re-estimated on the train split, and its
-   accuracy on the **validation** split (``measure_on=train_val``: train + val) is
-   replied as ``acc_<i>``: its own classifier's (``measure=output``), or a ridge
-   probe's on its features fitted to this client's labels (``measure=probe``: out
-   of fold over train + val, or fitted on train and scored on val;
-   ``pfednas.nas.probe``). Test data are never touched by the search.
+   its BatchNorm statistics are re-estimated on the train split, and its own
+   classifier's accuracy on the **validation** split (``measure_on=train_val``:
+   train + val) is replied as ``acc_<i>``. Test data are never touched by the search.
+   (A ridge probe on the subnets' features, ``predictor.measure=probe``, was tried
+   and left in issue 31; it reproduces at commit ea544f9.)
 3. ``train`` / ``evaluate`` of the client's personalized subnet: the
    :class:`~pfednas.clients.subnet.SubnetClient` role (heteroFedAvg training,
    personalized evaluation on the test split), with the client's own classifier head
@@ -21,12 +20,9 @@ The message config's ``phase`` says which role a request is for:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import RecordDict
 from flwr.client import NumPyClient
 
@@ -41,36 +37,11 @@ from pfednas.clients.subnet import SubnetClient, recalibrate_on
 from pfednas.data import ArrayDataset
 from pfednas.models import SmallCNN
 from pfednas.nas.phases import Phase
-from pfednas.nas.probe import holdout_probe_accuracy, probe_accuracy
-from pfednas.search import ElasticNet, SearchSpace, TaskShape
+from pfednas.search import SearchSpace, TaskShape
 from pfednas.train import evaluate, get_arrays, set_arrays, train_epochs
 
 KNOWLEDGE_STREAM = 7  # train_generator phase key of knowledge-model training
 ARCH_SEPARATOR = ";"
-PROBE_FOLDS = 5
-
-
-@contextmanager
-def captured_features(net: ElasticNet[Any]) -> Iterator[list[torch.Tensor]]:
-    """The inputs of ``net``'s classifier head (its features), batch by batch, while open."""
-    owners = {name.rsplit(".", 1)[0] for name in net.split_body_head()[1]}
-    if len(owners) != 1:
-        raise ValueError(f"{type(net).__name__}: the head spans modules {sorted(owners)}")
-    captured: list[torch.Tensor] = []
-    handle = net.get_submodule(owners.pop()).register_forward_pre_hook(
-        lambda _module, args: captured.append(args[0].detach().cpu()))
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
-def features_of(net: ElasticNet[Any], data: ArrayDataset, device: torch.device
-                ) -> tuple[np.ndarray, float]:
-    """(features of every sample, the net's own mean cross-entropy) in one evaluation pass."""
-    with captured_features(net) as batches:
-        result = evaluate(net, data, device=device)
-    return torch.cat(batches).numpy(), result.loss
 
 
 def knowledge_model(task: TaskShape, width: int) -> SmallCNN:
@@ -122,25 +93,15 @@ class HAPFNASClient(NumPyClient):
         supernet.scatter(self.space.arch_from_str(str(config["cover"])), parameters)
         supernet.eval()
         batch_size, train, val = int(config["batch_size"]), self.env.data.train, self.env.data.val
-        train_val = config.get("measure_on") == "train_val"
-        if train_val:  # never trained on: as unseen as val
+        if config.get("measure_on") == "train_val":  # never trained on: as unseen as val
             val = ArrayDataset(x=np.concatenate([train.x, val.x]),
                                y=np.concatenate([train.y, val.y]))
-        probe = config.get("measure", "output") == "probe"
         metrics: dict[str, Any] = {}
         losses = []
         for i, text in enumerate(str(config["archs"]).split(ARCH_SEPARATOR)):
             net = supernet.extract(self.space.arch_from_str(text))
             recalibrate_on(net, train, batch_size, self.env.device)
-            if not probe:
-                result = evaluate(net, val, device=self.env.device)
-                metrics[f"acc_{i}"], loss = result.accuracy, result.loss
-            elif train_val:
-                features, loss = features_of(net, val, self.env.device)
-                metrics[f"acc_{i}"] = probe_accuracy(features, val.y, folds=PROBE_FOLDS)
-            else:
-                fit, _ = features_of(net, train, self.env.device)
-                features, loss = features_of(net, val, self.env.device)
-                metrics[f"acc_{i}"] = holdout_probe_accuracy(fit, train.y, features, val.y)
-            losses.append(loss)
+            result = evaluate(net, val, device=self.env.device)
+            metrics[f"acc_{i}"] = result.accuracy
+            losses.append(result.loss)
         return float(np.mean(losses)), len(val.y), metrics

@@ -50,10 +50,8 @@ from pfednas.nas.progressive import FINAL, last_decision_round, phase_of, search
 from pfednas.nas.spider import PairHyper, train_pair
 from pfednas.search import CellMask, DartsS2Space, ElasticNet, Supernet, TaskShape
 from pfednas.search.darts_s2 import DartsNet
-from pfednas.seeding import numpy_rng
+from pfednas.seeding import SPIDER_SEARCH, numpy_rng
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, to_tensors
-
-SPIDER_SEARCH = 6  # seeding purpose tag of a client's search generator
 
 
 @torch.no_grad()

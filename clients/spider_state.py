@@ -16,53 +16,16 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-from pfednas.nas.progressive import SearchSchedule
+from pfednas.options.spider import SpiderOptions  # noqa: F401 (re-exported)
 
 LOCAL_KEY, SEARCH_KEY = "spider_local", "spider_search"
-
-
-@dataclass(frozen=True)
-class SpiderOptions:
-    """Method options of ``conf/method/{spider,ditto}.yaml`` (see those files)."""
-
-    lam: float = 0.01
-    grad_clip: float = 5.0
-    warmup_rounds: int = 1
-    recovery_rounds: int = 1
-    search: bool = True
-    arch: str | None = None
-    train_on_val_when_final: bool = True
-    participation: str = "all"
-
-    def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise ValueError(f"lam must be >= 0, got {self.lam}")
-        if self.participation not in ("all", "sampled"):
-            raise ValueError(f"participation must be all|sampled, got {self.participation!r}")
-        SearchSchedule(self.warmup_rounds, self.recovery_rounds)
-
-    @property
-    def schedule(self) -> SearchSchedule:
-        return SearchSchedule(self.warmup_rounds, self.recovery_rounds)
-
-    @staticmethod
-    def from_config(options: Mapping[str, Any], *, search: bool) -> SpiderOptions:
-        known = {f.name for f in fields(SpiderOptions)} - {"search"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown option(s): {', '.join(unknown)}")
-        values = dict(options)
-        for name in ("lam", "grad_clip"):
-            if name in values:
-                values[name] = float(values[name])
-        return replace(SpiderOptions(**values), search=search)
 
 
 @dataclass(frozen=True)

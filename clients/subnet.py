@@ -3,9 +3,7 @@
 Receives one subnet's arrays and its architecture string, trains it like a
 FedAvg client, and replies with the trained arrays plus its validation accuracy
 (the reward signal) and test accuracy (reported only). Clients do no more work
-than in FedAvg. With ``train: body`` in the round config (PerFedRLNAS's
-``train_scope`` option) the head stays at the value it came with, FedBABU's rule.
-Evaluation requests run the received subnet as is — optionally after re-estimating
+than in FedAvg. Evaluation requests run the received subnet as is — optionally after re-estimating
 its BatchNorm statistics on the client's own train split (OFA's recalibration;
 weights untouched) — on the client's test split.
 
@@ -14,7 +12,8 @@ protocol's fine-tuning setting, not part of the PerFedRLNAS paper) the client
 first measures the slice as published (``accuracy_no_ft``), then fine-tunes it
 for F epochs on its train split like FedAvg+FT (``finetune: head``: only the
 classifier head, body and BatchNorm frozen, as FedBABU's fine-tuning), re-estimates
-BatchNorm and reports that as ``accuracy``; the fine-tuned weights are not kept.
+BatchNorm and reports that as ``accuracy``; the fine-tuned weights are not kept
+(:func:`pfednas.clients.common.finetune_then_test`).
 
 With ``personal_head`` (a PerFedRLNAS option, not in the paper: FedRep's rule on the
 subnets) the classifier head is the client's own: it lives in ``Context.state``, replaces
@@ -35,26 +34,18 @@ from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
 from torch import nn
 
-from pfednas.body_head import (
-    FINETUNE_SCOPES,
-    TRAIN_SCOPES,
-    StateSplit,
-    check_scope,
-    put,
-    take,
-    train_scope,
-)
+from pfednas.body_head import StateSplit, put, take
 from pfednas.clients.common import (
     ClientEnv,
+    finetune_then_test,
     hyper_from_config,
     peak_memory_mb,
-    test_reply,
     train_generator,
     work_metrics,
 )
 from pfednas.data import ArrayDataset
 from pfednas.search import ElasticNet, SearchSpace, TaskShape, recalibrate_batchnorm
-from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays
+from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
 
 
 def build_subnet(space: SearchSpace, task: TaskShape, arch_str: str,
@@ -79,7 +70,6 @@ def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
     recalibrate_batchnorm(net, (x[i:i + batch_size] for i in starts))
 
 
-FINETUNE_PHASE = 1
 HEAD_KEY = "personal_head"
 
 
@@ -113,15 +103,10 @@ class SubnetClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         net, split = self.model(parameters, str(config["arch"]))
-        scope = str(config.get("train", "full"))  # body: FedBABU's rule, the head as it came
-        check_scope("train", scope, TRAIN_SCOPES)
-        if self.personal_head and scope != "full":
-            raise ValueError(f"personal_head trains the head with the body: train must be "
-                             f"full, got {scope!r}")
-        stats = train_scope(net, scope, self.env.data.train,
-                            epochs=int(config["local_epochs"]), hyper=hyper_from_config(config),
-                            generator=train_generator(self.env, int(config["server_round"])),
-                            device=self.env.device)
+        stats = train_epochs(net, self.env.data.train, epochs=int(config["local_epochs"]),
+                             hyper=hyper_from_config(config),
+                             generator=train_generator(self.env, int(config["server_round"])),
+                             device=self.env.device)
         val = evaluate(net, self.env.data.val, device=self.env.device)
         test = evaluate(net, self.env.data.test, device=self.env.device)
         metrics = {"train_loss": stats.loss, **work_metrics(stats),
@@ -144,16 +129,8 @@ class SubnetClient(NumPyClient):
             return result.loss, result.samples, {"accuracy": result.accuracy,
                                                  "num_params": num_parameters(net),
                                                  **work_metrics()}
-        as_published = evaluate(net, self.env.data.test, device=self.env.device)
-        scope = str(config.get("finetune", "full"))  # head: the body (BatchNorm too) as cut
-        check_scope("finetune", scope, FINETUNE_SCOPES)
-        tuned = train_scope(
-            net, scope, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
-            generator=train_generator(self.env, int(config["server_round"]), FINETUNE_PHASE),
-            device=self.env.device)
-        self.recalibrate(net, config)
-        loss, samples, metrics = test_reply(net, self.env, tuned)
-        return loss, samples, {**metrics, "accuracy_no_ft": as_published.accuracy}
+        return finetune_then_test(
+            net, self.env, config, after_tuning=lambda tuned: self.recalibrate(tuned, config))
 
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:
         if self.bn_recalibrate:

@@ -1,9 +1,10 @@
-"""Server strategies: one ``flwr.serverapp.strategy.Strategy`` subclass per method.
+"""Server strategies: one :class:`PersonalizedStrategy` subclass per method (the hooks of
+``flwr.serverapp.strategy.Strategy``, run by their own round loop).
 
 Installed as ``pfednas.strategies``.
 """
 
-from pfednas.strategies.base import Budget, PersonalizedStrategy, RoundRecord
+from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.fedbabu import FedBABUOptions, FedBABUStrategy
 from pfednas.strategies.fednas import FedNASOptions, FedNASStrategy
@@ -14,5 +15,4 @@ from pfednas.strategies.spider import SpiderStrategy
 
 __all__ = ["Budget", "FedAvgFTStrategy", "FedBABUOptions", "FedBABUStrategy", "FedNASOptions",
            "FedNASStrategy", "FedRepOptions", "FedRepStrategy", "LocalStrategy",
-           "PerFedRLNASOptions", "PerFedRLNASStrategy", "PersonalizedStrategy", "RoundRecord",
-           "SpiderStrategy"]
+           "PerFedRLNASOptions", "PerFedRLNASStrategy", "PersonalizedStrategy", "SpiderStrategy"]

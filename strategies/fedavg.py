@@ -15,12 +15,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
 from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.fedavg import weighted_average
 from pfednas.nas.validation import array_specs
+from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 
@@ -56,28 +57,25 @@ class FedAvgFTStrategy(PersonalizedStrategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        self.record.sampled = self.sample_clients(server_round)
         cfg = self.round_config(server_round)
         return [self.message(cid, MessageType.TRAIN, cfg, self.arrays, self.roles)
-                for cid in self.record.sampled]
+                for cid in self.train_clients(server_round)]
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        updates = []
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
+        rows, updates = [], []
         for metrics, arrays in self.train_replies(replies):
-            self.record.train.append(self.train_row(metrics))
+            rows.append(self.train_row(metrics))
             updates.append((arrays, self.weight(metrics)))
-        if not updates or not self.enough(len(updates)):
-            return None, None
-        self.arrays = weighted_average(updates)
-        loss = float(np.mean([row["train_loss"] for row in self.record.train]))
-        return self.current_arrays(), MetricRecord({"train_loss": loss})
+        if updates and self.enough(len(updates)):
+            self.arrays = weighted_average(updates)
+        return StageResult(train=rows)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
-        cfg = self.round_config(server_round, finetune_epochs=self.eval_finetune_epochs(
-            server_round, self.finetune_epochs), finetune=self.finetune_scope)
+        cfg = self.round_config(server_round,
+                                finetune_epochs=self.eval_finetune_epochs(server_round),
+                                finetune=self.finetune_scope)
         return [self.message(cid, MessageType.EVALUATE, cfg, self.arrays)
                 for cid in range(self.budget.num_clients)]

@@ -13,31 +13,14 @@ each client fine-tunes the head (``finetune: head``) or the whole model
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from pfednas.body_head import FINETUNE_SCOPES, check_scope
+from pfednas.options.baselines import FedBABUOptions  # noqa: F401 (re-exported)
 from pfednas.strategies.base import Budget
 from pfednas.strategies.fedavg import FedAvgFTStrategy
-
-
-@dataclass(frozen=True)
-class FedBABUOptions:
-    finetune: str = "head"
-    finetune_epochs: int = 10
-
-    def __post_init__(self) -> None:
-        check_scope("finetune", self.finetune, FINETUNE_SCOPES)
-        value = self.finetune_epochs
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"finetune_epochs must be an integer >= 0, got {value!r}")
-
-    @staticmethod
-    def from_config(options: Mapping[str, Any]) -> FedBABUOptions:
-        return FedBABUOptions(**{k: v for k, v in options.items() if k != "arch"})
 
 
 class FedBABUStrategy(FedAvgFTStrategy):

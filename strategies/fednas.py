@@ -20,47 +20,20 @@ final round gives the reference figures.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
-from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.roles import state_roles
+from pfednas.options.baselines import FedNASOptions  # noqa: F401 (re-exported)
 from pfednas.search import Arch
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.strategies.base import Budget
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.train import get_arrays, set_arrays
-
-
-@dataclass(frozen=True)
-class FedNASOptions:
-    arch_lr: float = 3e-3
-    arch_weight_decay: float = 1e-3
-    finetune_epochs: int = 10
-    bn_recalibrate: bool = True  # re-estimate the derived network's BatchNorm statistics
-    finetune_scope: str = "full"  # what fine-tuning trains: full (all weights) | head
-
-    def __post_init__(self) -> None:
-        if not self.arch_lr > 0 or self.arch_weight_decay < 0:
-            raise ValueError("arch_lr must be > 0 and arch_weight_decay >= 0")
-        value = self.finetune_epochs
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"finetune_epochs must be an integer >= 0, got {value!r}")
-        check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
-        if not isinstance(self.bn_recalibrate, bool):
-            raise ValueError(f"bn_recalibrate must be true or false, got {self.bn_recalibrate!r}")
-
-    @staticmethod
-    def from_config(options: Mapping[str, Any]) -> FedNASOptions:
-        opts = dict(options)
-        return FedNASOptions(arch_lr=float(opts.pop("arch_lr", 3e-3)),
-                             arch_weight_decay=float(opts.pop("arch_weight_decay", 1e-3)),
-                             **opts)
 
 
 class FedNASStrategy(FedAvgFTStrategy):
@@ -87,8 +60,8 @@ class FedNASStrategy(FedAvgFTStrategy):
             return []
         arch, subnet = self.global_arch()
         self.eval_arch = arch
-        epochs = self.eval_finetune_epochs(server_round, self.finetune_epochs)
-        cfg = self.round_config(server_round, finetune_epochs=epochs, arch=arch.to_str(),
+        cfg = self.round_config(server_round, arch=arch.to_str(),
+                                finetune_epochs=self.eval_finetune_epochs(server_round),
                                 finetune=self.finetune_scope)
         return [self.message(cid, MessageType.EVALUATE, cfg, subnet)
                 for cid in range(self.budget.num_clients)]

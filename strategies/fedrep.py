@@ -13,35 +13,14 @@ on the body arrays. Heads are never sent nor averaged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from pfednas.options.baselines import FedRepOptions  # noqa: F401 (re-exported)
 from pfednas.strategies.base import Budget
 from pfednas.strategies.fedavg import FedAvgFTStrategy
-
-
-@dataclass(frozen=True)
-class FedRepOptions:
-    head_epochs: int = 1
-    body_epochs: int | None = None  # None: federation.local_epochs
-    finetune_epochs: int = 10  # head-only epochs on the current body before evaluating
-
-    def __post_init__(self) -> None:
-        for name in ("head_epochs", "finetune_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        body = self.body_epochs
-        if body is not None and (isinstance(body, bool) or not isinstance(body, int) or body < 1):
-            raise ValueError(f"body_epochs must be null or an integer >= 1, got {body!r}")
-
-    @staticmethod
-    def from_config(options: Mapping[str, Any]) -> FedRepOptions:
-        opts = {k: v for k, v in options.items() if k != "arch"}
-        return FedRepOptions(**opts)
 
 
 class FedRepStrategy(FedAvgFTStrategy):

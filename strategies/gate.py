@@ -36,7 +36,7 @@ from pfednas.nas.validation import (
 )
 
 if TYPE_CHECKING:
-    from pfednas.strategies.base import Budget, RoundRecord
+    from pfednas.strategies.base import Budget
 
 Reply = tuple[dict[str, Any], list[np.ndarray]]  # an accepted reply: its metrics, decoded arrays
 SERVER_METRICS = ("update_scale",)  # set by the server on accepted replies, never by a client
@@ -53,6 +53,20 @@ class Request:
     sent: list[np.ndarray]
 
 
+@dataclass
+class RoundTally:
+    """What the gate and the round loop count in one round: replies that failed (an
+    error, or none before the timeout), replies rejected, and the array bytes that
+    travelled each way. The loop starts one per round and copies it into the round's
+    record."""
+
+    round: int
+    failures: int = 0
+    rejected: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
 class ReplyGate:
     """The gate's half of :class:`pfednas.strategies.base.PersonalizedStrategy`.
 
@@ -65,7 +79,7 @@ class ReplyGate:
     TRAIN_REQUIRES: tuple[str, ...] = ()
     EVALUATE_REQUIRES: tuple[str, ...] = ()
     budget: Budget
-    record: RoundRecord
+    tally: RoundTally                # this round's counts
     node_of: dict[int, int]
     requests: dict[int, Request]     # the last message sent to each client
     answered: set[int]               # clients whose last request has an accepted reply
@@ -81,20 +95,20 @@ class ReplyGate:
         shape / dtype / size, a payload whose own ``.npy`` header disagrees, NaN or
         Inf, BatchNorm statistics out of their range, a sample count beyond what the
         server knows of the client) are rejected with a warning naming the client
-        and the reason, and counted; nothing of them is used, and no exception of
+        and the reason, and counted (``self.tally``); nothing of them is used, and no exception of
         theirs escapes. Arrays are checked from the record's metadata and their
         ``.npy`` headers before they are decoded, and decoded once.
         """
         good = []
         for reply in replies:
             if reply.has_error():
-                self.record.failures += 1
+                self.tally.failures += 1
                 log(WARNING, "A client failed: %s", reply.error.reason)
                 continue
             metrics, arrays, reason, size = self.examine(reply)
-            self.record.bytes_up += size
+            self.tally.bytes_up += size
             if reason is not None:
-                self.record.rejected += 1
+                self.tally.rejected += 1
                 log(WARNING, "Rejected the update of client %s (node %s): %s",
                     str(metrics.get("client_id"))[:20], reply.metadata.src_node_id, reason)
                 continue
@@ -160,7 +174,7 @@ class ReplyGate:
         for (metrics, _), arrays, scale in zip(good, bounded, scales, strict=True):
             if scale < 1.0:
                 log(WARNING, "Round %d: the update of client %s scaled by %.3g to the norm "
-                    "bound", self.record.round, metrics["client_id"], scale)
+                    "bound", self.tally.round, metrics["client_id"], scale)
                 metrics = {**metrics, "update_scale": scale}
             out.append((metrics, arrays))
         return out

@@ -5,17 +5,18 @@ Three phases over the federation's rounds (``pfednas.nas.phases.PhasePlan``):
 1. **Distillation.** N sampled clients train their lightweight knowledge model
    (``clients/hapfnas.py``) and upload it — never the supernet. The server keeps
    each client's latest knowledge model and distils their ensemble into the
-   supernet on its transfer set with the sandwich rule (``pfednas.nas.distill``).
+   supernet on its transfer set with the sandwich rule
+   (:mod:`pfednas.strategies.hapfnas_distill`, :mod:`pfednas.nas.distill`).
    The round's ``server`` record holds the KL of the largest / smallest subnet to
    the ensemble on held-out transfer inputs and their labelled accuracy.
 2. **Predictors and search.** Every client evaluates M sampled subnets of the
    distilled supernet (within its budget) on its validation split (with
    ``predictor.measure_on=train_val`` also on the train split, which the distilled
    supernet never saw either); only the subnet that covers its sampled ones travels
-   (``covering_arch``), never the whole supernet unless a sample needs it. After the
-   last search round the server fits one random forest per client and runs a predictor-guided
-   evolutionary search under the client's budget (``pfednas.nas.predictor``,
-   ``pfednas.nas.evolution``; the module docstrings say why on the server).
+   (:func:`pfednas.nas.covering.covering_arch`), never the whole supernet unless a sample
+   needs it. After the last search round the server fits one random forest per client and
+   runs a predictor-guided evolutionary search under the client's budget
+   (:mod:`pfednas.strategies.hapfnas_search`, which also keeps this phase's state).
 3. **heteroFedAvg.** N sampled clients train their own personalized subnet;
    the server merges them with the overlap-aware average
    (``pfednas.nas.merge.overlap_average``). Personalized evaluation: every
@@ -38,185 +39,44 @@ the same seed both methods see the same clients (``self.profiles``,
 budget its node claims (``budget.metric`` must be memory there); a client that no
 subnet fits is excluded with the reason in ``summary.json``. Every state a later
 phase needs is in the checkpoint; the phase itself is a function of the round number.
+
+The controls tried beside the options kept here (``search_objective``, ``train_scope``,
+``predictor.measure``) left the method in issue 31; the figures they made reproduce at
+commit ea544f9 (``benchmarks/bench_diagnostics.py``).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from logging import WARNING
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
-from flwr.common import log
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 from torch import nn
 
-from pfednas.body_head import FINETUNE_SCOPES, TRAIN_SCOPES, check_scope
-from pfednas.nas.distill import (
-    DistillOptions,
-    TransferSet,
-    accuracy,
-    calibrated_subnet,
-    distill_supernet,
-    ensemble_probs,
-    mean_kl,
-    torch_threads,
-)
-from pfednas.nas.evolution import EvolutionOptions, Genome, evolve
+from pfednas.nas.covering import covering_arch
+from pfednas.nas.distill import TransferSet
 from pfednas.nas.heterogeneity import HardwareSpread
 from pfednas.nas.merge import overlap_average
-from pfednas.nas.phases import Phase, PhasePlan
-from pfednas.nas.predictor import (
-    PredictorOptions,
-    PredictorReport,
-    arch_features,
-    cross_validated_report,
-    fit_forest,
-)
+from pfednas.nas.phases import Phase
 from pfednas.nas.profile import exclusions, simulated_budgets, simulated_profiles
 from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
+from pfednas.options.hapfnas import (  # noqa: F401 (re-exported)
+    BudgetSpread,
+    HAPFNASOptions,
+    TransferOptions,
+)
+from pfednas.records import RoundRecord, StageResult, arch_details
 from pfednas.search import Arch, Cost, Supernet
 from pfednas.search.memory_bound import budgeted_cost
-from pfednas.seeding import int_seed, numpy_rng, torch_generator
-from pfednas.strategies.base import (
-    Budget,
-    PersonalizedStrategy,
-    RoundRecord,
-    arch_details,
-)
+from pfednas.seeding import HAPFNAS_SEARCH_ARCHS, numpy_rng
+from pfednas.strategies.base import Budget, PersonalizedStrategy
+from pfednas.strategies.hapfnas_distill import distill_round
+from pfednas.strategies.hapfnas_search import SearchState, search_all
 
-# seeding purpose tags of this method (pfednas.seeding uses 1-5, node_data 101)
-DISTILL_STREAM, SEARCH_ARCHS, PREDICTOR, EVOLUTION = 601, 602, 603, 604
 ARCH_SEPARATOR = ";"
-REPORT_FIELDS = ("spearman_rf", "spearman_mean", "mae_rf", "mae_mean")
-METRICS = ("params", "flops", "memory")
-
-
-@dataclass(frozen=True)
-class BudgetSpread:
-    metric: str = "memory"
-    low: float = 0.25
-    high: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ValueError(f"budget.metric must be one of {'|'.join(METRICS)}, "
-                             f"got {self.metric!r}")
-        if not 0 < self.low <= self.high:
-            raise ValueError(f"budget: need 0 < low <= high, got {self.low}, {self.high}")
-
-    def value(self, cost: Cost) -> float:
-        return float({"params": cost.params, "flops": cost.flops,
-                      "memory": cost.memory_bytes}[self.metric])
-
-
-@dataclass(frozen=True)
-class TransferOptions:
-    source: str = "holdout"        # holdout | synthetic | auto (resolved before the strategy)
-    size: int = 1000
-    heldout_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.source not in ("holdout", "synthetic", "auto"):
-            raise ValueError("transfer.source must be holdout|synthetic|auto, "
-                             f"got {self.source!r}")
-        if self.size < 4 or not 0 < self.heldout_fraction < 1:
-            raise ValueError("transfer: need size >= 4 and 0 < heldout_fraction < 1")
-
-    def counts(self) -> tuple[int, int]:
-        """(distillation inputs, held-out inputs), both >= 2."""
-        held = min(max(2, round(self.size * self.heldout_fraction)), self.size - 2)
-        return self.size - held, held
-
-
-SEARCH_OBJECTIVES = ("predictor", "params")
-
-
-@dataclass(frozen=True)
-class HAPFNASOptions:
-    distill_rounds: int = 5
-    search_rounds: int = 1
-    hetero_rounds: int | None = None   # None: the rest of federation.num_rounds
-    knowledge_width: int = 16
-    knowledge_epochs: int | None = None  # None: federation.local_epochs (the same E as others)
-    bn_recalibrate: bool = True
-    finetune_epochs: int = 0            # F: protocol fine-tuning at evaluation (0 = as published)
-    transfer: TransferOptions = field(default_factory=TransferOptions)
-    distill: DistillOptions = field(default_factory=DistillOptions)
-    predictor: PredictorOptions = field(default_factory=PredictorOptions)
-    evolution: EvolutionOptions = field(default_factory=EvolutionOptions)
-    budget: BudgetSpread = field(default_factory=BudgetSpread)
-    # predictor: evolve on the client's forest (the paper) | params: the control that ignores
-    # the forest, each client's largest subnet (by parameters) within its own budget
-    search_objective: str = "predictor"
-    finetune_scope: str = "full"  # what +FT trains: full (the slice, as FedAvg+FT) | head
-    # phase 3: each client keeps its own classifier head (FedRep's rule on the subnets; an
-    # option, not in the paper): it trains with the body, replaces the received head, never travels
-    personal_head: bool = False
-    # phase 3: what a client trains of its subnet: full (the paper) | body, the head frozen as
-    # the distillation left it, everywhere (FedBABU's rule on the subnets; an option)
-    train_scope: str = "full"
-
-    def __post_init__(self) -> None:
-        check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
-        check_scope("train_scope", self.train_scope, TRAIN_SCOPES)
-        if self.personal_head and self.train_scope != "full":
-            raise ValueError("personal_head trains each client's head with its body: it needs "
-                             f"train_scope=full, got {self.train_scope!r}")
-        if self.search_objective not in SEARCH_OBJECTIVES:
-            raise ValueError(f"search_objective must be {'|'.join(SEARCH_OBJECTIVES)}, got "
-                             f"{self.search_objective!r}")
-        if self.knowledge_width < 1 or (self.knowledge_epochs is not None
-                                        and self.knowledge_epochs < 1):
-            raise ValueError("knowledge_width and knowledge_epochs must be >= 1")
-        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
-                or self.finetune_epochs < 0:
-            raise ValueError(f"finetune_epochs must be an integer >= 0, got "
-                             f"{self.finetune_epochs!r}")
-        if self.predictor.archs_per_client < self.search_rounds:
-            raise ValueError("predictor.archs_per_client must be >= search_rounds")
-
-    def plan(self, num_rounds: int) -> PhasePlan:
-        hetero = (num_rounds - self.distill_rounds - self.search_rounds
-                  if self.hetero_rounds is None else self.hetero_rounds)
-        plan = PhasePlan(self.distill_rounds, self.search_rounds, hetero)
-        if plan.total != num_rounds:
-            raise ValueError(f"distill_rounds + search_rounds + hetero_rounds = {plan.total} "
-                             f"must equal federation.num_rounds = {num_rounds}")
-        return plan
-
-    @staticmethod
-    def from_config(options: Mapping[str, Any]) -> HAPFNASOptions:
-        opts = dict(options)
-        nested = {"transfer": TransferOptions, "distill": DistillOptions,
-                  "predictor": PredictorOptions, "evolution": EvolutionOptions,
-                  "budget": BudgetSpread}
-        parts = {key: cls(**(opts.pop(key, None) or {})) for key, cls in nested.items()}
-        return HAPFNASOptions(**opts, **parts)
-
-
-def covering_arch(supernet: Supernet, archs: list[Arch]) -> Arch:
-    """The smallest architecture whose subnet contains every one of ``archs``.
-
-    Subnets are nested (prefix channels, first blocks, centre kernel crops), so with
-    choices in increasing order the per-dimension largest choice covers them all;
-    checked on the supernet regions, else the largest architecture (the whole supernet).
-    """
-    space = supernet.space
-    cover = space.arch_from_indices(np.max([a.indices for a in archs], axis=0))
-    outer = dict(supernet.regions(cover))
-    for arch in archs:
-        for i, inner in supernet.regions(arch):
-            if i not in outer or not all(
-                    (o.start or 0) <= (s.start or 0) and (s.stop or 0) <= (o.stop or 0)
-                    for s, o in zip(inner, outer[i], strict=True)):
-                return space.max_arch()
-    return cover
 
 
 class HAPFNASStrategy(PersonalizedStrategy):
@@ -227,6 +87,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
                  knowledge_fn: Callable[[], nn.Module]) -> None:
         super().__init__(budget=budget, train_config=train_config)
         self.supernet, self.space, self.options = supernet, supernet.space, options
+        self.finetune_epochs = options.finetune_epochs
         self.plan = options.plan(budget.num_rounds)
         self.transfer, self.knowledge_fn = transfer, knowledge_fn
         knowledge = knowledge_fn()
@@ -243,10 +104,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
         else:
             self.simulate_budgets()
         self.knowledge: dict[int, tuple[list[np.ndarray], float]] = {}
-        self.pairs: dict[int, list[tuple[Arch, float]]] = {}
-        self.personal: dict[int, Arch] = {}
-        self.predicted: dict[int, float] = {}
-        self.reports: dict[int, PredictorReport] = {}
+        self.search = SearchState()  # phase 2: the measured pairs, the searched archs
         self.pending: dict[int, list[Arch]] = {}
         self.sent: dict[int, Arch] = {}
 
@@ -305,26 +163,30 @@ class HAPFNASStrategy(PersonalizedStrategy):
         self.pending, self.sent = {}, {}
         if phase == Phase.SEARCH:
             return []
-        self.record.sampled = self.sample_clients(server_round)
+        sampled = self.train_clients(server_round)
         if phase == Phase.DISTILL:
             cfg = self.phase_config(server_round, local_epochs=self.options.knowledge_epochs
                                     or self.budget.local_epochs)
             return [self.message(cid, MessageType.TRAIN, cfg,
                                  self.knowledge.get(cid, (self.knowledge_init, 0.0))[0],
                                  self.knowledge_roles)
-                    for cid in self.record.sampled]
+                    for cid in sampled]
         messages = []
-        for cid in self.record.sampled:
-            self.sent[cid] = arch = self.personal[cid]
-            cfg = self.phase_config(server_round, arch=arch.to_str(),
-                                    train=self.options.train_scope)
+        for cid in sampled:
+            self.sent[cid] = arch = self.search.personal[cid]
+            cfg = self.phase_config(server_round, arch=arch.to_str())
             roles = [self.roles[i] for i, _ in self.supernet.regions(arch)]
             messages.append(self.message(cid, MessageType.TRAIN, cfg, self.supernet.slice(arch),
                                          roles))
         return messages
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def train_clients(self, server_round: int) -> list[int]:
+        """N sampled clients, but none in phase 2 (its rounds only evaluate)."""
+        if self.plan.phase_of(server_round) == Phase.SEARCH:
+            return []
+        return self.sample_clients(server_round)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
         updates, rows = [], []
         for metrics, arrays in self.train_replies(replies):
             cid = int(metrics["client_id"])
@@ -332,15 +194,13 @@ class HAPFNASStrategy(PersonalizedStrategy):
             rows.append({**self.train_row(metrics), "phase": int(self.plan.phase_of(server_round)),
                          "val_accuracy": float(metrics["val_accuracy"]),
                          **({"arch": self.sent[cid].to_str()} if cid in self.sent else {})})
-        self.record.train = rows
         if not self.enough(len(updates)):
-            return None, None
+            return StageResult(train=rows)
         if self.plan.phase_of(server_round) == Phase.DISTILL:
             self.knowledge.update({cid: (arrays, n) for cid, arrays, n in updates})
-            self.record.server = self.distill(server_round)
-        else:
-            self.merge_subnets([(self.sent[cid], arrays, n) for cid, arrays, n in updates])
-        return None, None
+            return StageResult(train=rows, server=self.distill(server_round))
+        self.merge_subnets([(self.sent[cid], arrays, n) for cid, arrays, n in updates])
+        return StageResult(train=rows)
 
     def merge_subnets(self, updates: list[tuple[Arch, list[np.ndarray], float]]) -> None:
         """heteroFedAvg: each supernet entry averaged over the subnets containing it."""
@@ -348,44 +208,11 @@ class HAPFNASStrategy(PersonalizedStrategy):
         self.supernet.load_state_arrays(
             overlap_average(self.supernet.state_arrays(), contributions))
 
-    def teachers(self) -> list[tuple[nn.Module, float]]:
-        out = []
-        for cid in sorted(self.knowledge):
-            arrays, weight = self.knowledge[cid]
-            model = self.knowledge_fn()
-            model.load_state_dict({k: torch.as_tensor(a) for k, a in
-                                   zip(model.state_dict(), arrays, strict=True)})
-            out.append((model.eval(), weight))
-        return out
-
     def distill(self, server_round: int) -> dict[str, Any]:
         """Distil the knowledge ensemble into the supernet; the round's server report."""
-        with torch_threads(self.options.distill.threads):
-            return self._distill(server_round)
-
-    def _distill(self, server_round: int) -> dict[str, Any]:
-        tic, opts = time.perf_counter(), self.options.distill
-        teachers = self.teachers()
-        x, held = torch.as_tensor(self.transfer.distill), torch.as_tensor(self.transfer.heldout)
-        probs = ensemble_probs(teachers, x, opts.temperature)
-        loss = distill_supernet(self.supernet, x, probs, options=opts,
-                                rng=numpy_rng(self.budget.seed, DISTILL_STREAM, server_round),
-                                generator=torch_generator(self.budget.seed, DISTILL_STREAM,
-                                                          server_round))
-        held_probs = ensemble_probs(teachers, held, opts.temperature)
-        report: dict[str, Any] = {"phase": int(Phase.DISTILL), "teachers": len(teachers),
-                                  "distill_loss": loss}
-        labelled = self.transfer.labelled
-        for name, arch in (("max", self.space.max_arch()), ("min", self.space.min_arch())):
-            net = calibrated_subnet(self.supernet, arch, x)
-            report[f"kl_{name}"] = mean_kl(net, held, held_probs, opts.temperature)
-            if labelled is not None:
-                report[f"acc_{name}"] = accuracy(net, labelled)
-        if labelled is not None:
-            lab = ensemble_probs(teachers, torch.as_tensor(labelled.x), opts.temperature)
-            report["acc_ensemble"] = float((lab.argmax(1).numpy() == labelled.y).mean())
-        report["distill_seconds"] = time.perf_counter() - tic
-        return report
+        return distill_round(self.supernet, self.transfer, self.knowledge, self.knowledge_fn,
+                             self.options.distill, seed=self.budget.seed,
+                             server_round=server_round)
 
     # -- evaluation: subnet measurements (phase 2), personalized evaluation (phase 3) ----------
     def search_archs(self, client_id: int, server_round: int) -> list[Arch]:
@@ -393,8 +220,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
         step = self.plan.index_in_phase(server_round)
         total, rounds = self.options.predictor.archs_per_client, self.plan.search
         count = total // rounds + int(step < total % rounds)
-        seen = {a for a, _ in self.pairs.get(client_id, [])}
-        rng = numpy_rng(self.budget.seed, SEARCH_ARCHS, client_id, step)
+        seen = {a for a, _ in self.search.pairs.get(client_id, [])}
+        rng = numpy_rng(self.budget.seed, HAPFNAS_SEARCH_ARCHS, client_id, step)
         archs: list[Arch] = []
         for _ in range(100 * count):
             if len(archs) == count:
@@ -417,8 +244,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
                 text = ARCH_SEPARATOR.join(a.to_str() for a in archs)
                 cfg = self.phase_config(server_round, archs=text, split="val",
                                         cover=cover.to_str(),
-                                        measure_on=self.options.predictor.measure_on,
-                                        measure=self.options.predictor.measure)
+                                        measure_on=self.options.predictor.measure_on)
                 messages.append(self.message(cid, MessageType.EVALUATE, cfg,
                                              self.supernet.slice(cover)))
             return messages
@@ -427,10 +253,10 @@ class HAPFNASStrategy(PersonalizedStrategy):
         return [self.message(cid, MessageType.EVALUATE,
                              self.phase_config(server_round, arch=arch.to_str(), split="test",
                                                finetune_epochs=self.eval_finetune_epochs(
-                                                   server_round, self.options.finetune_epochs),
+                                                   server_round),
                                                finetune=self.options.finetune_scope),
                              self.supernet.slice(arch))
-                for cid, arch in sorted(self.personal.items())]
+                for cid, arch in sorted(self.search.personal.items())]
 
     def required_metrics(self, client_id: int, message_type: str) -> list[MetricSpec]:
         """Phase 2 evaluation replies: one validation accuracy per subnet sent, no test one."""
@@ -441,101 +267,48 @@ class HAPFNASStrategy(PersonalizedStrategy):
                       for i in range(len(self.pending[client_id])))]
         return super().required_metrics(client_id, message_type)
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
-                           ) -> MetricRecord | None:
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> StageResult:
+        """Phase 2: each client's measured subnets (as ``train`` rows), and after the last
+        search round every client's searched architecture; else the base's evaluation."""
         if self.plan.phase_of(server_round) != Phase.SEARCH:
             return super().aggregate_evaluate(server_round, replies)
+        rows = []
         for metrics, _ in self.ok_replies(replies):
             cid = int(metrics["client_id"])
             accs = [float(metrics[f"acc_{i}"]) for i in range(len(self.pending[cid]))]
-            self.pairs.setdefault(cid, []).extend(zip(self.pending[cid], accs, strict=True))
-            self.record.train.append({"client_id": cid, "phase": int(Phase.SEARCH),
-                                      "measured": len(accs), "val_acc_mean": float(np.mean(accs)),
-                                      "val_acc_max": float(np.max(accs))})
+            self.search.pairs.setdefault(cid, []).extend(zip(self.pending[cid], accs,
+                                                             strict=True))
+            rows.append({"client_id": cid, "phase": int(Phase.SEARCH), "measured": len(accs),
+                         "val_acc_mean": float(np.mean(accs)),
+                         "val_acc_max": float(np.max(accs))})
         if self.plan.is_last_of_phase(server_round):
-            self.record.train = self.search_all()
-            self.record.server = self.search_report()
-        return None
+            return StageResult(train=self.search_all(), server=self.search_report())
+        return StageResult(train=rows)
 
     # -- phase 2 end: predictors and evolutionary search -----------------------------------------
     def search_all(self) -> list[dict[str, Any]]:
-        pooled = [pair for cid in sorted(self.pairs) for pair in self.pairs[cid]]
-        rows = []
-        for cid in range(self.budget.num_clients):
-            if cid in self.excluded:
-                continue
-            own = self.pairs.get(cid, [])
-            rows.append(self.search_client(
-                cid, own if len(own) >= self.options.predictor.min_pairs else pooled))
-        return rows
-
-    def search_client(self, client_id: int, pairs: list[tuple[Arch, float]]) -> dict[str, Any]:
-        opts, seed = self.options.predictor, int_seed(self.budget.seed, PREDICTOR, client_id)
-        seed %= 2**32
-
-        def features(archs: list[Arch]) -> np.ndarray:
-            return np.stack([arch_features(self.supernet, a) for a in archs])
-
-        row: dict[str, Any] = {"client_id": client_id, "phase": int(Phase.SEARCH),
-                               "pairs": len(self.pairs.get(client_id, [])),
-                               "pooled": int(pairs is not self.pairs.get(client_id))}
-        forest = None
-        if len(pairs) >= 2:
-            x, y = features([a for a, _ in pairs]), np.array([acc for _, acc in pairs])
-            self.reports[client_id] = cross_validated_report(x, y, trees=opts.trees,
-                                                             folds=opts.folds, seed=seed)
-            row.update({k: getattr(self.reports[client_id], k) for k in REPORT_FIELDS})
-            forest = fit_forest(x, y, trees=opts.trees, seed=seed)
-        else:  # nobody measured anything: the largest subnet (by parameters) that fits
-            log(WARNING, "HAPFNAS: no subnet measurements for client %d; searching by size",
-                client_id)
-
-        def predicted(genomes: list[Genome]) -> np.ndarray:
-            assert forest is not None
-            return np.asarray(forest.predict(features([self.space.arch_from_indices(g)
-                                                       for g in genomes])), dtype=np.float64)
-
-        def params(genomes: list[Genome]) -> np.ndarray:
-            return np.array([float(self.supernet.cost(self.space.arch_from_indices(g)).params)
-                             for g in genomes])
-
-        by_forest = forest is not None and self.options.search_objective == "predictor"
-        result = evolve(self.sizes, predicted if by_forest else params,
-                        lambda g: self.fits(client_id, self.space.arch_from_indices(g)),
-                        options=self.options.evolution,
-                        rng=numpy_rng(self.budget.seed, EVOLUTION, client_id),
-                        seeds=[a.indices for a, _ in self.pairs.get(client_id, [])])
-        arch = self.space.arch_from_indices(result.best)
-        if not self.fits(client_id, arch):  # evolve admits feasible genomes only
-            raise RuntimeError(f"search returned an over-budget architecture for {client_id}")
-        forecast = float(predicted([result.best])[0]) if forest is not None else float("nan")
-        self.personal[client_id], self.predicted[client_id] = arch, forecast
-        return {**row, "arch": arch.to_str(),
-                "predicted_accuracy": forecast if forest is not None else None,
-                "search_objective": "predictor" if by_forest else "params",
-                "cost": self.cost_of(arch), "budget": self.budgets[client_id],
-                "evaluated": result.evaluated}
+        """Every client's architecture (:mod:`pfednas.strategies.hapfnas_search`); its rows."""
+        clients = [c for c in range(self.budget.num_clients) if c not in self.excluded]
+        results = search_all(self.supernet, self.search.pairs, clients, cost_of=self.cost_of,
+                             budgets=self.budgets, options=self.options, seed=self.budget.seed)
+        self.search.adopt(results)
+        return [r.row for r in results]
 
     def search_report(self) -> dict[str, Any]:
-        reports = list(self.reports.values())
-        out: dict[str, Any] = {"phase": int(Phase.SEARCH), "clients": len(self.personal)}
-        for key in REPORT_FIELDS:
-            out[key] = float(np.mean([getattr(r, key) for r in reports])) if reports else None
-        out["budget_violations"] = self.budget_violations()
-        return out
+        return self.search.report(self.budget_violations())
 
     def personalized_arch(self, client_id: int) -> Arch:
         """Client ``client_id``'s searched architecture (``pfednas export``)."""
-        if client_id not in self.personal:
+        if client_id not in self.search.personal:
             raise ValueError(f"client {client_id} has no personalized architecture yet: the "
                              "search (end of phase 2) has not run in this checkpoint")
-        return self.personal[client_id]
+        return self.search.personal[client_id]
 
     def budget_violations(self) -> int:
-        return sum(not self.fits(cid, a) for cid, a in self.personal.items())
+        return sum(not self.fits(cid, a) for cid, a in self.search.personal.items())
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
-        arch = self.personal[client_id]
+        arch = self.search.personal[client_id]
         row = arch_details(arch, self.cost(arch), metric=self.options.budget.metric,
                            budget=self.budgets[client_id])
         return {**row, "over_budget": int(not row["within_budget"])}
@@ -552,26 +325,13 @@ class HAPFNASStrategy(PersonalizedStrategy):
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
-        k, d = self.budget.num_clients, len(self.sizes)
         out = {f"supernet_{i}": a for i, a in enumerate(self.supernet.state_arrays())}
         out["phase_rounds"] = np.array([self.plan.distill, self.plan.search, self.plan.hetero])
-        out["knowledge_weight"] = np.zeros(k)
+        out["knowledge_weight"] = np.zeros(self.budget.num_clients)
         for cid, (arrays, weight) in sorted(self.knowledge.items()):
             out["knowledge_weight"][cid] = weight
             out.update({f"knowledge_{cid}_{i}": a for i, a in enumerate(arrays)})
-        pairs = [(cid, a, acc) for cid in sorted(self.pairs) for a, acc in self.pairs[cid]]
-        out["pair_client"] = np.array([p[0] for p in pairs], dtype=np.int64)
-        out["pair_indices"] = np.array([p[1].indices for p in pairs], dtype=np.int64).reshape(-1, d)
-        out["pair_accuracy"] = np.array([p[2] for p in pairs], dtype=np.float64)
-        out["personal_indices"] = np.full((k, d), -1, dtype=np.int64)
-        out["predicted_accuracy"] = np.full(k, np.nan)
-        out["predictor_report"] = np.full((k, 1 + len(REPORT_FIELDS)), np.nan)
-        for cid, arch in self.personal.items():
-            out["personal_indices"][cid] = arch.indices
-            out["predicted_accuracy"][cid] = self.predicted[cid]
-        for cid, r in self.reports.items():
-            out["predictor_report"][cid] = [r.pairs, *(getattr(r, f) for f in REPORT_FIELDS)]
-        return out
+        return {**out, **self.search.to_arrays(self.budget.num_clients, len(self.sizes))}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         plan = tuple(int(v) for v in state["phase_rounds"])
@@ -582,16 +342,4 @@ class HAPFNASStrategy(PersonalizedStrategy):
         self.knowledge = {cid: ([state[f"knowledge_{cid}_{i}"]
                                  for i in range(len(self.knowledge_init))], float(w))
                           for cid, w in enumerate(state["knowledge_weight"]) if w > 0}
-        self.pairs = {}
-        for cid, idx, acc in zip(state["pair_client"], state["pair_indices"],
-                                 state["pair_accuracy"], strict=True):
-            self.pairs.setdefault(int(cid), []).append(
-                (self.space.arch_from_indices(idx), float(acc)))
-        self.personal, self.predicted, self.reports = {}, {}, {}
-        for cid, idx in enumerate(state["personal_indices"]):
-            if idx[0] >= 0:
-                self.personal[cid] = self.space.arch_from_indices(idx)
-                self.predicted[cid] = float(state["predicted_accuracy"][cid])
-        for cid, row in enumerate(state["predictor_report"]):
-            if not np.isnan(row[0]):
-                self.reports[cid] = PredictorReport(int(row[0]), *(float(v) for v in row[1:]))
+        self.search = SearchState.from_arrays(state, self.space)

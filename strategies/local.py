@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
+from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 
@@ -32,13 +33,16 @@ class LocalStrategy(PersonalizedStrategy):
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.last_eval_round = int(state["last_eval_round"])
 
+    def train_clients(self, server_round: int) -> list[int]:
+        """Every client, at evaluation rounds: each trains in its evaluation request."""
+        return list(range(self.budget.num_clients)) if self.is_eval_round(server_round) else []
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         return []
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return None, None
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
+        return StageResult()
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
@@ -47,6 +51,5 @@ class LocalStrategy(PersonalizedStrategy):
         epochs = (server_round - self.last_eval_round) * self.budget.local_epochs
         self.last_eval_round = server_round
         cfg = self.round_config(server_round, train_epochs=epochs)
-        self.record.sampled = list(range(self.budget.num_clients))
         return [self.message(cid, MessageType.EVALUATE, cfg)
                 for cid in range(self.budget.num_clients)]

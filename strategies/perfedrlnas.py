@@ -8,9 +8,10 @@ the client's budget is not sent at all (eq. 9: φ_i = 1, Acc_i = 0, RT_i = the
 round's maximum). Replies carry trained arrays, validation accuracy (the reward
 signal — the paper uses local test accuracy; pfednas keeps the test split out
 of the search) and training seconds. Rewards follow eq. 8 (``pfednas.nas.reward``);
-the subnets are merged by the overlap-aware average (``pfednas.nas.merge``):
-supernet entries nobody covered keep their value — the Plato reference merges
-into a freshly initialised proxy instead.
+the subnets are merged by the overlap-aware average (``pfednas.nas.merge``), each
+client weighted as ``federation.weighting`` says (``uniform``: the paper's count of the
+covering clients): supernet entries nobody covered keep their value — the Plato reference
+merges into a freshly initialised proxy instead.
 
 Personalized model of client i: the subnet at argmax α_i with the supernet's
 weights, no further training (BatchNorm statistics optionally re-estimated on
@@ -18,11 +19,6 @@ the client's train split). With ``finetune_epochs`` = F > 0 (the benchmark
 protocol's "+FT", not in the paper) each client also fine-tunes that slice for F
 epochs before its test evaluation; rows then carry both accuracies
 (``accuracy_no_ft`` is the paper's).
-
-Optional warm-up (``warmup_rounds``, not in the paper; off by default): in the
-first rounds each sampled client trains the largest subnet within its budget and
-no policy is updated, so the shared weights are trained before the search starts
-(OFA trains the largest network first for the same reason).
 
 Optional exploitation (``exploit_rounds``, not in the paper; off by default): in the
 last rounds each sampled client trains its personalized architecture (the argmax
@@ -41,24 +37,23 @@ In a deployment profiles are what the nodes claim on first contact, and RT_i is 
 server's own clock, send → reply (the paper measures it so); ``round_time: measured``
 asks for that clock in a simulation too. ``summary.json`` says which
 (``round_time_source``).
+
+The controls tried beside the options kept here (``final_arch``, ``warmup_rounds``,
+``warmup_arch``, ``train_scope``, ``merge_weighting``) left the method in issue 31; the
+figures they made reproduce at commit ea544f9 (``benchmarks/bench_diagnostics.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
-from pfednas.body_head import FINETUNE_SCOPES, TRAIN_SCOPES, check_scope
-from pfednas.nas.fitting import fits_all_budgets, largest_fitting_arch
-from pfednas.nas.heterogeneity import HardwareSpread
 from pfednas.nas.merge import overlap_average
 from pfednas.nas.policy import (
-    PolicyOptimizer,
     PolicyState,
     argmax_indices,
     entropy,
@@ -66,90 +61,25 @@ from pfednas.nas.policy import (
     probabilities,
     reinforce_update,
 )
-from pfednas.nas.profile import exclusions, floor_bytes, simulated_profiles
+from pfednas.nas.profile import exclusions, simulated_profiles
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
 from pfednas.nas.roles import state_roles
+from pfednas.options.perfedrlnas import PerFedRLNASOptions  # noqa: F401 (re-exported)
+from pfednas.records import RoundRecord, StageResult, arch_details
 from pfednas.search import Arch, Cost, Supernet
 from pfednas.search.memory_bound import budgeted_cost
-from pfednas.seeding import ARCH_SAMPLING, numpy_rng
-from pfednas.strategies.base import (
-    Budget,
-    PersonalizedStrategy,
-    RoundRecord,
-    arch_details,
+from pfednas.seeding import (
+    ARCH_FALLBACK,
+    ARCH_NEW_CLIENT_RANDOM,
+    ARCH_NEW_CLIENT_SEARCH,
+    ARCH_SAMPLING,
+    ARCH_SEARCH,
+    numpy_rng,
 )
+from pfednas.strategies.base import Budget, PersonalizedStrategy
 
-NEW_CLIENT_SEARCH = 1
-FALLBACK_PHASE = 2
-WARMUP_PHASE = 3
 FALLBACK_SAMPLES = 64
-FINAL_ARCHS = ("policy", "largest_in_budget", "fits_all")
 COST_MODEL, SERVER_CLOCK = "cost_model", "server_clock"  # sources of the round time RT_i
-WARMUP_ARCHS = ("largest_in_budget", "fits_all")
-
-
-@dataclass(frozen=True)
-class PerFedRLNASOptions:
-    policy: PolicyOptimizer = field(default_factory=PolicyOptimizer)
-    lambda_time: float = 0.001
-    merge_weighting: str = "samples"
-    bn_recalibrate: bool = True
-    round_time: str = "simulated"  # simulated: the cost model (a deployment: the server clock)
-    hardware: HardwareSpread = field(default_factory=HardwareSpread)
-    new_clients: int = 0
-    new_client_rounds: int = 10
-    failure_reward: float | None = None
-    finetune_epochs: int = 0  # F: protocol fine-tuning at evaluation (0 = as published)
-    warmup_rounds: int = 0    # first rounds: each client trains its largest subnet in budget
-    # what the warm-up trains: largest_in_budget (each client's own) | fits_all, the one
-    # architecture every budget admits (the fixed-architecture baselines' model; a control)
-    warmup_arch: str = "largest_in_budget"
-    exploit_rounds: int = 0   # last rounds: each client trains its personalized architecture
-    # the personalized model: policy = argmax α_i (the paper) | largest_in_budget, a control
-    # that ignores the policy: the client's largest subnet within its budget, same supernet |
-    # fits_all, the same architecture for every client (the baselines'; a control)
-    final_arch: str = "policy"
-    finetune_scope: str = "full"  # what +FT trains: full (the slice, as FedAvg+FT) | head
-    # what a client trains of its subnet: full (the paper) | body, the head frozen at its
-    # seeded initialisation everywhere (FedBABU's rule on the NAS subnets; an option)
-    train_scope: str = "full"
-    # each client keeps its own classifier head (FedRep's rule on the subnets; an option,
-    # not in the paper): it trains with the body, replaces the received head and never travels
-    personal_head: bool = False
-
-    def __post_init__(self) -> None:
-        if self.personal_head and self.train_scope != "full":
-            raise ValueError("personal_head trains each client's head with its body: it needs "
-                             f"train_scope=full, got {self.train_scope!r}")
-        check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
-        check_scope("train_scope", self.train_scope, TRAIN_SCOPES)
-        if self.final_arch not in FINAL_ARCHS:
-            raise ValueError(f"final_arch must be {'|'.join(FINAL_ARCHS)}, "
-                             f"got {self.final_arch!r}")
-        if self.warmup_arch not in WARMUP_ARCHS:
-            raise ValueError(f"warmup_arch must be {'|'.join(WARMUP_ARCHS)}, "
-                             f"got {self.warmup_arch!r}")
-        if self.merge_weighting not in ("samples", "uniform"):
-            raise ValueError("merge_weighting must be samples|uniform, "
-                             f"got {self.merge_weighting!r}")
-        if self.round_time not in ("simulated", "measured"):
-            raise ValueError(f"round_time must be simulated|measured, got {self.round_time!r}")
-        if min(self.lambda_time, self.new_clients, self.new_client_rounds,
-               self.warmup_rounds, self.exploit_rounds) < 0:
-            raise ValueError("lambda_time, new_clients, new_client_rounds, warmup_rounds and "
-                             "exploit_rounds must be >= 0")
-        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
-                or self.finetune_epochs < 0:
-            raise ValueError(f"finetune_epochs must be an integer >= 0, got "
-                             f"{self.finetune_epochs!r}")
-
-    @staticmethod
-    def from_config(options: Mapping[str, Any]) -> PerFedRLNASOptions:
-        opts = dict(options)
-        policy = PolicyOptimizer(kind=opts.pop("policy_optimizer", "sgd"),
-                                 lr=float(opts.pop("policy_lr", 1.0)))
-        hardware = HardwareSpread(**opts.pop("hardware", {}))
-        return PerFedRLNASOptions(policy=policy, hardware=hardware, **opts)
 
 
 class PerFedRLNASStrategy(PersonalizedStrategy):
@@ -160,11 +90,11 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         super().__init__(budget=budget, train_config=train_config)
         if options.new_clients >= budget.num_clients:
             raise ValueError("new_clients must leave at least one training client")
-        if options.warmup_rounds + options.exploit_rounds > budget.num_rounds:
-            raise ValueError(f"warmup_rounds + exploit_rounds ({options.warmup_rounds} + "
-                             f"{options.exploit_rounds}) exceed num_rounds "
+        if options.exploit_rounds > budget.num_rounds:
+            raise ValueError(f"exploit_rounds ({options.exploit_rounds}) exceeds num_rounds "
                              f"({budget.num_rounds})")
         self.supernet, self.space, self.options = supernet, supernet.space, options
+        self.finetune_epochs = options.finetune_epochs
         self.roles = state_roles(supernet.net)  # of each supernet tensor
         self.sizes = [len(d.choices) for d in self.space.dimensions]
         self.trainable = budget.num_clients - options.new_clients
@@ -177,8 +107,6 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         self.sent: dict[int, tuple[Arch, int]] = {}
         self.over_budget: dict[int, Arch] = {}
         self.new_client_report: dict[str, Any] = {}
-        self._largest: dict[int, Arch] = {}
-        self._fits_all: Arch | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def cost(self, arch: Arch) -> Cost:
@@ -192,80 +120,36 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             self._memory[arch] = self.cost(arch).memory_bytes
         return self._memory[arch]
 
-    def sample_arch(self, client_id: int, server_round: int, phase: int = 0) -> Arch:
-        if phase == 0 and self.warming_up(server_round):
-            return (self.fits_all() if self.options.warmup_arch == "fits_all"
-                    else self.largest_in_budget(client_id))
-        if phase == 0 and self.exploiting(server_round):
+    def sample_arch(self, client_id: int, server_round: int, phase: int = ARCH_SEARCH
+                    ) -> Arch:
+        if phase == ARCH_SEARCH and self.exploiting(server_round):
             return self.personalized_arch(client_id)
         rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, phase, server_round, client_id)
         return self.space.sample(rng, probabilities(self.policies[client_id].logits, self.sizes))
-
-    def warming_up(self, server_round: int) -> bool:
-        return server_round <= self.options.warmup_rounds
 
     def exploiting(self, server_round: int) -> bool:
         return server_round > self.budget.num_rounds - self.options.exploit_rounds
 
     def searching(self, server_round: int) -> bool:
-        """Whether this training round updates the policies (not in warm-up or exploitation)."""
-        return not (self.warming_up(server_round) or self.exploiting(server_round))
-
-    def largest_in_budget(self, client_id: int) -> Arch:
-        """Warm-up: the client's largest subnet (by parameters) within its memory budget."""
-        if client_id not in self._largest:
-            budget = self.profiles[client_id].memory_bytes
-            self._largest[client_id] = largest_fitting_arch(
-                self.space, lambda a: self.memory(a) <= budget,
-                lambda a: float(self.supernet.cost(a).params),
-                numpy_rng(self.budget.seed, ARCH_SAMPLING, WARMUP_PHASE, client_id), samples=500)
-        return self._largest[client_id]
-
-    def fits_all(self) -> Arch:
-        """The largest subnet (by parameters) within every client's memory budget: the
-        fixed-architecture baselines' model (``method.arch=fits_all``) for the same seed."""
-        if self._fits_all is None:
-            budgets = [p.memory_bytes for cid, p in sorted(self.profiles.items())
-                       if cid not in self.excluded]
-            self._fits_all = fits_all_budgets(self.space, self.memory, budgets,
-                                              lambda a: float(self.supernet.cost(a).params),
-                                              self.budget.seed)
-        return self._fits_all
-
-    def uses_fits_all(self) -> bool:
-        """Whether some client trains or keeps the one architecture every budget admits."""
-        return self.options.final_arch == "fits_all" or (
-            self.options.warmup_arch == "fits_all" and self.options.warmup_rounds > 0)
+        """Whether this training round updates the policies (not in exploitation)."""
+        return not self.exploiting(server_round)
 
     def profiles_bound(self) -> None:
-        """A deployment: exclude the clients whose claimed budget no subnet fits, and where
-        a fits_all architecture is trained, those below the operator's floor."""
-        assert self.profile_bounds is not None
-        smallest = self.memory(self.space.min_arch())
-        floor = (floor_bytes(self.profile_bounds.min_budget_mb, smallest,
-                             self.memory(self.space.max_arch()))
-                 if self.uses_fits_all() else None)
-        self.excluded = exclusions(self.profiles, smallest, lambda p: p.memory_bytes,
-                                   floor=floor)
-        self._largest, self._fits_all = {}, None
+        """A deployment: exclude the clients whose claimed budget no subnet fits."""
+        self.excluded = exclusions(self.profiles, self.memory(self.space.min_arch()),
+                                   lambda p: p.memory_bytes)
 
     def personalized_arch(self, client_id: int) -> Arch:
         """argmax α_i; if that exceeds the client's memory budget, its most probable
         architecture within budget among ``FALLBACK_SAMPLES`` policy samples, else the
-        smallest architecture. (``final_arch=largest_in_budget``: the client's largest
-        subnet within budget, whatever its policy; ``fits_all``: the baselines' one
-        architecture.)"""
-        if self.options.final_arch == "largest_in_budget":
-            return self.largest_in_budget(client_id)
-        if self.options.final_arch == "fits_all":
-            return self.fits_all()
+        smallest architecture."""
         best = self.space.arch_from_indices(
             argmax_indices(self.policies[client_id].logits, self.sizes))
         budget = self.profiles[client_id].memory_bytes
         if self.memory(best) <= budget:
             return best
         logits = self.policies[client_id].logits
-        rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, FALLBACK_PHASE, client_id)
+        rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, ARCH_FALLBACK, client_id)
         probs = probabilities(logits, self.sizes)
         fitting = {a for a in (self.space.sample(rng, probs) for _ in range(FALLBACK_SAMPLES))
                    if self.memory(a) <= budget}
@@ -289,23 +173,23 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
     # -- training --------------------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        self.record.sampled = self.sample_clients(server_round, population=self.trainable)
         self.sent, self.over_budget = {}, {}
         messages = []
-        for cid in self.record.sampled:
+        for cid in self.train_clients(server_round):
             arch = self.sample_arch(cid, server_round)
             if self.memory(arch) > self.profiles[cid].memory_bytes:
                 self.over_budget[cid] = arch
                 continue
             subnet = self.supernet.slice(arch)
             self.sent[cid] = (arch, sum(a.nbytes for a in subnet))
-            cfg = self.round_config(server_round, arch=arch.to_str(),
-                                    train=self.options.train_scope)
+            cfg = self.round_config(server_round, arch=arch.to_str())
             roles = [self.roles[i] for i, _ in self.supernet.regions(arch)]
             messages.append(self.message(cid, MessageType.TRAIN, cfg, subnet, roles))
-        if not messages and self.over_budget:  # nothing to wait for: eq. 9 penalties now
-            self.aggregate_train(server_round, [])
         return messages
+
+    def train_clients(self, server_round: int) -> list[int]:
+        """N of the clients that train (new clients only search, at the end)."""
+        return self.sample_clients(server_round, population=self.trainable)
 
     @property
     def round_time_source(self) -> str:
@@ -328,8 +212,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                                     bytes_moved=bytes_down + bytes_up,
                                     bandwidth_bps=profile.bandwidth_bps)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
         """Rewards, policy steps and the merge. Over-budget clients (eq. 9) are penalised
         every round, also when too few valid replies came to change anything else."""
         outcomes: dict[int, Outcome] = {}
@@ -341,8 +224,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             if cid not in self.sent:
                 continue
             arch = self.sent[cid][0]
-            weight = self.weight(metrics) if self.options.merge_weighting == "samples" else 1.0
-            contributions.append((self.supernet.regions(arch), arrays, weight))
+            contributions.append((self.supernet.regions(arch), arrays, self.weight(metrics)))
             rt = self.round_time(cid, metrics, sum(a.nbytes for a in arrays))
             outcomes[cid], archs[cid] = Outcome(float(metrics["val_accuracy"]), rt), arch
             rows[cid] = {**self.train_row(metrics), "arch": arch.to_str(), "round_time": rt,
@@ -361,12 +243,10 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         for cid, row in rows.items():
             row["reward"] = rewards.get(cid, 0.0)
             row["policy_entropy"] = entropy(self.policies[cid].logits, self.sizes)
-        self.record.train = [rows[c] for c in sorted(rows)]
         if contributions:
             merged = overlap_average(self.supernet.state_arrays(), contributions)
             self.supernet.load_state_arrays(merged)
-        return None, MetricRecord({"mean_reward": float(np.mean(list(rewards.values())))
-                                   if rewards else 0.0})
+        return StageResult(train=[rows[c] for c in sorted(rows)])
 
     def penalise_failures(self, failed: set[int], rows: dict[int, dict[str, Any]]
                           ) -> dict[int, float]:
@@ -384,8 +264,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     # -- personalized evaluation -------------------------------------------------------------------
     def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Message:
-        tune = ({"finetune_epochs": self.eval_finetune_epochs(server_round,
-                                                              self.options.finetune_epochs),
+        tune = ({"finetune_epochs": self.eval_finetune_epochs(server_round),
                  "finetune": self.options.finetune_scope} if split == "test" else {})
         cfg = self.round_config(server_round, arch=arch.to_str(), split=split, **tune)
         return self.message(cid, MessageType.EVALUATE, cfg, self.supernet.slice(arch))
@@ -409,7 +288,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         new = [c for c in range(self.trainable, self.budget.num_clients)
                if c not in self.excluded]
         for search_round in range(1, self.options.new_client_rounds + 1):
-            archs = {cid: self.sample_arch(cid, search_round, NEW_CLIENT_SEARCH) for cid in new}
+            archs = {cid: self.sample_arch(cid, search_round, ARCH_NEW_CLIENT_SEARCH)
+                     for cid in new}
             outcomes = {cid: Outcome(0.0, 0.0, over_budget=True) for cid, a in archs.items()
                         if self.memory(a) > self.profiles[cid].memory_bytes}
             messages = [self.eval_message(cid, a, server_round, "val")
@@ -425,7 +305,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                              ) -> dict[str, Any]:
         candidates = {
             "searched": {cid: self.personalized_arch(cid) for cid in new},
-            "random": {cid: self.space.sample(numpy_rng(self.budget.seed, ARCH_SAMPLING, 99, cid))
+            "random": {cid: self.space.sample(numpy_rng(self.budget.seed, ARCH_SAMPLING,
+                                                        ARCH_NEW_CLIENT_RANDOM, cid))
                        for cid in new},
             "largest": {cid: self.space.max_arch() for cid in new},
         }
@@ -438,7 +319,11 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         return report
 
     def summary_extra(self, records: list[RoundRecord]) -> dict[str, Any]:
-        return {**super().summary_extra(records), "round_time_source": self.round_time_source}
+        """The base's entries, the source of RT_i and, where new clients searched at the
+        end, their report (``new_clients``)."""
+        new = {"new_clients": self.new_client_report} if self.new_client_report else {}
+        return {**super().summary_extra(records), "round_time_source": self.round_time_source,
+                **new}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:

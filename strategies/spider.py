@@ -24,12 +24,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
 from pfednas.nas.archcode import arch_from_code, code_capacity
 from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
+from pfednas.records import StageResult
 from pfednas.search import Supernet
 from pfednas.strategies.base import Budget, Reply
 from pfednas.strategies.fedavg import FedAvgFTStrategy
@@ -80,10 +81,9 @@ class SpiderStrategy(FedAvgFTStrategy):
                 **{k: metrics[k] for k in TRAIN_EXTRAS if k in metrics},
                 "arch": self.arch_string(metrics)}
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
         result = super().aggregate_train(server_round, replies)
-        self.trained.update(int(row["client_id"]) for row in self.record.train)
+        self.trained.update(int(row["client_id"]) for row in result.train)
         return result
 
     # -- personalized evaluation ---------------------------------------------------------------

@@ -140,7 +140,7 @@ def test_fedrep_strategy_sends_and_averages_only_the_body(run_id: None) -> None:
     rng = np.random.default_rng(0)
     updates = [[np.asarray(a + rng.standard_normal(a.shape)).astype(a.dtype) for a in body]
                for _ in range(2)]
-    first, second = strategy.record.sampled
+    first, second = strategy.train_clients(1)
     strategy.aggregate_train(1, [_reply(strategy, first, updates[0], 10),
                                  _reply(strategy, second, updates[1], 30)])
 
@@ -186,7 +186,7 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
                                options=FedBABUOptions(finetune=mode, finetune_epochs=3))
     _sent(strategy)
     updates = [[np.full_like(a, i) for a in body] for i in (1, 3)]
-    first, second = strategy.record.sampled
+    first, second = strategy.train_clients(1)
 
     strategy.aggregate_train(1, [_reply(strategy, first, updates[0], 1),
                                  _reply(strategy, second, updates[1], 1)])
@@ -257,7 +257,7 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
 
     sent = _sent(strategy)[0].content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
     replies = []
-    for cid, shift in zip(strategy.record.sampled, (1.0, 3.0), strict=True):
+    for cid, shift in zip(strategy.train_clients(1), (1.0, 3.0), strict=True):
         arrays = [a.copy() for a in sent]
         arrays[alpha[0]][:, 1] += shift  # both clients prefer sep_conv in normal cells
         replies.append(_reply(strategy, cid, arrays, 5))
@@ -307,15 +307,15 @@ def test_fednas_client_evaluates_with_statistics_of_the_derived_net_not_the_mixe
 def test_subnet_finetuning_scope_head_leaves_the_body_as_cut(
         scope: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare: a PerFedRLNAS / HAPFNAS personalized slice and the net its +FT evaluates
-    from pfednas.clients import subnet
+    from pfednas.clients import common, subnet
 
     supernet = seeded_supernet(settings_from_cfg(compose(["method=perfedrlnas"])))
     space = supernet.space
     arch = space.min_arch()
     cut = supernet.slice(arch)
     evaluated: list[torch.nn.Module] = []
-    reply = subnet.test_reply
-    monkeypatch.setattr(subnet, "test_reply",
+    reply = common.test_reply
+    monkeypatch.setattr(common, "test_reply",
                         lambda net, env, tuned: (evaluated.append(net), reply(net, env, tuned))[1])
     client = subnet.SubnetClient(ENV, space, TASK, bn_recalibrate=False)
 
@@ -333,28 +333,6 @@ def test_subnet_finetuning_scope_head_leaves_the_body_as_cut(
     with pytest.raises(ValueError, match="finetune"):
         client.evaluate(cut, {**CONFIG, "arch": arch.to_str(), "split": "test",
                               "finetune_epochs": 1, "finetune": "body"})
-
-
-def test_subnet_training_scope_body_sends_the_head_back_untouched() -> None:
-    # Prepare
-    from pfednas.clients.subnet import SubnetClient, build_subnet
-
-    supernet = seeded_supernet(settings_from_cfg(compose(["method=perfedrlnas"])))
-    arch = supernet.space.min_arch()
-    cut = supernet.slice(arch)
-    split = StateSplit.of(build_subnet(supernet.space, TASK, arch.to_str(), cut))
-    client = SubnetClient(ENV, supernet.space, TASK, bn_recalibrate=False)
-
-    # Execute
-    body_only, _, _ = client.fit(cut, {**CONFIG, "arch": arch.to_str(), "train": "body"})
-    full, _, _ = client.fit(cut, {**CONFIG, "arch": arch.to_str()})
-
-    # Assert: body scope returns the head as it came and a trained body; full trains both
-    assert _same(take(body_only, split.head), take(cut, split.head))
-    assert not _same(take(body_only, split.body), take(cut, split.body))
-    assert not _same(take(full, split.head), take(cut, split.head))
-    with pytest.raises(ValueError, match="train must be"):
-        client.fit(cut, {**CONFIG, "arch": arch.to_str(), "train": "head"})
 
 
 def test_subnet_personal_head_stays_on_the_client_and_serves_its_next_subnet() -> None:
@@ -391,15 +369,8 @@ def test_subnet_personal_head_stays_on_the_client_and_serves_its_next_subnet() -
     assert not _same(take(reply, split_small.body), take(cut_small, split_small.body))
     assert not _same(kept, take(cut_small, split_small.head))
     assert _same(take(get_arrays(evaluated[0]), split_large.head), kept)
-    with pytest.raises(ValueError, match="train must be full"):
-        client.fit(cut_small, {**CONFIG, "arch": small.to_str(), "train": "body"})
     with pytest.raises(ValueError, match="needs the client's state"):
         SubnetClient(ENV, supernet.space, TASK, bn_recalibrate=False, personal_head=True)
-    with pytest.raises(ValueError, match="train_scope=full"):
-        settings = settings_from_cfg(compose(["method=perfedrlnas", "method.personal_head=true",
-                                              "method.train_scope=body"]))
-        from pfednas.strategies import PerFedRLNASOptions
-        PerFedRLNASOptions.from_config(settings.method_options)
 
 
 @pytest.mark.parametrize("method", ["perfedrlnas", "hapfnas"])
@@ -427,15 +398,14 @@ def test_personal_head_option_reaches_the_subnet_role_with_the_node_state(method
 def test_fedavg_and_fednas_finetuning_scope_head_leaves_the_body_as_sent(
         method: str, scope: str, monkeypatch: pytest.MonkeyPatch, run_id: None) -> None:
     # Prepare: the model each method's evaluation request carries, and its client
+    from pfednas.clients import common
     from pfednas.clients import fedavg as fedavg_client
-    from pfednas.clients import fednas as fednas_client
     from pfednas.clients.fednas import FedNASClient
     from pfednas.strategies import FedAvgFTStrategy
 
-    module: Any = fedavg_client if method == "fedavg" else fednas_client
     evaluated: list[torch.nn.Module] = []
-    reply = module.test_reply
-    monkeypatch.setattr(module, "test_reply",
+    reply = common.test_reply
+    monkeypatch.setattr(common, "test_reply",
                         lambda net, env, tuned: (evaluated.append(net), reply(net, env, tuned))[1])
     if method == "fedavg":
         model_fn = fixed_model_fn(_settings("fedavg"))

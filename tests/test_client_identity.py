@@ -13,9 +13,9 @@ from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.supercore.task_identity import TaskIdentity
 
+from pfednas.build import build_strategy
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.deploy.certs import write_node_keys
-from pfednas.server_app import build_strategy
 from pfednas.strategies import Budget, FedAvgFTStrategy
 from pfednas.strategies.identity import NODE_KEYS_ENV, claim_problem, pinned_keys
 
@@ -138,9 +138,9 @@ def test_a_node_stays_on_its_id_for_the_whole_run() -> None:
         {"client_id": 1, "num_examples": 5, "train_loss": 1.0})})
     as_other = Message(content, dst_node_id=0, message_type=MessageType.TRAIN)
 
-    server.aggregate_train(1, [as_other])
+    result = server.aggregate_train(1, [as_other])
 
-    assert server.record.rejected == 1 and server.record.train == []
+    assert server.tally.rejected == 1 and result.train == []
 
 
 # -- the operator's pins ---------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def test_the_shipped_calibration_is_what_the_committed_measurements_derive() -> 
 
 
 def test_the_results_page_shows_the_benchmarks_tables() -> None:
-    page = (ROOT / "docs" / "BENCHMARKS.md").read_text()
+    page = (ROOT / "docs" / "MEASUREMENTS.md").read_text()
     block = re.search(r"<!-- rendered by benchmarks/bench_cost_model.py --table -->\n(.*?)"
                       r"<!-- end of the rendered tables -->", page, re.S)
     assert block is not None

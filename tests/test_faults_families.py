@@ -19,11 +19,11 @@ import pytest
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from pfednas.build import build_strategy
 from pfednas.client_app import make_client
 from pfednas.clients.faulty import MALFORMED_KINDS
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
-from pfednas.server_app import build_strategy
-from pfednas.strategies.base import RoundRecord
+from pfednas.records import RoundRecord
 from tests.test_hapfnas import InProcessGrid
 
 

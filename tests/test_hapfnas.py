@@ -20,10 +20,8 @@ from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from pfednas import client_app
-from pfednas.clients.hapfnas import PROBE_FOLDS, features_of
-from pfednas.clients.subnet import recalibrate_on
+from pfednas.build import build_strategy
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
-from pfednas.data import ArrayDataset
 from pfednas.methods import unheld_indices
 from pfednas.models import SmallCNN
 from pfednas.nas.distill import (
@@ -39,13 +37,11 @@ from pfednas.nas.evolution import EvolutionOptions, evolve
 from pfednas.nas.fedavg import weighted_average
 from pfednas.nas.phases import Phase, PhasePlan
 from pfednas.nas.predictor import cross_validated_report
-from pfednas.nas.probe import holdout_probe_accuracy, probe_accuracy
+from pfednas.records import RoundRecord
 from pfednas.search import Supernet, get_space
-from pfednas.server_app import build_strategy
 from pfednas.strategies import Budget
-from pfednas.strategies.base import RoundRecord
 from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
-from pfednas.train import evaluate
+from pfednas.strategies.hapfnas_search import SearchState, search_client
 
 
 def small_supernet(seed: int = 0) -> Supernet:
@@ -194,33 +190,70 @@ def make_strategy(**options: Any) -> HAPFNASStrategy:
                                                          num_classes=10, width=4))
 
 
-def test_params_objective_ignores_the_forest_and_takes_the_largest_subnet_within_budget() -> None:
-    # Prepare: the same measurements (accuracy falling with size) for both objectives
-    evolution = {"population": 24, "generations": 12, "parents": 6}
-    by_forest = make_strategy(evolution=evolution)
-    by_params = make_strategy(evolution=evolution, search_objective="params")
-    space, supernet = by_params.space, by_params.supernet
+def test_search_follows_the_forest_and_without_measurements_takes_the_largest_that_fits(
+        ) -> None:
+    # Prepare: measurements whose accuracy falls with size, for client 0 with 24 pairs
+    strategy = make_strategy(evolution={"population": 24, "generations": 12, "parents": 6})
+    space, supernet = strategy.space, strategy.supernet
     every = [space.arch_from_indices(g) for g in
              itertools.product(*(range(len(d.choices)) for d in space.dimensions))]
     params = {a.to_str(): supernet.cost(a).params for a in every}
     pairs = [(a, 1.0 - params[a.to_str()] / max(params.values()))
              for a in every[::max(1, len(every) // 24)]]
 
-    # Execute
-    rows = [s.search_client(0, pairs) for s in (by_forest, by_params)]
+    def search(own: list[Any], pooled: list[Any]) -> Any:
+        return search_client(supernet, 0, own, pooled, cost_of=strategy.cost_of,
+                             budget=strategy.budgets[0], options=strategy.options, seed=0)
 
-    # Assert: params → the brute-force largest fitting subnet, its forecast still reported;
-    # predictor → what the (size-averse) forest prefers, a smaller one
-    fitting = [a for a in every if by_params.fits(0, a)]
+    # Execute: the client's own pairs; too few own pairs (the pooled ones); none at all
+    by_forest, pooled, unmeasured = search(pairs, []), search(pairs[:2], pairs), search([], [])
+
+    # Assert: the (size-averse) forest prefers a subnet smaller than the largest that fits;
+    # with too few own pairs the pooled ones fit it; with none, the brute-force largest
+    # fitting subnet, by parameters, and no forecast
+    fitting = [a for a in every if strategy.fits(0, a)]
     largest = max(params[a.to_str()] for a in fitting)
-    assert rows[1]["search_objective"] == "params"
-    assert params[rows[1]["arch"]] == largest and rows[1]["cost"] <= rows[1]["budget"]
-    assert 0.0 <= rows[1]["predicted_accuracy"] <= 1.0
-    assert rows[0]["search_objective"] == "predictor" and params[rows[0]["arch"]] < largest
-    with pytest.raises(ValueError, match="search_objective"):
-        HAPFNASOptions.from_config({"search_objective": "flops"})
+    row = by_forest.row
+    assert row["search_objective"] == "predictor" and params[row["arch"]] < largest
+    assert row["cost"] <= row["budget"] == strategy.budgets[0] and row["pooled"] == 0
+    assert 0.0 <= by_forest.predicted <= 1.0 and by_forest.report is not None
+    assert pooled.row["pooled"] == 1 and pooled.row["pairs"] == 2
+    assert pooled.report is not None and pooled.report.pairs == len(pairs)
+    assert unmeasured.row["search_objective"] == "params" and unmeasured.report is None
+    assert params[unmeasured.row["arch"]] == largest
+    assert unmeasured.row["predicted_accuracy"] is None and np.isnan(unmeasured.predicted)
     with pytest.raises(ValueError, match="finetune_scope"):
         HAPFNASOptions.from_config({"finetune_scope": "body"})
+
+
+@pytest.mark.parametrize("control", [{"search_objective": "params"}, {"train_scope": "body"},
+                                     {"predictor": {"measure": "probe"}}])
+def test_the_diagnostic_controls_left_the_method(control: dict[str, Any]) -> None:
+    # the controls of docs/notes/2026-11-24-one-knob-diagnostics.md (at commit ea544f9)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        HAPFNASOptions.from_config(control)
+
+
+def test_search_state_round_trips_through_its_checkpoint_arrays() -> None:
+    # Prepare: two clients' pairs, one searched client with its forest's report
+    space = small_supernet().space
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(3)]
+    state = SearchState(pairs={2: [(archs[0], 0.5), (archs[1], 0.25)], 0: [(archs[2], 0.75)]},
+                        personal={2: archs[1]}, predicted={2: 0.4})
+    state.reports[2] = cross_validated_report(rng.uniform(size=(6, 2)), rng.uniform(size=6),
+                                              trees=5, folds=2, seed=0)
+
+    # Execute
+    arrays = state.to_arrays(num_clients=3, dims=len(space.dimensions))
+    loaded = SearchState.from_arrays(arrays, space)
+
+    # Assert: the same state, the pairs in client order; unsearched clients marked -1 / NaN
+    assert loaded.pairs == {0: [(archs[2], 0.75)], 2: [(archs[0], 0.5), (archs[1], 0.25)]}
+    assert loaded.personal == {2: archs[1]} and loaded.predicted == {2: 0.4}
+    assert loaded.reports == state.reports
+    assert arrays["personal_indices"][0].tolist() == [-1] * len(space.dimensions)
+    assert np.isnan(arrays["predicted_accuracy"][1])
 
 
 def test_hetero_fedavg_over_identical_architectures_equals_fedavg() -> None:
@@ -270,7 +303,6 @@ def test_invalid_options_and_data_are_config_errors() -> None:
 
     cases = {"federation.num_rounds=3": "hetero >= 1",
              "method.budget.metric=watts": "budget.metric",
-             "method.predictor.measure=loss": "predictor.measure must be output|probe",
              "method.transfer.size=1500": "leaves 1397 unheld",
              "dataset.max_samples_per_client=null": "leaves 0 unheld",
              "dataset.val_fraction=0.0": "val_fraction must be > 0"}
@@ -297,6 +329,7 @@ ARGS = ["method=hapfnas", "federation.num_clients=3", "federation.clients_per_ro
         "federation.num_rounds=5", "federation.local_epochs=1", "federation.eval_every=5",
         "dataset.max_samples_per_client=120", "method.distill_rounds=2",
         "method.search_rounds=1", "method.knowledge_width=4", "method.transfer.size=200",
+        "method.finetune_epochs=0",  # evaluation rows without fine-tuning seconds: comparable
         "method.distill.steps=5", "method.distill.batch_size=32",
         "method.predictor.archs_per_client=8", "method.predictor.trees=10",
         "method.predictor.folds=3", "method.evolution.population=8",
@@ -361,7 +394,7 @@ def test_three_phases_run_and_resume_across_the_phase_boundary(
     # rounds 3-5 of a fresh strategy that loaded the checkpoint
     records = run_rounds(full, settings, 1, 2)
     state = {k: v.copy() for k, v in full.state().items()}
-    assert full.knowledge and not full.personal
+    assert full.knowledge and not full.search.personal
     records += run_rounds(full, settings, 3, 5)
     resumed.load_state(state)
     tail = run_rounds(resumed, settings, 3, 5)
@@ -379,7 +412,7 @@ def test_three_phases_run_and_resume_across_the_phase_boundary(
     assert np.mean([row["accuracy"] for row in final]) > 0.15  # chance is 0.1
 
     # Assert: resuming after phase 1 reproduces the uninterrupted run exactly
-    assert resumed.personal == full.personal
+    assert resumed.search.personal == full.search.personal
     assert [r.evaluation for r in tail] == [r.evaluation for r in records[2:]]
     want, got = full.state(), resumed.state()
     assert list(want) == list(got)
@@ -388,87 +421,3 @@ def test_three_phases_run_and_resume_across_the_phase_boundary(
     extra = full.summary_extra(records)["hapfnas"]
     assert extra["phase_rounds"] == {"distill": 2, "search": 1, "hetero": 2}
     assert extra["budget_violations"] == 0 and extra["spearman_rf"] is not None
-
-
-@pytest.mark.parametrize("measure_on", ["train_val", "val"])
-def test_probe_measurements_are_ridge_probe_accuracies_on_each_subnets_features(
-        monkeypatch: pytest.MonkeyPatch, measure_on: str) -> None:
-    for key in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, key, 1)
-    args = [*ARGS, "method.predictor.measure=probe", f"method.predictor.measure_on={measure_on}"]
-    settings = settings_from_cfg(compose(args))
-    strategy = build_strategy(settings)
-    assert isinstance(strategy, HAPFNASStrategy)
-
-    # Execute: phase 1 and the search round; the supernet is what the clients measured
-    run_rounds(strategy, settings, 1, 3, args)
-    env = client_app.client_env(InProcessGrid(args, 3).contexts[100], settings)
-    train, val = env.data.train, env.data.val
-    both = ArrayDataset(x=np.concatenate([train.x, val.x]), y=np.concatenate([train.y, val.y]))
-
-    # Assert: every measurement of client 0 is the probe's accuracy, recomputed here
-    # from the subnet cut from the server's supernet, and not its classifier's accuracy
-    pairs = strategy.pairs[0]
-    assert len(pairs) == 8
-    outputs = []
-    for arch, measured in pairs:
-        net = strategy.supernet.extract(arch)
-        recalibrate_on(net, train, settings.federation.batch_size, torch.device("cpu"))
-        if measure_on == "train_val":
-            features, _ = features_of(net, both, torch.device("cpu"))
-            want = probe_accuracy(features, both.y, folds=PROBE_FOLDS)
-        else:
-            fit, _ = features_of(net, train, torch.device("cpu"))
-            features, _ = features_of(net, val, torch.device("cpu"))
-            want = holdout_probe_accuracy(fit, train.y, features, val.y)
-        assert measured == pytest.approx(want, abs=1e-12)
-        outputs.append(evaluate(net, both if measure_on == "train_val" else val,
-                                device=torch.device("cpu")).accuracy)
-    assert [acc for _, acc in pairs] != outputs
-
-
-def test_ridge_probe_reads_separable_features_and_not_noise() -> None:
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, size=300)
-    informative = np.eye(3)[y] * 4 + rng.normal(size=(300, 3))
-    noise = rng.normal(size=(300, 3))
-
-    assert probe_accuracy(informative, y, folds=5) > 0.95
-    assert probe_accuracy(noise, y, folds=5) < 0.5
-    assert holdout_probe_accuracy(informative[:200], y[:200], informative[200:], y[200:]) > 0.95
-    # a class the fitting part never saw cannot be predicted: no error, just a miss
-    one_class = np.zeros(10, dtype=np.int64)
-    assert holdout_probe_accuracy(noise[:10], one_class, noise[10:20], one_class + 1) == 0.0
-    with pytest.raises(ValueError, match="folds"):
-        probe_accuracy(noise[:3], y[:3], folds=5)
-
-
-def test_body_training_keeps_the_distilled_head_through_hetero_fedavg(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, key, 1)
-    args = [*ARGS, "method.train_scope=body"]
-    settings = settings_from_cfg(compose(args))
-    strategy = build_strategy(settings)
-    assert isinstance(strategy, HAPFNASStrategy)
-    head_names = strategy.supernet.net.split_body_head()[1]
-
-    def weights() -> dict[str, np.ndarray]:
-        return {k: v.detach().clone().numpy()
-                for k, v in strategy.supernet.net.named_parameters()}
-
-    # Execute: phases 1-2, then the two heteroFedAvg rounds
-    run_rounds(strategy, settings, 1, 3, args)
-    searched = weights()
-    records = run_rounds(strategy, settings, 4, 5, args)
-    trained = weights()
-
-    # Assert: the head is the distilled one (up to the merge's rounding: a weighted mean of
-    # equal arrays); the body moved
-    def moved(k: str) -> float:
-        return float(np.abs(trained[k] - searched[k]).max())
-    assert head_names and max(moved(k) for k in head_names) < 1e-6
-    assert max(moved(k) for k in trained if k not in head_names) > 1e-3
-    assert [len(r.train) for r in records] == [2, 2]
-    with pytest.raises(ValueError, match="needs train_scope=full"):
-        HAPFNASOptions(personal_head=True, train_scope="body")

@@ -13,6 +13,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from pfednas.nas.policy import log_probability, probabilities
 from pfednas.nas.reward import simulated_round_time, training_seconds
+from pfednas.records import StageResult
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 
@@ -80,12 +81,14 @@ def train_answer(value: float = 0.5, seconds: float = 0.1, accuracy: float = 0.6
     return answer
 
 
-def train_round(strategy: PerFedRLNASStrategy, grid: FakeGrid, server_round: int = 1) -> None:
-    """One training half-round as ``base.run`` drives it."""
+def train_round(strategy: PerFedRLNASStrategy, grid: FakeGrid, server_round: int = 1
+                ) -> StageResult:
+    """One training half-round as ``base.play_round`` drives it: clients are sampled every
+    round, so it is aggregated, also when nothing was sent."""
     messages = list(strategy.configure_train(server_round, strategy.current_arrays(),
                                              None, grid))  # type: ignore[arg-type]
-    if messages:
-        strategy.aggregate_train(server_round, strategy.send_and_collect(grid, messages))  # type: ignore[arg-type]
+    replies = strategy.send_and_collect(grid, messages) if messages else []  # type: ignore[arg-type]
+    return strategy.aggregate_train(server_round, replies)
 
 
 def logits(strategy: PerFedRLNASStrategy) -> list[np.ndarray]:
@@ -99,13 +102,16 @@ def test_all_sampled_over_budget_still_penalised_although_nothing_is_sent() -> N
     before = logits(strategy)
     grid = FakeGrid(train_answer())
 
-    train_round(strategy, grid)
+    # Execute: the round loop's own round (its evaluation is sent, its replies rejected)
+    record = strategy.play_round(grid, 1)  # type: ignore[arg-type]
 
+    # Assert: no training message, yet every sampled client's row and penalty
     sampled = strategy.sample_clients(1, population=strategy.trainable)
-    assert grid.pushed == []
-    assert [row["client_id"] for row in strategy.record.train] == sampled
+    assert [m.metadata.message_type for m in grid.pushed] == ["evaluate"] * 3
+    assert record.sampled == sampled
+    assert [row["client_id"] for row in record.train] == sampled
     assert all(row["over_budget"] == 1 and row["reward"] == pytest.approx(-1.0)
-               for row in strategy.record.train)  # φ = 1, Acc = 0, empty history
+               for row in record.train)  # φ = 1, Acc = 0, empty history
     for cid in range(3):
         assert (np.array_equal(before[cid], strategy.policies[cid].logits)) == (cid not in sampled)
 
@@ -117,7 +123,7 @@ def test_over_budget_penalised_when_too_few_replies_arrive() -> None:
     set_memory(strategy, {over: 0.0, fits: float("inf")})
     before, supernet = logits(strategy), strategy.supernet.state_arrays()
 
-    train_round(strategy, FakeGrid(train_answer()))
+    result = train_round(strategy, FakeGrid(train_answer()))
 
     # Assert: only the over-budget client's policy moved; supernet and history unchanged
     assert not np.array_equal(before[over], strategy.policies[over].logits)
@@ -125,7 +131,7 @@ def test_over_budget_penalised_when_too_few_replies_arrive() -> None:
     assert strategy.history == {}
     for a, b in zip(supernet, strategy.supernet.state_arrays(), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert [(r["client_id"], r.get("over_budget")) for r in strategy.record.train] == [(over, 1)]
+    assert [(r["client_id"], r.get("over_budget")) for r in result.train] == [(over, 1)]
 
 
 def test_over_budget_reward_with_a_measured_client() -> None:
@@ -133,9 +139,9 @@ def test_over_budget_reward_with_a_measured_client() -> None:
     over, fits = strategy.sample_clients(1, population=strategy.trainable)
     set_memory(strategy, {over: 0.0, fits: float("inf")})
 
-    train_round(strategy, FakeGrid(train_answer(accuracy=0.6)))
+    result = train_round(strategy, FakeGrid(train_answer(accuracy=0.6)))
 
-    rows = {r["client_id"]: r for r in strategy.record.train}
+    rows = {r["client_id"]: r for r in result.train}
     # baseline = mean history = 0.6; one measured round time: slowest - fastest = 0
     assert rows[over]["reward"] == pytest.approx(0.0 - 0.6 - 1.0)
     assert rows[fits]["reward"] == pytest.approx(0.0)
@@ -149,12 +155,12 @@ def test_failure_reward_moves_the_policy_of_a_silent_client() -> None:
     answer = train_answer()
     before = logits(strategy)
 
-    train_round(strategy, FakeGrid(lambda m: None if m.metadata.dst_node_id == 100 + silent
-                                   else answer(m)))
+    result = train_round(strategy, FakeGrid(
+        lambda m: None if m.metadata.dst_node_id == 100 + silent else answer(m)))
 
-    rows = {r["client_id"]: r for r in strategy.record.train}
+    rows = {r["client_id"]: r for r in result.train}
     assert rows[silent]["failed"] == 1 and rows[silent]["reward"] == -0.5
-    assert strategy.record.failures == 1
+    assert strategy.tally.failures == 1
     arch = strategy.sample_arch(silent, 1)
     # REINFORCE with a negative reward lowers the log-probability of the sent subnet
     assert log_probability(strategy.policies[silent].logits, strategy.sizes, arch.indices) \
@@ -203,8 +209,8 @@ def test_exploit_rounds_train_the_personalized_arch_and_leave_the_policies() -> 
     for got, want in zip(logits(strategy), after_search, strict=True):
         np.testing.assert_array_equal(got, want)
     assert strategy.searching(1) and not strategy.searching(3)
-    with pytest.raises(ValueError, match="exceed num_rounds"):
-        make_strategy(warmup_rounds=1, exploit_rounds=1)
+    with pytest.raises(ValueError, match="exceeds num_rounds"):
+        make_strategy(exploit_rounds=2)
 
 
 # -- round time from the server's cost model --------------------------------------------------
@@ -213,8 +219,8 @@ def test_simulated_round_time_ignores_the_clients_seconds() -> None:
     for seconds in (0.01, 0.25):  # the client cannot train longer than round_timeout
         strategy = make_strategy()
         set_memory(strategy, {c: float("inf") for c in range(3)})
-        train_round(strategy, FakeGrid(train_answer(seconds=seconds)))
-        times.append({r["client_id"]: r["round_time"] for r in strategy.record.train})
+        result = train_round(strategy, FakeGrid(train_answer(seconds=seconds)))
+        times.append({r["client_id"]: r["round_time"] for r in result.train})
 
     assert times[0] == times[1]
     cid, rt = next(iter(times[0].items()))
@@ -264,6 +270,9 @@ def test_new_client_search_learns_from_evaluations_and_reports() -> None:
         0.9 if strategy.space.max_arch().indices[0] == 0 else 0.1)
     for cid in (0, 1):  # training clients are untouched by the search
         np.testing.assert_array_equal(strategy.policies[cid].logits, 0.0)
+    # the report reaches summary.json through the strategy's own summary entries
+    assert strategy.summary_extra([])["new_clients"] == report
+    assert "new_clients" not in make_strategy().summary_extra([])
 
 
 def test_new_client_evaluation_ignores_malformed_replies() -> None:
@@ -276,4 +285,4 @@ def test_new_client_evaluation_ignores_malformed_replies() -> None:
 
     report = strategy.evaluate_new_clients(FakeGrid(answer), [2], 1)  # type: ignore[arg-type]
 
-    assert np.isnan(report["searched_acc_mean"]) and strategy.record.rejected == 3
+    assert np.isnan(report["searched_acc_mean"]) and strategy.tally.rejected == 3

@@ -15,6 +15,7 @@ import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from pfednas.build import build_strategy
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
 from pfednas.models import SmallCNN
 from pfednas.nas.distill import TransferSet, synthetic_inputs
@@ -28,7 +29,6 @@ from pfednas.nas.validation import (
     check_arrays,
 )
 from pfednas.search import get_space
-from pfednas.server_app import build_strategy
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.base import PersonalizedStrategy
 from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
@@ -125,7 +125,7 @@ def test_hapfnas_knowledge_model_with_negative_variance_cannot_turn_the_supernet
     # variances all -1 (finite: the old gate let it through)
     strategy = hapfnas()
     list(strategy.configure_train(1, None, None, None))  # type: ignore[arg-type]
-    honest, hostile = strategy.record.sampled
+    honest, hostile = strategy.train_clients(1)
     sent, roles = sent_and_roles(strategy, honest)
     rng = np.random.default_rng(1)
     trained = [a + rng.normal(0, 0.1, a.shape).astype(a.dtype) if role == PARAM else a
@@ -137,7 +137,7 @@ def test_hapfnas_knowledge_model_with_negative_variance_cannot_turn_the_supernet
                                              with_negative_variance(sent, roles))])
 
     # Assert: the hostile model never became a teacher; the supernet stays finite
-    assert strategy.record.rejected == 1 and set(strategy.knowledge) == {honest}
+    assert strategy.tally.rejected == 1 and set(strategy.knowledge) == {honest}
     assert all(np.isfinite(a).all() for a in strategy.supernet.state_arrays()
                if a.dtype.kind == "f")
 
@@ -174,7 +174,7 @@ def test_perfedrlnas_never_merges_negative_variances() -> None:
 
     # Assert
     state = strategy.supernet.state_arrays()
-    assert strategy.record.rejected == 1
+    assert strategy.tally.rejected == 1
     assert variances and all(state[i].min() >= 0 for i in variances)
 
 
@@ -196,14 +196,14 @@ def test_every_method_checks_the_statistics_it_sent(overrides: list[str],
     strategy = build_strategy(settings)
     strategy.node_of = {c: 100 + c for c in range(3)}
     list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
-    first, second = strategy.record.sampled[:2]  # SPIDER, Ditto: all 3 are sent
+    first, second = strategy.train_clients(1)[:2]  # SPIDER, Ditto: all 3 are sent
     sent, roles = sent_and_roles(strategy, first)
     replies: list[Any] = [train_reply(strategy, first, with_negative_variance(sent, roles)),
                           train_reply(strategy, second, sent_and_roles(strategy, second)[0])]
 
     # Execute
-    strategy.aggregate_train(1, replies)
+    result = strategy.aggregate_train(1, replies)
 
     # Assert: the honest reply counted, the one with variances of -1 rejected
-    assert strategy.record.rejected == 1
-    assert [row["client_id"] for row in strategy.record.train] == [second]
+    assert strategy.tally.rejected == 1
+    assert [row["client_id"] for row in result.train] == [second]

@@ -38,8 +38,10 @@ from pfednas.nas.validation import (
     check_arrays,
     npy_payload_problem,
 )
+from pfednas.records import StageResult
 from pfednas.strategies import Budget, FedAvgFTStrategy, PerFedRLNASStrategy
-from pfednas.strategies.base import PersonalizedStrategy, RoundRecord
+from pfednas.strategies.base import PersonalizedStrategy
+from pfednas.strategies.gate import RoundTally
 from tests.conftest import flower_task_identity
 from tests.test_reply_buffers import perfedrlnas
 
@@ -225,17 +227,18 @@ def finite(state: dict[str, np.ndarray]) -> bool:
                if v.dtype.kind == "f" and k != "acc_history")
 
 
-def check_one(strategy: PersonalizedStrategy, message: Message, aggregate: Callable[[], Any]
-              ) -> bool:
-    """Aggregate one reply; True when it was accepted. Raises on a broken property."""
+def check_one(strategy: PersonalizedStrategy, message: Message,
+              aggregate: Callable[[], StageResult]) -> tuple[bool, StageResult]:
+    """Aggregate one reply; whether it was accepted, and what the aggregation returned.
+    Raises on a broken property."""
     before = snapshot(strategy)
-    rejected = strategy.record.rejected
-    aggregate()  # must not raise, whatever the reply holds
+    rejected = strategy.tally.rejected
+    result = aggregate()  # must not raise, whatever the reply holds
     after = snapshot(strategy)
-    if strategy.record.rejected > rejected:
+    if strategy.tally.rejected > rejected:
         assert same_state(before, after), "a rejected reply changed the server's state"
     assert finite(after), "the server's state holds NaN or Inf"
-    return strategy.record.rejected == rejected
+    return strategy.tally.rejected == rejected, result
 
 
 # -- FedAvg + FT -----------------------------------------------------------------------------------
@@ -265,9 +268,10 @@ def test_fedavg_training_survives_any_reply(message: Message) -> None:
     strategy = fedavg()
     list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
 
-    accepted = check_one(strategy, message, lambda: strategy.aggregate_train(1, [message]))
+    accepted, result = check_one(strategy, message,
+                                 lambda: strategy.aggregate_train(1, [message]))
 
-    assert accepted == bool(strategy.record.train)
+    assert accepted == bool(result.train)
 
 
 @settings(FUZZ, max_examples=300)
@@ -276,9 +280,10 @@ def test_fedavg_evaluation_survives_any_reply(message: Message) -> None:
     strategy = fedavg()
     list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
 
-    accepted = check_one(strategy, message, lambda: strategy.aggregate_evaluate(1, [message]))
+    accepted, result = check_one(strategy, message,
+                                 lambda: strategy.aggregate_evaluate(1, [message]))
 
-    assert accepted == bool(strategy.record.evaluation)
+    assert accepted == bool(result.evaluation)
 
 
 # -- PerFedRLNAS: one strategy, restored after every accepted reply ------------------------------
@@ -302,7 +307,7 @@ def reset(server: Server) -> PerFedRLNASStrategy:
     strategy = server.strategy
     strategy.load_state(server.state)
     strategy.requests, strategy.answered = dict(server.requests), set()
-    strategy.first_examples, strategy.record = {}, RoundRecord(round=1)
+    strategy.first_examples, strategy.tally = {}, RoundTally(round=1)
     return strategy
 
 
@@ -325,9 +330,10 @@ PERFEDRLNAS_EVALUATE = Template(
 def test_perfedrlnas_training_survives_any_reply(message: Message) -> None:
     strategy = reset(stage("train"))
 
-    accepted = check_one(strategy, message, lambda: strategy.aggregate_train(1, [message]))
+    accepted, result = check_one(strategy, message,
+                                 lambda: strategy.aggregate_train(1, [message]))
 
-    replied = [row for row in strategy.record.train if "failed" not in row]
+    replied = [row for row in result.train if "failed" not in row]
     assert accepted == bool(replied)
 
 
@@ -336,9 +342,10 @@ def test_perfedrlnas_training_survives_any_reply(message: Message) -> None:
 def test_perfedrlnas_evaluation_survives_any_reply(message: Message) -> None:
     strategy = reset(stage("evaluate"))
 
-    accepted = check_one(strategy, message, lambda: strategy.aggregate_evaluate(1, [message]))
+    accepted, result = check_one(strategy, message,
+                                 lambda: strategy.aggregate_evaluate(1, [message]))
 
-    assert accepted == bool(strategy.record.evaluation)
+    assert accepted == bool(result.evaluation)
 
 
 # -- the pure checks, on anything at all ---------------------------------------------------------

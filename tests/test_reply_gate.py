@@ -10,6 +10,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from pfednas.build import build_strategy
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.data import partition
 from pfednas.nas.archcode import code_capacity
@@ -26,7 +27,6 @@ from pfednas.nas.validation import (
     parse_dtype,
 )
 from pfednas.search import DartsS2Space
-from pfednas.server_app import build_strategy
 from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
 
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
@@ -117,7 +117,7 @@ def test_train_reply_without_a_required_metric_is_rejected_not_a_crash() -> None
     strategy.aggregate_train(1, [reply(strategy, 0, no_loss, trained(9.0)),
                                  reply(strategy, 1, train_metrics(1), trained(1.0))])
 
-    assert strategy.record.rejected == 1
+    assert strategy.tally.rejected == 1
     np.testing.assert_array_equal(strategy.arrays[0], trained(1.0)[0])
 
 
@@ -126,15 +126,15 @@ def test_evaluation_reply_without_accuracy_or_loss_is_rejected() -> None:
     list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
     good = {"client_id": 0, "num_examples": 5, "accuracy": 0.5, "loss": 0.7}
 
-    strategy.aggregate_evaluate(1, [
+    result = strategy.aggregate_evaluate(1, [
         reply(strategy, 0, good, kind=MessageType.EVALUATE),
         reply(strategy, 1, {"client_id": 1, "num_examples": 5, "loss": 0.7},
               kind=MessageType.EVALUATE),
         reply(strategy, 2, {"client_id": 2, "num_examples": 5, "accuracy": 0.9},
               kind=MessageType.EVALUATE)])
 
-    assert strategy.record.rejected == 2
-    assert [r["client_id"] for r in strategy.record.evaluation] == [0]
+    assert strategy.tally.rejected == 2
+    assert [r["client_id"] for r in result.evaluation] == [0]
 
 
 def test_extra_arrays_and_wrong_byte_sizes_are_rejected_before_decoding(
@@ -143,7 +143,12 @@ def test_extra_arrays_and_wrong_byte_sizes_are_rejected_before_decoding(
     list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
     decoded: list[tuple[int, ...]] = []
     numpy = Array.numpy
-    monkeypatch.setattr(Array, "numpy", lambda self: decoded.append(self.shape) or numpy(self))
+
+    def counted(self: Array) -> np.ndarray:
+        decoded.append(self.shape)
+        return numpy(self)
+
+    monkeypatch.setattr(Array, "numpy", counted)
     padded = ArrayRecord(numpy_ndarrays=trained(5.0))
     first = next(iter(padded))
     padded[first] = Array(dtype="float32", shape=(2, 3), stype="numpy.ndarray",
@@ -154,7 +159,7 @@ def test_extra_arrays_and_wrong_byte_sizes_are_rejected_before_decoding(
         reply(strategy, 1, train_metrics(1), padded),
         reply(strategy, 2, train_metrics(2), trained(2.0))])
 
-    assert strategy.record.rejected == 2
+    assert strategy.tally.rejected == 2
     assert decoded == [(2, 3), (4,)]  # only the good reply's two arrays were decoded
     np.testing.assert_array_equal(strategy.arrays[1], trained(2.0)[1])
 
@@ -169,18 +174,18 @@ def test_huge_num_examples_cannot_dominate_the_average() -> None:
                                  reply(strategy, 1, train_metrics(1, n=10), trained(1.0)),
                                  reply(strategy, 2, train_metrics(2, n=10), trained(3.0))])
 
-    assert strategy.record.rejected == 1
+    assert strategy.tally.rejected == 1
     np.testing.assert_allclose(strategy.arrays[0], trained(2.0)[0])
 
 
 def test_deployment_num_examples_may_not_grow_past_the_tolerance() -> None:
     strategy = fedavg(examples_tolerance=0.5)
     for server_round, n, rejected in ((1, 100, 0), (2, 140, 0), (3, 151, 1)):
-        strategy.record.rejected = 0
+        strategy.tally.rejected = 0
         list(strategy.configure_train(server_round, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
         strategy.aggregate_train(server_round, [reply(strategy, 0, train_metrics(0, n=n),
                                                       trained(1.0))])
-        assert strategy.record.rejected == rejected, server_round
+        assert strategy.tally.rejected == rejected, server_round
 
 
 def test_uniform_weighting_ignores_sample_counts() -> None:
@@ -219,15 +224,15 @@ def test_spider_rejects_out_of_range_codes_and_foreign_client_ids() -> None:
 
     evaluate = MessageType.EVALUATE
 
-    strategy.aggregate_evaluate(1, [
+    result = strategy.aggregate_evaluate(1, [
         reply(strategy, 0, {**ok, "client_id": 0, "arch_code": 3}, kind=evaluate),
         reply(strategy, 1, {**ok, "client_id": 1, "arch_code": capacity}, kind=evaluate),
         # the node of client 2 speaking for client 0; client 2 without its code
         reply(strategy, 0, {**ok, "client_id": 0, "arch_code": 5}, kind=evaluate, node=102),
         reply(strategy, 2, {**ok, "client_id": 2}, kind=evaluate)])
 
-    assert strategy.record.rejected == 3
-    assert [r["client_id"] for r in strategy.record.evaluation] == [0]
+    assert strategy.tally.rejected == 3
+    assert [r["client_id"] for r in result.evaluation] == [0]
     assert strategy.arch_of == {0: strategy.arch_string({"arch_code": 3})}
 
 
@@ -289,7 +294,7 @@ def test_payloads_disagreeing_with_their_record_are_rejected_not_a_crash(
 
     # Assert: rejected with the reason, the average is client 1's alone
     assert reason in str(why)
-    assert strategy.record.rejected == 1
+    assert strategy.tally.rejected == 1
     np.testing.assert_array_equal(strategy.arrays[0], trained(1.0)[0])
 
 
@@ -318,12 +323,13 @@ def test_a_train_reply_to_an_evaluation_request_is_rejected() -> None:
     good = {"client_id": 1, "num_examples": 5, "accuracy": 0.5, "loss": 0.7}
 
     # Execute
-    strategy.aggregate_evaluate(1, [reply(strategy, 0, train_metrics(0), trained(2.0)),
-                                    reply(strategy, 1, good, kind=MessageType.EVALUATE)])
+    result = strategy.aggregate_evaluate(1, [
+        reply(strategy, 0, train_metrics(0), trained(2.0)),
+        reply(strategy, 1, good, kind=MessageType.EVALUATE)])
 
     # Assert
-    assert strategy.record.rejected == 1
-    assert [r["client_id"] for r in strategy.record.evaluation] == [1]
+    assert strategy.tally.rejected == 1
+    assert [r["client_id"] for r in result.evaluation] == [1]
 
 
 def test_spider_an_evaluation_reply_in_a_training_round_is_rejected() -> None:
@@ -336,10 +342,11 @@ def test_spider_an_evaluation_reply_in_a_training_round_is_rejected() -> None:
                   "arch_code": 1}
 
     # Execute: an evaluation-type reply to the training request, then a second reply
-    strategy.aggregate_train(2, [reply(strategy, 0, evaluation, kind=MessageType.EVALUATE)])
+    result = strategy.aggregate_train(2, [reply(strategy, 0, evaluation,
+                                                kind=MessageType.EVALUATE)])
 
     # Assert
-    assert strategy.record.rejected == 1 and strategy.record.train == []
+    assert strategy.tally.rejected == 1 and result.train == []
     for a, b in zip(before, strategy.arrays, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -351,7 +358,7 @@ def test_a_second_reply_to_one_request_is_rejected() -> None:
     strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0), trained(1.0)),
                                  reply(strategy, 0, train_metrics(0), trained(5.0))])
 
-    assert strategy.record.rejected == 1
+    assert strategy.tally.rejected == 1
     np.testing.assert_array_equal(strategy.arrays[0], trained(1.0)[0])
 
 
@@ -368,7 +375,7 @@ def test_deployment_weighs_clients_equally_whatever_their_first_report() -> None
         reply(strategy, 2, train_metrics(2, n=10), trained(0.0))])
 
     # Assert: the plain mean (3.0), not ≈ client 0's update (9.0)
-    assert strategy.record.rejected == 0
+    assert strategy.tally.rejected == 0
     np.testing.assert_allclose(strategy.arrays[0], trained(3.0)[0])
 
 
@@ -382,7 +389,7 @@ def test_deployment_with_the_operators_bounds_weighs_by_bounded_counts() -> None
         reply(strategy, 1, train_metrics(1, n=90), trained(0.0)),
         reply(strategy, 2, train_metrics(2, n=10), trained(5.0))])
 
-    assert strategy.record.rejected == 1
+    assert strategy.tally.rejected == 1
     np.testing.assert_allclose(strategy.arrays[0], trained(0.5)[0])
 
 

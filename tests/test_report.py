@@ -39,13 +39,15 @@ from pfednas.search import get_space
 from tests.conftest import PFEDNAS, REPO, pids_with_token
 
 SMOKE_METHODS = ("fedavg", "local")
+# The tests run from the working tree, committed or not (a cell keeps the changes, source.diff)
+SMOKE_BENCH = (str(PFEDNAS), "bench", "bench=smoke", "--allow-dirty")
 
 
 # -- two tiny real runs through `pfednas bench bench=smoke` ---------------------------------------
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("bench") / "smoke"
-    done = subprocess.run([str(PFEDNAS), "bench", "bench=smoke", f"bench.out={out}"], cwd=REPO,
+    done = subprocess.run([*SMOKE_BENCH, f"bench.out={out}"], cwd=REPO,
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out, done.stdout
@@ -79,9 +81,14 @@ def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str
     rows = _table_rows(out / "report" / "table.csv")
     markdown = (out / "report" / "table.md").read_text()
 
-    assert sorted(rows) == sorted(SMOKE_METHODS)
+    # a method that fine-tunes reports the pair: as published (its name) and +ft
+    assert sorted(rows) == ["fedavg", "fedavg+ft", "local"]
+    assert float(rows["fedavg"]["acc_mean"]) == _summary(out, "fedavg")[
+        "personalized_acc_no_ft_mean"]
     for method in SMOKE_METHODS:
-        s, row = _summary(out, method), rows[method]
+        s = _summary(out, method)
+        label = f"{method}+ft" if "personalized_acc_no_ft_mean" in s else method
+        row = rows[label]
         params = [c["num_params"] for c in s["per_client"]]
         assert float(row["acc_mean"]) == s["personalized_acc_mean"]
         assert float(row["acc_std_clients"]) == s["personalized_acc_std"]
@@ -90,7 +97,7 @@ def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str
         assert (int(row["params_min"]), int(row["params_max"])) == (min(params), max(params))
         assert float(row["params_mean"]) == pytest.approx(np.mean(params))
         assert row["budget"] == "K=4 N=2 R=2 E=1"
-        md_row = next(line for line in markdown.splitlines() if line.startswith(f"| {method} |"))
+        md_row = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
         assert (f"{s['personalized_acc_mean']:.4f} ± {s['personalized_acc_std']:.4f}"
                 in md_row)
     assert float(rows["local"]["bytes_up_per_client_round"]) == 0.0
@@ -130,7 +137,7 @@ def test_rerun_skips_finished_cells_and_report_renders_the_same_table(
     out, _ = bench
     before = _summary(out, "fedavg")
 
-    again = subprocess.run([str(PFEDNAS), "bench", "bench=smoke", f"bench.out={out}"], cwd=REPO,
+    again = subprocess.run([*SMOKE_BENCH, f"bench.out={out}"], cwd=REPO,
                            capture_output=True, text=True, timeout=300, check=False)
     report = subprocess.run([str(PFEDNAS), "report", str(out), "--out", str(tmp_path)],
                             cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
@@ -147,7 +154,7 @@ def test_a_failed_cell_is_recorded_and_the_bench_goes_on(bench: tuple[Path, str]
     shutil.copytree(bench[0], out)
     bad_local = "bench.method_overrides.local=['method.arch=min','federation.lr=-1']"
 
-    done = subprocess.run([str(PFEDNAS), "bench", "bench=smoke", f"bench.out={out}", bad_local],
+    done = subprocess.run([*SMOKE_BENCH, f"bench.out={out}", bad_local],
                           cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
 
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
@@ -156,7 +163,7 @@ def test_a_failed_cell_is_recorded_and_the_bench_goes_on(bench: tuple[Path, str]
     assert not (out / "local" / "alpha=0.5" / "seed=0" / "summary.json").exists()
     # the stale cell's previous records do not outlive it, in either form
     assert not list((out / "local" / "alpha=0.5" / "seed=0").glob("metrics.jsonl*"))
-    assert sorted(_table_rows(out / "report" / "table.csv")) == ["fedavg"]
+    assert sorted(_table_rows(out / "report" / "table.csv")) == ["fedavg", "fedavg+ft"]
     assert "## Failed runs" in (out / "report" / "table.md").read_text()
 
 
@@ -165,7 +172,7 @@ def test_sigterm_to_the_bench_stops_its_running_cell_and_keeps_no_result(tmp_pat
     # Prepare: a bench whose first cell has started its Flower run
     out = tmp_path / "smoke"
     cell = out / "fedavg" / "alpha=0.5" / "seed=0"
-    bench = subprocess.Popen([str(PFEDNAS), "bench", "bench=smoke", f"bench.out={out}"],
+    bench = subprocess.Popen([*SMOKE_BENCH, f"bench.out={out}"],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not (cell / "logs" / "run_token").is_file() and bench.poll() is None:

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from pfednas.build import build_strategy
 from pfednas.checkpoint import (
     Checkpoint,
     parse_history,
@@ -37,9 +38,9 @@ from pfednas.config import (
     compose,
     settings_from_cfg,
 )
+from pfednas.records import RoundRecord
 from pfednas.results import ResultsWriter
-from pfednas.server_app import build_strategy
-from pfednas.strategies.base import PersonalizedStrategy, RoundRecord
+from pfednas.strategies.base import PersonalizedStrategy
 from tests.conftest import comparable, inprocess_summary, pids_with_token, run_pfednas
 
 TINY = ["method=fedavg", "method.arch=min", "method.finetune_epochs=1",

@@ -110,13 +110,13 @@ def test_one_1e30_reply_moves_fedavg_no_further_than_the_bound() -> None:
     list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
 
     # Execute
-    strategy.aggregate_train(1, [reply(strategy, 0, shifted(WEIGHTS, 0.1)),
-                                 reply(strategy, 1, shifted(WEIGHTS, 0.2)),
-                                 reply(strategy, 2, huge(WEIGHTS))])
+    result = strategy.aggregate_train(1, [reply(strategy, 0, shifted(WEIGHTS, 0.1)),
+                                          reply(strategy, 1, shifted(WEIGHTS, 0.2)),
+                                          reply(strategy, 2, huge(WEIGHTS))])
 
     # Assert: the new model's update is within the bound, the hostile row says it was scaled
     assert update_rms(strategy.arrays, WEIGHTS) <= 3.0 * 0.2 * (1 + 1e-5)
-    scaled = [row for row in strategy.record.train if "update_scale" in row]
+    scaled = [row for row in result.train if "update_scale" in row]
     assert [row["client_id"] for row in scaled] == [2] and scaled[0]["update_scale"] < 1e-29
 
 
@@ -124,9 +124,10 @@ def test_a_client_cannot_claim_its_own_update_scale() -> None:
     strategy = fedavg(update_norm_bound=3.0)
     list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
 
-    strategy.aggregate_train(1, [reply(strategy, 0, shifted(WEIGHTS, 0.1), update_scale=0.5)])
+    result = strategy.aggregate_train(1, [reply(strategy, 0, shifted(WEIGHTS, 0.1),
+                                                update_scale=0.5)])
 
-    assert "update_scale" not in strategy.record.train[0]
+    assert "update_scale" not in result.train[0]
 
 
 def test_default_simulation_path_is_bit_identical_and_never_bounds(
@@ -175,7 +176,7 @@ def test_perfedrlnas_merge_of_a_1e30_subnet_stays_within_the_bound() -> None:
     # Assert: no supernet entry moved further than any bounded update's L2 norm allows
     limit = 3.0 * lower_median([*rms, HUGE]) * math.sqrt(max(sizes))
     after = strategy.supernet.state_arrays()
-    assert strategy.record.rejected == 0
+    assert strategy.tally.rejected == 0
     assert max(float(np.abs(b.astype(np.float64) - a).max()) for a, b in
                zip(before, after, strict=True) if a.dtype.kind == "f") <= limit * (1 + 1e-5)
 
@@ -185,7 +186,7 @@ def test_hapfnas_keeps_a_1e30_knowledge_model_within_the_bound() -> None:
     strategy = hapfnas()
     strategy.budget = Budget(**{**strategy.budget.__dict__, "update_norm_bound": 3.0})
     list(strategy.configure_train(1, None, None, None))  # type: ignore[arg-type]
-    honest, hostile = strategy.record.sampled
+    honest, hostile = strategy.train_clients(1)
     sent = strategy.requests[honest].sent
     roles = [spec.role for spec in strategy.requests[honest].specs]
     trained = [a + np.float32(0.05) if role == PARAM else a

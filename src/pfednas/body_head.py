@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pfednas.data import ArrayDataset
+from pfednas.options.common import FINETUNE_SCOPES, check_scope  # noqa: F401 (re-exported)
 from pfednas.search import ElasticNet
 from pfednas.train import Hyper, TrainStats, get_arrays, set_arrays, train_epochs
 
@@ -135,24 +136,13 @@ def train_part(net: nn.Module, trainable_keys: Collection[str], data: ArrayDatas
             p.grad = None
 
 
-# What a subnet client trains: the whole net, or one part with the other frozen.
-TRAIN_SCOPES = ("full", "body")      # a training round (PerFedRLNAS ``train_scope``)
-FINETUNE_SCOPES = ("full", "head")   # +FT of a personalized slice (``finetune_scope``)
-
-
-def check_scope(name: str, scope: str, allowed: Sequence[str]) -> None:
-    if scope not in allowed:
-        raise ValueError(f"{name} must be {'|'.join(allowed)}, got {scope!r}")
-
-
 def train_scope(net: ElasticNet[object], scope: str, data: ArrayDataset, *, epochs: int,
                 hyper: Hyper, generator: torch.Generator, device: torch.device) -> TrainStats:
-    """``full``: train every entry of ``net``; ``body`` / ``head``: that part only, the
-    other bit-identical (:func:`train_part`)."""
+    """What +FT trains (``FINETUNE_SCOPES``): ``full``, every entry of ``net``; ``head``,
+    the classifier head only, the body bit-identical (:func:`train_part`)."""
+    check_scope("finetune", scope, FINETUNE_SCOPES)
     if scope == "full":
         return train_epochs(net, data, epochs=epochs, hyper=hyper, generator=generator,
                             device=device)
-    split = StateSplit.of(net)
-    keys = {"body": split.body_keys, "head": split.head_keys}[scope]()
-    return train_part(net, keys, data, epochs=epochs, hyper=hyper, generator=generator,
-                      device=device)
+    return train_part(net, StateSplit.of(net).head_keys(), data, epochs=epochs, hyper=hyper,
+                      generator=generator, device=device)

@@ -10,16 +10,24 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from pfednas.config import CHECKPOINT_FILE, ConfigError
-from pfednas.strategies.base import PersonalizedStrategy, RoundRecord
+from pfednas.records import RoundRecord
 
 ROUND_KEY = "__round__"
 LINEAGE_KEY = "__lineage__"
 METRICS_FILE = "metrics.jsonl"
+
+
+class Resumable(Protocol):
+    """What a checkpoint resumes: a strategy's state as named arrays, and back."""
+
+    def state(self) -> dict[str, np.ndarray]: ...
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -183,7 +191,7 @@ class Resume:
     warning: str | None = None
 
 
-def verified_resume(run_dir: Path, strategy: PersonalizedStrategy, num_rounds: int) -> Resume:
+def verified_resume(run_dir: Path, strategy: Resumable, num_rounds: int) -> Resume:
     """Read a run folder's checkpoint and history, check them against ``strategy`` (freshly
     built from the same config) and load the checkpoint's state into it.
 

@@ -55,8 +55,18 @@ class ConfigError(ValueError):
 
 
 def conf_dir() -> Path:
-    """Directory holding ``config.yaml`` and the config groups."""
+    """Directory holding ``config.yaml`` and the config groups. Every caller composes from
+    it, so the methods' typed schemas (``method/<name>_defaults``, :mod:`pfednas.options`),
+    which the YAML files extend, are registered in Hydra's ConfigStore here first."""
+    _register_schemas()
     return Path(str(resources.files("pfednas.conf")))
+
+
+@lru_cache(maxsize=1)
+def _register_schemas() -> None:
+    from pfednas.options import register_schemas
+
+    register_schemas()
 
 
 def compose(overrides: tuple[str, ...] | list[str] = ()) -> DictConfig:
@@ -104,7 +114,8 @@ class Federation:
     client_gpus: float
     ray_num_cpus: int | None
     ray_address: str | None = None   # null: a private Ray; "auto" | HOST:PORT: join that cluster
-    weighting: str = "samples"        # samples | uniform: client weights in averages and merges
+    # samples | uniform: client weights in averages and merges; null: the method's paper rule
+    weighting: str | None = None
     examples_tolerance: float = 0.5   # deployment: allowed rise of a client's num_examples
     eval_timeout: float | None = None
     eval_finetune: str = "final"
@@ -137,6 +148,14 @@ class RunSettings:
     checkpoint_every: int = 0
     fault_injection: dict[str, Any] | None = None
     eval_split: str = "test"
+
+    @property
+    def options(self) -> Any:
+        """The method's typed options (:mod:`pfednas.options`): what its strategy and its
+        clients are built from."""
+        from pfednas.options import parse
+
+        return parse(self.method, self.method_options)
 
 
 EVAL_SPLITS = ("test", "val")
@@ -231,8 +250,9 @@ def validate_federation(fed: Federation) -> None:
         _check_number(g, name, getattr(fed, name), kind=float, low=0, strict=True)
     for name in ("momentum", "weight_decay", "client_gpus", "examples_tolerance"):
         _check_number(g, name, getattr(fed, name), kind=float, low=0)
-    if fed.weighting not in ("samples", "uniform"):
-        raise ConfigError(f"federation.weighting must be samples|uniform, got {fed.weighting!r}")
+    if fed.weighting not in (None, "samples", "uniform"):
+        raise ConfigError("federation.weighting must be null, samples or uniform, "
+                          f"got {fed.weighting!r}")
     if fed.clients_per_round > fed.num_clients:
         raise ConfigError(
             f"federation.clients_per_round (N={fed.clients_per_round}) must not exceed "
@@ -286,28 +306,24 @@ def check_ray_address(address: Any) -> None:
                           f"address `ray start --head` prints), got {address!r}")
 
 
-def _check_method(name: Any, options: dict[str, Any], fed: Federation, space: str) -> None:
+def _check_method(name: Any, options: dict[str, Any], fed: Federation, space: str) -> Any:
     """Known method, and its typed options build: bad values fail before anything starts."""
-    from pfednas.methods import METHODS
+    from pfednas.options import check_method
 
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
-    spec = METHODS[name]
-    if spec.spaces and space not in spec.spaces:
-        raise ConfigError(f"method={name} needs search_space={'|'.join(spec.spaces)}, "
-                          f"got search_space={space} (method={name} selects its space by "
-                          "itself: leave search_space= out)")
-    if spec.check is not None:
-        spec.check(options, fed)
+    try:
+        return check_method(name, options, fed, space)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
-def _check_method_data(name: str, options: dict[str, Any], spec: DataSpec) -> None:
+def _check_method_data(typed: Any, spec: DataSpec) -> None:
     """A method's check of what it needs from the data (e.g. HAPFNAS's unheld samples)."""
-    from pfednas.methods import METHODS
+    from pfednas.options import check_method_data
 
-    check = METHODS[name].data_check
-    if check is not None:
-        check(options, spec)
+    try:
+        check_method_data(typed, spec)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 RUN_KEYS_NOT_COMPARED = ("resume", "progress", "output_dir", "hydra")
@@ -375,9 +391,10 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         validate_spec(spec)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    # the method registry imports every method (PyTorch, Flower): after the quick checks
-    _check_method(name, method, fed, str(cfg.search_space.get("name")))
-    _check_method_data(name, method, spec)
+    typed = _check_method(name, method, fed, str(cfg.search_space.get("name")))
+    _check_method_data(typed, spec)
+    if fed.weighting is None:  # the method's paper rule
+        fed = dataclasses.replace(fed, weighting=getattr(typed, "WEIGHTING", "samples"))
     space = space_for_dataset(_as_dict(cfg.search_space), spec.name)
     from pfednas.search import get_space
 

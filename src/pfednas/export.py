@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from pfednas.build import build_strategy
 from pfednas.checkpoint import load_checkpoint
 from pfednas.clients.subnet import recalibrate_on
 from pfednas.config import ConfigError, RunSettings, settings_from_cfg, task_shape
@@ -30,7 +31,6 @@ from pfednas.data import load_client_data
 from pfednas.data.registry import normalisation
 from pfednas.methods import METHODS
 from pfednas.nas.profile import MB, MBPS, SIMULATED, ClientProfile
-from pfednas.server_app import build_strategy
 from pfednas.strategies import PerFedRLNASStrategy
 from pfednas.strategies.hapfnas import HAPFNASStrategy
 

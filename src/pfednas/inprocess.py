@@ -26,9 +26,10 @@ from flwr.supercore.task_identity import TaskIdentity
 from omegaconf import OmegaConf
 
 from pfednas import client_app
+from pfednas.build import build_strategy  # the server's own builder
 from pfednas.config import RunSettings, compose, settings_from_cfg
+from pfednas.records import RoundRecord
 from pfednas.results import ResultsWriter, summarize
-from pfednas.strategies.base import RoundRecord
 
 NODE_OFFSET = 100  # node id of client c: NODE_OFFSET + c
 
@@ -89,8 +90,6 @@ class InProcessRun:
 
 def run_inprocess(overrides: list[str], out_dir: Path | None = None) -> InProcessRun:
     """Run the configuration ``overrides`` to the end; write results to ``out_dir`` if given."""
-    from pfednas.server_app import build_strategy  # the server's own builder
-
     cfg = compose(overrides)
     settings = settings_from_cfg(cfg)
     start = time.perf_counter()

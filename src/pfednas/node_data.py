@@ -48,11 +48,10 @@ from pfednas.data import ArrayDataset, ClientData, DataError, dataset_info, load
 from pfednas.data.partition import stratified_split
 from pfednas.data.registry import normalisation
 from pfednas.node_cache import cached_splits, node_cache_dir
-from pfednas.seeding import numpy_rng
+from pfednas.seeding import SILO_SPLIT, numpy_rng
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 ARRAY_FILE = "data.npz"
-SILO_SPLIT = 101  # SeedSequence purpose tag of a silo's local split (data/ uses 1-4)
 DATA_ROOT_KEY = "data-root"  # node config: the folder of the configured dataset's files
 
 

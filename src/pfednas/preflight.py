@@ -18,7 +18,12 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from pfednas.config import ConfigError, RunSettings, compose
 
@@ -42,6 +47,9 @@ def hydra_message(err: Exception) -> str:
     cause = err.__cause__
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
         return f"unknown key {cause.full_key}: {one_line(str(err))}"
+    if isinstance(cause, ValidationError) and cause.full_key:  # a typed option's value
+        reason = str(cause.msg if hasattr(cause, "msg") else cause).strip().splitlines()[0]
+        return f"{cause.full_key}: {reason}"
     return one_line(str(err)) or type(err).__name__
 
 
@@ -92,8 +100,8 @@ def check_runnable(settings: RunSettings, *, deployment: bool = False) -> None:
     will build it: a simulation's (seeded client profiles) or a ``deployment``'s; its
     construction notes are the ServerApp's to print, not repeated here.
     """
+    from pfednas.build import build_strategy
     from pfednas.checkpoint import verified_resume
-    from pfednas.server_app import build_strategy
 
     with contextlib.redirect_stdout(io.StringIO()):
         try:

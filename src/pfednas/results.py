@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pfednas.strategies.base import RoundRecord
+from pfednas.records import RoundRecord
 
 # per-client fields of an evaluation row that summary.json keeps (NAS methods: the
 # architecture; where budgets exist its cost, the client's budget and whether it fits)

@@ -1,4 +1,5 @@
-"""Flower ServerApp: builds the method's strategy from the config, runs it, writes results.
+"""Flower ServerApp: builds the method's strategy from the config (:mod:`pfednas.build`),
+runs it, writes results.
 
 The config is composed from ``conf/`` with the Hydra overrides that the
 ``pfednas`` command passes through run-config (key ``overrides``, a JSON list),
@@ -21,6 +22,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
 
+from pfednas.build import build_strategy
 from pfednas.checkpoint import save_checkpoint, verified_resume
 from pfednas.config import (
     DATA_ROOT_ENV,
@@ -28,7 +30,6 @@ from pfednas.config import (
     RESOLVED_CONFIG,
     SERVERAPP_PID_FILE,
     ConfigError,
-    RunSettings,
     compose,
     describe,
     in_simulation,
@@ -36,61 +37,10 @@ from pfednas.config import (
     overrides_from_json,
     settings_from_cfg,
 )
-from pfednas.data import DataError, partition
-from pfednas.methods import METHODS
-from pfednas.nas.profile import ProfileBounds
+from pfednas.records import RoundRecord
 from pfednas.results import ResultsWriter, format_table, summarize
-from pfednas.strategies import (
-    Budget,
-    PerFedRLNASStrategy,
-    PersonalizedStrategy,
-)
-from pfednas.strategies.base import RoundRecord, norm_bound_for
-from pfednas.strategies.identity import pins_from_env
 
 app = ServerApp()
-
-
-def build_strategy(settings: RunSettings, *, deployment: bool | None = None
-                   ) -> PersonalizedStrategy:
-    """The run's strategy; ``deployment`` None: whether this process is not a simulation's."""
-    fed = settings.federation
-    deployment = not in_simulation() if deployment is None else deployment
-    budget = Budget(num_clients=fed.num_clients, clients_per_round=fed.clients_per_round,
-                    num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
-                    eval_every=fed.eval_every, round_timeout=fed.round_timeout,
-                    min_replies=fed.min_replies, seed=settings.seed, weighting=fed.weighting,
-                    examples_tolerance=fed.examples_tolerance, eval_timeout=fed.eval_timeout,
-                    eval_finetune=fed.eval_finetune, deployment=deployment,
-                    update_norm_bound=norm_bound_for(fed.update_norm_bound,
-                                                     deployment=deployment))
-    train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
-                    "batch_size": fed.batch_size}
-    strategy = METHODS[settings.method].strategy(settings, budget, train_config)
-    if not deployment:
-        strategy.partition_sizes = partition_sizes(settings)
-        return strategy
-    bounds = fed.client_examples  # the operator's: a client's own counts bound nothing
-    strategy.partition_sizes = (None if bounds is None else list(bounds)
-                                if isinstance(bounds, list) else [bounds] * fed.num_clients)
-    try:
-        strategy.pins = pins_from_env(fed.num_clients)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    # what a node may claim as its hardware profile (checked by settings_from_cfg)
-    strategy.profile_bounds = ProfileBounds.from_config(
-        fed.profile_bounds, fed.default_bandwidth_mbps, fed.min_budget_mb)
-    return strategy
-
-
-def partition_sizes(settings: RunSettings) -> list[int] | None:
-    """Each client's partition size, the bound of its ``num_examples`` (simulation only)."""
-    try:
-        return [len(p) for p in partition(settings.data)]
-    except (DataError, OSError, ValueError) as err:
-        print(f"[pfednas] partition sizes unknown ({err}); bounding num_examples by each "
-              "client's first report", flush=True)
-        return None
 
 
 def progress_line(record: RoundRecord, num_rounds: int, start: float) -> str:
@@ -217,8 +167,6 @@ def main(grid: Grid, context: Context) -> None:
                                 "eval_split": settings.eval_split,
                                 "overrides": [o for o in overrides if not o.startswith("resume=")]}
     extra.update(strategy.summary_extra(records))
-    if isinstance(strategy, PerFedRLNASStrategy) and strategy.new_client_report:
-        extra["new_clients"] = strategy.new_client_report
     summary = summarize(method=settings.method, dataset=settings.data.name, records=records,
                         wall_seconds=time.perf_counter() - start
                         + sum(r.wall_seconds for r in previous), extra=extra)

@@ -8,9 +8,9 @@
    test split keeps the client's label proportions; a class with a single
    sample goes to train.
 
-Randomness comes from ``numpy.random.SeedSequence([seed, stream, ...])`` with
-one fixed stream id per use, so the same ``DataSpec`` yields the same data for
-every method, and per-client streams never collide.
+Randomness comes from ``pfednas.seeding``'s streams (``DATA_PARTITION``,
+``PARTITION_CAP``, ``CLIENT_SPLIT``, ``TUNING_SPLIT``), so the same ``DataSpec``
+yields the same data for every method, and no data stream meets another purpose's.
 """
 
 from __future__ import annotations
@@ -25,21 +25,14 @@ import numpy as np
 from pfednas.data.arrays import ArrayDataset, ClientData, RawImages, select
 from pfednas.data.registry import load_raw, normalisation, resolve_root
 from pfednas.data.spec import DataSpec, validate_spec
-
-# SeedSequence stream ids (synthetic.py uses 4).
-_PARTITION_STREAM = 1
-_CAP_STREAM = 2
-_SPLIT_STREAM = 3
-_TUNING_STREAM = 4
-
-
-def _int_seed(*entropy: int) -> int:
-    """A 32-bit seed for APIs that take an int, from ``SeedSequence(entropy)``."""
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
-
-
-def _rng(*entropy: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(list(entropy)))
+from pfednas.seeding import (
+    CLIENT_SPLIT,
+    DATA_PARTITION,
+    PARTITION_CAP,
+    TUNING_SPLIT,
+    int_seed,
+    numpy_rng,
+)
 
 
 def apportion(total: int, weights: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -180,14 +173,14 @@ def _cached_partition(spec: DataSpec) -> tuple[np.ndarray, ...]:
         num_clients=spec.num_clients,
         alpha=spec.alpha,
         min_partition_size=spec.min_partition_size,
-        seed=_int_seed(spec.seed, _PARTITION_STREAM),
+        seed=int_seed(spec.seed, DATA_PARTITION),
     )
     cap = spec.max_samples_per_client
     if cap is not None:
         parts = [
             p
             if p.size <= cap
-            else p[_stratified_cap(labels[p], cap, _rng(spec.seed, _CAP_STREAM, i))]
+            else p[_stratified_cap(labels[p], cap, numpy_rng(spec.seed, PARTITION_CAP, i))]
             for i, p in enumerate(parts)
         ]
     for p in parts:
@@ -209,7 +202,7 @@ def load_client_data(spec: DataSpec, client_id: int) -> ClientData:
 
     The pooled data and the partition are cached per process, so many clients
     simulated in one worker load the dataset once. The split is drawn from
-    ``SeedSequence([seed, stream, client_id])``.
+    ``SeedSequence([seed, CLIENT_SPLIT, client_id])``.
     """
     if not 0 <= client_id < spec.num_clients:
         raise ValueError(f"client_id must be in [0, {spec.num_clients}), got {client_id}")
@@ -217,7 +210,7 @@ def load_client_data(spec: DataSpec, client_id: int) -> ClientData:
     resolved = _resolved(spec)
     raw = _raw(resolved)
     train, val, test = stratified_split(
-        raw.labels[indices], spec.fractions, _rng(spec.seed, _SPLIT_STREAM, client_id)
+        raw.labels[indices], spec.fractions, numpy_rng(spec.seed, CLIENT_SPLIT, client_id)
     )
     norm = normalisation(spec.name)
     return ClientData(
@@ -236,7 +229,7 @@ def tuning_splits(data: ClientData, seed: int, client_id: int) -> ClientData:
     selected on. Half of the validation split stays ``val`` (what it selects on); the other
     half becomes ``test`` (what the run reports). ``train`` is the reported runs' own, and
     the real test split is never read. The halves are drawn from
-    ``SeedSequence([seed, stream, client_id])``. A method that never reads its validation
+    ``SeedSequence([seed, TUNING_SPLIT, client_id])``. A method that never reads its validation
     split is scored on all of it (``pfednas.client_app.client_env``).
     """
     if len(data.val.y) < 2:
@@ -244,7 +237,7 @@ def tuning_splits(data: ClientData, seed: int, client_id: int) -> ClientData:
                          f"two and needs >= 2 validation samples, got {len(data.val.y)} "
                          f"(raise dataset.val_fraction or the client's samples)")
     select_on, score = stratified_split(data.val.y, (0.5, 0.5),
-                                        _rng(seed, _TUNING_STREAM, client_id))
+                                        numpy_rng(seed, TUNING_SPLIT, client_id))
     return ClientData(train=data.train,
                       val=ArrayDataset(x=data.val.x[select_on], y=data.val.y[select_on]),
                       test=ArrayDataset(x=data.val.x[score], y=data.val.y[score]))

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from pfednas.data.arrays import RawImages
+from pfednas.seeding import SYNTHETIC_IMAGES, numpy_rng
 
 SYNTHETIC_SIDE = 8
 SYNTHETIC_CLASSES = 10
 DEFAULT_SYNTHETIC_SAMPLES = 2000
-_STREAM = 4  # SeedSequence stream id of the generator (see partition.py for the others)
 _BUMPS = 2
 _WIDTH = 1.3
 _JITTER = 0.6
@@ -34,7 +34,7 @@ def _bumps(centres: np.ndarray, signs: np.ndarray) -> np.ndarray:
 
 def make_synthetic(seed: int, num_samples: int = DEFAULT_SYNTHETIC_SAMPLES) -> RawImages:
     """``num_samples`` float32 images ``(N, 1, 8, 8)``, labels balanced over 10 classes."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM]))
+    rng = numpy_rng(seed, SYNTHETIC_IMAGES)
     centres = rng.uniform(1.0, SYNTHETIC_SIDE - 2.0, size=(SYNTHETIC_CLASSES, _BUMPS, 2))
     signs = rng.choice([-1.0, 1.0], size=(SYNTHETIC_CLASSES, _BUMPS))
     labels = rng.permutation(np.arange(num_samples) % SYNTHETIC_CLASSES).astype(np.int64)

@@ -48,31 +48,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.data import ArrayDataset
+from pfednas.options.hapfnas import DistillOptions  # noqa: F401 (re-exported)
 from pfednas.search import Arch, SearchSpace, Supernet, recalibrate_batchnorm
 
 EVAL_BATCH = 512
-
-
-@dataclass(frozen=True)
-class DistillOptions:
-    temperature: float = 3.0
-    steps: int = 100            # sandwich steps per round
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    random_subnets: int = 2     # besides the largest and the smallest
-    threads: int = 1            # torch CPU threads while distilling (see server_threads)
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.lr <= 0:
-            raise ValueError("distill.temperature and distill.lr must be > 0")
-        if self.steps < 0 or self.batch_size < 2 or self.random_subnets < 0:
-            raise ValueError("distill: need steps >= 0, batch_size >= 2, random_subnets >= 0")
-        if self.threads < 1:
-            raise ValueError("distill.threads must be >= 1")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("distill.momentum and distill.weight_decay must be >= 0")
 
 
 @dataclass(frozen=True)

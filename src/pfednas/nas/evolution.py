@@ -29,25 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pfednas.options.hapfnas import EvolutionOptions  # noqa: F401 (re-exported)
+
 Genome = tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class EvolutionOptions:
-    population: int = 40
-    generations: int = 20
-    parents: int = 10
-    mutation_prob: float = 0.15
-    crossover_prob: float = 0.5
-    max_tries: int = 100       # draws per wanted genome before giving up on filling a slot
-
-    def __post_init__(self) -> None:
-        if self.population < 2 or not 1 <= self.parents < self.population:
-            raise ValueError("evolution: need population >= 2 and 1 <= parents < population")
-        if self.generations < 0 or self.max_tries < 1:
-            raise ValueError("evolution: need generations >= 0 and max_tries >= 1")
-        if not (0 <= self.mutation_prob <= 1 and 0 <= self.crossover_prob <= 1):
-            raise ValueError("evolution: mutation_prob and crossover_prob must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pfednas.search import Arch, SearchSpace
-from pfednas.seeding import HARDWARE, numpy_rng
-
-FIXED_ARCH_SEARCH = 606  # seeding purpose tag of the search for the largest arch that fits all
+from pfednas.seeding import FIXED_ARCH_SEARCH, HARDWARE, numpy_rng
 
 
 def largest_fitting_arch(space: SearchSpace, fits: Callable[[Arch], bool],

@@ -23,7 +23,7 @@ class HardwareSpread:
     speed_high: float = 4.0
     bandwidth_mbps_low: float = 100.0
     bandwidth_mbps_high: float = 100.0
-    memory_low: float = 0.125
+    memory_low: float = 0.25   # a x4 spread of memory budgets (the papers' U(2, 16) GB is x8)
     memory_high: float = 1.0
     memory_budgets: bool = True
     # multiply-accumulates per second of a speed-1 client: the simulated round time's

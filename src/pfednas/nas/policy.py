@@ -25,10 +25,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class PolicyOptimizer:
-    """``kind``: ``"sgd"`` (plain gradient ascent) or ``"adam"``."""
+    """``kind``: ``"sgd"`` (plain gradient ascent) or ``"adam"``; the method's defaults are
+    :class:`pfednas.options.perfedrlnas.PerFedRLNASOptions`."""
 
-    kind: str = "sgd"
-    lr: float = 1.0
+    kind: str
+    lr: float
     beta1: float = 0.5
     beta2: float = 0.999
     eps: float = 1e-8

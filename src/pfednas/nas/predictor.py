@@ -33,41 +33,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pfednas.options.hapfnas import MEASURE_SPLITS, PredictorOptions  # noqa: F401
 from pfednas.search import Arch, Supernet
 
 if TYPE_CHECKING:
     from sklearn.ensemble import RandomForestRegressor
 
-# Where a client measures subnets: ``val``, or ``train_val``: the distilled supernet was
-# never trained on client data, so the train split is as unseen as val and 4× the
-# samples cut the measurement noise that hides the differences between subnets.
-MEASURE_SPLITS = ("val", "train_val")
-# What a measurement is: ``output``, the subnet's own classifier's accuracy (the paper), or
-# ``probe``, a ridge probe on the subnet's features fitted to the client's labels
-# (``pfednas.nas.probe``: out of fold over train + val, or fitted on train and scored on val).
-MEASURES = ("output", "probe")
-
-
-@dataclass(frozen=True)
-class PredictorOptions:
-    archs_per_client: int = 40   # M: subnets each client evaluates on its validation split
-    trees: int = 100
-    folds: int = 5
-    min_pairs: int = 6           # fewer valid pairs: the client uses the pooled pairs of all
-    measure_on: str = "train_val"  # the client's split the subnets are measured on
-    measure: str = "output"      # output | probe (MEASURES)
-
-    def __post_init__(self) -> None:
-        if self.measure not in MEASURES:
-            raise ValueError(f"predictor.measure must be {'|'.join(MEASURES)}, "
-                             f"got {self.measure!r}")
-        if self.measure_on not in MEASURE_SPLITS:
-            raise ValueError(f"predictor.measure_on must be {'|'.join(MEASURE_SPLITS)}, "
-                             f"got {self.measure_on!r}")
-        if self.archs_per_client < 2 or self.trees < 1 or self.folds < 2:
-            raise ValueError("predictor: need archs_per_client >= 2, trees >= 1, folds >= 2")
-        if self.min_pairs < 2:
-            raise ValueError("predictor.min_pairs must be >= 2")
 
 
 @dataclass(frozen=True)

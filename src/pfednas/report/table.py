@@ -196,7 +196,10 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
     out = []
     for g in groups:
         cell = [h for h in groups if (h.dataset, h.alpha) == (g.dataset, g.alpha)]
-        reference = next((h for h in cell if h.method == REFERENCE), None)
+        # FedAvg+FT: the fine-tuned row of a run that reports the pair, else (cells from
+        # before every fine-tuning method reported it) the run's one row
+        reference = next((h for h in cell if h.method == REFERENCE + FT_SUFFIX),
+                         next((h for h in cell if h.method == REFERENCE), None))
         best = best_baseline(cell)
         nas = not is_baseline(g)
         out.append(replace(

@@ -5,12 +5,12 @@ an :class:`Arch` → ``build_supernet(...)`` → :class:`Supernet` with ``forwar
 ``extract`` / ``slice`` / ``scatter`` / ``regions`` / ``cost``.  No Flower imports.
 """
 
-from pfednas.search.arch import Arch, Cost, Dimension, space_name_of
+from pfednas.search.arch import Arch, Cost, Dimension, Region, TaskShape, space_name_of
 from pfednas.search.darts_s2 import CellMask, DartsS2Space
 from pfednas.search.mobilenetv3 import MobileNetV3Space
 from pfednas.search.ops import nested_slices, recalibrate_batchnorm
 from pfednas.search.registry import SPACES, get_space
-from pfednas.search.space import ElasticNet, Region, SearchSpace, Supernet, TaskShape
+from pfednas.search.space import ElasticNet, SearchSpace, Supernet
 from pfednas.search.vit import VitSpace
 
 __all__ = [

@@ -1,8 +1,21 @@
-"""Plain values shared by every search space: the architecture, its dimensions, its cost."""
+"""Plain values shared by every search space: the architecture, its dimensions, its cost,
+the task a network is built for, and where a subnet tensor sits in the supernet's."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+Region = tuple[int, tuple[slice, ...]]
+"""(index of a supernet state tensor, where the subnet's tensor sits in it)."""
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """What a network is built for: classes, input channels, input side in pixels."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int
 
 
 @dataclass(frozen=True)

@@ -43,16 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pfednas.search.arch import Arch, Dimension
+from pfednas.search.arch import Arch, Dimension, TaskShape
+from pfednas.search.clone import ClonePlan, Slot
+from pfednas.search.cost_model import traced_cost_terms
 from pfednas.search.ops import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
-from pfednas.search.space import (
-    ClonePlan,
-    ElasticNet,
-    SearchSpace,
-    Slot,
-    TaskShape,
-    traced_cost_terms,
-)
+from pfednas.search.space import ElasticNet, SearchSpace
 
 OP_NAMES = ("skip_connect", "sep_conv_3x3")
 _CHOICE_MASKS = {

@@ -9,7 +9,7 @@ cells depend on it).
 A *deployment* compares the estimate with real bytes (a node's stated or
 measured budget), and there the estimate undercounts: measured in a fresh
 process, as a deployed ClientApp runs (``benchmarks/bench_cost_model.py``,
-``docs/BENCHMARKS.md`` "Cost model against measurement"), the peak resident
+``docs/MEASUREMENTS.md`` "Cost model against measurement"), the peak resident
 memory of building a subnet and training it two steps is the estimate times a
 factor (autograd keeps tensors that are no module's output: residual sums,
 concatenations, reshaped copies) plus a constant of tens of MiB (the first

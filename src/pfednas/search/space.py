@@ -13,6 +13,9 @@ Once-for-All's verbs (Cai et al., ICLR'20), typed and without hidden state:
   rely on :func:`~pfednas.search.ops.nested_slices`: a subnet tensor of shape
   ``s`` sits at ``nested_slices(S, s)`` of the supernet tensor of shape ``S``.
 
+Caches: :mod:`pfednas.search.clone`; cost model: :mod:`pfednas.search.cost_model`;
+:class:`TaskShape` and :data:`Region` (plain values of :mod:`~pfednas.search.arch`) re-exported.
+
 Canonical order of subnet arrays: the extracted network's ``state_dict()``
 order (parameters and buffers, BatchNorm statistics included), so a client
 can ``load_state_dict(dict(zip(keys, arrays)))``.
@@ -20,39 +23,25 @@ can ``load_state_dict(dict(zip(keys, arrays)))``.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import operator
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pfednas.search.arch import Arch, Cost, Dimension
-from pfednas.search.ops import nested_slices
+from pfednas.search.arch import Arch, Cost, Dimension, Region, TaskShape
+from pfednas.search.clone import Slot, StateSlot, SupernetCache, fill_slots
+from pfednas.search.cost_model import reference_cost, traced_cost_terms, training_cost
 
-Region = tuple[int, tuple[slice, ...]]
-"""(index of a supernet state tensor, where the subnet's tensor sits in it)."""
+__all__ = ["ElasticNet", "Region", "SearchSpace", "Supernet", "TaskShape"]
 
 ConfigT = TypeVar("ConfigT")
-K = TypeVar("K")
-V = TypeVar("V")
 
 _ISCLOSE = 1e-8 + 1e-5  # np.isclose(x, 1.0) is abs(x - 1.0) <= atol + rtol * 1.0
-
-
-@dataclass(frozen=True)
-class TaskShape:
-    """What a network is built for: classes, input channels, input side in pixels."""
-
-    num_classes: int
-    in_channels: int
-    image_size: int
 
 
 class ElasticNet(nn.Module, ABC, Generic[ConfigT]):
@@ -199,8 +188,9 @@ class SearchSpace(ABC):
     def forward_cost(self, config: Any, task: TaskShape, batch_size: int = 1) -> tuple[int, int]:
         """(MACs, activation elements) of one forward pass of ``build_net(config, task)``.
 
-        The counting rule is :func:`module_cost_terms` summed over every module
-        call of a forward pass over ``batch_size`` inputs, in eval mode.  This
+        The counting rule is :func:`~pfednas.search.cost_model.module_cost_terms`
+        summed over every module call of a forward pass over ``batch_size``
+        inputs, in eval mode.  This
         default runs that forward pass on the ``meta`` device with hooks
         (exact, but 0.1–0.5 s per call); spaces override it with a closed form,
         which the test suite checks against this default for random archs and
@@ -224,141 +214,6 @@ class SearchSpace(ABC):
 
     def build_supernet(self, *, num_classes: int, in_channels: int, image_size: int) -> Supernet:
         return Supernet(self, TaskShape(num_classes, in_channels, image_size))
-
-
-Slot = tuple[dict[str, Any], str, bool | None]
-"""Where one state tensor lives: (its module's ``_parameters`` or ``_buffers`` dict, its
-name, ``requires_grad`` for a parameter or None for a buffer)."""
-
-StateSlot = tuple[dict[str, Any], str]
-"""Where one of the supernet's state tensors lives: (its module's ``_parameters`` or
-``_buffers`` dict, its name)."""
-
-_CONTAINERS = (dict, OrderedDict, set, list)
-
-
-class ClonePlan:
-    """A recipe to copy one module tree quickly, without running any constructor.
-
-    ``ClonePlan.of(template)`` records, per module, its class, its attribute
-    dict and which attributes are containers; :meth:`clone` then makes new
-    module objects with fresh copies of those containers (parameters,
-    buffers, children, hooks) and the template's immutable attributes.  The
-    parameter and buffer *tensors* stay the template's, to be replaced by the
-    caller through the returned slots (in ``state_dict`` order).  About 10×
-    faster than building the tree (``nn.Module.__init__`` / ``__setattr__``
-    dominate construction) and than ``copy.deepcopy``.
-    """
-
-    __slots__ = ("buffers", "children", "cls", "containers", "params", "state")
-
-    def __init__(self, module: nn.Module) -> None:
-        self.cls, self.state = type(module), module.__dict__
-        self.containers = tuple(
-            k for k, v in self.state.items() if type(v) in _CONTAINERS and k != "_modules"
-        )
-        self.params = tuple(
-            (n, p.requires_grad) for n, p in module._parameters.items() if p is not None
-        )
-        self.buffers = tuple(n for n, b in module._buffers.items() if b is not None)
-        self.children = tuple(
-            (n, None if c is None else ClonePlan(c)) for n, c in module._modules.items()
-        )
-
-    @classmethod
-    def of(cls, template: nn.Module) -> ClonePlan | None:
-        """The plan of ``template``, or None when a copy could differ from a new build.
-
-        Refused: non-persistent buffers (not in ``state_dict``, so never
-        replaced), tensors held as plain attributes, and modules overriding
-        ``train`` (the copy sets ``training`` directly).
-        """
-        for m in template.modules():
-            if (
-                m._non_persistent_buffers_set
-                or type(m).train is not nn.Module.train
-                or any(isinstance(v, Tensor) for v in vars(m).values())
-            ):
-                return None
-        return cls(template)
-
-    def keys(self, prefix: str = "") -> list[str]:
-        """State keys in slot order (that is, ``state_dict`` order)."""
-        out = [prefix + n for n, _ in self.params] + [prefix + n for n in self.buffers]
-        for name, child in self.children:
-            if child is not None:
-                out += child.keys(f"{prefix}{name}.")
-        return out
-
-    def clone(
-        self, *, skip: frozenset[str] = frozenset(), training: bool = True
-    ) -> tuple[nn.Module, list[Slot]]:
-        """A new module tree (``training`` mode set), without the submodules at paths ``skip``."""
-        slots: list[Slot] = []
-        return self._clone(skip, "", slots, training), slots
-
-    def _clone(
-        self, skip: frozenset[str], path: str, slots: list[Slot], training: bool
-    ) -> nn.Module:
-        new = self.cls.__new__(self.cls)
-        state = self.state.copy()
-        for k in self.containers:
-            state[k] = state[k].copy()
-        state["training"] = training
-        params, buffers = state["_parameters"], state["_buffers"]
-        slots.extend((params, n, grad) for n, grad in self.params)
-        slots.extend((buffers, n, None) for n in self.buffers)
-        children: dict[str, nn.Module | None] = {}
-        for name, child in self.children:
-            child_path = f"{path}.{name}" if path else name
-            if skip and child_path in skip:
-                continue
-            children[name] = (
-                None if child is None else child._clone(skip, child_path, slots, training)
-            )
-        state["_modules"] = children
-        object.__setattr__(new, "__dict__", state)
-        return new
-
-
-class _LRU(Generic[K, V]):
-    """A small least-recently-used memo (for pure functions of an arch or a config)."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self.data: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self.data.get(key)
-        if value is not None:
-            with contextlib.suppress(KeyError):  # evicted meanwhile by another thread
-                self.data.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> V:
-        self.data[key] = value
-        self.data.move_to_end(key)
-        while len(self.data) > self.maxsize:
-            self.data.popitem(last=False)
-        return value
-
-
-class _SupernetCache:
-    """Memos of a :class:`Supernet`; all are pure functions of their keys except the mirror.
-
-    The mirror holds ``numpy`` views of the supernet's state tensors; it is
-    revalidated on every use (same tensor objects, same data pointers), so
-    reassigned parameters, ``load_state_dict(assign=True)`` or ``.to(...)``
-    rebuild it, and non-CPU tensors disable it.
-    """
-
-    def __init__(self) -> None:
-        self.regions: _LRU[Arch, tuple[Region, ...]] = _LRU(256)
-        self.region_of: dict[tuple[int, tuple[int, ...]], Region] = {}
-        self.costs: _LRU[Arch, tuple[int, int, int, int]] = _LRU(65536)
-        self.templates: _LRU[Any, tuple[ClonePlan | None]] = _LRU(32)
-        # (tensors, their data pointers, numpy views or None), replaced as one value
-        self.mirror: tuple[list[Tensor], list[int], list[np.ndarray] | None] | None = None
 
 
 class Supernet(nn.Module):
@@ -387,11 +242,11 @@ class Supernet(nn.Module):
         params = {name for name, _ in self.net.named_parameters()}
         self._is_param = [k in params for k in self._keys]
         self._itemsize = [t.element_size() for t in state.values()]
-        self._cache = _SupernetCache()
+        self._cache = SupernetCache()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_cache"] = _SupernetCache()  # memos and numpy views are not part of the value
+        state["_cache"] = SupernetCache()  # memos and numpy views are not part of the value
         return state
 
     def forward(self, x: Tensor, arch: Arch) -> Tensor:  # type: ignore[override]
@@ -411,20 +266,7 @@ class Supernet(nn.Module):
 
     def _arrays(self) -> list[np.ndarray] | None:
         """``numpy`` views of the state tensors (shared memory), or None off the CPU."""
-        tensors, mirror = [d[a] for d, a in self._slots], self._cache.mirror
-        if (
-            mirror is not None
-            and all(map(operator.is_, tensors, mirror[0]))
-            and list(map(Tensor.data_ptr, tensors)) == mirror[1]
-        ):
-            return mirror[2]
-        pointers = [t.data_ptr() for t in tensors]
-        try:
-            arrays: list[np.ndarray] | None = [t.detach().numpy() for t in tensors]
-        except (RuntimeError, TypeError):  # not on the CPU, or a dtype numpy lacks
-            arrays = None
-        self._cache.mirror = (tensors, pointers, arrays)
-        return arrays
+        return self._cache.arrays([d[a] for d, a in self._slots])
 
     def state_arrays(self) -> list[np.ndarray]:
         arrays = self._arrays()
@@ -460,14 +302,9 @@ class Supernet(nn.Module):
         return table
 
     def _regions(self, shapes: Sequence[tuple[str, Sequence[int]]]) -> list[Region]:
-        memo, out = self._cache.region_of, []
-        for key, shape in shapes:
-            i = self._key_index[key]
-            region = memo.get((i, tuple(shape)))
-            if region is None:
-                region = memo[(i, tuple(shape))] = (i, nested_slices(self._shapes[i], shape))
-            out.append(region)
-        return out
+        index = [self._key_index[key] for key, _ in shapes]
+        return [self._cache.region(i, self._shapes[i], tuple(shape))
+                for i, (_, shape) in zip(index, shapes, strict=True)]
 
     def slice(self, arch: Arch) -> list[np.ndarray]:
         """The subnet's arrays (parameters and buffers) in canonical order, as copies."""
@@ -494,7 +331,7 @@ class Supernet(nn.Module):
     def extract(self, arch: Arch) -> ElasticNet[Any]:
         """A standalone network of ``arch`` holding copies of the supernet's weights.
 
-        The module tree is a :func:`clone_modules` copy of a memoised ``meta``
+        The module tree is a :class:`~pfednas.search.clone.ClonePlan` copy of a memoised ``meta``
         template of the configuration (or the space's ``_derive_template``);
         the weights are copied in directly, as ``load_state_dict(assign=True)``
         would, without its traversal.
@@ -505,9 +342,7 @@ class Supernet(nn.Module):
         if fresh is None or arrays is None or len(fresh[1]) != len(regions):
             return self._extract_by_loading(arch)
         sub, slots = fresh
-        for (d, name, grad), (i, s) in zip(slots, regions, strict=True):
-            value = torch.from_numpy(arrays[i][s].copy() if s else arrays[i].copy())
-            d[name] = value if grad is None else nn.Parameter(value, grad)
+        fill_slots(slots, regions, arrays)
         return cast(ElasticNet[Any], sub)
 
     def _fresh_template(self, config: Any) -> tuple[nn.Module, list[Slot]] | None:
@@ -518,18 +353,13 @@ class Supernet(nn.Module):
         derived = self.space._derive_template(config, self.task, self.training)
         if derived is not None:
             return cast(tuple[nn.Module, list[Slot]], derived)
-        try:
-            entry = self._cache.templates.get(config)
-        except TypeError:  # an unhashable configuration: no memo
-            return None
-        if entry is None:
+
+        def build() -> tuple[nn.Module, list[str]]:
             with torch.device("meta"):
-                plan = ClonePlan.of(self.space.build_net(config, self.task))
-            shapes = self.space.state_shapes(config, self.task)
-            if plan is not None and plan.keys() != [k for k, _ in shapes]:
-                plan = None
-            entry = self._cache.templates.put(config, (plan,))
-        plan = entry[0]
+                template = self.space.build_net(config, self.task)
+            return template, [k for k, _ in self.space.state_shapes(config, self.task)]
+
+        plan = self._cache.template_plan(config, build)
         return None if plan is None else plan.clone(training=self.training)
 
     def _extract_by_loading(self, arch: Arch) -> ElasticNet[Any]:
@@ -564,85 +394,19 @@ class Supernet(nn.Module):
             macs, act = self.space.forward_cost(config, self.task)
             terms = self._cache.costs.put(arch, (params, payload, macs, act))
         params, payload, macs, act = terms
-        activation_bytes = 4 * act * batch_size
-        return Cost(
+        return training_cost(
             params=params,
-            flops=macs * batch_size,
-            activation_bytes=activation_bytes,
-            memory_bytes=4 * params * (2 + optimizer_states) + activation_bytes,
             payload_bytes=payload,
+            macs=macs * batch_size,
+            activations=act * batch_size,
+            optimizer_states=optimizer_states,
         )
 
-    @torch.no_grad()
     def _reference_cost(
         self, arch: Arch, *, batch_size: int = 1, optimizer_states: int = 1
     ) -> Cost:
         """:meth:`cost` by definition: a hooked forward pass of the subnet on ``meta`` (slow)."""
-        sub = self.template(arch).eval()
-        totals = [0, 0]
-
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            macs, act = _cost_terms(module, inputs, output)
-            totals[0] += macs
-            totals[1] += act
-
-        handles = [m.register_forward_hook(hook) for m in sub.modules()]
-        t = self.task
-        sub(torch.empty(batch_size, t.in_channels, t.image_size, t.image_size, device="meta"))
-        for h in handles:
-            h.remove()
-        params = sum(p.numel() for p in sub.parameters())
-        payload = sum(v.numel() * v.element_size() for v in sub.state_dict().values())
-        activation_bytes = 4 * totals[1]
-        return Cost(
-            params=params,
-            flops=totals[0],
-            activation_bytes=activation_bytes,
-            memory_bytes=4 * params * (2 + optimizer_states) + activation_bytes,
-            payload_bytes=payload,
+        return reference_cost(
+            self.template(arch), self.task, batch_size=batch_size,
+            optimizer_states=optimizer_states,
         )
-
-
-@torch.no_grad()
-def traced_cost_terms(
-    net: nn.Module, task: TaskShape, batch_size: int = 1
-) -> list[tuple[str, int, int]]:
-    """(module name, MACs, activation elements) of every module call of a ``meta`` forward pass.
-
-    ``net`` (built on ``meta``) is put in eval mode; the counting rule per
-    module is the one of :meth:`Supernet.cost`.
-    """
-    terms: list[tuple[str, int, int]] = []
-
-    def hook_for(name: str) -> Any:
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            terms.append((name, *_cost_terms(module, inputs, output)))
-
-        return hook
-
-    net.eval()
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in net.named_modules()]
-    try:
-        net(
-            torch.empty(
-                batch_size, task.in_channels, task.image_size, task.image_size, device="meta"
-            )
-        )
-    finally:
-        for h in handles:
-            h.remove()
-    return terms
-
-
-def _cost_terms(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> tuple[int, int]:
-    """(MACs, activation elements) one module adds; leaf outputs count as activations."""
-    terms = getattr(module, "cost_terms", None)
-    if terms is not None:
-        return terms(inputs, output)  # type: ignore[no-any-return]
-    if not isinstance(output, Tensor) or any(True for _ in module.children()):
-        return 0, 0
-    if isinstance(module, nn.Conv2d):
-        return output.numel() * module.weight[0].numel(), output.numel()
-    if isinstance(module, nn.Linear):
-        return output.numel() * module.in_features, output.numel()
-    return 0, output.numel()

@@ -1,0 +1,308 @@
+"""The bench's presets and cells: what ``pfednas bench`` runs, and whether a cell is done.
+
+A preset (``conf/bench/<name>.yaml``) names the methods, α's and seeds; each
+(method, α, seed) is a :class:`Cell` with the overrides of its ``pfednas`` run.
+A cell is done when its run's saved ``resolved_config.yaml`` is the configuration
+its overrides compose now (:func:`stale_keys`): a changed default makes it stale
+as surely as a changed override.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pfednas.config import RESOLVED_CONFIG, RUN_KEYS_NOT_COMPARED, compose, conf_dir
+
+# Selected by the bench for every cell; passing them as plain overrides is an error.
+BENCH_OWNED = ("method", "dataset", "search_space", "seed", "dataset.alpha")
+# Top-level keys of a run's config that do not change its results: a cell whose saved
+# config differs only in them is done.
+KEYS_NOT_COMPARED = (*RUN_KEYS_NOT_COMPARED, "checkpoint_every", "label")
+
+
+class BenchError(ValueError):
+    """An invalid bench configuration; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class BenchPreset:
+    name: str
+    dataset: str
+    search_space: str
+    methods: tuple[str, ...]
+    alphas: tuple[float, ...]
+    seeds: tuple[int, ...]
+    overrides: tuple[str, ...]
+    method_overrides: Mapping[str, tuple[str, ...]]
+    out: Path
+    cell_timeout: float | None
+    tensorboard: bool
+    finetune_epochs: int | None = None   # F of every method that can fine-tune (None: its own)
+    tuning_seed: int | None = None       # never reported: `--tune` runs there
+    tuning: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    tuning_alpha: float | None = None    # the α of the tuning cells (None: the first α)
+    # name -> (method, overrides): a method run with options of its own, reported as its own
+    # row (the cells pass ``label=<name>``); not tuned: it runs the method's chosen values
+    variants: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def base_of(self, name: str) -> str:
+        """The registry method a bench method (a method or a variant) runs."""
+        return self.variants[name][0] if name in self.variants else name
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], registry: Mapping[str, Any]) -> BenchPreset:
+        methods = cfg["methods"]
+        methods = list(registry) if methods == "all" else list(methods)
+        variants = _variants(cfg.get("variants") or {}, registry)
+        unknown = sorted(set(methods) - set(registry) - set(variants))
+        unknown += sorted(set(cfg.get("method_overrides") or {}) - set(registry))
+        if unknown:
+            raise BenchError(f"unknown method(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(registry)}")
+        if not methods or not cfg["alphas"] or not cfg["seeds"]:
+            raise BenchError("bench.methods, bench.alphas and bench.seeds must not be empty")
+        timeout = cfg.get("cell_timeout_s")
+        name = str(cfg["name"])
+        tuning = {str(m): tuple(tuple(str(o) for o in c) for c in configs)
+                  for m, configs in (cfg.get("tuning") or {}).items()}
+        tuning_seed, finetune = cfg.get("tuning_seed"), cfg.get("finetune_epochs")
+        if tuning_seed is not None and int(tuning_seed) in {int(s) for s in cfg["seeds"]}:
+            raise BenchError(f"bench.tuning_seed={tuning_seed} is one of the reported seeds "
+                             f"{list(cfg['seeds'])}: tuning must use a seed that is never reported")
+        if finetune is not None and (isinstance(finetune, bool) or int(finetune) < 0):
+            raise BenchError(f"bench.finetune_epochs must be an integer >= 0, got {finetune!r}")
+        counts = {len(c) for c in tuning.values()}
+        if len(counts) > 1:
+            raise BenchError("bench.tuning must try the same number of configurations per "
+                             f"method, got {({m: len(c) for m, c in tuning.items()})}")
+        unknown += sorted(set(tuning) - set(registry))
+        if unknown:
+            raise BenchError(f"unknown method(s) in bench.tuning: {', '.join(unknown)}")
+        tuning_alpha = cfg.get("tuning_alpha")
+        return cls(
+            name=name, dataset=str(cfg["dataset"]), search_space=str(cfg["search_space"]),
+            methods=tuple(methods), alphas=tuple(float(a) for a in cfg["alphas"]),
+            seeds=tuple(int(s) for s in cfg["seeds"]),
+            overrides=tuple(str(o) for o in cfg.get("overrides") or ()),
+            method_overrides={str(m): tuple(str(o) for o in v)
+                              for m, v in (cfg.get("method_overrides") or {}).items()},
+            out=Path(str(cfg.get("out") or Path("outputs") / "bench" / name)),
+            cell_timeout=None if timeout is None else float(timeout),
+            tensorboard=bool(cfg.get("tensorboard", False)),
+            finetune_epochs=None if finetune is None else int(finetune),
+            tuning_seed=None if tuning_seed is None else int(tuning_seed), tuning=tuning,
+            tuning_alpha=None if tuning_alpha is None else float(tuning_alpha),
+            variants=variants)
+
+
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _variants(cfg: Mapping[str, Any], registry: Mapping[str, Any]
+              ) -> dict[str, tuple[str, tuple[str, ...]]]:
+    out = {}
+    for name, value in cfg.items():
+        if not VARIANT_NAME.fullmatch(str(name)) or name in registry:
+            raise BenchError(f"bench.variants: {name!r} must be a new lower-case name "
+                             "([a-z][a-z0-9_]*), not a method's")
+        if not isinstance(value, Mapping) or value.get("method") not in registry:
+            raise BenchError(f"bench.variants.{name}: needs method: <one of "
+                             f"{', '.join(registry)}> and overrides: [...]")
+        out[str(name)] = (str(value["method"]),
+                          tuple(str(o) for o in value.get("overrides") or ()))
+    return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    alpha: float
+    seed: int
+    space: str
+    overrides: tuple[str, ...]
+    path: Path
+
+
+def method_space(preset: BenchPreset, method: str, spaces: tuple[str, ...]) -> str:
+    """The bench's space, unless the method needs another (its first) or its overrides pick one."""
+    for override in preset.method_overrides.get(method, ()):
+        if override.startswith("search_space="):
+            return override.split("=", 1)[1]
+    return preset.search_space if not spaces or preset.search_space in spaces else spaces[0]
+
+
+def finetunes(method: str) -> bool:
+    """Whether the method has a ``finetune_epochs`` option (the protocol's F)."""
+    from pfednas.options import OPTIONS, defaults
+
+    return method in OPTIONS and "finetune_epochs" in defaults(method)
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def cell_overrides(preset: BenchPreset, method: str, alpha: float, seed: int, space: str,
+                   extra: Sequence[str], tried: Sequence[str] = ()) -> tuple[str, ...]:
+    """A cell's overrides: what the bench selects, the shared budgets, the protocol's F,
+    the method's own (its chosen values), a tuning configuration, and the command line."""
+    # A tuning cell leaves out the method's chosen values of the keys its grid varies, so
+    # that what it runs does not depend on what the tuning chose.
+    tuned = {override_key(o) for config in preset.tuning.get(method, ()) for o in config} \
+        if tried else set()
+    own = [o for o in preset.method_overrides.get(method, ())
+           if not o.startswith("search_space=") and override_key(o) not in tuned]
+    tune = ([f"method.finetune_epochs={preset.finetune_epochs}"]
+            if preset.finetune_epochs is not None and finetunes(method) else [])
+    return (f"method={method}", f"dataset={preset.dataset}", f"search_space={space}",
+            f"dataset.alpha={alpha:g}", f"seed={seed}", *preset.overrides, *tune, *own,
+            *tried, *extra)
+
+
+def cells(preset: BenchPreset, extra: Sequence[str], spaces: Mapping[str, tuple[str, ...]]
+          ) -> list[Cell]:
+    """Every (method, α, seed) run with its overrides: α and seed outermost, methods inside."""
+    out = []
+    for alpha in preset.alphas:
+        for seed in preset.seeds:
+            for method in preset.methods:
+                base = preset.base_of(method)
+                space = method_space(preset, base, spaces[base])
+                own = ([*preset.variants[method][1], f"label={method}"]
+                       if method in preset.variants else [])
+                overrides = cell_overrides(preset, base, alpha, seed, space, [*own, *extra])
+                path = preset.out / method / f"alpha={alpha:g}" / f"seed={seed}"
+                out.append(Cell(method, alpha, seed, space, overrides, path))
+    return out
+
+
+def tuning_cells(preset: BenchPreset, extra: Sequence[str],
+                 spaces: Mapping[str, tuple[str, ...]]) -> list[Cell]:
+    """The tuning runs: each configuration of ``bench.tuning`` on the tuning seed, scored on
+    the clients' validation splits (``eval_split=val``) so that no test split is touched; a
+    method that selects on them is scored on the half it did not select on
+    (:func:`pfednas.data.tuning_splits`)."""
+    if preset.tuning_seed is None or not preset.tuning:
+        raise BenchError(f"bench={preset.name} has no tuning_seed and tuning grid to run")
+    alpha = preset.alphas[0] if preset.tuning_alpha is None else preset.tuning_alpha
+    out = []
+    for method in (m for m in preset.methods if m not in preset.variants):
+        space = method_space(preset, method, spaces[method])
+        for i, tried in enumerate(preset.tuning.get(method, ())):
+            overrides = cell_overrides(preset, method, alpha, preset.tuning_seed, space,
+                                       [*extra, "eval_split=val"], tried)
+            path = preset.out / "tuning" / method / f"config={i}"
+            out.append(Cell(method, alpha, preset.tuning_seed, space, overrides, path))
+    return out
+
+
+def resolved_values(cfg: DictConfig | ListConfig) -> dict[str, Any]:
+    """A configuration's values as its YAML file holds them, interpolations resolved."""
+    value = yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))
+    return value if isinstance(value, dict) else {}
+
+
+def config_differences(now: Mapping[str, Any], before: Mapping[str, Any],
+                       prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ (a key on one side only differs), sorted."""
+    out: list[str] = []
+    for key in sorted(set(now) | set(before), key=str):
+        a, b = now.get(key), before.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif key not in now or key not in before or a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def stale_keys(cell: Cell) -> list[str] | None:
+    """Why a cell with a ``summary.json`` must run again: the keys in which its saved
+    ``resolved_config.yaml`` differs from what its overrides compose now, an option added
+    since it ran marked `` (new)`` (``[]``: the cell is done); ``None`` where it has no
+    summary (it never finished)."""
+    if not (cell.path / "summary.json").is_file():
+        return None
+    saved = cell.path / RESOLVED_CONFIG
+    if not saved.is_file():
+        return [f"{RESOLVED_CONFIG} (missing)"]
+    try:
+        before = resolved_values(OmegaConf.load(saved))
+    except (OSError, ValueError, OmegaConfBaseException, yaml.YAMLError) as err:
+        return [f"{RESOLVED_CONFIG} (unreadable: {type(err).__name__})"]
+    try:
+        now = resolved_values(compose(cell.overrides))
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        return [f"the overrides (they no longer compose: {type(err).__name__})"]
+    return [k + _presence(k, now, before) for k in config_differences(now, before)
+            if k.split(".", 1)[0] not in KEYS_NOT_COMPARED]
+
+
+def _presence(key: str, now: Mapping[str, Any], before: Mapping[str, Any]) -> str:
+    """`` (new)`` for a key the run's config lacks, `` (gone)`` for one it alone has."""
+    def has(values: Any) -> bool:
+        for part in key.split("."):
+            if not isinstance(values, Mapping) or part not in values:
+                return False
+            values = values[part]
+        return True
+
+    return "" if has(now) == has(before) else " (new)" if has(now) else " (gone)"
+
+
+def cell_done(cell: Cell) -> bool:
+    """Whether the cell finished with the configuration it would run now; a stale one's
+    summary is removed (so it runs again) and the keys that differ are printed."""
+    differ = stale_keys(cell)
+    if not differ:
+        return differ is not None
+    print(f"[pfednas bench] {cell.path}: its run's config differs in {', '.join(differ)}; "
+          "running again", flush=True)
+    (cell.path / "summary.json").unlink()
+    return False
+
+
+def pfednas_command(cell: Cell) -> list[str]:
+    executable = Path(sys.executable).parent / "pfednas"
+    return [str(executable), *cell.overrides, f"hydra.run.dir='{cell.path.resolve()}'"]
+
+
+def split_arguments(overrides: Sequence[str]) -> tuple[str, list[str], list[str]]:
+    """(preset, bench.* overrides, overrides for every cell)."""
+    preset, bench, extra = "smoke", [], []
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key == "bench":
+            preset = item.split("=", 1)[1]
+        elif key.startswith("bench."):
+            bench.append(item)
+        elif key in BENCH_OWNED:
+            raise BenchError(f"{item!r}: the bench sets {key} per cell; use bench.dataset, "
+                             "bench.methods, bench.search_space, bench.alphas, bench.seeds")
+        else:
+            extra.append(item)
+    return preset, bench, extra
+
+
+def compose_preset(preset: str, overrides: Sequence[str]) -> dict[str, Any]:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=[f"+bench={preset}", *overrides])
+        value = OmegaConf.to_container(cfg.bench, resolve=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise BenchError(f"bench={preset}: {err}") from err
+    if not isinstance(value, dict):
+        raise BenchError(f"bench={preset} is not a mapping")
+    return {str(k): v for k, v in value.items()}

@@ -1,0 +1,203 @@
+"""Running one bench cell and recording what it ran: its load, its CPU, its code.
+
+:func:`run_cell` runs a cell's ``pfednas`` command into its folder and leaves
+``cell.json`` beside the results (:func:`cell_record`); a cell run from
+uncommitted changes to the package or its config (:data:`SOURCE_PATHS`) also
+leaves ``source.diff``, those changes as one patch against the recorded commit.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pfednas.bench_cells import Cell, pfednas_command
+from pfednas.config import conf_dir
+from pfednas.report.collect import METRICS, METRICS_GZ
+
+CELL_RECORD = "cell.json"
+SOURCE_DIFF = "source.diff"
+# What a run's results depend on: a change here makes the checkout dirty for the bench.
+SOURCE_PATHS = ("src", "strategies", "clients", "conf", "pyproject.toml")
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 60.0) -> None:
+    """TERM (pfednas then stops its Flower/Ray processes), KILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def checkout_root() -> Path:
+    """The checkout the cells run from (the folder that holds ``conf/``)."""
+    return conf_dir().parent
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """The code cells run: HEAD's commit and the uncommitted files under SOURCE_PATHS."""
+
+    head: str  # empty outside a git checkout
+    changed: tuple[str, ...] = ()
+
+    @property
+    def commit(self) -> str:
+        """As ``cell.json`` records it: ``<head>+dirty`` with uncommitted changes."""
+        return self.head + ("+dirty" if self.head and self.changed else "")
+
+
+def _git(root: Path, *args: str, check: bool = True) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], check=check, capture_output=True,
+                          text=True).stdout
+
+
+def changed_paths(porcelain: str) -> tuple[str, ...]:
+    """The paths ``git status --porcelain=v1 -z`` lists (a rename by its new path)."""
+    entries, out = iter(porcelain.split("\0")), []
+    for entry in entries:
+        if entry:
+            out.append(entry[3:])
+            if entry[0] in "RC":
+                next(entries, None)  # the path it was renamed or copied from
+    return tuple(out)
+
+
+def source_state(root: Path | None = None) -> SourceState:
+    """HEAD and the uncommitted files (untracked ones included) under :data:`SOURCE_PATHS`;
+    an empty head outside a git checkout."""
+    root = checkout_root() if root is None else root
+    try:
+        head = _git(root, "rev-parse", "HEAD").strip()
+        status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--",
+                      *SOURCE_PATHS)
+    except (OSError, subprocess.CalledProcessError):
+        return SourceState("")
+    return SourceState(head, changed_paths(status))
+
+
+def source_diff(root: Path | None = None) -> str:
+    """The uncommitted changes under :data:`SOURCE_PATHS` as one patch against HEAD (an
+    untracked file as a new one), which ``git apply`` replays on the recorded commit."""
+    root = checkout_root() if root is None else root
+    tracked = _git(root, "diff", "--binary", "HEAD", "--", *SOURCE_PATHS)
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", "--",
+                     *SOURCE_PATHS).split("\0")
+    return tracked + "".join(
+        _git(root, "diff", "--binary", "--no-index", "--", "/dev/null", path, check=False)
+        for path in untracked if path)
+
+
+LOAD_SAMPLE_S = 10.0  # how often the 1-minute load average is read while a cell runs
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (NaN where the OS has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return math.nan
+
+
+def wait_sampling_load(proc: subprocess.Popen[bytes], timeout: float | None,
+                       loads: list[float]) -> int:
+    """``proc.wait(timeout)``, reading the load average every ``LOAD_SAMPLE_S`` meanwhile."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        loads.append(load_average())
+        step = LOAD_SAMPLE_S if deadline is None else min(LOAD_SAMPLE_S,
+                                                          deadline - time.monotonic())
+        try:
+            return proc.wait(timeout=max(step, 0.0))
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+
+
+def cpu_capability() -> str:
+    """The vector instruction set PyTorch's CPU kernels use here (``AVX512``, ``AVX2``, ...).
+
+    Two machines with different ones train the same cell to different last bits from round 1
+    (measured: PerFedRLNAS's round-1 losses apart in the third decimal), so a cell is
+    bit-reproducible only on a machine with the same capability.
+    """
+    import torch  # already imported by the methods a bench runs
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def cell_record(commit: str, loads: Sequence[float], seconds: float,
+                code: int | str) -> dict[str, Any]:
+    """What ``cell.json`` keeps beside a cell's results: the code it ran, the load it ran
+    at (the report's ``load`` column), so that its wall time can be read, and the CPU
+    capability its numerics depend on."""
+    finite = [x for x in loads if math.isfinite(x)]
+    return {"commit": commit, "returncode": code, "wall_seconds": round(seconds, 1),
+            "load_mean": round(sum(finite) / len(finite), 2) if finite else None,
+            "load_max": round(max(finite), 2) if finite else None,
+            "load_samples": len(finite), "cpus": os.cpu_count(),
+            "cpu_capability": cpu_capability()}
+
+
+def compress_metrics(run_dir: Path) -> Path | None:
+    """Replace a finished run's ``metrics.jsonl`` by ``metrics.jsonl.gz`` (the same lines;
+    no file name or time in the gzip header, so the same records give the same bytes);
+    ``None`` where the run has no ``metrics.jsonl``."""
+    plain = run_dir / METRICS
+    if not plain.is_file():
+        return None
+    packed, partial = run_dir / METRICS_GZ, run_dir / (METRICS_GZ + ".part")
+    with plain.open("rb") as source, partial.open("wb") as sink, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) as archive:
+        shutil.copyfileobj(source, archive)
+    partial.replace(packed)
+    plain.unlink()
+    return packed
+
+
+def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
+    """Run one cell; ``None`` on success, else what ``FAILED.json`` records. Either way
+    ``cell.json`` records the commit and the load while it ran, and ``source.diff`` the
+    uncommitted changes it ran with. A finished cell's ``metrics.jsonl`` is kept
+    compressed (:func:`compress_metrics`)."""
+    cell.path.mkdir(parents=True, exist_ok=True)
+    (cell.path / "FAILED.json").unlink(missing_ok=True)
+    (cell.path / METRICS_GZ).unlink(missing_ok=True)  # a previous run's: this one writes its own
+    (cell.path / SOURCE_DIFF).unlink(missing_ok=True)
+    log = cell.path / "bench.log"
+    command = pfednas_command(cell)
+    source, start = source_state(), time.perf_counter()
+    if source.changed:
+        (cell.path / SOURCE_DIFF).write_text(source_diff())
+    loads: list[float] = []
+    with log.open("w") as sink:
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        try:
+            code: int | str = wait_sampling_load(proc, timeout, loads)
+        except subprocess.TimeoutExpired:
+            stop_process(proc)
+            code = f"timeout after {timeout:g}s"
+        except BaseException:  # Ctrl-C or SIGTERM of the bench: the cell goes with it
+            stop_process(proc)
+            raise
+    record = cell_record(source.commit, loads, time.perf_counter() - start, code)
+    (cell.path / CELL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    if code == 0 and (cell.path / "summary.json").is_file():
+        compress_metrics(cell.path)
+        return None
+    return {"method": cell.method, "alpha": cell.alpha, "seed": cell.seed, "returncode": code,
+            "command": command, "log": str(log), "error": log.read_text()[-3000:]}

@@ -1,0 +1,58 @@
+"""The run's strategy, built from its settings: the ServerApp's, and the same for
+``pfednas export``, the preflight check and the in-process runner.
+
+A simulation's strategy knows each client's partition size (the bound of its
+``num_examples``); a deployment's takes the operator's bounds instead: the
+``client_examples``, the nodes' pinned keys and what a node may claim as its profile.
+"""
+
+from __future__ import annotations
+
+from pfednas.config import ConfigError, RunSettings, in_simulation
+from pfednas.data import DataError, partition
+from pfednas.methods import METHODS
+from pfednas.nas.profile import ProfileBounds
+from pfednas.strategies.base import Budget, PersonalizedStrategy, norm_bound_for
+from pfednas.strategies.identity import pins_from_env
+
+
+def build_strategy(settings: RunSettings, *, deployment: bool | None = None
+                   ) -> PersonalizedStrategy:
+    """The run's strategy; ``deployment`` None: whether this process is not a simulation's."""
+    fed = settings.federation
+    deployment = not in_simulation() if deployment is None else deployment
+    budget = Budget(num_clients=fed.num_clients, clients_per_round=fed.clients_per_round,
+                    num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
+                    eval_every=fed.eval_every, round_timeout=fed.round_timeout,
+                    min_replies=fed.min_replies, seed=settings.seed, weighting=fed.weighting,
+                    examples_tolerance=fed.examples_tolerance, eval_timeout=fed.eval_timeout,
+                    eval_finetune=fed.eval_finetune, deployment=deployment,
+                    update_norm_bound=norm_bound_for(fed.update_norm_bound,
+                                                     deployment=deployment))
+    train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
+                    "batch_size": fed.batch_size}
+    strategy = METHODS[settings.method].strategy(settings, budget, train_config)
+    if not deployment:
+        strategy.partition_sizes = partition_sizes(settings)
+        return strategy
+    bounds = fed.client_examples  # the operator's: a client's own counts bound nothing
+    strategy.partition_sizes = (None if bounds is None else list(bounds)
+                                if isinstance(bounds, list) else [bounds] * fed.num_clients)
+    try:
+        strategy.pins = pins_from_env(fed.num_clients)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    # what a node may claim as its hardware profile (checked by settings_from_cfg)
+    strategy.profile_bounds = ProfileBounds.from_config(
+        fed.profile_bounds, fed.default_bandwidth_mbps, fed.min_budget_mb)
+    return strategy
+
+
+def partition_sizes(settings: RunSettings) -> list[int] | None:
+    """Each client's partition size, the bound of its ``num_examples`` (simulation only)."""
+    try:
+        return [len(p) for p in partition(settings.data)]
+    except (DataError, OSError, ValueError) as err:
+        print(f"[pfednas] partition sizes unknown ({err}); bounding num_examples by each "
+              "client's first report", flush=True)
+        return None

@@ -1,0 +1,78 @@
+"""Construction of the fixed-architecture baselines: FedAvg + fine-tuning, Local, FedRep and
+FedBABU (their strategies in ``strategies/``, their clients in ``clients/``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import Context
+from flwr.client import NumPyClient
+
+from pfednas.clients import FedAvgClient, LocalClient
+from pfednas.clients.common import ClientEnv
+from pfednas.clients.fedbabu import FedBABUClient
+from pfednas.clients.fedrep import FedRepClient
+from pfednas.config import RunSettings
+from pfednas.methods.fixed import (
+    adopt_body,
+    adopt_model,
+    body_roles,
+    fits_all_in_deployment,
+    fixed_model_fn,
+    initial_body,
+)
+from pfednas.nas.roles import state_roles
+from pfednas.options.baselines import FedAvgOptions, FedBABUOptions, FedRepOptions
+from pfednas.strategies import Budget, FedAvgFTStrategy, LocalStrategy, PersonalizedStrategy
+from pfednas.strategies.fedbabu import FedBABUStrategy
+from pfednas.strategies.fedrep import FedRepStrategy
+from pfednas.train import get_arrays
+
+
+def fedavg_strategy(settings: RunSettings, budget: Budget,
+                    train_config: dict[str, Any]) -> PersonalizedStrategy:
+    options: FedAvgOptions = settings.options
+    model = fixed_model_fn(settings)()
+    return fits_all_in_deployment(settings, FedAvgFTStrategy(
+        budget=budget, train_config=train_config, initial_arrays=get_arrays(model),
+        array_roles=state_roles(model), finetune_epochs=options.finetune_epochs,
+        finetune_scope=options.finetune_scope), adopt_model)
+
+
+def fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    return FedAvgClient(env, fixed_model_fn(settings))
+
+
+def local_strategy(settings: RunSettings, budget: Budget,
+                   train_config: dict[str, Any]) -> PersonalizedStrategy:
+    return fits_all_in_deployment(settings, LocalStrategy(budget=budget,
+                                                          train_config=train_config),
+                                  lambda strategy, chosen: None)  # the clients hold the model
+
+
+def local_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    return LocalClient(env, fixed_model_fn(settings), context.state)
+
+
+def fedrep_strategy(settings: RunSettings, budget: Budget,
+                    train_config: dict[str, Any]) -> PersonalizedStrategy:
+    options: FedRepOptions = settings.options
+    return fits_all_in_deployment(settings, FedRepStrategy(
+        budget=budget, train_config=train_config, initial_body=initial_body(settings),
+        body_roles=body_roles(settings), options=options), adopt_body)
+
+
+def fedrep_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    return FedRepClient(env, fixed_model_fn(settings), context.state)
+
+
+def fedbabu_strategy(settings: RunSettings, budget: Budget,
+                     train_config: dict[str, Any]) -> PersonalizedStrategy:
+    options: FedBABUOptions = settings.options
+    return fits_all_in_deployment(settings, FedBABUStrategy(
+        budget=budget, train_config=train_config, initial_body=initial_body(settings),
+        body_roles=body_roles(settings), options=options), adopt_body)
+
+
+def fedbabu_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    return FedBABUClient(env, fixed_model_fn(settings))

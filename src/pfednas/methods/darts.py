@@ -1,0 +1,76 @@
+"""Construction of the methods on the darts_s2 cell space: SPIDER, Ditto (SPIDER's trainer
+with the local architecture fixed) and the global federated NAS reference FedNAS."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from flwr.app import Context
+from flwr.client import NumPyClient
+
+from pfednas.clients import SpiderClient
+from pfednas.clients.common import ClientEnv
+from pfednas.clients.fednas import FedNASClient
+from pfednas.clients.spider_state import run_fingerprint
+from pfednas.config import ConfigError, RunSettings, task_shape
+from pfednas.methods.fixed import seeded_supernet
+from pfednas.options.baselines import FedNASOptions
+from pfednas.options.spider import SpiderOptions
+from pfednas.search import DartsS2Space, get_space
+from pfednas.search.darts_mixed import DartsMixedNet
+from pfednas.seeding import MODEL_INIT, int_seed
+from pfednas.strategies import Budget, PersonalizedStrategy, SpiderStrategy
+from pfednas.strategies.fednas import FedNASStrategy
+
+
+def spider_options(settings: RunSettings) -> SpiderOptions:
+    """SPIDER's / Ditto's options. A tuning run (``eval_split=val``) scores half of the
+    validation split, so there the final phase never trains on val (``train_on_val_when_final``
+    off): the score stays on samples no model saw."""
+    options: SpiderOptions = settings.options
+    if settings.eval_split == "val":
+        options = dataclasses.replace(options, train_on_val_when_final=False)
+    return options
+
+
+def darts_space(settings: RunSettings) -> DartsS2Space:
+    space = get_space(**settings.search_space)
+    if not isinstance(space, DartsS2Space):
+        raise ConfigError(f"method={settings.method} needs search_space=darts_s2, "
+                          f"got {space.name!r}")
+    return space
+
+
+def spider_strategy(settings: RunSettings, budget: Budget,
+                    train_config: dict[str, Any]) -> PersonalizedStrategy:
+    darts_space(settings)
+    return SpiderStrategy(budget=budget, train_config=train_config,
+                          supernet=seeded_supernet(settings),
+                          participation=spider_options(settings).participation)
+
+
+def spider_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    directory = str(context.node_config.get("checkpoint-dir", "")).strip() or None
+    fingerprint = run_fingerprint(settings.method, settings.method_options,
+                                  settings.search_space, settings.data, settings.seed)
+    return SpiderClient(env, darts_space(settings), task_shape(settings),
+                        spider_options(settings), context.state, fingerprint=fingerprint,
+                        checkpoint_dir=directory)
+
+
+def fednas_strategy(settings: RunSettings, budget: Budget,
+                    train_config: dict[str, Any]) -> PersonalizedStrategy:
+    space = darts_space(settings)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int_seed(settings.seed, MODEL_INIT))
+        net = DartsMixedNet(space, task_shape(settings))
+    return FedNASStrategy(budget=budget, train_config=train_config, net=net,
+                          options=settings.options)
+
+
+def fednas_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    options: FedNASOptions = settings.options
+    return FedNASClient(env, darts_space(settings), task_shape(settings),
+                        bn_recalibrate=options.bn_recalibrate)

@@ -1,0 +1,171 @@
+"""What every method builds from the settings: the seeded supernet, the baselines' fixed
+model (``method.arch``: max, min, fits_all or an architecture string) and its body."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from functools import lru_cache, partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from pfednas.body_head import StateSplit, take
+from pfednas.config import RunSettings, task_shape
+from pfednas.nas.fitting import fits_all_budgets
+from pfednas.nas.heterogeneity import HardwareSpread
+from pfednas.nas.profile import (
+    ClientProfile,
+    ProfileBounds,
+    exclusions,
+    floor_bytes,
+    simulated_profiles,
+)
+from pfednas.nas.roles import state_roles
+from pfednas.search import Arch, ElasticNet, SearchSpace, Supernet, TaskShape, get_space
+from pfednas.search.memory_bound import budgeted_cost
+from pfednas.seeding import MODEL_INIT, int_seed
+from pfednas.strategies import FedAvgFTStrategy, PersonalizedStrategy
+from pfednas.train import get_arrays
+
+# The memory budgets fits_all admits: the NAS methods' default spread (PerFedRLNAS's
+# ``hardware.memory_*``, HAPFNAS's ``budget``), U(low, high) x the largest subnet's memory.
+BUDGET_SPREAD = HardwareSpread()
+FITS_ALL = "fits_all"
+
+
+def seeded_supernet(settings: RunSettings) -> Supernet:
+    """The run's initial supernet: identical for every method given the same seed."""
+    return _seeded_supernet(settings.search_space, task_shape(settings), settings.seed)
+
+
+def _seeded_supernet(space: dict[str, Any], task: TaskShape, seed: int) -> Supernet:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int_seed(seed, MODEL_INIT))
+        return get_space(**space).build_supernet(
+            num_classes=task.num_classes, in_channels=task.in_channels,
+            image_size=task.image_size)
+
+
+def parse_fixed_arch(space: SearchSpace, value: Any) -> Arch:
+    """``method.arch`` of the baselines: ``max`` (default), ``min`` or an architecture string."""
+    if value is None or value == "max":
+        return space.max_arch()
+    if value == "min":
+        return space.min_arch()
+    return space.arch_from_str(str(value))
+
+
+def fits_all_arch(supernet: Supernet, num_clients: int, seed: int, batch_size: int) -> Arch:
+    """The largest architecture (by parameters) within every client's memory budget."""
+    def memory(arch: Arch) -> float:
+        return float(supernet.cost(arch, batch_size=batch_size).memory_bytes)
+
+    profiles = simulated_profiles(num_clients, BUDGET_SPREAD, memory(supernet.space.max_arch()),
+                                  seed)
+    return fits_all_budgets(supernet.space, memory, [p.memory_bytes for p in profiles.values()],
+                            lambda a: float(supernet.cost(a).params), seed)
+
+
+def fits_all_on_profiles(settings: RunSettings, profiles: Mapping[int, ClientProfile],
+                         bounds: ProfileBounds) -> tuple[Arch, dict[int, str]]:
+    """A deployment's ``method.arch=fits_all``: the largest architecture within every
+    claimed memory budget at or above the operator's floor (``federation.min_budget_mb``),
+    and the clients excluded (below the floor, or no architecture fits them)."""
+    supernet = seeded_supernet(settings)
+    batch = settings.federation.batch_size
+
+    def memory(arch: Arch) -> float:  # claimed budgets are real bytes: the calibrated bound
+        cost = supernet.cost(arch, batch_size=batch)
+        return float(budgeted_cost(cost, supernet.space.name, real_bytes=True).memory_bytes)
+
+    space = supernet.space
+    floor = floor_bytes(bounds.min_budget_mb, memory(space.min_arch()), memory(space.max_arch()))
+    excluded = exclusions(profiles, memory(space.min_arch()), lambda p: p.memory_bytes,
+                          floor=floor)
+    budgets = [p.memory_bytes for cid, p in sorted(profiles.items()) if cid not in excluded]
+    if not budgets:
+        raise RuntimeError("method.arch=fits_all: every client is excluded (" + "; ".join(
+            f"client {cid}: {why}" for cid, why in sorted(excluded.items())) + ")")
+    arch = fits_all_budgets(space, memory, budgets, lambda a: float(supernet.cost(a).params),
+                            settings.seed)
+    return arch, excluded
+
+
+def fits_all_in_deployment(settings: RunSettings, strategy: PersonalizedStrategy,
+                           adopt: Callable[[PersonalizedStrategy, RunSettings], None]
+                           ) -> PersonalizedStrategy:
+    """A baseline's strategy whose ``method.arch=fits_all`` in a deployment is chosen from
+    the clients' claimed profiles once they are known: ``adopt`` then sets the strategy's
+    model from the settings with that architecture; clients get it in every round config."""
+    if not strategy.budget.deployment or settings.method_options.get("arch") != FITS_ALL:
+        return strategy
+
+    def choose(chosen: PersonalizedStrategy) -> None:
+        assert chosen.profile_bounds is not None
+        arch, chosen.excluded = fits_all_on_profiles(settings, chosen.profiles,
+                                                     chosen.profile_bounds)
+        chosen.fixed_arch = arch.to_str()
+        adopt(chosen, dataclasses.replace(settings, method_options={
+            **settings.method_options, "arch": chosen.fixed_arch}))
+
+    strategy.choose_fixed_arch = choose
+    return strategy
+
+
+@lru_cache(maxsize=4)
+def _fixed_model(space_json: str, task: TaskShape, seed: int, arch: str | None,
+                 fits: tuple[int, int] | None) -> ElasticNet[Any]:
+    space_cfg = json.loads(space_json)
+    supernet = _seeded_supernet(space_cfg, task, seed)
+    chosen = (fits_all_arch(supernet, fits[0], seed, fits[1]) if fits is not None
+              else parse_fixed_arch(supernet.space, arch))
+    return supernet.extract(chosen)
+
+
+def fixed_model_fn(settings: RunSettings) -> Callable[[], ElasticNet[Any]]:
+    """The baselines' fixed model: ``seeded_supernet(settings).extract(arch)``.
+
+    The same initial weights for every method and client given the seed; built
+    once per process (a ClientApp answers many messages), each call a fresh copy.
+    ``method.arch=fits_all``: the largest architecture every client's memory budget
+    admits (``fits_all_arch``).
+    """
+    arch = settings.method_options.get("arch")
+    fed = settings.federation
+    fits = (fed.num_clients, fed.batch_size) if arch == FITS_ALL else None
+    model = _fixed_model(json.dumps(settings.search_space, sort_keys=True), task_shape(settings),
+                         settings.seed, None if arch is None else str(arch), fits)
+    return partial(copy.deepcopy, model)
+
+
+def initial_fixed_arrays(settings: RunSettings) -> list[np.ndarray]:
+    return get_arrays(fixed_model_fn(settings)())
+
+
+def initial_body(settings: RunSettings) -> list[np.ndarray]:
+    model = fixed_model_fn(settings)()
+    return take(get_arrays(model), StateSplit.of(model).body)
+
+
+def body_roles(settings: RunSettings) -> list[str]:
+    """What each body array is (``pfednas.nas.roles``): BatchNorm statistics or parameters."""
+    model = fixed_model_fn(settings)()
+    roles = state_roles(model)
+    return [roles[i] for i in StateSplit.of(model).body]
+
+
+def adopt_model(strategy: PersonalizedStrategy, settings: RunSettings) -> None:
+    """A deployed fits_all FedAvg+FT: the strategy's model becomes the chosen architecture's."""
+    assert isinstance(strategy, FedAvgFTStrategy)
+    model = fixed_model_fn(settings)()
+    strategy.arrays, strategy.roles = get_arrays(model), state_roles(model)
+
+
+def adopt_body(strategy: PersonalizedStrategy, settings: RunSettings) -> None:
+    """A deployed fits_all FedRep / FedBABU: the strategy's body becomes the chosen one's."""
+    assert isinstance(strategy, FedAvgFTStrategy)
+    strategy.arrays, strategy.roles = initial_body(settings), body_roles(settings)

@@ -1,0 +1,84 @@
+"""Construction of HAPFNAS (``strategies/hapfnas.py``; ``clients/hapfnas.py``): the server's
+transfer set (unheld pool samples or synthetic inputs) and the clients' knowledge models."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Context
+from flwr.client import NumPyClient
+
+from pfednas.clients.common import ClientEnv
+from pfednas.clients.hapfnas import HAPFNASClient, knowledge_model
+from pfednas.config import ConfigError, RunSettings, task_shape
+from pfednas.data.arrays import select
+from pfednas.data.holdout import unheld_indices
+from pfednas.data.registry import load_raw, normalisation
+from pfednas.methods.fixed import seeded_supernet
+from pfednas.nas.distill import TransferSet, synthetic_inputs
+from pfednas.options.hapfnas import HAPFNASOptions, TransferOptions
+from pfednas.search import get_space
+from pfednas.seeding import HAPFNAS_TRANSFER, MODEL_INIT, int_seed, numpy_rng
+from pfednas.strategies import Budget, PersonalizedStrategy
+from pfednas.strategies.hapfnas import HAPFNASStrategy
+
+__all__ = ["client", "hapfnas_transfer", "strategy", "unheld_indices"]
+
+
+def hapfnas_transfer(settings: RunSettings, options: TransferOptions) -> TransferSet:
+    """The server's transfer set: unheld pool samples or synthetic inputs (see nas/distill.py).
+
+    The labelled report split is the held-out part (holdout) or, for synthetic inputs,
+    as many unheld pool samples as there are held-out inputs (None if there are none).
+    """
+    spec, task = settings.data, task_shape(settings)
+    options = options.resolve(spec)
+    raw = load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples)
+    norm = normalisation(spec.name)
+    rng = numpy_rng(settings.seed, HAPFNAS_TRANSFER)
+    free = rng.permutation(unheld_indices(spec))
+    n_distill, n_held = options.counts()
+    if options.source == "synthetic":
+        x = synthetic_inputs(options.size, (task.in_channels, task.image_size, task.image_size),
+                             rng)
+        labelled = select(raw, np.sort(free[:n_held]), norm) if free.size else None
+        return TransferSet(distill=x[:n_distill], heldout=x[n_distill:], labelled=labelled)
+    if free.size < options.size:
+        raise ConfigError(f"method.transfer.size={options.size} > {free.size} unheld samples")
+    held = select(raw, np.sort(free[n_distill:options.size]), norm)
+    return TransferSet(distill=select(raw, np.sort(free[:n_distill]), norm).x, heldout=held.x,
+                       labelled=held)
+
+
+def _knowledge_fn(settings: RunSettings, width: int) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int_seed(settings.seed, MODEL_INIT, HAPFNAS_TRANSFER))
+            return knowledge_model(task_shape(settings), width)
+    return build
+
+
+def strategy(settings: RunSettings, budget: Budget,
+             train_config: dict[str, Any]) -> PersonalizedStrategy:
+    opts: HAPFNASOptions = settings.options
+    transfer = opts.transfer.resolve(settings.data)
+    if transfer != opts.transfer:
+        print(f"[pfednas] hapfnas: method.transfer.source=auto -> {transfer.source} "
+              f"({settings.data.name}, {settings.data.num_clients} clients)", flush=True)
+        opts = dataclasses.replace(opts, transfer=transfer)
+    return HAPFNASStrategy(budget=budget, train_config=train_config,
+                           supernet=seeded_supernet(settings), options=opts,
+                           transfer=hapfnas_transfer(settings, opts.transfer),
+                           knowledge_fn=_knowledge_fn(settings, opts.knowledge_width))
+
+
+def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    opts: HAPFNASOptions = settings.options
+    return HAPFNASClient(env, get_space(**settings.search_space), task_shape(settings),
+                         knowledge_width=opts.knowledge_width,
+                         bn_recalibrate=opts.bn_recalibrate,
+                         personal_head=opts.personal_head, state=context.state)

@@ -1,0 +1,30 @@
+"""Construction of PerFedRLNAS (``strategies/perfedrlnas.py``; clients train subnets,
+``clients/subnet.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import Context
+from flwr.client import NumPyClient
+
+from pfednas.clients import SubnetClient
+from pfednas.clients.common import ClientEnv
+from pfednas.config import RunSettings, task_shape
+from pfednas.methods.fixed import seeded_supernet
+from pfednas.options.perfedrlnas import PerFedRLNASOptions
+from pfednas.search import get_space
+from pfednas.strategies import Budget, PerFedRLNASStrategy, PersonalizedStrategy
+
+
+def strategy(settings: RunSettings, budget: Budget,
+             train_config: dict[str, Any]) -> PersonalizedStrategy:
+    return PerFedRLNASStrategy(budget=budget, train_config=train_config,
+                               supernet=seeded_supernet(settings), options=settings.options)
+
+
+def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    options: PerFedRLNASOptions = settings.options
+    return SubnetClient(env, get_space(**settings.search_space), task_shape(settings),
+                        bn_recalibrate=options.bn_recalibrate,
+                        personal_head=options.personal_head, state=context.state)

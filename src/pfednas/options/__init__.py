@@ -1,0 +1,146 @@
+"""Every method's options, typed: the one source of their defaults.
+
+Each method has one frozen dataclass here (no torch, no Flower). :func:`register_schemas`
+stores each in Hydra's ConfigStore as ``method/<name>_defaults``; ``conf/method/<name>.yaml``
+lists it first in its defaults and overrides nothing the dataclass already says, so the
+composed ``method`` group *is* the dataclass's defaults plus the user's overrides, typed
+(a wrong type or an unknown key fails at composition). :func:`parse` turns the composed
+group into the dataclass the strategy and the clients take.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pfednas.options.baselines import (
+    FedAvgOptions,
+    FedBABUOptions,
+    FedNASOptions,
+    FedRepOptions,
+    LocalOptions,
+)
+from pfednas.options.hapfnas import HAPFNASOptions
+from pfednas.options.perfedrlnas import PerFedRLNASOptions
+from pfednas.options.spider import DittoOptions, SpiderOptions
+
+OPTIONS: Mapping[str, type] = MappingProxyType({
+    "fedavg": FedAvgOptions,
+    "local": LocalOptions,
+    "fedrep": FedRepOptions,
+    "fedbabu": FedBABUOptions,
+    "fednas": FedNASOptions,
+    "perfedrlnas": PerFedRLNASOptions,
+    "hapfnas": HAPFNASOptions,
+    "spider": SpiderOptions,
+    "ditto": DittoOptions,
+})
+SCHEMA_SUFFIX = "_defaults"  # method/<name>_defaults in the ConfigStore
+
+
+def parse(method: str, options: Mapping[str, Any]) -> Any:
+    """The typed options of ``method`` from its composed group (``name`` ignored); raises
+    ``ValueError`` / ``TypeError`` naming the bad key."""
+    values = {k: v for k, v in options.items() if k != "name"}
+    cls = OPTIONS[method]
+    from_config = getattr(cls, "from_config", None)
+    if cls in (SpiderOptions, DittoOptions):
+        return SpiderOptions.from_config(values, search=method == "spider")
+    if from_config is not None:
+        return from_config(values)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown option(s): {', '.join(unknown)}")
+    return cls(**values)
+
+
+def schema(method: str) -> DictConfig:
+    """``method``'s options as a typed, writable config with its ``name``."""
+    cls = OPTIONS[method]
+    named = dataclasses.make_dataclass(f"{cls.__name__}Config",
+                                       [("name", str, dataclasses.field(default=method))],
+                                       bases=(cls,), frozen=True)
+    node = OmegaConf.structured(named)
+    _writable(node)  # a frozen dataclass gives a read-only config: overrides must merge into it
+    return node
+
+
+def _writable(node: DictConfig) -> None:
+    OmegaConf.set_readonly(node, False)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _writable(child)
+
+
+def register_schemas() -> None:
+    """Store every method's schema in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for method in OPTIONS:
+        store.store(group="method", name=method + SCHEMA_SUFFIX, node=schema(method))
+
+
+def defaults(method: str) -> dict[str, Any]:
+    """``method``'s default options as plain values (what its YAML must not restate)."""
+    value = OmegaConf.to_container(schema(method))
+    assert isinstance(value, dict)
+    return {str(k): v for k, v in value.items()}
+
+
+# the search spaces a method works on (absent: every one)
+SPACES: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "spider": ("darts_s2",), "ditto": ("darts_s2",), "fednas": ("darts_s2",)})
+
+
+def check_method(method: Any, options: Mapping[str, Any], federation: Any, space: str) -> Any:
+    """Known method, its options typed and consistent with the federation (``num_clients``,
+    ``clients_per_round``, ``num_rounds``) and the search space; the typed options, or
+    ``ValueError`` with one line naming the key."""
+    if method not in OPTIONS:
+        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(OPTIONS)}")
+    spaces = SPACES.get(method, ())
+    if spaces and space not in spaces:
+        raise ValueError(f"method={method} needs search_space={'|'.join(spaces)}, got "
+                         f"search_space={space} (method={method} selects its space by itself: "
+                         "leave search_space= out)")
+    try:
+        typed = parse(method, options)
+        check = getattr(typed, "check_federation", None)
+        if check is not None:
+            check(federation)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"method ({method}): {err}") from err
+    return typed
+
+
+def check_method_data(typed: Any, spec: Any) -> None:
+    """What a method needs of the data (e.g. HAPFNAS's unheld samples), before anything runs."""
+    check = getattr(typed, "check_data", None)
+    if check is not None:
+        check(spec)
+
+
+def options_table() -> str:
+    """The README's table of every method's options and defaults (nested groups named by
+    their keys), rendered from the dataclasses: the README cannot disagree with the code."""
+    rows = ["| method | options (default) |", "|---|---|"]
+    for method in OPTIONS:
+        values = {k: v for k, v in defaults(method).items() if k not in ("name", "search")}
+        cells = [f"`{key}` ({_short(value)})" if not isinstance(value, dict)
+                 else f"`{key}.*` ({', '.join(value)})" for key, value in values.items()]
+        rows.append(f"| `{method}` | {', '.join(cells) or '—'} |")
+    return "\n".join(rows)
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)

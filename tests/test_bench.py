@@ -1,0 +1,202 @@
+"""`pfednas bench` without real cells: the stale check on the resolved configuration, and
+the rule that reported cells run from committed code (a fake `pfednas` stands in for a run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from pfednas.bench import main
+from pfednas.bench_cells import BenchPreset, Cell, cell_done, cells, compose_preset, stale_keys
+from pfednas.bench_runs import SOURCE_DIFF, source_diff, source_state
+from pfednas.config import compose
+
+OVERRIDES = ("method=fedavg", "dataset=digits", "search_space=mobilenetv3", "dataset.alpha=0.5",
+             "seed=0", "federation.num_rounds=2", "checkpoint_every=0")
+
+
+def _finished_cell(path: Path, overrides: Sequence[str] = OVERRIDES, **saved: object) -> Cell:
+    """A cell folder as a finished run leaves it: its config (``saved`` changes it, as a run
+    from other defaults would have) and a summary recording its overrides."""
+    cfg = OmegaConf.create(OmegaConf.to_container(compose(list(overrides))))
+    for name, value in saved.items():  # ``a__b=None`` removes a.b: a run from before it existed
+        key = name.replace("__", ".")
+        if value is None:
+            parent, _, leaf = key.rpartition(".")
+            del OmegaConf.select(cfg, parent)[leaf]
+        else:
+            OmegaConf.update(cfg, key, value)
+    path.mkdir(parents=True)
+    (path / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (path / "summary.json").write_text(json.dumps({"overrides": list(overrides)}))
+    return Cell("fedavg", 0.5, 0, "mobilenetv3", tuple(overrides), path)
+
+
+def test_a_cell_run_before_a_default_changed_is_stale_and_runs_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lr = compose(list(OVERRIDES)).federation.lr
+    cell = _finished_cell(tmp_path / "cell", federation__lr=lr * 2)
+
+    done = cell_done(cell)
+
+    assert done is False
+    assert not (cell.path / "summary.json").exists()
+    assert "its run's config differs in federation.lr; running again" in capsys.readouterr().out
+
+
+def test_stale_keys_name_changed_values_and_options_added_since_the_run(tmp_path: Path) -> None:
+    cfg = compose(list(OVERRIDES))
+    cell = _finished_cell(tmp_path / "cell", federation__weight_decay=None,
+                          federation__momentum=cfg.federation.momentum / 2,
+                          method__retired_option=3)
+
+    differ = stale_keys(cell)
+
+    assert differ == ["federation.momentum", "federation.weight_decay (new)",
+                      "method.retired_option (gone)"]
+
+
+def test_a_cell_differing_only_in_keys_that_do_not_change_results_is_done(
+        tmp_path: Path) -> None:
+    cell = _finished_cell(tmp_path / "cell", progress=False, checkpoint_every=7, label="renamed",
+                          output_dir="/elsewhere", resume="/an/older/run")
+
+    done = cell_done(cell)
+
+    assert stale_keys(cell) == [] and done is True
+    assert (cell.path / "summary.json").is_file()
+
+
+def test_a_cell_without_its_resolved_config_runs_again(tmp_path: Path) -> None:
+    cell = _finished_cell(tmp_path / "cell")
+    (cell.path / "resolved_config.yaml").unlink()
+
+    differ, done = stale_keys(cell), cell_done(cell)
+
+    assert differ == ["resolved_config.yaml (missing)"] and done is False
+
+
+def test_a_cell_that_never_finished_is_not_stale_but_not_done(tmp_path: Path) -> None:
+    cell = Cell("fedavg", 0.5, 0, "mobilenetv3", OVERRIDES, tmp_path / "cell")
+
+    assert stale_keys(cell) is None and cell_done(cell) is False
+
+
+# -- uncommitted changes ------------------------------------------------------------------------
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t",
+                           *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def dirty_checkout(tmp_path: Path) -> Path:
+    """A git checkout with a modified module, a new config file, and a changed README."""
+    root = tmp_path / "checkout"
+    for name, text in {"src/pfednas/x.py": "A = 1\n", "conf/a.yaml": "a: 1\n",
+                       "pyproject.toml": "[project]\n", "README.md": "# x\n"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    _git(root.parent, "init", "-q", str(root))
+    _git(root, "add", ".")
+    _git(root, "commit", "-q", "-m", "base")
+    (root / "src/pfednas/x.py").write_text("A = 2\n")
+    (root / "conf/new.yaml").write_text("b: 2\n")
+    (root / "README.md").write_text("# y\n")
+    return root
+
+
+def test_source_state_names_uncommitted_package_and_config_files_only(
+        dirty_checkout: Path) -> None:
+    head = _git(dirty_checkout, "rev-parse", "HEAD").strip()
+
+    state = source_state(dirty_checkout)
+
+    assert sorted(state.changed) == ["conf/new.yaml", "src/pfednas/x.py"]
+    assert state.commit == f"{head}+dirty"
+
+
+def test_source_diff_replays_the_uncommitted_changes_on_the_commit(
+        dirty_checkout: Path, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(dirty_checkout), str(clone))
+    (tmp_path / "changes.diff").write_text(source_diff(dirty_checkout))
+
+    _git(clone, "apply", str(tmp_path / "changes.diff"))
+
+    assert (clone / "src/pfednas/x.py").read_text() == "A = 2\n"
+    assert (clone / "conf/new.yaml").read_text() == "b: 2\n"
+    assert (clone / "README.md").read_text() == "# x\n"
+
+
+def _fake_pfednas(cell: Cell) -> list[str]:
+    """A run that only writes the summary and the config the real one would."""
+    script = ("import sys, pathlib; from omegaconf import OmegaConf; "
+              "from pfednas.config import compose; out = pathlib.Path(sys.argv[1]); "
+              "(out / 'resolved_config.yaml').write_text(OmegaConf.to_yaml(compose(sys.argv[2:])));"
+              " (out / 'summary.json').write_text('{}')")
+    return [sys.executable, "-c", script, str(cell.path), *cell.overrides]
+
+
+@pytest.fixture
+def fake_runs(monkeypatch: pytest.MonkeyPatch, dirty_checkout: Path) -> list[Path]:
+    """Cells run the fake ``pfednas`` from ``dirty_checkout``; the report is a stub."""
+    reports: list[Path] = []
+
+    def report(finished: list[Path], out: Path, **_: object) -> Path:
+        out.mkdir(parents=True)
+        reports.append(out / "table.md")
+        reports[-1].write_text(f"{len(finished)} cells\n")
+        return reports[-1]
+
+    monkeypatch.setattr("pfednas.bench_runs.checkout_root", lambda: dirty_checkout)
+    monkeypatch.setattr("pfednas.bench_runs.pfednas_command", _fake_pfednas)
+    monkeypatch.setattr("pfednas.report.cli.build_report", report)
+    return reports
+
+
+def test_bench_refuses_reported_cells_from_uncommitted_changes(
+        fake_runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench"
+
+    code = main(["bench=smoke", f"bench.out={out}"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("pfednas bench: error: uncommitted changes to ")
+    assert "src/pfednas/x.py" in err and "conf/new.yaml" in err and "README" not in err
+    assert "--allow-dirty" in err and not out.exists() and not fake_runs
+
+
+def test_allow_dirty_runs_and_keeps_the_changes_beside_each_cell(
+        fake_runs: list[Path], dirty_checkout: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    head = _git(dirty_checkout, "rev-parse", "HEAD").strip()
+
+    code = main(["bench=smoke", f"bench.out={out}", "--allow-dirty"])
+
+    cell_dirs = sorted(p.parent for p in out.glob("*/alpha=0.5/seed=0/summary.json"))
+    assert code == 0 and len(cell_dirs) == 2 and fake_runs[0].read_text() == "2 cells\n"
+    for path in cell_dirs:
+        assert (path / SOURCE_DIFF).read_text() == source_diff(dirty_checkout)
+        assert json.loads((path / "cell.json").read_text())["commit"] == f"{head}+dirty"
+
+
+def test_a_finished_bench_reports_again_from_uncommitted_changes(
+        fake_runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pfednas.methods import METHODS
+
+    out = tmp_path / "bench"
+    preset = BenchPreset.from_config(compose_preset("smoke", [f"bench.out={out}"]), METHODS)
+    for cell in cells(preset, [], {m: METHODS[m].spaces for m in preset.methods}):
+        _finished_cell(cell.path, cell.overrides)
+
+    code = main(["bench=smoke", f"bench.out={out}"])
+
+    assert code == 0 and capsys.readouterr().out.count("done before, skipped") == 2
+    assert fake_runs[0].read_text() == "2 cells\n"

@@ -1,0 +1,220 @@
+"""Wiring flows one way: the package's modules import each other without a cycle.
+
+The graph is built from the source, not by importing it: every ``import`` and
+``from ... import`` of every module of ``pfednas`` (``src/pfednas`` and the
+top-level ``strategies/``, ``clients/`` and ``conf/`` installed inside it), at
+any level (function-level imports included), except those under
+``if TYPE_CHECKING:``. ``from pkg import name`` is an edge to the submodule
+``pkg.name`` where there is one, else to ``pkg`` itself (its ``__init__``); the
+parent packages Python runs first are not edges (a package's ``__init__`` may
+re-export its submodules, as long as none of them imports it back).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.conftest import REPO
+
+# where each part of the package lives in the repository (pyproject's package-dir)
+PACKAGE_DIRS = {"pfednas": REPO / "src" / "pfednas", "pfednas.strategies": REPO / "strategies",
+                "pfednas.clients": REPO / "clients", "pfednas.conf": REPO / "conf"}
+# imports known to close a cycle and being removed: (importer, imported); none left
+PENDING: set[tuple[str, str]] = set()
+
+
+def module_files() -> dict[str, Path]:
+    """Every module of the package: dotted name → file."""
+    out: dict[str, Path] = {}
+    for package, folder in PACKAGE_DIRS.items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = path.relative_to(folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            name = ".".join((package, *parts))
+            if name not in out:  # pfednas.strategies is strategies/, not src/pfednas/strategies
+                out[name] = path
+    return out
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements of ``tree`` at any depth, less ``if TYPE_CHECKING:`` blocks
+    (their ``else`` branches are kept)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and is_type_checking(node.test):
+            for child in node.orelse:
+                yield from imports(ast.Module(body=[child], type_ignores=[]))
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        yield from imports(node)
+
+
+def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package's modules that module ``name`` (at ``path``) imports."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in imports(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        else:
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                       for alias in node.names]
+        for target in targets:
+            while target and target not in known:  # `import pfednas.x.Y` names module x
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                out.add(target)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = module_files()
+    known = set(files)
+    return {name: imported_modules(name, path, known) for name, path in files.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle through each strongly connected component of more than one module
+    (Tarjan's algorithm), as a path ``a -> b -> ... -> a``."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [cycle_in(graph, component) for component in components]
+
+
+def cycle_in(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """A shortest cycle through the component's first module (breadth-first)."""
+    start = min(component)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & component):
+                if nxt == start:
+                    return [*paths[node], start]
+                if nxt not in paths:
+                    paths[nxt] = [*paths[node], nxt]
+                    following.append(nxt)
+        frontier = following
+    raise AssertionError(f"no cycle in the component {sorted(component)}")
+
+
+def test_graph_sees_every_kind_of_import() -> None:
+    # Prepare: a known module graph, read from the repository
+    graph = import_graph()
+
+    # Assert: top-level, function-level and package-relative imports are edges; a
+    # TYPE_CHECKING-only import is not; parts outside src/ are named inside the package
+    assert "pfednas.strategies.base" in graph["pfednas.strategies.fedavg"]
+    assert "pfednas.server_app" in graph  # src/pfednas/server_app.py
+    assert "pfednas.clients.subnet" in graph["pfednas.clients"]  # clients/__init__.py
+    assert "pfednas.nas.robust" in graph["pfednas.strategies.gate"]
+    assert "pfednas.strategies.base" not in graph["pfednas.strategies.gate"]  # TYPE_CHECKING
+
+
+def test_function_level_and_relative_imports_are_edges(tmp_path: Path) -> None:
+    # Prepare: a module importing inside a function, relatively, and under TYPE_CHECKING
+    path = tmp_path / "mod.py"
+    path.write_text("from typing import TYPE_CHECKING\n"
+                    "from . import sibling\n"
+                    "if TYPE_CHECKING:\n    from pkg import hidden\n"
+                    "def f():\n    import pkg.deep.Name\n")
+    known = {"pkg", "pkg.mod", "pkg.sibling", "pkg.hidden", "pkg.deep"}
+
+    # Execute
+    found = imported_modules("pkg.mod", path, known)
+
+    # Assert
+    assert found == {"pkg.sibling", "pkg.deep"}
+
+
+def test_a_cycle_is_found_and_printed() -> None:
+    # Prepare: a -> b -> c -> a, and d -> a outside the cycle
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+
+    # Execute / Assert
+    assert cycles(graph) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    # Prepare: the package's graph less the pending edges
+    graph = import_graph()
+    for importer, imported in PENDING:
+        graph[importer].discard(imported)
+
+    # Execute
+    found = cycles(graph)
+
+    # Assert
+    assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_only_flower_loads_the_server_app() -> None:
+    # Prepare
+    graph = import_graph()
+
+    # Assert: nothing in the package imports the ServerApp (export, preflight and the
+    # in-process runner build the strategy with pfednas.build), and the ServerApp reaches
+    # the strategies only through that builder (no method special-cased by its class)
+    assert [name for name, imported in sorted(graph.items())
+            if "pfednas.server_app" in imported] == []
+    assert sorted(m for m in graph["pfednas.server_app"]
+                  if m.startswith("pfednas.strategies")) == []
+
+
+def test_records_results_and_checkpoints_load_without_flower_or_torch() -> None:
+    # Prepare: a fresh interpreter, as `pfednas report` starts
+    code = ("import sys\n"
+            "import pfednas.records, pfednas.results, pfednas.checkpoint\n"
+            "print(sorted(m for m in ('flwr', 'torch') if m in sys.modules))\n")
+
+    # Execute
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+
+    # Assert
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,120 @@
+"""Every method's options have one typed source: the dataclass in pfednas.options.
+
+The YAML files restate none of it, the README's table is rendered from it, and the
+contradictions the issue found (policy optimiser, memory spread, BatchNorm re-estimation,
+the merge's weighting, the fine-tuning pair) are decided once, here tested."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
+from pfednas.nas.heterogeneity import HardwareSpread
+from pfednas.nas.policy import PolicyOptimizer
+from pfednas.options import OPTIONS, defaults, options_table, parse
+from pfednas.options.hapfnas import BudgetSpread
+from pfednas.options.perfedrlnas import PerFedRLNASOptions
+from pfednas.preflight import composition_error
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize("method", sorted(OPTIONS))
+def test_composed_method_group_is_the_dataclass_defaults(method: str) -> None:
+    # Execute
+    composed = OmegaConf.to_container(compose([f"method={method}"]).method)
+
+    # Assert
+    assert composed == defaults(method)
+    assert parse(method, composed) == parse(method, {})
+
+
+@pytest.mark.parametrize("method", sorted(OPTIONS))
+def test_method_yaml_restates_no_option(method: str) -> None:
+    # Prepare
+    raw = OmegaConf.load(conf_dir() / "method" / f"{method}.yaml")
+
+    # Assert: the file names the method and extends its schema, nothing else
+    assert set(raw) == {"defaults", "name"}
+    assert raw.defaults[0] == f"{method}_defaults"
+
+
+def test_readme_table_is_rendered_from_the_dataclasses() -> None:
+    # Prepare
+    text = README.read_text()
+
+    # Execute
+    block = text.split("<!-- options -->\n", 1)[1].split("\n<!-- /options -->", 1)[0]
+
+    # Assert
+    assert block == options_table()
+
+
+def test_contradictions_are_decided_once() -> None:
+    # Assert: the policy optimiser the YAML and README always said (Adam 0.5)
+    assert PerFedRLNASOptions().policy == PolicyOptimizer("adam", 0.5)
+    # the x4 memory spread: PerFedRLNAS's, HAPFNAS's and fits_all's budgets alike
+    assert HardwareSpread().memory_low == BudgetSpread().low == 0.25
+    from pfednas.methods import BUDGET_SPREAD
+
+    assert HardwareSpread() == BUDGET_SPREAD
+
+
+def test_bn_recalibrate_defaults_to_true_on_the_client_too() -> None:
+    # Prepare: an options mapping without the key (the old client read it as false)
+    settings = settings_from_cfg(compose(["method=perfedrlnas"]))
+    options = {k: v for k, v in settings.method_options.items() if k != "bn_recalibrate"}
+
+    # Execute
+    typed = parse("perfedrlnas", options)
+
+    # Assert
+    assert typed.bn_recalibrate is True
+
+
+@pytest.mark.parametrize(("method", "weighting"), [
+    ("perfedrlnas", "uniform"), ("hapfnas", "uniform"), ("fedavg", "samples"),
+    ("fedrep", "samples")])
+def test_weighting_null_is_the_methods_paper_rule(method: str, weighting: str) -> None:
+    # Execute
+    settings = settings_from_cfg(compose([f"method={method}"]))
+    chosen = settings_from_cfg(compose([f"method={method}", "federation.weighting=samples"]))
+
+    # Assert
+    assert settings.federation.weighting == weighting
+    assert chosen.federation.weighting == "samples"
+
+
+def test_every_method_that_finetunes_reports_the_pair_by_default() -> None:
+    # Execute
+    epochs = {m: defaults(m).get("finetune_epochs") for m in OPTIONS}
+
+    # Assert
+    assert {m for m, f in epochs.items() if f is not None} == {
+        "fedavg", "fedrep", "fedbabu", "fednas", "perfedrlnas", "hapfnas"}
+    assert {f for f in epochs.values() if f is not None} == {10}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["method.policy_lr=abc"], "method.policy_lr: Value 'abc'"),
+    (["method=hapfnas", "method.distill.steps=x"], "method.distill.steps: Value 'x'"),
+    (["method.final_arch=policy"], "unknown key method.final_arch"),
+    (["method=hapfnas", "method.search_objective=params"],
+     "unknown key method.search_objective"),
+])
+def test_a_wrong_type_or_a_removed_control_is_one_line(overrides: list[str],
+                                                       expected: str) -> None:
+    # Execute
+    message = composition_error(overrides)
+
+    # Assert
+    assert message is not None and message.startswith(expected) and "\n" not in message
+
+
+def test_ditto_cannot_be_made_to_search() -> None:
+    # Execute / Assert
+    with pytest.raises(ConfigError, match="search is the method's"):
+        settings_from_cfg(compose(["method=ditto", "method.search=true"]))
