@@ -7,12 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from flwr.app import Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +124,30 @@ def run_and_stop_after_checkpoint(args: list[str], out_dir: Path, *, kill_server
         os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+class AnsweringGrid:
+    """A Grid that answers each pushed message at once with ``answer(message)`` (None: never);
+    strategies' round loops run on it without Flower's runtime (messages need ``run_id``)."""
+
+    def __init__(self, answer: Callable[[Message], RecordDict | None]) -> None:
+        self.answer = answer
+        self.replies: dict[str, Message] = {}
+        self.pushed: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return []
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = f"m{len(self.pushed)}"
+            self.pushed.append(msg)
+            content = self.answer(msg)
+            if content is not None:
+                self.replies[msg.metadata.message_id] = Message(content, reply_to=msg)
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        return [self.replies.pop(i) for i in ids if i in self.replies]

@@ -3,7 +3,7 @@ times from the server's cost model, and the new-client search mode."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -16,36 +16,13 @@ from pfednas.nas.reward import simulated_round_time, training_seconds
 from pfednas.records import StageResult
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
+from tests.conftest import AnsweringGrid
 
 Answer = Callable[[Message], RecordDict | None]
 
 
 # Messages need the task identity Flower sets inside a run (conftest.run_id).
 pytestmark = pytest.mark.usefixtures("run_id")
-
-
-class FakeGrid:
-    """Answers each pushed message with ``answer(message)`` at once (None: never)."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer, self.replies, self.pushed = answer, {}, []  # type: ignore[var-annotated]
-
-    def get_node_ids(self) -> list[int]:
-        return []
-
-    def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        ids = []
-        for msg in messages:
-            msg.metadata.__dict__["_message_id"] = f"m{len(self.pushed)}"
-            self.pushed.append(msg)
-            content = self.answer(msg)
-            if content is not None:
-                self.replies[msg.metadata.message_id] = Message(content, reply_to=msg)
-            ids.append(msg.metadata.message_id)
-        return ids
-
-    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
-        return [self.replies.pop(i) for i in ids if i in self.replies]
 
 
 def make_strategy(*, clients: int = 3, per_round: int = 2, min_replies: int = 1,
@@ -81,7 +58,7 @@ def train_answer(value: float = 0.5, seconds: float = 0.1, accuracy: float = 0.6
     return answer
 
 
-def train_round(strategy: PerFedRLNASStrategy, grid: FakeGrid, server_round: int = 1
+def train_round(strategy: PerFedRLNASStrategy, grid: AnsweringGrid, server_round: int = 1
                 ) -> StageResult:
     """One training half-round as ``base.play_round`` drives it: clients are sampled every
     round, so it is aggregated, also when nothing was sent."""
@@ -100,7 +77,7 @@ def test_all_sampled_over_budget_still_penalised_although_nothing_is_sent() -> N
     strategy = make_strategy()
     set_memory(strategy, {c: 0.0 for c in range(3)})
     before = logits(strategy)
-    grid = FakeGrid(train_answer())
+    grid = AnsweringGrid(train_answer())
 
     # Execute: the round loop's own round (its evaluation is sent, its replies rejected)
     record = strategy.play_round(grid, 1)  # type: ignore[arg-type]
@@ -123,7 +100,7 @@ def test_over_budget_penalised_when_too_few_replies_arrive() -> None:
     set_memory(strategy, {over: 0.0, fits: float("inf")})
     before, supernet = logits(strategy), strategy.supernet.state_arrays()
 
-    result = train_round(strategy, FakeGrid(train_answer()))
+    result = train_round(strategy, AnsweringGrid(train_answer()))
 
     # Assert: only the over-budget client's policy moved; supernet and history unchanged
     assert not np.array_equal(before[over], strategy.policies[over].logits)
@@ -139,7 +116,7 @@ def test_over_budget_reward_with_a_measured_client() -> None:
     over, fits = strategy.sample_clients(1, population=strategy.trainable)
     set_memory(strategy, {over: 0.0, fits: float("inf")})
 
-    result = train_round(strategy, FakeGrid(train_answer(accuracy=0.6)))
+    result = train_round(strategy, AnsweringGrid(train_answer(accuracy=0.6)))
 
     rows = {r["client_id"]: r for r in result.train}
     # baseline = mean history = 0.6; one measured round time: slowest - fastest = 0
@@ -155,7 +132,7 @@ def test_failure_reward_moves_the_policy_of_a_silent_client() -> None:
     answer = train_answer()
     before = logits(strategy)
 
-    result = train_round(strategy, FakeGrid(
+    result = train_round(strategy, AnsweringGrid(
         lambda m: None if m.metadata.dst_node_id == 100 + silent else answer(m)))
 
     rows = {r["client_id"]: r for r in result.train}
@@ -173,7 +150,7 @@ def test_merge_of_one_reply_writes_its_region_and_leaves_the_rest() -> None:
     set_memory(strategy, {0: float("inf"), 1: float("inf")})
     before = strategy.supernet.state_arrays()
 
-    train_round(strategy, FakeGrid(train_answer(value=0.25)))
+    train_round(strategy, AnsweringGrid(train_answer(value=0.25)))
 
     (cid,) = strategy.sent
     arch = strategy.sent[cid][0]
@@ -193,7 +170,7 @@ def test_exploit_rounds_train_the_personalized_arch_and_leave_the_policies() -> 
     strategy = make_strategy(per_round=3, exploit_rounds=1)
     strategy.budget = replace(strategy.budget, num_rounds=3)
     set_memory(strategy, {c: float("inf") for c in range(3)})
-    grid = FakeGrid(train_answer())
+    grid = AnsweringGrid(train_answer())
 
     # Execute: a search round, then the exploiting round
     train_round(strategy, grid, server_round=1)
@@ -219,7 +196,7 @@ def test_simulated_round_time_ignores_the_clients_seconds() -> None:
     for seconds in (0.01, 0.25):  # the client cannot train longer than round_timeout
         strategy = make_strategy()
         set_memory(strategy, {c: float("inf") for c in range(3)})
-        result = train_round(strategy, FakeGrid(train_answer(seconds=seconds)))
+        result = train_round(strategy, AnsweringGrid(train_answer(seconds=seconds)))
         times.append({r["client_id"]: r["round_time"] for r in result.train})
 
     assert times[0] == times[1]
@@ -254,7 +231,7 @@ def test_new_client_search_learns_from_evaluations_and_reports() -> None:
     before = strategy.policies[2].logits.copy()
 
     # Execute
-    strategy.finish_round(FakeGrid(answer), 1)  # type: ignore[arg-type]
+    strategy.finish_round(AnsweringGrid(answer), 1)  # type: ignore[arg-type]
 
     # Assert: 4 search rounds on val, then 3 candidate evaluations on test
     assert splits == ["val"] * 4 + ["test"] * 3
@@ -283,6 +260,6 @@ def test_new_client_evaluation_ignores_malformed_replies() -> None:
         return RecordDict({"metrics": MetricRecord(
             {"client_id": 2, "num_examples": 20, "accuracy": 3.0, "loss": 1.0})})
 
-    report = strategy.evaluate_new_clients(FakeGrid(answer), [2], 1)  # type: ignore[arg-type]
+    report = strategy.evaluate_new_clients(AnsweringGrid(answer), [2], 1)  # type: ignore[arg-type]
 
     assert np.isnan(report["searched_acc_mean"]) and strategy.tally.rejected == 3

@@ -4,7 +4,7 @@ writes both into the ``RoundRecord``; getters change nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -12,35 +12,13 @@ from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
 from pfednas.records import RoundRecord, StageResult
 from pfednas.strategies import Budget, FedAvgFTStrategy
+from tests.conftest import AnsweringGrid
 
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
 SENT_BYTES = sum(a.nbytes for a in WEIGHTS)
 
 # Messages need the task identity Flower sets inside a run (conftest.run_id).
 pytestmark = pytest.mark.usefixtures("run_id")
-
-
-class AnsweringGrid:
-    """Answers each pushed message at once with ``answer(message)`` (None: never)."""
-
-    def __init__(self, answer: Callable[[Message], RecordDict | None]) -> None:
-        self.answer = answer
-        self.replies: dict[str, Message] = {}
-        self.pushed: list[Message] = []
-
-    def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        ids = []
-        for msg in messages:
-            msg.metadata.__dict__["_message_id"] = f"m{len(self.pushed)}"
-            self.pushed.append(msg)
-            content = self.answer(msg)
-            if content is not None:
-                self.replies[msg.metadata.message_id] = Message(content, reply_to=msg)
-            ids.append(msg.metadata.message_id)
-        return ids
-
-    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
-        return [self.replies.pop(i) for i in ids if i in self.replies]
 
 
 def fedavg(**budget: object) -> FedAvgFTStrategy:
