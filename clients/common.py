@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,20 +65,44 @@ def finetune_then_test(net: ElasticNet[Any], env: ClientEnv, config: dict[str, A
     of its classifier head only (the body, BatchNorm included, as received); then
     ``after_tuning`` (a BatchNorm re-estimation) and :func:`test_reply`. ``net`` is changed.
     With fine-tuning the reply also carries ``accuracy_no_ft``, ``net`` tested as received
-    (the figure as published), so every method that fine-tunes reports the same pair."""
+    (the figure as published), so every method that fine-tunes reports the same pair; with
+    ``finetune_both`` (a tuning run) also ``accuracy_ft_full`` and ``accuracy_ft_head``, a
+    copy fine-tuned at the other scope (its work is not counted: tuning, not the method)."""
     epochs = int(config.get("finetune_epochs", 0))
     scope = str(config.get("finetune", default_scope))
     check_scope("finetune", scope, FINETUNE_SCOPES)
     if epochs == 0:
         return test_reply(net, env, None)
     as_published = evaluate(net, env.data.test, device=env.device).accuracy
+    other: dict[str, float] = {}
+    if bool(config.get("finetune_both", False)):
+        # the other scope on a copy, from the same start and the same shuffling stream, so
+        # that each scope's accuracy is the one a run at that scope alone reports
+        copy = deepcopy(net)
+        other_scope = "head" if scope == "full" else "full"
+        finetune(copy, other_scope, env, config, epochs, after_tuning)
+        other[f"accuracy_ft_{other_scope}"] = evaluate(copy, env.data.test,
+                                                       device=env.device).accuracy
+        del copy
+    tuned = finetune(net, scope, env, config, epochs, after_tuning)
+    loss, samples, metrics = with_no_ft(test_reply(net, env, tuned), as_published)
+    if other:
+        other[f"accuracy_ft_{scope}"] = metrics["accuracy"]
+    return loss, samples, {**metrics, **other}
+
+
+def finetune(net: ElasticNet[Any], scope: str, env: ClientEnv, config: dict[str, Any],
+             epochs: int, after_tuning: Callable[[ElasticNet[Any]], None] | None
+             ) -> TrainStats:
+    """``epochs`` of fine-tuning at ``scope`` on the client's train split (the protocol's
+    shuffling stream of this round), then ``after_tuning``; ``net`` is changed."""
     tuned = train_scope(
         net, scope, env.data.train, epochs=epochs, hyper=hyper_from_config(config),
         generator=train_generator(env, int(config["server_round"]), FINETUNE_PHASE),
         device=env.device)
     if after_tuning is not None:
         after_tuning(net)
-    return with_no_ft(test_reply(net, env, tuned), as_published)
+    return tuned
 
 
 def with_no_ft(reply: tuple[float, int, dict[str, Any]], as_published: float

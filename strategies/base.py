@@ -58,6 +58,7 @@ class Budget:
     examples_tolerance: float = 0.5   # deployment: allowed rise over the first num_examples
     eval_timeout: float | None = None  # seconds to wait for evaluation replies; None: no limit
     eval_finetune: str = "final"  # final: fine-tune only at the last round's evaluation | all
+    finetune_both: bool = False  # evaluations also fine-tune at the other scope, report both
     # a deployment: num_examples weighs only where the operator bounds it (partition_sizes)
     deployment: bool = False
     # each training update's RMS at most this × the round's lower median (None: unbounded)
@@ -76,6 +77,9 @@ class Budget:
 
 
 WEIGHTINGS = ("samples", "uniform")
+# an evaluation row's other accuracies: before fine-tuning (as published), and after each
+# fine-tuning scope (``finetune_both``)
+ACCURACY_VARIANTS = ("accuracy_no_ft", "accuracy_ft_full", "accuracy_ft_head")
 DEPLOYMENT_NORM_BOUND = 10.0  # update_norm_bound of a deployment that sets none
 
 
@@ -201,8 +205,9 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
     def round_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
         lineage = {"lineage": self.lineage} if self.lineage else {}
         fixed = {"fixed_arch": self.fixed_arch} if self.fixed_arch else {}
+        both = {"finetune_both": True} if self.budget.finetune_both else {}
         return {**self.train_config, "server_round": server_round,
-                "local_epochs": self.budget.local_epochs, **lineage, **fixed, **extra}
+                "local_epochs": self.budget.local_epochs, **lineage, **fixed, **both, **extra}
 
     def enough(self, valid: int) -> bool:
         """Whether a training round with ``valid`` accepted replies may change server state."""
@@ -240,8 +245,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
                          "num_params": int(metrics.get("num_params", 0)),
                          "num_examples": int(metrics["num_examples"]),
                          "sample_passes": int(metrics.get("sample_passes", 0)),
-                         **({"accuracy_no_ft": float(metrics["accuracy_no_ft"])}
-                            if "accuracy_no_ft" in metrics else {}),
+                         **{k: float(metrics[k]) for k in ACCURACY_VARIANTS if k in metrics},
                          **({"finetune_seconds": float(metrics["train_seconds"])}
                             if "train_seconds" in metrics else {}),
                          **self.evaluation_details(cid)})

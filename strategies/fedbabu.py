@@ -6,7 +6,7 @@ train only the body (head frozen) and the server averages only the bodies,
 sample-weighted (FedAvg on the body: :class:`FedAvgFTStrategy`'s maths and
 checkpoint on the body arrays). The head is never trained, sent or averaged —
 every client rebuilds the same seeded initial head. Personalized evaluation:
-each client fine-tunes the head (``finetune: head``) or the whole model
+each client fine-tunes the head (``finetune_scope: head``) or the whole model
 (``full``) for ``finetune_epochs`` on its train split, then evaluates
 (``pfednas.clients.fedbabu``).
 """
@@ -33,5 +33,5 @@ class FedBABUStrategy(FedAvgFTStrategy):
         # "finetune" from it (a mode put in train_config alone was overridden by "full")
         super().__init__(budget=budget, train_config=train_config,
                          initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
-                         finetune_scope=options.finetune, array_roles=body_roles)
+                         finetune_scope=options.finetune_scope, array_roles=body_roles)
         self.options = options

@@ -183,7 +183,7 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
     # "full" whatever the option (FedAvg+FT's finetune_scope default overrode it)
     body = initial_body(_settings("fedbabu"))
     strategy = FedBABUStrategy(budget=_budget(), train_config=CONFIG, initial_body=body,
-                               options=FedBABUOptions(finetune=mode, finetune_epochs=3))
+                               options=FedBABUOptions(finetune_scope=mode, finetune_epochs=3))
     _sent(strategy)
     updates = [[np.full_like(a, i) for a in body] for i in (1, 3)]
     first, second = strategy.train_clients(1)
@@ -200,7 +200,7 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
 
 
 
-@pytest.mark.parametrize(("overrides", "mode"), [([], "head"), (["method.finetune=full"], "full")])
+@pytest.mark.parametrize(("overrides", "mode"), [([], "head"), (["method.finetune_scope=full"], "full")])
 def test_fedbabu_built_from_its_config_fine_tunes_the_mode_it_names(
         run_id: None, overrides: list[str], mode: str) -> None:
     # the whole path a run takes: method=fedbabu's config -> the registry's strategy -> the

@@ -24,8 +24,13 @@ its config the bench refuses, unless ``--allow-dirty`` is given; every cell run
 from such changes keeps them beside its results (``source.diff``) and its commit
 is recorded as ``<commit>+dirty``.
 
+Reported cells run what the preset's tuning chose (``--tune`` first, where the preset has a
+``tuning`` grid): each method's best configuration on the validation splits of the tuning
+seed, read from its tuning cells (:mod:`pfednas.bench_tuning`).
+
 Modules: :mod:`pfednas.bench_cells` (presets, cells, the stale check),
-:mod:`pfednas.bench_runs` (running and recording one cell), this one (the command).
+:mod:`pfednas.bench_tuning` (the tuning's choice), :mod:`pfednas.bench_runs` (running and
+recording one cell), this one (the command).
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pfednas.bench_cells import (
@@ -53,6 +57,7 @@ from pfednas.bench_cells import (
     tuning_cells,
 )
 from pfednas.bench_runs import cell_record, compress_metrics, run_cell, source_state
+from pfednas.bench_tuning import chosen_overrides, write_tuning_table
 from pfednas.config import conf_dir
 
 __all__ = [
@@ -117,7 +122,17 @@ def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = Fals
     from pfednas.report.cli import build_report
 
     spaces = {m: METHODS[m].spaces for m in map(preset.base_of, preset.methods)}
-    todo = tuning_cells(preset, extra, spaces) if tune else cells(preset, extra, spaces)
+    if tune:
+        todo = tuning_cells(preset, extra, spaces)
+    else:
+        try:
+            chosen = chosen_overrides(preset, extra, spaces)
+        except BenchError as err:
+            if not dry_run:
+                raise
+            print(f"# {err}: the commands below run each method's own values", flush=True)
+            chosen = {}
+        todo = cells(preset, extra, spaces, chosen)
     if dry_run:
         for cell in todo:
             print(" ".join(pfednas_command(cell)))
@@ -134,7 +149,7 @@ def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = Fals
     finally:
         signal.signal(signal.SIGTERM, previous)
     if tune:
-        path = write_tuning_table(preset, todo)
+        path = write_tuning_table(preset, extra, spaces)
         print(path.read_text())
         return EXIT_FAILED_CELLS if failed else 0
     finished = [c.path.resolve() for c in todo if (c.path / "summary.json").is_file()]
@@ -148,42 +163,6 @@ def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = Fals
     print(table.read_text())
     print(f"[pfednas bench] {len(finished)}/{len(todo)} cells finished; report in {report}")
     return EXIT_FAILED_CELLS if failed else 0
-
-
-def tuned_overrides(preset: BenchPreset, cell: Cell) -> list[str]:
-    """The configuration a tuning cell tried (its overrides beyond the preset's)."""
-    index = int(cell.path.name.split("=", 1)[1])
-    return list(preset.tuning[cell.method][index])
-
-
-def write_tuning_table(preset: BenchPreset, todo: Sequence[Cell]) -> Path:
-    """``<out>/tuning/tuning.md``: every configuration tried per method, its validation
-    accuracy on the tuning seed, and the best one per method (marked)."""
-    lines = [f"# Tuning of bench={preset.name}", "",
-             f"Seed {preset.tuning_seed} (never reported), α = {todo[0].alpha:g} , "
-             f"{len(next(iter(preset.tuning.values())))} configurations per method; score = mean "
-             "personalized accuracy on the clients' **validation** splits (`eval_split=val`; "
-             "a method that selects on them, on the half it did not select on). "
-             "Chosen (★) = highest score; the preset's `method_overrides` hold the chosen values.",
-             "", "| method | configuration | val acc (mean ± std clients) | chosen |",
-             "|---|---|---|---|"]
-    by_method: dict[str, list[tuple[Cell, dict[str, Any] | None]]] = {}
-    for cell in todo:
-        path = cell.path / "summary.json"
-        summary = json.loads(path.read_text()) if path.is_file() else None
-        by_method.setdefault(cell.method, []).append((cell, summary))
-    for method, runs in by_method.items():
-        scores = [s["personalized_acc_mean"] if s else -1.0 for _, s in runs]
-        best = max(range(len(runs)), key=lambda i: scores[i])
-        for i, (cell, summary) in enumerate(runs):
-            tried = " ".join(tuned_overrides(preset, cell)) or "(preset values)"
-            score = (f"{summary['personalized_acc_mean']:.4f} ± "
-                     f"{summary['personalized_acc_std']:.4f}") if summary else "failed"
-            lines.append(f"| {method} | `{tried}` | {score} | {'★' if i == best else ''} |")
-    out = preset.out / "tuning" / "tuning.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    return out
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

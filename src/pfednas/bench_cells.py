@@ -148,6 +148,14 @@ def finetunes(method: str) -> bool:
     return method in OPTIONS and "finetune_epochs" in defaults(method)
 
 
+def scope_tuned(method: str) -> bool:
+    """Whether the method's fine-tuning scope (``finetune_scope``: full | head) is in its
+    tuning grid: each tuning run scores both (``federation.finetune_both``)."""
+    from pfednas.options import OPTIONS, defaults
+
+    return method in OPTIONS and "finetune_scope" in defaults(method)
+
+
 def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -156,8 +164,8 @@ def cell_overrides(preset: BenchPreset, method: str, alpha: float, seed: int, sp
                    extra: Sequence[str], tried: Sequence[str] = ()) -> tuple[str, ...]:
     """A cell's overrides: what the bench selects, the shared budgets, the protocol's F,
     the method's own (its chosen values), a tuning configuration, and the command line."""
-    # A tuning cell leaves out the method's chosen values of the keys its grid varies, so
-    # that what it runs does not depend on what the tuning chose.
+    # A tuning cell (and a reported cell given its method's choice) leaves out the method's
+    # own values of the keys its grid varies, so that what it runs does not depend on them.
     tuned = {override_key(o) for config in preset.tuning.get(method, ()) for o in config} \
         if tried else set()
     own = [o for o in preset.method_overrides.get(method, ())
@@ -169,9 +177,11 @@ def cell_overrides(preset: BenchPreset, method: str, alpha: float, seed: int, sp
             *tried, *extra)
 
 
-def cells(preset: BenchPreset, extra: Sequence[str], spaces: Mapping[str, tuple[str, ...]]
-          ) -> list[Cell]:
-    """Every (method, α, seed) run with its overrides: α and seed outermost, methods inside."""
+def cells(preset: BenchPreset, extra: Sequence[str], spaces: Mapping[str, tuple[str, ...]],
+          chosen: Mapping[str, Sequence[str]] | None = None) -> list[Cell]:
+    """Every (method, α, seed) run with its overrides: α and seed outermost, methods inside.
+    ``chosen``: method → what its tuning chose (:func:`pfednas.bench_tuning.chosen_overrides`),
+    in place of the method's own values of the keys its grid varies."""
     out = []
     for alpha in preset.alphas:
         for seed in preset.seeds:
@@ -180,7 +190,8 @@ def cells(preset: BenchPreset, extra: Sequence[str], spaces: Mapping[str, tuple[
                 space = method_space(preset, base, spaces[base])
                 own = ([*preset.variants[method][1], f"label={method}"]
                        if method in preset.variants else [])
-                overrides = cell_overrides(preset, base, alpha, seed, space, [*own, *extra])
+                overrides = cell_overrides(preset, base, alpha, seed, space, [*own, *extra],
+                                           tuple((chosen or {}).get(base, ())))
                 path = preset.out / method / f"alpha={alpha:g}" / f"seed={seed}"
                 out.append(Cell(method, alpha, seed, space, overrides, path))
     return out
@@ -199,8 +210,9 @@ def tuning_cells(preset: BenchPreset, extra: Sequence[str],
     for method in (m for m in preset.methods if m not in preset.variants):
         space = method_space(preset, method, spaces[method])
         for i, tried in enumerate(preset.tuning.get(method, ())):
+            both = ["federation.finetune_both=true"] if scope_tuned(method) else []
             overrides = cell_overrides(preset, method, alpha, preset.tuning_seed, space,
-                                       [*extra, "eval_split=val"], tried)
+                                       [*both, *extra, "eval_split=val"], tried)
             path = preset.out / "tuning" / method / f"config={i}"
             out.append(Cell(method, alpha, preset.tuning_seed, space, overrides, path))
     return out

@@ -26,7 +26,8 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None
                     eval_every=fed.eval_every, round_timeout=fed.round_timeout,
                     min_replies=fed.min_replies, seed=settings.seed, weighting=fed.weighting,
                     examples_tolerance=fed.examples_tolerance, eval_timeout=fed.eval_timeout,
-                    eval_finetune=fed.eval_finetune, deployment=deployment,
+                    eval_finetune=fed.eval_finetune, finetune_both=fed.finetune_both,
+                    deployment=deployment,
                     update_norm_bound=norm_bound_for(fed.update_norm_bound,
                                                      deployment=deployment))
     train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,

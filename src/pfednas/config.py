@@ -119,6 +119,9 @@ class Federation:
     examples_tolerance: float = 0.5   # deployment: allowed rise of a client's num_examples
     eval_timeout: float | None = None
     eval_finetune: str = "final"
+    # the final evaluation also fine-tunes a copy at the other scope (head / full) and reports
+    # both (accuracy_ft_full, accuracy_ft_head): a tuning grid's scope axis from one run
+    finetune_both: bool = False
     allow_missing_clients: bool = False
     # deployment: each client's largest num_examples, stated by the operator (one number for
     # all, or a list of K); null: clients weigh equally (their own counts bound nothing)
@@ -264,6 +267,9 @@ def validate_federation(fed: Federation) -> None:
         _check_number(g, "eval_timeout", fed.eval_timeout, kind=float, low=0, strict=True)
     if fed.eval_finetune not in ("final", "all"):
         raise ConfigError(f"federation.eval_finetune must be final|all, got {fed.eval_finetune!r}")
+    if not isinstance(fed.finetune_both, bool):
+        raise ConfigError("federation.finetune_both must be true or false, got "
+                          f"{fed.finetune_both!r}")
     if not isinstance(fed.allow_missing_clients, bool):
         raise ConfigError("federation.allow_missing_clients must be true|false, "
                           f"got {fed.allow_missing_clients!r}")

@@ -14,7 +14,8 @@ from pfednas.records import RoundRecord
 # per-client fields of an evaluation row that summary.json keeps (NAS methods: the
 # architecture; where budgets exist its cost, the client's budget and whether it fits)
 CLIENT_FIELDS = ("arch", "params", "flops", "memory_bytes", "budget_metric", "cost", "budget",
-                 "within_budget", "accuracy_no_ft", "sample_passes")
+                 "within_budget", "accuracy_no_ft", "accuracy_ft_full", "accuracy_ft_head",
+                 "sample_passes")
 
 
 def client_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +63,7 @@ def summarize(*, method: str, dataset: str, records: list[RoundRecord], wall_sec
         "personalized_acc_min": float(accs.min()),
         "personalized_acc_p10": float(np.percentile(accs, 10)),
         **no_finetuning_stats(final),
+        **scope_stats(final),
         **arch_counts(per_client),
         "per_client": per_client,
         "curve": [{"round": r.round, "acc_mean": float(np.mean([e["accuracy"]
@@ -97,6 +99,22 @@ def no_finetuning_stats(final: list[dict[str, Any]]) -> dict[str, float]:
             "personalized_acc_no_ft_std": float(accs.std()),
             "personalized_acc_no_ft_min": float(accs.min()),
             "personalized_acc_no_ft_p10": float(np.percentile(accs, 10))}
+
+
+SCOPES = ("full", "head")
+
+
+def scope_stats(final: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``finetune_both`` run's accuracy after each fine-tuning scope:
+    ``{"finetune_scopes": {"full": {"mean": .., "std": ..}, "head": {...}}}`` when every final
+    row carries both (the tuning grid scores each scope from one run)."""
+    keys = [f"accuracy_ft_{s}" for s in SCOPES]
+    if not final or not all(k in row for row in final for k in keys):
+        return {}
+    return {"finetune_scopes": {
+        s: {"mean": float(np.mean([row[k] for row in final])),
+            "std": float(np.std([row[k] for row in final]))}
+        for s, k in zip(SCOPES, keys, strict=True)}}
 def _eval_seconds(records: list[RoundRecord]) -> dict[str, float]:
     """Wall seconds of the evaluation stages, by kind (quick / full / final)."""
     out: dict[str, float] = {}

@@ -83,6 +83,8 @@ KNOWN_METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("accuracy", float, 0.0, 1.0),
     MetricSpec("val_accuracy", float, 0.0, 1.0),
     MetricSpec("accuracy_no_ft", float, 0.0, 1.0),
+    MetricSpec("accuracy_ft_full", float, 0.0, 1.0),
+    MetricSpec("accuracy_ft_head", float, 0.0, 1.0),
     MetricSpec("loss", float, 0.0),
     MetricSpec("train_loss", float, 0.0),
     MetricSpec("head_train_loss", float, 0.0),

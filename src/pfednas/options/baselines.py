@@ -58,12 +58,12 @@ class FedRepOptions(LocalOptions):
 class FedBABUOptions(LocalOptions):
     """FedBABU (Oh et al., ICLR'22): head fixed at its random init while the body is averaged."""
 
-    finetune: str = "head"             # head (the paper's: body frozen) | full
+    finetune_scope: str = "head"       # head (the paper's: body frozen) | full
     finetune_epochs: int = FINETUNE_EPOCHS
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_scope("finetune", self.finetune, FINETUNE_SCOPES)
+        check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
         check_int("finetune_epochs", self.finetune_epochs, 0)
 
 
