@@ -113,8 +113,10 @@ def with_no_ft(reply: tuple[float, int, dict[str, Any]], as_published: float
 
 
 def work_metrics(*trained: TrainStats | None) -> dict[str, float | int]:
-    """``train_seconds`` and ``sample_passes`` (samples through forward + backward) of the
-    training runs a request did: the client compute the benchmark protocol measures."""
+    """``train_seconds``, ``sample_passes`` (samples through forward + backward) and
+    ``train_macs`` (their multiply-accumulates by the cost model, ``TrainStats.macs``) of
+    the training runs a request did: the client compute the benchmark protocol measures."""
     done = [t for t in trained if t is not None]
     return {"train_seconds": float(sum(t.seconds for t in done)),
-            "sample_passes": int(sum(t.samples for t in done))}
+            "sample_passes": int(sum(t.samples for t in done)),
+            "train_macs": float(sum(t.macs for t in done))}

@@ -162,6 +162,7 @@ class SpiderClient(NumPyClient):
         metrics = {"train_loss": stats.global_loss, "local_loss": stats.local_loss,
                    "penalty": stats.penalty, "train_seconds": stats.seconds,
                    "sample_passes": 2 * stats.samples,  # the global and the local model
+                   "train_macs": float(stats.macs),
                    "peak_memory_mb": peak_memory_mb(self.env.device),
                    **self._arch_metrics(state, local)}
         return supernet.state_arrays(), len(data.y), metrics

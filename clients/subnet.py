@@ -22,6 +22,12 @@ round starts from the received one), trains with the body, and never leaves the
 client — the reply carries the head as it came, so the server's merge leaves the
 shared head untouched. Every space's head has one shape for all its subnets
 (``mobilenetv3``: ``head_width`` → classes); a stored head of another shape is refused.
+
+With ``personal_bn`` (a PerFedRLNAS lever under study, not in the paper: FedBN's rule for
+BatchNorm statistics) the client keeps the BatchNorm statistics of the last subnet it
+trained: the next time it trains or evaluates that architecture it starts from them instead
+of the received (merged) ones, and evaluates with them instead of re-estimating; the reply
+carries the statistics as they came, so the server's merge never sees a client's own.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.client import NumPyClient
 from torch import nn
 
@@ -44,8 +50,21 @@ from pfednas.clients.common import (
     work_metrics,
 )
 from pfednas.data import ArrayDataset
+from pfednas.nas.roles import state_roles
+from pfednas.nas.validation import PARAM
 from pfednas.search import ElasticNet, SearchSpace, TaskShape, recalibrate_batchnorm
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+
+
+def with_statistics(arrays: list[np.ndarray], roles: list[str], statistics: list[np.ndarray]
+                    ) -> list[np.ndarray]:
+    """``arrays`` (a state_dict's, with their ``roles``) with the BatchNorm statistics
+    replaced by ``statistics``, in order."""
+    it = iter(statistics)
+    out = [a if role == PARAM else next(it) for a, role in zip(arrays, roles, strict=True)]
+    if next(it, None) is not None:
+        raise ValueError("more BatchNorm statistics than the network holds")
+    return out
 
 
 def build_subnet(space: SearchSpace, task: TaskShape, arch_str: str,
@@ -71,17 +90,38 @@ def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
 
 
 HEAD_KEY = "personal_head"
+BN_KEY, BN_ARCH_KEY = "personal_bn", "personal_bn_arch"
 
 
 class SubnetClient(NumPyClient):
     def __init__(self, env: ClientEnv, space: SearchSpace, task: TaskShape, *,
-                 bn_recalibrate: bool, personal_head: bool = False,
+                 bn_recalibrate: bool, personal_head: bool = False, personal_bn: bool = False,
                  state: RecordDict | None = None) -> None:
-        if personal_head and state is None:
-            raise ValueError("personal_head needs the client's state to keep the head in")
+        if (personal_head or personal_bn) and state is None:
+            raise ValueError("personal_head and personal_bn need the client's state to keep "
+                             "what is personal in")
         self.env, self.space, self.task = env, space, task
         self.bn_recalibrate, self.personal_head = bn_recalibrate, personal_head
+        self.personal_bn = personal_bn
         self.state = state if state is not None else RecordDict()
+
+    def own_statistics(self, arch: str) -> list[np.ndarray] | None:
+        """The BatchNorm statistics this client kept for ``arch`` (``personal_bn``), if any."""
+        if not self.personal_bn or BN_KEY not in self.state:
+            return None
+        kept = self.state[BN_ARCH_KEY]
+        assert isinstance(kept, ConfigRecord)
+        if kept["arch"] != arch:
+            return None
+        record = self.state[BN_KEY]
+        assert isinstance(record, ArrayRecord)
+        return record.to_numpy_ndarrays()
+
+    def keep_statistics(self, net: nn.Module, arch: str) -> None:
+        stats = [a for a, role in zip(get_arrays(net), state_roles(net), strict=True)
+                 if role != PARAM]
+        self.state[BN_KEY] = ArrayRecord(numpy_ndarrays=stats)
+        self.state[BN_ARCH_KEY] = ConfigRecord({"arch": arch})
 
     def model(self, parameters: list[np.ndarray], arch: str
                ) -> tuple[ElasticNet[Any], StateSplit]:
@@ -98,6 +138,9 @@ class SubnetClient(NumPyClient):
                 raise ValueError(f"the personal head's shapes {[h.shape for h in head]} do not "
                                  f"match subnet {arch}'s head {[r.shape for r in received]}")
             set_arrays(net, put(get_arrays(net), split.head, head))
+        own = self.own_statistics(arch)
+        if own is not None:
+            set_arrays(net, with_statistics(get_arrays(net), state_roles(net), own))
         return net, split
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -116,11 +159,18 @@ class SubnetClient(NumPyClient):
         if self.personal_head:  # kept here; the reply carries the head as it came
             self.state[HEAD_KEY] = ArrayRecord(numpy_ndarrays=take(arrays, split.head))
             arrays = put(arrays, split.head, take(parameters, split.head))
+        if self.personal_bn:  # kept here; the reply carries the statistics as they came
+            self.keep_statistics(net, str(config["arch"]))
+            roles = state_roles(net)
+            arrays = with_statistics(arrays, roles, [p for p, role in zip(
+                parameters, roles, strict=True) if role != PARAM])
         return arrays, len(self.env.data.train.y), metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         net, _ = self.model(parameters, str(config["arch"]))
+        if self.own_statistics(str(config["arch"])) is not None:  # its own, not re-estimated
+            config = {**config, "recalibrate": False}
         self.recalibrate(net, config)
         epochs = int(config.get("finetune_epochs", 0))
         if config.get("split") == "val" or epochs <= 0:
@@ -133,6 +183,6 @@ class SubnetClient(NumPyClient):
             net, self.env, config, after_tuning=lambda tuned: self.recalibrate(tuned, config))
 
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:
-        if self.bn_recalibrate:
+        if self.bn_recalibrate and config.get("recalibrate", True):
             recalibrate_on(net, self.env.data.train, int(config["batch_size"]), self.env.device)
 

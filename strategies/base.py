@@ -22,7 +22,7 @@ import dataclasses
 import math
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from logging import INFO, WARNING
 from typing import Any
@@ -33,6 +33,12 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from pfednas.nas.profile import ClientProfile, ProfileBounds
+from pfednas.nas.simulated_time import (
+    default_profiles,
+    round_seconds,
+    timed_eval_row,
+    timed_train_row,
+)
 from pfednas.nas.validation import ArraySpec, array_specs
 from pfednas.records import RoundRecord, StageResult
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
@@ -188,6 +194,8 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
             record = ArrayRecord(numpy_ndarrays=arrays)
             content["arrays"] = record
             self.tally.bytes_down += sum(a.nbytes for a in arrays)
+        if message_type == MessageType.TRAIN:
+            self.tally.train_down[client_id] = sum(a.nbytes for a in arrays or [])
         sent = arrays or []
         # what was sent is kept for training (the reference of its update) only
         self.requests[client_id] = Request(message_type, self.expected_reply_arrays(
@@ -248,6 +256,8 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
                          **{k: float(metrics[k]) for k in ACCURACY_VARIANTS if k in metrics},
                          **({"finetune_seconds": float(metrics["train_seconds"])}
                             if "train_seconds" in metrics else {}),
+                         **({"train_macs": float(metrics["train_macs"])}
+                            if "train_macs" in metrics else {}),
                          **self.evaluation_details(cid)})
         missing = sorted(self.eval_sent - {r["client_id"] for r in rows})
         if missing:
@@ -263,7 +273,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
     @staticmethod
     def train_row(metrics: dict[str, Any]) -> dict[str, float]:
         keys = ("client_id", "train_loss", "train_seconds", "num_examples", "peak_memory_mb",
-                "sample_passes", "update_scale")
+                "sample_passes", "train_macs", "update_scale")
         return {k: metrics[k] for k in keys if k in metrics}
 
     # -- the loop ----------------------------------------------------------------------------
@@ -333,9 +343,40 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         self.finish_round(grid, server_round)
         tally = self.tally
         return dataclasses.replace(
-            record, failures=tally.failures, rejected=tally.rejected, bytes_up=tally.bytes_up,
-            bytes_down=tally.bytes_down, server_seconds=server_seconds,
+            self.timed(record), failures=tally.failures, rejected=tally.rejected,
+            bytes_up=tally.bytes_up, bytes_down=tally.bytes_down, server_seconds=server_seconds,
             eval_seconds=eval_seconds, wall_seconds=time.perf_counter() - start)
+
+    def timed(self, record: RoundRecord) -> RoundRecord:
+        """``record`` with each trained client's traffic (``bytes_down``, ``bytes_up``) and
+        simulated time in its training row, the time of the training an evaluation did in
+        its row, and the round's ``simulated_seconds``
+        (:mod:`pfednas.nas.simulated_time`, on :meth:`timing_profiles`)."""
+        profiles, down, up = self.timing_profiles(), self.tally.train_down, self.tally.train_up
+
+        def train_row(row: dict[str, Any]) -> dict[str, Any]:
+            cid = row.get("client_id")
+            if not isinstance(cid, int) or cid not in up or cid not in profiles:
+                return row  # no accepted training reply of this client (this round)
+            return timed_train_row(row, profiles[cid], bytes_down=down.get(cid, 0),
+                                   bytes_up=up[cid])
+
+        def eval_row(row: dict[str, Any]) -> dict[str, Any]:
+            cid = row.get("client_id")
+            return timed_eval_row(row, profiles[cid]) if isinstance(cid, int) \
+                and cid in profiles else row
+
+        train = [train_row(row) for row in record.train]
+        evaluation = [eval_row(row) for row in record.evaluation]
+        return dataclasses.replace(record, train=train, evaluation=evaluation,
+                                   simulated_seconds=round_seconds(train, evaluation))
+
+    def timing_profiles(self) -> Mapping[int, ClientProfile]:
+        """The hardware the simulated time is counted on: the strategy's client profiles
+        where it has them (the NAS methods' simulated spread, a deployment's claims), else
+        the default spread's seeded draw: for a simulated baseline, the speeds and links
+        PerFedRLNAS and HAPFNAS draw for the same clients with their default spread."""
+        return self.profiles or default_profiles(self.budget.num_clients, self.budget.seed)
 
     def finish_round(self, grid: Grid, server_round: int) -> None:
         """Hook after a round's evaluation (e.g. PerFedRLNAS's new-client search); what it

@@ -13,7 +13,7 @@ Training updates may further be bounded by the round's median update size
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from logging import WARNING
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +57,17 @@ class Request:
 class RoundTally:
     """What the gate and the round loop count in one round: replies that failed (an
     error, or none before the timeout), replies rejected, and the array bytes that
-    travelled each way. The loop starts one per round and copies it into the round's
-    record."""
+    travelled each way; per client, the bytes of its training message (``train_down``)
+    and of its accepted training reply (``train_up``: the clients that trained). The loop
+    starts one per round and copies it into the round's record."""
 
     round: int
     failures: int = 0
     rejected: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    train_down: dict[int, int] = field(default_factory=dict)
+    train_up: dict[int, int] = field(default_factory=dict)
 
 
 class ReplyGate:
@@ -116,6 +119,8 @@ class ReplyGate:
             self.answered.add(cid)
             self.first_examples.setdefault((cid, self.requests[cid].kind),
                                            int(metrics["num_examples"]))
+            if self.requests[cid].kind == MessageType.TRAIN:
+                self.tally.train_up[cid] = size
             good.append((metrics, arrays))
         # in client order, not arrival order: sums over replies are then reproducible
         return sorted(good, key=lambda r: int(r[0]["client_id"]))

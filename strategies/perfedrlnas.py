@@ -45,6 +45,7 @@ figures they made reproduce at commit ea544f9 (``benchmarks/bench_diagnostics.py
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -120,6 +121,11 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             self._memory[arch] = self.cost(arch).memory_bytes
         return self._memory[arch]
 
+    def budget_share(self, client_id: int, arch: Arch) -> float:
+        """The share of the client's memory budget ``arch``'s training takes (0: no budget)."""
+        budget = self.profiles[client_id].memory_bytes
+        return self.memory(arch) / budget if math.isfinite(budget) and budget > 0 else 0.0
+
     def sample_arch(self, client_id: int, server_round: int, phase: int = ARCH_SEARCH
                     ) -> Arch:
         if phase == ARCH_SEARCH and self.exploiting(server_round):
@@ -163,7 +169,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     def update_policies(self, outcomes: dict[int, Outcome], archs: Mapping[int, Arch],
                         lambda_time: float) -> dict[int, float]:
-        rewards, self.history = round_rewards(outcomes, self.history, lambda_time)
+        rewards, self.history = round_rewards(outcomes, self.history, lambda_time,
+                                              self.options.budget_reward)
         for cid, reward in rewards.items():
             self.policies[cid] = reinforce_update(self.policies[cid], self.sizes,
                                                   archs[cid].indices, reward,
@@ -226,7 +233,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             arch = self.sent[cid][0]
             contributions.append((self.supernet.regions(arch), arrays, self.weight(metrics)))
             rt = self.round_time(cid, metrics, sum(a.nbytes for a in arrays))
-            outcomes[cid], archs[cid] = Outcome(float(metrics["val_accuracy"]), rt), arch
+            outcomes[cid], archs[cid] = Outcome(float(metrics["val_accuracy"]), rt,
+                                                budget_share=self.budget_share(cid, arch)), arch
             rows[cid] = {**self.train_row(metrics), "arch": arch.to_str(), "round_time": rt,
                          "val_accuracy": float(metrics["val_accuracy"]),
                          "accuracy": float(metrics["accuracy"])}

@@ -200,7 +200,8 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
 
 
 
-@pytest.mark.parametrize(("overrides", "mode"), [([], "head"), (["method.finetune_scope=full"], "full")])
+@pytest.mark.parametrize(("overrides", "mode"),
+                         [([], "head"), (["method.finetune_scope=full"], "full")])
 def test_fedbabu_built_from_its_config_fine_tunes_the_mode_it_names(
         run_id: None, overrides: list[str], mode: str) -> None:
     # the whole path a run takes: method=fedbabu's config -> the registry's strategy -> the
@@ -369,8 +370,54 @@ def test_subnet_personal_head_stays_on_the_client_and_serves_its_next_subnet() -
     assert not _same(take(reply, split_small.body), take(cut_small, split_small.body))
     assert not _same(kept, take(cut_small, split_small.head))
     assert _same(take(get_arrays(evaluated[0]), split_large.head), kept)
-    with pytest.raises(ValueError, match="needs the client's state"):
+    with pytest.raises(ValueError, match="need the client's state"):
         SubnetClient(ENV, supernet.space, TASK, bn_recalibrate=False, personal_head=True)
+
+
+def test_subnet_personal_bn_keeps_its_statistics_and_evaluates_with_them() -> None:
+    # Prepare: a client keeping its BatchNorm statistics, re-estimation on otherwise
+    from pfednas.clients.subnet import SubnetClient
+    from pfednas.nas.roles import state_roles
+    from pfednas.nas.validation import PARAM
+
+    supernet = seeded_supernet(settings_from_cfg(compose(["method=perfedrlnas"])))
+    small, large = supernet.space.min_arch(), supernet.space.max_arch()
+    cut_small = supernet.slice(small)
+    client = SubnetClient(ENV, supernet.space, TASK, bn_recalibrate=True, personal_bn=True,
+                          state=RecordDict())
+    evaluated: list[torch.nn.Module] = []
+    original = client.model
+
+    def spy(parameters: list[np.ndarray], arch: str) -> Any:
+        built = original(parameters, arch)
+        evaluated.append(built[0])
+        return built
+
+    # Execute: train the small subnet, then evaluate it and the large one
+    reply, _, _ = client.fit(cut_small, {**CONFIG, "arch": small.to_str()})
+    kept = client.own_statistics(small.to_str())
+    client.model = spy  # type: ignore[method-assign]
+    client.evaluate(cut_small, {**CONFIG, "arch": small.to_str(), "split": "test"})
+    client.evaluate(supernet.slice(large), {**CONFIG, "arch": large.to_str(), "split": "test"})
+
+    # Assert: the reply carries the statistics as they came, its weights trained; the kept
+    # statistics are the trained ones and serve (not re-estimated) the same architecture only
+    roles = state_roles(evaluated[0])
+    def stats(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [a for a, r in zip(arrays, roles, strict=True) if r != PARAM]
+
+    def weights(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return [a for a, r in zip(arrays, roles, strict=True) if r == PARAM]
+
+    assert _same(stats(reply), stats(cut_small)) and not _same(weights(reply), weights(cut_small))
+    assert kept is not None and not _same(kept, stats(cut_small))
+    assert _same(stats(get_arrays(evaluated[0])), kept)
+    assert client.own_statistics(large.to_str()) is None
+    large_roles = state_roles(evaluated[1])
+    received = [a for a, r in zip(supernet.slice(large), large_roles, strict=True) if r != PARAM]
+    evaluated_stats = [a for a, r in zip(get_arrays(evaluated[1]), large_roles, strict=True)
+                       if r != PARAM]
+    assert not _same(evaluated_stats, received)  # another architecture: re-estimated
 
 
 @pytest.mark.parametrize("method", ["perfedrlnas", "hapfnas"])

@@ -464,3 +464,45 @@ def test_plots_label_a_finetuned_nas_run_as_its_ft_row() -> None:
 
     assert figure_label("perfedrlnas", [finetuned]) == "perfedrlnas+ft"
     assert figure_label("fedavg", [run({"method": "fedavg"})]) == "fedavg"
+
+
+# -- the results page from the smoke bench's cells ------------------------------------------------
+def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_check(
+        bench: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: a page with the smoke preset's table, rendered from its cells
+    from pfednas.report import page
+    from pfednas.report.cli import main as report_main
+    from pfednas.report.cli import method_order
+    from pfednas.report.table import to_csv
+
+    out, _ = bench
+    doc = tmp_path / "page.md"
+    doc.write_text("# Page\n\nprose 0.1234 stays\n\n<!-- table:smoke -->\n| stale |\n"
+                   "<!-- /table -->\n\nmore prose\n")
+    args = ["--doc", str(doc), "--bench-root", str(out.parent)]
+    assert report_main(args) == 0
+    rendered = doc.read_text()
+    order = method_order()
+    results = page.load_bench(page.read_preset(REPO / "conf" / "bench" / "smoke.yaml", order),
+                              out, order)
+    fedavg = next(g for g in results.groups if g.method == "fedavg")
+    number = f"{fedavg.acc_mean:.4f}"
+    edited = rendered.replace(number, "0.9999", 1)
+    doc.write_text(edited)
+
+    # Execute
+    checked = report_main([*args, "--check"])
+    after_check = doc.read_text()
+    refreshed = report_main(args)
+
+    # Assert: only the block is rendered, with the aggregation of the bench's own report; the
+    # check fails on a hand-edited number and writes nothing; the command puts it back
+    assert rendered.startswith("# Page\n\nprose 0.1234 stays\n\n<!-- table:smoke -->\n")
+    assert "| stale |" not in rendered and rendered.endswith("<!-- /table -->\n\nmore prose\n")
+    assert (f"| FedAvg+FT | 0.5 | {number} ± — |" in rendered
+            or f"| FedAvg+FT | 0.5 | **{number} ± —** |" in rendered)
+    assert to_csv(results.groups) == (out / "report" / "table.csv").read_text()
+    assert number in rendered and edited != rendered
+    assert checked == 1 and after_check == edited
+    assert "differ from what the cells render" in capsys.readouterr().err
+    assert refreshed == 0 and doc.read_text() == rendered

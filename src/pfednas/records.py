@@ -40,6 +40,8 @@ class RoundRecord:
     eval_kind: str = ""
     eval_seconds: float = 0.0  # wall time of the round's evaluation stage
     clients_missing: list[int] = field(default_factory=list)  # sent an evaluation, no valid row
+    # the round's time on the clients' simulated hardware (pfednas.nas.simulated_time)
+    simulated_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         accs = [e["accuracy"] for e in self.evaluation]
@@ -50,6 +52,7 @@ class RoundRecord:
             "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
             "wall_seconds": round(self.wall_seconds, 4),
             "server_seconds": round(self.server_seconds, 4),
+            "simulated_seconds": self.simulated_seconds,  # exact: a resumed run sums the same
         }
         if accs:
             out["personalized_acc_mean"] = float(np.mean(accs))
@@ -73,7 +76,8 @@ class RoundRecord:
                    server=dict(data.get("server", {})),
                    eval_kind=str(data.get("eval_kind", "")),
                    eval_seconds=float(data.get("eval_seconds", 0.0)),
-                   clients_missing=[int(c) for c in data.get("clients_missing", [])])
+                   clients_missing=[int(c) for c in data.get("clients_missing", [])],
+                   simulated_seconds=float(data.get("simulated_seconds", 0.0)))
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ def summarize(*, method: str, dataset: str, records: list[RoundRecord], wall_sec
         "rounds": len(records),
         "failures": int(sum(r.failures for r in records)),
         "wall_seconds": float(wall_seconds),
+        "simulated_seconds": float(sum(r.simulated_seconds for r in records)),
         "server_seconds": float(sum(r.server_seconds for r in records)),
         "eval_seconds": _eval_seconds(records),
         "bytes_up": int(sum(r.bytes_up for r in records)),
@@ -138,6 +139,7 @@ def format_table(summary: dict[str, Any]) -> str:
         *_arch_rows(summary),
         ("rounds", str(summary["rounds"])),
         ("wall time (s)", f"{summary['wall_seconds']:.1f}"),
+        *_simulated_rows(summary),
         ("bytes up / down", f"{_mb(summary['bytes_up'])} / {_mb(summary['bytes_down'])}"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -156,6 +158,13 @@ def _as_published_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
             ("min / 10th pct., no fine-tuning",
              f"{summary['personalized_acc_no_ft_min']:.4f} / "
              f"{summary['personalized_acc_no_ft_p10']:.4f}")]
+def _simulated_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The run's time on the clients' simulated hardware (absent from older summaries)."""
+    if "simulated_seconds" not in summary:
+        return []
+    return [("simulated time (s)", f"{summary['simulated_seconds']:.1f}")]
+
+
 def _evaluated(summary: dict[str, Any]) -> str:
     missing = summary.get("clients_missing") or []
     if not missing:

@@ -51,6 +51,7 @@ ARCH_NEW_CLIENT_SEARCH = 1  # a new client's policy sample in its search: (round
 ARCH_FALLBACK = 2  # policy samples for a final architecture over budget: (client,)
 ARCH_NEW_CLIENT_RANDOM = 99  # a new client's random architecture (comparison): (client,)
 FIXED_ARCH_SEARCH = 606  # after HARDWARE: the search for the largest arch all budgets fit (leaf)
+HEAVY_TAILED_HARDWARE = 607  # after HARDWARE: a client's slowdown, heavy-tailed spread: (client,)
 
 STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "model_init": (MODEL_INIT,),
@@ -63,6 +64,7 @@ STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "arch_new_client_random": (ARCH_SAMPLING, ARCH_NEW_CLIENT_RANDOM),
     "hardware": (HARDWARE,),
     "fixed_arch_search": (HARDWARE, FIXED_ARCH_SEARCH),
+    "heavy_tailed_hardware": (HARDWARE, HEAVY_TAILED_HARDWARE),
     "spider_search": (SPIDER_SEARCH,),
     "silo_split": (SILO_SPLIT,),
     "data_partition": (DATA_PARTITION,),

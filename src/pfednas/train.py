@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pfednas.data import ArrayDataset
+from pfednas.nas.reward import TRAIN_MACS_PER_FORWARD
+from pfednas.search.cost_model import module_cost_terms
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,14 @@ class Hyper:
 
 @dataclass(frozen=True)
 class TrainStats:
+    """A training run: its mean loss, the samples it passed through forward + backward,
+    its seconds, and ``macs``, its multiply-accumulates by the cost model: 3 × the forward
+    MACs per sample of the model trained × ``samples`` (:class:`CountingForward`)."""
+
     loss: float
     samples: int
     seconds: float
+    macs: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,13 +97,55 @@ class MomentumSGD:
             p.add_(grad, alpha=-lr)
 
 
+def counted_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``model(x)`` and the multiply-accumulates per sample of that forward pass, counted by
+    the cost model's rule (:func:`pfednas.search.cost_model.module_cost_terms`, what
+    ``traced_cost_terms`` applies to a ``meta`` pass) on this real batch: no extra pass, no
+    copy of the model (a ``meta`` trace costs ~1 s the first time in a process, which a
+    deployed ClientApp, a fresh process per message, would pay every message)."""
+    macs: list[int] = []
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        macs.append(module_cost_terms(module, inputs, output)[0])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        out = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out, sum(macs) // max(len(x), 1)
+
+
+class CountingForward:
+    """Calls ``model``; the first call also counts its forward MACs per sample
+    (:func:`counted_forward`), from which :meth:`training_macs` follows."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.macs_per_sample: int | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.macs_per_sample is None:
+            out, self.macs_per_sample = counted_forward(self.model, x)
+            return out
+        return self.model(x)  # type: ignore[no-any-return]
+
+    def training_macs(self, samples: int) -> int:
+        """The cost model's training MACs of ``samples`` through forward + backward
+        (≈ 2 × forward): ``TRAIN_MACS_PER_FORWARD`` × forward MACs per sample × samples."""
+        return TRAIN_MACS_PER_FORWARD * (self.macs_per_sample or 0) * samples
+
+
 def train_epochs(model: nn.Module, data: ArrayDataset, *, epochs: int, hyper: Hyper,
                  generator: torch.Generator, device: torch.device) -> TrainStats:
-    """SGD with momentum for ``epochs`` passes over ``data``; returns the mean loss."""
+    """SGD with momentum for ``epochs`` passes over ``data``; returns the mean loss, the
+    samples passed and their training MACs (the first batch's forward counts them)."""
     start = time.perf_counter()
     model.to(device).train()
     x, y = to_tensors(data, device)
     optimizer = MomentumSGD(model.parameters(), hyper)
+    forward = CountingForward(model)
     total_loss, seen = 0.0, 0
     n = len(y)
     for _ in range(epochs):
@@ -106,13 +155,14 @@ def train_epochs(model: nn.Module, data: ArrayDataset, *, epochs: int, hyper: Hy
             if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples in train mode
                 continue
             optimizer.zero_grad()
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = F.cross_entropy(forward(x[idx]), y[idx])
             loss.backward()
             optimizer.step()
             total_loss += float(loss.detach()) * len(idx)
             seen += len(idx)
     return TrainStats(loss=total_loss / max(seen, 1), samples=seen,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start,
+                      macs=forward.training_macs(seen))
 
 
 @torch.no_grad()

@@ -27,4 +27,5 @@ def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClie
     options: PerFedRLNASOptions = settings.options
     return SubnetClient(env, get_space(**settings.search_space), task_shape(settings),
                         bn_recalibrate=options.bn_recalibrate,
-                        personal_head=options.personal_head, state=context.state)
+                        personal_head=options.personal_head,
+                        personal_bn=options.personal_bn, state=context.state)

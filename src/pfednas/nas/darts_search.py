@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from pfednas.data import ArrayDataset
 from pfednas.search.darts_mixed import DartsMixedNet
-from pfednas.train import Hyper, TrainStats, to_tensors
+from pfednas.train import CountingForward, Hyper, TrainStats, to_tensors
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ def search_epochs(net: DartsMixedNet, train: ArrayDataset, val: ArrayDataset, *,
                              weight_decay=arch.weight_decay)
     val_batches = _batches(len(yv), hyper.batch_size, generator, device) if len(yv) else None
     total, seen, arch_seen, n = 0.0, 0, 0, len(y)
+    forward = CountingForward(net)  # per sample, the same for both steps (one network)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(device)
         for begin in range(0, n, hyper.batch_size):
@@ -79,11 +80,12 @@ def search_epochs(net: DartsMixedNet, train: ArrayDataset, val: ArrayDataset, *,
                 arch_seen += len(vidx)
             w_opt.zero_grad(set_to_none=True)
             net.alpha_normal.grad = net.alpha_reduce.grad = None
-            loss = F.cross_entropy(net(x[idx]), y[idx])
+            loss = F.cross_entropy(forward(x[idx]), y[idx])
             loss.backward()
             w_opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
     # samples: forward + backward passes of both steps (weights on train, alpha on val)
     return TrainStats(loss=total / max(seen, 1), samples=seen + arch_seen,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start,
+                      macs=forward.training_macs(seen + arch_seen))

@@ -23,10 +23,12 @@ class Outcome:
     accuracy: float
     round_time: float
     over_budget: bool = False
+    budget_share: float = 0.0  # the subnet's training memory / the client's budget (<= 1)
 
 
 def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
-                  lambda_time: float) -> tuple[dict[int, float], dict[int, float]]:
+                  lambda_time: float, budget_weight: float = 0.0
+                  ) -> tuple[dict[int, float], dict[int, float]]:
     """Rewards of one round, and the accuracy history updated with its measurements.
 
     Parameters
@@ -37,6 +39,10 @@ def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
         client id → latest measured accuracy, before this round.
     lambda_time:
         Weight of the round-time penalty (paper: 0.001 per second).
+    budget_weight:
+        Not in the paper (0: off): a within-budget subnet's reward gains this × the share
+        of the client's memory budget it uses, a prior toward the largest subnets a client
+        can train.
     """
     new_history = dict(history)
     for cid, out in outcomes.items():
@@ -51,7 +57,8 @@ def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
         if out.over_budget:
             rewards[cid] = 0.0 - baseline - lambda_time * (slowest - fastest) - 1.0
         else:
-            rewards[cid] = out.accuracy - baseline - lambda_time * (out.round_time - fastest)
+            rewards[cid] = (out.accuracy - baseline - lambda_time * (out.round_time - fastest)
+                            + budget_weight * out.budget_share)
     return rewards, new_history
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.data import ArrayDataset
-from pfednas.train import Hyper, to_tensors
+from pfednas.train import CountingForward, Hyper, to_tensors
 
 
 def shared_anchor(local: nn.Module, global_net: nn.Module) -> dict[str, Tensor]:
@@ -66,11 +66,15 @@ class PairHyper:
 
 @dataclass(frozen=True)
 class PairStats:
+    """The pair's training: its losses, the samples each model passed, its seconds and
+    ``macs``, the training MACs of both models (the cost model's, as ``TrainStats.macs``)."""
+
     global_loss: float
     local_loss: float
     penalty: float
     samples: int
     seconds: float
+    macs: int = 0
 
 
 def _sgd(model: nn.Module, hyper: Hyper) -> torch.optim.SGD:
@@ -104,6 +108,7 @@ def train_pair(global_net: nn.Module, local_net: nn.Module, data: ArrayDataset, 
     x, y = to_tensors(data, device)
     n, size = len(y), pair.hyper.batch_size
     sums, seen = [0.0, 0.0, 0.0], 0
+    forward_global, forward_local = CountingForward(global_net), CountingForward(local_net)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(device)
         for begin in range(0, n, size):
@@ -111,9 +116,9 @@ def train_pair(global_net: nn.Module, local_net: nn.Module, data: ArrayDataset, 
             if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples in train mode
                 continue
             xb, yb = x[idx], y[idx]
-            g_loss = F.cross_entropy(global_net(xb), yb)
+            g_loss = F.cross_entropy(forward_global(xb), yb)
             _step(global_net, opt_global, g_loss, pair.grad_clip)
-            ce = F.cross_entropy(local_net(xb), yb)
+            ce = F.cross_entropy(forward_local(xb), yb)
             penalty = proximal_penalty(local_params, anchor, pair.lam)
             _step(local_net, opt_local, ce + penalty, pair.grad_clip)
             for i, value in enumerate((g_loss, ce, penalty)):
@@ -121,4 +126,5 @@ def train_pair(global_net: nn.Module, local_net: nn.Module, data: ArrayDataset, 
             seen += len(idx)
     g, loc, pen = (s / max(seen, 1) for s in sums)
     return PairStats(global_loss=g, local_loss=loc, penalty=pen, samples=seen,
-                     seconds=time.perf_counter() - start)
+                     seconds=time.perf_counter() - start,
+                     macs=forward_global.training_macs(seen) + forward_local.training_macs(seen))

@@ -94,6 +94,7 @@ KNOWN_METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("peak_memory_mb", float, 0.0),
     MetricSpec("num_params", int, 0),
     MetricSpec("sample_passes", int, 0),
+    MetricSpec("train_macs", float, 0.0),  # the cost model's training MACs (simulated time)
     MetricSpec("phase", int, 0),
     MetricSpec("decided_edges", int, 0),
     MetricSpec("arch_code", int, 0),

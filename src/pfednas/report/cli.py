@@ -194,8 +194,22 @@ def render_doc(doc: Path, bench_root: Path) -> tuple[str, str]:
             loaded[name] = page.load_bench(preset, bench_root / name, order)
         return loaded[name]
 
+    def tuning_of(name: str) -> str:
+        from pfednas.bench_cells import BenchError, BenchPreset, compose_preset
+        from pfednas.bench_tuning import tuning_results, tuning_table
+        from pfednas.methods import METHODS
+
+        try:
+            preset = BenchPreset.from_config(
+                compose_preset(name, [f"bench.out={bench_root / name}"]), METHODS)
+        except BenchError as err:
+            raise ReportError(str(err)) from err
+        spaces = {m: METHODS[m].spaces for m in map(preset.base_of, preset.methods)}
+        alpha = preset.alphas[0] if preset.tuning_alpha is None else preset.tuning_alpha
+        return tuning_table(preset, tuning_results(preset, [], spaces), alpha)
+
     text = doc.read_text()
-    return text, page.render_document(text, results_of)
+    return text, page.render_document(text, results_of, tuning_of)
 
 
 def refresh_doc(doc: Path, bench_root: Path | None, *, check: bool) -> int:

@@ -8,6 +8,9 @@ A Markdown file marks each generated block with an opening and a closing comment
     <!-- variants:fashion_mnist -->
     ...(rendered: the preset's variants, what each changes, then their rows)...
     <!-- /variants -->
+    <!-- tuning:fashion_mnist -->
+    ...(rendered: the tuning grid, each configuration's validation score, the choice)...
+    <!-- /tuning -->
 
 The name after the colon is a bench preset (``conf/bench/<name>.yaml``); its cells are read
 from ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method, α, seed) of the
@@ -40,7 +43,7 @@ from pfednas.report.table import (
 BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*?)"
                    r"<!-- /(?P=kind) -->", re.S)
 OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
-KINDS = ("table", "variants")
+KINDS = ("table", "variants", "tuning")
 
 # How the page names a registry method; a bench variant adds its label.
 DISPLAY = {"fedavg": "FedAvg", "local": "Local", "fedrep": "FedRep", "fedbabu": "FedBABU",
@@ -251,8 +254,10 @@ RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {"table": render_table,
                                                            "variants": render_variants}
 
 
-def render_document(text: str, results_of: Callable[[str], BenchResults]) -> str:
-    """``text`` with every marked block's body rendered from its preset's results."""
+def render_document(text: str, results_of: Callable[[str], BenchResults],
+                    tuning_of: Callable[[str], str] | None = None) -> str:
+    """``text`` with every marked block's body rendered from its preset's results (a
+    ``tuning`` block: ``tuning_of(preset)``, the tuning cells' table)."""
     openings = [(m.group("kind"), m.group("name")) for m in OPENING.finditer(text)]
     blocks = [(m.group("kind"), m.group("name")) for m in BLOCK.finditer(text)]
     if openings != blocks:
@@ -265,7 +270,12 @@ def render_document(text: str, results_of: Callable[[str], BenchResults]) -> str
 
     def fill(match: re.Match[str]) -> str:
         kind, name = match.group("kind"), match.group("name")
-        body = RENDERERS[kind](results_of(name))
+        if kind == "tuning":
+            if tuning_of is None:
+                raise ReportError(f"<!-- tuning:{name} -->: no tuning results to render")
+            body = tuning_of(name)
+        else:
+            body = RENDERERS[kind](results_of(name))
         return f"<!-- {kind}:{name} -->\n{body}<!-- /{kind} -->"
 
     return BLOCK.sub(fill, text)

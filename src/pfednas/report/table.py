@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pfednas.report.collect import Run
+from pfednas.report.timeaxis import run_seconds
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class RunRow:
     load_mean: float | None = None   # the machine's mean 1-minute load while it ran (bench)
     commit: str = ""                 # the code it ran (bench)
     base_method: str = ""            # the registry method a bench variant runs ("": ``method``)
+    # simulated time on the run's devices and on the heavy-tailed spread (report.timeaxis;
+    # None: records from before the time axis)
+    simulated_seconds: float | None = None
+    simulated_seconds_heavy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class GroupRow:
     compute_ratio_fedavg_ft: float | None = None  # client sample-passes ÷ FedAvg+FT's
     load_mean: float | None = None  # mean over seeds of each run's mean 1-minute load
     base_method: str = ""           # the registry method a bench variant runs ("": ``method``)
+    simulated_seconds: float | None = None        # mean over seeds (None: a seed lacks it)
+    simulated_seconds_heavy: float | None = None  # the same on the heavy-tailed spread
 
 
 # The personalized-FL baselines of the protocol, and the NAS methods measured against them.
@@ -149,7 +156,9 @@ def run_rows(run: Run) -> list[RunRow]:
         distinct_archs=distinct_archs(final), finetune_epochs=finetune_epochs_of(run.config),
         sample_passes=passes, budget_violations=budget_violations(final),
         load_mean=_float_or_none(run.cell.get("load_mean")),
-        commit=str(run.cell.get("commit") or ""), base_method=str(s["method"]))
+        commit=str(run.cell.get("commit") or ""), base_method=str(s["method"]),
+        simulated_seconds=run_seconds(run), simulated_seconds_heavy=run_seconds(
+            run, heavy_tailed=True))
     if "personalized_acc_no_ft_mean" not in s:
         return [base]
     published = tuple(float(c["accuracy_no_ft"]) for c in clients)
@@ -159,7 +168,9 @@ def run_rows(run: Run) -> list[RunRow]:
         base, acc_mean=float(s["personalized_acc_no_ft_mean"]),
         acc_std=float(s["personalized_acc_no_ft_std"]),
         acc_p10=float(s["personalized_acc_no_ft_p10"]), accuracies=published,
-        finetune_epochs=0, sample_passes=passes - tuning)
+        finetune_epochs=0, sample_passes=passes - tuning,
+        simulated_seconds=run_seconds(run, published=True),
+        simulated_seconds_heavy=run_seconds(run, heavy_tailed=True, published=True))
     return [as_published, replace(base, method=run.method + FT_SUFFIX)]
 
 
@@ -254,13 +265,22 @@ def _group(runs: list[RunRow]) -> GroupRow:
         finetune_epochs=first.finetune_epochs,
         sample_passes=float(np.mean([r.sample_passes for r in runs])),
         budget_violations=float(np.mean(violations)) if violations else None,
-        load_mean=float(np.mean(loads)) if loads else None, base_method=first.base_method)
+        load_mean=float(np.mean(loads)) if loads else None, base_method=first.base_method,
+        simulated_seconds=_mean_or_none([r.simulated_seconds for r in runs]),
+        simulated_seconds_heavy=_mean_or_none([r.simulated_seconds_heavy for r in runs]))
+
+
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    """The mean, or None where any value is missing (a mean of some seeds misleads)."""
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known and len(known) == len(values) else None
 
 
 # -- rendering -----------------------------------------------------------------------------------
 COLUMNS = ("method", "α", "space", "seeds", "F", "personalized acc (mean ± std clients)",
            "± std seeds", "worst-10 % acc", "err ÷ FedAvg+FT", "err ÷ best baseline",
-           "client sample-passes (M)", "wall s", "load", "KiB up / client·round",
+           "client sample-passes (M)", "wall s", "load", "sim. s", "sim. s heavy-tailed",
+           "KiB up / client·round",
            "KiB down / client·round", "params mean", "params min", "params max",
            "distinct archs", "budget violations")
 
@@ -282,7 +302,8 @@ def _cells(g: GroupRow) -> list[str]:
             _num(g.acc_std_seeds, ".4f"), f"{g.acc_p10:.4f}",
             _num(g.err_ratio_fedavg_ft, ".2f"), _num(g.err_ratio_best_baseline, ".2f"),
             f"{g.sample_passes / 1e6:.2f}{compute_mark(g)}", f"{g.wall_seconds:.1f}",
-            _num(g.load_mean, ".1f"), _num(g.up_per_client_round / 1024, ".1f"),
+            _num(g.load_mean, ".1f"), _num(g.simulated_seconds, ".1f"),
+            _num(g.simulated_seconds_heavy, ".1f"), _num(g.up_per_client_round / 1024, ".1f"),
             _num(g.down_per_client_round / 1024, ".1f"),
             f"{g.params_mean:.0f}", str(g.params_min), str(g.params_max),
             _num(g.distinct_archs, "g"), _num(g.budget_violations, "g")]
@@ -342,7 +363,8 @@ def to_csv(groups: Sequence[GroupRow]) -> str:
 RUN_CSV_FIELDS = ("dataset", "method", "alpha", "space", "seed", "budget", "acc_mean", "acc_std",
                   "acc_p10", "wall_seconds", "bytes_up_per_client_round",
                   "bytes_down_per_client_round", "distinct_archs", "finetune_epochs",
-                  "client_sample_passes", "load_mean", "commit", "path")
+                  "client_sample_passes", "load_mean", "simulated_seconds",
+                  "simulated_seconds_heavy", "commit", "path")
 
 
 def runs_csv(rows: Sequence[RunRow]) -> str:
@@ -351,5 +373,6 @@ def runs_csv(rows: Sequence[RunRow]) -> str:
         [r.dataset, r.method, r.alpha, r.space, r.seed, r.budget, r.acc_mean, r.acc_std,
          r.acc_p10, r.wall_seconds, r.up_per_client_round, r.down_per_client_round,
          _blank_none(r.distinct_archs), r.finetune_epochs, r.sample_passes,
-         _blank_none(r.load_mean), r.commit, r.path]
+         _blank_none(r.load_mean), _blank_none(r.simulated_seconds),
+         _blank_none(r.simulated_seconds_heavy), r.commit, r.path]
         for r in sorted(rows, key=lambda r: (*group_key(r), r.seed))))
