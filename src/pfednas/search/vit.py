@@ -5,7 +5,8 @@ fixed) → elastic transformer stages → LayerNorm → token mean → linear cl
 (the head).  A transformer stage embeds its input with a 3×3 conv (+BN,
 Hardswish; stride from the stage, which also gives position information — no
 position embedding) into ``width`` channels, then runs ``depth`` pre-norm blocks
-(multi-head self-attention, GELU MLP) over the ``H·W`` tokens.
+(multi-head self-attention, GELU MLP) over the ``H·W`` tokens; those blocks are in
+:mod:`pfednas.search.vit_blocks`.
 
 Nested slicing: widths are prefix channels / features; heads are a prefix of
 the fixed-size head groups (``q``, ``k``, ``v`` are separate projections, so a
@@ -32,7 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.search.arch import Arch, Dimension
@@ -52,6 +52,20 @@ from pfednas.search.ops import (
     mb_block_shapes,
 )
 from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
+from pfednas.search.vit_blocks import (
+    ElasticAttention,
+    ElasticTransformerBlock,
+    ElasticTransformerStage,
+    TransformerStageConfig,
+    linear_shapes,
+    mlp_hidden,
+    transformer_block_cost,
+    transformer_block_shapes,
+)
+
+__all__ = ["ConvStageConfig", "ElasticAttention", "ElasticTransformerBlock",
+           "ElasticTransformerStage", "TransformerStageConfig", "VitConfig", "VitNet",
+           "VitSpace", "VitSpec", "mlp_hidden"]
 
 
 @dataclass(frozen=True)
@@ -59,14 +73,6 @@ class ConvStageConfig:
     width: int
     depth: int
     kernel: int
-
-
-@dataclass(frozen=True)
-class TransformerStageConfig:
-    width: int
-    depth: int
-    heads: int
-    mlp_ratio: float
 
 
 @dataclass(frozen=True)
@@ -84,81 +90,6 @@ class VitSpec:
     conv_expand: float
     head_dim: int
     divisor: int
-
-
-def mlp_hidden(width: int, mlp_ratio: float) -> int:
-    return int(round(width * mlp_ratio))
-
-
-class ElasticAttention(nn.Module):
-    """Multi-head self-attention with a prefix of ``head_dim``-sized heads."""
-
-    def __init__(self, width: int, heads: int, head_dim: int) -> None:
-        super().__init__()
-        self.head_dim = head_dim
-        inner = heads * head_dim
-        self.q = DynamicLinear(width, inner)
-        self.k = DynamicLinear(width, inner)
-        self.v = DynamicLinear(width, inner)
-        self.proj = DynamicLinear(inner, width)
-
-    def forward(self, x: Tensor, heads: int) -> Tensor:
-        n, t, d = x.shape
-        inner = heads * self.head_dim
-        q, k, v = (
-            f(x, inner).view(n, t, heads, self.head_dim).transpose(1, 2)
-            for f in (self.q, self.k, self.v)
-        )
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(n, t, inner), d)
-
-    def cost_terms(self, inputs: tuple[Tensor, ...], output: Tensor) -> tuple[int, int]:
-        """The two attention matmuls and the attention matrix (projections count themselves)."""
-        n, t, _ = inputs[0].shape
-        inner = self.q.weight.shape[0]
-        return 2 * n * t * t * inner, n * (inner // self.head_dim) * t * t
-
-
-class ElasticTransformerBlock(nn.Module):
-    """Pre-norm transformer block with elastic width, heads and MLP ratio."""
-
-    def __init__(self, width: int, heads: int, head_dim: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.norm1 = DynamicLayerNorm(width)
-        self.attn = ElasticAttention(width, heads, head_dim)
-        self.norm2 = DynamicLayerNorm(width)
-        self.fc1 = DynamicLinear(width, mlp_hidden(width, mlp_ratio))
-        self.act = nn.GELU()
-        self.fc2 = DynamicLinear(mlp_hidden(width, mlp_ratio), width)
-
-    def forward(self, x: Tensor, heads: int, mlp_ratio: float) -> Tensor:
-        d = x.shape[-1]
-        x = x + self.attn(self.norm1(x), heads)
-        return x + self.fc2(self.act(self.fc1(self.norm2(x), mlp_hidden(d, mlp_ratio))), d)
-
-
-class ElasticTransformerStage(nn.Module):
-    """Conv embedding (3×3, stride) then transformer blocks over the feature-map tokens."""
-
-    def __init__(
-        self, in_width: int, cfg: TransformerStageConfig, *, stride: int, head_dim: int
-    ) -> None:
-        super().__init__()
-        self.embed = DynamicConv2d(in_width, cfg.width, 3, stride=stride)
-        self.embed_bn = DynamicBatchNorm2d(cfg.width)
-        self.embed_act = nn.Hardswish()
-        self.blocks = nn.ModuleList(
-            ElasticTransformerBlock(cfg.width, cfg.heads, head_dim, cfg.mlp_ratio)
-            for _ in range(cfg.depth)
-        )
-
-    def forward(self, x: Tensor, cfg: TransformerStageConfig) -> Tensor:
-        x = self.embed_act(self.embed_bn(self.embed(x, cfg.width)))
-        n, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)
-        for block in self.blocks[: cfg.depth]:
-            tokens = block(tokens, cfg.heads, cfg.mlp_ratio)
-        return tokens.transpose(1, 2).reshape(n, c, h, w)
 
 
 class VitNet(ElasticNet[VitConfig]):
@@ -329,15 +260,15 @@ class VitSpace(SearchSpace):
                 f"{p}.embed_bn", ts.width
             )
             for b in range(ts.depth):
-                out += _block_shapes(
+                out += transformer_block_shapes(
                     f"{p}.blocks.{b}",
                     ts.width,
                     ts.heads * self.head_dim,
                     mlp_hidden(ts.width, ts.mlp_ratio),
                 )
             width = ts.width
-        out += _linear_shapes("norm", width, None)
-        return out + _linear_shapes("classifier", task.num_classes, width)
+        out += linear_shapes("norm", width, None)
+        return out + linear_shapes("classifier", task.num_classes, width)
 
     def forward_cost(
         self, config: VitConfig, task: TaskShape, batch_size: int = 1
@@ -366,7 +297,7 @@ class VitSpace(SearchSpace):
             side = conv_out(side, 3, next(strides))
             embed_macs, embed_act = conv_cost(width, ts.width, 3, side, extra_leaves=2)
             macs, act = macs + embed_macs, act + embed_act
-            block_macs, block_act = _block_cost(
+            block_macs, block_act = transformer_block_cost(
                 ts.width, ts.heads, self.head_dim, mlp_hidden(ts.width, ts.mlp_ratio), side * side
             )
             macs, act = macs + ts.depth * block_macs, act + ts.depth * block_act
@@ -386,42 +317,3 @@ class VitSpace(SearchSpace):
             divisor=self.divisor,
         )
         return VitNet(spec, config)
-
-
-def _linear_shapes(prefix: str, out_f: int, in_f: int | None) -> Shapes:
-    """Weight and bias shapes of a linear layer, or of a LayerNorm when ``in_f`` is None."""
-    weight = (out_f,) if in_f is None else (out_f, in_f)
-    return [(f"{prefix}.weight", weight), (f"{prefix}.bias", (out_f,))]
-
-
-def _block_shapes(prefix: str, width: int, inner: int, hidden: int) -> Shapes:
-    out = _linear_shapes(f"{prefix}.norm1", width, None)
-    for name in ("q", "k", "v"):
-        out += _linear_shapes(f"{prefix}.attn.{name}", inner, width)
-    out += _linear_shapes(f"{prefix}.attn.proj", width, inner) + _linear_shapes(
-        f"{prefix}.norm2", width, None
-    )
-    return (
-        out
-        + _linear_shapes(f"{prefix}.fc1", hidden, width)
-        + _linear_shapes(f"{prefix}.fc2", width, hidden)
-    )
-
-
-def _block_cost(width: int, heads: int, head_dim: int, hidden: int, tokens: int) -> tuple[int, int]:
-    """Per-sample (MACs, activations) of one :class:`ElasticTransformerBlock` over ``tokens``."""
-    inner = heads * head_dim
-    macs = (
-        3 * tokens * inner * width  # q, k, v
-        + 2 * tokens * tokens * inner  # attention matmuls (ElasticAttention.cost_terms)
-        + tokens * width * inner  # proj
-        + 2 * tokens * hidden * width  # fc1, fc2
-    )
-    act = (
-        2 * tokens * width  # norm1, norm2
-        + heads * tokens * tokens  # attention matrix
-        + 3 * tokens * inner  # q, k, v
-        + 2 * tokens * width  # proj, fc2
-        + 2 * tokens * hidden  # fc1, GELU
-    )
-    return macs, act
