@@ -23,27 +23,37 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pfednas.report.collect import SUMMARY, ReportError, load_run
+from pfednas.report.collect import SUMMARY, ReportError, Run, load_run
 from pfednas.report.paired import PairedDifference, paired_difference, seed_accuracies
 from pfednas.report.table import (
     COMPUTE_MARGIN,
     FT_SUFFIX,
+    REFERENCE,
     GroupRow,
     aggregate,
     best_baseline,
     is_baseline,
+    reported_groups,
     run_rows,
+)
+from pfednas.report.time_table import (
+    RunKey,
+    TimeFigures,
+    row_figures,
+    seconds_cell,
+    time_cell,
+    within_cell,
 )
 
 BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*?)"
                    r"<!-- /(?P=kind) -->", re.S)
 OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
-KINDS = ("table", "variants", "tuning")
+KINDS = ("table", "variants", "tuning", "verdict")
 
 # How the page names a registry method; a bench variant adds its label.
 DISPLAY = {"fedavg": "FedAvg", "local": "Local", "fedrep": "FedRep", "fedbabu": "FedBABU",
@@ -52,6 +62,7 @@ DISPLAY = {"fedavg": "FedAvg", "local": "Local", "fedrep": "FedRep", "fedbabu": 
 # Methods whose F fine-tunes a model their paper reports without it: named "+FT" when F > 0
 # (FedRep's and FedBABU's F is their own head fine-tuning: their plain names).
 FT_NAMED = ("fedavg", "fednas")
+OWN_FT = ("fedrep", "fedbabu")
 
 Key = tuple[str, str, float, str]
 
@@ -94,6 +105,7 @@ class BenchResults:
     preset: PresetView
     groups: tuple[GroupRow, ...]
     by_seed: Mapping[Key, Mapping[int, float]]
+    runs: Mapping[RunKey, Run] = field(default_factory=dict)  # (label, α, seed) -> its run
 
 
 def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str]) -> BenchResults:
@@ -104,8 +116,10 @@ def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str]) ->
         raise ReportError(f"{missing[0]}: no {SUMMARY} ({len(missing)} of the {len(dirs)} cells "
                           f"of bench={preset.name} missing); run `pfednas bench "
                           f"bench={preset.name} bench.out={folder}`")
-    rows = [row for d in dirs for row in run_rows(load_run(d))]
-    return BenchResults(preset, tuple(aggregate(rows, method_order)), seed_accuracies(rows))
+    runs = [load_run(d) for d in dirs]
+    rows = [row for run in runs for row in run_rows(run)]
+    return BenchResults(preset, tuple(aggregate(rows, method_order)), seed_accuracies(rows),
+                        {(run.method, run.alpha, run.seed): run for run in runs})
 
 
 # -- rendering (pure) -----------------------------------------------------------------------------
@@ -119,7 +133,9 @@ def row_name(g: GroupRow, published_too: bool) -> str:
     label = label_of(g)
     base = g.base_method or label
     name = DISPLAY.get(base, base)
-    if g.method.endswith(FT_SUFFIX) or (base in FT_NAMED and g.finetune_epochs > 0):
+    if base in OWN_FT:
+        pass
+    elif g.method.endswith(FT_SUFFIX) or (base in FT_NAMED and g.finetune_epochs > 0):
         name += "+FT"
     elif published_too:
         name += " (as published)"
@@ -161,23 +177,35 @@ def _compute(g: GroupRow) -> str:
 
 
 COLUMNS = ("method", "α", "acc (mean ± std over seeds)", "worst-10 %", "err ÷ FedAvg+FT",
-           "err ÷ best baseline", "Δ acc − best baseline, paired by seed [95 % CI]",
-           "client compute ÷ FedAvg+FT", "KiB up / down per client·round",
-           "params mean (min–max)", "wall s (load)")
+           "err ÷ best baseline", "Δ acc − best baseline, paired by seed [95 % CI]")
+COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg+FT", "traffic ÷ best baseline",
+                "params mean (min–max)", "simulated s", "time to best baseline's acc ÷ its time",
+                "acc within FedAvg+FT's time", "wall s (load)")
+
+
+def shown_rows(results: BenchResults, labels: Sequence[str]) -> list[GroupRow]:
+    """The reported rows of ``labels``: α, then ``labels``' order, a figure as published
+    before its +FT; a baseline's figure without its fine-tuning is not shown."""
+    rank = {label: i for i, label in enumerate(labels)}
+    return sorted((g for g in reported_groups(results.groups) if label_of(g) in rank),
+                  key=lambda g: (g.alpha, rank[label_of(g)], g.method.endswith(FT_SUFFIX)))
+
+
+def best_of(results: BenchResults, g: GroupRow) -> GroupRow | None:
+    return best_baseline([h for h in results.groups if (h.dataset, h.alpha) == (g.dataset,
+                                                                                g.alpha)])
+
+
+def published_too(results: BenchResults, g: GroupRow) -> bool:
+    """Whether the row is a figure as published whose runs also report it fine-tuned."""
+    return any(h.method == g.method + FT_SUFFIX and h.alpha == g.alpha for h in results.groups)
 
 
 def table_rows(results: BenchResults, labels: Sequence[str]) -> list[tuple[GroupRow, str]]:
-    """The rows of ``labels`` (α, then ``labels``' order; a figure as published before its
-    +FT), each with the cells of its line."""
-    rank = {label: i for i, label in enumerate(labels)}
-    chosen = sorted((g for g in results.groups if label_of(g) in rank),
-                    key=lambda g: (g.alpha, rank[label_of(g)], g.method.endswith(FT_SUFFIX)))
-    methods = {(g.alpha, g.method) for g in results.groups}
+    """The accuracy table's rows of ``labels`` (:func:`shown_rows`), each with its line."""
     out = []
-    for g in chosen:
-        cell = [h for h in results.groups if (h.dataset, h.alpha) == (g.dataset, g.alpha)]
-        best = best_baseline(cell)
-        published_too = (g.alpha, g.method + FT_SUFFIX) in methods
+    for g in shown_rows(results, labels):
+        best = best_of(results, g)
         accuracy = f"{g.acc_mean:.4f} ± " + ("—" if g.acc_std_seeds is None
                                              else f"{g.acc_std_seeds:.4f}")
         if g is best:
@@ -185,12 +213,48 @@ def table_rows(results: BenchResults, labels: Sequence[str]) -> list[tuple[Group
         else:
             delta = _delta(None if best is None else paired_difference(
                 results.by_seed[key_of(g)], results.by_seed[key_of(best)]))
-        wall = f"{g.wall_seconds:.0f}" + ("" if g.load_mean is None else f" ({g.load_mean:.1f})")
-        up, down = g.up_per_client_round / 1024, g.down_per_client_round / 1024
         out.append((g, "| " + " | ".join([
-            row_name(g, published_too), f"{g.alpha:g}", accuracy, f"{g.acc_p10:.3f}",
-            _ratio(g.err_ratio_fedavg_ft), _ratio(g.err_ratio_best_baseline), delta,
-            _compute(g), f"{up:.0f} / {down:.0f}", _params(g), wall]) + " |"))
+            row_name(g, published_too(results, g)), f"{g.alpha:g}", accuracy,
+            f"{g.acc_p10:.3f}", _ratio(g.err_ratio_fedavg_ft), _ratio(g.err_ratio_best_baseline),
+            delta]) + " |"))
+    return out
+
+
+def time_figures(results: BenchResults, g: GroupRow, *, heavy_tailed: bool) -> TimeFigures:
+    """The row's time axis against its α's strongest baseline and FedAvg+FT, seed by seed."""
+    best = best_of(results, g)
+    runs = [results.runs[(label_of(g), g.alpha, s)] for s in g.seeds
+            if (label_of(g), g.alpha, s) in results.runs]
+    if best is None or len(runs) != len(g.seeds):
+        return TimeFigures(None, None, 0, len(g.seeds), None)
+    by_seed = {label: {s: results.runs[(label, g.alpha, s)] for s in g.seeds
+                       if (label, g.alpha, s) in results.runs}
+               for label in (label_of(best), REFERENCE)}
+    return row_figures(runs, by_seed[label_of(best)], by_seed[REFERENCE],
+                       published=published_too(results, g), heavy_tailed=heavy_tailed)
+
+
+def _traffic(g: GroupRow, best: GroupRow | None) -> str:
+    if best is None:
+        return "—"
+    mine = g.up_per_client_round + g.down_per_client_round
+    theirs = best.up_per_client_round + best.down_per_client_round
+    return "—" if theirs <= 0 else f"{mine / theirs:.2f}"
+
+
+def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
+    """The cost and time table's lines: compute, traffic, size, the simulated time axis on
+    the recorded devices (and, in brackets, the heavy-tailed spread), the wall time."""
+    out = []
+    for g in shown_rows(results, labels):
+        plain, heavy = (time_figures(results, g, heavy_tailed=h) for h in (False, True))
+        wall = f"{g.wall_seconds:.0f}" + ("" if g.load_mean is None else f" ({g.load_mean:.1f})")
+        out.append("| " + " | ".join([
+            row_name(g, published_too(results, g)), f"{g.alpha:g}", _compute(g),
+            _traffic(g, best_of(results, g)), _params(g),
+            f"{seconds_cell(plain)} ({seconds_cell(heavy)})",
+            f"{time_cell(plain)} ({time_cell(heavy)})",
+            f"{within_cell(plain)} ({within_cell(heavy)})", wall]) + " |")
     return out
 
 
@@ -223,7 +287,9 @@ def render_rows(results: BenchResults, labels: Sequence[str]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
              *(line for _, line in rows), "",
              f"Best baseline (variants included): {'; '.join(bests)}. The rows of methods that "
-             f"are not baselines, against it: {verdict_counts(results, [g for g, _ in rows])}."]
+             f"are not baselines, against it: {verdict_counts(results, [g for g, _ in rows])}.",
+             "", "| " + " | ".join(COST_COLUMNS) + " |", "|" + "---|" * len(COST_COLUMNS),
+             *cost_rows(results, labels)]
     return "\n".join(lines) + "\n"
 
 
@@ -250,8 +316,30 @@ def render_variants(results: BenchResults) -> str:
     return "\n".join(legend) + "\n\n" + render_rows(results, labels)
 
 
+def render_verdict(results: BenchResults) -> str:
+    """One line per figure of a method that is not a baseline, per α: its paired difference
+    to the strongest baseline with the 95 % interval, and what it costs against it."""
+    labels = [m for m in results.preset.methods if m not in results.preset.variants]
+    lines = []
+    for g in shown_rows(results, labels):
+        best = best_of(results, g)
+        if is_baseline(g) or best is None:
+            continue
+        d = paired_difference(results.by_seed[key_of(g)], results.by_seed[key_of(best)])
+        plain, heavy = (time_figures(results, g, heavy_tailed=h) for h in (False, True))
+        violations = "—" if g.budget_violations is None else f"{g.budget_violations:g}"
+        lines.append(
+            f"- **{row_name(g, published_too(results, g))}**, α {g.alpha:g}, against "
+            f"{row_name(best, False)}: Δ {_delta(d)}; traffic {_traffic(g, best)}×, "
+            f"params {g.params_mean / best.params_mean:.2f}×; time to its accuracy "
+            f"{time_cell(plain)} (heavy-tailed devices {time_cell(heavy)}); budget "
+            f"violations {violations}.")
+    return "\n".join(lines) + "\n" if lines else "No method to compare.\n"
+
+
 RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {"table": render_table,
-                                                           "variants": render_variants}
+                                                           "variants": render_variants,
+                                                           "verdict": render_verdict}
 
 
 def render_document(text: str, results_of: Callable[[str], BenchResults],

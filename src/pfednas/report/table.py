@@ -227,10 +227,24 @@ def is_baseline(g: GroupRow) -> bool:
     return (g.base_method or g.method) in BASELINES
 
 
+def shadowed(g: GroupRow, groups: Sequence[GroupRow]) -> bool:
+    """A baseline's figure without fine-tuning where the same runs report the fine-tuned
+    one: not a reported row (a baseline is measured as its paper runs it, fine-tuned)."""
+    return (is_baseline(g) and not g.method.endswith(FT_SUFFIX)
+            and any(h.method == g.method + FT_SUFFIX and (h.dataset, h.alpha, h.space)
+                    == (g.dataset, g.alpha, g.space) for h in groups))
+
+
+def reported_groups(groups: Sequence[GroupRow]) -> list[GroupRow]:
+    """The rows a table reports: every row but a baseline's :func:`shadowed` one."""
+    return [g for g in groups if not shadowed(g, groups)]
+
+
 def best_baseline(cell: Sequence[GroupRow]) -> GroupRow | None:
-    """The strongest baseline row (variants included) of one (dataset, α): the highest mean
-    accuracy, the first in table order on a tie; None without baselines."""
-    return max((h for h in cell if is_baseline(h)), key=lambda h: h.acc_mean, default=None)
+    """The strongest reported baseline row (variants included) of one (dataset, α): the
+    highest mean accuracy, the first in table order on a tie; None without baselines."""
+    return max((h for h in reported_groups(cell) if is_baseline(h)), key=lambda h: h.acc_mean,
+               default=None)
 
 
 def _error(g: GroupRow | None) -> float | None:

@@ -1,0 +1,89 @@
+"""The results page's time axis: each row's simulated time, its time to the strongest
+baseline's accuracy, and its accuracy within FedAvg+FT's time (pure; definitions in
+:mod:`pfednas.report.timeaxis`).
+
+Per seed, for a row's runs against the same (α, seed)'s runs:
+
+* **time to target**: the target is the strongest baseline's reported accuracy on that
+  seed (its final evaluation); the row's time is its first evaluation at or above it, as a
+  ratio to the strongest baseline's own first evaluation there; a seed where the row never
+  reached it counts as *not reached*;
+* **within FedAvg+FT's time**: the budget is FedAvg+FT's simulated time for its R rounds
+  on that seed; the row's accuracy is its last evaluation within it (an evaluation before
+  the last is a quick one: no fine-tuning).
+
+A row's figure is the mean over its seeds (a ratio only where every seed reached the
+target), on the run's recorded devices and on the heavy-tailed spread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pfednas.report.collect import Run
+from pfednas.report.timeaxis import CurvePoint, accuracy_within, run_curve, time_to
+
+RunKey = tuple[str, float, int]  # (bench label, α, seed)
+
+
+@dataclass(frozen=True)
+class TimeFigures:
+    """One table row's time axis on one device spread (None: not measurable)."""
+
+    seconds: float | None        # mean simulated time of the row's runs
+    to_target: float | None      # mean ratio of the time to the target (all seeds reached)
+    reached: int                 # seeds that reached the target
+    seeds: int                   # seeds compared
+    within: float | None         # mean accuracy within FedAvg+FT's time (every seed had one)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    if not values or any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None) / len(values)
+
+
+def row_figures(runs: Sequence[Run], best: Mapping[int, Run], reference: Mapping[int, Run],
+                *, published: bool, heavy_tailed: bool) -> TimeFigures:
+    """The time figures of one row: its ``runs`` (one per seed; ``published``: its figure
+    without fine-tuning) against the strongest baseline's and FedAvg+FT's runs by seed."""
+    seconds, ratios, within, reached = [], [], [], 0
+    for run in runs:
+        curve = run_curve(run, heavy_tailed=heavy_tailed, published=published)
+        goal_run, budget_run = best.get(run.seed), reference.get(run.seed)
+        if not curve or goal_run is None or budget_run is None:
+            return TimeFigures(None, None, 0, len(runs), None)
+        theirs = run_curve(goal_run, heavy_tailed=heavy_tailed)
+        budget = run_curve(budget_run, heavy_tailed=heavy_tailed)
+        if not theirs or not budget:
+            return TimeFigures(None, None, 0, len(runs), None)
+        seconds.append(curve[-1].seconds)
+        target = theirs[-1].accuracy
+        mine, base = time_to(curve, target), time_to(theirs, target)
+        if mine is not None and base is not None and base.seconds > 0:
+            reached += 1
+            ratios.append(mine.seconds / base.seconds)
+        point: CurvePoint | None = accuracy_within(curve, budget[-1].seconds)
+        within.append(None if point is None else point.accuracy)
+    ratio = _mean(ratios) if reached == len(runs) else None
+    return TimeFigures(_mean(seconds), ratio, reached, len(runs), _mean(within))
+
+
+def time_cell(f: TimeFigures) -> str:
+    """``0.45×`` (every seed reached the target), ``not reached (1/3)``, or ``—``."""
+    if f.seconds is None:
+        return "—"
+    if f.to_target is None:
+        return f"not reached ({f.reached}/{f.seeds})"
+    return f"{f.to_target:.2f}×"
+
+
+def within_cell(f: TimeFigures) -> str:
+    return "—" if f.within is None else f"{f.within:.4f}"
+
+
+def seconds_cell(f: TimeFigures) -> str:
+    if f.seconds is None:
+        return "—"
+    return f"{f.seconds:,.0f}" if f.seconds >= 100 else f"{f.seconds:.1f}"
