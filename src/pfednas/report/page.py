@@ -225,12 +225,14 @@ def time_figures(results: BenchResults, g: GroupRow, *, heavy_tailed: bool) -> T
     best = best_of(results, g)
     runs = [results.runs[(label_of(g), g.alpha, s)] for s in g.seeds
             if (label_of(g), g.alpha, s) in results.runs]
-    if best is None or len(runs) != len(g.seeds):
+    if len(runs) != len(g.seeds):
         return TimeFigures(None, None, 0, len(g.seeds), None)
-    by_seed = {label: {s: results.runs[(label, g.alpha, s)] for s in g.seeds
-                       if (label, g.alpha, s) in results.runs}
-               for label in (label_of(best), REFERENCE)}
-    return row_figures(runs, by_seed[label_of(best)], by_seed[REFERENCE],
+
+    def of(label: str | None) -> dict[int, Run]:
+        return {s: results.runs[(label, g.alpha, s)] for s in g.seeds
+                if label is not None and (label, g.alpha, s) in results.runs}
+
+    return row_figures(runs, of(None if best is None else label_of(best)), of(REFERENCE),
                        published=published_too(results, g), heavy_tailed=heavy_tailed)
 
 
@@ -284,10 +286,12 @@ def render_rows(results: BenchResults, labels: Sequence[str]) -> str:
         best = best_baseline([g for g in results.groups if g.alpha == alpha])
         if best is not None:
             bests.append(f"α {alpha:g} {row_name(best, False)}")
+    footer = (f"Best baseline (variants included): {'; '.join(bests)}. The rows of methods "
+              f"that are not baselines, against it: "
+              f"{verdict_counts(results, [g for g, _ in rows])}." if bests
+              else "No baseline in this preset.")
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
-             *(line for _, line in rows), "",
-             f"Best baseline (variants included): {'; '.join(bests)}. The rows of methods that "
-             f"are not baselines, against it: {verdict_counts(results, [g for g, _ in rows])}.",
+             *(line for _, line in rows), "", footer,
              "", "| " + " | ".join(COST_COLUMNS) + " |", "|" + "---|" * len(COST_COLUMNS),
              *cost_rows(results, labels)]
     return "\n".join(lines) + "\n"

@@ -48,17 +48,22 @@ def row_figures(runs: Sequence[Run], best: Mapping[int, Run], reference: Mapping
                 *, published: bool, heavy_tailed: bool) -> TimeFigures:
     """The time figures of one row: its ``runs`` (one per seed; ``published``: its figure
     without fine-tuning) against the strongest baseline's and FedAvg+FT's runs by seed."""
-    seconds, ratios, within, reached = [], [], [], 0
+    seconds: list[float | None] = []
+    ratios: list[float | None] = []
+    within: list[float | None] = []
+    reached, compared = 0, True
     for run in runs:
         curve = run_curve(run, heavy_tailed=heavy_tailed, published=published)
-        goal_run, budget_run = best.get(run.seed), reference.get(run.seed)
-        if not curve or goal_run is None or budget_run is None:
-            return TimeFigures(None, None, 0, len(runs), None)
-        theirs = run_curve(goal_run, heavy_tailed=heavy_tailed)
-        budget = run_curve(budget_run, heavy_tailed=heavy_tailed)
-        if not theirs or not budget:
+        if not curve:
             return TimeFigures(None, None, 0, len(runs), None)
         seconds.append(curve[-1].seconds)
+        goal_run, budget_run = best.get(run.seed), reference.get(run.seed)
+        theirs = None if goal_run is None else run_curve(goal_run, heavy_tailed=heavy_tailed)
+        budget = None if budget_run is None else run_curve(budget_run,
+                                                           heavy_tailed=heavy_tailed)
+        if not theirs or not budget:  # nothing to compare with: the time alone
+            compared = False
+            continue
         target = theirs[-1].accuracy
         mine, base = time_to(curve, target), time_to(theirs, target)
         if mine is not None and base is not None and base.seconds > 0:
@@ -66,13 +71,16 @@ def row_figures(runs: Sequence[Run], best: Mapping[int, Run], reference: Mapping
             ratios.append(mine.seconds / base.seconds)
         point: CurvePoint | None = accuracy_within(curve, budget[-1].seconds)
         within.append(None if point is None else point.accuracy)
+    if not compared:
+        return TimeFigures(_mean(seconds), None, 0, 0, None)
     ratio = _mean(ratios) if reached == len(runs) else None
     return TimeFigures(_mean(seconds), ratio, reached, len(runs), _mean(within))
 
 
 def time_cell(f: TimeFigures) -> str:
-    """``0.45×`` (every seed reached the target), ``not reached (1/3)``, or ``—``."""
-    if f.seconds is None:
+    """``0.45×`` (every seed reached the target), ``not reached (1/3)``, or ``—`` (no
+    simulated time, or nothing to compare with)."""
+    if f.seconds is None or f.seeds == 0:
         return "—"
     if f.to_target is None:
         return f"not reached ({f.reached}/{f.seeds})"
