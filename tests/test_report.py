@@ -485,7 +485,7 @@ def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_chec
     order = method_order()
     results = page.load_bench(page.read_preset(REPO / "conf" / "bench" / "smoke.yaml", order),
                               out, order)
-    fedavg = next(g for g in results.groups if g.method == "fedavg")
+    fedavg = next(g for g in results.groups if g.method == "fedavg+ft")
     number = f"{fedavg.acc_mean:.4f}"
     edited = rendered.replace(number, "0.9999", 1)
     doc.write_text(edited)
