@@ -22,9 +22,13 @@ T_975_DOF2 = 4.302652729911275  # Student's t, 97.5 % quantile, 2 degrees of fre
 
 def test_the_committed_results_page_is_what_the_committed_cells_render() -> None:
     current, rendered = render_doc(DOC, BENCH_ROOT)
+    readme, readme_rendered = render_doc(REPO / "README.md", BENCH_ROOT)
 
     assert rendered == current, "docs/BENCHMARKS.md is stale: run `pfednas report --doc " \
                                 "docs/BENCHMARKS.md`"
+    assert readme_rendered == readme, "README.md's rendered block is stale: run `pfednas " \
+                                      "report --doc README.md --bench-root docs/bench`"
+    assert "<!-- verdict:digits -->" in readme
     for name in PUBLISHED:
         assert f"<!-- table:{name} -->" in current or f"<!-- tuning:{name} -->" in current
 
