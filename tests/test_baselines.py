@@ -336,6 +336,20 @@ def test_subnet_finetuning_scope_head_leaves_the_body_as_cut(
                               "finetune_epochs": 1, "finetune": "body"})
 
 
+def built_models(client: Any) -> list[torch.nn.Module]:
+    """Every network ``client.model`` builds from now on, in order (a spy on the client)."""
+    built: list[torch.nn.Module] = []
+    original = client.model
+
+    def spy(parameters: list[np.ndarray], arch: str) -> Any:
+        made = original(parameters, arch)
+        built.append(made[0])
+        return made
+
+    client.model = spy
+    return built
+
+
 def test_subnet_personal_head_stays_on_the_client_and_serves_its_next_subnet() -> None:
     # Prepare: two subnets of one supernet (one head shape for all), a client keeping its head
     from pfednas.clients.subnet import HEAD_KEY as PERSONAL
@@ -353,15 +367,7 @@ def test_subnet_personal_head_stays_on_the_client_and_serves_its_next_subnet() -
     # Execute: train the small subnet, then evaluate the large one
     reply, _, _ = client.fit(cut_small, {**CONFIG, "arch": small.to_str()})
     kept = state[PERSONAL].to_numpy_ndarrays()  # type: ignore[union-attr]
-    evaluated: list[torch.nn.Module] = []
-    original = client.model
-
-    def spy(parameters: list[np.ndarray], arch: str) -> Any:
-        built = original(parameters, arch)
-        evaluated.append(built[0])
-        return built
-
-    client.model = spy  # type: ignore[method-assign]
+    evaluated = built_models(client)
     client.evaluate(cut_large, {**CONFIG, "arch": large.to_str(), "split": "test"})
 
     # Assert: the reply carries the head as it came and a trained body; the trained head is
@@ -385,18 +391,11 @@ def test_subnet_personal_bn_keeps_its_statistics_and_evaluates_with_them() -> No
     cut_small = supernet.slice(small)
     client = SubnetClient(ENV, supernet.space, TASK, bn_recalibrate=True, personal_bn=True,
                           state=RecordDict())
-    evaluated: list[torch.nn.Module] = []
-    original = client.model
-
-    def spy(parameters: list[np.ndarray], arch: str) -> Any:
-        built = original(parameters, arch)
-        evaluated.append(built[0])
-        return built
 
     # Execute: train the small subnet, then evaluate it and the large one
     reply, _, _ = client.fit(cut_small, {**CONFIG, "arch": small.to_str()})
     kept = client.own_statistics(small.to_str())
-    client.model = spy  # type: ignore[method-assign]
+    evaluated = built_models(client)
     client.evaluate(cut_small, {**CONFIG, "arch": small.to_str(), "split": "test"})
     client.evaluate(supernet.slice(large), {**CONFIG, "arch": large.to_str(), "split": "test"})
 
