@@ -3,6 +3,7 @@ FedBABU (their strategies in ``strategies/``, their clients in ``clients/``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flwr.app import Context
@@ -22,7 +23,7 @@ from pfednas.methods.fixed import (
     initial_body,
 )
 from pfednas.nas.roles import state_roles
-from pfednas.options.baselines import FedAvgOptions, FedBABUOptions, FedRepOptions
+from pfednas.options.baselines import FedAvgOptions
 from pfednas.strategies import Budget, FedAvgFTStrategy, LocalStrategy, PersonalizedStrategy
 from pfednas.strategies.fedbabu import FedBABUStrategy
 from pfednas.strategies.fedrep import FedRepStrategy
@@ -54,24 +55,27 @@ def local_client(settings: RunSettings, env: ClientEnv, context: Context) -> Num
     return LocalClient(env, fixed_model_fn(settings), context.state)
 
 
-def fedrep_strategy(settings: RunSettings, budget: Budget,
-                    train_config: dict[str, Any]) -> PersonalizedStrategy:
-    options: FedRepOptions = settings.options
-    return fits_all_in_deployment(settings, FedRepStrategy(
-        budget=budget, train_config=train_config, initial_body=initial_body(settings),
-        body_roles=body_roles(settings), options=options), adopt_body)
+def body_strategy(strategy: Callable[..., PersonalizedStrategy]
+                  ) -> Callable[[RunSettings, Budget, dict[str, Any]], PersonalizedStrategy]:
+    """The construction of a strategy that averages the body only (FedRep, FedBABU): the
+    seeded initial body, its arrays' roles and the method's options."""
+    def build(settings: RunSettings, budget: Budget,
+              train_config: dict[str, Any]) -> PersonalizedStrategy:
+        return fits_all_in_deployment(settings, strategy(
+            budget=budget, train_config=train_config, initial_body=initial_body(settings),
+            body_roles=body_roles(settings), options=settings.options), adopt_body)
+
+    return build
+
+
+fedrep_strategy = body_strategy(FedRepStrategy)
 
 
 def fedrep_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
     return FedRepClient(env, fixed_model_fn(settings), context.state)
 
 
-def fedbabu_strategy(settings: RunSettings, budget: Budget,
-                     train_config: dict[str, Any]) -> PersonalizedStrategy:
-    options: FedBABUOptions = settings.options
-    return fits_all_in_deployment(settings, FedBABUStrategy(
-        budget=budget, train_config=train_config, initial_body=initial_body(settings),
-        body_roles=body_roles(settings), options=options), adopt_body)
+fedbabu_strategy = body_strategy(FedBABUStrategy)
 
 
 def fedbabu_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
