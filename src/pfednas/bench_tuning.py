@@ -118,15 +118,17 @@ def tuning_table(preset: BenchPreset, results: Mapping[str, Sequence[Tried]], al
              "same run, for a method that has one); score = mean personalized accuracy on the "
              "clients' **validation** splits (a method that selects on them: on the half it did "
              "not select on). Chosen (★) = the highest score; the reported cells run it.", "",
-             "| method | configuration | fine-tuning | val acc (mean ± std clients) | chosen |",
-             "|---|---|---|---|---|"]
+             "| method | configuration | val acc (mean ± std clients): fine-tuning full "
+             "/ head, or the run's | chosen |", "|---|---|---|---|"]
     for method, tried in results.items():
         choice = best(tried)
-        for t in tried:
-            configuration = " ".join(t.overrides) or "(preset values)"
-            score = "not run" if t.score is None else f"{t.score:.4f} ± {t.std or 0.0:.4f}"
-            lines.append(f"| {method} | `{configuration}` | {t.scope or '—'} | {score} | "
-                         f"{'★' if t == choice else ''} |")
+        for index in sorted({t.index for t in tried}):
+            runs = [t for t in tried if t.index == index]
+            configuration = " ".join(runs[0].overrides) or "(preset values)"
+            scores = " / ".join("not run" if t.score is None
+                                else f"{t.score:.4f} ± {t.std or 0.0:.4f}" for t in runs)
+            chosen = next((f"★ {t.scope}" if t.scope else "★" for t in runs if t == choice), "")
+            lines.append(f"| {method} | `{configuration}` | {scores} | {chosen} |")
     return "\n".join(lines) + "\n"
 
 
