@@ -71,7 +71,8 @@ def test_bench_writes_one_run_per_cell_and_the_report_files(bench: tuple[Path, s
         assert _summary(out, method)["method"] == method
     for name in ("table.md", "table.csv", "runs.csv"):
         assert (report / name).stat().st_size > 0
-    for name in ("acc_vs_round.png", "acc_vs_wall.png", "client_acc.png"):
+    for name in ("acc_vs_round.png", "acc_vs_wall.png", "acc_vs_simulated_time.png",
+                 "client_acc.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -78,6 +78,9 @@ def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Pa
     written = [_save(plots.accuracy_curves(curves, x="round"), out / "acc_vs_round.png"),
                _save(plots.accuracy_curves(curves, x="wall"), out / "acc_vs_wall.png"),
                _save(plots.client_accuracy_distribution(accuracies), out / "client_acc.png")]
+    if all(plots.timed(c) for cs in curves.values() for c in cs):
+        written.append(_save(plots.accuracy_curves(curves, x="simulated"),
+                             out / "acc_vs_simulated_time.png"))
     names: set[str] = set()
     for run in runs:
         path = write_arch_heatmap(run, out / "archs", names)

@@ -24,16 +24,24 @@ class Curve:
     rounds: np.ndarray
     accuracy: np.ndarray
     wall_seconds: np.ndarray  # cumulative round wall time at each of those rounds
+    # cumulative simulated device time at each of those rounds (NaN: records without it)
+    simulated_seconds: np.ndarray | None = None
 
 
-def run_curve(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rounds, mean accuracy, cumulative round wall s): accuracy from ``summary.json``."""
+def _cumulative(run: Run, key: str, rounds: np.ndarray) -> np.ndarray:
+    """The cumulative per-round ``key`` of the run's records at ``rounds`` (NaN if absent)."""
+    values = {int(r["round"]): float(r.get(key, np.nan)) for r in run.rounds}
+    return np.cumsum([values.get(r, 0.0) for r in range(1, int(rounds.max()) + 1)])[rounds - 1]
+
+
+def run_curve(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rounds, mean accuracy, cumulative round wall s, cumulative simulated s): accuracy
+    from ``summary.json``."""
     points = run.summary["curve"]
     rounds = np.array([int(p["round"]) for p in points])
     accuracy = np.array([float(p["acc_mean"]) for p in points])
-    walls = {int(r["round"]): float(r["wall_seconds"]) for r in run.rounds}
-    cumulative = np.cumsum([walls.get(r, 0.0) for r in range(1, int(rounds.max()) + 1)])
-    return rounds, accuracy, cumulative[rounds - 1]
+    return (rounds, accuracy, _cumulative(run, "wall_seconds", rounds),
+            _cumulative(run, "simulated_seconds", rounds))
 
 
 def seed_mean_curve(method: str, runs: Sequence[Run]) -> Curve:
@@ -42,9 +50,16 @@ def seed_mean_curve(method: str, runs: Sequence[Run]) -> Curve:
     common = sorted(set.intersection(*(set(c[0].tolist()) for c in curves)))
     acc = np.mean([[dict(zip(c[0], c[1], strict=True))[r] for r in common] for c in curves],
                   axis=0)
-    wall = np.mean([[dict(zip(c[0], c[2], strict=True))[r] for r in common] for c in curves],
-                   axis=0)
-    return Curve(method, np.array(common), np.asarray(acc), np.asarray(wall))
+    wall, simulated = (np.mean([[dict(zip(c[0], c[i], strict=True))[r] for r in common]
+                                for c in curves], axis=0) for i in (2, 3))
+    return Curve(method, np.array(common), np.asarray(acc), np.asarray(wall),
+                 np.asarray(simulated))
+
+
+def timed(curve: Curve) -> bool:
+    """Whether every point of the curve has its simulated time (records from before the time
+    axis have none)."""
+    return curve.simulated_seconds is not None and not np.isnan(curve.simulated_seconds).any()
 
 
 def _figure(panels: int, width: float = 5.0, height: float = 3.8) -> tuple[Figure, list]:
@@ -55,14 +70,17 @@ def _figure(panels: int, width: float = 5.0, height: float = 3.8) -> tuple[Figur
 
 
 def accuracy_curves(panels: Mapping[str, Sequence[Curve]], *, x: str) -> Figure:
-    """One panel per title (e.g. ``digits α=0.5``), one line per method; ``x``: round|wall."""
+    """One panel per title (e.g. ``digits α=0.5``), one line per method; ``x``: round |
+    wall | simulated (the simulated device time, :mod:`pfednas.report.timeaxis`)."""
     fig, axes = _figure(len(panels))
+    labels = {"round": "round", "wall": "cumulative round wall time (s)",
+              "simulated": "cumulative simulated device time (s)"}
     for ax, (title, curves) in zip(axes, panels.items(), strict=True):
         for c in curves:
-            ax.plot(c.rounds if x == "round" else c.wall_seconds, c.accuracy, marker="o",
-                    markersize=3, label=c.method)
+            xs = {"round": c.rounds, "wall": c.wall_seconds, "simulated": c.simulated_seconds}[x]
+            ax.plot(xs, c.accuracy, marker="o", markersize=3, label=c.method)
         ax.set_title(title)
-        ax.set_xlabel("round" if x == "round" else "cumulative round wall time (s)")
+        ax.set_xlabel(labels[x])
         ax.set_ylabel("mean personalized accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
