@@ -26,8 +26,7 @@ from pfednas.bench_cells import (
     stale_keys,
     tuning_cells,
 )
-
-SCOPES = ("full", "head")
+from pfednas.options.common import FINETUNE_SCOPES
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,8 @@ def scored(method: str, index: int, overrides: Sequence[str], summary: Mapping[s
         scopes = (summary or {}).get("finetune_scopes") or {}
         return [Tried(method, index, tuple(overrides), scope,
                       scopes[scope]["mean"] if scope in scopes else None,
-                      scopes[scope]["std"] if scope in scopes else None) for scope in SCOPES]
+                      scopes[scope]["std"] if scope in scopes else None)
+                for scope in FINETUNE_SCOPES]
     if summary is None:
         return [Tried(method, index, tuple(overrides), None, None)]
     return [Tried(method, index, tuple(overrides), None, float(summary["personalized_acc_mean"]),

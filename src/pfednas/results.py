@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pfednas.options.common import FINETUNE_SCOPES
 from pfednas.records import RoundRecord
 
 # per-client fields of an evaluation row that summary.json keeps (NAS methods: the
@@ -102,20 +103,17 @@ def no_finetuning_stats(final: list[dict[str, Any]]) -> dict[str, float]:
             "personalized_acc_no_ft_p10": float(np.percentile(accs, 10))}
 
 
-SCOPES = ("full", "head")
-
-
 def scope_stats(final: list[dict[str, Any]]) -> dict[str, Any]:
     """A ``finetune_both`` run's accuracy after each fine-tuning scope:
     ``{"finetune_scopes": {"full": {"mean": .., "std": ..}, "head": {...}}}`` when every final
     row carries both (the tuning grid scores each scope from one run)."""
-    keys = [f"accuracy_ft_{s}" for s in SCOPES]
+    keys = [f"accuracy_ft_{s}" for s in FINETUNE_SCOPES]
     if not final or not all(k in row for row in final for k in keys):
         return {}
     return {"finetune_scopes": {
         s: {"mean": float(np.mean([row[k] for row in final])),
             "std": float(np.std([row[k] for row in final]))}
-        for s, k in zip(SCOPES, keys, strict=True)}}
+        for s, k in zip(FINETUNE_SCOPES, keys, strict=True)}}
 def _eval_seconds(records: list[RoundRecord]) -> dict[str, float]:
     """Wall seconds of the evaluation stages, by kind (quick / full / final)."""
     out: dict[str, float] = {}
