@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,28 @@ def test_a_preset_cell_that_has_not_run_is_named(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match=r"spider/alpha=0.2/seed=0: no summary.json \(18 of "
                                           r"the 18 cells"):
         page.load_bench(preset, tmp_path, order)
+
+
+def test_a_bench_still_running_renders_its_finished_methods_and_names_the_others(
+        tmp_path: Path) -> None:
+    # Prepare: the committed digits cells, one of PerFedRLNAS's three not finished
+    order = method_order()
+    preset = page.read_preset(conf_dir() / "bench" / "digits.yaml", order)
+    shutil.copytree(BENCH_ROOT / "digits", tmp_path / "digits")
+    (tmp_path / "digits" / "perfedrlnas" / "alpha=0.5" / "seed=1" / "summary.json").unlink()
+
+    # Execute
+    results = page.load_bench(preset, tmp_path / "digits", order)
+    table, verdict = page.render_table(results), page.render_verdict(results)
+
+    # Assert: FedAvg+FT's rows only, and both blocks say what is missing
+    assert results.unfinished == (("perfedrlnas", 2, 3),)
+    assert {page.label_of(g) for g in results.groups} == {"fedavg"}
+    assert "PerFedRLNAS" not in table.split("Not in these figures yet")[0]
+    assert "| FedAvg+FT | 0.5 |" in table
+    note = "Not in these figures yet, their cells still running: PerFedRLNAS (2 of 3 cells)"
+    assert note in table and note in verdict
+    assert verdict.startswith("No method to compare.")
 
 
 def test_paired_difference_is_the_mean_by_seed_with_its_t_interval() -> None:

@@ -15,8 +15,9 @@ A Markdown file marks each generated block with an opening and a closing comment
 The name after the colon is a bench preset (``conf/bench/<name>.yaml``); its cells are read
 from ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method, α, seed) of the
 preset, and aggregated exactly as ``pfednas report`` aggregates them (the numbers of the
-preset's ``report/table.csv``). ``pfednas report --doc FILE`` rewrites the blocks;
-``--check`` says whether the file is what the cells render.
+preset's ``report/table.csv``). A bench still running renders the methods whose cells have
+all finished and names the others with how many of their cells have. ``pfednas report --doc
+FILE`` rewrites the blocks; ``--check`` says whether the file is what the cells render.
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ class PresetView:
     seeds: tuple[int, ...]
     variants: Mapping[str, tuple[str, tuple[str, ...]]]
 
-    def cell_dirs(self, folder: Path) -> list[Path]:
+    def cell_dirs(self, folder: Path, methods: Sequence[str] | None = None) -> list[Path]:
         return [folder / method / f"alpha={alpha:g}" / f"seed={seed}"
-                for method in self.methods for alpha in self.alphas for seed in self.seeds]
+                for method in (self.methods if methods is None else methods)
+                for alpha in self.alphas for seed in self.seeds]
 
 
 def read_preset(path: Path, registry: Sequence[str]) -> PresetView:
@@ -106,20 +108,30 @@ class BenchResults:
     groups: tuple[GroupRow, ...]
     by_seed: Mapping[Key, Mapping[int, float]]
     runs: Mapping[RunKey, Run] = field(default_factory=dict)  # (label, α, seed) -> its run
+    # Methods left out because some of their cells have not finished: (label, done, of).
+    unfinished: tuple[tuple[str, int, int], ...] = ()
 
 
 def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str]) -> BenchResults:
-    """Read every cell of the preset below ``folder`` (an error names a missing one)."""
-    dirs = preset.cell_dirs(folder)
-    missing = [d for d in dirs if not (d / SUMMARY).is_file()]
-    if missing:
+    """Read the cells of the preset below ``folder``: every method whose cells have all
+    finished (the others are :attr:`BenchResults.unfinished`); an error names a missing cell
+    when no method has finished."""
+    done = {m: [d for d in preset.cell_dirs(folder, [m]) if (d / SUMMARY).is_file()]
+            for m in preset.methods}
+    per_method = len(preset.alphas) * len(preset.seeds)
+    finished = [m for m in preset.methods if len(done[m]) == per_method]
+    if not finished:
+        dirs = preset.cell_dirs(folder)
+        missing = [d for d in dirs if not (d / SUMMARY).is_file()]
         raise ReportError(f"{missing[0]}: no {SUMMARY} ({len(missing)} of the {len(dirs)} cells "
                           f"of bench={preset.name} missing); run `pfednas bench "
                           f"bench={preset.name} bench.out={folder}`")
-    runs = [load_run(d) for d in dirs]
+    unfinished = tuple((m, len(done[m]), per_method) for m in preset.methods
+                       if m not in finished)
+    runs = [load_run(d) for d in preset.cell_dirs(folder, finished)]
     rows = [row for run in runs for row in run_rows(run)]
     return BenchResults(preset, tuple(aggregate(rows, method_order)), seed_accuracies(rows),
-                        {(run.method, run.alpha, run.seed): run for run in runs})
+                        {(run.method, run.alpha, run.seed): run for run in runs}, unfinished)
 
 
 # -- rendering (pure) -----------------------------------------------------------------------------
@@ -297,13 +309,25 @@ def render_rows(results: BenchResults, labels: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unfinished_note(results: BenchResults, labels: Sequence[str]) -> str:
+    """``Not in these figures yet, ...: FedNAS (2 of 6 cells); ...`` for the methods of
+    ``labels`` whose cells have not all finished, or ``""``."""
+    names = ", ".join(f"{DISPLAY.get(m, m)} ({done} of {total} cells)"
+                      for m, done, total in results.unfinished if m in labels)
+    if not names:
+        return ""
+    return (f"\nNot in these figures yet, their cells still running: {names}; the best "
+            f"baseline is the strongest of those shown.\n")
+
+
 def render_table(results: BenchResults) -> str:
     """The preset's registry methods (not its variants)."""
     preset = results.preset
     seeds = ", ".join(map(str, preset.seeds))
     budgets = "; ".join(sorted({g.budget for g in results.groups}))
     labels = [m for m in preset.methods if m not in preset.variants]
-    return f"Seeds {seeds}; {budgets}.\n\n" + render_rows(results, labels)
+    return (f"Seeds {seeds}; {budgets}.\n\n" + render_rows(results, labels)
+            + unfinished_note(results, labels))
 
 
 def render_variants(results: BenchResults) -> str:
@@ -317,7 +341,8 @@ def render_variants(results: BenchResults) -> str:
         method, overrides = preset.variants[label]
         legend.append(f"- `{label}`: {DISPLAY.get(method, method)} with "
                       + ", ".join(f"`{o}`" for o in overrides))
-    return "\n".join(legend) + "\n\n" + render_rows(results, labels)
+    return ("\n".join(legend) + "\n\n" + render_rows(results, labels)
+            + unfinished_note(results, labels))
 
 
 def render_verdict(results: BenchResults) -> str:
@@ -338,7 +363,8 @@ def render_verdict(results: BenchResults) -> str:
             f"params {g.params_mean / best.params_mean:.2f}×; time to its accuracy "
             f"{time_cell(plain)} (heavy-tailed devices {time_cell(heavy)}); budget "
             f"violations {violations}.")
-    return "\n".join(lines) + "\n" if lines else "No method to compare.\n"
+    return ("\n".join(lines) + "\n" if lines else "No method to compare.\n") \
+        + unfinished_note(results, labels)
 
 
 RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {"table": render_table,
