@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pfednas.config import conf_dir
-from pfednas.report import page
+from pfednas.report import levers, page
 from pfednas.report.cli import method_order, render_doc
 from pfednas.report.collect import ReportError
 from pfednas.report.paired import paired_difference
@@ -103,3 +103,30 @@ def test_paired_difference_is_the_mean_by_seed_with_its_t_interval() -> None:
     assert paired_difference({0: 0.9, 1: 0.8}, {0: 0.5, 1: 0.45}).verdict == "wins"  # type: ignore[union-attr]
     assert paired_difference({0: 0.5, 1: 0.45}, {0: 0.9, 1: 0.8}).verdict == "loses"  # type: ignore[union-attr]
     assert paired_difference({0: 0.9}, {0: 0.8}) is None
+
+
+def test_budget_used_is_the_mean_share_over_clients_that_have_a_budget() -> None:
+    rows = [{"cost": 5.0, "budget": 10.0}, {"cost": 9.0, "budget": 10.0},
+            {"cost": 3.0, "budget": None}]
+
+    assert levers.budget_used(rows) == pytest.approx(0.7)
+    assert levers.budget_used([{"cost": 3.0, "budget": None}]) is None
+
+
+def test_the_levers_block_gives_the_method_then_each_lever_against_it() -> None:
+    # Prepare: the committed levers cells (PerFedRLNAS and four variants, seed 100)
+    order = method_order()
+    preset = page.read_preset(conf_dir() / "bench" / "fashion_mnist_levers.yaml", order)
+    results = page.load_bench(preset, BENCH_ROOT / "fashion_mnist_levers", order)
+
+    # Execute
+    rows = [line.split(" | ") for line in levers.render_levers(results).splitlines()[2:]]
+
+    # Assert: the method first, then each variant's +FT minus the method's
+    assert len(rows) == 1 + len(preset.variants)
+    assert rows[0][0] == "| `perfedrlnas` at its tuning's choice" and rows[0][4] == "—"
+    base = float(rows[0][2])
+    for row in rows[1:]:  # (the figures are rounded to 4 places, the difference is not)
+        assert float(row[4].replace("−", "-")) == pytest.approx(float(row[2]) - base, abs=1e-4)
+    assert {row[0] for row in rows[1:]} == {
+        "| " + ", ".join(f"`{o}`" for o in overrides) for _, overrides in preset.variants.values()}

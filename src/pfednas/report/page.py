@@ -11,6 +11,12 @@ A Markdown file marks each generated block with an opening and a closing comment
     <!-- tuning:fashion_mnist -->
     ...(rendered: the tuning grid, each configuration's validation score, the choice)...
     <!-- /tuning -->
+    <!-- verdict:fashion_mnist -->
+    ...(rendered: each NAS figure against the strongest baseline, paired by seed)...
+    <!-- /verdict -->
+    <!-- levers:fashion_mnist_levers -->
+    ...(rendered: a method and each variant turning one lever on, a compact row each)...
+    <!-- /levers -->
 
 The name after the colon is a bench preset (``conf/bench/<name>.yaml``); its cells are read
 from ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method, α, seed) of the
@@ -24,26 +30,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from pfednas.report.collect import SUMMARY, ReportError, Run, load_run
-from pfednas.report.paired import PairedDifference, paired_difference, seed_accuracies
+from pfednas.report.bench_results import BenchResults, Key
+from pfednas.report.bench_results import PresetView as PresetView  # re-exported for callers
+from pfednas.report.bench_results import load_bench as load_bench
+from pfednas.report.bench_results import read_preset as read_preset
+from pfednas.report.collect import ReportError, Run
+from pfednas.report.levers import render_levers, signed
+from pfednas.report.paired import PairedDifference, paired_difference
 from pfednas.report.table import (
     COMPUTE_MARGIN,
     FT_SUFFIX,
     REFERENCE,
     GroupRow,
-    aggregate,
     best_baseline,
     is_baseline,
     reported_groups,
-    run_rows,
 )
 from pfednas.report.time_table import (
-    RunKey,
     TimeFigures,
     row_figures,
     seconds_cell,
@@ -54,7 +58,7 @@ from pfednas.report.time_table import (
 BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*?)"
                    r"<!-- /(?P=kind) -->", re.S)
 OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
-KINDS = ("table", "variants", "tuning", "verdict")
+KINDS = ("table", "variants", "tuning", "verdict", "levers")
 
 # How the page names a registry method; a bench variant adds its label.
 DISPLAY = {"fedavg": "FedAvg", "local": "Local", "fedrep": "FedRep", "fedbabu": "FedBABU",
@@ -65,73 +69,6 @@ DISPLAY = {"fedavg": "FedAvg", "local": "Local", "fedrep": "FedRep", "fedbabu": 
 FT_NAMED = ("fedavg", "fednas")
 OWN_FT = ("fedrep", "fedbabu")
 
-Key = tuple[str, str, float, str]
-
-
-@dataclass(frozen=True)
-class PresetView:
-    """What the page needs of a bench preset: its cells and its variants."""
-
-    name: str
-    methods: tuple[str, ...]
-    alphas: tuple[float, ...]
-    seeds: tuple[int, ...]
-    variants: Mapping[str, tuple[str, tuple[str, ...]]]
-
-    def cell_dirs(self, folder: Path, methods: Sequence[str] | None = None) -> list[Path]:
-        return [folder / method / f"alpha={alpha:g}" / f"seed={seed}"
-                for method in (self.methods if methods is None else methods)
-                for alpha in self.alphas for seed in self.seeds]
-
-
-def read_preset(path: Path, registry: Sequence[str]) -> PresetView:
-    """The preset file's methods (``all``: ``registry``), α, seeds and variants."""
-    if not path.is_file():
-        raise ReportError(f"{path}: no such bench preset")
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if not isinstance(cfg, dict):
-        raise ReportError(f"{path}: not a mapping")
-    methods = cfg["methods"]
-    variants = {str(name): (str(v["method"]), tuple(str(o) for o in v.get("overrides") or ()))
-                for name, v in (cfg.get("variants") or {}).items()}
-    return PresetView(name=str(cfg["name"]),
-                      methods=tuple(registry) if methods == "all" else tuple(map(str, methods)),
-                      alphas=tuple(float(a) for a in cfg["alphas"]),
-                      seeds=tuple(int(s) for s in cfg["seeds"]), variants=variants)
-
-
-@dataclass(frozen=True)
-class BenchResults:
-    """A preset's table rows (in ``pfednas report``'s order) and each row's accuracy by seed."""
-
-    preset: PresetView
-    groups: tuple[GroupRow, ...]
-    by_seed: Mapping[Key, Mapping[int, float]]
-    runs: Mapping[RunKey, Run] = field(default_factory=dict)  # (label, α, seed) -> its run
-    # Methods left out because some of their cells have not finished: (label, done, of).
-    unfinished: tuple[tuple[str, int, int], ...] = ()
-
-
-def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str]) -> BenchResults:
-    """Read the cells of the preset below ``folder``: every method whose cells have all
-    finished (the others are :attr:`BenchResults.unfinished`); an error names a missing cell
-    when no method has finished."""
-    done = {m: [d for d in preset.cell_dirs(folder, [m]) if (d / SUMMARY).is_file()]
-            for m in preset.methods}
-    per_method = len(preset.alphas) * len(preset.seeds)
-    finished = [m for m in preset.methods if len(done[m]) == per_method]
-    if not finished:
-        dirs = preset.cell_dirs(folder)
-        missing = [d for d in dirs if not (d / SUMMARY).is_file()]
-        raise ReportError(f"{missing[0]}: no {SUMMARY} ({len(missing)} of the {len(dirs)} cells "
-                          f"of bench={preset.name} missing); run `pfednas bench "
-                          f"bench={preset.name} bench.out={folder}`")
-    unfinished = tuple((m, len(done[m]), per_method) for m in preset.methods
-                       if m not in finished)
-    runs = [load_run(d) for d in preset.cell_dirs(folder, finished)]
-    rows = [row for run in runs for row in run_rows(run)]
-    return BenchResults(preset, tuple(aggregate(rows, method_order)), seed_accuracies(rows),
-                        {(run.method, run.alpha, run.seed): run for run in runs}, unfinished)
 
 
 # -- rendering (pure) -----------------------------------------------------------------------------
@@ -160,13 +97,6 @@ def key_of(g: GroupRow) -> Key:
 
 def _ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
-
-
-def signed(value: float) -> str:
-    """``+0.0123`` / ``−0.0123`` (a true minus sign), ``0.0000`` for what rounds to zero."""
-    if abs(value) < 5e-5:
-        return "0.0000"
-    return f"{value:+.4f}".replace("-", "−")
 
 
 def _delta(d: PairedDifference | None) -> str:
@@ -369,7 +299,8 @@ def render_verdict(results: BenchResults) -> str:
 
 RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {"table": render_table,
                                                            "variants": render_variants,
-                                                           "verdict": render_verdict}
+                                                           "verdict": render_verdict,
+                                                           "levers": render_levers}
 
 
 def render_document(text: str, results_of: Callable[[str], BenchResults],

@@ -1,0 +1,87 @@
+"""A bench preset's finished cells, read for the results page (:mod:`pfednas.report.page`).
+
+A preset's cells live in ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method,
+α, seed) of the preset; they are aggregated exactly as ``pfednas report`` aggregates them. A
+bench still running gives the methods whose cells have all finished and names the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pfednas.report.collect import SUMMARY, ReportError, Run, load_run
+from pfednas.report.paired import seed_accuracies
+from pfednas.report.table import GroupRow, aggregate, run_rows
+from pfednas.report.time_table import RunKey
+
+Key = tuple[str, str, float, str]  # (dataset, row's method, α, search space)
+
+
+@dataclass(frozen=True)
+class PresetView:
+    """What the page needs of a bench preset: its cells and its variants."""
+
+    name: str
+    methods: tuple[str, ...]
+    alphas: tuple[float, ...]
+    seeds: tuple[int, ...]
+    variants: Mapping[str, tuple[str, tuple[str, ...]]]
+
+    def cell_dirs(self, folder: Path, methods: Sequence[str] | None = None) -> list[Path]:
+        return [folder / method / f"alpha={alpha:g}" / f"seed={seed}"
+                for method in (self.methods if methods is None else methods)
+                for alpha in self.alphas for seed in self.seeds]
+
+
+def read_preset(path: Path, registry: Sequence[str]) -> PresetView:
+    """The preset file's methods (``all``: ``registry``), α, seeds and variants."""
+    if not path.is_file():
+        raise ReportError(f"{path}: no such bench preset")
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(cfg, dict):
+        raise ReportError(f"{path}: not a mapping")
+    methods = cfg["methods"]
+    variants = {str(name): (str(v["method"]), tuple(str(o) for o in v.get("overrides") or ()))
+                for name, v in (cfg.get("variants") or {}).items()}
+    return PresetView(name=str(cfg["name"]),
+                      methods=tuple(registry) if methods == "all" else tuple(map(str, methods)),
+                      alphas=tuple(float(a) for a in cfg["alphas"]),
+                      seeds=tuple(int(s) for s in cfg["seeds"]), variants=variants)
+
+
+@dataclass(frozen=True)
+class BenchResults:
+    """A preset's table rows (in ``pfednas report``'s order) and each row's accuracy by seed."""
+
+    preset: PresetView
+    groups: tuple[GroupRow, ...]
+    by_seed: Mapping[Key, Mapping[int, float]]
+    runs: Mapping[RunKey, Run] = field(default_factory=dict)  # (label, α, seed) -> its run
+    # Methods left out because some of their cells have not finished: (label, done, of).
+    unfinished: tuple[tuple[str, int, int], ...] = ()
+
+
+def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str]) -> BenchResults:
+    """Read the cells of the preset below ``folder``: every method whose cells have all
+    finished (the others are :attr:`BenchResults.unfinished`); an error names a missing cell
+    when no method has finished."""
+    done = {m: [d for d in preset.cell_dirs(folder, [m]) if (d / SUMMARY).is_file()]
+            for m in preset.methods}
+    per_method = len(preset.alphas) * len(preset.seeds)
+    finished = [m for m in preset.methods if len(done[m]) == per_method]
+    if not finished:
+        dirs = preset.cell_dirs(folder)
+        missing = [d for d in dirs if not (d / SUMMARY).is_file()]
+        raise ReportError(f"{missing[0]}: no {SUMMARY} ({len(missing)} of the {len(dirs)} cells "
+                          f"of bench={preset.name} missing); run `pfednas bench "
+                          f"bench={preset.name} bench.out={folder}`")
+    unfinished = tuple((m, len(done[m]), per_method) for m in preset.methods
+                       if m not in finished)
+    runs = [load_run(d) for d in preset.cell_dirs(folder, finished)]
+    rows = [row for run in runs for row in run_rows(run)]
+    return BenchResults(preset, tuple(aggregate(rows, method_order)), seed_accuracies(rows),
+                        {(run.method, run.alpha, run.seed): run for run in runs}, unfinished)
