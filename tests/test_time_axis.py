@@ -15,6 +15,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
+from pfednas.body_head import StateSplit, train_part, train_scope
 from pfednas.clients.common import work_metrics
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
 from pfednas.data import ArrayDataset
@@ -87,6 +88,31 @@ def test_train_macs_are_the_cost_models_for_a_mobilenetv3_subnet(which: str) -> 
     assert stats.samples == 20
     assert stats.macs == supernet.cost(arch).flops * 3 * 20
     assert work_metrics(stats, None, stats)["train_macs"] == 2.0 * stats.macs
+
+
+def test_a_frozen_body_counts_its_forward_only_and_a_frozen_head_passes_the_gradient() -> None:
+    # Prepare: the largest subnet; the MACs of its head (the modules owning head weights)
+    space = get_space("mobilenetv3")
+    supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
+    arch = space.max_arch()
+    net = supernet.extract(arch)
+    split = StateSplit.of(net)
+    head = {key.rsplit(".", 1)[0] for key in split.head_keys()}
+    head_macs = sum(macs for name, macs, _ in traced_cost_terms(copy.deepcopy(net).to("meta"),
+                                                                   TASK) if name in head)
+    forward_macs = supernet.cost(arch).flops
+
+    # Execute: FedRep's head epochs (the body frozen), FedBABU's body (the head frozen)
+    head_only = train_scope(net, "head", data(), epochs=1, hyper=HYPER, generator=generator(),
+                            device=torch.device("cpu"))
+    body_only = train_part(net, split.body_keys(), data(), epochs=1, hyper=HYPER,
+                           generator=generator(), device=torch.device("cpu"))
+
+    # Assert: the body only forward, the head forward + backward; a frozen head still
+    # passes the body's gradient back (its input carries one)
+    assert 0 < head_macs < forward_macs
+    assert head_only.macs == (forward_macs + 2 * head_macs) * head_only.samples
+    assert body_only.macs == 3 * forward_macs * body_only.samples
 
 
 def test_the_darts_search_and_the_spider_pair_count_every_network_they_train() -> None:

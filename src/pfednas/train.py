@@ -35,7 +35,8 @@ class Hyper:
 class TrainStats:
     """A training run: its mean loss, the samples it passed through forward + backward,
     its seconds, and ``macs``, its multiply-accumulates by the cost model: 3 × the forward
-    MACs per sample of the model trained × ``samples`` (:class:`CountingForward`)."""
+    MACs per sample of the part it trains (1 × of a frozen part only passed forward) ×
+    ``samples`` (:class:`CountingForward`)."""
 
     loss: float
     samples: int
@@ -97,16 +98,29 @@ class MomentumSGD:
             p.add_(grad, alpha=-lr)
 
 
-def counted_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``model(x)`` and the multiply-accumulates per sample of that forward pass, counted by
-    the cost model's rule (:func:`pfednas.search.cost_model.module_cost_terms`, what
-    ``traced_cost_terms`` applies to a ``meta`` pass) on this real batch: no extra pass, no
-    copy of the model (a ``meta`` trace costs ~1 s the first time in a process, which a
-    deployed ClientApp, a fresh process per message, would pay every message)."""
-    macs: list[int] = []
+def counted_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """``model(x)``, the multiply-accumulates per sample of that forward pass, and those of
+    training on it, counted by the cost model's rule
+    (:func:`pfednas.search.cost_model.module_cost_terms`, what ``traced_cost_terms`` applies
+    to a ``meta`` pass) on this real batch: no extra pass, no copy of the model (a ``meta``
+    trace costs ~1 s the first time in a process, which a deployed ClientApp, a fresh process
+    per message, would pay every message).
+
+    Training costs ``TRAIN_MACS_PER_FORWARD`` × a module's forward MACs where backward
+    reaches it (a parameter of its trains, or its input carries a gradient), and its forward
+    MACs alone where it does not: a frozen body under a trained head (FedRep's head epochs,
+    head-only fine-tuning) is only passed forward."""
+    forward: list[int] = []
+    training: list[int] = []
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        macs.append(module_cost_terms(module, inputs, output)[0])
+        macs = module_cost_terms(module, inputs, output)[0]
+        if not macs:
+            return
+        reached = (any(p.requires_grad for p in module.parameters())
+                   or any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs))
+        forward.append(macs)
+        training.append(macs * (TRAIN_MACS_PER_FORWARD if reached else 1))
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
@@ -114,27 +128,31 @@ def counted_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, in
     finally:
         for handle in handles:
             handle.remove()
-    return out, sum(macs) // max(len(x), 1)
+    n = max(len(x), 1)
+    return out, sum(forward) // n, sum(training) // n
 
 
 class CountingForward:
-    """Calls ``model``; the first call also counts its forward MACs per sample
+    """Calls ``model``; the first call also counts its forward and training MACs per sample
     (:func:`counted_forward`), from which :meth:`training_macs` follows."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.macs_per_sample: int | None = None
+        self.train_macs_per_sample: int | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.macs_per_sample is None:
-            out, self.macs_per_sample = counted_forward(self.model, x)
+            out, self.macs_per_sample, self.train_macs_per_sample = counted_forward(self.model,
+                                                                                    x)
             return out
         return self.model(x)  # type: ignore[no-any-return]
 
     def training_macs(self, samples: int) -> int:
         """The cost model's training MACs of ``samples`` through forward + backward
-        (≈ 2 × forward): ``TRAIN_MACS_PER_FORWARD`` × forward MACs per sample × samples."""
-        return TRAIN_MACS_PER_FORWARD * (self.macs_per_sample or 0) * samples
+        (:func:`counted_forward`: ≈ 3 × forward where backward reaches, 1 × where it does
+        not)."""
+        return (self.train_macs_per_sample or 0) * samples
 
 
 def train_epochs(model: nn.Module, data: ArrayDataset, *, epochs: int, hyper: Hyper,
