@@ -68,6 +68,23 @@ def run_id() -> Iterator[None]:
         yield
 
 
+# Modules by how long they take on 2 cores (real runs: Flower + Ray, local deployments),
+# longest first. xdist hands modules to its workers in collection order (pyproject:
+# --no-loadscope-reorder), so the long ones start first and the short ones even out the
+# end; a long module handed out last would leave the other worker idle. Unlisted modules
+# follow in their own order.
+LONGEST_FIRST = ("test_deploy", "test_report", "test_perfedrlnas_e2e", "test_deploy_profiles",
+                 "test_baselines_e2e", "test_faults_e2e", "test_newcomer", "test_hapfnas_e2e",
+                 "test_spider_e2e", "test_resume_safety", "test_ray_cluster_e2e", "test_e2e",
+                 "test_faults_families", "test_protocol", "test_cli_bad_input",
+                 "test_control_api_exposure")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: modules whole
+
+
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     import torch
@@ -92,16 +109,12 @@ def comparable(summary: dict) -> dict:
 
 
 def inprocess_summary(overrides: list[str]) -> dict:
-    """The summary `pfednas OVERRIDES` ends with, times aside, from the in-process runner:
-    the real strategy and ClientApp handlers, with a simulation's settings
-    (``PFEDNAS_SIMULATION=1``: the server knows the partition sizes, the test-only fault
-    injection is allowed). The reference an interrupted and resumed run must end with."""
-    from pfednas.config import SIMULATION_ENV
+    """The summary `pfednas OVERRIDES` ends with, times aside, from the in-process runner
+    (the real strategy and ClientApp handlers, as a simulation): the reference an
+    interrupted and resumed run must end with."""
     from pfednas.inprocess import run_inprocess
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SIMULATION_ENV, "1")
-        return run_inprocess(overrides).summary
+    return run_inprocess(overrides).summary
 
 
 def run_and_stop_after_checkpoint(args: list[str], out_dir: Path, *, kill_server: bool,

@@ -14,6 +14,7 @@ another with all of this process's torch threads.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from omegaconf import OmegaConf
 
 from pfednas import client_app
 from pfednas.build import build_strategy  # the server's own builder
-from pfednas.config import RunSettings, compose, settings_from_cfg
+from pfednas.config import SIMULATION_ENV, RunSettings, compose, settings_from_cfg
 from pfednas.records import RoundRecord
 from pfednas.results import ResultsWriter, summarize
 
@@ -88,8 +89,31 @@ class InProcessRun:
     summary: dict[str, Any]
 
 
+@contextmanager
+def _as_simulation() -> Iterator[None]:
+    """This process counts as a `pfednas` simulation (``SIMULATION_ENV``, as the launcher sets
+    it for its apps) for the block: the server draws the clients' hardware and knows the
+    partitions; without it the handlers would act as a deployment (each client measuring its
+    speed, the server trusting the claims)."""
+    before = os.environ.get(SIMULATION_ENV)
+    os.environ[SIMULATION_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SIMULATION_ENV, None)
+        else:
+            os.environ[SIMULATION_ENV] = before
+
+
 def run_inprocess(overrides: list[str], out_dir: Path | None = None) -> InProcessRun:
-    """Run the configuration ``overrides`` to the end; write results to ``out_dir`` if given."""
+    """Run the configuration ``overrides`` to the end, as a simulation (the records `pfednas
+    OVERRIDES` gives, times aside); write results to ``out_dir`` if given."""
+    with _as_simulation():
+        return _run(overrides, out_dir)
+
+
+def _run(overrides: list[str], out_dir: Path | None) -> InProcessRun:
     cfg = compose(overrides)
     settings = settings_from_cfg(cfg)
     start = time.perf_counter()
