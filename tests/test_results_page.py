@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from pfednas.config import conf_dir
-from pfednas.report import levers, page
+from pfednas.report import levers, page, targets
 from pfednas.report.cli import method_order, render_doc
 from pfednas.report.collect import ReportError
+from pfednas.report.document import render_document
 from pfednas.report.paired import paired_difference
 from tests.conftest import REPO
 
@@ -59,7 +60,7 @@ def test_a_tuning_block_lists_every_configuration_and_scope_not_yet_run(tmp_path
 ])
 def test_a_malformed_block_is_an_error(text: str, message: str) -> None:
     with pytest.raises(ReportError, match=message):
-        page.render_document(text, lambda name: pytest.fail("nothing is rendered"))
+        render_document(text, lambda name: pytest.fail("nothing is rendered"))
 
 
 def test_a_preset_cell_that_has_not_run_is_named(tmp_path: Path) -> None:
@@ -134,3 +135,32 @@ def test_the_levers_block_gives_the_method_then_each_lever_against_it() -> None:
         assert float(row[4].replace("−", "-")) == pytest.approx(float(row[2]) - base, abs=1e-4)
     assert {row[0] for row in rows[1:]} == {
         "| " + ", ".join(f"`{o}`" for o in overrides) for _, overrides in preset.variants.values()}
+
+
+def test_the_targets_block_marks_each_target_from_the_verdicts_figures() -> None:
+    # Prepare: the committed digits cells (PerFedRLNAS against FedAvg+FT)
+    order = method_order()
+    preset = page.read_preset(conf_dir() / "bench" / "digits.yaml", order)
+    results = page.load_bench(preset, BENCH_ROOT / "digits", order)
+    by_method = {g.method: g for g in results.groups}
+    ft, published = by_method["perfedrlnas+ft"], by_method["perfedrlnas"]
+    best = page.best_of(results, ft)
+    assert best is not None
+    d = paired_difference(results.by_seed[page.key_of(ft)], results.by_seed[page.key_of(best)])
+    assert d is not None
+
+    # Execute
+    (row,) = targets.render_targets(results).splitlines()[2:]
+    cells = row.strip("| ").split(" | ")
+
+    # Assert: one row for PerFedRLNAS; each target's figure and mark follow its threshold
+    gap = ft.acc_mean - published.acc_mean
+    traffic = page.traffic_ratio(ft, best)
+    assert traffic is not None
+    assert cells[:2] == ["PerFedRLNAS", "0.5"]
+    assert cells[2] == ("✓ " if d.verdict != "loses" else "✗ ") + f"{d.verdict} " \
+                       f"({page.signed(d.mean)})"
+    assert cells[3] == ("✓ " if gap <= targets.PUBLISHED_GAP else "✗ ") + f"{gap:.4f}"
+    assert cells[4] == "✓ 0"
+    assert cells[5] == ("✓ " if traffic <= targets.TRAFFIC_MAX else "✗ ") + f"{traffic:.2f}×"
+    assert cells[6].startswith(("✓ ", "✗ "))

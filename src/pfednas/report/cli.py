@@ -35,6 +35,7 @@ from pfednas.report.collect import (
     load_run,
     split_tuning_runs,
 )
+from pfednas.report.document import render_document
 from pfednas.report.table import FT_SUFFIX, aggregate, markdown, run_rows, runs_csv, to_csv
 
 EXIT_USAGE = 2
@@ -212,7 +213,7 @@ def render_doc(doc: Path, bench_root: Path) -> tuple[str, str]:
         return tuning_table(preset, tuning_results(preset, [], spaces), alpha)
 
     text = doc.read_text()
-    return text, page.render_document(text, results_of, tuning_of)
+    return text, render_document(text, results_of, tuning_of)
 
 
 def refresh_doc(doc: Path, bench_root: Path | None, *, check: bool) -> int:

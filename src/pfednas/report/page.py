@@ -1,42 +1,19 @@
-"""A results page whose tables are rendered from the bench cells, never typed by hand.
-
-A Markdown file marks each generated block with an opening and a closing comment::
-
-    <!-- table:fashion_mnist -->
-    ...(rendered: the preset's methods, one row per figure and α)...
-    <!-- /table -->
-    <!-- variants:fashion_mnist -->
-    ...(rendered: the preset's variants, what each changes, then their rows)...
-    <!-- /variants -->
-    <!-- tuning:fashion_mnist -->
-    ...(rendered: the tuning grid, each configuration's validation score, the choice)...
-    <!-- /tuning -->
-    <!-- verdict:fashion_mnist -->
-    ...(rendered: each NAS figure against the strongest baseline, paired by seed)...
-    <!-- /verdict -->
-    <!-- levers:fashion_mnist_levers -->
-    ...(rendered: a method and each variant turning one lever on, a compact row each)...
-    <!-- /levers -->
-
-The name after the colon is a bench preset (``conf/bench/<name>.yaml``); its cells are read
-from ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method, α, seed) of the
-preset, and aggregated exactly as ``pfednas report`` aggregates them (the numbers of the
-preset's ``report/table.csv``). A bench still running renders the methods whose cells have
-all finished and names the others with how many of their cells have. ``pfednas report --doc
-FILE`` rewrites the blocks; ``--check`` says whether the file is what the cells render.
+"""The results page's blocks, rendered from a preset's cells (pure): its accuracy table and
+its cost and time table (``table``), its variants' rows (``variants``), one verdict line per
+figure of a method that is not a baseline (``verdict``). :mod:`pfednas.report.document`
+finds the blocks in a Markdown file and fills them.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 from pfednas.report.bench_results import BenchResults, Key
 from pfednas.report.bench_results import PresetView as PresetView  # re-exported for callers
 from pfednas.report.bench_results import load_bench as load_bench
 from pfednas.report.bench_results import read_preset as read_preset
-from pfednas.report.collect import ReportError, Run
-from pfednas.report.levers import render_levers, signed
+from pfednas.report.collect import Run
+from pfednas.report.levers import signed
 from pfednas.report.paired import PairedDifference, paired_difference
 from pfednas.report.table import (
     COMPUTE_MARGIN,
@@ -54,11 +31,6 @@ from pfednas.report.time_table import (
     time_cell,
     within_cell,
 )
-
-BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*?)"
-                   r"<!-- /(?P=kind) -->", re.S)
-OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
-KINDS = ("table", "variants", "tuning", "verdict", "levers")
 
 # How the page names a registry method; a bench variant adds its label.
 DISPLAY = {"fedavg": "FedAvg", "local": "Local", "fedrep": "FedRep", "fedbabu": "FedBABU",
@@ -178,12 +150,17 @@ def time_figures(results: BenchResults, g: GroupRow, *, heavy_tailed: bool) -> T
                        published=published_too(results, g), heavy_tailed=heavy_tailed)
 
 
-def _traffic(g: GroupRow, best: GroupRow | None) -> str:
+def traffic_ratio(g: GroupRow, best: GroupRow | None) -> float | None:
+    """The row's bytes per client and round ÷ the strongest baseline's (None: no baseline)."""
     if best is None:
-        return "—"
-    mine = g.up_per_client_round + g.down_per_client_round
+        return None
     theirs = best.up_per_client_round + best.down_per_client_round
-    return "—" if theirs <= 0 else f"{mine / theirs:.2f}"
+    return None if theirs <= 0 else (g.up_per_client_round + g.down_per_client_round) / theirs
+
+
+def _traffic(g: GroupRow, best: GroupRow | None) -> str:
+    ratio = traffic_ratio(g, best)
+    return "—" if ratio is None else f"{ratio:.2f}"
 
 
 def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
@@ -295,36 +272,3 @@ def render_verdict(results: BenchResults) -> str:
             f"violations {violations}.")
     return ("\n".join(lines) + "\n" if lines else "No method to compare.\n") \
         + unfinished_note(results, labels)
-
-
-RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {"table": render_table,
-                                                           "variants": render_variants,
-                                                           "verdict": render_verdict,
-                                                           "levers": render_levers}
-
-
-def render_document(text: str, results_of: Callable[[str], BenchResults],
-                    tuning_of: Callable[[str], str] | None = None) -> str:
-    """``text`` with every marked block's body rendered from its preset's results (a
-    ``tuning`` block: ``tuning_of(preset)``, the tuning cells' table)."""
-    openings = [(m.group("kind"), m.group("name")) for m in OPENING.finditer(text)]
-    blocks = [(m.group("kind"), m.group("name")) for m in BLOCK.finditer(text)]
-    if openings != blocks:
-        unclosed = next(o for o in openings if o not in blocks)
-        raise ReportError(f"<!-- {unclosed[0]}:{unclosed[1]} --> has no <!-- /{unclosed[0]} -->"
-                          " after it")
-    unknown = sorted({kind for kind, _ in blocks} - set(KINDS))
-    if unknown:
-        raise ReportError(f"unknown block kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
-
-    def fill(match: re.Match[str]) -> str:
-        kind, name = match.group("kind"), match.group("name")
-        if kind == "tuning":
-            if tuning_of is None:
-                raise ReportError(f"<!-- tuning:{name} -->: no tuning results to render")
-            body = tuning_of(name)
-        else:
-            body = RENDERERS[kind](results_of(name))
-        return f"<!-- {kind}:{name} -->\n{body}<!-- /{kind} -->"
-
-    return BLOCK.sub(fill, text)

@@ -1,0 +1,76 @@
+"""A results page whose tables are rendered from the bench cells, never typed by hand.
+
+A Markdown file marks each generated block with an opening and a closing comment::
+
+    <!-- table:fashion_mnist -->
+    ...(rendered: the preset's methods, one row per figure and α)...
+    <!-- /table -->
+    <!-- variants:fashion_mnist -->
+    ...(rendered: the preset's variants, what each changes, then their rows)...
+    <!-- /variants -->
+    <!-- tuning:fashion_mnist -->
+    ...(rendered: the tuning grid, each configuration's validation score, the choice)...
+    <!-- /tuning -->
+    <!-- verdict:fashion_mnist -->
+    ...(rendered: each NAS figure against the strongest baseline, paired by seed)...
+    <!-- /verdict -->
+    <!-- targets:fashion_mnist -->
+    ...(rendered: each NAS method against the benchmark's targets, met or missed)...
+    <!-- /targets -->
+    <!-- levers:fashion_mnist_levers -->
+    ...(rendered: a method and each variant turning one lever on, a compact row each)...
+    <!-- /levers -->
+
+The name after the colon is a bench preset (``conf/bench/<name>.yaml``); its cells are read
+from ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method, α, seed) of the
+preset, and aggregated exactly as ``pfednas report`` aggregates them (the numbers of the
+preset's ``report/table.csv``). A bench still running renders the methods whose cells have
+all finished and names the others with how many of their cells have. ``pfednas report --doc
+FILE`` rewrites the blocks; ``--check`` says whether the file is what the cells render.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+from pfednas.report.bench_results import BenchResults
+from pfednas.report.collect import ReportError
+from pfednas.report.levers import render_levers
+from pfednas.report.page import render_table, render_variants, render_verdict
+from pfednas.report.targets import render_targets
+
+BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*?)"
+                   r"<!-- /(?P=kind) -->", re.S)
+OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
+RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {
+    "table": render_table, "variants": render_variants, "verdict": render_verdict,
+    "targets": render_targets, "levers": render_levers}
+KINDS = (*RENDERERS, "tuning")
+
+
+def render_document(text: str, results_of: Callable[[str], BenchResults],
+                    tuning_of: Callable[[str], str] | None = None) -> str:
+    """``text`` with every marked block's body rendered from its preset's results (a
+    ``tuning`` block: ``tuning_of(preset)``, the tuning cells' table)."""
+    openings = [(m.group("kind"), m.group("name")) for m in OPENING.finditer(text)]
+    blocks = [(m.group("kind"), m.group("name")) for m in BLOCK.finditer(text)]
+    if openings != blocks:
+        unclosed = next(o for o in openings if o not in blocks)
+        raise ReportError(f"<!-- {unclosed[0]}:{unclosed[1]} --> has no <!-- /{unclosed[0]} -->"
+                          " after it")
+    unknown = sorted({kind for kind, _ in blocks} - set(KINDS))
+    if unknown:
+        raise ReportError(f"unknown block kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+
+    def fill(match: re.Match[str]) -> str:
+        kind, name = match.group("kind"), match.group("name")
+        if kind == "tuning":
+            if tuning_of is None:
+                raise ReportError(f"<!-- tuning:{name} -->: no tuning results to render")
+            body = tuning_of(name)
+        else:
+            body = RENDERERS[kind](results_of(name))
+        return f"<!-- {kind}:{name} -->\n{body}<!-- /{kind} -->"
+
+    return BLOCK.sub(fill, text)
