@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from pfednas.config import conf_dir
 from pfednas.report import levers, page, targets
@@ -67,8 +68,8 @@ def test_a_preset_cell_that_has_not_run_is_named(tmp_path: Path) -> None:
     order = method_order()
     preset = page.read_preset(conf_dir() / "bench" / "spider_fashion_mnist.yaml", order)
 
-    with pytest.raises(ReportError, match=r"spider/alpha=0.2/seed=0: no summary.json \(18 of "
-                                          r"the 18 cells"):
+    with pytest.raises(ReportError, match=r"spider/alpha=0.2/seed=0: not finished with the "
+                                          r"configuration of now \(18 of the 18 cells"):
         page.load_bench(preset, tmp_path, order)
 
 
@@ -164,3 +165,22 @@ def test_the_targets_block_marks_each_target_from_the_verdicts_figures() -> None
     assert cells[4] == "✓ 0"
     assert cells[5] == ("✓ " if traffic <= targets.TRAFFIC_MAX else "✗ ") + f"{traffic:.2f}×"
     assert cells[6].startswith(("✓ ", "✗ "))
+
+
+def test_a_cell_that_ran_another_configuration_is_not_rendered(tmp_path: Path) -> None:
+    # Prepare: the committed digits cells (tuning included); one PerFedRLNAS cell's saved
+    # configuration differs from what the bench composes now (another learning rate)
+    shutil.copytree(BENCH_ROOT / "digits", tmp_path / "digits")
+    saved = tmp_path / "digits" / "perfedrlnas" / "alpha=0.5" / "seed=1" / "resolved_config.yaml"
+    cfg = OmegaConf.load(saved)
+    cfg.federation.lr = float(cfg.federation.lr) / 2
+    OmegaConf.save(cfg, saved)
+    doc = tmp_path / "page.md"
+    doc.write_text("<!-- table:digits -->\n<!-- /table -->\n")
+
+    # Execute
+    _, rendered = render_doc(doc, tmp_path)
+
+    # Assert: PerFedRLNAS is named as not finished, FedAvg+FT alone is rendered
+    assert "PerFedRLNAS (2 of 3 cells)" in rendered
+    assert "| FedAvg+FT | 0.5 |" in rendered and "| PerFedRLNAS" not in rendered

@@ -7,7 +7,7 @@ bench still running gives the methods whose cells have all finished and names th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,20 +65,25 @@ class BenchResults:
     unfinished: tuple[tuple[str, int, int], ...] = ()
 
 
-def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str]) -> BenchResults:
+def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str],
+               current: Callable[[Path], bool] | None = None) -> BenchResults:
     """Read the cells of the preset below ``folder``: every method whose cells have all
     finished (the others are :attr:`BenchResults.unfinished`); an error names a missing cell
-    when no method has finished."""
-    done = {m: [d for d in preset.cell_dirs(folder, [m]) if (d / SUMMARY).is_file()]
+    when no method has finished. ``current(cell folder)``: whether a finished cell ran the
+    configuration the bench would run now (one that did not counts as not finished)."""
+    def finished_cell(d: Path) -> bool:
+        return (d / SUMMARY).is_file() and (current is None or current(d))
+
+    done = {m: [d for d in preset.cell_dirs(folder, [m]) if finished_cell(d)]
             for m in preset.methods}
     per_method = len(preset.alphas) * len(preset.seeds)
     finished = [m for m in preset.methods if len(done[m]) == per_method]
     if not finished:
         dirs = preset.cell_dirs(folder)
-        missing = [d for d in dirs if not (d / SUMMARY).is_file()]
-        raise ReportError(f"{missing[0]}: no {SUMMARY} ({len(missing)} of the {len(dirs)} cells "
-                          f"of bench={preset.name} missing); run `pfednas bench "
-                          f"bench={preset.name} bench.out={folder}`")
+        missing = [d for d in dirs if not finished_cell(d)]
+        raise ReportError(f"{missing[0]}: not finished with the configuration of now "
+                          f"({len(missing)} of the {len(dirs)} cells of bench={preset.name}); "
+                          f"run `pfednas bench bench={preset.name} bench.out={folder}`")
     unfinished = tuple((m, len(done[m]), per_method) for m in preset.methods
                        if m not in finished)
     runs = [load_run(d) for d in preset.cell_dirs(folder, finished)]

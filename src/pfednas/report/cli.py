@@ -182,6 +182,24 @@ def default_out(paths: Sequence[Path]) -> Path:
     return Path(os.path.commonpath(dirs)) / "report"
 
 
+def current_cells(name: str, folder: Path) -> set[Path]:
+    """The reported cells of preset ``name`` below ``folder`` that finished with the
+    configuration the bench would run now (each method at its tuning's choice): what a
+    results page may render (resolved paths); none where a method's tuning has not finished."""
+    from pfednas.bench_cells import BenchError, BenchPreset, cells, compose_preset, stale_keys
+    from pfednas.bench_tuning import chosen_overrides
+    from pfednas.methods import METHODS
+
+    try:
+        preset = BenchPreset.from_config(compose_preset(name, [f"bench.out={folder}"]), METHODS)
+        spaces = {m: METHODS[m].spaces for m in map(preset.base_of, preset.methods)}
+        chosen = chosen_overrides(preset, [], spaces)
+    except BenchError:
+        return set()
+    return {cell.path.resolve() for cell in cells(preset, [], spaces, chosen)
+            if stale_keys(cell) == []}
+
+
 def render_doc(doc: Path, bench_root: Path) -> tuple[str, str]:
     """(the file's text, the text with its marked blocks rendered from the cells below
     ``bench_root``, each preset's in ``bench_root/<preset>``)."""
@@ -195,7 +213,9 @@ def render_doc(doc: Path, bench_root: Path) -> tuple[str, str]:
     def results_of(name: str) -> page.BenchResults:
         if name not in loaded:
             preset = page.read_preset(conf_dir() / "bench" / f"{name}.yaml", order)
-            loaded[name] = page.load_bench(preset, bench_root / name, order)
+            current = current_cells(name, bench_root / name)
+            loaded[name] = page.load_bench(preset, bench_root / name, order,
+                                           lambda d: d.resolve() in current)
         return loaded[name]
 
     def tuning_of(name: str) -> str:
