@@ -24,6 +24,7 @@ from pfednas.report.page import (
     signed,
     time_figures,
     traffic_ratio,
+    unfinished_note,
 )
 from pfednas.report.paired import paired_difference
 from pfednas.report.table import FT_SUFFIX, GroupRow, is_baseline
@@ -84,5 +85,6 @@ def render_targets(results: BenchResults) -> str:
             name = row_name(ft, False).removesuffix("+FT")
             lines.append("| " + " | ".join([name, f"{alpha:g}",
                                             *target_cells(results, ft, published)]) + " |")
-    return "\n".join(lines) + "\n" if len(lines) > 2 else "No method to compare.\n"
+    return ("\n".join(lines) + "\n" if len(lines) > 2 else "No method to compare.\n") \
+        + unfinished_note(results, labels)
 
