@@ -26,6 +26,7 @@ from pfednas.report.archs import (
     label_histograms,
     similarity_order,
 )
+from pfednas.report.bench_results import load_bench, read_preset
 from pfednas.report.cli import build_report
 from pfednas.report.collect import ReportError, Run, find_run_dirs, load_run, split_tuning_runs
 from pfednas.report.table import (
@@ -471,7 +472,6 @@ def test_plots_label_a_finetuned_nas_run_as_its_ft_row() -> None:
 def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_check(
         bench: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: a page with the smoke preset's table, rendered from its cells
-    from pfednas.report import page
     from pfednas.report.cli import main as report_main
     from pfednas.report.cli import method_order
     from pfednas.report.table import to_csv
@@ -484,7 +484,7 @@ def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_chec
     assert report_main(args) == 0
     rendered = doc.read_text()
     order = method_order()
-    results = page.load_bench(page.read_preset(REPO / "conf" / "bench" / "smoke.yaml", order),
+    results = load_bench(read_preset(REPO / "conf" / "bench" / "smoke.yaml", order),
                               out, order)
     fedavg = next(g for g in results.groups if g.method == "fedavg+ft")
     number = f"{fedavg.acc_mean:.4f}"

@@ -11,10 +11,11 @@ from omegaconf import OmegaConf
 
 from pfednas.config import conf_dir
 from pfednas.report import levers, page, targets
+from pfednas.report.bench_results import load_bench, read_preset
 from pfednas.report.cli import method_order, render_doc
 from pfednas.report.collect import ReportError
 from pfednas.report.document import render_document
-from pfednas.report.paired import paired_difference
+from pfednas.report.paired import paired_difference, signed
 from tests.conftest import REPO
 
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -66,23 +67,23 @@ def test_a_malformed_block_is_an_error(text: str, message: str) -> None:
 
 def test_a_preset_cell_that_has_not_run_is_named(tmp_path: Path) -> None:
     order = method_order()
-    preset = page.read_preset(conf_dir() / "bench" / "spider_fashion_mnist.yaml", order)
+    preset = read_preset(conf_dir() / "bench" / "spider_fashion_mnist.yaml", order)
 
     with pytest.raises(ReportError, match=r"spider/alpha=0.2/seed=0: not finished with the "
                                           r"configuration of now \(18 of the 18 cells"):
-        page.load_bench(preset, tmp_path, order)
+        load_bench(preset, tmp_path, order)
 
 
 def test_a_bench_still_running_renders_its_finished_methods_and_names_the_others(
         tmp_path: Path) -> None:
     # Prepare: the committed digits cells, one of PerFedRLNAS's three not finished
     order = method_order()
-    preset = page.read_preset(conf_dir() / "bench" / "digits.yaml", order)
+    preset = read_preset(conf_dir() / "bench" / "digits.yaml", order)
     shutil.copytree(BENCH_ROOT / "digits", tmp_path / "digits")
     (tmp_path / "digits" / "perfedrlnas" / "alpha=0.5" / "seed=1" / "summary.json").unlink()
 
     # Execute
-    results = page.load_bench(preset, tmp_path / "digits", order)
+    results = load_bench(preset, tmp_path / "digits", order)
     table, verdict = page.render_table(results), page.render_verdict(results)
 
     # Assert: FedAvg+FT's rows only, and both blocks say what is missing
@@ -122,8 +123,8 @@ def test_budget_used_is_the_mean_share_over_clients_that_have_a_budget() -> None
 def test_the_levers_block_gives_the_method_then_each_lever_against_it() -> None:
     # Prepare: the committed levers cells (PerFedRLNAS and four variants, seed 100)
     order = method_order()
-    preset = page.read_preset(conf_dir() / "bench" / "fashion_mnist_levers.yaml", order)
-    results = page.load_bench(preset, BENCH_ROOT / "fashion_mnist_levers", order)
+    preset = read_preset(conf_dir() / "bench" / "fashion_mnist_levers.yaml", order)
+    results = load_bench(preset, BENCH_ROOT / "fashion_mnist_levers", order)
 
     # Execute
     rows = [line.split(" | ") for line in levers.render_levers(results).splitlines()[2:]]
@@ -141,8 +142,8 @@ def test_the_levers_block_gives_the_method_then_each_lever_against_it() -> None:
 def test_the_targets_block_marks_each_target_from_the_verdicts_figures() -> None:
     # Prepare: the committed digits cells (PerFedRLNAS against FedAvg+FT)
     order = method_order()
-    preset = page.read_preset(conf_dir() / "bench" / "digits.yaml", order)
-    results = page.load_bench(preset, BENCH_ROOT / "digits", order)
+    preset = read_preset(conf_dir() / "bench" / "digits.yaml", order)
+    results = load_bench(preset, BENCH_ROOT / "digits", order)
     by_method = {g.method: g for g in results.groups}
     ft, published = by_method["perfedrlnas+ft"], by_method["perfedrlnas"]
     best = page.best_of(results, ft)
@@ -160,7 +161,7 @@ def test_the_targets_block_marks_each_target_from_the_verdicts_figures() -> None
     assert traffic is not None
     assert cells[:2] == ["PerFedRLNAS", "0.5"]
     assert cells[2] == ("✓ " if d.verdict != "loses" else "✗ ") + f"{d.verdict} " \
-                       f"({page.signed(d.mean)})"
+                       f"({signed(d.mean)})"
     assert cells[3] == ("✓ " if gap <= targets.PUBLISHED_GAP else "✗ ") + f"{gap:.4f}"
     assert cells[4] == "✓ 0"
     assert cells[5] == ("✓ " if traffic <= targets.TRAFFIC_MAX else "✗ ") + f"{traffic:.2f}×"

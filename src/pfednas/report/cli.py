@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from pfednas.data import DataError
 from pfednas.report import archs as arch_view
 from pfednas.report import page, plots
+from pfednas.report.bench_results import load_bench, read_preset
 from pfednas.report.collect import (
     ReportError,
     Run,
@@ -212,9 +213,9 @@ def render_doc(doc: Path, bench_root: Path) -> tuple[str, str]:
 
     def results_of(name: str) -> page.BenchResults:
         if name not in loaded:
-            preset = page.read_preset(conf_dir() / "bench" / f"{name}.yaml", order)
+            preset = read_preset(conf_dir() / "bench" / f"{name}.yaml", order)
             current = current_cells(name, bench_root / name)
-            loaded[name] = page.load_bench(preset, bench_root / name, order,
+            loaded[name] = load_bench(preset, bench_root / name, order,
                                            lambda d: d.resolve() in current)
         return loaded[name]
 

@@ -15,6 +15,8 @@ import numpy as np
 
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.collect import Run
+from pfednas.report.paired import signed
+from pfednas.report.time_table import mean_or_none
 
 COLUMNS = ("setting", "α", "acc +FT", "as published", "+FT − the method's", "params mean",
            "budget used (mean over clients)", "simulated s")
@@ -27,18 +29,6 @@ def budget_used(per_client: Sequence[dict[str, Any]]) -> float | None:
     return float(np.mean(shares)) if shares else None
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return float(np.mean(known)) if known and len(known) == len(values) else None
-
-
-def signed(value: float) -> str:
-    """``+0.0123`` / ``−0.0123`` (a true minus sign), ``0.0000`` for what rounds to zero."""
-    if abs(value) < 5e-5:
-        return "0.0000"
-    return f"{value:+.4f}".replace("-", "−")
-
-
 def _figure(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
@@ -47,12 +37,12 @@ def lever_row(runs: Sequence[Run]) -> dict[str, float | None]:
     """One setting's figures, each the mean over its runs (one a seed)."""
     summaries = [run.summary for run in runs]
     return {
-        "ft": _mean([s["personalized_acc_mean"] for s in summaries]),
-        "published": _mean([s.get("personalized_acc_no_ft_mean") for s in summaries]),
-        "params": _mean([float(np.mean([r["num_params"] for r in s["per_client"]]))
+        "ft": mean_or_none([s["personalized_acc_mean"] for s in summaries]),
+        "published": mean_or_none([s.get("personalized_acc_no_ft_mean") for s in summaries]),
+        "params": mean_or_none([float(np.mean([r["num_params"] for r in s["per_client"]]))
                          for s in summaries]),
-        "budget": _mean([budget_used(s["per_client"]) for s in summaries]),
-        "seconds": _mean([s.get("simulated_seconds") for s in summaries]),
+        "budget": mean_or_none([budget_used(s["per_client"]) for s in summaries]),
+        "seconds": mean_or_none([s.get("simulated_seconds") for s in summaries]),
     }
 
 

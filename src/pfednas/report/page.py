@@ -9,12 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pfednas.report.bench_results import BenchResults, Key
-from pfednas.report.bench_results import PresetView as PresetView  # re-exported for callers
-from pfednas.report.bench_results import load_bench as load_bench
-from pfednas.report.bench_results import read_preset as read_preset
 from pfednas.report.collect import Run
-from pfednas.report.levers import signed
-from pfednas.report.paired import PairedDifference, paired_difference
+from pfednas.report.paired import PairedDifference, paired_difference, signed
 from pfednas.report.table import (
     COMPUTE_MARGIN,
     FT_SUFFIX,

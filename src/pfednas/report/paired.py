@@ -60,3 +60,10 @@ def seed_accuracies(rows: Iterable[RunRow]) -> dict[tuple[str, str, float, str],
     for row in rows:
         out.setdefault(group_key(row), {})[row.seed] = row.acc_mean
     return out
+
+
+def signed(value: float) -> str:
+    """``+0.0123`` / ``−0.0123`` (a true minus sign), ``0.0000`` for what rounds to zero."""
+    if abs(value) < 5e-5:
+        return "0.0000"
+    return f"{value:+.4f}".replace("-", "−")

@@ -21,12 +21,11 @@ from pfednas.report.page import (
     published_too,
     row_name,
     shown_rows,
-    signed,
     time_figures,
     traffic_ratio,
     unfinished_note,
 )
-from pfednas.report.paired import paired_difference
+from pfednas.report.paired import paired_difference, signed
 from pfednas.report.table import FT_SUFFIX, GroupRow, is_baseline
 from pfednas.report.time_table import time_cell
 

@@ -38,7 +38,8 @@ class TimeFigures:
     within: float | None         # mean accuracy within FedAvg+FT's time (every seed had one)
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """The mean, or None where ``values`` is empty or holds a None."""
     if not values or any(v is None for v in values):
         return None
     return sum(v for v in values if v is not None) / len(values)
@@ -72,9 +73,9 @@ def row_figures(runs: Sequence[Run], best: Mapping[int, Run], reference: Mapping
         point: CurvePoint | None = accuracy_within(curve, budget[-1].seconds)
         within.append(None if point is None else point.accuracy)
     if not compared:
-        return TimeFigures(_mean(seconds), None, 0, 0, None)
-    ratio = _mean(ratios) if reached == len(runs) else None
-    return TimeFigures(_mean(seconds), ratio, reached, len(runs), _mean(within))
+        return TimeFigures(mean_or_none(seconds), None, 0, 0, None)
+    ratio = mean_or_none(ratios) if reached == len(runs) else None
+    return TimeFigures(mean_or_none(seconds), ratio, reached, len(runs), mean_or_none(within))
 
 
 def time_cell(f: TimeFigures) -> str:
