@@ -185,3 +185,22 @@ def test_a_cell_that_ran_another_configuration_is_not_rendered(tmp_path: Path) -
     # Assert: PerFedRLNAS is named as not finished, FedAvg+FT alone is rendered
     assert "PerFedRLNAS (2 of 3 cells)" in rendered
     assert "| FedAvg+FT | 0.5 |" in rendered and "| PerFedRLNAS" not in rendered
+
+
+def test_a_figure_without_fine_tuning_is_reported_only_for_a_method_published_without_it(
+        ) -> None:
+    # Prepare: the committed Fashion-MNIST cells, where every method that fine-tunes also
+    # records its figure without fine-tuning
+    order = method_order()
+    preset = read_preset(conf_dir() / "bench" / "fashion_mnist.yaml", order)
+    results = load_bench(preset, BENCH_ROOT / "fashion_mnist", order)
+    recorded = {g.method for g in results.groups}
+    assert {"perfedrlnas", "hapfnas", "fednas", "fedavg"} <= recorded
+
+    # Execute
+    shown = {g.method for g in page.shown_rows(results, preset.methods)}
+
+    # Assert: PerFedRLNAS and HAPFNAS both ways; FedNAS and the baselines fine-tuned only
+    assert {"perfedrlnas", "perfedrlnas+ft", "hapfnas", "hapfnas+ft"} <= shown
+    assert {"fednas+ft", "fedavg+ft"} <= shown
+    assert not {"fednas", "fedavg", "fedbabu", "fedrep"} & shown

@@ -95,7 +95,7 @@ COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg+FT", "traffic ÷ best 
 
 def shown_rows(results: BenchResults, labels: Sequence[str]) -> list[GroupRow]:
     """The reported rows of ``labels``: α, then ``labels``' order, a figure as published
-    before its +FT; a baseline's figure without its fine-tuning is not shown."""
+    before its +FT; a figure without fine-tuning only for a method published without it."""
     rank = {label: i for i, label in enumerate(labels)}
     return sorted((g for g in reported_groups(results.groups) if label_of(g) in rank),
                   key=lambda g: (g.alpha, rank[label_of(g)], g.method.endswith(FT_SUFFIX)))

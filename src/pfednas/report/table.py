@@ -88,6 +88,12 @@ class GroupRow:
 
 # The personalized-FL baselines of the protocol, and the NAS methods measured against them.
 BASELINES = ("fedavg", "local", "fedrep", "fedbabu", "ditto")
+# The methods whose papers take no fine-tuning: their figure without it is the one published,
+# shown beside +FT. Every other method is measured as it personalizes, fine-tuned: a
+# baseline as its paper runs it, FedNAS as this project personalizes its global model (its
+# paper retrains the derived architecture; the supernet's weights without fine-tuning are
+# not what it publishes).
+PUBLISHED_WITHOUT_FT = ("perfedrlnas", "hapfnas")
 REFERENCE = "fedavg"
 FT_SUFFIX = "+ft"
 COMPUTE_MARGIN = 1.25  # client compute above this × FedAvg+FT's is marked
@@ -228,15 +234,16 @@ def is_baseline(g: GroupRow) -> bool:
 
 
 def shadowed(g: GroupRow, groups: Sequence[GroupRow]) -> bool:
-    """A baseline's figure without fine-tuning where the same runs report the fine-tuned
-    one: not a reported row (a baseline is measured as its paper runs it, fine-tuned)."""
-    return (is_baseline(g) and not g.method.endswith(FT_SUFFIX)
+    """A figure without fine-tuning where the same runs report the fine-tuned one, of a
+    method not in :data:`PUBLISHED_WITHOUT_FT`: not a reported row."""
+    return ((g.base_method or g.method) not in PUBLISHED_WITHOUT_FT
+            and not g.method.endswith(FT_SUFFIX)
             and any(h.method == g.method + FT_SUFFIX and (h.dataset, h.alpha, h.space)
                     == (g.dataset, g.alpha, g.space) for h in groups))
 
 
 def reported_groups(groups: Sequence[GroupRow]) -> list[GroupRow]:
-    """The rows a table reports: every row but a baseline's :func:`shadowed` one."""
+    """The rows a table reports: every row but a :func:`shadowed` one."""
     return [g for g in groups if not shadowed(g, groups)]
 
 
