@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pfednas.config import conf_dir
-from pfednas.report import levers, page, targets
+from pfednas.report import levers, page, pairs, targets
 from pfednas.report.bench_results import load_bench, read_preset
 from pfednas.report.cli import method_order, render_doc
 from pfednas.report.collect import ReportError
@@ -204,3 +205,32 @@ def test_a_figure_without_fine_tuning_is_reported_only_for_a_method_published_wi
     assert {"perfedrlnas", "perfedrlnas+ft", "hapfnas", "hapfnas+ft"} <= shown
     assert {"fednas+ft", "fedavg+ft"} <= shown
     assert not {"fednas", "fedavg", "fedbabu", "fedrep"} & shown
+
+
+def test_the_pairs_block_gives_each_method_against_every_baseline_paired_by_seed() -> None:
+    # Prepare: the committed cross-silo cells (SPIDER against Ditto and FedAvg+FT) and each
+    # seed's accuracy read straight from the cells' summaries
+    order = method_order()
+    preset = read_preset(conf_dir() / "bench" / "spider_fashion_mnist.yaml", order)
+    cells = BENCH_ROOT / "spider_fashion_mnist"
+    results = load_bench(preset, cells, order)
+
+    def accuracy(method: str, seed: int) -> float:
+        summary = cells / method / "alpha=0.2" / f"seed={seed}" / "summary.json"
+        return float(json.loads(summary.read_text())["personalized_acc_mean"])
+
+    by_hand = {b: [accuracy("spider", s) - accuracy(b, s) for s in preset.seeds]
+               for b in ("ditto", "fedavg")}
+
+    # Execute
+    header, _, *rows = pairs.render_pairs(results).splitlines()
+
+    # Assert: one row, one column per baseline; each difference is the mean by seed
+    assert header == "| method | α | Δ against Ditto | Δ against FedAvg+FT |"
+    (row,) = rows
+    cells_of_row = row.strip("| ").split(" | ")
+    assert cells_of_row[:2] == ["SPIDER", "0.2"]
+    for cell, baseline in zip(cells_of_row[2:], ("ditto", "fedavg"), strict=True):
+        mean = sum(by_hand[baseline]) / len(preset.seeds)
+        assert cell.startswith(signed(mean) + " [")
+        assert cell.endswith(("ties", "wins", "loses"))

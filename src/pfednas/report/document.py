@@ -17,6 +17,9 @@ A Markdown file marks each generated block with an opening and a closing comment
     <!-- targets:fashion_mnist -->
     ...(rendered: each NAS method against the benchmark's targets, met or missed)...
     <!-- /targets -->
+    <!-- pairs:spider_fashion_mnist -->
+    ...(rendered: each NAS figure against every baseline, paired by seed)...
+    <!-- /pairs -->
     <!-- levers:fashion_mnist_levers -->
     ...(rendered: a method and each variant turning one lever on, a compact row each)...
     <!-- /levers -->
@@ -38,6 +41,7 @@ from pfednas.report.bench_results import BenchResults
 from pfednas.report.collect import ReportError
 from pfednas.report.levers import render_levers
 from pfednas.report.page import render_table, render_variants, render_verdict
+from pfednas.report.pairs import render_pairs
 from pfednas.report.targets import render_targets
 
 BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*?)"
@@ -45,7 +49,7 @@ BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*
 OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
 RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {
     "table": render_table, "variants": render_variants, "verdict": render_verdict,
-    "targets": render_targets, "levers": render_levers}
+    "targets": render_targets, "levers": render_levers, "pairs": render_pairs}
 KINDS = (*RENDERERS, "tuning")
 
 

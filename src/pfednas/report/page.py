@@ -67,7 +67,8 @@ def _ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def _delta(d: PairedDifference | None) -> str:
+def delta_text(d: PairedDifference | None) -> str:
+    """``−0.0123 [−0.0200, −0.0046] loses``; ``—`` without two common seeds."""
     if d is None:
         return "—"
     return f"{signed(d.mean)} [{signed(d.low)}, {signed(d.high)}] {d.verdict}"
@@ -121,7 +122,7 @@ def table_rows(results: BenchResults, labels: Sequence[str]) -> list[tuple[Group
         if g is best:
             accuracy, delta = f"**{accuracy}**", "best baseline"
         else:
-            delta = _delta(None if best is None else paired_difference(
+            delta = delta_text(None if best is None else paired_difference(
                 results.by_seed[key_of(g)], results.by_seed[key_of(best)]))
         out.append((g, "| " + " | ".join([
             row_name(g, published_too(results, g)), f"{g.alpha:g}", accuracy,
@@ -262,7 +263,7 @@ def render_verdict(results: BenchResults) -> str:
         violations = "—" if g.budget_violations is None else f"{g.budget_violations:g}"
         lines.append(
             f"- **{row_name(g, published_too(results, g))}**, α {g.alpha:g}, against "
-            f"{row_name(best, False)}: Δ {_delta(d)}; traffic {_traffic(g, best)}×, "
+            f"{row_name(best, False)}: Δ {delta_text(d)}; traffic {_traffic(g, best)}×, "
             f"params {g.params_mean / best.params_mean:.2f}×; time to its accuracy "
             f"{time_cell(plain)} (heavy-tailed devices {time_cell(heavy)}); budget "
             f"violations {violations}.")

@@ -1,0 +1,52 @@
+"""The ``pairs`` block of the results page: every figure of a method that is not a baseline
+against every baseline of its α, paired by seed, with the 95 % interval (pure).
+
+The verdict compares each method with the strongest baseline only. A paper's own claim is
+often against one named baseline (SPIDER's against Ditto, PerFedRLNAS's against FedAvg+FT),
+which need not be the strongest here; this block shows every pair, so no comparison a
+reader looks for is left out, and none is chosen afterwards.
+"""
+
+from __future__ import annotations
+
+from pfednas.report.bench_results import BenchResults
+from pfednas.report.page import (
+    delta_text,
+    key_of,
+    label_of,
+    published_too,
+    row_name,
+    shown_rows,
+    unfinished_note,
+)
+from pfednas.report.paired import paired_difference
+from pfednas.report.table import GroupRow, is_baseline
+
+
+def _pair(results: BenchResults, g: GroupRow, baseline: GroupRow | None) -> str:
+    if baseline is None:
+        return "—"
+    return delta_text(paired_difference(results.by_seed[key_of(g)],
+                                        results.by_seed[key_of(baseline)]))
+
+
+def render_pairs(results: BenchResults) -> str:
+    """One row per figure of a method that is not a baseline and α, one column per
+    baseline: the figure's accuracy minus the baseline's, paired by seed [95 % CI]."""
+    labels = [m for m in results.preset.methods if m not in results.preset.variants]
+    rows = shown_rows(results, labels)
+    baselines = [g for g in rows if is_baseline(g)]
+    columns = list(dict.fromkeys(label_of(g) for g in baselines))
+    names = {label_of(g): row_name(g, False) for g in baselines}
+    methods = [g for g in rows if not is_baseline(g)]
+    if not columns or not methods:
+        return "No method to compare.\n" + unfinished_note(results, labels)
+    lines = ["| method | α | " + " | ".join(f"Δ against {names[c]}" for c in columns) + " |",
+             "|" + "---|" * (2 + len(columns))]
+    for g in methods:
+        at = {label_of(b): b for b in baselines if b.alpha == g.alpha}
+        lines.append("| " + " | ".join([row_name(g, published_too(results, g)),
+                                        f"{g.alpha:g}",
+                                        *(_pair(results, g, at.get(c)) for c in columns)])
+                     + " |")
+    return "\n".join(lines) + "\n" + unfinished_note(results, labels)
