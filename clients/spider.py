@@ -16,8 +16,11 @@ Each round the client receives the global ``darts_s2`` supernet ``w``, then
 
 On its first round the local model is cut from the received global weights
 (the reference started it from its own random initialisation). Evaluation:
-the local model on the client's own test split; the architecture travels as an
-integer code (:mod:`pfednas.nas.archcode`), MetricRecords holding numbers only.
+the local model on the client's own test split, after ``finetune_epochs`` of
+fine-tuning where the message asks for it (a copy: the kept local model is
+unchanged; the accuracy before it is reported too, as for every method); the
+architecture travels as an integer code (:mod:`pfednas.nas.archcode`),
+MetricRecords holding numbers only.
 
 Ditto (Li et al., 2021) is the same client with ``search=False``: the local
 architecture stays fixed (the full supernet, or ``arch``).
@@ -33,7 +36,13 @@ from flwr.app import RecordDict
 from flwr.client import NumPyClient
 from torch import nn
 
-from pfednas.clients.common import ClientEnv, hyper_from_config, peak_memory_mb, train_generator
+from pfednas.clients.common import (
+    ClientEnv,
+    finetune_then_test,
+    hyper_from_config,
+    peak_memory_mb,
+    train_generator,
+)
 from pfednas.clients.spider_state import (
     SpiderOptions,
     SpiderState,
@@ -51,7 +60,7 @@ from pfednas.nas.spider import PairHyper, train_pair
 from pfednas.search import CellMask, DartsS2Space, ElasticNet, Supernet, TaskShape
 from pfednas.search.darts_s2 import DartsNet
 from pfednas.seeding import SPIDER_SEARCH, numpy_rng
-from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, to_tensors
+from pfednas.train import get_arrays, num_parameters, set_arrays, to_tensors
 
 
 @torch.no_grad()
@@ -175,6 +184,6 @@ class SpiderClient(NumPyClient):
                 raise RuntimeError("no local model yet and no global weights to start one from")
             state = self._fresh(self._supernet(parameters))
         local = self._local_net(state)
-        result = evaluate(local, self.env.data.test, device=self.env.device)
-        return result.loss, result.samples, {"accuracy": result.accuracy,
-                                             **self._arch_metrics(state, local)}
+        arch = self._arch_metrics(state, local)
+        loss, samples, metrics = finetune_then_test(local, self.env, config)
+        return loss, samples, {**metrics, **arch}

@@ -10,7 +10,9 @@ its copy of ``w`` only. The server takes their sample-weighted FedAvg, BatchNorm
 buffers included (Alg. 1, line 6; :func:`pfednas.nas.fedavg.weighted_average`).
 
 Personalized evaluation every ``eval_every`` rounds: each client's own local
-model on its own test split; the clients report the local architecture as an
+model on its own test split, at the last round after ``finetune_epochs`` of
+fine-tuning a copy of it (the protocol's +FT; the figure without it, the
+papers', is reported beside it); the clients report the local architecture as an
 integer code (:mod:`pfednas.nas.archcode`), decoded here into the ``arch``
 string of the evaluation rows, and the local parameter count. Local weights
 and masks never reach the server. Checkpoint state: the global supernet and
@@ -50,10 +52,11 @@ class SpiderStrategy(FedAvgFTStrategy):
     arrays: list[np.ndarray]  # the global supernet's state (FedAvgFTStrategy's)
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
-                 participation: str = "all") -> None:
+                 participation: str = "all", finetune_epochs: int = 0,
+                 finetune_scope: str = "full") -> None:
         super().__init__(budget=budget, train_config=train_config,
-                         initial_arrays=supernet.state_arrays(), finetune_epochs=0,
-                         array_roles=state_roles(supernet.net))
+                         initial_arrays=supernet.state_arrays(), finetune_epochs=finetune_epochs,
+                         finetune_scope=finetune_scope, array_roles=state_roles(supernet.net))
         if participation not in ("all", "sampled"):
             raise ValueError(f"participation must be all|sampled, got {participation!r}")
         self.space = supernet.space
@@ -91,7 +94,9 @@ class SpiderStrategy(FedAvgFTStrategy):
                            grid: Grid) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
-        cfg = self.round_config(server_round)
+        cfg = self.round_config(server_round,
+                                finetune_epochs=self.eval_finetune_epochs(server_round),
+                                finetune=self.finetune_scope)
         return [self.message(cid, MessageType.EVALUATE, cfg,
                              None if cid in self.trained else self.arrays)
                 for cid in range(self.budget.num_clients)]

@@ -94,7 +94,7 @@ def test_every_method_that_finetunes_reports_the_pair_by_default() -> None:
 
     # Assert
     assert {m for m, f in epochs.items() if f is not None} == {
-        "fedavg", "fedrep", "fedbabu", "fednas", "perfedrlnas", "hapfnas"}
+        "fedavg", "fedrep", "fedbabu", "fednas", "perfedrlnas", "hapfnas", "spider", "ditto"}
     assert {f for f in epochs.values() if f is not None} == {10}
 
 

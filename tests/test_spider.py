@@ -167,3 +167,31 @@ def test_ditto_keeps_its_architecture_fixed() -> None:
         codes.append(metrics["arch_code"])
     assert len(set(codes)) == 1
     assert arch_from_code(tiny_space(), codes[0]) == tiny_space().max_arch()
+
+
+@pytest.mark.parametrize("search", [True, False])
+def test_finetuned_evaluation_reports_the_pair_and_keeps_the_local_model(search: bool) -> None:
+    # Prepare: two rounds of training (SPIDER has decided edges by then, Ditto has not)
+    state = RecordDict()
+    params = global_arrays()
+    for server_round in (1, 2):
+        params, _, _ = make_client(state, search=search).fit(
+            params, {**CONFIG, "server_round": server_round})
+    kept = [np.array(state[LOCAL_KEY][k].numpy()) for k in state[LOCAL_KEY]]
+    client = make_client(state, search=search)
+    plain_config = {**CONFIG, "server_round": 2}
+
+    # Execute: as published, then after F = 3 epochs at each scope (a tuning run's reply)
+    _, _, plain = client.evaluate([], plain_config)
+    _, _, tuned = client.evaluate([], {**plain_config, "finetune_epochs": 3, "finetune": "full",
+                                       "finetune_both": True})
+    _, _, again = client.evaluate([], plain_config)
+
+    # Assert: the figure as published rides along; fine-tuning trained a copy only
+    assert tuned["accuracy_no_ft"] == plain["accuracy"] == again["accuracy"]
+    assert tuned["accuracy"] == tuned["accuracy_ft_full"]
+    assert {"accuracy_ft_head", "arch_code"} <= set(tuned)
+    assert tuned["sample_passes"] == 3 * 32 and "accuracy_no_ft" not in plain
+    assert tuned["arch_code"] == plain["arch_code"] and tuned["num_params"] == plain["num_params"]
+    assert all(np.array_equal(a, np.array(state[LOCAL_KEY][k].numpy()))
+               for a, k in zip(kept, state[LOCAL_KEY], strict=True))

@@ -46,9 +46,12 @@ def darts_space(settings: RunSettings) -> DartsS2Space:
 def spider_strategy(settings: RunSettings, budget: Budget,
                     train_config: dict[str, Any]) -> PersonalizedStrategy:
     darts_space(settings)
+    options = spider_options(settings)
     return SpiderStrategy(budget=budget, train_config=train_config,
                           supernet=seeded_supernet(settings),
-                          participation=spider_options(settings).participation)
+                          participation=options.participation,
+                          finetune_epochs=options.finetune_epochs,
+                          finetune_scope=options.finetune_scope)
 
 
 def spider_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from pfednas.nas.progressive import SearchSchedule
+from pfednas.options.baselines import FINETUNE_EPOCHS
+from pfednas.options.common import FINETUNE_SCOPES, check_int, check_scope
 
 PARTICIPATIONS = ("all", "sampled")
 
@@ -26,6 +28,11 @@ class SpiderOptions:
     train_on_val_when_final: bool = True  # phase 3: train on train + val once every edge is decided
     # all: every client every round (cross-silo; clients_per_round is ignored) | sampled
     participation: str = "all"
+    # F: fine-tune a copy of the local model this many epochs on the train split before the
+    # final test evaluation (the protocol's +FT; neither paper does); the figure without it,
+    # the papers', is reported beside it (accuracy_no_ft). The kept local model is unchanged
+    finetune_epochs: int = FINETUNE_EPOCHS
+    finetune_scope: str = "full"  # what +FT trains: full (the whole local model) | head
     search: bool = True        # the method's, not an option: SPIDER searches, Ditto does not
 
     def __post_init__(self) -> None:
@@ -34,6 +41,8 @@ class SpiderOptions:
         if self.participation not in PARTICIPATIONS:
             raise ValueError(f"participation must be all|sampled, got {self.participation!r}")
         SearchSchedule(self.warmup_rounds, self.recovery_rounds)
+        check_int("finetune_epochs", self.finetune_epochs, 0)
+        check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
 
     @property
     def schedule(self) -> SearchSchedule:
