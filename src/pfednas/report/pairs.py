@@ -13,7 +13,6 @@ from pfednas.report.bench_results import BenchResults
 from pfednas.report.page import (
     delta_text,
     key_of,
-    label_of,
     published_too,
     row_name,
     shown_rows,
@@ -36,15 +35,16 @@ def render_pairs(results: BenchResults) -> str:
     labels = [m for m in results.preset.methods if m not in results.preset.variants]
     rows = shown_rows(results, labels)
     baselines = [g for g in rows if is_baseline(g)]
-    columns = list(dict.fromkeys(label_of(g) for g in baselines))
-    names = {label_of(g): row_name(g, False) for g in baselines}
+    # a column per baseline figure (Ditto as published and Ditto+FT are two)
+    columns = list(dict.fromkeys(g.method for g in baselines))
+    names = {g.method: row_name(g, published_too(results, g)) for g in baselines}
     methods = [g for g in rows if not is_baseline(g)]
     if not columns or not methods:
         return "No method to compare.\n" + unfinished_note(results, labels)
     lines = ["| method | α | " + " | ".join(f"Δ against {names[c]}" for c in columns) + " |",
              "|" + "---|" * (2 + len(columns))]
     for g in methods:
-        at = {label_of(b): b for b in baselines if b.alpha == g.alpha}
+        at = {b.method: b for b in baselines if b.alpha == g.alpha}
         lines.append("| " + " | ".join([row_name(g, published_too(results, g)),
                                         f"{g.alpha:g}",
                                         *(_pair(results, g, at.get(c)) for c in columns)])
