@@ -74,8 +74,12 @@ class FedAvgFTStrategy(PersonalizedStrategy):
                            grid: Grid) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
-        cfg = self.round_config(server_round,
-                                finetune_epochs=self.eval_finetune_epochs(server_round),
-                                finetune=self.finetune_scope)
+        cfg = self.eval_config(server_round)
         return [self.message(cid, MessageType.EVALUATE, cfg, self.arrays)
                 for cid in range(self.budget.num_clients)]
+
+    def eval_config(self, server_round: int) -> dict[str, Any]:
+        """An evaluation's config: the round's, with this round's fine-tuning."""
+        return self.round_config(server_round,
+                                 finetune_epochs=self.eval_finetune_epochs(server_round),
+                                 finetune=self.finetune_scope)

@@ -60,9 +60,7 @@ class FedNASStrategy(FedAvgFTStrategy):
             return []
         arch, subnet = self.global_arch()
         self.eval_arch = arch
-        cfg = self.round_config(server_round, arch=arch.to_str(),
-                                finetune_epochs=self.eval_finetune_epochs(server_round),
-                                finetune=self.finetune_scope)
+        cfg = {**self.eval_config(server_round), "arch": arch.to_str()}
         return [self.message(cid, MessageType.EVALUATE, cfg, subnet)
                 for cid in range(self.budget.num_clients)]
 

@@ -94,9 +94,7 @@ class SpiderStrategy(FedAvgFTStrategy):
                            grid: Grid) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
-        cfg = self.round_config(server_round,
-                                finetune_epochs=self.eval_finetune_epochs(server_round),
-                                finetune=self.finetune_scope)
+        cfg = self.eval_config(server_round)
         return [self.message(cid, MessageType.EVALUATE, cfg,
                              None if cid in self.trained else self.arrays)
                 for cid in range(self.budget.num_clients)]
