@@ -63,6 +63,15 @@ def key_of(g: GroupRow) -> Key:
     return (g.dataset, g.method, g.alpha, g.space)
 
 
+def paired_against(results: BenchResults, g: GroupRow, other: GroupRow | None
+                   ) -> PairedDifference | None:
+    """``g``'s accuracy minus ``other``'s, paired by seed (None: no ``other``, or fewer than
+    two common seeds)."""
+    if other is None:
+        return None
+    return paired_difference(results.by_seed[key_of(g)], results.by_seed[key_of(other)])
+
+
 def _ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
@@ -122,8 +131,7 @@ def table_rows(results: BenchResults, labels: Sequence[str]) -> list[tuple[Group
         if g is best:
             accuracy, delta = f"**{accuracy}**", "best baseline"
         else:
-            delta = delta_text(None if best is None else paired_difference(
-                results.by_seed[key_of(g)], results.by_seed[key_of(best)]))
+            delta = delta_text(paired_against(results, g, best))
         out.append((g, "| " + " | ".join([
             row_name(g, published_too(results, g)), f"{g.alpha:g}", accuracy,
             f"{g.acc_p10:.3f}", _ratio(g.err_ratio_fedavg_ft), _ratio(g.err_ratio_best_baseline),
@@ -187,7 +195,7 @@ def verdict_counts(results: BenchResults, rows: Sequence[GroupRow]) -> str:
         for g in rows:
             if g.alpha != alpha or best is None or is_baseline(g):
                 continue
-            d = paired_difference(results.by_seed[key_of(g)], results.by_seed[key_of(best)])
+            d = paired_against(results, g, best)
             if d is not None:
                 counts[d.verdict] += 1
         parts.append(f"α {alpha:g}: {counts['loses']} lose, {counts['ties']} tie, "
@@ -258,7 +266,7 @@ def render_verdict(results: BenchResults) -> str:
         best = best_of(results, g)
         if is_baseline(g) or best is None:
             continue
-        d = paired_difference(results.by_seed[key_of(g)], results.by_seed[key_of(best)])
+        d = paired_against(results, g, best)
         plain, heavy = (time_figures(results, g, heavy_tailed=h) for h in (False, True))
         violations = "—" if g.budget_violations is None else f"{g.budget_violations:g}"
         lines.append(

@@ -12,21 +12,13 @@ from __future__ import annotations
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.page import (
     delta_text,
-    key_of,
+    paired_against,
     published_too,
     row_name,
     shown_rows,
     unfinished_note,
 )
-from pfednas.report.paired import paired_difference
-from pfednas.report.table import GroupRow, is_baseline
-
-
-def _pair(results: BenchResults, g: GroupRow, baseline: GroupRow | None) -> str:
-    if baseline is None:
-        return "—"
-    return delta_text(paired_difference(results.by_seed[key_of(g)],
-                                        results.by_seed[key_of(baseline)]))
+from pfednas.report.table import is_baseline
 
 
 def render_pairs(results: BenchResults) -> str:
@@ -47,6 +39,7 @@ def render_pairs(results: BenchResults) -> str:
         at = {b.method: b for b in baselines if b.alpha == g.alpha}
         lines.append("| " + " | ".join([row_name(g, published_too(results, g)),
                                         f"{g.alpha:g}",
-                                        *(_pair(results, g, at.get(c)) for c in columns)])
+                                        *(delta_text(paired_against(results, g, at.get(c)))
+                                          for c in columns)])
                      + " |")
     return "\n".join(lines) + "\n" + unfinished_note(results, labels)

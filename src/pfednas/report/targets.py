@@ -17,7 +17,7 @@ from __future__ import annotations
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.page import (
     best_of,
-    key_of,
+    paired_against,
     published_too,
     row_name,
     shown_rows,
@@ -25,7 +25,7 @@ from pfednas.report.page import (
     traffic_ratio,
     unfinished_note,
 )
-from pfednas.report.paired import paired_difference, signed
+from pfednas.report.paired import signed
 from pfednas.report.table import FT_SUFFIX, GroupRow, is_baseline
 from pfednas.report.time_table import time_cell
 
@@ -49,7 +49,7 @@ def target_cells(results: BenchResults, ft: GroupRow, published: GroupRow | None
     best = best_of(results, ft)
     if best is None:
         return ["—"] * 5
-    d = paired_difference(results.by_seed[key_of(ft)], results.by_seed[key_of(best)])
+    d = paired_against(results, ft, best)
     accuracy = mark(None if d is None else d.verdict in ("ties", "wins"),
                     "" if d is None else f"{d.verdict} ({signed(d.mean)})")
     gap = None if published is None else ft.acc_mean - published.acc_mean
