@@ -12,6 +12,7 @@ import torch
 
 from pfednas.body_head import FINETUNE_SCOPES, check_scope, train_scope
 from pfednas.data import ClientData
+from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, KeptModel
 from pfednas.search import ElasticNet
 from pfednas.seeding import CLIENT_TRAIN, torch_generator
 from pfednas.train import Hyper, TrainStats, evaluate, num_parameters
@@ -27,6 +28,15 @@ class ClientEnv:
     data: ClientData
     device: torch.device
     seed: int
+    # where the final evaluation hands the models it tested (the ClientApp keeps them);
+    # None: this evaluation keeps nothing
+    keep: Callable[[KeptModel], None] | None = None
+
+    def kept(self, kind: str, arch: str, net: torch.nn.Module, accuracy: float) -> None:
+        """Hand ``net`` as tested (a copy of its weights) to :attr:`keep`, if any."""
+        if self.keep is not None:
+            state = {k: t.detach().cpu().numpy().copy() for k, t in net.state_dict().items()}
+            self.keep(KeptModel(kind=kind, arch=arch, state=state, accuracy=accuracy))
 
 
 def hyper_from_config(config: dict[str, Any]) -> Hyper:
@@ -46,18 +56,20 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def test_reply(net: torch.nn.Module, env: ClientEnv, trained: TrainStats | None
-               ) -> tuple[float, int, dict[str, Any]]:
-    """The personalized-evaluation reply: ``net`` on the client's test split, with the
-    seconds and sample-passes of the training this request did first (if any)."""
+def test_reply(net: torch.nn.Module, env: ClientEnv, trained: TrainStats | None, *,
+               arch: str, kind: str = AS_PUBLISHED) -> tuple[float, int, dict[str, Any]]:
+    """The personalized-evaluation reply: ``net`` (of architecture ``arch``) on the client's
+    test split, with the seconds and sample-passes of the training this request did first
+    (if any); ``net`` is kept as ``kind`` where this evaluation keeps its models."""
     result = evaluate(net, env.data.test, device=env.device)
+    env.kept(kind, arch, net, result.accuracy)
     return result.loss, result.samples, {"accuracy": result.accuracy,
                                          "num_params": num_parameters(net),
                                          **work_metrics(trained)}
 
 
 def finetune_then_test(net: ElasticNet[Any], env: ClientEnv, config: dict[str, Any], *,
-                       default_scope: str = "full",
+                       arch: str, default_scope: str = "full",
                        after_tuning: Callable[[ElasticNet[Any]], None] | None = None,
                        ) -> tuple[float, int, dict[str, Any]]:
     """The personalized-evaluation reply after the protocol's fine-tuning: ``finetune_epochs``
@@ -67,13 +79,15 @@ def finetune_then_test(net: ElasticNet[Any], env: ClientEnv, config: dict[str, A
     With fine-tuning the reply also carries ``accuracy_no_ft``, ``net`` tested as received
     (the figure as published), so every method that fine-tunes reports the same pair; with
     ``finetune_both`` (a tuning run) also ``accuracy_ft_full`` and ``accuracy_ft_head``, a
-    copy fine-tuned at the other scope (its work is not counted: tuning, not the method)."""
+    copy fine-tuned at the other scope (its work is not counted: tuning, not the method).
+    Where the evaluation keeps its models (``env.keep``), both tested networks are kept."""
     epochs = int(config.get("finetune_epochs", 0))
     scope = str(config.get("finetune", default_scope))
     check_scope("finetune", scope, FINETUNE_SCOPES)
     if epochs == 0:
-        return test_reply(net, env, None)
+        return test_reply(net, env, None, arch=arch)
     as_published = evaluate(net, env.data.test, device=env.device).accuracy
+    env.kept(AS_PUBLISHED, arch, net, as_published)
     other: dict[str, float] = {}
     if bool(config.get("finetune_both", False)):
         # the other scope on a copy, from the same start and the same shuffling stream, so
@@ -85,7 +99,8 @@ def finetune_then_test(net: ElasticNet[Any], env: ClientEnv, config: dict[str, A
                                                        device=env.device).accuracy
         del copy
     tuned = finetune(net, scope, env, config, epochs, after_tuning)
-    loss, samples, metrics = with_no_ft(test_reply(net, env, tuned), as_published)
+    loss, samples, metrics = with_no_ft(test_reply(net, env, tuned, arch=arch, kind=FINETUNED),
+                                        as_published)
     if other:
         other[f"accuracy_ft_{scope}"] = metrics["accuracy"]
     return loss, samples, {**metrics, **other}

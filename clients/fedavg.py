@@ -23,9 +23,10 @@ from pfednas.train import get_arrays, set_arrays, train_epochs
 class FedAvgClient(NumPyClient):
     """Trains the global model on its train split; fine-tunes a copy to evaluate."""
 
-    def __init__(self, env: ClientEnv, model_fn: Callable[[], ElasticNet[Any]]) -> None:
+    def __init__(self, env: ClientEnv, model_fn: Callable[[], ElasticNet[Any]],
+                 arch: str) -> None:
         self.env = env
-        self.model_fn = model_fn
+        self.model_fn, self.arch = model_fn, arch  # the model and its architecture string
 
     def _model(self, parameters: list[np.ndarray]) -> ElasticNet[Any]:
         model = self.model_fn()
@@ -45,4 +46,4 @@ class FedAvgClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
-        return finetune_then_test(self._model(parameters), self.env, config)
+        return finetune_then_test(self._model(parameters), self.env, config, arch=self.arch)

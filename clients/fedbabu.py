@@ -32,8 +32,9 @@ from pfednas.train import get_arrays
 
 
 class FedBABUClient(NumPyClient):
-    def __init__(self, env: ClientEnv, model_fn: Callable[[], ElasticNet[Any]]) -> None:
-        self.env, self.model_fn = env, model_fn
+    def __init__(self, env: ClientEnv, model_fn: Callable[[], ElasticNet[Any]],
+                 arch: str) -> None:
+        self.env, self.model_fn, self.arch = env, model_fn, arch
 
     def model(self, body: list[np.ndarray]) -> tuple[ElasticNet[Any], StateSplit]:
         """The seeded model (its head: the random initialisation) with the received body."""
@@ -56,4 +57,4 @@ class FedBABUClient(NumPyClient):
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         net, _ = self.model(parameters)
-        return finetune_then_test(net, self.env, config, default_scope="head")
+        return finetune_then_test(net, self.env, config, arch=self.arch, default_scope="head")

@@ -61,7 +61,7 @@ class FedNASClient(NumPyClient):
                  ) -> tuple[float, int, dict[str, Any]]:
         net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
         self.recalibrate(net, config)
-        return finetune_then_test(net, self.env, config,
+        return finetune_then_test(net, self.env, config, arch=str(config["arch"]),
                                   after_tuning=lambda tuned: self.recalibrate(tuned, config))
 
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from pfednas.clients.common import (
     with_no_ft,
     work_metrics,
 )
+from pfednas.edge.kept import AS_PUBLISHED, FINETUNED
 from pfednas.search import ElasticNet
 from pfednas.train import TrainStats, evaluate, get_arrays
 
@@ -40,8 +41,8 @@ HEAD_PHASE, BODY_PHASE, FINETUNE_PHASE = 1, 2, 3
 
 class FedRepClient(NumPyClient):
     def __init__(self, env: ClientEnv, model_fn: Callable[[], ElasticNet[Any]],
-                 state: RecordDict) -> None:
-        self.env, self.model_fn, self.state = env, model_fn, state
+                 state: RecordDict, arch: str) -> None:
+        self.env, self.model_fn, self.state, self.arch = env, model_fn, state, arch
 
     def model(self, body: list[np.ndarray]) -> tuple[nn.Module, StateSplit]:
         """The seeded model with the received body and this client's personal head."""
@@ -83,7 +84,9 @@ class FedRepClient(NumPyClient):
         net, split = self.model(parameters)
         epochs = int(config.get("finetune_epochs", 0))
         if epochs == 0:
-            return test_reply(net, self.env, None)
+            return test_reply(net, self.env, None, arch=self.arch)
         as_published = evaluate(net, self.env.data.test, device=self.env.device).accuracy
+        self.env.kept(AS_PUBLISHED, self.arch, net, as_published)
         tuned = self._train(net, split.head_keys(), epochs, config, FINETUNE_PHASE)
-        return with_no_ft(test_reply(net, self.env, tuned), as_published)
+        return with_no_ft(test_reply(net, self.env, tuned, arch=self.arch, kind=FINETUNED),
+                          as_published)

@@ -24,9 +24,9 @@ class LocalClient(NumPyClient):
     """
 
     def __init__(self, env: ClientEnv, model_fn: Callable[[], nn.Module],
-                 state: RecordDict) -> None:
+                 state: RecordDict, arch: str) -> None:
         self.env = env
-        self.model_fn = model_fn
+        self.model_fn, self.arch = model_fn, arch
         self.state = state
 
     def _load(self) -> nn.Module:
@@ -52,4 +52,4 @@ class LocalClient(NumPyClient):
                 generator=train_generator(self.env, int(config["server_round"])),
                 device=self.env.device)
             self.state[STATE_KEY] = ArrayRecord(numpy_ndarrays=get_arrays(model))
-        return test_reply(model, self.env, trained)
+        return test_reply(model, self.env, trained, arch=self.arch)

@@ -185,5 +185,6 @@ class SpiderClient(NumPyClient):
             state = self._fresh(self._supernet(parameters))
         local = self._local_net(state)
         arch = self._arch_metrics(state, local)
-        loss, samples, metrics = finetune_then_test(local, self.env, config)
+        text = self.space.arch_from_mask(CellMask.from_array(state.mask)).to_str()
+        loss, samples, metrics = finetune_then_test(local, self.env, config, arch=text)
         return loss, samples, {**metrics, **arch}

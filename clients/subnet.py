@@ -172,15 +172,14 @@ class SubnetClient(NumPyClient):
         if self.own_statistics(str(config["arch"])) is not None:  # its own, not re-estimated
             config = {**config, "recalibrate": False}
         self.recalibrate(net, config)
-        epochs = int(config.get("finetune_epochs", 0))
-        if config.get("split") == "val" or epochs <= 0:
-            split = self.env.data.val if config.get("split") == "val" else self.env.data.test
-            result = evaluate(net, split, device=self.env.device)
+        if config.get("split") == "val":  # a search's measurement: nothing to keep
+            result = evaluate(net, self.env.data.val, device=self.env.device)
             return result.loss, result.samples, {"accuracy": result.accuracy,
                                                  "num_params": num_parameters(net),
                                                  **work_metrics()}
         return finetune_then_test(
-            net, self.env, config, after_tuning=lambda tuned: self.recalibrate(tuned, config))
+            net, self.env, config, arch=str(config["arch"]),
+            after_tuning=lambda tuned: self.recalibrate(tuned, config))
 
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:
         if self.bn_recalibrate and config.get("recalibrate", True):

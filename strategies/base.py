@@ -32,6 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 
+from pfednas.edge.spec import KEEP_KEY, PROFILE_PREFIX
 from pfednas.nas.profile import ClientProfile, ProfileBounds
 from pfednas.nas.simulated_time import (
     default_profiles,
@@ -189,6 +190,8 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         """A message to a client; ``roles``: what each array is (default: parameters)."""
         if message_type == MessageType.EVALUATE:
             self.eval_sent.add(client_id)
+            if self.is_final_evaluation(config):
+                config = {**config, **self.keep_config(client_id)}
         content = RecordDict({"config": ConfigRecord(config)})
         if arrays is not None:
             record = ArrayRecord(numpy_ndarrays=arrays)
@@ -203,6 +206,28 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
             sent if message_type == MessageType.TRAIN else [])
         self.answered.discard(client_id)
         return Message(content, dst_node_id=self.node_of[client_id], message_type=message_type)
+
+    def is_final_evaluation(self, config: Mapping[str, Any]) -> bool:
+        """Whether an evaluation config is the last round's personalized one (not a search's
+        measurement on validation data): the one whose models the clients keep."""
+        return (config.get("server_round") == self.budget.num_rounds
+                and config.get("split", "test") == "test")
+
+    def keep_config(self, client_id: int) -> dict[str, Any]:
+        """What a client's final evaluation adds to its config: keep the models it tests
+        (:mod:`pfednas.edge.kept`), with the profile and budget the server used for it, for
+        the spec beside them (:mod:`pfednas.edge.spec`)."""
+        out: dict[str, Any] = {KEEP_KEY: True}
+        profile = self.profiles.get(client_id)
+        if profile is not None:
+            out.update({PROFILE_PREFIX + k: v for k, v in profile.to_json().items()
+                        if v is not None})
+        details = self.evaluation_details(client_id)
+        if "budget" in details:
+            out.update(budget=float(details["budget"]),
+                       budget_metric=str(details.get("budget_metric", "memory")),
+                       budget_cost=float(details.get("cost", 0.0)))
+        return out
 
     def expected_reply_arrays(self, client_id: int, message_type: str, sent: list[np.ndarray],
                               roles: list[str] | None = None) -> list[ArraySpec]:

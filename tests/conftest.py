@@ -76,7 +76,8 @@ def run_id() -> Iterator[None]:
 LONGEST_FIRST = ("test_deploy", "test_report", "test_perfedrlnas_e2e", "test_deploy_profiles",
                  "test_baselines_e2e", "test_faults_e2e", "test_newcomer", "test_hapfnas_e2e",
                  "test_spider_e2e", "test_resume_safety", "test_ray_cluster_e2e", "test_e2e",
-                 "test_faults_families", "test_protocol", "test_cli_bad_input",
+                 "test_kept_models", "test_faults_families", "test_protocol",
+                 "test_cli_bad_input",
                  "test_control_api_exposure")
 
 

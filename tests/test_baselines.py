@@ -16,7 +16,14 @@ from pfednas.clients.common import ClientEnv
 from pfednas.clients.fedrep import HEAD_KEY
 from pfednas.config import compose, settings_from_cfg
 from pfednas.data import ArrayDataset, ClientData
-from pfednas.methods import METHODS, fixed_model_fn, initial_body, parse_fixed_arch, seeded_supernet
+from pfednas.methods import (
+    METHODS,
+    fixed_arch,
+    fixed_model_fn,
+    initial_body,
+    parse_fixed_arch,
+    seeded_supernet,
+)
 from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.nas.fedavg import weighted_average
 from pfednas.search import DartsS2Space, TaskShape, get_space
@@ -96,7 +103,8 @@ def test_fixed_model_is_the_seeded_supernet_subnet_and_splits_by_the_networks_ow
 
 # -- FedRep ---------------------------------------------------------------------------------------
 def test_fedrep_head_phase_changes_only_the_head() -> None:
-    client = FedRepClient(ENV, fixed_model_fn(_settings("fedrep")), RecordDict())
+    client = FedRepClient(ENV, fixed_model_fn(_settings("fedrep")), RecordDict(),
+                          fixed_arch(_settings("fedrep")))
     net, split = client.model(initial_body(_settings("fedrep")))
     before = get_arrays(net)
 
@@ -112,7 +120,8 @@ def test_fedrep_head_phase_changes_only_the_head() -> None:
 def test_fedrep_client_keeps_its_head_and_sends_only_the_body() -> None:
     body0 = initial_body(_settings("fedrep"))
     state = RecordDict()
-    client = FedRepClient(ENV, fixed_model_fn(_settings("fedrep")), state)
+    client = FedRepClient(ENV, fixed_model_fn(_settings("fedrep")), state,
+                          fixed_arch(_settings("fedrep")))
     _, split = client.model(body0)
     head0 = take(get_arrays(fixed_model_fn(_settings("fedrep"))()), split.head)
 
@@ -159,7 +168,7 @@ def test_fedbabu_head_stays_bit_identical_across_rounds_until_fine_tuning() -> N
         built.append(make())
         return built[-1]
 
-    client = FedBABUClient(ENV, model_fn)
+    client = FedBABUClient(ENV, model_fn, fixed_arch(settings))
     split = StateSplit.of(make())
     head0 = take(get_arrays(make()), split.head)
 
@@ -317,7 +326,8 @@ def test_subnet_finetuning_scope_head_leaves_the_body_as_cut(
     evaluated: list[torch.nn.Module] = []
     reply = common.test_reply
     monkeypatch.setattr(common, "test_reply",
-                        lambda net, env, tuned: (evaluated.append(net), reply(net, env, tuned))[1])
+                        lambda net, env, tuned, **kw: (evaluated.append(net),
+                                                       reply(net, env, tuned, **kw))[1])
     client = subnet.SubnetClient(ENV, space, TASK, bn_recalibrate=False)
 
     # Execute
@@ -452,11 +462,13 @@ def test_fedavg_and_fednas_finetuning_scope_head_leaves_the_body_as_sent(
     evaluated: list[torch.nn.Module] = []
     reply = common.test_reply
     monkeypatch.setattr(common, "test_reply",
-                        lambda net, env, tuned: (evaluated.append(net), reply(net, env, tuned))[1])
+                        lambda net, env, tuned, **kw: (evaluated.append(net),
+                                                       reply(net, env, tuned, **kw))[1])
     if method == "fedavg":
         model_fn = fixed_model_fn(_settings("fedavg"))
         sent, extra = get_arrays(model_fn()), {}
-        client: Any = fedavg_client.FedAvgClient(ENV, model_fn)
+        client: Any = fedavg_client.FedAvgClient(ENV, model_fn,
+                                                  fixed_arch(_settings("fedavg")))
         strategy: Any = FedAvgFTStrategy(budget=_budget(), train_config=CONFIG,
                                          initial_arrays=sent, finetune_epochs=2,
                                          finetune_scope=scope)

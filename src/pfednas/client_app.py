@@ -45,12 +45,16 @@ from pfednas.config import (
 )
 from pfednas.data import tuning_splits
 from pfednas.deploy.probe import node_profile
+from pfednas.edge.keep import keep_client_models, measure_on_node
+from pfednas.edge.kept import MODELS_DIR, KeptModel, KeptModelError, add_to_spec, read_spec
+from pfednas.edge.spec import KEEP_KEY
 from pfednas.methods import METHODS
 from pfednas.node_cache import composed_config, node_cache_dir
 from pfednas.node_data import client_id_of, node_client_data, node_data_root
 from pfednas.train import default_device
 
 app = ClientApp()
+MODEL_DIR_KEY = "model-dir"  # node config: where the node keeps its personalized models
 
 
 def node_settings(context: Context) -> RunSettings:
@@ -72,15 +76,27 @@ def _set_threads(settings: RunSettings) -> None:
         torch.set_num_threads(threads)
 
 
-def client_env(context: Context, settings: RunSettings) -> ClientEnv:
-    """The client's data (its partition or silo), device and seed."""
+def evaluation_split(settings: RunSettings) -> str:
+    """What a personalized evaluation scores: ``test``; in a tuning run (``eval_split=val``)
+    ``val``, or ``val-half`` for a method that selects on validation data (the half it
+    never selected on, :func:`pfednas.data.tuning_splits`)."""
+    if settings.eval_split != "val":
+        return "test"
+    return "val-half" if METHODS[settings.method].selects_on_val else "val"
+
+
+def client_env(context: Context, settings: RunSettings,
+               keep: Callable[[KeptModel], None] | None = None) -> ClientEnv:
+    """The client's data (its partition or silo), device and seed; ``keep``: where its
+    final evaluation hands the models it tested."""
     data, client_id = node_client_data(context, settings), client_id_of(context)
-    if settings.eval_split == "val":  # tuning: scored on validation samples never selected on
-        data = (tuning_splits(data, settings.seed, client_id)
-                if METHODS[settings.method].selects_on_val
-                else dataclasses.replace(data, test=data.val))
+    split = evaluation_split(settings)
+    if split == "val-half":  # tuning: scored on validation samples never selected on
+        data = tuning_splits(data, settings.seed, client_id)
+    elif split == "val":
+        data = dataclasses.replace(data, test=data.val)
     return ClientEnv(client_id=client_id, data=data, device=default_device(),
-                     seed=settings.seed)
+                     seed=settings.seed, keep=keep)
 
 
 def make_client(context: Context, settings: RunSettings | None = None,
@@ -174,17 +190,68 @@ def with_fixed_arch(settings: RunSettings, config: dict[str, Any]) -> RunSetting
                                                          "arch": fixed})
 
 
+def model_dir(context: Context, settings: RunSettings) -> Path | None:
+    """Where this client keeps its final models (:mod:`pfednas.edge.kept`): the node
+    config's ``model-dir``, else ``<checkpoint-dir>/models``; in a simulation
+    ``<output-dir>/models``; None: nowhere (the node's operator named no folder).
+
+    In a deployment only the node's operator names the folder, as for ``checkpoint-dir``:
+    the fine-tuned weights are the client's and never leave its node."""
+    named = str(context.node_config.get(MODEL_DIR_KEY, "")).strip()
+    if named:
+        return Path(named)
+    checkpoints = str(context.node_config.get("checkpoint-dir", "")).strip()
+    if checkpoints:
+        return Path(checkpoints) / MODELS_DIR
+    output = str(context.run_config.get("output-dir", "")).strip()
+    if in_simulation() and "partition-id" in context.node_config and output \
+            and Path(output).is_dir():
+        return Path(output) / MODELS_DIR
+    return None
+
+
+def keep_models(context: Context, settings: RunSettings, config: dict[str, Any],
+                kept: list[KeptModel], num_examples: int) -> None:
+    """Write the models of a final evaluation (nothing to write: nothing kept); on a node,
+    measure the reported one's latency and memory into its spec."""
+    cid = client_id_of(context)
+    root = model_dir(context, settings)
+    if not kept or root is None:
+        if kept:
+            print(f"[pfednas] client {cid}: personalized model not kept (no {MODEL_DIR_KEY} or "
+                  "checkpoint-dir in the node config)", flush=True)
+        return
+    folder = keep_client_models(root, cid, kept, settings, config,
+                                split=evaluation_split(settings), num_examples=num_examples)
+    if not in_simulation():
+        try:
+            folder, spec = read_spec(root, cid)
+            add_to_spec(folder, "measured", {"node": measure_on_node(folder, spec)})
+        except (KeptModelError, RuntimeError, OSError) as err:
+            print(f"[pfednas] client {cid}: could not measure the kept model ({err})",
+                  flush=True)
+    print(f"[pfednas] client {cid}: personalized model kept in {folder}", flush=True)
+
+
 def _with_state(msg: Message, context: Context,
-                handle: Callable[[NumPyClient, dict[str, Any]], RecordDict]) -> Message:
+                handle: Callable[[NumPyClient, dict[str, Any]], RecordDict],
+                *, evaluation: bool = False) -> Message:
     settings = with_fixed_arch(node_settings(context), _config_of(msg))
     config = _config_of(msg)
     server_round = int(config.get("server_round", 0))
     store = state_store(context, settings, config) if server_round > 0 else None
     if store is not None and not context.state:
         store.restore(context.state, before_round=server_round)
-    content = handle(make_client(context, settings), config)
+    kept: list[KeptModel] = []
+    keep = kept.append if evaluation and config.get(KEEP_KEY) is True else None
+    content = handle(make_client(context, settings, client_env(context, settings, keep)),
+                     config)
     if store is not None and context.state:
         store.save(context.state, server_round)
+    if kept:
+        metrics = content.get("metrics")
+        samples = int(metrics["num_examples"]) if isinstance(metrics, MetricRecord) else 0
+        keep_models(context, settings, config, kept, samples)
     return Message(content, reply_to=msg)
 
 
@@ -207,4 +274,4 @@ def evaluate(msg: Message, context: Context) -> Message:
                                "client_id": client_id_of(context)})
         return RecordDict({"metrics": record})
 
-    return _with_state(msg, context, test)
+    return _with_state(msg, context, test, evaluation=True)

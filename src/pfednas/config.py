@@ -52,9 +52,9 @@ __all__ = [
     "NON_FINITE_ALLOWED", "OUTPUT_BASE_ENV", "RESOLVED_CONFIG", "RUN_KEYS_NOT_COMPARED",
     "SERVERAPP_PID_FILE", "SIMULATION_ENV", "ConfigError", "Federation", "RunSettings",
     "check_client_examples", "check_finite", "check_ray_address", "check_resumable", "compose",
-    "conf_dir", "describe", "in_simulation", "non_finite_values", "omegaconf_message",
-    "output_base", "overrides_from_json", "overrides_to_json", "settings_from_cfg",
-    "space_for_dataset", "task_shape", "validate_federation",
+    "conf_dir", "data_spec_from_cfg", "describe", "in_simulation", "non_finite_values",
+    "omegaconf_message", "output_base", "overrides_from_json", "overrides_to_json",
+    "settings_from_cfg", "space_for_dataset", "task_shape", "validate_federation",
 ]
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -167,13 +167,11 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
                           f"{', '.join(differ)}; pass the same overrides as the original run")
 
 
-def settings_from_cfg(cfg: DictConfig) -> RunSettings:
-    """Build and validate the typed settings; raises :class:`ConfigError`."""
-    check_finite(cfg)
-    method = as_dict(cfg.method)
-    name = method.pop("name", None)
-    fed = build_typed(Federation, as_dict(cfg.federation), "federation")
-    validate_federation(fed)
+def data_spec_from_cfg(cfg: DictConfig, fed: Federation | None = None) -> DataSpec:
+    """The checked data spec of ``cfg`` alone (no search space, no PyTorch): what reads a
+    run's partitions back (``pfednas predict --run``)."""
+    if fed is None:
+        fed = build_typed(Federation, as_dict(cfg.federation), "federation")
     seed = cfg.get("seed", 0)
     check_number("", "seed", seed, kind=int, low=0)
     data_values = as_dict(cfg.dataset)
@@ -183,6 +181,18 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         validate_spec(spec)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    return spec
+
+
+def settings_from_cfg(cfg: DictConfig) -> RunSettings:
+    """Build and validate the typed settings; raises :class:`ConfigError`."""
+    check_finite(cfg)
+    method = as_dict(cfg.method)
+    name = method.pop("name", None)
+    fed = build_typed(Federation, as_dict(cfg.federation), "federation")
+    validate_federation(fed)
+    seed = cfg.get("seed", 0)
+    spec = data_spec_from_cfg(cfg, fed)
     typed = _check_method(name, method, fed, str(cfg.search_space.get("name")))
     _check_method_data(typed, spec)
     if fed.weighting is None:  # the method's paper rule

@@ -1,128 +1,136 @@
-"""``pfednas export RUN_DIR --client ID``: a client's personalized model for the edge.
+"""``pfednas export PATH --client ID``: a client's personalized model, for the device.
 
-Writes ``client_<ID>.pt`` (TorchScript: loadable with ``torch.jit.load`` and
-nothing else) and ``client_<ID>.json`` beside it: the architecture string, the
-input spec (shape, dtype, the normalisation the model expects) and the class
-count. Supported for methods whose server holds the personalized model: the
-client's architecture (PerFedRLNAS: the argmax of its policy; HAPFNAS: the one
-its evolutionary search chose) cut from the checkpointed supernet, with
-BatchNorm statistics re-estimated on the client's train split exactly as in its
-personalized evaluation. Other methods keep the personalized model on the
-client and say so.
+``PATH`` is a run folder (its ``models/``) or a node's ``model-dir``. By default the
+model behind the client's reported figure is exported (the fine-tuned one where the
+method fine-tunes; ``--model as-published`` for the other), rebuilt from what the client
+kept (:mod:`pfednas.edge.kept`) and written as
+
+* ``client_<ID>.pt`` (TorchScript, ``--format torchscript``, the default) or
+  ``client_<ID>.onnx`` (``--format onnx``, what ONNX Runtime reads on ARM boards, phones
+  and browsers), each checked on writing against the PyTorch model on a sample batch;
+* ``client_<ID>.json`` beside it: the kept spec (architecture, input and normalisation,
+  classes, costs, profile and budget, accuracies, run and commit) plus ``export``: which
+  model, each format's file, its check and its latency and peak memory measured in a
+  fresh process with its own runtime (``--no-measure`` skips that).
+
+``--from-checkpoint`` (PerFedRLNAS and HAPFNAS runs only) rebuilds instead the client's
+architecture cut from the server's checkpointed supernet, BatchNorm re-estimated on the
+client's train split: the un-fine-tuned slice, labelled so in the spec.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import warnings
+import time
 from pathlib import Path
+from typing import Any
 
-import torch
-from omegaconf import OmegaConf
+import numpy as np
 
-from pfednas.build import build_strategy
-from pfednas.checkpoint import load_checkpoint
-from pfednas.clients.subnet import recalibrate_on
-from pfednas.config import ConfigError, RunSettings, settings_from_cfg, task_shape
-from pfednas.data import load_client_data
-from pfednas.data.registry import normalisation
-from pfednas.methods import METHODS
-from pfednas.nas.profile import MB, MBPS, SIMULATED, ClientProfile
-from pfednas.strategies import PerFedRLNASStrategy
-from pfednas.strategies.hapfnas import HAPFNASStrategy
+from pfednas.config import ConfigError
+from pfednas.data import DataError
+from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, KeptModelError, read_spec
+from pfednas.edge.runtime import FORMATS
 
-EXPORTABLE = ("perfedrlnas", "hapfnas")
+MODEL_CHOICES = ("reported", FINETUNED, AS_PUBLISHED)
+SERVER_SLICE = "server-slice"
 
 
-def run_settings(run_dir: Path) -> RunSettings:
-    path = run_dir / "resolved_config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a pfednas run directory (no resolved_config.yaml)")
-    cfg = OmegaConf.load(path)
-    cfg.resume = None
-    return settings_from_cfg(cfg)  # type: ignore[arg-type]
+def sample_batch(spec: dict[str, Any], n: int = 16) -> np.ndarray:
+    """A fixed batch of normalised-scale inputs for the export check."""
+    task = spec["task"]
+    return np.random.default_rng(0).standard_normal(
+        (n, task["in_channels"], task["image_size"], task["image_size"])).astype(np.float32)
 
 
-def recorded_profiles(run_dir: Path) -> dict[int, ClientProfile] | None:
-    """A deployed run's client profiles as its ``summary.json`` recorded them (they came
-    from the nodes, not from the seed); None for a simulation, or a run with no summary."""
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return None
-    rows = json.loads(path.read_text()).get("profiles", [])
-    if not rows or all(row.get("source") == SIMULATED for row in rows):
-        return None
-    return {int(row["client_id"]): ClientProfile(
-        memory_bytes=(math.inf if row["memory_budget_mb"] is None
-                      else float(row["memory_budget_mb"]) * MB),
-        macs_per_second=float(row["macs_per_second"]),
-        bandwidth_bps=float(row["bandwidth_mbps"]) * MBPS, source=str(row["source"]))
-        for row in rows}
+def kept_network(path: Path, client_id: int, model: str) -> tuple[Any, dict[str, Any], str]:
+    """The rebuilt network, the kept spec and the kind of the model to export."""
+    from pfednas.edge.rebuild import rebuild
+
+    folder, spec = read_spec(path, client_id)
+    kind = spec["reported"] if model == "reported" else model
+    return rebuild(folder, spec, kind), spec, kind
 
 
-def export_client(run_dir: Path, client_id: int, out_dir: Path) -> tuple[Path, Path]:
-    settings = run_settings(run_dir)
-    if settings.method not in EXPORTABLE:
-        raise ConfigError(f"export supports {', '.join(EXPORTABLE)} runs; with "
-                          f"method={settings.method} the personalized model lives on the client")
-    if not 0 <= client_id < settings.federation.num_clients:
-        raise ConfigError(f"--client must be in 0..{settings.federation.num_clients - 1}")
-    assert settings.method in METHODS
-    # the budgets that chose the client's architecture: the seeded spread of a simulation,
-    # or what a deployment's nodes claimed
-    profiles = recorded_profiles(run_dir)
-    strategy = build_strategy(settings, deployment=profiles is not None)
-    if profiles is not None:
-        strategy.profiles = profiles
-    assert isinstance(strategy, PerFedRLNASStrategy | HAPFNASStrategy)
-    _, state = load_checkpoint(run_dir)
-    strategy.load_state(state)
-    arch = strategy.personalized_arch(client_id)
-    net = strategy.supernet.extract(arch)
-    cpu = torch.device("cpu")
-    if settings.method_options.get("bn_recalibrate"):
-        data = load_client_data(settings.data, client_id)
-        recalibrate_on(net, data.train, settings.federation.batch_size, cpu)
-    net.eval()
-    task = task_shape(settings)
-    example = torch.zeros(1, task.in_channels, task.image_size, task.image_size)
-    with torch.no_grad(), warnings.catch_warnings():
-        # Shapes are fixed by the input spec, so the tracer's shape constants are exact.
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
-        scripted = torch.jit.trace(net, example)
+def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torchscript",
+                  model: str = "reported", from_checkpoint: bool = False,
+                  measure_latency: bool = True) -> tuple[Path, Path]:
+    """Write client ``client_id``'s model as ``fmt`` and its spec to ``out_dir``."""
+    from pfednas.edge.formats import export
+
+    tic = time.perf_counter()
+    if from_checkpoint:
+        from pfednas.export_checkpoint import server_slice
+
+        net, spec = server_slice(path, client_id)
+        kind = SERVER_SLICE
+    else:
+        net, spec, kind = kept_network(path, client_id, model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / f"client_{client_id}.pt"
-    scripted.save(str(model_path))
-    norm = normalisation(settings.data.name)
-    spec = {
-        "client_id": client_id, "arch": arch.to_str(), "method": settings.method,
-        "dataset": settings.data.name, "num_classes": task.num_classes,
-        "input": {"shape": [None, task.in_channels, task.image_size, task.image_size],
-                  "dtype": "float32",
-                  "normalisation": {"x": "(raw / scale - mean[c]) / std[c]",
-                                    "scale": norm.scale, "mean": list(norm.mean),
-                                    "std": list(norm.std)}},
-        "parameters": sum(p.numel() for p in net.parameters()),
-        "source_run": str(run_dir.resolve()),
-    }
+    model_path = out_dir / f"client_{client_id}{FORMATS[fmt]}"
+    check = export(net, fmt, model_path, sample_batch(spec))
+    entry: dict[str, Any] = {"file": model_path.name, "check": check,
+                             "export_seconds": round(time.perf_counter() - tic, 2)}
+    if measure_latency:
+        from pfednas.edge.measure import measure
+
+        task = spec["task"]
+        entry["measured"] = measure(model_path, (task["in_channels"], task["image_size"],
+                                                 task["image_size"]))
     spec_path = out_dir / f"client_{client_id}.json"
-    spec_path.write_text(json.dumps(spec, indent=2))
+    written = _merged(spec_path, spec, kind, path)
+    written["export"]["formats"][fmt] = entry
+    spec_path.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
     return model_path, spec_path
+
+
+def _merged(spec_path: Path, spec: dict[str, Any], kind: str, source: Path) -> dict[str, Any]:
+    """The export spec: ``spec`` with ``arch``, ``accuracy`` and ``export`` for ``kind``; an
+    earlier export of the same model in another format keeps its entry."""
+    entry = spec.get("models", {}).get(kind, {})
+    header = {"model": kind, "source": str(source.resolve()), "sha256": entry.get("sha256"),
+              "formats": {}}
+    if kind == SERVER_SLICE:
+        header["note"] = ("the client's architecture cut from the server's checkpoint, not "
+                          "fine-tuned: not the model behind the reported figure")
+    out = {**spec, "arch": entry.get("arch", spec.get("arch")),
+           "accuracy": entry.get("accuracy"), "export": header}
+    if spec_path.is_file():
+        try:
+            before = json.loads(spec_path.read_text())
+            same = {k: before.get("export", {}).get(k) for k in ("model", "sha256", "source")}
+            if same == {k: header[k] for k in same} and before.get("client_id") == \
+                    spec.get("client_id"):
+                out["export"]["formats"] = dict(before["export"].get("formats", {}))
+        except (ValueError, AttributeError, TypeError):
+            pass  # an unreadable earlier spec is replaced
+    return out
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pfednas export", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("path", type=Path, metavar="PATH",
+                        help="a run folder, or a node's model-dir")
     parser.add_argument("--client", type=int, required=True)
-    parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/export")
+    parser.add_argument("--model", choices=MODEL_CHOICES, default="reported",
+                        help="reported (default): the model behind the reported figure")
+    parser.add_argument("--format", choices=tuple(FORMATS), default="torchscript")
+    parser.add_argument("--out", type=Path, default=None, help="default: PATH/export")
+    parser.add_argument("--from-checkpoint", action="store_true",
+                        help="PerFedRLNAS / HAPFNAS: the un-fine-tuned slice of the server's "
+                             "checkpointed supernet")
+    parser.add_argument("--no-measure", action="store_true",
+                        help="skip the latency and memory measurement")
     args = parser.parse_args(argv)
     try:
-        model, spec = export_client(args.run_dir, args.client, args.out or args.run_dir / "export")
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+        model, spec = export_client(args.path, args.client, args.out or args.path / "export",
+                                    fmt=args.format, model=args.model,
+                                    from_checkpoint=args.from_checkpoint,
+                                    measure_latency=not args.no_measure)
+    except (KeptModelError, ConfigError, DataError, FileNotFoundError, ValueError,
+            RuntimeError) as err:
         print(f"pfednas: error: {err}", file=sys.stderr)
         return 2
     print(f"[pfednas] wrote {model} and {spec}")

@@ -38,8 +38,11 @@ NODE_OFFSET = 100  # node id of client c: NODE_OFFSET + c
 class InProcessGrid:
     """A Grid whose nodes are the real ClientApp handlers, called in this process."""
 
-    def __init__(self, overrides: list[str], num_clients: int) -> None:
+    def __init__(self, overrides: list[str], num_clients: int,
+                 output_dir: Path | None = None) -> None:
         run_config: dict[str, bool | float | int | str] = {"overrides": json.dumps(list(overrides))}
+        if output_dir is not None:  # where the clients keep their models, as in `pfednas`
+            run_config["output-dir"] = str(output_dir)
         self.contexts = {NODE_OFFSET + c: Context(run_id=1, node_id=NODE_OFFSET + c,
                                                   node_config={"partition-id": c,
                                                                "num-partitions": num_clients},
@@ -121,7 +124,7 @@ def _run(overrides: list[str], out_dir: Path | None) -> InProcessRun:
     if out_dir is not None:  # a run folder like the ServerApp's, for `pfednas report`
         (out_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
     strategy = build_strategy(settings)
-    grid = InProcessGrid(list(overrides), settings.federation.num_clients)
+    grid = InProcessGrid(list(overrides), settings.federation.num_clients, out_dir)
     with _task_identity(0):
         strategy.connect(grid)  # type: ignore[arg-type]
         records = strategy.run(grid, writer.write_round if writer else (lambda r: None))  # type: ignore[arg-type]

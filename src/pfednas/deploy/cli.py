@@ -60,6 +60,7 @@ from pfednas.deploy.certs import (
 from pfednas.deploy.commands import Security
 from pfednas.deploy.local import DeploymentError, DeploymentRequest, run_deployment
 from pfednas.deploy.superexec_auth import write_superexec_secrets
+from pfednas.edge.kept import MODELS_DIR
 from pfednas.launcher import clear_pid_file, incomplete_message
 from pfednas.nas.profile import ProfileBounds, profile_problem
 from pfednas.node_data import silo_client_data
@@ -137,6 +138,8 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, RunSettings]
         # the nodes' folders, set as their operator would (the run config names none):
         data_root=Path(settings.data.root).resolve() if settings.data.root else None,
         checkpoint_dir=out / CLIENT_STATE_DIR if settings.checkpoint_every > 0 else None,
+        # one machine: every node keeps its model in the run folder's models/client_<id>
+        model_dir=out / MODELS_DIR,
         node_timeout=args.node_timeout)
     if settings.resume:  # the resumed run's client states, where the local nodes look
         out.mkdir(parents=True, exist_ok=True)

@@ -41,10 +41,12 @@ class Security:
 def node_config(client_id: int, num_clients: int, data_dir: str | Path | None = None, *,
                 data_root: str | Path | None = None,
                 checkpoint_dir: str | Path | None = None,
-                cache_dir: str | Path | None = None) -> str:
+                cache_dir: str | Path | None = None,
+                model_dir: str | Path | None = None) -> str:
     """``--node-config`` value: a Dirichlet partition, or a silo's own folder; and the
     folders the node reads the dataset from (``data-root``), keeps client state in
-    (``checkpoint-dir``) and caches its composed config and splits in (``cache-dir``).
+    (``checkpoint-dir``), caches its composed config and splits in (``cache-dir``) and
+    keeps its personalized model in (``model-dir``).
     In a deployment only these, never the run config, name paths."""
     if data_dir is None:
         parts = [f"partition-id={client_id}", f"num-partitions={num_clients}"]
@@ -56,6 +58,8 @@ def node_config(client_id: int, num_clients: int, data_dir: str | Path | None = 
         parts.append(f"checkpoint-dir={_toml(checkpoint_dir)}")
     if cache_dir is not None:
         parts.append(f"cache-dir={_toml(cache_dir)}")
+    if model_dir is not None:
+        parts.append(f"model-dir={_toml(model_dir)}")
     return " ".join(parts)
 
 

@@ -115,6 +115,7 @@ class LocalFederation:
     data_dirs: Sequence[Path] = ()
     data_root: Path | None = None       # node config data-root (dataset.root of partitions)
     checkpoint_dir: Path | None = None  # node config checkpoint-dir (client state)
+    model_dir: Path | None = None  # node config model-dir (the personalized models)
     # each node's stated hardware profile ("memory-budget-mb=… macs-per-second=…", node
     # config entries; pfednas.nas.profile): one per node, or none (the nodes measure theirs)
     node_profiles: Sequence[str] = ()
@@ -154,7 +155,8 @@ class LocalFederation:
                 data_dir = self.data_dirs[index] if self.data_dirs else None
                 config = node_config(index, self.num_nodes, data_dir, data_root=self.data_root,
                                      checkpoint_dir=self.checkpoint_dir,
-                                     cache_dir=self.work_dir / "node_cache")
+                                     cache_dir=self.work_dir / "node_cache",
+                                     model_dir=self.model_dir)
                 if self.node_profiles:
                     config = f"{config} {self.node_profiles[index]}".strip()
                 self.nodes.append(self.start_supernode(index, private_key=key, config=config))
@@ -280,6 +282,7 @@ class DeploymentRequest:
     data_dirs: tuple[Path, ...] = ()
     data_root: Path | None = None
     checkpoint_dir: Path | None = None
+    model_dir: Path | None = None
     node_timeout: float = 120.0
     announced: tuple[str, ...] = ()  # lines the command already printed (not repeated)
     node_profiles: tuple[str, ...] = ()  # each node's stated profile (node config entries)
@@ -296,6 +299,7 @@ def run_deployment(request: DeploymentRequest) -> int:
                                  security=request.security, keys=request.keys,
                                  data_dirs=request.data_dirs, data_root=request.data_root,
                                  checkpoint_dir=request.checkpoint_dir,
+                                 model_dir=request.model_dir,
                                  node_profiles=request.node_profiles,
                                  output_base=request.out_dir, node_timeout=request.node_timeout)
     with federation, staged_app(request.app_dir) as app:

@@ -26,6 +26,7 @@ from pfednas.methods.fixed import (
     fits_all_arch,
     fits_all_in_deployment,
     fits_all_on_profiles,
+    fixed_arch,
     fixed_model_fn,
     initial_body,
     initial_fixed_arrays,
@@ -68,6 +69,6 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec i
 )})
 
 __all__ = ["BUDGET_SPREAD", "FITS_ALL", "METHODS", "MethodSpec", "fits_all_arch",
-           "fits_all_in_deployment", "fits_all_on_profiles", "fixed_model_fn",
+           "fits_all_in_deployment", "fits_all_on_profiles", "fixed_arch", "fixed_model_fn",
            "hapfnas_transfer", "initial_body", "initial_fixed_arrays", "parse_fixed_arch",
            "seeded_supernet", "unheld_indices"]

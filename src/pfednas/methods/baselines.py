@@ -19,6 +19,7 @@ from pfednas.methods.fixed import (
     adopt_model,
     body_roles,
     fits_all_in_deployment,
+    fixed_arch,
     fixed_model_fn,
     initial_body,
 )
@@ -41,7 +42,7 @@ def fedavg_strategy(settings: RunSettings, budget: Budget,
 
 
 def fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
-    return FedAvgClient(env, fixed_model_fn(settings))
+    return FedAvgClient(env, fixed_model_fn(settings), fixed_arch(settings))
 
 
 def local_strategy(settings: RunSettings, budget: Budget,
@@ -52,7 +53,7 @@ def local_strategy(settings: RunSettings, budget: Budget,
 
 
 def local_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
-    return LocalClient(env, fixed_model_fn(settings), context.state)
+    return LocalClient(env, fixed_model_fn(settings), context.state, fixed_arch(settings))
 
 
 def body_strategy(strategy: Callable[..., PersonalizedStrategy]
@@ -72,11 +73,11 @@ fedrep_strategy = body_strategy(FedRepStrategy)
 
 
 def fedrep_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
-    return FedRepClient(env, fixed_model_fn(settings), context.state)
+    return FedRepClient(env, fixed_model_fn(settings), context.state, fixed_arch(settings))
 
 
 fedbabu_strategy = body_strategy(FedBABUStrategy)
 
 
 def fedbabu_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
-    return FedBABUClient(env, fixed_model_fn(settings))
+    return FedBABUClient(env, fixed_model_fn(settings), fixed_arch(settings))

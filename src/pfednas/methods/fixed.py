@@ -118,12 +118,20 @@ def fits_all_in_deployment(settings: RunSettings, strategy: PersonalizedStrategy
 
 @lru_cache(maxsize=4)
 def _fixed_model(space_json: str, task: TaskShape, seed: int, arch: str | None,
-                 fits: tuple[int, int] | None) -> ElasticNet[Any]:
+                 fits: tuple[int, int] | None) -> tuple[Arch, ElasticNet[Any]]:
     space_cfg = json.loads(space_json)
     supernet = _seeded_supernet(space_cfg, task, seed)
     chosen = (fits_all_arch(supernet, fits[0], seed, fits[1]) if fits is not None
               else parse_fixed_arch(supernet.space, arch))
-    return supernet.extract(chosen)
+    return chosen, supernet.extract(chosen)
+
+
+def _fixed(settings: RunSettings) -> tuple[Arch, ElasticNet[Any]]:
+    arch = settings.method_options.get("arch")
+    fed = settings.federation
+    fits = (fed.num_clients, fed.batch_size) if arch == FITS_ALL else None
+    return _fixed_model(json.dumps(settings.search_space, sort_keys=True), task_shape(settings),
+                        settings.seed, None if arch is None else str(arch), fits)
 
 
 def fixed_model_fn(settings: RunSettings) -> Callable[[], ElasticNet[Any]]:
@@ -134,12 +142,12 @@ def fixed_model_fn(settings: RunSettings) -> Callable[[], ElasticNet[Any]]:
     ``method.arch=fits_all``: the largest architecture every client's memory budget
     admits (``fits_all_arch``).
     """
-    arch = settings.method_options.get("arch")
-    fed = settings.federation
-    fits = (fed.num_clients, fed.batch_size) if arch == FITS_ALL else None
-    model = _fixed_model(json.dumps(settings.search_space, sort_keys=True), task_shape(settings),
-                         settings.seed, None if arch is None else str(arch), fits)
-    return partial(copy.deepcopy, model)
+    return partial(copy.deepcopy, _fixed(settings)[1])
+
+
+def fixed_arch(settings: RunSettings) -> str:
+    """The architecture string of the baselines' fixed model (:func:`fixed_model_fn`)."""
+    return _fixed(settings)[0].to_str()
 
 
 def initial_fixed_arrays(settings: RunSettings) -> list[np.ndarray]:

@@ -1,0 +1,72 @@
+"""The ClientApp's side of keeping: the spec's costs, the write, and on a node the
+measurement of the reported model (the app layer calls these; clients only hand models
+over, :class:`pfednas.clients.common.ClientEnv.keep`)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pfednas.config import RunSettings, task_shape
+from pfednas.data.registry import normalisation
+from pfednas.edge.kept import KeptModel, write_kept
+from pfednas.edge.spec import ModelCost, model_spec
+from pfednas.search import get_space
+from pfednas.search.memory_bound import training_memory_upper_bound
+
+
+def model_cost(settings: RunSettings, arch: str) -> ModelCost:
+    """Parameters, MACs per sample, training memory (estimate and bound) of ``arch``."""
+    task = task_shape(settings)
+    space = get_space(**settings.search_space)
+    supernet = space.build_supernet(num_classes=task.num_classes,
+                                    in_channels=task.in_channels, image_size=task.image_size)
+    parsed = space.arch_from_str(arch)
+    training = supernet.cost(parsed, batch_size=settings.federation.batch_size)
+    return ModelCost.of(supernet.cost(parsed, batch_size=1), training,
+                        training_memory_upper_bound(training, space.name))
+
+
+def source_commit() -> str:
+    """The commit of the code this process runs (``<head>+dirty`` with changes); empty
+    outside a git checkout (an installed FAB)."""
+    from pfednas.bench_runs import source_state
+
+    return source_state().commit
+
+
+def keep_client_models(root: Path, client_id: int, models: list[KeptModel],
+                       settings: RunSettings, config: Mapping[str, Any], *, split: str,
+                       num_examples: int) -> Path:
+    """Write ``models`` (the reported one's architecture sets the costs) and their spec."""
+    kinds = {m.kind for m in models}
+    reported = next(m for m in models if m.kind == ("finetuned" if "finetuned" in kinds
+                                                   else "as-published"))
+    spec = model_spec(client_id=client_id, method=settings.method, dataset=settings.data.name,
+                      seed=settings.seed, search_space=settings.search_space,
+                      task=task_shape(settings), norm=normalisation(settings.data.name),
+                      cost=model_cost(settings, reported.arch), kept_kinds=kinds, split=split,
+                      num_examples=num_examples, config=config, commit=source_commit())
+    return write_kept(root, client_id, models, spec)
+
+
+def measure_on_node(folder: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """The reported model's inference latency and peak memory on this node: traced to
+    TorchScript in a temporary folder and run in a fresh process
+    (:func:`pfednas.edge.measure.measure`)."""
+    from pfednas.edge.formats import export
+    from pfednas.edge.measure import measure
+    from pfednas.edge.rebuild import rebuild, task_of
+
+    net = rebuild(folder, spec, spec["reported"])
+    task = task_of(spec)
+    sample = np.random.default_rng(0).standard_normal(
+        (8, task.in_channels, task.image_size, task.image_size)).astype(np.float32)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        path = Path(tmp) / "model.pt"
+        export(net, "torchscript", path, sample)
+        return measure(path, (task.in_channels, task.image_size, task.image_size))

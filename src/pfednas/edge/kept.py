@@ -1,0 +1,250 @@
+"""A client's kept models: the exact networks behind its reported figures, on disk.
+
+At the final personalized evaluation a client hands every network it tested to a sink
+(:class:`KeptModel`: the weights as numpy arrays in ``state_dict`` order, by name):
+the fine-tuned one (``finetuned``, the figure reported as ``accuracy``) and the one
+tested as received (``as-published``, ``accuracy_no_ft``), or only the latter for a
+method that does not fine-tune. The ClientApp writes them to one folder per client::
+
+    <dir>/client_<id>/finetuned.npz       weights, by state_dict key (no pickle)
+    <dir>/client_<id>/as-published.npz
+    <dir>/client_<id>/spec.json           what the model is (pfednas.edge.spec), with the
+                                          sha256 of each weights file
+
+``<dir>`` is ``<run dir>/models`` in a simulation, the node's ``model-dir`` in a
+deployment. Each file is written to a temporary name and renamed; the spec comes last,
+so a folder with a spec is complete, and a rewrite (a resumed run's final evaluation)
+replaces the files whole.
+
+Reading trusts nothing: the folder must be a real directory inside the given root (no
+symbolic links out of it), the spec valid JSON with its keys, each weights file its
+recorded hash, every array a finite float or integer array and BatchNorm variances ≥ 0.
+Any problem raises :class:`KeptModelError` with one line naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FINETUNED, AS_PUBLISHED = "finetuned", "as-published"
+KINDS = (FINETUNED, AS_PUBLISHED)
+SPEC_FILE = "spec.json"
+SPEC_VERSION = 1
+MODELS_DIR = "models"  # a simulation's kept models: <run dir>/models
+_FOLDER = re.compile(r"^client_(\d+)$")
+# what a spec must hold for export and predict to trust it
+REQUIRED_KEYS = ("version", "client_id", "method", "search_space", "task", "input",
+                 "models", "reported")
+
+
+class KeptModelError(Exception):
+    """A kept-model folder that is missing, incomplete, damaged or crafted."""
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    """One network a client tested in its final evaluation."""
+
+    kind: str  # FINETUNED | AS_PUBLISHED
+    arch: str  # the architecture string of the space (``Arch.to_str``)
+    state: dict[str, np.ndarray]  # state_dict order
+    accuracy: float  # on the evaluation split, as the client measured it
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+
+def client_folder(root: str | Path, client_id: int) -> Path:
+    return Path(root) / f"client_{int(client_id)}"
+
+
+def weights_file(kind: str) -> str:
+    return f"{kind}.npz"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_kept(root: str | Path, client_id: int, models: list[KeptModel],
+               spec: dict[str, Any]) -> Path:
+    """Write ``models`` and ``spec`` (its ``models`` entry filled here: file, hash, accuracy
+    per kind) to ``<root>/client_<id>/``, atomically file by file, the spec last."""
+    if not models:
+        raise ValueError("no model to keep")
+    folder = client_folder(root, client_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries: dict[str, Any] = {}
+    for model in models:
+        path = folder / weights_file(model.kind)
+
+        def save(tmp: Path, model: KeptModel = model) -> None:
+            with tmp.open("wb") as f:  # np.savez on a file object keeps the name as given
+                np.savez(f, **model.state)
+
+        _atomic(path, save)
+        entries[model.kind] = {"file": path.name, "sha256": sha256(path),
+                               "accuracy": float(model.accuracy), "arch": model.arch}
+    for kind in KINDS:  # a kind this evaluation did not produce is not left from an older one
+        if kind not in entries:
+            (folder / weights_file(kind)).unlink(missing_ok=True)
+    full = {**spec, "models": entries}
+    text = json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    _atomic(folder / SPEC_FILE, lambda tmp: tmp.write_text(text))
+    return folder
+
+
+def add_to_spec(folder: Path, key: str, value: Any) -> None:
+    """Set ``key`` of the spec in ``folder`` to ``value`` (a measurement), atomically."""
+    path = folder / SPEC_FILE
+    spec = json.loads(path.read_text())
+    spec[key] = value
+    text = json.dumps(spec, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+# -- reading ----------------------------------------------------------------------------------
+def kept_root(path: str | Path) -> Path:
+    """The folder holding ``client_<id>`` folders: ``path/models`` for a run folder, else
+    ``path`` itself (a node's ``model-dir``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise KeptModelError(f"{path} is not a directory")
+    return path / MODELS_DIR if (path / MODELS_DIR).is_dir() else path
+
+
+def kept_clients(root: Path) -> list[int]:
+    found = (_FOLDER.match(p.name) for p in root.iterdir()) if root.is_dir() else iter(())
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """``path`` resolved, refused when it is a symbolic link or resolves outside ``root``."""
+    if path.is_symlink():
+        raise KeptModelError(f"{path} is a symbolic link; kept models are plain files")
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise KeptModelError(f"{path} resolves outside {root}")
+    return resolved
+
+
+def read_spec(path: str | Path, client_id: int) -> tuple[Path, dict[str, Any]]:
+    """The folder and checked spec of client ``client_id``'s kept models under ``path`` (a
+    run folder or a model dir)."""
+    root = kept_root(path)
+    folder = client_folder(root, client_id)
+    if not folder.exists() and not folder.is_symlink():
+        have = kept_clients(root)
+        if not have:
+            raise KeptModelError(
+                f"{path} holds no kept models (a run from before models were kept, or one that "
+                "stopped before its final evaluation)")
+        raise KeptModelError(f"no kept model of client {client_id} in {root} (clients: "
+                             f"{', '.join(map(str, have[:20]))}{' ...' if len(have) > 20 else ''})")
+    folder = _inside(folder, root)
+    spec_path = folder / SPEC_FILE
+    if not spec_path.is_file():
+        raise KeptModelError(f"{folder} has no {SPEC_FILE}: its final evaluation did not finish")
+    spec_path = _inside(spec_path, folder)
+    try:
+        spec = json.loads(spec_path.read_text(), parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise KeptModelError(f"{spec_path}: not valid JSON ({err})") from err
+    check_spec(spec, client_id, spec_path)
+    return folder, spec
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a spec may hold")
+
+
+def check_spec(spec: Any, client_id: int, where: Path) -> None:
+    if not isinstance(spec, dict):
+        raise KeptModelError(f"{where}: the spec is not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in spec]
+    if missing:
+        raise KeptModelError(f"{where}: missing keys {', '.join(missing)}")
+    if spec["version"] != SPEC_VERSION:
+        raise KeptModelError(f"{where}: spec version {spec['version']!r}, this pfednas reads "
+                             f"{SPEC_VERSION}")
+    if spec["client_id"] != client_id:
+        raise KeptModelError(f"{where}: the spec is client {spec['client_id']!r}'s, not "
+                             f"client {client_id}'s")
+    models = spec["models"]
+    if not isinstance(models, dict) or not models or set(models) - set(KINDS):
+        raise KeptModelError(f"{where}: 'models' must map some of {', '.join(KINDS)} to files")
+    for kind, entry in models.items():
+        if (not isinstance(entry, dict) or entry.get("file") != weights_file(kind)
+                or not isinstance(entry.get("sha256"), str)
+                or not isinstance(entry.get("arch"), str)):
+            raise KeptModelError(f"{where}: models.{kind} needs file {weights_file(kind)!r}, "
+                                 "sha256 and arch")
+    if spec["reported"] not in models:
+        raise KeptModelError(f"{where}: the reported model {spec['reported']!r} is not kept")
+    task = spec["task"]
+    if not (isinstance(task, dict) and all(
+            isinstance(task.get(k), int) and task[k] > 0
+            for k in ("num_classes", "in_channels", "image_size"))):
+        raise KeptModelError(f"{where}: task needs positive integers num_classes, "
+                             "in_channels and image_size")
+    if not isinstance(spec["search_space"], dict) or "name" not in spec["search_space"]:
+        raise KeptModelError(f"{where}: search_space must be an object with a name")
+
+
+def read_weights(folder: Path, spec: dict[str, Any], kind: str) -> dict[str, np.ndarray]:
+    """The weights of ``kind``, checked: its hash, plain numeric arrays, finite values,
+    BatchNorm variances ≥ 0."""
+    if kind not in spec["models"]:
+        raise KeptModelError(f"{folder}: no {kind} model kept (kept: "
+                             f"{', '.join(sorted(spec['models']))})")
+    entry = spec["models"][kind]
+    path = folder / entry["file"]
+    if not path.is_file():
+        raise KeptModelError(f"{folder}: {entry['file']} is missing")
+    path = _inside(path, folder)
+    if sha256(path) != entry["sha256"]:
+        raise KeptModelError(f"{path}: its contents do not match the spec's sha256 (changed "
+                             "or damaged after it was written)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = {key: np.asarray(data[key]) for key in data.files}
+    except (OSError, ValueError, KeyError) as err:
+        raise KeptModelError(f"{path}: not a readable .npz of arrays ({err})") from err
+    for key, array in state.items():
+        if array.dtype.kind not in "fiub":
+            raise KeptModelError(f"{path}: {key} has dtype {array.dtype}, not a number type")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise KeptModelError(f"{path}: {key} holds non-finite values")
+        if key.endswith("running_var") and (array < 0).any():
+            raise KeptModelError(f"{path}: {key} holds negative variances")
+    return state
+
+
+def accuracy_of(spec: dict[str, Any], kind: str) -> float:
+    value = spec["models"][kind].get("accuracy")
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise KeptModelError(f"models.{kind}.accuracy is not a number")
+    return float(value)

@@ -1,0 +1,101 @@
+"""What the spec beside a kept model says: enough to rebuild it, feed it and judge it.
+
+* how to rebuild it: the search space's config, the task shape and (per kept model) the
+  architecture string;
+* how to feed it: the input shape and dtype, the normalisation ``(raw / scale - mean[c]) /
+  std[c]``, the number of classes;
+* what it costs: parameters, MACs of one forward pass of one sample, the cost model's
+  training-memory estimate at the run's batch size and its calibrated upper bound in real
+  bytes (:func:`pfednas.search.memory_bound.training_memory_upper_bound`);
+* the device it was searched for: the client's profile and budget as the server used them,
+  and whether the model fits that budget;
+* how good it is: each kept model's accuracy (in ``models``, filled by
+  :func:`pfednas.edge.kept.write_kept`) and the split it was measured on;
+* where it came from: method, dataset, seed, the run's lineage and the commit.
+
+Everything here is deterministic for a seeded run, so a resumed run writes the same spec.
+Measurements (latency, peak memory) go in ``measured``, added where they were taken.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pfednas.data.arrays import Normalisation
+from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, SPEC_VERSION
+from pfednas.search.arch import Cost, TaskShape
+
+# final-evaluation config keys the server fills per client (pfednas.strategies.base)
+KEEP_KEY = "keep_model"
+PROFILE_PREFIX = "profile_"
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """The cost model's figures for one architecture."""
+
+    params: int
+    macs: int  # one forward pass of one sample
+    train_memory_bytes: int  # the estimate at the run's batch size
+    train_memory_bound_bytes: int  # its calibrated upper bound in real bytes
+
+    @classmethod
+    def of(cls, per_sample: Cost, training: Cost, bound_bytes: float) -> ModelCost:
+        return cls(params=int(per_sample.params), macs=int(per_sample.flops),
+                   train_memory_bytes=int(training.memory_bytes),
+                   train_memory_bound_bytes=int(bound_bytes))
+
+
+def input_spec(task: TaskShape, norm: Normalisation) -> dict[str, Any]:
+    return {"shape": [None, task.in_channels, task.image_size, task.image_size],
+            "dtype": "float32",
+            "normalisation": {"x": "(raw / scale - mean[c]) / std[c]", "scale": norm.scale,
+                              "mean": list(norm.mean), "std": list(norm.std)}}
+
+
+def device_fit(cost: ModelCost, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile and budget the server sent for this client (``profile_*``, ``budget``,
+    ``budget_metric``, ``budget_cost``) and whether the model fits; ``{}`` where it sent
+    none (a baseline's simulation: no budgets)."""
+    profile = {k[len(PROFILE_PREFIX):]: v for k, v in config.items()
+               if k.startswith(PROFILE_PREFIX)}
+    out: dict[str, Any] = {"profile": profile} if profile else {}
+    budget = config.get("budget")
+    if isinstance(budget, int | float) and math.isfinite(budget):
+        metric = str(config.get("budget_metric", "memory"))
+        used = float(config.get("budget_cost", cost.train_memory_bytes))
+        out["budget"] = {"metric": metric, "budget": float(budget), "cost": used,
+                         "share": used / float(budget) if budget > 0 else math.inf,
+                         "fits": used <= float(budget)}
+    return out
+
+
+def model_spec(*, client_id: int, method: str, dataset: str, seed: int,
+               search_space: Mapping[str, Any], task: TaskShape, norm: Normalisation,
+               cost: ModelCost, kept_kinds: set[str], split: str, num_examples: int,
+               config: Mapping[str, Any], commit: str) -> dict[str, Any]:
+    """The spec of client ``client_id``'s kept models (``models`` is filled on writing)."""
+    reported = FINETUNED if FINETUNED in kept_kinds else AS_PUBLISHED
+    return {
+        "version": SPEC_VERSION, "client_id": int(client_id), "method": method,
+        "dataset": dataset, "num_classes": task.num_classes,
+        "search_space": dict(search_space),
+        "task": {"num_classes": task.num_classes, "in_channels": task.in_channels,
+                 "image_size": task.image_size},
+        "input": input_spec(task, norm),
+        # the figure the run reports as this client's accuracy, and its split
+        "reported": reported,
+        "evaluation": {"split": split, "samples": int(num_examples),
+                       "finetune_epochs": int(config.get("finetune_epochs", 0) or 0),
+                       "finetune_scope": config.get("finetune")},
+        "cost": {"params": cost.params, "macs": cost.macs,
+                 "train_memory_bytes": cost.train_memory_bytes,
+                 "train_memory_bound_bytes": cost.train_memory_bound_bytes,
+                 "batch_size": int(config.get("batch_size", 0) or 0)},
+        **device_fit(cost, config),
+        "run": {"lineage": str(config.get("lineage", "")), "seed": int(seed),
+                "round": int(config.get("server_round", 0) or 0), "commit": commit or None},
+    }

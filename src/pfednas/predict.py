@@ -1,0 +1,185 @@
+"""``pfednas predict MODEL``: run an exported model with its own runtime.
+
+    pfednas predict export/client_0.onnx --run RUN_DIR --client 0   # its evaluation split
+    pfednas predict export/client_0.onnx --data images/ --out predictions.csv
+
+``MODEL`` is a file ``pfednas export`` wrote (``.onnx``: ONNX Runtime, no PyTorch is
+imported; ``.pt``: TorchScript), with its ``.json`` spec beside it.
+
+* ``--run RUN_DIR --client ID``: the client's own evaluation split of that simulation (the
+  split its spec names: ``test``, or a tuning run's validation part), read exactly as the
+  client read it; prints the accuracy on its last line, which equals the client's figure in
+  ``summary.json`` sample for sample.
+* ``--data FILE``: a ``.npz`` (``x`` as ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``;
+  ``y`` optional) or an image folder (``DIR/<class>/<image>``), read by the reader silo
+  nodes use (:func:`pfednas.node_data.read_silo`: uint8 as 0–255, float as 0–1, converted to
+  the model's channels and size) and normalised with the spec's mean and std. Prints one
+  ``index,class`` line per sample (or writes them to ``--out``), and the accuracy where
+  labels are given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pfednas.config import ConfigError
+from pfednas.data import DataError
+from pfednas.edge.runtime import LoadedModel, RuntimeLoadError, load
+
+
+class PredictError(Exception):
+    """Input the model cannot take, named with what it expects."""
+
+
+def model_spec(model: Path) -> dict[str, Any]:
+    path = model.with_suffix(".json")
+    if not path.is_file():
+        raise PredictError(f"no spec {path.name} beside {model} (pfednas export writes one)")
+    try:
+        spec = json.loads(path.read_text())
+        spec["task"]["in_channels"], spec["task"]["image_size"], spec["task"]["num_classes"]
+        spec["input"]["normalisation"]["mean"], spec["input"]["normalisation"]["std"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise PredictError(f"{path}: not a pfednas export spec ({err})") from err
+    return dict(spec)
+
+
+def check_input(x: np.ndarray, spec: dict[str, Any]) -> None:
+    task = spec["task"]
+    want = (task["in_channels"], task["image_size"], task["image_size"])
+    if x.ndim != 4 or tuple(x.shape[1:]) != want:
+        raise PredictError(f"inputs of shape {tuple(x.shape)}; the model takes (N, "
+                           f"{', '.join(map(str, want))})")
+    if x.dtype != np.float32:
+        raise PredictError(f"inputs of dtype {x.dtype}; the model takes float32")
+
+
+def check_labels(y: np.ndarray, spec: dict[str, Any]) -> None:
+    classes = int(spec["task"]["num_classes"])
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        raise PredictError(f"labels {int(y.min())}..{int(y.max())}; the model has {classes} "
+                           f"classes (0..{classes - 1})")
+
+
+def run_split(spec: dict[str, Any], run_dir: Path, client_id: int) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """The client's evaluation split of simulation ``run_dir``, as the client read it."""
+    from omegaconf import OmegaConf
+
+    from pfednas.config import data_spec_from_cfg
+    from pfednas.data import load_client_data, tuning_splits
+
+    path = run_dir / "resolved_config.yaml"
+    if not path.is_file():
+        raise PredictError(f"{run_dir} is not a pfednas run folder (no resolved_config.yaml)")
+    data_spec = data_spec_from_cfg(OmegaConf.load(path))  # type: ignore[arg-type]
+    if spec.get("client_id") != client_id:
+        raise PredictError(f"the model is client {spec.get('client_id')}'s, not client "
+                           f"{client_id}'s")
+    if spec.get("dataset") != data_spec.name:
+        raise PredictError(f"the model was trained on {spec.get('dataset')}, the run on "
+                           f"{data_spec.name}")
+    data = load_client_data(data_spec, client_id)
+    split = spec.get("evaluation", {}).get("split", "test")
+    if split == "val-half":
+        data = tuning_splits(data, data_spec.seed, client_id)
+    part = data.val if split == "val" else data.test
+    return part.x, part.y
+
+
+def file_data(spec: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A user's ``.npz`` or image folder, read as silos read theirs, normalised by the spec."""
+    from pfednas.node_data import ARRAY_FILE, read_silo
+
+    task, norm = spec["task"], spec["input"]["normalisation"]
+    if path.is_file() and path.suffix == ".npz":
+        x, y = _read_npz(path)
+        folder = None
+    else:
+        folder = path
+    if folder is not None:
+        if folder.is_dir() and (folder / ARRAY_FILE).is_file():
+            x, y = _read_npz(folder / ARRAY_FILE)
+        else:
+            silo = read_silo(folder, channels=task["in_channels"], size=task["image_size"])
+            x, y = silo.images.astype(np.float32) / np.float32(silo.scale), silo.labels
+    mean = np.asarray(norm["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(norm["std"], np.float32).reshape(1, -1, 1, 1)
+    x = np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    check_input(x, spec)
+    return x, y
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            x = np.asarray(arrays["x"])
+            y = np.asarray(arrays["y"]) if "y" in arrays.files else None
+    except (OSError, KeyError, ValueError) as err:
+        raise PredictError(f"{path}: cannot read array 'x' ({err})") from err
+    if x.dtype.kind not in "uif":
+        raise PredictError(f"{path}: x has dtype {x.dtype}; expected uint8 (0-255) or float "
+                           "(0-1) images")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = np.transpose(x, (0, 3, 1, 2))
+    scale = np.float32(255.0 if x.dtype == np.uint8 else 1.0)
+    if y is not None and (y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.kind not in "iu"):
+        raise PredictError(f"{path}: y must be integer labels of shape ({x.shape[0]},), got "
+                           f"{y.shape} {y.dtype}")
+    return x.astype(np.float32) / scale, y
+
+
+def predict(model: LoadedModel, spec: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    check_input(x, spec)
+    logits = model.logits(x)
+    if logits.ndim != 2 or logits.shape[1] != int(spec["task"]["num_classes"]):
+        raise PredictError(f"the model gives logits of shape {logits.shape}; its spec says "
+                           f"{spec['task']['num_classes']} classes")
+    return logits.argmax(axis=1)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="pfednas predict", description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, metavar="MODEL", help="a .onnx or .pt export")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="a simulation's run folder (with --client)")
+    source.add_argument("--data", type=Path, help="a .npz or an image folder")
+    parser.add_argument("--client", type=int)
+    parser.add_argument("--out", type=Path, help="--data: write index,class lines here")
+    args = parser.parse_args(argv)
+    if args.run is not None and args.client is None:
+        parser.error("--run needs --client")
+    try:
+        spec = model_spec(args.model)
+        if args.run is not None:
+            x, y = run_split(spec, args.run, args.client)
+        else:
+            x, y = file_data(spec, args.data)
+        if y is not None:
+            check_labels(y, spec)
+        model = load(args.model)
+        predicted = predict(model, spec, x)
+    except (PredictError, RuntimeLoadError, ConfigError, DataError, ValueError) as err:
+        print(f"pfednas: error: {err}", file=sys.stderr)
+        return 2
+    if args.data is not None:
+        lines = [f"{i},{int(c)}" for i, c in enumerate(predicted)]
+        if args.out is not None:
+            args.out.write_text("index,class\n" + "\n".join(lines) + "\n")
+            print(f"[pfednas] wrote {len(lines)} predictions to {args.out}")
+        else:
+            print("index,class", *lines, sep="\n")
+    if y is None:
+        return 0
+    correct = int((predicted == y).sum())
+    print(f"[pfednas] {model.runtime}: {correct}/{len(y)} correct")
+    print(f"accuracy {correct / max(len(y), 1)!r}")
+    return 0
