@@ -84,6 +84,17 @@ def test_fedrep_interrupted_and_resumed_ends_like_the_uninterrupted_run(tmp_path
     # (in process the sampled clients would sleep one after another), under the run's overrides
     uninterrupted = inprocess_summary([a for a in args if not a.startswith("fault_injection=")])
     assert comparable(again) == comparable({**uninterrupted, "overrides": args})
+    # the kept personalized models are the uninterrupted run's, byte for byte (its clients
+    # sleep too: the same overrides, so the same specs)
+    run_inprocess(args, tmp_path / "uninterrupted")
+    assert kept_files(tmp_path / "resumed") == kept_files(tmp_path / "uninterrupted")
+
+
+def kept_files(run: Path) -> dict[str, bytes]:
+    files = {str(p.relative_to(run)): p.read_bytes() for p in (run / "models").rglob("*")
+             if p.is_file()}
+    assert len(files) == 4 * 3, sorted(files)  # 4 clients: finetuned, as-published, spec
+    return files
 
 
 @pytest.mark.parametrize("method", sorted(set(METHOD) - {"fedrep"}))

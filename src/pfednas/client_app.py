@@ -221,8 +221,10 @@ def keep_models(context: Context, settings: RunSettings, config: dict[str, Any],
             print(f"[pfednas] client {cid}: personalized model not kept (no {MODEL_DIR_KEY} or "
                   "checkpoint-dir in the node config)", flush=True)
         return
+    overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
     folder = keep_client_models(root, cid, kept, settings, config,
-                                split=evaluation_split(settings), num_examples=num_examples)
+                                split=evaluation_split(settings), num_examples=num_examples,
+                                overrides=overrides)
     if not in_simulation():
         try:
             folder, spec = read_spec(root, cid)
@@ -250,7 +252,8 @@ def _with_state(msg: Message, context: Context,
         store.save(context.state, server_round)
     if kept:
         metrics = content.get("metrics")
-        samples = int(metrics["num_examples"]) if isinstance(metrics, MetricRecord) else 0
+        count = metrics.get("num_examples") if isinstance(metrics, MetricRecord) else None
+        samples = int(count) if isinstance(count, int | float) else 0
         keep_models(context, settings, config, kept, samples)
     return Message(content, reply_to=msg)
 

@@ -159,6 +159,7 @@ def main(argv: list[str]) -> int:
         parser.error("--run needs --client")
     try:
         spec = model_spec(args.model)
+        y: np.ndarray | None
         if args.run is not None:
             x, y = run_split(spec, args.run, args.client)
         else:

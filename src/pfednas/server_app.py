@@ -37,6 +37,7 @@ from pfednas.config import (
     overrides_from_json,
     settings_from_cfg,
 )
+from pfednas.edge.kept import MODELS_DIR
 from pfednas.records import RoundRecord
 from pfednas.results import ResultsWriter, format_table, summarize
 
@@ -173,3 +174,14 @@ def main(grid: Grid, context: Context) -> None:
     path = writer.write_summary(summary)
     print(format_table(summary), flush=True)
     print(f"[pfednas] results written to {path.parent}", file=sys.stdout, flush=True)
+    print(models_line(path.parent), flush=True)
+
+
+def models_line(out: Path) -> str:
+    """Where the clients' personalized models are, and the command that exports one."""
+    kept = out / MODELS_DIR
+    if kept.is_dir():  # a simulation, or a local deployment's nodes on this machine
+        return (f"[pfednas] personalized models in {kept} (pfednas export {out} --client ID "
+                "--format onnx)")
+    return ("[pfednas] personalized models: on each node, in its model-dir (pfednas export "
+            "MODEL_DIR --client ID on the node)")

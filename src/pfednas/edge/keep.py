@@ -41,7 +41,7 @@ def source_commit() -> str:
 
 def keep_client_models(root: Path, client_id: int, models: list[KeptModel],
                        settings: RunSettings, config: Mapping[str, Any], *, split: str,
-                       num_examples: int) -> Path:
+                       num_examples: int, overrides: tuple[str, ...] = ()) -> Path:
     """Write ``models`` (the reported one's architecture sets the costs) and their spec."""
     kinds = {m.kind for m in models}
     reported = next(m for m in models if m.kind == ("finetuned" if "finetuned" in kinds
@@ -50,7 +50,8 @@ def keep_client_models(root: Path, client_id: int, models: list[KeptModel],
                       seed=settings.seed, search_space=settings.search_space,
                       task=task_shape(settings), norm=normalisation(settings.data.name),
                       cost=model_cost(settings, reported.arch), kept_kinds=kinds, split=split,
-                      num_examples=num_examples, config=config, commit=source_commit())
+                      num_examples=num_examples, config=config, commit=source_commit(),
+                      overrides=overrides)
     return write_kept(root, client_id, models, spec)
 
 

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,17 @@ def _atomic(path: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez``'s format (``np.load`` reads it), with a fixed timestamp in every zip
+    entry: the same arrays give the same bytes, so a resumed run's files equal an
+    uninterrupted run's, hashes included."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for key, array in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
 def write_kept(root: str | Path, client_id: int, models: list[KeptModel],
                spec: dict[str, Any]) -> Path:
     """Write ``models`` and ``spec`` (its ``models`` entry filled here: file, hash, accuracy
@@ -101,11 +113,7 @@ def write_kept(root: str | Path, client_id: int, models: list[KeptModel],
     for model in models:
         path = folder / weights_file(model.kind)
 
-        def save(tmp: Path, model: KeptModel = model) -> None:
-            with tmp.open("wb") as f:  # np.savez on a file object keeps the name as given
-                np.savez(f, **model.state)
-
-        _atomic(path, save)
+        _atomic(path, lambda tmp, model=model: save_npz(tmp, model.state))
         entries[model.kind] = {"file": path.name, "sha256": sha256(path),
                                "accuracy": float(model.accuracy), "arch": model.arch}
     for kind in KINDS:  # a kind this evaluation did not produce is not left from an older one

@@ -11,7 +11,7 @@
   and whether the model fits that budget;
 * how good it is: each kept model's accuracy (in ``models``, filled by
   :func:`pfednas.edge.kept.write_kept`) and the split it was measured on;
-* where it came from: method, dataset, seed, the run's lineage and the commit.
+* where it came from: method, dataset, the run's overrides and seed, and the commit.
 
 Everything here is deterministic for a seeded run, so a resumed run writes the same spec.
 Measurements (latency, peak memory) go in ``measured``, added where they were taken.
@@ -76,8 +76,11 @@ def device_fit(cost: ModelCost, config: Mapping[str, Any]) -> dict[str, Any]:
 def model_spec(*, client_id: int, method: str, dataset: str, seed: int,
                search_space: Mapping[str, Any], task: TaskShape, norm: Normalisation,
                cost: ModelCost, kept_kinds: set[str], split: str, num_examples: int,
-               config: Mapping[str, Any], commit: str) -> dict[str, Any]:
-    """The spec of client ``client_id``'s kept models (``models`` is filled on writing)."""
+               config: Mapping[str, Any], commit: str,
+               overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The spec of client ``client_id``'s kept models (``models`` is filled on writing);
+    the run is named by its overrides (less ``resume=``), seed and commit, so a resumed run
+    writes the spec of the uninterrupted one."""
     reported = FINETUNED if FINETUNED in kept_kinds else AS_PUBLISHED
     return {
         "version": SPEC_VERSION, "client_id": int(client_id), "method": method,
@@ -96,6 +99,7 @@ def model_spec(*, client_id: int, method: str, dataset: str, seed: int,
                  "train_memory_bound_bytes": cost.train_memory_bound_bytes,
                  "batch_size": int(config.get("batch_size", 0) or 0)},
         **device_fit(cost, config),
-        "run": {"lineage": str(config.get("lineage", "")), "seed": int(seed),
-                "round": int(config.get("server_round", 0) or 0), "commit": commit or None},
+        "run": {"overrides": [o for o in overrides if not o.startswith("resume=")],
+                "seed": int(seed), "round": int(config.get("server_round", 0) or 0),
+                "commit": commit or None},
     }
