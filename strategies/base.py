@@ -90,6 +90,19 @@ ACCURACY_VARIANTS = ("accuracy_no_ft", "accuracy_ft_full", "accuracy_ft_head")
 DEPLOYMENT_NORM_BOUND = 10.0  # update_norm_bound of a deployment that sets none
 
 
+def eval_timeout_for(configured: float | None, *, deployment: bool, round_timeout: float,
+                     local_epochs: int, finetune_epochs: int) -> float | None:
+    """``federation.eval_timeout`` as the Budget takes it: as configured; null → no limit in
+    a simulation (its clients are the run's own processes), and in a deployment the round
+    timeout scaled by the evaluation's work against a training round's:
+    ``round_timeout × (1 + F / E)`` (F fine-tuning epochs and a test pass, where a round
+    trains E epochs), so one silent node costs at most that, not Flower's 12-hour message
+    lifetime."""
+    if configured is not None or not deployment:
+        return configured
+    return round_timeout * (1 + finetune_epochs / max(local_epochs, 1))
+
+
 def norm_bound_for(configured: float | None, *, deployment: bool) -> float | None:
     """``federation.update_norm_bound`` as the Budget takes it: null → off in a simulation
     (published results unchanged), :data:`DEPLOYMENT_NORM_BOUND` in a deployment; 0 → off."""

@@ -9,10 +9,19 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pfednas.nas.fedavg import weighted_average
-from pfednas.nas.robust import bound_updates, clip_update, lower_median, update_rms
-from pfednas.nas.validation import PARAM
+from pfednas.nas.robust import (
+    bound_updates,
+    clip_update,
+    lower_median,
+    reference_bound,
+    update_rms,
+    upper_median,
+)
+from pfednas.nas.validation import MAX_PARAM, PARAM
 from pfednas.strategies import Budget, FedAvgFTStrategy
 from pfednas.strategies import gate as gate_module
 from pfednas.strategies.base import PersonalizedStrategy, norm_bound_for
@@ -21,6 +30,7 @@ from tests.test_reply_buffers import hapfnas, perfedrlnas
 WEIGHTS: list[np.ndarray] = [np.full((2, 3), 0.5, np.float32), np.zeros(4, np.float32),
                              np.array(3, np.int64)]
 HUGE = 1e30
+LARGE = 1e5  # far beyond any trained weight, within the gate's magnitude check (MAX_PARAM)
 
 
 # Messages need the task identity Flower sets inside a run (conftest.run_id).
@@ -100,11 +110,11 @@ def fedavg(**budget: Any) -> FedAvgFTStrategy:
     return strategy
 
 
-def huge(arrays: list[np.ndarray]) -> list[np.ndarray]:
-    return [np.full_like(a, HUGE) if a.dtype.kind == "f" else a.copy() for a in arrays]
+def huge(arrays: list[np.ndarray], value: float = LARGE) -> list[np.ndarray]:
+    return [np.full_like(a, value) if a.dtype.kind == "f" else a.copy() for a in arrays]
 
 
-def test_one_1e30_reply_moves_fedavg_no_further_than_the_bound() -> None:
+def test_one_huge_reply_moves_fedavg_no_further_than_the_bound() -> None:
     # Prepare: bound 3 × the median RMS (0.2 here); clients 0 and 1 honest
     strategy = fedavg(update_norm_bound=3.0, deployment=True)
     list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
@@ -117,7 +127,7 @@ def test_one_1e30_reply_moves_fedavg_no_further_than_the_bound() -> None:
     # Assert: the new model's update is within the bound, the hostile row says it was scaled
     assert update_rms(strategy.arrays, WEIGHTS) <= 3.0 * 0.2 * (1 + 1e-5)
     scaled = [row for row in result.train if "update_scale" in row]
-    assert [row["client_id"] for row in scaled] == [2] and scaled[0]["update_scale"] < 1e-29
+    assert [row["client_id"] for row in scaled] == [2] and scaled[0]["update_scale"] < 1e-4
 
 
 def test_a_client_cannot_claim_its_own_update_scale() -> None:
@@ -146,14 +156,14 @@ def test_default_simulation_path_is_bit_identical_and_never_bounds(
     strategy.aggregate_train(1, [reply(strategy, c, arrays, num_examples=10 + c)
                                  for c, arrays in enumerate(replies)])
 
-    # Assert: exactly FedAvg of what was returned, the 1e30 reply included (as published)
+    # Assert: exactly FedAvg of what was returned, the huge reply included (as published)
     want = weighted_average([(arrays, 10.0 + c) for c, arrays in enumerate(replies)])
     for got, expected in zip(strategy.arrays, want, strict=True):
         np.testing.assert_array_equal(got, expected)
 
 
-def test_perfedrlnas_merge_of_a_1e30_subnet_stays_within_the_bound() -> None:
-    # Prepare: every client trained its subnet a little; client 0 returns 1e30
+def test_perfedrlnas_merge_of_a_huge_subnet_stays_within_the_bound() -> None:
+    # Prepare: every client trained its subnet a little; client 0 returns 1e5 everywhere
     strategy = perfedrlnas()
     strategy.budget = Budget(**{**strategy.budget.__dict__, "update_norm_bound": 3.0})
     list(strategy.configure_train(1, None, None, None))  # type: ignore[arg-type]
@@ -174,17 +184,19 @@ def test_perfedrlnas_merge_of_a_1e30_subnet_stays_within_the_bound() -> None:
     strategy.aggregate_train(1, replies)
 
     # Assert: no supernet entry moved further than any bounded update's L2 norm allows
-    limit = 3.0 * lower_median([*rms, HUGE]) * math.sqrt(max(sizes))
+    limit = reference_bound([*rms, LARGE], 3.0) * math.sqrt(max(sizes))
     after = strategy.supernet.state_arrays()
     assert strategy.tally.rejected == 0
     assert max(float(np.abs(b.astype(np.float64) - a).max()) for a, b in
                zip(before, after, strict=True) if a.dtype.kind == "f") <= limit * (1 + 1e-5)
 
 
-def test_hapfnas_keeps_a_1e30_knowledge_model_within_the_bound() -> None:
-    # Prepare: distillation round; one honest knowledge model, one of 1e30
+@pytest.mark.parametrize("bound", [None, 3.0])
+def test_hapfnas_refuses_a_1e30_knowledge_model_bound_or_not(bound: float | None) -> None:
+    # Prepare: distillation round; one honest knowledge model, one of 1e30 (finite, valid
+    # BatchNorm statistics), which once made distillation NaN with the bound off
     strategy = hapfnas()
-    strategy.budget = Budget(**{**strategy.budget.__dict__, "update_norm_bound": 3.0})
+    strategy.budget = Budget(**{**strategy.budget.__dict__, "update_norm_bound": bound})
     list(strategy.configure_train(1, None, None, None))  # type: ignore[arg-type]
     honest, hostile = strategy.train_clients(1)
     sent = strategy.requests[honest].sent
@@ -198,8 +210,68 @@ def test_hapfnas_keeps_a_1e30_knowledge_model_within_the_bound() -> None:
     strategy.aggregate_train(1, [reply(strategy, honest, trained),
                                  reply(strategy, hostile, bad)])
 
-    # Assert: the teacher kept is the bounded one; the distilled supernet is finite
-    kept = strategy.knowledge[hostile][0]
-    assert update_rms(kept, sent) <= 3.0 * update_rms(trained, sent) * (1 + 1e-5)
+    # Assert: the hostile model is refused by its magnitude; the supernet stays finite
+    assert strategy.tally.rejected == 1 and hostile not in strategy.knowledge
+    assert honest in strategy.knowledge
     assert all(np.isfinite(a).all() for a in strategy.supernet.state_arrays()
                if a.dtype.kind == "f")
+
+
+# -- colluding clients (issue 43, finding 1) ------------------------------------------------------
+@pytest.mark.parametrize(("hostile", "total"), [(1, 2), (2, 4), (4, 8), (3, 7)])
+def test_colluding_zero_updates_cannot_zero_the_honest_ones(hostile: int, total: int) -> None:
+    # Prepare: ⌊N/2⌋ clients return exactly what they got (size 0), the others trained
+    updates = [(list(WEIGHTS), WEIGHTS)] * hostile + [
+        (shifted(WEIGHTS, 0.1 + 0.01 * i), WEIGHTS) for i in range(total - hostile)]
+
+    # Execute
+    _, scales = bound_updates(updates, 10.0)
+
+    # Assert: every honest update passes whole (its sizes are within 10x of each other);
+    # at exactly half, the lower median alone (the old reference) was 0 and scaled them
+    # all to 0
+    if 2 * hostile == total:
+        assert lower_median([update_rms(r, s) for r, s in updates]) == 0.0
+    assert scales[hostile:] == [1.0] * (total - hostile)
+
+
+@given(honest=st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=6),
+       hostile=st.lists(st.sampled_from([0.0, 1e-12, 1e-6, 1e-3, 1.0, 1e3, 1e5]),
+                        max_size=6),
+       factor=st.sampled_from([1.5, 3.0, 10.0]))
+def test_at_most_half_colluding_can_neither_zero_nor_loosen_the_bound(
+        honest: list[float], hostile: list[float], factor: float) -> None:
+    hostile = hostile[:len(honest)]  # at most ⌊N/2⌋ of N
+    bound = reference_bound([*honest, *hostile], factor)
+
+    assert bound >= min(honest)  # no honest update is scaled below min(h) / h_i > 0
+    if len(hostile) < len(honest):  # a strict minority cannot loosen it either
+        assert bound <= factor * max(honest)
+    assert upper_median([*honest, *hostile]) <= bound
+
+
+def test_the_gate_refuses_parameters_beyond_the_magnitude_limit() -> None:
+    strategy = fedavg()
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    result = strategy.aggregate_train(1, [reply(strategy, 0, huge(WEIGHTS, 2 * MAX_PARAM)),
+                                          reply(strategy, 1, huge(WEIGHTS, MAX_PARAM / 2))])
+
+    assert strategy.tally.rejected == 1 and [r["client_id"] for r in result.train] == [1]
+
+
+# -- the evaluation timeout (issue 43, finding 3) --------------------------------------------------
+def test_a_deployment_bounds_its_evaluations_by_default() -> None:
+    from pfednas.build import build_strategy
+    from pfednas.config import compose, settings_from_cfg
+
+    settings = settings_from_cfg(compose(["method=fedavg", "federation.round_timeout=100",
+                                          "federation.local_epochs=2",
+                                          "method.finetune_epochs=10"]))
+
+    deployed = build_strategy(settings, deployment=True).budget.eval_timeout
+    simulated = build_strategy(settings, deployment=False).budget.eval_timeout
+    stated = settings_from_cfg(compose(["method=fedavg", "federation.eval_timeout=7"]))
+
+    assert deployed == 100 * (1 + 10 / 2) and simulated is None
+    assert build_strategy(stated, deployment=True).budget.eval_timeout == 7

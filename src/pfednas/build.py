@@ -12,7 +12,12 @@ from pfednas.config import ConfigError, RunSettings, in_simulation
 from pfednas.data import DataError, partition
 from pfednas.methods import METHODS
 from pfednas.nas.profile import ProfileBounds
-from pfednas.strategies.base import Budget, PersonalizedStrategy, norm_bound_for
+from pfednas.strategies.base import (
+    Budget,
+    PersonalizedStrategy,
+    eval_timeout_for,
+    norm_bound_for,
+)
 from pfednas.strategies.identity import pins_from_env
 
 
@@ -25,7 +30,11 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None
                     num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
                     eval_every=fed.eval_every, round_timeout=fed.round_timeout,
                     min_replies=fed.min_replies, seed=settings.seed, weighting=fed.weighting,
-                    examples_tolerance=fed.examples_tolerance, eval_timeout=fed.eval_timeout,
+                    examples_tolerance=fed.examples_tolerance,
+                    eval_timeout=eval_timeout_for(
+                        fed.eval_timeout, deployment=deployment, round_timeout=fed.round_timeout,
+                        local_epochs=fed.local_epochs,
+                        finetune_epochs=int(settings.method_options.get("finetune_epochs") or 0)),
                     eval_finetune=fed.eval_finetune, finetune_both=fed.finetune_both,
                     deployment=deployment,
                     update_norm_bound=norm_bound_for(fed.update_norm_bound,

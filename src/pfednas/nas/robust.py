@@ -5,17 +5,33 @@ entries it returned (a whole model, or a subnet's slice of the supernet). Its
 size is the root mean square over those float entries, ``r_i = ‖u_i‖ / √n_i``
 (the L2 norm per entry: subnets of different sizes compare fairly; for
 updates of one size it orders them as the L2 norm does). With a bound factor
-``c``, every update with ``r_i > B = c · m`` — ``m`` the lower median of the
-round's ``r`` — is scaled down to ``r_i = B`` before any average or merge sees
-it (norm clipping, Sun et al., "Can You Really Backdoor Federated Learning?",
-2019, with the round's median as the reference):
+``c``, every update with ``r_i > B`` is scaled down to ``r_i = B`` before any
+average or merge sees it (norm clipping, Sun et al., "Can You Really Backdoor
+Federated Learning?", 2019, with the round's medians as the reference), where
+
+    B = max(m_hi, c · min(m_lo, m_hi))
+
+``m_hi`` the upper median of the round's ``r`` (the ⌊k/2⌋+1-th smallest of k) and
+``m_lo`` the lower median (the ⌈k/2⌉-th smallest) of the sizes that are not near zero,
+``r ≥ m_hi / c``; so ``m_hi ≤ B ≤ c · m_hi``:
 
     u_i ← u_i · min(1, B / r_i),   returned_i ← sent_i + u_i
 
-so ``‖u_i‖ ≤ B √n_i`` whatever client ``i`` returned (1e30 weights included),
-and a weighted average of updates of one size lies within ``B √n`` of what was
-sent. The lower median (the ⌈k/2⌉-th smallest of k) keeps two clients from
-setting each other's bound when one of them is hostile. Float arrays are
+so ``‖u_i‖ ≤ B √n_i`` whatever client ``i`` returned, and a weighted average of
+updates of one size lies within ``B √n`` of what was sent. With ``h`` the honest
+replies' sizes and at most ⌊k/2⌋ replies colluding:
+
+* they cannot zero the honest updates: at least ⌈k/2⌉ sizes are honest, so the upper
+  median is at least ``min h``, and every honest update keeps a scale of at least
+  ``min h / h_i``; zero and near-zero updates are left out of ``m_lo``, so honest sizes
+  within a factor ``c`` of each other pass whole (the plain lower median was 0 when half
+  the replies returned what they got, and scaled every honest update to nothing);
+* fewer than k/2 of them cannot loosen the bound: the upper median is then an honest
+  size, ``B ≤ c · max h``. At exactly half (k even) the upper median may be a colluder's, so
+  colluders may pass at their own smallest size; the reply gate's magnitude check
+  (:data:`pfednas.nas.validation.MAX_PARAM`) still bounds every value they send.
+
+Float arrays are
 bounded; integer arrays (BatchNorm's ``num_batches_tracked``) pass unchanged —
 the reply gate bounds them by their role. An update within the bound is
 returned as the very same arrays (bit for bit).
@@ -48,6 +64,21 @@ def lower_median(values: Sequence[float]) -> float:
     return float(np.sort(np.asarray(values, np.float64))[(len(values) - 1) // 2])
 
 
+def upper_median(values: Sequence[float]) -> float:
+    """The ⌊n/2⌋+1-th smallest value (the median of an odd count, the upper middle of an even)."""
+    if not values:
+        raise ValueError("no values")
+    return float(np.sort(np.asarray(values, np.float64))[len(values) // 2])
+
+
+def reference_bound(norms: Sequence[float], factor: float) -> float:
+    """The round's bound ``B = max(m_hi, c · min(m_lo, m_hi))`` of the update sizes, with
+    ``m_lo`` the lower median of the sizes that are not near zero (≥ ``m_hi / c``)."""
+    high = upper_median(norms)
+    low = lower_median([n for n in norms if n >= high / factor])
+    return max(high, factor * min(low, high))
+
+
 def clip_update(returned: Sequence[np.ndarray], sent: Sequence[np.ndarray],
                 scale: float) -> list[np.ndarray]:
     """``sent + scale · (returned - sent)`` on float arrays, in their dtype; others as returned.
@@ -68,7 +99,7 @@ def clip_update(returned: Sequence[np.ndarray], sent: Sequence[np.ndarray],
 
 def bound_updates(updates: Sequence[tuple[Sequence[np.ndarray], Sequence[np.ndarray]]],
                   factor: float) -> tuple[list[list[np.ndarray]], list[float]]:
-    """Clip each ``(returned, sent)`` update to ``factor`` × the round's lower median RMS.
+    """Clip each ``(returned, sent)`` update to the round's :func:`reference_bound`.
 
     Returns the bounded returned arrays and each update's scale (1.0: untouched,
     the same array objects). ``factor`` must be > 0.
@@ -78,7 +109,7 @@ def bound_updates(updates: Sequence[tuple[Sequence[np.ndarray], Sequence[np.ndar
     if not updates:
         return [], []
     norms = [update_rms(returned, sent) for returned, sent in updates]
-    bound = factor * lower_median(norms)
+    bound = reference_bound(norms, factor)
     out, scales = [], []
     for (returned, sent), norm in zip(updates, norms, strict=True):
         if norm <= bound:

@@ -34,12 +34,15 @@ NPY_MAGIC = b"\x93NUMPY"
 NPY_HEADER_MAX = 4096
 
 # What an array is, as the server knows it from the state_dict names it sent.
-PARAM = "param"                      # weights, biases, architecture logits: finite
+PARAM = "param"                      # weights, biases, architecture logits: |x| <= MAX_PARAM
 RUNNING_MEAN = "running_mean"        # BatchNorm mean: |x| <= MAX_BN_MEAN
 RUNNING_VAR = "running_var"          # BatchNorm variance: 0 <= x <= MAX_BN_VAR
 BATCH_COUNT = "num_batches_tracked"  # BatchNorm counter: an integer in [0, MAX_BATCH_COUNT]
 ROLES = (PARAM, RUNNING_MEAN, RUNNING_VAR, BATCH_COUNT)
 MAX_BN_MEAN = 1e6
+# No trained weight comes near this (those of pfednas' networks stay below 1e2); values
+# far beyond it (1e30) overflow products in distillation and merges, bound or no bound.
+MAX_PARAM = 1e6
 MAX_BN_VAR = MAX_BN_MEAN**2
 MAX_BATCH_COUNT = 10**12
 
@@ -206,6 +209,9 @@ def role_problem(array: np.ndarray, role: str) -> str | None:
     """Whether the values of an array are those of its role (finite, statistics, counts)."""
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         return "contains NaN or Inf"
+    if role == PARAM and np.issubdtype(array.dtype, np.floating) and array.size and not \
+            np.abs(array).max() <= MAX_PARAM:
+        return f"a parameter outside [-{MAX_PARAM:g}, {MAX_PARAM:g}]"
     if role == RUNNING_VAR and array.size and not (
             array.min() >= 0 and array.max() <= MAX_BN_VAR):
         return f"running variance outside [0, {MAX_BN_VAR:g}]"
