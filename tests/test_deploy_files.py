@@ -253,6 +253,31 @@ def test_superexec_secrets_are_random_owner_only_and_never_replaced(
     assert deploy_main(["secrets", str(tmp_path / "s"), "--nodes", "-1"]) == 2
 
 
+@pytest.mark.parametrize(("content", "mode", "problem"), [
+    (b"weak", 0o600, "not 64 hexadecimal"), (b"a" * 64, 0o644, "mode 0644"),
+    (None, 0o600, "not a regular file")])
+def test_an_existing_weak_or_shared_secret_is_refused_not_kept(
+        content: bytes | None, mode: int, problem: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: a superlink.secret an operator (or someone else) left there
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    path = folder / "superlink.secret"
+    if content is None:
+        (tmp_path / "elsewhere").write_bytes(b"a" * 64)
+        path.symlink_to(tmp_path / "elsewhere")
+    else:
+        path.write_bytes(content)
+        path.chmod(mode)
+
+    # Execute
+    code = deploy_main(["secrets", str(folder), "--nodes", "1"])
+
+    # Assert: exit 2 with the reason, nothing claimed to be a 0600 secret
+    captured = capsys.readouterr()
+    assert code == 2 and problem in captured.err and "mode 0600;" not in captured.out
+
+
 def test_insecure_overlay_is_the_only_place_of_insecure() -> None:
     compose_files = sorted(REPO.glob("docker-compose*.y*ml"))
     services = merged(INSECURE)["services"]

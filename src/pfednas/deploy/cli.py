@@ -59,7 +59,7 @@ from pfednas.deploy.certs import (
 )
 from pfednas.deploy.commands import Security
 from pfednas.deploy.local import DeploymentError, DeploymentRequest, run_deployment
-from pfednas.deploy.superexec_auth import write_superexec_secrets
+from pfednas.deploy.superexec_auth import SecretError, write_superexec_secrets
 from pfednas.edge.kept import MODELS_DIR
 from pfednas.launcher import clear_pid_file, incomplete_message
 from pfednas.nas.profile import ProfileBounds, profile_problem
@@ -269,8 +269,13 @@ def _write_secrets(args: argparse.Namespace) -> int:
     if args.nodes < 0 or args.start < 0:
         print("pfednas deploy: error: --nodes and --start must be >= 0", file=sys.stderr)
         return EXIT_CONFIG
-    for path in write_superexec_secrets(args.out_dir, args.nodes, start=args.start,
-                                        superlink=args.superlink):
+    try:
+        paths = write_superexec_secrets(args.out_dir, args.nodes, start=args.start,
+                                        superlink=args.superlink)
+    except SecretError as err:
+        print(f"pfednas deploy: error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    for path in paths:
         print(f"{path}  (mode 0600; mount it read-only into its pair only)")
     return 0
 

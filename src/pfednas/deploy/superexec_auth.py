@@ -12,21 +12,44 @@ pair, never shared between silos:
 
 Each is 64 random hexadecimal characters (Flower reads the file's exact bytes), mode
 0600 from its first byte; an existing file is kept, so a second call never changes the
-secret of a running deployment.
+secret of a running deployment, but only if it is one: a regular file (not a link) of 64
+hexadecimal characters that only its owner may read. Anything else (a weak, short or
+shared file) is refused with :class:`SecretError`, never reported as a good secret.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import stat
 from pathlib import Path
 
 SUPERLINK_SECRET = "superlink.secret"
 SECRET_BYTES = 32
+_SECRET = re.compile(rb"^[0-9a-f]{%d}$" % (2 * SECRET_BYTES))
+
+
+class SecretError(Exception):
+    """An existing secret file that is not a secret pfednas would write."""
 
 
 def node_secret_name(index: int) -> str:
     return f"node-{index}.secret"
+
+
+def check_existing(path: Path) -> None:
+    """Refuse an existing ``path`` that is a link, readable by others, or not 64 hex chars."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise SecretError(f"{path} exists and is not a regular file; remove it to write a "
+                          "new secret")
+    if info.st_mode & 0o077:
+        raise SecretError(f"{path} exists with mode {stat.S_IMODE(info.st_mode):04o}; a "
+                          "secret must be 0600 (chmod 600 it, or remove it for a new one)")
+    if not _SECRET.match(path.read_bytes()):
+        raise SecretError(f"{path} exists but is not {2 * SECRET_BYTES} hexadecimal "
+                          "characters (a weak secret); remove it to write a new one")
 
 
 def write_secret(path: Path) -> Path:
@@ -35,6 +58,7 @@ def write_secret(path: Path) -> Path:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        check_existing(path)
         return path
     with os.fdopen(fd, "wb") as handle:
         handle.write(secrets.token_hex(SECRET_BYTES).encode("ascii"))
