@@ -269,3 +269,57 @@ def test_predict_names_what_it_expected(runs: dict[str, Path], tmp_path: Path,
         code = predict_main([model, "--data", str(tmp_path / f"{name}.npz")])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and expected in err, (name, err)
+
+
+# -- crafted run folders for --from-checkpoint and report (issue 43, finding 8) ----------------
+@pytest.mark.parametrize("craft", ["profiles", "checkpoint_keys", "nan_weights"])
+def test_from_checkpoint_on_a_crafted_run_gets_one_line(
+        craft: str, runs: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: a PerFedRLNAS run with its checkpoint, one thing crafted
+    from pfednas.build import build_strategy
+    from pfednas.checkpoint import save_checkpoint
+    from pfednas.config import compose, settings_from_cfg
+
+    run = copy_run(runs["perfedrlnas"], tmp_path / "run")
+    strategy = build_strategy(settings_from_cfg(compose(RUNS["perfedrlnas"])), deployment=False)
+    save_checkpoint(run, 2, strategy.state(), lineage="test")
+    checkpoint = run / "checkpoint.npz"
+    assert export_main([str(run), "--client", "0", "--from-checkpoint", "--no-measure",
+                        "--out", str(tmp_path / "good")]) == 0  # the uncrafted folder exports
+    if craft == "profiles":  # a deployment's summary whose profile rows lack their fields
+        summary = json.loads((run / "summary.json").read_text())
+        summary["profiles"] = [{"client_id": 0, "source": "stated"}]
+        (run / "summary.json").write_text(json.dumps(summary))
+    else:
+        with np.load(checkpoint, allow_pickle=False) as data:
+            state = {k: data[k].copy() for k in data.files}
+        if craft == "checkpoint_keys":
+            state = {k: v for k, v in state.items() if not k.startswith("supernet_0")}
+        else:
+            for key, value in state.items():
+                if key.startswith("supernet") and value.dtype.kind == "f":
+                    value[...] = np.nan
+        np.savez(checkpoint, **state)  # type: ignore[arg-type]
+
+    # Execute / Assert: exit 2, one line, no model
+    export_error(capsys, str(run), "--client", "0", "--from-checkpoint",
+                 "--out", str(tmp_path / "export"))
+    assert not (tmp_path / "export" / "client_0.pt").exists()
+
+
+@pytest.mark.parametrize("summary", [[], {"method": "fedavg", "dataset": "digits"},
+                                     {"method": "fedavg", "dataset": "digits",
+                                      "per_client": [[1, 0.5]]}])
+def test_report_on_a_crafted_summary_gets_one_line(
+        summary: Any, runs: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pfednas.report.cli import main as report_main
+
+    run = copy_run(runs["fedavg"], tmp_path / "run")
+    (run / "summary.json").write_text(json.dumps(summary))
+
+    code = report_main([str(run), "--out", str(tmp_path / "report")])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err

@@ -64,7 +64,11 @@ def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torc
     if from_checkpoint:
         from pfednas.export_checkpoint import server_slice
 
-        net, spec = server_slice(path, client_id)
+        try:
+            net, spec = server_slice(path, client_id)
+        except (KeyError, TypeError, AttributeError, IndexError) as err:
+            raise KeptModelError(f"{path}: a damaged or crafted run folder "
+                                 f"({type(err).__name__}: {err})") from err
         kind = SERVER_SLICE
     else:
         net, spec, kind = kept_network(path, client_id, model)

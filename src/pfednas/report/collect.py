@@ -96,10 +96,40 @@ def split_tuning_runs(run_dirs: list[Path]) -> tuple[list[Path], list[Path]]:
     """(reported runs, tuning runs): a tuning run (``pfednas bench --tune``) scored its
     clients on validation splits (``eval_split: val`` in its summary), so it never shares a
     table with test-split runs; a report of tuning runs alone shows them."""
-    tuning = [p for p in run_dirs
-              if json.loads((p / SUMMARY).read_text()).get("eval_split") == "val"]
+    tuning = [p for p in run_dirs if _eval_split(p) == "val"]
     reported = [p for p in run_dirs if p not in tuning]
     return (reported, tuning) if reported else (tuning, [])
+
+
+def _eval_split(path: Path) -> Any:
+    try:
+        summary = json.loads((path / SUMMARY).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{path}: cannot read the run's results: {err}") from err
+    return summary.get("eval_split") if isinstance(summary, dict) else None
+
+
+def results_problem(summary: Any, rounds: list[Any]) -> str | None:
+    """What makes ``summary`` and ``rounds`` not a run's results (None: they are): the
+    fields a report reads, with their types and ranges."""
+    if not isinstance(summary, dict):
+        return "summary.json is not an object"
+    for key in ("method", "dataset"):
+        if not isinstance(summary.get(key), str):
+            return f"summary.json has no {key}"
+    rows = summary.get("per_client")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        return "summary.json's per_client is not a list of client rows"
+    for row in rows:
+        accuracy = row.get("accuracy")
+        if not isinstance(row.get("client_id"), int) or not isinstance(accuracy, int | float) \
+                or not 0 <= accuracy <= 1:
+            return f"summary.json has a client row without client_id and accuracy: {row}"[:200]
+    for record in rounds:
+        if not isinstance(record, dict) or not isinstance(record.get("evaluation", []), list) \
+                or not isinstance(record.get("train", []), list):
+            return "metrics.jsonl has a line that is not a round record"
+    return None
 
 
 def find_failed(paths: list[Path]) -> list[dict[str, Any]]:
@@ -134,6 +164,9 @@ def load_run(path: Path) -> Run:
         rounds = read_metrics(path)
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ReportError(f"{path}: cannot read the run's results: {err}") from err
+    problem = results_problem(summary, rounds)
+    if problem is not None:
+        raise ReportError(f"{path}: not a pfednas run's results ({problem})")
     for name in CONFIG_FILES:
         if (path / name).is_file():
             config = OmegaConf.to_container(OmegaConf.load(path / name), resolve=False)
