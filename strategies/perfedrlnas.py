@@ -170,7 +170,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
     def update_policies(self, outcomes: dict[int, Outcome], archs: Mapping[int, Arch],
                         lambda_time: float) -> dict[int, float]:
         rewards, self.history = round_rewards(outcomes, self.history, lambda_time,
-                                              self.options.budget_reward)
+                                              self.options.budget_reward,
+                                              robust=self.budget.deployment)
         for cid, reward in rewards.items():
             self.policies[cid] = reinforce_update(self.policies[cid], self.sizes,
                                                   archs[cid].indices, reward,

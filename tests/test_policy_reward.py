@@ -120,3 +120,24 @@ def test_the_budget_reward_adds_the_share_of_the_budget_a_subnet_uses() -> None:
     assert off[0] == off[1]
     assert on[0] - off[0] == pytest.approx(0.08) and on[1] - off[1] == pytest.approx(0.02)
     assert on[2] == off[2]
+
+
+def test_a_deployments_baseline_limits_what_one_claimed_accuracy_does_to_the_others() -> None:
+    # Prepare: the review's case (issue 43, finding 6): three honest clients, and a silo
+    # claiming val_accuracy 1.0
+    from pfednas.nas.reward import Outcome, round_rewards
+
+    honest = {0: Outcome(0.60, 10.0), 1: Outcome(0.52, 10.0), 2: Outcome(0.68, 10.0)}
+    liar = {3: Outcome(1.0, 10.0)}
+
+    # Execute: the paper's mean baseline and a deployment's median, with and without the claim
+    mean_before, _ = round_rewards(honest, {}, 0.0)
+    mean_after, _ = round_rewards({**honest, **liar}, {}, 0.0)
+    median_before, _ = round_rewards(honest, {}, 0.0, robust=True)
+    median_after, _ = round_rewards({**honest, **liar}, {}, 0.0, robust=True)
+
+    # Assert: the claim moves each honest reward by (1.0 - 0.60) / 4 = 0.10 through the mean,
+    # by half the gap between two honest neighbours (0.04) through the median
+    for cid in honest:
+        assert mean_before[cid] - mean_after[cid] == pytest.approx(0.10)
+        assert median_before[cid] - median_after[cid] == pytest.approx(0.04)

@@ -8,10 +8,16 @@
 The accuracy baseline is taken after this round's measured accuracies enter
 the history (so a first round is centred on its own mean); over-budget clients
 measured nothing and do not enter it.
+
+In a deployment the accuracies are claims: one client reporting 1.0 would pull every
+other client's reward down by (1.0 − its true accuracy) / K through the mean. There the
+baseline is the *median* of the history (``robust=True``), which one claim moves by at
+most one rank; a simulation keeps the paper's mean.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,7 +33,7 @@ class Outcome:
 
 
 def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
-                  lambda_time: float, budget_weight: float = 0.0
+                  lambda_time: float, budget_weight: float = 0.0, *, robust: bool = False
                   ) -> tuple[dict[int, float], dict[int, float]]:
     """Rewards of one round, and the accuracy history updated with its measurements.
 
@@ -43,12 +49,19 @@ def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
         Not in the paper (0: off): a within-budget subnet's reward gains this × the share
         of the client's memory budget it uses, a prior toward the largest subnets a client
         can train.
+    robust:
+        The median of the history as the baseline instead of its mean (a deployment).
     """
     new_history = dict(history)
     for cid, out in outcomes.items():
         if not out.over_budget:
             new_history[cid] = out.accuracy
-    baseline = (sum(new_history.values()) / len(new_history)) if new_history else 0.0
+    if not new_history:
+        baseline = 0.0
+    elif robust:
+        baseline = float(statistics.median(new_history.values()))
+    else:
+        baseline = sum(new_history.values()) / len(new_history)
     measured = [o.round_time for o in outcomes.values() if not o.over_budget]
     fastest = min(measured) if measured else 0.0
     slowest = max(measured) if measured else 0.0
