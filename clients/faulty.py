@@ -6,7 +6,8 @@ returns arrays of the wrong shape, NaN weights, an absurd sample count, an
 accuracy outside [0, 1], or one array too few; and what a hostile client could
 send: required metrics left out, an architecture code outside the space, an
 extra array, the right number of arrays with a wrong total size, a sample
-count far beyond its data, negative or huge training seconds.
+count far beyond its data, negative or huge training seconds, or exactly the
+arrays it received (``echo``: a zero update, which once zeroed the update bound).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from flwr.client import NumPyClient
 
 KINDS = ("raise", "sleep", "wrong_shape", "nan", "bad_count", "bad_accuracy", "missing_array",
          "missing_metric", "bad_arch_code", "extra_array", "wrong_size", "huge_count",
-         "negative_seconds", "huge_seconds")
-MALFORMED_KINDS = KINDS[2:]  # every kind that replies, but with something the server rejects
+         "negative_seconds", "huge_seconds", "echo")
+# every kind that replies, but with something the server rejects (an echo is valid)
+MALFORMED_KINDS = tuple(k for k in KINDS[2:] if k != "echo")
 # what the strategies require of a train reply (FedAvg-like, PerFedRLNAS, HAPFNAS, SPIDER)
 DROPPED_METRICS = ("train_loss", "val_accuracy", "arch_code")
 HUGE_COUNT = 9_000_000
@@ -90,6 +92,8 @@ class FaultyClient(NumPyClient):
             metrics = {**metrics, "accuracy": 7.0, "val_accuracy": 7.0}
         elif kind == "missing_array":
             arrays = arrays[:-1]
+        elif kind == "echo":  # a valid reply that moved nothing
+            arrays = [np.array(a, copy=True) for a in parameters]
         else:
             arrays, n, metrics = hostile(kind, arrays, n, metrics)
         return arrays, n, metrics

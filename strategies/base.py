@@ -235,6 +235,10 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         if profile is not None:
             out.update({PROFILE_PREFIX + k: v for k, v in profile.to_json().items()
                         if v is not None})
+        elif client_id in (timing := self.timing_profiles()):
+            # a simulated baseline: the speed and link it is timed on; no memory budget
+            out.update({PROFILE_PREFIX + k: v for k, v in timing[client_id].to_json().items()
+                        if v is not None and k != "memory_budget_mb"})
         details = self.evaluation_details(client_id)
         if "budget" in details:
             out.update(budget=float(details["budget"]),

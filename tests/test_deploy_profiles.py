@@ -62,3 +62,11 @@ def test_nodes_stating_different_budgets_get_different_architectures_within_them
     assert export.returncode == 0, export.stderr[-2000:]
     spec = json.loads((tmp_path / "export" / "client_0.json").read_text())
     assert spec["arch"] == rows[0]["arch"]
+    # each node kept its model in its model-dir and measured it there, beside its budget
+    for cid, mb in enumerate(BUDGETS_MB):
+        kept = json.loads((out / "models" / f"client_{cid}" / "spec.json").read_text())
+        node = kept["measured"]["node"]
+        assert node["runtime"].startswith("torch.jit") and node["latency_ms_median"] > 0
+        assert node["peak_rss_mb"] > 0 and kept["profile"]["source"] == "stated"
+        assert kept["budget"]["budget"] == mb * 2**20 and kept["budget"]["fits"]
+        assert kept["models"][kept["reported"]]["accuracy"] == rows[cid]["accuracy"]

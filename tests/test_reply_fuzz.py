@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from pfednas.nas.validation import (
     KNOWN_METRICS,
+    MAX_PARAM,
     NPY_STYPE,
     ArrayHeader,
     ArraySpec,
@@ -368,4 +369,5 @@ def test_the_pure_checks_return_a_reason_and_never_raise(data: bytes, dtype: str
         decoded = np.load(io.BytesIO(data), allow_pickle=False)
         assert decoded.shape == SPEC[0].shape and decoded.dtype == SPEC[0].dtype
         assert check_arrays([decoded], [ArraySpec(SPEC[0].shape, SPEC[0].dtype)]) in (
-            None, "array 0 (param): contains NaN or Inf")
+            None, "array 0 (param): contains NaN or Inf",
+            f"array 0 (param): a parameter outside [-{MAX_PARAM:g}, {MAX_PARAM:g}]")

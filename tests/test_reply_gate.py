@@ -16,11 +16,16 @@ from pfednas.data import partition
 from pfednas.nas.archcode import code_capacity
 from pfednas.nas.validation import (
     KNOWN_METRICS,
+    MAX_BATCH_COUNT,
+    MAX_BN_MEAN,
+    MAX_BN_VAR,
+    MAX_PARAM,
     ArrayHeader,
     ArraySpec,
     MetricSpec,
     array_specs,
     check_array_headers,
+    check_arrays,
     check_metrics,
     examples_bound_problem,
     npy_payload_problem,
@@ -430,3 +435,79 @@ def test_the_server_app_bounds_weights_by_what_the_server_knows(
     assert deployed.budget.deployment and deployed.budget.update_norm_bound == 10.0
     assert unbounded.partition_sizes is None
     assert unbounded.weight({"num_examples": 10_000_000}) == 1.0
+
+
+# -- edges of every bound, duplicates, late replies (issue 43) ------------------------------------
+@pytest.mark.parametrize(("role", "inside", "outside"), [
+    ("param", 0.999999 * MAX_PARAM, 1.000001 * MAX_PARAM),
+    ("param", -0.999999 * MAX_PARAM, -1.000001 * MAX_PARAM),
+    ("running_mean", 0.999999 * MAX_BN_MEAN, 1.000001 * MAX_BN_MEAN),
+    ("running_var", 0.0, -1e-6),
+    ("running_var", 0.999 * MAX_BN_VAR, 1.001 * MAX_BN_VAR),
+    ("num_batches_tracked", MAX_BATCH_COUNT, MAX_BATCH_COUNT + 1)])
+def test_values_just_inside_each_bound_pass_and_just_outside_are_refused(
+        role: str, inside: float, outside: float) -> None:
+    dtype = np.int64 if role == "num_batches_tracked" else np.float64
+    spec = [ArraySpec((3,), np.dtype(dtype), role)]
+
+    assert check_arrays([np.array([0, inside, 0], dtype)], spec) is None
+    assert check_arrays([np.array([0, outside, 0], dtype)], spec) is not None
+
+
+def test_a_duplicate_reply_is_refused_and_aggregated_once() -> None:
+    strategy = fedavg()
+    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+
+    result = strategy.aggregate_train(1, [
+        reply(strategy, 0, train_metrics(0), trained(4.0)),
+        reply(strategy, 0, train_metrics(0), trained(4.0)),  # the same reply again
+        reply(strategy, 1, train_metrics(1), trained(0.0))])
+
+    assert strategy.tally.rejected == 1 and len(result.train) == 2
+    np.testing.assert_allclose(strategy.arrays[0], trained(2.0)[0])
+
+
+class LateGrid:
+    """A Grid whose replies arrive only after ``delay`` seconds."""
+
+    def __init__(self, answer: Any, delay: float) -> None:
+        import time
+
+        self.answer, self.delay, self.clock = answer, delay, time.perf_counter
+        self.sent: dict[str, tuple[float, Message]] = {}
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        ids = []
+        for i, msg in enumerate(messages):
+            msg.metadata.__dict__["_message_id"] = f"m{len(self.sent) + i}"
+            self.sent[msg.metadata.message_id] = (self.clock(), msg)
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, ids: list[str]) -> list[Message]:
+        out = []
+        for mid in ids:
+            at, msg = self.sent[mid]
+            if self.clock() - at >= self.delay:
+                answer = self.answer(msg)
+                answer.metadata.__dict__["_reply_to_message_id"] = mid
+                answer.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+                out.append(answer)
+        return out
+
+
+def test_a_reply_after_the_evaluation_deadline_is_a_failure_not_a_result() -> None:
+    # Prepare: evaluations time out after 0.2 s; every node answers after 0.6 s
+    strategy = fedavg(eval_timeout=0.2)
+    messages = list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    grid = LateGrid(lambda msg: reply(strategy, 0, {"client_id": 0, "num_examples": 5,
+                                                    "loss": 0.5, "accuracy": 0.5},
+                                      kind=MessageType.EVALUATE), delay=0.6)
+
+    # Execute
+    replies = strategy.send_and_collect(grid, messages, evaluation=True)  # type: ignore[arg-type]
+
+    # Assert: nothing collected, each missing node counted; the round's record says who
+    result = strategy.aggregate_evaluate(1, replies)
+    assert replies == [] and strategy.tally.failures == 3
+    assert result.evaluation == [] and result.clients_missing == [0, 1, 2]

@@ -33,6 +33,7 @@ from pfednas.config import ConfigError
 from pfednas.data import DataError
 from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, KeptModelError, read_spec
 from pfednas.edge.runtime import FORMATS
+from pfednas.edge.spec import sample_inputs
 
 MODEL_CHOICES = ("reported", FINETUNED, AS_PUBLISHED)
 SERVER_SLICE = "server-slice"
@@ -40,9 +41,9 @@ SERVER_SLICE = "server-slice"
 
 def sample_batch(spec: dict[str, Any], n: int = 16) -> np.ndarray:
     """A fixed batch of normalised-scale inputs for the export check."""
-    task = spec["task"]
-    return np.random.default_rng(0).standard_normal(
-        (n, task["in_channels"], task["image_size"], task["image_size"])).astype(np.float32)
+    from pfednas.edge.rebuild import task_of
+
+    return sample_inputs(task_of(spec), n)
 
 
 def kept_network(path: Path, client_id: int, model: str) -> tuple[Any, dict[str, Any], str]:

@@ -33,6 +33,7 @@ CLIENT_TRAIN = 3  # a client's batch order: (client, round, phase); phases named
 ARCH_SAMPLING = 4  # PerFedRLNAS's architecture draws: a sub-tag below names which
 HARDWARE = 5  # the simulated clients' hardware profiles (leaf)
 SPIDER_SEARCH = 6  # a SPIDER client's search generator: (client,)
+EXPORT_SAMPLE = 7  # the inputs an exported model is checked and timed on (leaf, seed 0)
 SILO_SPLIT = 101  # a silo's local train / val / test split: (client,)
 DATA_PARTITION = 102  # the Dirichlet partition of the pooled data over the clients (leaf)
 PARTITION_CAP = 103  # a client's stratified subsample under max_samples_per_client: (client,)
@@ -66,6 +67,7 @@ STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "fixed_arch_search": (HARDWARE, FIXED_ARCH_SEARCH),
     "heavy_tailed_hardware": (HARDWARE, HEAVY_TAILED_HARDWARE),
     "spider_search": (SPIDER_SEARCH,),
+    "export_sample": (EXPORT_SAMPLE,),
     "silo_split": (SILO_SPLIT,),
     "data_partition": (DATA_PARTITION,),
     "partition_cap": (PARTITION_CAP,),
@@ -81,7 +83,7 @@ STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
 # The purposes drawn with no key after their prefix.
 LEAVES: frozenset[str] = frozenset({
     "model_init", "hapfnas_transfer_model_init", "hardware", "fixed_arch_search",
-    "data_partition", "synthetic_images", "hapfnas_transfer",
+    "data_partition", "synthetic_images", "hapfnas_transfer", "export_sample",
 })
 
 

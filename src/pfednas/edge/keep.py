@@ -9,12 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pfednas.config import RunSettings, task_shape
 from pfednas.data.registry import normalisation
 from pfednas.edge.kept import KeptModel, write_kept
-from pfednas.edge.spec import ModelCost, model_spec
+from pfednas.edge.spec import ModelCost, model_spec, sample_inputs
 from pfednas.search import get_space
 from pfednas.search.memory_bound import training_memory_upper_bound
 
@@ -65,8 +63,7 @@ def measure_on_node(folder: Path, spec: dict[str, Any]) -> dict[str, Any]:
 
     net = rebuild(folder, spec, spec["reported"])
     task = task_of(spec)
-    sample = np.random.default_rng(0).standard_normal(
-        (8, task.in_channels, task.image_size, task.image_size)).astype(np.float32)
+    sample = sample_inputs(task, 8)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         path = Path(tmp) / "model.pt"
         export(net, "torchscript", path, sample)

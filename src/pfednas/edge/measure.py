@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from pfednas.seeding import EXPORT_SAMPLE, numpy_rng
+
 RUNS, WARMUP = 50, 5
 
 
@@ -49,7 +51,7 @@ def measure_here(path: Path, shape: tuple[int, int, int], runs: int) -> dict[str
 
     before = _peak_mb()
     model = load(path, threads=1)
-    x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+    x = numpy_rng(0, EXPORT_SAMPLE).standard_normal((1, *shape)).astype(np.float32)
     for _ in range(WARMUP):
         model.run(x)
     times = []

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from pfednas.data.arrays import Normalisation
 from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, SPEC_VERSION
 from pfednas.search.arch import Cost, TaskShape
@@ -47,6 +49,15 @@ class ModelCost:
         return cls(params=int(per_sample.params), macs=int(per_sample.flops),
                    train_memory_bytes=int(training.memory_bytes),
                    train_memory_bound_bytes=int(bound_bytes))
+
+
+def sample_inputs(task: TaskShape, n: int) -> np.ndarray:
+    """``n`` fixed float32 inputs of the task's shape (normalised scale): what an export is
+    checked on and timed with."""
+    from pfednas.seeding import EXPORT_SAMPLE, numpy_rng
+
+    return numpy_rng(0, EXPORT_SAMPLE).standard_normal(
+        (n, task.in_channels, task.image_size, task.image_size)).astype(np.float32)
 
 
 def input_spec(task: TaskShape, norm: Normalisation) -> dict[str, Any]:
