@@ -19,19 +19,65 @@ SuperLink's certificate and verifies the SuperLink's certificate upstream::
     python -m pfednas.deploy.fleet_gateway --host 0.0.0.0 --port 9092 \\
         --upstream 127.0.0.1:9093 --ssl-certfile certificates/server.pem \\
         --ssl-keyfile certificates/server.key --ssl-ca-certfile certificates/ca.crt
+
+**What a caller can make it hold.** The gateway authenticates nobody (the SuperLink
+checks the node's signature once it has the request), so it bounds what anyone who
+reaches the port can make it hold:
+
+* Bodies per call, refused ``413`` as soon as ``Content-Length`` exceeds them (``411``
+  for a body without one), before a byte of body is read.
+
+  ``push-object`` carries one object of Flower's object store: an array, or a 5 MiB chunk
+  of a larger one (Flower's ``FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE``). Measured at 32 px,
+  3 channels and 100 classes, the largest whole state pfednas sends is the ``darts_s2``
+  supernet at SPIDER's width (channels 16): 709,685 float32, 2.71 MiB (``mobilenetv3``
+  2.64 MiB, ``vit`` 1.81 MiB, ``darts_s2`` at channels 8 0.80 MiB), and the largest
+  single object is 184,625 bytes (a ``vit`` tensor). The default ``--max-object-mb 8``
+  is Flower's 5 MiB chunk plus 60 %, and 2.9 times the largest whole pfednas state should
+  one ever travel as one object; raise it with Flower's chunk size.
+
+  ``push-messages`` carries a reply's metadata and object tree, about 68 bytes per
+  object: 70,277 bytes for the ``darts_s2`` supernet's 1,025 objects, under
+  :data:`MESSAGES_BODY_BYTES` (1 MiB, 15 times that). Every other call carries ids, a
+  public key or a heartbeat interval (227 bytes at most, ``activate-node``), under
+  :data:`CONTROL_BODY_BYTES` (64 KiB). Replies come from the SuperLink and are not
+  limited here.
+* A body is read in full (at most its call's limit) and forwarded only once every
+  declared byte arrived, rather than streamed, so that a client that leaves early has
+  nothing forwarded; one that pauses over ``--read-timeout`` between chunks, or is slower
+  on average than :data:`MIN_BODY_RATE` (64 KiB/s), gets ``408``. The bodies held at
+  once are at most ``--max-buffered-mb`` (``503`` beyond).
+* A request head (request line and headers) still incomplete past :data:`HEAD_BYTES`
+  gets ``400``; one not complete ``--read-timeout`` after the TLS handshake or the
+  previous response has its connection aborted; an idle keep-alive connection is closed
+  after :data:`KEEP_ALIVE_S` seconds.
+* One client address has at most ``--max-per-peer`` requests in flight (``503`` beyond)
+  and twice that many connections (aborted beyond); all clients together at most
+  ``--max-connections`` (uvicorn's ``limit_concurrency``: ``503`` beyond).
+
+Not bounded here: a TCP connection that never finishes its TLS handshake is closed by the
+event loop after its 60 s handshake timeout (uvicorn exposes no setting for it); until
+then it counts against no cap here (about 50 KB of memory each, as many as the
+process's open-file limit allows).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 FLEET_CALLS = (
     "register-node", "activate-node", "deactivate-node", "unregister-node",
@@ -40,7 +86,17 @@ FLEET_CALLS = (
 )
 FORWARDED = frozenset({("POST", f"/v1/fleet/{call}") for call in FLEET_CALLS}
                       | {("GET", "/health"), ("HEAD", "/health")})
-MAX_BODY_BYTES = 1 << 30  # Flower's own message limit is 2 GiB; an object is far smaller
+KiB, MiB = 1 << 10, 1 << 20
+CONTROL_BODY_BYTES = 64 * KiB
+MESSAGES_BODY_BYTES = 1 * MiB
+DEFAULT_OBJECT_MB = 8
+DEFAULT_BUFFERED_MB = 128
+DEFAULT_PER_PEER = 8
+DEFAULT_CONNECTIONS = 256
+DEFAULT_READ_TIMEOUT_S = 10.0
+MIN_BODY_RATE = 64 * KiB  # bytes per second, on average over a body
+HEAD_BYTES = 16 * KiB
+KEEP_ALIVE_S = 5
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host",
                         "content-length", "content-encoding"})
@@ -51,6 +107,47 @@ log = logging.getLogger("pfednas.fleet_gateway")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class Refused(Exception):
+    """A request answered here with ``status`` and never forwarded."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ClientGone(Exception):
+    """The client left before its body was complete: nothing to forward, no one to answer."""
+
+
+@dataclass(frozen=True)
+class GatewayLimits:
+    """What callers can make one gateway hold (see the module docstring)."""
+
+    object_bytes: int = DEFAULT_OBJECT_MB * MiB
+    buffered_bytes: int = DEFAULT_BUFFERED_MB * MiB
+    requests_per_peer: int = DEFAULT_PER_PEER
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+
+    def body_limit(self, path: str) -> int:
+        if path == "/v1/fleet/push-object":
+            return self.object_bytes
+        if path == "/v1/fleet/push-messages":
+            return MESSAGES_BODY_BYTES
+        return 0 if path == "/health" else CONTROL_BODY_BYTES
+
+    def body_deadline_s(self, size: int) -> float:
+        return self.read_timeout_s + size / MIN_BODY_RATE
+
+    def __str__(self) -> str:
+        return (f"bodies up to {self.object_bytes / MiB:g} MiB (push-object), "
+                f"{MESSAGES_BODY_BYTES // KiB} KiB (push-messages), "
+                f"{CONTROL_BODY_BYTES // KiB} KiB (other calls), "
+                f"{self.buffered_bytes / MiB:g} MiB held at once; "
+                f"{self.requests_per_peer} requests per address; "
+                f"read timeout {self.read_timeout_s:g} s")
 
 
 def forwarded_path(method: str, raw_path: bytes, query: bytes) -> str | None:
@@ -65,24 +162,49 @@ def forwarded_path(method: str, raw_path: bytes, query: bytes) -> str | None:
     return path if (method, path) in FORWARDED else None
 
 
+def declared_size(method: str, headers: Iterable[tuple[bytes, bytes]], limit: int) -> int:
+    """The body's length as ``Content-Length`` declares it (h11 has checked its syntax),
+    or :class:`Refused`: ``411`` for a POST without one, ``413`` over ``limit``."""
+    fields = {name.lower(): value for name, value in headers}
+    if b"transfer-encoding" in fields or b"content-length" not in fields:
+        if method == "POST":
+            raise Refused(411, "a Content-Length is required")
+        return 0
+    size = int(fields[b"content-length"])
+    if size > limit:
+        raise Refused(413, f"request body over {limit} bytes")
+    return size
+
+
+async def read_body(receive: Receive, size: int, *, idle_s: float, total_s: float) -> bytes:
+    """Exactly ``size`` bytes of body; :class:`Refused` ``408`` when the client pauses over
+    ``idle_s`` or the whole body takes over ``total_s``; :class:`ClientGone` when the
+    client leaves (or ends its body) before ``size`` bytes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_s
+    chunks: list[bytes] = []
+    received = 0
+    more = True
+    while more:
+        try:
+            message = await asyncio.wait_for(receive(), min(idle_s, deadline - loop.time()))
+        except TimeoutError:
+            raise Refused(408, f"request body incomplete after {received} bytes") from None
+        if message["type"] == "http.disconnect":
+            raise ClientGone(f"left after {received} of {size} bytes")
+        chunks.append(message.get("body", b""))
+        received += len(chunks[-1])
+        more = message.get("more_body", False)
+        if received > size:
+            raise Refused(413, f"request body over its Content-Length of {size} bytes")
+    if received != size:
+        raise ClientGone(f"ended its body after {received} of {size} bytes")
+    return b"".join(chunks)
+
+
 def _forward_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers
             if k.decode("latin-1").lower() not in HOP_BY_HOP]
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The request body, or ``None`` when it is larger than :data:`MAX_BODY_BYTES`."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _respond(send: Send, status: int, body: bytes,
@@ -93,13 +215,23 @@ async def _respond(send: Send, status: int, body: bytes,
     await send({"type": "http.response.body", "body": body})
 
 
+async def _refuse(send: Send, refused: Refused) -> None:
+    """Answer here and close the connection (its body, if any, is left unread)."""
+    await _respond(send, refused.status, f"{refused.reason}\n".encode(),
+                   [("content-type", "text/plain"), ("connection", "close")])
+
+
 class FleetGateway:
     """An ASGI app forwarding the Fleet API calls to ``upstream`` (``https://HOST:PORT``)."""
 
-    def __init__(self, upstream: str, verify: ssl.SSLContext) -> None:
+    def __init__(self, upstream: str, verify: ssl.SSLContext,
+                 limits: GatewayLimits | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.verify = verify
+        self.limits = limits or GatewayLimits()
         self.client: httpx.AsyncClient | None = None
+        self.in_flight: Counter[str] = Counter()  # requests being served, per client address
+        self.buffered = 0  # body bytes the requests being served may hold, all together
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -121,29 +253,112 @@ class FleetGateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        path = forwarded_path(method, scope.get("raw_path") or scope["path"].encode(),
-                              scope.get("query_string", b""))
-        client = scope.get("client") or ("?", 0)
-        if path is None:
-            log.warning("refused %s %r from %s: not a Fleet API call", method,
-                        scope.get("raw_path", b"").decode("latin-1"), client[0])
-            await _respond(send, 404, b"not served here: this port forwards the Fleet API only\n",
-                           [("content-type", "text/plain")])
-            return
-        body = await _read_body(receive)
-        if body is None:
-            await _respond(send, 413, b"request body too large\n")
-            return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        path = forwarded_path(method, raw_path, scope.get("query_string", b""))
+        peer = (scope.get("client") or ("?", 0))[0]
+        try:
+            if path is None:
+                raise Refused(404, "not served here: this port forwards the Fleet API only")
+            size = declared_size(method, scope["headers"], self.limits.body_limit(path))
+            with self._held(peer, size):
+                body = await read_body(receive, size, idle_s=self.limits.read_timeout_s,
+                                       total_s=self.limits.body_deadline_s(size))
+                await self._forward(method, path, scope["headers"], body, send)
+        except Refused as refused:
+            what = "not a Fleet API call" if refused.status == 404 else refused.reason
+            log.warning("refused %s %r from %s: %s", method, raw_path.decode("latin-1"), peer,
+                        what)
+            await _refuse(send, refused)
+        except ClientGone as gone:
+            log.warning("dropped %s %s from %s, nothing forwarded: the client %s", method, path,
+                        peer, gone)
+
+    @contextmanager
+    def _held(self, peer: str, size: int) -> Iterator[None]:
+        """Count a request against its peer's and everyone's caps while it is served."""
+        if self.in_flight[peer] >= self.limits.requests_per_peer:
+            raise Refused(503, f"over {self.limits.requests_per_peer} requests from {peer}")
+        if self.buffered + size > self.limits.buffered_bytes:
+            raise Refused(503, "gateway busy: too many request bodies in flight")
+        self.in_flight[peer] += 1
+        self.buffered += size
+        try:
+            yield
+        finally:
+            self.buffered -= size
+            self.in_flight[peer] -= 1
+            if not self.in_flight[peer]:
+                del self.in_flight[peer]
+
+    async def _forward(self, method: str, path: str, headers: list[tuple[bytes, bytes]],
+                       body: bytes, send: Send) -> None:
         assert self.client is not None, "the lifespan starts the upstream client"
         try:
             reply = await self.client.request(method, self.upstream + path, content=body,
-                                              headers=_forward_headers(scope["headers"]))
+                                              headers=_forward_headers(headers))
         except httpx.HTTPError as err:
             log.warning("upstream %s%s failed: %s", self.upstream, path, err)
             await _respond(send, 502, b"SuperLink unreachable\n")
             return
-        headers = [(k, v) for k, v in reply.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-        await _respond(send, reply.status_code, reply.content, headers)
+        reply_headers = [(k, v) for k, v in reply.headers.multi_items()
+                         if k.lower() not in HOP_BY_HOP]
+        await _respond(send, reply.status_code, reply.content, reply_headers)
+
+
+def guarded_h11(*, head_timeout_s: float, connections_per_peer: int) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with two guards uvicorn lacks: a request head must be complete
+    ``head_timeout_s`` after the TLS handshake or the previous response (uvicorn times out
+    only a keep-alive connection that sends nothing), and one client address holds at most
+    ``connections_per_peer`` connections. Either aborts the connection."""
+
+    class GuardedH11Protocol(H11Protocol):
+        head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            peer = self.client[0] if self.client else None
+            if peer is not None and _connections_of(self.connections, peer) > connections_per_peer:
+                log.warning("aborted a connection from %s: over %d connections", peer,
+                            connections_per_peer)
+                transport.abort()
+                return
+            self._start_head_timer()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # a head arrived (or the request failed)
+                self._stop_head_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._start_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def _start_head_timer(self) -> None:
+            self._stop_head_timer()
+            self.head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
+
+        def _stop_head_timer(self) -> None:
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self.head_timer = None
+            peer = self.client[0] if self.client else "?"
+            log.warning("aborted a connection from %s: no request head within %.0f s", peer,
+                        head_timeout_s)
+            self.transport.abort()
+
+    return GuardedH11Protocol
+
+
+def _connections_of(connections: Iterable[object], peer: str) -> int:
+    return sum(1 for c in connections if (getattr(c, "client", None) or ("",))[0] == peer)
 
 
 def upstream_context(ca_cert: Path) -> ssl.SSLContext:
@@ -165,11 +380,34 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssl-keyfile", type=Path, required=True)
     parser.add_argument("--ssl-ca-certfile", type=Path, required=True,
                         help="CA that signed the SuperLink's certificate (verified upstream)")
+    limits = parser.add_argument_group("limits (docs/DEPLOYMENT.md, section 9)")
+    limits.add_argument("--max-object-mb", type=float, default=DEFAULT_OBJECT_MB,
+                        help="largest push-object body, MiB (default: %(default)s)")
+    limits.add_argument("--max-buffered-mb", type=float, default=DEFAULT_BUFFERED_MB,
+                        help="request bodies held at once, all clients, MiB (default: %(default)s)")
+    limits.add_argument("--max-per-peer", type=int, default=DEFAULT_PER_PEER,
+                        help="requests in flight per client address; connections: twice this "
+                             "(default: %(default)s)")
+    limits.add_argument("--max-connections", type=int, default=DEFAULT_CONNECTIONS,
+                        help="connections and requests, all clients (default: %(default)s)")
+    limits.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT_S,
+                        metavar="SECONDS",
+                        help="for a request head, and between body chunks (default: %(default)s)")
     return parser
 
 
+def _limits(args: argparse.Namespace) -> GatewayLimits:
+    return GatewayLimits(object_bytes=int(args.max_object_mb * MiB),
+                         buffered_bytes=int(args.max_buffered_mb * MiB),
+                         requests_per_peer=args.max_per_peer, read_timeout_s=args.read_timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if min(args.max_object_mb, args.max_buffered_mb, args.max_per_peer, args.max_connections,
+           args.read_timeout) <= 0:
+        parser.error("every limit must be positive")
     missing = [str(p) for p in (args.ssl_certfile, args.ssl_keyfile, args.ssl_ca_certfile)
                if not p.is_file()]
     if missing:
@@ -178,12 +416,17 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    app = FleetGateway(f"https://{args.upstream}", upstream_context(args.ssl_ca_certfile))
+    limits = _limits(args)
+    app = FleetGateway(f"https://{args.upstream}", upstream_context(args.ssl_ca_certfile), limits)
     log.info("forwarding the Fleet API of https://%s on https://%s:%d (nothing else)",
              args.upstream, args.host, args.port)
+    log.info("limits: %s", limits)
     uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=str(args.ssl_certfile),
                 ssl_keyfile=str(args.ssl_keyfile), lifespan="on", log_level="info",
-                server_header=False)
+                server_header=False, limit_concurrency=args.max_connections,
+                timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=HEAD_BYTES,
+                http=guarded_h11(head_timeout_s=limits.read_timeout_s,
+                                 connections_per_peer=2 * limits.requests_per_peer))
     return 0
 
 
