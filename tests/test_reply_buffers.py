@@ -78,12 +78,15 @@ def test_statistics_that_are_not_statistics_are_named(role: str, values: list[fl
     assert problem is not None and reason in problem and role in problem
 
 
-def test_real_statistics_and_any_finite_parameter_pass() -> None:
+def test_real_statistics_and_parameters_within_the_magnitude_limit_pass() -> None:
+    # parameters up to 1e6 in magnitude (issue 43: a 1e30 one overflowed distillation)
     arrays = [np.array([0.0, 3.0], np.float32), np.array([-5.0, 2.0], np.float32),
-              np.array(7, np.int64), np.array([-1e20], np.float32)]
+              np.array(7, np.int64), np.array([-1e5], np.float32)]
+    roles = [RUNNING_VAR, RUNNING_MEAN, BATCH_COUNT, PARAM]
 
-    assert check_arrays(arrays, array_specs(
-        arrays, [RUNNING_VAR, RUNNING_MEAN, BATCH_COUNT, PARAM])) is None
+    assert check_arrays(arrays, array_specs(arrays, roles)) is None
+    far = [*arrays[:3], np.array([-1e20], np.float32)]
+    assert "a parameter outside" in str(check_arrays(far, array_specs(far, roles)))
 
 
 def test_roles_follow_the_batchnorm_modules_of_the_state_dict() -> None:

@@ -278,23 +278,25 @@ def test_a_deployment_bounds_its_evaluations_by_default() -> None:
 
 
 def test_a_client_echoing_what_it_got_no_longer_zeroes_its_partners_end_to_end() -> None:
-    # Prepare: the review's run (FedAvg, synthetic data, 4 clients, 2 a round, 6 rounds,
-    # bound 10); client 0 returns exactly what it received, every round
+    # Prepare: the review's run (FedAvg, 4 clients, 2 a round, 6 rounds, bound 10), on a
+    # small digits model; client 0 returns exactly what it received, every round
     from pfednas.inprocess import run_inprocess
 
-    args = ["method=fedavg", "dataset=synthetic", "federation.num_clients=4",
+    args = ["method=fedavg", "method.arch=min", "federation.num_clients=4",
             "federation.clients_per_round=2", "federation.num_rounds=6",
-            "federation.eval_every=6", "method.finetune_epochs=0",
+            "federation.eval_every=6", "federation.local_epochs=2", "dataset.alpha=100",
+            "dataset.max_samples_per_client=300", "method.finetune_epochs=0",
             "federation.update_norm_bound=10"]
 
     # Execute
     honest = run_inprocess(args)
     attacked = run_inprocess([*args, "fault_injection={clients: [0], kind: echo}"])
 
-    # Assert: client 0's partners keep their whole update (the old bound scaled them to 0
-    # and ended at 0.512 against 0.713); the run ends near the honest one
+    # Assert: client 0's partners keep their whole update (the old bound scaled them to 0;
+    # the review's synthetic run ended at 0.512 against 0.713); the run ends near the
+    # honest one
     partners = [row for record in attacked.records if 0 in record.sampled
                 for row in record.train if row["client_id"] != 0]
     assert partners and all(row.get("update_scale", 1.0) > 0.5 for row in partners)
     assert attacked.summary["personalized_acc_mean"] >= \
-        honest.summary["personalized_acc_mean"] - 0.1
+        honest.summary["personalized_acc_mean"] - 0.05 > 0.5  # 0.904 against 0.913

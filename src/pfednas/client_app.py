@@ -217,7 +217,7 @@ def keep_models(context: Context, settings: RunSettings, config: dict[str, Any],
     cid = client_id_of(context)
     root = model_dir(context, settings)
     if not kept or root is None:
-        if kept:
+        if kept and not in_simulation():  # a simulation without a run folder keeps nothing
             print(f"[pfednas] client {cid}: personalized model not kept (no {MODEL_DIR_KEY} or "
                   "checkpoint-dir in the node config)", flush=True)
         return

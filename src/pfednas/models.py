@@ -1,8 +1,9 @@
-"""The Foundation's placeholder CNN, kept as the plain-PyTorch reference model of
+"""A small plain CNN: HAPFNAS's knowledge model (``clients/hapfnas.py``,
+``method.knowledge_width``) and the plain-PyTorch reference model of
 ``benchmarks/bench_foundation.py``.
 
-The baselines no longer use it: their fixed model is a subnet of the run's
-search space (``pfednas.methods.fixed_model_fn``, ``method.arch``).
+The baselines do not use it: their fixed model is a subnet of the run's search space
+(``pfednas.methods.fixed_model_fn``, ``method.arch``).
 """
 
 from __future__ import annotations

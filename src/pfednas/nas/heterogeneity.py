@@ -3,9 +3,9 @@
 The PerFedRLNAS paper draws memory budgets from U(2, 16) GB for models of
 ImageNet size. The models here are far smaller, so budgets are drawn as
 fractions of the largest subnet's estimated training memory
-(``Supernet.cost(max_arch).memory_bytes``): with the default U(0.125, 1.0)
-the same 8:1 spread as the paper's budgets results, and most clients cannot
-train the largest subnet.
+(``Supernet.cost(max_arch).memory_bytes``): the default U(0.25, 1.0) is a 4:1
+spread (the paper's budgets spread 8:1), and most clients cannot train the largest
+subnet.
 """
 
 from __future__ import annotations

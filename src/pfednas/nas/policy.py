@@ -7,12 +7,13 @@ choice per dimension. For a reward r the REINFORCE ascent direction is
     r · ∇_α log p(v) = r · (onehot(v^d) − p^d)      for every dimension d.
 
 A policy is stored flat (all dimensions concatenated) together with its
-optimiser state, so that it travels into checkpoints as plain arrays. The
-reference code uses Adam(lr = 0.5, betas = (0.5, 0.999)); with Adam's
-per-coordinate normalisation every visit moves a logit by ≈ lr whatever the
-reward's size, so lr = 0.5 saturates a policy after a handful of visits. The
-default here is plain gradient ascent, whose step is proportional to the
-reward (see ``docs/notes/2026-11-21-components.md`` for the measurement behind the default).
+optimiser state, so that it travels into checkpoints as plain arrays. Two optimisers:
+Adam, as the reference code (lr = 0.5, betas = (0.5, 0.999)), whose per-coordinate
+normalisation moves a logit by ≈ lr per visit whatever the reward's size, so a policy
+commits after a handful of visits; and plain gradient ascent, whose step is proportional
+to the reward. The method's default is Adam 0.5, chosen on federated runs (it commits,
+and that is what gets a client's own subnet trained; DESIGN.md, "Defaults come from
+federated runs"): :class:`pfednas.options.perfedrlnas.PerFedRLNASOptions`.
 """
 
 from __future__ import annotations
