@@ -17,7 +17,7 @@ import pytest
 
 from pfednas.cli import run_job
 from pfednas.config import compose
-from tests.conftest import run_pfednas
+from tests.conftest import PFEDNAS, run_pfednas
 
 CASES = [
     (["method=nope"], "Could not find 'method/nope'"),
@@ -74,6 +74,7 @@ def test_bad_input_fails_before_any_process_starts(outcomes: dict[str, Outcome],
     assert result.stderr.startswith("pfednas: error: ") and result.stderr.count("\n") == 1
     assert message.lower() in result.stderr.lower()
     assert not (out / "logs").exists(), "a SuperLink was started"
+    assert not out.exists(), "a refused command left an output folder"
 
 
 IN_PROCESS = [
@@ -117,3 +118,15 @@ def test_deploy_local_refuses_a_non_finite_value_before_anything_starts(
     assert code == 2 and err.count("\n") == 1
     assert "federation.lr must be a finite number, got nan" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_printing_the_config_checks_it_as_a_run_would() -> None:
+    # `pfednas --cfg job` of a value no run accepts: one line, exit 2 (it printed and exited 0)
+    bad = subprocess.run([str(PFEDNAS), "--cfg", "job", "federation.num_rounds=abc"],
+                         capture_output=True, text=True, check=False, timeout=120)
+    good = subprocess.run([str(PFEDNAS), "--cfg", "job", "federation.num_rounds=7"],
+                          capture_output=True, text=True, check=False, timeout=120)
+
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == "pfednas: error: federation.num_rounds must be an integer, got 'abc'\n"
+    assert good.returncode == 0 and "num_rounds: 7" in good.stdout

@@ -11,8 +11,10 @@ imported after the checks that do without it, so that a typo fails in a second.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,7 +32,12 @@ from pfednas.config import (
 )
 from pfednas.data import DataError, partition
 from pfednas.launcher import SimulationRequest, incomplete_message, run_simulation
-from pfednas.preflight import check_runnable, composition_error, one_line
+from pfednas.preflight import (
+    check_runnable,
+    composition_error,
+    one_line,
+    printed_config_error,
+)
 from pfednas.ray_cluster import cluster_address
 
 EXIT_CONFIG = 2
@@ -67,13 +74,31 @@ def check_job(cfg: DictConfig) -> tuple[RunSettings, Path, str | None]:
     return settings, root, ray_address
 
 
+def discard_output(out: Path) -> None:
+    """Remove the output folder Hydra made for a job refused before it started: only one
+    that holds nothing but Hydra's ``.hydra/`` and its ``*.log`` (never a run's folder, as
+    a resume into it has), and the date folder above it if that is left empty."""
+    if not out.is_dir() or any(p.name != ".hydra" and p.suffix != ".log"
+                               for p in out.iterdir()):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        out.parent.rmdir()  # only if empty
+
+
+def refuse(message: str) -> None:
+    if HydraConfig.initialized():  # a job Hydra started, with its output folder
+        discard_output(Path(HydraConfig.get().runtime.output_dir))
+    fail(message, EXIT_CONFIG)
+
+
 def run_job(cfg: DictConfig) -> dict:
     try:
         settings, root, ray_address = check_job(cfg)
     except (ConfigError, DataError) as err:
-        fail(one_line(str(err)), EXIT_CONFIG)
+        refuse(one_line(str(err)))
     except ValueError as err:  # anything else a value of the config made fail
-        fail(one_line(str(err)) or type(err).__name__, EXIT_CONFIG)
+        refuse(one_line(str(err)) or type(err).__name__)
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir).resolve()
     overrides = list(hydra_cfg.overrides.task)
@@ -148,7 +173,8 @@ def main() -> None:
         module = importlib.import_module(SUBCOMMANDS[sys.argv[1]][0])
         sys.exit(module.main(sys.argv[2:]))
     if os.environ.get("HYDRA_FULL_ERROR") != "1":  # else Hydra's own report, with its trace
-        problem = composition_error(sys.argv[1:])  # Hydra's: many lines, exit code 1
+        # Hydra's: many lines, exit code 1; and a --cfg job of a config no run would accept
+        problem = composition_error(sys.argv[1:]) or printed_config_error(sys.argv[1:])
         if problem is not None:
             fail(problem, EXIT_CONFIG)
     _hydra_main()

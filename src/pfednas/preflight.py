@@ -93,6 +93,32 @@ def composition_error(argv: list[str]) -> str | None:
     return None
 
 
+CONFIG_FLAGS = ("--cfg", "-c")  # Hydra prints the composed config (job | hydra | all)
+
+
+def printed_config_error(argv: list[str]) -> str | None:
+    """Why the config that ``pfednas --cfg job ...`` would print is not a valid run, in one
+    line (the same checks a run makes before it starts); None when it is, or when the
+    command line asks for something else."""
+    flag = next((i for i, a in enumerate(argv) if a in CONFIG_FLAGS), None)
+    if flag is None or flag + 1 >= len(argv) or argv[flag + 1] not in ("job", "all"):
+        return None
+    rest = argv[:flag] + argv[flag + 2:]
+    if any(a.startswith("-") for a in rest):
+        return None
+    from hydra.errors import HydraException
+
+    from pfednas.config import settings_from_cfg
+
+    try:
+        settings_from_cfg(compose(rest))
+    except (ConfigError, ValueError) as err:
+        return one_line(str(err))
+    except (HydraException, OmegaConfBaseException) as err:
+        return hydra_message(err)
+    return None
+
+
 def check_runnable(settings: RunSettings, *, deployment: bool = False) -> None:
     """The method's strategy builds, and a resume fits it; :class:`ConfigError` otherwise.
 
