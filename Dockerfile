@@ -36,6 +36,10 @@ RUN sed -i 's/"flwr\[simulation\]==/"flwr==/' pyproject.toml \
  && python -m pip install --no-cache-dir . \
  && python -c "import pfednas.server_app, pfednas.client_app"
 
+# Where a silo's ClientApp keeps its personalized model (node config model-dir; a named
+# volume in docker-compose.yml takes this folder's owner).
+RUN mkdir -p /app/models
+
 # Apps run from the installed package: no dependency installation at run time.
 ENV FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 ENTRYPOINT ["flower-superexec"]

@@ -146,6 +146,12 @@ def test_compose_files_are_valid_compose_specification() -> None:
             clientapp = services[f"clientapp-{i}"]
             data = [v for v in _mounts(clientapp) if v["target"] == "/data"]
             assert data and data[0]["read_only"]  # the silo's own data, read-only
+            # its personalized model: a volume of its own, where its node config keeps it
+            models = [v for v in _mounts(clientapp) if v["target"] == "/app/models"]
+            assert models and models[0]["type"] == "volume" and not models[0].get("read_only")
+            assert models[0]["source"] == f"models-{i}" and f"models-{i}" in config["volumes"]
+            assert 'model-dir="/app/models"' in " ".join(
+                services[f"supernode-{i}"]["command"])
             assert list(clientapp["networks"]) == [f"silo-{i}"]  # no other silo's SuperNode
     for i in range(NODES):
         assert set(demo["services"][f"supernode-{i}"]["networks"]) == {"default", f"silo-{i}"}

@@ -329,3 +329,19 @@ def test_report_on_a_crafted_summary_gets_one_line(
 
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_model_dir_that_cannot_be_written_loses_no_evaluation(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: the run folder's models/ is a file, so nothing can be written under it
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "models").write_text("not a folder")
+
+    # Execute
+    run = run_inprocess(RUNS["fedavg"], out)
+
+    # Assert: every client evaluated; each says, in one line, that its model was not kept
+    assert run.summary["num_clients_evaluated"] == 3
+    said = [line for line in capsys.readouterr().out.splitlines() if "not kept in" in line]
+    assert len(said) == 3

@@ -222,9 +222,14 @@ def keep_models(context: Context, settings: RunSettings, config: dict[str, Any],
                   "checkpoint-dir in the node config)", flush=True)
         return
     overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
-    folder = keep_client_models(root, cid, kept, settings, config,
-                                split=evaluation_split(settings), num_examples=num_examples,
-                                overrides=overrides)
+    try:
+        folder = keep_client_models(root, cid, kept, settings, config,
+                                    split=evaluation_split(settings),
+                                    num_examples=num_examples, overrides=overrides)
+    except OSError as err:  # the evaluation's reply goes out all the same
+        print(f"[pfednas] client {cid}: personalized model not kept in {root} ({err})",
+              flush=True)
+        return
     if not in_simulation():
         try:
             folder, spec = read_spec(root, cid)
