@@ -48,6 +48,7 @@ CASES = [
     (["federation.lr=[1,"], "no viable alternative at input '[1,'"),
     (["-m", "method=fedavg,nope"], "Could not find 'method/nope'"),
     (["federation.lr=nan"], "federation.lr must be a finite number, got nan"),
+    (["method=fedavg_defaults"], "method=fedavg_defaults is the schema of method=fedavg"),
 ]
 IDS = [" ".join(case[0]) for case in CASES]
 
@@ -91,6 +92,10 @@ IN_PROCESS = [
     (["method=hapfnas", "method.budget.low=0.0001", "method.budget.high=0.0002"],
      "method=hapfnas: the smallest subnet's memory"),
     (["federation.lr=${oops}"], "federation.lr: Interpolation key 'oops' not found"),
+    # the options involved and the fewest rounds they need (issue 44)
+    (["method=hapfnas", "federation.num_rounds=4"],
+     "method.distill_rounds (5) must be >= 0, method.search_rounds (1) >= 1"),
+    (["method=hapfnas", "federation.num_rounds=4"], "federation.num_rounds >= 7"),
 ]
 
 

@@ -78,11 +78,31 @@ def job_overrides(overrides: list[str]) -> Iterator[list[str]]:
             yield [*fixed, line]  # type: ignore[list-item]
 
 
+def internal_choice(argv: list[str]) -> str | None:
+    """A ``method=<name>_defaults``: the typed schema a method's config builds on, which Hydra
+    would accept as a method of its own."""
+    from pfednas.config import conf_dir
+    from pfednas.options import SCHEMA_SUFFIX
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        chosen = [v.strip() for v in value.split(",")]
+        if key.lstrip("+~") == "method" and any(v.endswith(SCHEMA_SUFFIX) for v in chosen):
+            name = next(v for v in chosen if v.endswith(SCHEMA_SUFFIX))
+            methods = ", ".join(sorted(p.stem for p in (conf_dir() / "method").glob("*.yaml")))
+            return (f"method={name} is the schema of method={name[:-len(SCHEMA_SUFFIX)]}, "
+                    f"not a method; methods: {methods}")
+    return None
+
+
 def composition_error(argv: list[str]) -> str | None:
     """Why Hydra cannot compose the job(s) of this command line, in one line; None when it
     can, or when the command line asks Hydra for something else (``--help``, ``--cfg``...)."""
     from hydra.errors import HydraException
 
+    internal = internal_choice(argv)
+    if internal is not None:
+        return internal
     if any(arg.startswith("-") and arg not in HYDRA_RUN_FLAGS for arg in argv):
         return None
     try:

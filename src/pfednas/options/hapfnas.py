@@ -195,6 +195,14 @@ class HAPFNASOptions:
     def plan(self, num_rounds: int) -> PhasePlan:
         hetero = (num_rounds - self.distill_rounds - self.search_rounds
                   if self.hetero_rounds is None else self.hetero_rounds)
+        if self.distill_rounds < 0 or self.search_rounds < 1 or hetero < 1:
+            fewest = max(self.distill_rounds, 0) + max(self.search_rounds, 1) + 1
+            raise ValueError(
+                f"method.distill_rounds ({self.distill_rounds}) must be >= 0, "
+                f"method.search_rounds ({self.search_rounds}) >= 1 and the heteroFedAvg "
+                f"rounds ({hetero}: method.hetero_rounds, else federation.num_rounds "
+                f"{num_rounds} less the others) >= 1; with these, federation.num_rounds >= "
+                f"{fewest}")
         plan = PhasePlan(self.distill_rounds, self.search_rounds, hetero)
         if plan.total != num_rounds:
             raise ValueError(f"distill_rounds + search_rounds + hetero_rounds = {plan.total} "
