@@ -218,3 +218,15 @@ def test_records_results_and_checkpoints_load_without_flower_or_torch() -> None:
 
     # Assert
     assert out.stdout.strip() == "[]"
+
+
+def test_every_package_of_the_source_is_installed() -> None:
+    # pyproject lists its packages one by one: a package left out works in an editable
+    # install and is missing from the wheel (the container image, a FAB's install)
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    packages = {name for name, path in module_files().items() if path.name == "__init__.py"}
+
+    assert packages <= listed, sorted(packages - listed)
