@@ -17,7 +17,10 @@
 # scripts/containers/silo-limits.yml). Each executor's memory limit, peak memory, CPU quota
 # and OOM kill: logs/resources.tsv; each client's profile (measured by its ClientApp where
 # its node config states none), budget, cost and architecture: printed from summary.json.
-# Exit code 0 only if the run wrote its summary.json and nothing of it was left afterwards.
+# Each silo's kept personalized model is then copied out of its volume (WORK_DIR/models/<i>),
+# exported to ONNX and run on the silo's data (pfednas export / predict).
+# Exit code 0 only if the run wrote its summary.json, every silo exported its model, and
+# nothing of it was left afterwards.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -233,6 +236,23 @@ main() {
   say "flwr run: $((SECONDS - run)) s"
   record_resources
   report
+  export_on_silos
+}
+
+export_on_silos() {  # each silo's kept model, copied out of its volume, exported and run
+  # (podman cp, not compose exec: an exec session's conmon outlives compose down here)
+  local i id out
+  for i in $(seq 0 $((NODES - 1))); do
+    id=$("${COMPOSE[@]}" ps -q "clientapp-$i")
+    mkdir -p "$WORK/models/$i"
+    podman cp "$id:/app/models/." "$WORK/models/$i" \
+      || fail "silo $i: no model-dir to copy; see $WORK/logs/compose.log"
+    out=$("$VENV_BIN/pfednas" export "$WORK/models/$i" --client "$i" --format onnx \
+      --out "$WORK/models/$i/export" >/dev/null && "$VENV_BIN/pfednas" predict \
+      "$WORK/models/$i/export/client_$i.onnx" --data "$WORK/silos/$i" | tail -1) \
+      || fail "silo $i: its kept model did not export or run"
+    say "  silo $i: its kept model as ONNX, on all of its data: $out"
+  done
 }
 
 main "$@"
