@@ -33,6 +33,7 @@ from pfednas.deploy.commands import (
     Security,
     flags,
     fleet_gateway_command,
+    node_config,
     superexec_command,
     superlink_command,
     supernode_command,
@@ -357,12 +358,14 @@ def test_compose_uses_the_flags_of_the_local_run(tmp_path: Path) -> None:
             node = supernode_command(
                 superlink="superlink:9093", runtime_host="0.0.0.0", runtime_port=9094,
                 security=security, private_key=key,
-                node_config=f'client-id={i} data-dir="/data"', isolation="process",
+                node_config=node_config(i, NODES, "/data", model_dir="/app/models"),
+                isolation="process",
                 runtime_tls=TlsFiles.of_node(tmp_path, i) if security.tls else None,
                 superexec_secret=secret)
             command = svc[f"supernode-{i}"]["command"]
             assert flags(command) == flags(node), (variant, i)
-            assert command[command.index("--node-config") + 1] == f'client-id={i} data-dir="/data"'
+            assert command[command.index("--node-config") + 1] == node_config(
+                i, NODES, "/data", model_dir="/app/models")
         ca_cert = tls_files.ca_cert if security.tls else None
         executor = superexec_command(runtime_api="superlink:9093", ca_cert=ca_cert,
                                      superexec_secret=secret)

@@ -291,7 +291,7 @@ def test_phase_plan_cuts_the_rounds_into_three_phases() -> None:
     assert PhasePlan(0, 1, 1).phase_of(1) == Phase.SEARCH
     with pytest.raises(ValueError, match="must equal federation.num_rounds"):
         HAPFNASOptions(distill_rounds=2, search_rounds=1, hetero_rounds=5).plan(7)
-    with pytest.raises(ValueError, match="hetero >= 1"):
+    with pytest.raises(ValueError, match=r"heteroFedAvg rounds \(0: .*num_rounds >= 8"):
         HAPFNASOptions(distill_rounds=5, search_rounds=2).plan(7)
 
 
@@ -301,7 +301,7 @@ def test_invalid_options_and_data_are_config_errors() -> None:
             "method.transfer.source=holdout"]
     settings_from_cfg(compose(base))  # valid
 
-    cases = {"federation.num_rounds=3": "hetero >= 1",
+    cases = {"federation.num_rounds=3": "federation.num_rounds >= 7",
              "method.budget.metric=watts": "budget.metric",
              "method.transfer.size=1500": "leaves 1397 unheld",
              "dataset.max_samples_per_client=null": "leaves 0 unheld",
