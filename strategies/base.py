@@ -231,14 +231,13 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         (:mod:`pfednas.edge.kept`), with the profile and budget the server used for it, for
         the spec beside them (:mod:`pfednas.edge.spec`)."""
         out: dict[str, Any] = {KEEP_KEY: True}
-        profile = self.profiles.get(client_id)
+        # the client's profile; for a simulated baseline, the speed and link it is timed
+        # on, without the memory budget it does not have
+        profile = self.profiles.get(client_id) or self.timing_profiles().get(client_id)
         if profile is not None:
+            left_out = () if client_id in self.profiles else ("memory_budget_mb",)
             out.update({PROFILE_PREFIX + k: v for k, v in profile.to_json().items()
-                        if v is not None})
-        elif client_id in (timing := self.timing_profiles()):
-            # a simulated baseline: the speed and link it is timed on; no memory budget
-            out.update({PROFILE_PREFIX + k: v for k, v in timing[client_id].to_json().items()
-                        if v is not None and k != "memory_budget_mb"})
+                        if v is not None and k not in left_out})
         details = self.evaluation_details(client_id)
         if "budget" in details:
             out.update(budget=float(details["budget"]),

@@ -163,16 +163,22 @@ def _read_npz(path: Path, *, channels: int, size: int) -> SiloImages:
     if y.ndim != 1 or x.shape[0] != y.shape[0] or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: need x with N rows and integer y of shape (N,), "
                         f"got x {x.shape} and y {y.shape} {y.dtype}")
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
-        x = np.transpose(x, (0, 3, 1, 2))  # NHWC -> NCHW
+    x = as_nchw(x)
     if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[2:] != (size, size):
         raise DataError(f"{path}: x must be (N, {size}, {size}[, C]) or (N, C, {size}, {size}) "
                         f"with C in (1, 3) for this dataset, got {x.shape}")
     x = _match_channels(x, channels)
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     return SiloImages(images=x, labels=y.astype(np.int64), scale=scale)
+
+
+def as_nchw(x: np.ndarray) -> np.ndarray:
+    """``(N, H, W)`` and ``(N, H, W, C)`` images as ``(N, C, H, W)``; others as given."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        return np.transpose(x, (0, 3, 1, 2))
+    return x
 
 
 def _match_channels(x: np.ndarray, channels: int) -> np.ndarray:

@@ -126,10 +126,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if x.dtype.kind not in "uif":
         raise PredictError(f"{path}: x has dtype {x.dtype}; expected uint8 (0-255) or float "
                            "(0-1) images")
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
-        x = np.transpose(x, (0, 3, 1, 2))
+    from pfednas.node_data import as_nchw
+
+    x = as_nchw(x)
     scale = np.float32(255.0 if x.dtype == np.uint8 else 1.0)
     if y is not None and (y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.kind not in "iu"):
         raise PredictError(f"{path}: y must be integer labels of shape ({x.shape[0]},), got "

@@ -12,7 +12,7 @@ from typing import Any
 from pfednas.config import RunSettings, task_shape
 from pfednas.data.registry import normalisation
 from pfednas.edge.kept import KeptModel, write_kept
-from pfednas.edge.spec import ModelCost, model_spec, sample_inputs
+from pfednas.edge.spec import ModelCost, model_spec, reported_kind, sample_inputs
 from pfednas.search import get_space
 from pfednas.search.memory_bound import training_memory_upper_bound
 
@@ -42,8 +42,7 @@ def keep_client_models(root: Path, client_id: int, models: list[KeptModel],
                        num_examples: int, overrides: tuple[str, ...] = ()) -> Path:
     """Write ``models`` (the reported one's architecture sets the costs) and their spec."""
     kinds = {m.kind for m in models}
-    reported = next(m for m in models if m.kind == ("finetuned" if "finetuned" in kinds
-                                                   else "as-published"))
+    reported = next(m for m in models if m.kind == reported_kind(kinds))
     spec = model_spec(client_id=client_id, method=settings.method, dataset=settings.data.name,
                       seed=settings.seed, search_space=settings.search_space,
                       task=task_shape(settings), norm=normalisation(settings.data.name),

@@ -84,6 +84,11 @@ def device_fit(cost: ModelCost, config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def reported_kind(kinds: set[str]) -> str:
+    """The kept model behind a client's reported figure: the fine-tuned one if any."""
+    return FINETUNED if FINETUNED in kinds else AS_PUBLISHED
+
+
 def model_spec(*, client_id: int, method: str, dataset: str, seed: int,
                search_space: Mapping[str, Any], task: TaskShape, norm: Normalisation,
                cost: ModelCost, kept_kinds: set[str], split: str, num_examples: int,
@@ -92,7 +97,7 @@ def model_spec(*, client_id: int, method: str, dataset: str, seed: int,
     """The spec of client ``client_id``'s kept models (``models`` is filled on writing);
     the run is named by its overrides (less ``resume=``), seed and commit, so a resumed run
     writes the spec of the uninterrupted one."""
-    reported = FINETUNED if FINETUNED in kept_kinds else AS_PUBLISHED
+    reported = reported_kind(kept_kinds)
     return {
         "version": SPEC_VERSION, "client_id": int(client_id), "method": method,
         "dataset": dataset, "num_classes": task.num_classes,
