@@ -22,12 +22,6 @@ round starts from the received one), trains with the body, and never leaves the
 client — the reply carries the head as it came, so the server's merge leaves the
 shared head untouched. Every space's head has one shape for all its subnets
 (``mobilenetv3``: ``head_width`` → classes); a stored head of another shape is refused.
-
-With ``personal_bn`` (a PerFedRLNAS lever under study, not in the paper: FedBN's rule for
-BatchNorm statistics) the client keeps the BatchNorm statistics of the last subnet it
-trained: the next time it trains or evaluates that architecture it starts from them instead
-of the received (merged) ones, and evaluates with them instead of re-estimating; the reply
-carries the statistics as they came, so the server's merge never sees a client's own.
 """
 
 from __future__ import annotations
@@ -36,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
 from torch import nn
 
@@ -50,7 +44,6 @@ from pfednas.clients.common import (
     work_metrics,
 )
 from pfednas.data import ArrayDataset
-from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import PARAM
 from pfednas.search import ElasticNet, SearchSpace, TaskShape, recalibrate_batchnorm
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
@@ -90,38 +83,17 @@ def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
 
 
 HEAD_KEY = "personal_head"
-BN_KEY, BN_ARCH_KEY = "personal_bn", "personal_bn_arch"
 
 
 class SubnetClient(NumPyClient):
     def __init__(self, env: ClientEnv, space: SearchSpace, task: TaskShape, *,
-                 bn_recalibrate: bool, personal_head: bool = False, personal_bn: bool = False,
+                 bn_recalibrate: bool, personal_head: bool = False,
                  state: RecordDict | None = None) -> None:
-        if (personal_head or personal_bn) and state is None:
-            raise ValueError("personal_head and personal_bn need the client's state to keep "
-                             "what is personal in")
+        if personal_head and state is None:
+            raise ValueError("personal_head needs the client's state to keep its head in")
         self.env, self.space, self.task = env, space, task
         self.bn_recalibrate, self.personal_head = bn_recalibrate, personal_head
-        self.personal_bn = personal_bn
         self.state = state if state is not None else RecordDict()
-
-    def own_statistics(self, arch: str) -> list[np.ndarray] | None:
-        """The BatchNorm statistics this client kept for ``arch`` (``personal_bn``), if any."""
-        if not self.personal_bn or BN_KEY not in self.state:
-            return None
-        kept = self.state[BN_ARCH_KEY]
-        assert isinstance(kept, ConfigRecord)
-        if kept["arch"] != arch:
-            return None
-        record = self.state[BN_KEY]
-        assert isinstance(record, ArrayRecord)
-        return record.to_numpy_ndarrays()
-
-    def keep_statistics(self, net: nn.Module, arch: str) -> None:
-        stats = [a for a, role in zip(get_arrays(net), state_roles(net), strict=True)
-                 if role != PARAM]
-        self.state[BN_KEY] = ArrayRecord(numpy_ndarrays=stats)
-        self.state[BN_ARCH_KEY] = ConfigRecord({"arch": arch})
 
     def model(self, parameters: list[np.ndarray], arch: str
                ) -> tuple[ElasticNet[Any], StateSplit]:
@@ -138,9 +110,6 @@ class SubnetClient(NumPyClient):
                 raise ValueError(f"the personal head's shapes {[h.shape for h in head]} do not "
                                  f"match subnet {arch}'s head {[r.shape for r in received]}")
             set_arrays(net, put(get_arrays(net), split.head, head))
-        own = self.own_statistics(arch)
-        if own is not None:
-            set_arrays(net, with_statistics(get_arrays(net), state_roles(net), own))
         return net, split
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -159,18 +128,11 @@ class SubnetClient(NumPyClient):
         if self.personal_head:  # kept here; the reply carries the head as it came
             self.state[HEAD_KEY] = ArrayRecord(numpy_ndarrays=take(arrays, split.head))
             arrays = put(arrays, split.head, take(parameters, split.head))
-        if self.personal_bn:  # kept here; the reply carries the statistics as they came
-            self.keep_statistics(net, str(config["arch"]))
-            roles = state_roles(net)
-            arrays = with_statistics(arrays, roles, [p for p, role in zip(
-                parameters, roles, strict=True) if role != PARAM])
         return arrays, len(self.env.data.train.y), metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         net, _ = self.model(parameters, str(config["arch"]))
-        if self.own_statistics(str(config["arch"])) is not None:  # its own, not re-estimated
-            config = {**config, "recalibrate": False}
         self.recalibrate(net, config)
         if config.get("split") == "val":  # a search's measurement: nothing to keep
             result = evaluate(net, self.env.data.val, device=self.env.device)

@@ -35,7 +35,6 @@ from flwr.serverapp import Grid
 from pfednas.edge.spec import KEEP_KEY, PROFILE_PREFIX
 from pfednas.nas.profile import ClientProfile, ProfileBounds
 from pfednas.nas.simulated_time import (
-    default_profiles,
     round_seconds,
     timed_eval_row,
     timed_train_row,
@@ -119,7 +118,8 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
     Flower's ``Strategy.start``: ``aggregate_*`` return a :class:`StageResult`.
     """
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any]) -> None:
+    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
+                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
         self.budget = budget
         self.train_config = dict(train_config)
         self.node_of: dict[int, int] = {}
@@ -137,7 +137,9 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         # Id of this run and its resumptions, sent in every round config: clients
         # restore their saved state only from files of the same lineage.
         self.lineage = ""
-        self.profiles: dict[int, ClientProfile] = {}
+        # each client's hardware: a simulation's seeded draw (pfednas.methods.client_profiles),
+        # the same for every method; a deployment's nodes claim theirs on first contact
+        self.profiles: dict[int, ClientProfile] = dict(profiles or {})
         self.profile_bounds: ProfileBounds | None = ProfileBounds() if budget.deployment else None
         self.excluded: dict[int, str] = {}
         # a deployment's baselines with method.arch=fits_all: the architecture chosen from
@@ -231,13 +233,10 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         (:mod:`pfednas.edge.kept`), with the profile and budget the server used for it, for
         the spec beside them (:mod:`pfednas.edge.spec`)."""
         out: dict[str, Any] = {KEEP_KEY: True}
-        # the client's profile; for a simulated baseline, the speed and link it is timed
-        # on, without the memory budget it does not have
-        profile = self.profiles.get(client_id) or self.timing_profiles().get(client_id)
+        profile = self.profiles.get(client_id)
         if profile is not None:
-            left_out = () if client_id in self.profiles else ("memory_budget_mb",)
             out.update({PROFILE_PREFIX + k: v for k, v in profile.to_json().items()
-                        if v is not None and k not in left_out})
+                        if v is not None})
         details = self.evaluation_details(client_id)
         if "budget" in details:
             out.update(budget=float(details["budget"]),
@@ -392,8 +391,8 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         """``record`` with each trained client's traffic (``bytes_down``, ``bytes_up``) and
         simulated time in its training row, the time of the training an evaluation did in
         its row, and the round's ``simulated_seconds``
-        (:mod:`pfednas.nas.simulated_time`, on :meth:`timing_profiles`)."""
-        profiles, down, up = self.timing_profiles(), self.tally.train_down, self.tally.train_up
+        (:mod:`pfednas.nas.simulated_time`, on the clients' profiles)."""
+        profiles, down, up = self.profiles, self.tally.train_down, self.tally.train_up
 
         def train_row(row: dict[str, Any]) -> dict[str, Any]:
             cid = row.get("client_id")
@@ -411,13 +410,6 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         evaluation = [eval_row(row) for row in record.evaluation]
         return dataclasses.replace(record, train=train, evaluation=evaluation,
                                    simulated_seconds=round_seconds(train, evaluation))
-
-    def timing_profiles(self) -> Mapping[int, ClientProfile]:
-        """The hardware the simulated time is counted on: the strategy's client profiles
-        where it has them (the NAS methods' simulated spread, a deployment's claims), else
-        the default spread's seeded draw: for a simulated baseline, the speeds and links
-        PerFedRLNAS and HAPFNAS draw for the same clients with their default spread."""
-        return self.profiles or default_profiles(self.budget.num_clients, self.budget.seed)
 
     def finish_round(self, grid: Grid, server_round: int) -> None:
         """Hook after a round's evaluation (e.g. PerFedRLNAS's new-client search); what it

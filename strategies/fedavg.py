@@ -11,7 +11,7 @@ frozen: FedBABU's fine-tuning), so that every method's fine-tuning can be tuned 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 
 from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.fedavg import weighted_average
+from pfednas.nas.profile import ClientProfile
 from pfednas.nas.validation import array_specs
 from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
@@ -31,10 +32,11 @@ class FedAvgFTStrategy(PersonalizedStrategy):
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
                  initial_arrays: list[np.ndarray], finetune_epochs: int,
-                 finetune_scope: str = "full", array_roles: Sequence[str] | None = None) -> None:
+                 finetune_scope: str = "full", array_roles: Sequence[str] | None = None,
+                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
         """``array_roles``: what each array is (``pfednas.nas.roles.state_roles`` of the
         model), so that replies' BatchNorm statistics are checked as statistics."""
-        super().__init__(budget=budget, train_config=train_config)
+        super().__init__(budget=budget, train_config=train_config, profiles=profiles)
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
         check_scope("finetune_scope", finetune_scope, FINETUNE_SCOPES)

@@ -20,13 +20,14 @@ final round gives the reference figures.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
+from pfednas.nas.profile import ClientProfile
 from pfednas.nas.roles import state_roles
 from pfednas.options.baselines import FedNASOptions  # noqa: F401 (re-exported)
 from pfednas.search import Arch
@@ -40,9 +41,11 @@ class FedNASStrategy(FedAvgFTStrategy):
     """FedAvg on the mixed-op supernet (weights and α); evaluates the derived architecture."""
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], net: DartsMixedNet,
-                 options: FedNASOptions) -> None:
+                 options: FedNASOptions,
+                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
         arch_config = {"arch_lr": options.arch_lr, "arch_weight_decay": options.arch_weight_decay}
         super().__init__(budget=budget, train_config={**train_config, **arch_config},
+                         profiles=profiles,
                          initial_arrays=get_arrays(net), finetune_epochs=options.finetune_epochs,
                          finetune_scope=options.finetune_scope, array_roles=state_roles(net))
         self.net, self.options = net, options

@@ -13,11 +13,12 @@ on the body arrays. Heads are never sent nor averaged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from pfednas.nas.profile import ClientProfile
 from pfednas.options.baselines import FedRepOptions  # noqa: F401 (re-exported)
 from pfednas.strategies.base import Budget
 from pfednas.strategies.fedavg import FedAvgFTStrategy
@@ -28,10 +29,11 @@ class FedRepStrategy(FedAvgFTStrategy):
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
                  initial_body: list[np.ndarray], options: FedRepOptions,
-                 body_roles: Sequence[str] | None = None) -> None:
+                 body_roles: Sequence[str] | None = None,
+                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
         phases = {"head_epochs": options.head_epochs,
                   "body_epochs": options.body_epochs or budget.local_epochs}
-        super().__init__(budget=budget, train_config={**train_config, **phases},
+        super().__init__(budget=budget, train_config={**train_config, **phases}, profiles=profiles,
                          initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
                          array_roles=body_roles)
         self.options = options

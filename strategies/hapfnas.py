@@ -31,12 +31,12 @@ sent (its previous one, or the seeded initial one) at most the bound × the
 round's median change; its weight in the ensemble is its sample count only where
 the server knows a bound for it (else equal).
 
-Budgets: in a simulation ``U(low, high) ×`` the largest subnet's cost in
-``budget.metric`` (params / FLOPs / training memory from ``Supernet.cost``), drawn
-from the same seeded hardware stream as PerFedRLNAS's memory budgets, so that for
-the same seed both methods see the same clients (``self.profiles``,
-:mod:`pfednas.nas.profile`). In a deployment each client's budget is the memory
-budget its node claims (``budget.metric`` must be memory there); a client that no
+Budgets: in a simulation the run's client profiles (``federation.hardware``, the same
+devices for every method: :func:`pfednas.methods.client_profiles`), in
+``budget_metric``: ``U(memory_low, memory_high) ×`` the largest subnet's cost in it
+(params / FLOPs / training memory from ``Supernet.cost``), the same seeded draw as the
+memory budgets. In a deployment each client's budget is the memory budget its node
+claims (``budget_metric`` must be memory there); a client that no
 subnet fits is excluded with the reason in ``summary.json``. Every state a later
 phase needs is in the checkpoint; the phase itself is a function of the round number.
 
@@ -47,7 +47,7 @@ commit ea544f9 (``benchmarks/bench_diagnostics.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -57,18 +57,16 @@ from torch import nn
 
 from pfednas.nas.covering import covering_arch
 from pfednas.nas.distill import TransferSet
-from pfednas.nas.heterogeneity import HardwareSpread
 from pfednas.nas.merge import overlap_average
 from pfednas.nas.phases import Phase
-from pfednas.nas.profile import exclusions, simulated_budgets, simulated_profiles
+from pfednas.nas.profile import ClientProfile, exclusions, fits
 from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
 from pfednas.options.hapfnas import (  # noqa: F401 (re-exported)
-    BudgetSpread,
     HAPFNASOptions,
     TransferOptions,
 )
-from pfednas.records import RoundRecord, StageResult, arch_details
+from pfednas.records import RoundRecord, StageResult, arch_details, cost_in
 from pfednas.search import Arch, Cost, Supernet
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.seeding import HAPFNAS_SEARCH_ARCHS, numpy_rng
@@ -84,8 +82,13 @@ class HAPFNASStrategy(PersonalizedStrategy):
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  options: HAPFNASOptions, transfer: TransferSet,
-                 knowledge_fn: Callable[[], nn.Module]) -> None:
-        super().__init__(budget=budget, train_config=train_config)
+                 knowledge_fn: Callable[[], nn.Module],
+                 profiles: Mapping[int, ClientProfile] | None = None,
+                 client_budgets: Mapping[int, float] | None = None) -> None:
+        """``profiles``: a simulation's (:func:`pfednas.methods.client_profiles`; a
+        deployment's come from its nodes); ``client_budgets``: each client's budget in
+        ``options.budget_metric`` where that is not memory (memory: the profiles')."""
+        super().__init__(budget=budget, train_config=train_config, profiles=profiles)
         self.supernet, self.space, self.options = supernet, supernet.space, options
         self.finetune_epochs = options.finetune_epochs
         self.plan = options.plan(budget.num_rounds)
@@ -95,43 +98,37 @@ class HAPFNASStrategy(PersonalizedStrategy):
         self.knowledge_roles = state_roles(knowledge)
         self.roles = state_roles(supernet.net)  # of each supernet tensor
         self.sizes = [len(d.choices) for d in self.space.dimensions]
-        self.budgets: dict[int, float] = {}  # client id -> budget in budget.metric
-        if budget.deployment:  # the nodes claim their profiles on first contact
-            if options.budget.metric != "memory":
-                raise ValueError("in a deployment a client's budget is the memory budget its "
-                                 f"node claims: method.budget.metric must be memory, got "
-                                 f"{options.budget.metric!r}")
-        else:
-            self.simulate_budgets()
+        metric = options.budget_metric
+        if budget.deployment and metric != "memory":
+            raise ValueError("in a deployment a client's budget is the memory budget its "
+                             f"node claims: method.budget_metric must be memory, got {metric!r}")
+        # client id -> its budget in budget_metric
+        self.client_budgets: dict[int, float] = (
+            dict(client_budgets) if client_budgets is not None
+            else {cid: p.memory_bytes for cid, p in self.profiles.items()})
+        if not budget.deployment:
+            self.check_budgets()
         self.knowledge: dict[int, tuple[list[np.ndarray], float]] = {}
         self.search = SearchState()  # phase 2: the measured pairs, the searched archs
         self.pending: dict[int, list[Arch]] = {}
         self.sent: dict[int, Arch] = {}
 
-    def simulate_budgets(self) -> None:
-        """The seeded spread's profiles and budgets (a simulation)."""
-        low, high, metric = self.options.budget.low, self.options.budget.high, \
-            self.options.budget.metric
-        batch = int(self.train_config.get("batch_size", 1))
-        memory = float(self.supernet.cost(self.space.max_arch(), batch_size=batch).memory_bytes)
-        self.profiles = simulated_profiles(
-            self.budget.num_clients, HardwareSpread(memory_low=low, memory_high=high), memory,
-            self.budget.seed)
-        self.budgets = (
-            {cid: p.memory_bytes for cid, p in self.profiles.items()} if metric == "memory"
-            else dict(enumerate(simulated_budgets(self.budget.num_clients, low, high,
-                                                  self.cost_of(self.space.max_arch()),
-                                                  self.budget.seed))))
-        smallest = self.cost_of(self.space.min_arch())
-        if smallest > min(self.budgets.values()):
-            raise ValueError(f"the smallest subnet's {metric} ({smallest:.0f}) exceeds the "
-                             f"lowest client budget ({min(self.budgets.values()):.0f}); "
-                             "raise method.budget.low")
+    def check_budgets(self) -> None:
+        """A simulation: every client has a budget, and the smallest subnet fits them all."""
+        missing = sorted(set(range(self.budget.num_clients)) - set(self.client_budgets))
+        if missing:
+            raise ValueError(f"HAPFNAS: no budget for client(s) {missing[:10]} (a simulation's "
+                             "strategy takes the run's client profiles)")
+        smallest, lowest = self.cost_of(self.space.min_arch()), min(self.client_budgets.values())
+        if not fits(lowest, smallest):
+            raise ValueError(f"the smallest subnet's {self.options.budget_metric} "
+                             f"({smallest:.0f}) exceeds the lowest client budget ({lowest:.0f}); "
+                             "raise federation.hardware.memory_low")
 
     def profiles_bound(self) -> None:
         """A deployment: each client's budget is its claimed memory budget; a client that
         no subnet fits is excluded."""
-        self.budgets = {cid: p.memory_bytes for cid, p in self.profiles.items()}
+        self.client_budgets = {cid: p.memory_bytes for cid, p in self.profiles.items()}
         self.excluded = exclusions(self.profiles, self.cost_of(self.space.min_arch()),
                                    lambda p: p.memory_bytes)
 
@@ -144,10 +141,10 @@ class HAPFNASStrategy(PersonalizedStrategy):
                              real_bytes=self.budget.deployment)
 
     def cost_of(self, arch: Arch) -> float:
-        return self.options.budget.value(self.cost(arch))
+        return cost_in(self.cost(arch), self.options.budget_metric)
 
     def fits(self, client_id: int, arch: Arch) -> bool:
-        return self.cost_of(arch) <= self.budgets[client_id]
+        return fits(self.client_budgets[client_id], self.cost_of(arch))
 
     def current_arrays(self) -> ArrayRecord:
         return ArrayRecord()
@@ -290,7 +287,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
         """Every client's architecture (:mod:`pfednas.strategies.hapfnas_search`); its rows."""
         clients = [c for c in range(self.budget.num_clients) if c not in self.excluded]
         results = search_all(self.supernet, self.search.pairs, clients, cost_of=self.cost_of,
-                             budgets=self.budgets, options=self.options, seed=self.budget.seed)
+                             budgets=self.client_budgets, options=self.options,
+                             seed=self.budget.seed)
         self.search.adopt(results)
         return [r.row for r in results]
 
@@ -309,8 +307,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         arch = self.search.personal[client_id]
-        row = arch_details(arch, self.cost(arch), metric=self.options.budget.metric,
-                           budget=self.budgets[client_id])
+        row = arch_details(arch, self.cost(arch), metric=self.options.budget_metric,
+                           budget=self.client_budgets[client_id])
         return {**row, "over_budget": int(not row["within_budget"])}
 
     def summary_extra(self, records: list[RoundRecord]) -> dict[str, Any]:
@@ -320,7 +318,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
         return {**super().summary_extra(records), "hapfnas": {
             **self.search_report(),
             "phase_rounds": {p.name.lower(): self.plan.rounds(p) for p in Phase},
-            "phase_seconds": seconds, "budget_metric": self.options.budget.metric,
+            "phase_seconds": seconds, "budget_metric": self.options.budget_metric,
             "transfer_source": self.options.transfer.source}}
 
     # -- checkpoints -----------------------------------------------------------------------------

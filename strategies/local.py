@@ -8,20 +8,22 @@ reports its test accuracy along the way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
+from pfednas.nas.profile import ClientProfile
 from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 
 
 class LocalStrategy(PersonalizedStrategy):
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any]) -> None:
-        super().__init__(budget=budget, train_config=train_config)
+    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
+                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
+        super().__init__(budget=budget, train_config=train_config, profiles=profiles)
         self.last_eval_round = 0
 
     def current_arrays(self) -> ArrayRecord:

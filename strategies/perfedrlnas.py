@@ -45,7 +45,6 @@ figures they made reproduce at commit ea544f9 (``benchmarks/bench_diagnostics.py
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -62,7 +61,7 @@ from pfednas.nas.policy import (
     probabilities,
     reinforce_update,
 )
-from pfednas.nas.profile import exclusions, simulated_profiles
+from pfednas.nas.profile import ClientProfile, exclusions
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
 from pfednas.nas.roles import state_roles
 from pfednas.options.perfedrlnas import PerFedRLNASOptions  # noqa: F401 (re-exported)
@@ -87,8 +86,11 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
     TRAIN_REQUIRES = ("val_accuracy", "accuracy", "train_seconds")
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
-                 options: PerFedRLNASOptions) -> None:
-        super().__init__(budget=budget, train_config=train_config)
+                 options: PerFedRLNASOptions,
+                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
+        """``profiles``: a simulation's (:func:`pfednas.methods.client_profiles`; a
+        deployment's nodes claim theirs on first contact)."""
+        super().__init__(budget=budget, train_config=train_config, profiles=profiles)
         if options.new_clients >= budget.num_clients:
             raise ValueError("new_clients must leave at least one training client")
         if options.exploit_rounds > budget.num_rounds:
@@ -102,9 +104,11 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         self.policies = [PolicyState.uniform(self.sizes) for _ in range(budget.num_clients)]
         self.history: dict[int, float] = {}
         self._memory: dict[Arch, int] = {}
-        if not budget.deployment:  # a deployment's nodes claim theirs on first contact
-            self.profiles = simulated_profiles(budget.num_clients, options.hardware,
-                                               self.memory(self.space.max_arch()), budget.seed)
+        missing = set(range(budget.num_clients)) - set(self.profiles)
+        if missing and not budget.deployment:
+            raise ValueError(f"PerFedRLNAS: no hardware profile for client(s) "
+                             f"{sorted(missing)[:10]} (a simulation's strategy takes the run's "
+                             "client profiles)")
         self.sent: dict[int, tuple[Arch, int]] = {}
         self.over_budget: dict[int, Arch] = {}
         self.new_client_report: dict[str, Any] = {}
@@ -121,10 +125,9 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             self._memory[arch] = self.cost(arch).memory_bytes
         return self._memory[arch]
 
-    def budget_share(self, client_id: int, arch: Arch) -> float:
-        """The share of the client's memory budget ``arch``'s training takes (0: no budget)."""
-        budget = self.profiles[client_id].memory_bytes
-        return self.memory(arch) / budget if math.isfinite(budget) and budget > 0 else 0.0
+    def fits(self, client_id: int, arch: Arch) -> bool:
+        """Whether ``arch``'s training fits the client's memory budget (eq. 9)."""
+        return self.profiles[client_id].fits(self.memory(arch))
 
     def sample_arch(self, client_id: int, server_round: int, phase: int = ARCH_SEARCH
                     ) -> Arch:
@@ -151,14 +154,13 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         smallest architecture."""
         best = self.space.arch_from_indices(
             argmax_indices(self.policies[client_id].logits, self.sizes))
-        budget = self.profiles[client_id].memory_bytes
-        if self.memory(best) <= budget:
+        if self.fits(client_id, best):
             return best
         logits = self.policies[client_id].logits
         rng = numpy_rng(self.budget.seed, ARCH_SAMPLING, ARCH_FALLBACK, client_id)
         probs = probabilities(logits, self.sizes)
         fitting = {a for a in (self.space.sample(rng, probs) for _ in range(FALLBACK_SAMPLES))
-                   if self.memory(a) <= budget}
+                   if self.fits(client_id, a)}
         if not fitting:
             return self.space.min_arch()
         return max(sorted(fitting, key=lambda a: a.indices),
@@ -170,7 +172,6 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
     def update_policies(self, outcomes: dict[int, Outcome], archs: Mapping[int, Arch],
                         lambda_time: float) -> dict[int, float]:
         rewards, self.history = round_rewards(outcomes, self.history, lambda_time,
-                                              self.options.budget_reward,
                                               robust=self.budget.deployment)
         for cid, reward in rewards.items():
             self.policies[cid] = reinforce_update(self.policies[cid], self.sizes,
@@ -185,7 +186,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         messages = []
         for cid in self.train_clients(server_round):
             arch = self.sample_arch(cid, server_round)
-            if self.memory(arch) > self.profiles[cid].memory_bytes:
+            if not self.fits(cid, arch):
                 self.over_budget[cid] = arch
                 continue
             subnet = self.supernet.slice(arch)
@@ -234,8 +235,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             arch = self.sent[cid][0]
             contributions.append((self.supernet.regions(arch), arrays, self.weight(metrics)))
             rt = self.round_time(cid, metrics, sum(a.nbytes for a in arrays))
-            outcomes[cid], archs[cid] = Outcome(float(metrics["val_accuracy"]), rt,
-                                                budget_share=self.budget_share(cid, arch)), arch
+            outcomes[cid], archs[cid] = Outcome(float(metrics["val_accuracy"]), rt), arch
             rows[cid] = {**self.train_row(metrics), "arch": arch.to_str(), "round_time": rt,
                          "val_accuracy": float(metrics["val_accuracy"]),
                          "accuracy": float(metrics["accuracy"])}
@@ -300,7 +300,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             archs = {cid: self.sample_arch(cid, search_round, ARCH_NEW_CLIENT_SEARCH)
                      for cid in new}
             outcomes = {cid: Outcome(0.0, 0.0, over_budget=True) for cid, a in archs.items()
-                        if self.memory(a) > self.profiles[cid].memory_bytes}
+                        if not self.fits(cid, a)}
             messages = [self.eval_message(cid, a, server_round, "val")
                         for cid, a in archs.items() if cid not in outcomes]
             for metrics, _ in self.ok_replies(self.send_and_collect(grid, messages)):

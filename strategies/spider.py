@@ -22,7 +22,7 @@ evaluation request, to start its local model from).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 from flwr.serverapp import Grid
 
 from pfednas.nas.archcode import arch_from_code, code_capacity
+from pfednas.nas.profile import ClientProfile
 from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
 from pfednas.records import StageResult
@@ -53,8 +54,9 @@ class SpiderStrategy(FedAvgFTStrategy):
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  participation: str = "all", finetune_epochs: int = 0,
-                 finetune_scope: str = "full") -> None:
-        super().__init__(budget=budget, train_config=train_config,
+                 finetune_scope: str = "full",
+                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
+        super().__init__(budget=budget, train_config=train_config, profiles=profiles,
                          initial_arrays=supernet.state_arrays(), finetune_epochs=finetune_epochs,
                          finetune_scope=finetune_scope, array_roles=state_roles(supernet.net))
         if participation not in ("all", "sampled"):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flwr.app import Message, RecordDict
@@ -165,3 +166,13 @@ class AnsweringGrid:
 
     def pull_messages(self, ids: Iterable[str]) -> list[Message]:
         return [self.replies.pop(i) for i in ids if i in self.replies]
+
+
+def spread(supernet: Any, num_clients: int, *, batch_size: int = 16, seed: int = 0,
+           **hardware: Any) -> dict[int, Any]:
+    """A simulation's client profiles for a strategy built by hand: the seeded draw of
+    ``HardwareSpread(**hardware)`` on ``supernet`` (what ``client_profiles`` gives a run)."""
+    from pfednas.methods.fixed import spread_profiles
+    from pfednas.nas.heterogeneity import HardwareSpread
+
+    return spread_profiles(supernet, HardwareSpread(**hardware), num_clients, seed, batch_size)

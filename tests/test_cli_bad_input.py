@@ -88,8 +88,10 @@ IN_PROCESS = [
                          ("dataset.alpha", "nan")]),
     (["search_space.width_mults=[0.5,inf]"],
      "search_space.width_mults[1] must be a finite number, got inf"),
-    (["method=hapfnas", "method.budget.low=nan"], "method.budget.low must be a finite number"),
-    (["method=hapfnas", "method.budget.low=0.0001", "method.budget.high=0.0002"],
+    (["federation.hardware.memory_low=nan"],
+     "federation.hardware.memory_low must be a finite number"),
+    (["method=hapfnas", "federation.hardware.memory_low=0.0001",
+      "federation.hardware.memory_high=0.0002"],
      "method=hapfnas: the smallest subnet's memory"),
     (["federation.lr=${oops}"], "federation.lr: Interpolation key 'oops' not found"),
     # the options involved and the fewest rounds they need (issue 44)

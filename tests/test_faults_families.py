@@ -58,7 +58,7 @@ COMMON = [f"federation.num_clients={K}", f"federation.clients_per_round={K}",
 FAMILIES: dict[str, list[str]] = {
     "fedavg": ["method=fedavg", "method.finetune_epochs=0", "method.arch=min",
                "federation.num_rounds=2", "federation.eval_every=2", *SMALL_MBV3],
-    "perfedrlnas": ["method=perfedrlnas", "method.hardware.memory_budgets=false",
+    "perfedrlnas": ["method=perfedrlnas", "federation.hardware.memory_budgets=false",
                     "federation.num_rounds=2", "federation.eval_every=2", *SMALL_MBV3],
     # a small DARTS space (5 edges per cell type, not 14): 2 x 14 clients x 2 rounds in seconds
     "spider": ["method=spider", "search_space=darts_s2", "search_space.channels=4",

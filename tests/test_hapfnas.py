@@ -42,6 +42,7 @@ from pfednas.search import Supernet, get_space
 from pfednas.strategies import Budget
 from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
 from pfednas.strategies.hapfnas_search import SearchState, search_client
+from tests.conftest import spread
 
 
 def small_supernet(seed: int = 0) -> Supernet:
@@ -180,11 +181,12 @@ def test_evolution_never_returns_an_over_budget_architecture() -> None:
 def make_strategy(**options: Any) -> HAPFNASStrategy:
     budget = Budget(num_clients=3, clients_per_round=2, num_rounds=5, local_epochs=1,
                     eval_every=5, round_timeout=30, seed=0)
-    opts = HAPFNASOptions.from_config({"distill_rounds": 2, "search_rounds": 1,
-                                       "budget": {"low": 0.6}, **options})
+    opts = HAPFNASOptions.from_config({"distill_rounds": 2, "search_rounds": 1, **options})
     x = synthetic_inputs(40, (1, 8, 8), np.random.default_rng(0))
+    supernet = small_supernet()
     return HAPFNASStrategy(budget=budget, train_config={"batch_size": 16},
-                           supernet=small_supernet(), options=opts,
+                           supernet=supernet, options=opts,
+                           profiles=spread(supernet, 3, memory_low=0.6),
                            transfer=TransferSet(distill=x[:32], heldout=x[32:]),
                            knowledge_fn=lambda: SmallCNN(in_channels=1, image_size=8,
                                                          num_classes=10, width=4))
@@ -203,7 +205,7 @@ def test_search_follows_the_forest_and_without_measurements_takes_the_largest_th
 
     def search(own: list[Any], pooled: list[Any]) -> Any:
         return search_client(supernet, 0, own, pooled, cost_of=strategy.cost_of,
-                             budget=strategy.budgets[0], options=strategy.options, seed=0)
+                             budget=strategy.client_budgets[0], options=strategy.options, seed=0)
 
     # Execute: the client's own pairs; too few own pairs (the pooled ones); none at all
     by_forest, pooled, unmeasured = search(pairs, []), search(pairs[:2], pairs), search([], [])
@@ -215,7 +217,7 @@ def test_search_follows_the_forest_and_without_measurements_takes_the_largest_th
     largest = max(params[a.to_str()] for a in fitting)
     row = by_forest.row
     assert row["search_objective"] == "predictor" and params[row["arch"]] < largest
-    assert row["cost"] <= row["budget"] == strategy.budgets[0] and row["pooled"] == 0
+    assert row["cost"] <= row["budget"] == strategy.client_budgets[0] and row["pooled"] == 0
     assert 0.0 <= by_forest.predicted <= 1.0 and by_forest.report is not None
     assert pooled.row["pooled"] == 1 and pooled.row["pairs"] == 2
     assert pooled.report is not None and pooled.report.pairs == len(pairs)
@@ -302,7 +304,7 @@ def test_invalid_options_and_data_are_config_errors() -> None:
     settings_from_cfg(compose(base))  # valid
 
     cases = {"federation.num_rounds=3": "federation.num_rounds >= 7",
-             "method.budget.metric=watts": "budget.metric",
+             "method.budget_metric=watts": "budget_metric",
              "method.transfer.size=1500": "leaves 1397 unheld",
              "dataset.max_samples_per_client=null": "leaves 0 unheld",
              "dataset.val_fraction=0.0": "val_fraction must be > 0"}

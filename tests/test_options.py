@@ -15,7 +15,6 @@ from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
 from pfednas.nas.heterogeneity import HardwareSpread
 from pfednas.nas.policy import PolicyOptimizer
 from pfednas.options import OPTIONS, defaults, options_table, parse
-from pfednas.options.hapfnas import BudgetSpread
 from pfednas.options.perfedrlnas import PerFedRLNASOptions
 from pfednas.preflight import composition_error
 
@@ -56,11 +55,11 @@ def test_readme_table_is_rendered_from_the_dataclasses() -> None:
 def test_contradictions_are_decided_once() -> None:
     # Assert: the policy optimiser the YAML and README always said (Adam 0.5)
     assert PerFedRLNASOptions().policy == PolicyOptimizer("adam", 0.5)
-    # the x4 memory spread: PerFedRLNAS's, HAPFNAS's and fits_all's budgets alike
-    assert HardwareSpread().memory_low == BudgetSpread().low == 0.25
-    from pfednas.methods import BUDGET_SPREAD
-
-    assert HardwareSpread() == BUDGET_SPREAD
+    # the x4 memory spread, in one home: federation.hardware (PerFedRLNAS's, HAPFNAS's and
+    # fits_all's budgets alike); no method's options restate it
+    assert HardwareSpread().memory_low == 0.25
+    assert settings_from_cfg(compose()).federation.hardware == HardwareSpread()
+    assert all("hardware" not in defaults(m) and "budget" not in defaults(m) for m in OPTIONS)
 
 
 def test_bn_recalibrate_defaults_to_true_on_the_client_too() -> None:

@@ -16,7 +16,7 @@ from pfednas.nas.reward import simulated_round_time, training_seconds
 from pfednas.records import StageResult
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
-from tests.conftest import AnsweringGrid
+from tests.conftest import AnsweringGrid, spread
 
 Answer = Callable[[Message], RecordDict | None]
 
@@ -33,10 +33,10 @@ def make_strategy(*, clients: int = 3, per_round: int = 2, min_replies: int = 1,
     budget = Budget(num_clients=clients, clients_per_round=per_round, num_rounds=1,
                     local_epochs=2, eval_every=1, round_timeout=2.0, seed=0,
                     min_replies=min_replies)
+    supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     strategy = PerFedRLNASStrategy(
-        budget=budget, train_config={"batch_size": 16},
-        supernet=space.build_supernet(num_classes=10, in_channels=1, image_size=8),
-        options=PerFedRLNASOptions.from_config(options))
+        budget=budget, train_config={"batch_size": 16}, supernet=supernet,
+        options=PerFedRLNASOptions(**options), profiles=spread(supernet, clients))
     strategy.node_of = {c: 100 + c for c in range(clients)}
     return strategy
 

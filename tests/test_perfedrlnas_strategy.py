@@ -10,6 +10,7 @@ import pytest
 from pfednas.nas.policy import PolicyState
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
+from tests.conftest import spread
 
 BUDGET = Budget(num_clients=3, clients_per_round=2, num_rounds=2, local_epochs=1,
                 eval_every=1, round_timeout=10, seed=0)
@@ -21,8 +22,8 @@ def make_strategy(**options: object) -> PerFedRLNASStrategy:
                       transformer_depths=[1, 2], heads=[1, 2], head_dim=8, mlp_ratios=[2, 3])
     supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     return PerFedRLNASStrategy(budget=BUDGET, train_config={"batch_size": 16},
-                               supernet=supernet,
-                               options=PerFedRLNASOptions.from_config(options))
+                               supernet=supernet, options=PerFedRLNASOptions(**options),  # type: ignore[arg-type]
+                               profiles=spread(supernet, 3))
 
 
 def test_personalized_arch_respects_the_memory_budget() -> None:
@@ -43,7 +44,7 @@ def test_personalized_arch_respects_the_memory_budget() -> None:
 
 def test_finetune_scope_is_the_whole_slice_or_its_head() -> None:
     with pytest.raises(ValueError, match="finetune_scope"):
-        PerFedRLNASOptions.from_config({"finetune_scope": "body"})
+        PerFedRLNASOptions(**{"finetune_scope": "body"})
 
 
 @pytest.mark.parametrize("control", ["final_arch", "warmup_rounds", "warmup_arch",
@@ -53,7 +54,7 @@ def test_the_diagnostic_controls_left_the_method(control: str) -> None:
     value = {"final_arch": "policy", "warmup_rounds": 0, "warmup_arch": "largest_in_budget",
              "train_scope": "full", "merge_weighting": "uniform"}[control]
     with pytest.raises(TypeError, match="unexpected keyword"):
-        PerFedRLNASOptions.from_config({control: value})
+        PerFedRLNASOptions(**{control: value})
 
 
 def test_checkpoint_state_round_trips() -> None:

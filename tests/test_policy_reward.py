@@ -106,22 +106,6 @@ def test_simulated_round_time() -> None:
     assert rt == pytest.approx(6.0 + 2.0)
 
 
-def test_the_budget_reward_adds_the_share_of_the_budget_a_subnet_uses() -> None:
-    # Prepare: two within-budget clients (80 % and 20 % of their budgets), one over budget
-    outcomes = {0: Outcome(0.8, 1.0, budget_share=0.8), 1: Outcome(0.8, 1.0, budget_share=0.2),
-                2: Outcome(0.0, 0.0, True, budget_share=1.5)}
-
-    # Execute
-    off, _ = round_rewards(outcomes, {}, 0.0)
-    on, _ = round_rewards(outcomes, {}, 0.0, budget_weight=0.1)
-
-    # Assert: off is the paper's eq. 8 (equal accuracy, equal reward); on, the larger subnet
-    # gains 0.1 x its share; an over-budget subnet gains nothing (eq. 9 unchanged)
-    assert off[0] == off[1]
-    assert on[0] - off[0] == pytest.approx(0.08) and on[1] - off[1] == pytest.approx(0.02)
-    assert on[2] == off[2]
-
-
 def test_a_deployments_baseline_limits_what_one_claimed_accuracy_does_to_the_others() -> None:
     # Prepare: the review's case (issue 43, finding 6): three honest clients, and a silo
     # claiming val_accuracy 1.0

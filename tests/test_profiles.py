@@ -21,7 +21,7 @@ from pfednas.deploy.probe import (
     read_memory,
     stated_fields,
 )
-from pfednas.methods import fits_all_arch, fits_all_on_profiles, seeded_supernet
+from pfednas.methods import client_profiles, fits_all_arch, fits_all_on_profiles, seeded_supernet
 from pfednas.nas.fitting import fits_all_budgets
 from pfednas.nas.profile import (
     MB,
@@ -37,6 +37,7 @@ from pfednas.search.memory_bound import budgeted_cost
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.hapfnas import HAPFNASOptions
+from tests.conftest import spread
 
 # HEAD's draws (before profiles existed) for `method=perfedrlnas seed=3` on the default
 # digits federation: each memory budget ÷ the largest subnet's training memory, and each
@@ -68,7 +69,8 @@ def test_simulated_profiles_are_the_draws_published_results_were_made_with(
     hapfnas = build_strategy(settings_from_cfg(compose(["method=hapfnas", "seed=3",
                                                         "federation.num_rounds=8"])))
     baseline = settings_from_cfg(compose(["method=fedavg", "method.arch=fits_all", "seed=3"]))
-    arch = fits_all_arch(seeded_supernet(baseline), baseline.federation.num_clients, 3,
+    fedavg = build_strategy(baseline)
+    arch = fits_all_arch(seeded_supernet(baseline), client_profiles(baseline), 3,
                          baseline.federation.batch_size)
 
     # Assert: HEAD's values, to the last bit
@@ -79,8 +81,11 @@ def test_simulated_profiles_are_the_draws_published_results_were_made_with(
     assert [p.speed_factor for p in first] == PINNED_SLOWDOWNS
     assert all(p.bandwidth_bps == 100e6 and p.macs_per_second == 1e9 for p in first)
     assert {p.source for p in perfed.profiles.values()} == {SIMULATED}
-    assert [hapfnas.budgets[c] for c in range(6)] == [p.memory_bytes for p in first]  # type: ignore[attr-defined]
+    assert [hapfnas.client_budgets[c] for c in range(6)] == [p.memory_bytes for p in first]  # type: ignore[attr-defined]
     assert arch.to_str() == PINNED_FITS_ALL
+    # one home: every method of the seed runs on the same devices, recorded in its summary
+    assert fedavg.profiles == perfed.profiles == hapfnas.profiles
+    assert fedavg.summary_extra([])["profiles"] == perfed.summary_extra([])["profiles"]
     assert perfed.round_time_source == "cost_model"
 
 
@@ -328,10 +333,11 @@ def perfed(*, deployment: bool, **options: Any) -> PerFedRLNASStrategy:
                       transformer_depths=[1, 2], heads=[1, 2], head_dim=8, mlp_ratios=[2, 3])
     budget = Budget(num_clients=3, clients_per_round=3, num_rounds=2, local_epochs=1,
                     eval_every=1, round_timeout=10, seed=0, deployment=deployment)
+    supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     strategy = PerFedRLNASStrategy(
-        budget=budget, train_config={"batch_size": 16},
-        supernet=space.build_supernet(num_classes=10, in_channels=1, image_size=8),
-        options=PerFedRLNASOptions.from_config(options))
+        budget=budget, train_config={"batch_size": 16}, supernet=supernet,
+        options=PerFedRLNASOptions(**options),
+        profiles={} if deployment else spread(supernet, 3))
     strategy.node_of = {c: 100 + c for c in range(3)}
     return strategy
 
@@ -393,14 +399,14 @@ def test_a_deployment_times_clients_on_the_server_clock() -> None:
 def test_hapfnas_in_a_deployment_budgets_memory_only() -> None:
     from pfednas.methods.hapfnas import strategy as hapfnas_strategy
 
-    settings = settings_from_cfg(compose(["method=hapfnas", "method.budget.metric=params",
+    settings = settings_from_cfg(compose(["method=hapfnas", "method.budget_metric=params",
                                           "federation.num_rounds=8"]))
     budget = Budget(num_clients=20, clients_per_round=5, num_rounds=8, local_epochs=1,
                     eval_every=1, round_timeout=10, seed=0, deployment=True)
 
-    with pytest.raises(ValueError, match="method.budget.metric must be memory"):
-        hapfnas_strategy(settings, budget, {"batch_size": 32})
-    assert HAPFNASOptions.from_config({}).budget.metric == "memory"
+    with pytest.raises(ValueError, match="method.budget_metric must be memory"):
+        hapfnas_strategy(settings, budget, {"batch_size": 32}, {})
+    assert HAPFNASOptions.from_config({}).budget_metric == "memory"
 
 
 def test_a_profile_reports_the_clients_own_speed_in_the_nodes_units() -> None:

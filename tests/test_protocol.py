@@ -25,7 +25,7 @@ from pfednas.bench import (
 )
 from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
 from pfednas.inprocess import run_inprocess
-from pfednas.methods import BUDGET_SPREAD, METHODS, fits_all_arch, seeded_supernet
+from pfednas.methods import METHODS, client_profiles, fits_all_arch, seeded_supernet
 from pfednas.nas.covering import covering_arch
 from pfednas.nas.heterogeneity import draw_hardware
 from pfednas.node_data import node_client_data
@@ -160,11 +160,11 @@ def test_fits_all_is_the_largest_architecture_within_every_clients_budget() -> N
                                           "federation.clients_per_round=2"]))
     supernet = seeded_supernet(settings)
 
-    arch = fits_all_arch(supernet, 4, settings.seed, 32)
+    arch = fits_all_arch(supernet, client_profiles(settings), settings.seed, 32)
 
     def memory(a):  # type: ignore[no-untyped-def]
         return supernet.cost(a, batch_size=32).memory_bytes
-    budgets = draw_hardware(4, BUDGET_SPREAD,
+    budgets = draw_hardware(4, settings.federation.hardware,
                             memory(supernet.space.max_arch()), numpy_rng(settings.seed, HARDWARE))
     tightest = min(b.memory_bytes for b in budgets)
     assert memory(arch) <= tightest

@@ -32,6 +32,7 @@ from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.base import PersonalizedStrategy
 from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
+from tests.conftest import spread
 
 METRICS = {"num_examples": 1, "train_loss": 1.0, "train_seconds": 0.1, "val_accuracy": 0.5,
            "accuracy": 0.5, "arch_code": 0}
@@ -111,11 +112,11 @@ def hapfnas() -> HAPFNASStrategy:
     budget = Budget(num_clients=3, clients_per_round=2, num_rounds=5, local_epochs=1,
                     eval_every=5, round_timeout=30, seed=0)
     options = HAPFNASOptions.from_config({"distill_rounds": 2, "search_rounds": 1,
-                                          "budget": {"low": 0.6},
                                           "distill": {"steps": 3, "batch_size": 8}})
     x = synthetic_inputs(40, (1, 8, 8), np.random.default_rng(0))
     strategy = HAPFNASStrategy(budget=budget, train_config={"batch_size": 16}, supernet=supernet,
-                               options=options, transfer=TransferSet(distill=x[:32],
+                               options=options, profiles=spread(supernet, 3, memory_low=0.6),
+                               transfer=TransferSet(distill=x[:32],
                                                                      heldout=x[32:]),
                                knowledge_fn=lambda: SmallCNN(in_channels=1, image_size=8,
                                                              num_classes=10, width=4))
@@ -154,9 +155,9 @@ def perfedrlnas() -> PerFedRLNASStrategy:
     supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     budget = Budget(num_clients=3, clients_per_round=3, num_rounds=2, local_epochs=1,
                     eval_every=1, round_timeout=10, seed=0)
-    options = PerFedRLNASOptions.from_config({"hardware": {"memory_low": 1.0}})
     strategy = PerFedRLNASStrategy(budget=budget, train_config={"batch_size": 16},
-                                   supernet=supernet, options=options)
+                                   supernet=supernet, options=PerFedRLNASOptions(),
+                                   profiles=spread(supernet, 3, memory_low=1.0))
     strategy.node_of = {c: 100 + c for c in range(3)}
     return strategy
 

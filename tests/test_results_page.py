@@ -122,7 +122,7 @@ def test_budget_used_is_the_mean_share_over_clients_that_have_a_budget() -> None
 
 
 def test_the_levers_block_gives_the_method_then_each_lever_against_it() -> None:
-    # Prepare: the committed levers cells (PerFedRLNAS and four variants, seed 100)
+    # Prepare: the committed levers cells (PerFedRLNAS and two variants, seed 100)
     order = method_order()
     preset = read_preset(conf_dir() / "bench" / "fashion_mnist_levers.yaml", order)
     results = load_bench(preset, BENCH_ROOT / "fashion_mnist_levers", order)

@@ -20,11 +20,11 @@ from pfednas.clients.common import work_metrics
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
 from pfednas.data import ArrayDataset
 from pfednas.nas.darts_search import ArchHyper, search_epochs
-from pfednas.nas.profile import ClientProfile
+from pfednas.nas.heterogeneity import HardwareSpread
+from pfednas.nas.profile import ClientProfile, simulated_profiles
 from pfednas.nas.simulated_time import (
     HEAVY_TAILED,
     LogNormalSlowdown,
-    default_profiles,
     round_seconds,
     timed_eval_row,
     timed_train_row,
@@ -165,11 +165,15 @@ def test_a_round_takes_its_slowest_training_client_plus_its_slowest_evaluation()
     assert round_seconds([], []) == 0.0
 
 
+# the default spread's draw for seed 4 (speeds and links; memory plays no part here)
+PROFILES = simulated_profiles(3, HardwareSpread(), 1.0, seed=4)
+
+
 def fedavg(clients: int = 3) -> FedAvgFTStrategy:
     budget = Budget(num_clients=clients, clients_per_round=2, num_rounds=1, local_epochs=1,
                     eval_every=1, round_timeout=0.2, eval_timeout=0.2, seed=4)
     strategy = FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=WEIGHTS,
-                                finetune_epochs=0)
+                                finetune_epochs=0, profiles=PROFILES)
     strategy.node_of = {c: 100 + c for c in range(clients)}
     return strategy
 
@@ -191,10 +195,10 @@ def client(macs: Callable[[int], float]) -> Callable[[Message], RecordDict]:
 
 
 def test_the_loop_records_each_clients_traffic_and_the_rounds_simulated_time() -> None:
-    # Prepare: the baseline's devices are the default spread's draw for its seed
+    # Prepare: the baseline's devices, the default spread's draw for its seed
     strategy = fedavg()
     sampled = strategy.train_clients(1)
-    speeds = {c: p.speed for c, p in default_profiles(3, seed=4).items()}
+    speeds = {c: p.speed for c, p in PROFILES.items()}
 
     # Execute
     record = strategy.play_round(AnsweringGrid(client(lambda c: (c + 1) * 1e9)), 1)  # type: ignore[arg-type]
@@ -232,7 +236,7 @@ def test_baselines_and_nas_methods_of_one_seed_run_on_the_same_devices(
     def devices(method: str) -> list[tuple[float, float]]:
         settings = settings_from_cfg(compose([f"method={method}", "federation.num_clients=6",
                                               "federation.clients_per_round=3", "seed=3"]))
-        profiles = build_strategy(settings).timing_profiles()
+        profiles = build_strategy(settings).profiles
         return [(profiles[c].speed, profiles[c].bandwidth_bps) for c in range(6)]
 
     # Execute

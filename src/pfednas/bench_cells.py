@@ -237,6 +237,40 @@ def config_differences(now: Mapping[str, Any], before: Mapping[str, Any],
     return out
 
 
+# Options that moved or left without changing any result (issue 44, each proven by re-running
+# committed cells bit for bit): a cell's saved config is read through these before it is
+# compared. Retired switches count only at the value the code now always has.
+RETIRED = {("method", "budget_reward"): 0.0, ("method", "personal_bn"): False}
+# HardwareSpread() as every cell before issue 44 ran it
+HARDWARE_DEFAULTS = {"speed_low": 1.0, "speed_high": 4.0, "bandwidth_mbps_low": 100.0,
+                     "bandwidth_mbps_high": 100.0, "memory_low": 0.25, "memory_high": 1.0,
+                     "memory_budgets": True, "macs_per_second": 1.0e9}
+
+
+def migrated(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config in today's keys: PerFedRLNAS's ``method.hardware`` and HAPFNAS's
+    ``method.budget.{low,high}`` are ``federation.hardware`` (a baseline's ``fits_all`` used
+    its defaults), ``method.budget.metric`` is ``method.budget_metric``, and a retired switch
+    at its only value now is gone."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in saved.items()}
+    method, federation = out.get("method"), out.get("federation")
+    if not isinstance(method, dict) or not isinstance(federation, dict) \
+            or "hardware" in federation:
+        return out
+    hardware = dict(HARDWARE_DEFAULTS)
+    hardware.update(method.pop("hardware", None) or {})
+    budget = method.pop("budget", None)
+    if isinstance(budget, Mapping):
+        hardware.update(memory_low=budget.get("low", hardware["memory_low"]),
+                        memory_high=budget.get("high", hardware["memory_high"]))
+        method["budget_metric"] = budget.get("metric", "memory")
+    federation["hardware"] = hardware
+    for (group, key), value in RETIRED.items():
+        if out.get(group, {}).get(key, value) == value:
+            out[group].pop(key, None)
+    return out
+
+
 def stale_keys(cell: Cell) -> list[str] | None:
     """Why a cell with a ``summary.json`` must run again: the keys in which its saved
     ``resolved_config.yaml`` differs from what its overrides compose now, an option added
@@ -248,7 +282,7 @@ def stale_keys(cell: Cell) -> list[str] | None:
     if not saved.is_file():
         return [f"{RESOLVED_CONFIG} (missing)"]
     try:
-        before = resolved_values(OmegaConf.load(saved))
+        before = migrated(resolved_values(OmegaConf.load(saved)))
     except (OSError, ValueError, OmegaConfBaseException, yaml.YAMLError) as err:
         return [f"{RESOLVED_CONFIG} (unreadable: {type(err).__name__})"]
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pfednas.config import ConfigError, RunSettings, in_simulation
 from pfednas.data import DataError, partition
-from pfednas.methods import METHODS
+from pfednas.methods import METHODS, client_profiles
 from pfednas.nas.profile import ProfileBounds
 from pfednas.strategies.base import (
     Budget,
@@ -41,7 +41,8 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None
                                                      deployment=deployment))
     train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
                     "batch_size": fed.batch_size}
-    strategy = METHODS[settings.method].strategy(settings, budget, train_config)
+    profiles = {} if deployment else client_profiles(settings)
+    strategy = METHODS[settings.method].strategy(settings, budget, train_config, profiles)
     if not deployment:
         strategy.partition_sizes = partition_sizes(settings)
         return strategy

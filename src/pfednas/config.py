@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pfednas.config_checks import (
     NON_FINITE_ALLOWED,
     as_dict,
+    build_federation,
     build_typed,
     check_client_examples,
     check_finite,
@@ -171,7 +172,7 @@ def data_spec_from_cfg(cfg: DictConfig, fed: Federation | None = None) -> DataSp
     """The checked data spec of ``cfg`` alone (no search space, no PyTorch): what reads a
     run's partitions back (``pfednas predict --run``)."""
     if fed is None:
-        fed = build_typed(Federation, as_dict(cfg.federation), "federation")
+        fed = build_federation(as_dict(cfg.federation))
     seed = cfg.get("seed", 0)
     check_number("", "seed", seed, kind=int, low=0)
     data_values = as_dict(cfg.dataset)
@@ -189,7 +190,7 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     check_finite(cfg)
     method = as_dict(cfg.method)
     name = method.pop("name", None)
-    fed = build_typed(Federation, as_dict(cfg.federation), "federation")
+    fed = build_federation(as_dict(cfg.federation))
     validate_federation(fed)
     seed = cfg.get("seed", 0)
     spec = data_spec_from_cfg(cfg, fed)

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pfednas.nas.heterogeneity import HardwareSpread
 from pfednas.settings import ConfigError, Federation
 
 
@@ -66,6 +67,27 @@ def build_typed(cls: type, values: dict[str, Any], group: str) -> Any:
         return cls(**values)
     except TypeError as err:
         raise ConfigError(f"{group}: {err}") from err
+
+
+def build_federation(values: dict[str, Any]) -> Federation:
+    """``federation`` typed, its ``hardware`` block the :class:`HardwareSpread`."""
+    values = dict(values)
+    hardware = values.pop("hardware", None) or {}
+    if not isinstance(hardware, dict):
+        raise ConfigError(f"federation.hardware must be a mapping, got {hardware!r}")
+    group = "federation.hardware"
+    for name, value in hardware.items():
+        if name == "memory_budgets":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{group}.memory_budgets must be true|false, got {value!r}")
+        elif name in {f.name for f in dataclasses.fields(HardwareSpread)}:
+            check_number(group, name, value, kind=float)
+    try:
+        spread = build_typed(HardwareSpread, hardware, group)
+    except ValueError as err:
+        raise ConfigError(str(err) if str(err).startswith(group)
+                          else f"federation.{err}") from err
+    return build_typed(Federation, {**values, "hardware": spread}, "federation")
 
 
 def check_number(group: str, name: str, value: Any, *, kind: type, low: float | None = None,

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pfednas.nas.profile import fits
+
 if TYPE_CHECKING:
     from pfednas.search import Arch, Cost
 
-__all__ = ["RoundRecord", "StageResult", "arch_details"]
+__all__ = ["BUDGET_METRICS", "RoundRecord", "StageResult", "arch_details", "cost_in"]
 
 
 @dataclass
@@ -112,8 +114,16 @@ def arch_details(arch: Arch, cost: Cost, *, metric: str | None = None,
     out: dict[str, Any] = {"arch": arch.to_str(), "params": int(cost.params),
                            "flops": int(cost.flops), "memory_bytes": int(cost.memory_bytes)}
     if metric is not None and budget is not None and math.isfinite(budget):
-        value = float({"params": cost.params, "flops": cost.flops,
-                       "memory": cost.memory_bytes}[metric])
+        value = cost_in(cost, metric)
         out.update(budget_metric=metric, cost=value, budget=float(budget),
-                   within_budget=value <= budget)
+                   within_budget=fits(budget, value))
     return out
+
+
+BUDGET_METRICS = ("params", "flops", "memory")
+
+
+def cost_in(cost: Cost, metric: str) -> float:
+    """``cost`` in a budget's ``metric``: params | flops | memory (training-memory bytes)."""
+    return float({"params": cost.params, "flops": cost.flops,
+                  "memory": cost.memory_bytes}[metric])

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pfednas.data import DataSpec, dataset_info
+from pfednas.nas.heterogeneity import HardwareSpread
 
 if TYPE_CHECKING:  # pfednas.search imports torch: the command's checks before it stay quick
     from pfednas.search import TaskShape
@@ -55,6 +56,8 @@ class Federation:
     profile_bounds: dict[str, Any] | None = None
     default_bandwidth_mbps: float = 100.0
     min_budget_mb: float | None = None
+    # a simulation's client hardware: the one seeded spread every method's profiles come from
+    hardware: HardwareSpread = field(default_factory=HardwareSpread)
 
 
 @dataclass(frozen=True)

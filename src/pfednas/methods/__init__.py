@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
 from flwr.app import Context
 from flwr.client import NumPyClient
@@ -21,8 +20,9 @@ from pfednas.clients.common import ClientEnv
 from pfednas.config import RunSettings
 from pfednas.methods import baselines, darts, hapfnas, perfedrlnas
 from pfednas.methods.fixed import (
-    BUDGET_SPREAD,
     FITS_ALL,
+    StrategyBuilder,
+    client_profiles,
     fits_all_arch,
     fits_all_in_deployment,
     fits_all_on_profiles,
@@ -35,9 +35,7 @@ from pfednas.methods.fixed import (
 )
 from pfednas.methods.hapfnas import hapfnas_transfer, unheld_indices
 from pfednas.options import SPACES
-from pfednas.strategies import Budget, PersonalizedStrategy
 
-StrategyBuilder = Callable[[RunSettings, Budget, dict[str, Any]], PersonalizedStrategy]
 ClientBuilder = Callable[[RunSettings, ClientEnv, Context], NumPyClient]
 
 
@@ -68,7 +66,8 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec i
     MethodSpec("hapfnas", hapfnas.strategy, hapfnas.client, selects_on_val=True),
 )})
 
-__all__ = ["BUDGET_SPREAD", "FITS_ALL", "METHODS", "MethodSpec", "fits_all_arch",
+__all__ = ["FITS_ALL", "METHODS", "MethodSpec", "StrategyBuilder", "client_profiles",
+           "fits_all_arch",
            "fits_all_in_deployment", "fits_all_on_profiles", "fixed_arch", "fixed_model_fn",
            "hapfnas_transfer", "initial_body", "initial_fixed_arrays", "parse_fixed_arch",
            "seeded_supernet", "unheld_indices"]

@@ -3,7 +3,7 @@ FedBABU (their strategies in ``strategies/``, their clients in ``clients/``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flwr.app import Context
@@ -15,6 +15,7 @@ from pfednas.clients.fedbabu import FedBABUClient
 from pfednas.clients.fedrep import FedRepClient
 from pfednas.config import RunSettings
 from pfednas.methods.fixed import (
+    StrategyBuilder,
     adopt_body,
     adopt_model,
     body_roles,
@@ -23,6 +24,7 @@ from pfednas.methods.fixed import (
     fixed_model_fn,
     initial_body,
 )
+from pfednas.nas.profile import ClientProfile
 from pfednas.nas.roles import state_roles
 from pfednas.options.baselines import FedAvgOptions
 from pfednas.strategies import Budget, FedAvgFTStrategy, LocalStrategy, PersonalizedStrategy
@@ -31,24 +33,25 @@ from pfednas.strategies.fedrep import FedRepStrategy
 from pfednas.train import get_arrays
 
 
-def fedavg_strategy(settings: RunSettings, budget: Budget,
-                    train_config: dict[str, Any]) -> PersonalizedStrategy:
+def fedavg_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+                    profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
     options: FedAvgOptions = settings.options
     model = fixed_model_fn(settings)()
     return fits_all_in_deployment(settings, FedAvgFTStrategy(
         budget=budget, train_config=train_config, initial_arrays=get_arrays(model),
         array_roles=state_roles(model), finetune_epochs=options.finetune_epochs,
-        finetune_scope=options.finetune_scope), adopt_model)
+        finetune_scope=options.finetune_scope, profiles=profiles), adopt_model)
 
 
 def fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
     return FedAvgClient(env, fixed_model_fn(settings), fixed_arch(settings))
 
 
-def local_strategy(settings: RunSettings, budget: Budget,
-                   train_config: dict[str, Any]) -> PersonalizedStrategy:
+def local_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+                   profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
     return fits_all_in_deployment(settings, LocalStrategy(budget=budget,
-                                                          train_config=train_config),
+                                                          train_config=train_config,
+                                                          profiles=profiles),
                                   lambda strategy, chosen: None)  # the clients hold the model
 
 
@@ -57,14 +60,15 @@ def local_client(settings: RunSettings, env: ClientEnv, context: Context) -> Num
 
 
 def body_strategy(strategy: Callable[..., PersonalizedStrategy]
-                  ) -> Callable[[RunSettings, Budget, dict[str, Any]], PersonalizedStrategy]:
+                  ) -> StrategyBuilder:
     """The construction of a strategy that averages the body only (FedRep, FedBABU): the
     seeded initial body, its arrays' roles and the method's options."""
-    def build(settings: RunSettings, budget: Budget,
-              train_config: dict[str, Any]) -> PersonalizedStrategy:
+    def build(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+              profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
         return fits_all_in_deployment(settings, strategy(
             budget=budget, train_config=train_config, initial_body=initial_body(settings),
-            body_roles=body_roles(settings), options=settings.options), adopt_body)
+            body_roles=body_roles(settings), options=settings.options, profiles=profiles),
+            adopt_body)
 
     return build
 

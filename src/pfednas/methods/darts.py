@@ -4,6 +4,7 @@ with the local architecture fixed) and the global federated NAS reference FedNAS
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from pfednas.clients.fednas import FedNASClient
 from pfednas.clients.spider_state import run_fingerprint
 from pfednas.config import ConfigError, RunSettings, task_shape
 from pfednas.methods.fixed import seeded_supernet
+from pfednas.nas.profile import ClientProfile
 from pfednas.options.baselines import FedNASOptions
 from pfednas.options.spider import SpiderOptions
 from pfednas.search import DartsS2Space, get_space
@@ -43,15 +45,15 @@ def darts_space(settings: RunSettings) -> DartsS2Space:
     return space
 
 
-def spider_strategy(settings: RunSettings, budget: Budget,
-                    train_config: dict[str, Any]) -> PersonalizedStrategy:
+def spider_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+                    profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
     darts_space(settings)
     options = spider_options(settings)
     return SpiderStrategy(budget=budget, train_config=train_config,
                           supernet=seeded_supernet(settings),
                           participation=options.participation,
                           finetune_epochs=options.finetune_epochs,
-                          finetune_scope=options.finetune_scope)
+                          finetune_scope=options.finetune_scope, profiles=profiles)
 
 
 def spider_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -63,14 +65,14 @@ def spider_client(settings: RunSettings, env: ClientEnv, context: Context) -> Nu
                         checkpoint_dir=directory)
 
 
-def fednas_strategy(settings: RunSettings, budget: Budget,
-                    train_config: dict[str, Any]) -> PersonalizedStrategy:
+def fednas_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+                    profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
     space = darts_space(settings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int_seed(settings.seed, MODEL_INIT))
         net = DartsMixedNet(space, task_shape(settings))
     return FedNASStrategy(budget=budget, train_config=train_config, net=net,
-                          options=settings.options)
+                          options=settings.options, profiles=profiles)
 
 
 def fednas_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:

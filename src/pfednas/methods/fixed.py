@@ -28,13 +28,15 @@ from pfednas.nas.roles import state_roles
 from pfednas.search import Arch, ElasticNet, SearchSpace, Supernet, TaskShape, get_space
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.seeding import MODEL_INIT, int_seed
-from pfednas.strategies import FedAvgFTStrategy, PersonalizedStrategy
+from pfednas.strategies import Budget, FedAvgFTStrategy, PersonalizedStrategy
 from pfednas.train import get_arrays
 
-# The memory budgets fits_all admits: the NAS methods' default spread (PerFedRLNAS's
-# ``hardware.memory_*``, HAPFNAS's ``budget``), U(low, high) x the largest subnet's memory.
-BUDGET_SPREAD = HardwareSpread()
 FITS_ALL = "fits_all"
+# a method's strategy from the settings, the federation's budget, the clients' training
+# config and their profiles (a simulation's: client_profiles; a deployment's: none until
+# its nodes claim theirs)
+StrategyBuilder = Callable[[RunSettings, Budget, dict[str, Any], Mapping[int, ClientProfile]],
+                           PersonalizedStrategy]
 
 
 def seeded_supernet(settings: RunSettings) -> Supernet:
@@ -59,13 +61,29 @@ def parse_fixed_arch(space: SearchSpace, value: Any) -> Arch:
     return space.arch_from_str(str(value))
 
 
-def fits_all_arch(supernet: Supernet, num_clients: int, seed: int, batch_size: int) -> Arch:
+def spread_profiles(supernet: Supernet, spread: HardwareSpread, num_clients: int, seed: int,
+                    batch_size: int) -> dict[int, ClientProfile]:
+    """A simulation's client profiles: ``spread``'s seeded draw, memory budgets as fractions
+    of the largest subnet's training memory at ``batch_size``."""
+    reference = supernet.cost(supernet.space.max_arch(), batch_size=batch_size).memory_bytes
+    return simulated_profiles(num_clients, spread, reference, seed)
+
+
+def client_profiles(settings: RunSettings) -> dict[int, ClientProfile]:
+    """The one home of a simulation's client hardware: every client's profile, drawn from
+    ``federation.hardware`` for the run's seed. Every method gets these: PerFedRLNAS's and
+    HAPFNAS's budgets, the baselines' ``fits_all`` and every simulated round time."""
+    fed = settings.federation
+    return spread_profiles(seeded_supernet(settings), fed.hardware, fed.num_clients,
+                           settings.seed, fed.batch_size)
+
+
+def fits_all_arch(supernet: Supernet, profiles: Mapping[int, ClientProfile], seed: int,
+                  batch_size: int) -> Arch:
     """The largest architecture (by parameters) within every client's memory budget."""
     def memory(arch: Arch) -> float:
         return float(supernet.cost(arch, batch_size=batch_size).memory_bytes)
 
-    profiles = simulated_profiles(num_clients, BUDGET_SPREAD, memory(supernet.space.max_arch()),
-                                  seed)
     return fits_all_budgets(supernet.space, memory, [p.memory_bytes for p in profiles.values()],
                             lambda a: float(supernet.cost(a).params), seed)
 
@@ -118,18 +136,22 @@ def fits_all_in_deployment(settings: RunSettings, strategy: PersonalizedStrategy
 
 @lru_cache(maxsize=4)
 def _fixed_model(space_json: str, task: TaskShape, seed: int, arch: str | None,
-                 fits: tuple[int, int] | None) -> tuple[Arch, ElasticNet[Any]]:
+                 fits: tuple[HardwareSpread, int, int] | None) -> tuple[Arch, ElasticNet[Any]]:
     space_cfg = json.loads(space_json)
     supernet = _seeded_supernet(space_cfg, task, seed)
-    chosen = (fits_all_arch(supernet, fits[0], seed, fits[1]) if fits is not None
-              else parse_fixed_arch(supernet.space, arch))
+    if fits is None:
+        chosen = parse_fixed_arch(supernet.space, arch)
+    else:
+        spread, num_clients, batch = fits
+        chosen = fits_all_arch(supernet, spread_profiles(supernet, spread, num_clients, seed,
+                                                         batch), seed, batch)
     return chosen, supernet.extract(chosen)
 
 
 def _fixed(settings: RunSettings) -> tuple[Arch, ElasticNet[Any]]:
     arch = settings.method_options.get("arch")
     fed = settings.federation
-    fits = (fed.num_clients, fed.batch_size) if arch == FITS_ALL else None
+    fits = (fed.hardware, fed.num_clients, fed.batch_size) if arch == FITS_ALL else None
     return _fixed_model(json.dumps(settings.search_space, sort_keys=True), task_shape(settings),
                         settings.seed, None if arch is None else str(arch), fits)
 
@@ -140,7 +162,7 @@ def fixed_model_fn(settings: RunSettings) -> Callable[[], ElasticNet[Any]]:
     The same initial weights for every method and client given the seed; built
     once per process (a ClientApp answers many messages), each call a fresh copy.
     ``method.arch=fits_all``: the largest architecture every client's memory budget
-    admits (``fits_all_arch``).
+    admits (``fits_all_arch`` on :func:`client_profiles`).
     """
     return partial(copy.deepcopy, _fixed(settings)[1])
 

@@ -4,7 +4,7 @@ transfer set (unheld pool samples or synthetic inputs) and the clients' knowledg
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,8 +20,10 @@ from pfednas.data.holdout import unheld_indices
 from pfednas.data.registry import load_raw, normalisation
 from pfednas.methods.fixed import seeded_supernet
 from pfednas.nas.distill import TransferSet, synthetic_inputs
+from pfednas.nas.profile import ClientProfile, simulated_budgets
 from pfednas.options.hapfnas import HAPFNASOptions, TransferOptions
-from pfednas.search import get_space
+from pfednas.records import cost_in
+from pfednas.search import Supernet, get_space
 from pfednas.seeding import HAPFNAS_TRANSFER, MODEL_INIT, int_seed, numpy_rng
 from pfednas.strategies import Budget, PersonalizedStrategy
 from pfednas.strategies.hapfnas import HAPFNASStrategy
@@ -62,18 +64,34 @@ def _knowledge_fn(settings: RunSettings, width: int) -> Callable[[], torch.nn.Mo
     return build
 
 
-def strategy(settings: RunSettings, budget: Budget,
-             train_config: dict[str, Any]) -> PersonalizedStrategy:
+def strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+             profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
     opts: HAPFNASOptions = settings.options
     transfer = opts.transfer.resolve(settings.data)
     if transfer != opts.transfer:
         print(f"[pfednas] hapfnas: method.transfer.source=auto -> {transfer.source} "
               f"({settings.data.name}, {settings.data.num_clients} clients)", flush=True)
         opts = dataclasses.replace(opts, transfer=transfer)
-    return HAPFNASStrategy(budget=budget, train_config=train_config,
-                           supernet=seeded_supernet(settings), options=opts,
-                           transfer=hapfnas_transfer(settings, opts.transfer),
-                           knowledge_fn=_knowledge_fn(settings, opts.knowledge_width))
+    supernet = seeded_supernet(settings)
+    return HAPFNASStrategy(budget=budget, train_config=train_config, supernet=supernet,
+                           options=opts, transfer=hapfnas_transfer(settings, opts.transfer),
+                           knowledge_fn=_knowledge_fn(settings, opts.knowledge_width),
+                           profiles=profiles,
+                           client_budgets=metric_budgets(settings, supernet, opts.budget_metric,
+                                                         deployment=budget.deployment))
+
+
+def metric_budgets(settings: RunSettings, supernet: Supernet, metric: str, *,
+                   deployment: bool) -> dict[int, float] | None:
+    """A simulation's budgets in a ``budget_metric`` other than memory: the same seeded draw
+    of ``federation.hardware`` as the memory budgets, on the largest subnet's cost in
+    ``metric``; None where the budgets are the profiles' memory."""
+    if metric == "memory" or deployment:
+        return None
+    fed = settings.federation
+    largest = supernet.cost(supernet.space.max_arch(), batch_size=fed.batch_size)
+    return dict(enumerate(simulated_budgets(fed.num_clients, fed.hardware,
+                                            cost_in(largest, metric), settings.seed)))
 
 
 def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:

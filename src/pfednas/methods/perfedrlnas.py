@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flwr.app import Context
@@ -12,15 +13,17 @@ from pfednas.clients import SubnetClient
 from pfednas.clients.common import ClientEnv
 from pfednas.config import RunSettings, task_shape
 from pfednas.methods.fixed import seeded_supernet
+from pfednas.nas.profile import ClientProfile
 from pfednas.options.perfedrlnas import PerFedRLNASOptions
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASStrategy, PersonalizedStrategy
 
 
-def strategy(settings: RunSettings, budget: Budget,
-             train_config: dict[str, Any]) -> PersonalizedStrategy:
+def strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+             profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
     return PerFedRLNASStrategy(budget=budget, train_config=train_config,
-                               supernet=seeded_supernet(settings), options=settings.options)
+                               supernet=seeded_supernet(settings), options=settings.options,
+                               profiles=profiles)
 
 
 def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -28,4 +31,4 @@ def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClie
     return SubnetClient(env, get_space(**settings.search_space), task_shape(settings),
                         bn_recalibrate=options.bn_recalibrate,
                         personal_head=options.personal_head,
-                        personal_bn=options.personal_bn, state=context.state)
+                        state=context.state)

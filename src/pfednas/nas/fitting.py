@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pfednas.nas.profile import fits
 from pfednas.search import Arch, SearchSpace
 from pfednas.seeding import FIXED_ARCH_SEARCH, HARDWARE, numpy_rng
 
@@ -51,5 +52,5 @@ def fits_all_budgets(space: SearchSpace, memory: Callable[[Arch], float],
     ``budgets``: the fixed-architecture baselines' ``method.arch=fits_all`` (the same
     search stream for a seed, so every method that asks gets the same architecture)."""
     tightest = min(budgets)
-    return largest_fitting_arch(space, lambda a: memory(a) <= tightest, size,
+    return largest_fitting_arch(space, lambda a: fits(tightest, memory(a)), size,
                                 numpy_rng(seed, HARDWARE, FIXED_ARCH_SEARCH))

@@ -57,6 +57,10 @@ class ClientProfile:
     source: str = SIMULATED
     speed_factor: float = 1.0
 
+    def fits(self, memory_bytes: float) -> bool:
+        """Whether a model of ``memory_bytes`` training memory fits this client's budget."""
+        return fits(self.memory_bytes, memory_bytes)
+
     @property
     def speed(self) -> float:
         """The client's multiply-accumulates per second."""
@@ -67,6 +71,13 @@ class ClientProfile:
         return {"memory_budget_mb": None if memory is None else memory / MB,
                 "macs_per_second": self.speed, "bandwidth_mbps": self.bandwidth_bps / MBPS,
                 "source": self.source}
+
+
+def fits(budget: float, cost: float) -> bool:
+    """The one budget check: whether a model whose cost is ``cost`` fits a client's
+    ``budget``, both in the same metric (training-memory bytes unless HAPFNAS's
+    ``budget_metric`` says otherwise); an infinite budget fits everything."""
+    return cost <= budget
 
 
 def simulated_profiles(num_clients: int, spread: HardwareSpread, reference_memory_bytes: float,
@@ -83,11 +94,10 @@ def simulated_profiles(num_clients: int, spread: HardwareSpread, reference_memor
             for cid, hw in enumerate(drawn)}
 
 
-def simulated_budgets(num_clients: int, low: float, high: float, reference: float,
+def simulated_budgets(num_clients: int, spread: HardwareSpread, reference: float,
                       seed: int) -> list[float]:
     """Budgets in any cost metric from the same seeded draw as the memory budgets:
-    U(low, high) × ``reference`` (HAPFNAS's ``budget.metric`` params / flops)."""
-    spread = HardwareSpread(memory_low=low, memory_high=high)
+    U(memory_low, memory_high) × ``reference`` (HAPFNAS's ``budget_metric`` params / flops)."""
     return [p.memory_bytes for p in simulated_profiles(num_clients, spread, reference,
                                                        seed).values()]
 
@@ -212,10 +222,10 @@ def exclusions(profiles: Mapping[int, ClientProfile], smallest_cost: float,
     out = {}
     for cid, profile in sorted(profiles.items()):
         budget = budget_of(profile)
-        if budget < smallest_cost:
+        if not fits(budget, smallest_cost):
             out[cid] = (f"its budget {budget:.0f} is below the smallest architecture's "
                         f"{smallest_cost:.0f}: no architecture of the search space fits it")
-        elif floor is not None and budget < floor:
+        elif floor is not None and not fits(budget, floor):
             out[cid] = (f"its memory budget {budget / MB:.2f} MB is below the operator's floor "
                         f"{floor / MB:.2f} MB (federation.min_budget_mb): it would shrink "
                         "the architecture every client shares")

@@ -29,11 +29,10 @@ class Outcome:
     accuracy: float
     round_time: float
     over_budget: bool = False
-    budget_share: float = 0.0  # the subnet's training memory / the client's budget (<= 1)
 
 
 def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
-                  lambda_time: float, budget_weight: float = 0.0, *, robust: bool = False
+                  lambda_time: float, *, robust: bool = False
                   ) -> tuple[dict[int, float], dict[int, float]]:
     """Rewards of one round, and the accuracy history updated with its measurements.
 
@@ -45,10 +44,6 @@ def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
         client id → latest measured accuracy, before this round.
     lambda_time:
         Weight of the round-time penalty (paper: 0.001 per second).
-    budget_weight:
-        Not in the paper (0: off): a within-budget subnet's reward gains this × the share
-        of the client's memory budget it uses, a prior toward the largest subnets a client
-        can train.
     robust:
         The median of the history as the baseline instead of its mean (a deployment).
     """
@@ -70,8 +65,7 @@ def round_rewards(outcomes: Mapping[int, Outcome], history: Mapping[int, float],
         if out.over_budget:
             rewards[cid] = 0.0 - baseline - lambda_time * (slowest - fastest) - 1.0
         else:
-            rewards[cid] = (out.accuracy - baseline - lambda_time * (out.round_time - fastest)
-                            + budget_weight * out.budget_share)
+            rewards[cid] = out.accuracy - baseline - lambda_time * (out.round_time - fastest)
     return rewards, new_history
 
 

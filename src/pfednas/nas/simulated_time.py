@@ -30,8 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pfednas.nas.heterogeneity import HardwareSpread
-from pfednas.nas.profile import MBPS, ClientProfile, simulated_profiles
+from pfednas.nas.profile import MBPS, ClientProfile
 from pfednas.seeding import HARDWARE, HEAVY_TAILED_HARDWARE, numpy_rng
 
 ROW_SECONDS = "simulated_seconds"  # a timed row's own time (train and evaluation rows)
@@ -87,14 +86,6 @@ def retimed_round_seconds(train: Iterable[Mapping[str, Any]],
         [retimed_train(r) for r in train if ROW_SECONDS in r],
         [timed_eval_row(r, profiles[int(r["client_id"])]) for r in evaluation
          if ROW_SECONDS in r], finetuning=finetuning)
-
-
-def default_profiles(num_clients: int, seed: int) -> dict[int, ClientProfile]:
-    """Speeds and links of the default :class:`HardwareSpread` (slowdown U(1, 4) of a
-    1e9 MAC/s client, 100 Mbit/s) from the seeded ``HARDWARE`` stream: the clients
-    PerFedRLNAS and HAPFNAS draw with their default spread (speeds are drawn before
-    memory budgets, so the memory reference changes none of them)."""
-    return simulated_profiles(num_clients, HardwareSpread(), 1.0, seed)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,18 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for method in OPTIONS:
         store.store(group="method", name=method + SCHEMA_SUFFIX, node=schema(method))
+    # the federation's simulated client hardware (conf/federation/default.yaml places it
+    # at federation.hardware)
+    store.store(group="federation", name="hardware" + SCHEMA_SUFFIX, node=hardware_schema())
+
+
+def hardware_schema() -> DictConfig:
+    """:class:`pfednas.nas.heterogeneity.HardwareSpread` as a typed, writable config."""
+    from pfednas.nas.heterogeneity import HardwareSpread
+
+    node = OmegaConf.structured(HardwareSpread)
+    _writable(node)
+    return node
 
 
 def defaults(method: str) -> dict[str, Any]:

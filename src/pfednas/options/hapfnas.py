@@ -2,7 +2,8 @@
 
 ``conf/method/hapfnas.yaml`` only overrides them (:mod:`pfednas.options`); the nested groups
 are the paper's phases: ``transfer`` and ``distill`` (phase 1), ``predictor`` and
-``evolution`` (phase 2), ``budget`` (the clients' resource budgets). Beside the paper's
+``evolution`` (phase 2); the clients' budgets are ``budget_metric`` on the federation's
+hardware (``federation.hardware``). Beside the paper's
 knobs, ``personal_head`` (as published 0.818 -> 0.862 on the Fashion-MNIST tuning seed,
 docs/notes/2026-11-24-one-knob-diagnostics.md) and ``finetune_scope`` are options of ours.
 The controls tried beside them (``search_objective``, ``train_scope``,
@@ -15,37 +16,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pfednas.nas.heterogeneity import HardwareSpread
 from pfednas.nas.phases import PhasePlan
 from pfednas.options.baselines import FINETUNE_EPOCHS
 from pfednas.options.common import FINETUNE_SCOPES, check_int, check_scope
+from pfednas.records import BUDGET_METRICS
 
 if TYPE_CHECKING:
     from pfednas.data import DataSpec
-    from pfednas.search import Cost
 
-METRICS = ("params", "flops", "memory")
 TRANSFER_SOURCES = ("holdout", "synthetic", "auto")
 MEASURE_SPLITS = ("val", "train_val")
-_MEMORY = HardwareSpread()  # the same x4 spread of budgets as PerFedRLNAS's
-
-
-@dataclass(frozen=True)
-class BudgetSpread:
-    """A simulation's budgets: U(low, high) x the largest subnet's cost in ``metric``."""
-
-    metric: str = "memory"   # params | flops | memory (training memory at the federation batch)
-    low: float = _MEMORY.memory_low
-    high: float = _MEMORY.memory_high
-
-    def __post_init__(self) -> None:
-        check_scope("budget.metric", self.metric, METRICS)
-        if not 0 < self.low <= self.high:
-            raise ValueError(f"budget: need 0 < low <= high, got {self.low}, {self.high}")
-
-    def value(self, cost: Cost) -> float:
-        return float({"params": cost.params, "flops": cost.flops,
-                      "memory": cost.memory_bytes}[self.metric])
 
 
 @dataclass(frozen=True)
@@ -181,10 +161,15 @@ class HAPFNASOptions:
     distill: DistillOptions = field(default_factory=DistillOptions)
     predictor: PredictorOptions = field(default_factory=PredictorOptions)
     evolution: EvolutionOptions = field(default_factory=EvolutionOptions)
-    budget: BudgetSpread = field(default_factory=BudgetSpread)
+    # the metric of the clients' budgets: params | flops | memory (training memory at the
+    # federation batch size); a simulation draws them from federation.hardware's memory
+    # spread, U(memory_low, memory_high) x the largest subnet's cost in this metric, and a
+    # deployment's is the memory its node claims
+    budget_metric: str = "memory"
 
     def __post_init__(self) -> None:
         check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
+        check_scope("budget_metric", self.budget_metric, BUDGET_METRICS)
         check_int("knowledge_width", self.knowledge_width, 1)
         if self.knowledge_epochs is not None:
             check_int("knowledge_epochs", self.knowledge_epochs, 1)
@@ -222,7 +207,6 @@ class HAPFNASOptions:
     def from_config(options: Mapping[str, Any]) -> HAPFNASOptions:
         opts = {k: v for k, v in options.items() if k != "name"}
         nested = {"transfer": TransferOptions, "distill": DistillOptions,
-                  "predictor": PredictorOptions, "evolution": EvolutionOptions,
-                  "budget": BudgetSpread}
+                  "predictor": PredictorOptions, "evolution": EvolutionOptions}
         parts = {key: cls(**(opts.pop(key, None) or {})) for key, cls in nested.items()}
         return HAPFNASOptions(**opts, **parts)

@@ -12,11 +12,9 @@ figures reproduce.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pfednas.nas.heterogeneity import HardwareSpread
 from pfednas.nas.policy import PolicyOptimizer
 from pfednas.options.baselines import FINETUNE_EPOCHS
 from pfednas.options.common import FINETUNE_SCOPES, check_int, check_scope
@@ -34,16 +32,10 @@ class PerFedRLNASOptions:
     policy_optimizer: str = "adam"     # adam | sgd
     policy_lr: float = 0.5
     lambda_time: float = 0.001         # eq. 8: reward penalty per second above the round's fastest
-    # not in the paper (0: off): reward += this x the share of the client's memory budget its
-    # subnet uses, a prior toward the largest subnets within budget (a lever under study)
-    budget_reward: float = 0.0
     bn_recalibrate: bool = True        # re-estimate BatchNorm statistics on its train split
     # RT_i: simulated (compute x speed + bytes / bandwidth, the cost model) | measured (the
     # server's clock, send -> reply; always so in a deployment)
     round_time: str = "simulated"
-    # a simulation's per-client hardware: speed, bandwidth (paper: 100 Mbit/s), memory budget
-    # U(low, high) x the largest subnet's training memory (eq. 9)
-    hardware: HardwareSpread = field(default_factory=HardwareSpread)
     new_clients: int = 0               # held out of training, personalized by search-only rounds
     new_client_rounds: int = 10        # the search-only rounds of the new clients
     failure_reward: float | None = None  # reward of a failed / rejected client (null: no update)
@@ -57,17 +49,13 @@ class PerFedRLNASOptions:
     # each client keeps its own classifier head, trained with the body, never sent (FedRep's
     # rule on the subnets; an option, not in the paper)
     personal_head: bool = False
-    # each client keeps the BatchNorm statistics of the last subnet it trained and evaluates
-    # with them instead of re-estimating (FedBN's rule; a lever under study, not in the paper)
-    personal_bn: bool = False
 
     def __post_init__(self) -> None:
         PolicyOptimizer(kind=self.policy_optimizer, lr=self.policy_lr)  # checks both
         check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
         check_scope("round_time", self.round_time, ROUND_TIMES)
-        for name in ("lambda_time", "budget_reward"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.lambda_time >= 0:
+            raise ValueError(f"lambda_time must be >= 0, got {self.lambda_time!r}")
         for name in ("new_clients", "new_client_rounds", "exploit_rounds", "finetune_epochs"):
             check_int(name, getattr(self, name), 0)
 
@@ -83,8 +71,3 @@ class PerFedRLNASOptions:
     def policy(self) -> PolicyOptimizer:
         return PolicyOptimizer(kind=self.policy_optimizer, lr=self.policy_lr)
 
-    @staticmethod
-    def from_config(options: Mapping[str, Any]) -> PerFedRLNASOptions:
-        opts = {k: v for k, v in options.items() if k != "name"}
-        hardware = HardwareSpread(**(opts.pop("hardware", None) or {}))
-        return PerFedRLNASOptions(hardware=hardware, **opts)
