@@ -107,7 +107,7 @@ def make_client(context: Context, settings: RunSettings | None = None,
     client = METHODS[settings.method].client(settings, env, context)
     if settings.fault_injection is not None:  # test-only
         if not in_simulation():
-            raise RuntimeError("fault_injection is test-only and refused outside a pfednas "
+            raise RuntimeError("fault_injection is test-only and refused outside a "
                                "simulation")
         client = FaultyClient(client, Fault.from_config(settings.fault_injection), env.client_id)
     return client
@@ -168,12 +168,9 @@ def state_store(context: Context, settings: RunSettings,
     if not isinstance(lineage, str) or not lineage:
         return None
     directory = str(context.node_config.get("checkpoint-dir", "")).strip()
-    if (not directory and in_simulation() and settings.checkpoint_every > 0
-            and "partition-id" in context.node_config):
-        output = str(context.run_config.get("output-dir", "")).strip()
-        # the server's output folder, on this machine in a simulation
-        directory = (str(Path(output) / CLIENT_STATE_DIR)
-                     if output and Path(output).is_dir() else "")
+    if not directory and settings.checkpoint_every > 0:
+        output = simulation_output(context)
+        directory = "" if output is None else str(output / CLIENT_STATE_DIR)
     if not directory:
         return None
     return ClientStateStore(directory, client_id_of(context), lineage=lineage,
@@ -203,11 +200,19 @@ def model_dir(context: Context, settings: RunSettings) -> Path | None:
     checkpoints = str(context.node_config.get("checkpoint-dir", "")).strip()
     if checkpoints:
         return Path(checkpoints) / MODELS_DIR
+    output = simulation_output(context)
+    return None if output is None else output / MODELS_DIR
+
+
+def simulation_output(context: Context) -> Path | None:
+    """In a simulation, the server's output folder on this machine: the run config's
+    ``output-dir`` where it is a folder (the server made it before its first message);
+    None in a deployment, or when the run named none."""
     output = str(context.run_config.get("output-dir", "")).strip()
-    if in_simulation() and "partition-id" in context.node_config and output \
-            and Path(output).is_dir():
-        return Path(output) / MODELS_DIR
-    return None
+    if not output or "partition-id" not in context.node_config or not in_simulation():
+        return None
+    folder = Path(output).expanduser()
+    return folder if folder.is_dir() else None
 
 
 def keep_models(context: Context, settings: RunSettings, config: dict[str, Any],

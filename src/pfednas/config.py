@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -68,9 +69,29 @@ DATA_ROOT_ENV = "PFEDNAS_DATA_ROOT"       # deployment: the dataset folder the S
 NODE_KEYS_ENV = "PFEDNAS_NODE_KEYS"       # deployment: node-<id>.pub pinning client ids to keys
 
 
-def in_simulation() -> bool:
-    """Whether this process belongs to a `pfednas` simulation (not a deployment)."""
-    return os.environ.get(SIMULATION_ENV, "") == "1"
+def in_simulation(grid: object | None = None) -> bool:
+    """Whether this process runs a simulation, not a deployment: the server draws the
+    clients' hardware profiles, clients read their partition by ``partition-id``, and the
+    run config names the folders.
+
+    * a `pfednas` simulation: ``$PFEDNAS_SIMULATION=1`` (set by the launcher where the
+      SuperLink starts, and by the in-process runner);
+    * Flower's Simulation Runtime (``flwr run`` on a simulation SuperLink, without the
+      launcher): the ServerApp's ``grid`` is Flower's in-memory grid; a ClientApp (called
+      without a grid) runs in an actor of the runtime's Ray.
+
+    Neither is in the hands of whoever submits a run: a deployment's ServerApp talks to its
+    SuperLink through another grid, and a node runs its ClientApp in a process of its own.
+    """
+    if os.environ.get(SIMULATION_ENV, "") == "1":
+        return True
+    if grid is not None:
+        from flwr.superlink.grid import InMemoryGrid
+
+        return isinstance(grid, InMemoryGrid)
+    ray = sys.modules.get("ray")  # imported by the runtime's actors, never by a node's ClientApp
+    return bool(ray is not None and ray.is_initialized()
+                and ray.get_runtime_context().get_actor_id() is not None)
 
 
 def output_base() -> Path:

@@ -4,6 +4,11 @@ runs it, writes results.
 The config is composed from ``conf/`` with the Hydra overrides that the
 ``pfednas`` command passes through run-config (key ``overrides``, a JSON list),
 so the CLI, the server and every client see the identical config.
+
+``flwr run .`` runs the app too, without the ``pfednas`` command: on a simulation
+SuperLink (Flower's local one) it is a simulation like ``pfednas``'s
+(:func:`pfednas.config.in_simulation`), with one SuperNode per client; a federation of
+another size, or any refused config, ends the run with one ``pfednas: error:`` line.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import resource
 import socket
 import sys
 import time
-from logging import WARNING
+from logging import ERROR, WARNING
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +42,9 @@ from pfednas.config import (
     overrides_from_json,
     settings_from_cfg,
 )
+from pfednas.data import DataError
 from pfednas.edge.kept import MODELS_DIR
+from pfednas.preflight import one_line
 from pfednas.records import RoundRecord
 from pfednas.results import ResultsWriter, format_table, summarize
 
@@ -69,17 +76,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def output_dir(context: Context) -> Path:
+def output_dir(context: Context, *, simulation: bool | None = None) -> Path:
     """The run's output folder: run config ``output-dir`` (default: a dated folder).
 
-    In a simulation it is used as given. In a deployment the run's submitter names it
-    but the SuperLink's operator bounds it: it must lie inside :func:`output_base`
-    (a relative path is taken from there), else :class:`ConfigError`.
+    In a simulation it is used as given, absolute or relative to the simulation process's
+    folder (the SuperLink's). In a deployment the run's submitter names it but the
+    SuperLink's operator bounds it: it must lie inside :func:`output_base` (a relative path
+    is taken from there), else :class:`ConfigError`. ``simulation`` None: :func:`in_simulation`.
     """
     given = str(context.run_config.get("output-dir", "")).strip()
     dated = time.strftime("%Y-%m-%d/%H-%M-%S_serverapp")
-    if in_simulation():
-        return Path(given) if given else Path("outputs") / dated
+    if in_simulation() if simulation is None else simulation:
+        return (Path(given).expanduser() if given else Path("outputs") / dated).absolute()
     return inside_base(given or dated, output_base())
 
 
@@ -125,19 +133,61 @@ def write_pid_file(out: Path) -> Path:
     return path
 
 
+def simulated_supernodes(grid: Grid, *, settle: float = 0.3, timeout: float = 60.0) -> int:
+    """How many SuperNodes Flower's Simulation Runtime runs: it registers them all at once
+    as it starts, beside the ServerApp, so the count is read once it has stopped growing."""
+    count, since = len(list(grid.get_node_ids())), time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline and not (count and time.monotonic() - since >= settle):
+        time.sleep(0.05)
+        now = len(list(grid.get_node_ids()))
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
+def check_supernodes(grid: Grid, num_clients: int) -> None:
+    """A simulation runs one SuperNode per client (its ``partition-id`` is the client id);
+    :class:`ConfigError` naming both numbers and the fix when Flower runs another number."""
+    count = simulated_supernodes(grid)
+    if count != num_clients:
+        raise ConfigError(
+            f"this simulation runs {count} SuperNodes but federation.num_clients={num_clients} "
+            f"(one SuperNode per client): pass --federation-config 'num-supernodes={num_clients}' "
+            f"to flwr run, or federation.num_clients={count} in the run config's overrides; "
+            "nothing was run")
+
+
 @app.main()
-def main(grid: Grid, context: Context) -> None:
-    out = output_dir(context)  # first: a refused folder stops the run before anything
+def serve(grid: Grid, context: Context) -> None:
+    """The ServerApp: :func:`main`. In a simulation a refused config ends the run with one
+    line (Flower would log the exception's traceback); in a deployment the exception fails
+    the run, as the SuperLink's operator sees it."""
+    simulation = in_simulation(grid)
+    try:
+        main(grid, context, simulation=simulation)
+    except (ConfigError, DataError) as err:
+        if not simulation:
+            raise
+        log(ERROR, "pfednas: error: %s", one_line(str(err)) or type(err).__name__)
+
+
+def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> None:
+    """Run the configured job on ``grid``; ``simulation`` None: :func:`in_simulation`."""
+    simulation = in_simulation(grid) if simulation is None else simulation
+    out = output_dir(context, simulation=simulation)  # first: a refused folder stops the run
     overrides = overrides_from_json(str(context.run_config.get("overrides", "[]")))
     cfg = compose(overrides)
-    if not in_simulation():  # before any data is read, by a method's check or its strategy
+    if not simulation:  # before any data is read, by a method's check or its strategy
         cfg.dataset.root = server_data_root(cfg.dataset.get("root"))
     settings = settings_from_cfg(cfg)
+    if simulation and grid is not None:  # before anything is written
+        check_supernodes(grid, settings.federation.num_clients)
     print(f"[pfednas] {describe(settings)}", flush=True)
 
     write_pid_file(out)
     start = time.perf_counter()
-    strategy = build_strategy(settings)
+    strategy = build_strategy(settings, deployment=not simulation)
     strategy.lineage = str(out.resolve())
     # a resume reads (and checks) its checkpoint and history before anything in `out` is
     # written: `out` may be the resumed run's own folder
