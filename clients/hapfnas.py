@@ -10,8 +10,6 @@ The message config's ``phase`` says which role a request is for:
    its BatchNorm statistics are re-estimated on the train split, and its own
    classifier's accuracy on the **validation** split (``measure_on=train_val``:
    train + val) is replied as ``acc_<i>``. Test data are never touched by the search.
-   (A ridge probe on the subnets' features, ``predictor.measure=probe``, was tried
-   and left in issue 31; it reproduces at commit ea544f9.)
 3. ``train`` / ``evaluate`` of the client's personalized subnet: the
    :class:`~pfednas.clients.subnet.SubnetClient` role (heteroFedAvg training,
    personalized evaluation on the test split), with the client's own classifier head

@@ -39,10 +39,6 @@ memory budgets. In a deployment each client's budget is the memory budget its no
 claims (``budget_metric`` must be memory there); a client that no
 subnet fits is excluded with the reason in ``summary.json``. Every state a later
 phase needs is in the checkpoint; the phase itself is a function of the round number.
-
-The controls tried beside the options kept here (``search_objective``, ``train_scope``,
-``predictor.measure``) left the method in issue 31; the figures they made reproduce at
-commit ea544f9 (``benchmarks/bench_diagnostics.py``).
 """
 
 from __future__ import annotations

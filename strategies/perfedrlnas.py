@@ -37,10 +37,6 @@ In a deployment profiles are what the nodes claim on first contact, and RT_i is 
 server's own clock, send → reply (the paper measures it so); ``round_time: measured``
 asks for that clock in a simulation too. ``summary.json`` says which
 (``round_time_source``).
-
-The controls tried beside the options kept here (``final_arch``, ``warmup_rounds``,
-``warmup_arch``, ``train_scope``, ``merge_weighting``) left the method in issue 31; the
-figures they made reproduce at commit ea544f9 (``benchmarks/bench_diagnostics.py``).
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ CASES = [
     (["search_space=no_such_space"],
      "Could not find 'search_space/no_such_space': config group search_space has darts_s2"),
     (["federation.foo=1"], "unknown key federation.foo"),
+    # keys that moved or left say where (issue 44)
+    (["method.hardware.memory_low=0.5"], "the clients' hardware is federation.hardware.*"),
     (["federation.lr=${oops}"], "federation.lr: Interpolation key 'oops' not found"),
     (["federation.lr=[1,"], "no viable alternative at input '[1,'"),
     (["-m", "method=fedavg,nope"], "Could not find 'method/nope'"),

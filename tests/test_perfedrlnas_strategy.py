@@ -48,11 +48,14 @@ def test_finetune_scope_is_the_whole_slice_or_its_head() -> None:
 
 
 @pytest.mark.parametrize("control", ["final_arch", "warmup_rounds", "warmup_arch",
-                                     "train_scope", "merge_weighting"])
-def test_the_diagnostic_controls_left_the_method(control: str) -> None:
-    # the controls of docs/notes/2026-11-24-one-knob-diagnostics.md (at commit ea544f9)
+                                     "train_scope", "merge_weighting", "budget_reward",
+                                     "personal_bn", "hardware"])
+def test_the_options_that_lost_left_the_method(control: str) -> None:
+    # the controls of docs/notes/2026-11-24-one-knob-diagnostics.md (at commit ea544f9), the
+    # levers that lost (at 1f8593c) and the hardware, now federation.hardware (docs/TUNING.md)
     value = {"final_arch": "policy", "warmup_rounds": 0, "warmup_arch": "largest_in_budget",
-             "train_scope": "full", "merge_weighting": "uniform"}[control]
+             "train_scope": "full", "merge_weighting": "uniform", "budget_reward": 0.2,
+             "personal_bn": True, "hardware": {"memory_low": 0.5}}[control]
     with pytest.raises(TypeError, match="unexpected keyword"):
         PerFedRLNASOptions(**{control: value})
 

@@ -36,6 +36,15 @@ def one_line(text: str) -> str:
     return " ".join(line.strip() for line in paragraph.splitlines() if line.strip())
 
 
+# keys that moved or left (issue 44): a newcomer's old command line says where they went
+MOVED_KEYS = {
+    "method.hardware": "the clients' hardware is federation.hardware.*, shared by every method",
+    "method.budget": "HAPFNAS's budgets are method.budget_metric on federation.hardware.*",
+    "method.budget_reward": "removed: it lost on validation (docs/TUNING.md)",
+    "method.personal_bn": "removed: it lost on validation (docs/TUNING.md)",
+}
+
+
 def hydra_message(err: Exception) -> str:
     """Hydra's composition error in one line, naming the key or the config group."""
     from hydra.errors import MissingConfigException
@@ -46,7 +55,9 @@ def hydra_message(err: Exception) -> str:
                 f"{', '.join(err.options)}")
     cause = err.__cause__
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
-        return f"unknown key {cause.full_key}: {one_line(str(err))}"
+        moved = next((f" ({why})" for old, why in MOVED_KEYS.items()
+                      if cause.full_key == old or cause.full_key.startswith(old + ".")), "")
+        return f"unknown key {cause.full_key}{moved}: {one_line(str(err))}"
     if isinstance(cause, ValidationError) and cause.full_key:  # a typed option's value
         reason = str(cause.msg if hasattr(cause, "msg") else cause).strip().splitlines()[0]
         return f"{cause.full_key}: {reason}"

@@ -3,11 +3,10 @@
 ``conf/method/hapfnas.yaml`` only overrides them (:mod:`pfednas.options`); the nested groups
 are the paper's phases: ``transfer`` and ``distill`` (phase 1), ``predictor`` and
 ``evolution`` (phase 2); the clients' budgets are ``budget_metric`` on the federation's
-hardware (``federation.hardware``). Beside the paper's
-knobs, ``personal_head`` (as published 0.818 -> 0.862 on the Fashion-MNIST tuning seed,
+hardware (``federation.hardware``). Beside the paper's knobs, ``personal_head`` (as
+published 0.818 -> 0.862 on the Fashion-MNIST tuning seed,
 docs/notes/2026-11-24-one-knob-diagnostics.md) and ``finetune_scope`` are options of ours.
-The controls tried beside them (``search_objective``, ``train_scope``,
-``predictor.measure``) left the method at commit ea544f9, where their figures reproduce.
+Options tried and removed: docs/TUNING.md, "Options that left the methods".
 """
 
 from __future__ import annotations

@@ -5,9 +5,7 @@ paper's knobs, three options of ours earned their place on the Fashion-MNIST tun
 (docs/notes/2026-11-24-one-knob-diagnostics.md, docs/notes/2026-11-25-where-nas-loses.md):
 ``personal_head`` (as published 0.576 -> 0.828), ``exploit_rounds`` (as published 0.45 ->
 0.76 with 20 of 40 rounds) and ``finetune_scope=head`` (+FT +0.004 here, +0.048 / +0.070
-for FedAvg+FT). The controls tried beside them (``final_arch``, ``warmup_rounds``,
-``train_scope``, ``merge_weighting``) left the method at commit ea544f9, where their
-figures reproduce.
+for FedAvg+FT). Options tried and removed: docs/TUNING.md, "Options that left the methods".
 """
 
 from __future__ import annotations
