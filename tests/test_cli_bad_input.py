@@ -50,7 +50,8 @@ CASES = [
     (["federation.lr=[1,"], "no viable alternative at input '[1,'"),
     (["-m", "method=fedavg,nope"], "Could not find 'method/nope'"),
     (["federation.lr=nan"], "federation.lr must be a finite number, got nan"),
-    (["method=fedavg_defaults"], "method=fedavg_defaults is the schema of method=fedavg"),
+    (["method=fedavg_defaults"], "method=fedavg_defaults is the schema the method configs"),
+    (["dataset=dataset_defaults"], "dataset=dataset_defaults is the schema the dataset configs"),
 ]
 IDS = [" ".join(case[0]) for case in CASES]
 
@@ -137,5 +138,6 @@ def test_printing_the_config_checks_it_as_a_run_would() -> None:
                           capture_output=True, text=True, check=False, timeout=120)
 
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr == "pfednas: error: federation.num_rounds must be an integer, got 'abc'\n"
+    assert bad.stderr == ("pfednas: error: federation.num_rounds: Value 'abc' of type 'str' "
+                          "could not be converted to Integer\n")
     assert good.returncode == 0 and "num_rounds: 7" in good.stdout

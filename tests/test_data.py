@@ -475,14 +475,26 @@ def test_validate_spec_accepts_defaults_and_from_config_rejects_typos() -> None:
 def test_dataset_config_group_files_share_keys_and_are_valid() -> None:
     # Prepare
     import yaml
+    from omegaconf import OmegaConf
+
+    from pfednas.config import compose
+    from pfednas.data import DatasetOptions
 
     files = sorted((Path(__file__).parents[1] / "conf" / "dataset").glob("*.yaml"))
-    configs = {f.stem: yaml.safe_load(f.read_text()) for f in files}
+    raw = {f.stem: yaml.safe_load(f.read_text()) for f in files}
+    configs = {n: OmegaConf.to_container(compose([f"dataset={n}"]).dataset) for n in raw}
     # Execute
-    specs = {n: DataSpec.from_config(c, num_clients=10, seed=0) for n, c in configs.items()}
-    # Assert
+    specs = {n: DataSpec.from_config(c, num_clients=10, seed=0)  # type: ignore[arg-type]
+             for n, c in configs.items()}
+    # Assert: each file names its dataset and builds on the one typed schema, restating none
+    # of its defaults
     assert sorted(configs) == sorted(DATASET_NAMES)
-    assert len({frozenset(c) for c in configs.values()}) == 1
+    assert len({frozenset(c) for c in configs.values()}) == 1  # type: ignore[arg-type]
+    defaults = DatasetOptions()
+    for name, values in raw.items():
+        assert values["defaults"] == ["dataset_defaults", "_self_"] and values["name"] == name
+        assert all(getattr(defaults, k) != v for k, v in values.items()
+                   if k not in ("defaults", "name"))
     for name, spec in specs.items():
         assert spec.name == name
         validate_spec(spec)

@@ -163,15 +163,28 @@ def usage() -> str:
     ])
 
 
+def print_help(overrides: list[str]) -> None:
+    """``pfednas [KEY=VALUE ...] --help``: the subcommands, then every option of the config
+    these overrides compose, with its value and description (:mod:`pfednas.help`); exits."""
+    from pfednas.help import render
+
+    problem = composition_error(overrides)
+    if problem is not None:
+        fail(problem, EXIT_CONFIG)
+    print(usage(), flush=True)
+    print(render(overrides), flush=True)
+    sys.exit(0)
+
+
 def main() -> None:
     """``pfednas [SUBCOMMAND] ARGS``; without a subcommand, a Hydra-configured run."""
-    if len(sys.argv) > 1 and sys.argv[1] in ("--help", "-h"):
-        print(usage(), flush=True)
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         import importlib
 
         module = importlib.import_module(SUBCOMMANDS[sys.argv[1]][0])
         sys.exit(module.main(sys.argv[2:]))
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        print_help([a for a in sys.argv[1:] if a not in ("--help", "-h")])
     if os.environ.get("HYDRA_FULL_ERROR") != "1":  # else Hydra's own report, with its trace
         # Hydra's: many lines, exit code 1; and a --cfg job of a config no run would accept
         problem = composition_error(sys.argv[1:]) or printed_config_error(sys.argv[1:])

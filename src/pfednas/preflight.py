@@ -90,19 +90,22 @@ def job_overrides(overrides: list[str]) -> Iterator[list[str]]:
 
 
 def internal_choice(argv: list[str]) -> str | None:
-    """A ``method=<name>_defaults``: the typed schema a method's config builds on, which Hydra
-    would accept as a method of its own."""
+    """A ``GROUP=<name>_defaults``: the typed schema a group's configs build on (e.g.
+    ``method=fedavg_defaults``, ``dataset=dataset_defaults``), which Hydra would accept as a
+    choice of its own."""
     from pfednas.config import conf_dir
     from pfednas.options import SCHEMA_SUFFIX
 
     for arg in argv:
         key, _, value = arg.partition("=")
+        group = key.lstrip("+~")
         chosen = [v.strip() for v in value.split(",")]
-        if key.lstrip("+~") == "method" and any(v.endswith(SCHEMA_SUFFIX) for v in chosen):
+        if group in ("method", "dataset", "federation") and any(
+                v.endswith(SCHEMA_SUFFIX) for v in chosen):
             name = next(v for v in chosen if v.endswith(SCHEMA_SUFFIX))
-            methods = ", ".join(sorted(p.stem for p in (conf_dir() / "method").glob("*.yaml")))
-            return (f"method={name} is the schema of method={name[:-len(SCHEMA_SUFFIX)]}, "
-                    f"not a method; methods: {methods}")
+            choices = ", ".join(sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")))
+            return (f"{group}={name} is the schema the {group} configs build on, not a "
+                    f"choice; {group}: {choices}")
     return None
 
 

@@ -17,46 +17,80 @@ class ConfigError(ValueError):
     """An invalid configuration value; the message says which and why."""
 
 
+def _profile_bounds() -> dict[str, Any]:
+    return {"memory_budget_mb": [1, 1048576], "macs_per_second": [1.0e6, 1.0e16],
+            "bandwidth_mbps": [0.001, 1.0e6]}
+
+
 @dataclass(frozen=True)
 class Federation:
-    """Federation-wide budgets and resources (the ``federation/`` group)."""
+    """The ``federation/`` group, typed: the one source of its defaults and what each option
+    does (``conf/federation/*.yaml`` only name it, or override a few, as ``cross_silo``)."""
 
-    num_clients: int
-    clients_per_round: int
-    num_rounds: int
-    local_epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    eval_every: int
-    round_timeout: float
-    min_replies: int
-    client_cpus: int
-    client_gpus: float
-    ray_num_cpus: int | None
-    ray_address: str | None = None   # null: a private Ray; "auto" | HOST:PORT: join that cluster
-    # samples | uniform: client weights in averages and merges; null: the method's paper rule
+    num_clients: int = 20         # K: clients in the federation (SuperNodes in simulation)
+    clients_per_round: int = 5    # N: clients sampled for training each round
+    num_rounds: int = 60          # R: rounds
+    local_epochs: int = 3         # E: epochs per round on a sampled client
+    batch_size: int = 32          # the clients' training batch
+    lr: float = 0.1               # the clients' SGD learning rate
+    momentum: float = 0.9         # the clients' SGD momentum
+    weight_decay: float = 0.0005  # the clients' SGD weight decay
+    # personalized evaluation of all K clients every this many rounds (and at the end)
+    eval_every: int = 20
+    # seconds to wait for training replies in a round
+    round_timeout: float = 600.0
+    # a training round aggregates only if at least this many valid replies came
+    min_replies: int = 1
+    # CPUs per client actor (integer); torch threads per client follow it
+    client_cpus: int = 1
+    # GPU fraction per client actor (0 on CPU-only machines)
+    client_gpus: float = 0.0
+    # CPUs Ray may use; null = all cores (private Ray only)
+    ray_num_cpus: int | None = None
+    # null: a private single-node Ray for the run (RAY_ADDRESS is ignored) | auto: the cluster
+    # `ray start` runs on this machine | HOST:PORT: the head's GCS address. A cluster's workers
+    # must import pfednas; its CPUs and GPUs serve client_cpus / client_gpus; pfednas never
+    # stops it
+    ray_address: str | None = None
+    # client weights in averages and merges: samples (num_examples, bounded by what the server
+    # knows) | uniform (1 per client) | null: the method's paper rule (uniform for
+    # PerFedRLNAS's and HAPFNAS's overlap-aware merge, else samples)
     weighting: str | None = None
-    examples_tolerance: float = 0.5   # deployment: allowed rise of a client's num_examples
+    # deployment: a client's num_examples may rise at most this share over its first reply
+    examples_tolerance: float = 0.5
+    # seconds to wait for evaluation replies; null = until every client replied or failed
+    # (simulation), round_timeout x (1 + finetune_epochs / local_epochs) (deployment)
     eval_timeout: float | None = None
+    # final: methods that fine-tune before evaluating do so only at the last round; earlier
+    # evaluations are quick (the un-fine-tuned model on every client, eval_kind "quick" in
+    # metrics.jsonl) | all: fine-tune at every evaluation
     eval_finetune: str = "final"
     # the final evaluation also fine-tunes a copy at the other scope (head / full) and reports
     # both (accuracy_ft_full, accuracy_ft_head): a tuning grid's scope axis from one run
     finetune_both: bool = False
+    # a final evaluation that misses clients ends the run with exit code 1 (summary.json:
+    # clients_missing) unless true
     allow_missing_clients: bool = False
-    # deployment: each client's largest num_examples, stated by the operator (one number for
-    # all, or a list of K); null: clients weigh equally (their own counts bound nothing)
-    client_examples: int | list[int] | None = None
-    # each training update's RMS at most this × the round's lower median; null: off in a
-    # simulation, 10 in a deployment; 0: off (pfednas.nas.robust)
+    # deployment: each client's largest num_examples as the operator knows it (one number, or
+    # a list of num_clients); null: clients weigh equally, since a client's own count bounds
+    # nothing (a simulation knows its partitions)
+    client_examples: Any = None
+    # each training update (reply - what was sent) at most this x the round's median update
+    # size (RMS); null: off in a simulation, 10 in a deployment; 0: off
     update_norm_bound: float | None = None
-    # deployment: the operator's bounds of each node's claimed hardware profile, the
-    # bandwidth of a node that states none, and fits_all's floor (pfednas.nas.profile)
-    profile_bounds: dict[str, Any] | None = None
+    # deployment: each node's hardware profile (memory-budget-mb, macs-per-second,
+    # bandwidth-mbps in its node config, or measured by its ClientApp on first contact) is a
+    # claim; one outside these [min, max] (memory_budget_mb, macs_per_second, bandwidth_mbps),
+    # malformed or changed after first contact is refused and the node gets no client id
+    profile_bounds: dict[str, Any] | None = field(default_factory=_profile_bounds)
+    # deployment: the bandwidth (Mbit/s) of a node that states no bandwidth-mbps
     default_bandwidth_mbps: float = 100.0
+    # deployment: fits_all's floor (the one architecture the baselines share): a client claiming
+    # less is excluded with the reason in summary.json instead of shrinking everybody's model;
+    # null: 25% of the way from the smallest subnet's training memory to the largest's
     min_budget_mb: float | None = None
-    # a simulation's client hardware: the one seeded spread every method's profiles come from
+    # a simulation's client hardware, drawn once per run for its seed: the same devices for
+    # every method (their budgets, fits_all, the simulated round time; summary.json: profiles)
     hardware: HardwareSpread = field(default_factory=HardwareSpread)
 
 

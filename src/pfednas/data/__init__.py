@@ -17,7 +17,7 @@ from pfednas.data.partition import (
     tuning_splits,
 )
 from pfednas.data.registry import DATASET_NAMES, dataset_info, load_arrays
-from pfednas.data.spec import DataSpec, spec_problems, validate_spec
+from pfednas.data.spec import DatasetOptions, DataSpec, spec_problems, validate_spec
 
 __all__ = [
     "DATASET_NAMES",
@@ -25,6 +25,7 @@ __all__ = [
     "ClientData",
     "DataError",
     "DataSpec",
+    "DatasetOptions",
     "DatasetInfo",
     "dataset_info",
     "dirichlet_partition",

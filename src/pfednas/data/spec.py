@@ -15,6 +15,26 @@ _FRACTION_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
+class DatasetOptions:
+    """The ``dataset/`` group, typed: the one source of its defaults and what each option
+    does; ``conf/dataset/<name>.yaml`` names the dataset and overrides what differs for it."""
+
+    # digits | fashion_mnist | cifar10 | cifar100 | synthetic
+    name: str = dataclasses.field(default_factory=str)
+    # the dataset's folder (fashion_mnist, cifar10, cifar100); null: its environment variable,
+    # then its default place (conf/dataset/<name>.yaml says which)
+    root: str | None = None
+    alpha: float = 0.5              # Dirichlet concentration (> 0); smaller = more label skew
+    min_partition_size: int = 10    # every client gets >= this many samples (Dirichlet redrawn)
+    train_fraction: float = 0.6     # per-client split, stratified by label (SPIDER: 60/20/20)
+    val_fraction: float = 0.2       # per-client validation share (searches select on it)
+    test_fraction: float = 0.2      # per-client test share (the personalized evaluation's)
+    # cap on a client's samples, a label-stratified subsample of its partition; null: no cap
+    max_samples_per_client: int | None = None
+    synthetic_samples: int = DEFAULT_SYNTHETIC_SAMPLES  # dataset=synthetic's size
+
+
+@dataclass(frozen=True)
 class DataSpec:
     """The data side of an experiment; equal specs give identical client data.
 
@@ -49,13 +69,13 @@ class DataSpec:
     num_clients: int
     alpha: float
     seed: int
-    root: str | None = None
-    min_partition_size: int = 10
-    train_fraction: float = 0.6
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    max_samples_per_client: int | None = None
-    synthetic_samples: int = DEFAULT_SYNTHETIC_SAMPLES
+    root: str | None = DatasetOptions.root
+    min_partition_size: int = DatasetOptions.min_partition_size
+    train_fraction: float = DatasetOptions.train_fraction
+    val_fraction: float = DatasetOptions.val_fraction
+    test_fraction: float = DatasetOptions.test_fraction
+    max_samples_per_client: int | None = DatasetOptions.max_samples_per_client
+    synthetic_samples: int = DatasetOptions.synthetic_samples
 
     @property
     def fractions(self) -> tuple[float, float, float]:

@@ -21,13 +21,13 @@ class HardwareSpread:
     over the clients, uniform between low and high, drawn once per run for its seed."""
 
     speed_low: float = 1.0            # slowdown against a speed-1 client: U(low, high)
-    speed_high: float = 4.0
+    speed_high: float = 4.0           # (the slowest clients are this many times slower)
     bandwidth_mbps_low: float = 100.0  # link, Mbit/s (the PerFedRLNAS paper: 100)
-    bandwidth_mbps_high: float = 100.0
+    bandwidth_mbps_high: float = 100.0  # (equal bounds: every link alike)
     # training-memory budget: U(low, high) x the largest subnet's estimate at the batch size,
     # a x4 spread (the papers' U(2, 16) GB is x8)
     memory_low: float = 0.25
-    memory_high: float = 1.0
+    memory_high: float = 1.0           # (1: the best-equipped clients train the largest subnet)
     memory_budgets: bool = True        # false: no client has a memory budget
     # multiply-accumulates per second of a speed-1 client: the simulated round time's
     # compute term (``pfednas.nas.reward.training_seconds``)

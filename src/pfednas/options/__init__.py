@@ -1,4 +1,5 @@
-"""Every method's options, typed: the one source of their defaults.
+"""Every method's options, typed: the one source of their defaults (and the registration of
+the federation's and the datasets' typed schemas beside them).
 
 Each method has one frozen dataclass here (no torch, no Flower). :func:`register_schemas`
 stores each in Hydra's ConfigStore as ``method/<name>_defaults``; ``conf/method/<name>.yaml``
@@ -84,18 +85,14 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for method in OPTIONS:
         store.store(group="method", name=method + SCHEMA_SUFFIX, node=schema(method))
-    # the federation's simulated client hardware (conf/federation/default.yaml places it
-    # at federation.hardware)
-    store.store(group="federation", name="hardware" + SCHEMA_SUFFIX, node=hardware_schema())
+    # the federation's and the datasets' schemas (their YAML files build on them)
+    from pfednas.data import DatasetOptions
+    from pfednas.settings import Federation
 
-
-def hardware_schema() -> DictConfig:
-    """:class:`pfednas.nas.heterogeneity.HardwareSpread` as a typed, writable config."""
-    from pfednas.nas.heterogeneity import HardwareSpread
-
-    node = OmegaConf.structured(HardwareSpread)
-    _writable(node)
-    return node
+    for group, cls in (("federation", Federation), ("dataset", DatasetOptions)):
+        node = OmegaConf.structured(cls)
+        _writable(node)
+        store.store(group=group, name=group + SCHEMA_SUFFIX, node=node)
 
 
 def defaults(method: str) -> dict[str, Any]:

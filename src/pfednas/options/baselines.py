@@ -59,7 +59,7 @@ class FedBABUOptions(LocalOptions):
     """FedBABU (Oh et al., ICLR'22): head fixed at its random init while the body is averaged."""
 
     finetune_scope: str = "head"       # head (the paper's: body frozen) | full
-    finetune_epochs: int = FINETUNE_EPOCHS
+    finetune_epochs: int = FINETUNE_EPOCHS  # F: per client, on its own train split
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,7 +73,7 @@ class FedNASOptions:
 
     arch_lr: float = 3e-3              # Adam lr of α (DARTS: arch_learning_rate)
     arch_weight_decay: float = 1e-3    # DARTS: arch_weight_decay
-    finetune_epochs: int = FINETUNE_EPOCHS
+    finetune_epochs: int = FINETUNE_EPOCHS  # F: the derived network's, per client
     finetune_scope: str = "full"       # full (all weights of the derived network) | head
     # re-estimate the derived network's BatchNorm statistics on each client's train split
     # before (and after) fine-tuning: the supernet's are the mixed edges' (+0.033 on the

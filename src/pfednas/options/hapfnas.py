@@ -33,7 +33,7 @@ class TransferOptions:
     | synthetic (data-free inputs) | auto (holdout when the pool leaves ``size`` unheld samples,
     else synthetic: on the default digits the clients hold the whole pool)."""
 
-    source: str = "auto"
+    source: str = "auto"           # holdout | synthetic | auto (see above)
     size: int = 1000               # transfer inputs in all
     heldout_fraction: float = 0.2  # kept out of distillation: KL and subnet-accuracy reports
 
@@ -77,12 +77,12 @@ class TransferOptions:
 class DistillOptions:
     """Phase 1's sandwich distillation of the knowledge models' ensemble into the supernet."""
 
-    temperature: float = 3.0
+    temperature: float = 3.0       # softmax temperature of the ensemble's soft labels (KL)
     steps: int = 100            # sandwich steps per round (largest + smallest + random ones)
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    batch_size: int = 64           # transfer inputs per distillation step
+    lr: float = 0.05               # the server's SGD on the supernet while distilling
+    momentum: float = 0.9          # (that SGD's momentum)
+    weight_decay: float = 0.0      # (that SGD's weight decay)
     random_subnets: int = 2     # besides the largest and the smallest
     threads: int = 1            # server torch threads while distilling (it shares the CPUs)
 
@@ -102,7 +102,7 @@ class PredictorOptions:
     """Phase 2's per-client random-forest predictors (fitted on the server)."""
 
     archs_per_client: int = 40   # M: subnets each client measures
-    trees: int = 100
+    trees: int = 100               # the random forest's trees
     folds: int = 5               # cross-validation of the reported Spearman / MAE
     min_pairs: int = 6           # fewer valid pairs: the client uses the pooled pairs of all
     # the client's split the subnets are measured on: val | train_val (the distilled supernet
@@ -122,11 +122,11 @@ class PredictorOptions:
 class EvolutionOptions:
     """Phase 2's predictor-guided evolutionary search within each client's budget."""
 
-    population: int = 40
-    generations: int = 20
+    population: int = 40           # genomes (architectures) per generation
+    generations: int = 20          # rounds of selection, crossover and mutation
     parents: int = 10          # kept each generation (elitism)
     mutation_prob: float = 0.15  # per gene
-    crossover_prob: float = 0.5
+    crossover_prob: float = 0.5    # per child: uniform crossover of two parents, else a copy
     max_tries: int = 100       # draws per wanted genome before giving up on filling a slot
 
     def __post_init__(self) -> None:

@@ -28,7 +28,7 @@ class PerFedRLNASOptions:
     # the policies' optimiser: Adam lr 0.5 (the reference's; policies commit, so clients keep
     # training their own subnet: chosen by federated runs, docs/notes/2026-11-23-digits-main-job.md)
     policy_optimizer: str = "adam"     # adam | sgd
-    policy_lr: float = 0.5
+    policy_lr: float = 0.5             # the policies' learning rate (the logits' step size)
     lambda_time: float = 0.001         # eq. 8: reward penalty per second above the round's fastest
     bn_recalibrate: bool = True        # re-estimate BatchNorm statistics on its train split
     # RT_i: simulated (compute x speed + bytes / bandwidth, the cost model) | measured (the
