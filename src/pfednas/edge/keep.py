@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pfednas.config import RunSettings, task_shape
 from pfednas.data.registry import normalisation
 from pfednas.edge.kept import KeptModel, write_kept
 from pfednas.edge.spec import ModelCost, model_spec, reported_kind, sample_inputs
 from pfednas.search import get_space
 from pfednas.search.memory_bound import training_memory_upper_bound
+from pfednas.settings import RunSettings, task_shape
 
 
 def model_cost(settings: RunSettings, arch: str) -> ModelCost:
