@@ -53,6 +53,10 @@ PENDING: set[tuple[str, str]] = {
     # from the bench's source_state; SourceState and its git helpers move to a small module
     # that bench_runs and edge.keep import
     ("pfednas.edge.keep", "pfednas.bench_runs"),
+    # options <-> settings: settings.RunSettings.options parses with options.parse, and
+    # options.register_schemas stores settings.Federation (and data.DatasetOptions) in Hydra's
+    # ConfigStore; those two stores move to config's _register_schemas, beside its call
+    ("pfednas.options", "pfednas.settings"),
 }
 
 
