@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
-from pfednas.body_head import FINETUNE_SCOPES, check_scope, train_scope
+from pfednas.body_head import train_scope
 from pfednas.data import ClientData
 from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, KeptModel
+from pfednas.messages import SERVER_ROUND, Finetune, Sgd
 from pfednas.search import ElasticNet
 from pfednas.seeding import CLIENT_TRAIN, torch_generator
 from pfednas.train import Hyper, TrainStats, evaluate, num_parameters
@@ -40,8 +41,10 @@ class ClientEnv:
 
 
 def hyper_from_config(config: dict[str, Any]) -> Hyper:
-    return Hyper(lr=float(config["lr"]), momentum=float(config["momentum"]),
-                 weight_decay=float(config["weight_decay"]), batch_size=int(config["batch_size"]))
+    """The clients' SGD a message's config carries (:class:`pfednas.messages.Sgd`)."""
+    sgd = Sgd.read(config)
+    return Hyper(lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay,
+                 batch_size=sgd.batch_size)
 
 
 def train_generator(env: ClientEnv, server_round: int, phase: int = 0) -> torch.Generator:
@@ -73,7 +76,7 @@ def finetune_then_test(net: ElasticNet[Any], env: ClientEnv, config: dict[str, A
                        after_tuning: Callable[[ElasticNet[Any]], None] | None = None,
                        ) -> tuple[float, int, dict[str, Any]]:
     """The personalized-evaluation reply after the protocol's fine-tuning: ``finetune_epochs``
-    (none if 0) on the client's train split of the whole ``net``, or with ``finetune: head``
+    (none if 0) on the client's train split of the whole ``net``, or with ``finetune_scope: head``
     of its classifier head only (the body, BatchNorm included, as received); then
     ``after_tuning`` (a BatchNorm re-estimation) and :func:`test_reply`. ``net`` is changed.
     With fine-tuning the reply also carries ``accuracy_no_ft``, ``net`` tested as received
@@ -81,15 +84,14 @@ def finetune_then_test(net: ElasticNet[Any], env: ClientEnv, config: dict[str, A
     ``finetune_both`` (a tuning run) also ``accuracy_ft_full`` and ``accuracy_ft_head``, a
     copy fine-tuned at the other scope (its work is not counted: tuning, not the method).
     Where the evaluation keeps its models (``env.keep``), both tested networks are kept."""
-    epochs = int(config.get("finetune_epochs", 0))
-    scope = str(config.get("finetune", default_scope))
-    check_scope("finetune", scope, FINETUNE_SCOPES)
+    tune = Finetune.read(config, default_scope)
+    epochs, scope = tune.epochs, tune.scope
     if epochs == 0:
         return test_reply(net, env, None, arch=arch)
     as_published = evaluate(net, env.data.test, device=env.device).accuracy
     env.kept(AS_PUBLISHED, arch, net, as_published)
     other: dict[str, float] = {}
-    if bool(config.get("finetune_both", False)):
+    if tune.both:
         # the other scope on a copy, from the same start and the same shuffling stream, so
         # that each scope's accuracy is the one a run at that scope alone reports
         copy = deepcopy(net)
@@ -113,7 +115,7 @@ def finetune(net: ElasticNet[Any], scope: str, env: ClientEnv, config: dict[str,
     shuffling stream of this round), then ``after_tuning``; ``net`` is changed."""
     tuned = train_scope(
         net, scope, env.data.train, epochs=epochs, hyper=hyper_from_config(config),
-        generator=train_generator(env, int(config["server_round"]), FINETUNE_PHASE),
+        generator=train_generator(env, int(config[SERVER_ROUND]), FINETUNE_PHASE),
         device=env.device)
     if after_tuning is not None:
         after_tuning(net)

@@ -33,6 +33,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from pfednas.edge.spec import KEEP_KEY, PROFILE_PREFIX
+from pfednas.messages import Finetune, RoundConfig
 from pfednas.nas.profile import ClientProfile, ProfileBounds
 from pfednas.nas.simulated_time import (
     round_seconds,
@@ -251,11 +252,19 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         return array_specs(sent, roles) if message_type == MessageType.TRAIN else []
 
     def round_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
-        lineage = {"lineage": self.lineage} if self.lineage else {}
-        fixed = {"fixed_arch": self.fixed_arch} if self.fixed_arch else {}
-        both = {"finetune_both": True} if self.budget.finetune_both else {}
-        return {**self.train_config, "server_round": server_round,
-                "local_epochs": self.budget.local_epochs, **lineage, **fixed, **both, **extra}
+        """A message's config: the clients' SGD and the method's own training entries
+        (``train_config``), the round's entries (:class:`pfednas.messages.RoundConfig`) and
+        ``extra``."""
+        entries = RoundConfig(server_round=server_round, local_epochs=self.budget.local_epochs,
+                              lineage=self.lineage, fixed_arch=self.fixed_arch or "")
+        return {**self.train_config, **entries.to_config(), **extra}
+
+    def finetune_config(self, server_round: int, scope: str) -> dict[str, Any]:
+        """An evaluation's fine-tuning entries (:class:`pfednas.messages.Finetune`): F at
+        ``scope`` where this round's evaluation fine-tunes, both scopes with
+        ``finetune_both``."""
+        return Finetune(epochs=self.eval_finetune_epochs(server_round), scope=scope,
+                        both=self.budget.finetune_both).to_config()
 
     def enough(self, valid: int) -> bool:
         """Whether a training round with ``valid`` accepted replies may change server state."""

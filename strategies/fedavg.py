@@ -83,5 +83,4 @@ class FedAvgFTStrategy(PersonalizedStrategy):
     def eval_config(self, server_round: int) -> dict[str, Any]:
         """An evaluation's config: the round's, with this round's fine-tuning."""
         return self.round_config(server_round,
-                                 finetune_epochs=self.eval_finetune_epochs(server_round),
-                                 finetune=self.finetune_scope)
+                                 **self.finetune_config(server_round, self.finetune_scope))

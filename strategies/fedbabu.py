@@ -31,8 +31,8 @@ class FedBABUStrategy(FedAvgFTStrategy):
                  initial_body: list[np.ndarray], options: FedBABUOptions,
                  body_roles: Sequence[str] | None = None,
                  profiles: Mapping[int, ClientProfile] | None = None) -> None:
-        # the mode travels as FedAvg+FT's finetune_scope: its evaluation message sets
-        # "finetune" from it (a mode put in train_config alone was overridden by "full")
+        # the mode travels as FedAvg+FT's finetune_scope, in its evaluation message's
+        # fine-tuning entries (pfednas.messages.Finetune)
         super().__init__(budget=budget, train_config=train_config, profiles=profiles,
                          initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
                          finetune_scope=options.finetune_scope, array_roles=body_roles)

@@ -245,9 +245,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
             return []
         return [self.message(cid, MessageType.EVALUATE,
                              self.phase_config(server_round, arch=arch.to_str(), split="test",
-                                               finetune_epochs=self.eval_finetune_epochs(
-                                                   server_round),
-                                               finetune=self.options.finetune_scope),
+                                               **self.finetune_config(
+                                                   server_round, self.options.finetune_scope)),
                              self.supernet.slice(arch))
                 for cid, arch in sorted(self.search.personal.items())]
 

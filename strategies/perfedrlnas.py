@@ -269,8 +269,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     # -- personalized evaluation -------------------------------------------------------------------
     def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Message:
-        tune = ({"finetune_epochs": self.eval_finetune_epochs(server_round),
-                 "finetune": self.options.finetune_scope} if split == "test" else {})
+        tune = (self.finetune_config(server_round, self.options.finetune_scope)
+                if split == "test" else {})
         cfg = self.round_config(server_round, arch=arch.to_str(), split=split, **tune)
         return self.message(cid, MessageType.EVALUATE, cfg, self.supernet.slice(arch))
 

@@ -178,7 +178,7 @@ def test_fedbabu_head_stays_bit_identical_across_rounds_until_fine_tuning() -> N
         assert not _same(new_body, body)
         assert _same(take(get_arrays(built[-1]), split.head), head0)
         body = new_body
-    client.evaluate(body, {**CONFIG, "finetune": "head", "finetune_epochs": 1})
+    client.evaluate(body, {**CONFIG, "finetune_scope": "head", "finetune_epochs": 1})
 
     tuned = get_arrays(built[-1])
     assert not _same(take(tuned, split.head), head0)
@@ -203,7 +203,7 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
 
     assert len(messages) == 4
     config = messages[0].content["config"]
-    assert config["finetune"] == mode and config["finetune_epochs"] == 3  # type: ignore[index]
+    assert config["finetune_scope"] == mode and config["finetune_epochs"] == 3  # type: ignore[index]
     assert _same(messages[0].content["arrays"].to_numpy_ndarrays(),  # type: ignore[union-attr]
                  weighted_average([(updates[0], 1.0), (updates[1], 1.0)]))
 
@@ -221,7 +221,7 @@ def test_fedbabu_built_from_its_config_fine_tunes_the_mode_it_names(
 
     messages = list(strategy.configure_evaluate(3, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
 
-    assert {m.content["config"]["finetune"] for m in messages} == {mode}  # type: ignore[index]
+    assert {m.content["config"]["finetune_scope"] for m in messages} == {mode}  # type: ignore[index]
 
 # -- FedNAS ---------------------------------------------------------------------------------------
 SPACE = DartsS2Space(channels=4, layers=3, steps=2, multiplier=2)
@@ -332,7 +332,7 @@ def test_subnet_finetuning_scope_head_leaves_the_body_as_cut(
 
     # Execute
     _, _, metrics = client.evaluate(cut, {**CONFIG, "arch": arch.to_str(), "split": "test",
-                                          "finetune_epochs": 2, "finetune": scope})
+                                          "finetune_epochs": 2, "finetune_scope": scope})
 
     # Assert: head scope trains the head only (body, BatchNorm statistics included, as cut);
     # full scope trains the body too; both fine-tune exactly 2 epochs
@@ -343,7 +343,7 @@ def test_subnet_finetuning_scope_head_leaves_the_body_as_cut(
     assert metrics["sample_passes"] == 2 * len(ENV.data.train.y)
     with pytest.raises(ValueError, match="finetune"):
         client.evaluate(cut, {**CONFIG, "arch": arch.to_str(), "split": "test",
-                              "finetune_epochs": 1, "finetune": "body"})
+                              "finetune_epochs": 1, "finetune_scope": "body"})
 
 
 def built_models(client: Any) -> list[torch.nn.Module]:
@@ -446,18 +446,18 @@ def test_fedavg_and_fednas_finetuning_scope_head_leaves_the_body_as_sent(
 
     # Execute
     _, _, metrics = client.evaluate(sent, {**CONFIG, **extra, "finetune_epochs": 2,
-                                           "finetune": config["finetune"]})
+                                           "finetune_scope": config["finetune_scope"]})
 
     # Assert: the strategy asks for the scope; head trains the head only (the body and its
     # BatchNorm statistics as sent), full the body too; both exactly 2 epochs
-    assert config["finetune"] == scope and config["finetune_epochs"] == 2
+    assert config["finetune_scope"] == scope and config["finetune_epochs"] == 2
     split = StateSplit.of(evaluated[0])  # type: ignore[arg-type]
     after = get_arrays(evaluated[0])
     assert _same(take(after, split.body), take(sent, split.body)) == (scope == "head")
     assert not _same(take(after, split.head), take(sent, split.head))
     assert metrics["sample_passes"] == 2 * len(ENV.data.train.y)
     with pytest.raises(ValueError, match="finetune"):
-        client.evaluate(sent, {**CONFIG, **extra, "finetune_epochs": 1, "finetune": "body"})
+        client.evaluate(sent, {**CONFIG, **extra, "finetune_epochs": 1, "finetune_scope": "body"})
 
 
 def test_fedavg_and_fednas_finetune_scope_is_checked_before_a_run() -> None:

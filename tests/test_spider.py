@@ -183,8 +183,8 @@ def test_finetuned_evaluation_reports_the_pair_and_keeps_the_local_model(search:
 
     # Execute: as published, then after F = 3 epochs at each scope (a tuning run's reply)
     _, _, plain = client.evaluate([], plain_config)
-    _, _, tuned = client.evaluate([], {**plain_config, "finetune_epochs": 3, "finetune": "full",
-                                       "finetune_both": True})
+    _, _, tuned = client.evaluate([], {**plain_config, "finetune_epochs": 3,
+                                       "finetune_scope": "full", "finetune_both": True})
     _, _, again = client.evaluate([], plain_config)
 
     # Assert: the figure as published rides along; fine-tuning trained a copy only

@@ -140,7 +140,7 @@ def train_scope(net: ElasticNet[object], scope: str, data: ArrayDataset, *, epoc
                 hyper: Hyper, generator: torch.Generator, device: torch.device) -> TrainStats:
     """What +FT trains (``FINETUNE_SCOPES``): ``full``, every entry of ``net``; ``head``,
     the classifier head only, the body bit-identical (:func:`train_part`)."""
-    check_scope("finetune", scope, FINETUNE_SCOPES)
+    check_scope("finetune_scope", scope, FINETUNE_SCOPES)
     if scope == "full":
         return train_epochs(net, data, epochs=epochs, hyper=hyper, generator=generator,
                             device=device)

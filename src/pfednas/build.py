@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pfednas.config import ConfigError, RunSettings, in_simulation
 from pfednas.data import DataError, partition
+from pfednas.messages import Sgd
 from pfednas.methods import METHODS, client_profiles
 from pfednas.nas.profile import ProfileBounds
 from pfednas.strategies.base import (
@@ -39,8 +40,8 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None
                     deployment=deployment,
                     update_norm_bound=norm_bound_for(fed.update_norm_bound,
                                                      deployment=deployment))
-    train_config = {"lr": fed.lr, "momentum": fed.momentum, "weight_decay": fed.weight_decay,
-                    "batch_size": fed.batch_size}
+    train_config = Sgd(lr=fed.lr, momentum=fed.momentum, weight_decay=fed.weight_decay,
+                       batch_size=fed.batch_size).to_config()
     profiles = {} if deployment else client_profiles(settings)
     strategy = METHODS[settings.method].strategy(settings, budget, train_config, profiles)
     if not deployment:

@@ -28,6 +28,7 @@ import numpy as np
 
 from pfednas.data.arrays import Normalisation
 from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, SPEC_VERSION
+from pfednas.messages import FINETUNE_EPOCHS, FINETUNE_SCOPE
 from pfednas.search.arch import Cost, TaskShape
 
 # final-evaluation config keys the server fills per client (pfednas.strategies.base)
@@ -108,8 +109,8 @@ def model_spec(*, client_id: int, method: str, dataset: str, seed: int,
         # the figure the run reports as this client's accuracy, and its split
         "reported": reported,
         "evaluation": {"split": split, "samples": int(num_examples),
-                       "finetune_epochs": int(config.get("finetune_epochs", 0) or 0),
-                       "finetune_scope": config.get("finetune")},
+                       "finetune_epochs": int(config.get(FINETUNE_EPOCHS, 0) or 0),
+                       "finetune_scope": config.get(FINETUNE_SCOPE)},
         "cost": {"params": cost.params, "macs": cost.macs,
                  "train_memory_bytes": cost.train_memory_bytes,
                  "train_memory_bound_bytes": cost.train_memory_bound_bytes,

@@ -1,0 +1,98 @@
+"""What a round message's config says, typed on both sides: the one place that names each
+shared key and its default.
+
+The server builds the config of every training and evaluation message from an :class:`Sgd`
+and a :class:`RoundConfig` (and, for an evaluation that fine-tunes, a :class:`Finetune`); a
+client reads the same records back with their ``read``, so a key is spelt once and a
+default is stated once. A method's own keys (an architecture, a
+HAPFNAS phase) travel beside these. No torch, no Flower here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pfednas.options.common import FINETUNE_SCOPES, check_scope
+
+# the keys, each named once
+SERVER_ROUND, LOCAL_EPOCHS = "server_round", "local_epochs"
+LR, MOMENTUM, WEIGHT_DECAY, BATCH_SIZE = "lr", "momentum", "weight_decay", "batch_size"
+LINEAGE, FIXED_ARCH = "lineage", "fixed_arch"
+FINETUNE_EPOCHS, FINETUNE_SCOPE = "finetune_epochs", "finetune_scope"
+FINETUNE_BOTH = "finetune_both"
+
+
+@dataclass(frozen=True)
+class Sgd:
+    """The clients' SGD, from the federation (``federation.lr``...), in every message."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+
+    def to_config(self) -> dict[str, Any]:
+        return {LR: self.lr, MOMENTUM: self.momentum, WEIGHT_DECAY: self.weight_decay,
+                BATCH_SIZE: self.batch_size}
+
+    @staticmethod
+    def read(config: Mapping[str, Any]) -> Sgd:
+        return Sgd(lr=float(config[LR]), momentum=float(config[MOMENTUM]),
+                   weight_decay=float(config[WEIGHT_DECAY]), batch_size=int(config[BATCH_SIZE]))
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """Every message's round entries: which round, its local epochs and the run's identity."""
+
+    server_round: int
+    local_epochs: int
+    # this run and its resumptions: clients restore saved state only of the same lineage
+    lineage: str = ""
+    # a deployment's fits_all architecture, chosen from the claimed profiles ("": none)
+    fixed_arch: str = ""
+
+    def to_config(self) -> dict[str, Any]:
+        """The config entries (``lineage`` and ``fixed_arch`` only where set)."""
+        out: dict[str, Any] = {SERVER_ROUND: self.server_round, LOCAL_EPOCHS: self.local_epochs}
+        if self.lineage:
+            out[LINEAGE] = self.lineage
+        if self.fixed_arch:
+            out[FIXED_ARCH] = self.fixed_arch
+        return out
+
+    @staticmethod
+    def read(config: Mapping[str, Any]) -> RoundConfig:
+        """The round entries of a received config (``KeyError`` names a missing one)."""
+        return RoundConfig(server_round=int(config[SERVER_ROUND]),
+                           local_epochs=int(config[LOCAL_EPOCHS]),
+                           lineage=str(config.get(LINEAGE, "")),
+                           fixed_arch=str(config.get(FIXED_ARCH, "")))
+
+
+@dataclass(frozen=True)
+class Finetune:
+    """An evaluation's fine-tuning before its test (the protocol's F; 0 epochs: none)."""
+
+    epochs: int = 0
+    scope: str = "full"   # full (the whole model) | head (the classifier only)
+    both: bool = False    # also fine-tune a copy at the other scope and report both (tuning)
+
+    def __post_init__(self) -> None:
+        check_scope(FINETUNE_SCOPE, self.scope, FINETUNE_SCOPES)
+
+    def to_config(self) -> dict[str, Any]:
+        """The config entries (``finetune_both`` only where set)."""
+        out: dict[str, Any] = {FINETUNE_EPOCHS: self.epochs, FINETUNE_SCOPE: self.scope}
+        if self.both:
+            out[FINETUNE_BOTH] = True
+        return out
+
+    @staticmethod
+    def read(config: Mapping[str, Any], default_scope: str = "full") -> Finetune:
+        """The fine-tuning a received config asks for (none where it names none)."""
+        return Finetune(epochs=int(config.get(FINETUNE_EPOCHS, 0)),
+                        scope=str(config.get(FINETUNE_SCOPE, default_scope)),
+                        both=bool(config.get(FINETUNE_BOTH, False)))
