@@ -115,8 +115,10 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
     """Base class: client discovery, seeded sampling, the round loop and its records;
     every reply through the gate (:class:`ReplyGate`).
 
-    The hooks keep Flower's ``Strategy`` names and arguments, but this loop is not
-    Flower's ``Strategy.start``: ``aggregate_*`` return a :class:`StageResult`.
+    The hooks keep Flower's ``Strategy`` names, but this loop is not Flower's
+    ``Strategy.start``: ``configure_*`` take the round alone (each strategy sends its own
+    state, so none is serialised to be passed in), and ``aggregate_*`` return a
+    :class:`StageResult`.
     """
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
@@ -276,8 +278,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
 
     # -- the hooks ---------------------------------------------------------------------------
     @abstractmethod
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(self, server_round: int) -> Iterable[Message]:
         """The training messages of ``server_round`` (to :meth:`train_clients`)."""
 
     @abstractmethod
@@ -287,8 +288,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         no replies."""
 
     @abstractmethod
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
         """The evaluation messages of ``server_round`` (none: no evaluation)."""
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> StageResult:
@@ -326,10 +326,6 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         return {k: metrics[k] for k in keys if k in metrics}
 
     # -- the loop ----------------------------------------------------------------------------
-    @abstractmethod
-    def current_arrays(self) -> ArrayRecord:
-        """The server state sent out this round (empty for methods that send none)."""
-
     def send_and_collect(self, grid: Grid, messages: list[Message], *,
                          evaluation: bool = False) -> list[Message]:
         """Push messages, pull replies until all arrived or the timeout passed.
@@ -376,8 +372,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
                 (self.configure_train, self.aggregate_train, False),
                 (self.configure_evaluate, self.aggregate_evaluate, True)):
             stage = tic = time.perf_counter()
-            messages = self.without_excluded(list(configure(
-                server_round, self.current_arrays(), ConfigRecord(), grid)))
+            messages = self.without_excluded(list(configure(server_round)))
             server_seconds += time.perf_counter() - tic
             # training is aggregated whenever clients were sampled: a client sent nothing
             # (e.g. PerFedRLNAS's over budget, eq. 9) still has its outcome

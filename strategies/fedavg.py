@@ -15,8 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
-from flwr.serverapp import Grid
+from flwr.app import Message, MessageType
 
 from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.fedavg import weighted_average
@@ -45,9 +44,6 @@ class FedAvgFTStrategy(PersonalizedStrategy):
         array_specs(self.arrays, self.roles)  # one role per array, known roles
         self.finetune_epochs, self.finetune_scope = finetune_epochs, finetune_scope
 
-    def current_arrays(self) -> ArrayRecord:
-        return ArrayRecord(numpy_ndarrays=self.arrays)
-
     def state(self) -> dict[str, np.ndarray]:
         return {f"global_{i}": a for i, a in enumerate(self.arrays)}
 
@@ -57,8 +53,7 @@ class FedAvgFTStrategy(PersonalizedStrategy):
             raise ValueError("checkpoint does not match the model's shapes")
         self.arrays = arrays
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(self, server_round: int) -> Iterable[Message]:
         cfg = self.round_config(server_round)
         return [self.message(cid, MessageType.TRAIN, cfg, self.arrays, self.roles)
                 for cid in self.train_clients(server_round)]
@@ -72,8 +67,7 @@ class FedAvgFTStrategy(PersonalizedStrategy):
             self.arrays = weighted_average(updates)
         return StageResult(train=rows)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
         cfg = self.eval_config(server_round)

@@ -24,8 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
-from flwr.serverapp import Grid
+from flwr.app import Message, MessageType
 
 from pfednas.nas.profile import ClientProfile
 from pfednas.nas.roles import state_roles
@@ -57,8 +56,7 @@ class FedNASStrategy(FedAvgFTStrategy):
         arch = self.net.derive()
         return arch, get_arrays(self.net.extract(arch))
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
         arch, subnet = self.global_arch()

@@ -47,8 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
-from flwr.serverapp import Grid
+from flwr.app import Message, MessageType
 from torch import nn
 
 from pfednas.nas.covering import covering_arch
@@ -142,16 +141,12 @@ class HAPFNASStrategy(PersonalizedStrategy):
     def fits(self, client_id: int, arch: Arch) -> bool:
         return fits(self.client_budgets[client_id], self.cost_of(arch))
 
-    def current_arrays(self) -> ArrayRecord:
-        return ArrayRecord()
-
     def phase_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
         return self.round_config(server_round, phase=int(self.plan.phase_of(server_round)),
                                  **extra)
 
     # -- training: knowledge models (phase 1) and personalized subnets (phase 3) ---------------
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(self, server_round: int) -> Iterable[Message]:
         phase = self.plan.phase_of(server_round)
         self.pending, self.sent = {}, {}
         if phase == Phase.SEARCH:
@@ -224,8 +219,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
                 archs.append(arch)
         return archs or [self.space.min_arch()]
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
         phase = self.plan.phase_of(server_round)
         if phase == Phase.SEARCH:
             messages = []

@@ -12,8 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
-from flwr.serverapp import Grid
+from flwr.app import Message, MessageType
 
 from pfednas.nas.profile import ClientProfile
 from pfednas.records import StageResult
@@ -26,9 +25,6 @@ class LocalStrategy(PersonalizedStrategy):
         super().__init__(budget=budget, train_config=train_config, profiles=profiles)
         self.last_eval_round = 0
 
-    def current_arrays(self) -> ArrayRecord:
-        return ArrayRecord()
-
     def state(self) -> dict[str, np.ndarray]:
         return {"last_eval_round": np.array(self.last_eval_round)}
 
@@ -39,15 +35,13 @@ class LocalStrategy(PersonalizedStrategy):
         """Every client, at evaluation rounds: each trains in its evaluation request."""
         return list(range(self.budget.num_clients)) if self.is_eval_round(server_round) else []
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(self, server_round: int) -> Iterable[Message]:
         return []
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
         return StageResult()
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
         epochs = (server_round - self.last_eval_round) * self.budget.local_epochs

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
+from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
 from pfednas.nas.merge import overlap_average
@@ -162,9 +162,6 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         return max(sorted(fitting, key=lambda a: a.indices),
                    key=lambda a: log_probability(logits, self.sizes, a.indices))
 
-    def current_arrays(self) -> ArrayRecord:
-        return ArrayRecord()
-
     def update_policies(self, outcomes: dict[int, Outcome], archs: Mapping[int, Arch],
                         lambda_time: float) -> dict[int, float]:
         rewards, self.history = round_rewards(outcomes, self.history, lambda_time,
@@ -176,8 +173,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         return rewards
 
     # -- training --------------------------------------------------------------------------------
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(self, server_round: int) -> Iterable[Message]:
         self.sent, self.over_budget = {}, {}
         messages = []
         for cid in self.train_clients(server_round):
@@ -274,8 +270,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         cfg = self.round_config(server_round, arch=arch.to_str(), split=split, **tune)
         return self.message(cid, MessageType.EVALUATE, cfg, self.supernet.slice(arch))
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
         return [self.eval_message(cid, self.personalized_arch(cid), server_round, "test")

@@ -26,8 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
-from flwr.serverapp import Grid
+from flwr.app import Message, MessageType
 
 from pfednas.nas.archcode import arch_from_code, code_capacity
 from pfednas.nas.profile import ClientProfile
@@ -92,8 +91,7 @@ class SpiderStrategy(FedAvgFTStrategy):
         return result
 
     # -- personalized evaluation ---------------------------------------------------------------
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
         cfg = self.eval_config(server_round)

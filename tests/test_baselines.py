@@ -73,7 +73,7 @@ def _budget(k: int = 4) -> Budget:
 def _sent(strategy: Any) -> list[Message]:
     """Round 1's training messages (node id of client c: 100 + c)."""
     strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
-    return list(strategy.configure_train(1, strategy.current_arrays(), None, None))
+    return list(strategy.configure_train(1))
 
 
 def _reply(strategy: Any, cid: int, arrays: list[np.ndarray], n: int) -> Message:
@@ -199,7 +199,7 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
 
     strategy.aggregate_train(1, [_reply(strategy, first, updates[0], 1),
                                  _reply(strategy, second, updates[1], 1)])
-    messages = list(strategy.configure_evaluate(3, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    messages = list(strategy.configure_evaluate(3))
 
     assert len(messages) == 4
     config = messages[0].content["config"]
@@ -219,7 +219,7 @@ def test_fedbabu_built_from_its_config_fine_tunes_the_mode_it_names(
     strategy = METHODS["fedbabu"].strategy(settings, _budget(), CONFIG, {})
     strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
 
-    messages = list(strategy.configure_evaluate(3, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    messages = list(strategy.configure_evaluate(3))
 
     assert {m.content["config"]["finetune_scope"] for m in messages} == {mode}  # type: ignore[index]
 
@@ -272,7 +272,7 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
         arrays[alpha[0]][:, 1] += shift  # both clients prefer sep_conv in normal cells
         replies.append(_reply(strategy, cid, arrays, 5))
     strategy.aggregate_train(1, replies)
-    evaluation = list(strategy.configure_evaluate(3, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    evaluation = list(strategy.configure_evaluate(3))
 
     assert [sent[i].shape for i in alpha] == [(SPACE.num_edges, 2)] * 2
     assert np.allclose(strategy.arrays[alpha[0]][:, 1], start[alpha[0]][:, 1] + 2.0)
@@ -441,7 +441,7 @@ def test_fedavg_and_fednas_finetuning_scope_head_leaves_the_body_as_sent(
         strategy = FedNASStrategy(budget=_budget(), train_config=CONFIG, net=mixed,
                                   options=FedNASOptions(finetune_epochs=2, finetune_scope=scope))
     strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
-    request = list(strategy.configure_evaluate(3, strategy.current_arrays(), None, None))[0]
+    request = list(strategy.configure_evaluate(3))[0]
     config = dict(request.content["config"])  # type: ignore[arg-type]
 
     # Execute

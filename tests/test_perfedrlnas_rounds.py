@@ -62,8 +62,7 @@ def train_round(strategy: PerFedRLNASStrategy, grid: AnsweringGrid, server_round
                 ) -> StageResult:
     """One training half-round as ``base.play_round`` drives it: clients are sampled every
     round, so it is aggregated, also when nothing was sent."""
-    messages = list(strategy.configure_train(server_round, strategy.current_arrays(),
-                                             None, grid))  # type: ignore[arg-type]
+    messages = list(strategy.configure_train(server_round))
     replies = strategy.send_and_collect(grid, messages) if messages else []  # type: ignore[arg-type]
     return strategy.aggregate_train(server_round, replies)
 

@@ -352,8 +352,7 @@ def test_a_client_no_architecture_fits_is_excluded_and_the_run_goes_on() -> None
     # Execute: what connect does once the claims are in, then a round's messages
     strategy.profiles_bound()
     sampled = strategy.sample_clients(1)
-    evaluations = strategy.without_excluded(list(strategy.configure_evaluate(
-        1, strategy.current_arrays(), ConfigRecord(), None)))  # type: ignore[arg-type]
+    evaluations = strategy.without_excluded(list(strategy.configure_evaluate(1)))
     summary = strategy.summary_extra([])
 
     # Assert: never trained, never evaluated, and the results say why

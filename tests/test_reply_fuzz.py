@@ -267,7 +267,7 @@ FEDAVG_EVALUATE = Template(
 @given(message=replies(FEDAVG_TRAIN))
 def test_fedavg_training_survives_any_reply(message: Message) -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
 
     accepted, result = check_one(strategy, message,
                                  lambda: strategy.aggregate_train(1, [message]))
@@ -279,7 +279,7 @@ def test_fedavg_training_survives_any_reply(message: Message) -> None:
 @given(message=replies(FEDAVG_EVALUATE))
 def test_fedavg_evaluation_survives_any_reply(message: Message) -> None:
     strategy = fedavg()
-    list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_evaluate(1))
 
     accepted, result = check_one(strategy, message,
                                  lambda: strategy.aggregate_evaluate(1, [message]))
@@ -300,7 +300,7 @@ def stage(kind: str) -> Server:
     """The strategy after sending round 1's ``kind`` messages (built once, then restored)."""
     strategy = perfedrlnas()
     configure = strategy.configure_train if kind == "train" else strategy.configure_evaluate
-    list(configure(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(configure(1))
     return Server(strategy, strategy.state(), dict(strategy.requests))
 
 

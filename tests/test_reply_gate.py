@@ -116,7 +116,7 @@ def test_num_examples_bounded_by_partition_or_first_report() -> None:
 # -- through a strategy -------------------------------------------------------------------------
 def test_train_reply_without_a_required_metric_is_rejected_not_a_crash() -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
     no_loss = {k: v for k, v in train_metrics(0).items() if k != "train_loss"}
 
     strategy.aggregate_train(1, [reply(strategy, 0, no_loss, trained(9.0)),
@@ -128,7 +128,7 @@ def test_train_reply_without_a_required_metric_is_rejected_not_a_crash() -> None
 
 def test_evaluation_reply_without_accuracy_or_loss_is_rejected() -> None:
     strategy = fedavg()
-    list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_evaluate(1))
     good = {"client_id": 0, "num_examples": 5, "accuracy": 0.5, "loss": 0.7}
 
     result = strategy.aggregate_evaluate(1, [
@@ -145,7 +145,7 @@ def test_evaluation_reply_without_accuracy_or_loss_is_rejected() -> None:
 def test_extra_arrays_and_wrong_byte_sizes_are_rejected_before_decoding(
         monkeypatch: pytest.MonkeyPatch) -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
     decoded: list[tuple[int, ...]] = []
     numpy = Array.numpy
 
@@ -173,7 +173,7 @@ def test_huge_num_examples_cannot_dominate_the_average() -> None:
     # Prepare: partition sizes known (simulation); client 0 claims far more than it holds
     strategy = fedavg()
     strategy.partition_sizes = [20, 20, 20]
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0, n=9_000_000), trained(9.0)),
                                  reply(strategy, 1, train_metrics(1, n=10), trained(1.0)),
@@ -187,7 +187,7 @@ def test_deployment_num_examples_may_not_grow_past_the_tolerance() -> None:
     strategy = fedavg(examples_tolerance=0.5)
     for server_round, n, rejected in ((1, 100, 0), (2, 140, 0), (3, 151, 1)):
         strategy.tally.rejected = 0
-        list(strategy.configure_train(server_round, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+        list(strategy.configure_train(server_round))
         strategy.aggregate_train(server_round, [reply(strategy, 0, train_metrics(0, n=n),
                                                       trained(1.0))])
         assert strategy.tally.rejected == rejected, server_round
@@ -195,7 +195,7 @@ def test_deployment_num_examples_may_not_grow_past_the_tolerance() -> None:
 
 def test_uniform_weighting_ignores_sample_counts() -> None:
     strategy = fedavg(weighting="uniform")
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0, n=90), trained(4.0)),
                                  reply(strategy, 1, train_metrics(1, n=10), trained(0.0))])
@@ -223,7 +223,7 @@ def spider() -> SpiderStrategy:
 
 def test_spider_rejects_out_of_range_codes_and_foreign_client_ids() -> None:
     strategy = spider()
-    list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_evaluate(1))
     capacity = code_capacity(strategy.space)
     ok = {"num_examples": 5, "accuracy": 0.5, "loss": 0.7}
 
@@ -289,7 +289,7 @@ def test_payloads_disagreeing_with_their_record_are_rejected_not_a_crash(
         payload: Any, dtype: str | None, reason: str) -> None:
     # Prepare: client 0's first array's payload replaced, its record metadata as sent
     strategy = fedavg()
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
     bad = reply(strategy, 0, train_metrics(0),
                 with_payload(trained(9.0), 0, payload(trained(9.0)[0]), dtype))
 
@@ -321,10 +321,10 @@ def test_a_header_within_the_record_size_never_allocates_what_it_declares() -> N
 def test_a_train_reply_to_an_evaluation_request_is_rejected() -> None:
     # Prepare: a training round, then an evaluation; client 0 answers it as if it trained
     strategy = fedavg()
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
     strategy.aggregate_train(1, [reply(strategy, c, train_metrics(c), trained(1.0))
                                  for c in range(3)])
-    list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_evaluate(1))
     good = {"client_id": 1, "num_examples": 5, "accuracy": 0.5, "loss": 0.7}
 
     # Execute
@@ -340,8 +340,8 @@ def test_a_train_reply_to_an_evaluation_request_is_rejected() -> None:
 def test_spider_an_evaluation_reply_in_a_training_round_is_rejected() -> None:
     # Prepare: client 0 was sent an evaluation (round 1), then training (round 2)
     strategy = spider()
-    list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
-    list(strategy.configure_train(2, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_evaluate(1))
+    list(strategy.configure_train(2))
     before = [a.copy() for a in strategy.arrays]
     evaluation = {"client_id": 0, "num_examples": 5, "accuracy": 0.5, "loss": 0.7,
                   "arch_code": 1}
@@ -358,7 +358,7 @@ def test_spider_an_evaluation_reply_in_a_training_round_is_rejected() -> None:
 
 def test_a_second_reply_to_one_request_is_rejected() -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0), trained(1.0)),
                                  reply(strategy, 0, train_metrics(0), trained(5.0))])
@@ -372,7 +372,7 @@ def test_deployment_weighs_clients_equally_whatever_their_first_report() -> None
     # Prepare: a deployment without the operator's bounds; client 0 reports 10,000,000 from
     # its first reply on
     strategy = fedavg(deployment=True)
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [
         reply(strategy, 0, train_metrics(0, n=10_000_000), trained(9.0)),
@@ -387,7 +387,7 @@ def test_deployment_weighs_clients_equally_whatever_their_first_report() -> None
 def test_deployment_with_the_operators_bounds_weighs_by_bounded_counts() -> None:
     strategy = fedavg(deployment=True)
     strategy.partition_sizes = [100, 100, 100]  # federation.client_examples=100
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [
         reply(strategy, 0, train_metrics(0, n=10_000_000), trained(9.0)),
@@ -456,7 +456,7 @@ def test_values_just_inside_each_bound_pass_and_just_outside_are_refused(
 
 def test_a_duplicate_reply_is_refused_and_aggregated_once() -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    list(strategy.configure_train(1))
 
     result = strategy.aggregate_train(1, [
         reply(strategy, 0, train_metrics(0), trained(4.0)),
@@ -499,7 +499,7 @@ class LateGrid:
 def test_a_reply_after_the_evaluation_deadline_is_a_failure_not_a_result() -> None:
     # Prepare: evaluations time out after 0.2 s; every node answers after 0.6 s
     strategy = fedavg(eval_timeout=0.2)
-    messages = list(strategy.configure_evaluate(1, strategy.current_arrays(), None, None))  # type: ignore[arg-type]
+    messages = list(strategy.configure_evaluate(1))
     grid = LateGrid(lambda msg: reply(strategy, 0, {"client_id": 0, "num_examples": 5,
                                                     "loss": 0.5, "accuracy": 0.5},
                                       kind=MessageType.EVALUATE), delay=0.6)
