@@ -36,7 +36,7 @@ from pfednas.nas.validation import (
 )
 
 if TYPE_CHECKING:
-    from pfednas.strategies.base import Budget
+    from pfednas.strategies.budget import Budget
 
 Reply = tuple[dict[str, Any], list[np.ndarray]]  # an accepted reply: its metrics, decoded arrays
 SERVER_METRICS = ("update_scale",)  # set by the server on accepted replies, never by a client

@@ -34,7 +34,7 @@ from pfednas.config import NODE_KEYS_ENV  # set by the operator where the Server
 from pfednas.nas.profile import ClientProfile, ProfileBounds, profile_problem
 
 if TYPE_CHECKING:
-    from pfednas.strategies.base import Budget
+    from pfednas.strategies.budget import Budget
 
 
 def claim_problem(node: int, claimed: Any, *, num_clients: int, node_of: Mapping[int, int],

@@ -154,7 +154,7 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch, dirty_checkout: Path) -> list[Pat
         reports[-1].write_text(f"{len(finished)} cells\n")
         return reports[-1]
 
-    monkeypatch.setattr("pfednas.bench_runs.checkout_root", lambda: dirty_checkout)
+    monkeypatch.setattr("pfednas.source.checkout_root", lambda: dirty_checkout)
     monkeypatch.setattr("pfednas.bench_runs.pfednas_command", _fake_pfednas)
     monkeypatch.setattr("pfednas.report.cli.build_report", report)
     return reports

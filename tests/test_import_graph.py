@@ -31,33 +31,10 @@ from tests.conftest import REPO
 # where each part of the package lives in the repository (pyproject's package-dir)
 PACKAGE_DIRS = {"pfednas": REPO / "src" / "pfednas", "pfednas.strategies": REPO / "strategies",
                 "pfednas.clients": REPO / "clients", "pfednas.conf": REPO / "conf"}
-# Imports known to close a cycle, each to be removed by a move in files other changes hold:
+# Imports known to close a cycle, each to be removed by a move (none left):
 # (importer, imported). An import listed here is left out of both graphs; one that is gone must
 # leave the set (test_pending_imports_still_exist).
-PENDING: set[tuple[str, str]] = {
-    # strategies.base <-> gate, identity: gate's and identity's `Budget` (TYPE_CHECKING) is
-    # base's; Budget moves to a small module of its own that all three import
-    ("pfednas.strategies.gate", "pfednas.strategies.base"),
-    ("pfednas.strategies.identity", "pfednas.strategies.base"),
-    # nas <-> options: the maths re-export, or take, HAPFNAS's option dataclasses;
-    # DistillOptions and EvolutionOptions move to nas/distill.py and nas/evolution.py (as
-    # PhasePlan, PolicyOptimizer and SearchSchedule already live in nas/), options.hapfnas
-    # imports them, test_hapfnas.py imports PredictorOptions from options.hapfnas
-    ("pfednas.nas.distill", "pfednas.options.hapfnas"),
-    ("pfednas.nas.evolution", "pfednas.options.hapfnas"),
-    ("pfednas.nas.predictor", "pfednas.options.hapfnas"),
-    # nas <-> train: nas.spider and nas.darts_search train with train.py's loop, train.py
-    # takes TRAIN_MACS_PER_FORWARD from nas.reward; the constant moves to search.cost_model
-    ("pfednas.train", "pfednas.nas.reward"),
-    # edge -> bench_runs -> report -> methods -> clients -> edge: the kept model's commit comes
-    # from the bench's source_state; SourceState and its git helpers move to a small module
-    # that bench_runs and edge.keep import
-    ("pfednas.edge.keep", "pfednas.bench_runs"),
-    # options <-> settings: settings.RunSettings.options parses with options.parse, and
-    # options.register_schemas stores settings.Federation (and data.DatasetOptions) in Hydra's
-    # ConfigStore; those two stores move to config's _register_schemas, beside its call
-    ("pfednas.options", "pfednas.settings"),
-}
+PENDING: set[tuple[str, str]] = set()
 
 
 def module_files() -> dict[str, Path]:

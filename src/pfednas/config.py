@@ -111,9 +111,18 @@ def conf_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def _register_schemas() -> None:
-    from pfednas.options import register_schemas
+    """Every typed group's schema in Hydra's ConfigStore: the methods'
+    (``method/<name>_defaults``), the federation's and the datasets'."""
+    from hydra.core.config_store import ConfigStore
+
+    from pfednas.data import DatasetOptions
+    from pfednas.options import SCHEMA_SUFFIX, register_schemas, writable
 
     register_schemas()
+    store = ConfigStore.instance()
+    for group, cls in (("federation", Federation), ("dataset", DatasetOptions)):
+        store.store(group=group, name=group + SCHEMA_SUFFIX,
+                    node=writable(OmegaConf.structured(cls)))
 
 
 def compose(overrides: tuple[str, ...] | list[str] = ()) -> DictConfig:

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pfednas.data import ArrayDataset
-from pfednas.nas.reward import TRAIN_MACS_PER_FORWARD
-from pfednas.search.cost_model import module_cost_terms
+from pfednas.search.cost_model import TRAIN_MACS_PER_FORWARD, module_cost_terms
 
 
 @dataclass(frozen=True)

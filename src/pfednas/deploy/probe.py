@@ -154,7 +154,7 @@ def measure_speed(supernet: Any, *, batch_size: int = PROBE_BATCH,
     left no time for another (then timed on the warm-up itself: an underestimate)."""
     import torch
 
-    from pfednas.nas.reward import TRAIN_MACS_PER_FORWARD
+    from pfednas.search.cost_model import TRAIN_MACS_PER_FORWARD
 
     start = time.perf_counter()
     arch = supernet.space.max_arch()

@@ -32,7 +32,7 @@ def model_cost(settings: RunSettings, arch: str) -> ModelCost:
 def source_commit() -> str:
     """The commit of the code this process runs (``<head>+dirty`` with changes); empty
     outside a git checkout (an installed FAB)."""
-    from pfednas.bench_runs import source_state
+    from pfednas.source import source_state
 
     return source_state().commit
 

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.data import ArrayDataset
-from pfednas.options.hapfnas import DistillOptions  # noqa: F401 (re-exported)
+from pfednas.nas.phases import DistillOptions  # noqa: F401 (re-exported)
 from pfednas.search import Arch, SearchSpace, Supernet, recalibrate_batchnorm
 
 EVAL_BATCH = 512

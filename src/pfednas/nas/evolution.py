@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pfednas.options.hapfnas import EvolutionOptions  # noqa: F401 (re-exported)
+from pfednas.nas.phases import EvolutionOptions  # noqa: F401 (re-exported)
 
 Genome = tuple[int, ...]
 

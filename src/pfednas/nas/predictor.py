@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pfednas.options.hapfnas import MEASURE_SPLITS, PredictorOptions  # noqa: F401
+from pfednas.nas.phases import MEASURE_SPLITS, PredictorOptions  # noqa: F401
 from pfednas.search import Arch, Supernet
 
 if TYPE_CHECKING:

@@ -21,6 +21,8 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pfednas.search.cost_model import TRAIN_MACS_PER_FORWARD
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -75,7 +77,6 @@ def simulated_round_time(*, compute_seconds: float, speed_factor: float, bytes_m
     return compute_seconds * speed_factor + 8.0 * bytes_moved / bandwidth_bps
 
 
-TRAIN_MACS_PER_FORWARD = 3  # forward + backward (≈ 2 × forward) multiply-accumulates
 
 
 def training_seconds(*, forward_macs_per_sample: float, samples: int, epochs: int,

@@ -1,5 +1,4 @@
-"""Every method's options, typed: the one source of their defaults (and the registration of
-the federation's and the datasets' typed schemas beside them).
+"""Every method's options, typed: the one source of their defaults.
 
 Each method has one frozen dataclass here (no torch, no Flower). :func:`register_schemas`
 stores each in Hydra's ConfigStore as ``method/<name>_defaults``; ``conf/method/<name>.yaml``
@@ -66,33 +65,28 @@ def schema(method: str) -> DictConfig:
                                        [("name", str, dataclasses.field(default=method))],
                                        bases=(cls,), frozen=True)
     node = OmegaConf.structured(named)
-    _writable(node)  # a frozen dataclass gives a read-only config: overrides must merge into it
+    writable(node)  # a frozen dataclass gives a read-only config: overrides must merge into it
     return node
 
 
-def _writable(node: DictConfig) -> None:
+def writable(node: DictConfig) -> DictConfig:
+    """``node`` made writable, its nested groups too (a frozen dataclass's config is not)."""
     OmegaConf.set_readonly(node, False)
     for key in node:
         child = node._get_node(key)
         if isinstance(child, DictConfig):
-            _writable(child)
+            writable(child)
+    return node
 
 
 def register_schemas() -> None:
-    """Store every method's schema in Hydra's ConfigStore (idempotent)."""
+    """Store every method's schema in Hydra's ConfigStore (idempotent); the federation's and
+    the datasets' are stored beside them by :func:`pfednas.config.conf_dir`."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for method in OPTIONS:
         store.store(group="method", name=method + SCHEMA_SUFFIX, node=schema(method))
-    # the federation's and the datasets' schemas (their YAML files build on them)
-    from pfednas.data import DatasetOptions
-    from pfednas.settings import Federation
-
-    for group, cls in (("federation", Federation), ("dataset", DatasetOptions)):
-        node = OmegaConf.structured(cls)
-        _writable(node)
-        store.store(group=group, name=group + SCHEMA_SUFFIX, node=node)
 
 
 def defaults(method: str) -> dict[str, Any]:

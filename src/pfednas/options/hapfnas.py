@@ -15,7 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pfednas.nas.phases import PhasePlan
+from pfednas.nas.phases import (  # noqa: F401 (MEASURE_SPLITS re-exported)
+    MEASURE_SPLITS,
+    DistillOptions,
+    EvolutionOptions,
+    PhasePlan,
+    PredictorOptions,
+)
 from pfednas.options.baselines import FINETUNE_EPOCHS
 from pfednas.options.common import FINETUNE_SCOPES, check_int, check_scope
 from pfednas.records import BUDGET_METRICS
@@ -24,7 +30,6 @@ if TYPE_CHECKING:
     from pfednas.data import DataSpec
 
 TRANSFER_SOURCES = ("holdout", "synthetic", "auto")
-MEASURE_SPLITS = ("val", "train_val")
 
 
 @dataclass(frozen=True)
@@ -71,71 +76,6 @@ class TransferOptions:
         """(distillation inputs, held-out inputs), both >= 2."""
         held = min(max(2, round(self.size * self.heldout_fraction)), self.size - 2)
         return self.size - held, held
-
-
-@dataclass(frozen=True)
-class DistillOptions:
-    """Phase 1's sandwich distillation of the knowledge models' ensemble into the supernet."""
-
-    temperature: float = 3.0       # softmax temperature of the ensemble's soft labels (KL)
-    steps: int = 100            # sandwich steps per round (largest + smallest + random ones)
-    batch_size: int = 64           # transfer inputs per distillation step
-    lr: float = 0.05               # the server's SGD on the supernet while distilling
-    momentum: float = 0.9          # (that SGD's momentum)
-    weight_decay: float = 0.0      # (that SGD's weight decay)
-    random_subnets: int = 2     # besides the largest and the smallest
-    threads: int = 1            # server torch threads while distilling (it shares the CPUs)
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.lr <= 0:
-            raise ValueError("distill.temperature and distill.lr must be > 0")
-        if self.steps < 0 or self.batch_size < 2 or self.random_subnets < 0:
-            raise ValueError("distill: need steps >= 0, batch_size >= 2, random_subnets >= 0")
-        if self.threads < 1:
-            raise ValueError("distill.threads must be >= 1")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("distill.momentum and distill.weight_decay must be >= 0")
-
-
-@dataclass(frozen=True)
-class PredictorOptions:
-    """Phase 2's per-client random-forest predictors (fitted on the server)."""
-
-    archs_per_client: int = 40   # M: subnets each client measures
-    trees: int = 100               # the random forest's trees
-    folds: int = 5               # cross-validation of the reported Spearman / MAE
-    min_pairs: int = 6           # fewer valid pairs: the client uses the pooled pairs of all
-    # the client's split the subnets are measured on: val | train_val (the distilled supernet
-    # never saw client data, so its train split is as unseen as val, and 4x the samples cut
-    # the noise)
-    measure_on: str = "train_val"
-
-    def __post_init__(self) -> None:
-        check_scope("predictor.measure_on", self.measure_on, MEASURE_SPLITS)
-        if self.archs_per_client < 2 or self.trees < 1 or self.folds < 2:
-            raise ValueError("predictor: need archs_per_client >= 2, trees >= 1, folds >= 2")
-        if self.min_pairs < 2:
-            raise ValueError("predictor.min_pairs must be >= 2")
-
-
-@dataclass(frozen=True)
-class EvolutionOptions:
-    """Phase 2's predictor-guided evolutionary search within each client's budget."""
-
-    population: int = 40           # genomes (architectures) per generation
-    generations: int = 20          # rounds of selection, crossover and mutation
-    parents: int = 10          # kept each generation (elitism)
-    mutation_prob: float = 0.15  # per gene
-    crossover_prob: float = 0.5    # per child: uniform crossover of two parents, else a copy
-    max_tries: int = 100       # draws per wanted genome before giving up on filling a slot
-
-    def __post_init__(self) -> None:
-        if self.population < 2 or not 1 <= self.parents < self.population:
-            raise ValueError("evolution: need population >= 2 and 1 <= parents < population")
-        if self.generations < 0 or self.max_tries < 1:
-            raise ValueError("evolution: need generations >= 0 and max_tries >= 1")
-        if not (0 <= self.mutation_prob <= 1 and 0 <= self.crossover_prob <= 1):
-            raise ValueError("evolution: mutation_prob and crossover_prob must be in [0, 1]")
 
 
 @dataclass(frozen=True)

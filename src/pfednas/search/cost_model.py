@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from pfednas.search.arch import Cost, TaskShape
 
+TRAIN_MACS_PER_FORWARD = 3  # forward + backward (≈ 2 × forward) multiply-accumulates
+
 
 def module_cost_terms(
     module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor
