@@ -45,6 +45,7 @@ from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
     DEPLOYMENT_NORM_BOUND,
     WEIGHTINGS,
     Budget,
+    Roster,
     eval_timeout_for,
     norm_bound_for,
 )
@@ -70,11 +71,12 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
     """
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
-                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
+                 roster: Roster | None = None) -> None:
         self.budget = budget
         self.train_config = dict(train_config)
+        roster = Roster() if roster is None else roster
         self.node_of: dict[int, int] = {}
-        self.pins: dict[int, bytes] | None = None  # client id -> the node's public key (PEM)
+        self.pins: dict[int, bytes] | None = None if roster.pins is None else dict(roster.pins)
         self.tally = RoundTally(round=0)
         self.reply_seconds: dict[int, float] = {}
         self.requests: dict[int, Request] = {}
@@ -82,21 +84,21 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         # num_examples bounds: each client's partition size where the server knows it
         # (simulation; in a deployment the operator's federation.client_examples), else
         # the first count it reported per message type
-        self.partition_sizes: list[int] | None = None
+        self.partition_sizes: list[int] | None = (None if roster.partition_sizes is None
+                                                  else list(roster.partition_sizes))
         self.first_examples: dict[tuple[int, str], int] = {}
         self.eval_sent: set[int] = set()  # clients sent a personalized evaluation this round
-        # Id of this run and its resumptions, sent in every round config: clients
-        # restore their saved state only from files of the same lineage.
-        self.lineage = ""
-        # each client's hardware: a simulation's seeded draw (pfednas.methods.client_profiles),
-        # the same for every method; a deployment's nodes claim theirs on first contact
-        self.profiles: dict[int, ClientProfile] = dict(profiles or {})
-        self.profile_bounds: ProfileBounds | None = ProfileBounds() if budget.deployment else None
+        self.lineage = roster.lineage
+        # each client's hardware: a simulation's seeded draw, the same for every method; a
+        # deployment's nodes claim theirs on first contact (within profile_bounds)
+        self.profiles: dict[int, ClientProfile] = dict(roster.profiles)
+        self.profile_bounds: ProfileBounds | None = (
+            (roster.profile_bounds or ProfileBounds()) if budget.deployment else None)
         self.excluded: dict[int, str] = {}
         # a deployment's baselines with method.arch=fits_all: the architecture chosen from
         # the claimed profiles (sent in every round config) and what chooses it
         self.fixed_arch: str | None = None
-        self.choose_fixed_arch: Callable[[PersonalizedStrategy], None] | None = None
+        self.choose_fixed_arch = roster.choose_fixed_arch
         # F: the fine-tuning epochs of a personalized evaluation (0: none)
         self.finetune_epochs = 0
 
@@ -104,8 +106,16 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         """Hook once every client's claimed profile is known (a deployment): e.g. find the
         clients whose budget no architecture fits (``self.excluded``); here the baselines'
         fits_all choice, where there is one."""
-        if self.choose_fixed_arch is not None:
-            self.choose_fixed_arch(self)
+        if self.choose_fixed_arch is not None and self.profile_bounds is not None:
+            choice = self.choose_fixed_arch(self.profiles, self.profile_bounds)
+            self.fixed_arch, self.excluded = choice.arch, dict(choice.excluded)
+            if choice.arrays is not None:
+                self.adopt_model(choice.arrays, choice.roles)
+
+    def adopt_model(self, arrays: list[np.ndarray], roles: list[str] | None) -> None:
+        """Start from these arrays (a deployment's fits_all architecture, chosen once the
+        profiles are known); a strategy that holds no model has none to adopt."""
+        raise TypeError(f"{type(self).__name__} holds no model to adopt")
 
     # -- clients ---------------------------------------------------------------------------
     def sample_clients(self, server_round: int, population: int | None = None) -> list[int]:

@@ -1,11 +1,16 @@
-"""The federation's budget a strategy runs on (:class:`Budget`: clients, rounds, epochs,
-evaluations, timeouts, the seed, weighting and a deployment's bounds) and how the
-configured values become it."""
+"""What a strategy is built with: the federation's budget (:class:`Budget`: clients, rounds,
+epochs, evaluations, timeouts, the seed, weighting and a deployment's bounds), how the
+configured values become it, and what the server knows of its clients and its run before
+the first round (:class:`Roster`)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pfednas.nas.profile import ClientProfile, ProfileBounds
 
 
 @dataclass(frozen=True)
@@ -65,3 +70,38 @@ def norm_bound_for(configured: float | None, *, deployment: bool) -> float | Non
     if configured is None:
         return DEPLOYMENT_NORM_BOUND if deployment else None
     return None if configured == 0 else float(configured)
+
+
+@dataclass(frozen=True)
+class FixedChoice:
+    """A deployment's ``method.arch=fits_all``, chosen once the nodes' profiles are known:
+    the architecture every client gets, the clients it excludes (and why), and the
+    strategy's new initial arrays and their roles (None: the strategy holds no model)."""
+
+    arch: str
+    excluded: Mapping[int, str]
+    arrays: list[Any] | None = None
+    roles: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Roster:
+    """What the server knows of its clients and its run before the first round; a strategy
+    takes it at construction and nothing sets it later."""
+
+    # client id -> hardware profile: a simulation's seeded draw (pfednas.methods.
+    # client_profiles), the same for every method; in a deployment the nodes claim theirs
+    # on first contact (a resumed export: the claims the run recorded)
+    profiles: Mapping[int, ClientProfile] = field(default_factory=dict)
+    # each client's bound on its num_examples: its partition size (a simulation) or the
+    # operator's federation.client_examples (a deployment); None: its first report
+    partition_sizes: tuple[int, ...] | None = None
+    pins: Mapping[int, bytes] | None = None  # client id -> its node's public key (PEM)
+    # a deployment: what a node may claim as its profile (None: the defaults)
+    profile_bounds: ProfileBounds | None = None
+    # this run and its resumptions, sent in every round config: clients restore their saved
+    # state only from files of the same lineage
+    lineage: str = ""
+    # a deployment's baselines with method.arch=fits_all: the choice from the claimed profiles
+    choose_fixed_arch: Callable[[Mapping[int, ClientProfile], ProfileBounds],
+                                FixedChoice] | None = None

@@ -11,7 +11,7 @@ frozen: FedBABU's fine-tuning), so that every method's fine-tuning can be tuned 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,10 +19,10 @@ from flwr.app import Message, MessageType
 
 from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.fedavg import weighted_average
-from pfednas.nas.profile import ClientProfile
 from pfednas.nas.validation import array_specs
 from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
+from pfednas.strategies.budget import Roster
 
 
 class FedAvgFTStrategy(PersonalizedStrategy):
@@ -32,10 +32,10 @@ class FedAvgFTStrategy(PersonalizedStrategy):
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
                  initial_arrays: list[np.ndarray], finetune_epochs: int,
                  finetune_scope: str = "full", array_roles: Sequence[str] | None = None,
-                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
+                 roster: Roster | None = None) -> None:
         """``array_roles``: what each array is (``pfednas.nas.roles.state_roles`` of the
         model), so that replies' BatchNorm statistics are checked as statistics."""
-        super().__init__(budget=budget, train_config=train_config, profiles=profiles)
+        super().__init__(budget=budget, train_config=train_config, roster=roster)
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
         check_scope("finetune_scope", finetune_scope, FINETUNE_SCOPES)
@@ -43,6 +43,12 @@ class FedAvgFTStrategy(PersonalizedStrategy):
         self.roles: list[str] | None = None if array_roles is None else list(array_roles)
         array_specs(self.arrays, self.roles)  # one role per array, known roles
         self.finetune_epochs, self.finetune_scope = finetune_epochs, finetune_scope
+
+    def adopt_model(self, arrays: list[np.ndarray], roles: list[str] | None) -> None:
+        """Start from ``arrays`` (a deployment's fits_all model, or its body)."""
+        self.arrays = [np.asarray(a) for a in arrays]
+        self.roles = None if roles is None else list(roles)
+        array_specs(self.arrays, self.roles)
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"global_{i}": a for i, a in enumerate(self.arrays)}

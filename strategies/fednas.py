@@ -20,18 +20,18 @@ final round gives the reference figures.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from flwr.app import Message, MessageType
 
-from pfednas.nas.profile import ClientProfile
 from pfednas.nas.roles import state_roles
 from pfednas.options.baselines import FedNASOptions  # noqa: F401 (re-exported)
 from pfednas.search import Arch
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.strategies.base import Budget
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.train import get_arrays, set_arrays
 
@@ -41,10 +41,10 @@ class FedNASStrategy(FedAvgFTStrategy):
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], net: DartsMixedNet,
                  options: FedNASOptions,
-                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
+                 roster: Roster | None = None) -> None:
         arch_config = {"arch_lr": options.arch_lr, "arch_weight_decay": options.arch_weight_decay}
         super().__init__(budget=budget, train_config={**train_config, **arch_config},
-                         profiles=profiles,
+                         roster=roster,
                          initial_arrays=get_arrays(net), finetune_epochs=options.finetune_epochs,
                          finetune_scope=options.finetune_scope, array_roles=state_roles(net))
         self.net, self.options = net, options

@@ -13,14 +13,14 @@ on the body arrays. Heads are never sent nor averaged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from pfednas.nas.profile import ClientProfile
 from pfednas.options.baselines import FedRepOptions  # noqa: F401 (re-exported)
 from pfednas.strategies.base import Budget
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 
 
@@ -30,10 +30,10 @@ class FedRepStrategy(FedAvgFTStrategy):
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
                  initial_body: list[np.ndarray], options: FedRepOptions,
                  body_roles: Sequence[str] | None = None,
-                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
+                 roster: Roster | None = None) -> None:
         phases = {"head_epochs": options.head_epochs,
                   "body_epochs": options.body_epochs or budget.local_epochs}
-        super().__init__(budget=budget, train_config={**train_config, **phases}, profiles=profiles,
+        super().__init__(budget=budget, train_config={**train_config, **phases}, roster=roster,
                          initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
                          array_roles=body_roles)
         self.options = options

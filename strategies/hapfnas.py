@@ -54,7 +54,7 @@ from pfednas.nas.covering import covering_arch
 from pfednas.nas.distill import TransferSet
 from pfednas.nas.merge import overlap_average
 from pfednas.nas.phases import Phase
-from pfednas.nas.profile import ClientProfile, exclusions, fits
+from pfednas.nas.profile import exclusions, fits
 from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
 from pfednas.options.hapfnas import (  # noqa: F401 (re-exported)
@@ -66,6 +66,7 @@ from pfednas.search import Arch, Cost, Supernet
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.seeding import HAPFNAS_SEARCH_ARCHS, numpy_rng
 from pfednas.strategies.base import Budget, PersonalizedStrategy
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas_distill import distill_round
 from pfednas.strategies.hapfnas_search import SearchState, search_all
 
@@ -78,12 +79,12 @@ class HAPFNASStrategy(PersonalizedStrategy):
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  options: HAPFNASOptions, transfer: TransferSet,
                  knowledge_fn: Callable[[], nn.Module],
-                 profiles: Mapping[int, ClientProfile] | None = None,
+                 roster: Roster | None = None,
                  client_budgets: Mapping[int, float] | None = None) -> None:
         """``profiles``: a simulation's (:func:`pfednas.methods.client_profiles`; a
         deployment's come from its nodes); ``client_budgets``: each client's budget in
         ``options.budget_metric`` where that is not memory (memory: the profiles')."""
-        super().__init__(budget=budget, train_config=train_config, profiles=profiles)
+        super().__init__(budget=budget, train_config=train_config, roster=roster)
         self.supernet, self.space, self.options = supernet, supernet.space, options
         self.finetune_epochs = options.finetune_epochs
         self.plan = options.plan(budget.num_rounds)

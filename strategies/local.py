@@ -8,21 +8,21 @@ reports its test accuracy along the way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from flwr.app import Message, MessageType
 
-from pfednas.nas.profile import ClientProfile
 from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
+from pfednas.strategies.budget import Roster
 
 
 class LocalStrategy(PersonalizedStrategy):
     def __init__(self, *, budget: Budget, train_config: dict[str, Any],
-                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
-        super().__init__(budget=budget, train_config=train_config, profiles=profiles)
+                 roster: Roster | None = None) -> None:
+        super().__init__(budget=budget, train_config=train_config, roster=roster)
         self.last_eval_round = 0
 
     def state(self) -> dict[str, np.ndarray]:

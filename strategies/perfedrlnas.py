@@ -57,7 +57,7 @@ from pfednas.nas.policy import (
     probabilities,
     reinforce_update,
 )
-from pfednas.nas.profile import ClientProfile, exclusions
+from pfednas.nas.profile import exclusions
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
 from pfednas.nas.roles import state_roles
 from pfednas.options.perfedrlnas import PerFedRLNASOptions  # noqa: F401 (re-exported)
@@ -73,6 +73,7 @@ from pfednas.seeding import (
     numpy_rng,
 )
 from pfednas.strategies.base import Budget, PersonalizedStrategy
+from pfednas.strategies.budget import Roster
 
 FALLBACK_SAMPLES = 64
 COST_MODEL, SERVER_CLOCK = "cost_model", "server_clock"  # sources of the round time RT_i
@@ -83,10 +84,10 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
 
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  options: PerFedRLNASOptions,
-                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
+                 roster: Roster | None = None) -> None:
         """``profiles``: a simulation's (:func:`pfednas.methods.client_profiles`; a
         deployment's nodes claim theirs on first contact)."""
-        super().__init__(budget=budget, train_config=train_config, profiles=profiles)
+        super().__init__(budget=budget, train_config=train_config, roster=roster)
         if options.new_clients >= budget.num_clients:
             raise ValueError("new_clients must leave at least one training client")
         if options.exploit_rounds > budget.num_rounds:

@@ -22,19 +22,19 @@ evaluation request, to start its local model from).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from flwr.app import Message, MessageType
 
 from pfednas.nas.archcode import arch_from_code, code_capacity
-from pfednas.nas.profile import ClientProfile
 from pfednas.nas.roles import state_roles
 from pfednas.nas.validation import MetricSpec
 from pfednas.records import StageResult
 from pfednas.search import Supernet
 from pfednas.strategies.base import Budget, Reply
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 
 TRAIN_EXTRAS = ("local_loss", "penalty", "phase", "decided_edges", "num_params")
@@ -54,8 +54,8 @@ class SpiderStrategy(FedAvgFTStrategy):
     def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
                  participation: str = "all", finetune_epochs: int = 0,
                  finetune_scope: str = "full",
-                 profiles: Mapping[int, ClientProfile] | None = None) -> None:
-        super().__init__(budget=budget, train_config=train_config, profiles=profiles,
+                 roster: Roster | None = None) -> None:
+        super().__init__(budget=budget, train_config=train_config, roster=roster,
                          initial_arrays=supernet.state_arrays(), finetune_epochs=finetune_epochs,
                          finetune_scope=finetune_scope, array_roles=state_roles(supernet.net))
         if participation not in ("all", "sampled"):

@@ -37,6 +37,7 @@ from pfednas.strategies import (
     FedRepOptions,
     FedRepStrategy,
 )
+from pfednas.strategies.budget import Roster
 from pfednas.train import Hyper, get_arrays, set_arrays
 
 TASK = TaskShape(num_classes=10, in_channels=1, image_size=8)
@@ -216,7 +217,7 @@ def test_fedbabu_built_from_its_config_fine_tunes_the_mode_it_names(
     # the whole path a run takes: method=fedbabu's config -> the registry's strategy -> the
     # final evaluation message the client reads its fine-tuning mode from
     settings = settings_from_cfg(compose(["method=fedbabu", "method.arch=min", *overrides]))
-    strategy = METHODS["fedbabu"].strategy(settings, _budget(), CONFIG, {})
+    strategy = METHODS["fedbabu"].strategy(settings, _budget(), CONFIG, Roster())
     strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
 
     messages = list(strategy.configure_evaluate(3))

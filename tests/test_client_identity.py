@@ -17,6 +17,7 @@ from pfednas.build import build_strategy
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.deploy.certs import write_node_keys
 from pfednas.strategies import Budget, FedAvgFTStrategy
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.identity import NODE_KEYS_ENV, claim_problem, pinned_keys
 
 WEIGHTS = [np.zeros(3, np.float32)]
@@ -64,12 +65,10 @@ class ClaimGrid:
 
 
 def strategy(num_clients: int = 3, pins: dict[int, bytes] | None = None) -> FedAvgFTStrategy:
-    out = FedAvgFTStrategy(
+    return FedAvgFTStrategy(
         budget=Budget(num_clients=num_clients, clients_per_round=num_clients, num_rounds=1,
                       local_epochs=1, eval_every=1, round_timeout=1.0, seed=0),
-        train_config={}, initial_arrays=WEIGHTS, finetune_epochs=0)
-    out.pins = pins
-    return out
+        train_config={}, initial_arrays=WEIGHTS, finetune_epochs=0, roster=Roster(pins=pins))
 
 
 # -- claims, as a pure function --------------------------------------------------------------------

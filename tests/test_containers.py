@@ -32,10 +32,11 @@ from typing import Any
 import pytest
 
 from pfednas.config import compose, settings_from_cfg
-from pfednas.methods import FITS_ALL, fits_all_in_deployment, fits_all_on_profiles, seeded_supernet
+from pfednas.methods import FITS_ALL, fits_all_on_profiles, fits_all_roster, seeded_supernet
 from pfednas.nas.profile import MB, MEASURED, STATED, ClientProfile, ProfileBounds
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.strategies import Budget
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from tests.conftest import REPO
 
@@ -117,13 +118,13 @@ def test_a_deployed_fits_all_writes_the_architecture_it_chose_into_the_summary()
     settings = _digits_settings()
     budget = Budget(num_clients=3, clients_per_round=3, num_rounds=1, local_epochs=1,
                     eval_every=1, round_timeout=0.5, seed=0, deployment=True)
-    strategy = fits_all_in_deployment(
-        settings, FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=[],
-                                   finetune_epochs=0), lambda chosen, settings: None)
-    strategy.profile_bounds = ProfileBounds()
-    strategy.profiles = {cid: ClientProfile(memory_bytes=mb * MB, macs_per_second=1e9,
-                                            bandwidth_bps=1e8, source=STATED)
-                         for cid, mb in enumerate([1155.6, 336.6, 53.3])}
+    claimed = {cid: ClientProfile(memory_bytes=mb * MB, macs_per_second=1e9,
+                                  bandwidth_bps=1e8, source=STATED)
+               for cid, mb in enumerate([1155.6, 336.6, 53.3])}
+    roster = fits_all_roster(settings, Roster(profiles=claimed, profile_bounds=ProfileBounds()),
+                             deployment=True, model=None)
+    strategy = FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=[],
+                                finetune_epochs=0, roster=roster)
 
     # Execute: what connect does once every claim is in, then the summary's entries
     strategy.profiles_bound()

@@ -40,6 +40,7 @@ from pfednas.nas.predictor import cross_validated_report
 from pfednas.records import RoundRecord
 from pfednas.search import Supernet, get_space
 from pfednas.strategies import Budget
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
 from pfednas.strategies.hapfnas_search import SearchState, search_client
 from tests.conftest import spread
@@ -186,7 +187,7 @@ def make_strategy(**options: Any) -> HAPFNASStrategy:
     supernet = small_supernet()
     return HAPFNASStrategy(budget=budget, train_config={"batch_size": 16},
                            supernet=supernet, options=opts,
-                           profiles=spread(supernet, 3, memory_low=0.6),
+                           roster=Roster(profiles=spread(supernet, 3, memory_low=0.6)),
                            transfer=TransferSet(distill=x[:32], heldout=x[32:]),
                            knowledge_fn=lambda: SmallCNN(in_channels=1, image_size=8,
                                                          num_classes=10, width=4))

@@ -10,6 +10,7 @@ import pytest
 from pfednas.nas.policy import PolicyState
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
+from pfednas.strategies.budget import Roster
 from tests.conftest import spread
 
 BUDGET = Budget(num_clients=3, clients_per_round=2, num_rounds=2, local_epochs=1,
@@ -23,7 +24,7 @@ def make_strategy(**options: object) -> PerFedRLNASStrategy:
     supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     return PerFedRLNASStrategy(budget=BUDGET, train_config={"batch_size": 16},
                                supernet=supernet, options=PerFedRLNASOptions(**options),  # type: ignore[arg-type]
-                               profiles=spread(supernet, 3))
+                               roster=Roster(profiles=spread(supernet, 3)))
 
 
 def test_personalized_arch_respects_the_memory_budget() -> None:

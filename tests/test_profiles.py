@@ -35,6 +35,7 @@ from pfednas.nas.profile import (
 from pfednas.search import get_space
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.hapfnas import HAPFNASOptions
 from tests.conftest import spread
@@ -235,10 +236,8 @@ class QueryGrid:
 def deployed_fedavg(clients: int = 3) -> FedAvgFTStrategy:
     budget = Budget(num_clients=clients, clients_per_round=clients, num_rounds=1,
                     local_epochs=1, eval_every=1, round_timeout=0.5, seed=0, deployment=True)
-    strategy = FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=[],
-                                finetune_epochs=0)
-    strategy.profile_bounds = BOUNDS
-    return strategy
+    return FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=[],
+                            finetune_epochs=0, roster=Roster(profile_bounds=BOUNDS))
 
 
 def test_connect_binds_claimed_profiles_and_refuses_a_node_outside_the_bounds(
@@ -337,7 +336,7 @@ def perfed(*, deployment: bool, **options: Any) -> PerFedRLNASStrategy:
     strategy = PerFedRLNASStrategy(
         budget=budget, train_config={"batch_size": 16}, supernet=supernet,
         options=PerFedRLNASOptions(**options),
-        profiles={} if deployment else spread(supernet, 3))
+        roster=Roster(profiles={} if deployment else spread(supernet, 3)))
     strategy.node_of = {c: 100 + c for c in range(3)}
     return strategy
 
@@ -404,7 +403,7 @@ def test_hapfnas_in_a_deployment_budgets_memory_only() -> None:
                     eval_every=1, round_timeout=10, seed=0, deployment=True)
 
     with pytest.raises(ValueError, match="method.budget_metric must be memory"):
-        hapfnas_strategy(settings, budget, {"batch_size": 32}, {})
+        hapfnas_strategy(settings, budget, {"batch_size": 32}, Roster())
     assert HAPFNASOptions.from_config({}).budget_metric == "memory"
 
 

@@ -31,6 +31,7 @@ from pfednas.nas.validation import (
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.base import PersonalizedStrategy
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
 from tests.conftest import spread
 
@@ -115,7 +116,8 @@ def hapfnas() -> HAPFNASStrategy:
                                           "distill": {"steps": 3, "batch_size": 8}})
     x = synthetic_inputs(40, (1, 8, 8), np.random.default_rng(0))
     strategy = HAPFNASStrategy(budget=budget, train_config={"batch_size": 16}, supernet=supernet,
-                               options=options, profiles=spread(supernet, 3, memory_low=0.6),
+                               options=options,
+                               roster=Roster(profiles=spread(supernet, 3, memory_low=0.6)),
                                transfer=TransferSet(distill=x[:32],
                                                                      heldout=x[32:]),
                                knowledge_fn=lambda: SmallCNN(in_channels=1, image_size=8,
@@ -157,7 +159,7 @@ def perfedrlnas() -> PerFedRLNASStrategy:
                     eval_every=1, round_timeout=10, seed=0)
     strategy = PerFedRLNASStrategy(budget=budget, train_config={"batch_size": 16},
                                    supernet=supernet, options=PerFedRLNASOptions(),
-                                   profiles=spread(supernet, 3, memory_low=1.0))
+                                   roster=Roster(profiles=spread(supernet, 3, memory_low=1.0)))
     strategy.node_of = {c: 100 + c for c in range(3)}
     return strategy
 

@@ -42,6 +42,7 @@ from pfednas.nas.validation import (
 from pfednas.records import StageResult
 from pfednas.strategies import Budget, FedAvgFTStrategy, PerFedRLNASStrategy
 from pfednas.strategies.base import PersonalizedStrategy
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.gate import RoundTally
 from tests.conftest import flower_task_identity
 from tests.test_reply_buffers import perfedrlnas
@@ -247,9 +248,9 @@ def fedavg() -> FedAvgFTStrategy:
     strategy = FedAvgFTStrategy(
         budget=Budget(num_clients=3, clients_per_round=3, num_rounds=2, local_epochs=1,
                       eval_every=1, round_timeout=60.0, seed=0),
-        train_config={}, initial_arrays=WEIGHTS, finetune_epochs=0, array_roles=ROLES)
+        train_config={}, initial_arrays=WEIGHTS, finetune_epochs=0, array_roles=ROLES,
+        roster=Roster(partition_sizes=(50, 50, 50)))
     strategy.node_of = {c: 100 + c for c in range(3)}
-    strategy.partition_sizes = [50, 50, 50]
     return strategy
 
 

@@ -33,6 +33,7 @@ from pfednas.nas.validation import (
 )
 from pfednas.search import DartsS2Space
 from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
+from pfednas.strategies.budget import Roster
 
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
 
@@ -46,9 +47,10 @@ def budget(**kw: Any) -> Budget:
                      "local_epochs": 1, "eval_every": 1, "round_timeout": 60.0, "seed": 0, **kw})
 
 
-def fedavg(**kw: Any) -> FedAvgFTStrategy:
+def fedavg(partition_sizes: tuple[int, ...] | None = None, **kw: Any) -> FedAvgFTStrategy:
     strategy = FedAvgFTStrategy(budget=budget(**kw), train_config={},
-                                initial_arrays=WEIGHTS, finetune_epochs=0)
+                                initial_arrays=WEIGHTS, finetune_epochs=0,
+                                roster=Roster(partition_sizes=partition_sizes))
     strategy.node_of = {c: 100 + c for c in range(3)}
     return strategy
 
@@ -171,8 +173,7 @@ def test_extra_arrays_and_wrong_byte_sizes_are_rejected_before_decoding(
 
 def test_huge_num_examples_cannot_dominate_the_average() -> None:
     # Prepare: partition sizes known (simulation); client 0 claims far more than it holds
-    strategy = fedavg()
-    strategy.partition_sizes = [20, 20, 20]
+    strategy = fedavg(partition_sizes=(20, 20, 20))
     list(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0, n=9_000_000), trained(9.0)),
@@ -385,8 +386,7 @@ def test_deployment_weighs_clients_equally_whatever_their_first_report() -> None
 
 
 def test_deployment_with_the_operators_bounds_weighs_by_bounded_counts() -> None:
-    strategy = fedavg(deployment=True)
-    strategy.partition_sizes = [100, 100, 100]  # federation.client_examples=100
+    strategy = fedavg(partition_sizes=(100, 100, 100), deployment=True)  # client_examples=100
     list(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [

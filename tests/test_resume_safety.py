@@ -252,8 +252,7 @@ def interrupted_run(folder: Path, overrides: list[str], after: int) -> Checkpoin
     settings = settings_from_cfg(cfg)
     writer = ResultsWriter(folder)
     (folder / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg))
-    strategy = build_strategy(settings)
-    strategy.lineage = str(folder.resolve())
+    strategy = build_strategy(settings, lineage=str(folder.resolve()))
     grid = InProcessGrid(overrides, settings.federation.num_clients)
 
     def on_round(record: RoundRecord) -> None:

@@ -49,6 +49,7 @@ from pfednas.search.cost_model import traced_cost_terms
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.seeding import STREAMS
 from pfednas.strategies import Budget, FedAvgFTStrategy
+from pfednas.strategies.budget import Roster
 from pfednas.train import Hyper, train_epochs
 from tests.conftest import AnsweringGrid
 
@@ -173,7 +174,7 @@ def fedavg(clients: int = 3) -> FedAvgFTStrategy:
     budget = Budget(num_clients=clients, clients_per_round=2, num_rounds=1, local_epochs=1,
                     eval_every=1, round_timeout=0.2, eval_timeout=0.2, seed=4)
     strategy = FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=WEIGHTS,
-                                finetune_epochs=0, profiles=PROFILES)
+                                finetune_epochs=0, roster=Roster(profiles=PROFILES))
     strategy.node_of = {c: 100 + c for c in range(clients)}
     return strategy
 

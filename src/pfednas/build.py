@@ -8,23 +8,29 @@ A simulation's strategy knows each client's partition size (the bound of its
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+
 from pfednas.config import ConfigError, RunSettings, in_simulation
 from pfednas.data import DataError, partition
 from pfednas.messages import Sgd
 from pfednas.methods import METHODS, client_profiles
-from pfednas.nas.profile import ProfileBounds
+from pfednas.nas.profile import ClientProfile, ProfileBounds
 from pfednas.strategies.base import (
     Budget,
     PersonalizedStrategy,
     eval_timeout_for,
     norm_bound_for,
 )
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.identity import pins_from_env
 
 
-def build_strategy(settings: RunSettings, *, deployment: bool | None = None
-                   ) -> PersonalizedStrategy:
-    """The run's strategy; ``deployment`` None: whether this process is not a simulation's."""
+def build_strategy(settings: RunSettings, *, deployment: bool | None = None, lineage: str = "",
+                   claimed: Mapping[int, ClientProfile] | None = None) -> PersonalizedStrategy:
+    """The run's strategy; ``deployment`` None: whether this process is not a simulation's;
+    ``lineage``: the run's (:class:`pfednas.strategies.budget.Roster`); ``claimed``: a
+    finished deployment's recorded profiles (an export), else its nodes claim them."""
     fed = settings.federation
     deployment = not in_simulation() if deployment is None else deployment
     budget = Budget(num_clients=fed.num_clients, clients_per_round=fed.clients_per_round,
@@ -42,28 +48,35 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None
                                                      deployment=deployment))
     train_config = Sgd(lr=fed.lr, momentum=fed.momentum, weight_decay=fed.weight_decay,
                        batch_size=fed.batch_size).to_config()
-    profiles = {} if deployment else client_profiles(settings)
-    strategy = METHODS[settings.method].strategy(settings, budget, train_config, profiles)
-    if not deployment:
-        strategy.partition_sizes = partition_sizes(settings)
-        return strategy
-    bounds = fed.client_examples  # the operator's: a client's own counts bound nothing
-    strategy.partition_sizes = (None if bounds is None else list(bounds)
-                                if isinstance(bounds, list) else [bounds] * fed.num_clients)
+    roster = (deployment_roster(settings, claimed or {}) if deployment
+              else Roster(profiles=client_profiles(settings),
+                          partition_sizes=partition_sizes(settings)))
+    return METHODS[settings.method].strategy(settings, budget, train_config,
+                                             dataclasses.replace(roster, lineage=lineage))
+
+
+def deployment_roster(settings: RunSettings, claimed: Mapping[int, ClientProfile]) -> Roster:
+    """A deployment's: the operator's num_examples bounds (a client's own counts bound
+    nothing), the nodes' pinned keys and what a node may claim as its profile."""
+    fed = settings.federation
+    bounds = fed.client_examples
     try:
-        strategy.pins = pins_from_env(fed.num_clients)
+        pins = pins_from_env(fed.num_clients)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    # what a node may claim as its hardware profile (checked by settings_from_cfg)
-    strategy.profile_bounds = ProfileBounds.from_config(
-        fed.profile_bounds, fed.default_bandwidth_mbps, fed.min_budget_mb)
-    return strategy
+    return Roster(profiles=claimed,
+                  partition_sizes=(None if bounds is None else tuple(bounds)
+                                   if isinstance(bounds, list) else (bounds,) * fed.num_clients),
+                  pins=pins,
+                  # checked by settings_from_cfg
+                  profile_bounds=ProfileBounds.from_config(
+                      fed.profile_bounds, fed.default_bandwidth_mbps, fed.min_budget_mb))
 
 
-def partition_sizes(settings: RunSettings) -> list[int] | None:
+def partition_sizes(settings: RunSettings) -> tuple[int, ...] | None:
     """Each client's partition size, the bound of its ``num_examples`` (simulation only)."""
     try:
-        return [len(p) for p in partition(settings.data)]
+        return tuple(len(p) for p in partition(settings.data))
     except (DataError, OSError, ValueError) as err:
         print(f"[pfednas] partition sizes unknown ({err}); bounding num_examples by each "
               "client's first report", flush=True)

@@ -65,9 +65,7 @@ def server_slice(run_dir: Path, client_id: int) -> tuple[ElasticNet[Any], dict[s
     # the budgets that chose the client's architecture: the seeded spread of a simulation,
     # or what a deployment's nodes claimed
     profiles = recorded_profiles(run_dir)
-    strategy = build_strategy(settings, deployment=profiles is not None)
-    if profiles is not None:
-        strategy.profiles = profiles
+    strategy = build_strategy(settings, deployment=profiles is not None, claimed=profiles)
     assert isinstance(strategy, PerFedRLNASStrategy | HAPFNASStrategy)
     _, state = load_checkpoint(run_dir)
     strategy.load_state(state)

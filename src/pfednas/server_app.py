@@ -28,7 +28,7 @@ from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
 
 from pfednas.build import build_strategy
-from pfednas.checkpoint import save_checkpoint, verified_resume
+from pfednas.checkpoint import read_checkpoint, save_checkpoint, verified_resume
 from pfednas.config import (
     DATA_ROOT_ENV,
     OUTPUT_BASE_ENV,
@@ -187,8 +187,10 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
 
     write_pid_file(out)
     start = time.perf_counter()
-    strategy = build_strategy(settings, deployment=not simulation)
-    strategy.lineage = str(out.resolve())
+    # the run's lineage: a resumed run keeps its original's (read again, and checked, below)
+    lineage = (read_checkpoint(Path(settings.resume)).lineage if settings.resume else "") \
+        or str(out.resolve())
+    strategy = build_strategy(settings, deployment=not simulation, lineage=lineage)
     # a resume reads (and checks) its checkpoint and history before anything in `out` is
     # written: `out` may be the resumed run's own folder
     resumed = (verified_resume(Path(settings.resume), strategy, settings.federation.num_rounds)
@@ -197,7 +199,6 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
     writer = ResultsWriter(out, previous)
     (out / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg))
     if resumed:
-        strategy.lineage = resumed.checkpoint.lineage or strategy.lineage
         if resumed.warning:
             log(WARNING, "%s", resumed.warning)
         print(f"[pfednas] resumed from {settings.resume} after round "

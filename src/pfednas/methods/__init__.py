@@ -24,8 +24,8 @@ from pfednas.methods.fixed import (
     StrategyBuilder,
     client_profiles,
     fits_all_arch,
-    fits_all_in_deployment,
     fits_all_on_profiles,
+    fits_all_roster,
     fixed_arch,
     fixed_model_fn,
     initial_body,
@@ -68,6 +68,6 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec i
 
 __all__ = ["FITS_ALL", "METHODS", "MethodSpec", "StrategyBuilder", "client_profiles",
            "fits_all_arch",
-           "fits_all_in_deployment", "fits_all_on_profiles", "fixed_arch", "fixed_model_fn",
+           "fits_all_roster", "fits_all_on_profiles", "fixed_arch", "fixed_model_fn",
            "hapfnas_transfer", "initial_body", "initial_fixed_arrays", "parse_fixed_arch",
            "seeded_supernet", "unheld_indices"]

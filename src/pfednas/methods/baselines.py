@@ -3,7 +3,7 @@ FedBABU (their strategies in ``strategies/``, their clients in ``clients/``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from flwr.app import Context
@@ -16,31 +16,28 @@ from pfednas.clients.fedrep import FedRepClient
 from pfednas.config import RunSettings
 from pfednas.methods.fixed import (
     StrategyBuilder,
-    adopt_body,
-    adopt_model,
-    body_roles,
-    fits_all_in_deployment,
+    body_arrays,
+    fits_all_roster,
     fixed_arch,
     fixed_model_fn,
-    initial_body,
+    model_arrays,
 )
-from pfednas.nas.profile import ClientProfile
-from pfednas.nas.roles import state_roles
 from pfednas.options.baselines import FedAvgOptions
 from pfednas.strategies import Budget, FedAvgFTStrategy, LocalStrategy, PersonalizedStrategy
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedbabu import FedBABUStrategy
 from pfednas.strategies.fedrep import FedRepStrategy
-from pfednas.train import get_arrays
 
 
 def fedavg_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
-                    profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
+                    roster: Roster) -> PersonalizedStrategy:
     options: FedAvgOptions = settings.options
-    model = fixed_model_fn(settings)()
-    return fits_all_in_deployment(settings, FedAvgFTStrategy(
-        budget=budget, train_config=train_config, initial_arrays=get_arrays(model),
-        array_roles=state_roles(model), finetune_epochs=options.finetune_epochs,
-        finetune_scope=options.finetune_scope, profiles=profiles), adopt_model)
+    arrays, roles = model_arrays(settings)
+    return FedAvgFTStrategy(
+        budget=budget, train_config=train_config, initial_arrays=arrays, array_roles=roles,
+        finetune_epochs=options.finetune_epochs, finetune_scope=options.finetune_scope,
+        roster=fits_all_roster(settings, roster, deployment=budget.deployment,
+                               model=model_arrays))
 
 
 def fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -48,11 +45,11 @@ def fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> Nu
 
 
 def local_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
-                   profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
-    return fits_all_in_deployment(settings, LocalStrategy(budget=budget,
-                                                          train_config=train_config,
-                                                          profiles=profiles),
-                                  lambda strategy, chosen: None)  # the clients hold the model
+                   roster: Roster) -> PersonalizedStrategy:
+    # a deployed fits_all: the clients hold the model, the strategy only names it
+    return LocalStrategy(budget=budget, train_config=train_config,
+                         roster=fits_all_roster(settings, roster, deployment=budget.deployment,
+                                                model=None))
 
 
 def local_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -64,11 +61,12 @@ def body_strategy(strategy: Callable[..., PersonalizedStrategy]
     """The construction of a strategy that averages the body only (FedRep, FedBABU): the
     seeded initial body, its arrays' roles and the method's options."""
     def build(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
-              profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
-        return fits_all_in_deployment(settings, strategy(
-            budget=budget, train_config=train_config, initial_body=initial_body(settings),
-            body_roles=body_roles(settings), options=settings.options, profiles=profiles),
-            adopt_body)
+              roster: Roster) -> PersonalizedStrategy:
+        body, roles = body_arrays(settings)
+        return strategy(budget=budget, train_config=train_config, initial_body=body,
+                        body_roles=roles, options=settings.options,
+                        roster=fits_all_roster(settings, roster, deployment=budget.deployment,
+                                               model=body_arrays))
 
     return build
 

@@ -4,7 +4,6 @@ with the local architecture fixed) and the global federated NAS reference FedNAS
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -17,13 +16,13 @@ from pfednas.clients.fednas import FedNASClient
 from pfednas.clients.spider_state import run_fingerprint
 from pfednas.config import ConfigError, RunSettings, task_shape
 from pfednas.methods.fixed import seeded_supernet
-from pfednas.nas.profile import ClientProfile
 from pfednas.options.baselines import FedNASOptions
 from pfednas.options.spider import SpiderOptions
 from pfednas.search import DartsS2Space, get_space
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.seeding import MODEL_INIT, int_seed
 from pfednas.strategies import Budget, PersonalizedStrategy, SpiderStrategy
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.fednas import FedNASStrategy
 
 
@@ -46,14 +45,14 @@ def darts_space(settings: RunSettings) -> DartsS2Space:
 
 
 def spider_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
-                    profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
+                    roster: Roster) -> PersonalizedStrategy:
     darts_space(settings)
     options = spider_options(settings)
     return SpiderStrategy(budget=budget, train_config=train_config,
                           supernet=seeded_supernet(settings),
                           participation=options.participation,
                           finetune_epochs=options.finetune_epochs,
-                          finetune_scope=options.finetune_scope, profiles=profiles)
+                          finetune_scope=options.finetune_scope, roster=roster)
 
 
 def spider_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -66,13 +65,13 @@ def spider_client(settings: RunSettings, env: ClientEnv, context: Context) -> Nu
 
 
 def fednas_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
-                    profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
+                    roster: Roster) -> PersonalizedStrategy:
     space = darts_space(settings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int_seed(settings.seed, MODEL_INIT))
         net = DartsMixedNet(space, task_shape(settings))
     return FedNASStrategy(budget=budget, train_config=train_config, net=net,
-                          options=settings.options, profiles=profiles)
+                          options=settings.options, roster=roster)
 
 
 def fednas_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:

@@ -28,15 +28,15 @@ from pfednas.nas.roles import state_roles
 from pfednas.search import Arch, ElasticNet, SearchSpace, Supernet, TaskShape, get_space
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.seeding import MODEL_INIT, int_seed
-from pfednas.strategies import Budget, FedAvgFTStrategy, PersonalizedStrategy
+from pfednas.strategies import Budget, PersonalizedStrategy
+from pfednas.strategies.budget import FixedChoice, Roster
 from pfednas.train import get_arrays
 
 FITS_ALL = "fits_all"
 # a method's strategy from the settings, the federation's budget, the clients' training
-# config and their profiles (a simulation's: client_profiles; a deployment's: none until
-# its nodes claim theirs)
-StrategyBuilder = Callable[[RunSettings, Budget, dict[str, Any], Mapping[int, ClientProfile]],
-                           PersonalizedStrategy]
+# config and what the server knows of its clients and run (their profiles in a simulation,
+# client_profiles; a deployment's nodes claim theirs)
+StrategyBuilder = Callable[[RunSettings, Budget, dict[str, Any], Roster], PersonalizedStrategy]
 
 
 def seeded_supernet(settings: RunSettings) -> Supernet:
@@ -113,25 +113,25 @@ def fits_all_on_profiles(settings: RunSettings, profiles: Mapping[int, ClientPro
     return arch, excluded
 
 
-def fits_all_in_deployment(settings: RunSettings, strategy: PersonalizedStrategy,
-                           adopt: Callable[[PersonalizedStrategy, RunSettings], None]
-                           ) -> PersonalizedStrategy:
-    """A baseline's strategy whose ``method.arch=fits_all`` in a deployment is chosen from
-    the clients' claimed profiles once they are known: ``adopt`` then sets the strategy's
-    model from the settings with that architecture; clients get it in every round config."""
-    if not strategy.budget.deployment or settings.method_options.get("arch") != FITS_ALL:
-        return strategy
+def fits_all_roster(settings: RunSettings, roster: Roster, *, deployment: bool,
+                    model: Callable[[RunSettings], tuple[list[np.ndarray], list[str]]] | None
+                    ) -> Roster:
+    """``roster`` with the choice of a deployed baseline's ``method.arch=fits_all``: once the
+    clients' claimed profiles are known, the architecture they all fit and the clients it
+    excludes (:func:`fits_all_on_profiles`), and ``model``'s arrays and roles for it (the
+    whole model, or the body; None: the clients hold the model). Clients get the
+    architecture in every round config. Anything else: ``roster`` as it is."""
+    if not deployment or settings.method_options.get("arch") != FITS_ALL:
+        return roster
 
-    def choose(chosen: PersonalizedStrategy) -> None:
-        assert chosen.profile_bounds is not None
-        arch, chosen.excluded = fits_all_on_profiles(settings, chosen.profiles,
-                                                     chosen.profile_bounds)
-        chosen.fixed_arch = arch.to_str()
-        adopt(chosen, dataclasses.replace(settings, method_options={
-            **settings.method_options, "arch": chosen.fixed_arch}))
+    def choose(profiles: Mapping[int, ClientProfile], bounds: ProfileBounds) -> FixedChoice:
+        arch, excluded = fits_all_on_profiles(settings, profiles, bounds)
+        chosen = dataclasses.replace(settings, method_options={
+            **settings.method_options, "arch": arch.to_str()})
+        arrays, roles = model(chosen) if model is not None else (None, None)
+        return FixedChoice(arch.to_str(), excluded, arrays, roles)
 
-    strategy.choose_fixed_arch = choose
-    return strategy
+    return dataclasses.replace(roster, choose_fixed_arch=choose)
 
 
 @lru_cache(maxsize=4)
@@ -188,14 +188,12 @@ def body_roles(settings: RunSettings) -> list[str]:
     return [roles[i] for i in StateSplit.of(model).body]
 
 
-def adopt_model(strategy: PersonalizedStrategy, settings: RunSettings) -> None:
-    """A deployed fits_all FedAvg+FT: the strategy's model becomes the chosen architecture's."""
-    assert isinstance(strategy, FedAvgFTStrategy)
+def model_arrays(settings: RunSettings) -> tuple[list[np.ndarray], list[str]]:
+    """The fixed model's initial arrays and their roles (FedAvg+FT's server model)."""
     model = fixed_model_fn(settings)()
-    strategy.arrays, strategy.roles = get_arrays(model), state_roles(model)
+    return get_arrays(model), state_roles(model)
 
 
-def adopt_body(strategy: PersonalizedStrategy, settings: RunSettings) -> None:
-    """A deployed fits_all FedRep / FedBABU: the strategy's body becomes the chosen one's."""
-    assert isinstance(strategy, FedAvgFTStrategy)
-    strategy.arrays, strategy.roles = initial_body(settings), body_roles(settings)
+def body_arrays(settings: RunSettings) -> tuple[list[np.ndarray], list[str]]:
+    """The fixed model's initial body and its roles (FedRep's and FedBABU's server model)."""
+    return initial_body(settings), body_roles(settings)

@@ -4,7 +4,7 @@ transfer set (unheld pool samples or synthetic inputs) and the clients' knowledg
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,12 +20,13 @@ from pfednas.data.holdout import unheld_indices
 from pfednas.data.registry import load_raw, normalisation
 from pfednas.methods.fixed import seeded_supernet
 from pfednas.nas.distill import TransferSet, synthetic_inputs
-from pfednas.nas.profile import ClientProfile, simulated_budgets
+from pfednas.nas.profile import simulated_budgets
 from pfednas.options.hapfnas import HAPFNASOptions, TransferOptions
 from pfednas.records import cost_in
 from pfednas.search import Supernet, get_space
 from pfednas.seeding import HAPFNAS_TRANSFER, MODEL_INIT, int_seed, numpy_rng
 from pfednas.strategies import Budget, PersonalizedStrategy
+from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas import HAPFNASStrategy
 
 __all__ = ["client", "hapfnas_transfer", "strategy", "unheld_indices"]
@@ -65,7 +66,7 @@ def _knowledge_fn(settings: RunSettings, width: int) -> Callable[[], torch.nn.Mo
 
 
 def strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
-             profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
+             roster: Roster) -> PersonalizedStrategy:
     opts: HAPFNASOptions = settings.options
     transfer = opts.transfer.resolve(settings.data)
     if transfer != opts.transfer:
@@ -76,7 +77,7 @@ def strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any]
     return HAPFNASStrategy(budget=budget, train_config=train_config, supernet=supernet,
                            options=opts, transfer=hapfnas_transfer(settings, opts.transfer),
                            knowledge_fn=_knowledge_fn(settings, opts.knowledge_width),
-                           profiles=profiles,
+                           roster=roster,
                            client_budgets=metric_budgets(settings, supernet, opts.budget_metric,
                                                          deployment=budget.deployment))
 

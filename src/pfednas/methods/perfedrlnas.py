@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from flwr.app import Context
@@ -13,17 +12,17 @@ from pfednas.clients import SubnetClient
 from pfednas.clients.common import ClientEnv
 from pfednas.config import RunSettings, task_shape
 from pfednas.methods.fixed import seeded_supernet
-from pfednas.nas.profile import ClientProfile
 from pfednas.options.perfedrlnas import PerFedRLNASOptions
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASStrategy, PersonalizedStrategy
+from pfednas.strategies.budget import Roster
 
 
 def strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
-             profiles: Mapping[int, ClientProfile]) -> PersonalizedStrategy:
+             roster: Roster) -> PersonalizedStrategy:
     return PerFedRLNASStrategy(budget=budget, train_config=train_config,
                                supernet=seeded_supernet(settings), options=settings.options,
-                               profiles=profiles)
+                               roster=roster)
 
 
 def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
