@@ -38,7 +38,7 @@ from pfednas.nas.simulated_time import (
     timed_eval_row,
     timed_train_row,
 )
-from pfednas.nas.validation import ArraySpec, array_specs
+from pfednas.nas.validation import ArraySpec, MetricSpec, array_specs
 from pfednas.records import RoundRecord, StageResult
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
 from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
@@ -51,6 +51,7 @@ from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
 )
 from pfednas.strategies.gate import Reply, ReplyGate, Request, RoundTally
 from pfednas.strategies.identity import ClientClaims
+from pfednas.strategies.outgoing import Outgoing
 
 __all__ = ["Budget", "PersonalizedStrategy", "Reply", "Request", "norm_bound_for"]
 
@@ -87,7 +88,6 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         self.partition_sizes: list[int] | None = (None if roster.partition_sizes is None
                                                   else list(roster.partition_sizes))
         self.first_examples: dict[tuple[int, str], int] = {}
-        self.eval_sent: set[int] = set()  # clients sent a personalized evaluation this round
         self.lineage = roster.lineage
         # each client's hardware: a simulation's seeded draw, the same for every method; a
         # deployment's nodes claim theirs on first contact (within profile_bounds)
@@ -161,13 +161,13 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         return "final" if server_round == self.budget.num_rounds else "full"
 
     def message(self, client_id: int, message_type: str, config: dict[str, Any],
-                arrays: list[np.ndarray] | None = None, roles: list[str] | None = None
-                ) -> Message:
-        """A message to a client; ``roles``: what each array is (default: parameters)."""
-        if message_type == MessageType.EVALUATE:
-            self.eval_sent.add(client_id)
-            if self.is_final_evaluation(config):
-                config = {**config, **self.keep_config(client_id)}
+                arrays: list[np.ndarray] | None = None, roles: list[str] | None = None,
+                requires: list[MetricSpec] | None = None) -> Message:
+        """A message to a client; ``roles``: what each array is (default: parameters);
+        ``requires``: the metrics a valid reply carries (default: those of its type,
+        :meth:`required_metrics`)."""
+        if message_type == MessageType.EVALUATE and self.is_final_evaluation(config):
+            config = {**config, **self.keep_config(client_id)}
         content = RecordDict({"config": ConfigRecord(config)})
         if arrays is not None:
             record = ArrayRecord(numpy_ndarrays=arrays)
@@ -177,9 +177,11 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
             self.tally.train_down[client_id] = sum(a.nbytes for a in arrays or [])
         sent = arrays or []
         # what was sent is kept for training (the reference of its update) only
-        self.requests[client_id] = Request(message_type, self.expected_reply_arrays(
-            client_id, message_type, sent, roles),
-            sent if message_type == MessageType.TRAIN else [])
+        self.requests[client_id] = Request(
+            message_type, self.expected_reply_arrays(client_id, message_type, sent, roles),
+            sent if message_type == MessageType.TRAIN else [],
+            self.required_metrics(client_id, message_type) if requires is None
+            else list(requires))
         self.answered.discard(client_id)
         return Message(content, dst_node_id=self.node_of[client_id], message_type=message_type)
 
@@ -236,21 +238,25 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
 
     # -- the hooks ---------------------------------------------------------------------------
     @abstractmethod
-    def configure_train(self, server_round: int) -> Iterable[Message]:
-        """The training messages of ``server_round`` (to :meth:`train_clients`)."""
+    def configure_train(self, server_round: int) -> Outgoing[Any] | Iterable[Message]:
+        """The training messages of ``server_round`` (to :meth:`train_clients`), with the
+        strategy's record of them where its aggregation needs one (:class:`Outgoing`)."""
 
     @abstractmethod
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
-        """The server's update from the training replies; returns the round's ``train``
-        rows (and any ``server`` report). Called whenever clients were sampled, also with
-        no replies."""
+    def aggregate_train(self, server_round: int, replies: Iterable[Message],
+                        sent: Outgoing[Any] | None = None) -> StageResult:
+        """The server's update from the training replies to what ``configure_train`` sent
+        (``sent``); returns the round's ``train`` rows (and any ``server`` report). Called
+        whenever clients were sampled, also with no replies."""
 
     @abstractmethod
-    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Outgoing[Any] | Iterable[Message]:
         """The evaluation messages of ``server_round`` (none: no evaluation)."""
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> StageResult:
-        """The personalized evaluation's rows, its kind and the clients missing from it."""
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message],
+                           sent: Outgoing[Any] | None = None) -> StageResult:
+        """The personalized evaluation's rows, its kind and the clients ``sent`` an
+        evaluation that are missing from it (None: not known)."""
         rows = []
         for metrics, _ in self.ok_replies(replies):
             cid = int(metrics["client_id"])
@@ -266,12 +272,17 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
                          **({"train_macs": float(metrics["train_macs"])}
                             if "train_macs" in metrics else {}),
                          **self.evaluation_details(cid)})
-        missing = sorted(self.eval_sent - {r["client_id"] for r in rows})
+        asked = set() if sent is None else self.clients_at(sent.nodes())
+        missing = sorted(asked - {r["client_id"] for r in rows})
         if missing:
             log(WARNING, "Round %d: %d of %d client(s) missing from the evaluation: %s",
-                server_round, len(missing), len(self.eval_sent), missing[:20])
+                server_round, len(missing), len(asked), missing[:20])
         return StageResult(evaluation=sorted(rows, key=lambda r: r["client_id"]),
                            eval_kind=self.eval_kind(server_round), clients_missing=missing)
+
+    def clients_at(self, nodes: set[int]) -> set[int]:
+        """The client ids bound to ``nodes``."""
+        return {cid for cid, node in self.node_of.items() if node in nodes}
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         """Extra per-client fields of an evaluation row (e.g. the architecture)."""
@@ -323,14 +334,16 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
     def play_round(self, grid: Grid, server_round: int) -> RoundRecord:
         """One round: training, evaluation, :meth:`finish_round`; its record."""
         start = time.perf_counter()
-        self.tally, self.eval_sent = RoundTally(round=server_round), set()
+        self.tally = RoundTally(round=server_round)
         record = RoundRecord(round=server_round, sampled=self.train_clients(server_round))
         server_seconds = eval_seconds = 0.0
         for configure, aggregate, evaluation in (
                 (self.configure_train, self.aggregate_train, False),
                 (self.configure_evaluate, self.aggregate_evaluate, True)):
             stage = tic = time.perf_counter()
-            messages = self.without_excluded(list(configure(server_round)))
+            out = configure(server_round)
+            sent = self.without_excluded(out if isinstance(out, Outgoing) else Outgoing(list(out)))
+            messages = sent.messages
             server_seconds += time.perf_counter() - tic
             # training is aggregated whenever clients were sampled: a client sent nothing
             # (e.g. PerFedRLNAS's over budget, eq. 9) still has its outcome
@@ -338,7 +351,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
                 replies = (self.send_and_collect(grid, messages, evaluation=evaluation)
                            if messages else [])
                 tic = time.perf_counter()
-                record = aggregate(server_round, replies).written_into(record)
+                record = aggregate(server_round, replies, sent).written_into(record)
                 server_seconds += time.perf_counter() - tic
             if evaluation:
                 eval_seconds = time.perf_counter() - stage
@@ -377,15 +390,15 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         """Hook after a round's evaluation (e.g. PerFedRLNAS's new-client search); what it
         sends and receives counts in the round's tally."""
 
-    def without_excluded(self, messages: list[Message]) -> list[Message]:
-        """``messages`` less those to excluded clients (then neither sent nor missed)."""
+    def without_excluded(self, sent: Outgoing[Any]) -> Outgoing[Any]:
+        """``sent`` less the messages to excluded clients (then neither sent nor missed)."""
         if not self.excluded:
-            return messages
+            return sent
         nodes = {self.node_of[c]: c for c in self.excluded if c in self.node_of}
-        for node in {m.metadata.dst_node_id for m in messages} & set(nodes):
-            self.eval_sent.discard(nodes[node])
+        for node in sent.nodes() & set(nodes):
             self.requests.pop(nodes[node], None)
-        return [m for m in messages if m.metadata.dst_node_id not in nodes]
+        return dataclasses.replace(sent, messages=[m for m in sent.messages
+                                                   if m.metadata.dst_node_id not in nodes])
 
     # -- checkpoints and summary ---------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ from pfednas.nas.validation import array_specs
 from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
+from pfednas.strategies.outgoing import Outgoing
 
 
 class FedAvgFTStrategy(PersonalizedStrategy):
@@ -64,7 +65,8 @@ class FedAvgFTStrategy(PersonalizedStrategy):
         return [self.message(cid, MessageType.TRAIN, cfg, self.arrays, self.roles)
                 for cid in self.train_clients(server_round)]
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
+    def aggregate_train(self, server_round: int, replies: Iterable[Message],
+                        sent: Outgoing[Any] | None = None) -> StageResult:
         rows, updates = [], []
         for metrics, arrays in self.train_replies(replies):
             rows.append(self.train_row(metrics))

@@ -45,12 +45,13 @@ SERVER_METRICS = ("update_scale",)  # set by the server on accepted replies, nev
 @dataclass(frozen=True)
 class Request:
     """What the server sent a client: the message type, the arrays a reply may carry
-    (shapes, dtypes, roles) and, for training, the arrays sent (the reference of its
-    update)."""
+    (shapes, dtypes, roles), for training the arrays sent (the reference of its update),
+    and the metrics a valid reply carries (types and ranges)."""
 
     kind: str
     specs: list[ArraySpec]
     sent: list[np.ndarray]
+    metrics: list[MetricSpec] = field(default_factory=list)  # those a valid reply carries
 
 
 @dataclass
@@ -75,8 +76,8 @@ class ReplyGate:
 
     Subclasses name the extra metrics their replies must carry in
     ``TRAIN_REQUIRES`` / ``EVALUATE_REQUIRES`` (types and ranges:
-    :data:`pfednas.nas.validation.KNOWN_METRICS`), or override
-    :meth:`required_metrics`; :meth:`ok_replies` rejects a reply without them.
+    :data:`pfednas.nas.validation.KNOWN_METRICS`), or name a message's own when they send
+    it (its :class:`Request`); :meth:`ok_replies` rejects a reply without them.
     """
 
     TRAIN_REQUIRES: tuple[str, ...] = ()
@@ -203,7 +204,7 @@ class ReplyGate:
             return f"a {str(kind)[:20]!r} reply to a {request.kind!r} request"
         if cid in self.answered:
             return "a second reply to one request"
-        return (check_metrics(metrics, self.required_metrics(cid, kind), self.metric_specs())
+        return (check_metrics(metrics, request.metrics, self.metric_specs())
                 or self.examples_problem(cid, kind, int(metrics["num_examples"]))
                 or check_array_headers(headers, request.specs))
 

@@ -69,6 +69,7 @@ from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas_distill import distill_round
 from pfednas.strategies.hapfnas_search import SearchState, search_all
+from pfednas.strategies.outgoing import Outgoing
 
 ARCH_SEPARATOR = ";"
 
@@ -106,8 +107,6 @@ class HAPFNASStrategy(PersonalizedStrategy):
             self.check_budgets()
         self.knowledge: dict[int, tuple[list[np.ndarray], float]] = {}
         self.search = SearchState()  # phase 2: the measured pairs, the searched archs
-        self.pending: dict[int, list[Arch]] = {}
-        self.sent: dict[int, Arch] = {}
 
     def check_budgets(self) -> None:
         """A simulation: every client has a budget, and the smallest subnet fits them all."""
@@ -147,27 +146,28 @@ class HAPFNASStrategy(PersonalizedStrategy):
                                  **extra)
 
     # -- training: knowledge models (phase 1) and personalized subnets (phase 3) ---------------
-    def configure_train(self, server_round: int) -> Iterable[Message]:
+    def configure_train(self, server_round: int) -> Outgoing[dict[int, Arch]]:
+        """Phase 1: each sampled client's knowledge model; phase 3: its subnet (the plan:
+        each client's architecture); phase 2 trains nothing."""
         phase = self.plan.phase_of(server_round)
-        self.pending, self.sent = {}, {}
         if phase == Phase.SEARCH:
-            return []
+            return Outgoing()
         sampled = self.train_clients(server_round)
         if phase == Phase.DISTILL:
             cfg = self.phase_config(server_round, local_epochs=self.options.knowledge_epochs
                                     or self.budget.local_epochs)
-            return [self.message(cid, MessageType.TRAIN, cfg,
-                                 self.knowledge.get(cid, (self.knowledge_init, 0.0))[0],
-                                 self.knowledge_roles)
-                    for cid in sampled]
-        messages = []
+            return Outgoing([self.message(
+                cid, MessageType.TRAIN, cfg,
+                self.knowledge.get(cid, (self.knowledge_init, 0.0))[0], self.knowledge_roles)
+                for cid in sampled])
+        messages, archs = [], {}
         for cid in sampled:
-            self.sent[cid] = arch = self.search.personal[cid]
+            archs[cid] = arch = self.search.personal[cid]
             cfg = self.phase_config(server_round, arch=arch.to_str())
             roles = [self.roles[i] for i, _ in self.supernet.regions(arch)]
             messages.append(self.message(cid, MessageType.TRAIN, cfg, self.supernet.slice(arch),
                                          roles))
-        return messages
+        return Outgoing(messages, archs)
 
     def train_clients(self, server_round: int) -> list[int]:
         """N sampled clients, but none in phase 2 (its rounds only evaluate)."""
@@ -175,20 +175,23 @@ class HAPFNASStrategy(PersonalizedStrategy):
             return []
         return self.sample_clients(server_round)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
+    def aggregate_train(self, server_round: int, replies: Iterable[Message],
+                        sent: Outgoing[Any] | None = None) -> StageResult:
+        archs: dict[int, Arch] = (sent.plan if sent is not None and sent.plan is not None
+                                  else {})
         updates, rows = [], []
         for metrics, arrays in self.train_replies(replies):
             cid = int(metrics["client_id"])
             updates.append((cid, arrays, self.weight(metrics)))
             rows.append({**self.train_row(metrics), "phase": int(self.plan.phase_of(server_round)),
                          "val_accuracy": float(metrics["val_accuracy"]),
-                         **({"arch": self.sent[cid].to_str()} if cid in self.sent else {})})
+                         **({"arch": archs[cid].to_str()} if cid in archs else {})})
         if not self.enough(len(updates)):
             return StageResult(train=rows)
         if self.plan.phase_of(server_round) == Phase.DISTILL:
             self.knowledge.update({cid: (arrays, n) for cid, arrays, n in updates})
             return StageResult(train=rows, server=self.distill(server_round))
-        self.merge_subnets([(self.sent[cid], arrays, n) for cid, arrays, n in updates])
+        self.merge_subnets([(archs[cid], arrays, n) for cid, arrays, n in updates])
         return StageResult(train=rows)
 
     def merge_subnets(self, updates: list[tuple[Arch, list[np.ndarray], float]]) -> None:
@@ -220,51 +223,53 @@ class HAPFNASStrategy(PersonalizedStrategy):
                 archs.append(arch)
         return archs or [self.space.min_arch()]
 
-    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Outgoing[dict[int, list[Arch]]]:
+        """Phase 2: each client's share of subnets to measure (the plan); phase 3: its
+        personalized subnet's evaluation."""
         phase = self.plan.phase_of(server_round)
         if phase == Phase.SEARCH:
-            messages = []
+            messages, pending = [], {}
             for cid in range(self.budget.num_clients):
                 if cid in self.excluded:
                     continue
-                self.pending[cid] = archs = self.search_archs(cid, server_round)
+                pending[cid] = archs = self.search_archs(cid, server_round)
                 cover = covering_arch(self.supernet, archs)
                 text = ARCH_SEPARATOR.join(a.to_str() for a in archs)
                 cfg = self.phase_config(server_round, archs=text, split="val",
                                         cover=cover.to_str(),
                                         measure_on=self.options.predictor.measure_on)
                 messages.append(self.message(cid, MessageType.EVALUATE, cfg,
-                                             self.supernet.slice(cover)))
-            return messages
+                                             self.supernet.slice(cover),
+                                             requires=self.measured_metrics(len(archs))))
+            return Outgoing(messages, pending)
         if phase == Phase.DISTILL or not self.is_eval_round(server_round):
-            return []
-        return [self.message(cid, MessageType.EVALUATE,
+            return Outgoing()
+        return Outgoing([self.message(cid, MessageType.EVALUATE,
                              self.phase_config(server_round, arch=arch.to_str(), split="test",
                                                **self.finetune_config(
                                                    server_round, self.options.finetune_scope)),
                              self.supernet.slice(arch))
-                for cid, arch in sorted(self.search.personal.items())]
+                for cid, arch in sorted(self.search.personal.items())])
 
-    def required_metrics(self, client_id: int, message_type: str) -> list[MetricSpec]:
-        """Phase 2 evaluation replies: one validation accuracy per subnet sent, no test one."""
-        if message_type == MessageType.EVALUATE and client_id in self.pending:
-            specs = self.metric_specs()
-            return [specs["client_id"], specs["num_examples"], specs["loss"],
-                    *(MetricSpec(f"acc_{i}", float, 0.0, 1.0)
-                      for i in range(len(self.pending[client_id])))]
-        return super().required_metrics(client_id, message_type)
+    def measured_metrics(self, count: int) -> list[MetricSpec]:
+        """A phase-2 reply's metrics: one validation accuracy per subnet sent, no test one."""
+        specs = self.metric_specs()
+        return [specs["client_id"], specs["num_examples"], specs["loss"],
+                *(MetricSpec(f"acc_{i}", float, 0.0, 1.0) for i in range(count))]
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> StageResult:
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message],
+                           sent: Outgoing[Any] | None = None) -> StageResult:
         """Phase 2: each client's measured subnets (as ``train`` rows), and after the last
         search round every client's searched architecture; else the base's evaluation."""
         if self.plan.phase_of(server_round) != Phase.SEARCH:
-            return super().aggregate_evaluate(server_round, replies)
+            return super().aggregate_evaluate(server_round, replies, sent)
+        pending: dict[int, list[Arch]] = (sent.plan if sent is not None
+                                          and sent.plan is not None else {})
         rows = []
         for metrics, _ in self.ok_replies(replies):
             cid = int(metrics["client_id"])
-            accs = [float(metrics[f"acc_{i}"]) for i in range(len(self.pending[cid]))]
-            self.search.pairs.setdefault(cid, []).extend(zip(self.pending[cid], accs,
-                                                             strict=True))
+            accs = [float(metrics[f"acc_{i}"]) for i in range(len(pending[cid]))]
+            self.search.pairs.setdefault(cid, []).extend(zip(pending[cid], accs, strict=True))
             rows.append({"client_id": cid, "phase": int(Phase.SEARCH), "measured": len(accs),
                          "val_acc_mean": float(np.mean(accs)),
                          "val_acc_max": float(np.max(accs))})

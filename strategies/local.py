@@ -17,6 +17,7 @@ from flwr.app import Message, MessageType
 from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
+from pfednas.strategies.outgoing import Outgoing
 
 
 class LocalStrategy(PersonalizedStrategy):
@@ -38,7 +39,8 @@ class LocalStrategy(PersonalizedStrategy):
     def configure_train(self, server_round: int) -> Iterable[Message]:
         return []
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
+    def aggregate_train(self, server_round: int, replies: Iterable[Message],
+                        sent: Outgoing[Any] | None = None) -> StageResult:
         return StageResult()
 
     def configure_evaluate(self, server_round: int) -> Iterable[Message]:

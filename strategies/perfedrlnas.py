@@ -42,6 +42,7 @@ asks for that clock in a simulation too. ``summary.json`` says which
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,9 +75,19 @@ from pfednas.seeding import (
 )
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
+from pfednas.strategies.outgoing import Outgoing
 
 FALLBACK_SAMPLES = 64
 COST_MODEL, SERVER_CLOCK = "cost_model", "server_clock"  # sources of the round time RT_i
+
+
+@dataclass
+class TrainPlan:
+    """What a training round sent: each client's subnet and its bytes, and the clients whose
+    sampled subnet is over their budget (sent nothing, penalised by eq. 9)."""
+
+    subnets: dict[int, tuple[Arch, int]] = field(default_factory=dict)
+    over_budget: dict[int, Arch] = field(default_factory=dict)
 
 
 class PerFedRLNASStrategy(PersonalizedStrategy):
@@ -106,8 +117,6 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             raise ValueError(f"PerFedRLNAS: no hardware profile for client(s) "
                              f"{sorted(missing)[:10]} (a simulation's strategy takes the run's "
                              "client profiles)")
-        self.sent: dict[int, tuple[Arch, int]] = {}
-        self.over_budget: dict[int, Arch] = {}
         self.new_client_report: dict[str, Any] = {}
 
     # -- helpers -------------------------------------------------------------------------------
@@ -174,20 +183,21 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         return rewards
 
     # -- training --------------------------------------------------------------------------------
-    def configure_train(self, server_round: int) -> Iterable[Message]:
-        self.sent, self.over_budget = {}, {}
-        messages = []
+    def configure_train(self, server_round: int) -> Outgoing[TrainPlan]:
+        """Each sampled client's subnet from its policy; one over its budget is sent
+        nothing (eq. 9), the plan says which."""
+        plan, messages = TrainPlan(), []
         for cid in self.train_clients(server_round):
             arch = self.sample_arch(cid, server_round)
             if not self.fits(cid, arch):
-                self.over_budget[cid] = arch
+                plan.over_budget[cid] = arch
                 continue
             subnet = self.supernet.slice(arch)
-            self.sent[cid] = (arch, sum(a.nbytes for a in subnet))
+            plan.subnets[cid] = (arch, sum(a.nbytes for a in subnet))
             cfg = self.round_config(server_round, arch=arch.to_str())
             roles = [self.roles[i] for i, _ in self.supernet.regions(arch)]
             messages.append(self.message(cid, MessageType.TRAIN, cfg, subnet, roles))
-        return messages
+        return Outgoing(messages, plan)
 
     def train_clients(self, server_round: int) -> list[int]:
         """N of the clients that train (new clients only search, at the end)."""
@@ -199,13 +209,14 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         measured = self.options.round_time == "measured" or self.budget.deployment
         return SERVER_CLOCK if measured else COST_MODEL
 
-    def round_time(self, cid: int, metrics: dict[str, Any], bytes_up: int) -> float:
+    def round_time(self, cid: int, metrics: dict[str, Any], sent: tuple[Arch, int],
+                   bytes_up: int) -> float:
         """RT_i: the server's clock, send → reply, or the server's cost model on the
         client's profile: the subnet's training MACs at the client's speed + its bytes over
         its link; the client's own ``train_seconds`` never enter it."""
         if self.round_time_source == SERVER_CLOCK:
             return self.reply_seconds.get(self.node_of[cid], float(self.budget.round_timeout))
-        profile, (arch, bytes_down) = self.profiles[cid], self.sent[cid]
+        profile, (arch, bytes_down) = self.profiles[cid], sent
         compute = training_seconds(
             forward_macs_per_sample=self.supernet.cost(arch).flops,
             samples=int(metrics["num_examples"]), epochs=self.budget.local_epochs,
@@ -214,34 +225,38 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                                     bytes_moved=bytes_down + bytes_up,
                                     bandwidth_bps=profile.bandwidth_bps)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
+    def aggregate_train(self, server_round: int, replies: Iterable[Message],
+                        sent: Outgoing[Any] | None = None) -> StageResult:
         """Rewards, policy steps and the merge. Over-budget clients (eq. 9) are penalised
         every round, also when too few valid replies came to change anything else."""
+        plan = sent.plan if sent is not None and isinstance(sent.plan, TrainPlan) else None
+        if plan is None:
+            raise ValueError("PerFedRLNAS aggregates what configure_train sent: pass its plan")
         outcomes: dict[int, Outcome] = {}
-        archs: dict[int, Arch] = dict(self.over_budget)
+        archs: dict[int, Arch] = dict(plan.over_budget)
         contributions = []
         rows: dict[int, dict[str, Any]] = {}
         for metrics, arrays in self.train_replies(replies):
             cid = int(metrics["client_id"])
-            if cid not in self.sent:
+            if cid not in plan.subnets:
                 continue
-            arch = self.sent[cid][0]
+            arch = plan.subnets[cid][0]
             contributions.append((self.supernet.regions(arch), arrays, self.weight(metrics)))
-            rt = self.round_time(cid, metrics, sum(a.nbytes for a in arrays))
+            rt = self.round_time(cid, metrics, plan.subnets[cid], sum(a.nbytes for a in arrays))
             outcomes[cid], archs[cid] = Outcome(float(metrics["val_accuracy"]), rt), arch
             rows[cid] = {**self.train_row(metrics), "arch": arch.to_str(), "round_time": rt,
                          "val_accuracy": float(metrics["val_accuracy"]),
                          "accuracy": float(metrics["accuracy"])}
         replied = set(outcomes)
-        if self.sent and not self.enough(len(contributions)):
+        if plan.subnets and not self.enough(len(contributions)):
             outcomes, contributions, rows = {}, [], {}
-        for cid in self.over_budget:
+        for cid, arch in plan.over_budget.items():
             outcomes[cid] = Outcome(0.0, 0.0, over_budget=True)
-            rows[cid] = {"client_id": cid, "arch": self.over_budget[cid].to_str(),
-                         "over_budget": 1}
+            rows[cid] = {"client_id": cid, "arch": arch.to_str(), "over_budget": 1}
         rewards = (self.update_policies(outcomes, archs, self.options.lambda_time)
                    if self.searching(server_round) else {})
-        rewards.update(self.penalise_failures(set(self.sent) - replied, rows))
+        rewards.update(self.penalise_failures(
+            {cid: plan.subnets[cid][0] for cid in set(plan.subnets) - replied}, rows))
         for cid, row in rows.items():
             row["reward"] = rewards.get(cid, 0.0)
             row["policy_entropy"] = entropy(self.policies[cid].logits, self.sizes)
@@ -250,16 +265,17 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             self.supernet.load_state_arrays(merged)
         return StageResult(train=[rows[c] for c in sorted(rows)])
 
-    def penalise_failures(self, failed: set[int], rows: dict[int, dict[str, Any]]
+    def penalise_failures(self, failed: Mapping[int, Arch], rows: dict[int, dict[str, Any]]
                           ) -> dict[int, float]:
-        """Clients that sent nothing valid: no policy update, or ``failure_reward`` if set."""
+        """Clients that sent nothing valid (each with the subnet it was sent): no policy
+        update, or ``failure_reward`` if set."""
         rewards: dict[int, float] = {}
         for cid in sorted(failed):
-            rows[cid] = {"client_id": cid, "arch": self.sent[cid][0].to_str(), "failed": 1}
+            rows[cid] = {"client_id": cid, "arch": failed[cid].to_str(), "failed": 1}
             if self.options.failure_reward is not None:
                 rewards[cid] = self.options.failure_reward
                 self.policies[cid] = reinforce_update(self.policies[cid], self.sizes,
-                                                      self.sent[cid][0].indices,
+                                                      failed[cid].indices,
                                                       self.options.failure_reward,
                                                       self.options.policy)
         return rewards

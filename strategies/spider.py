@@ -36,6 +36,7 @@ from pfednas.search import Supernet
 from pfednas.strategies.base import Budget, Reply
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
+from pfednas.strategies.outgoing import Outgoing
 
 TRAIN_EXTRAS = ("local_loss", "penalty", "phase", "decided_edges", "num_params")
 
@@ -85,8 +86,9 @@ class SpiderStrategy(FedAvgFTStrategy):
                 **{k: metrics[k] for k in TRAIN_EXTRAS if k in metrics},
                 "arch": self.arch_string(metrics)}
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> StageResult:
-        result = super().aggregate_train(server_round, replies)
+    def aggregate_train(self, server_round: int, replies: Iterable[Message],
+                        sent: Outgoing[Any] | None = None) -> StageResult:
+        result = super().aggregate_train(server_round, replies, sent)
         self.trained.update(int(row["client_id"]) for row in result.train)
         return result
 

@@ -17,6 +17,7 @@ from pfednas.records import StageResult
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.budget import Roster
+from pfednas.strategies.perfedrlnas import TrainPlan
 from tests.conftest import AnsweringGrid, spread
 
 Answer = Callable[[Message], RecordDict | None]
@@ -62,10 +63,15 @@ def train_answer(value: float = 0.5, seconds: float = 0.1, accuracy: float = 0.6
 def train_round(strategy: PerFedRLNASStrategy, grid: AnsweringGrid, server_round: int = 1
                 ) -> StageResult:
     """One training half-round as ``base.play_round`` drives it: clients are sampled every
-    round, so it is aggregated, also when nothing was sent."""
-    messages = list(strategy.configure_train(server_round))
-    replies = strategy.send_and_collect(grid, messages) if messages else []  # type: ignore[arg-type]
-    return strategy.aggregate_train(server_round, replies)
+    round, so it is aggregated, also when nothing was sent. What was sent: ``SENT[-1]``."""
+    sent = strategy.configure_train(server_round)
+    SENT.append(sent.plan)  # type: ignore[arg-type]
+    replies = (strategy.send_and_collect(grid, sent.messages)  # type: ignore[arg-type]
+               if sent.messages else [])
+    return strategy.aggregate_train(server_round, replies, sent)
+
+
+SENT: list[TrainPlan] = []  # each train_round's plan: each client's subnet and its bytes
 
 
 def logits(strategy: PerFedRLNASStrategy) -> list[np.ndarray]:
@@ -152,8 +158,8 @@ def test_merge_of_one_reply_writes_its_region_and_leaves_the_rest() -> None:
 
     train_round(strategy, AnsweringGrid(train_answer(value=0.25)))
 
-    (cid,) = strategy.sent
-    arch = strategy.sent[cid][0]
+    (cid,) = SENT[-1].subnets
+    arch = SENT[-1].subnets[cid][0]
     for got in strategy.supernet.slice(arch):
         if got.dtype.kind == "f":
             np.testing.assert_allclose(got, 0.25)
@@ -174,7 +180,7 @@ def test_exploit_rounds_train_the_personalized_arch_and_leave_the_policies() -> 
 
     # Execute: a search round, then the exploiting round
     train_round(strategy, grid, server_round=1)
-    searched, after_search = dict(strategy.sent), logits(strategy)
+    searched, after_search = dict(SENT[-1].subnets), logits(strategy)
     personal = {cid: strategy.personalized_arch(cid) for cid in range(3)}
     train_round(strategy, grid, server_round=3)
 
@@ -182,7 +188,7 @@ def test_exploit_rounds_train_the_personalized_arch_and_leave_the_policies() -> 
     # slice and updated nothing
     assert any(a[0] != personal[c] for c, a in searched.items())
     assert not all(np.array_equal(p.logits, 0 * p.logits) for p in strategy.policies)
-    assert {cid: arch for cid, (arch, _) in strategy.sent.items()} == personal
+    assert {cid: arch for cid, (arch, _) in SENT[-1].subnets.items()} == personal
     for got, want in zip(logits(strategy), after_search, strict=True):
         np.testing.assert_array_equal(got, want)
     assert strategy.searching(1) and not strategy.searching(3)
@@ -201,7 +207,7 @@ def test_simulated_round_time_ignores_the_clients_seconds() -> None:
 
     assert times[0] == times[1]
     cid, rt = next(iter(times[0].items()))
-    arch, bytes_down = strategy.sent[cid]
+    arch, bytes_down = SENT[-1].subnets[cid]
     hw = strategy.profiles[cid]
     compute = training_seconds(forward_macs_per_sample=strategy.supernet.cost(arch).flops,
                                samples=40, epochs=2, macs_per_second=1e9)

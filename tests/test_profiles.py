@@ -38,6 +38,7 @@ from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.hapfnas import HAPFNASOptions
+from pfednas.strategies.outgoing import Outgoing
 from tests.conftest import spread
 
 # HEAD's draws (before profiles existed) for `method=perfedrlnas seed=3` on the default
@@ -351,7 +352,7 @@ def test_a_client_no_architecture_fits_is_excluded_and_the_run_goes_on() -> None
     # Execute: what connect does once the claims are in, then a round's messages
     strategy.profiles_bound()
     sampled = strategy.sample_clients(1)
-    evaluations = strategy.without_excluded(list(strategy.configure_evaluate(1)))
+    evaluations = strategy.without_excluded(Outgoing(list(strategy.configure_evaluate(1))))
     summary = strategy.summary_extra([])
 
     # Assert: never trained, never evaluated, and the results say why
@@ -380,14 +381,12 @@ def test_a_deployment_times_clients_on_the_server_clock() -> None:
     strategy = perfed(deployment=True)
     strategy.profiles = {c: claimed(math.inf) for c in range(3)}
     arch = strategy.space.min_arch()
-    strategy.sent = {0: (arch, 1000)}
     strategy.reply_seconds = {100: 3.5}
     simulated = perfed(deployment=False)
-    simulated.sent = {0: (arch, 1000)}
 
     # Execute
-    measured = strategy.round_time(0, {"num_examples": 40}, 1000)
-    modelled = simulated.round_time(0, {"num_examples": 40}, 1000)
+    measured = strategy.round_time(0, {"num_examples": 40}, (arch, 1000), 1000)
+    modelled = simulated.round_time(0, {"num_examples": 40}, (arch, 1000), 1000)
 
     # Assert: the server's clock, not the cost model (which gives its own figure)
     assert measured == 3.5 and modelled != 3.5

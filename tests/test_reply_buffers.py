@@ -167,16 +167,16 @@ def perfedrlnas() -> PerFedRLNASStrategy:
 def test_perfedrlnas_never_merges_negative_variances() -> None:
     # Prepare: every client sent its subnet; client 0 returns variances of -1
     strategy = perfedrlnas()
-    list(strategy.configure_train(1))
+    sent_out = strategy.configure_train(1)
     variances = [i for i, role in enumerate(strategy.roles) if role == RUNNING_VAR]
     replies = []
-    for cid in sorted(strategy.sent):
+    for cid in sorted(sent_out.plan.subnets):  # type: ignore[union-attr]
         sent, roles = sent_and_roles(strategy, cid)
         replies.append(train_reply(strategy, cid, with_negative_variance(sent, roles)
                                    if cid == 0 else sent))
 
     # Execute
-    strategy.aggregate_train(1, replies)
+    strategy.aggregate_train(1, replies, sent_out)
 
     # Assert
     state = strategy.supernet.state_arrays()
@@ -201,14 +201,14 @@ def test_every_method_checks_the_statistics_it_sent(overrides: list[str],
                                           "federation.clients_per_round=2"]))
     strategy = build_strategy(settings)
     strategy.node_of = {c: 100 + c for c in range(3)}
-    list(strategy.configure_train(1))
+    sent_out = strategy.configure_train(1)
     first, second = strategy.train_clients(1)[:2]  # SPIDER, Ditto: all 3 are sent
     sent, roles = sent_and_roles(strategy, first)
     replies: list[Any] = [train_reply(strategy, first, with_negative_variance(sent, roles)),
                           train_reply(strategy, second, sent_and_roles(strategy, second)[0])]
 
     # Execute
-    result = strategy.aggregate_train(1, replies)
+    result = strategy.aggregate_train(1, replies, sent_out)  # type: ignore[arg-type]
 
     # Assert: the honest reply counted, the one with variances of -1 rejected
     assert strategy.tally.rejected == 1

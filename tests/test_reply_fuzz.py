@@ -294,6 +294,7 @@ class Server:
     strategy: PerFedRLNASStrategy
     state: dict[str, np.ndarray]
     requests: dict[int, Any]
+    sent: Any  # what configure_* sent, handed to aggregate_*
 
 
 @functools.cache
@@ -301,8 +302,8 @@ def stage(kind: str) -> Server:
     """The strategy after sending round 1's ``kind`` messages (built once, then restored)."""
     strategy = perfedrlnas()
     configure = strategy.configure_train if kind == "train" else strategy.configure_evaluate
-    list(configure(1))
-    return Server(strategy, strategy.state(), dict(strategy.requests))
+    sent = configure(1)
+    return Server(strategy, strategy.state(), dict(strategy.requests), sent)
 
 
 def reset(server: Server) -> PerFedRLNASStrategy:
@@ -333,7 +334,8 @@ def test_perfedrlnas_training_survives_any_reply(message: Message) -> None:
     strategy = reset(stage("train"))
 
     accepted, result = check_one(strategy, message,
-                                 lambda: strategy.aggregate_train(1, [message]))
+                                 lambda: strategy.aggregate_train(1, [message],
+                                                                  stage("train").sent))
 
     replied = [row for row in result.train if "failed" not in row]
     assert accepted == bool(replied)

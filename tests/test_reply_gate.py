@@ -34,6 +34,7 @@ from pfednas.nas.validation import (
 from pfednas.search import DartsS2Space
 from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
 from pfednas.strategies.budget import Roster
+from pfednas.strategies.outgoing import Outgoing
 
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
 
@@ -499,7 +500,8 @@ class LateGrid:
 def test_a_reply_after_the_evaluation_deadline_is_a_failure_not_a_result() -> None:
     # Prepare: evaluations time out after 0.2 s; every node answers after 0.6 s
     strategy = fedavg(eval_timeout=0.2)
-    messages = list(strategy.configure_evaluate(1))
+    sent = Outgoing(list(strategy.configure_evaluate(1)))
+    messages = sent.messages
     grid = LateGrid(lambda msg: reply(strategy, 0, {"client_id": 0, "num_examples": 5,
                                                     "loss": 0.5, "accuracy": 0.5},
                                       kind=MessageType.EVALUATE), delay=0.6)
@@ -508,6 +510,6 @@ def test_a_reply_after_the_evaluation_deadline_is_a_failure_not_a_result() -> No
     replies = strategy.send_and_collect(grid, messages, evaluation=True)  # type: ignore[arg-type]
 
     # Assert: nothing collected, each missing node counted; the round's record says who
-    result = strategy.aggregate_evaluate(1, replies)
+    result = strategy.aggregate_evaluate(1, replies, sent)
     assert replies == [] and strategy.tally.failures == 3
     assert result.evaluation == [] and result.clients_missing == [0, 1, 2]

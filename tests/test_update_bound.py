@@ -166,10 +166,10 @@ def test_perfedrlnas_merge_of_a_huge_subnet_stays_within_the_bound() -> None:
     # Prepare: every client trained its subnet a little; client 0 returns 1e5 everywhere
     strategy = perfedrlnas()
     strategy.budget = Budget(**{**strategy.budget.__dict__, "update_norm_bound": 3.0})
-    list(strategy.configure_train(1))
+    sent_out = strategy.configure_train(1)
     before = strategy.supernet.state_arrays()
     replies, rms, sizes = [], [], []
-    for cid in sorted(strategy.sent):
+    for cid in sorted(sent_out.plan.subnets):  # type: ignore[union-attr]
         sent = strategy.requests[cid].sent
         returned = huge(sent) if cid == 0 else shifted(sent, 0.01 * (cid + 1))
         roles = [spec.role for spec in strategy.requests[cid].specs]
@@ -181,7 +181,7 @@ def test_perfedrlnas_merge_of_a_huge_subnet_stays_within_the_bound() -> None:
         sizes.append(sum(a.size for a in sent if a.dtype.kind == "f"))
 
     # Execute
-    strategy.aggregate_train(1, replies)
+    strategy.aggregate_train(1, replies, sent_out)
 
     # Assert: no supernet entry moved further than any bounded update's L2 norm allows
     limit = reference_bound([*rms, LARGE], 3.0) * math.sqrt(max(sizes))
