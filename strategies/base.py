@@ -49,7 +49,7 @@ from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
     eval_timeout_for,
     norm_bound_for,
 )
-from pfednas.strategies.gate import Reply, ReplyGate, Request, RoundTally
+from pfednas.strategies.gate import Reply, ReplyGate, Request, RoundState, RoundTally
 from pfednas.strategies.identity import ClientClaims
 from pfednas.strategies.outgoing import Outgoing
 
@@ -78,10 +78,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         roster = Roster() if roster is None else roster
         self.node_of: dict[int, int] = {}
         self.pins: dict[int, bytes] | None = None if roster.pins is None else dict(roster.pins)
-        self.tally = RoundTally(round=0)
-        self.reply_seconds: dict[int, float] = {}
-        self.requests: dict[int, Request] = {}
-        self.answered: set[int] = set()
+        self.current = RoundState(RoundTally(round=0))  # per-round state (the loop's)
         # num_examples bounds: each client's partition size where the server knows it
         # (simulation; in a deployment the operator's federation.client_examples), else
         # the first count it reported per message type
@@ -301,9 +298,9 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
 
         The timeout is ``round_timeout``, or for an evaluation ``eval_timeout`` (None: wait
         for every reply). Records, per replying node, the seconds from send to reply in
-        ``self.reply_seconds`` (the measured round time RT_i).
+        ``self.current.reply_seconds`` (the measured round time RT_i).
         """
-        self.reply_seconds = {}
+        self.current.reply_seconds = {}
         sent_at = time.perf_counter()
         pending = set(grid.push_messages(messages))
         replies: list[Message] = []
@@ -334,7 +331,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
     def play_round(self, grid: Grid, server_round: int) -> RoundRecord:
         """One round: training, evaluation, :meth:`finish_round`; its record."""
         start = time.perf_counter()
-        self.tally = RoundTally(round=server_round)
+        self.current = RoundState(RoundTally(round=server_round))
         record = RoundRecord(round=server_round, sampled=self.train_clients(server_round))
         server_seconds = eval_seconds = 0.0
         for configure, aggregate, evaluation in (
@@ -356,7 +353,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
             if evaluation:
                 eval_seconds = time.perf_counter() - stage
         self.finish_round(grid, server_round)
-        tally = self.tally
+        tally = self.current.tally
         return dataclasses.replace(
             self.timed(record), failures=tally.failures, rejected=tally.rejected,
             bytes_up=tally.bytes_up, bytes_down=tally.bytes_down, server_seconds=server_seconds,

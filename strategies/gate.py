@@ -71,6 +71,18 @@ class RoundTally:
     train_up: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass
+class RoundState:
+    """One round's state, started afresh by the round loop each round: its tally, the last
+    message sent to each client (:class:`Request`), the clients whose request has its
+    accepted reply, and the seconds from send to reply of each node's last exchange."""
+
+    tally: RoundTally
+    requests: dict[int, Request] = field(default_factory=dict)
+    answered: set[int] = field(default_factory=set)
+    reply_seconds: dict[int, float] = field(default_factory=dict)
+
+
 class ReplyGate:
     """The gate's half of :class:`pfednas.strategies.base.PersonalizedStrategy`.
 
@@ -83,12 +95,30 @@ class ReplyGate:
     TRAIN_REQUIRES: tuple[str, ...] = ()
     EVALUATE_REQUIRES: tuple[str, ...] = ()
     budget: Budget
-    tally: RoundTally                # this round's counts
+    current: RoundState              # this round's
     node_of: dict[int, int]
-    requests: dict[int, Request]     # the last message sent to each client
-    answered: set[int]               # clients whose last request has an accepted reply
     partition_sizes: list[int] | None
     first_examples: dict[tuple[int, str], int]
+
+    @property
+    def tally(self) -> RoundTally:
+        """This round's counts."""
+        return self.current.tally
+
+    @property
+    def requests(self) -> dict[int, Request]:
+        """The last message sent to each client this round."""
+        return self.current.requests
+
+    @property
+    def answered(self) -> set[int]:
+        """The clients whose last request has an accepted reply."""
+        return self.current.answered
+
+    @property
+    def reply_seconds(self) -> dict[int, float]:
+        """Node -> seconds from send to reply of its last exchange (the measured RT_i)."""
+        return self.current.reply_seconds
 
     def ok_replies(self, replies: Iterable[Message]) -> list[Reply]:
         """Valid replies, as (metrics, decoded arrays), sorted by client id.

@@ -381,7 +381,7 @@ def test_a_deployment_times_clients_on_the_server_clock() -> None:
     strategy = perfed(deployment=True)
     strategy.profiles = {c: claimed(math.inf) for c in range(3)}
     arch = strategy.space.min_arch()
-    strategy.reply_seconds = {100: 3.5}
+    strategy.current.reply_seconds = {100: 3.5}
     simulated = perfed(deployment=False)
 
     # Execute

@@ -43,7 +43,7 @@ from pfednas.records import StageResult
 from pfednas.strategies import Budget, FedAvgFTStrategy, PerFedRLNASStrategy
 from pfednas.strategies.base import PersonalizedStrategy
 from pfednas.strategies.budget import Roster
-from pfednas.strategies.gate import RoundTally
+from pfednas.strategies.gate import RoundState, RoundTally
 from tests.conftest import flower_task_identity
 from tests.test_reply_buffers import perfedrlnas
 
@@ -309,8 +309,8 @@ def stage(kind: str) -> Server:
 def reset(server: Server) -> PerFedRLNASStrategy:
     strategy = server.strategy
     strategy.load_state(server.state)
-    strategy.requests, strategy.answered = dict(server.requests), set()
-    strategy.first_examples, strategy.tally = {}, RoundTally(round=1)
+    strategy.current = RoundState(RoundTally(round=1), requests=dict(server.requests))
+    strategy.first_examples = {}
     return strategy
 
 
