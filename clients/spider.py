@@ -19,7 +19,7 @@ On its first round the local model is cut from the received global weights
 the local model on the client's own test split, after ``finetune_epochs`` of
 fine-tuning where the message asks for it (a copy: the kept local model is
 unchanged; the accuracy before it is reported too, as for every method); the
-architecture travels as an integer code (:mod:`pfednas.nas.archcode`),
+architecture travels as an integer code (:mod:`pfednas.wire.archcode`),
 MetricRecords holding numbers only.
 
 Ditto (Li et al., 2021) is the same client with ``search=False``: the local
@@ -54,13 +54,13 @@ from pfednas.clients.spider_state import (
     write_records,
 )
 from pfednas.data import ArrayDataset
-from pfednas.nas.archcode import arch_to_code
 from pfednas.nas.progressive import FINAL, last_decision_round, phase_of, search_round
 from pfednas.nas.spider import PairHyper, train_pair
 from pfednas.search import CellMask, DartsS2Space, ElasticNet, Supernet, TaskShape
 from pfednas.search.darts_s2 import DartsNet
 from pfednas.seeding import SPIDER_SEARCH, numpy_rng
 from pfednas.train import get_arrays, num_parameters, set_arrays, to_tensors
+from pfednas.wire.archcode import arch_to_code
 
 
 @torch.no_grad()

@@ -44,9 +44,9 @@ from pfednas.clients.common import (
     work_metrics,
 )
 from pfednas.data import ArrayDataset
-from pfednas.nas.validation import PARAM
 from pfednas.search import ElasticNet, SearchSpace, TaskShape, recalibrate_batchnorm
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+from pfednas.wire.validation import PARAM
 
 
 def with_statistics(arrays: list[np.ndarray], roles: list[str], statistics: list[np.ndarray]

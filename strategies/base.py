@@ -31,14 +31,13 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from pfednas.edge.spec import KEEP_KEY, PROFILE_PREFIX
-from pfednas.messages import Finetune, RoundConfig
-from pfednas.nas.profile import ClientProfile, ProfileBounds
-from pfednas.nas.simulated_time import (
+from pfednas.hardware.profile import ClientProfile, ProfileBounds
+from pfednas.hardware.simulated_time import (
     round_seconds,
     timed_eval_row,
     timed_train_row,
 )
-from pfednas.nas.validation import ArraySpec, MetricSpec, array_specs
+from pfednas.messages import Finetune, RoundConfig
 from pfednas.records import RoundRecord, StageResult
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
 from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
@@ -52,6 +51,7 @@ from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
 from pfednas.strategies.gate import Reply, ReplyGate, Request, RoundState, RoundTally
 from pfednas.strategies.identity import ClientClaims
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.validation import ArraySpec, MetricSpec, array_specs
 
 __all__ = ["Budget", "PersonalizedStrategy", "Reply", "Request", "norm_bound_for"]
 
@@ -363,7 +363,7 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         """``record`` with each trained client's traffic (``bytes_down``, ``bytes_up``) and
         simulated time in its training row, the time of the training an evaluation did in
         its row, and the round's ``simulated_seconds``
-        (:mod:`pfednas.nas.simulated_time`, on the clients' profiles)."""
+        (:mod:`pfednas.hardware.simulated_time`, on the clients' profiles)."""
         profiles, down, up = self.profiles, self.tally.train_down, self.tally.train_up
 
         def train_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pfednas.nas.profile import ClientProfile, ProfileBounds
+from pfednas.hardware.profile import ClientProfile, ProfileBounds
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from flwr.app import Message, MessageType
 
 from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.fedavg import weighted_average
-from pfednas.nas.validation import array_specs
 from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.validation import array_specs
 
 
 class FedAvgFTStrategy(PersonalizedStrategy):
@@ -34,7 +34,7 @@ class FedAvgFTStrategy(PersonalizedStrategy):
                  initial_arrays: list[np.ndarray], finetune_epochs: int,
                  finetune_scope: str = "full", array_roles: Sequence[str] | None = None,
                  roster: Roster | None = None) -> None:
-        """``array_roles``: what each array is (``pfednas.nas.roles.state_roles`` of the
+        """``array_roles``: what each array is (``pfednas.wire.roles.state_roles`` of the
         model), so that replies' BatchNorm statistics are checked as statistics."""
         super().__init__(budget=budget, train_config=train_config, roster=roster)
         if finetune_epochs < 0:

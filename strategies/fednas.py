@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from flwr.app import Message, MessageType
 
-from pfednas.nas.roles import state_roles
 from pfednas.options.baselines import FedNASOptions  # noqa: F401 (re-exported)
 from pfednas.search import Arch
 from pfednas.search.darts_mixed import DartsMixedNet
@@ -34,6 +33,7 @@ from pfednas.strategies.base import Budget
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.train import get_arrays, set_arrays
+from pfednas.wire.roles import state_roles
 
 
 class FedNASStrategy(FedAvgFTStrategy):

@@ -4,10 +4,10 @@ A reply is accepted only if it answers the request the server sent that client
 (same node, same message type, once), carries the metrics of that request in
 their ranges and the arrays the server expects back — from the record's metadata
 and each payload's own ``.npy`` header before anything is decoded, then each
-decoded array for its role (:mod:`pfednas.nas.validation`). Whatever a reply
+decoded array for its role (:mod:`pfednas.wire.validation`). Whatever a reply
 holds, the gate returns: nothing of a rejected reply reaches the server's state.
 Training updates may further be bounded by the round's median update size
-(:meth:`ReplyGate.train_replies`, :mod:`pfednas.nas.robust`).
+(:meth:`ReplyGate.train_replies`, :mod:`pfednas.strategies.robust`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord
 from flwr.common import log
 
-from pfednas.nas.robust import bound_updates
-from pfednas.nas.validation import (
+from pfednas.strategies.robust import bound_updates
+from pfednas.wire.validation import (
     KNOWN_METRICS,
     REQUIRED_METRICS,
     ArrayHeader,
@@ -88,7 +88,7 @@ class ReplyGate:
 
     Subclasses name the extra metrics their replies must carry in
     ``TRAIN_REQUIRES`` / ``EVALUATE_REQUIRES`` (types and ranges:
-    :data:`pfednas.nas.validation.KNOWN_METRICS`), or name a message's own when they send
+    :data:`pfednas.wire.validation.KNOWN_METRICS`), or name a message's own when they send
     it (its :class:`Request`); :meth:`ok_replies` rejects a reply without them.
     """
 
@@ -196,7 +196,7 @@ class ReplyGate:
 
     def train_replies(self, replies: Iterable[Message]) -> list[Reply]:
         """Accepted training replies, each update bounded by ``Budget.update_norm_bound`` ×
-        the round's lower median update RMS (:func:`pfednas.nas.robust.bound_updates`;
+        the round's lower median update RMS (:func:`pfednas.strategies.robust.bound_updates`;
         the update is the reply's arrays minus those sent). A bounded reply's metrics gain
         ``update_scale``; with no bound the replies are returned as accepted."""
         good = self.ok_replies(replies)

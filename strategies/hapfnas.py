@@ -50,13 +50,11 @@ import numpy as np
 from flwr.app import Message, MessageType
 from torch import nn
 
+from pfednas.hardware.profile import exclusions, fits
 from pfednas.nas.covering import covering_arch
 from pfednas.nas.distill import TransferSet
 from pfednas.nas.merge import overlap_average
 from pfednas.nas.phases import Phase
-from pfednas.nas.profile import exclusions, fits
-from pfednas.nas.roles import state_roles
-from pfednas.nas.validation import MetricSpec
 from pfednas.options.hapfnas import (  # noqa: F401 (re-exported)
     HAPFNASOptions,
     TransferOptions,
@@ -70,6 +68,8 @@ from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas_distill import distill_round
 from pfednas.strategies.hapfnas_search import SearchState, search_all
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.roles import state_roles
+from pfednas.wire.validation import MetricSpec
 
 ARCH_SEPARATOR = ";"
 

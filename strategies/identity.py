@@ -12,7 +12,7 @@ public_key``, PEM SubjectPublicKeyInfo). Only the key is stable and the
 operator's: a pinned id is bound only to the node holding that key.
 
 :class:`ClientClaims` is the strategy's half that asks the nodes (``connect``) and, in a
-deployment, binds each node's hardware profile claim with its id (:mod:`pfednas.nas.profile`).
+deployment, binds each node's hardware profile claim with its id (:mod:`pfednas.hardware.profile`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from pfednas.config import NODE_KEYS_ENV  # set by the operator where the ServerApp starts
-from pfednas.nas.profile import ClientProfile, ProfileBounds, profile_problem
+from pfednas.hardware.profile import ClientProfile, ProfileBounds, profile_problem
 
 if TYPE_CHECKING:
     from pfednas.strategies.budget import Budget

@@ -30,7 +30,7 @@ Clients held out of training ("new clients") get theirs by search-only rounds at
 the end: sample, evaluate on their validation split, update their policy; nothing
 is trained or uploaded.
 
-Hardware: each client's profile (``self.profiles``, :mod:`pfednas.nas.profile`) gives
+Hardware: each client's profile (``self.profiles``, :mod:`pfednas.hardware.profile`) gives
 its memory budget (eq. 9) and, in a simulation, the round time RT_i by the cost
 model (the subnet's training MACs at the client's speed + its bytes over its link).
 In a deployment profiles are what the nodes claim on first contact, and RT_i is the
@@ -49,6 +49,7 @@ import numpy as np
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
+from pfednas.hardware.profile import exclusions
 from pfednas.nas.merge import overlap_average
 from pfednas.nas.policy import (
     PolicyState,
@@ -58,9 +59,7 @@ from pfednas.nas.policy import (
     probabilities,
     reinforce_update,
 )
-from pfednas.nas.profile import exclusions
 from pfednas.nas.reward import Outcome, round_rewards, simulated_round_time, training_seconds
-from pfednas.nas.roles import state_roles
 from pfednas.options.perfedrlnas import PerFedRLNASOptions  # noqa: F401 (re-exported)
 from pfednas.records import RoundRecord, StageResult, arch_details
 from pfednas.search import Arch, Cost, Supernet
@@ -76,6 +75,7 @@ from pfednas.seeding import (
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.roles import state_roles
 
 FALLBACK_SAMPLES = 64
 COST_MODEL, SERVER_CLOCK = "cost_model", "server_clock"  # sources of the round time RT_i

@@ -13,7 +13,7 @@ Personalized evaluation every ``eval_every`` rounds: each client's own local
 model on its own test split, at the last round after ``finetune_epochs`` of
 fine-tuning a copy of it (the protocol's +FT; the figure without it, the
 papers', is reported beside it); the clients report the local architecture as an
-integer code (:mod:`pfednas.nas.archcode`), decoded here into the ``arch``
+integer code (:mod:`pfednas.wire.archcode`), decoded here into the ``arch``
 string of the evaluation rows, and the local parameter count. Local weights
 and masks never reach the server. Checkpoint state: the global supernet and
 which clients have trained (a client that never trained is sent ``w`` with its
@@ -28,15 +28,15 @@ from typing import Any
 import numpy as np
 from flwr.app import Message, MessageType
 
-from pfednas.nas.archcode import arch_from_code, code_capacity
-from pfednas.nas.roles import state_roles
-from pfednas.nas.validation import MetricSpec
 from pfednas.records import StageResult
 from pfednas.search import Supernet
 from pfednas.strategies.base import Budget, Reply
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.archcode import arch_from_code, code_capacity
+from pfednas.wire.roles import state_roles
+from pfednas.wire.validation import MetricSpec
 
 TRAIN_EXTRAS = ("local_loss", "penalty", "phase", "decided_edges", "num_params")
 

@@ -172,7 +172,7 @@ def spread(supernet: Any, num_clients: int, *, batch_size: int = 16, seed: int =
            **hardware: Any) -> dict[int, Any]:
     """A simulation's client profiles for a strategy built by hand: the seeded draw of
     ``HardwareSpread(**hardware)`` on ``supernet`` (what ``client_profiles`` gives a run)."""
+    from pfednas.hardware.spread import HardwareSpread
     from pfednas.methods.fixed import spread_profiles
-    from pfednas.nas.heterogeneity import HardwareSpread
 
     return spread_profiles(supernet, HardwareSpread(**hardware), num_clients, seed, batch_size)

@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from pfednas.config import compose, settings_from_cfg
+from pfednas.hardware.profile import MB, MEASURED, STATED, ClientProfile, ProfileBounds
 from pfednas.methods import FITS_ALL, fits_all_on_profiles, fits_all_roster, seeded_supernet
-from pfednas.nas.profile import MB, MEASURED, STATED, ClientProfile, ProfileBounds
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.strategies import Budget
 from pfednas.strategies.budget import Roster

@@ -173,7 +173,7 @@ def test_graph_sees_every_kind_of_import() -> None:
     assert "pfednas.strategies.base" in graph["pfednas.strategies.fedavg"]
     assert "pfednas.server_app" in graph  # src/pfednas/server_app.py
     assert "pfednas.clients.subnet" in graph["pfednas.clients"]  # clients/__init__.py
-    assert "pfednas.nas.robust" in graph["pfednas.strategies.gate"]
+    assert "pfednas.strategies.robust" in graph["pfednas.strategies.gate"]
     assert "pfednas.search" in graph["pfednas.records"]  # TYPE_CHECKING
 
 

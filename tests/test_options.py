@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
-from pfednas.nas.heterogeneity import HardwareSpread
+from pfednas.hardware.spread import HardwareSpread
 from pfednas.nas.policy import PolicyOptimizer
 from pfednas.options import OPTIONS, defaults, options_table, parse
 from pfednas.options.perfedrlnas import PerFedRLNASOptions

@@ -21,9 +21,7 @@ from pfednas.deploy.probe import (
     read_memory,
     stated_fields,
 )
-from pfednas.methods import client_profiles, fits_all_arch, fits_all_on_profiles, seeded_supernet
-from pfednas.nas.fitting import fits_all_budgets
-from pfednas.nas.profile import (
+from pfednas.hardware.profile import (
     MB,
     MEASURED,
     SIMULATED,
@@ -32,6 +30,8 @@ from pfednas.nas.profile import (
     ProfileBounds,
     profile_problem,
 )
+from pfednas.methods import client_profiles, fits_all_arch, fits_all_on_profiles, seeded_supernet
+from pfednas.nas.fitting import fits_all_budgets
 from pfednas.search import get_space
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy

@@ -24,10 +24,10 @@ from pfednas.bench import (
     tuning_cells,
 )
 from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
+from pfednas.hardware.spread import draw_hardware
 from pfednas.inprocess import run_inprocess
 from pfednas.methods import METHODS, client_profiles, fits_all_arch, seeded_supernet
 from pfednas.nas.covering import covering_arch
-from pfednas.nas.heterogeneity import draw_hardware
 from pfednas.node_data import node_client_data
 from pfednas.report.cli import build_report
 from pfednas.report.collect import find_run_dirs, load_run

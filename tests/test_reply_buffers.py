@@ -1,7 +1,7 @@
 """BatchNorm buffers in replies are checked for their meaning, in every method (issue 32, 5).
 
 The server knows which array it sent is a running mean, a running variance or a batch
-counter (``pfednas.nas.roles``); a reply whose statistics are not statistics (a
+counter (``pfednas.wire.roles``); a reply whose statistics are not statistics (a
 variance below 0, values beyond any activation's) is rejected like NaN would be.
 """
 
@@ -19,8 +19,13 @@ from pfednas.build import build_strategy
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
 from pfednas.models import SmallCNN
 from pfednas.nas.distill import TransferSet, synthetic_inputs
-from pfednas.nas.roles import state_roles
-from pfednas.nas.validation import (
+from pfednas.search import get_space
+from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
+from pfednas.strategies.base import PersonalizedStrategy
+from pfednas.strategies.budget import Roster
+from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
+from pfednas.wire.roles import state_roles
+from pfednas.wire.validation import (
     BATCH_COUNT,
     PARAM,
     RUNNING_MEAN,
@@ -28,11 +33,6 @@ from pfednas.nas.validation import (
     array_specs,
     check_arrays,
 )
-from pfednas.search import get_space
-from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
-from pfednas.strategies.base import PersonalizedStrategy
-from pfednas.strategies.budget import Roster
-from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
 from tests.conftest import spread
 
 METRICS = {"num_examples": 1, "train_loss": 1.0, "train_seconds": 0.1, "val_accuracy": 0.5,

@@ -28,7 +28,12 @@ from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pfednas.nas.validation import (
+from pfednas.records import StageResult
+from pfednas.strategies import Budget, FedAvgFTStrategy, PerFedRLNASStrategy
+from pfednas.strategies.base import PersonalizedStrategy
+from pfednas.strategies.budget import Roster
+from pfednas.strategies.gate import RoundState, RoundTally
+from pfednas.wire.validation import (
     KNOWN_METRICS,
     MAX_PARAM,
     NPY_STYPE,
@@ -39,11 +44,6 @@ from pfednas.nas.validation import (
     check_arrays,
     npy_payload_problem,
 )
-from pfednas.records import StageResult
-from pfednas.strategies import Budget, FedAvgFTStrategy, PerFedRLNASStrategy
-from pfednas.strategies.base import PersonalizedStrategy
-from pfednas.strategies.budget import Roster
-from pfednas.strategies.gate import RoundState, RoundTally
 from tests.conftest import flower_task_identity
 from tests.test_reply_buffers import perfedrlnas
 

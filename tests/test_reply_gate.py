@@ -13,8 +13,12 @@ from flwr.supercore.task_identity import TaskIdentity
 from pfednas.build import build_strategy
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.data import partition
-from pfednas.nas.archcode import code_capacity
-from pfednas.nas.validation import (
+from pfednas.search import DartsS2Space
+from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
+from pfednas.strategies.budget import Roster
+from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.archcode import code_capacity
+from pfednas.wire.validation import (
     KNOWN_METRICS,
     MAX_BATCH_COUNT,
     MAX_BN_MEAN,
@@ -31,10 +35,6 @@ from pfednas.nas.validation import (
     npy_payload_problem,
     parse_dtype,
 )
-from pfednas.search import DartsS2Space
-from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
-from pfednas.strategies.budget import Roster
-from pfednas.strategies.outgoing import Outgoing
 
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
 

@@ -13,10 +13,10 @@ from pfednas.clients.common import ClientEnv
 from pfednas.clients.spider import SpiderClient
 from pfednas.clients.spider_state import LOCAL_KEY, SpiderOptions, checkpoint_path
 from pfednas.data import ArrayDataset, ClientData
-from pfednas.nas.archcode import arch_from_code, arch_to_code
 from pfednas.nas.progressive import SearchSchedule, decide_edge, search_round
 from pfednas.nas.spider import proximal_penalty, shared_anchor
 from pfednas.search import CellMask, DartsS2Space, TaskShape
+from pfednas.wire.archcode import arch_from_code, arch_to_code
 
 TASK = TaskShape(num_classes=4, in_channels=1, image_size=8)
 CONFIG = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "batch_size": 16, "local_epochs": 1}

@@ -19,16 +19,16 @@ from pfednas.body_head import StateSplit, train_part, train_scope
 from pfednas.clients.common import work_metrics
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
 from pfednas.data import ArrayDataset
-from pfednas.nas.darts_search import ArchHyper, search_epochs
-from pfednas.nas.heterogeneity import HardwareSpread
-from pfednas.nas.profile import ClientProfile, simulated_profiles
-from pfednas.nas.simulated_time import (
+from pfednas.hardware.profile import ClientProfile, simulated_profiles
+from pfednas.hardware.simulated_time import (
     HEAVY_TAILED,
     LogNormalSlowdown,
     round_seconds,
     timed_eval_row,
     timed_train_row,
 )
+from pfednas.hardware.spread import HardwareSpread
+from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.nas.spider import PairHyper, train_pair
 from pfednas.records import RoundRecord
 from pfednas.report.collect import Run

@@ -13,7 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pfednas.nas.fedavg import weighted_average
-from pfednas.nas.robust import (
+from pfednas.strategies import Budget, FedAvgFTStrategy
+from pfednas.strategies import gate as gate_module
+from pfednas.strategies.base import PersonalizedStrategy, norm_bound_for
+from pfednas.strategies.robust import (
     bound_updates,
     clip_update,
     lower_median,
@@ -21,10 +24,7 @@ from pfednas.nas.robust import (
     update_rms,
     upper_median,
 )
-from pfednas.nas.validation import MAX_PARAM, PARAM
-from pfednas.strategies import Budget, FedAvgFTStrategy
-from pfednas.strategies import gate as gate_module
-from pfednas.strategies.base import PersonalizedStrategy, norm_bound_for
+from pfednas.wire.validation import MAX_PARAM, PARAM
 from tests.test_reply_buffers import hapfnas, perfedrlnas
 
 WEIGHTS: list[np.ndarray] = [np.full((2, 3), 0.5, np.float32), np.zeros(4, np.float32),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pfednas.clients.faulty import Fault
-from pfednas.nas.validation import array_specs, check_arrays, check_metrics
+from pfednas.wire.validation import array_specs, check_arrays, check_metrics
 
 GOOD = [np.zeros((2, 3), np.float32), np.array(4, np.int64)]
 SPEC = array_specs(GOOD)

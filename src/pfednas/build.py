@@ -13,9 +13,9 @@ from collections.abc import Mapping
 
 from pfednas.config import ConfigError, RunSettings, in_simulation
 from pfednas.data import DataError, partition
+from pfednas.hardware.profile import ClientProfile, ProfileBounds
 from pfednas.messages import Sgd
 from pfednas.methods import METHODS, client_profiles
-from pfednas.nas.profile import ClientProfile, ProfileBounds
 from pfednas.strategies.base import (
     Budget,
     PersonalizedStrategy,

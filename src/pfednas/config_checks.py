@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pfednas.nas.heterogeneity import HardwareSpread
+from pfednas.hardware.spread import HardwareSpread
 from pfednas.settings import ConfigError, Federation
 
 
@@ -154,7 +154,7 @@ def validate_federation(fed: Federation) -> None:
         if not fed.update_norm_bound < float("inf"):
             raise ConfigError("federation.update_norm_bound must be null, 0 (off) or a finite "
                               f"number > 0, got {fed.update_norm_bound!r}")
-    from pfednas.nas.profile import ProfileBounds
+    from pfednas.hardware.profile import ProfileBounds
 
     try:
         ProfileBounds.from_config(fed.profile_bounds, fed.default_bandwidth_mbps,

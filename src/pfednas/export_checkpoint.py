@@ -20,7 +20,7 @@ from pfednas.config import ConfigError, RunSettings, settings_from_cfg, task_sha
 from pfednas.data import load_client_data
 from pfednas.data.registry import normalisation
 from pfednas.edge.spec import input_spec
-from pfednas.nas.profile import MB, MBPS, SIMULATED, ClientProfile
+from pfednas.hardware.profile import MB, MBPS, SIMULATED, ClientProfile
 from pfednas.search import ElasticNet
 from pfednas.strategies import PerFedRLNASStrategy
 from pfednas.strategies.hapfnas import HAPFNASStrategy

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pfednas.nas.profile import fits
+from pfednas.hardware.profile import fits
 
 if TYPE_CHECKING:
     from pfednas.search import Arch, Cost
@@ -42,7 +42,7 @@ class RoundRecord:
     eval_kind: str = ""
     eval_seconds: float = 0.0  # wall time of the round's evaluation stage
     clients_missing: list[int] = field(default_factory=list)  # sent an evaluation, no valid row
-    # the round's time on the clients' simulated hardware (pfednas.nas.simulated_time)
+    # the round's time on the clients' simulated hardware (pfednas.hardware.simulated_time)
     simulated_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:

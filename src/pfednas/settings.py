@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pfednas.data import DataSpec, dataset_info
-from pfednas.nas.heterogeneity import HardwareSpread
+from pfednas.hardware.spread import HardwareSpread
 
 if TYPE_CHECKING:  # pfednas.search imports torch: the command's checks before it stay quick
     from pfednas.search import TaskShape

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pfednas.config import RunSettings, compose
 from pfednas.deploy.probe import stated_fields
-from pfednas.nas.profile import (
+from pfednas.hardware.profile import (
     BANDWIDTH_KEY,
     MEMORY_KEY,
     PROFILE_KEYS,

@@ -61,8 +61,8 @@ from pfednas.deploy.commands import Security
 from pfednas.deploy.local import DeploymentError, DeploymentRequest, run_deployment
 from pfednas.deploy.superexec_auth import SecretError, write_superexec_secrets
 from pfednas.edge.kept import MODELS_DIR
+from pfednas.hardware.profile import ProfileBounds, profile_problem
 from pfednas.launcher import clear_pid_file, incomplete_message
-from pfednas.nas.profile import ProfileBounds, profile_problem
 from pfednas.node_data import silo_client_data
 from pfednas.preflight import check_runnable
 from pfednas.results import missing_clients_error

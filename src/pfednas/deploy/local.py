@@ -117,7 +117,7 @@ class LocalFederation:
     checkpoint_dir: Path | None = None  # node config checkpoint-dir (client state)
     model_dir: Path | None = None  # node config model-dir (the personalized models)
     # each node's stated hardware profile ("memory-budget-mb=… macs-per-second=…", node
-    # config entries; pfednas.nas.profile): one per node, or none (the nodes measure theirs)
+    # config entries; pfednas.hardware.profile): one per node, or none (the nodes measure theirs)
     node_profiles: Sequence[str] = ()
     output_base: Path | None = None     # PFEDNAS_OUTPUT_BASE; default: the parent of log_dir
     node_timeout: float = 120.0

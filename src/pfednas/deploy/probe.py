@@ -1,4 +1,4 @@
-"""What a node reports as its hardware profile (:mod:`pfednas.nas.profile`).
+"""What a node reports as its hardware profile (:mod:`pfednas.hardware.profile`).
 
 A SuperNode states its profile in its node config (``memory-budget-mb``,
 ``macs-per-second``, ``bandwidth-mbps``); whatever it leaves out, its ClientApp
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pfednas.nas.profile import (
+from pfednas.hardware.profile import (
     BANDWIDTH_KEY,
     MB,
     MEASURED,

@@ -15,22 +15,22 @@ import torch
 
 from pfednas.body_head import StateSplit, take
 from pfednas.config import RunSettings, task_shape
-from pfednas.nas.fitting import fits_all_budgets
-from pfednas.nas.heterogeneity import HardwareSpread
-from pfednas.nas.profile import (
+from pfednas.hardware.profile import (
     ClientProfile,
     ProfileBounds,
     exclusions,
     floor_bytes,
     simulated_profiles,
 )
-from pfednas.nas.roles import state_roles
+from pfednas.hardware.spread import HardwareSpread
+from pfednas.nas.fitting import fits_all_budgets
 from pfednas.search import Arch, ElasticNet, SearchSpace, Supernet, TaskShape, get_space
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.seeding import MODEL_INIT, int_seed
 from pfednas.strategies import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import FixedChoice, Roster
 from pfednas.train import get_arrays
+from pfednas.wire.roles import state_roles
 
 FITS_ALL = "fits_all"
 # a method's strategy from the settings, the federation's budget, the clients' training
@@ -182,7 +182,7 @@ def initial_body(settings: RunSettings) -> list[np.ndarray]:
 
 
 def body_roles(settings: RunSettings) -> list[str]:
-    """What each body array is (``pfednas.nas.roles``): BatchNorm statistics or parameters."""
+    """What each body array is (``pfednas.wire.roles``): BatchNorm statistics or parameters."""
     model = fixed_model_fn(settings)()
     roles = state_roles(model)
     return [roles[i] for i in StateSplit.of(model).body]

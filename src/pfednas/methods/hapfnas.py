@@ -18,9 +18,9 @@ from pfednas.config import ConfigError, RunSettings, task_shape
 from pfednas.data.arrays import select
 from pfednas.data.holdout import unheld_indices
 from pfednas.data.registry import load_raw, normalisation
+from pfednas.hardware.profile import simulated_budgets
 from pfednas.methods.fixed import seeded_supernet
 from pfednas.nas.distill import TransferSet, synthetic_inputs
-from pfednas.nas.profile import simulated_budgets
 from pfednas.options.hapfnas import HAPFNASOptions, TransferOptions
 from pfednas.records import cost_in
 from pfednas.search import Supernet, get_space

@@ -1,7 +1,7 @@
 """The largest architecture every client can train: the fixed-architecture baselines'
 model when memory budgets are on (the constraint NAS is meant to lift).
 
-Budgets are the clients' profiles (:mod:`pfednas.nas.profile`): in a simulation
+Budgets are the clients' profiles (:mod:`pfednas.hardware.profile`): in a simulation
 those PerFedRLNAS and HAPFNAS draw for the same seed (the ``HARDWARE`` stream,
 U(low, high) × the largest subnet's training memory), so a baseline of a bench cell
 gets the largest model that fits the cell's tightest client; in a deployment the
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pfednas.nas.profile import fits
+from pfednas.hardware.profile import fits
 from pfednas.search import Arch, SearchSpace
 from pfednas.seeding import FIXED_ARCH_SEARCH, HARDWARE, numpy_rng
 

@@ -1,7 +1,7 @@
 """The benchmark's time axis: how long a run took on simulated devices, and how fast it got there.
 
 **Simulated time.** Every round records ``simulated_seconds``
-(:mod:`pfednas.nas.simulated_time`): the slowest client of its training stage,
+(:mod:`pfednas.hardware.simulated_time`): the slowest client of its training stage,
 
     t_i = train_macs_i / speed_i + 8 · (bytes_down_i + bytes_up_i) / bandwidth_i,
 
@@ -27,7 +27,7 @@ Fig. 6; Table 2, MobileNetV3 on CIFAR10 Dα = 0.3: 9.96 h to its 82.0 % against 
   their default spread), the baselines the default spread's draw for the same seed, so
   every method of a seed runs on the same devices;
 * *heavy-tailed* (recomputed here from each timed row's ``train_macs`` and bytes):
-  :data:`pfednas.nas.simulated_time.HEAVY_TAILED`, a log-normal slowdown with median 2 and
+  :data:`pfednas.hardware.simulated_time.HEAVY_TAILED`, a log-normal slowdown with median 2 and
   σ 1, clipped to [1, 64], 100 Mbit/s, drawn per (seed, client) from the
   ``heavy_tailed_hardware`` stream. A quarter of the clients run at full speed, one in
   twenty is over 10× slower: a round waits for its slowest sampled client, so methods
@@ -57,8 +57,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pfednas.nas.profile import ClientProfile
-from pfednas.nas.simulated_time import (
+from pfednas.hardware.profile import ClientProfile
+from pfednas.hardware.simulated_time import (
     FINETUNED,
     HEAVY_TAILED,
     LogNormalSlowdown,

@@ -7,7 +7,7 @@ A client that trained in a round's training stage (its reply accepted) took
 ``train_macs_i``: the cost model's training MACs of what it trained, as it reported them
 (3 × the forward MACs per sample of the model × the samples through forward + backward,
 ``pfednas.train.TrainStats.macs``); ``speed_i``: its multiply-accumulates per second
-(:attr:`pfednas.nas.profile.ClientProfile.speed`); ``bytes_down_i`` / ``bytes_up_i``: the
+(:attr:`pfednas.hardware.profile.ClientProfile.speed`); ``bytes_down_i`` / ``bytes_up_i``: the
 arrays of its training message and of its accepted reply; ``bandwidth_i`` in bit/s.
 The evaluation stage adds the training some evaluations do (Local's local epochs, the
 protocol's fine-tuning F): ``train_macs_i / speed_i``, without traffic. A round takes the
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pfednas.nas.profile import MBPS, ClientProfile
+from pfednas.hardware.profile import MBPS, ClientProfile
 from pfednas.seeding import HARDWARE, HEAVY_TAILED_HARDWARE, numpy_rng
 
 ROW_SECONDS = "simulated_seconds"  # a timed row's own time (train and evaluation rows)

@@ -2,7 +2,7 @@
 
 The server sends arrays in ``state_dict`` order and knows the module that owns
 each one; BatchNorm's buffers are statistics (a mean, a variance, a counter) and
-are checked as such (:func:`pfednas.nas.validation.role_problem`), everything
+are checked as such (:func:`pfednas.wire.validation.role_problem`), everything
 else as a parameter.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pfednas.nas.validation import BATCH_COUNT, PARAM, RUNNING_MEAN, RUNNING_VAR
+from pfednas.wire.validation import BATCH_COUNT, PARAM, RUNNING_MEAN, RUNNING_VAR
 
 BATCHNORM_BUFFERS = {"running_mean": RUNNING_MEAN, "running_var": RUNNING_VAR,
                      "num_batches_tracked": BATCH_COUNT}

@@ -29,7 +29,7 @@ replies' sizes and at most ⌊k/2⌋ replies colluding:
 * fewer than k/2 of them cannot loosen the bound: the upper median is then an honest
   size, ``B ≤ c · max h``. At exactly half (k even) the upper median may be a colluder's, so
   colluders may pass at their own smallest size; the reply gate's magnitude check
-  (:data:`pfednas.nas.validation.MAX_PARAM`) still bounds every value they send.
+  (:data:`pfednas.wire.validation.MAX_PARAM`) still bounds every value they send.
 
 Float arrays are
 bounded; integer arrays (BatchNorm's ``num_batches_tracked``) pass unchanged —

@@ -6,7 +6,7 @@ PerFedRLNAS's eq. 9, HAPFNAS's budgeted search, the simulated round time and the
 results' ``budget`` / ``within_budget`` read it here, whatever its source:
 
 * ``simulated``: drawn from the seeded spread (:func:`simulated_profiles`, the only
-  caller of :func:`pfednas.nas.heterogeneity.draw_hardware`); exactly the draws of
+  caller of :func:`pfednas.hardware.spread.draw_hardware`); exactly the draws of
   before, so published results do not move;
 * ``stated``: a SuperNode's node config (``memory-budget-mb``, ``macs-per-second``,
   ``bandwidth-mbps``);
@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pfednas.nas.heterogeneity import HardwareSpread, draw_hardware
+from pfednas.hardware.spread import HardwareSpread, draw_hardware
 
 SIMULATED, STATED, MEASURED = "simulated", "stated", "measured"
 SOURCES = (SIMULATED, STATED, MEASURED)
