@@ -78,7 +78,7 @@ LONGEST_FIRST = ("test_deploy", "test_report", "test_perfedrlnas_e2e", "test_dep
                  "test_baselines_e2e", "test_faults_e2e", "test_newcomer", "test_hapfnas_e2e",
                  "test_spider_e2e", "test_resume_safety", "test_ray_cluster_e2e", "test_e2e",
                  "test_kept_models", "test_faults_families", "test_protocol",
-                 "test_cli_bad_input",
+                 "test_cli_bad_input", "test_flwr_run",
                  "test_control_api_exposure")
 
 
