@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pfednas.hardware.profile import ClientProfile, ProfileBounds
+from pfednas.settings import Federation
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,13 @@ class Budget:
     eval_every: int
     round_timeout: float
     seed: int
-    min_replies: int = 1
-    weighting: str = "samples"        # samples | uniform: what weights averages and merges
-    examples_tolerance: float = 0.5   # deployment: allowed rise over the first num_examples
-    eval_timeout: float | None = None  # seconds to wait for evaluation replies; None: no limit
-    eval_finetune: str = "final"  # final: fine-tune only at the last round's evaluation | all
-    finetune_both: bool = False  # evaluations also fine-tune at the other scope, report both
+    # the federation's defaults (pfednas.settings.Federation: the one place they are stated)
+    min_replies: int = Federation.min_replies
+    weighting: str = "samples"        # samples | uniform (the federation's null: the method's)
+    examples_tolerance: float = Federation.examples_tolerance
+    eval_timeout: float | None = Federation.eval_timeout  # None: no limit
+    eval_finetune: str = Federation.eval_finetune
+    finetune_both: bool = Federation.finetune_both
     # a deployment: num_examples weighs only where the operator bounds it (partition_sizes)
     deployment: bool = False
     # each training update's RMS at most this × the round's lower median (None: unbounded)

@@ -203,7 +203,7 @@ def data_spec_from_cfg(cfg: DictConfig, fed: Federation | None = None) -> DataSp
     run's partitions back (``pfednas predict --run``)."""
     if fed is None:
         fed = build_federation(as_dict(cfg.federation))
-    seed = cfg.get("seed", 0)
+    seed = cfg.get("seed")
     check_number("", "seed", seed, kind=int, low=0)
     data_values = as_dict(cfg.dataset)
     data_values.update(num_clients=fed.num_clients, seed=seed)
@@ -222,7 +222,7 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     name = method.pop("name", None)
     fed = build_federation(as_dict(cfg.federation))
     validate_federation(fed)
-    seed = cfg.get("seed", 0)
+    seed = cfg.get("seed")
     spec = data_spec_from_cfg(cfg, fed)
     typed = _check_method(name, method, fed, str(cfg.search_space.get("name")))
     _check_method_data(typed, spec)
@@ -235,7 +235,7 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         get_space(**space)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"search_space: {err}") from err
-    checkpoint_every = cfg.get("checkpoint_every", 0)
+    checkpoint_every = cfg.get("checkpoint_every")
     check_number("", "checkpoint_every", checkpoint_every, kind=int, low=0)
     resume = cfg.get("resume")
     if resume is not None:
@@ -252,13 +252,13 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     label = cfg.get("label")
     if label is not None and (not isinstance(label, str) or not label.strip()):
         raise ConfigError(f"label must be null or a non-empty string, got {label!r}")
-    eval_split = cfg.get("eval_split", "test")
+    eval_split = cfg.get("eval_split")
     if eval_split not in EVAL_SPLITS:
         raise ConfigError(f"eval_split must be {'|'.join(EVAL_SPLITS)}, got {eval_split!r}")
     if eval_split == "val" and spec.val_fraction <= 0:
         raise ConfigError("eval_split=val needs dataset.val_fraction > 0")
     return RunSettings(method=name, method_options=method, federation=fed, data=spec,
-                       search_space=space, seed=seed, progress=bool(cfg.get("progress", True)),
+                       search_space=space, seed=seed, progress=bool(cfg.get("progress")),
                        resume=None if resume is None else str(resume),
                        checkpoint_every=checkpoint_every, fault_injection=fault_cfg,
                        eval_split=str(eval_split))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pfednas.data import DataSpec, dataset_info
+from pfednas.hardware.profile import ProfileBounds
 from pfednas.hardware.spread import HardwareSpread
 
 if TYPE_CHECKING:  # pfednas.search imports torch: the command's checks before it stay quick
@@ -18,8 +19,10 @@ class ConfigError(ValueError):
 
 
 def _profile_bounds() -> dict[str, Any]:
-    return {"memory_budget_mb": [1, 1048576], "macs_per_second": [1.0e6, 1.0e16],
-            "bandwidth_mbps": [0.001, 1.0e6]}
+    """:class:`ProfileBounds`' defaults, as the config states them."""
+    bounds = ProfileBounds()
+    return {key: list(getattr(bounds, key))
+            for key in ("memory_budget_mb", "macs_per_second", "bandwidth_mbps")}
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,11 @@ class Federation:
     # malformed or changed after first contact is refused and the node gets no client id
     profile_bounds: dict[str, Any] | None = field(default_factory=_profile_bounds)
     # deployment: the bandwidth (Mbit/s) of a node that states no bandwidth-mbps
-    default_bandwidth_mbps: float = 100.0
+    default_bandwidth_mbps: float = ProfileBounds.default_bandwidth_mbps
     # deployment: fits_all's floor (the one architecture the baselines share): a client claiming
     # less is excluded with the reason in summary.json instead of shrinking everybody's model;
     # null: 25% of the way from the smallest subnet's training memory to the largest's
-    min_budget_mb: float | None = None
+    min_budget_mb: float | None = ProfileBounds.min_budget_mb
     # a simulation's client hardware, drawn once per run for its seed: the same devices for
     # every method (their budgets, fits_all, the simulated round time; summary.json: profiles)
     hardware: HardwareSpread = field(default_factory=HardwareSpread)
@@ -105,10 +108,10 @@ class RunSettings:
     search_space: dict[str, Any]
     seed: int
     progress: bool
-    resume: str | None = None
-    checkpoint_every: int = 0
-    fault_injection: dict[str, Any] | None = None
-    eval_split: str = "test"
+    resume: str | None
+    checkpoint_every: int
+    fault_injection: dict[str, Any] | None
+    eval_split: str
 
     @property
     def options(self) -> Any:
