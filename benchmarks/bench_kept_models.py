@@ -24,7 +24,7 @@ from typing import Any
 
 from pfednas import client_app
 from pfednas.export import export_client
-from pfednas.inprocess import run_inprocess
+from pfednas.run.inprocess import run_inprocess
 
 
 def main(overrides: list[str]) -> dict[str, Any]:

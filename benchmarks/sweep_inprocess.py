@@ -1,4 +1,4 @@
-"""Tuning sweeps in one process (``pfednas.inprocess``): one JSON line per configuration.
+"""Tuning sweeps in one process (``pfednas.run.inprocess``): one JSON line per configuration.
 
     .venv/bin/python benchmarks/sweep_inprocess.py OUT.jsonl 'name: override override ...' ...
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pfednas.inprocess import run_inprocess
+from pfednas.run.inprocess import run_inprocess
 
 
 def main() -> None:

@@ -114,7 +114,7 @@ def inprocess_summary(overrides: list[str]) -> dict:
     """The summary `pfednas OVERRIDES` ends with, times aside, from the in-process runner
     (the real strategy and ClientApp handlers, as a simulation): the reference an
     interrupted and resumed run must end with."""
-    from pfednas.inprocess import run_inprocess
+    from pfednas.run.inprocess import run_inprocess
 
     return run_inprocess(overrides).summary
 

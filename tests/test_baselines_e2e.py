@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pfednas.inprocess import run_inprocess
+from pfednas.run.inprocess import run_inprocess
 from tests.conftest import (
     comparable,
     pids_with_token,

@@ -13,7 +13,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from pfednas.checkpoint import carry_client_state, read_checkpoint, save_checkpoint
 from pfednas.clients.state_store import ClientStateStore
-from pfednas.launcher import SERVERAPP_DIED, incomplete_message, process_alive, wait_run
+from pfednas.run.launcher import SERVERAPP_DIED, incomplete_message, process_alive, wait_run
 
 
 def state_of(value: float) -> RecordDict:

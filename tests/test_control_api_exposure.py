@@ -43,7 +43,7 @@ from pfednas.deploy.commands import (
 from pfednas.deploy.fleet_gateway import FLEET_CALLS, forwarded_path
 from pfednas.deploy.local import HOST, LocalFederation, wait_healthy
 from pfednas.deploy.superexec_auth import write_superexec_secrets
-from pfednas.launcher import free_port
+from pfednas.run.launcher import free_port
 from tests.conftest import pids_with_token
 
 FOREIGN_PYPROJECT = """\

@@ -33,7 +33,7 @@ from pfednas.deploy.commands import (
 )
 from pfednas.deploy.local import CONNECTION, HOST, DeploymentError, LocalFederation, wait_healthy
 from pfednas.deploy.superexec_auth import write_superexec_secrets
-from pfednas.launcher import free_port, wait_run
+from pfednas.run.launcher import free_port, wait_run
 from tests.conftest import PFEDNAS, REPO, default_sigint, pids_with_token
 
 # method.arch=min: the smallest subnet of the search space as FedAvg's fixed model (as in

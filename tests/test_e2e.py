@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pfednas.inprocess import run_inprocess
+from pfednas.run.inprocess import run_inprocess
 from tests.conftest import pids_with_token, run_pfednas
 
 # method.arch=min: the baselines' default fixed model is the space's largest subnet (655 k

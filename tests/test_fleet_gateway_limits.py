@@ -29,7 +29,7 @@ import pytest
 from pfednas.deploy.certs import TlsFiles, write_dev_certificates
 from pfednas.deploy.commands import fleet_gateway_command
 from pfednas.deploy.local import HOST, wait_healthy
-from pfednas.launcher import free_port
+from pfednas.run.launcher import free_port
 
 MiB = 1 << 20
 OBJECT_LIMIT = 8 * MiB  # the gateway's default --max-object-mb

@@ -23,7 +23,7 @@ from flwr.superlink.grid import InMemoryGrid
 
 from pfednas import server_app
 from pfednas.config import SIMULATION_ENV, ConfigError, in_simulation
-from pfednas.launcher import ANSI_ESCAPE, free_port, run_env, stop_processes
+from pfednas.run.launcher import ANSI_ESCAPE, free_port, run_env, stop_processes
 from tests.conftest import REPO, AnsweringGrid, comparable, inprocess_summary, pids_with_token
 
 TINY = ["method=fedavg", "method.arch=min", "federation.num_clients=3",

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pfednas.config import SIMULATION_ENV
-from pfednas.inprocess import run_inprocess
+from pfednas.run.inprocess import run_inprocess
 
 
 def test_an_inprocess_run_is_a_simulation_without_the_launchers_variable(

@@ -24,9 +24,9 @@ from pfednas.edge.kept import sha256
 from pfednas.edge.runtime import load
 from pfednas.export import export_client
 from pfednas.export import main as export_main
-from pfednas.inprocess import run_inprocess
 from pfednas.predict import main as predict_main
 from pfednas.predict import run_split
+from pfednas.run.inprocess import run_inprocess
 from pfednas.search import get_space
 
 FED = ["federation.num_clients=3", "federation.clients_per_round=2",

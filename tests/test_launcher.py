@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flwr.cli.build import build_fab_from_disk
 
-from pfednas.launcher import app_sources, run_env, staged_app
+from pfednas.run.launcher import app_sources, run_env, staged_app
 from tests.conftest import REPO
 
 

@@ -18,9 +18,9 @@ import pytest
 
 from pfednas.cli import SUBCOMMANDS
 from pfednas.config import compose
-from pfednas.launcher import console_line
 from pfednas.methods import METHODS
 from pfednas.results import format_table, missing_clients_error
+from pfednas.run.launcher import console_line
 from tests.conftest import PFEDNAS, REPO, run_pfednas
 
 FLOWER_NOTICES = ("Since flwr 1.32", "To change federation size", "Successfully installed")

@@ -11,11 +11,12 @@ import pytest
 from flwr.app import Context, RecordDict
 from omegaconf import OmegaConf
 
-from pfednas import client_app, node_cache
+from pfednas import client_app
+from pfednas.node import cache as node_cache
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
 from pfednas.data import ClientData, load_client_data
-from pfednas.node_cache import CACHE_ENV, composed_config, node_cache_dir
-from pfednas.node_data import node_client_data
+from pfednas.node.cache import CACHE_ENV, composed_config, node_cache_dir
+from pfednas.node.data import node_client_data
 
 RUN = ("federation.num_clients=3", "federation.clients_per_round=3", "method=fedavg")
 CORRUPT = {"garbage": b"\x00\x01not a cache file\xff" * 10, "empty": b""}

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pfednas.config import compose, settings_from_cfg
 from pfednas.data import DataError, load_client_data
-from pfednas.node_data import client_id_of, node_client_data, silo_client_data
+from pfednas.node.data import client_id_of, node_client_data, silo_client_data
 
 CLASS_COUNTS = {"0": 10, "3": 15, "7": 5}  # ImageFolder class folders -> images in each
 

@@ -14,13 +14,6 @@ import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
-from pfednas.deploy.probe import (
-    MEMORY_MARGIN,
-    cgroup_memory,
-    node_profile,
-    read_memory,
-    stated_fields,
-)
 from pfednas.hardware.profile import (
     MB,
     MEASURED,
@@ -32,6 +25,13 @@ from pfednas.hardware.profile import (
 )
 from pfednas.methods import client_profiles, fits_all_arch, fits_all_on_profiles, seeded_supernet
 from pfednas.nas.fitting import fits_all_budgets
+from pfednas.node.probe import (
+    MEMORY_MARGIN,
+    cgroup_memory,
+    node_profile,
+    read_memory,
+    stated_fields,
+)
 from pfednas.search import get_space
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy

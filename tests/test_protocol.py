@@ -2,7 +2,7 @@
 one fine-tuning setting F, +FT rows beside the as-published ones, the baselines' largest
 architecture that fits every budget, and HAPFNAS's search traffic.
 
-The runs here use the in-process runner (``pfednas.inprocess``): the real strategies and
+The runs here use the in-process runner (``pfednas.run.inprocess``): the real strategies and
 ClientApp handlers, without Flower's transport, so each takes seconds.
 """
 
@@ -25,13 +25,13 @@ from pfednas.bench import (
 )
 from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
 from pfednas.hardware.spread import draw_hardware
-from pfednas.inprocess import run_inprocess
 from pfednas.methods import METHODS, client_profiles, fits_all_arch, seeded_supernet
 from pfednas.nas.covering import covering_arch
-from pfednas.node_data import node_client_data
+from pfednas.node.data import node_client_data
 from pfednas.report.cli import build_report
 from pfednas.report.collect import find_run_dirs, load_run
 from pfednas.report.table import aggregate, run_rows
+from pfednas.run.inprocess import run_inprocess
 from pfednas.search import get_space
 from pfednas.seeding import HARDWARE, numpy_rng
 

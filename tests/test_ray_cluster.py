@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pfednas.config import ConfigError, check_ray_address, compose, settings_from_cfg
-from pfednas.launcher import SimulationRequest, flwr_run_command, run_env
-from pfednas.ray_cluster import cluster_address, gcs_reachable, resolve_ray_address
+from pfednas.run.launcher import SimulationRequest, flwr_run_command, run_env
+from pfednas.run.ray_cluster import cluster_address, gcs_reachable, resolve_ray_address
 
 
 @pytest.mark.parametrize("address", [None, "auto", "127.0.0.1:6379", "head.example.org:6379",

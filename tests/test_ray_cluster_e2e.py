@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from pfednas.launcher import free_port, process_alive, stop_processes
+from pfednas.run.launcher import free_port, process_alive, stop_processes
 from tests.conftest import pids_with_token, run_pfednas
 
 RAY = Path(sys.executable).parent / "ray"

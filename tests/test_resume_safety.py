@@ -245,8 +245,8 @@ class Interrupted(Exception):
 def interrupted_run(folder: Path, overrides: list[str], after: int) -> Checkpoint:
     """The folder a `pfednas OVERRIDES hydra.run.dir=FOLDER` run leaves when it dies right
     after round ``after``'s checkpoint: the real strategy and ClientApp handlers, in this
-    process (pfednas.inprocess), the ServerApp's files written as it writes them."""
-    from pfednas.inprocess import InProcessGrid, _task_identity
+    process (pfednas.run.inprocess), the ServerApp's files written as it writes them."""
+    from pfednas.run.inprocess import InProcessGrid, _task_identity
 
     cfg = compose(overrides)
     settings = settings_from_cfg(cfg)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pfednas.inprocess import run_inprocess
+from pfednas.run.inprocess import run_inprocess
 from tests.conftest import PFEDNAS, pids_with_token, run_pfednas
 
 # A small darts_s2 and 150 samples per client keep a run near a minute; with t_s = 1, τ = 1

@@ -313,8 +313,8 @@ def test_records_from_before_the_time_axis_have_no_simulated_time() -> None:
 def test_a_short_run_records_its_simulated_time_and_the_report_reads_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare: PerFedRLNAS in a simulation: 3 clients, 2 train, one round, F = 1
-    from pfednas.inprocess import run_inprocess
     from pfednas.methods.fixed import seeded_supernet
+    from pfednas.run.inprocess import run_inprocess
 
     monkeypatch.setenv(SIMULATION_ENV, "1")
     overrides = ["method=perfedrlnas", "federation.num_clients=3",

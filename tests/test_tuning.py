@@ -9,8 +9,8 @@ import pytest
 
 from pfednas.bench_cells import BenchError, BenchPreset, cells, tuning_cells
 from pfednas.bench_tuning import Tried, best, chosen_overrides, scored, tuning_table
-from pfednas.inprocess import run_inprocess
 from pfednas.methods import METHODS
+from pfednas.run.inprocess import run_inprocess
 from tests.test_protocol import TINY
 
 

@@ -280,7 +280,7 @@ def test_a_deployment_bounds_its_evaluations_by_default() -> None:
 def test_a_client_echoing_what_it_got_no_longer_zeroes_its_partners_end_to_end() -> None:
     # Prepare: the review's run (FedAvg, 4 clients, 2 a round, 6 rounds, bound 10), on a
     # small digits model; client 0 returns exactly what it received, every round
-    from pfednas.inprocess import run_inprocess
+    from pfednas.run.inprocess import run_inprocess
 
     args = ["method=fedavg", "method.arch=min", "federation.num_clients=4",
             "federation.clients_per_round=2", "federation.num_rounds=6",

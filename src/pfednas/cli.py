@@ -31,26 +31,21 @@ from pfednas.config import (
     settings_from_cfg,
 )
 from pfednas.data import DataError, partition
-from pfednas.launcher import SimulationRequest, incomplete_message, run_simulation
 from pfednas.preflight import (
     check_runnable,
     composition_error,
     one_line,
     printed_config_error,
 )
-from pfednas.ray_cluster import cluster_address
-
-EXIT_CONFIG = 2
-EXIT_RUN = 1
-
-
-def app_dir() -> Path:
-    """The Flower app directory (the repository holding ``pyproject.toml``)."""
-    root = conf_dir().parent
-    if not (root / "pyproject.toml").is_file():
-        raise ConfigError(f"no pyproject.toml beside {conf_dir()}: install pfednas from its "
-                          "repository with `pip install -e .`")
-    return root
+from pfednas.run.launcher import (  # noqa: F401 (EXIT_*, app_dir: the commands' own)
+    EXIT_CONFIG,
+    EXIT_RUN,
+    SimulationRequest,
+    app_dir,
+    incomplete_message,
+    run_simulation,
+)
+from pfednas.run.ray_cluster import cluster_address
 
 
 def fail(message: str, code: int) -> None:

@@ -6,7 +6,7 @@ answers three message types:
 
 * ``query``: its client id, so the server can address clients by id, and in a
   deployment its hardware profile, stated in its node config or measured now
-  (:mod:`pfednas.deploy.probe`);
+  (:mod:`pfednas.node.probe`);
 * ``train``: ``NumPyClient.fit`` on the received arrays and config;
 * ``evaluate``: ``NumPyClient.evaluate`` (personalized evaluation).
 
@@ -16,7 +16,7 @@ resumed run or a restarted SuperNode carries on with the client's own state.
 
 In a deployment Flower 1.41 runs every message in a fresh process; with a cache
 folder in the node config (``cache-dir``) the composed config and the node's splits
-are read from there after the first message (:mod:`pfednas.node_cache`).
+are read from there after the first message (:mod:`pfednas.node.cache`).
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ from pfednas.config import (
     task_shape,
 )
 from pfednas.data import tuning_splits
-from pfednas.deploy.probe import node_profile
 from pfednas.edge.keep import keep_client_models, measure_on_node
 from pfednas.edge.kept import MODELS_DIR, KeptModel, KeptModelError, add_to_spec, read_spec
 from pfednas.edge.spec import KEEP_KEY
 from pfednas.methods import METHODS
-from pfednas.node_cache import composed_config, node_cache_dir
-from pfednas.node_data import client_id_of, node_client_data, node_data_root
+from pfednas.node.cache import composed_config, node_cache_dir
+from pfednas.node.data import client_id_of, node_client_data, node_data_root
+from pfednas.node.probe import node_profile
 from pfednas.train import default_device
 
 app = ClientApp()

@@ -12,7 +12,7 @@ imported; ``.pt``: TorchScript), with its ``.json`` spec beside it.
   ``summary.json`` sample for sample.
 * ``--data FILE``: a ``.npz`` (``x`` as ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``;
   ``y`` optional) or an image folder (``DIR/<class>/<image>``), read by the reader silo
-  nodes use (:func:`pfednas.node_data.read_silo`: uint8 as 0–255, float as 0–1, converted to
+  nodes use (:func:`pfednas.node.data.read_silo`: uint8 as 0–255, float as 0–1, converted to
   the model's channels and size) and normalised with the spec's mean and std. Prints one
   ``index,class`` line per sample (or writes them to ``--out``), and the accuracy where
   labels are given.
@@ -95,7 +95,7 @@ def run_split(spec: dict[str, Any], run_dir: Path, client_id: int) -> tuple[np.n
 
 def file_data(spec: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """A user's ``.npz`` or image folder, read as silos read theirs, normalised by the spec."""
-    from pfednas.node_data import ARRAY_FILE, read_silo
+    from pfednas.node.data import ARRAY_FILE, read_silo
 
     task, norm = spec["task"], spec["input"]["normalisation"]
     if path.is_file() and path.suffix == ".npz":
@@ -126,7 +126,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if x.dtype.kind not in "uif":
         raise PredictError(f"{path}: x has dtype {x.dtype}; expected uint8 (0-255) or float "
                            "(0-1) images")
-    from pfednas.node_data import as_nchw
+    from pfednas.node.data import as_nchw
 
     x = as_nchw(x)
     scale = np.float32(255.0 if x.dtype == np.uint8 else 1.0)

@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 
 from pfednas.config import RunSettings, compose
-from pfednas.deploy.probe import stated_fields
 from pfednas.hardware.profile import (
     BANDWIDTH_KEY,
     MEMORY_KEY,
@@ -15,6 +14,7 @@ from pfednas.hardware.profile import (
     SPEED_KEY,
     ProfileBounds,
 )
+from pfednas.node.probe import stated_fields
 
 DEFAULT_NODES = 3
 

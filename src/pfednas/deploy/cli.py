@@ -29,7 +29,6 @@ from pathlib import Path
 from types import FrameType
 
 from pfednas.checkpoint import CLIENT_STATE_DIR, carry_client_state
-from pfednas.cli import EXIT_CONFIG, EXIT_RUN, app_dir
 from pfednas.config import (
     DATA_ROOT_ENV,
     SERVERAPP_PID_FILE,
@@ -62,10 +61,10 @@ from pfednas.deploy.local import DeploymentError, DeploymentRequest, run_deploym
 from pfednas.deploy.superexec_auth import SecretError, write_superexec_secrets
 from pfednas.edge.kept import MODELS_DIR
 from pfednas.hardware.profile import ProfileBounds, profile_problem
-from pfednas.launcher import clear_pid_file, incomplete_message
-from pfednas.node_data import silo_client_data
+from pfednas.node.data import silo_client_data
 from pfednas.preflight import check_runnable
 from pfednas.results import missing_clients_error
+from pfednas.run.launcher import EXIT_CONFIG, EXIT_RUN, app_dir, clear_pid_file, incomplete_message
 
 __all__ = ["DEFAULT_NODES", "EXIT_INTERRUPTED", "UsageError", "main", "node_profiles",
            "parse_node_config", "split_overrides"]
@@ -156,7 +155,7 @@ def probe_device(args: argparse.Namespace) -> int:
     except _config_errors() as err:
         return _config_error(err)
     from pfednas.config import task_shape
-    from pfednas.deploy.probe import format_probe, node_profile
+    from pfednas.node.probe import format_probe, node_profile
     from pfednas.search import get_space
 
     def supernet() -> object:

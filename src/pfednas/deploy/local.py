@@ -14,7 +14,7 @@ SuperExec starts, exactly as on separate machines. :class:`LocalFederation`
    a Runtime API port of its own, and waits until every one is connected;
 
 and on exit, whatever the exit, stops every process carrying the run's
-``PFEDNAS_RUN_TOKEN`` (see :mod:`pfednas.launcher`). :func:`run_deployment`
+``PFEDNAS_RUN_TOKEN`` (see :mod:`pfednas.run.launcher`). :func:`run_deployment`
 then submits the app with ``flwr run <app> <connection> --stream``.
 
 Paths are set as an operator would set them, never by the run config: the
@@ -54,7 +54,7 @@ from pfednas.deploy.commands import (
     superlink_command,
     supernode_command,
 )
-from pfednas.launcher import (
+from pfednas.run.launcher import (
     FLWR_RUN_LOG,
     free_port,
     run_env,

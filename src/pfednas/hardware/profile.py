@@ -11,7 +11,7 @@ results' ``budget`` / ``within_budget`` read it here, whatever its source:
 * ``stated``: a SuperNode's node config (``memory-budget-mb``, ``macs-per-second``,
   ``bandwidth-mbps``);
 * ``measured``: what the node's ClientApp measured on first contact
-  (:mod:`pfednas.deploy.probe`), for the fields it did not state.
+  (:mod:`pfednas.node.probe`), for the fields it did not state.
 
 In a deployment a profile is a *claim*: :func:`profile_problem` refuses one outside the
 operator's bounds (``federation.profile_bounds``), malformed, or changed after first

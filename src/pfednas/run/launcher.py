@@ -54,11 +54,30 @@ from typing import IO, Any
 
 import tomli_w
 
-from pfednas.config import CHECKPOINT_FILE, SERVERAPP_PID_FILE, SIMULATION_ENV
+from pfednas.config import (
+    CHECKPOINT_FILE,
+    SERVERAPP_PID_FILE,
+    SIMULATION_ENV,
+    ConfigError,
+    conf_dir,
+)
 
 TOKEN_VAR = "PFEDNAS_RUN_TOKEN"
 SERVERAPP_DIED = 3  # wait_run's code when the ServerApp process died
 CONNECTION = "pfednas-local"
+
+# the exit codes of every pfednas command: a bad configuration, a run that failed
+EXIT_CONFIG = 2
+EXIT_RUN = 1
+
+
+def app_dir() -> Path:
+    """The Flower app directory (the repository holding ``pyproject.toml``)."""
+    root = conf_dir().parent
+    if not (root / "pyproject.toml").is_file():
+        raise ConfigError(f"no pyproject.toml beside {conf_dir()}: install pfednas from its "
+                          "repository with `pip install -e .`")
+    return root
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ reads. A simulation keeps ``dataset.root`` from the config.
 
 In a deployment every message starts a fresh ClientApp process, so a node would
 rebuild its splits (a partition: the Dirichlet partition of the whole dataset) each
-time; with a cache folder (node config ``cache-dir``, see :mod:`pfednas.node_cache`)
+time; with a cache folder (node config ``cache-dir``, see :mod:`pfednas.node.cache`)
 they are kept there and reread instead.
 """
 
@@ -47,7 +47,7 @@ from pfednas.config import RunSettings
 from pfednas.data import ArrayDataset, ClientData, DataError, dataset_info, load_client_data
 from pfednas.data.partition import stratified_split
 from pfednas.data.registry import normalisation
-from pfednas.node_cache import cached_splits, node_cache_dir
+from pfednas.node.cache import cached_splits, node_cache_dir
 from pfednas.seeding import SILO_SPLIT, numpy_rng
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
