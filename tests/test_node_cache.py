@@ -12,9 +12,9 @@ from flwr.app import Context, RecordDict
 from omegaconf import OmegaConf
 
 from pfednas import client_app
-from pfednas.node import cache as node_cache
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
 from pfednas.data import ClientData, load_client_data
+from pfednas.node import cache as node_cache
 from pfednas.node.cache import CACHE_ENV, composed_config, node_cache_dir
 from pfednas.node.data import node_client_data
 
