@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pfednas.bench import main
-from pfednas.bench_cells import BenchPreset, Cell, cell_done, cells, compose_preset, stale_keys
-from pfednas.bench_runs import SOURCE_DIFF, source_diff, source_state
+from pfednas.bench.cells import BenchPreset, Cell, cell_done, cells, compose_preset, stale_keys
+from pfednas.bench.cli import main
+from pfednas.bench.runs import SOURCE_DIFF, source_diff, source_state
 from pfednas.config import compose
 
 OVERRIDES = ("method=fedavg", "dataset=digits", "search_space=mobilenetv3", "dataset.alpha=0.5",
@@ -155,7 +155,7 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch, dirty_checkout: Path) -> list[Pat
         return reports[-1]
 
     monkeypatch.setattr("pfednas.source.checkout_root", lambda: dirty_checkout)
-    monkeypatch.setattr("pfednas.bench_runs.pfednas_command", _fake_pfednas)
+    monkeypatch.setattr("pfednas.bench.runs.pfednas_command", _fake_pfednas)
     monkeypatch.setattr("pfednas.report.cli.build_report", report)
     return reports
 

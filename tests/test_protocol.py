@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pfednas.bench import (
+from pfednas.bench.cli import (
     BenchError,
     BenchPreset,
     cell_record,

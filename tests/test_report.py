@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pfednas.bench import BenchError, BenchPreset, cells, compress_metrics, split_arguments
+from pfednas.bench.cli import BenchError, BenchPreset, cells, compress_metrics, split_arguments
 from pfednas.config import compose, space_for_dataset
 from pfednas.methods import METHODS
 from pfednas.report.archs import (
@@ -472,7 +472,7 @@ def test_plots_label_a_finetuned_nas_run_as_its_ft_row() -> None:
 def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_check(
         bench: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: a page with the smoke preset's table, rendered from its cells
-    from pfednas.report.cli import main as report_main
+    from pfednas.bench.pages import main as report_main
     from pfednas.report.cli import method_order
     from pfednas.report.table import to_csv
 

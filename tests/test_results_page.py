@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from pfednas.bench.pages import render_doc
 from pfednas.config import conf_dir
 from pfednas.report import levers, page, pairs, targets
 from pfednas.report.bench_results import load_bench, read_preset
-from pfednas.report.cli import method_order, render_doc
+from pfednas.report.cli import method_order
 from pfednas.report.collect import ReportError
 from pfednas.report.document import render_document
 from pfednas.report.paired import paired_difference, signed

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pfednas.bench_cells import BenchError, BenchPreset, cells, tuning_cells
-from pfednas.bench_tuning import Tried, best, chosen_overrides, scored, tuning_table
+from pfednas.bench.cells import BenchError, BenchPreset, cells, tuning_cells
+from pfednas.bench.tuning import Tried, best, chosen_overrides, scored, tuning_table
 from pfednas.methods import METHODS
 from pfednas.run.inprocess import run_inprocess
 from tests.test_protocol import TINY

@@ -136,8 +136,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("pfednas.deploy.cli", "SuperLink + SuperNodes with TLS and node auth; certs, keys"),
     "export": ("pfednas.export", "a client's personalized model as TorchScript or ONNX + spec"),
     "predict": ("pfednas.predict", "run an exported model on a client's split or your data"),
-    "bench": ("pfednas.bench", "methods x alphas x seeds on identical partitions, then a report"),
-    "report": ("pfednas.report.cli", "table (markdown, CSV) and plots of finished runs"),
+    "bench": ("pfednas.bench.cli",
+              "methods x alphas x seeds on identical partitions, then a report"),
+    "report": ("pfednas.bench.pages", "table (markdown, CSV) and plots of finished runs"),
 }
 
 

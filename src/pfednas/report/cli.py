@@ -20,14 +20,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from matplotlib.figure import Figure
 
 from pfednas.data import DataError
 from pfednas.report import archs as arch_view
-from pfednas.report import page, plots
-from pfednas.report.bench_results import load_bench, read_preset
+from pfednas.report import plots
 from pfednas.report.collect import (
     ReportError,
     Run,
@@ -36,7 +35,6 @@ from pfednas.report.collect import (
     load_run,
     split_tuning_runs,
 )
-from pfednas.report.document import render_document
 from pfednas.report.table import FT_SUFFIX, aggregate, markdown, run_rows, runs_csv, to_csv
 
 EXIT_USAGE = 2
@@ -178,77 +176,15 @@ def build_report(run_dirs: Sequence[Path], out: Path, *,
     return out / "table.md"
 
 
+class DocRefresher(Protocol):
+    """Renders a page's marked tables from the bench's cells; its exit code."""
+
+    def __call__(self, doc: Path, bench_root: Path | None, *, check: bool) -> int: ...
+
+
 def default_out(paths: Sequence[Path]) -> Path:
     dirs = [p.resolve() if p.is_dir() else p.resolve().parent for p in paths]
     return Path(os.path.commonpath(dirs)) / "report"
-
-
-def current_cells(name: str, folder: Path) -> set[Path]:
-    """The reported cells of preset ``name`` below ``folder`` that finished with the
-    configuration the bench would run now (each method at its tuning's choice): what a
-    results page may render (resolved paths); none where a method's tuning has not finished."""
-    from pfednas.bench_cells import BenchError, BenchPreset, cells, compose_preset, stale_keys
-    from pfednas.bench_tuning import chosen_overrides
-    from pfednas.methods import METHODS
-
-    try:
-        preset = BenchPreset.from_config(compose_preset(name, [f"bench.out={folder}"]), METHODS)
-        spaces = {m: METHODS[m].spaces for m in map(preset.base_of, preset.methods)}
-        chosen = chosen_overrides(preset, [], spaces)
-    except BenchError:
-        return set()
-    return {cell.path.resolve() for cell in cells(preset, [], spaces, chosen)
-            if stale_keys(cell) == []}
-
-
-def render_doc(doc: Path, bench_root: Path) -> tuple[str, str]:
-    """(the file's text, the text with its marked blocks rendered from the cells below
-    ``bench_root``, each preset's in ``bench_root/<preset>``)."""
-    from pfednas.config import conf_dir
-
-    if not doc.is_file():
-        raise ReportError(f"{doc}: no such file")
-    order = method_order()
-    loaded: dict[str, page.BenchResults] = {}
-
-    def results_of(name: str) -> page.BenchResults:
-        if name not in loaded:
-            preset = read_preset(conf_dir() / "bench" / f"{name}.yaml", order)
-            current = current_cells(name, bench_root / name)
-            loaded[name] = load_bench(preset, bench_root / name, order,
-                                           lambda d: d.resolve() in current)
-        return loaded[name]
-
-    def tuning_of(name: str) -> str:
-        from pfednas.bench_cells import BenchError, BenchPreset, compose_preset
-        from pfednas.bench_tuning import tuning_results, tuning_table
-        from pfednas.methods import METHODS
-
-        try:
-            preset = BenchPreset.from_config(
-                compose_preset(name, [f"bench.out={bench_root / name}"]), METHODS)
-        except BenchError as err:
-            raise ReportError(str(err)) from err
-        spaces = {m: METHODS[m].spaces for m in map(preset.base_of, preset.methods)}
-        alpha = preset.alphas[0] if preset.tuning_alpha is None else preset.tuning_alpha
-        return tuning_table(preset, tuning_results(preset, [], spaces), alpha)
-
-    text = doc.read_text()
-    return text, render_document(text, results_of, tuning_of)
-
-
-def refresh_doc(doc: Path, bench_root: Path | None, *, check: bool) -> int:
-    current, rendered = render_doc(doc, bench_root or doc.parent / "bench")
-    if rendered == current:
-        print(f"[pfednas report] {doc}: its tables are what the cells render")
-        return 0
-    if check:
-        print(f"pfednas report: {doc}: its marked tables differ from what the cells render; "
-              f"run `pfednas report --doc {doc}`", file=sys.stderr)
-        return EXIT_STALE
-    doc.write_text(rendered)
-    print(f"[pfednas report] {doc}: tables rendered from the cells")
-    return 0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -272,11 +208,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], refresh: DocRefresher | None = None) -> int:
+    """``pfednas report``; ``refresh``: what renders a page's marked tables (``--doc``) from
+    the bench's current cells (:func:`pfednas.bench.pages.refresh_doc`, which serves the
+    command)."""
     args = parse_args(argv)
     if args.doc is not None:
+        if refresh is None:
+            print("pfednas report: error: --doc is served by pfednas.bench.pages (the command "
+                  "`pfednas report`)", file=sys.stderr)
+            return EXIT_USAGE
         try:
-            return refresh_doc(args.doc, args.bench_root, check=args.check)
+            return refresh(args.doc, args.bench_root, check=args.check)
         except ReportError as err:
             print(f"pfednas report: error: {err}", file=sys.stderr)
             return EXIT_USAGE

@@ -26,10 +26,10 @@ is recorded as ``<commit>+dirty``.
 
 Reported cells run what the preset's tuning chose (``--tune`` first, where the preset has a
 ``tuning`` grid): each method's best configuration on the validation splits of the tuning
-seed, read from its tuning cells (:mod:`pfednas.bench_tuning`).
+seed, read from its tuning cells (:mod:`pfednas.bench.tuning`).
 
-Modules: :mod:`pfednas.bench_cells` (presets, cells, the stale check),
-:mod:`pfednas.bench_tuning` (the tuning's choice), :mod:`pfednas.bench_runs` (running and
+Modules: :mod:`pfednas.bench.cells` (presets, cells, the stale check),
+:mod:`pfednas.bench.tuning` (the tuning's choice), :mod:`pfednas.bench.runs` (running and
 recording one cell), this one (the command).
 """
 
@@ -44,7 +44,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pfednas.bench_cells import (
+from pfednas.bench.cells import (
     BenchError,
     BenchPreset,
     Cell,
@@ -56,8 +56,8 @@ from pfednas.bench_cells import (
     stale_keys,
     tuning_cells,
 )
-from pfednas.bench_runs import cell_record, compress_metrics, run_cell, source_state
-from pfednas.bench_tuning import chosen_overrides, write_tuning_table
+from pfednas.bench.runs import cell_record, compress_metrics, run_cell, source_state
+from pfednas.bench.tuning import chosen_overrides, write_tuning_table
 from pfednas.config import conf_dir
 
 __all__ = [

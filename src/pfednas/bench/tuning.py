@@ -6,7 +6,7 @@ can fine-tune its whole model or its head only (a ``finetune_scope`` option) has
 scored from each tuning run (``federation.finetune_both``): its grid is the configurations
 × {full, head}. The choice is the highest validation score (the first of equal ones, full
 before head); the reported cells run the preset's values, then the chosen configuration and
-scope (:func:`pfednas.bench_cells.cells`). There is no second copy of the choice to keep in
+scope (:func:`pfednas.bench.cells.cells`). There is no second copy of the choice to keep in
 step: a re-run tuning cell changes what the reported cells run, and so makes them stale.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pfednas.bench_cells import (
+from pfednas.bench.cells import (
     BenchError,
     BenchPreset,
     Cell,

@@ -180,7 +180,7 @@ def cell_overrides(preset: BenchPreset, method: str, alpha: float, seed: int, sp
 def cells(preset: BenchPreset, extra: Sequence[str], spaces: Mapping[str, tuple[str, ...]],
           chosen: Mapping[str, Sequence[str]] | None = None) -> list[Cell]:
     """Every (method, α, seed) run with its overrides: α and seed outermost, methods inside.
-    ``chosen``: method → what its tuning chose (:func:`pfednas.bench_tuning.chosen_overrides`),
+    ``chosen``: method → what its tuning chose (:func:`pfednas.bench.tuning.chosen_overrides`),
     in place of the method's own values of the keys its grid varies."""
     out = []
     for alpha in preset.alphas:

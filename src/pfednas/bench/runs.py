@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pfednas.bench_cells import Cell, pfednas_command
+from pfednas.bench.cells import Cell, pfednas_command
 from pfednas.report.collect import METRICS, METRICS_GZ
 from pfednas.source import (  # noqa: F401 (re-exported)
     SOURCE_PATHS,
