@@ -177,8 +177,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message],
                         sent: Outgoing[Any] | None = None) -> StageResult:
-        archs: dict[int, Arch] = (sent.plan if sent is not None and sent.plan is not None
-                                  else {})
+        archs: dict[int, Arch] = {} if sent is None else sent.plan_or({})
         updates, rows = [], []
         for metrics, arrays in self.train_replies(replies):
             cid = int(metrics["client_id"])
@@ -263,8 +262,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
         search round every client's searched architecture; else the base's evaluation."""
         if self.plan.phase_of(server_round) != Phase.SEARCH:
             return super().aggregate_evaluate(server_round, replies, sent)
-        pending: dict[int, list[Arch]] = (sent.plan if sent is not None
-                                          and sent.plan is not None else {})
+        pending: dict[int, list[Arch]] = {} if sent is None else sent.plan_or({})
         rows = []
         for metrics, _ in self.ok_replies(replies):
             cid = int(metrics["client_id"])

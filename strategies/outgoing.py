@@ -28,6 +28,10 @@ class Outgoing(Generic[PlanT]):
     def __len__(self) -> int:
         return len(self.messages)
 
+    def plan_or(self, default: PlanT) -> PlanT:
+        """The plan, or ``default`` where none was made."""
+        return default if self.plan is None else self.plan
+
     def nodes(self) -> set[int]:
         """The nodes the messages go to."""
         return {m.metadata.dst_node_id for m in self.messages}

@@ -20,7 +20,7 @@ class DatasetOptions:
     does; ``conf/dataset/<name>.yaml`` names the dataset and overrides what differs for it."""
 
     # digits | fashion_mnist | cifar10 | cifar100 | synthetic
-    name: str = dataclasses.field(default_factory=str)
+    name: str = ""
     # the dataset's folder (fashion_mnist, cifar10, cifar100); null: its environment variable,
     # then its default place (conf/dataset/<name>.yaml says which)
     root: str | None = None
