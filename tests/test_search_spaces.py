@@ -9,6 +9,20 @@ import pytest
 import torch
 
 from pfednas.search import SPACES, Arch, SearchSpace, Supernet, get_space
+from pfednas.search.cost_model import module_cost_terms
+from pfednas.search.layers import (
+    Act,
+    BatchNorm,
+    Container,
+    Conv,
+    LayerNorm,
+    Linear,
+    Part,
+    build_into,
+    plan_cost,
+    plan_shapes,
+    under,
+)
 from pfednas.search.space import TaskShape
 
 TASK = TaskShape(num_classes=10, in_channels=1, image_size=8)
@@ -102,7 +116,7 @@ def test_scatter_of_slice_restores_active_region_only(space: SearchSpace) -> Non
     assert any(not np.array_equal(a, b) for a, b in zip(state, modified, strict=True))
 
 
-def test_closed_form_shapes_match_built_network(space: SearchSpace) -> None:
+def test_plan_shapes_match_built_network(space: SearchSpace) -> None:
     for arch in _archs(space, n=4, seed=7):
         config = space.net_config(arch, TASK)
         fast = space.state_shapes(config, TASK)
@@ -208,7 +222,7 @@ COST_TASKS = [TASK, TaskShape(10, 1, 28), TaskShape(5, 3, 32)]
 
 
 @pytest.mark.parametrize("task", COST_TASKS, ids=lambda t: f"{t.in_channels}x{t.image_size}")
-def test_closed_form_cost_equals_meta_forward(space: SearchSpace, task: TaskShape) -> None:
+def test_plan_cost_equals_meta_forward(space: SearchSpace, task: TaskShape) -> None:
     net = space.build_supernet(
         num_classes=task.num_classes, in_channels=task.in_channels, image_size=task.image_size
     )
@@ -218,6 +232,42 @@ def test_closed_form_cost_equals_meta_forward(space: SearchSpace, task: TaskShap
         assert fast == reference
         assert net.cost(arch, batch_size=batch, optimizer_states=2) == fast  # memoised
         assert all(type(v) is int for v in vars(fast).values())
+
+
+PARTS = [  # (part, input): every kind of plan part, on a feature map or on tokens
+    (Conv("c", 3, 8, 3, stride=2), (2, 3, 9, 9)),
+    (Conv("c", 6, 6, 5, depthwise=True), (2, 6, 7, 7)),
+    (Conv("c", 6, 4, 1, bias=True, pooled=True), (2, 6, 1, 1)),
+    (BatchNorm("n", 5), (2, 5, 4, 4)),
+    (Act("a", "hsigmoid", 5), (2, 5, 4, 4)),
+    (Act("a", "relu", 5, pooled=True), (2, 5, 1, 1)),
+    (LayerNorm("n", 6), (2, 9, 6)),
+    (Linear("l", 6, 4), (2, 9, 6)),
+    (Linear("l", 6, 4, pooled=True), (2, 6)),
+]
+
+
+@pytest.mark.parametrize(("part", "shape"), PARTS, ids=lambda p: getattr(p, "name", ""))
+def test_each_plan_part_describes_the_module_it_builds(part: Part, shape: tuple[int, ...]) -> None:
+    module = part.build()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        y = module(x)
+    side = shape[-1] if len(shape) == 4 else int(shape[1] ** 0.5) if len(shape) == 3 else 1
+    macs, act, out_side = part.cost(side)
+    built = [(f"{part.name}.{k}", tuple(v.shape)) for k, v in module.state_dict().items()]
+    assert part.shapes() == built
+    assert (macs * shape[0], act * shape[0]) == module_cost_terms(module, (x,), y)
+    assert out_side == (y.shape[-1] if y.dim() == 4 else side)
+
+
+def test_a_plan_builds_nested_parts_in_order() -> None:
+    parts = [Conv("c", 2, 4, 3), BatchNorm("n", 4)]
+    plan = [Container("block", torch.nn.Sequential), *under("block", parts)]
+    owner = torch.nn.Module()
+    build_into(owner, plan)
+    assert plan_shapes(plan) == [(k, tuple(v.shape)) for k, v in owner.state_dict().items()]
+    assert plan_cost(plan, 5) == (4 * 25 * 2 * 9, 2 * 4 * 25)
 
 
 def test_extract_structure_equals_a_new_build(space: SearchSpace, supernet: Supernet) -> None:

@@ -4,7 +4,7 @@ The counting rule (:func:`module_cost_terms`): a module with a ``cost_terms``
 method says its own (MACs, activation elements); otherwise a leaf module's
 output counts as activations, and a ``Conv2d`` / ``Linear`` adds its
 multiply–accumulates.  :func:`traced_cost_terms` applies the rule to every
-module call of a ``meta`` forward pass; the spaces' closed forms
+module call of a ``meta`` forward pass; the spaces' plans (:mod:`pfednas.search.layers`)
 (``SearchSpace.forward_cost``) equal it, and :func:`training_cost` turns the
 terms into a :class:`~pfednas.search.arch.Cost`.
 """

@@ -39,20 +39,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.search.arch import Arch, Dimension
+from pfednas.search.blocks import mb_block
+from pfednas.search.layers import (
+    Act,
+    BatchNorm,
+    Container,
+    Conv,
+    Linear,
+    Part,
+    build_into,
+    plan_cost,
+    plan_shapes,
+)
 from pfednas.search.ops import (
     DynamicBatchNorm2d,
     DynamicConv2d,
     DynamicLinear,
-    ElasticMBBlock,
     Shapes,
     adapt_strides,
-    batchnorm_shapes,
-    conv_cost,
-    conv_out,
-    conv_shapes,
     make_divisible,
-    mb_block_cost,
-    mb_block_shapes,
 )
 from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
 
@@ -86,35 +91,19 @@ class MBNetSpec:
 class MobileNetV3Net(ElasticNet[MBNetConfig]):
     """Elastic MobileNetV3 built for one configuration (the supernet: the largest)."""
 
+    stem_conv: DynamicConv2d
+    stem_bn: DynamicBatchNorm2d
+    stem_act: nn.Module
+    stages: nn.ModuleList
+    final_conv: DynamicConv2d
+    final_bn: DynamicBatchNorm2d
+    final_act: nn.Module
+    classifier: DynamicLinear
+
     def __init__(self, spec: MBNetSpec, config: MBNetConfig) -> None:
         super().__init__()
         self.config = config
-        self.stem_conv = DynamicConv2d(spec.in_channels, spec.stem_width, 3, stride=spec.strides[0])
-        self.stem_bn = DynamicBatchNorm2d(spec.stem_width)
-        self.stem_act = nn.Hardswish()
-        self.stages = nn.ModuleList()
-        width = spec.stem_width
-        for s, stage in enumerate(config.stages):
-            blocks = nn.ModuleList()
-            for b, (kernel, expand) in enumerate(stage.blocks):
-                block = ElasticMBBlock(
-                    width if b == 0 else stage.width,
-                    stage.width,
-                    kernel,
-                    expand,
-                    stride=spec.strides[s + 1] if b == 0 else 1,
-                    use_se=spec.se[s],
-                    act=spec.acts[s],
-                    divisor=spec.divisor,
-                    residual=b > 0,
-                )
-                blocks.append(block)
-            self.stages.append(blocks)
-            width = stage.width
-        self.final_conv = DynamicConv2d(width, spec.head_width, 1)
-        self.final_bn = DynamicBatchNorm2d(spec.head_width)
-        self.final_act = nn.Hardswish()
-        self.classifier = DynamicLinear(spec.head_width, spec.num_classes)
+        build_into(self, mb_net(spec, config))
 
     def forward_config(self, x: Tensor, config: MBNetConfig) -> Tensor:
         if x.shape[-1] != config.resolution or x.shape[-2] != config.resolution:
@@ -132,6 +121,39 @@ class MobileNetV3Net(ElasticNet[MBNetConfig]):
 
     def head_parameter_names(self) -> list[str]:
         return ["classifier.weight", "classifier.bias"]
+
+
+def mb_net(spec: MBNetSpec, config: MBNetConfig) -> list[Part]:
+    """:class:`MobileNetV3Net`'s plan for ``config``: what builds it, shapes it and costs it."""
+    plan: list[Part] = [
+        Conv("stem_conv", spec.in_channels, spec.stem_width, 3, stride=spec.strides[0]),
+        BatchNorm("stem_bn", spec.stem_width),
+        Act("stem_act", "hswish", spec.stem_width),
+        Container("stages", nn.ModuleList),
+    ]
+    width = spec.stem_width
+    for s, stage in enumerate(config.stages):
+        plan.append(Container(f"stages.{s}", nn.ModuleList))
+        for b, (kernel, expand) in enumerate(stage.blocks):
+            plan += mb_block(
+                f"stages.{s}.{b}",
+                width if b == 0 else stage.width,
+                stage.width,
+                kernel,
+                expand,
+                stride=spec.strides[s + 1] if b == 0 else 1,
+                use_se=spec.se[s],
+                act=spec.acts[s],
+                divisor=spec.divisor,
+                residual=b > 0,
+            )
+        width = stage.width
+    return plan + [
+        Conv("final_conv", width, spec.head_width, 1),
+        BatchNorm("final_bn", spec.head_width),
+        Act("final_act", "hswish", spec.head_width),
+        Linear("classifier", spec.head_width, spec.num_classes, pooled=True),
+    ]
 
 
 _STAGE = re.compile(r"w(\d+)d(\d+)((?:_k\d+e[\d.]+)+)")
@@ -264,55 +286,12 @@ class MobileNetV3Space(SearchSpace):
         return MobileNetV3Net(self.spec(task), config)
 
     def state_shapes(self, config: MBNetConfig, task: TaskShape) -> Shapes:
-        """Closed form of :class:`MobileNetV3Net`'s state shapes (mirrors its constructor)."""
-        spec = self.spec(task)
-        out = conv_shapes("stem_conv", spec.stem_width, spec.in_channels, 3)
-        out += batchnorm_shapes("stem_bn", spec.stem_width)
-        width = spec.stem_width
-        for s, stage in enumerate(config.stages):
-            for b, (kernel, expand) in enumerate(stage.blocks):
-                in_c = width if b == 0 else stage.width
-                out += mb_block_shapes(
-                    f"stages.{s}.{b}",
-                    in_c,
-                    stage.width,
-                    kernel,
-                    expand,
-                    use_se=spec.se[s],
-                    divisor=spec.divisor,
-                )
-            width = stage.width
-        out += conv_shapes("final_conv", spec.head_width, width, 1) + batchnorm_shapes(
-            "final_bn", spec.head_width
-        )
-        return out + [
-            ("classifier.weight", (spec.num_classes, spec.head_width)),
-            ("classifier.bias", (spec.num_classes,)),
-        ]
+        """:class:`MobileNetV3Net`'s state shapes, from its plan (:func:`mb_net`)."""
+        return plan_shapes(mb_net(self.spec(task), config))
 
     def forward_cost(
         self, config: MBNetConfig, task: TaskShape, batch_size: int = 1
     ) -> tuple[int, int]:
-        """Closed form of the hooked forward pass (mirrors :class:`MobileNetV3Net`)."""
-        spec = self.spec(task)
-        side = conv_out(config.resolution, 3, spec.strides[0])
-        macs, act = conv_cost(spec.in_channels, spec.stem_width, 3, side, extra_leaves=2)
-        width = spec.stem_width
-        for s, stage in enumerate(config.stages):
-            for b, (kernel, expand) in enumerate(stage.blocks):
-                block_macs, block_act, side = mb_block_cost(
-                    width if b == 0 else stage.width,
-                    stage.width,
-                    kernel,
-                    expand,
-                    stride=spec.strides[s + 1] if b == 0 else 1,
-                    use_se=spec.se[s],
-                    divisor=spec.divisor,
-                    side=side,
-                )
-                macs, act = macs + block_macs, act + block_act
-            width = stage.width
-        final_macs, final_act = conv_cost(width, spec.head_width, 1, side, extra_leaves=2)
-        macs += final_macs + spec.num_classes * spec.head_width  # final conv, classifier
-        act += final_act + spec.num_classes
+        """The hooked forward pass's terms, from the plan (the input resized to the resolution)."""
+        macs, act = plan_cost(mb_net(self.spec(task), config), config.resolution)
         return macs * batch_size, act * batch_size

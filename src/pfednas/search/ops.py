@@ -180,77 +180,14 @@ class DynamicLayerNorm(nn.LayerNorm):
         return F.layer_norm(x, d, nested(self.weight, d), nested(self.bias, d), self.eps)
 
 
-class DynamicSE(nn.Module):
-    """Squeeze-and-excitation with a hidden width that follows the input width."""
-
-    def __init__(self, channels: int, *, divisor: int, reduction: int = 4) -> None:
-        super().__init__()
-        self.divisor, self.reduction = divisor, reduction
-        mid = make_divisible(channels // reduction, divisor)
-        self.reduce = DynamicConv2d(channels, mid, 1, bias=True)
-        self.relu = nn.ReLU()
-        self.expand = DynamicConv2d(mid, channels, 1, bias=True)
-        self.gate = nn.Hardsigmoid()
-
-    def forward(self, x: Tensor) -> Tensor:
-        c = x.shape[1]
-        mid = make_divisible(c // self.reduction, self.divisor)
-        y = x.mean((2, 3), keepdim=True)
-        y = self.gate(self.expand(self.relu(self.reduce(y, mid)), c))
-        return x * y
-
-
 def activation(name: str) -> nn.Module:
-    """An activation module by name (``relu``, ``hswish``, ``gelu``)."""
-    table: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "hswish": nn.Hardswish, "gelu": nn.GELU}
+    """An activation module by name (``relu``, ``hswish``, ``hsigmoid``, ``gelu``)."""
+    table: dict[str, type[nn.Module]] = {
+        "relu": nn.ReLU, "hswish": nn.Hardswish, "hsigmoid": nn.Hardsigmoid, "gelu": nn.GELU
+    }
     if name not in table:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(table)}")
     return table[name]()
-
-
-class ElasticMBBlock(nn.Module):
-    """OFA's dynamic inverted residual: 1×1 expand → k×k depthwise → [SE] → 1×1 project.
-
-    ``residual`` is structural (fixed at construction): only non-first blocks
-    of a stage, whose input and output widths are equal, have a shortcut.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        expand_ratio: float,
-        *,
-        stride: int,
-        use_se: bool,
-        act: str,
-        divisor: int,
-        residual: bool,
-    ) -> None:
-        super().__init__()
-        self.divisor, self.residual = divisor, residual
-        hidden = make_divisible(in_channels * expand_ratio, divisor)
-        self.expand_conv = DynamicConv2d(in_channels, hidden, 1)
-        self.expand_bn = DynamicBatchNorm2d(hidden)
-        self.expand_act = activation(act)
-        self.dw_conv = DynamicConv2d(hidden, hidden, kernel_size, stride=stride, depthwise=True)
-        self.dw_bn = DynamicBatchNorm2d(hidden)
-        self.dw_act = activation(act)
-        self.se = DynamicSE(hidden, divisor=divisor) if use_se else None
-        self.project_conv = DynamicConv2d(hidden, out_channels, 1)
-        self.project_bn = DynamicBatchNorm2d(out_channels)
-
-    def forward(
-        self, x: Tensor, out_channels: int, kernel_size: int, expand_ratio: float
-    ) -> Tensor:
-        hidden = make_divisible(x.shape[1] * expand_ratio, self.divisor)
-        y = self.expand_act(self.expand_bn(self.expand_conv(x, hidden)))
-        y = self.dw_act(self.dw_bn(self.dw_conv(y, kernel_size=kernel_size)))
-        if self.se is not None:
-            y = self.se(y)
-        y = self.project_bn(self.project_conv(y, out_channels))
-        return x + y if self.residual else y
 
 
 @torch.no_grad()
@@ -277,79 +214,3 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> None:
 
 Shapes = list[tuple[str, tuple[int, ...]]]
 """(state_dict key, shape) pairs in ``state_dict`` order."""
-
-
-def conv_shapes(
-    prefix: str, out_c: int, in_per_group: int, kernel: int, bias: bool = False
-) -> Shapes:
-    out: Shapes = [(f"{prefix}.weight", (out_c, in_per_group, kernel, kernel))]
-    return out + [(f"{prefix}.bias", (out_c,))] if bias else out
-
-
-def batchnorm_shapes(prefix: str, channels: int, affine: bool = True) -> Shapes:
-    params = ["weight", "bias"] if affine else []
-    out: Shapes = [(f"{prefix}.{n}", (channels,)) for n in (*params, "running_mean", "running_var")]
-    return out + [(f"{prefix}.num_batches_tracked", ())]
-
-
-def mb_block_shapes(
-    prefix: str, in_c: int, out_c: int, kernel: int, expand: float, *, use_se: bool, divisor: int
-) -> Shapes:
-    """Closed-form state shapes of an :class:`ElasticMBBlock` built with these sizes."""
-    hidden = make_divisible(in_c * expand, divisor)
-    out = conv_shapes(f"{prefix}.expand_conv", hidden, in_c, 1) + batchnorm_shapes(
-        f"{prefix}.expand_bn", hidden
-    )
-    out += conv_shapes(f"{prefix}.dw_conv", hidden, 1, kernel) + batchnorm_shapes(
-        f"{prefix}.dw_bn", hidden
-    )
-    if use_se:
-        mid = make_divisible(hidden // 4, divisor)
-        out += conv_shapes(f"{prefix}.se.reduce", mid, hidden, 1, bias=True)
-        out += conv_shapes(f"{prefix}.se.expand", hidden, mid, 1, bias=True)
-    out += conv_shapes(f"{prefix}.project_conv", out_c, hidden, 1)
-    return out + batchnorm_shapes(f"{prefix}.project_bn", out_c)
-
-
-CostTerms = tuple[int, int]
-"""(MACs, activation elements) of one sample, as :meth:`SearchSpace.forward_cost` counts them."""
-
-
-def conv_cost(
-    in_per_group: int, out_c: int, kernel: int, side: int, extra_leaves: int = 0
-) -> CostTerms:
-    """One conv's terms on a ``side``×``side`` output, plus ``extra_leaves`` same-size leaves.
-
-    ``extra_leaves`` counts the BatchNorm / activation modules that follow the
-    conv with an output of the same size (each adds its output as activations).
-    """
-    out = out_c * side * side
-    return out * in_per_group * kernel * kernel, out * (1 + extra_leaves)
-
-
-def mb_block_cost(
-    in_c: int,
-    out_c: int,
-    kernel: int,
-    expand: float,
-    *,
-    stride: int,
-    use_se: bool,
-    divisor: int,
-    side: int,
-) -> tuple[int, int, int]:
-    """Closed-form (MACs, activations, output side) of an :class:`ElasticMBBlock` built so."""
-    hidden = make_divisible(in_c * expand, divisor)
-    out_side = conv_out(side, kernel, stride)
-    terms = [
-        conv_cost(in_c, hidden, 1, side, extra_leaves=2),  # expand conv, bn, act
-        conv_cost(1, hidden, kernel, out_side, extra_leaves=2),  # depthwise conv, bn, act
-        conv_cost(hidden, out_c, 1, out_side, extra_leaves=1),  # project conv, bn
-    ]
-    if use_se:
-        mid = make_divisible(hidden // 4, divisor)
-        terms += [
-            conv_cost(hidden, mid, 1, 1, extra_leaves=1),  # reduce conv, relu
-            conv_cost(mid, hidden, 1, 1, extra_leaves=1),  # expand conv, hard sigmoid gate
-        ]
-    return sum(m for m, _ in terms), sum(a for _, a in terms), out_side

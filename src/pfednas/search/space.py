@@ -179,7 +179,8 @@ class SearchSpace(ABC):
         """(key, shape) of ``build_net(config, task).state_dict()``, in order.
 
         This default builds the network on the ``meta`` device (exact, but a
-        few milliseconds per call); spaces override it with a closed form,
+        few milliseconds per call); spaces override it with their network's plan
+        (:func:`~pfednas.search.layers.plan_shapes`),
         which the test suite checks against this default for random archs.
         """
         with torch.device("meta"):
@@ -194,7 +195,8 @@ class SearchSpace(ABC):
         summed over every module call of a forward pass over ``batch_size``
         inputs, in eval mode.  This
         default runs that forward pass on the ``meta`` device with hooks
-        (exact, but 0.1–0.5 s per call); spaces override it with a closed form,
+        (exact, but 0.1–0.5 s per call); spaces override it with their network's plan
+        (:func:`~pfednas.search.layers.plan_cost`),
         which the test suite checks against this default for random archs and
         several task shapes.  Every term is linear in ``batch_size``.
         """
@@ -378,7 +380,7 @@ class Supernet(nn.Module):
     def cost(self, arch: Arch, *, batch_size: int = 1, optimizer_states: int = 1) -> Cost:
         """Parameters, MACs, activation and training memory of ``arch``.
 
-        Closed form (``state_shapes`` and the space's ``forward_cost``),
+        From the space's ``state_shapes`` and ``forward_cost`` (its network's plan),
         memoised per architecture: microseconds instead of a ``meta`` forward
         pass.  :meth:`_reference_cost` is the forward-pass definition it equals
         (checked by the tests).

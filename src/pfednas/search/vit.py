@@ -36,20 +36,26 @@ from typing import cast
 from torch import Tensor, nn
 
 from pfednas.search.arch import Arch, Dimension
+from pfednas.search.blocks import mb_block
+from pfednas.search.layers import (
+    Act,
+    BatchNorm,
+    Container,
+    Conv,
+    LayerNorm,
+    Linear,
+    Part,
+    build_into,
+    plan_cost,
+    plan_shapes,
+)
 from pfednas.search.ops import (
     DynamicBatchNorm2d,
     DynamicConv2d,
     DynamicLayerNorm,
     DynamicLinear,
-    ElasticMBBlock,
     Shapes,
     adapt_strides,
-    batchnorm_shapes,
-    conv_cost,
-    conv_out,
-    conv_shapes,
-    mb_block_cost,
-    mb_block_shapes,
 )
 from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
 from pfednas.search.vit_blocks import (
@@ -57,10 +63,8 @@ from pfednas.search.vit_blocks import (
     ElasticTransformerBlock,
     ElasticTransformerStage,
     TransformerStageConfig,
-    linear_shapes,
     mlp_hidden,
-    transformer_block_cost,
-    transformer_block_shapes,
+    transformer_stage,
 )
 
 __all__ = ["ConvStageConfig", "ElasticAttention", "ElasticTransformerBlock",
@@ -93,42 +97,20 @@ class VitSpec:
 
 
 class VitNet(ElasticNet[VitConfig]):
-    """The hybrid conv/transformer network built for one configuration."""
+    """The hybrid conv/transformer network built for one configuration (parts: :func:`vit_net`)."""
+
+    stem_conv: DynamicConv2d
+    stem_bn: DynamicBatchNorm2d
+    stem_act: nn.Module
+    conv_stages: nn.ModuleList
+    transformer_stages: nn.ModuleList
+    norm: DynamicLayerNorm
+    classifier: DynamicLinear
 
     def __init__(self, spec: VitSpec, config: VitConfig) -> None:
         super().__init__()
         self.config = config
-        self.stem_conv = DynamicConv2d(spec.in_channels, spec.stem_width, 3, stride=spec.strides[0])
-        self.stem_bn = DynamicBatchNorm2d(spec.stem_width)
-        self.stem_act = nn.Hardswish()
-        strides = iter(spec.strides[1:])
-        width = spec.stem_width
-        self.conv_stages = nn.ModuleList()
-        for cs in config.conv:
-            stride = next(strides)
-            blocks = nn.ModuleList(
-                ElasticMBBlock(
-                    width if b == 0 else cs.width,
-                    cs.width,
-                    cs.kernel,
-                    spec.conv_expand,
-                    stride=stride if b == 0 else 1,
-                    use_se=False,
-                    act="hswish",
-                    divisor=spec.divisor,
-                    residual=b > 0,
-                )
-                for b in range(cs.depth)
-            )
-            self.conv_stages.append(blocks)
-            width = cs.width
-        self.transformer_stages = nn.ModuleList()
-        for ts in config.transformer:
-            stage = ElasticTransformerStage(width, ts, stride=next(strides), head_dim=spec.head_dim)
-            self.transformer_stages.append(stage)
-            width = ts.width
-        self.norm = DynamicLayerNorm(width)
-        self.classifier = DynamicLinear(width, spec.num_classes)
+        build_into(self, vit_net(spec, config))
         self.conv_expand = spec.conv_expand
 
     def forward_config(self, x: Tensor, config: VitConfig) -> Tensor:
@@ -143,6 +125,45 @@ class VitNet(ElasticNet[VitConfig]):
 
     def head_parameter_names(self) -> list[str]:
         return ["classifier.weight", "classifier.bias"]
+
+
+def vit_net(spec: VitSpec, config: VitConfig) -> list[Part]:
+    """:class:`VitNet`'s plan for ``config``: what builds it, shapes it and costs it."""
+    plan: list[Part] = [
+        Conv("stem_conv", spec.in_channels, spec.stem_width, 3, stride=spec.strides[0]),
+        BatchNorm("stem_bn", spec.stem_width),
+        Act("stem_act", "hswish", spec.stem_width),
+        Container("conv_stages", nn.ModuleList),
+    ]
+    strides = iter(spec.strides[1:])
+    width = spec.stem_width
+    for i, cs in enumerate(config.conv):
+        stride = next(strides)
+        plan.append(Container(f"conv_stages.{i}", nn.ModuleList))
+        for b in range(cs.depth):
+            plan += mb_block(
+                f"conv_stages.{i}.{b}",
+                width if b == 0 else cs.width,
+                cs.width,
+                cs.kernel,
+                spec.conv_expand,
+                stride=stride if b == 0 else 1,
+                use_se=False,
+                act="hswish",
+                divisor=spec.divisor,
+                residual=b > 0,
+            )
+        width = cs.width
+    plan.append(Container("transformer_stages", nn.ModuleList))
+    for i, ts in enumerate(config.transformer):
+        plan += transformer_stage(
+            f"transformer_stages.{i}", width, ts, stride=next(strides), head_dim=spec.head_dim
+        )
+        width = ts.width
+    return plan + [
+        LayerNorm("norm", width),
+        Linear("classifier", width, spec.num_classes, pooled=True),
+    ]
 
 
 _CONV = re.compile(r"c(\d+)d(\d+)k(\d+)")
@@ -236,78 +257,8 @@ class VitSpace(SearchSpace):
         )
         return VitConfig(conv, transformer)
 
-    def state_shapes(self, config: VitConfig, task: TaskShape) -> Shapes:
-        """Closed form of :class:`VitNet`'s state shapes (mirrors its constructor)."""
-        out = conv_shapes("stem_conv", self.stem_width, task.in_channels, 3)
-        out += batchnorm_shapes("stem_bn", self.stem_width)
-        width = self.stem_width
-        for i, cs in enumerate(config.conv):
-            for b in range(cs.depth):
-                in_c = width if b == 0 else cs.width
-                out += mb_block_shapes(
-                    f"conv_stages.{i}.{b}",
-                    in_c,
-                    cs.width,
-                    cs.kernel,
-                    self.conv_expand,
-                    use_se=False,
-                    divisor=self.divisor,
-                )
-            width = cs.width
-        for i, ts in enumerate(config.transformer):
-            p = f"transformer_stages.{i}"
-            out += conv_shapes(f"{p}.embed", ts.width, width, 3) + batchnorm_shapes(
-                f"{p}.embed_bn", ts.width
-            )
-            for b in range(ts.depth):
-                out += transformer_block_shapes(
-                    f"{p}.blocks.{b}",
-                    ts.width,
-                    ts.heads * self.head_dim,
-                    mlp_hidden(ts.width, ts.mlp_ratio),
-                )
-            width = ts.width
-        out += linear_shapes("norm", width, None)
-        return out + linear_shapes("classifier", task.num_classes, width)
-
-    def forward_cost(
-        self, config: VitConfig, task: TaskShape, batch_size: int = 1
-    ) -> tuple[int, int]:
-        """Closed form of the hooked forward pass (mirrors :class:`VitNet`)."""
-        strides = iter(adapt_strides(self.requested_strides, task.image_size, self.min_feature))
-        side = conv_out(task.image_size, 3, next(strides))
-        macs, act = conv_cost(task.in_channels, self.stem_width, 3, side, extra_leaves=2)
-        width = self.stem_width
-        for cs in config.conv:
-            stride = next(strides)
-            for b in range(cs.depth):
-                block_macs, block_act, side = mb_block_cost(
-                    width if b == 0 else cs.width,
-                    cs.width,
-                    cs.kernel,
-                    self.conv_expand,
-                    stride=stride if b == 0 else 1,
-                    use_se=False,
-                    divisor=self.divisor,
-                    side=side,
-                )
-                macs, act = macs + block_macs, act + block_act
-            width = cs.width
-        for ts in config.transformer:
-            side = conv_out(side, 3, next(strides))
-            embed_macs, embed_act = conv_cost(width, ts.width, 3, side, extra_leaves=2)
-            macs, act = macs + embed_macs, act + embed_act
-            block_macs, block_act = transformer_block_cost(
-                ts.width, ts.heads, self.head_dim, mlp_hidden(ts.width, ts.mlp_ratio), side * side
-            )
-            macs, act = macs + ts.depth * block_macs, act + ts.depth * block_act
-            width = ts.width
-        macs += task.num_classes * width  # classifier
-        act += side * side * width + task.num_classes  # final LayerNorm, classifier
-        return macs * batch_size, act * batch_size
-
-    def build_net(self, config: VitConfig, task: TaskShape) -> VitNet:
-        spec = VitSpec(
+    def spec(self, task: TaskShape) -> VitSpec:
+        return VitSpec(
             in_channels=task.in_channels,
             num_classes=task.num_classes,
             stem_width=self.stem_width,
@@ -316,4 +267,17 @@ class VitSpace(SearchSpace):
             head_dim=self.head_dim,
             divisor=self.divisor,
         )
-        return VitNet(spec, config)
+
+    def build_net(self, config: VitConfig, task: TaskShape) -> VitNet:
+        return VitNet(self.spec(task), config)
+
+    def state_shapes(self, config: VitConfig, task: TaskShape) -> Shapes:
+        """:class:`VitNet`'s state shapes, from its plan (:func:`vit_net`)."""
+        return plan_shapes(vit_net(self.spec(task), config))
+
+    def forward_cost(
+        self, config: VitConfig, task: TaskShape, batch_size: int = 1
+    ) -> tuple[int, int]:
+        """The hooked forward pass's terms, from the plan."""
+        macs, act = plan_cost(vit_net(self.spec(task), config), task.image_size)
+        return macs * batch_size, act * batch_size

@@ -1,5 +1,6 @@
 """The transformer building blocks of the ``vit`` space (:mod:`pfednas.search.vit`): elastic
-attention, block and stage, and the closed forms of their state shapes and forward costs."""
+attention, block and stage, each with its plan (:mod:`pfednas.search.layers`): what builds
+it, shapes it and counts its forward pass."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pfednas.search.layers import (
+    Act,
+    BatchNorm,
+    Container,
+    Conv,
+    LayerNorm,
+    Linear,
+    Part,
+    Terms,
+    under,
+)
 from pfednas.search.ops import (
     DynamicBatchNorm2d,
     DynamicConv2d,
@@ -30,16 +42,19 @@ def mlp_hidden(width: int, mlp_ratio: float) -> int:
 
 
 class ElasticAttention(nn.Module):
-    """Multi-head self-attention with a prefix of ``head_dim``-sized heads."""
+    """Multi-head self-attention with a prefix of ``head_dim``-sized heads.
 
-    def __init__(self, width: int, heads: int, head_dim: int) -> None:
+    Parts (:class:`Attention`): the ``q``, ``k``, ``v`` and ``proj`` linear layers.
+    """
+
+    q: DynamicLinear
+    k: DynamicLinear
+    v: DynamicLinear
+    proj: DynamicLinear
+
+    def __init__(self, *, head_dim: int) -> None:
         super().__init__()
         self.head_dim = head_dim
-        inner = heads * head_dim
-        self.q = DynamicLinear(width, inner)
-        self.k = DynamicLinear(width, inner)
-        self.v = DynamicLinear(width, inner)
-        self.proj = DynamicLinear(inner, width)
 
     def forward(self, x: Tensor, heads: int) -> Tensor:
         n, t, d = x.shape
@@ -58,17 +73,36 @@ class ElasticAttention(nn.Module):
         return 2 * n * t * t * inner, n * (inner // self.head_dim) * t * t
 
 
-class ElasticTransformerBlock(nn.Module):
-    """Pre-norm transformer block with elastic width, heads and MLP ratio."""
+@dataclass(frozen=True)
+class Attention:
+    """The :class:`ElasticAttention` module of a plan, which counts its two matmuls over the
+    map's tokens (its projections are parts of their own)."""
 
-    def __init__(self, width: int, heads: int, head_dim: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.norm1 = DynamicLayerNorm(width)
-        self.attn = ElasticAttention(width, heads, head_dim)
-        self.norm2 = DynamicLayerNorm(width)
-        self.fc1 = DynamicLinear(width, mlp_hidden(width, mlp_ratio))
-        self.act = nn.GELU()
-        self.fc2 = DynamicLinear(mlp_hidden(width, mlp_ratio), width)
+    name: str
+    heads: int
+    head_dim: int
+
+    def build(self) -> nn.Module:
+        return ElasticAttention(head_dim=self.head_dim)
+
+    def shapes(self) -> Shapes:
+        return []
+
+    def cost(self, side: int) -> Terms:
+        tokens, inner = side * side, self.heads * self.head_dim
+        return 2 * tokens * tokens * inner, self.heads * tokens * tokens, side
+
+
+class ElasticTransformerBlock(nn.Module):
+    """Pre-norm transformer block with elastic width, heads and MLP ratio
+    (parts: :func:`transformer_block`)."""
+
+    norm1: DynamicLayerNorm
+    attn: ElasticAttention
+    norm2: DynamicLayerNorm
+    fc1: DynamicLinear
+    act: nn.Module
+    fc2: DynamicLinear
 
     def forward(self, x: Tensor, heads: int, mlp_ratio: float) -> Tensor:
         d = x.shape[-1]
@@ -77,19 +111,13 @@ class ElasticTransformerBlock(nn.Module):
 
 
 class ElasticTransformerStage(nn.Module):
-    """Conv embedding (3×3, stride) then transformer blocks over the feature-map tokens."""
+    """Conv embedding (3×3, stride) then transformer blocks over the feature-map tokens
+    (parts: :func:`transformer_stage`)."""
 
-    def __init__(
-        self, in_width: int, cfg: TransformerStageConfig, *, stride: int, head_dim: int
-    ) -> None:
-        super().__init__()
-        self.embed = DynamicConv2d(in_width, cfg.width, 3, stride=stride)
-        self.embed_bn = DynamicBatchNorm2d(cfg.width)
-        self.embed_act = nn.Hardswish()
-        self.blocks = nn.ModuleList(
-            ElasticTransformerBlock(cfg.width, cfg.heads, head_dim, cfg.mlp_ratio)
-            for _ in range(cfg.depth)
-        )
+    embed: DynamicConv2d
+    embed_bn: DynamicBatchNorm2d
+    embed_act: nn.Module
+    blocks: nn.ModuleList
 
     def forward(self, x: Tensor, cfg: TransformerStageConfig) -> Tensor:
         x = self.embed_act(self.embed_bn(self.embed(x, cfg.width)))
@@ -100,42 +128,33 @@ class ElasticTransformerStage(nn.Module):
         return tokens.transpose(1, 2).reshape(n, c, h, w)
 
 
-def linear_shapes(prefix: str, out_f: int, in_f: int | None) -> Shapes:
-    """Weight and bias shapes of a linear layer, or of a LayerNorm when ``in_f`` is None."""
-    weight = (out_f,) if in_f is None else (out_f, in_f)
-    return [(f"{prefix}.weight", weight), (f"{prefix}.bias", (out_f,))]
-
-
-def transformer_block_shapes(prefix: str, width: int, inner: int, hidden: int) -> Shapes:
-    out = linear_shapes(f"{prefix}.norm1", width, None)
-    for name in ("q", "k", "v"):
-        out += linear_shapes(f"{prefix}.attn.{name}", inner, width)
-    out += linear_shapes(f"{prefix}.attn.proj", width, inner) + linear_shapes(
-        f"{prefix}.norm2", width, None
-    )
-    return (
-        out
-        + linear_shapes(f"{prefix}.fc1", hidden, width)
-        + linear_shapes(f"{prefix}.fc2", width, hidden)
-    )
-
-
-def transformer_block_cost(
-    width: int, heads: int, head_dim: int, hidden: int, tokens: int
-) -> tuple[int, int]:
-    """Per-sample (MACs, activations) of one :class:`ElasticTransformerBlock` over ``tokens``."""
+def transformer_block(name: str, width: int, heads: int, head_dim: int, hidden: int) -> list[Part]:
+    """The plan of an :class:`ElasticTransformerBlock`, as the submodule ``name``."""
     inner = heads * head_dim
-    macs = (
-        3 * tokens * inner * width  # q, k, v
-        + 2 * tokens * tokens * inner  # attention matmuls (ElasticAttention.cost_terms)
-        + tokens * width * inner  # proj
-        + 2 * tokens * hidden * width  # fc1, fc2
-    )
-    act = (
-        2 * tokens * width  # norm1, norm2
-        + heads * tokens * tokens  # attention matrix
-        + 3 * tokens * inner  # q, k, v
-        + 2 * tokens * width  # proj, fc2
-        + 2 * tokens * hidden  # fc1, GELU
-    )
-    return macs, act
+    parts: list[Part] = [
+        LayerNorm("norm1", width),
+        Attention("attn", heads, head_dim),
+        *(Linear(f"attn.{p}", width, inner) for p in ("q", "k", "v")),
+        Linear("attn.proj", inner, width),
+        LayerNorm("norm2", width),
+        Linear("fc1", width, hidden),
+        Act("act", "gelu", hidden),
+        Linear("fc2", hidden, width),
+    ]
+    return [Container(name, ElasticTransformerBlock), *under(name, parts)]
+
+
+def transformer_stage(
+    name: str, in_width: int, cfg: TransformerStageConfig, *, stride: int, head_dim: int
+) -> list[Part]:
+    """The plan of an :class:`ElasticTransformerStage`, as the submodule ``name``."""
+    parts: list[Part] = [
+        Conv("embed", in_width, cfg.width, 3, stride=stride),
+        BatchNorm("embed_bn", cfg.width),
+        Act("embed_act", "hswish", cfg.width),
+        Container("blocks", nn.ModuleList),
+    ]
+    hidden = mlp_hidden(cfg.width, cfg.mlp_ratio)
+    for b in range(cfg.depth):
+        parts += transformer_block(f"blocks.{b}", cfg.width, cfg.heads, head_dim, hidden)
+    return [Container(name, ElasticTransformerStage), *under(name, parts)]
