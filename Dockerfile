@@ -34,7 +34,7 @@ COPY --chown=app:app conf ./conf
 # need Ray (simulation only), so `flwr[simulation]` becomes plain `flwr`.
 RUN sed -i 's/"flwr\[simulation\]==/"flwr==/' pyproject.toml \
  && python -m pip install --no-cache-dir . \
- && python -c "import pfednas.server_app, pfednas.client_app"
+ && python -c "import pfednas.app.server_app, pfednas.app.client_app"
 
 # Where a silo's ClientApp keeps its personalized model (node config model-dir; a named
 # volume in docker-compose.yml takes this folder's owner).

@@ -11,10 +11,10 @@ digits, 3 clients) answering a ``train`` message, and reports wall-clock and CPU
 * ``python_start``: spawn to the first line of the script (CPU: interpreter start);
 * ``flwr_import``: ``flwr.supernode.cli.flwr_clientapp``, what the ``flwr-clientapp``
   entry point imports (Flower's own, whatever the app);
-* ``app_import``: ``pfednas.client_app`` (what Flower's app loader imports);
-* ``config``: :func:`pfednas.client_app.node_settings` (compose + validate);
-* ``data``: :func:`pfednas.client_app.client_env` (the node's splits);
-* ``model``: :func:`pfednas.client_app.make_client` given that env (the model);
+* ``app_import``: ``pfednas.app.client_app`` (what Flower's app loader imports);
+* ``config``: :func:`pfednas.app.client_app.node_settings` (compose + validate);
+* ``data``: :func:`pfednas.app.client_app.client_env` (the node's splits);
+* ``model``: :func:`pfednas.app.client_app.make_client` given that env (the model);
 * ``fit_other``: ``client.fit`` minus its own ``train_seconds``;
 * ``train``: the client's ``train_seconds`` (the work a round is for; in CPU
   seconds, the fit's CPU up to that many seconds);
@@ -70,7 +70,7 @@ def child(spawned: float, work: Path, cache: bool) -> dict[str, dict[str, float]
     import flwr.supernode.cli.flwr_clientapp  # noqa: F401  (what the entry point imports)
 
     stamp("flwr_import")
-    from pfednas import client_app
+    from pfednas.app import client_app
 
     stamp("app_import")
     import numpy as np

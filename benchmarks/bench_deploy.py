@@ -130,7 +130,7 @@ def load_average() -> float:
 
 def clientapp_cold_start() -> float:
     """Seconds a fresh interpreter needs to import the ClientApp and compose the config."""
-    code = ("import pfednas.client_app; from pfednas.config import compose, settings_from_cfg; "
+    code = ("import pfednas.app.client_app; from pfednas.config import compose, settings_from_cfg; "
             "settings_from_cfg(compose([]))")
     return statistics.median(timed([sys.executable, "-c", code]) for _ in range(3))
 

@@ -2,7 +2,7 @@
 
 Runs a configuration with the in-process runner (the real strategy and ClientApp
 handlers) into a fresh folder, timing every call that keeps a client's models
-(:func:`pfednas.client_app.keep_models`: the costs, the writes, the hashes) against the
+(:func:`pfednas.app.client_app.keep_models`: the costs, the writes, the hashes) against the
 run's wall time; then exports client 0's reported model in each format (with the check
 against PyTorch, without the latency measurement) and times it.
 
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pfednas import client_app
-from pfednas.export import export_client
+from pfednas.app import client_app
+from pfednas.delivery.export import export_client
 from pfednas.run.inprocess import run_inprocess
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pfednas.checkpoint import load_checkpoint
+from pfednas.app.checkpoint import load_checkpoint
 from pfednas.config import compose, settings_from_cfg
 from pfednas.methods import seeded_supernet
 from pfednas.nas.predictor import arch_features, cross_validated_report, spearman

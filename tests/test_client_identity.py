@@ -13,9 +13,9 @@ from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.supercore.task_identity import TaskIdentity
 
-from pfednas.build import build_strategy
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.deploy.certs import write_node_keys
+from pfednas.methods.build import build_strategy
 from pfednas.strategies import Budget, FedAvgFTStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.identity import NODE_KEYS_ENV, claim_problem, pinned_keys

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-from pfednas.checkpoint import carry_client_state, read_checkpoint, save_checkpoint
+from pfednas.app.checkpoint import carry_client_state, read_checkpoint, save_checkpoint
 from pfednas.clients.state_store import ClientStateStore
 from pfednas.run.launcher import SERVERAPP_DIED, incomplete_message, process_alive, wait_run
 

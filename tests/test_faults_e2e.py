@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pfednas.checkpoint import load_checkpoint
+from pfednas.app.checkpoint import load_checkpoint
 from tests.conftest import pids_with_token, run_pfednas_together
 
 BASE = ["method=fedavg", "federation.num_clients=8", "federation.clients_per_round=8",

@@ -19,10 +19,10 @@ import pytest
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from pfednas.build import build_strategy
-from pfednas.client_app import make_client
+from pfednas.app.client_app import make_client
 from pfednas.clients.faulty import MALFORMED_KINDS
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
+from pfednas.methods.build import build_strategy
 from pfednas.records import RoundRecord
 from tests.test_hapfnas import InProcessGrid
 

@@ -21,7 +21,7 @@ import pytest
 from flwr.app import Context, RecordDict
 from flwr.superlink.grid import InMemoryGrid
 
-from pfednas import server_app
+from pfednas.app import server_app
 from pfednas.config import SIMULATION_ENV, ConfigError, in_simulation
 from pfednas.run.launcher import ANSI_ESCAPE, free_port, run_env, stop_processes
 from tests.conftest import REPO, AnsweringGrid, comparable, inprocess_summary, pids_with_token

@@ -19,10 +19,10 @@ import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from pfednas import client_app
-from pfednas.build import build_strategy
+from pfednas.app import client_app
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.methods import unheld_indices
+from pfednas.methods.build import build_strategy
 from pfednas.models import SmallCNN
 from pfednas.nas.distill import (
     DistillOptions,

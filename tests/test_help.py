@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pfednas.config import compose, conf_dir
-from pfednas.help import field_docs, leaves, option_docs, yaml_docs
+from pfednas.config.help import field_docs, leaves, option_docs, yaml_docs
 from pfednas.options import OPTIONS
 
 COMPOSITIONS = [[f"method={m}"] for m in OPTIONS] + [

@@ -13,7 +13,7 @@ it back).
 The package graph collapses that graph, each module to its package: a subpackage of
 ``pfednas`` with everything under it (``pfednas.search.space`` to ``pfednas.search``,
 ``strategies/base.py`` to ``pfednas.strategies``); a module at the package root stands for
-itself (``pfednas.train``, ``pfednas.config``: the root's loose modules are not one package).
+itself (``pfednas.train``, ``pfednas.settings``: the root's loose modules are not one package).
 A package importing its own modules is no edge; two packages that reach each other are a cycle
 even where no module cycle joins them.
 """
@@ -171,7 +171,7 @@ def test_graph_sees_every_kind_of_import() -> None:
     # Assert: top-level, function-level, package-relative and TYPE_CHECKING imports are
     # edges; parts outside src/ are named inside the package
     assert "pfednas.strategies.base" in graph["pfednas.strategies.fedavg"]
-    assert "pfednas.server_app" in graph  # src/pfednas/server_app.py
+    assert "pfednas.app.server_app" in graph  # src/pfednas/app/server_app.py
     assert "pfednas.clients.subnet" in graph["pfednas.clients"]  # clients/__init__.py
     assert "pfednas.strategies.robust" in graph["pfednas.strategies.gate"]
     assert "pfednas.search" in graph["pfednas.records"]  # TYPE_CHECKING
@@ -252,18 +252,18 @@ def test_only_flower_loads_the_server_app() -> None:
     graph = import_graph()
 
     # Assert: nothing in the package imports the ServerApp (export, preflight and the
-    # in-process runner build the strategy with pfednas.build), and the ServerApp reaches
+    # in-process runner build the strategy with pfednas.methods.build), and the ServerApp reaches
     # the strategies only through that builder (no method special-cased by its class)
     assert [name for name, imported in sorted(graph.items())
-            if "pfednas.server_app" in imported] == []
-    assert sorted(m for m in graph["pfednas.server_app"]
+            if "pfednas.app.server_app" in imported] == []
+    assert sorted(m for m in graph["pfednas.app.server_app"]
                   if m.startswith("pfednas.strategies")) == []
 
 
 def test_records_results_and_checkpoints_load_without_flower_or_torch() -> None:
     # Prepare: a fresh interpreter, as `pfednas report` starts
     code = ("import sys\n"
-            "import pfednas.records, pfednas.results, pfednas.checkpoint\n"
+            "import pfednas.records, pfednas.app.results, pfednas.app.checkpoint\n"
             "print(sorted(m for m in ('flwr', 'torch') if m in sys.modules))\n")
 
     # Execute

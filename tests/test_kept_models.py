@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pfednas.delivery.export import export_client
+from pfednas.delivery.export import main as export_main
+from pfednas.delivery.predict import main as predict_main
+from pfednas.delivery.predict import run_split
 from pfednas.edge.kept import sha256
 from pfednas.edge.runtime import load
-from pfednas.export import export_client
-from pfednas.export import main as export_main
-from pfednas.predict import main as predict_main
-from pfednas.predict import run_split
 from pfednas.run.inprocess import run_inprocess
 from pfednas.search import get_space
 
@@ -135,7 +135,7 @@ def test_the_onnx_path_needs_no_pytorch_and_the_export_is_measured(
 
     # Execute: predict in a fresh interpreter, then say whether PyTorch was imported
     script = ("import sys\n"
-              "from pfednas.predict import main\n"
+              "from pfednas.delivery.predict import main\n"
               "code = main(sys.argv[1:])\n"
               "print('torch imported:', 'torch' in sys.modules)\n"
               "sys.exit(code)\n")
@@ -283,9 +283,9 @@ def test_from_checkpoint_on_a_crafted_run_gets_one_line(
         craft: str, runs: dict[str, Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: a PerFedRLNAS run with its checkpoint, one thing crafted
-    from pfednas.build import build_strategy
-    from pfednas.checkpoint import save_checkpoint
+    from pfednas.app.checkpoint import save_checkpoint
     from pfednas.config import compose, settings_from_cfg
+    from pfednas.methods.build import build_strategy
 
     run = copy_run(runs["perfedrlnas"], tmp_path / "run")
     strategy = build_strategy(settings_from_cfg(compose(RUNS["perfedrlnas"])), deployment=False)

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from pfednas.app.results import format_table, missing_clients_error
 from pfednas.cli import SUBCOMMANDS
 from pfednas.config import compose
 from pfednas.methods import METHODS
-from pfednas.results import format_table, missing_clients_error
 from pfednas.run.launcher import console_line
 from tests.conftest import PFEDNAS, REPO, run_pfednas
 

@@ -11,7 +11,7 @@ import pytest
 from flwr.app import Context, RecordDict
 from omegaconf import OmegaConf
 
-from pfednas import client_app
+from pfednas.app import client_app
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
 from pfednas.data import ClientData, load_client_data
 from pfednas.node import cache as node_cache

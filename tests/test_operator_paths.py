@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from flwr.app import Context, RecordDict
 
-from pfednas import server_app
-from pfednas.checkpoint import CLIENT_STATE_DIR
-from pfednas.client_app import node_settings, state_store
+from pfednas.app import server_app
+from pfednas.app.checkpoint import CLIENT_STATE_DIR
+from pfednas.app.client_app import node_settings, state_store
 from pfednas.config import OUTPUT_BASE_ENV, SIMULATION_ENV, ConfigError
 from pfednas.data import DataError
 from pfednas.deploy.cli import _parser, _validate

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from pfednas.app.preflight import composition_error
 from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
 from pfednas.hardware.spread import HardwareSpread
 from pfednas.nas.policy import PolicyOptimizer
 from pfednas.options import OPTIONS, defaults, options_table, parse
 from pfednas.options.perfedrlnas import PerFedRLNASOptions
-from pfednas.preflight import composition_error
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from pfednas.checkpoint import load_checkpoint
+from pfednas.app.checkpoint import load_checkpoint
 from pfednas.config import compose, settings_from_cfg, task_shape
 from pfednas.data import load_client_data
 from pfednas.search import get_space

@@ -64,7 +64,7 @@ pytestmark = pytest.mark.usefixtures("run_id")
 # -- simulation: the published draws ------------------------------------------------------------
 def test_simulated_profiles_are_the_draws_published_results_were_made_with(
         simulation: None) -> None:
-    from pfednas.build import build_strategy
+    from pfednas.methods.build import build_strategy
 
     # Execute: the seeded strategies of both NAS methods and the baselines' fits_all
     perfed = build_strategy(settings_from_cfg(compose(["method=perfedrlnas", "seed=3"])))

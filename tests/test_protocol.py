@@ -293,7 +293,7 @@ def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
 
 def test_a_tuning_client_is_scored_on_validation_samples_it_never_selected_on() -> None:
     # Prepare: client 1 as a reported run and as a tuning run build it
-    from pfednas import client_app
+    from pfednas.app import client_app
     from tests.test_hapfnas import InProcessGrid
 
     args = ["federation.num_clients=3", "federation.clients_per_round=3",

@@ -15,8 +15,8 @@ import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from pfednas.build import build_strategy
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
+from pfednas.methods.build import build_strategy
 from pfednas.models import SmallCNN
 from pfednas.nas.distill import TransferSet, synthetic_inputs
 from pfednas.search import get_space

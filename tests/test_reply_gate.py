@@ -10,7 +10,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from pfednas.build import build_strategy
+from pfednas.methods.build import build_strategy
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.data import partition
 from pfednas.search import DartsS2Space

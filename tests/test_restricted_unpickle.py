@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from pfednas import server_app
+from pfednas.app import server_app
 from pfednas.config import DATA_ROOT_ENV, OUTPUT_BASE_ENV, SIMULATION_ENV, ConfigError
 from pfednas.data import DataError
 from pfednas.data.registry import load_arrays

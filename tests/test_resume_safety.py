@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pfednas.build import build_strategy
-from pfednas.checkpoint import (
+from pfednas.app.checkpoint import (
     Checkpoint,
     parse_history,
     read_checkpoint,
     save_checkpoint,
     verified_resume,
 )
+from pfednas.app.results import ResultsWriter
 from pfednas.cli import run_job
 from pfednas.config import (
     CHECKPOINT_FILE,
@@ -38,8 +38,8 @@ from pfednas.config import (
     compose,
     settings_from_cfg,
 )
+from pfednas.methods.build import build_strategy
 from pfednas.records import RoundRecord
-from pfednas.results import ResultsWriter
 from pfednas.strategies.base import PersonalizedStrategy
 from tests.conftest import comparable, inprocess_summary, pids_with_token, run_pfednas
 

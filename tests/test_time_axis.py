@@ -15,6 +15,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
+from pfednas.app.results import format_table
 from pfednas.body_head import StateSplit, train_part, train_scope
 from pfednas.clients.common import work_metrics
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
@@ -43,7 +44,6 @@ from pfednas.report.timeaxis import (
     time_to,
     total_seconds,
 )
-from pfednas.results import format_table
 from pfednas.search import DartsS2Space, TaskShape, get_space
 from pfednas.search.cost_model import traced_cost_terms
 from pfednas.search.darts_mixed import DartsMixedNet
@@ -230,7 +230,7 @@ def test_a_reply_with_a_bad_train_macs_is_rejected(bad: float) -> None:
 def test_baselines_and_nas_methods_of_one_seed_run_on_the_same_devices(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare: a simulation's strategies, as the ServerApp builds them
-    from pfednas.build import build_strategy
+    from pfednas.methods.build import build_strategy
 
     monkeypatch.setenv(SIMULATION_ENV, "1")
 

@@ -262,8 +262,8 @@ def test_the_gate_refuses_parameters_beyond_the_magnitude_limit() -> None:
 
 # -- the evaluation timeout (issue 43, finding 3) --------------------------------------------------
 def test_a_deployment_bounds_its_evaluations_by_default() -> None:
-    from pfednas.build import build_strategy
     from pfednas.config import compose, settings_from_cfg
+    from pfednas.methods.build import build_strategy
 
     settings = settings_from_cfg(compose(["method=fedavg", "federation.round_timeout=100",
                                           "federation.local_epochs=2",

@@ -22,6 +22,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pfednas.app.preflight import (
+    check_runnable,
+    composition_error,
+    one_line,
+    printed_config_error,
+)
 from pfednas.config import (
     ConfigError,
     RunSettings,
@@ -31,12 +37,6 @@ from pfednas.config import (
     settings_from_cfg,
 )
 from pfednas.data import DataError, partition
-from pfednas.preflight import (
-    check_runnable,
-    composition_error,
-    one_line,
-    printed_config_error,
-)
 from pfednas.run.launcher import (  # noqa: F401 (EXIT_*, app_dir: the commands' own)
     EXIT_CONFIG,
     EXIT_RUN,
@@ -104,7 +104,7 @@ def run_job(cfg: DictConfig) -> dict:
                 if ray_address is not None else []))
     print("\n".join(header), flush=True)
     if settings.resume:
-        from pfednas.checkpoint import carry_client_state
+        from pfednas.app.checkpoint import carry_client_state
 
         carry_client_state(Path(settings.resume), out)
     request = SimulationRequest(
@@ -118,7 +118,7 @@ def run_job(cfg: DictConfig) -> dict:
     if code != 0 or not summary_path.is_file():
         fail(incomplete_message(code, out), EXIT_RUN)
     summary = json.loads(summary_path.read_text())
-    from pfednas.results import missing_clients_error
+    from pfednas.app.results import missing_clients_error
 
     problem = missing_clients_error(summary, allowed=fed.allow_missing_clients)
     if problem is not None:
@@ -134,8 +134,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, help) — each module has ``main(argv: list[str]) -> int``
     "deploy": ("pfednas.deploy.cli", "SuperLink + SuperNodes with TLS and node auth; certs, keys"),
-    "export": ("pfednas.export", "a client's personalized model as TorchScript or ONNX + spec"),
-    "predict": ("pfednas.predict", "run an exported model on a client's split or your data"),
+    "export": ("pfednas.delivery.export",
+               "a client's personalized model as TorchScript or ONNX + spec"),
+    "predict": ("pfednas.delivery.predict",
+                "run an exported model on a client's split or your data"),
     "bench": ("pfednas.bench.cli",
               "methods x alphas x seeds on identical partitions, then a report"),
     "report": ("pfednas.bench.pages", "table (markdown, CSV) and plots of finished runs"),
@@ -161,8 +163,8 @@ def usage() -> str:
 
 def print_help(overrides: list[str]) -> None:
     """``pfednas [KEY=VALUE ...] --help``: the subcommands, then every option of the config
-    these overrides compose, with its value and description (:mod:`pfednas.help`); exits."""
-    from pfednas.help import render
+    these overrides compose, with its value and description (:mod:`pfednas.config.help`); exits."""
+    from pfednas.config.help import render
 
     problem = composition_error(overrides)
     if problem is not None:

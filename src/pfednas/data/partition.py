@@ -230,7 +230,7 @@ def tuning_splits(data: ClientData, seed: int, client_id: int) -> ClientData:
     half becomes ``test`` (what the run reports). ``train`` is the reported runs' own, and
     the real test split is never read. The halves are drawn from
     ``SeedSequence([seed, TUNING_SPLIT, client_id])``. A method that never reads its validation
-    split is scored on all of it (``pfednas.client_app.client_env``).
+    split is scored on all of it (``pfednas.app.client_app.client_env``).
     """
     if len(data.val.y) < 2:
         raise ValueError(f"client {client_id}: a tuning run splits the validation split in "

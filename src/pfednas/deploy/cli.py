@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from pfednas.checkpoint import CLIENT_STATE_DIR, carry_client_state
+from pfednas.app.checkpoint import CLIENT_STATE_DIR, carry_client_state
+from pfednas.app.preflight import check_runnable
+from pfednas.app.results import missing_clients_error
 from pfednas.config import (
     DATA_ROOT_ENV,
     SERVERAPP_PID_FILE,
@@ -62,8 +64,6 @@ from pfednas.deploy.superexec_auth import SecretError, write_superexec_secrets
 from pfednas.edge.kept import MODELS_DIR
 from pfednas.hardware.profile import ProfileBounds, profile_problem
 from pfednas.node.data import silo_client_data
-from pfednas.preflight import check_runnable
-from pfednas.results import missing_clients_error
 from pfednas.run.launcher import EXIT_CONFIG, EXIT_RUN, app_dir, clear_pid_file, incomplete_message
 
 __all__ = ["DEFAULT_NODES", "EXIT_INTERRUPTED", "UsageError", "main", "node_profiles",

@@ -26,11 +26,11 @@ from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from omegaconf import OmegaConf
 
-from pfednas import client_app
-from pfednas.build import build_strategy  # the server's own builder
+from pfednas.app import client_app
+from pfednas.app.results import ResultsWriter, summarize
 from pfednas.config import SIMULATION_ENV, RunSettings, compose, settings_from_cfg
+from pfednas.methods.build import build_strategy  # the server's own builder
 from pfednas.records import RoundRecord
-from pfednas.results import ResultsWriter, summarize
 
 NODE_OFFSET = 100  # node id of client c: NODE_OFFSET + c
 

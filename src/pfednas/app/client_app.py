@@ -32,7 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from pfednas.checkpoint import CLIENT_STATE_DIR
+from pfednas.app.checkpoint import CLIENT_STATE_DIR
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.faulty import Fault, FaultyClient
 from pfednas.clients.state_store import ClientStateStore

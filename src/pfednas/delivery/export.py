@@ -63,7 +63,7 @@ def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torc
 
     tic = time.perf_counter()
     if from_checkpoint:
-        from pfednas.export_checkpoint import server_slice
+        from pfednas.delivery.export_checkpoint import server_slice
 
         try:
             net, spec = server_slice(path, client_id)

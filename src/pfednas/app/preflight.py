@@ -5,7 +5,7 @@
   override), and its error becomes one line instead of Hydra's multi-line report.
 * :func:`check_runnable`: the method's strategy builds from the settings (e.g. HAPFNAS's
   client budgets fit its smallest subnet), and a ``resume=`` run's checkpoint and history
-  fit that strategy (:func:`pfednas.checkpoint.verified_resume`).
+  fit that strategy (:func:`pfednas.app.checkpoint.verified_resume`).
 
 Both raise or return :class:`~pfednas.config.ConfigError` messages of one line; the
 commands print them and exit with code 2.
@@ -160,8 +160,8 @@ def check_runnable(settings: RunSettings, *, deployment: bool = False) -> None:
     will build it: a simulation's (seeded client profiles) or a ``deployment``'s; its
     construction notes are the ServerApp's to print, not repeated here.
     """
-    from pfednas.build import build_strategy
-    from pfednas.checkpoint import verified_resume
+    from pfednas.app.checkpoint import verified_resume
+    from pfednas.methods.build import build_strategy
 
     with contextlib.redirect_stdout(io.StringIO()):
         try:

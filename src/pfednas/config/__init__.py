@@ -6,7 +6,7 @@ run-config; the ServerApp and ClientApp compose the identical config from the
 same files with :func:`compose`. The rest of the code never sees the
 ``DictConfig``: it gets the typed, validated values built here.
 
-The typed values are in :mod:`pfednas.settings`, the checks in :mod:`pfednas.config_checks`;
+The typed values are in :mod:`pfednas.settings`, the checks in :mod:`pfednas.config.checks`;
 both are re-exported here, where the rest of the code imports them from.
 """
 
@@ -25,7 +25,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pfednas.config_checks import (
+from pfednas.config.checks import (
     NON_FINITE_ALLOWED,
     as_dict,
     build_federation,

@@ -1,4 +1,4 @@
-"""Flower ServerApp: builds the method's strategy from the config (:mod:`pfednas.build`),
+"""Flower ServerApp: builds the method's strategy from the config (:mod:`pfednas.methods.build`),
 runs it, writes results.
 
 The config is composed from ``conf/`` with the Hydra overrides that the
@@ -27,8 +27,9 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
 
-from pfednas.build import build_strategy
-from pfednas.checkpoint import read_checkpoint, save_checkpoint, verified_resume
+from pfednas.app.checkpoint import read_checkpoint, save_checkpoint, verified_resume
+from pfednas.app.preflight import one_line
+from pfednas.app.results import ResultsWriter, format_table, summarize
 from pfednas.config import (
     DATA_ROOT_ENV,
     OUTPUT_BASE_ENV,
@@ -44,9 +45,8 @@ from pfednas.config import (
 )
 from pfednas.data import DataError
 from pfednas.edge.kept import MODELS_DIR
-from pfednas.preflight import one_line
+from pfednas.methods.build import build_strategy
 from pfednas.records import RoundRecord
-from pfednas.results import ResultsWriter, format_table, summarize
 
 app = ServerApp()
 

@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from pfednas.build import build_strategy
-from pfednas.checkpoint import load_checkpoint
+from pfednas.app.checkpoint import load_checkpoint
 from pfednas.clients.subnet import recalibrate_on
 from pfednas.config import ConfigError, RunSettings, settings_from_cfg, task_shape
 from pfednas.data import load_client_data
 from pfednas.data.registry import normalisation
 from pfednas.edge.spec import input_spec
 from pfednas.hardware.profile import MB, MBPS, SIMULATED, ClientProfile
+from pfednas.methods.build import build_strategy
 from pfednas.search import ElasticNet
 from pfednas.strategies import PerFedRLNASStrategy
 from pfednas.strategies.hapfnas import HAPFNASStrategy
