@@ -11,9 +11,9 @@ as Flower's Strategy names them: ``configure_*`` return the messages to send,
 The loop alone writes the round's :class:`pfednas.records.RoundRecord` and hands it
 to a callback of the app layer, which writes it: no file is written from here.
 
-Every reply passes the reply gate (:class:`pfednas.strategies.gate.ReplyGate`),
-which judges it against the request the server sent that client and counts what
-it saw in the round's tally.
+Every reply passes the reply gate (:func:`pfednas.strategies.gate.judge`), which
+judges it against the request the server sent that client and returns the accepted
+replies with what it counted, added to the round's tally.
 """
 
 from __future__ import annotations
@@ -48,10 +48,24 @@ from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
     eval_timeout_for,
     norm_bound_for,
 )
-from pfednas.strategies.gate import Reply, ReplyGate, Request, RoundState, RoundTally
+from pfednas.strategies.gate import (
+    GateRules,
+    Reply,
+    Request,
+    RoundState,
+    RoundTally,
+    bound_replies,
+    judge,
+)
 from pfednas.strategies.identity import ClientClaims
 from pfednas.strategies.outgoing import Outgoing
-from pfednas.wire.validation import ArraySpec, MetricSpec, array_specs
+from pfednas.wire.validation import (
+    KNOWN_METRICS,
+    REQUIRED_METRICS,
+    ArraySpec,
+    MetricSpec,
+    array_specs,
+)
 
 __all__ = ["Budget", "PersonalizedStrategy", "Reply", "Request", "norm_bound_for"]
 
@@ -61,9 +75,14 @@ __all__ = ["Budget", "PersonalizedStrategy", "Reply", "Request", "norm_bound_for
 ACCURACY_VARIANTS = ("accuracy_no_ft", "accuracy_ft_full", "accuracy_ft_head")
 
 
-class PersonalizedStrategy(ClientClaims, ReplyGate):
+class PersonalizedStrategy(ClientClaims):
     """Base class: client discovery, seeded sampling, the round loop and its records;
-    every reply through the gate (:class:`ReplyGate`).
+    every reply through the gate (:func:`~pfednas.strategies.gate.judge`).
+
+    Subclasses name the extra metrics their replies must carry in
+    ``TRAIN_REQUIRES`` / ``EVALUATE_REQUIRES`` (types and ranges:
+    :data:`pfednas.wire.validation.KNOWN_METRICS`), or name a message's own when they send
+    it (its :class:`Request`); the gate rejects a reply without them.
 
     The hooks keep Flower's ``Strategy`` names, but this loop is not Flower's
     ``Strategy.start``: ``configure_*`` take the round alone (each strategy sends its own
@@ -98,6 +117,75 @@ class PersonalizedStrategy(ClientClaims, ReplyGate):
         self.choose_fixed_arch = roster.choose_fixed_arch
         # F: the fine-tuning epochs of a personalized evaluation (0: none)
         self.finetune_epochs = 0
+
+    TRAIN_REQUIRES: tuple[str, ...] = ()
+    EVALUATE_REQUIRES: tuple[str, ...] = ()
+
+    # -- this round's state (self.current, started afresh by the loop each round) ---------------
+    @property
+    def tally(self) -> RoundTally:
+        """This round's counts."""
+        return self.current.tally
+
+    @property
+    def requests(self) -> dict[int, Request]:
+        """The last message sent to each client this round."""
+        return self.current.requests
+
+    @property
+    def answered(self) -> set[int]:
+        """The clients whose last request has an accepted reply."""
+        return self.current.answered
+
+    @property
+    def reply_seconds(self) -> dict[int, float]:
+        """Node -> seconds from send to reply of its last exchange (the measured RT_i)."""
+        return self.current.reply_seconds
+
+    # -- the reply gate --------------------------------------------------------------------------
+    def ok_replies(self, replies: Iterable[Message]) -> list[Reply]:
+        """The accepted replies, as (metrics, decoded arrays) sorted by client id
+        (:func:`~pfednas.strategies.gate.judge`); what the gate counted goes into this round's
+        tally, each client's first sample count into the run's bounds."""
+        judged = judge(replies, self.current.requests, self.current.answered, self.gate_rules())
+        self.current.count(judged)
+        self.first_examples.update(judged.first_examples)
+        return judged.accepted
+
+    def gate_rules(self) -> GateRules:
+        """What the gate judges a reply by, besides its request: this run's values."""
+        return GateRules(self.node_of, self.metric_specs(), self.partition_sizes,
+                         self.first_examples, self.budget.examples_tolerance)
+
+    def train_replies(self, replies: Iterable[Message]) -> list[Reply]:
+        """Accepted training replies, each update bounded by ``Budget.update_norm_bound``
+        (:func:`~pfednas.strategies.gate.bound_replies`)."""
+        return bound_replies(self.ok_replies(replies), self.current.requests,
+                             self.budget.update_norm_bound, self.current.tally.round)
+
+    def metric_specs(self) -> dict[str, MetricSpec]:
+        """Type and range of every known metric; a client cannot train past the timeout."""
+        return {**KNOWN_METRICS, "train_seconds": MetricSpec(
+            "train_seconds", float, 0.0, float(self.budget.round_timeout))}
+
+    def required_metrics(self, client_id: int, message_type: str) -> list[MetricSpec]:
+        """The metrics a reply of ``client_id`` to a ``message_type`` message must carry."""
+        extra = {MessageType.TRAIN: self.TRAIN_REQUIRES,
+                 MessageType.EVALUATE: self.EVALUATE_REQUIRES}.get(message_type, ())
+        specs = self.metric_specs()
+        return [specs[n] for n in (*REQUIRED_METRICS.get(message_type, ()), *extra)]
+
+    def weight(self, metrics: dict[str, Any]) -> float:
+        """A client's weight in averages and merges: its sample count, or 1 (uniform).
+
+        In a deployment a sample count weighs only where the operator bounds it
+        (``partition_sizes`` from ``federation.client_examples``); without that bound
+        every client weighs 1: its own first report bounds nothing.
+        """
+        if self.budget.weighting == "uniform" or (self.budget.deployment
+                                                  and self.partition_sizes is None):
+            return 1.0
+        return float(metrics["num_examples"])
 
     def profiles_bound(self) -> None:
         """Hook once every client's claimed profile is known (a deployment): e.g. find the

@@ -7,15 +7,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from pfednas.methods.build import build_strategy
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.data import partition
+from pfednas.methods.build import build_strategy
 from pfednas.search import DartsS2Space
 from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
 from pfednas.strategies.budget import Roster
+from pfednas.strategies.gate import examine, judge
 from pfednas.strategies.outgoing import Outgoing
 from pfednas.wire.archcode import code_capacity
 from pfednas.wire.validation import (
@@ -90,6 +91,33 @@ def test_required_metric_missing_and_out_of_range_are_named() -> None:
     assert check_metrics({**good, "loss": 1.0, "sample_passes": 3}, required) is None
     arch = MetricSpec("arch_code", int, 0, 7)
     assert "outside" in str(check_metrics({**good, "loss": 1.0, "arch_code": 8}, [arch]))
+
+
+def test_the_gate_returns_its_verdict_and_changes_nothing_it_is_given() -> None:
+    # Prepare: training requests to three clients; 1 answers twice, 2 with an error
+    strategy = fedavg()
+    list(strategy.configure_train(1))
+    requests, answered = dict(strategy.requests), set(strategy.answered)
+    rules = strategy.gate_rules()
+    failed = Message(Error(code=0, reason="boom"), reply_to=Message(RecordDict(),
+                     dst_node_id=102, message_type=MessageType.TRAIN))
+    replies = [reply(strategy, 1, train_metrics(1, n=7), trained(1.0)),
+               reply(strategy, 0, train_metrics(0), trained(0.0)),
+               reply(strategy, 1, train_metrics(1), trained(1.0)), failed]
+
+    # Execute
+    judged = judge(replies, requests, answered, rules)
+
+    # Assert: accepted in client order, the second reply rejected, the error a failure,
+    # and the strategy's round untouched until it counts the verdict
+    assert [int(m["client_id"]) for m, _ in judged.accepted] == [0, 1]
+    assert (judged.rejected, judged.failures, judged.answered) == (1, 1, {0, 1})
+    assert set(judged.train_up) == {0, 1} and judged.bytes_up > 0
+    assert judged.first_examples == {(1, MessageType.TRAIN): 7, (0, MessageType.TRAIN): 10}
+    assert strategy.tally.rejected == 0 and strategy.answered == answered == set()
+    assert strategy.first_examples == {}
+    strategy.current.count(judged)
+    assert (strategy.tally.rejected, strategy.tally.failures) == (1, 1)
 
 
 def test_array_metadata_is_checked_before_decoding() -> None:
@@ -296,7 +324,7 @@ def test_payloads_disagreeing_with_their_record_are_rejected_not_a_crash(
                 with_payload(trained(9.0), 0, payload(trained(9.0)[0]), dtype))
 
     # Execute
-    why = strategy.examine(bad)[2]
+    why = examine(bad, strategy.requests, strategy.answered, strategy.gate_rules())[2]
     strategy.aggregate_train(1, [bad, reply(strategy, 1, train_metrics(1), trained(1.0))])
 
     # Assert: rejected with the reason, the average is client 1's alone
