@@ -31,14 +31,19 @@ def test_composed_method_group_is_the_dataclass_defaults(method: str) -> None:
     assert parse(method, composed) == parse(method, {})
 
 
-@pytest.mark.parametrize("method", sorted(OPTIONS))
-def test_method_yaml_restates_no_option(method: str) -> None:
+@pytest.mark.parametrize("path", sorted((conf_dir() / "method").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_a_method_yaml_only_selects_other_groups(path: Path) -> None:
     # Prepare
-    raw = OmegaConf.load(conf_dir() / "method" / f"{method}.yaml")
+    raw = OmegaConf.load(path)
 
-    # Assert: the file names the method and extends its schema, nothing else
-    assert set(raw) == {"defaults", "name"}
-    assert raw.defaults[0] == f"{method}_defaults"
+    # Assert: the file names the method, extends its schema and selects another group (a
+    # method that selects none has no file: its dataclass is its config), nothing else
+    assert path.stem in OPTIONS
+    assert set(raw) == {"defaults", "name"} and raw.name == path.stem
+    assert raw.defaults[0] == f"{path.stem}_defaults" and raw.defaults[-1] == "_self_"
+    selections = [d for d in raw.defaults[1:-1] if str(next(iter(d))).startswith("override /")]
+    assert selections and len(selections) == len(raw.defaults) - 2
 
 
 def test_readme_table_is_rendered_from_the_dataclasses() -> None:

@@ -94,6 +94,7 @@ def internal_choice(argv: list[str]) -> str | None:
     ``method=fedavg_defaults``, ``dataset=dataset_defaults``), which Hydra would accept as a
     choice of its own."""
     from pfednas.config import conf_dir
+    from pfednas.config.help import group_choices
     from pfednas.options import SCHEMA_SUFFIX
 
     for arg in argv:
@@ -103,7 +104,7 @@ def internal_choice(argv: list[str]) -> str | None:
         if group in ("method", "dataset", "federation") and any(
                 v.endswith(SCHEMA_SUFFIX) for v in chosen):
             name = next(v for v in chosen if v.endswith(SCHEMA_SUFFIX))
-            choices = ", ".join(sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")))
+            choices = ", ".join(group_choices(conf_dir())[group])
             return (f"{group}={name} is the schema the {group} configs build on, not a "
                     f"choice; {group}: {choices}")
     return None

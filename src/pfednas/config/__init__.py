@@ -103,22 +103,25 @@ def output_base() -> Path:
 
 def conf_dir() -> Path:
     """Directory holding ``config.yaml`` and the config groups. Every caller composes from
-    it, so the methods' typed schemas (``method/<name>_defaults``, :mod:`pfednas.options`),
-    which the YAML files extend, are registered in Hydra's ConfigStore here first."""
+    it, so the typed schemas (the methods' configs, :mod:`pfednas.options`; the federation's
+    and the datasets', which their YAML files extend) are registered in Hydra's ConfigStore
+    here first."""
     _register_schemas()
     return Path(str(resources.files("pfednas.conf")))
 
 
 @lru_cache(maxsize=1)
 def _register_schemas() -> None:
-    """Every typed group's schema in Hydra's ConfigStore: the methods'
-    (``method/<name>_defaults``), the federation's and the datasets'."""
+    """Every typed group's schema in Hydra's ConfigStore: the methods' (``method/<name>``, or
+    ``method/<name>_defaults`` for a YAML of its own to extend), the federation's and the
+    datasets'."""
     from hydra.core.config_store import ConfigStore
 
     from pfednas.data import DatasetOptions
     from pfednas.options import SCHEMA_SUFFIX, register_schemas, writable
 
-    register_schemas()
+    methods = Path(str(resources.files("pfednas.conf"))) / "method"
+    register_schemas(extended={p.stem for p in methods.glob("*.yaml")})
     store = ConfigStore.instance()
     for group, cls in (("federation", Federation), ("dataset", DatasetOptions)):
         store.store(group=group, name=group + SCHEMA_SUFFIX,

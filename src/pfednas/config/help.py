@@ -143,17 +143,21 @@ def option_docs(config: Mapping[str, Any], conf: Path) -> dict[str, str]:
     method = str((config.get("method") or {}).get("name"))
     if method in OPTIONS:
         docs.update({f"method.{k}": v for k, v in field_docs(OPTIONS[method]).items()})
-        docs["method.name"] = "the algorithm (the method/ group)"
+        summary = " ".join((OPTIONS[method].__doc__ or "").split("\n\n")[0].split())
+        docs["method.name"] = f"the algorithm (the method/ group): {summary}"
     return docs
 
 
 def group_choices(conf: Path) -> dict[str, list[str]]:
-    """Each config group's choices, less the internal schemas (``*_defaults``)."""
-    from pfednas.options import SCHEMA_SUFFIX
+    """Each config group's choices, less the internal schemas (``*_defaults``): its YAML files,
+    and for ``method`` every method (most are their options dataclass alone)."""
+    from pfednas.options import OPTIONS, SCHEMA_SUFFIX
 
-    return {group: sorted(p.stem for p in (conf / group).glob("*.yaml")
-                          if not p.stem.endswith(SCHEMA_SUFFIX))
-            for group in ("method", "dataset", "federation", "search_space", "bench")}
+    out = {group: {p.stem for p in (conf / group).glob("*.yaml")
+                   if not p.stem.endswith(SCHEMA_SUFFIX)}
+           for group in ("method", "dataset", "federation", "search_space", "bench")}
+    out["method"] |= set(OPTIONS)
+    return {group: sorted(choices) for group, choices in out.items()}
 
 
 def render(overrides: list[str]) -> str:

@@ -1,9 +1,9 @@
 """The method table: each method's server strategy and client role, built from the settings.
 
 Adding a method = its options dataclass in :mod:`pfednas.options` (the one source of its
-defaults, checked before anything starts), a Strategy subclass in ``strategies/``, a
-NumPyClient in ``clients/``, a ``conf/method/<name>.yaml`` that names it, its construction in
-a module of this package, and one row here. The ServerApp calls ``strategy``; the ClientApp
+defaults and its config, checked before anything starts), a Strategy subclass in
+``strategies/``, a NumPyClient in ``clients/``, its construction in a module of this package,
+and one row here (docs/ARCHITECTURE.md, "A method"). The ServerApp calls ``strategy``; the ClientApp
 calls ``client``.
 """
 

@@ -1,17 +1,18 @@
 """Every method's options, typed: the one source of their defaults.
 
 Each method has one frozen dataclass here (no torch, no Flower). :func:`register_schemas`
-stores each in Hydra's ConfigStore as ``method/<name>_defaults``; ``conf/method/<name>.yaml``
-lists it first in its defaults and overrides nothing the dataclass already says, so the
-composed ``method`` group *is* the dataclass's defaults plus the user's overrides, typed
-(a wrong type or an unknown key fails at composition). :func:`parse` turns the composed
-group into the dataclass the strategy and the clients take.
+stores each in Hydra's ConfigStore as the config ``method/<name>``, so the composed
+``method`` group *is* the dataclass's defaults plus the user's overrides, typed (a wrong type
+or an unknown key fails at composition). A method that selects other groups (SPIDER, Ditto
+and FedNAS their search space) has a ``conf/method/<name>.yaml`` that does only that: it
+extends the schema, stored as ``method/<name>_defaults``, and restates none of its options.
+:func:`parse` turns the composed group into the dataclass the strategy and the clients take.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -79,14 +80,18 @@ def writable(node: DictConfig) -> DictConfig:
     return node
 
 
-def register_schemas() -> None:
-    """Store every method's schema in Hydra's ConfigStore (idempotent); the federation's and
-    the datasets' are stored beside them by :func:`pfednas.config.conf_dir`."""
+def register_schemas(extended: Collection[str] = ()) -> None:
+    """Store every method's schema in Hydra's ConfigStore (idempotent): the dataclass is the
+    method's config, ``method/<name>``; a method in ``extended`` has a
+    ``conf/method/<name>.yaml`` (one that selects other groups for it, e.g. SPIDER's search
+    space), which extends the schema stored as ``method/<name>_defaults``. The federation's
+    and the datasets' are stored beside them by :func:`pfednas.config.conf_dir`."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for method in OPTIONS:
-        store.store(group="method", name=method + SCHEMA_SUFFIX, node=schema(method))
+        name = method + SCHEMA_SUFFIX if method in extended else method
+        store.store(group="method", name=name, node=schema(method))
 
 
 def defaults(method: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Options of the fixed-architecture baselines: FedAvg + fine-tuning, Local, FedRep, FedBABU,
 and the global federated NAS reference FedNAS. Each dataclass is its method's one source of
-defaults (``conf/method/<name>.yaml`` only overrides them; see :mod:`pfednas.options`)."""
+defaults (each is its method's config; see :mod:`pfednas.options`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """HAPFNAS's options (Yang & Liu, Entropy 2025): the one source of their defaults.
 
-``conf/method/hapfnas.yaml`` only overrides them (:mod:`pfednas.options`); the nested groups
+the dataclass is the ``method=hapfnas`` config (:mod:`pfednas.options`); the nested groups
 are the paper's phases: ``transfer`` and ``distill`` (phase 1), ``predictor`` and
 ``evolution`` (phase 2); the clients' budgets are ``budget_metric`` on the federation's
 hardware (``federation.hardware``). Beside the paper's knobs, ``personal_head`` (as
@@ -80,6 +80,10 @@ class TransferOptions:
 
 @dataclass(frozen=True)
 class HAPFNASOptions:
+    """HAPFNAS (Yang & Liu, Entropy 2025): knowledge-model distillation into the supernet,
+    per-client random-forest predictors and evolutionary search, heteroFedAvg
+    (strategies/hapfnas.py); its phase rounds add up to federation.num_rounds."""
+
     # the paper's merge: each entry averaged over the clients that covered it, each counting
     # 1 (federation.weighting=null); samples weighs them by num_examples instead
     WEIGHTING: ClassVar[str] = "uniform"

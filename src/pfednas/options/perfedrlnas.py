@@ -1,6 +1,6 @@
 """PerFedRLNAS's options (Yao & Li): the one source of their defaults.
 
-``conf/method/perfedrlnas.yaml`` only overrides them (:mod:`pfednas.options`). Beside the
+the dataclass is the ``method=perfedrlnas`` config (:mod:`pfednas.options`). Beside the
 paper's knobs, three options of ours earned their place on the Fashion-MNIST tuning seed
 (docs/notes/2026-11-24-one-knob-diagnostics.md, docs/notes/2026-11-25-where-nas-loses.md):
 ``personal_head`` (as published 0.576 -> 0.828), ``exploit_rounds`` (as published 0.45 ->
@@ -22,6 +22,9 @@ ROUND_TIMES = ("simulated", "measured")
 
 @dataclass(frozen=True)
 class PerFedRLNASOptions:
+    """PerFedRLNAS (Yao & Li): server supernet, one REINFORCE policy per client, only the
+    sampled subnet travels; rewards eqs. 8-9 (strategies/perfedrlnas.py)."""
+
     # the paper's merge: each entry averaged over the clients that covered it, each counting
     # 1 (federation.weighting=null); samples weighs them by num_examples instead
     WEIGHTING: ClassVar[str] = "uniform"

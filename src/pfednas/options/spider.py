@@ -17,6 +17,10 @@ PARTICIPATIONS = ("all", "sampled")
 
 @dataclass(frozen=True)
 class SpiderOptions:
+    """SPIDER (Mushtaq et al., TMLR): per client a global darts_s2 supernet (FedAvg) and a
+    local model whose architecture it searches by perturbation (Alg. 1-2, eq. 4); runs on
+    darts_s2, cross-silo (conf/method/spider.yaml selects both)."""
+
     lam: float = 0.01          # λ of eq. 4 (the published command; the reference default is 2)
     grad_clip: float = 5.0     # max L2 norm of each model's gradient per step (<= 0: off)
     # the search schedule, in rounds the client has trained. SHORTENED for CPU: the paper
