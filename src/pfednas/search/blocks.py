@@ -113,3 +113,10 @@ def mb_block(
     parts += [Conv("project_conv", hidden, out_c, 1), BatchNorm("project_bn", out_c)]
     block = partial(ElasticMBBlock, divisor=divisor, residual=residual, use_se=use_se)
     return [Container(name, block), *under(name, parts)]
+
+
+def stem(in_c: int, width: int, stride: int) -> list[Part]:
+    """The conv stem of the ``mobilenetv3`` and ``vit`` networks: 3×3 conv, BatchNorm,
+    Hardswish (``stem_conv``, ``stem_bn``, ``stem_act``)."""
+    return [Conv("stem_conv", in_c, width, 3, stride=stride), BatchNorm("stem_bn", width),
+            Act("stem_act", "hswish", width)]

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.search.arch import Arch, Dimension
-from pfednas.search.blocks import mb_block
+from pfednas.search.blocks import mb_block, stem
 from pfednas.search.layers import (
     Act,
     BatchNorm,
@@ -48,14 +48,11 @@ from pfednas.search.layers import (
     Linear,
     Part,
     build_into,
-    plan_cost,
-    plan_shapes,
 )
 from pfednas.search.ops import (
     DynamicBatchNorm2d,
     DynamicConv2d,
     DynamicLinear,
-    Shapes,
     adapt_strides,
     make_divisible,
 )
@@ -125,12 +122,8 @@ class MobileNetV3Net(ElasticNet[MBNetConfig]):
 
 def mb_net(spec: MBNetSpec, config: MBNetConfig) -> list[Part]:
     """:class:`MobileNetV3Net`'s plan for ``config``: what builds it, shapes it and costs it."""
-    plan: list[Part] = [
-        Conv("stem_conv", spec.in_channels, spec.stem_width, 3, stride=spec.strides[0]),
-        BatchNorm("stem_bn", spec.stem_width),
-        Act("stem_act", "hswish", spec.stem_width),
-        Container("stages", nn.ModuleList),
-    ]
+    plan: list[Part] = [*stem(spec.in_channels, spec.stem_width, spec.strides[0]),
+                        Container("stages", nn.ModuleList)]
     width = spec.stem_width
     for s, stage in enumerate(config.stages):
         plan.append(Container(f"stages.{s}", nn.ModuleList))
@@ -285,13 +278,8 @@ class MobileNetV3Space(SearchSpace):
     def build_net(self, config: MBNetConfig, task: TaskShape) -> MobileNetV3Net:
         return MobileNetV3Net(self.spec(task), config)
 
-    def state_shapes(self, config: MBNetConfig, task: TaskShape) -> Shapes:
-        """:class:`MobileNetV3Net`'s state shapes, from its plan (:func:`mb_net`)."""
-        return plan_shapes(mb_net(self.spec(task), config))
+    def net_plan(self, config: MBNetConfig, task: TaskShape) -> list[Part]:
+        return mb_net(self.spec(task), config)
 
-    def forward_cost(
-        self, config: MBNetConfig, task: TaskShape, batch_size: int = 1
-    ) -> tuple[int, int]:
-        """The hooked forward pass's terms, from the plan (the input resized to the resolution)."""
-        macs, act = plan_cost(mb_net(self.spec(task), config), config.resolution)
-        return macs * batch_size, act * batch_size
+    def input_side(self, config: MBNetConfig, task: TaskShape) -> int:
+        return config.resolution  # the input is resized to the resolution first

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from pfednas.search.arch import Arch, Cost, Dimension, Region, TaskShape
 from pfednas.search.clone import Slot, StateSlot, SupernetCache, fill_slots
 from pfednas.search.cost_model import reference_cost, traced_cost_terms, training_cost
+from pfednas.search.layers import Plan, plan_cost, plan_shapes
 
 __all__ = ["ElasticNet", "Region", "SearchSpace", "Supernet", "TaskShape"]
 
@@ -175,14 +176,27 @@ class SearchSpace(ABC):
     def build_net(self, config: Any, task: TaskShape) -> ElasticNet[Any]:
         """A network built for ``config`` (the supernet when ``config`` is the largest)."""
 
+    def net_plan(self, config: Any, task: TaskShape) -> Plan | None:
+        """The network's plan (:mod:`pfednas.search.layers`), the one description that builds
+        it and gives its shapes and costs; None (this default): the space has none, and
+        both are derived from a ``meta`` build."""
+        return None
+
+    def input_side(self, config: Any, task: TaskShape) -> int:
+        """The side of the input the network's first layer sees (a space that resizes its
+        input, like ``mobilenetv3``'s elastic resolution, says so)."""
+        return task.image_size
+
     def state_shapes(self, config: Any, task: TaskShape) -> list[tuple[str, tuple[int, ...]]]:
         """(key, shape) of ``build_net(config, task).state_dict()``, in order.
 
-        This default builds the network on the ``meta`` device (exact, but a
-        few milliseconds per call); spaces override it with their network's plan
-        (:func:`~pfednas.search.layers.plan_shapes`),
-        which the test suite checks against this default for random archs.
+        From the network's plan where the space has one (microseconds); else built on the
+        ``meta`` device (exact, but a few milliseconds per call). The test suite checks the
+        plan against the ``meta`` build for random archs.
         """
+        plan = self.net_plan(config, task)
+        if plan is not None:
+            return plan_shapes(plan)
         with torch.device("meta"):
             net = self.build_net(config, task)
         return [(k, tuple(v.shape)) for k, v in net.state_dict().items()]
@@ -193,13 +207,15 @@ class SearchSpace(ABC):
 
         The counting rule is :func:`~pfednas.search.cost_model.module_cost_terms`
         summed over every module call of a forward pass over ``batch_size``
-        inputs, in eval mode.  This
-        default runs that forward pass on the ``meta`` device with hooks
-        (exact, but 0.1–0.5 s per call); spaces override it with their network's plan
-        (:func:`~pfednas.search.layers.plan_cost`),
-        which the test suite checks against this default for random archs and
-        several task shapes.  Every term is linear in ``batch_size``.
+        inputs, in eval mode. From the network's plan where the space has one; else that
+        forward pass runs on the ``meta`` device with hooks (exact, but 0.1–0.5 s per
+        call). The test suite checks the plan against the traced pass for random archs
+        and several task shapes. Every term is linear in ``batch_size``.
         """
+        plan = self.net_plan(config, task)
+        if plan is not None:
+            macs, act = plan_cost(plan, self.input_side(config, task))
+            return macs * batch_size, act * batch_size
         with torch.device("meta"):
             net = self.build_net(config, task)
         terms = traced_cost_terms(net, task, batch_size)

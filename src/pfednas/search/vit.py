@@ -36,25 +36,19 @@ from typing import cast
 from torch import Tensor, nn
 
 from pfednas.search.arch import Arch, Dimension
-from pfednas.search.blocks import mb_block
+from pfednas.search.blocks import mb_block, stem
 from pfednas.search.layers import (
-    Act,
-    BatchNorm,
     Container,
-    Conv,
     LayerNorm,
     Linear,
     Part,
     build_into,
-    plan_cost,
-    plan_shapes,
 )
 from pfednas.search.ops import (
     DynamicBatchNorm2d,
     DynamicConv2d,
     DynamicLayerNorm,
     DynamicLinear,
-    Shapes,
     adapt_strides,
 )
 from pfednas.search.space import ElasticNet, SearchSpace, TaskShape
@@ -129,12 +123,8 @@ class VitNet(ElasticNet[VitConfig]):
 
 def vit_net(spec: VitSpec, config: VitConfig) -> list[Part]:
     """:class:`VitNet`'s plan for ``config``: what builds it, shapes it and costs it."""
-    plan: list[Part] = [
-        Conv("stem_conv", spec.in_channels, spec.stem_width, 3, stride=spec.strides[0]),
-        BatchNorm("stem_bn", spec.stem_width),
-        Act("stem_act", "hswish", spec.stem_width),
-        Container("conv_stages", nn.ModuleList),
-    ]
+    plan: list[Part] = [*stem(spec.in_channels, spec.stem_width, spec.strides[0]),
+                        Container("conv_stages", nn.ModuleList)]
     strides = iter(spec.strides[1:])
     width = spec.stem_width
     for i, cs in enumerate(config.conv):
@@ -271,13 +261,5 @@ class VitSpace(SearchSpace):
     def build_net(self, config: VitConfig, task: TaskShape) -> VitNet:
         return VitNet(self.spec(task), config)
 
-    def state_shapes(self, config: VitConfig, task: TaskShape) -> Shapes:
-        """:class:`VitNet`'s state shapes, from its plan (:func:`vit_net`)."""
-        return plan_shapes(vit_net(self.spec(task), config))
-
-    def forward_cost(
-        self, config: VitConfig, task: TaskShape, batch_size: int = 1
-    ) -> tuple[int, int]:
-        """The hooked forward pass's terms, from the plan."""
-        macs, act = plan_cost(vit_net(self.spec(task), config), task.image_size)
-        return macs * batch_size, act * batch_size
+    def net_plan(self, config: VitConfig, task: TaskShape) -> list[Part]:
+        return vit_net(self.spec(task), config)
