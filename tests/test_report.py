@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from omegaconf import OmegaConf
 from pfednas.bench.cli import BenchError, BenchPreset, cells, compress_metrics, split_arguments
 from pfednas.config import compose, space_for_dataset
 from pfednas.methods import METHODS
+from pfednas.report import plots
 from pfednas.report.archs import (
     arch_matrix,
     label_arch_correlation,
@@ -73,8 +75,24 @@ def test_bench_writes_one_run_per_cell_and_the_report_files(bench: tuple[Path, s
     for name in ("table.md", "table.csv", "runs.csv"):
         assert (report / name).stat().st_size > 0
     for name in ("acc_vs_round.png", "acc_vs_wall.png", "acc_vs_simulated_time.png",
-                 "client_acc.png"):
+                 "client_acc.png", "train_loss.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_loss_is_the_sample_weighted_mean_of_each_round() -> None:
+    # Prepare: two rounds of records (one client without a loss) and a round with no training
+    run = SimpleNamespace(rounds=[
+        {"round": 1, "train": [{"train_loss": 2.0, "num_examples": 30},
+                               {"train_loss": 1.0, "num_examples": 10}, {"num_examples": 5}]},
+        {"round": 2, "train": []},
+        {"round": 3, "train": [{"train_loss": 0.5, "num_examples": 7}]}])
+
+    # Execute
+    rounds, loss = plots.train_loss(run)  # type: ignore[arg-type]
+
+    # Assert
+    assert rounds.tolist() == [1, 3]
+    assert loss.tolist() == pytest.approx([1.75, 0.5])
 
 
 def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str]) -> None:

@@ -12,12 +12,12 @@ from omegaconf import OmegaConf
 
 from pfednas.bench.pages import render_doc
 from pfednas.config import conf_dir
-from pfednas.report import levers, page, pairs, targets
+from pfednas.report import levers, page, pairs, table, targets
 from pfednas.report.bench_results import load_bench, read_preset
 from pfednas.report.cli import method_order
 from pfednas.report.collect import ReportError
 from pfednas.report.document import render_document
-from pfednas.report.paired import paired_difference, signed
+from pfednas.report.paired import TIE_MARGIN, holds_after_bonferroni, paired_difference, signed
 from tests.conftest import REPO
 
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -25,6 +25,7 @@ TUNING = REPO / "docs" / "TUNING.md"
 BENCH_ROOT = REPO / "docs" / "bench"
 PUBLISHED = ("fashion_mnist", "spider_fashion_mnist")
 T_975_DOF2 = 4.302652729911275  # Student's t, 97.5 % quantile, 2 degrees of freedom
+T_80_DOF2 = 1.0606601717798214  # Student's t, 80 % quantile, 2 degrees of freedom
 
 
 def test_the_committed_results_pages_are_what_the_committed_cells_render() -> None:
@@ -108,10 +109,46 @@ def test_paired_difference_is_the_mean_by_seed_with_its_t_interval() -> None:
     half = T_975_DOF2 * 0.015275252316519466 / 3 ** 0.5  # std of (0.02, 0.01, −0.01), ddof 1
     assert d.mean == pytest.approx(0.02 / 3)
     assert (d.low, d.high) == (pytest.approx(0.02 / 3 - half), pytest.approx(0.02 / 3 + half))
-    assert d.verdict == "ties"
+    assert d.verdict == "inconclusive" and not d.meets_target
+    assert d.detectable == pytest.approx((T_975_DOF2 + T_80_DOF2) * 0.015275252316519466
+                                         / 3 ** 0.5)
+    assert d.words == f"inconclusive (3 seeds; detects ≥ {d.detectable:.4f})"
     assert paired_difference({0: 0.9, 1: 0.8}, {0: 0.5, 1: 0.45}).verdict == "wins"  # type: ignore[union-attr]
     assert paired_difference({0: 0.5, 1: 0.45}, {0: 0.9, 1: 0.8}).verdict == "loses"  # type: ignore[union-attr]
     assert paired_difference({0: 0.9}, {0: 0.8}) is None
+
+
+def test_a_tie_needs_the_whole_interval_within_the_margin() -> None:
+    # Prepare: differences of 0.002 ± 0.001 (a tie) and of 0.002 ± 0.01 (inconclusive)
+    narrow = paired_difference({0: 0.501, 1: 0.502, 2: 0.503}, {0: 0.5, 1: 0.5, 2: 0.5})
+    wide = paired_difference({0: 0.492, 1: 0.502, 2: 0.512}, {0: 0.5, 1: 0.5, 2: 0.5})
+
+    # Assert
+    assert narrow is not None and wide is not None
+    assert narrow.high < TIE_MARGIN and narrow.verdict == "ties" and narrow.meets_target
+    assert wide.high > TIE_MARGIN and wide.verdict == "inconclusive"
+    assert wide.summary == f"inconclusive (+0.0020; 3 seeds, detects ≥ {wide.detectable:.4f})"
+
+
+def test_a_win_holds_after_bonferroni_only_with_room_to_spare() -> None:
+    # Prepare: a win whose 95 % interval starts just above 0, and a clear one
+    a, b = {0: 0.53, 1: 0.54, 2: 0.55}, {0: 0.5, 1: 0.5, 2: 0.5}
+    clear = {0: 0.70, 1: 0.71, 2: 0.72}
+
+    # Assert
+    d = paired_difference(a, b)
+    assert d is not None and d.verdict == "wins"
+    assert holds_after_bonferroni(a, b, 1)
+    assert not holds_after_bonferroni(a, b, 6)
+    assert holds_after_bonferroni(clear, b, 6)
+
+
+def test_trained_macs_count_training_and_fine_tuning_by_stage() -> None:
+    rounds = [{"train": [{"train_macs": 10.0}, {"train_macs": 5.0}], "evaluation": []},
+              {"train": [{"client_id": 1}], "evaluation": [{"train_macs": 7.0}]}]
+
+    assert table.trained_macs(rounds, ("train",)) == 15.0
+    assert table.trained_macs(rounds, ("train", "evaluation")) == 22.0
 
 
 def test_budget_used_is_the_mean_share_over_clients_that_have_a_budget() -> None:
@@ -162,11 +199,11 @@ def test_the_targets_block_marks_each_target_from_the_verdicts_figures() -> None
     traffic = page.traffic_ratio(ft, best)
     assert traffic is not None
     assert cells[:2] == ["PerFedRLNAS", "0.5"]
-    assert cells[2] == ("✓ " if d.verdict != "loses" else "✗ ") + f"{d.verdict} " \
-                       f"({signed(d.mean)})"
+    assert cells[2] == ("✓ " if d.meets_target else "✗ ") + d.summary
     assert cells[3] == ("✓ " if gap <= targets.PUBLISHED_GAP else "✗ ") + f"{gap:.4f}"
     assert cells[4] == "✓ 0"
-    assert cells[5] == ("✓ " if traffic <= targets.TRAFFIC_MAX else "✗ ") + f"{traffic:.2f}×"
+    assert traffic == ft.bytes_total / best.bytes_total  # over the whole run
+    assert cells[5] == ("✓ " if traffic <= targets.TRAFFIC_MAX else "✗ ") + f"{traffic:.3f}×"
     assert cells[6].startswith(("✓ ", "✗ "))
 
 
@@ -230,7 +267,8 @@ def test_the_pairs_block_gives_each_method_against_every_baseline_paired_by_seed
                              for s in preset.seeds]}
 
     # Execute
-    header, _, *rows = pairs.render_pairs(results).splitlines()
+    header, _, *lines = pairs.render_pairs(results).splitlines()
+    rows = [line for line in lines if line.startswith("| ")]
 
     # Assert: a row per SPIDER figure, a column per baseline figure; SPIDER+FT's differences
     # are the means by seed
@@ -243,4 +281,9 @@ def test_the_pairs_block_gives_each_method_against_every_baseline_paired_by_seed
                               strict=True):
         mean = sum(by_hand[baseline]) / len(preset.seeds)
         assert cell.startswith(signed(mean) + " [")
-        assert cell.endswith(("ties", "wins", "loses"))
+        assert cell.split("] ")[1].split(" ")[0] in ("ties", "wins", "loses", "inconclusive")
+    # six uncorrected comparisons; only a win that survives Bonferroni over them is marked
+    assert "uncorrected (6 at α 0.2)" in lines[-1] or "uncorrected (6 at α 0.2)" in lines[-2]
+    ditto = [int(k) for k in preset.seeds]
+    assert cells_of_row[2].endswith("†") == pairs.holds_after_bonferroni(
+        {s: accuracy("spider", s) for s in ditto}, {s: published("ditto", s) for s in ditto}, 6)

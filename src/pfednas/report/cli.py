@@ -78,6 +78,10 @@ def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Pa
     written = [_save(plots.accuracy_curves(curves, x="round"), out / "acc_vs_round.png"),
                _save(plots.accuracy_curves(curves, x="wall"), out / "acc_vs_wall.png"),
                _save(plots.client_accuracy_distribution(accuracies), out / "client_acc.png")]
+    losses = {title: [plots.seed_mean_loss(figure_label(m, rs), rs)
+                      for m, rs in by_method.items()] for title, by_method in panels.items()}
+    if any(len(c.rounds) for cs in losses.values() for c in cs):
+        written.append(_save(plots.loss_curves(losses), out / "train_loss.png"))
     if all(plots.timed(c) for cs in curves.values() for c in cs):
         written.append(_save(plots.accuracy_curves(curves, x="simulated"),
                              out / "acc_vs_simulated_time.png"))

@@ -9,24 +9,17 @@ memory budget they use, and the simulated time of the run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.collect import Run
 from pfednas.report.paired import signed
+from pfednas.report.table import budget_used
 from pfednas.report.time_table import mean_or_none
 
 COLUMNS = ("setting", "α", "acc +FT", "as published", "+FT − the method's", "params mean",
            "budget used (mean over clients)", "simulated s")
-
-
-def budget_used(per_client: Sequence[dict[str, Any]]) -> float | None:
-    """The mean over clients of the cost of its model ÷ its budget (None: no budgets)."""
-    shares = [float(r["cost"]) / float(r["budget"]) for r in per_client
-              if r.get("budget") and r.get("cost") is not None]
-    return float(np.mean(shares)) if shares else None
 
 
 def _figure(value: float | None, fmt: str) -> str:

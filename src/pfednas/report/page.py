@@ -10,7 +10,12 @@ from collections.abc import Sequence
 
 from pfednas.report.bench_results import BenchResults, Key
 from pfednas.report.collect import Run
-from pfednas.report.paired import PairedDifference, paired_difference, signed
+from pfednas.report.paired import (
+    PairedDifference,
+    holds_after_bonferroni,
+    paired_difference,
+    signed,
+)
 from pfednas.report.table import (
     COMPUTE_MARGIN,
     FT_SUFFIX,
@@ -80,7 +85,26 @@ def delta_text(d: PairedDifference | None) -> str:
     """``−0.0123 [−0.0200, −0.0046] loses``; ``—`` without two common seeds."""
     if d is None:
         return "—"
-    return f"{signed(d.mean)} [{signed(d.low)}, {signed(d.high)}] {d.verdict}"
+    return f"{signed(d.mean)} [{signed(d.low)}, {signed(d.high)}] {d.words}"
+
+
+def compared_rows(results: BenchResults, alpha: float) -> list[GroupRow]:
+    """The rows compared with the strongest baseline at ``alpha`` (those that are not a
+    baseline's): the comparisons a correction for multiple comparisons counts."""
+    labels = [m for m in results.preset.methods if m not in results.preset.variants]
+    return [g for g in shown_rows(results, labels) if g.alpha == alpha and not is_baseline(g)]
+
+
+def win_note(results: BenchResults, g: GroupRow, other: GroupRow, comparisons: int) -> str:
+    """What a win's interval is worth among ``comparisons``: uncorrected, and whether it holds
+    after a Bonferroni correction over them ("" where ``g`` does not win)."""
+    d = paired_against(results, g, other)
+    if d is None or d.verdict != "wins":
+        return ""
+    holds = holds_after_bonferroni(results.by_seed[key_of(g)], results.by_seed[key_of(other)],
+                                   comparisons)
+    return (f" (uncorrected; {'holds' if holds else 'does not hold'} after a Bonferroni "
+            f"correction over the {comparisons} comparisons at α {g.alpha:g})")
 
 
 def _params(g: GroupRow) -> str:
@@ -98,9 +122,11 @@ def _compute(g: GroupRow) -> str:
 
 COLUMNS = ("method", "α", "acc (mean ± std over seeds)", "worst-10 %", "err ÷ FedAvg+FT",
            "err ÷ best baseline", "Δ acc − best baseline, paired by seed [95 % CI]")
-COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg+FT", "traffic ÷ best baseline",
-                "params mean (min–max)", "simulated s", "time to best baseline's acc ÷ its time",
-                "acc within FedAvg+FT's time", "wall s (load)")
+COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg+FT", "client MACs ÷ FedAvg+FT",
+                "traffic over the run ÷ best baseline", "params mean (min–max)",
+                "budget used (cost ÷ budget)", "simulated s",
+                "time to best baseline's acc ÷ its time", "acc within FedAvg+FT's time",
+                "wall s (load)")
 
 
 def shown_rows(results: BenchResults, labels: Sequence[str]) -> list[GroupRow]:
@@ -156,11 +182,13 @@ def time_figures(results: BenchResults, g: GroupRow, *, heavy_tailed: bool) -> T
 
 
 def traffic_ratio(g: GroupRow, best: GroupRow | None) -> float | None:
-    """The row's bytes per client and round ÷ the strongest baseline's (None: no baseline)."""
-    if best is None:
+    """The row's bytes over the whole run ÷ the strongest baseline's (None: no baseline).
+
+    The whole run, not bytes per participation: a round that reaches every client (a
+    method's own phase) counts at what it moves, not diluted by its extra participations."""
+    if best is None or best.bytes_total <= 0:
         return None
-    theirs = best.up_per_client_round + best.down_per_client_round
-    return None if theirs <= 0 else (g.up_per_client_round + g.down_per_client_round) / theirs
+    return g.bytes_total / best.bytes_total
 
 
 def _traffic(g: GroupRow, best: GroupRow | None) -> str:
@@ -169,7 +197,9 @@ def _traffic(g: GroupRow, best: GroupRow | None) -> str:
 
 
 def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
-    """The cost and time table's lines: compute, traffic, size, the simulated time axis on
+    """The cost and time table's lines: compute (sample-passes and MACs, fine-tuning
+    included), traffic over the run, size, the share of each client's budget its model uses
+    (methods with budgets), the simulated time axis on
     the recorded devices (and, in brackets, the heavy-tailed spread), the wall time."""
     out = []
     for g in shown_rows(results, labels):
@@ -177,7 +207,8 @@ def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
         wall = f"{g.wall_seconds:.0f}" + ("" if g.load_mean is None else f" ({g.load_mean:.1f})")
         out.append("| " + " | ".join([
             row_name(g, published_too(results, g)), f"{g.alpha:g}", _compute(g),
-            _traffic(g, best_of(results, g)), _params(g),
+            _ratio(g.macs_ratio_fedavg_ft), _traffic(g, best_of(results, g)), _params(g),
+            _ratio(g.budget_used),
             f"{seconds_cell(plain)} ({seconds_cell(heavy)})",
             f"{time_cell(plain)} ({time_cell(heavy)})",
             f"{within_cell(plain)} ({within_cell(heavy)})", wall]) + " |")
@@ -185,21 +216,21 @@ def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
 
 
 def verdict_counts(results: BenchResults, rows: Sequence[GroupRow]) -> str:
-    """``α 0.1: 3 lose, 2 tie, 0 win``: the rows that are not a baseline's, by the interval
-    of their paired difference to the best baseline."""
+    """``α 0.1: 3 lose, 2 inconclusive, 0 tie, 0 win``: the rows that are not a baseline's, by
+    the interval of their paired difference to the best baseline (uncorrected)."""
     parts = []
     for alpha in sorted({g.alpha for g in rows}):
         cell = [h for h in results.groups if h.alpha == alpha]
         best = best_baseline(cell)
-        counts = {"loses": 0, "ties": 0, "wins": 0}
+        counts = {"loses": 0, "inconclusive": 0, "ties": 0, "wins": 0}
         for g in rows:
             if g.alpha != alpha or best is None or is_baseline(g):
                 continue
             d = paired_against(results, g, best)
             if d is not None:
                 counts[d.verdict] += 1
-        parts.append(f"α {alpha:g}: {counts['loses']} lose, {counts['ties']} tie, "
-                     f"{counts['wins']} win")
+        parts.append(f"α {alpha:g}: {counts['loses']} lose, {counts['inconclusive']} "
+                     f"inconclusive, {counts['ties']} tie, {counts['wins']} win")
     return "; ".join(parts)
 
 
@@ -211,7 +242,7 @@ def render_rows(results: BenchResults, labels: Sequence[str]) -> str:
         if best is not None:
             bests.append(f"α {alpha:g} {row_name(best, False)}")
     footer = (f"Best baseline (variants included): {'; '.join(bests)}. The rows of methods "
-              f"that are not baselines, against it: "
+              f"that are not baselines, against it (each interval uncorrected): "
               f"{verdict_counts(results, [g for g, _ in rows])}." if bests
               else "No baseline in this preset.")
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
@@ -269,9 +300,10 @@ def render_verdict(results: BenchResults) -> str:
         d = paired_against(results, g, best)
         plain, heavy = (time_figures(results, g, heavy_tailed=h) for h in (False, True))
         violations = "—" if g.budget_violations is None else f"{g.budget_violations:g}"
+        note = win_note(results, g, best, len(compared_rows(results, g.alpha)))
         lines.append(
             f"- **{row_name(g, published_too(results, g))}**, α {g.alpha:g}, against "
-            f"{row_name(best, False)}: Δ {delta_text(d)}; traffic {_traffic(g, best)}×, "
+            f"{row_name(best, False)}: Δ {delta_text(d)}{note}; traffic {_traffic(g, best)}×, "
             f"params {g.params_mean / best.params_mean:.2f}×; time to its accuracy "
             f"{time_cell(plain)} (heavy-tailed devices {time_cell(heavy)}); budget "
             f"violations {violations}.")

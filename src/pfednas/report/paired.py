@@ -1,8 +1,16 @@
 """Paired differences by seed: a row against the best baseline of the same cell.
 
 The protocol's verdict (``BENCHMARK.md``, "Reporting"): each method's accuracy minus the
-strongest baseline's, paired by seed, with its 95 % interval (Student's t over the seeds);
-"ties" where the interval includes 0.
+strongest baseline's, paired by seed, with its 95 % interval (Student's t over the seeds):
+
+* ``wins`` / ``loses`` where the interval excludes 0;
+* ``ties`` where the whole interval lies within ±``TIE_MARGIN`` (equivalent within a point of
+  accuracy: a tie is a claim, and needs an interval that narrow);
+* else ``inconclusive``, with the smallest difference the design could detect
+  (:attr:`PairedDifference.detectable`): such a result meets no target.
+
+Each interval is one comparison's, uncorrected; :func:`holds_after_bonferroni` says whether a
+win survives a Bonferroni correction over the comparisons it is one of.
 """
 
 from __future__ import annotations
@@ -16,23 +24,57 @@ import numpy as np
 from pfednas.report.table import RunRow, group_key
 
 CONFIDENCE = 0.95
+POWER = 0.8  # of the smallest detectable difference
+TIE_MARGIN = 0.01  # a tie: the whole interval within ±0.01 accuracy
 
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """Mean of ``a − b`` over the seeds both have, and its confidence interval."""
+    """Mean of ``a − b`` over the seeds both have, its confidence interval, and the smallest
+    difference this design detects: (t₁₋α/₂ + t_power) · sd / √n over n − 1 degrees of
+    freedom, at ``CONFIDENCE`` and ``POWER``."""
 
     mean: float
     low: float
     high: float
     seeds: tuple[int, ...]
+    detectable: float
 
     @property
     def verdict(self) -> str:
-        """``wins`` / ``loses`` where the interval excludes 0, else ``ties``."""
+        """``wins`` / ``loses`` where the interval excludes 0, ``ties`` where it lies within
+        ±``TIE_MARGIN``, else ``inconclusive``."""
         if self.low > 0:
             return "wins"
-        return "loses" if self.high < 0 else "ties"
+        if self.high < 0:
+            return "loses"
+        if self.low >= -TIE_MARGIN and self.high <= TIE_MARGIN:
+            return "ties"
+        return "inconclusive"
+
+    @property
+    def words(self) -> str:
+        """The verdict as the page says it: an inconclusive one with its seeds and the
+        smallest difference it could have detected, a tie with its margin."""
+        if self.verdict == "inconclusive":
+            return (f"inconclusive ({len(self.seeds)} seeds; detects ≥ "
+                    f"{self.detectable:.4f})")
+        if self.verdict == "ties":
+            return f"ties (within ±{TIE_MARGIN:g})"
+        return self.verdict
+
+    @property
+    def summary(self) -> str:
+        """``inconclusive (−0.0011; 3 seeds, detects ≥ 0.0172)``, ``loses (−0.0119)``: the
+        verdict with its mean, for a line that has no room for the interval."""
+        detail = {"inconclusive": f"; {len(self.seeds)} seeds, detects ≥ {self.detectable:.4f}",
+                  "ties": f", within ±{TIE_MARGIN:g}"}.get(self.verdict, "")
+        return f"{self.verdict} ({signed(self.mean)}{detail})"
+
+    @property
+    def meets_target(self) -> bool:
+        """Whether it ties or beats: an inconclusive difference meets no target."""
+        return self.verdict in ("ties", "wins")
 
 
 def t_quantile(probability: float, dof: int) -> float:
@@ -49,9 +91,19 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float],
         return None
     diffs = np.array([a[s] - b[s] for s in seeds], dtype=np.float64)
     mean = float(diffs.mean())
-    half = t_quantile((1 + confidence) / 2, len(seeds) - 1) * float(diffs.std(ddof=1)) \
-        / math.sqrt(len(seeds))
-    return PairedDifference(mean, mean - half, mean + half, seeds)
+    error = float(diffs.std(ddof=1)) / math.sqrt(len(seeds))
+    quantile = t_quantile((1 + confidence) / 2, len(seeds) - 1)
+    half = quantile * error
+    detectable = (quantile + t_quantile(POWER, len(seeds) - 1)) * error
+    return PairedDifference(mean, mean - half, mean + half, seeds, detectable)
+
+
+def holds_after_bonferroni(a: Mapping[int, float], b: Mapping[int, float],
+                           comparisons: int) -> bool:
+    """Whether ``a`` still beats ``b`` with the interval widened for ``comparisons``
+    comparisons (Bonferroni: confidence 1 − 0.05 / comparisons)."""
+    d = paired_difference(a, b, 1 - (1 - CONFIDENCE) / max(1, comparisons))
+    return d is not None and d.low > 0
 
 
 def seed_accuracies(rows: Iterable[RunRow]) -> dict[tuple[str, str, float, str], dict[int, float]]:

@@ -1,5 +1,6 @@
 """The ``pairs`` block of the results page: every figure of a method that is not a baseline
-against every baseline of its α, paired by seed, with the 95 % interval (pure).
+against every baseline of its α, paired by seed, with the 95 % interval, uncorrected, and
+which wins survive a Bonferroni correction (pure).
 
 The verdict compares each method with the strongest baseline only. A paper's own claim is
 often against one named baseline (SPIDER's against Ditto, PerFedRLNAS's against FedAvg+FT),
@@ -12,13 +13,15 @@ from __future__ import annotations
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.page import (
     delta_text,
+    key_of,
     paired_against,
     published_too,
     row_name,
     shown_rows,
     unfinished_note,
 )
-from pfednas.report.table import is_baseline
+from pfednas.report.paired import holds_after_bonferroni
+from pfednas.report.table import GroupRow, is_baseline
 
 
 def render_pairs(results: BenchResults) -> str:
@@ -35,11 +38,22 @@ def render_pairs(results: BenchResults) -> str:
         return "No method to compare.\n" + unfinished_note(results, labels)
     lines = ["| method | α | " + " | ".join(f"Δ against {names[c]}" for c in columns) + " |",
              "|" + "---|" * (2 + len(columns))]
+    comparisons = {a: len(columns) * sum(g.alpha == a for g in methods)
+                   for a in {g.alpha for g in methods}}
     for g in methods:
         at = {b.method: b for b in baselines if b.alpha == g.alpha}
-        lines.append("| " + " | ".join([row_name(g, published_too(results, g)),
-                                        f"{g.alpha:g}",
-                                        *(delta_text(paired_against(results, g, at.get(c)))
-                                          for c in columns)])
-                     + " |")
-    return "\n".join(lines) + "\n" + unfinished_note(results, labels)
+        lines.append("| " + " | ".join([
+            row_name(g, published_too(results, g)), f"{g.alpha:g}",
+            *(delta_text(paired_against(results, g, at.get(c)))
+              + (" †" if c in at and holds(results, g, at[c], comparisons[g.alpha]) else "")
+              for c in columns)]) + " |")
+    counts = "; ".join(f"{n} at α {a:g}" for a, n in sorted(comparisons.items()))
+    return ("\n".join(lines) + f"\n\nEach interval is one comparison's, uncorrected ({counts}); "
+            "† marks a win that still holds after a Bonferroni correction over the "
+            "comparisons of its α.\n" + unfinished_note(results, labels))
+
+
+def holds(results: BenchResults, g: GroupRow, baseline: GroupRow, comparisons: int) -> bool:
+    """Whether ``g`` beats ``baseline`` after a Bonferroni correction over ``comparisons``."""
+    return holds_after_bonferroni(results.by_seed[key_of(g)],
+                                  results.by_seed[key_of(baseline)], comparisons)

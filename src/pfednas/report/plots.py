@@ -56,6 +56,45 @@ def seed_mean_curve(method: str, runs: Sequence[Run]) -> Curve:
                  np.asarray(simulated))
 
 
+def train_loss(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(rounds, the trained clients' mean training loss weighted by their samples) of every
+    round whose records have one."""
+    points = []
+    for record in run.rounds:
+        rows = [r for r in record.get("train") or [] if "train_loss" in r]
+        weights = np.array([float(r.get("num_examples", 1)) for r in rows])
+        if rows and weights.sum() > 0:
+            losses = np.array([float(r["train_loss"]) for r in rows])
+            points.append((int(record["round"]), float(np.dot(losses, weights) / weights.sum())))
+    return (np.array([p[0] for p in points], dtype=np.int64),
+            np.array([p[1] for p in points], dtype=np.float64))
+
+
+def seed_mean_loss(method: str, runs: Sequence[Run]) -> Curve:
+    """The training loss averaged over seeds at the rounds every seed trained (no times)."""
+    curves = [train_loss(r) for r in runs]
+    common = sorted(set.intersection(*(set(c[0].tolist()) for c in curves)))
+    loss = np.mean([[dict(zip(c[0], c[1], strict=True))[r] for r in common] for c in curves],
+                   axis=0) if common else np.array([])
+    empty = np.full(len(common), np.nan)
+    return Curve(method, np.array(common, dtype=np.int64), np.asarray(loss), empty, empty)
+
+
+def loss_curves(panels: Mapping[str, Sequence[Curve]]) -> Figure:
+    """One panel per title, one line per method: the clients' training loss per round (a
+    curve's ``accuracy`` holds the loss; :func:`seed_mean_loss`)."""
+    fig, axes = _figure(len(panels))
+    for ax, (title, curves) in zip(axes, panels.items(), strict=True):
+        for c in curves:
+            ax.plot(c.rounds, c.accuracy, marker="o", markersize=2, label=c.method)
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        ax.set_ylabel("mean client training loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig
+
+
 def timed(curve: Curve) -> bool:
     """Whether every point of the curve has its simulated time (records from before the time
     axis have none)."""

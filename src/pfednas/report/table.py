@@ -51,6 +51,9 @@ class RunRow:
     # None: records from before the time axis)
     simulated_seconds: float | None = None
     simulated_seconds_heavy: float | None = None
+    bytes_total: float = 0.0         # every message's arrays over the whole run, up and down
+    client_macs: float = 0.0         # per client, what it trained over the run (fine-tuning too)
+    budget_used: float | None = None  # mean over clients of its model's cost ÷ its budget
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ class GroupRow:
     base_method: str = ""           # the registry method a bench variant runs ("": ``method``)
     simulated_seconds: float | None = None        # mean over seeds (None: a seed lacks it)
     simulated_seconds_heavy: float | None = None  # the same on the heavy-tailed spread
+    bytes_total: float = 0.0  # mean over seeds of the run's bytes, up and down, all messages
+    client_macs: float = 0.0  # mean over seeds of the MACs a client trained (fine-tuning too)
+    macs_ratio_fedavg_ft: float | None = None  # client_macs ÷ FedAvg+FT's
+    budget_used: float | None = None  # mean over seeds of the clients' mean cost ÷ budget
 
 
 # The personalized-FL baselines of the protocol, and the NAS methods measured against them.
@@ -165,7 +172,10 @@ def run_rows(run: Run) -> list[RunRow]:
         load_mean=_float_or_none(run.cell.get("load_mean")),
         commit=str(run.cell.get("commit") or ""), base_method=str(s["method"]),
         simulated_seconds=run_seconds(run), simulated_seconds_heavy=run_seconds(
-            run, heavy_tailed=True))
+            run, heavy_tailed=True),
+        bytes_total=float(s["bytes_up"]) + float(s["bytes_down"]),
+        client_macs=trained_macs(run.rounds, ("train", "evaluation")) / len(clients),
+        budget_used=budget_used(clients))
     if "personalized_acc_no_ft_mean" not in s:
         return [base]
     published = tuple(float(c["accuracy_no_ft"]) for c in clients)
@@ -176,9 +186,24 @@ def run_rows(run: Run) -> list[RunRow]:
         acc_std=float(s["personalized_acc_no_ft_std"]),
         acc_p10=float(s["personalized_acc_no_ft_p10"]), accuracies=published,
         finetune_epochs=0, sample_passes=passes - tuning,
+        client_macs=trained_macs(run.rounds, ("train",)) / len(clients),
         simulated_seconds=run_seconds(run, published=True),
         simulated_seconds_heavy=run_seconds(run, heavy_tailed=True, published=True))
     return [as_published, replace(base, method=run.method + FT_SUFFIX)]
+
+
+def trained_macs(rounds: Iterable[dict[str, Any]], stages: Sequence[str]) -> float:
+    """The multiply-accumulates the clients trained (``train_macs``: forward and backward) in
+    the records' ``stages``: ``train`` the federated rounds, ``evaluation`` the fine-tunings."""
+    return float(sum(float(row.get("train_macs", 0.0)) for r in rounds for stage in stages
+                     for row in r.get(stage) or []))
+
+
+def budget_used(per_client: Sequence[dict[str, Any]]) -> float | None:
+    """The mean over clients of the cost of its model ÷ its budget (None: no budgets)."""
+    shares = [float(r["cost"]) / float(r["budget"]) for r in per_client
+              if r.get("budget") and r.get("cost") is not None]
+    return float(np.mean(shares)) if shares else None
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -225,7 +250,9 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
             err_ratio_fedavg_ft=_ratio(1 - g.acc_mean, _error(reference)) if nas else None,
             err_ratio_best_baseline=_ratio(1 - g.acc_mean, _error(best)) if nas else None,
             compute_ratio_fedavg_ft=_ratio(g.sample_passes,
-                                           reference.sample_passes if reference else None)))
+                                           reference.sample_passes if reference else None),
+            macs_ratio_fedavg_ft=_ratio(g.client_macs,
+                                        reference.client_macs if reference else None)))
     return out
 
 
@@ -289,7 +316,10 @@ def _group(runs: list[RunRow]) -> GroupRow:
         budget_violations=float(np.mean(violations)) if violations else None,
         load_mean=float(np.mean(loads)) if loads else None, base_method=first.base_method,
         simulated_seconds=_mean_or_none([r.simulated_seconds for r in runs]),
-        simulated_seconds_heavy=_mean_or_none([r.simulated_seconds_heavy for r in runs]))
+        simulated_seconds_heavy=_mean_or_none([r.simulated_seconds_heavy for r in runs]),
+        bytes_total=float(np.mean([r.bytes_total for r in runs])),
+        client_macs=float(np.mean([r.client_macs for r in runs])),
+        budget_used=_mean_or_none([r.budget_used for r in runs]))
 
 
 def _mean_or_none(values: Sequence[float | None]) -> float | None:

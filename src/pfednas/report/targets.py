@@ -4,10 +4,11 @@ benchmark's targets, met (✓) or missed (✗), from the figures of its verdict 
 The targets, per α, against the strongest baseline of the cell, paired by seed:
 
 * its accuracy after fine-tuning ties with the strongest baseline's or beats it (the 95 %
-  interval of the paired difference includes 0, or lies above it);
+  interval of the paired difference lies within ±``TIE_MARGIN``, or above 0; an
+  inconclusive interval meets no target);
 * its accuracy as published (no fine-tuning) within ``PUBLISHED_GAP`` of its +FT figure;
 * no client's model over its budget;
-* its traffic at most ``TRAFFIC_MAX`` × the strongest baseline's;
+* its traffic over the whole run at most ``TRAFFIC_MAX`` × the strongest baseline's;
 * its simulated time to the strongest baseline's accuracy at most ``TIME_MAX`` × the
   strongest baseline's own (on the recorded devices; the heavy-tailed spread in brackets).
 """
@@ -25,7 +26,6 @@ from pfednas.report.page import (
     traffic_ratio,
     unfinished_note,
 )
-from pfednas.report.paired import signed
 from pfednas.report.table import FT_SUFFIX, GroupRow, is_baseline
 from pfednas.report.time_table import time_cell
 
@@ -34,7 +34,7 @@ TRAFFIC_MAX = 0.5
 TIME_MAX = 0.5
 COLUMNS = ("method", "α", "+FT ties with the strongest baseline or beats it",
            f"as published within {PUBLISHED_GAP:g} of +FT", "budget violations 0",
-           f"traffic ≤ {TRAFFIC_MAX:g}× the strongest baseline's",
+           f"traffic over the run ≤ {TRAFFIC_MAX:g}× the strongest baseline's",
            f"time to its accuracy ≤ {TIME_MAX:g}× its own (heavy-tailed)")
 
 
@@ -50,8 +50,8 @@ def target_cells(results: BenchResults, ft: GroupRow, published: GroupRow | None
     if best is None:
         return ["—"] * 5
     d = paired_against(results, ft, best)
-    accuracy = mark(None if d is None else d.verdict in ("ties", "wins"),
-                    "" if d is None else f"{d.verdict} ({signed(d.mean)})")
+    accuracy = mark(None if d is None else d.meets_target,
+                    "" if d is None else d.summary)
     gap = None if published is None else ft.acc_mean - published.acc_mean
     traffic = traffic_ratio(ft, best)
     plain, heavy = (time_figures(results, ft, heavy_tailed=h) for h in (False, True))
@@ -62,7 +62,7 @@ def target_cells(results: BenchResults, ft: GroupRow, published: GroupRow | None
         mark(None if ft.budget_violations is None else ft.budget_violations == 0,
              f"{ft.budget_violations or 0:g}"),
         mark(None if traffic is None else traffic <= TRAFFIC_MAX,
-             "" if traffic is None else f"{traffic:.2f}×"),
+             "" if traffic is None else f"{traffic:.3f}×"),
         mark(None if plain.seconds is None or plain.seeds == 0
              else reached is not None and reached <= TIME_MAX,
              f"{time_cell(plain)} ({time_cell(heavy)})"),
