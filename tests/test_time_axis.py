@@ -34,6 +34,7 @@ from pfednas.nas.spider import PairHyper, train_pair
 from pfednas.records import RoundRecord
 from pfednas.report.collect import Run
 from pfednas.report.table import run_rows
+from pfednas.report.time_table import row_figures
 from pfednas.report.timeaxis import (
     CurvePoint,
     accuracy_curve,
@@ -274,6 +275,42 @@ def test_the_curve_its_time_to_a_target_and_its_accuracy_within_a_budget() -> No
     assert accuracy_within(curve, 39.9) == curve[0] and accuracy_within(curve, 40.0) == curve[1]
     assert accuracy_within(curve, 19.0) is None
     assert total_seconds(rounds) == 40.0
+
+
+def test_time_columns_compare_evaluations_of_one_kind() -> None:
+    # Prepare: a method whose quick evaluation (no fine-tuning) at round 2 is above the
+    # baseline's fine-tuned target, and whose fine-tuned one comes at round 4; the baseline's
+    # global model (as published) and its fine-tuned models, evaluated at rounds 2 and 4
+    def run(rounds: list[dict[str, Any]]) -> Run:
+        return Run(path=Path("x"), summary={"seed": 0}, rounds=rounds,
+                   config={"federation": {"num_clients": 2}})
+
+    def quick(round_: int, accs: list[float]) -> dict[str, Any]:
+        return {**evaluated_round(round_, 10.0, accs), "eval_kind": "quick"}
+
+    def final(round_: int, accs: list[float], as_published: list[float]) -> dict[str, Any]:
+        out = {**evaluated_round(round_, 10.0, accs), "eval_kind": "final"}
+        for row, a in zip(out["evaluation"], as_published, strict=True):
+            row["accuracy_no_ft"] = a
+        return out
+
+    method = run([quick(2, [0.95, 0.95]), final(4, [0.85, 0.85], [0.6, 0.6])])
+    baseline = run([quick(2, [0.3, 0.3]), final(4, [0.9, 0.9], [0.5, 0.5])])
+
+    # Execute
+    finetuned = row_figures([method], {0: baseline}, {0: baseline}, published=False,
+                            heavy_tailed=False)
+    published = row_figures([method], {0: baseline}, {0: baseline}, published=True,
+                            heavy_tailed=False)
+
+    # Assert: the fine-tuned figure never reached the fine-tuned target 0.9 (its quick 0.95 is
+    # not a fine-tuned evaluation), and within the baseline's 20 s its fine-tuned figure is
+    # its last; as published it reached the baseline's as-published 0.5 at round 2 (its quick
+    # 0.95 counts there), half the baseline's own time to it (round 4)
+    assert (finetuned.reached, finetuned.to_target) == (0, None)
+    assert finetuned.within == pytest.approx(0.85)
+    assert (published.reached, published.to_target) == (1, pytest.approx(0.5))
+    assert published.within == pytest.approx(0.6)
 
 
 def test_the_heavy_tailed_spread_is_seeded_stated_and_its_own_stream() -> None:

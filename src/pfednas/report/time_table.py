@@ -2,15 +2,17 @@
 baseline's accuracy, and its accuracy within FedAvg+FT's time (pure; definitions in
 :mod:`pfednas.report.timeaxis`).
 
-Per seed, for a row's runs against the same (α, seed)'s runs:
+Per seed, for a row's runs against the same (α, seed)'s runs, like for like
+(:func:`pfednas.report.timeaxis.of_its_kind`): a fine-tuned row against fine-tuned
+evaluations and target, a row as published against the baseline's figure as published
+(FedAvg+FT's is FedAvg's global model: the papers' "time to FedAvg's accuracy"):
 
-* **time to target**: the target is the strongest baseline's reported accuracy on that
-  seed (its final evaluation); the row's time is its first evaluation at or above it, as a
-  ratio to the strongest baseline's own first evaluation there; a seed where the row never
+* **time to target**: the target is the strongest baseline's final accuracy of the row's
+  kind on that seed; the row's time is its first evaluation of that kind at or above it, as
+  a ratio to the strongest baseline's own first evaluation there; a seed where the row never
   reached it counts as *not reached*;
 * **within FedAvg+FT's time**: the budget is FedAvg+FT's simulated time for its R rounds
-  on that seed; the row's accuracy is its last evaluation within it (an evaluation before
-  the last is a quick one: no fine-tuning).
+  on that seed; the row's accuracy is its last evaluation of its kind within it.
 
 A row's figure is the mean over its seeds (a ratio only where every seed reached the
 target), on the run's recorded devices and on the heavy-tailed spread.
@@ -22,7 +24,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pfednas.report.collect import Run
-from pfednas.report.timeaxis import CurvePoint, accuracy_within, run_curve, time_to
+from pfednas.report.timeaxis import (
+    CurvePoint,
+    accuracy_within,
+    of_its_kind,
+    run_curve,
+    time_to,
+)
 
 RunKey = tuple[str, float, int]  # (bench label, α, seed)
 
@@ -59,18 +67,21 @@ def row_figures(runs: Sequence[Run], best: Mapping[int, Run], reference: Mapping
             return TimeFigures(None, None, 0, len(runs), None)
         seconds.append(curve[-1].seconds)
         goal_run, budget_run = best.get(run.seed), reference.get(run.seed)
-        theirs = None if goal_run is None else run_curve(goal_run, heavy_tailed=heavy_tailed)
+        theirs = None if goal_run is None else of_its_kind(
+            run_curve(goal_run, heavy_tailed=heavy_tailed, published=published) or [],
+            published=published)
         budget = None if budget_run is None else run_curve(budget_run,
                                                            heavy_tailed=heavy_tailed)
         if not theirs or not budget:  # nothing to compare with: the time alone
             compared = False
             continue
+        own = of_its_kind(curve, published=published)
         target = theirs[-1].accuracy
-        mine, base = time_to(curve, target), time_to(theirs, target)
+        mine, base = time_to(own, target), time_to(theirs, target)
         if mine is not None and base is not None and base.seconds > 0:
             reached += 1
             ratios.append(mine.seconds / base.seconds)
-        point: CurvePoint | None = accuracy_within(curve, budget[-1].seconds)
+        point: CurvePoint | None = accuracy_within(own, budget[-1].seconds)
         within.append(None if point is None else point.accuracy)
     if not compared:
         return TimeFigures(mean_or_none(seconds), None, 0, 0, None)

@@ -39,8 +39,11 @@ clients of that evaluation). The as-published curve of a run that fine-tuned tak
 ``accuracy_no_ft`` and leaves the fine-tuning's time out.
 :func:`time_to` is the first point at or above a target accuracy; ``None`` means *not
 reached*: no evaluation of the run reached it (between two evaluations the run is not
-credited). :func:`accuracy_within` is the last evaluation completed within a time budget
-(``None``: none was). :func:`compare_time_to_target` and :func:`compare_within` compare
+credited). Like for like (:func:`of_its_kind`): a fine-tuned figure's time counts only its
+fine-tuned evaluations, against a fine-tuned target; a figure as published, every
+evaluation's un-fine-tuned accuracy, against a target as published.
+:func:`accuracy_within` is the last evaluation completed within a time budget (``None``:
+none was). :func:`compare_time_to_target` and :func:`compare_within` compare
 two runs of the same dataset, α and seed; by default the target is the reference's final
 accuracy (the paper's "time to reach FedAvg's accuracy") and the budget the shorter of
 the two runs' simulated times.
@@ -129,6 +132,14 @@ def accuracy_curve(rounds: Sequence[Mapping[str, Any]], *,
     return points
 
 
+def of_its_kind(curve: Sequence[CurvePoint], *, published: bool) -> list[CurvePoint]:
+    """The evaluations of a curve that are of its figure's kind, the only ones a time axis
+    compares: a fine-tuned figure's are the evaluations that fine-tuned (a quick one, before
+    the last round, is not); a figure as published is what every evaluation measured without
+    fine-tuning (its ``accuracy_no_ft`` where it fine-tuned)."""
+    return list(curve) if published else [p for p in curve if p.eval_kind != "quick"]
+
+
 def time_to(curve: Sequence[CurvePoint], target: float) -> CurvePoint | None:
     """The first evaluation at or above ``target`` accuracy; None: not reached."""
     return next((p for p in curve if p.accuracy >= target), None)
@@ -194,8 +205,8 @@ class AccuracyWithin:
 
 def comparable_curves(method: Run, reference: Run, *, heavy_tailed: bool, published: bool
                       ) -> tuple[list[CurvePoint], list[CurvePoint]]:
-    """Both runs' curves; ``ValueError`` unless they share dataset, α and seed and both
-    recorded their simulated time."""
+    """Both runs' curves, each of its figure's kind (:func:`of_its_kind`); ``ValueError``
+    unless they share dataset, α and seed and both recorded their simulated time."""
     for what in ("dataset", "alpha", "seed"):
         if getattr(method, what) != getattr(reference, what):
             raise ValueError(f"runs of different {what}: {method.path} has "
@@ -206,7 +217,7 @@ def comparable_curves(method: Run, reference: Run, *, heavy_tailed: bool, publis
         curve = run_curve(run, heavy_tailed=heavy_tailed, published=published)
         if not curve:
             raise ValueError(f"{run.path}: its records carry no simulated time")
-        curves.append(curve)
+        curves.append(of_its_kind(curve, published=published))
     return curves[0], curves[1]
 
 
