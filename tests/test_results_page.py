@@ -17,7 +17,13 @@ from pfednas.report.bench_results import load_bench, read_preset
 from pfednas.report.cli import method_order
 from pfednas.report.collect import ReportError
 from pfednas.report.document import render_document
-from pfednas.report.paired import TIE_MARGIN, holds_after_bonferroni, paired_difference, signed
+from pfednas.report.paired import (
+    TIE_MARGIN,
+    detectable_difference,
+    holds_after_bonferroni,
+    paired_difference,
+    signed,
+)
 from tests.conftest import REPO
 
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -112,7 +118,13 @@ def test_paired_difference_is_the_mean_by_seed_with_its_t_interval() -> None:
     assert d.verdict == "inconclusive" and not d.meets_target
     assert d.detectable == pytest.approx((T_975_DOF2 + T_80_DOF2) * 0.015275252316519466
                                          / 3 ** 0.5)
-    assert d.words == f"inconclusive (3 seeds; detects ≥ {d.detectable:.4f})"
+    assert d.words == (f"inconclusive (3 seeds; detects ≥ {d.detectable:.4f}; 0.01 needs "
+                       f"{d.seeds_for_margin} seeds)")
+    # the seeds a difference of 0.01 needs: the first n whose detectable difference is <= it
+    n = d.seeds_for_margin
+    assert n is not None and n > 3
+    assert detectable_difference(0.015275252316519466, n) <= TIE_MARGIN \
+        < detectable_difference(0.015275252316519466, n - 1)
     assert paired_difference({0: 0.9, 1: 0.8}, {0: 0.5, 1: 0.45}).verdict == "wins"  # type: ignore[union-attr]
     assert paired_difference({0: 0.5, 1: 0.45}, {0: 0.9, 1: 0.8}).verdict == "loses"  # type: ignore[union-attr]
     assert paired_difference({0: 0.9}, {0: 0.8}) is None
@@ -127,7 +139,8 @@ def test_a_tie_needs_the_whole_interval_within_the_margin() -> None:
     assert narrow is not None and wide is not None
     assert narrow.high < TIE_MARGIN and narrow.verdict == "ties" and narrow.meets_target
     assert wide.high > TIE_MARGIN and wide.verdict == "inconclusive"
-    assert wide.summary == f"inconclusive (+0.0020; 3 seeds, detects ≥ {wide.detectable:.4f})"
+    assert wide.summary == (f"inconclusive (+0.0020; 3 seeds, detects ≥ {wide.detectable:.4f}, "
+                            f"0.01 needs {wide.seeds_for_margin} seeds)")
 
 
 def test_a_win_holds_after_bonferroni_only_with_room_to_spare() -> None:

@@ -39,6 +39,7 @@ class PairedDifference:
     high: float
     seeds: tuple[int, ...]
     detectable: float
+    seeds_for_margin: int | None = None  # seeds that would detect ±TIE_MARGIN (None: > 100)
 
     @property
     def verdict(self) -> str:
@@ -58,7 +59,7 @@ class PairedDifference:
         smallest difference it could have detected, a tie with its margin."""
         if self.verdict == "inconclusive":
             return (f"inconclusive ({len(self.seeds)} seeds; detects ≥ "
-                    f"{self.detectable:.4f})")
+                    f"{self.detectable:.4f}; {self.needed})")
         if self.verdict == "ties":
             return f"ties (within ±{TIE_MARGIN:g})"
         return self.verdict
@@ -67,9 +68,17 @@ class PairedDifference:
     def summary(self) -> str:
         """``inconclusive (−0.0011; 3 seeds, detects ≥ 0.0172)``, ``loses (−0.0119)``: the
         verdict with its mean, for a line that has no room for the interval."""
-        detail = {"inconclusive": f"; {len(self.seeds)} seeds, detects ≥ {self.detectable:.4f}",
+        detail = {"inconclusive": f"; {len(self.seeds)} seeds, detects ≥ {self.detectable:.4f}, "
+                                  f"{self.needed}",
                   "ties": f", within ±{TIE_MARGIN:g}"}.get(self.verdict, "")
         return f"{self.verdict} ({signed(self.mean)}{detail})"
+
+    @property
+    def needed(self) -> str:
+        """How many seeds would detect a difference of ``TIE_MARGIN`` at this spread (the
+        question "are they a point apart?")."""
+        n = self.seeds_for_margin
+        return f"{TIE_MARGIN:g} needs {'> 100' if n is None else n} seeds"
 
     @property
     def meets_target(self) -> bool:
@@ -91,11 +100,28 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float],
         return None
     diffs = np.array([a[s] - b[s] for s in seeds], dtype=np.float64)
     mean = float(diffs.mean())
-    error = float(diffs.std(ddof=1)) / math.sqrt(len(seeds))
+    sd = float(diffs.std(ddof=1))
+    error = sd / math.sqrt(len(seeds))
     quantile = t_quantile((1 + confidence) / 2, len(seeds) - 1)
     half = quantile * error
-    detectable = (quantile + t_quantile(POWER, len(seeds) - 1)) * error
-    return PairedDifference(mean, mean - half, mean + half, seeds, detectable)
+    return PairedDifference(mean, mean - half, mean + half, seeds,
+                            detectable_difference(sd, len(seeds), confidence),
+                            seeds_for(TIE_MARGIN, sd, confidence))
+
+
+def detectable_difference(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """The smallest paired difference ``n`` seeds detect at ``POWER``, for a spread ``sd`` of
+    the differences: (t₁₋α/₂ + t_power) · sd / √n, over n − 1 degrees of freedom."""
+    return ((t_quantile((1 + confidence) / 2, n - 1) + t_quantile(POWER, n - 1)) * sd
+            / math.sqrt(n))
+
+
+def seeds_for(difference: float, sd: float, confidence: float = CONFIDENCE,
+              most: int = 100) -> int | None:
+    """The fewest seeds (2 to ``most``) that detect ``difference`` at this spread (None:
+    more than ``most``)."""
+    return next((n for n in range(2, most + 1)
+                 if detectable_difference(sd, n, confidence) <= difference), None)
 
 
 def holds_after_bonferroni(a: Mapping[int, float], b: Mapping[int, float],
