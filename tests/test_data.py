@@ -28,7 +28,14 @@ from pfednas.data import (
     validate_spec,
 )
 from pfednas.data.idx import FASHION_MNIST_DEFAULT_DIR, FASHION_MNIST_ENV
+from pfednas.data.partition import (
+    _dirichlet_draw,
+    dirichlet_partition,
+    partition_repair,
+    repair_minimum,
+)
 from pfednas.data.registry import _cached_raw, load_raw
+from pfednas.seeding import DATA_PARTITION, PARTITION_REPAIR, int_seed, numpy_rng
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 
@@ -99,12 +106,64 @@ def test_cap_keeps_a_stratified_subset_of_each_partition() -> None:
         assert np.abs(p_whole - p_sub).max() <= 0.011  # rounding of at most one sample
 
 
-def test_impossible_dirichlet_draw_raises_clear_value_error() -> None:
-    # Prepare: passes the cheap size check (2000 >= 150 * 10) but alpha is tiny
+def test_a_dirichlet_draw_no_retry_meets_is_repaired_with_the_fewest_moves() -> None:
+    # Prepare: 2000 samples over 150 clients (>= 1500 needed) at α 0.01: every one of the
+    # partitioner's ten draws leaves clients below 10 samples
     spec = DataSpec("synthetic", num_clients=150, alpha=0.01, seed=0)
-    # Execute / Assert
-    with pytest.raises(ValueError, match=r"raise dataset\.alpha"):
-        partition(spec)
+    labels = _labels(spec)
+    first = _dirichlet_draw(labels, 150, 0.01, 0, int_seed(0, DATA_PARTITION))
+
+    # Execute
+    parts = partition(spec)
+    repair = partition_repair(spec)
+
+    # Assert: every client has its minimum, the parts are disjoint and cover the draw, and
+    # exactly the shortfall moved, to the clients that were short, deterministically
+    assert repair is not None and min(len(p) for p in parts) == 10
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(labels.size))
+    shortfall = {c: 10 - len(p) for c, p in enumerate(first) if len(p) < 10}
+    assert dict(repair.received) == shortfall and repair.moved == sum(shortfall.values())
+    assert repair.record()["moved_samples"] == repair.moved
+    assert all(len(parts[c]) == len(first[c]) for c in range(150) if c not in shortfall
+               and len(first[c]) <= 10)  # donors only ever gave from above the minimum
+    again = dirichlet_partition(labels, num_clients=150, alpha=0.01, min_partition_size=10,
+                                seed=int_seed(0, DATA_PARTITION),
+                                repair_rng=lambda: numpy_rng(0, PARTITION_REPAIR))
+    assert all(np.array_equal(a, b) for a, b in zip(again[0], parts, strict=True))
+    with pytest.raises(ValueError, match=r"raise dataset\.alpha"):  # no repair asked for
+        dirichlet_partition(labels, num_clients=150, alpha=0.01, min_partition_size=10,
+                            seed=int_seed(0, DATA_PARTITION))
+
+
+def test_a_draw_that_meets_the_minimum_is_kept_as_drawn() -> None:
+    # Prepare
+    spec = DataSpec("synthetic", num_clients=10, alpha=0.5, seed=0)
+    labels = _labels(spec)
+
+    # Execute
+    parts, repair = dirichlet_partition(labels, num_clients=10, alpha=0.5,
+                                        min_partition_size=10, seed=int_seed(0, DATA_PARTITION),
+                                        repair_rng=lambda: numpy_rng(0, PARTITION_REPAIR))
+
+    # Assert
+    assert repair is None and partition_repair(spec) is None
+    drawn = _dirichlet_draw(labels, 10, 0.5, 10, int_seed(0, DATA_PARTITION))
+    assert all(np.array_equal(a, b) for a, b in zip(parts, drawn, strict=True))
+
+
+def test_repair_takes_a_class_the_short_client_holds() -> None:
+    # Prepare: client 1 holds two samples of class 2; client 0 holds classes 0 and 2
+    labels = np.array([0, 0, 0, 2, 2, 2, 2, 2, 2])
+    parts = [np.array([0, 1, 2, 3, 4, 5, 6]), np.array([7, 8])]
+
+    # Execute
+    repaired, repair = repair_minimum(parts, labels, 3, np.random.default_rng(0))
+
+    # Assert: one sample moved, of class 2
+    assert repair.moved == 1 and repair.received == ((1, 1),)
+    assert labels[repaired[1]].tolist() == [2, 2, 2] and len(repaired[0]) == 6
+    with pytest.raises(ValueError, match="cannot give 2 clients >= 5"):
+        repair_minimum(parts, labels, 5, np.random.default_rng(0))
 
 
 # --------------------------------------------------------------------------- client splits

@@ -40,6 +40,7 @@ PARTITION_CAP = 103  # a client's stratified subsample under max_samples_per_cli
 CLIENT_SPLIT = 104  # a partition client's train / val / test split: (client,)
 TUNING_SPLIT = 105  # a tuning run's halving of a client's validation split: (client,)
 SYNTHETIC_IMAGES = 106  # the generated synthetic dataset (leaf)
+PARTITION_REPAIR = 107  # the samples moved to clients a Dirichlet draw left short (leaf)
 HAPFNAS_DISTILL = 601  # HAPFNAS's distillation inputs and subnets of a round: (round, ...)
 HAPFNAS_SEARCH_ARCHS = 602  # the architectures a client measures: (client, step)
 HAPFNAS_PREDICTOR = 603  # a client's accuracy predictor: (client,)
@@ -74,6 +75,7 @@ STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "client_split": (CLIENT_SPLIT,),
     "tuning_split": (TUNING_SPLIT,),
     "synthetic_images": (SYNTHETIC_IMAGES,),
+    "partition_repair": (PARTITION_REPAIR,),
     "hapfnas_distill": (HAPFNAS_DISTILL,),
     "hapfnas_search_archs": (HAPFNAS_SEARCH_ARCHS,),
     "hapfnas_predictor": (HAPFNAS_PREDICTOR,),

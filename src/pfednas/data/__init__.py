@@ -9,9 +9,11 @@ Typical use, in a client::
 
 from pfednas.data.arrays import ArrayDataset, ClientData, DataError, DatasetInfo
 from pfednas.data.partition import (
+    Repair,
     dirichlet_partition,
     load_client_data,
     partition,
+    partition_repair,
     split_counts,
     stratified_split,
     tuning_splits,
@@ -28,7 +30,9 @@ __all__ = [
     "DatasetOptions",
     "DatasetInfo",
     "dataset_info",
+    "Repair",
     "dirichlet_partition",
+    "partition_repair",
     "load_arrays",
     "load_client_data",
     "partition",

@@ -2,7 +2,10 @@
 
 1. ``partition``: ``flwr_datasets``' ``DirichletPartitioner`` (alpha, minimum size,
    seed) over a ``datasets.Dataset`` of the pooled labels gives each client its
-   sample indices; an optional cap keeps a label-stratified subsample.
+   sample indices; an optional cap keeps a label-stratified subsample. Where its ten
+   seeded draws all leave a client below the minimum (a small α over many clients), the
+   first draw is kept and repaired (:func:`repair_minimum`: the fewest samples moved to
+   the clients below it, recorded as :class:`Repair`), so any α > 0 partitions.
 2. ``split_client``: within a client, every class is divided between the
    splits in the requested fractions (largest-remainder rounding), so the
    test split keeps the client's label proportions; a class with a single
@@ -16,9 +19,10 @@ yields the same data for every method, and no data stream meets another purpose'
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,6 +33,7 @@ from pfednas.seeding import (
     CLIENT_SPLIT,
     DATA_PARTITION,
     PARTITION_CAP,
+    PARTITION_REPAIR,
     TUNING_SPLIT,
     int_seed,
     numpy_rng,
@@ -122,10 +127,83 @@ def _stratified_cap(labels: np.ndarray, cap: int, rng: np.random.Generator) -> n
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class Repair:
+    """What :func:`repair_minimum` did to a draw: the samples it moved and, per client that
+    received any, how many (client id → samples)."""
+
+    moved: int
+    received: tuple[tuple[int, int], ...]
+
+    def clients_text(self, most: int = 10) -> str:
+        """``3, 7, 19`` (the first ``most``, then how many more)."""
+        ids = [str(c) for c, _ in self.received]
+        more = f" and {len(ids) - most} more" if len(ids) > most else ""
+        return ", ".join(ids[:most]) + more
+
+    def record(self) -> dict[str, object]:
+        """As ``summary.json`` keeps it (``partition_repair``)."""
+        return {"moved_samples": self.moved,
+                "received": {str(c): n for c, n in self.received}}
+
+
+def repair_minimum(parts: Sequence[np.ndarray], labels: np.ndarray, minimum: int,
+                   rng: np.random.Generator) -> tuple[list[np.ndarray], Repair]:
+    """Every client brought to ``minimum`` samples by moving the fewest: the total shortfall,
+    one sample at a time, each from the client that then holds the most. A moved sample is
+    of the class the receiving client holds most of where the donor has one (label skew
+    kept), else of the donor's largest class; which one of that class, ``rng`` draws.
+    ``ValueError`` where the clients hold fewer than ``len(parts) × minimum`` samples."""
+    held = [list(np.asarray(p, dtype=np.int64)) for p in parts]
+    total = sum(len(h) for h in held)
+    if total < len(held) * minimum:
+        raise ValueError(f"{total} samples cannot give {len(held)} clients >= {minimum} each")
+    received: dict[int, int] = {}
+    for client in range(len(held)):
+        while len(held[client]) < minimum:
+            sizes = [len(h) for h in held]
+            donor = int(np.argmax(sizes))  # the most samples, the lowest id on a tie
+            donor_labels = labels[held[donor]]
+            own = labels[held[client]]
+            wanted = [int(c) for c in np.argsort(-np.bincount(own, minlength=labels.max() + 1),
+                                                  kind="stable") if np.any(own == c)]
+            cls = next((c for c in wanted if np.any(donor_labels == c)),
+                       int(np.argmax(np.bincount(donor_labels))))
+            candidates = np.flatnonzero(donor_labels == cls)
+            sample = held[donor].pop(int(candidates[rng.integers(candidates.size)]))
+            held[client].append(sample)
+            received[client] = received.get(client, 0) + 1
+    repaired = [np.sort(np.asarray(h, dtype=np.int64)) for h in held]
+    return repaired, Repair(sum(received.values()), tuple(sorted(received.items())))
+
+
 def dirichlet_partition(
-    labels: np.ndarray, *, num_clients: int, alpha: float, min_partition_size: int, seed: int
-) -> list[np.ndarray]:
-    """Per-client sorted indices into ``labels`` from ``flwr_datasets``' DirichletPartitioner."""
+    labels: np.ndarray, *, num_clients: int, alpha: float, min_partition_size: int, seed: int,
+    repair_rng: Callable[[], np.random.Generator] | None = None,
+) -> tuple[list[np.ndarray], Repair | None]:
+    """Per-client sorted indices into ``labels`` from ``flwr_datasets``' DirichletPartitioner,
+    and the :class:`Repair` where none of its draws gave every client ``min_partition_size``
+    (its first draw, repaired with the generator ``repair_rng`` makes, only then; None: the
+    draw needed none)."""
+    try:
+        return _dirichlet_draw(labels, num_clients, alpha, min_partition_size, seed), None
+    except ValueError as exc:
+        if repair_rng is None or labels.size < num_clients * min_partition_size:
+            raise ValueError(
+                f"Dirichlet partitioning of {labels.size} samples into {num_clients} clients "
+                f"with alpha={alpha} could not give every client >= {min_partition_size} "
+                f"samples ({exc}); raise dataset.alpha, lower dataset.min_partition_size "
+                "or federation.num_clients"
+            ) from exc
+    first = _dirichlet_draw(labels, num_clients, alpha, 0, seed)
+    parts, repair = repair_minimum(first, labels, min_partition_size, repair_rng())
+    return parts, repair
+
+
+def _dirichlet_draw(labels: np.ndarray, num_clients: int, alpha: float, minimum: int,
+                    seed: int) -> list[np.ndarray]:
+    """One DirichletPartitioner run (its own up to ten draws for ``minimum``); ValueError
+    where none of them met it."""
     from datasets import Dataset
     from flwr_datasets.partitioner import DirichletPartitioner
 
@@ -135,23 +213,15 @@ def dirichlet_partition(
         num_partitions=num_clients,
         partition_by="label",
         alpha=float(alpha),
-        min_partition_size=min_partition_size,
+        min_partition_size=minimum,
         self_balancing=False,
         shuffle=False,
         seed=seed,
     )
     partitioner.dataset = table
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # its per-retry warnings
-            rows = [partitioner.load_partition(i)["row"] for i in range(num_clients)]
-    except ValueError as exc:
-        raise ValueError(
-            f"Dirichlet partitioning of {labels.size} samples into {num_clients} clients "
-            f"with alpha={alpha} could not give every client >= {min_partition_size} "
-            f"samples ({exc}); raise dataset.alpha, lower dataset.min_partition_size "
-            "or federation.num_clients"
-        ) from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # its per-retry warnings
+        rows = [partitioner.load_partition(i)["row"] for i in range(num_clients)]
     return [np.sort(np.asarray(r, dtype=np.int64)) for r in rows]
 
 
@@ -166,15 +236,21 @@ def _raw(spec: DataSpec) -> RawImages:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_partition(spec: DataSpec) -> tuple[np.ndarray, ...]:
+def _cached_partition(spec: DataSpec) -> tuple[tuple[np.ndarray, ...], Repair | None]:
     labels = _raw(spec).labels
-    parts = dirichlet_partition(
+    parts, repair = dirichlet_partition(
         labels,
         num_clients=spec.num_clients,
         alpha=spec.alpha,
         min_partition_size=spec.min_partition_size,
         seed=int_seed(spec.seed, DATA_PARTITION),
+        repair_rng=lambda: numpy_rng(spec.seed, PARTITION_REPAIR),
     )
+    if repair is not None:
+        logging.getLogger("pfednas").warning(
+            "Dirichlet α=%g left clients below %d samples in all 10 draws: the first draw "
+            "kept, %d samples moved to clients %s (summary.json: partition_repair)",
+            spec.alpha, spec.min_partition_size, repair.moved, repair.clients_text())
     cap = spec.max_samples_per_client
     if cap is not None:
         parts = [
@@ -185,7 +261,7 @@ def _cached_partition(spec: DataSpec) -> tuple[np.ndarray, ...]:
         ]
     for p in parts:
         p.setflags(write=False)
-    return tuple(parts)
+    return tuple(parts), repair
 
 
 def partition(spec: DataSpec) -> list[np.ndarray]:
@@ -194,7 +270,14 @@ def partition(spec: DataSpec) -> list[np.ndarray]:
     Deterministic in ``spec``; the arrays are read-only and cached per process.
     """
     validate_spec(spec)
-    return list(_cached_partition(_resolved(spec)))
+    return list(_cached_partition(_resolved(spec))[0])
+
+
+def partition_repair(spec: DataSpec) -> Repair | None:
+    """What had to be moved for every client of ``spec`` to hold its minimum (None: the
+    Dirichlet draw needed nothing)."""
+    validate_spec(spec)
+    return _cached_partition(_resolved(spec))[1]
 
 
 def load_client_data(spec: DataSpec, client_id: int) -> ClientData:
