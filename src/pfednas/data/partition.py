@@ -164,9 +164,8 @@ def repair_minimum(parts: Sequence[np.ndarray], labels: np.ndarray, minimum: int
             sizes = [len(h) for h in held]
             donor = int(np.argmax(sizes))  # the most samples, the lowest id on a tie
             donor_labels = labels[held[donor]]
-            own = labels[held[client]]
-            wanted = [int(c) for c in np.argsort(-np.bincount(own, minlength=labels.max() + 1),
-                                                  kind="stable") if np.any(own == c)]
+            own = np.bincount(labels[held[client]], minlength=int(labels.max()) + 1)
+            wanted = [int(c) for c in np.argsort(-own, kind="stable") if own[c] > 0]
             cls = next((c for c in wanted if np.any(donor_labels == c)),
                        int(np.argmax(np.bincount(donor_labels))))
             candidates = np.flatnonzero(donor_labels == cls)

@@ -95,14 +95,21 @@ def compared_rows(results: BenchResults, alpha: float) -> list[GroupRow]:
     return [g for g in shown_rows(results, labels) if g.alpha == alpha and not is_baseline(g)]
 
 
+def holds_corrected(results: BenchResults, g: GroupRow, other: GroupRow,
+                    comparisons: int) -> bool:
+    """Whether ``g`` still beats ``other`` after a Bonferroni correction over
+    ``comparisons``, paired by seed."""
+    return holds_after_bonferroni(results.by_seed[key_of(g)], results.by_seed[key_of(other)],
+                                  comparisons)
+
+
 def win_note(results: BenchResults, g: GroupRow, other: GroupRow, comparisons: int) -> str:
     """What a win's interval is worth among ``comparisons``: uncorrected, and whether it holds
     after a Bonferroni correction over them ("" where ``g`` does not win)."""
     d = paired_against(results, g, other)
     if d is None or d.verdict != "wins":
         return ""
-    holds = holds_after_bonferroni(results.by_seed[key_of(g)], results.by_seed[key_of(other)],
-                                   comparisons)
+    holds = holds_corrected(results, g, other, comparisons)
     return (f" (uncorrected; {'holds' if holds else 'does not hold'} after a Bonferroni "
             f"correction over the {comparisons} comparisons at α {g.alpha:g})")
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.page import (
     delta_text,
-    key_of,
+    holds_corrected,
     paired_against,
     published_too,
     row_name,
     shown_rows,
     unfinished_note,
 )
-from pfednas.report.paired import holds_after_bonferroni
-from pfednas.report.table import GroupRow, is_baseline
+from pfednas.report.paired import holds_after_bonferroni  # noqa: F401 (re-exported for tests)
+from pfednas.report.table import is_baseline
 
 
 def render_pairs(results: BenchResults) -> str:
@@ -45,15 +45,11 @@ def render_pairs(results: BenchResults) -> str:
         lines.append("| " + " | ".join([
             row_name(g, published_too(results, g)), f"{g.alpha:g}",
             *(delta_text(paired_against(results, g, at.get(c)))
-              + (" †" if c in at and holds(results, g, at[c], comparisons[g.alpha]) else "")
+              + (" †" if c in at and holds_corrected(results, g, at[c], comparisons[g.alpha])
+                 else "")
               for c in columns)]) + " |")
     counts = "; ".join(f"{n} at α {a:g}" for a, n in sorted(comparisons.items()))
     return ("\n".join(lines) + f"\n\nEach interval is one comparison's, uncorrected ({counts}); "
             "† marks a win that still holds after a Bonferroni correction over the "
             "comparisons of its α.\n" + unfinished_note(results, labels))
 
-
-def holds(results: BenchResults, g: GroupRow, baseline: GroupRow, comparisons: int) -> bool:
-    """Whether ``g`` beats ``baseline`` after a Bonferroni correction over ``comparisons``."""
-    return holds_after_bonferroni(results.by_seed[key_of(g)],
-                                  results.by_seed[key_of(baseline)], comparisons)
