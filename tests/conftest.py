@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,12 +22,25 @@ REPO = Path(__file__).resolve().parents[1]
 PFEDNAS = Path(sys.executable).parent / "pfednas"
 
 
-def run_pfednas(args: list[str], out_dir: Path, timeout: float = 600
+TEST_RUN_VAR = "PFEDNAS_TEST_RUN"  # marks every process one test command starts
+
+
+def run_pfednas(args: list[str], out_dir: Path, timeout: float = 600, mark: str | None = None
                 ) -> subprocess.CompletedProcess[str]:
-    """`pfednas ARGS hydra.run.dir=OUT_DIR`, from the repository root."""
-    env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    return subprocess.run([str(PFEDNAS), *args, f"hydra.run.dir={out_dir}"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    """`pfednas ARGS hydra.run.dir=OUT_DIR`, from the repository root. A command past its
+    ``timeout`` is killed with everything it started (its SuperLink and Ray outlive a
+    killed ``pfednas``), then the timeout is raised."""
+    from pfednas.run.launcher import stop_processes
+
+    mark = mark or uuid.uuid4().hex
+    env = dict(os.environ, HYDRA_FULL_ERROR="0", **{TEST_RUN_VAR: mark})
+    try:
+        return subprocess.run([str(PFEDNAS), *args, f"hydra.run.dir={out_dir}"], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        stop_processes(mark, var=TEST_RUN_VAR)
+        raise
 
 
 def run_pfednas_together(runs: list[tuple[list[str], Path]], timeout: float = 600

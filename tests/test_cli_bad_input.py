@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import pytest
 from pfednas.cli import check_job, run_job
 from pfednas.config import compose
 from pfednas.data import partition_repair
-from tests.conftest import PFEDNAS, run_pfednas
+from pfednas.run.launcher import processes_with_token
+from tests.conftest import PFEDNAS, TEST_RUN_VAR, run_pfednas
 
 CASES = [
     (["method=nope"], "Could not find 'method/nope'"),
@@ -149,3 +151,17 @@ def test_extreme_label_skew_is_no_bad_input() -> None:
     settings, _, _ = check_job(compose(["federation.num_clients=100", "dataset.alpha=0.05"]))
 
     assert settings.data.num_clients == 100 and partition_repair(settings.data) is not None
+
+
+def test_a_command_past_its_timeout_is_stopped_with_all_it_started(tmp_path: Path) -> None:
+    # Prepare: the main job, given 25 s: time to start its SuperLink, not to finish
+    mark = uuid.uuid4().hex
+    out = tmp_path / "run"
+
+    # Execute
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_pfednas([], out, timeout=25, mark=mark)
+
+    # Assert: it had started its SuperLink (its logs), and nothing it started is left
+    assert (out / "logs").exists()
+    assert processes_with_token(mark, TEST_RUN_VAR) == []

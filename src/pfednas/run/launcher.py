@@ -159,9 +159,10 @@ def run_env(flwr_home: Path, token: str, ray_address: str | None = None) -> dict
     return env
 
 
-def processes_with_token(token: str) -> list[int]:
-    """PIDs (other than ours) whose environment carries ``PFEDNAS_RUN_TOKEN=token``."""
-    needle = f"{TOKEN_VAR}={token}".encode()
+def processes_with_token(token: str, var: str = TOKEN_VAR) -> list[int]:
+    """PIDs (other than ours) whose environment carries ``var=token`` (by default
+    ``PFEDNAS_RUN_TOKEN``: a run's processes)."""
+    needle = f"{var}={token}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -175,18 +176,19 @@ def processes_with_token(token: str) -> list[int]:
     return found
 
 
-def stop_processes(token: str, *, grace: float = 5.0) -> list[int]:
-    """SIGTERM every process of the run, then SIGKILL what is left after ``grace``."""
-    pids = processes_with_token(token)
+def stop_processes(token: str, *, var: str = TOKEN_VAR, grace: float = 5.0) -> list[int]:
+    """SIGTERM every process of the run (``var=token`` in its environment), then SIGKILL what
+    is left after ``grace``."""
+    pids = processes_with_token(token, var)
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and processes_with_token(token):
+    while time.monotonic() < deadline and processes_with_token(token, var):
         time.sleep(0.1)
-    for pid in processes_with_token(token):
+    for pid in processes_with_token(token, var):
         _signal(pid, signal.SIGKILL)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and processes_with_token(token):
+    while time.monotonic() < deadline and processes_with_token(token, var):
         time.sleep(0.1)
     return pids
 
