@@ -54,6 +54,13 @@ CASES = [
     (["federation.lr=nan"], "federation.lr must be a finite number, got nan"),
     (["method=fedavg_defaults"], "method=fedavg_defaults is the schema the method configs"),
     (["dataset=dataset_defaults"], "dataset=dataset_defaults is the schema the dataset configs"),
+    # partitioners by name and feature skew (issue 46)
+    (["dataset.partitioner=zipf"], "dataset.partitioner: unknown 'zipf'"),
+    (["dataset.partitioner=pathological", "dataset.classes_per_client=0"],
+     "dataset.classes_per_client must be an integer in [1, 10]"),
+    (["dataset.partitioner=natural_id"], "needs the clients named in the data"),
+    (["dataset.feature_skew.blur=-1"], "dataset.feature_skew.blur"),
+    (["dataset=own", "dataset.root=/nonexistent/mine.npz"], "/nonexistent/mine.npz"),
 ]
 IDS = [" ".join(case[0]) for case in CASES]
 

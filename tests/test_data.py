@@ -531,7 +531,7 @@ def test_validate_spec_accepts_defaults_and_from_config_rejects_typos() -> None:
         DataSpec.from_config({**config, "alhpa": 1.0}, num_clients=100, seed=0)
 
 
-def test_dataset_config_group_files_share_keys_and_are_valid() -> None:
+def test_dataset_config_group_files_share_keys_and_are_valid(tmp_path: Path) -> None:
     # Prepare
     import yaml
     from omegaconf import OmegaConf
@@ -554,6 +554,8 @@ def test_dataset_config_group_files_share_keys_and_are_valid() -> None:
         assert values["defaults"] == ["dataset_defaults", "_self_"] and values["name"] == name
         assert all(getattr(defaults, k) != v for k, v in values.items()
                    if k not in ("defaults", "name"))
+    own = tmp_path / "own.npz"  # dataset=own reads its facts from the files dataset.root names
+    np.savez(own, x=np.zeros((200, 8, 8), np.uint8), y=np.arange(200) % 10)
     for name, spec in specs.items():
         assert spec.name == name
-        validate_spec(spec)
+        validate_spec(spec if name != "own" else replace(spec, root=str(own)))

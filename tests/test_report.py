@@ -398,6 +398,25 @@ def test_report_of_constructed_nas_runs_draws_the_arch_heatmap(tmp_path: Path) -
                         "perfedrlnas_digits_alpha=0.5_seed=1.png"]
 
 
+def test_report_draws_one_partition_figure_per_data_the_runs_share(tmp_path: Path) -> None:
+    # Prepare: two methods on seed 0's data with a feature skew, one on seed 1's
+    from pfednas.report.cli import write_partition_plots
+
+    runs = []
+    for method, seed in (("fedavg", 0), ("local", 0), ("fedavg", 1)):
+        run = _run(method, seed, [0.5] * 6)
+        run.config["dataset"]["feature_skew"]["rotation_groups"] = 2
+        runs.append(run)
+
+    # Execute
+    written = write_partition_plots(runs, tmp_path / "partition")
+
+    # Assert
+    assert [p.name for p in written] == ["digits_dirichlet_K=6_seed=0.png",
+                                         "digits_dirichlet_K=6_seed=1.png"]
+    assert all(p.stat().st_size > 10_000 for p in written)
+
+
 def _write_run(run: Run, folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text(json.dumps(run.summary))

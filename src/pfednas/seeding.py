@@ -41,6 +41,8 @@ CLIENT_SPLIT = 104  # a partition client's train / val / test split: (client,)
 TUNING_SPLIT = 105  # a tuning run's halving of a client's validation split: (client,)
 SYNTHETIC_IMAGES = 106  # the generated synthetic dataset (leaf)
 PARTITION_REPAIR = 107  # the samples moved to clients a Dirichlet draw left short (leaf)
+FEATURE_SKEW = 108  # each client's input transformation (feature skew), drawn for all (leaf)
+FEATURE_NOISE = 109  # the pixel noise of a client's feature-skew transformation: (client,)
 HAPFNAS_DISTILL = 601  # HAPFNAS's distillation inputs and subnets of a round: (round, ...)
 HAPFNAS_SEARCH_ARCHS = 602  # the architectures a client measures: (client, step)
 HAPFNAS_PREDICTOR = 603  # a client's accuracy predictor: (client,)
@@ -76,6 +78,8 @@ STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "tuning_split": (TUNING_SPLIT,),
     "synthetic_images": (SYNTHETIC_IMAGES,),
     "partition_repair": (PARTITION_REPAIR,),
+    "feature_skew": (FEATURE_SKEW,),
+    "feature_noise": (FEATURE_NOISE,),
     "hapfnas_distill": (HAPFNAS_DISTILL,),
     "hapfnas_search_archs": (HAPFNAS_SEARCH_ARCHS,),
     "hapfnas_predictor": (HAPFNAS_PREDICTOR,),
@@ -86,6 +90,7 @@ STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
 LEAVES: frozenset[str] = frozenset({
     "model_init", "hapfnas_transfer_model_init", "hardware", "fixed_arch_search",
     "data_partition", "synthetic_images", "hapfnas_transfer", "export_sample",
+    "partition_repair", "feature_skew",
 })
 
 

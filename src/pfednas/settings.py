@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pfednas.data import DataSpec, dataset_info
+from pfednas.data import DataSpec, spec_info
 from pfednas.hardware.profile import ProfileBounds
 from pfednas.hardware.spread import HardwareSpread
 
@@ -127,18 +128,38 @@ EVAL_SPLITS = ("test", "val")
 
 
 def describe(settings: RunSettings) -> str:
-    info = dataset_info(settings.data.name)
+    info = spec_info(settings.data)
     fed = settings.federation
     return (f"{settings.method} on {info.name} ({info.in_channels}x{info.image_size}x"
             f"{info.image_size}, {info.num_classes} classes), K={fed.num_clients}, "
             f"N={fed.clients_per_round}, R={fed.num_rounds}, E={fed.local_epochs}, "
-            f"alpha={settings.data.alpha}, seed={settings.seed}")
+            f"{partitioner_text(settings.data)}, seed={settings.seed}")
+
+
+def partitioner_text(spec: DataSpec) -> str:
+    """The partitioner and the parameters it reads, and the feature skew where one is on:
+    ``dirichlet alpha=0.3``; ``pathological classes_per_client=2, feature skew
+    rotation_groups=4``."""
+    params = {"dirichlet": ("alpha",), "pathological": ("classes_per_client",),
+              "shard": ("shards_per_client", "shard_size"), "size": ("sizes",),
+              "dirichlet_sizes": ("size_alpha",)}
+    shown = [f"{k}={getattr(spec, k)}" for k in params.get(spec.partitioner, ())
+             if getattr(spec, k) is not None]
+    if spec.partitioner == "natural_id":
+        shown = [f"by {spec.natural_id!r}"]
+    text = " ".join([spec.partitioner, ", ".join(shown)]).strip()
+    skew = spec.feature_skew
+    if skew.active:
+        on = ", ".join(f"{f.name}={getattr(skew, f.name)}" for f in dataclasses.fields(skew)
+                       if getattr(skew, f.name) != f.default)
+        text += f", feature skew {on}"
+    return text
 
 
 def task_shape(settings: RunSettings) -> TaskShape:
     """What the networks are built for: the dataset's classes, channels and image side."""
     from pfednas.search import TaskShape
 
-    info = dataset_info(settings.data.name)
+    info = spec_info(settings.data)
     return TaskShape(num_classes=info.num_classes, in_channels=info.in_channels,
                      image_size=info.image_size)

@@ -43,7 +43,7 @@ from pfednas.config import (
     overrides_from_json,
     settings_from_cfg,
 )
-from pfednas.data import DataError, partition_repair
+from pfednas.data import DataError, partition_record
 from pfednas.edge.kept import MODELS_DIR
 from pfednas.methods.build import build_strategy
 from pfednas.records import RoundRecord
@@ -219,9 +219,8 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
                                 "eval_split": settings.eval_split,
                                 "overrides": [o for o in overrides if not o.startswith("resume=")]}
     extra.update(strategy.summary_extra(records))
-    repair = partition_repair(settings.data) if simulation else None
-    if repair is not None:
-        extra["partition_repair"] = repair.record()
+    if simulation:
+        extra.update(partition_record(settings.data))
     summary = summarize(method=settings.method, dataset=settings.data.name, records=records,
                         wall_seconds=time.perf_counter() - start
                         + sum(r.wall_seconds for r in previous), extra=extra)

@@ -9,6 +9,7 @@ as surely as a changed override.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -247,12 +248,28 @@ HARDWARE_DEFAULTS = {"speed_low": 1.0, "speed_high": 4.0, "bandwidth_mbps_low": 
                      "memory_budgets": True, "macs_per_second": 1.0e9}
 
 
+# Dataset options added since (issue 46) at the values that deal the data as every earlier
+# cell had it: the Dirichlet partitioner, no feature skew (same partitions, proven by hash).
+ADDED_DATASET_KEYS = ("partitioner", "classes_per_client", "shards_per_client", "shard_size",
+                      "sizes", "size_alpha", "natural_id", "feature_skew")
+
+
+def _added_dataset_defaults() -> dict[str, Any]:
+    from pfednas.data import DatasetOptions
+
+    defaults = dataclasses.asdict(DatasetOptions())
+    return {k: defaults[k] for k in ADDED_DATASET_KEYS}
+
+
 def migrated(saved: Mapping[str, Any]) -> dict[str, Any]:
     """A saved config in today's keys: PerFedRLNAS's ``method.hardware`` and HAPFNAS's
     ``method.budget.{low,high}`` are ``federation.hardware`` (a baseline's ``fits_all`` used
-    its defaults), ``method.budget.metric`` is ``method.budget_metric``, and a retired switch
-    at its only value now is gone."""
+    its defaults), ``method.budget.metric`` is ``method.budget_metric``, a retired switch
+    at its only value now is gone, and the dataset options added since take the values that
+    deal the data as it was (``ADDED_DATASET_KEYS``)."""
     out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in saved.items()}
+    if isinstance(out.get("dataset"), dict) and "partitioner" not in out["dataset"]:
+        out["dataset"] = {**_added_dataset_defaults(), **out["dataset"]}
     method, federation = out.get("method"), out.get("federation")
     if not isinstance(method, dict) or not isinstance(federation, dict) \
             or "hardware" in federation:

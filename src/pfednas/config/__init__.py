@@ -40,6 +40,7 @@ from pfednas.config.checks import (
     validate_federation,
 )
 from pfednas.data import DataSpec, validate_spec
+from pfednas.data.spec import sizing_names
 from pfednas.settings import (
     EVAL_SPLITS,
     ConfigError,
@@ -231,7 +232,7 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     _check_method_data(typed, spec)
     if fed.weighting is None:  # the method's paper rule
         fed = dataclasses.replace(fed, weighting=getattr(typed, "WEIGHTING", "samples"))
-    space = space_for_dataset(as_dict(cfg.search_space), spec.name)
+    space = space_for_dataset(as_dict(cfg.search_space), sizing_names(spec))
     from pfednas.search import get_space
 
     try:

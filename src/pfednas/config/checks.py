@@ -184,8 +184,9 @@ def check_ray_address(address: Any) -> None:
                           f"address `ray start --head` prints), got {address!r}")
 
 
-def space_for_dataset(space: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """The search space's values with its ``per_dataset.<dataset>`` choices applied.
+def space_for_dataset(space: dict[str, Any], dataset: str | tuple[str, ...]) -> dict[str, Any]:
+    """The search space's values with its ``per_dataset.<dataset>`` choices applied (for a
+    tuple of names, the first that has choices: :func:`pfednas.data.spec.sizing_names`).
 
     A space config may size itself per dataset (e.g. no elastic resolution on 8×8
     digits); to change such a value on that dataset, override
@@ -195,6 +196,8 @@ def space_for_dataset(space: dict[str, Any], dataset: str) -> dict[str, Any]:
     per_dataset = values.pop("per_dataset", None) or {}
     if not isinstance(per_dataset, dict):
         raise ConfigError(f"search_space.per_dataset must be a mapping, got {per_dataset!r}")
+    names = (dataset,) if isinstance(dataset, str) else dataset
+    dataset = next((n for n in names if per_dataset.get(n)), names[0])
     choices = per_dataset.get(dataset) or {}
     if not isinstance(choices, dict):
         raise ConfigError(f"search_space.per_dataset.{dataset} must be a mapping, got {choices!r}")

@@ -1,4 +1,4 @@
-"""Datasets, Dirichlet client partitions and per-client splits (no Flower app imports).
+"""Datasets, client partitions, feature skew and per-client splits (no Flower app imports).
 
 Typical use, in a client::
 
@@ -10,19 +10,32 @@ Typical use, in a client::
 from pfednas.data.arrays import ArrayDataset, ClientData, DataError, DatasetInfo
 from pfednas.data.partition import (
     Repair,
+    client_shifts,
+    data_normalisation,
     dirichlet_partition,
     load_client_data,
     partition,
+    partition_record,
     partition_repair,
     split_counts,
     stratified_split,
     tuning_splits,
 )
-from pfednas.data.registry import DATASET_NAMES, dataset_info, load_arrays
-from pfednas.data.spec import DatasetOptions, DataSpec, spec_problems, validate_spec
+from pfednas.data.partitioners import PARTITIONERS
+from pfednas.data.registry import DATASET_NAMES, OWN, dataset_info, load_arrays
+from pfednas.data.shift import ClientShift, FeatureSkew
+from pfednas.data.spec import DatasetOptions, DataSpec, spec_info, spec_problems, validate_spec
 
 __all__ = [
     "DATASET_NAMES",
+    "OWN",
+    "PARTITIONERS",
+    "ClientShift",
+    "FeatureSkew",
+    "client_shifts",
+    "data_normalisation",
+    "partition_record",
+    "spec_info",
     "ArrayDataset",
     "ClientData",
     "DataError",

@@ -71,6 +71,8 @@ class RawImages:
 
     images: np.ndarray  # (N, C, H, W), any real dtype
     labels: np.ndarray  # int64, (N,)
+    clients: np.ndarray | None = None  # int64, (N,): each sample's natural client id (own)
+    scale: float | None = None  # own data: 255 (uint8) or 1 (float); built-ins: Normalisation's
 
 
 @dataclass(frozen=True)

@@ -1,54 +1,59 @@
 """Non-IID client partitions and each client's stratified train / val / test split.
 
-1. ``partition``: ``flwr_datasets``' ``DirichletPartitioner`` (alpha, minimum size,
-   seed) over a ``datasets.Dataset`` of the pooled labels gives each client its
-   sample indices; an optional cap keeps a label-stratified subsample. Where its ten
-   seeded draws all leave a client below the minimum (a small α over many clients), the
-   first draw is kept and repaired (:func:`repair_minimum`: the fewest samples moved to
-   the clients below it, recorded as :class:`Repair`), so any α > 0 partitions.
-2. ``split_client``: within a client, every class is divided between the
+1. ``partition``: the partitioner ``dataset.partitioner`` names
+   (:mod:`pfednas.data.partitioners`, ``flwr_datasets``' where it has one) gives each
+   client its sample indices; an optional cap keeps a label-stratified subsample. The
+   default, ``dirichlet`` (``DirichletPartitioner``: alpha, minimum size, seed), repairs a
+   draw where its ten seeded draws all leave a client below the minimum (a small α over
+   many clients): the first draw is kept and the fewest samples moved to the clients below
+   it (:func:`repair_minimum`, recorded as :class:`Repair`), so any α > 0 partitions. Any
+   other partitioner that leaves a client short is refused, naming the client.
+2. ``stratified_split``: within a client, every class is divided between the
    splits in the requested fractions (largest-remainder rounding), so the
    test split keeps the client's label proportions; a class with a single
    sample goes to train.
+3. ``load_client_data``: the client's rows, transformed by its feature skew
+   (:mod:`pfednas.data.shift`) where one is set, and normalised.
 
 Randomness comes from ``pfednas.seeding``'s streams (``DATA_PARTITION``,
-``PARTITION_CAP``, ``CLIENT_SPLIT``, ``TUNING_SPLIT``), so the same ``DataSpec``
-yields the same data for every method, and no data stream meets another purpose's.
+``PARTITION_CAP``, ``CLIENT_SPLIT``, ``TUNING_SPLIT``, ``FEATURE_SKEW``, ``FEATURE_NOISE``),
+so the same ``DataSpec`` yields the same data for every method, and no data stream meets
+another purpose's.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pfednas.data.arrays import ArrayDataset, ClientData, RawImages, select
-from pfednas.data.registry import load_raw, normalisation, resolve_root
+from pfednas.data import partitioners
+from pfednas.data.arrays import (
+    ArrayDataset,
+    ClientData,
+    Normalisation,
+    RawImages,
+    normalise,
+    select,
+)
+from pfednas.data.partitioners import apportion
+from pfednas.data.registry import OWN, load_raw, normalisation, resolve_root
+from pfednas.data.shift import ClientShift, apply_shift, draw_shifts
 from pfednas.data.spec import DataSpec, validate_spec
 from pfednas.seeding import (
     CLIENT_SPLIT,
     DATA_PARTITION,
+    FEATURE_NOISE,
+    FEATURE_SKEW,
     PARTITION_CAP,
     PARTITION_REPAIR,
     TUNING_SPLIT,
     int_seed,
     numpy_rng,
 )
-
-
-def apportion(total: int, weights: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Split ``total`` into integers proportional to ``weights`` (largest remainder)."""
-    w = np.asarray(weights, dtype=np.float64)
-    exact = total * w / w.sum()
-    counts = np.floor(exact).astype(np.int64)
-    short = total - int(counts.sum())
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[:short]] += 1
-    return counts
 
 
 def split_counts(
@@ -203,11 +208,8 @@ def _dirichlet_draw(labels: np.ndarray, num_clients: int, alpha: float, minimum:
                     seed: int) -> list[np.ndarray]:
     """One DirichletPartitioner run (its own up to ten draws for ``minimum``); ValueError
     where none of them met it."""
-    from datasets import Dataset
     from flwr_datasets.partitioner import DirichletPartitioner
 
-    columns = {"label": labels.astype(np.int64), "row": np.arange(labels.size)}
-    table = Dataset.from_dict(columns).with_format("arrow")  # whole-column reads, no row loop
     partitioner = DirichletPartitioner(
         num_partitions=num_clients,
         partition_by="label",
@@ -217,11 +219,7 @@ def _dirichlet_draw(labels: np.ndarray, num_clients: int, alpha: float, minimum:
         shuffle=False,
         seed=seed,
     )
-    partitioner.dataset = table
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # its per-retry warnings
-        rows = [partitioner.load_partition(i)["row"] for i in range(num_clients)]
-    return [np.sort(np.asarray(r, dtype=np.int64)) for r in rows]
+    return partitioners.flwr_rows(partitioner, labels, num_clients)
 
 
 def _resolved(spec: DataSpec) -> DataSpec:
@@ -231,20 +229,64 @@ def _resolved(spec: DataSpec) -> DataSpec:
 
 
 def _raw(spec: DataSpec) -> RawImages:
-    return load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples)
+    return load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples,
+                    natural_id=spec.natural_id)
+
+
+def deal(spec: DataSpec, raw: RawImages) -> tuple[list[np.ndarray], Repair | None]:
+    """Every client's indices by ``spec.partitioner``, before the cap; the :class:`Repair` a
+    Dirichlet draw needed. ``ValueError`` (one line) where a client is left below
+    ``min_partition_size`` or the data cannot be dealt so."""
+    labels, k, name = raw.labels, spec.num_clients, spec.partitioner
+    seed = int_seed(spec.seed, DATA_PARTITION)
+    if name == "dirichlet":
+        return dirichlet_partition(
+            labels, num_clients=k, alpha=spec.alpha, min_partition_size=spec.min_partition_size,
+            seed=seed, repair_rng=lambda: numpy_rng(spec.seed, PARTITION_REPAIR))
+    rng = numpy_rng(spec.seed, DATA_PARTITION)
+    try:
+        if name == "iid":
+            parts = partitioners.iid(labels, k, rng)
+        elif name == "pathological":
+            parts = partitioners.pathological(labels, k, spec.classes_per_client, seed)
+        elif name == "shard":
+            parts = partitioners.shard(labels, k, spec.shards_per_client, spec.shard_size, seed)
+        elif name == "size":
+            parts = partitioners.sized(labels, spec.sizes or (), rng)
+        elif name in partitioners.SIZE_FUNCTIONS:
+            parts = partitioners.size_function(name, labels, k, rng)
+        elif name == "dirichlet_sizes":
+            sizes = partitioners.dirichlet_sizes(labels.size, k, spec.size_alpha,
+                                                 spec.min_partition_size, rng)
+            parts = partitioners.sized(labels, sizes, rng)
+        elif name == "natural_id":
+            if raw.clients is None:
+                raise ValueError(f"dataset.natural_id={spec.natural_id!r}: {spec.root} has no "
+                                 "such array naming each sample's client")
+            parts = partitioners.natural(raw.clients, k, spec.natural_id)
+        else:
+            raise ValueError(f"dataset.partitioner: unknown {name!r}; known: "
+                             f"{', '.join(partitioners.PARTITIONERS)}")
+    except ValueError as err:
+        if str(err).startswith("dataset."):
+            raise
+        if name in partitioners.SIZE_FUNCTIONS:
+            raise ValueError(f"partitioner {name!r} gives its smallest client (0) less than one "
+                             f"of {labels.size} samples over {k} clients (client k's share "
+                             "grows with k); use fewer clients or another partitioner") from err
+        raise ValueError(f"partitioner {name!r} cannot deal {labels.size} samples to {k} "
+                         f"clients: {err}") from err
+    short = partitioners.short_clients(parts, labels, spec.min_partition_size, name)
+    if short is not None:
+        raise ValueError(short)
+    return parts, None
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_partition(spec: DataSpec) -> tuple[tuple[np.ndarray, ...], Repair | None]:
-    labels = _raw(spec).labels
-    parts, repair = dirichlet_partition(
-        labels,
-        num_clients=spec.num_clients,
-        alpha=spec.alpha,
-        min_partition_size=spec.min_partition_size,
-        seed=int_seed(spec.seed, DATA_PARTITION),
-        repair_rng=lambda: numpy_rng(spec.seed, PARTITION_REPAIR),
-    )
+    raw = _raw(spec)
+    labels = raw.labels
+    parts, repair = deal(spec, raw)
     if repair is not None:
         logging.getLogger("pfednas").warning(
             "Dirichlet α=%g left clients below %d samples in all 10 draws: the first draw "
@@ -264,7 +306,7 @@ def _cached_partition(spec: DataSpec) -> tuple[tuple[np.ndarray, ...], Repair | 
 
 
 def partition(spec: DataSpec) -> list[np.ndarray]:
-    """Each client's sorted sample indices into the pooled dataset (``load_arrays``).
+    """Each client's sorted sample indices into the pooled dataset (``load_raw``).
 
     Deterministic in ``spec``; the arrays are read-only and cached per process.
     """
@@ -279,12 +321,68 @@ def partition_repair(spec: DataSpec) -> Repair | None:
     return _cached_partition(_resolved(spec))[1]
 
 
+def client_shifts(spec: DataSpec) -> tuple[ClientShift, ...]:
+    """Every client's input transformation (identity where ``feature_skew`` is off), drawn
+    from the ``feature_skew`` stream."""
+    return draw_shifts(spec.feature_skew, spec.num_clients, numpy_rng(spec.seed, FEATURE_SKEW))
+
+
+def partition_record(spec: DataSpec) -> dict[str, object]:
+    """How a simulated run's data was dealt, as ``summary.json`` keeps it: ``partition`` (the
+    partitioner, each client's samples and, where a feature skew is on, each client's
+    transformation) and ``partition_repair`` where a Dirichlet draw was repaired."""
+    parts = partition(spec)
+    dealt: dict[str, object] = {"partitioner": spec.partitioner,
+                                "client_samples": [int(p.size) for p in parts]}
+    if spec.feature_skew.active:
+        dealt["feature_skew"] = {str(k): shift.record()
+                                 for k, shift in enumerate(client_shifts(spec))}
+    record: dict[str, object] = {"partition": dealt}
+    repair = partition_repair(spec)
+    if repair is not None:
+        record["partition_repair"] = repair.record()
+    return record
+
+
+def _train_rows(spec: DataSpec, raw: RawImages) -> np.ndarray:
+    """The pooled rows of every client's training split."""
+    rows = []
+    for client, indices in enumerate(partition(spec)):
+        train, _, _ = stratified_split(raw.labels[indices], spec.fractions,
+                                       numpy_rng(spec.seed, CLIENT_SPLIT, client))
+        rows.append(indices[train])
+    return np.concatenate(rows)
+
+
+@functools.lru_cache(maxsize=4)
+def _own_normalisation(spec: DataSpec) -> Normalisation:
+    raw = _raw(spec)
+    scale = float(raw.scale or 1.0)
+    x = raw.images[_train_rows(spec, raw)].astype(np.float64) / scale
+    mean = x.mean(axis=(0, 2, 3))
+    std = np.maximum(x.std(axis=(0, 2, 3)), 1e-6)  # a constant channel stays finite
+    return Normalisation(scale=scale, mean=tuple(float(m) for m in mean),
+                         std=tuple(float(s) for s in std))
+
+
+def data_normalisation(spec: DataSpec) -> Normalisation:
+    """The normalisation of ``spec``'s inputs: a built-in dataset's fixed one; for ``own``,
+    per-channel mean and std over every client's training split (no validation or test
+    sample, no transformation), computed once per process."""
+    if spec.name != OWN:
+        return normalisation(spec.name)
+    validate_spec(spec)
+    return _own_normalisation(_resolved(spec))
+
+
 def load_client_data(spec: DataSpec, client_id: int) -> ClientData:
     """Client ``client_id``'s normalised train / val / test splits.
 
     The pooled data and the partition are cached per process, so many clients
     simulated in one worker load the dataset once. The split is drawn from
-    ``SeedSequence([seed, CLIENT_SPLIT, client_id])``.
+    ``SeedSequence([seed, CLIENT_SPLIT, client_id])``; a client's feature-skew
+    transformation (:func:`client_shifts`) is applied to all three splits before they are
+    normalised, its noise drawn from ``SeedSequence([seed, FEATURE_NOISE, client_id])``.
     """
     if not 0 <= client_id < spec.num_clients:
         raise ValueError(f"client_id must be in [0, {spec.num_clients}), got {client_id}")
@@ -294,12 +392,22 @@ def load_client_data(spec: DataSpec, client_id: int) -> ClientData:
     train, val, test = stratified_split(
         raw.labels[indices], spec.fractions, numpy_rng(spec.seed, CLIENT_SPLIT, client_id)
     )
-    norm = normalisation(spec.name)
-    return ClientData(
-        train=select(raw, indices[train], norm),
-        val=select(raw, indices[val], norm),
-        test=select(raw, indices[test], norm),
-    )
+    norm = data_normalisation(spec)
+    if not spec.feature_skew.active:
+        return ClientData(train=select(raw, indices[train], norm),
+                          val=select(raw, indices[val], norm),
+                          test=select(raw, indices[test], norm))
+    shift = client_shifts(spec)[client_id]
+    noise = numpy_rng(spec.seed, FEATURE_NOISE, client_id)
+    scale = np.float32(norm.scale)
+
+    def shifted(rows: np.ndarray) -> ArrayDataset:
+        images = apply_shift(raw.images[rows].astype(np.float32) / scale, shift, noise)
+        return ArrayDataset(x=normalise(images, replace(norm, scale=1.0)),
+                            y=raw.labels[rows].astype(np.int64))
+
+    return ClientData(train=shifted(indices[train]), val=shifted(indices[val]),
+                      test=shifted(indices[test]))
 
 
 def tuning_splits(data: ClientData, seed: int, client_id: int) -> ClientData:

@@ -14,6 +14,10 @@ Directories, highest precedence first:
   hub through ``flwr_datasets`` (needs network or a warm hub cache).
 - ``digits`` (scikit-learn, embedded) and ``synthetic`` (generated from the
   seed) need no files; ``root`` is ignored.
+- ``own``: the user's files at ``root``, a ``.npz`` (``x``, ``y``, optionally a natural-id
+  array) or an image folder with one sub-folder per class (:mod:`pfednas.data.files`); its
+  classes, channels and side are read from them, its normalisation computed from the
+  clients' training splits (:func:`pfednas.data.partition.data_normalisation`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from pfednas.data import cifar, idx, synthetic
+from pfednas.data import cifar, files, idx, synthetic
 from pfednas.data.arrays import (
     ArrayDataset,
     DataError,
@@ -72,23 +77,32 @@ SOURCES: dict[str, Source] = {
         Normalisation(scale=1.0, mean=(0.0,), std=(0.5,)),
     ),
 }
-DATASET_NAMES: tuple[str, ...] = tuple(SOURCES)
+OWN = "own"  # the user's own files (dataset.root)
+DATASET_NAMES: tuple[str, ...] = (*SOURCES, OWN)
 _CIFAR_LAYOUTS = {"cifar10": cifar.CIFAR10, "cifar100": cifar.CIFAR100}
 
 
 def _source(name: str) -> Source:
+    if name == OWN:
+        raise ValueError(f"dataset {OWN!r} has no fixed facts: they are read from its files")
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
     return SOURCES[name]
 
 
 def dataset_info(
-    name: str, *, synthetic_samples: int = synthetic.DEFAULT_SYNTHETIC_SAMPLES
+    name: str, *, synthetic_samples: int = synthetic.DEFAULT_SYNTHETIC_SAMPLES,
+    root: str | None = None, natural_id: str = "client",
 ) -> DatasetInfo:
-    """Static facts about ``name``, without loading any data.
+    """Facts about ``name``: static for a built-in dataset (no data loaded); for ``own``, read
+    from the files at ``root`` (once per process).
 
     ``num_samples`` is the size of the standard pooled dataset (train + test).
     """
+    if name == OWN:
+        files = own_files(root, natural_id)
+        return DatasetInfo(OWN, files.num_classes, files.in_channels, files.image_size,
+                           int(files.labels.size))
     info = _source(name).info
     if name == "synthetic":
         return DatasetInfo(
@@ -102,7 +116,15 @@ def dataset_info(
 
 
 def normalisation(name: str) -> Normalisation:
+    """A built-in dataset's fixed normalisation (``own``'s is computed from its data)."""
     return _source(name).norm
+
+
+def own_files(root: str | None, natural_id: str = "client") -> files.FileImages:
+    """The user's dataset at ``root``, read once per process (``DataError`` if unreadable)."""
+    if not root:
+        raise DataError(f"dataset={OWN} needs dataset.root: a .npz file or an image folder")
+    return files.read_files(Path(root).expanduser(), client_key=natural_id)
 
 
 def resolve_root(name: str, root: str | None) -> str | None:
@@ -111,6 +133,8 @@ def resolve_root(name: str, root: str | None) -> str | None:
         return root or os.environ.get(idx.FASHION_MNIST_ENV) or idx.FASHION_MNIST_DEFAULT_DIR
     if name in _CIFAR_LAYOUTS:
         return root or os.environ.get(cifar.CIFAR_ENV) or None
+    if name == OWN and root:
+        return str(Path(root).expanduser().resolve())
     return None
 
 
@@ -122,7 +146,12 @@ def _load_digits() -> RawImages:
     return RawImages(images=images, labels=np.asarray(bunch.target, dtype=np.int64))
 
 
-def _load_raw(name: str, directory: str | None, seed: int, synthetic_samples: int) -> RawImages:
+def _load_raw(name: str, directory: str | None, seed: int, synthetic_samples: int,
+              natural_id: str) -> RawImages:
+    if name == OWN:
+        own = own_files(directory, natural_id)
+        return RawImages(images=own.images, labels=own.labels, clients=own.clients,
+                         scale=own.scale)
     if name == "digits":
         return _load_digits()
     if name == "fashion_mnist":
@@ -139,9 +168,11 @@ def _load_raw(name: str, directory: str | None, seed: int, synthetic_samples: in
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_raw(name: str, directory: str | None, seed: int, synthetic_samples: int) -> RawImages:
-    raw = _load_raw(name, directory, seed, synthetic_samples)
-    info = dataset_info(name, synthetic_samples=synthetic_samples)
+def _cached_raw(name: str, directory: str | None, seed: int, synthetic_samples: int,
+                natural_id: str) -> RawImages:
+    raw = _load_raw(name, directory, seed, synthetic_samples, natural_id)
+    info = dataset_info(name, synthetic_samples=synthetic_samples, root=directory,
+                        natural_id=natural_id)
     expected = (info.in_channels, info.image_size, info.image_size)
     if raw.images.shape[1:] != expected:
         raise DataError(f"{name}: images have shape {raw.images.shape[1:]}, expected {expected}")
@@ -149,7 +180,10 @@ def _cached_raw(name: str, directory: str | None, seed: int, synthetic_samples: 
     labels = np.ascontiguousarray(raw.labels, dtype=np.int64)
     images.setflags(write=False)  # shared by every client of this process
     labels.setflags(write=False)
-    return RawImages(images=images, labels=labels)
+    clients = None if raw.clients is None else np.ascontiguousarray(raw.clients, dtype=np.int64)
+    if clients is not None:
+        clients.setflags(write=False)
+    return RawImages(images=images, labels=labels, clients=clients, scale=raw.scale)
 
 
 def load_raw(
@@ -158,16 +192,20 @@ def load_raw(
     *,
     seed: int = 0,
     synthetic_samples: int = synthetic.DEFAULT_SYNTHETIC_SAMPLES,
+    natural_id: str = "client",
 ) -> RawImages:
     """Pooled, un-normalised, read-only images; cached per process.
 
-    ``seed`` and ``synthetic_samples`` matter only for ``synthetic``.
+    ``seed`` and ``synthetic_samples`` matter only for ``synthetic``, ``natural_id`` only for
+    ``own``.
     """
-    _source(name)
+    if name != OWN:
+        _source(name)
+        natural_id = "client"
     directory = resolve_root(name, root)
     if name != "synthetic":  # one cache entry per real dataset, whatever the seed
         seed, synthetic_samples = 0, synthetic.DEFAULT_SYNTHETIC_SAMPLES
-    return _cached_raw(name, directory, seed, synthetic_samples)
+    return _cached_raw(name, directory, seed, synthetic_samples, natural_id)
 
 
 def load_arrays(

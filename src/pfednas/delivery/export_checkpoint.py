@@ -16,8 +16,7 @@ from omegaconf import OmegaConf
 from pfednas.app.checkpoint import load_checkpoint
 from pfednas.clients.subnet import recalibrate_on
 from pfednas.config import ConfigError, RunSettings, settings_from_cfg, task_shape
-from pfednas.data import load_client_data
-from pfednas.data.registry import normalisation
+from pfednas.data import data_normalisation, load_client_data
 from pfednas.edge.spec import input_spec
 from pfednas.hardware.profile import MB, MBPS, SIMULATED, ClientProfile
 from pfednas.methods.build import build_strategy
@@ -80,6 +79,6 @@ def server_slice(run_dir: Path, client_id: int) -> tuple[ElasticNet[Any], dict[s
             "search_space": dict(settings.search_space),
             "task": {"num_classes": task.num_classes, "in_channels": task.in_channels,
                      "image_size": task.image_size},
-            "input": input_spec(task, normalisation(settings.data.name)),
+            "input": input_spec(task, data_normalisation(settings.data)),
             "parameters": sum(p.numel() for p in net.parameters())}
     return net.eval(), spec

@@ -243,7 +243,8 @@ def export_silos(args: argparse.Namespace) -> int:
     """Client ``i``'s partition as ``OUT_DIR/i/data.npz`` (x scaled to [0, 1], y)."""
     import numpy as np
 
-    from pfednas.data.registry import load_raw, normalisation
+    from pfednas.data import data_normalisation
+    from pfednas.data.registry import load_raw
 
     try:
         overrides, nodes, _ = split_overrides(list(args.overrides), args.nodes)
@@ -251,8 +252,9 @@ def export_silos(args: argparse.Namespace) -> int:
         parts = partition(spec)
     except _config_errors() as err:
         return _config_error(err)
-    raw = load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples)
-    scale = np.float32(normalisation(spec.name).scale)
+    raw = load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples,
+                   natural_id=spec.natural_id)
+    scale = np.float32(data_normalisation(spec).scale)
     for i, rows in enumerate(parts):
         folder = args.out_dir / str(i)
         folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pfednas.data.registry import normalisation
+from pfednas.data import data_normalisation
 from pfednas.edge.kept import KeptModel, write_kept
 from pfednas.edge.spec import ModelCost, model_spec, reported_kind, sample_inputs
 from pfednas.search import get_space
@@ -45,7 +45,7 @@ def keep_client_models(root: Path, client_id: int, models: list[KeptModel],
     reported = next(m for m in models if m.kind == reported_kind(kinds))
     spec = model_spec(client_id=client_id, method=settings.method, dataset=settings.data.name,
                       seed=settings.seed, search_space=settings.search_space,
-                      task=task_shape(settings), norm=normalisation(settings.data.name),
+                      task=task_shape(settings), norm=data_normalisation(settings.data),
                       cost=model_cost(settings, reported.arch), kept_kinds=kinds, split=split,
                       num_examples=num_examples, config=config, commit=source_commit(),
                       overrides=overrides)

@@ -15,9 +15,10 @@ from flwr.client import NumPyClient
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.hapfnas import HAPFNASClient, knowledge_model
 from pfednas.config import ConfigError, RunSettings, task_shape
+from pfednas.data import data_normalisation
 from pfednas.data.arrays import select
 from pfednas.data.holdout import unheld_indices
-from pfednas.data.registry import load_raw, normalisation
+from pfednas.data.registry import load_raw
 from pfednas.hardware.profile import simulated_budgets
 from pfednas.methods.fixed import seeded_supernet
 from pfednas.nas.distill import TransferSet, synthetic_inputs
@@ -40,8 +41,9 @@ def hapfnas_transfer(settings: RunSettings, options: TransferOptions) -> Transfe
     """
     spec, task = settings.data, task_shape(settings)
     options = options.resolve(spec)
-    raw = load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples)
-    norm = normalisation(spec.name)
+    raw = load_raw(spec.name, spec.root, seed=spec.seed, synthetic_samples=spec.synthetic_samples,
+                   natural_id=spec.natural_id)
+    norm = data_normalisation(spec)
     rng = numpy_rng(settings.seed, HAPFNAS_TRANSFER)
     free = rng.permutation(unheld_indices(spec))
     n_distill, n_held = options.counts()

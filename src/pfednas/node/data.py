@@ -17,10 +17,11 @@ Two kinds of node (``flower-supernode --node-config '...'``):
     sorted folder names, so every silo must then list the same class folders
     (empty ones allowed).
 
-  Images are converted to the configured dataset's channels and size (the
-  model is built from it) and normalised with its per-channel mean / std;
-  uint8 data is read as 0–255, float data as 0–1. Only sample counts leave the
-  silo (in the metrics of its replies), never the layout or the files.
+  :mod:`pfednas.data.files` reads it (the reader a simulation over a user's own
+  files uses too); the images are converted to the configured dataset's channels
+  and size (the model is built from it) and normalised with its per-channel
+  mean / std; uint8 data is read as 0–255, float data as 0–1. Only sample counts
+  leave the silo (in the metrics of its replies), never the layout or the files.
 
 Paths come from the node's operator. In a deployment the dataset's folder is the
 node config's ``data-root`` (else the dataset's environment variable or default
@@ -36,8 +37,6 @@ they are kept there and reread instead.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +44,16 @@ from flwr.app import Context
 
 from pfednas.config import RunSettings
 from pfednas.data import ArrayDataset, ClientData, DataError, dataset_info, load_client_data
+from pfednas.data.files import ARRAY_FILE as ARRAY_FILE  # re-exported: pfednas.delivery.predict
+from pfednas.data.files import IMAGE_SUFFIXES as IMAGE_SUFFIXES
+from pfednas.data.files import FileImages, file_stamp, read_files
+from pfednas.data.files import as_nchw as as_nchw
+from pfednas.data.files import class_labels as class_labels
 from pfednas.data.partition import stratified_split
 from pfednas.data.registry import normalisation
 from pfednas.node.cache import cached_splits, node_cache_dir
 from pfednas.seeding import SILO_SPLIT, numpy_rng
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
-ARRAY_FILE = "data.npz"
 DATA_ROOT_KEY = "data-root"  # node config: the folder of the configured dataset's files
 
 
@@ -98,15 +100,6 @@ def node_client_data(context: Context, settings: RunSettings) -> ClientData:
                          lambda: load_client_data(settings.data, client_id))
 
 
-@dataclass(frozen=True)
-class SiloImages:
-    """A silo's pooled images before normalisation: ``(N, C, H, W)`` and labels."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    scale: float  # 255 for uint8 sources, 1 for float sources
-
-
 def silo_client_data(data_dir: str | Path, settings: RunSettings, client_id: int) -> ClientData:
     """Read a silo folder and split it like a partition (raises :class:`DataError`)."""
     spec = settings.data
@@ -133,96 +126,16 @@ def silo_client_data(data_dir: str | Path, settings: RunSettings, client_id: int
     return ClientData(train=train, val=val, test=test)
 
 
-def read_silo(directory: Path, *, channels: int, size: int) -> SiloImages:
-    """``data.npz`` if present, else an ``ImageFolder`` tree; cached per process."""
+def read_silo(directory: Path, *, channels: int, size: int) -> FileImages:
+    """``data.npz`` if present, else an ``ImageFolder`` tree, at ``channels`` and ``size``;
+    read once per process (:func:`pfednas.data.files.read_files`)."""
     directory = Path(directory).expanduser().resolve()
-    return _read_silo_cached(str(directory), channels, size, silo_stamp(directory))
+    silo_stamp(directory)  # a silo is a folder
+    return read_files(directory, channels=channels, size=size)
 
 
 def silo_stamp(directory: Path) -> int:
     """The newest modification time in a silo folder (raises :class:`DataError` if none)."""
     if not directory.is_dir():
         raise DataError(f"silo data-dir {directory} is not a directory")
-    return max((p.stat().st_mtime_ns for p in directory.rglob("*")), default=0)
-
-
-@functools.lru_cache(maxsize=4)
-def _read_silo_cached(directory: str, channels: int, size: int, _stamp: int) -> SiloImages:
-    path = Path(directory)
-    if (path / ARRAY_FILE).is_file():
-        return _read_npz(path / ARRAY_FILE, channels=channels, size=size)
-    return _read_image_folder(path, channels=channels, size=size)
-
-
-def _read_npz(path: Path, *, channels: int, size: int) -> SiloImages:
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
-    except (OSError, KeyError, ValueError) as err:
-        raise DataError(f"{path}: cannot read arrays 'x' and 'y' ({err})") from err
-    if y.ndim != 1 or x.shape[0] != y.shape[0] or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: need x with N rows and integer y of shape (N,), "
-                        f"got x {x.shape} and y {y.shape} {y.dtype}")
-    x = as_nchw(x)
-    if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[2:] != (size, size):
-        raise DataError(f"{path}: x must be (N, {size}, {size}[, C]) or (N, C, {size}, {size}) "
-                        f"with C in (1, 3) for this dataset, got {x.shape}")
-    x = _match_channels(x, channels)
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    return SiloImages(images=x, labels=y.astype(np.int64), scale=scale)
-
-
-def as_nchw(x: np.ndarray) -> np.ndarray:
-    """``(N, H, W)`` and ``(N, H, W, C)`` images as ``(N, C, H, W)``; others as given."""
-    if x.ndim == 3:
-        return x[:, None]
-    if x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
-        return np.transpose(x, (0, 3, 1, 2))
-    return x
-
-
-def _match_channels(x: np.ndarray, channels: int) -> np.ndarray:
-    if x.shape[1] == channels:
-        return x
-    if channels == 3:
-        return np.repeat(x, 3, axis=1)
-    weights = np.asarray([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
-    gray = (x.astype(np.float32) * weights).sum(axis=1, keepdims=True)
-    return gray.round().astype(np.uint8) if x.dtype == np.uint8 else gray
-
-
-def class_labels(class_dirs: list[str]) -> dict[str, int]:
-    """Folder name -> label: integer names keep their value, others their sorted rank."""
-    if class_dirs and all(name.isdigit() for name in class_dirs):
-        return {name: int(name) for name in class_dirs}
-    return {name: i for i, name in enumerate(sorted(class_dirs))}
-
-
-def _read_image_folder(root: Path, *, channels: int, size: int) -> SiloImages:
-    from PIL import Image, UnidentifiedImageError
-
-    class_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"{root}: no {ARRAY_FILE} and no class sub-folders (ImageFolder layout "
-                        "DIR/<class>/<image>.png)")
-    labels_of = class_labels(class_dirs)
-    mode = "L" if channels == 1 else "RGB"
-    images, labels = [], []
-    for name in class_dirs:
-        for file in sorted((root / name).rglob("*")):
-            if file.suffix.lower() not in IMAGE_SUFFIXES or not file.is_file():
-                continue
-            try:
-                with Image.open(file) as img:
-                    picture = img.convert(mode)
-                    if picture.size != (size, size):
-                        picture = picture.resize((size, size), Image.Resampling.BILINEAR)
-                    array = np.asarray(picture, dtype=np.uint8)
-            except (OSError, UnidentifiedImageError) as err:
-                raise DataError(f"{file}: cannot read image ({err})") from err
-            images.append(array[None] if array.ndim == 2 else np.transpose(array, (2, 0, 1)))
-            labels.append(labels_of[name])
-    if not images:
-        raise DataError(f"{root}: the class folders hold no images ({', '.join(IMAGE_SUFFIXES)})")
-    return SiloImages(images=np.stack(images), labels=np.asarray(labels, dtype=np.int64),
-                      scale=255.0)
+    return file_stamp(directory)

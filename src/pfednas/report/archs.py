@@ -19,7 +19,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
 
-from pfednas.data import DataSpec, dataset_info, partition
+from pfednas.data import DataSpec, partition, spec_info
 from pfednas.data.registry import load_raw
 from pfednas.search import SearchSpace, get_space
 
@@ -120,7 +120,7 @@ def label_histograms(config: dict[str, Any]) -> np.ndarray:
 @lru_cache(maxsize=16)
 def _histograms(spec: DataSpec) -> np.ndarray:
     labels = load_raw(spec.name, spec.root, seed=spec.seed,
-                      synthetic_samples=spec.synthetic_samples).labels
-    classes = dataset_info(spec.name, synthetic_samples=spec.synthetic_samples).num_classes
+                      synthetic_samples=spec.synthetic_samples, natural_id=spec.natural_id).labels
+    classes = spec_info(spec).num_classes
     return np.stack([np.bincount(labels[idx], minlength=classes) for idx in partition(spec)])
 

@@ -90,6 +90,37 @@ def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Pa
         path = write_arch_heatmap(run, out / "archs", names)
         if path is not None:
             written.append(path)
+    written += write_partition_plots(runs, out / "partition")
+    return written
+
+
+def write_partition_plots(runs: Sequence[Run], folder: Path) -> list[Path]:
+    """One figure per distinct data of the runs (the same for every method of a seed): the
+    label × client counts, the client sizes and, with a feature skew, each client's
+    transformation."""
+    from pfednas.data import DataSpec, client_shifts
+    from pfednas.settings import partitioner_text
+
+    written: list[Path] = []
+    drawn: set[object] = set()
+    for run in runs:
+        try:
+            spec = DataSpec.from_config(run.config["dataset"], seed=run.seed, num_clients=int(
+                run.config["federation"]["num_clients"]))
+            if spec in drawn:
+                continue
+            drawn.add(spec)
+            histograms = arch_view.label_histograms(run.config)
+        except (DataError, OSError, ValueError, KeyError, TypeError) as err:
+            print(f"[pfednas report] {run.path}: no partition plot ({err})", file=sys.stderr)
+            continue
+        shifts = ([s.label() for s in client_shifts(spec)] if spec.feature_skew.active
+                  else None)
+        name = f"{spec.name}_{spec.partitioner}_K={spec.num_clients}_seed={spec.seed}"
+        suffix = "" if name + ".png" not in {p.name for p in written} else f"_{len(written)}"
+        title = f"{spec.name}, {partitioner_text(spec)}, K={spec.num_clients}, seed={spec.seed}"
+        written.append(_save(plots.partition_figure(histograms, shifts, title=title),
+                             folder / f"{name}{suffix}.png"))
     return written
 
 

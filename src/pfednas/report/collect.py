@@ -67,7 +67,22 @@ class Run:
         from pfednas.config import space_for_dataset
 
         dataset = str((self.config.get("dataset") or {}).get("name", self.dataset))
-        return space_for_dataset(dict(self.config["search_space"]), dataset)
+        return space_for_dataset(dict(self.config["search_space"]), self._sizing(dataset))
+
+    def _sizing(self, dataset: str) -> str | tuple[str, ...]:
+        """Which ``per_dataset`` entry sized the run's space: for ``own`` data, read from its
+        files where they are here (else ``own`` alone)."""
+        from pfednas.data import OWN, DataError, DataSpec
+        from pfednas.data.spec import sizing_names
+
+        if dataset != OWN:
+            return dataset
+        try:
+            return sizing_names(DataSpec.from_config(
+                self.config["dataset"], seed=self.seed,
+                num_clients=int(self.config["federation"]["num_clients"])))
+        except (DataError, OSError, ValueError, KeyError):
+            return dataset
 
     def evaluation(self) -> list[dict[str, Any]]:
         """The final personalized evaluation rows (those ``summary.json`` was computed from)."""

@@ -175,3 +175,30 @@ def arch_heatmap(archs: ArchMatrix, histograms: np.ndarray | None, *, title: str
     fig.colorbar(image, ax=ax, label="option (0 first, 1 last)", shrink=0.6)
     fig.suptitle(title)
     return fig
+
+
+def partition_figure(histograms: np.ndarray, shifts: Sequence[str] | None, *,
+                     title: str) -> Figure:
+    """How the data was dealt: samples per class and client (top, a heatmap), each client's
+    samples (bottom, bars) and, where the clients' inputs are transformed, each client's
+    transformation under its bar (``shifts``: one label per client; ticks stay readable to
+    40 clients, beyond that every ``K // 40``-th)."""
+    k, classes = histograms.shape
+    fig = Figure(figsize=(min(4.0 + 0.28 * k, 24.0), 3.0 + 0.25 * classes + (1.5 if shifts else 0)),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[max(classes, 2), 3])
+    image = top.imshow(histograms.T, aspect="auto", cmap="Greys", interpolation="nearest")
+    top.set_ylabel("class")
+    top.set_yticks(range(classes), [str(c) for c in range(classes)], fontsize="x-small")
+    fig.colorbar(image, ax=top, label="samples", shrink=0.8)
+    bottom.bar(range(k), histograms.sum(axis=1), color="0.4")
+    bottom.set_ylabel("samples")
+    bottom.set_xlabel("client")
+    step = max(1, k // 40)
+    ticks = list(range(0, k, step))
+    names = [str(c) if not shifts else f"{c}: {shifts[c]}" for c in ticks]
+    bottom.set_xticks(ticks, names, rotation=90 if shifts else 0, fontsize="x-small")
+    bottom.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    return fig

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from pfednas.app import client_app
 from pfednas.app.results import ResultsWriter, summarize
 from pfednas.config import SIMULATION_ENV, RunSettings, compose, settings_from_cfg
-from pfednas.data import partition_repair
+from pfednas.data import partition_record
 from pfednas.methods.build import build_strategy  # the server's own builder
 from pfednas.records import RoundRecord
 
@@ -133,9 +133,7 @@ def _run(overrides: list[str], out_dir: Path | None) -> InProcessRun:
                              "eval_split": settings.eval_split,
                              "backend": "inprocess"}
     extra.update(strategy.summary_extra(records))
-    repair = partition_repair(settings.data)
-    if repair is not None:
-        extra["partition_repair"] = repair.record()
+    extra.update(partition_record(settings.data))
     summary = summarize(method=settings.method, dataset=settings.data.name, records=records,
                         wall_seconds=time.perf_counter() - start, extra=extra)
     if writer is not None:
