@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from pfednas.data import ArrayDataset
 from pfednas.search.darts_mixed import DartsMixedNet
-from pfednas.train import CountingForward, Hyper, TrainStats, to_tensors
+from pfednas.train import CountingForward, Hyper, LossTally, TrainStats, to_tensors
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def search_epochs(net: DartsMixedNet, train: ArrayDataset, val: ArrayDataset, *,
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=arch.lr, betas=arch.betas,
                              weight_decay=arch.weight_decay)
     val_batches = _batches(len(yv), hyper.batch_size, generator, device) if len(yv) else None
-    total, seen, arch_seen, n = 0.0, 0, 0, len(y)
+    tally, arch_seen, n = LossTally(), 0, len(y)
     forward = CountingForward(net)  # per sample, the same for both steps (one network)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(device)
@@ -83,9 +83,9 @@ def search_epochs(net: DartsMixedNet, train: ArrayDataset, val: ArrayDataset, *,
             loss = F.cross_entropy(forward(x[idx]), y[idx])
             loss.backward()
             w_opt.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
+            tally.add(loss, len(idx))
+    seen = tally.samples
     # samples: forward + backward passes of both steps (weights on train, alpha on val)
-    return TrainStats(loss=total / max(seen, 1), samples=seen + arch_seen,
+    return TrainStats(loss=tally.mean(), samples=seen + arch_seen,
                       seconds=time.perf_counter() - start,
                       macs=forward.training_macs(seen + arch_seen))

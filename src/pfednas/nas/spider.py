@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.data import ArrayDataset
-from pfednas.train import CountingForward, Hyper, to_tensors
+from pfednas.train import CountingForward, Hyper, LossTally, to_tensors
 
 
 def shared_anchor(local: nn.Module, global_net: nn.Module) -> dict[str, Tensor]:
@@ -107,7 +107,7 @@ def train_pair(global_net: nn.Module, local_net: nn.Module, data: ArrayDataset, 
     local_params = dict(local_net.named_parameters())
     x, y = to_tensors(data, device)
     n, size = len(y), pair.hyper.batch_size
-    sums, seen = [0.0, 0.0, 0.0], 0
+    tallies = (LossTally(), LossTally(), LossTally())  # global CE, local CE, penalty
     forward_global, forward_local = CountingForward(global_net), CountingForward(local_net)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(device)
@@ -121,10 +121,10 @@ def train_pair(global_net: nn.Module, local_net: nn.Module, data: ArrayDataset, 
             ce = F.cross_entropy(forward_local(xb), yb)
             penalty = proximal_penalty(local_params, anchor, pair.lam)
             _step(local_net, opt_local, ce + penalty, pair.grad_clip)
-            for i, value in enumerate((g_loss, ce, penalty)):
-                sums[i] += float(value.detach()) * len(idx)
-            seen += len(idx)
-    g, loc, pen = (s / max(seen, 1) for s in sums)
+            for tally, value in zip(tallies, (g_loss, ce, penalty), strict=True):
+                tally.add(value, len(idx))
+    seen = tallies[0].samples
+    g, loc, pen = (tally.mean() for tally in tallies)
     return PairStats(global_loss=g, local_loss=loc, penalty=pen, samples=seen,
                      seconds=time.perf_counter() - start,
                      macs=forward_global.training_macs(seen) + forward_local.training_macs(seen))
