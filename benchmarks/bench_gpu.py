@@ -11,9 +11,9 @@ the device this process finds (CUDA when present, else CPU).
 2. **pfednas's client loop**, ``pfednas.train.train_epochs``, on the same model (a fresh copy
    of the same initial weights), data and batch; the ratio of the two throughputs.
 3. With ``--rounds R``: ``R`` rounds and the final evaluation of the preset's configuration
-   (``--method``, default FedAvg+FT with its largest model) in the in-process runner, their
-   wall times, and a cell's projected time (the preset's rounds × the mean round + the
-   final evaluation).
+   (``--method``, default FedAvg+FT with its largest model) in the in-process runner
+   (``--workers W``: a round's clients in W processes side by side), their wall times, and a
+   cell's projected time (the preset's rounds × the median round + the final evaluation).
 
 Each throughput is the median of ``--repeats`` timed passes after one warm-up pass, the two
 loops' passes alternated. The model
@@ -131,8 +131,9 @@ def loop_throughputs(preset: str, batch: int, samples: int, repeats: int,
     return results
 
 
-def round_times(preset: str, method: str, rounds: int) -> dict[str, float]:
-    """``rounds`` rounds and the final evaluation of the preset in the in-process runner."""
+def round_times(preset: str, method: str, rounds: int, workers: int) -> dict[str, float]:
+    """``rounds`` rounds and the final evaluation of the preset in the in-process runner, its
+    clients in ``workers`` processes side by side."""
     from pfednas.run.inprocess import run_inprocess
 
     overrides = [*PRESETS[preset]["overrides"], f"method={method}",  # type: ignore[misc]
@@ -140,11 +141,11 @@ def round_times(preset: str, method: str, rounds: int) -> dict[str, float]:
                  "checkpoint_every=0", "progress=false"]
     if method in ("fedavg", "local", "fedrep", "fedbabu"):
         overrides.append("method.arch=max")
-    run = run_inprocess(overrides)
-    records = run.records
+    run = run_inprocess(overrides, workers=workers)
     final = float(run.summary.get("eval_seconds", {}).get("final", float("nan")))
-    walls = [float(r.wall_seconds) for r in records]
-    return {"round_mean": statistics.fmean(walls), "round_max": max(walls), "final_eval": final}
+    walls = [float(r.wall_seconds) for r in run.records]
+    return {"round_median": statistics.median(walls), "round_max": max(walls),
+            "final_eval": final}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=0,
                         help="also time this many rounds and the final evaluation")
     parser.add_argument("--method", default="fedavg")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the rounds' clients in this many processes side by side")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device: {device_name(device)}; torch {torch.__version__}; preset {args.preset}; "
@@ -166,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("plain", "pfednas"):
         print(f"| {name} | {loops[name]:,.0f} | {loops[name] / loops['plain']:.3f} |")
     if args.rounds > 0:
-        times = round_times(args.preset, args.method, args.rounds)
+        times = round_times(args.preset, args.method, args.rounds, args.workers)
         total = PRESETS[args.preset]["rounds"]
-        projected = total * times["round_mean"] + times["final_eval"]  # type: ignore[operator]
-        print(f"{args.method}: {args.rounds} rounds, mean {times['round_mean']:.2f} s "
+        projected = total * times["round_median"] + times["final_eval"]  # type: ignore[operator]
+        print(f"{args.method}, {args.workers} worker(s): {args.rounds} rounds, median "
+              f"{times['round_median']:.2f} s "
               f"(max {times['round_max']:.2f} s); final evaluation {times['final_eval']:.1f} s; "
               f"a cell of {total} rounds projected at {projected / 60:.1f} min")
     return 0

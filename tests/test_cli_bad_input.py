@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from pfednas.cli import check_job, run_job
 from pfednas.config import compose
@@ -62,6 +63,8 @@ CASES = [
     (["dataset.feature_skew.blur=-1"], "dataset.feature_skew.blur"),
     (["dataset=own", "dataset.root=/nonexistent/mine.npz"], "/nonexistent/mine.npz"),
 ]
+if not torch.cuda.is_available():  # on a GPU, test_e2e runs this setting
+    CASES.append((["federation.client_gpus=0.2"], "this machine has no CUDA GPU"))
 IDS = [" ".join(case[0]) for case in CASES]
 
 Outcome = tuple[Path, subprocess.CompletedProcess[str]]

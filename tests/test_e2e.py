@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+import torch
+
 from pfednas.run.inprocess import run_inprocess
 from tests.conftest import pids_with_token, run_pfednas
 
@@ -51,3 +54,20 @@ def test_local_three_rounds_on_digits_beat_chance_and_send_nothing() -> None:
 
     check_results(run.summary, [r.to_json() for r in run.records], "local")
     assert run.summary["bytes_down"] == 0 and run.summary["bytes_up"] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (on CPU the same "
+                    "setting is refused before it starts: tests/test_cli_bad_input.py)")
+def test_a_simulation_runs_its_clients_on_a_gpu_share(tmp_path: Path) -> None:
+    # Prepare: each client asks Ray for a quarter of the GPU, as bench=paper_cifar10 does
+    out = tmp_path / "run"
+
+    # Execute
+    result = run_pfednas(["method=fedavg", *FAST, "method.finetune_epochs=2",
+                          "federation.client_gpus=0.25"], out)
+
+    # Assert
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    check_results(summary, records, "fedavg")

@@ -28,3 +28,32 @@ def test_an_inprocess_run_is_a_simulation_without_the_launchers_variable(
     assert record.rejected == 1
     assert [row["client_id"] for row in record.train] == [0]
     assert SIMULATION_ENV not in os.environ
+
+
+def _measured_removed(value: object) -> object:
+    """A record without what is measured rather than computed (times, memory)."""
+    if isinstance(value, dict):
+        return {k: _measured_removed(v) for k, v in value.items()
+                if not any(word in k for word in ("seconds", "memory", "wall"))}
+    if isinstance(value, list):
+        return [_measured_removed(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("method", ["fedrep", "perfedrlnas"])
+def test_clients_side_by_side_give_the_records_of_clients_one_after_another(
+        method: str) -> None:
+    # Prepare: FedRep keeps each client's head between rounds in its node's context
+    overrides = [f"method={method}", "federation.num_clients=6",
+                 "federation.clients_per_round=3", "federation.num_rounds=3",
+                 "federation.eval_every=3", "method.finetune_epochs=1"]
+
+    # Execute
+    alone = run_inprocess(overrides)
+    side_by_side = run_inprocess(overrides, workers=2)
+
+    # Assert
+    first = [_measured_removed(r.to_json()) for r in alone.records]
+    second = [_measured_removed(r.to_json()) for r in side_by_side.records]
+    assert first == second
+    assert alone.summary["personalized_acc_mean"] == side_by_side.summary["personalized_acc_mean"]

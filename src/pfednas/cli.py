@@ -65,8 +65,23 @@ def check_job(cfg: DictConfig) -> tuple[RunSettings, Path, str | None]:
     except ValueError as err:
         raise ConfigError(f"cannot partition the data: {err}") from err
     ray_address = cluster_address(settings.federation.ray_address, os.environ)
+    check_gpus(settings.federation.client_gpus, ray_address)
     check_runnable(settings)  # the strategy builds; a resume's checkpoint fits it
     return settings, root, ray_address
+
+
+def check_gpus(client_gpus: float, ray_address: str | None) -> None:
+    """``federation.client_gpus`` > 0 on this machine's own Ray needs a CUDA GPU here: Ray
+    would otherwise wait for ever for a GPU to place the clients on. (A cluster's GPUs are
+    its own; Ray places the clients there.)"""
+    if client_gpus <= 0 or ray_address is not None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"federation.client_gpus={client_gpus:g} asks each client for a share "
+                          "of a GPU, but this machine has no CUDA GPU; set "
+                          "federation.client_gpus=0 (CPU) or run on a GPU machine or cluster")
 
 
 def discard_output(out: Path) -> None:
