@@ -89,3 +89,34 @@ def test_reported_cells_run_the_tuning_choice_and_wait_for_the_tuning(tmp_path: 
     table = tuning_table(preset, {"fedavg": scored("fedavg", 0, ["federation.lr=0.1"], None)},
                          0.5)
     assert table.count("not run") == 2
+
+
+def test_a_val_half_preset_scores_every_method_on_the_same_half(tmp_path: Path) -> None:
+    # Prepare: the second-round rule; Local never selects on validation data
+    from dataclasses import replace
+
+    from pfednas.app.client_app import client_env, evaluation_split
+    from pfednas.config import compose, settings_from_cfg
+    from pfednas.data import load_client_data, tuning_splits
+    from pfednas.run.inprocess import InProcessGrid
+
+    preset = replace(_preset(tmp_path), tuning_split="val_half")
+    spaces = {m: METHODS[m].spaces for m in preset.methods}
+    settings = {split: settings_from_cfg(compose(["method=local", f"eval_split={split}"]))
+                for split in ("val", "val_half")}
+    context = next(iter(InProcessGrid([], 20).contexts.values()))
+
+    # Execute
+    tuning = tuning_cells(preset, [], spaces)
+    scored_on = client_env(context, settings["val_half"]).data.test
+    half = tuning_splits(load_client_data(settings["val_half"].data, 0), 0, 0).test
+
+    # Assert
+    assert all("eval_split=val_half" in c.overrides for c in tuning)
+    assert evaluation_split(settings["val"]) == "val"  # the first round's rule, kept
+    assert evaluation_split(settings["val_half"]) == "val-half"
+    assert (scored_on.y == half.y).all() and (scored_on.x == half.x).all()
+    with pytest.raises(BenchError, match="tuning_split must be val|val_half"):
+        BenchPreset.from_config({"name": "t", "dataset": "digits", "search_space": "mobilenetv3",
+                                 "methods": ["local"], "alphas": [0.5], "seeds": [0],
+                                 "tuning_split": "test"}, METHODS)

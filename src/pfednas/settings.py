@@ -124,7 +124,7 @@ class RunSettings:
         return parse(self.method, self.method_options)
 
 
-EVAL_SPLITS = ("test", "val")
+EVAL_SPLITS = ("test", "val", "val_half")
 
 
 def describe(settings: RunSettings) -> str:

@@ -79,9 +79,13 @@ def _set_threads(settings: RunSettings) -> None:
 def evaluation_split(settings: RunSettings) -> str:
     """What a personalized evaluation scores: ``test``; in a tuning run (``eval_split=val``)
     ``val``, or ``val-half`` for a method that selects on validation data (the half it
-    never selected on, :func:`pfednas.data.tuning_splits`)."""
-    if settings.eval_split != "val":
+    never selected on, :func:`pfednas.data.tuning_splits`); with ``eval_split=val_half``
+    ``val-half`` for every method, so all are scored on the same samples (a method that does
+    not select on validation data leaves the other half unread)."""
+    if settings.eval_split == "test":
         return "test"
+    if settings.eval_split == "val_half":
+        return "val-half"
     return "val-half" if METHODS[settings.method].selects_on_val else "val"
 
 

@@ -52,6 +52,10 @@ class BenchPreset:
     tuning_seed: int | None = None       # never reported: `--tune` runs there
     tuning: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     tuning_alpha: float | None = None    # the α of the tuning cells (None: the first α)
+    # what the tuning cells score: val (each method on what it does not select on: a method
+    # that selects on validation data on half of it, the others on all of it) | val_half
+    # (every method on the same half: the second-round protocol)
+    tuning_split: str = "val"
     # name -> (method, overrides): a method run with options of its own, reported as its own
     # row (the cells pass ``label=<name>``); not tuned: it runs the method's chosen values
     variants: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
@@ -90,6 +94,9 @@ class BenchPreset:
         if unknown:
             raise BenchError(f"unknown method(s) in bench.tuning: {', '.join(unknown)}")
         tuning_alpha = cfg.get("tuning_alpha")
+        tuning_split = str(cfg.get("tuning_split", "val"))
+        if tuning_split not in ("val", "val_half"):
+            raise BenchError(f"bench.tuning_split must be val|val_half, got {tuning_split!r}")
         return cls(
             name=name, dataset=str(cfg["dataset"]), search_space=str(cfg["search_space"]),
             methods=tuple(methods), alphas=tuple(float(a) for a in cfg["alphas"]),
@@ -103,7 +110,7 @@ class BenchPreset:
             finetune_epochs=None if finetune is None else int(finetune),
             tuning_seed=None if tuning_seed is None else int(tuning_seed), tuning=tuning,
             tuning_alpha=None if tuning_alpha is None else float(tuning_alpha),
-            variants=variants)
+            tuning_split=tuning_split, variants=variants)
 
 
 VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -203,7 +210,8 @@ def tuning_cells(preset: BenchPreset, extra: Sequence[str],
     """The tuning runs: each configuration of ``bench.tuning`` on the tuning seed, scored on
     the clients' validation splits (``eval_split=val``) so that no test split is touched; a
     method that selects on them is scored on the half it did not select on
-    (:func:`pfednas.data.tuning_splits`)."""
+    (:func:`pfednas.data.tuning_splits`); with ``tuning_split: val_half`` every method is
+    scored on that half."""
     if preset.tuning_seed is None or not preset.tuning:
         raise BenchError(f"bench={preset.name} has no tuning_seed and tuning grid to run")
     alpha = preset.alphas[0] if preset.tuning_alpha is None else preset.tuning_alpha
@@ -213,7 +221,8 @@ def tuning_cells(preset: BenchPreset, extra: Sequence[str],
         for i, tried in enumerate(preset.tuning.get(method, ())):
             both = ["federation.finetune_both=true"] if scope_tuned(method) else []
             overrides = cell_overrides(preset, method, alpha, preset.tuning_seed, space,
-                                       [*both, *extra, "eval_split=val"], tried)
+                                       [*both, *extra, f"eval_split={preset.tuning_split}"],
+                                       tried)
             path = preset.out / "tuning" / method / f"config={i}"
             out.append(Cell(method, alpha, preset.tuning_seed, space, overrides, path))
     return out

@@ -259,8 +259,8 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     eval_split = cfg.get("eval_split")
     if eval_split not in EVAL_SPLITS:
         raise ConfigError(f"eval_split must be {'|'.join(EVAL_SPLITS)}, got {eval_split!r}")
-    if eval_split == "val" and spec.val_fraction <= 0:
-        raise ConfigError("eval_split=val needs dataset.val_fraction > 0")
+    if eval_split != "test" and spec.val_fraction <= 0:
+        raise ConfigError(f"eval_split={eval_split} needs dataset.val_fraction > 0")
     return RunSettings(method=name, method_options=method, federation=fed, data=spec,
                        search_space=space, seed=seed, progress=bool(cfg.get("progress")),
                        resume=None if resume is None else str(resume),

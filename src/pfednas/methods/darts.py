@@ -27,11 +27,11 @@ from pfednas.strategies.fednas import FedNASStrategy
 
 
 def spider_options(settings: RunSettings) -> SpiderOptions:
-    """SPIDER's / Ditto's options. A tuning run (``eval_split=val``) scores half of the
-    validation split, so there the final phase never trains on val (``train_on_val_when_final``
-    off): the score stays on samples no model saw."""
+    """SPIDER's / Ditto's options. A tuning run (``eval_split=val`` or ``val_half``) scores half
+    of the validation split, so there the final phase never trains on val
+    (``train_on_val_when_final`` off): the score stays on samples no model saw."""
     options: SpiderOptions = settings.options
-    if settings.eval_split == "val":
+    if settings.eval_split != "test":
         options = dataclasses.replace(options, train_on_val_when_final=False)
     return options
 

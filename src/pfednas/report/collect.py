@@ -111,7 +111,7 @@ def split_tuning_runs(run_dirs: list[Path]) -> tuple[list[Path], list[Path]]:
     """(reported runs, tuning runs): a tuning run (``pfednas bench --tune``) scored its
     clients on validation splits (``eval_split: val`` in its summary), so it never shares a
     table with test-split runs; a report of tuning runs alone shows them."""
-    tuning = [p for p in run_dirs if _eval_split(p) == "val"]
+    tuning = [p for p in run_dirs if _eval_split(p) in ("val", "val_half")]
     reported = [p for p in run_dirs if p not in tuning]
     return (reported, tuning) if reported else (tuning, [])
 
