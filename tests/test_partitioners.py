@@ -79,7 +79,9 @@ def test_every_partitioner_deals_disjoint_seeded_parts_of_the_minimum_size(name:
 
 def test_the_name_list_is_the_set_the_partitioners_tested_cover() -> None:
     # Assert: natural_id is tested on a user's npz below
-    assert set(PARTITIONERS) == set(BY_NAME) | {"natural_id"}
+    from pfednas.data.partitioners import PARAMETERS
+
+    assert set(PARTITIONERS) == set(BY_NAME) | {"natural_id"} == set(PARAMETERS)
 
 
 def test_the_default_dirichlet_partition_is_unchanged() -> None:

@@ -140,10 +140,9 @@ def partitioner_text(spec: DataSpec) -> str:
     """The partitioner and the parameters it reads, and the feature skew where one is on:
     ``dirichlet alpha=0.3``; ``pathological classes_per_client=2, feature skew
     rotation_groups=4``."""
-    params = {"dirichlet": ("alpha",), "pathological": ("classes_per_client",),
-              "shard": ("shards_per_client", "shard_size"), "size": ("sizes",),
-              "dirichlet_sizes": ("size_alpha",)}
-    shown = [f"{k}={getattr(spec, k)}" for k in params.get(spec.partitioner, ())
+    from pfednas.data.partitioners import PARAMETERS
+
+    shown = [f"{k}={getattr(spec, k)}" for k in PARAMETERS.get(spec.partitioner, ())
              if getattr(spec, k) is not None]
     if spec.partitioner == "natural_id":
         shown = [f"by {spec.natural_id!r}"]

@@ -36,6 +36,13 @@ PARTITIONERS: tuple[str, ...] = (
     "dirichlet_sizes", "natural_id",
 )
 SIZE_FUNCTIONS = ("linear", "square", "exponential")  # flwr's IdToSizeFnc partitioners
+# The dataset options each partitioner reads (the others it ignores).
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    "iid": (), "dirichlet": ("alpha",), "pathological": ("classes_per_client",),
+    "shard": ("shards_per_client", "shard_size"), "size": ("sizes",), "linear": (),
+    "square": (), "exponential": (), "dirichlet_sizes": ("size_alpha",),
+    "natural_id": ("natural_id",),
+}
 
 
 def apportion(total: int, weights: Sequence[float] | np.ndarray) -> np.ndarray:
