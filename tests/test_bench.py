@@ -200,3 +200,78 @@ def test_a_finished_bench_reports_again_from_uncommitted_changes(
 
     assert code == 0 and capsys.readouterr().out.count("done before, skipped") == 2
     assert fake_runs[0].read_text() == "2 cells\n"
+
+
+def _slow_pfednas(seconds: float) -> object:
+    """A fake run that notes its pid and start, sleeps ``seconds``, then finishes as
+    :func:`_fake_pfednas` does and notes its end."""
+    def command(cell: Cell) -> list[str]:
+        fake = _fake_pfednas(cell)
+        script = ("import os, sys, time, pathlib; out = pathlib.Path(sys.argv[1]); "
+                  "(out / 'pid').write_text(str(os.getpid())); "
+                  "(out / 'began').write_text(repr(time.time())); "
+                  f"time.sleep({seconds}); "
+                  f"import subprocess; subprocess.run({fake[:3]!r} + sys.argv[1:], check=True); "
+                  "(out / 'ended').write_text(repr(time.time()))")
+        return [sys.executable, "-c", script, *fake[3:]]
+    return command
+
+
+def test_cells_at_once_runs_cells_side_by_side_and_records_it(
+        fake_runs: list[Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("pfednas.bench.runs.pfednas_command", _slow_pfednas(2.0))
+    out = tmp_path / "bench"
+
+    code = main(["bench=smoke", f"bench.out={out}", "bench.cells_at_once=2", "--allow-dirty"])
+
+    cell_dirs = sorted(p.parent for p in out.glob("*/alpha=0.5/seed=0/summary.json"))
+    assert code == 0 and len(cell_dirs) == 2
+    spans = [(float((d / "began").read_text()), float((d / "ended").read_text()))
+             for d in cell_dirs]
+    assert max(b for b, _ in spans) < min(e for _, e in spans)  # the two ran at the same time
+    assert {json.loads((d / "cell.json").read_text())["cells_at_once"] for d in cell_dirs} == {2}
+
+
+def test_a_stopped_bench_stops_every_cell_running_and_records_none(
+        fake_runs: list[Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+
+    monkeypatch.setattr("pfednas.bench.runs.pfednas_command", _slow_pfednas(120.0))
+    out = tmp_path / "bench"
+    pids = [out / m / "alpha=0.5/seed=0/pid" for m in ("fedavg", "local")]
+
+    def stop_when_both_run() -> None:
+        while not all(p.is_file() for p in pids):
+            threading.Event().wait(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_both_run, daemon=True).start()
+    code = main(["bench=smoke", f"bench.out={out}", "bench.cells_at_once=2", "--allow-dirty"])
+
+    assert code == 130
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid.read_text()), 0)
+        assert not (pid.parent / "cell.json").exists() and not (pid.parent / "FAILED.json").exists()
+
+
+@pytest.mark.parametrize(("at_once", "share", "free", "expected"), [
+    (3, None, 80_000, 3), (3, 4096, None, 3), (3, 4096, 80_000, 3), (30, 4096, 80_000, 19),
+    (3, 4096, 1_000, 1)])
+def test_cells_side_by_side_are_as_many_as_the_gpu_memory_holds(
+        at_once: int, share: int | None, free: int | None, expected: int) -> None:
+    from pfednas.bench.runs import cells_side_by_side
+
+    assert cells_side_by_side(at_once, share, free) == expected
+
+
+@pytest.mark.parametrize("bad", ["bench.cells_at_once=0", "bench.cells_at_once=two",
+                                 "bench.cell_gpu_mib=0"])
+def test_a_bad_side_by_side_setting_is_one_line_naming_its_key(
+        bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench=smoke", bad, "--dry-run"])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and bad.split("=")[0] in err

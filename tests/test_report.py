@@ -37,6 +37,7 @@ from pfednas.report.table import (
     per_client_round,
     percentile10,
     run_row,
+    run_rows,
 )
 from pfednas.search import get_space
 from tests.conftest import PFEDNAS, REPO, pids_with_token
@@ -544,3 +545,15 @@ def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_chec
     assert checked == 1 and after_check == edited
     assert "differ from what the cells render" in capsys.readouterr().err
     assert refreshed == 0 and doc.read_text() == rendered
+
+
+def test_a_cell_run_beside_others_says_so_in_its_group(bench: tuple[Path, str],
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "smoke"
+    shutil.copytree(bench[0], out)
+    record = out / "fedavg" / "alpha=0.5" / "seed=0" / "cell.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "cells_at_once": 3}))
+
+    groups = aggregate(row for d in find_run_dirs([out]) for row in run_rows(load_run(d)))
+
+    assert {g.method: g.at_once for g in groups} == {"fedavg": 3, "fedavg+ft": 3, "local": 1}

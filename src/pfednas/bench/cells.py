@@ -59,6 +59,11 @@ class BenchPreset:
     # name -> (method, overrides): a method run with options of its own, reported as its own
     # row (the cells pass ``label=<name>``); not tuned: it runs the method's chosen values
     variants: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # how many cells run side by side (each its own `pfednas` process): 1 = one after another
+    cells_at_once: int = 1
+    # with a CUDA GPU: a cell's share of its memory (MiB); no more cells run at once than the
+    # GPU's free memory at the bench's start holds (None: cells_at_once alone decides)
+    cell_gpu_mib: int | None = None
 
     def base_of(self, name: str) -> str:
         """The registry method a bench method (a method or a variant) runs."""
@@ -97,6 +102,14 @@ class BenchPreset:
         tuning_split = str(cfg.get("tuning_split", "val"))
         if tuning_split not in ("val", "val_half"):
             raise BenchError(f"bench.tuning_split must be val|val_half, got {tuning_split!r}")
+        at_once, gpu_mib = cfg.get("cells_at_once", cls.cells_at_once), cfg.get(
+            "cell_gpu_mib", cls.cell_gpu_mib)
+        if isinstance(at_once, bool) or not isinstance(at_once, int) or at_once < 1:
+            raise BenchError(f"bench.cells_at_once must be an integer >= 1, got {at_once!r}")
+        if gpu_mib is not None and (isinstance(gpu_mib, bool) or not isinstance(gpu_mib, int)
+                                    or gpu_mib < 1):
+            raise BenchError(f"bench.cell_gpu_mib must be an integer >= 1 (MiB) or null, got "
+                             f"{gpu_mib!r}")
         return cls(
             name=name, dataset=str(cfg["dataset"]), search_space=str(cfg["search_space"]),
             methods=tuple(methods), alphas=tuple(float(a) for a in cfg["alphas"]),
@@ -110,7 +123,8 @@ class BenchPreset:
             finetune_epochs=None if finetune is None else int(finetune),
             tuning_seed=None if tuning_seed is None else int(tuning_seed), tuning=tuning,
             tuning_alpha=None if tuning_alpha is None else float(tuning_alpha),
-            tuning_split=tuning_split, variants=variants)
+            tuning_split=tuning_split, variants=variants, cells_at_once=at_once,
+            cell_gpu_mib=gpu_mib)
 
 
 VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -369,12 +383,16 @@ def compose_preset(preset: str, overrides: Sequence[str]) -> dict[str, Any]:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    # a setting the preset leaves at its default (no line in its file) is set all the same
+    optional = {f"bench.{f.name}" for f in dataclasses.fields(BenchPreset)
+                if (f.default, f.default_factory) != (dataclasses.MISSING, dataclasses.MISSING)}
+    overrides = [f"++{o}" if o.split("=", 1)[0] in optional else o for o in overrides]
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=[f"+bench={preset}", *overrides])
         value = OmegaConf.to_container(cfg.bench, resolve=True)
     except (HydraException, OmegaConfBaseException) as err:
-        raise BenchError(f"bench={preset}: {err}") from err
+        raise BenchError(f"bench={preset}: " + " ".join(str(err).split())) from err
     if not isinstance(value, dict):
         raise BenchError(f"bench={preset} is not a mapping")
     return {str(k): v for k, v in value.items()}

@@ -17,7 +17,9 @@ compared value by value, so a changed default counts) is skipped (the bench
 resumes); a stale one runs again. A failed cell leaves ``FAILED.json`` and the
 bench goes on. A finished cell keeps its per-round records compressed
 (``metrics.jsonl.gz``; ``pfednas report`` reads either form). The report goes to
-``<bench.out>/report/``.
+``<bench.out>/report/``. ``bench.cells_at_once=N`` runs N cells side by side (each its own
+process; on a GPU no more than its free memory holds at ``bench.cell_gpu_mib`` a cell), and
+each cell's ``cell.json`` records N beside its wall time.
 
 Reported cells run from committed code: with uncommitted changes to the package or
 its config the bench refuses, unless ``--allow-dirty`` is given; every cell run
@@ -39,9 +41,12 @@ import argparse
 import json
 import shutil
 import signal
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pfednas.bench.cells import (
@@ -56,7 +61,15 @@ from pfednas.bench.cells import (
     stale_keys,
     tuning_cells,
 )
-from pfednas.bench.runs import cell_record, compress_metrics, run_cell, source_state
+from pfednas.bench.runs import (
+    cell_record,
+    cells_side_by_side,
+    compress_metrics,
+    free_gpu_mib,
+    run_cell,
+    source_state,
+    stop_process,
+)
 from pfednas.bench.tuning import chosen_overrides, write_tuning_table
 from pfednas.config import conf_dir
 
@@ -86,25 +99,51 @@ def _stop_on_term(signum: int, frame: object) -> None:
     raise BenchStopped(signum)
 
 
-def run_cells(todo: Sequence[Cell], timeout: float | None) -> list[dict[str, Any]]:
-    """Run the cells not done yet, in order; the failures (each also left as FAILED.json)."""
-    failed: list[dict[str, Any]] = []
-    for i, cell in enumerate(todo, start=1):
-        label = f"[pfednas bench] {i}/{len(todo)} {cell.method} α={cell.alpha:g} seed={cell.seed}"
-        if cell_done(cell):
-            print(f"{label}: done before, skipped", flush=True)
-            continue
+def run_cells(todo: Sequence[Cell], timeout: float | None,
+              at_once: int = 1) -> list[dict[str, Any]]:
+    """Run the cells not done yet, ``at_once`` of them side by side (each its own process),
+    started in order; the failures in that order (each also left as FAILED.json). Stopped
+    (SIGTERM, Ctrl-C), it stops every running cell, which records nothing, and re-raises."""
+    labels = {cell.path: f"[pfednas bench] {i}/{len(todo)} {cell.method} α={cell.alpha:g} "
+                         f"seed={cell.seed}" for i, cell in enumerate(todo, start=1)}
+    running: list[subprocess.Popen[bytes]] = []
+    stopping = threading.Event()
+
+    def one(cell: Cell) -> dict[str, Any] | None:
         start = time.perf_counter()
-        problem = run_cell(cell, timeout)
+        problem = run_cell(cell, timeout, at_once=at_once, started=running.append,
+                           stopping=stopping)
         seconds = time.perf_counter() - start
         if problem is None:
-            print(f"{label}: finished in {seconds:.0f}s", flush=True)
-            continue
+            print(f"{labels[cell.path]}: finished in {seconds:.0f}s", flush=True)
+            return None
         (cell.path / "FAILED.json").write_text(json.dumps(problem, indent=2))
-        failed.append({**problem, "path": str(cell.path)})
-        print(f"{label}: FAILED ({problem['returncode']}) after {seconds:.0f}s; see "
-              f"{problem['log']}", flush=True)
-    return failed
+        print(f"{labels[cell.path]}: FAILED ({problem['returncode']}) after {seconds:.0f}s; "
+              f"see {problem['log']}", flush=True)
+        return {**problem, "path": str(cell.path)}
+
+    left = []
+    for cell in todo:
+        if cell_done(cell):
+            print(f"{labels[cell.path]}: done before, skipped", flush=True)
+        else:
+            left.append(cell)
+    if at_once == 1:
+        return [p for p in map(one, left) if p is not None]
+    pool = ThreadPoolExecutor(at_once, thread_name_prefix="cell")
+    futures = [pool.submit(one, cell) for cell in left]
+    try:
+        problems = [future.result() for future in futures]
+    except BaseException:
+        stopping.set()
+        for future in futures:
+            future.cancel()
+        for proc in list(running):
+            stop_process(proc)
+        pool.shutdown(wait=True)
+        raise
+    pool.shutdown()
+    return [p for p in problems if p is not None]
 
 
 def refuse_dirty(todo: Sequence[Cell]) -> None:
@@ -114,6 +153,18 @@ def refuse_dirty(todo: Sequence[Cell]) -> None:
         raise BenchError(f"uncommitted changes to {', '.join(changed)}: reported cells run "
                          "from committed code; commit them, or pass --allow-dirty (each cell "
                          "then keeps them as source.diff)")
+
+
+def side_by_side(preset: BenchPreset) -> int:
+    """How many of the preset's cells run at once here (``bench.cells_at_once``, fewer where
+    the GPU's free memory holds fewer ``bench.cell_gpu_mib`` shares), said on the console."""
+    free = free_gpu_mib() if preset.cell_gpu_mib is not None else None
+    at_once = cells_side_by_side(preset.cells_at_once, preset.cell_gpu_mib, free)
+    if at_once > 1 or preset.cells_at_once > 1:
+        held = "" if free is None else (f" (the GPU has {free} MiB free, "
+                                        f"{preset.cell_gpu_mib} MiB a cell)")
+        print(f"[pfednas bench] {at_once} cells at once{held}", flush=True)
+    return at_once
 
 
 def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = False,
@@ -141,7 +192,7 @@ def run_bench(preset: BenchPreset, extra: Sequence[str], *, dry_run: bool = Fals
         refuse_dirty(todo)
     previous = signal.signal(signal.SIGTERM, _stop_on_term)
     try:
-        failed = run_cells(todo, preset.cell_timeout)
+        failed = run_cells(todo, preset.cell_timeout, side_by_side(preset))
     except (BenchStopped, KeyboardInterrupt):
         print("[pfednas bench] stopped: the running cell was stopped, finished cells are kept; "
               "the same command resumes", file=sys.stderr, flush=True)

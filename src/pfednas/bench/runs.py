@@ -15,8 +15,9 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +87,15 @@ def cpu_capability() -> str:
 
 
 def cell_record(commit: str, loads: Sequence[float], seconds: float,
-                code: int | str) -> dict[str, Any]:
+                code: int | str, at_once: int = 1) -> dict[str, Any]:
     """What ``cell.json`` keeps beside a cell's results: the code it ran, the load it ran
-    at (the report's ``load`` column), so that its wall time can be read, and the CPU
-    capability its numerics depend on."""
+    at (the report's ``load`` column) and how many cells the bench ran side by side, so that
+    its wall time can be read, and the CPU capability its numerics depend on."""
     finite = [x for x in loads if math.isfinite(x)]
     return {"commit": commit, "returncode": code, "wall_seconds": round(seconds, 1),
             "load_mean": round(sum(finite) / len(finite), 2) if finite else None,
             "load_max": round(max(finite), 2) if finite else None,
-            "load_samples": len(finite), "cpus": os.cpu_count(),
+            "load_samples": len(finite), "cells_at_once": at_once, "cpus": os.cpu_count(),
             "cpu_capability": cpu_capability()}
 
 
@@ -114,11 +115,19 @@ def compress_metrics(run_dir: Path) -> Path | None:
     return packed
 
 
-def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
+class CellStopped(Exception):
+    """The bench stopped the cell (SIGTERM or Ctrl-C of the bench): nothing is recorded."""
+
+
+def run_cell(cell: Cell, timeout: float | None, *, at_once: int = 1,
+             started: Callable[[subprocess.Popen[bytes]], None] = lambda proc: None,
+             stopping: threading.Event | None = None) -> dict[str, Any] | None:
     """Run one cell; ``None`` on success, else what ``FAILED.json`` records. Either way
     ``cell.json`` records the commit and the load while it ran, and ``source.diff`` the
     uncommitted changes it ran with. A finished cell's ``metrics.jsonl`` is kept
-    compressed (:func:`compress_metrics`)."""
+    compressed (:func:`compress_metrics`). Run beside others (``at_once`` of them), the
+    bench learns its process from ``started`` and, when it stops them, sets ``stopping``:
+    the cell then raises :class:`CellStopped` and records nothing."""
     cell.path.mkdir(parents=True, exist_ok=True)
     (cell.path / "FAILED.json").unlink(missing_ok=True)
     (cell.path / METRICS_GZ).unlink(missing_ok=True)  # a previous run's: this one writes its own
@@ -132,7 +141,10 @@ def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
     with log.open("w") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
+        started(proc)
         try:
+            if stopping is not None and stopping.is_set():  # stopped while it started
+                stop_process(proc)
             code: int | str = wait_sampling_load(proc, timeout, loads)
         except subprocess.TimeoutExpired:
             stop_process(proc)
@@ -140,10 +152,34 @@ def run_cell(cell: Cell, timeout: float | None) -> dict[str, Any] | None:
         except BaseException:  # Ctrl-C or SIGTERM of the bench: the cell goes with it
             stop_process(proc)
             raise
-    record = cell_record(source.commit, loads, time.perf_counter() - start, code)
+    if stopping is not None and stopping.is_set():
+        raise CellStopped(cell.path)
+    record = cell_record(source.commit, loads, time.perf_counter() - start, code, at_once)
     (cell.path / CELL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     if code == 0 and (cell.path / "summary.json").is_file():
         compress_metrics(cell.path)
         return None
     return {"method": cell.method, "alpha": cell.alpha, "seed": cell.seed, "returncode": code,
             "command": command, "log": str(log), "error": log.read_text()[-3000:]}
+
+
+def free_gpu_mib() -> int | None:
+    """The first CUDA GPU's free memory in MiB, as ``nvidia-smi`` reports it (the bench
+    itself starts no CUDA context); ``None`` where there is no NVIDIA GPU or driver."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return int(out.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def cells_side_by_side(at_once: int, cell_gpu_mib: int | None, free_mib: int | None) -> int:
+    """How many cells run at once: ``at_once``, but no more than a GPU with ``free_mib`` free
+    holds at ``cell_gpu_mib`` each (at least one; no GPU or no share given: ``at_once``)."""
+    if cell_gpu_mib is None or free_mib is None:
+        return at_once
+    return max(1, min(at_once, free_mib // cell_gpu_mib))

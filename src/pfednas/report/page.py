@@ -211,7 +211,8 @@ def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
     out = []
     for g in shown_rows(results, labels):
         plain, heavy = (time_figures(results, g, heavy_tailed=h) for h in (False, True))
-        wall = f"{g.wall_seconds:.0f}" + ("" if g.load_mean is None else f" ({g.load_mean:.1f})")
+        wall = f"{g.wall_seconds:.0f}" + ("" if g.load_mean is None else f" ({g.load_mean:.1f})") \
+            + ("" if g.at_once == 1 else f", {g.at_once} cells at once")
         out.append("| " + " | ".join([
             row_name(g, published_too(results, g)), f"{g.alpha:g}", _compute(g),
             _ratio(g.macs_ratio_fedavg_ft), _traffic(g, best_of(results, g)), _params(g),

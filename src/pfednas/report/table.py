@@ -45,6 +45,7 @@ class RunRow:
     sample_passes: int = 0
     budget_violations: int | None = None
     load_mean: float | None = None   # the machine's mean 1-minute load while it ran (bench)
+    at_once: int = 1                 # how many bench cells ran side by side with it
     commit: str = ""                 # the code it ran (bench)
     base_method: str = ""            # the registry method a bench variant runs ("": ``method``)
     # simulated time on the run's devices and on the heavy-tailed spread (report.timeaxis;
@@ -84,6 +85,7 @@ class GroupRow:
     err_ratio_best_baseline: float | None = None  # NAS rows: error ÷ the best baseline's
     compute_ratio_fedavg_ft: float | None = None  # client sample-passes ÷ FedAvg+FT's
     load_mean: float | None = None  # mean over seeds of each run's mean 1-minute load
+    at_once: int = 1                # the most bench cells any of its runs ran beside (itself too)
     base_method: str = ""           # the registry method a bench variant runs ("": ``method``)
     simulated_seconds: float | None = None        # mean over seeds (None: a seed lacks it)
     simulated_seconds_heavy: float | None = None  # the same on the heavy-tailed spread
@@ -170,6 +172,7 @@ def run_rows(run: Run) -> list[RunRow]:
         distinct_archs=distinct_archs(final), finetune_epochs=finetune_epochs_of(run.config),
         sample_passes=passes, budget_violations=budget_violations(final),
         load_mean=_float_or_none(run.cell.get("load_mean")),
+        at_once=int(run.cell.get("cells_at_once") or 1),
         commit=str(run.cell.get("commit") or ""), base_method=str(s["method"]),
         simulated_seconds=run_seconds(run), simulated_seconds_heavy=run_seconds(
             run, heavy_tailed=True),
@@ -315,6 +318,7 @@ def _group(runs: list[RunRow]) -> GroupRow:
         sample_passes=float(np.mean([r.sample_passes for r in runs])),
         budget_violations=float(np.mean(violations)) if violations else None,
         load_mean=float(np.mean(loads)) if loads else None, base_method=first.base_method,
+        at_once=max(r.at_once for r in runs),
         simulated_seconds=_mean_or_none([r.simulated_seconds for r in runs]),
         simulated_seconds_heavy=_mean_or_none([r.simulated_seconds_heavy for r in runs]),
         bytes_total=float(np.mean([r.bytes_total for r in runs])),
