@@ -190,3 +190,13 @@ def spread(supernet: Any, num_clients: int, *, batch_size: int = 16, seed: int =
     from pfednas.methods.fixed import spread_profiles
 
     return spread_profiles(supernet, HardwareSpread(**hardware), num_clients, seed, batch_size)
+
+
+def measured_removed(value: object) -> object:
+    """A record without what is measured rather than computed (times, memory)."""
+    if isinstance(value, dict):
+        return {k: measured_removed(v) for k, v in value.items()
+                if not any(word in k for word in ("seconds", "memory", "wall"))}
+    if isinstance(value, list):
+        return [measured_removed(v) for v in value]
+    return value

@@ -8,6 +8,7 @@ import pytest
 
 from pfednas.config import SIMULATION_ENV
 from pfednas.run.inprocess import run_inprocess
+from tests.conftest import measured_removed
 
 
 def test_an_inprocess_run_is_a_simulation_without_the_launchers_variable(
@@ -30,16 +31,6 @@ def test_an_inprocess_run_is_a_simulation_without_the_launchers_variable(
     assert SIMULATION_ENV not in os.environ
 
 
-def _measured_removed(value: object) -> object:
-    """A record without what is measured rather than computed (times, memory)."""
-    if isinstance(value, dict):
-        return {k: _measured_removed(v) for k, v in value.items()
-                if not any(word in k for word in ("seconds", "memory", "wall"))}
-    if isinstance(value, list):
-        return [_measured_removed(v) for v in value]
-    return value
-
-
 @pytest.mark.parametrize("method", ["fedrep", "perfedrlnas"])
 def test_clients_side_by_side_give_the_records_of_clients_one_after_another(
         method: str) -> None:
@@ -53,7 +44,7 @@ def test_clients_side_by_side_give_the_records_of_clients_one_after_another(
     side_by_side = run_inprocess(overrides, workers=2)
 
     # Assert
-    first = [_measured_removed(r.to_json()) for r in alone.records]
-    second = [_measured_removed(r.to_json()) for r in side_by_side.records]
+    first = [measured_removed(r.to_json()) for r in alone.records]
+    second = [measured_removed(r.to_json()) for r in side_by_side.records]
     assert first == second
     assert alone.summary["personalized_acc_mean"] == side_by_side.summary["personalized_acc_mean"]
