@@ -275,3 +275,42 @@ def test_a_bad_side_by_side_setting_is_one_line_naming_its_key(
 
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and bad.split("=")[0] in err
+
+
+def test_a_tuning_run_that_scored_both_scopes_is_current_whatever_the_default_scope(
+        tmp_path: Path) -> None:
+    both = (*OVERRIDES, "federation.finetune_both=true")
+    scope = compose(list(both)).method.finetune_scope
+    other = "full" if scope == "head" else "head"
+
+    scored_both = _finished_cell(tmp_path / "both", both, method__finetune_scope=other)
+    one_scope = _finished_cell(tmp_path / "one", OVERRIDES, method__finetune_scope=other)
+
+    assert stale_keys(scored_both) == []
+    assert stale_keys(one_scope) == ["method.finetune_scope"]
+
+
+def test_each_methods_defaults_are_what_the_main_jobs_benchmark_chose() -> None:
+    # Prepare: bench=digits' reported cells of seed 0 (the main job's seed), with what its
+    # committed tuning cells chose
+    from pfednas.bench.cells import config_differences, resolved_values
+    from pfednas.bench.tuning import chosen_overrides
+    from pfednas.methods import METHODS
+
+    preset = BenchPreset.from_config(compose_preset("digits", [
+        f"bench.out={Path(__file__).resolve().parents[1] / 'docs' / 'bench' / 'digits'}"]),
+        METHODS)
+    spaces = {m: METHODS[m].spaces for m in preset.methods}
+    reported = [c for c in cells(preset, [], spaces, chosen_overrides(preset, [], spaces))
+                if c.seed == 0]
+
+    # Execute: `pfednas method=<m>` against each cell
+    differences = {c.method: config_differences(
+        resolved_values(compose([f"method={c.method}"])), resolved_values(compose(
+            list(c.overrides)))) for c in reported}
+
+    # Assert: they differ only in how often the run is evaluated and checkpointed, and in
+    # whether it prints progress (none of which changes a figure)
+    assert set(differences) == {"perfedrlnas", "fedavg"}
+    for keys in differences.values():
+        assert set(keys) <= {"federation.eval_every", "checkpoint_every", "progress"}

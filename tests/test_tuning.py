@@ -34,15 +34,16 @@ def test_one_tuning_run_scores_both_finetuning_scopes_as_runs_at_each_scope_alon
              for scope in ("full", "head")}
 
     # Assert: each scope's accuracy is the one a run at that scope reports, per client
-    # too; the reported figure is the configured scope's, its work counted once
+    # too; the reported figure is the configured scope's (the default: head), its work
+    # counted once
     for scope in ("full", "head"):
         assert both["finetune_scopes"][scope]["mean"] == pytest.approx(
             alone[scope]["personalized_acc_mean"], abs=1e-9)
     assert [r[f"accuracy_ft_{s}"] for r in both["per_client"] for s in ("full", "head")] == \
         [alone[s]["per_client"][i]["accuracy"] for i in range(len(both["per_client"]))
          for s in ("full", "head")]
-    assert both["personalized_acc_mean"] == alone["full"]["personalized_acc_mean"]
-    assert both["client_sample_passes"] == alone["full"]["client_sample_passes"]
+    assert both["personalized_acc_mean"] == alone["head"]["personalized_acc_mean"]
+    assert both["client_sample_passes"] == alone["head"]["client_sample_passes"]
     assert "finetune_scopes" not in alone["full"]
 
 

@@ -330,7 +330,16 @@ def stale_keys(cell: Cell) -> list[str] | None:
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         return [f"the overrides (they no longer compose: {type(err).__name__})"]
     return [k + _presence(k, now, before) for k in config_differences(now, before)
-            if k.split(".", 1)[0] not in KEYS_NOT_COMPARED]
+            if k.split(".", 1)[0] not in KEYS_NOT_COMPARED
+            and not (k == "method.finetune_scope" and scored_both(now) and scored_both(before))]
+
+
+def scored_both(config: Mapping[str, Any]) -> bool:
+    """Whether a run scores every fine-tuning scope (``federation.finetune_both``, as tuning
+    runs do): it records each scope's accuracy, so ``method.finetune_scope``, which only
+    names the one its headline figure shows, does not make it stale."""
+    federation = config.get("federation")
+    return isinstance(federation, Mapping) and federation.get("finetune_both") is True
 
 
 def _presence(key: str, now: Mapping[str, Any], before: Mapping[str, Any]) -> str:

@@ -15,9 +15,10 @@ FINETUNE_EPOCHS = 10  # F: the papers' local fine-tuning before a personalized e
 class LocalOptions:
     """Local training only: each client trains its own model, nothing is averaged."""
 
-    # the fixed model of the search space: max (the papers' "MobileNetV3-Large" role) | min |
-    # fits_all (the largest architecture every client's memory budget admits) | an arch string
-    arch: str = "max"
+    # the fixed model of the search space: fits_all (the largest architecture every client's
+    # memory budget admits: the benchmark's choice in every preset) | max (the papers'
+    # "MobileNetV3-Large" role) | min | an arch string
+    arch: str = "fits_all"
 
     def __post_init__(self) -> None:
         check_fixed_arch(self.arch)
@@ -28,7 +29,8 @@ class FedAvgOptions(LocalOptions):
     """FedAvg (McMahan et al., 2017) + local fine-tuning before the personalized evaluation."""
 
     finetune_epochs: int = FINETUNE_EPOCHS  # per client, on its own train split (0: as published)
-    finetune_scope: str = "full"  # full (the whole model, the papers') | head (classifier only)
+    # head (classifier only: bench=digits' choice) | full (the whole model, the papers')
+    finetune_scope: str = "head"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -43,7 +43,8 @@ class PerFedRLNASOptions:
     # F: fine-tune the argmax slice this many epochs before the test evaluation (the benchmark
     # protocol's +FT, not in the paper); the paper's figure is reported beside it (accuracy_no_ft)
     finetune_epochs: int = FINETUNE_EPOCHS
-    finetune_scope: str = "full"       # what +FT trains: full (the whole slice) | head
+    # what +FT trains: head (the classifier: bench=digits' choice) | full (the whole slice)
+    finetune_scope: str = "head"
     # last rounds: each client trains its personalized architecture (argmax within budget), no
     # policy update: search, then retrain (not in the paper; an option)
     exploit_rounds: int = 0
