@@ -309,8 +309,10 @@ def test_each_methods_defaults_are_what_the_main_jobs_benchmark_chose() -> None:
         resolved_values(compose([f"method={c.method}"])), resolved_values(compose(
             list(c.overrides)))) for c in reported}
 
-    # Assert: they differ only in how often the run is evaluated and checkpointed, and in
-    # whether it prints progress (none of which changes a figure)
+    # Assert: they differ only in how often the run is evaluated (and whether fine-tuned
+    # along the way) and checkpointed, and in whether it prints progress, none of which
+    # changes a figure (tests/test_inprocess.py)
     assert set(differences) == {"perfedrlnas", "fedavg"}
     for keys in differences.values():
-        assert set(keys) <= {"federation.eval_every", "checkpoint_every", "progress"}
+        assert set(keys) <= {"federation.eval_every", "federation.eval_finetune",
+                             "checkpoint_every", "progress"}

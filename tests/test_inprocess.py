@@ -48,3 +48,30 @@ def test_clients_side_by_side_give_the_records_of_clients_one_after_another(
     second = [measured_removed(r.to_json()) for r in side_by_side.records]
     assert first == second
     assert alone.summary["personalized_acc_mean"] == side_by_side.summary["personalized_acc_mean"]
+
+
+@pytest.mark.parametrize("method", ["fedavg", "perfedrlnas", "fedrep", "spider"])
+def test_fine_tuned_evaluations_along_the_way_change_no_training_and_no_final_figure(
+        method: str) -> None:
+    # Prepare: every round evaluated, quick (un-fine-tuned) or fine-tuned like the last;
+    # FedRep keeps each client's head in its node's context, SPIDER its local model
+    overrides = [f"method={method}", "federation.num_clients=4",
+                 "federation.clients_per_round=2", "federation.num_rounds=3",
+                 "federation.eval_every=1", "method.finetune_epochs=1"]
+    if method == "spider":
+        overrides += ["search_space.channels=4", "search_space.layers=3",
+                      "search_space.steps=2", "search_space.multiplier=2"]
+
+    # Execute
+    quick = run_inprocess([*overrides, "federation.eval_finetune=final"])
+    tuned = run_inprocess([*overrides, "federation.eval_finetune=all"])
+
+    # Assert: the evaluations along the way are fine-tuned ones, and the training and the
+    # final evaluation are those of the run without them
+    assert [r.eval_kind for r in quick.records] == ["quick", "quick", "final"]
+    assert [r.eval_kind for r in tuned.records] == ["full", "full", "final"]
+    assert [measured_removed(r.train) for r in quick.records] == \
+        [measured_removed(r.train) for r in tuned.records]
+    assert measured_removed(quick.records[-1].evaluation) == \
+        measured_removed(tuned.records[-1].evaluation)
+    assert quick.summary["personalized_acc_mean"] == tuned.summary["personalized_acc_mean"]
