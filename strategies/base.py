@@ -38,7 +38,7 @@ from pfednas.hardware.simulated_time import (
     timed_train_row,
 )
 from pfednas.messages import Finetune, RoundConfig
-from pfednas.records import RoundRecord, StageResult
+from pfednas.records import RoundRecord, StageResult, arch_details
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
 from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
     DEPLOYMENT_NORM_BOUND,
@@ -115,6 +115,7 @@ class PersonalizedStrategy(ClientClaims):
         # the claimed profiles (sent in every round config) and what chooses it
         self.fixed_arch: str | None = None
         self.choose_fixed_arch = roster.choose_fixed_arch
+        self.fixed_cost = roster.fixed_cost
         # F: the fine-tuning epochs of a personalized evaluation (0: none)
         self.finetune_epochs = 0
 
@@ -370,8 +371,14 @@ class PersonalizedStrategy(ClientClaims):
         return {cid for cid, node in self.node_of.items() if node in nodes}
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
-        """Extra per-client fields of an evaluation row (e.g. the architecture)."""
-        return {}
+        """Extra per-client fields of an evaluation row (e.g. the architecture): a simulated
+        fixed-architecture baseline's architecture, its cost and the client's memory budget."""
+        if self.fixed_cost is None:
+            return {}
+        arch, cost = self.fixed_cost
+        profile = self.profiles.get(client_id)
+        return arch_details(arch, cost, metric="memory",
+                            budget=None if profile is None else profile.memory_bytes)
 
     @staticmethod
     def train_row(metrics: dict[str, Any]) -> dict[str, float]:

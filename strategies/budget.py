@@ -8,10 +8,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pfednas.hardware.profile import ClientProfile, ProfileBounds
 from pfednas.settings import Federation
+
+if TYPE_CHECKING:
+    from pfednas.search import Arch, Cost
 
 
 @dataclass(frozen=True)
@@ -107,3 +110,7 @@ class Roster:
     # a deployment's baselines with method.arch=fits_all: the choice from the claimed profiles
     choose_fixed_arch: Callable[[Mapping[int, ClientProfile], ProfileBounds],
                                 FixedChoice] | None = None
+    # a simulated fixed-architecture baseline: its architecture and cost, which each
+    # evaluation row records against the client's memory budget (None: a NAS method's rows
+    # carry their own, or a deployment's)
+    fixed_cost: tuple[Arch, Cost] | None = None

@@ -297,6 +297,39 @@ def test_aggregate_pools_seeds_means_stds_and_params() -> None:
     assert groups[0].acc_std_seeds is None
 
 
+def test_training_memory_is_pooled_over_every_seeds_clients_or_absent() -> None:
+    # Prepare: two seeds whose clients record their models' training memory, one that does not
+    def with_memory(run: Run, memory: list[int]) -> Run:
+        for row, m in zip(run.summary["per_client"], memory, strict=True):
+            row["memory_bytes"] = m
+        return run
+    recorded = [run_row(with_memory(_run("fedavg", s, [0.5, 0.7]), m))
+                for s, m in ((0, [2 ** 20, 3 * 2 ** 20]), (1, [2 * 2 ** 20, 2 * 2 ** 20]))]
+
+    # Execute
+    (both,) = aggregate(recorded)
+    (partly,) = aggregate([*recorded, run_row(_run("fedavg", 2, [0.5, 0.7]))])
+
+    # Assert
+    assert (both.memory_mean, both.memory_min, both.memory_max) == (2 * 2 ** 20, 2 ** 20,
+                                                                     3 * 2 ** 20)
+    assert (partly.memory_mean, partly.memory_min, partly.memory_max) == (None, None, None)
+
+
+def test_a_simulated_baseline_records_its_models_cost_against_each_budget() -> None:
+    from pfednas.run.inprocess import run_inprocess
+
+    run = run_inprocess(["method=fedavg", "federation.num_clients=4",
+                         "federation.clients_per_round=2", "federation.num_rounds=1",
+                         "method.finetune_epochs=1"])
+
+    rows = run.summary["per_client"]
+    assert len({(r["arch"], r["memory_bytes"]) for r in rows}) == 1  # one model, fits_all
+    assert all(r["cost"] == r["memory_bytes"] <= r["budget"] and r["within_budget"]
+               for r in rows)
+    assert run.summary["within_budget_share"] == 1.0
+
+
 def test_a_baselines_variant_is_a_baseline_and_can_be_the_best_one() -> None:
     # Prepare: FedAvg+FT, its head-only fine-tuning variant (a bench label), FedBABU, a NAS run
     def labelled(run: Run, label: str) -> Run:

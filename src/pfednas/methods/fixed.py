@@ -120,8 +120,15 @@ def fits_all_roster(settings: RunSettings, roster: Roster, *, deployment: bool,
     clients' claimed profiles are known, the architecture they all fit and the clients it
     excludes (:func:`fits_all_on_profiles`), and ``model``'s arrays and roles for it (the
     whole model, or the body; None: the clients hold the model). Clients get the
-    architecture in every round config. Anything else: ``roster`` as it is."""
-    if not deployment or settings.method_options.get("arch") != FITS_ALL:
+    architecture in every round config. A simulation: ``roster`` with the fixed model's
+    architecture and cost (its training memory at the run's batch, as the simulated budgets
+    count it), which every evaluation row records against the client's budget. A deployment
+    with another architecture: ``roster`` as it is."""
+    if not deployment:
+        arch = _fixed(settings)[0]
+        cost = seeded_supernet(settings).cost(arch, batch_size=settings.federation.batch_size)
+        return dataclasses.replace(roster, fixed_cost=(arch, cost))
+    if settings.method_options.get("arch") != FITS_ALL:
         return roster
 
     def choose(profiles: Mapping[int, ClientProfile], bounds: ProfileBounds) -> FixedChoice:

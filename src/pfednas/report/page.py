@@ -120,6 +120,16 @@ def _params(g: GroupRow) -> str:
     return f"{g.params_mean:,.0f} ({g.params_min:,}–{g.params_max:,})"
 
 
+def _memory(g: GroupRow) -> str:
+    """Training memory in MiB, mean (min–max) over the clients of every seed."""
+    if g.memory_mean is None or g.memory_min is None or g.memory_max is None:
+        return "—"
+    mib = 2.0 ** 20
+    if g.memory_min == g.memory_max:
+        return f"{g.memory_min / mib:.1f}"
+    return f"{g.memory_mean / mib:.1f} ({g.memory_min / mib:.1f}–{g.memory_max / mib:.1f})"
+
+
 def _compute(g: GroupRow) -> str:
     ratio = g.compute_ratio_fedavg_ft
     if ratio is None:
@@ -131,7 +141,7 @@ COLUMNS = ("method", "α", "acc (mean ± std over seeds)", "worst-10 %", "err ÷
            "err ÷ best baseline", "Δ acc − best baseline, paired by seed [95 % CI]")
 COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg+FT", "client MACs ÷ FedAvg+FT",
                 "traffic over the run ÷ best baseline", "params mean (min–max)",
-                "budget used (cost ÷ budget)", "simulated s",
+                "training memory MiB mean (min–max)", "budget used (cost ÷ budget)", "simulated s",
                 "time to best baseline's acc ÷ its time", "acc within FedAvg+FT's time",
                 "wall s (load)")
 
@@ -216,7 +226,7 @@ def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
         out.append("| " + " | ".join([
             row_name(g, published_too(results, g)), f"{g.alpha:g}", _compute(g),
             _ratio(g.macs_ratio_fedavg_ft), _traffic(g, best_of(results, g)), _params(g),
-            _ratio(g.budget_used),
+            _memory(g), _ratio(g.budget_used),
             f"{seconds_cell(plain)} ({seconds_cell(heavy)})",
             f"{time_cell(plain)} ({time_cell(heavy)})",
             f"{within_cell(plain)} ({within_cell(heavy)})", wall]) + " |")

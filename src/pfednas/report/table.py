@@ -55,6 +55,7 @@ class RunRow:
     bytes_total: float = 0.0         # every message's arrays over the whole run, up and down
     client_macs: float = 0.0         # per client, what it trained over the run (fine-tuning too)
     budget_used: float | None = None  # mean over clients of its model's cost ÷ its budget
+    memory: tuple[int, ...] = ()  # each client's model's training memory, bytes (): not recorded
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ class GroupRow:
     client_macs: float = 0.0  # mean over seeds of the MACs a client trained (fine-tuning too)
     macs_ratio_fedavg_ft: float | None = None  # client_macs ÷ FedAvg+FT's
     budget_used: float | None = None  # mean over seeds of the clients' mean cost ÷ budget
+    # the clients' models' training memory, bytes, over every seed's clients (None: a seed's
+    # run did not record it)
+    memory_mean: float | None = None
+    memory_min: int | None = None
+    memory_max: int | None = None
 
 
 # The personalized-FL baselines of the protocol, and the NAS methods measured against them.
@@ -178,7 +184,7 @@ def run_rows(run: Run) -> list[RunRow]:
             run, heavy_tailed=True),
         bytes_total=float(s["bytes_up"]) + float(s["bytes_down"]),
         client_macs=trained_macs(run.rounds, ("train", "evaluation")) / len(clients),
-        budget_used=budget_used(clients))
+        budget_used=budget_used(clients), memory=training_memory(clients))
     if "personalized_acc_no_ft_mean" not in s:
         return [base]
     published = tuple(float(c["accuracy_no_ft"]) for c in clients)
@@ -207,6 +213,14 @@ def budget_used(per_client: Sequence[dict[str, Any]]) -> float | None:
     shares = [float(r["cost"]) / float(r["budget"]) for r in per_client
               if r.get("budget") and r.get("cost") is not None]
     return float(np.mean(shares)) if shares else None
+
+
+def training_memory(per_client: Sequence[dict[str, Any]]) -> tuple[int, ...]:
+    """Each client's model's training memory (the cost model's ``memory_bytes``); () where a
+    client's row does not record it."""
+    if not per_client or any("memory_bytes" not in r for r in per_client):
+        return ()
+    return tuple(int(r["memory_bytes"]) for r in per_client)
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -323,7 +337,18 @@ def _group(runs: list[RunRow]) -> GroupRow:
         simulated_seconds_heavy=_mean_or_none([r.simulated_seconds_heavy for r in runs]),
         bytes_total=float(np.mean([r.bytes_total for r in runs])),
         client_macs=float(np.mean([r.client_macs for r in runs])),
-        budget_used=_mean_or_none([r.budget_used for r in runs]))
+        budget_used=_mean_or_none([r.budget_used for r in runs]),
+        **_memory(runs))
+
+
+def _memory(runs: Sequence[RunRow]) -> dict[str, Any]:
+    """The group's training-memory fields: over every seed's clients, or None where a run
+    lacks them."""
+    if any(not r.memory for r in runs):
+        return {}
+    values = np.array([m for r in runs for m in r.memory])
+    return {"memory_mean": float(values.mean()), "memory_min": int(values.min()),
+            "memory_max": int(values.max())}
 
 
 def _mean_or_none(values: Sequence[float | None]) -> float | None:
