@@ -316,3 +316,16 @@ def test_each_methods_defaults_are_what_the_main_jobs_benchmark_chose() -> None:
     for keys in differences.values():
         assert set(keys) <= {"federation.eval_every", "federation.eval_finetune",
                              "checkpoint_every", "progress"}
+
+
+def test_a_tuning_run_is_not_stale_by_fine_tuned_evaluations_along_the_way(
+        tmp_path: Path) -> None:
+    tuning = (*OVERRIDES, "eval_split=val_half", "federation.eval_finetune=all")
+    reported = (*OVERRIDES, "federation.eval_finetune=all")
+
+    before_tuning = _finished_cell(tmp_path / "tuning", tuning, federation__eval_finetune="final")
+    before_reported = _finished_cell(tmp_path / "reported", reported,
+                                     federation__eval_finetune="final")
+
+    assert stale_keys(before_tuning) == []
+    assert stale_keys(before_reported) == ["federation.eval_finetune"]

@@ -50,7 +50,8 @@ def test_clients_side_by_side_give_the_records_of_clients_one_after_another(
     assert alone.summary["personalized_acc_mean"] == side_by_side.summary["personalized_acc_mean"]
 
 
-@pytest.mark.parametrize("method", ["fedavg", "perfedrlnas", "fedrep", "spider"])
+@pytest.mark.parametrize("method", ["fedavg", "local", "fedrep", "fedbabu", "perfedrlnas",
+                                    "hapfnas", "fednas", "spider", "ditto"])
 def test_fine_tuned_evaluations_along_the_way_change_no_training_and_no_final_figure(
         method: str) -> None:
     # Prepare: every round evaluated, quick (un-fine-tuned) or fine-tuned like the last;
@@ -58,7 +59,18 @@ def test_fine_tuned_evaluations_along_the_way_change_no_training_and_no_final_fi
     overrides = [f"method={method}", "federation.num_clients=4",
                  "federation.clients_per_round=2", "federation.num_rounds=3",
                  "federation.eval_every=1", "method.finetune_epochs=1"]
-    if method == "spider":
+    if method == "local":  # it has no fine-tuning: its evaluations are alike either way
+        overrides.remove("method.finetune_epochs=1")
+    if method == "hapfnas":  # one round of distillation, one of search, two of heteroFedAvg
+        overrides[overrides.index("federation.num_rounds=3")] = "federation.num_rounds=4"
+        overrides += ["dataset.max_samples_per_client=150", "method.distill_rounds=1",
+                      "method.search_rounds=1", "method.knowledge_width=8",
+                      "method.transfer.size=400", "method.distill.steps=10",
+                      "method.distill.random_subnets=1", "method.knowledge_epochs=2",
+                      "method.predictor.archs_per_client=12", "method.predictor.trees=30",
+                      "method.predictor.folds=3", "method.evolution.population=12",
+                      "method.evolution.generations=5", "method.evolution.parents=4"]
+    if method in ("fednas", "spider", "ditto"):
         overrides += ["search_space.channels=4", "search_space.layers=3",
                       "search_space.steps=2", "search_space.multiplier=2"]
 
@@ -68,8 +80,10 @@ def test_fine_tuned_evaluations_along_the_way_change_no_training_and_no_final_fi
 
     # Assert: the evaluations along the way are fine-tuned ones, and the training and the
     # final evaluation are those of the run without them
-    assert [r.eval_kind for r in quick.records] == ["quick", "quick", "final"]
-    assert [r.eval_kind for r in tuned.records] == ["full", "full", "final"]
+    if method != "local":  # (HAPFNAS evaluates in its heteroFedAvg rounds only)
+        kinds = [[r.eval_kind for r in run.records if r.eval_kind] for run in (quick, tuned)]
+        assert kinds[0][-1] == kinds[1][-1] == "final" and len(kinds[0]) == len(kinds[1]) > 1
+        assert set(kinds[0][:-1]) == {"quick"} and set(kinds[1][:-1]) == {"full"}
     assert [measured_removed(r.train) for r in quick.records] == \
         [measured_removed(r.train) for r in tuned.records]
     assert measured_removed(quick.records[-1].evaluation) == \

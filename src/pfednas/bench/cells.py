@@ -331,7 +331,16 @@ def stale_keys(cell: Cell) -> list[str] | None:
         return [f"the overrides (they no longer compose: {type(err).__name__})"]
     return [k + _presence(k, now, before) for k in config_differences(now, before)
             if k.split(".", 1)[0] not in KEYS_NOT_COMPARED
-            and not (k == "method.finetune_scope" and scored_both(now) and scored_both(before))]
+            and not (k == "method.finetune_scope" and scored_both(now) and scored_both(before))
+            and not (k == "federation.eval_finetune" and tuning_run(now) and tuning_run(before))]
+
+
+def tuning_run(config: Mapping[str, Any]) -> bool:
+    """Whether a run is a tuning run (scored on validation data, ``eval_split`` other than
+    test): its one figure used is its final score, which fine-tuned evaluations along the way
+    do not change (tests/test_inprocess.py), so ``federation.eval_finetune`` does not make it
+    stale."""
+    return config.get("eval_split", "test") != "test"
 
 
 def scored_both(config: Mapping[str, Any]) -> bool:
