@@ -331,8 +331,8 @@ def stale_keys(cell: Cell) -> list[str] | None:
         return [f"the overrides (they no longer compose: {type(err).__name__})"]
     return [k + _presence(k, now, before) for k in config_differences(now, before)
             if k.split(".", 1)[0] not in KEYS_NOT_COMPARED
-            and not (k == "method.finetune_scope" and scored_both(now) and scored_both(before))
-            and not (k == "federation.eval_finetune" and tuning_run(now) and tuning_run(before))]
+            and not (k in NOT_COMPARED_WHEN and NOT_COMPARED_WHEN[k](now)
+                     and NOT_COMPARED_WHEN[k](before))]
 
 
 def tuning_run(config: Mapping[str, Any]) -> bool:
@@ -349,6 +349,12 @@ def scored_both(config: Mapping[str, Any]) -> bool:
     names the one its headline figure shows, does not make it stale."""
     federation = config.get("federation")
     return isinstance(federation, Mapping) and federation.get("finetune_both") is True
+
+
+# Keys that do not change what a run of a kind gives, so not compared when both the saved
+# and today's configuration are of that kind.
+NOT_COMPARED_WHEN = {"method.finetune_scope": scored_both,
+                     "federation.eval_finetune": tuning_run}
 
 
 def _presence(key: str, now: Mapping[str, Any], before: Mapping[str, Any]) -> str:
@@ -414,3 +420,4 @@ def compose_preset(preset: str, overrides: Sequence[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BenchError(f"bench={preset} is not a mapping")
     return {str(k): v for k, v in value.items()}
+
