@@ -225,6 +225,10 @@ def test_bench_applies_f_to_methods_that_finetune_and_tunes_on_an_unreported_see
     assert not any(o.startswith("method.finetune_epochs") for o in by_method["local"])
     assert {c.seed for c in tuning} == {100}
     assert all("eval_split=val" in c.overrides for c in tuning)
+    # a tuning run fine-tunes at its end only, whatever the preset's reported runs do
+    along_the_way = _preset(overrides=["federation.eval_finetune=all"])
+    for cell in tuning_cells(along_the_way, [], spaces):
+        assert compose(list(cell.overrides)).federation.eval_finetune == "final"
     with pytest.raises(BenchError, match="never reported"):
         _preset(tuning_seed=1)
     with pytest.raises(BenchError, match="same number"):
