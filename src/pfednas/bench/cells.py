@@ -292,11 +292,17 @@ def migrated(saved: Mapping[str, Any]) -> dict[str, Any]:
     """A saved config in today's keys: PerFedRLNAS's ``method.hardware`` and HAPFNAS's
     ``method.budget.{low,high}`` are ``federation.hardware`` (a baseline's ``fits_all`` used
     its defaults), ``method.budget.metric`` is ``method.budget_metric``, a retired switch
-    at its only value now is gone, and the dataset options added since take the values that
-    deal the data as it was (``ADDED_DATASET_KEYS``)."""
+    at its only value now is gone, the dataset options added since take the values that
+    deal the data as it was (``ADDED_DATASET_KEYS``), and a tuning run's
+    ``method.train_on_val_when_final`` is false, as it ran."""
     out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in saved.items()}
     if isinstance(out.get("dataset"), dict) and "partitioner" not in out["dataset"]:
         out["dataset"] = {**_added_dataset_defaults(), **out["dataset"]}
+    if isinstance(out.get("method"), dict) and tuning_run(out) \
+            and out["method"].get("train_on_val_when_final") is True:
+        # SPIDER's / Ditto's tuning runs before issue 45 switched it off at run time while
+        # their config said true: as they ran
+        out["method"]["train_on_val_when_final"] = False
     method, federation = out.get("method"), out.get("federation")
     if not isinstance(method, dict) or not isinstance(federation, dict) \
             or "hardware" in federation:
@@ -355,10 +361,25 @@ def scored_both(config: Mapping[str, Any]) -> bool:
     return isinstance(federation, Mapping) and federation.get("finetune_both") is True
 
 
+def scores_val_half(config: Mapping[str, Any]) -> bool:
+    """Whether a tuning run scores every client on the half of its validation split that
+    :func:`pfednas.data.tuning_splits` sets aside: ``eval_split=val_half``, or ``val`` for a
+    method that selects on validation data, which is scored on that half alone
+    (:func:`pfednas.app.client_app.evaluation_split`). Between two such runs ``eval_split``
+    changes nothing."""
+    from pfednas.methods import METHODS
+
+    split, method = config.get("eval_split", "test"), config.get("method")
+    name = method.get("name") if isinstance(method, Mapping) else None
+    return split == "val_half" or (split == "val" and name in METHODS
+                                   and METHODS[name].selects_on_val)
+
+
 # Keys that do not change what a run of a kind gives, so not compared when both the saved
 # and today's configuration are of that kind.
 NOT_COMPARED_WHEN = {"method.finetune_scope": scored_both,
-                     "federation.eval_finetune": tuning_run}
+                     "federation.eval_finetune": tuning_run,
+                     "eval_split": scores_val_half}
 
 
 def _presence(key: str, now: Mapping[str, Any], before: Mapping[str, Any]) -> str:
