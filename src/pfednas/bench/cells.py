@@ -370,7 +370,7 @@ def scores_val_half(config: Mapping[str, Any]) -> bool:
     from pfednas.methods import METHODS
 
     split, method = config.get("eval_split", "test"), config.get("method")
-    name = method.get("name") if isinstance(method, Mapping) else None
+    name = str(method.get("name")) if isinstance(method, Mapping) else ""
     return split == "val_half" or (split == "val" and name in METHODS
                                    and METHODS[name].selects_on_val)
 
