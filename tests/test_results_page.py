@@ -300,3 +300,40 @@ def test_the_pairs_block_gives_each_method_against_every_baseline_paired_by_seed
     ditto = [int(k) for k in preset.seeds]
     assert cells_of_row[2].endswith("†") == pairs.holds_after_bonferroni(
         {s: accuracy("spider", s) for s in ditto}, {s: published("ditto", s) for s in ditto}, 6)
+
+
+def test_the_shift_block_pairs_each_figure_with_and_without_the_shift_by_seed() -> None:
+    # Prepare: the committed Fashion-MNIST cells as the preset without the shift, and as the
+    # preset with it the same cells with PerFedRLNAS+FT's accuracy lowered by 0.02 on every
+    # seed (a shift that costs it 0.02 and nothing else)
+    import dataclasses
+
+    from pfednas.report.shift import render_shift
+
+    order = method_order()
+    plain = load_bench(read_preset(conf_dir() / "bench" / "fashion_mnist.yaml", order),
+                       BENCH_ROOT / "fashion_mnist", order)
+    hit = next(k for k in plain.by_seed if k[1] == "perfedrlnas+ft" and k[2] == 0.3)
+    shifted = dataclasses.replace(
+        plain, preset=dataclasses.replace(plain.preset, name="rotated", shifts="fashion_mnist"),
+        by_seed={k: ({s: a - 0.02 for s, a in v.items()} if k == hit else v)
+                 for k, v in plain.by_seed.items()},
+        groups=tuple(dataclasses.replace(g, acc_mean=g.acc_mean - 0.02)
+                     if page.key_of(g) == hit else g for g in plain.groups))
+
+    # Execute
+    header, _, *lines = render_shift(shifted, plain).splitlines()
+    rows = {r.split(" | ")[0][2:] + " " + r.split(" | ")[1]: r.split(" | ")
+            for r in lines if r.startswith("| ")}
+
+    # Assert: every figure of both presets, each at Δ 0 but PerFedRLNAS+FT at α 0.3, whose
+    # gap to the strongest baseline widens by the same 0.02; a baseline has no gap
+    assert "`bench=fashion_mnist`" in header and "`bench=rotated`" in header
+    assert len(rows) == len(page.shown_rows(plain, [m for m in plain.preset.methods]))
+    for name, cells in rows.items():
+        expected = "-0.0200" if name == "PerFedRLNAS+FT 0.3" else "0.0000"
+        assert cells[4].replace("−", "-").startswith(expected), (name, cells[4])
+    before, after = (float(x.replace("−", "-"))
+                     for x in rows["PerFedRLNAS+FT 0.3"][5].strip(" |").split(" → "))
+    assert after == pytest.approx(before - 0.02, abs=1e-4)
+    assert rows["FedAvg+FT 0.3"][5].strip(" |") == "—"

@@ -30,6 +30,9 @@ class PresetView:
     alphas: tuple[float, ...]
     seeds: tuple[int, ...]
     variants: Mapping[str, tuple[str, tuple[str, ...]]]
+    # the preset whose setting this one runs with the clients' inputs shifted (its
+    # ``shift`` block pairs the two by seed; :mod:`pfednas.report.shift`), or None
+    shifts: str | None = None
 
     def cell_dirs(self, folder: Path, methods: Sequence[str] | None = None) -> list[Path]:
         return [folder / method / f"alpha={alpha:g}" / f"seed={seed}"
@@ -50,7 +53,8 @@ def read_preset(path: Path, registry: Sequence[str]) -> PresetView:
     return PresetView(name=str(cfg["name"]),
                       methods=tuple(registry) if methods == "all" else tuple(map(str, methods)),
                       alphas=tuple(float(a) for a in cfg["alphas"]),
-                      seeds=tuple(int(s) for s in cfg["seeds"]), variants=variants)
+                      seeds=tuple(int(s) for s in cfg["seeds"]), variants=variants,
+                      shifts=None if cfg.get("shifts") is None else str(cfg["shifts"]))
 
 
 @dataclass(frozen=True)

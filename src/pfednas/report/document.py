@@ -23,6 +23,9 @@ A Markdown file marks each generated block with an opening and a closing comment
     <!-- levers:fashion_mnist_levers -->
     ...(rendered: a method and each variant turning one lever on, a compact row each)...
     <!-- /levers -->
+    <!-- shift:fashion_mnist_rotated -->
+    ...(rendered: each figure without and with the preset's input shift, paired by seed)...
+    <!-- /shift -->
 
 The name after the colon is a bench preset (``conf/bench/<name>.yaml``); its cells are read
 from ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method, α, seed) of the
@@ -42,6 +45,7 @@ from pfednas.report.collect import ReportError
 from pfednas.report.levers import render_levers
 from pfednas.report.page import render_table, render_variants, render_verdict
 from pfednas.report.pairs import render_pairs
+from pfednas.report.shift import render_shift
 from pfednas.report.targets import render_targets
 
 BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*?)"
@@ -50,7 +54,7 @@ OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
 RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {
     "table": render_table, "variants": render_variants, "verdict": render_verdict,
     "targets": render_targets, "levers": render_levers, "pairs": render_pairs}
-KINDS = (*RENDERERS, "tuning")
+KINDS = (*RENDERERS, "tuning", "shift")
 
 
 def render_document(text: str, results_of: Callable[[str], BenchResults],
@@ -73,6 +77,12 @@ def render_document(text: str, results_of: Callable[[str], BenchResults],
             if tuning_of is None:
                 raise ReportError(f"<!-- tuning:{name} -->: no tuning results to render")
             body = tuning_of(name)
+        elif kind == "shift":
+            shifted = results_of(name)
+            if shifted.preset.shifts is None:
+                raise ReportError(f"<!-- shift:{name} -->: bench={name} names no preset it "
+                                  f"shifts (`shifts:` in its file)")
+            body = render_shift(shifted, results_of(shifted.preset.shifts))
         else:
             body = RENDERERS[kind](results_of(name))
         return f"<!-- {kind}:{name} -->\n{body}<!-- /{kind} -->"

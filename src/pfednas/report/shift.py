@@ -1,0 +1,56 @@
+"""The ``shift`` block of the results page: what a preset's shift of the clients' inputs
+(feature skew) costs each method, against the preset it shifts, paired by seed (pure).
+
+A preset that names ``shifts: <other preset>`` runs the other's setting with every client's
+inputs transformed (``dataset.feature_skew``), on the same seeds: the same label partitions,
+splits and initial models, so each seed's accuracy with the shift pairs with its accuracy
+without. Per figure the block gives both, the difference with its 95 % interval, and, for a
+method that is not a baseline, its gap to the strongest baseline without and with the shift:
+whether the per-client architecture paid more where the clients' inputs differ.
+"""
+
+from __future__ import annotations
+
+from pfednas.report.bench_results import BenchResults
+from pfednas.report.page import (
+    best_of,
+    key_of,
+    paired_against,
+    published_too,
+    row_name,
+    shown_rows,
+    unfinished_note,
+)
+from pfednas.report.paired import paired_difference, signed
+from pfednas.report.table import GroupRow, is_baseline
+
+
+def _gap(results: BenchResults, g: GroupRow) -> str:
+    d = paired_against(results, g, best_of(results, g))
+    return "—" if d is None else signed(d.mean)
+
+
+def render_shift(shifted: BenchResults, plain: BenchResults) -> str:
+    """One row per figure the two presets share (method, α, search space): its accuracy
+    without and with the shift, the difference paired by seed [95 % CI], and a NAS
+    figure's gap to its preset's strongest baseline, without → with."""
+    labels = [m for m in shifted.preset.methods if m not in shifted.preset.variants]
+    before = {key_of(g): g for g in plain.groups}
+    lines = [f"| method | α | acc without (`bench={plain.preset.name}`) | acc with the shift "
+             f"(`bench={shifted.preset.name}`) | Δ with − without, paired by seed [95 % CI] | "
+             f"gap to the strongest baseline, without → with |", "|---|---|---|---|---|---|"]
+    for g in shown_rows(shifted, labels):
+        h = before.get(key_of(g))
+        if h is None:
+            continue
+        d = paired_difference(shifted.by_seed[key_of(g)], plain.by_seed[key_of(h)])
+        delta = "—" if d is None else (f"{signed(d.mean)} [{signed(d.low)}, {signed(d.high)}]"
+                                       f" ({len(d.seeds)} seeds)")
+        gap = "—" if is_baseline(g) else f"{_gap(plain, h)} → {_gap(shifted, g)}"
+        lines.append("| " + " | ".join([
+            row_name(g, published_too(shifted, g)), f"{g.alpha:g}", f"{h.acc_mean:.4f}",
+            f"{g.acc_mean:.4f}", delta, gap]) + " |")
+    if len(lines) == 2:
+        return (f"No figure of `bench={shifted.preset.name}` has finished in both presets.\n"
+                + unfinished_note(shifted, labels))
+    return "\n".join(lines) + "\n" + unfinished_note(shifted, labels)
