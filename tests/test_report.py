@@ -4,6 +4,7 @@ pure table / architecture functions on constructed runs."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import json
 import shutil
@@ -30,7 +31,14 @@ from pfednas.report.archs import (
 )
 from pfednas.report.bench_results import load_bench, read_preset
 from pfednas.report.cli import build_report
-from pfednas.report.collect import ReportError, Run, find_run_dirs, load_run, split_tuning_runs
+from pfednas.report.collect import (
+    ReportError,
+    Run,
+    file_safe,
+    find_run_dirs,
+    load_run,
+    split_tuning_runs,
+)
 from pfednas.report.table import (
     aggregate,
     distinct_archs,
@@ -590,3 +598,28 @@ def test_a_cell_run_beside_others_says_so_in_its_group(bench: tuple[Path, str],
     groups = aggregate(row for d in find_run_dirs([out]) for row in run_rows(load_run(d)))
 
     assert {g.method: g.at_once for g in groups} == {"fedavg": 3, "fedavg+ft": 3, "local": 1}
+
+
+def test_runs_dealt_otherwise_are_never_one_row() -> None:
+    # Prepare: FedAvg on seeds 0 and 1 as Dirichlet runs, and on the same seeds as IID runs,
+    # as Dirichlet runs with rotated inputs, and as pathological runs with rotated inputs
+    def dealt(seed: int, **dataset: Any) -> Run:
+        run = _run("fedavg", seed, [0.5, 0.7])
+        config = {**run.config, "dataset": {**run.config["dataset"], **dataset}}
+        return dataclasses.replace(run, config=config)
+
+    rotated = {"feature_skew": {**_config()["dataset"]["feature_skew"], "rotation_groups": 4}}
+    settings = [{}, {"partitioner": "iid"}, rotated,
+                {"partitioner": "pathological", "classes_per_client": 2, **rotated}]
+
+    # Execute
+    groups = aggregate([run_row(dealt(s, **d)) for d in settings for s in (0, 1)], ["fedavg"])
+
+    # Assert: one row per way of dealing, each of both seeds; a Dirichlet run without feature
+    # skew keeps the dataset's name alone (every committed cell's row is unchanged)
+    assert sorted(g.dataset for g in groups) == [
+        "digits", "digits, iid", "digits, pathological classes_per_client=2, rotation_groups=4",
+        "digits, rotation_groups=4"]
+    assert all(g.seeds == (0, 1) for g in groups)
+    assert file_safe("fedavg_digits, rotation_groups=4_alpha=0.5") == \
+        "fedavg_digits_rotation_groups=4_alpha=0.5"

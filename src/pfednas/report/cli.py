@@ -30,6 +30,7 @@ from pfednas.report import plots
 from pfednas.report.collect import (
     ReportError,
     Run,
+    file_safe,
     find_failed,
     find_run_dirs,
     load_run,
@@ -143,7 +144,7 @@ def write_arch_heatmap(run: Run, folder: Path, taken: set[str]) -> Path | None:
     distinct = len({tuple(row) for row in matrix.indices.tolist()})
     title = (f"{run.method} on {run.dataset} α={run.alpha:g} seed={run.seed}: {distinct} distinct "
              f"of {len(matrix.client_ids)}; Spearman ρ(label dist, arch dist) = {rho:.2f}")
-    stem = f"{run.method}_{run.dataset}_alpha={run.alpha:g}_seed={run.seed}"
+    stem = file_safe(f"{run.method}_{run.dataset}_alpha={run.alpha:g}_seed={run.seed}")
     name = next(f"{stem}{suffix}.png" for suffix in ("", *(f"_{i}" for i in range(2, 10**6)))
                 if f"{stem}{suffix}.png" not in taken)
     taken.add(name)
@@ -159,7 +160,8 @@ def write_tensorboard(runs: Sequence[Run], folder: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     for run in runs:
-        log_dir = folder / run.method / f"{run.dataset}_alpha={run.alpha:g}_seed={run.seed}"
+        log_dir = folder / run.method / file_safe(
+            f"{run.dataset}_alpha={run.alpha:g}_seed={run.seed}")
         writer = SummaryWriter(log_dir=str(log_dir))
         try:
             for record in run.rounds:

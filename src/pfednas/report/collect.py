@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,11 @@ class Run:
 
     @property
     def dataset(self) -> str:
-        return str(self.summary["dataset"])
+        """The dataset's name, and how the run dealt it where that is not the Dirichlet label
+        skew alone (α has its column): ``fashion_mnist, rotation_groups=4``, ``digits, iid``.
+        Runs dealt otherwise are never one row."""
+        dealt = dealt_text(self.config.get("dataset") or {})
+        return str(self.summary["dataset"]) + (f", {dealt}" if dealt else "")
 
     @property
     def alpha(self) -> float:
@@ -88,6 +94,32 @@ class Run:
         """The final personalized evaluation rows (those ``summary.json`` was computed from)."""
         evaluated = [r for r in self.rounds if r.get("evaluation")]
         return list(evaluated[-1]["evaluation"]) if evaluated else []
+
+
+def dealt_text(dataset: Mapping[str, Any]) -> str:
+    """How a run's ``dataset`` config dealt the data beyond Dirichlet label skew: its
+    partitioner with the parameters it reads (not for ``dirichlet``, whose α the report
+    shows as a column), then each feature-skew option off its default; ``""`` for the
+    Dirichlet partition without feature skew (every run before partitioners had a name)."""
+    from pfednas.data.partitioners import PARAMETERS
+    from pfednas.data.shift import FeatureSkew
+
+    partitioner = str(dataset.get("partitioner", "dirichlet"))
+    parts = []
+    if partitioner != "dirichlet":
+        shown = [f"{k}={dataset[k]}" for k in PARAMETERS.get(partitioner, ())
+                 if dataset.get(k) is not None]
+        parts.append(" ".join([partitioner, *shown]))
+    defaults = FeatureSkew()
+    skew = dataset.get("feature_skew") or {}
+    parts += [f"{k}={v}" for k, v in skew.items() if getattr(defaults, str(k), v) != v]
+    return ", ".join(parts)
+
+
+def file_safe(text: str) -> str:
+    """``text`` as one file name's part: every run of other characters than letters,
+    digits and ``_.=+-`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text)
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:

@@ -35,12 +35,13 @@ def render_shift(shifted: BenchResults, plain: BenchResults) -> str:
     without and with the shift, the difference paired by seed [95 % CI], and a NAS
     figure's gap to its preset's strongest baseline, without → with."""
     labels = [m for m in shifted.preset.methods if m not in shifted.preset.variants]
-    before = {key_of(g): g for g in plain.groups}
+    # the same (method, α, search space); the dataset's name differs by the shift it names
+    before = {key_of(g)[1:]: g for g in plain.groups}
     lines = [f"| method | α | acc without (`bench={plain.preset.name}`) | acc with the shift "
              f"(`bench={shifted.preset.name}`) | Δ with − without, paired by seed [95 % CI] | "
              f"gap to the strongest baseline, without → with |", "|---|---|---|---|---|---|"]
     for g in shown_rows(shifted, labels):
-        h = before.get(key_of(g))
+        h = before.get(key_of(g)[1:])
         if h is None:
             continue
         d = paired_difference(shifted.by_seed[key_of(g)], plain.by_seed[key_of(h)])
