@@ -113,11 +113,14 @@ def tuning_table(preset: BenchPreset, results: Mapping[str, Sequence[Tried]], al
                  ) -> str:
     """The grid, every configuration's validation score, and the choice (★), as Markdown."""
     count = len(next(iter(preset.tuning.values()))) if preset.tuning else 0
+    scored = ("every method on the same half of them; a method that selects on validation "
+              "data selects on the other half" if preset.tuning_split == "val_half" else
+              "a method that selects on them: on the half it did not select on")
     lines = [f"Seed {preset.tuning_seed} (never reported), α = {alpha:g}, {count} training "
              "configurations per method (× the fine-tuning scope, full or head, scored from the "
              "same run, for a method that has one); score = mean personalized accuracy on the "
-             "clients' **validation** splits (a method that selects on them: on the half it did "
-             "not select on). Chosen (★) = the highest score; the reported cells run it.", "",
+             f"clients' **validation** splits ({scored}). Chosen (★) = the highest score; the "
+             "reported cells run it.", "",
              "| method | configuration | val acc (mean ± std clients): fine-tuning full "
              "/ head, or the run's | chosen |", "|---|---|---|---|"]
     for method, tried in results.items():
