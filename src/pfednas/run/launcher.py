@@ -176,19 +176,63 @@ def processes_with_token(token: str, var: str = TOKEN_VAR) -> list[int]:
     return found
 
 
+def process_parents() -> dict[int, int]:
+    """Every process's parent: ``{pid: ppid}`` (from ``/proc/<pid>/stat``)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        parents[int(entry.name)] = int(stat.rsplit(b")", 1)[1].split()[1])
+    return parents
+
+
+def descendants(roots: set[int], parents: dict[int, int]) -> set[int]:
+    """``roots`` and every process below one of them in ``parents`` (pure)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def run_processes(token: str, var: str = TOKEN_VAR) -> list[int]:
+    """The run's processes: those whose environment carries ``var=token``, and every process
+    below one of them (Ray's runtime-env agent, a raylet's child, is started with an
+    environment of its own, without the token), ours excepted."""
+    found = descendants(set(processes_with_token(token, var)), process_parents())
+    found.discard(os.getpid())
+    return sorted(found)
+
+
 def stop_processes(token: str, *, var: str = TOKEN_VAR, grace: float = 5.0) -> list[int]:
-    """SIGTERM every process of the run (``var=token`` in its environment), then SIGKILL what
-    is left after ``grace``."""
-    pids = processes_with_token(token, var)
+    """SIGTERM every process of the run (:func:`run_processes`), then SIGKILL what is left
+    after ``grace``. The processes below the token's are found before any is signalled (an
+    orphan's parent becomes init)."""
+    pids = run_processes(token, var)
+
+    def alive() -> list[int]:
+        return [pid for pid in pids if process_alive(pid)]
+
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and processes_with_token(token, var):
+    while time.monotonic() < deadline and (alive() or processes_with_token(token, var)):
         time.sleep(0.1)
-    for pid in processes_with_token(token, var):
+    left = sorted(set(alive()) | set(run_processes(token, var)))
+    for pid in left:
         _signal(pid, signal.SIGKILL)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and processes_with_token(token, var):
+    while time.monotonic() < deadline and (alive() or processes_with_token(token, var)):
         time.sleep(0.1)
     return pids
 
