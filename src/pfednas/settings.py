@@ -140,19 +140,12 @@ def partitioner_text(spec: DataSpec) -> str:
     """The partitioner and the parameters it reads, and the feature skew where one is on:
     ``dirichlet alpha=0.3``; ``pathological classes_per_client=2, feature skew
     rotation_groups=4``."""
-    from pfednas.data.partitioners import PARAMETERS
+    from pfednas.data.partitioners import partition_words
+    from pfednas.data.shift import FeatureSkew
 
-    shown = [f"{k}={getattr(spec, k)}" for k in PARAMETERS.get(spec.partitioner, ())
-             if getattr(spec, k) is not None]
-    if spec.partitioner == "natural_id":
-        shown = [f"by {spec.natural_id!r}"]
-    text = " ".join([spec.partitioner, ", ".join(shown)]).strip()
-    skew = spec.feature_skew
-    if skew.active:
-        on = ", ".join(f"{f.name}={getattr(skew, f.name)}" for f in dataclasses.fields(skew)
-                       if getattr(skew, f.name) != f.default)
-        text += f", feature skew {on}"
-    return text
+    text = partition_words(spec.partitioner, vars(spec))
+    skew = FeatureSkew.words(dataclasses.asdict(spec.feature_skew))
+    return text + (f", feature skew {skew}" if skew else "")
 
 
 def task_shape(settings: RunSettings) -> TaskShape:

@@ -26,7 +26,7 @@ them in order, as it always has, so its partitions are unchanged.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,19 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "square": (), "exponential": (), "dirichlet_sizes": ("size_alpha",),
     "natural_id": ("natural_id",),
 }
+
+
+def partition_words(partitioner: str, values: Mapping[str, Any]) -> str:
+    """A partition in words, from the dataset options ``values`` (a :class:`DataSpec`'s or a
+    saved config's): the partitioner and each parameter it reads that is set,
+    ``dirichlet alpha=0.3``, ``shard shards_per_client=2, shard_size=30``,
+    ``natural_id by 'writer'``."""
+    if partitioner == "natural_id":
+        shown = [f"by {values.get('natural_id')!r}"]
+    else:
+        shown = [f"{k}={values[k]}" for k in PARAMETERS.get(partitioner, ())
+                 if values.get(k) is not None]
+    return " ".join([partitioner, ", ".join(shown)]).strip()
 
 
 def apportion(total: int, weights: Sequence[float] | np.ndarray) -> np.ndarray:

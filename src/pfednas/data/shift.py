@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -40,6 +42,16 @@ class FeatureSkew:
     noise: float = 0.0        # a client adds Gaussian noise, std drawn from [0, noise]
     blur: float = 0.0         # a client blurs with a Gaussian, sigma (pixels) from [0, blur]
     resolution: float = 1.0   # a client down- and upsamples by a side scale from [resolution, 1]
+
+
+    @staticmethod
+    def words(values: Mapping[str, Any]) -> str:
+        """The options of ``values`` (a :class:`FeatureSkew`'s fields, or a saved config's
+        ``dataset.feature_skew``) that are off their defaults, ``rotation_groups=4,
+        noise=0.1``; ``""`` for none."""
+        defaults = FeatureSkew()
+        return ", ".join(f"{k}={v}" for k, v in values.items()
+                         if getattr(defaults, str(k), v) != v)
 
     def problems(self) -> list[str]:
         """Every out-of-range option, each naming its key (empty: valid)."""

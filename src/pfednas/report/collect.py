@@ -100,20 +100,15 @@ def dealt_text(dataset: Mapping[str, Any]) -> str:
     """How a run's ``dataset`` config dealt the data beyond Dirichlet label skew: its
     partitioner with the parameters it reads (not for ``dirichlet``, whose α the report
     shows as a column), then each feature-skew option off its default; ``""`` for the
-    Dirichlet partition without feature skew (every run before partitioners had a name)."""
-    from pfednas.data.partitioners import PARAMETERS
+    Dirichlet partition without feature skew (every run before partitioners had a name).
+    The words of :func:`pfednas.settings.partitioner_text`, from a saved config."""
+    from pfednas.data.partitioners import partition_words
     from pfednas.data.shift import FeatureSkew
 
     partitioner = str(dataset.get("partitioner", "dirichlet"))
-    parts = []
-    if partitioner != "dirichlet":
-        shown = [f"{k}={dataset[k]}" for k in PARAMETERS.get(partitioner, ())
-                 if dataset.get(k) is not None]
-        parts.append(" ".join([partitioner, *shown]))
-    defaults = FeatureSkew()
-    skew = dataset.get("feature_skew") or {}
-    parts += [f"{k}={v}" for k, v in skew.items() if getattr(defaults, str(k), v) != v]
-    return ", ".join(parts)
+    parts = [partition_words(partitioner, dataset)] if partitioner != "dirichlet" else []
+    skew = FeatureSkew.words(dataset.get("feature_skew") or {})
+    return ", ".join([*parts, *([skew] if skew else [])])
 
 
 def file_safe(text: str) -> str:
