@@ -333,14 +333,20 @@ def test_a_tuning_run_is_not_stale_by_fine_tuned_evaluations_along_the_way(
 
 def test_a_tuning_run_scored_on_the_validation_half_is_current_under_the_one_half_rule(
         tmp_path: Path) -> None:
-    # Prepare: tuning runs saved with eval_split=val, today's preset asking val_half
+    # Prepare: tuning runs saved with eval_split=val, today's preset asking val_half; a
+    # SPIDER one from before issue 45, whose config said it trained on val in its final phase
     def tuning(method: str, *extra: str) -> tuple[str, ...]:
         return (f"method={method}", *OVERRIDES[1:], "eval_split=val_half", *extra)
 
     nas = _finished_cell(tmp_path / "nas", tuning("perfedrlnas"), eval_split="val")
     baseline = _finished_cell(tmp_path / "baseline", tuning("fedavg"), eval_split="val")
+    darts = ("search_space=darts_s2", "search_space.channels=4", "search_space.layers=3")
+    spider = _finished_cell(tmp_path / "spider", tuning("spider", *darts), eval_split="val",
+                            method__train_on_val_when_final=True)
 
     # Execute / Assert: a method that selects on validation data was scored on that half
-    # already; a baseline was scored on all of it, so it runs again
+    # already (and SPIDER ran without val, as its record now says); a baseline was scored on
+    # all of it, so it runs again
     assert stale_keys(nas) == []
+    assert stale_keys(spider) == []
     assert stale_keys(baseline) == ["eval_split"]

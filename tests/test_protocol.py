@@ -283,8 +283,10 @@ def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
             "federation.num_rounds=6", "federation.local_epochs=1", "federation.eval_every=6",
             "checkpoint_every=0", "progress=false"]
 
-    # Execute
-    spider, ditto = (run_inprocess([f"method={m}", *args]) for m in ("spider", "ditto"))
+    # Execute: with the paper's phase 3 (train + val once final), and by default
+    ask = "method.train_on_val_when_final=true"
+    spider, ditto = (run_inprocess([f"method={m}", *args, ask]) for m in ("spider", "ditto"))
+    by_default = run_inprocess(["method=spider", *args])
 
     # Assert: per round and client the same samples (train, then train + val once final)
     def seen(run):  # type: ignore[no-untyped-def]
@@ -293,6 +295,9 @@ def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
     assert seen(spider) == seen(ditto)
     examples = [sorted({row["num_examples"] for row in r.train}) for r in spider.records]
     assert examples[0] != examples[-1]  # val joined the training data in the final phase
+    # by default the train split only, in every round, as every other method
+    examples = [sorted({row["num_examples"] for row in r.train}) for r in by_default.records]
+    assert examples[0] == examples[-1]
 
 
 def test_a_tuning_client_is_scored_on_validation_samples_it_never_selected_on() -> None:
@@ -324,19 +329,27 @@ def test_a_tuning_client_is_scored_on_validation_samples_it_never_selected_on() 
                for name, spec in METHODS.items())
 
 
-def test_a_tuning_run_never_trains_spider_or_ditto_on_the_validation_split_it_scores() -> None:
-    # Prepare: the same SPIDER / Ditto settings, reported (test) and tuning (val)
-    from pfednas.config import compose, settings_from_cfg
+def test_spider_and_ditto_train_on_the_train_split_only_unless_asked_and_never_when_tuning(
+) -> None:
+    # Prepare: the same SPIDER / Ditto settings, reported (test) and tuning (val, val_half)
+    from pfednas.config import ConfigError, compose, settings_from_cfg
     from pfednas.methods.darts import spider_options
 
-    def options(method: str, split: str):  # type: ignore[no-untyped-def]
+    def options(method: str, split: str, *extra: str):  # type: ignore[no-untyped-def]
         return spider_options(settings_from_cfg(compose([f"method={method}",
-                                                           f"eval_split={split}"])))
+                                                           f"eval_split={split}", *extra])))
 
-    # Execute / Assert: train + val in the final phase only where val is not the score
+    ask = "method.train_on_val_when_final=true"
     for method in ("spider", "ditto"):
-        assert options(method, "test").train_on_val_when_final
-        assert not options(method, "val").train_on_val_when_final
+        # Execute / Assert: by default no final phase trains on val (every method of a
+        # comparison sees the same samples); asked for, the paper's phase 3 does, where val
+        # is not the score; a tuning run that asks is refused in one line naming the key
+        assert not options(method, "test").train_on_val_when_final
+        assert not options(method, "val_half").train_on_val_when_final
+        assert options(method, "test", ask).train_on_val_when_final
+        for split in ("val", "val_half"):
+            with pytest.raises(ConfigError, match="train_on_val_when_final"):
+                options(method, split, ask)
 
 
 def test_tuning_cells_do_not_depend_on_the_values_the_tuning_chose() -> None:

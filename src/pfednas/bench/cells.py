@@ -292,11 +292,17 @@ def migrated(saved: Mapping[str, Any]) -> dict[str, Any]:
     """A saved config in today's keys: PerFedRLNAS's ``method.hardware`` and HAPFNAS's
     ``method.budget.{low,high}`` are ``federation.hardware`` (a baseline's ``fits_all`` used
     its defaults), ``method.budget.metric`` is ``method.budget_metric``, a retired switch
-    at its only value now is gone, and the dataset options added since take the values that
-    deal the data as it was (``ADDED_DATASET_KEYS``)."""
+    at its only value now is gone, the dataset options added since take the values that
+    deal the data as it was (``ADDED_DATASET_KEYS``), and a tuning run's
+    ``method.train_on_val_when_final`` is false, as it ran."""
     out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in saved.items()}
     if isinstance(out.get("dataset"), dict) and "partitioner" not in out["dataset"]:
         out["dataset"] = {**_added_dataset_defaults(), **out["dataset"]}
+    if isinstance(out.get("method"), dict) and tuning_run(out) \
+            and out["method"].get("train_on_val_when_final") is True:
+        # SPIDER's / Ditto's tuning runs before issue 45 switched it off at run time while
+        # their config said true: as they ran
+        out["method"]["train_on_val_when_final"] = False
     method, federation = out.get("method"), out.get("federation")
     if not isinstance(method, dict) or not isinstance(federation, dict) \
             or "hardware" in federation:

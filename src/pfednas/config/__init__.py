@@ -261,6 +261,9 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         raise ConfigError(f"eval_split must be {'|'.join(EVAL_SPLITS)}, got {eval_split!r}")
     if eval_split != "test" and spec.val_fraction <= 0:
         raise ConfigError(f"eval_split={eval_split} needs dataset.val_fraction > 0")
+    if eval_split != "test" and getattr(typed, "train_on_val_when_final", False):
+        raise ConfigError(f"method.train_on_val_when_final=true trains on the validation "
+                          f"split that eval_split={eval_split} scores; set it false")
     return RunSettings(method=name, method_options=method, federation=fed, data=spec,
                        search_space=space, seed=seed, progress=bool(cfg.get("progress")),
                        resume=None if resume is None else str(resume),

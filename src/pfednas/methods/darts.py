@@ -3,7 +3,6 @@ with the local architecture fixed) and the global federated NAS reference FedNAS
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -27,12 +26,9 @@ from pfednas.strategies.fednas import FedNASStrategy
 
 
 def spider_options(settings: RunSettings) -> SpiderOptions:
-    """SPIDER's / Ditto's options. A tuning run (``eval_split=val`` or ``val_half``) scores half
-    of the validation split, so there the final phase never trains on val
-    (``train_on_val_when_final`` off): the score stays on samples no model saw."""
+    """SPIDER's / Ditto's options, as the run's config records them (a tuning run, which
+    scores validation data, cannot train on it: :func:`pfednas.config.settings_from_cfg`)."""
     options: SpiderOptions = settings.options
-    if settings.eval_split != "test":
-        options = dataclasses.replace(options, train_on_val_when_final=False)
     return options
 
 

@@ -29,7 +29,10 @@ class SpiderOptions:
     warmup_rounds: int = 1     # t_s
     recovery_rounds: int = 1   # τ
     arch: str | None = None    # the initial (Ditto: fixed) local architecture; null: the supernet
-    train_on_val_when_final: bool = True  # phase 3: train on train + val once every edge is decided
+    # phase 3 of the paper: also train on the validation split once every edge is decided.
+    # Off: every method of a comparison trains on the same samples, its train split
+    # (docs/BENCHMARKS.md); a run that scores validation data (eval_split) refuses it on
+    train_on_val_when_final: bool = False
     # all: every client every round (cross-silo; clients_per_round is ignored) | sampled
     participation: str = "all"
     # F: fine-tune a copy of the local model this many epochs on the train split before the
