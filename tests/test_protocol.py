@@ -152,6 +152,13 @@ def test_report_shows_a_finetuned_nas_run_as_two_rows_with_ratios(tmp_path: Path
     assert published.err_ratio_best_baseline == pytest.approx((1 - published.acc_mean)
                                                               / (1 - best))
     assert fedavg_ft.compute_ratio_fedavg_ft == pytest.approx(1.0)
+    # like for like: a figure as published against FedAvg's as published (training alone)
+    assert tuned.compute_ratio_fedavg_ft == pytest.approx(tuned.sample_passes
+                                                          / fedavg_ft.sample_passes)
+    assert published.compute_ratio_fedavg_ft == pytest.approx(published.sample_passes
+                                                              / fedavg.sample_passes)
+    assert published.macs_ratio_fedavg_ft == pytest.approx(published.client_macs
+                                                           / fedavg.client_macs)
 
 
 def test_fits_all_is_the_largest_architecture_within_every_clients_budget() -> None:

@@ -172,6 +172,13 @@ def test_budget_used_is_the_mean_share_over_clients_that_have_a_budget() -> None
     assert levers.budget_used([{"cost": 3.0, "budget": None}]) is None
 
 
+def test_budget_share_is_a_figure_only_of_models_chosen_against_the_budgets() -> None:
+    # a NAS method (no method.arch) and fits_all read the budgets; arch=max never did
+    assert table.chosen_within_budgets({"method": {"name": "perfedrlnas"}})
+    assert table.chosen_within_budgets({"method": {"name": "fedavg", "arch": "fits_all"}})
+    assert not table.chosen_within_budgets({"method": {"name": "fedavg", "arch": "max"}})
+
+
 def test_the_levers_block_gives_the_method_then_each_lever_against_it() -> None:
     # Prepare: the committed levers cells (PerFedRLNAS and two variants, seed 100)
     order = method_order()

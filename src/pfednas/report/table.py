@@ -184,7 +184,8 @@ def run_rows(run: Run) -> list[RunRow]:
             run, heavy_tailed=True),
         bytes_total=float(s["bytes_up"]) + float(s["bytes_down"]),
         client_macs=trained_macs(run.rounds, ("train", "evaluation")) / len(clients),
-        budget_used=budget_used(clients), memory=training_memory(clients))
+        budget_used=budget_used(clients) if chosen_within_budgets(run.config) else None,
+        memory=training_memory(clients))
     if "personalized_acc_no_ft_mean" not in s:
         return [base]
     published = tuple(float(c["accuracy_no_ft"]) for c in clients)
@@ -206,6 +207,15 @@ def trained_macs(rounds: Iterable[dict[str, Any]], stages: Sequence[str]) -> flo
     the records' ``stages``: ``train`` the federated rounds, ``evaluation`` the fine-tunings."""
     return float(sum(float(row.get("train_macs", 0.0)) for r in rounds for stage in stages
                      for row in r.get(stage) or []))
+
+
+def chosen_within_budgets(config: dict[str, Any]) -> bool:
+    """Whether the run's models were chosen against the clients' budgets: every run but a
+    fixed-architecture baseline's that names its architecture (``method.arch=max``, an
+    explicit one) instead of ``fits_all``, whose share of a budget it never read is not a
+    figure of its."""
+    arch = (config.get("method") or {}).get("arch")
+    return arch is None or arch == "fits_all"
 
 
 def budget_used(per_client: Sequence[dict[str, Any]]) -> float | None:
@@ -247,7 +257,9 @@ def aggregate(rows: Iterable[RunRow], method_order: Sequence[str] = ()) -> list[
 
 def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
     """Each NAS row's error ÷ FedAvg+FT's and ÷ the best baseline's, and every row's client
-    compute ÷ FedAvg+FT's, within the same (dataset, α).
+    compute ÷ FedAvg+FT's, within the same (dataset, α). Like for like, a figure as
+    published (the same runs report it fine-tuned too) has its compute ÷ FedAvg's as
+    published, its training without the fine-tunings, where FedAvg's runs report that pair.
 
     A bench variant of a baseline (e.g. ``fedavg_fth``: FedAvg+FT fine-tuning its head only)
     is a baseline too: the best baseline is the strongest of them all, variants included,
@@ -262,14 +274,17 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
                          next((h for h in cell if h.method == REFERENCE), None))
         best = best_baseline(cell)
         nas = not is_baseline(g)
+        spent = reference
+        if reference is not None and reference.method.endswith(FT_SUFFIX) \
+                and any(h.method == g.method + FT_SUFFIX for h in cell):
+            spent = next((h for h in cell if h.method == REFERENCE), reference)
         out.append(replace(
             g,
             err_ratio_fedavg_ft=_ratio(1 - g.acc_mean, _error(reference)) if nas else None,
             err_ratio_best_baseline=_ratio(1 - g.acc_mean, _error(best)) if nas else None,
             compute_ratio_fedavg_ft=_ratio(g.sample_passes,
-                                           reference.sample_passes if reference else None),
-            macs_ratio_fedavg_ft=_ratio(g.client_macs,
-                                        reference.client_macs if reference else None)))
+                                           spent.sample_passes if spent else None),
+            macs_ratio_fedavg_ft=_ratio(g.client_macs, spent.client_macs if spent else None)))
     return out
 
 
