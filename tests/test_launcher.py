@@ -66,7 +66,10 @@ def test_stopping_a_run_stops_a_child_that_dropped_the_token_from_its_environmen
     parent = subprocess.Popen(["bash", "-c", "env -i sleep 300 & wait"],
                               env={**os.environ, TOKEN_VAR: token})
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not _children(parent.pid):
+    # until the child runs sleep: between its fork and the exec of ``env -i`` it still has
+    # its parent's environment
+    while time.monotonic() < deadline and not [c for c in _children(parent.pid)
+                                               if _command(c) == "sleep"]:
         time.sleep(0.05)
     (child,) = _children(parent.pid)
     assert processes_with_token(token) == [parent.pid]  # the child does not carry it
@@ -78,6 +81,14 @@ def test_stopping_a_run_stops_a_child_that_dropped_the_token_from_its_environmen
     # Assert: both stopped
     assert set(stopped) == {parent.pid, child}
     assert not process_alive(child)
+
+
+def _command(pid: int) -> str:
+    """The process's command name (``/proc/PID/comm``); "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _children(pid: int) -> list[int]:
