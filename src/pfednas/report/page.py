@@ -139,7 +139,7 @@ def _compute(g: GroupRow) -> str:
 
 COLUMNS = ("method", "α", "acc (mean ± std over seeds)", "worst-10 %", "err ÷ FedAvg+FT",
            "err ÷ best baseline", "Δ acc − best baseline, paired by seed [95 % CI]")
-COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg+FT", "client MACs ÷ FedAvg+FT",
+COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg(+FT)", "client MACs ÷ FedAvg(+FT)",
                 "traffic over the run ÷ best baseline", "params mean (min–max)",
                 "training memory MiB mean (min–max)", "budget used (cost ÷ budget)", "simulated s",
                 "time to best baseline's acc ÷ its time", "acc within FedAvg+FT's time",
