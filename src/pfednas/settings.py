@@ -144,8 +144,9 @@ def partitioner_text(spec: DataSpec) -> str:
     from pfednas.data.shift import FeatureSkew
 
     text = partition_words(spec.partitioner, vars(spec))
-    skew = FeatureSkew.words(dataclasses.asdict(spec.feature_skew))
-    return text + (f", feature skew {skew}" if skew else "")
+    if not spec.feature_skew.active:  # rotation_groups=1 rotates nothing: no skew to name
+        return text
+    return text + f", feature skew {FeatureSkew.words(dataclasses.asdict(spec.feature_skew))}"
 
 
 def task_shape(settings: RunSettings) -> TaskShape:
