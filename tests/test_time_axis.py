@@ -313,6 +313,53 @@ def test_time_columns_compare_evaluations_of_one_kind() -> None:
     assert published.within == pytest.approx(0.6)
 
 
+def test_a_finetuned_figure_counts_its_own_finetuning_not_the_measurements_before_it() -> None:
+    # Prepare: 4 rounds of 10 s training (100 sample-passes, 1e9 MACs); the evaluations after
+    # rounds 2 and 4 fine-tune (4 s, 50 sample-passes, 5e8 MACs), as in a cell that fine-tunes
+    # and tests every client at every evaluation; and the same rounds as Local writes them:
+    # its evaluation's training is its training (no figure without it)
+    def one(n: int, evaluated: bool, *, finetuned: bool = True) -> dict[str, Any]:
+        train = [{"client_id": 0, "train_macs": 1e9, "sample_passes": 100,
+                  "simulated_seconds": 10.0}]
+        evaluation = [{"client_id": 0, "accuracy": 0.5 + n / 10, "sample_passes": 50,
+                       "train_macs": 5e8, "simulated_seconds": 4.0,
+                       **({"accuracy_no_ft": 0.4 + n / 10} if finetuned else {})}]
+        return {"round": n, "simulated_seconds": 14.0 if evaluated else 10.0, "train": train,
+                "evaluation": evaluation if evaluated else []}
+
+    rounds = [one(1, False), one(2, True), one(3, False), one(4, True)]
+    local = [one(n, n % 2 == 0, finetuned=False) for n in (1, 2, 3, 4)]
+    client = {"client_id": 0, "accuracy": 0.9, "accuracy_no_ft": 0.8, "num_params": 10}
+    summary = {"method": "perfedrlnas", "dataset": "digits", "seed": 0, "per_client": [client],
+               "personalized_acc_mean": 0.9, "personalized_acc_std": 0.0,
+               "personalized_acc_no_ft_mean": 0.8, "personalized_acc_no_ft_std": 0.0,
+               "personalized_acc_no_ft_p10": 0.8, "wall_seconds": 1.0, "bytes_up": 0,
+               "bytes_down": 0, "client_sample_passes": 4 * 100 + 2 * 50}
+    config = {"federation": {"num_clients": 1, "clients_per_round": 1, "num_rounds": 4,
+                             "local_epochs": 1},
+              "dataset": {"alpha": 0.5}, "search_space": {"name": "mobilenetv3"},
+              "method": {"finetune_epochs": 1}}
+
+    # Execute
+    finetuned, published = accuracy_curve(rounds), accuracy_curve(rounds, published=True)
+    published_row, finetuned_row = run_rows(Run(path=Path("x"), summary=summary,
+                                                rounds=rounds, config=config))
+
+    # Assert: round 4's fine-tuned figure took its 40 s of training and its own 4 s of
+    # fine-tuning; round 2's fine-tuning only measured, in time and in compute
+    assert finetuned == [CurvePoint(2, 24.0, pytest.approx(0.7)),
+                         CurvePoint(4, 44.0, pytest.approx(0.9))]
+    assert published == [CurvePoint(2, 20.0, pytest.approx(0.6)),
+                         CurvePoint(4, 40.0, pytest.approx(0.8))]
+    assert total_seconds(rounds) == 44.0 and total_seconds(rounds, finetuning=False) == 40.0
+    assert (finetuned_row.simulated_seconds, published_row.simulated_seconds) == (44.0, 40.0)
+    assert (finetuned_row.sample_passes, published_row.sample_passes) == (450, 400)
+    assert (finetuned_row.client_macs, published_row.client_macs) == (4.5e9, 4e9)
+    # Local trains in its evaluations: all of it counts
+    assert [p.seconds for p in accuracy_curve(local) or []] == [24.0, 48.0]
+    assert total_seconds(local) == 48.0
+
+
 def test_the_heavy_tailed_spread_is_seeded_stated_and_its_own_stream() -> None:
     # Prepare
     spread = HEAVY_TAILED

@@ -53,7 +53,7 @@ class RunRow:
     simulated_seconds: float | None = None
     simulated_seconds_heavy: float | None = None
     bytes_total: float = 0.0         # every message's arrays over the whole run, up and down
-    client_macs: float = 0.0         # per client, what it trained over the run (fine-tuning too)
+    client_macs: float = 0.0         # per client, what it trained (its own fine-tuning too)
     budget_used: float | None = None  # mean over clients of its model's cost ÷ its budget
     memory: tuple[int, ...] = ()  # each client's model's training memory, bytes (): not recorded
 
@@ -91,7 +91,7 @@ class GroupRow:
     simulated_seconds: float | None = None        # mean over seeds (None: a seed lacks it)
     simulated_seconds_heavy: float | None = None  # the same on the heavy-tailed spread
     bytes_total: float = 0.0  # mean over seeds of the run's bytes, up and down, all messages
-    client_macs: float = 0.0  # mean over seeds of the MACs a client trained (fine-tuning too)
+    client_macs: float = 0.0  # mean over seeds of the MACs a client trained (its fine-tuning too)
     macs_ratio_fedavg_ft: float | None = None  # client_macs ÷ FedAvg+FT's
     budget_used: float | None = None  # mean over seeds of the clients' mean cost ÷ budget
     # the clients' models' training memory, bytes, over every seed's clients (None: a seed's
@@ -188,9 +188,17 @@ def run_rows(run: Run) -> list[RunRow]:
         memory=training_memory(clients))
     if "personalized_acc_no_ft_mean" not in s:
         return [base]
+    # a run that fine-tuned: its evaluations' passes are fine-tunings; the fine-tuned figure
+    # costs its training and its own (the final) fine-tuning, the figure as published its
+    # training alone; a fine-tuned evaluation before the last only measured
     published = tuple(float(c["accuracy_no_ft"]) for c in clients)
     tuning = sum(int(row.get("sample_passes", 0)) for r in run.rounds
                  for row in r.get("evaluation") or [])
+    own = sum(int(row.get("sample_passes", 0)) for row in final)
+    finetuned = replace(base, method=run.method + FT_SUFFIX,
+                        sample_passes=passes - tuning + own,
+                        client_macs=(trained_macs(run.rounds, ("train",)) + sum(
+                            float(row.get("train_macs", 0.0)) for row in final)) / len(clients))
     as_published = replace(
         base, acc_mean=float(s["personalized_acc_no_ft_mean"]),
         acc_std=float(s["personalized_acc_no_ft_std"]),
@@ -199,7 +207,7 @@ def run_rows(run: Run) -> list[RunRow]:
         client_macs=trained_macs(run.rounds, ("train",)) / len(clients),
         simulated_seconds=run_seconds(run, published=True),
         simulated_seconds_heavy=run_seconds(run, heavy_tailed=True, published=True))
-    return [as_published, replace(base, method=run.method + FT_SUFFIX)]
+    return [as_published, finetuned]
 
 
 def trained_macs(rounds: Iterable[dict[str, Any]], stages: Sequence[str]) -> float:

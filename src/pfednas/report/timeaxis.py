@@ -6,7 +6,11 @@
     t_i = train_macs_i / speed_i + 8 · (bytes_down_i + bytes_up_i) / bandwidth_i,
 
 plus the slowest client's training inside the evaluation stage (Local's local epochs, the
-protocol's fine-tuning F), ``train_macs_i / speed_i``; 0 for a round without training.
+protocol's fine-tuning F), ``train_macs_i / speed_i``; 0 for a round without training. A
+fine-tuned figure counts its own fine-tuning only: an evaluation that fine-tuned before the
+one read is a measurement (it trains copies; no training and no later figure changes), so
+its fine-tuning is left out of the later points and of the run's time
+(:func:`measured_only`).
 ``train_macs_i`` is the cost model's count of what client *i* trained, reported by the
 client: 3 × the forward multiply-accumulates per sample of the model it trained × the
 samples it put through forward + backward. ``speed_i`` = 1e9 MAC/s ÷ the client's
@@ -102,33 +106,65 @@ def round_times(rounds: Sequence[Mapping[str, Any]], *,
     return out
 
 
+def finetuning_times(rounds: Sequence[Mapping[str, Any]], *,
+                     profiles: Mapping[int, ClientProfile] | None = None) -> list[float]:
+    """Each round's seconds of fine-tuning for its evaluation (the slowest client's, the
+    protocol's F): 0 for a round whose evaluation did not fine-tune (a quick one, Local's
+    training). Computed from the rows, as recorded or re-timed on ``profiles``."""
+    def timed(r: Mapping[str, Any], finetuning: bool) -> float:
+        train, evaluation = r.get("train") or [], r.get("evaluation") or []
+        return (round_seconds(train, evaluation, finetuning=finetuning) if profiles is None
+                else retimed_round_seconds(train, evaluation, profiles, finetuning=finetuning))
+    return [timed(r, True) - timed(r, False) for r in rounds]
+
+
+def measured_only(rounds: Sequence[Mapping[str, Any]], *,
+                  profiles: Mapping[int, ClientProfile] | None = None) -> list[float]:
+    """Per round, the fine-tuning that only measured: each fine-tuned evaluation's but the
+    run's last. It changes no training and no later figure (the evaluations are copies), so
+    a fine-tuned figure's time and compute are its training and its own fine-tuning."""
+    tuning = finetuning_times(rounds, profiles=profiles)
+    evaluated = [i for i, r in enumerate(rounds) if r.get("evaluation")]
+    last = evaluated[-1] if evaluated else None
+    return [0.0 if i == last else s for i, s in enumerate(tuning)]
+
+
 def total_seconds(rounds: Sequence[Mapping[str, Any]], *,
                   profiles: Mapping[int, ClientProfile] | None = None,
                   finetuning: bool = True) -> float | None:
-    """The run's simulated time (None: records without it)."""
+    """The run's simulated time (None: records without it): its training and, with
+    ``finetuning``, the fine-tuning of its final evaluation (not the measurements before)."""
     times = round_times(rounds, profiles=profiles, finetuning=finetuning)
-    return None if times is None else float(sum(times))
+    if times is None:
+        return None
+    if not finetuning:
+        return float(sum(times))
+    return float(sum(times)) - float(sum(measured_only(rounds, profiles=profiles)))
 
 
 def accuracy_curve(rounds: Sequence[Mapping[str, Any]], *,
                    profiles: Mapping[int, ClientProfile] | None = None,
                    published: bool = False) -> list[CurvePoint] | None:
     """(cumulative simulated seconds, mean accuracy) at each evaluation round, in order.
+    A fine-tuned evaluation's time is the training up to it and its own fine-tuning, not
+    the fine-tunings of the evaluations before it (measurements: they change no training).
     ``published``: the as-published figure (``accuracy_no_ft`` where an evaluation
     fine-tuned, without the fine-tuning's time). None when the records carry no time."""
     times = round_times(rounds, profiles=profiles, finetuning=not published)
     if times is None:
         return None
-    points, elapsed = [], 0.0
-    for r, seconds in zip(rounds, times, strict=True):
+    tuning = [0.0] * len(rounds) if published else finetuning_times(rounds, profiles=profiles)
+    points, elapsed, measured = [], 0.0, 0.0
+    for r, seconds, own in zip(rounds, times, tuning, strict=True):
         elapsed += seconds
         rows = r.get("evaluation") or []
         if rows:
             accs = [float(row[FINETUNED] if published and FINETUNED in row else row["accuracy"])
                     for row in rows]
-            points.append(CurvePoint(round=int(r["round"]), seconds=elapsed,
+            points.append(CurvePoint(round=int(r["round"]), seconds=elapsed - measured,
                                      accuracy=sum(accs) / len(accs),
                                      eval_kind=str(r.get("eval_kind", ""))))
+            measured += own
     return points
 
 
