@@ -195,16 +195,16 @@ def run_rows(run: Run) -> list[RunRow]:
     tuning = sum(int(row.get("sample_passes", 0)) for r in run.rounds
                  for row in r.get("evaluation") or [])
     own = sum(int(row.get("sample_passes", 0)) for row in final)
-    finetuned = replace(base, method=run.method + FT_SUFFIX,
-                        sample_passes=passes - tuning + own,
-                        client_macs=(trained_macs(run.rounds, ("train",)) + sum(
-                            float(row.get("train_macs", 0.0)) for row in final)) / len(clients))
+    trained = trained_macs(run.rounds, ("train",))
+    finetuned = replace(base, method=run.method + FT_SUFFIX, sample_passes=passes - tuning + own,
+                        client_macs=(trained + trained_macs([{"evaluation": final}],
+                                                            ("evaluation",))) / len(clients))
     as_published = replace(
         base, acc_mean=float(s["personalized_acc_no_ft_mean"]),
         acc_std=float(s["personalized_acc_no_ft_std"]),
         acc_p10=float(s["personalized_acc_no_ft_p10"]), accuracies=published,
         finetune_epochs=0, sample_passes=passes - tuning,
-        client_macs=trained_macs(run.rounds, ("train",)) / len(clients),
+        client_macs=trained / len(clients),
         simulated_seconds=run_seconds(run, published=True),
         simulated_seconds_heavy=run_seconds(run, heavy_tailed=True, published=True))
     return [as_published, finetuned]

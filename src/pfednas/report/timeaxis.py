@@ -97,13 +97,16 @@ def round_times(rounds: Sequence[Mapping[str, Any]], *,
         return None
     if profiles is None and finetuning:
         return [float(r[ROUND_SECONDS]) for r in rounds]
-    out = []
-    for r in rounds:
-        train, evaluation = r.get("train") or [], r.get("evaluation") or []
-        out.append(round_seconds(train, evaluation, finetuning=finetuning) if profiles is None
-                   else retimed_round_seconds(train, evaluation, profiles,
-                                              finetuning=finetuning))
-    return out
+    return [from_rows(r, profiles=profiles, finetuning=finetuning) for r in rounds]
+
+
+def from_rows(r: Mapping[str, Any], *, profiles: Mapping[int, ClientProfile] | None,
+              finetuning: bool) -> float:
+    """One round's simulated seconds computed from its timed rows (re-timed on ``profiles``
+    where given)."""
+    train, evaluation = r.get("train") or [], r.get("evaluation") or []
+    return (round_seconds(train, evaluation, finetuning=finetuning) if profiles is None
+            else retimed_round_seconds(train, evaluation, profiles, finetuning=finetuning))
 
 
 def finetuning_times(rounds: Sequence[Mapping[str, Any]], *,
@@ -111,11 +114,8 @@ def finetuning_times(rounds: Sequence[Mapping[str, Any]], *,
     """Each round's seconds of fine-tuning for its evaluation (the slowest client's, the
     protocol's F): 0 for a round whose evaluation did not fine-tune (a quick one, Local's
     training). Computed from the rows, as recorded or re-timed on ``profiles``."""
-    def timed(r: Mapping[str, Any], finetuning: bool) -> float:
-        train, evaluation = r.get("train") or [], r.get("evaluation") or []
-        return (round_seconds(train, evaluation, finetuning=finetuning) if profiles is None
-                else retimed_round_seconds(train, evaluation, profiles, finetuning=finetuning))
-    return [timed(r, True) - timed(r, False) for r in rounds]
+    return [from_rows(r, profiles=profiles, finetuning=True)
+            - from_rows(r, profiles=profiles, finetuning=False) for r in rounds]
 
 
 def measured_only(rounds: Sequence[Mapping[str, Any]], *,
