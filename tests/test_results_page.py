@@ -347,3 +347,44 @@ def test_the_shift_block_pairs_each_figure_with_and_without_the_shift_by_seed() 
                      for x in rows["PerFedRLNAS+FT 0.3"][5].strip(" |").split(" → "))
     assert after == pytest.approx(before - 0.02, abs=1e-4)
     assert rows["FedAvg+FT 0.3"][5].strip(" |") == "—"
+
+
+def test_the_shift_block_compares_over_the_seeds_both_presets_ran() -> None:
+    # Prepare: the committed Fashion-MNIST cells (seeds 0-4) as the preset without the
+    # shift, and as the preset with it the same cells on seeds 0-2 only (a shift that changes
+    # nothing, run on fewer seeds)
+    import dataclasses
+    import statistics
+
+    from pfednas.report.shift import render_shift
+
+    order = method_order()
+    plain = load_bench(read_preset(conf_dir() / "bench" / "fashion_mnist.yaml", order),
+                       BENCH_ROOT / "fashion_mnist", order)
+    assert len(plain.preset.seeds) > 3
+    name = "fashion_mnist, rotation_groups=4"
+    fewer = {(name, *k[1:]): {s: a for s, a in v.items() if s < 3}
+             for k, v in plain.by_seed.items()}
+    shifted = dataclasses.replace(
+        plain, preset=dataclasses.replace(plain.preset, name="rotated", shifts="fashion_mnist"),
+        by_seed=fewer,
+        groups=tuple(dataclasses.replace(
+            g, dataset=name, acc_mean=statistics.mean(fewer[(name, *page.key_of(g)[1:])].values()))
+            for g in plain.groups))
+
+    # Execute
+    _, _, *lines = render_shift(shifted, plain).splitlines()
+    rows = [r.split(" | ") for r in lines if r.startswith("| ")]
+
+    # Assert: without and with read the same on every row (the same accuracies on the seeds
+    # both ran), three seeds paired, and each NAS figure's gap to the strongest baseline
+    # unchanged
+    assert rows
+    for cells in rows:
+        assert cells[2] == cells[3], cells
+        assert "(3 seeds)" in cells[4], cells
+        gap = cells[5].strip(" |")
+        if gap != "—":  # a baseline has none
+            before, _, after = gap.partition(" → ")
+            assert before == after, cells
+    assert any(cells[5].strip(" |") != "—" for cells in rows)

@@ -6,16 +6,19 @@ inputs transformed (``dataset.feature_skew``), on the same seeds: the same label
 splits and initial models, so each seed's accuracy with the shift pairs with its accuracy
 without. Per figure the block gives both, the difference with its 95 % interval, and, for a
 method that is not a baseline, its gap to the strongest baseline without and with the shift:
-whether the per-client architecture paid more where the clients' inputs differ.
+whether the per-client architecture paid more where the clients' inputs differ. Every figure
+of a row is over the seeds both presets ran, so that the columns compare like with like when
+one preset has more seeds than the other.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Mapping
 
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.page import (
     best_of,
     key_of,
-    paired_against,
     published_too,
     row_name,
     shown_rows,
@@ -25,15 +28,26 @@ from pfednas.report.paired import paired_difference, signed
 from pfednas.report.table import GroupRow, is_baseline
 
 
-def _gap(results: BenchResults, g: GroupRow) -> str:
-    d = paired_against(results, g, best_of(results, g))
+def _on(seeds: Collection[int], accs: Mapping[int, float]) -> dict[int, float]:
+    return {s: a for s, a in accs.items() if s in seeds}
+
+
+def _mean(accs: Mapping[int, float]) -> str:
+    return f"{sum(accs.values()) / len(accs):.4f}" if accs else "—"
+
+
+def _gap(results: BenchResults, g: GroupRow, seeds: Collection[int]) -> str:
+    best = best_of(results, g)
+    d = None if best is None else paired_difference(
+        _on(seeds, results.by_seed[key_of(g)]), _on(seeds, results.by_seed[key_of(best)]))
     return "—" if d is None else signed(d.mean)
 
 
 def render_shift(shifted: BenchResults, plain: BenchResults) -> str:
     """One row per figure the two presets share (method, α, search space): its accuracy
     without and with the shift, the difference paired by seed [95 % CI], and a NAS
-    figure's gap to its preset's strongest baseline, without → with."""
+    figure's gap to its preset's strongest baseline, without → with; all over the seeds
+    both presets ran."""
     labels = [m for m in shifted.preset.methods if m not in shifted.preset.variants]
     # the same (method, α, search space); the dataset's name differs by the shift it names
     before = {key_of(g)[1:]: g for g in plain.groups}
@@ -44,13 +58,16 @@ def render_shift(shifted: BenchResults, plain: BenchResults) -> str:
         h = before.get(key_of(g)[1:])
         if h is None:
             continue
-        d = paired_difference(shifted.by_seed[key_of(g)], plain.by_seed[key_of(h)])
+        with_, without = shifted.by_seed[key_of(g)], plain.by_seed[key_of(h)]
+        seeds = set(with_) & set(without)
+        d = paired_difference(with_, without)
         delta = "—" if d is None else (f"{signed(d.mean)} [{signed(d.low)}, {signed(d.high)}]"
                                        f" ({len(d.seeds)} seeds)")
-        gap = "—" if is_baseline(g) else f"{_gap(plain, h)} → {_gap(shifted, g)}"
+        gap = ("—" if is_baseline(g)
+               else f"{_gap(plain, h, seeds)} → {_gap(shifted, g, seeds)}")
         lines.append("| " + " | ".join([
-            row_name(g, published_too(shifted, g)), f"{g.alpha:g}", f"{h.acc_mean:.4f}",
-            f"{g.acc_mean:.4f}", delta, gap]) + " |")
+            row_name(g, published_too(shifted, g)), f"{g.alpha:g}",
+            _mean(_on(seeds, without)), _mean(_on(seeds, with_)), delta, gap]) + " |")
     if len(lines) == 2:
         return (f"No figure of `bench={shifted.preset.name}` has finished in both presets.\n"
                 + unfinished_note(shifted, labels))
