@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import statistics
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from omegaconf import OmegaConf
 from pfednas.bench.pages import render_doc
 from pfednas.config import conf_dir
 from pfednas.report import levers, page, pairs, table, targets
-from pfednas.report.bench_results import load_bench, read_preset
+from pfednas.report.bench_results import BenchResults, Key, load_bench, read_preset
 from pfednas.report.cli import method_order
 from pfednas.report.collect import ReportError
 from pfednas.report.document import render_document
@@ -24,6 +27,7 @@ from pfednas.report.paired import (
     paired_difference,
     signed,
 )
+from pfednas.report.shift import render_shift
 from tests.conftest import REPO
 
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -309,27 +313,31 @@ def test_the_pairs_block_gives_each_method_against_every_baseline_paired_by_seed
         {s: accuracy("spider", s) for s in ditto}, {s: published("ditto", s) for s in ditto}, 6)
 
 
+def _fashion_and_shifted(change: Callable[[Key, Mapping[int, float]], dict[int, float]]
+                         ) -> tuple[BenchResults, BenchResults]:
+    """The committed Fashion-MNIST cells as the preset without a shift, and as the preset
+    with it the same cells, each row's accuracies by seed changed by ``change`` (its rows
+    named as the report names a shifted run's dataset)."""
+    order = method_order()
+    plain = load_bench(read_preset(conf_dir() / "bench" / "fashion_mnist.yaml", order),
+                       BENCH_ROOT / "fashion_mnist", order)
+    name = "fashion_mnist, rotation_groups=4"
+    by_seed = {(name, *k[1:]): change(k, v) for k, v in plain.by_seed.items()}
+    shifted = dataclasses.replace(
+        plain, preset=dataclasses.replace(plain.preset, name="rotated", shifts="fashion_mnist"),
+        by_seed=by_seed,
+        groups=tuple(dataclasses.replace(g, dataset=name, acc_mean=statistics.mean(
+            by_seed[(name, *page.key_of(g)[1:])].values())) for g in plain.groups))
+    return plain, shifted
+
+
 def test_the_shift_block_pairs_each_figure_with_and_without_the_shift_by_seed() -> None:
     # Prepare: the committed Fashion-MNIST cells as the preset without the shift, and as the
     # preset with it the same cells with PerFedRLNAS+FT's accuracy lowered by 0.02 on every
     # seed (a shift that costs it 0.02 and nothing else)
-    import dataclasses
-
-    from pfednas.report.shift import render_shift
-
-    order = method_order()
-    plain = load_bench(read_preset(conf_dir() / "bench" / "fashion_mnist.yaml", order),
-                       BENCH_ROOT / "fashion_mnist", order)
-    # (its rows named as the report names a shifted run's dataset)
-    hit = next(k for k in plain.by_seed if k[1] == "perfedrlnas+ft" and k[2] == 0.3)
-    name = "fashion_mnist, rotation_groups=4"
-    shifted = dataclasses.replace(
-        plain, preset=dataclasses.replace(plain.preset, name="rotated", shifts="fashion_mnist"),
-        by_seed={(name, *k[1:]): ({s: a - 0.02 for s, a in v.items()} if k == hit else v)
-                 for k, v in plain.by_seed.items()},
-        groups=tuple(dataclasses.replace(g, dataset=name, acc_mean=g.acc_mean
-                                         - (0.02 if page.key_of(g) == hit else 0))
-                     for g in plain.groups))
+    plain, shifted = _fashion_and_shifted(
+        lambda k, v: ({s: a - 0.02 for s, a in v.items()} if k[1:3] == ("perfedrlnas+ft", 0.3)
+                      else dict(v)))
 
     # Execute
     header, _, *lines = render_shift(shifted, plain).splitlines()
@@ -353,24 +361,8 @@ def test_the_shift_block_compares_over_the_seeds_both_presets_ran() -> None:
     # Prepare: the committed Fashion-MNIST cells (seeds 0-4) as the preset without the
     # shift, and as the preset with it the same cells on seeds 0-2 only (a shift that changes
     # nothing, run on fewer seeds)
-    import dataclasses
-    import statistics
-
-    from pfednas.report.shift import render_shift
-
-    order = method_order()
-    plain = load_bench(read_preset(conf_dir() / "bench" / "fashion_mnist.yaml", order),
-                       BENCH_ROOT / "fashion_mnist", order)
+    plain, shifted = _fashion_and_shifted(lambda _, v: {s: a for s, a in v.items() if s < 3})
     assert len(plain.preset.seeds) > 3
-    name = "fashion_mnist, rotation_groups=4"
-    fewer = {(name, *k[1:]): {s: a for s, a in v.items() if s < 3}
-             for k, v in plain.by_seed.items()}
-    shifted = dataclasses.replace(
-        plain, preset=dataclasses.replace(plain.preset, name="rotated", shifts="fashion_mnist"),
-        by_seed=fewer,
-        groups=tuple(dataclasses.replace(
-            g, dataset=name, acc_mean=statistics.mean(fewer[(name, *page.key_of(g)[1:])].values()))
-            for g in plain.groups))
 
     # Execute
     _, _, *lines = render_shift(shifted, plain).splitlines()

@@ -6,7 +6,7 @@ finds the blocks in a Markdown file and fills them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from pfednas.report.bench_results import BenchResults, Key
 from pfednas.report.collect import Run
@@ -68,13 +68,21 @@ def key_of(g: GroupRow) -> Key:
     return (g.dataset, g.method, g.alpha, g.space)
 
 
-def paired_against(results: BenchResults, g: GroupRow, other: GroupRow | None
-                   ) -> PairedDifference | None:
-    """``g``'s accuracy minus ``other``'s, paired by seed (None: no ``other``, or fewer than
-    two common seeds)."""
+def on_seeds(seeds: Collection[int], accs: Mapping[int, float]) -> dict[int, float]:
+    """``accs`` on ``seeds`` only."""
+    return {s: a for s, a in accs.items() if s in seeds}
+
+
+def paired_against(results: BenchResults, g: GroupRow, other: GroupRow | None,
+                   seeds: Collection[int] | None = None) -> PairedDifference | None:
+    """``g``'s accuracy minus ``other``'s, paired by seed, on ``seeds`` where given (None: no
+    ``other``, or fewer than two common seeds)."""
     if other is None:
         return None
-    return paired_difference(results.by_seed[key_of(g)], results.by_seed[key_of(other)])
+    mine, theirs = results.by_seed[key_of(g)], results.by_seed[key_of(other)]
+    if seeds is not None:
+        mine, theirs = on_seeds(seeds, mine), on_seeds(seeds, theirs)
+    return paired_difference(mine, theirs)
 
 
 def _ratio(value: float | None) -> str:

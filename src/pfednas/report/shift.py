@@ -19,6 +19,8 @@ from pfednas.report.bench_results import BenchResults
 from pfednas.report.page import (
     best_of,
     key_of,
+    on_seeds,
+    paired_against,
     published_too,
     row_name,
     shown_rows,
@@ -28,18 +30,12 @@ from pfednas.report.paired import paired_difference, signed
 from pfednas.report.table import GroupRow, is_baseline
 
 
-def _on(seeds: Collection[int], accs: Mapping[int, float]) -> dict[int, float]:
-    return {s: a for s, a in accs.items() if s in seeds}
-
-
 def _mean(accs: Mapping[int, float]) -> str:
     return f"{sum(accs.values()) / len(accs):.4f}" if accs else "—"
 
 
 def _gap(results: BenchResults, g: GroupRow, seeds: Collection[int]) -> str:
-    best = best_of(results, g)
-    d = None if best is None else paired_difference(
-        _on(seeds, results.by_seed[key_of(g)]), _on(seeds, results.by_seed[key_of(best)]))
+    d = paired_against(results, g, best_of(results, g), seeds)
     return "—" if d is None else signed(d.mean)
 
 
@@ -67,7 +63,7 @@ def render_shift(shifted: BenchResults, plain: BenchResults) -> str:
                else f"{_gap(plain, h, seeds)} → {_gap(shifted, g, seeds)}")
         lines.append("| " + " | ".join([
             row_name(g, published_too(shifted, g)), f"{g.alpha:g}",
-            _mean(_on(seeds, without)), _mean(_on(seeds, with_)), delta, gap]) + " |")
+            _mean(on_seeds(seeds, without)), _mean(on_seeds(seeds, with_)), delta, gap]) + " |")
     if len(lines) == 2:
         return (f"No figure of `bench={shifted.preset.name}` has finished in both presets.\n"
                 + unfinished_note(shifted, labels))
