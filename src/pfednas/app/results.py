@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,11 @@ from pfednas.options.common import FINETUNE_SCOPES
 from pfednas.records import RoundRecord
 
 # per-client fields of an evaluation row that summary.json keeps (NAS methods: the
-# architecture; where budgets exist its cost, the client's budget and whether it fits)
+# architecture; where budgets exist its cost, the client's budget and whether it fits; where
+# the spread has discrete device levels the client's, its width rate)
 CLIENT_FIELDS = ("arch", "params", "flops", "memory_bytes", "budget_metric", "cost", "budget",
                  "within_budget", "accuracy_no_ft", "accuracy_ft_full", "accuracy_ft_head",
-                 "sample_passes")
+                 "sample_passes", "level")
 
 
 def client_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +39,113 @@ def arch_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if fits:
         out["within_budget_share"] = float(np.mean(fits))
     return out
+
+
+# Accuracy by device tier: each distinct budget of a run is a tier where it has at most
+# MAX_LEVELS of them (a spread of discrete device levels), else the clients are cut into
+# QUANTILES groups of sorted budgets
+MAX_LEVELS = 8
+QUANTILES = 5
+# the per-client fields a tier averages, where every budgeted row carries them
+TIER_FIGURES = ("accuracy", "accuracy_no_ft", "accuracy_ft_full", "accuracy_ft_head", "params",
+                "within_budget")
+BUDGET_UNITS = {"memory": (2.0**20, "MiB"), "params": (1e6, "M params"),
+                "flops": (1e6, "MFLOPs")}
+
+
+def accuracy_by_tier(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The clients with a finite ``budget`` grouped by device tier, smallest budgets first:
+    per tier its label (``r=1/4`` where the rows carry the device ``level``, else the budget,
+    or ``Q1``..``Q5`` for budget quintiles), clients, budget range (in ``budget_metric``'s
+    unit, bytes for memory), and the mean of each accuracy figure, of ``params`` and of
+    ``within_budget`` (``within_budget_share``) that every budgeted row carries. [] where no
+    row has a budget."""
+    budgeted = budgeted_rows(rows)
+    figures = tier_figures(budgeted)
+    return [tier_summary(label, group, figures) for label, group in tier_groups(budgeted)]
+
+
+def budgeted_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with a finite ``budget``."""
+    return [r for r in rows if _finite(r.get("budget"))]
+
+
+def tier_figures(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The ``TIER_FIGURES`` every one of ``rows`` carries (none for no rows)."""
+    return [k for k in TIER_FIGURES if rows and all(k in r for r in rows)]
+
+
+def tier_groups(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(label, rows) per tier of budgeted ``rows``: one per distinct budget up to
+    ``MAX_LEVELS`` of them, else ``QUANTILES`` groups of the rows sorted by budget, as equal
+    in size as possible (the first ones larger; none empty)."""
+    ordered = sorted(rows, key=lambda r: (float(r["budget"]), int(r.get("client_id", 0))))
+    values = sorted({float(r["budget"]) for r in ordered})
+    if len(values) <= MAX_LEVELS:
+        return [(level_label(g), g) for g in
+                ([r for r in ordered if float(r["budget"]) == v] for v in values)]
+    return [(f"Q{i}", g) for i, g in enumerate(split_even(ordered, QUANTILES), start=1)]
+
+
+def split_even(items: Sequence[Any], parts: int) -> list[list[Any]]:
+    """``items`` in order, cut into ``parts`` runs whose sizes differ by at most one (the
+    larger first); fewer items than parts: one run each."""
+    n = len(items)
+    sizes = [n // parts + (i < n % parts) for i in range(parts)]
+    starts = np.cumsum([0, *sizes])
+    return [list(items[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True) if b > a]
+
+
+def level_label(group: Sequence[dict[str, Any]]) -> str:
+    """A discrete tier's label: its device level (``r=1/4``) where its rows carry one, else
+    its budget (``3.25 MiB``)."""
+    level = group_level(group)
+    if level is not None:
+        return f"r={rate_text(level)}"
+    return budget_text(float(group[0]["budget"]), str(group[0].get("budget_metric", "memory")))
+
+
+def group_level(group: Sequence[dict[str, Any]]) -> float | None:
+    """The device level every row of a tier carries (None: a row has none, or they differ)."""
+    levels = {float(r["level"]) if "level" in r else None for r in group}
+    return levels.pop() if len(levels) == 1 else None
+
+
+def rate_text(rate: float) -> str:
+    """``1``, ``1/4``, ``3/8``: the fraction a width rate is (to 1/64), else its decimal."""
+    fraction = Fraction(rate).limit_denominator(64)
+    return str(fraction) if math.isclose(float(fraction), rate) else f"{rate:g}"
+
+
+def budget_text(value: float, metric: str, *, unit: bool = True) -> str:
+    scale, name = BUDGET_UNITS.get(metric, (1.0, metric))
+    return f"{value / scale:.2f}" + (f" {name}" if unit else "")
+
+
+def tier_summary(label: str, group: Sequence[dict[str, Any]],
+                 figures: Sequence[str]) -> dict[str, Any]:
+    """One tier's entry of ``accuracy_by_tier`` from its rows."""
+    budgets = [float(r["budget"]) for r in group]
+    out: dict[str, Any] = {"tier": label, "clients": len(group),
+                           "budget_metric": str(group[0].get("budget_metric", "memory")),
+                           "budget_min": min(budgets), "budget_max": max(budgets)}
+    level = group_level(group)
+    if level is not None:
+        out["level"] = level
+    out.update({("within_budget_share" if k == "within_budget" else k):
+                float(np.mean([float(r[k]) for r in group])) for k in figures})
+    return out
+
+
+def tier_entry(per_client: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``{"accuracy_by_tier": [...]}`` where the clients have budgets, else ``{}``."""
+    tiers = accuracy_by_tier(per_client)
+    return {"accuracy_by_tier": tiers} if tiers else {}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def summarize(*, method: str, dataset: str, records: list[RoundRecord], wall_seconds: float,
@@ -66,6 +176,7 @@ def summarize(*, method: str, dataset: str, records: list[RoundRecord], wall_sec
         **no_finetuning_stats(final),
         **scope_stats(final),
         **arch_counts(per_client),
+        **tier_entry(per_client),
         "per_client": per_client,
         "curve": [{"round": r.round, "acc_mean": float(np.mean([e["accuracy"]
                                                                 for e in r.evaluation])),
@@ -143,7 +254,52 @@ def format_table(summary: dict[str, Any]) -> str:
     width = max(len(k) for k, _ in rows)
     line = "+" + "-" * (width + 2) + "+" + "-" * 26 + "+"
     body = [f"| {k.ljust(width)} | {v.ljust(24)} |" for k, v in rows]
-    return "\n".join([line, *body, line])
+    tiers = summary.get("accuracy_by_tier")
+    return "\n".join([line, *body, line, *([tier_table(tiers)] if tiers else [])])
+
+
+def tier_table(tiers: Sequence[dict[str, Any]]) -> str:
+    """The console block of ``accuracy_by_tier``: a row per tier, a column per figure, under
+    a title row (every line a table's, which the launcher passes to the console)."""
+    title = "accuracy by device tier, smallest budgets first"
+    rows = [tier_cells(t) for t in tiers]
+    cells = [[name for name, _ in rows[0]], *([value for _, value in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    widths[-1] += max(0, len(title) - (sum(widths) + 3 * len(widths) - 3))
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+            for row in cells]
+    top = "+" + "-" * (len(line) - 2) + "+"
+    return "\n".join([top, f"| {title.ljust(len(line) - 4)} |", line, body[0], line,
+                      *body[1:], line])
+
+
+# the figures beside a tier's accuracy, with their column titles
+TIER_COLUMNS = (("accuracy_no_ft", "as published"), ("accuracy_ft_full", "+FT full"),
+                ("accuracy_ft_head", "+FT head"))
+
+
+def tier_cells(tier: dict[str, Any]) -> list[tuple[str, str]]:
+    """(column title, text) of what a tier holds; the tiers of one run hold the same."""
+    metric = str(tier["budget_metric"])
+    cells = [("tier", str(tier["tier"])), ("clients", str(tier["clients"])),
+             (f"budget {BUDGET_UNITS.get(metric, (1.0, metric))[1]}", budget_range(tier)),
+             ("acc +FT" if "accuracy_no_ft" in tier else "acc", f"{tier['accuracy']:.4f}"),
+             *((title, f"{tier[k]:.4f}") for k, title in TIER_COLUMNS if k in tier)]
+    if "params" in tier:
+        cells.append(("params", f"{tier['params']:,.0f}"))
+    if "within_budget_share" in tier:
+        fits = round(tier["within_budget_share"] * tier["clients"])
+        cells.append(("in budget", f"{fits}/{tier['clients']}"))
+    return cells
+
+
+def budget_range(tier: dict[str, Any]) -> str:
+    """A tier's budget, or its range, in its metric's unit (MiB for memory)."""
+    metric = str(tier["budget_metric"])
+    low, high = (budget_text(float(tier[k]), metric, unit=False)
+                 for k in ("budget_min", "budget_max"))
+    return low if low == high else f"{low}–{high}"
 
 
 def _as_published_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:

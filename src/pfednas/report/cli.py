@@ -36,7 +36,16 @@ from pfednas.report.collect import (
     load_run,
     split_tuning_runs,
 )
-from pfednas.report.table import FT_SUFFIX, aggregate, markdown, run_rows, runs_csv, to_csv
+from pfednas.report.table import (
+    FT_SUFFIX,
+    aggregate,
+    budget_of,
+    markdown,
+    run_rows,
+    runs_csv,
+    to_csv,
+)
+from pfednas.report.tiers import TierSeries, tier_markdown, tier_series
 
 EXIT_USAGE = 2
 EXIT_STALE = 1  # --doc --check: the page is not what the cells render
@@ -86,6 +95,14 @@ def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Pa
     if all(plots.timed(c) for cs in curves.values() for c in cs):
         written.append(_save(plots.accuracy_curves(curves, x="simulated"),
                              out / "acc_vs_simulated_time.png"))
+    tiers: dict[str, list[TierSeries]] = {}
+    for group in run_groups(runs, order):
+        series = tier_series(group[0].method, group)
+        if series is not None:
+            title = f"{panel_title(group[0])}, {budget_of(group[0].config)}"
+            tiers.setdefault(title, []).append(series)
+    if tiers:
+        written.append(_save(plots.tier_accuracy(tiers), out / "acc_by_tier.png"))
     names: set[str] = set()
     for run in runs:
         path = write_arch_heatmap(run, out / "archs", names)
@@ -93,6 +110,18 @@ def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Pa
             written.append(path)
     written += write_partition_plots(runs, out / "partition")
     return written
+
+
+def run_groups(runs: Sequence[Run], order: Sequence[str]) -> list[list[Run]]:
+    """The runs of each (dataset, federation size, method, α, space), seeds pooled, in the
+    table's order (a run's tiers depend on its clients: runs of other sizes are not pooled)."""
+    rank = {m: i for i, m in enumerate(order)}
+    groups: dict[tuple[str, str, float, int, str, str], list[Run]] = {}
+    for run in sorted(runs, key=lambda r: r.seed):
+        key = (run.dataset, budget_of(run.config), run.alpha, rank.get(run.method, len(rank)),
+               run.method, run.space)
+        groups.setdefault(key, []).append(run)
+    return [groups[k] for k in sorted(groups)]
 
 
 def write_partition_plots(runs: Sequence[Run], folder: Path) -> list[Path]:
@@ -204,7 +233,8 @@ def build_report(run_dirs: Sequence[Path], out: Path, *,
               "accuracy. Traffic = run total / client-round participations (metrics.jsonl). "
               "Distinct archs: NAS methods only.\n\n")
     table = markdown(groups)
-    (out / "table.md").write_text(header + table + failed_section(failed))
+    (out / "table.md").write_text(header + table + tier_markdown(run_groups(runs, order))
+                                  + failed_section(failed))
     (out / "table.csv").write_text(to_csv(groups))
     (out / "runs.csv").write_text(runs_csv(rows))
     write_plots(runs, out, order)

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from pfednas.report.archs import ArchMatrix
 from pfednas.report.collect import Run
+from pfednas.report.table import FT_SUFFIX
+from pfednas.report.tiers import TierSeries
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,32 @@ def client_accuracy_distribution(panels: Mapping[str, Mapping[str, Sequence[floa
         ax.set_title(title)
         ax.set_ylabel("personalized client accuracy")
         ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def tier_accuracy(panels: Mapping[str, Sequence[TierSeries]]) -> Figure:
+    """Accuracy against budget, one panel per title, one colour per method: each client a dot
+    (every seed's), each tier's mean at its clients' mean budget joined by a line, dashed for
+    the figure as published where the runs have the pair; budgets on a log₂ axis."""
+    fig, axes = _figure(len(panels), width=5.5)
+    for ax, (title, series) in zip(axes, panels.items(), strict=True):
+        for i, s in enumerate(series):
+            colour = f"C{i}"
+            ax.scatter(s.budgets, s.accuracies, s=8, alpha=0.35, color=colour)
+            published = all("accuracy_no_ft" in t for t in s.tiers)
+            ax.plot(s.tier_budgets, [t["accuracy"] for t in s.tiers], marker="o", markersize=4,
+                    color=colour, label=s.method + (FT_SUFFIX if published else ""))
+            if published:
+                ax.plot(s.tier_budgets, [t["accuracy_no_ft"] for t in s.tiers], marker="s",
+                        markersize=3, linestyle="--", color=colour,
+                        label=f"{s.method} (as published)")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_title(title)
+        ax.set_xlabel(f"client budget ({series[0].budget_metric}, {series[0].unit})")
+        ax.set_ylabel("personalized client accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     return fig
 
 
