@@ -357,6 +357,7 @@ class PersonalizedStrategy(ClientClaims):
                             if "train_seconds" in metrics else {}),
                          **({"train_macs": float(metrics["train_macs"])}
                             if "train_macs" in metrics else {}),
+                         **self.device_level(cid),
                          **self.evaluation_details(cid)})
         asked = set() if sent is None else self.clients_at(sent.nodes())
         missing = sorted(asked - {r["client_id"] for r in rows})
@@ -379,6 +380,12 @@ class PersonalizedStrategy(ClientClaims):
         profile = self.profiles.get(client_id)
         return arch_details(arch, cost, metric="memory",
                             budget=None if profile is None else profile.memory_bytes)
+
+    def device_level(self, client_id: int) -> dict[str, float]:
+        """An evaluation row's ``level``: the client's device level (a width rate) where the
+        simulated hardware draws levels, for the results' accuracy by tier."""
+        profile = self.profiles.get(client_id)
+        return {} if profile is None or profile.level is None else {"level": profile.level}
 
     @staticmethod
     def train_row(metrics: dict[str, Any]) -> dict[str, float]:

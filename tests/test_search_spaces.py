@@ -29,9 +29,16 @@ TASK = TaskShape(num_classes=10, in_channels=1, image_size=8)
 ATOL = 1e-5  # extract(a)(x) vs supernet(x, a), eval mode, float32
 
 
-@pytest.fixture(scope="module", params=sorted(SPACES))
+# configurations beside each space's default: mobilenetv3 with an elastic stem and head, as a
+# space that reaches down to the smallest device levels is configured
+VARIANTS = {"mobilenetv3_elastic_ends": ("mobilenetv3", {
+    "stem_mults": [0.25, 0.5, 1.0], "head_mults": [0.125, 1.0], "width_mults": [0.25, 1.0]})}
+
+
+@pytest.fixture(scope="module", params=sorted(SPACES) + sorted(VARIANTS))
 def space(request: pytest.FixtureRequest) -> SearchSpace:
-    return get_space(request.param)
+    name, config = VARIANTS.get(request.param, (request.param, {}))
+    return get_space(name, **config)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ LR, MOMENTUM, WEIGHT_DECAY, BATCH_SIZE = "lr", "momentum", "weight_decay", "batc
 LINEAGE, FIXED_ARCH = "lineage", "fixed_arch"
 FINETUNE_EPOCHS, FINETUNE_SCOPE = "finetune_epochs", "finetune_scope"
 FINETUNE_BOTH = "finetune_both"
+WIDTH_RATE = "width_rate"  # HeteroFL / FedRolex: the width rate of the slice a message carries
 
 
 @dataclass(frozen=True)

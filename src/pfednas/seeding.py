@@ -56,6 +56,8 @@ ARCH_FALLBACK = 2  # policy samples for a final architecture over budget: (clien
 ARCH_NEW_CLIENT_RANDOM = 99  # a new client's random architecture (comparison): (client,)
 FIXED_ARCH_SEARCH = 606  # after HARDWARE: the search for the largest arch all budgets fit (leaf)
 HEAVY_TAILED_HARDWARE = 607  # after HARDWARE: a client's slowdown, heavy-tailed spread: (client,)
+ARCH_IN_BUDGET_RANDOM = 98  # random_in_budget's subnet of a client: (client,)
+LARGEST_IN_BUDGET = 608  # after HARDWARE: largest_in_budget's candidate subnets (leaf)
 
 STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "model_init": (MODEL_INIT,),

@@ -274,6 +274,13 @@ HARDWARE_DEFAULTS = {"speed_low": 1.0, "speed_high": 4.0, "bandwidth_mbps_low": 
                      "bandwidth_mbps_high": 100.0, "memory_low": 0.25, "memory_high": 1.0,
                      "memory_budgets": True, "macs_per_second": 1.0e9}
 
+# hardware options added since (issue 60), at the values every earlier cell ran with
+ADDED_HARDWARE_DEFAULTS = {"memory_distribution": "uniform",
+                           "memory_levels": [1.0, 0.5, 0.25, 0.125, 0.0625],
+                           "memory_level_shares": None, "speed_follows_memory": False}
+# search-space options added since (issue 60): a fixed stem and head, as before
+ADDED_SPACE_DEFAULTS = {"mobilenetv3": {"stem_mults": [1.0], "head_mults": [1.0]}}
+
 
 # Dataset options added since (issue 46) at the values that deal the data as every earlier
 # cell had it: the Dirichlet partitioner, no feature skew (same partitions, proven by hash).
@@ -303,11 +310,16 @@ def migrated(saved: Mapping[str, Any]) -> dict[str, Any]:
         # SPIDER's / Ditto's tuning runs before issue 45 switched it off at run time while
         # their config said true: as they ran
         out["method"]["train_on_val_when_final"] = False
+    space = out.get("search_space")
+    if isinstance(space, dict):
+        out["search_space"] = {**ADDED_SPACE_DEFAULTS.get(str(space.get("name")), {}), **space}
     method, federation = out.get("method"), out.get("federation")
+    if isinstance(federation, dict) and isinstance(federation.get("hardware"), Mapping):
+        federation["hardware"] = {**ADDED_HARDWARE_DEFAULTS, **federation["hardware"]}
     if not isinstance(method, dict) or not isinstance(federation, dict) \
             or "hardware" in federation:
         return out
-    hardware = dict(HARDWARE_DEFAULTS)
+    hardware = {**HARDWARE_DEFAULTS, **ADDED_HARDWARE_DEFAULTS}
     hardware.update(method.pop("hardware", None) or {})
     budget = method.pop("budget", None)
     if isinstance(budget, Mapping):

@@ -77,9 +77,11 @@ def build_federation(values: dict[str, Any]) -> Federation:
         raise ConfigError(f"federation.hardware must be a mapping, got {hardware!r}")
     group = "federation.hardware"
     for name, value in hardware.items():
-        if name == "memory_budgets":
+        if name in ("memory_budgets", "speed_follows_memory"):
             if not isinstance(value, bool):
-                raise ConfigError(f"{group}.memory_budgets must be true|false, got {value!r}")
+                raise ConfigError(f"{group}.{name} must be true|false, got {value!r}")
+        elif name in ("memory_distribution", "memory_levels", "memory_level_shares"):
+            continue  # HardwareSpread checks them, naming the key
         elif name in {f.name for f in dataclasses.fields(HardwareSpread)}:
             check_number(group, name, value, kind=float)
     try:
@@ -149,6 +151,10 @@ def validate_federation(fed: Federation) -> None:
         raise ConfigError(f"federation.examples_tolerance must be a finite number >= 0, "
                           f"got {fed.examples_tolerance!r}")
     check_client_examples(fed.client_examples, fed.num_clients)
+    levels = len(fed.hardware.memory_levels)
+    if fed.hardware.memory_distribution == "levels" and fed.num_clients < levels:
+        raise ConfigError(f"federation.hardware.memory_levels: {levels} levels need at least "
+                          f"{levels} clients, got federation.num_clients={fed.num_clients}")
     if fed.update_norm_bound is not None:
         check_number(g, "update_norm_bound", fed.update_norm_bound, kind=float, low=0)
         if not fed.update_norm_bound < float("inf"):

@@ -17,10 +17,12 @@ from pfednas.search.memory_bound import training_memory_upper_bound
 from pfednas.settings import RunSettings, task_shape
 
 
-def model_cost(settings: RunSettings, arch: str) -> ModelCost:
-    """Parameters, MACs per sample, training memory (estimate and bound) of ``arch``."""
+def model_cost(settings: RunSettings, arch: str,
+               search_space: Mapping[str, Any] | None = None) -> ModelCost:
+    """Parameters, MACs per sample, training memory (estimate and bound) of ``arch`` (of
+    ``search_space``; None: the run's)."""
     task = task_shape(settings)
-    space = get_space(**settings.search_space)
+    space = get_space(**(settings.search_space if search_space is None else search_space))
     supernet = space.build_supernet(num_classes=task.num_classes,
                                     in_channels=task.in_channels, image_size=task.image_size)
     parsed = space.arch_from_str(arch)
@@ -43,10 +45,12 @@ def keep_client_models(root: Path, client_id: int, models: list[KeptModel],
     """Write ``models`` (the reported one's architecture sets the costs) and their spec."""
     kinds = {m.kind for m in models}
     reported = next(m for m in models if m.kind == reported_kind(kinds))
+    space = settings.search_space if reported.search_space is None else reported.search_space
     spec = model_spec(client_id=client_id, method=settings.method, dataset=settings.data.name,
-                      seed=settings.seed, search_space=settings.search_space,
+                      seed=settings.seed, search_space=space,
                       task=task_shape(settings), norm=data_normalisation(settings.data),
-                      cost=model_cost(settings, reported.arch), kept_kinds=kinds, split=split,
+                      cost=model_cost(settings, reported.arch, space), kept_kinds=kinds,
+                      split=split,
                       num_examples=num_examples, config=config, commit=source_commit(),
                       overrides=overrides)
     return write_kept(root, client_id, models, spec)

@@ -59,6 +59,8 @@ class KeptModel:
     arch: str  # the architecture string of the space (``Arch.to_str``)
     state: dict[str, np.ndarray]  # state_dict order
     accuracy: float  # on the evaluation split, as the client measured it
+    # the space ``arch`` belongs to, where it is not the run's (a width slice's scaled space)
+    search_space: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -56,6 +56,7 @@ class ClientProfile:
     bandwidth_bps: float
     source: str = SIMULATED
     speed_factor: float = 1.0
+    level: float | None = None  # a simulated device level's width rate (memory levels)
 
     def fits(self, memory_bytes: float) -> bool:
         """Whether a model of ``memory_bytes`` training memory fits this client's budget."""
@@ -68,9 +69,10 @@ class ClientProfile:
 
     def to_json(self) -> dict[str, Any]:
         memory = self.memory_bytes if math.isfinite(self.memory_bytes) else None
+        level = {} if self.level is None else {"level": self.level}
         return {"memory_budget_mb": None if memory is None else memory / MB,
                 "macs_per_second": self.speed, "bandwidth_mbps": self.bandwidth_bps / MBPS,
-                "source": self.source}
+                "source": self.source, **level}
 
 
 def fits(budget: float, cost: float) -> bool:
@@ -81,25 +83,31 @@ def fits(budget: float, cost: float) -> bool:
 
 
 def simulated_profiles(num_clients: int, spread: HardwareSpread, reference_memory_bytes: float,
-                       seed: int) -> dict[int, ClientProfile]:
+                       seed: int, level_memory: Callable[[float], float] | None = None
+                       ) -> dict[int, ClientProfile]:
     """Client id → profile drawn from the seeded spread (the ``HARDWARE`` stream): memory
-    budgets U(low, high) × ``reference_memory_bytes``, slowdowns U(speed_low, speed_high)
-    of ``spread.macs_per_second``, bandwidths U(low, high) Mbit/s."""
+    budgets U(low, high) × ``reference_memory_bytes`` (or log-uniform, or a device level's
+    ``level_memory(rate)``), slowdowns U(speed_low, speed_high) of
+    ``spread.macs_per_second`` (or following memory), bandwidths U(low, high) Mbit/s."""
     from pfednas.seeding import HARDWARE, numpy_rng  # torch: not for the config's checks
 
-    drawn = draw_hardware(num_clients, spread, reference_memory_bytes, numpy_rng(seed, HARDWARE))
+    drawn = draw_hardware(num_clients, spread, reference_memory_bytes, numpy_rng(seed, HARDWARE),
+                          level_memory)
     return {cid: ClientProfile(memory_bytes=hw.memory_bytes,
                                macs_per_second=spread.macs_per_second,
-                               bandwidth_bps=hw.bandwidth_bps, speed_factor=hw.speed_factor)
+                               bandwidth_bps=hw.bandwidth_bps, speed_factor=hw.speed_factor,
+                               level=hw.level)
             for cid, hw in enumerate(drawn)}
 
 
 def simulated_budgets(num_clients: int, spread: HardwareSpread, reference: float,
-                      seed: int) -> list[float]:
+                      seed: int, level_cost: Callable[[float], float] | None = None
+                      ) -> list[float]:
     """Budgets in any cost metric from the same seeded draw as the memory budgets:
-    U(memory_low, memory_high) × ``reference`` (HAPFNAS's ``budget_metric`` params / flops)."""
+    U(memory_low, memory_high) × ``reference`` (HAPFNAS's ``budget_metric`` params / flops;
+    device levels: ``level_cost(rate)``, the level's slice in that metric)."""
     return [p.memory_bytes for p in simulated_profiles(num_clients, spread, reference,
-                                                       seed).values()]
+                                                       seed, level_cost).values()]
 
 
 # -- bounds and claims ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from flwr.client import NumPyClient
 
 from pfednas.clients.common import ClientEnv
 from pfednas.config import RunSettings
-from pfednas.methods import baselines, darts, hapfnas, perfedrlnas
+from pfednas.methods import baselines, darts, devices, hapfnas, perfedrlnas
 from pfednas.methods.fixed import (
     FITS_ALL,
     StrategyBuilder,
@@ -64,6 +64,11 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec i
     MethodSpec("fedbabu", baselines.fedbabu_strategy, baselines.fedbabu_client),
     MethodSpec("fednas", darts.fednas_strategy, darts.fednas_client, selects_on_val=True),
     MethodSpec("hapfnas", hapfnas.strategy, hapfnas.client, selects_on_val=True),
+    MethodSpec("heterofl", devices.width_slice_strategy, devices.width_slice_client),
+    MethodSpec("fedrolex", devices.width_slice_strategy, devices.width_slice_client),
+    # the controls measure validation accuracy as PerFedRLNAS's clients do, but choose nothing
+    MethodSpec("largest_in_budget", devices.in_budget_strategy, devices.in_budget_client),
+    MethodSpec("random_in_budget", devices.in_budget_strategy, devices.in_budget_client),
 )})
 
 __all__ = ["FITS_ALL", "METHODS", "MethodSpec", "StrategyBuilder", "client_profiles",

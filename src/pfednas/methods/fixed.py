@@ -22,10 +22,12 @@ from pfednas.hardware.profile import (
     floor_bytes,
     simulated_profiles,
 )
-from pfednas.hardware.spread import HardwareSpread
+from pfednas.hardware.spread import LEVELS, HardwareSpread
 from pfednas.nas.fitting import fits_all_budgets
+from pfednas.records import cost_in
 from pfednas.search import Arch, ElasticNet, SearchSpace, Supernet, TaskShape, get_space
 from pfednas.search.memory_bound import budgeted_cost
+from pfednas.search.width import WIDTH_SPACES, WidthSlicer, supports_width
 from pfednas.seeding import MODEL_INIT, int_seed
 from pfednas.strategies import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import FixedChoice, Roster
@@ -64,9 +66,42 @@ def parse_fixed_arch(space: SearchSpace, value: Any) -> Arch:
 def spread_profiles(supernet: Supernet, spread: HardwareSpread, num_clients: int, seed: int,
                     batch_size: int) -> dict[int, ClientProfile]:
     """A simulation's client profiles: ``spread``'s seeded draw, memory budgets as fractions
-    of the largest subnet's training memory at ``batch_size``."""
+    of the largest subnet's training memory at ``batch_size`` (device levels: the training
+    memory of the largest network's width-r slice, :func:`level_cost`)."""
     reference = supernet.cost(supernet.space.max_arch(), batch_size=batch_size).memory_bytes
-    return simulated_profiles(num_clients, spread, reference, seed)
+    return simulated_profiles(num_clients, spread, reference, seed,
+                              level_cost(supernet, spread, batch_size, "memory"))
+
+
+def level_cost(supernet: Supernet, spread: HardwareSpread, batch_size: int, metric: str
+               ) -> Callable[[float], float] | None:
+    """A device level's budget from its width rate, in ``metric`` (memory, params, flops):
+    the cost of the global model's width-rate slice (:class:`pfednas.search.width.WidthSlicer`);
+    None unless ``spread`` draws memory levels. ``ValueError`` where the space cannot be
+    width-scaled, or its smallest subnet fits no level."""
+    if spread.memory_distribution != LEVELS:
+        return None
+    space = supernet.space
+    if not supports_width(space):
+        raise ValueError(f"federation.hardware.memory_distribution=levels needs a search space "
+                         f"that can be width-scaled ({'|'.join(WIDTH_SPACES)}), got "
+                         f"search_space={space.name}")
+    slicer = WidthSlicer(space, supernet.task)
+
+    def cost(rate: float) -> float:
+        return cost_in(slicer.cost(rate, batch_size), metric)
+
+    smallest_level = min(spread.memory_levels)
+    smallest_subnet = supernet.cost(space.min_arch(), batch_size=batch_size).memory_bytes
+    level_memory = slicer.cost(smallest_level, batch_size).memory_bytes
+    if smallest_subnet > level_memory and metric == "memory":
+        raise ValueError(
+            f"federation.hardware.memory_levels: the smallest level (rate {smallest_level:g}, "
+            f"{level_memory / 2**20:.3f} MiB) fits no subnet of search_space={space.name} (its "
+            f"smallest needs {smallest_subnet / 2**20:.3f} MiB): widen the space downwards "
+            "(search_space.width_mults, depths, expand_ratios) or raise the smallest rate")
+    return cost
+
 
 
 def client_profiles(settings: RunSettings) -> dict[int, ClientProfile]:

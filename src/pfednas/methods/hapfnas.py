@@ -20,7 +20,7 @@ from pfednas.data.arrays import select
 from pfednas.data.holdout import unheld_indices
 from pfednas.data.registry import load_raw
 from pfednas.hardware.profile import simulated_budgets
-from pfednas.methods.fixed import seeded_supernet
+from pfednas.methods.fixed import level_cost, seeded_supernet
 from pfednas.nas.distill import TransferSet, synthetic_inputs
 from pfednas.options.hapfnas import HAPFNASOptions, TransferOptions
 from pfednas.records import cost_in
@@ -93,8 +93,9 @@ def metric_budgets(settings: RunSettings, supernet: Supernet, metric: str, *,
         return None
     fed = settings.federation
     largest = supernet.cost(supernet.space.max_arch(), batch_size=fed.batch_size)
-    return dict(enumerate(simulated_budgets(fed.num_clients, fed.hardware,
-                                            cost_in(largest, metric), settings.seed)))
+    return dict(enumerate(simulated_budgets(
+        fed.num_clients, fed.hardware, cost_in(largest, metric), settings.seed,
+        level_cost(supernet, fed.hardware, fed.batch_size, metric))))
 
 
 def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:

@@ -13,20 +13,26 @@ raises one dimension's choice at a time while the result still fits.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from pfednas.hardware.profile import fits
 from pfednas.search import Arch, SearchSpace
-from pfednas.seeding import FIXED_ARCH_SEARCH, HARDWARE, numpy_rng
+from pfednas.seeding import FIXED_ARCH_SEARCH, HARDWARE, LARGEST_IN_BUDGET, numpy_rng
 
 
 def largest_fitting_arch(space: SearchSpace, fits: Callable[[Arch], bool],
-                         size: Callable[[Arch], float], rng: np.random.Generator,
-                         samples: int = 2000) -> Arch:
-    """The architecture of largest ``size`` among those that ``fits`` (found by sampling
-    and a greedy climb); the smallest architecture if nothing else fits."""
-    candidates = [space.min_arch(), space.max_arch(), *(space.sample(rng) for _ in range(samples))]
+                         size: Callable[[Arch], Any], rng: np.random.Generator | None,
+                         samples: int = 2000, candidates: list[Arch] | None = None) -> Arch:
+    """The architecture of largest ``size`` (a number, or a tuple compared in order) among
+    those that ``fits`` (found by sampling and a greedy climb); the smallest architecture if
+    nothing else fits. ``candidates``: the samples to start from (default: ``samples``
+    drawn with ``rng``)."""
+    if candidates is None:
+        assert rng is not None
+        candidates = [space.min_arch(), space.max_arch(),
+                      *(space.sample(rng) for _ in range(samples))]
     fitting = [a for a in candidates if fits(a)]
     if not fitting:
         return space.min_arch()
@@ -54,3 +60,32 @@ def fits_all_budgets(space: SearchSpace, memory: Callable[[Arch], float],
     tightest = min(budgets)
     return largest_fitting_arch(space, lambda a: fits(tightest, memory(a)), size,
                                 numpy_rng(seed, HARDWARE, FIXED_ARCH_SEARCH))
+
+
+def largest_in_budgets(space: SearchSpace, memory: Callable[[Arch], float],
+                       params: Callable[[Arch], float], budgets: dict[int, float], seed: int,
+                       samples: int = 2000) -> dict[int, Arch]:
+    """Each client's subnet of largest ``memory`` within its own budget, ties by ``params``
+    (the ``largest_in_budget`` control): one seeded pool of candidates for every client,
+    then a greedy climb from each client's best."""
+    rng = numpy_rng(seed, HARDWARE, LARGEST_IN_BUDGET)
+    pool = [space.min_arch(), space.max_arch(), *(space.sample(rng) for _ in range(samples))]
+    def size(arch: Arch) -> tuple[float, float]:
+        return memory(arch), params(arch)
+
+    def within(budget: float) -> Callable[[Arch], bool]:
+        return lambda arch: fits(budget, memory(arch))
+
+    return {cid: largest_fitting_arch(space, within(budget), size, None, candidates=pool)
+            for cid, budget in sorted(budgets.items())}
+
+
+def random_in_budget(space: SearchSpace, fits_budget: Callable[[Arch], bool],
+                     rng: np.random.Generator, tries: int = 10000) -> Arch:
+    """A uniformly random subnet among those within budget (the ``random_in_budget``
+    control): draws until one fits; the smallest subnet where none of ``tries`` does."""
+    for _ in range(tries):
+        arch = space.sample(rng)
+        if fits_budget(arch):
+            return arch
+    return space.min_arch()

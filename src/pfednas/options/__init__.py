@@ -25,6 +25,12 @@ from pfednas.options.baselines import (
     FedRepOptions,
     LocalOptions,
 )
+from pfednas.options.devices import (
+    FedRolexOptions,
+    HeteroFLOptions,
+    LargestInBudgetOptions,
+    RandomInBudgetOptions,
+)
 from pfednas.options.hapfnas import HAPFNASOptions
 from pfednas.options.perfedrlnas import PerFedRLNASOptions
 from pfednas.options.spider import DittoOptions, SpiderOptions
@@ -39,6 +45,10 @@ OPTIONS: Mapping[str, type] = MappingProxyType({
     "hapfnas": HAPFNASOptions,
     "spider": SpiderOptions,
     "ditto": DittoOptions,
+    "heterofl": HeteroFLOptions,
+    "fedrolex": FedRolexOptions,
+    "largest_in_budget": LargestInBudgetOptions,
+    "random_in_budget": RandomInBudgetOptions,
 })
 SCHEMA_SUFFIX = "_defaults"  # method/<name>_defaults in the ConfigStore
 
@@ -103,7 +113,10 @@ def defaults(method: str) -> dict[str, Any]:
 
 # the search spaces a method works on (absent: every one)
 SPACES: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "spider": ("darts_s2",), "ditto": ("darts_s2",), "fednas": ("darts_s2",)})
+    "spider": ("darts_s2",), "ditto": ("darts_s2",), "fednas": ("darts_s2",),
+    "heterofl": ("mobilenetv3",), "fedrolex": ("mobilenetv3",)})
+# methods that work on any space they support, not one they select themselves
+WIDTH_SLICE_METHODS = ("heterofl", "fedrolex")
 
 
 def check_method(method: Any, options: Mapping[str, Any], federation: Any, space: str) -> Any:
@@ -113,6 +126,10 @@ def check_method(method: Any, options: Mapping[str, Any], federation: Any, space
     if method not in OPTIONS:
         raise ValueError(f"unknown method {method!r}; known methods: {', '.join(OPTIONS)}")
     spaces = SPACES.get(method, ())
+    if spaces and space not in spaces and method in WIDTH_SLICE_METHODS:
+        raise ValueError(f"method={method} slices the width of one global model: it supports "
+                         f"search_space={'|'.join(spaces)} (the spaces it can width-scale), "
+                         f"got search_space={space}")
     if spaces and space not in spaces:
         raise ValueError(f"method={method} needs search_space={'|'.join(spaces)}, got "
                          f"search_space={space} (method={method} selects its space by itself: "

@@ -36,7 +36,8 @@ from pfednas.report.time_table import (
 # How the page names a registry method; a bench variant adds its label.
 DISPLAY = {"fedavg": "FedAvg", "local": "Local", "fedrep": "FedRep", "fedbabu": "FedBABU",
            "fednas": "FedNAS", "perfedrlnas": "PerFedRLNAS", "hapfnas": "HAPFNAS",
-           "spider": "SPIDER", "ditto": "Ditto"}
+           "spider": "SPIDER", "ditto": "Ditto", "heterofl": "HeteroFL", "fedrolex": "FedRolex",
+           "largest_in_budget": "Largest in budget", "random_in_budget": "Random in budget"}
 # Methods whose F fine-tunes a model their paper reports without it: named "+FT" when F > 0
 # (FedRep's and FedBABU's F is their own head fine-tuning: their plain names).
 FT_NAMED = ("fedavg", "fednas")

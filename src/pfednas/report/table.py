@@ -102,14 +102,18 @@ class GroupRow:
 
 
 # The personalized-FL baselines of the protocol, and the NAS methods measured against them.
-BASELINES = ("fedavg", "local", "fedrep", "fedbabu", "ditto")
+BASELINES = ("fedavg", "local", "fedrep", "fedbabu", "ditto", "heterofl", "fedrolex",
+             "largest_in_budget", "random_in_budget")
 # The methods whose papers take no fine-tuning and keep a personalized model of their own:
 # their figure without it is the one published, shown beside +FT (SPIDER's and Ditto's local
 # models alike). Every other method is measured as it personalizes, fine-tuned: a baseline
 # as its paper runs it, FedNAS as this project personalizes its global model (its paper
 # retrains the derived architecture; the supernet's weights without fine-tuning are not
 # what it publishes).
-PUBLISHED_WITHOUT_FT = ("perfedrlnas", "hapfnas", "spider", "ditto")
+# HeteroFL and FedRolex report each client's slice as it is; the controls of search run
+# PerFedRLNAS's protocol, so both figures stand beside PerFedRLNAS's.
+PUBLISHED_WITHOUT_FT = ("perfedrlnas", "hapfnas", "spider", "ditto", "heterofl", "fedrolex",
+                        "largest_in_budget", "random_in_budget")
 REFERENCE = "fedavg"
 FT_SUFFIX = "+ft"
 COMPUTE_MARGIN = 1.25  # client compute above this × FedAvg+FT's is marked
