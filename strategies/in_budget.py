@@ -9,8 +9,8 @@ memory budget (its hardware profile; in a deployment once the nodes have claimed
   ties by parameters (a seeded pool of candidates and a greedy climb,
   :func:`pfednas.nas.fitting.largest_in_budgets`): each client's model sized to its device,
   no search;
-* ``random_in_budget``: a uniformly random subnet within the budget, drawn once per client
-  from the run's seed (:func:`pfednas.nas.fitting.random_in_budget`).
+* ``random_in_budget``: a random subnet within the budget, drawn once per client from the
+  run's seed (:func:`pfednas.nas.fitting.random_in_budget`).
 
 A NAS method's gain counts against these: the first says what a client gains from a model
 sized to its own device, the second what search adds over chance.

@@ -81,11 +81,22 @@ def largest_in_budgets(space: SearchSpace, memory: Callable[[Arch], float],
 
 
 def random_in_budget(space: SearchSpace, fits_budget: Callable[[Arch], bool],
-                     rng: np.random.Generator, tries: int = 10000) -> Arch:
-    """A uniformly random subnet among those within budget (the ``random_in_budget``
-    control): draws until one fits; the smallest subnet where none of ``tries`` does."""
+                     rng: np.random.Generator, tries: int = 2000) -> Arch:
+    """A random subnet within budget (the ``random_in_budget`` control): a uniform draw from
+    the space, redrawn until one fits (uniform over the subnets within budget); where none
+    of ``tries`` fits (a budget few subnets fit), the last draw shrunk one random dimension
+    at a time (its choice one step smaller) until it fits; the smallest subnet if nothing
+    does."""
+    arch = space.min_arch()
     for _ in range(tries):
         arch = space.sample(rng)
+        if fits_budget(arch):
+            return arch
+    indices = list(arch.indices)
+    while any(indices):
+        shrinkable = [d for d, i in enumerate(indices) if i > 0]
+        indices[shrinkable[int(rng.integers(len(shrinkable)))]] -= 1
+        arch = space.arch_from_indices(indices)
         if fits_budget(arch):
             return arch
     return space.min_arch()
