@@ -245,3 +245,27 @@ def test_new_methods_end_to_end_through_flower_and_ray_and_their_models_export(
     assert spec["search_space"]["divisor"] == 1  # the scaled space the slice belongs to
     reported = spec["models"][spec["reported"]]["accuracy"]
     assert f"accuracy {reported}" in predicted.stdout
+
+
+def test_split_hashes_name_each_clients_rows_and_the_report_refuses_unequal_ones() -> None:
+    from pfednas.data import partition_record
+    from pfednas.report.bench_results import unequal_partitions
+    from pfednas.report.collect import Run
+
+    def hashes(overrides: list[str]) -> list[str]:
+        record = partition_record(settings_from_cfg(compose(overrides)).data)
+        return record["partition"]["client_splits_sha256"]  # type: ignore[index]
+
+    same = hashes(["method=fedavg"])
+    assert same == hashes(["method=heterofl"]) and len(same) == 20
+    assert hashes(["seed=1"]) != same and hashes(["dataset.alpha=0.1"]) != same
+
+    def run(method: str, splits: list[str] | None) -> Run:
+        partition = {} if splits is None else {"client_splits_sha256": splits}
+        return Run(Path(method), {"method": method, "seed": 0, "partition": partition}, [],
+                   {"dataset": {"alpha": 0.3}})
+
+    assert unequal_partitions([run("fedavg", same), run("heterofl", same),
+                               run("local", None)]) == []
+    problems = unequal_partitions([run("fedavg", same), run("heterofl", same[::-1])])
+    assert problems == ["α=0.3 seed=0: the clients' data differ between fedavg and heterofl"]

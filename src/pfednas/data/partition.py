@@ -24,6 +24,7 @@ another purpose's.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -333,7 +334,8 @@ def partition_record(spec: DataSpec) -> dict[str, object]:
     transformation) and ``partition_repair`` where a Dirichlet draw was repaired."""
     parts = partition(spec)
     dealt: dict[str, object] = {"partitioner": spec.partitioner,
-                                "client_samples": [int(p.size) for p in parts]}
+                                "client_samples": [int(p.size) for p in parts],
+                                "client_splits_sha256": client_split_hashes(spec)}
     if spec.feature_skew.active:
         dealt["feature_skew"] = {str(k): shift.record()
                                  for k, shift in enumerate(client_shifts(spec))}
@@ -342,6 +344,24 @@ def partition_record(spec: DataSpec) -> dict[str, object]:
     if repair is not None:
         record["partition_repair"] = repair.record()
     return record
+
+
+def client_split_hashes(spec: DataSpec) -> list[str]:
+    """Each client's train / validation / test rows of the pooled dataset, hashed (SHA-256 of
+    the three int64 index arrays, each led by its size; 16 hex digits): two runs dealt the same
+    data to every client exactly where their lists are equal (the report checks it across a
+    bench's methods)."""
+    raw = _raw(_resolved(spec))
+    out = []
+    for client, indices in enumerate(partition(spec)):
+        digest = hashlib.sha256()
+        for split in stratified_split(raw.labels[indices], spec.fractions,
+                                      numpy_rng(spec.seed, CLIENT_SPLIT, client)):
+            rows = np.ascontiguousarray(indices[split], dtype=np.int64)
+            digest.update(np.int64(rows.size).tobytes())
+            digest.update(rows.tobytes())
+        out.append(digest.hexdigest()[:16])
+    return out
 
 
 def _train_rows(spec: DataSpec, raw: RawImages) -> np.ndarray:

@@ -91,6 +91,27 @@ def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str],
     unfinished = tuple((m, len(done[m]), per_method) for m in preset.methods
                        if m not in finished)
     runs = [load_run(d) for d in preset.cell_dirs(folder, finished)]
+    unequal = unequal_partitions(runs)
+    if unequal:
+        raise ReportError(f"bench={preset.name}: {unequal[0]}")
     rows = [row for run in runs for row in run_rows(run)]
     return BenchResults(preset, tuple(aggregate(rows, method_order)), seed_accuracies(rows),
                         {(run.method, run.alpha, run.seed): run for run in runs}, unfinished)
+
+
+SPLITS_KEY = "client_splits_sha256"
+
+
+def unequal_partitions(runs: Sequence[Run]) -> list[str]:
+    """Where runs of the same α and seed dealt their clients different train / validation /
+    test rows (``summary.json``'s ``partition.client_splits_sha256``; runs from before it was
+    recorded are not compared): one line per (α, seed), naming the methods that differ."""
+    by_key: dict[tuple[float, int], dict[tuple[str, ...], list[str]]] = {}
+    for run in runs:
+        hashes = (run.summary.get("partition") or {}).get(SPLITS_KEY)
+        if hashes is not None:
+            by_key.setdefault((run.alpha, run.seed), {}).setdefault(
+                tuple(hashes), []).append(run.method)
+    return [f"α={alpha:g} seed={seed}: the clients' data differ between "
+            + " and ".join(", ".join(sorted(methods)) for methods in groups.values())
+            for (alpha, seed), groups in sorted(by_key.items()) if len(groups) > 1]
