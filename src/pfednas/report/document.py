@@ -26,6 +26,10 @@ A Markdown file marks each generated block with an opening and a closing comment
     <!-- shift:fashion_mnist_rotated -->
     ...(rendered: each figure without and with the preset's input shift, paired by seed)...
     <!-- /shift -->
+    <!-- devices:devices -->
+    ...(rendered: one model, sliced and searched models and the controls of search, paired by
+    seed and corrected; accuracy by device tier; the answer in one sentence)...
+    <!-- /devices -->
 
 The name after the colon is a bench preset (``conf/bench/<name>.yaml``); its cells are read
 from ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method, α, seed) of the
@@ -42,6 +46,7 @@ from collections.abc import Callable, Mapping
 
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.collect import ReportError
+from pfednas.report.devices import render_devices
 from pfednas.report.levers import render_levers
 from pfednas.report.page import render_table, render_variants, render_verdict
 from pfednas.report.pairs import render_pairs
@@ -53,7 +58,8 @@ BLOCK = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->\n(?P<body>.*
 OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
 RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {
     "table": render_table, "variants": render_variants, "verdict": render_verdict,
-    "targets": render_targets, "levers": render_levers, "pairs": render_pairs}
+    "targets": render_targets, "levers": render_levers, "pairs": render_pairs,
+    "devices": render_devices}
 KINDS = (*RENDERERS, "tuning", "shift")
 
 
