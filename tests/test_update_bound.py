@@ -292,11 +292,13 @@ def test_a_client_echoing_what_it_got_no_longer_zeroes_its_partners_end_to_end()
     honest = run_inprocess(args)
     attacked = run_inprocess([*args, "fault_injection={clients: [0], kind: echo}"])
 
-    # Assert: client 0's partners keep their whole update (the old bound scaled them to 0;
-    # the review's synthetic run ended at 0.512 against 0.713); the run ends near the
-    # honest one
+    # Assert: what the bound does, from the round records: client 0's partners keep their
+    # whole update (the old bound scaled them to 0), in every round client 0 was sampled.
+    # Accuracy is left out: a client that returns what it received dilutes FedAvg by itself,
+    # by an amount that differs between CPUs (0.904 against 0.913 here, 0.758 against 0.917
+    # on another 2-core machine), and that is not the bound's doing
     partners = [row for record in attacked.records if 0 in record.sampled
                 for row in record.train if row["client_id"] != 0]
-    assert partners and all(row.get("update_scale", 1.0) > 0.5 for row in partners)
-    assert attacked.summary["personalized_acc_mean"] >= \
-        honest.summary["personalized_acc_mean"] - 0.05 > 0.5  # 0.904 against 0.913
+    assert partners and all(row.get("update_scale", 1.0) == 1.0 for row in partners)
+    assert all(record.rejected == 0 for record in attacked.records)
+    assert len(attacked.records) == len(honest.records) == 6
