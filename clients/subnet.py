@@ -20,8 +20,11 @@ subnets) the classifier head is the client's own: it lives in ``Context.state``,
 the received head in every subnet the client trains or evaluates (a client's first
 round starts from the received one), trains with the body, and never leaves the
 client — the reply carries the head as it came, so the server's merge leaves the
-shared head untouched. Every space's head has one shape for all its subnets
-(``mobilenetv3``: ``head_width`` → classes); a stored head of another shape is refused.
+shared head untouched. A space's head has one shape for all its subnets (``mobilenetv3``:
+``head_width`` → classes), unless its head width is elastic (``head_mults``): then the
+client keeps the widest head it has trained, nested as the supernet nests it, and a subnet
+takes its prefix, the received head where the client has trained no such column
+(:func:`overlay_head`); a stored head of another rank is refused.
 """
 
 from __future__ import annotations
@@ -57,6 +60,27 @@ def with_statistics(arrays: list[np.ndarray], roles: list[str], statistics: list
     out = [a if role == PARAM else next(it) for a, role in zip(arrays, roles, strict=True)]
     if next(it, None) is not None:
         raise ValueError("more BatchNorm statistics than the network holds")
+    return out
+
+
+def overlay_head(own: list[np.ndarray], onto: list[np.ndarray], arch: str
+                 ) -> list[np.ndarray]:
+    """``onto`` (arrays of a head's shapes) with ``own`` written over the part both hold, a
+    prefix of every axis (the supernet's nesting): equal shapes give ``own``; an elastic head
+    width gives the client's columns where it has them and ``onto``'s beyond. A different
+    count or rank is refused."""
+    if len(own) != len(onto) or any(a.ndim != b.ndim for a, b in zip(own, onto, strict=True)):
+        raise ValueError(f"the personal head's shapes {[h.shape for h in own]} do not match "
+                         f"subnet {arch}'s head {[r.shape for r in onto]}")
+    out = []
+    for mine, base in zip(own, onto, strict=True):
+        if mine.shape == base.shape:
+            out.append(mine)
+            continue
+        merged = np.array(base, copy=True)
+        common = tuple(slice(0, min(a, b)) for a, b in zip(mine.shape, base.shape, strict=True))
+        merged[common] = mine[common]
+        out.append(merged)
     return out
 
 
@@ -102,15 +126,24 @@ class SubnetClient(NumPyClient):
         net = build_subnet(self.space, self.task, arch, parameters)
         split = StateSplit.of(net)
         if self.personal_head and HEAD_KEY in self.state:
-            record = self.state[HEAD_KEY]
-            assert isinstance(record, ArrayRecord)
-            head = record.to_numpy_ndarrays()
             received = take(parameters, split.head)
-            if [h.shape for h in head] != [r.shape for r in received]:
-                raise ValueError(f"the personal head's shapes {[h.shape for h in head]} do not "
-                                 f"match subnet {arch}'s head {[r.shape for r in received]}")
+            head = overlay_head(self.stored_head(), received, arch)
             set_arrays(net, put(get_arrays(net), split.head, head))
         return net, split
+
+    def stored_head(self) -> list[np.ndarray]:
+        record = self.state[HEAD_KEY]
+        assert isinstance(record, ArrayRecord)
+        return record.to_numpy_ndarrays()
+
+    def keep_head(self, trained: list[np.ndarray]) -> None:
+        """Store the head just trained, written over the widest one kept
+        (:func:`overlay_head`)."""
+        if HEAD_KEY in self.state:
+            kept = self.stored_head()
+            wider = [k if k.size > t.size else t for k, t in zip(kept, trained, strict=True)]
+            trained = overlay_head(trained, wider, "the kept head")
+        self.state[HEAD_KEY] = ArrayRecord(numpy_ndarrays=trained)
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
@@ -126,7 +159,7 @@ class SubnetClient(NumPyClient):
                    "peak_memory_mb": peak_memory_mb(self.env.device)}
         arrays = get_arrays(net)
         if self.personal_head:  # kept here; the reply carries the head as it came
-            self.state[HEAD_KEY] = ArrayRecord(numpy_ndarrays=take(arrays, split.head))
+            self.keep_head(take(arrays, split.head))
             arrays = put(arrays, split.head, take(parameters, split.head))
         return arrays, len(self.env.data.train.y), metrics
 

@@ -35,6 +35,7 @@ def _finished_cell(path: Path, overrides: Sequence[str] = OVERRIDES, **saved: ob
     path.mkdir(parents=True)
     (path / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (path / "summary.json").write_text(json.dumps({"overrides": list(overrides)}))
+    (path / "cell.json").write_text(json.dumps({"commit": "abc", "returncode": 0}))
     return Cell("fedavg", 0.5, 0, "mobilenetv3", tuple(overrides), path)
 
 
@@ -80,6 +81,23 @@ def test_a_cell_without_its_resolved_config_runs_again(tmp_path: Path) -> None:
     differ, done = stale_keys(cell), cell_done(cell)
 
     assert differ == ["resolved_config.yaml (missing)"] and done is False
+
+
+@pytest.mark.parametrize("record", [{"commit": "abc", "returncode": 1}, None])
+def test_a_cell_whose_run_failed_after_its_summary_runs_again(
+        tmp_path: Path, record: dict | None, capsys: pytest.CaptureFixture[str]) -> None:
+    # a run that wrote its summary, then exited 1 (clients missing from its final
+    # evaluation), or was stopped before the bench wrote its record
+    cell = _finished_cell(tmp_path / "cell")
+    if record is None:
+        (cell.path / "cell.json").unlink()
+    else:
+        (cell.path / "cell.json").write_text(json.dumps(record))
+
+    done = cell_done(cell)
+
+    assert done is False and not (cell.path / "summary.json").exists()
+    assert "did not finish with exit code 0; running again" in capsys.readouterr().out
 
 
 def test_a_cell_that_never_finished_is_not_stale_but_not_done(tmp_path: Path) -> None:

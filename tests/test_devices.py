@@ -269,3 +269,52 @@ def test_split_hashes_name_each_clients_rows_and_the_report_refuses_unequal_ones
                                run("local", None)]) == []
     problems = unequal_partitions([run("fedavg", same), run("heterofl", same[::-1])])
     assert problems == ["α=0.3 seed=0: the clients' data differ between fedavg and heterofl"]
+
+
+def test_a_personal_head_nests_where_the_head_width_is_elastic() -> None:
+    # a client keeps the widest head it trained; a narrower subnet takes its prefix, a wider
+    # one the received columns beyond it (the supernet's nesting), and the reply carries the
+    # head as it came
+    from flwr.app import RecordDict
+
+    from pfednas.body_head import StateSplit, take
+    from pfednas.clients import SubnetClient
+    from pfednas.clients.subnet import HEAD_KEY, overlay_head
+    from tests.test_baselines import ENV
+
+    settings = settings_from_cfg(compose(DEVICES_SPACE))
+    supernet = seeded_supernet(settings)
+    space = supernet.space
+    wide = space.max_arch()
+    narrow = space.arch_from_indices([0 if d.name == "head_width" else i
+                                      for d, i in zip(space.dimensions, wide.indices,
+                                                      strict=True)])
+    state = RecordDict()
+    client = SubnetClient(ENV, space, task_shape(settings), bn_recalibrate=False,
+                          personal_head=True, state=state)
+    config = {"arch": wide.to_str(), "local_epochs": 1, "server_round": 1, "lr": 0.1,
+              "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 16}
+    sent = supernet.slice(wide)
+    reply, _, _ = client.fit(sent, config)
+    split = StateSplit.of(supernet.extract(wide))
+    assert all(np.array_equal(a, b) for a, b in zip(take(reply, split.head),
+                                                    take(sent, split.head), strict=True))
+    kept = client.stored_head()
+    assert kept[0].shape == (10, 256)
+    # a narrow subnet trains the kept head's first columns; the columns beyond stay stored
+    keys = supernet.state_keys()
+    narrow_width = next(a.shape[1] for (i, _), a in zip(supernet.regions(narrow),
+                                                        supernet.slice(narrow), strict=True)
+                        if keys[i] == "classifier.weight")
+    assert narrow_width < 256
+    client.fit(supernet.slice(narrow), {**config, "arch": narrow.to_str(), "server_round": 2})
+    after = client.stored_head()
+    assert after[0].shape == (10, 256) and state[HEAD_KEY] is not None
+    assert np.array_equal(after[0][:, narrow_width:], kept[0][:, narrow_width:])
+    assert not np.array_equal(after[0][:, :narrow_width], kept[0][:, :narrow_width])
+    # overlay: the client's part over the received, any rank mismatch refused
+    onto = [np.zeros((2, 4)), np.zeros(2)]
+    merged = overlay_head([np.ones((2, 2)), np.ones(2)], onto, "a")
+    assert merged[0].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0]] and merged[1].tolist() == [1, 1]
+    with pytest.raises(ValueError, match="do not match"):
+        overlay_head([np.ones(2)], [np.ones((2, 2))], "a")

@@ -10,6 +10,7 @@ as surely as a changed override.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -407,8 +408,15 @@ def _presence(key: str, now: Mapping[str, Any], before: Mapping[str, Any]) -> st
 
 
 def cell_done(cell: Cell) -> bool:
-    """Whether the cell finished with the configuration it would run now; a stale one's
-    summary is removed (so it runs again) and the keys that differ are printed."""
+    """Whether the cell finished, exit code 0 (its ``cell.json``), with the configuration it
+    would run now; a stale one's summary is removed (so it runs again) and the keys that
+    differ are printed. A run that wrote its summary and then failed (clients missing from
+    its final evaluation), or was stopped before its record, is not done."""
+    if (cell.path / "summary.json").is_file() and not succeeded(cell.path):
+        print(f"[pfednas bench] {cell.path}: its run did not finish with exit code 0; "
+              "running again", flush=True)
+        (cell.path / "summary.json").unlink()
+        return False
     differ = stale_keys(cell)
     if not differ:
         return differ is not None
@@ -416,6 +424,15 @@ def cell_done(cell: Cell) -> bool:
           "running again", flush=True)
     (cell.path / "summary.json").unlink()
     return False
+
+
+def succeeded(folder: Path) -> bool:
+    """Whether the bench's record of the cell in ``folder`` says its run exited with 0."""
+    try:
+        record = json.loads((folder / "cell.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("returncode") == 0
 
 
 def pfednas_command(cell: Cell) -> list[str]:
