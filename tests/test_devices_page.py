@@ -9,7 +9,8 @@ import pytest
 
 from pfednas.report.bench_results import BenchResults, PresetView
 from pfednas.report.collect import Run
-from pfednas.report.devices import corrected, holm, p_value, render_devices
+from pfednas.report.devices import corrected, render_devices
+from pfednas.report.paired import holm, p_value
 
 SEEDS = (0, 1, 2, 3, 4)
 METHODS = ("perfedrlnas", "hapfnas", "fedavg", "local", "heterofl", "fedrolex",

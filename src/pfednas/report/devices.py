@@ -20,7 +20,6 @@ the same figures.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +27,13 @@ import numpy as np
 
 from pfednas.report.bench_results import BenchResults, Key
 from pfednas.report.page import DISPLAY, delta_text, unfinished_note
-from pfednas.report.paired import CONFIDENCE, TIE_MARGIN, PairedDifference, paired_difference
+from pfednas.report.paired import (
+    PairedDifference,
+    holm,
+    p_value,
+    paired_difference,
+    tie_holds,
+)
 from pfednas.report.table import FT_SUFFIX
 
 FAMILIES = {"one model": ("fedavg", "local"),
@@ -36,41 +41,6 @@ FAMILIES = {"one model": ("fedavg", "local"),
             "searched models": ("perfedrlnas", "hapfnas")}
 SEARCHED = FAMILIES["searched models"]
 CONTROLS = ("largest_in_budget", "random_in_budget")
-
-
-# -- statistics (pure) ------------------------------------------------------------------------
-def p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | None:
-    """Two-sided paired t-test of ``a − b`` over the seeds both have (None: < 2 seeds)."""
-    from scipy.stats import t  # the report only
-
-    seeds = sorted(set(a) & set(b))
-    if len(seeds) < 2:
-        return None
-    diffs = np.array([a[s] - b[s] for s in seeds], dtype=np.float64)
-    sd = float(diffs.std(ddof=1))
-    if sd == 0:
-        return 0.0 if diffs.mean() != 0 else 1.0
-    stat = float(diffs.mean()) / (sd / math.sqrt(len(seeds)))
-    return float(2 * t.sf(abs(stat), len(seeds) - 1))
-
-
-def holm(p_values: Sequence[float], level: float = 1 - CONFIDENCE) -> list[bool]:
-    """Holm's step-down correction: which hypotheses are rejected at family-wise ``level``
-    (the i-th smallest p-value against level / (m − i), stopping at the first that fails)."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    rejected = [False] * len(p_values)
-    for rank, i in enumerate(order):
-        if p_values[i] > level / (len(p_values) - rank):
-            break
-        rejected[i] = True
-    return rejected
-
-
-def tie_holds(a: Mapping[int, float], b: Mapping[int, float], comparisons: int) -> bool:
-    """Whether a tie survives the correction: the interval widened for ``comparisons``
-    (Bonferroni, the most any of Holm's steps asks) still lies within ±TIE_MARGIN."""
-    d = paired_difference(a, b, 1 - (1 - CONFIDENCE) / max(1, comparisons))
-    return d is not None and d.low >= -TIE_MARGIN and d.high <= TIE_MARGIN
 
 
 @dataclass(frozen=True)

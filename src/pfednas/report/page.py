@@ -13,8 +13,11 @@ from pfednas.report.collect import Run
 from pfednas.report.paired import (
     PairedDifference,
     holds_after_bonferroni,
+    holm,
+    p_value,
     paired_difference,
     signed,
+    tie_holds,
 )
 from pfednas.report.table import (
     COMPUTE_MARGIN,
@@ -112,15 +115,25 @@ def holds_corrected(results: BenchResults, g: GroupRow, other: GroupRow,
                                   comparisons)
 
 
-def win_note(results: BenchResults, g: GroupRow, other: GroupRow, comparisons: int) -> str:
-    """What a win's interval is worth among ``comparisons``: uncorrected, and whether it holds
-    after a Bonferroni correction over them ("" where ``g`` does not win)."""
-    d = paired_against(results, g, other)
-    if d is None or d.verdict != "wins":
+def corrected_note(results: BenchResults, g: GroupRow, best: GroupRow) -> str:
+    """Whether ``g``'s verdict against ``best`` holds after Holm's correction over the
+    comparisons of its α (every row compared with the strongest baseline there): a win or a
+    loss where its paired t-test survives Holm's step, a tie where its interval widened for
+    them (Bonferroni) stays within the margin; "" where the verdict is inconclusive."""
+    d = paired_against(results, g, best)
+    if d is None or d.verdict == "inconclusive":
         return ""
-    holds = holds_corrected(results, g, other, comparisons)
-    return (f" (uncorrected; {'holds' if holds else 'does not hold'} after a Bonferroni "
-            f"correction over the {comparisons} comparisons at α {g.alpha:g})")
+    rows = compared_rows(results, g.alpha)
+    mine, theirs = results.by_seed[key_of(g)], results.by_seed[key_of(best)]
+    if d.verdict == "ties":
+        holds = tie_holds(mine, theirs, len(rows))
+    else:
+        tested = [(h, p_value(results.by_seed[key_of(h)], theirs)) for h in rows]
+        kept = [(h, p) for h, p in tested if p is not None]
+        rejected = holm([p for _, p in kept])
+        holds = any(h is g and r for (h, _), r in zip(kept, rejected, strict=True))
+    return (f" (uncorrected; {'holds' if holds else 'does not hold'} after Holm's correction "
+            f"over the {len(rows)} comparisons at α {g.alpha:g})")
 
 
 def _params(g: GroupRow) -> str:
@@ -327,7 +340,7 @@ def render_verdict(results: BenchResults) -> str:
         d = paired_against(results, g, best)
         plain, heavy = (time_figures(results, g, heavy_tailed=h) for h in (False, True))
         violations = "—" if g.budget_violations is None else f"{g.budget_violations:g}"
-        note = win_note(results, g, best, len(compared_rows(results, g.alpha)))
+        note = corrected_note(results, g, best)
         lines.append(
             f"- **{row_name(g, published_too(results, g))}**, α {g.alpha:g}, against "
             f"{row_name(best, False)}: Δ {delta_text(d)}{note}; traffic {_traffic(g, best)}×, "

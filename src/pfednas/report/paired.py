@@ -9,14 +9,16 @@ strongest baseline's, paired by seed, with its 95 % interval (Student's t over t
 * else ``inconclusive``, with the smallest difference the design could detect
   (:attr:`PairedDifference.detectable`): such a result meets no target.
 
-Each interval is one comparison's, uncorrected; :func:`holds_after_bonferroni` says whether a
-win survives a Bonferroni correction over the comparisons it is one of.
+Each interval is one comparison's, uncorrected; :func:`holm` says which verdicts among a set
+of comparisons survive Holm's correction (a win or a loss: its paired t-test's p-value,
+:func:`p_value`; a tie: :func:`tie_holds`), :func:`holds_after_bonferroni` whether a win
+survives a Bonferroni correction.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +132,40 @@ def holds_after_bonferroni(a: Mapping[int, float], b: Mapping[int, float],
     comparisons (Bonferroni: confidence 1 − 0.05 / comparisons)."""
     d = paired_difference(a, b, 1 - (1 - CONFIDENCE) / max(1, comparisons))
     return d is not None and d.low > 0
+
+
+def p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | None:
+    """Two-sided paired t-test of ``a − b`` over the seeds both have (None: < 2 seeds)."""
+    from scipy.stats import t  # the report only
+
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    diffs = np.array([a[s] - b[s] for s in seeds], dtype=np.float64)
+    sd = float(diffs.std(ddof=1))
+    if sd == 0:
+        return 0.0 if diffs.mean() != 0 else 1.0
+    stat = float(diffs.mean()) / (sd / math.sqrt(len(seeds)))
+    return float(2 * t.sf(abs(stat), len(seeds) - 1))
+
+
+def holm(p_values: Sequence[float], level: float = 1 - CONFIDENCE) -> list[bool]:
+    """Holm's step-down correction: which hypotheses are rejected at family-wise ``level``
+    (the i-th smallest p-value against level / (m − i), stopping at the first that fails)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] > level / (len(p_values) - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def tie_holds(a: Mapping[int, float], b: Mapping[int, float], comparisons: int) -> bool:
+    """Whether a tie survives the correction: the interval widened for ``comparisons``
+    (Bonferroni, the most any of Holm's steps asks) still lies within ±TIE_MARGIN."""
+    d = paired_difference(a, b, 1 - (1 - CONFIDENCE) / max(1, comparisons))
+    return d is not None and d.low >= -TIE_MARGIN and d.high <= TIE_MARGIN
 
 
 def seed_accuracies(rows: Iterable[RunRow]) -> dict[tuple[str, str, float, str], dict[int, float]]:
