@@ -162,7 +162,7 @@ def _compute(g: GroupRow) -> str:
 COLUMNS = ("method", "α", "acc (mean ± std over seeds)", "worst-10 %", "err ÷ FedAvg+FT",
            "err ÷ best baseline", "Δ acc − best baseline, paired by seed [95 % CI]")
 COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg(+FT)", "client MACs ÷ FedAvg(+FT)",
-                "traffic over the run ÷ best baseline", "params mean (min–max)",
+                "training traffic (all messages) ÷ best baseline", "params mean (min–max)",
                 "training memory MiB mean (min–max)", "budget used (cost ÷ budget)", "simulated s",
                 "time to best baseline's acc ÷ its time", "acc within FedAvg+FT's time",
                 "wall s (load)")
@@ -220,26 +220,35 @@ def time_figures(results: BenchResults, g: GroupRow, *, heavy_tailed: bool) -> T
                        published=published_too(results, g), heavy_tailed=heavy_tailed)
 
 
-def traffic_ratio(g: GroupRow, best: GroupRow | None) -> float | None:
-    """The row's bytes over the whole run ÷ the strongest baseline's (None: no baseline).
+def traffic_ratio(g: GroupRow, best: GroupRow | None, *, training: bool = True
+                  ) -> float | None:
+    """The row's training traffic over the whole run ÷ the strongest baseline's (``training``
+    false: every message's, evaluations' included; None: no baseline).
 
     The whole run, not bytes per participation: a round that reaches every client (a
-    method's own phase) counts at what it moves, not diluted by its extra participations."""
-    if best is None or best.bytes_total <= 0:
+    method's own phase) counts at what it moves, not diluted by its extra participations.
+    Training messages alone by default: a method that evaluates every client with the whole
+    model (FedAvg+FT) is not charged for its evaluations in a training comparison."""
+    mine, theirs = ((g.bytes_train, best.bytes_train) if training and best is not None
+                    else (g.bytes_total, best.bytes_total if best is not None else 0.0))
+    if best is None or theirs <= 0:
         return None
-    return g.bytes_total / best.bytes_total
+    return mine / theirs
 
 
 def _traffic(g: GroupRow, best: GroupRow | None) -> str:
-    ratio = traffic_ratio(g, best)
-    return "—" if ratio is None else f"{ratio:.2f}"
+    """``0.83× (0.92×)``: training traffic ÷ the baseline's (every message's)."""
+    ratio, whole = traffic_ratio(g, best), traffic_ratio(g, best, training=False)
+    if ratio is None:
+        return "—"
+    return f"{ratio:.2f}×" + ("" if whole is None else f" ({whole:.2f}×)")
 
 
 def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
     """The cost and time table's lines: compute (sample-passes and MACs, fine-tuning
-    included), traffic over the run, size, the share of each client's budget its model uses
-    (methods with budgets), the simulated time axis on
-    the recorded devices (and, in brackets, the heavy-tailed spread), the wall time."""
+    included), traffic over the run (training messages, and all), size, the share of each
+    client's budget its model uses (methods with budgets), the simulated time axis on the
+    recorded devices (and, in brackets, the heavy-tailed spread), the wall time."""
     out = []
     for g in shown_rows(results, labels):
         plain, heavy = (time_figures(results, g, heavy_tailed=h) for h in (False, True))
@@ -343,7 +352,8 @@ def render_verdict(results: BenchResults) -> str:
         note = corrected_note(results, g, best)
         lines.append(
             f"- **{row_name(g, published_too(results, g))}**, α {g.alpha:g}, against "
-            f"{row_name(best, False)}: Δ {delta_text(d)}{note}; traffic {_traffic(g, best)}×, "
+            f"{row_name(best, False)}: Δ {delta_text(d)}{note}; training traffic (all "
+            f"messages) {_traffic(g, best)}, "
             f"params {g.params_mean / best.params_mean:.2f}×; time to its accuracy "
             f"{time_cell(plain)} (heavy-tailed devices {time_cell(heavy)}); budget "
             f"violations {violations}.")

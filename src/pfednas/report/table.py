@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,6 +53,7 @@ class RunRow:
     simulated_seconds: float | None = None
     simulated_seconds_heavy: float | None = None
     bytes_total: float = 0.0         # every message's arrays over the whole run, up and down
+    bytes_train: float = 0.0         # the training messages' (accepted replies and their sends)
     client_macs: float = 0.0         # per client, what it trained (its own fine-tuning too)
     budget_used: float | None = None  # mean over clients of its model's cost ÷ its budget
     memory: tuple[int, ...] = ()  # each client's model's training memory, bytes (): not recorded
@@ -91,6 +92,7 @@ class GroupRow:
     simulated_seconds: float | None = None        # mean over seeds (None: a seed lacks it)
     simulated_seconds_heavy: float | None = None  # the same on the heavy-tailed spread
     bytes_total: float = 0.0  # mean over seeds of the run's bytes, up and down, all messages
+    bytes_train: float = 0.0  # the same, of its training messages only (evaluation's left out)
     client_macs: float = 0.0  # mean over seeds of the MACs a client trained (its fine-tuning too)
     macs_ratio_fedavg_ft: float | None = None  # client_macs ÷ FedAvg+FT's
     budget_used: float | None = None  # mean over seeds of the clients' mean cost ÷ budget
@@ -161,6 +163,14 @@ def run_row(run: Run) -> RunRow:
     return run_rows(run)[-1]
 
 
+def training_bytes(rounds: Sequence[Mapping[str, Any]]) -> float:
+    """The bytes of a run's training messages, down and up: each accepted training reply's
+    and what was sent for it (the rows' ``bytes_down``, ``bytes_up``); evaluations, searches'
+    measurements and rejected replies are left out."""
+    return float(sum(int(row.get("bytes_down", 0)) + int(row.get("bytes_up", 0))
+                     for r in rounds for row in r.get("train") or []))
+
+
 def run_rows(run: Run) -> list[RunRow]:
     """One row per figure the run produced: ``<method>`` and, when it fine-tuned a model
     the paper does not fine-tune, also ``<method>+ft`` (one run, both numbers)."""
@@ -187,6 +197,7 @@ def run_rows(run: Run) -> list[RunRow]:
         simulated_seconds=run_seconds(run), simulated_seconds_heavy=run_seconds(
             run, heavy_tailed=True),
         bytes_total=float(s["bytes_up"]) + float(s["bytes_down"]),
+        bytes_train=training_bytes(run.rounds),
         client_macs=trained_macs(run.rounds, ("train", "evaluation")) / len(clients),
         budget_used=budget_used(clients) if chosen_within_budgets(run.config) else None,
         memory=training_memory(clients))
@@ -363,6 +374,7 @@ def _group(runs: list[RunRow]) -> GroupRow:
         simulated_seconds=_mean_or_none([r.simulated_seconds for r in runs]),
         simulated_seconds_heavy=_mean_or_none([r.simulated_seconds_heavy for r in runs]),
         bytes_total=float(np.mean([r.bytes_total for r in runs])),
+        bytes_train=float(np.mean([r.bytes_train for r in runs])),
         client_macs=float(np.mean([r.client_macs for r in runs])),
         budget_used=_mean_or_none([r.budget_used for r in runs]),
         **_memory(runs))

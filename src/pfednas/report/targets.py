@@ -8,7 +8,8 @@ The targets, per α, against the strongest baseline of the cell, paired by seed:
   inconclusive interval meets no target);
 * its accuracy as published (no fine-tuning) within ``PUBLISHED_GAP`` of its +FT figure;
 * no client's model over its budget;
-* its traffic over the whole run at most ``TRAFFIC_MAX`` × the strongest baseline's;
+* its training traffic over the whole run at most ``TRAFFIC_MAX`` × the strongest
+  baseline's (training messages: evaluations are not what a method trains with);
 * its simulated time to the strongest baseline's accuracy at most ``TIME_MAX`` × the
   strongest baseline's own (on the recorded devices; the heavy-tailed spread in brackets).
 """
@@ -34,7 +35,7 @@ TRAFFIC_MAX = 0.5
 TIME_MAX = 0.5
 COLUMNS = ("method", "α", "+FT ties with the strongest baseline or beats it",
            f"as published within {PUBLISHED_GAP:g} of +FT", "budget violations 0",
-           f"traffic over the run ≤ {TRAFFIC_MAX:g}× the strongest baseline's",
+           f"training traffic over the run ≤ {TRAFFIC_MAX:g}× the strongest baseline's",
            f"time to its accuracy ≤ {TIME_MAX:g}× its own (heavy-tailed)")
 
 
