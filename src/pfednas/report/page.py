@@ -164,6 +164,7 @@ COLUMNS = ("method", "α", "acc (mean ± std over seeds)", "worst-10 %", "err ÷
 COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg(+FT)", "client MACs ÷ FedAvg(+FT)",
                 "training traffic (all messages) ÷ best baseline", "params mean (min–max)",
                 "training memory MiB mean (min–max)", "budget used (cost ÷ budget)", "simulated s",
+                "server s (its search)",
                 "time to best baseline's acc ÷ its time", "acc within FedAvg+FT's time",
                 "wall s (load)")
 
@@ -244,6 +245,13 @@ def _traffic(g: GroupRow, best: GroupRow | None) -> str:
     return f"{ratio:.2f}×" + ("" if whole is None else f" ({whole:.2f}×)")
 
 
+def _server(g: GroupRow) -> str:
+    """The server's own compute over the run, seconds on the machine that ran it (HAPFNAS's
+    distillation, predictors and evolution; every method's aggregation): beside the
+    simulated time, which counts the clients' alone."""
+    return "—" if g.server_seconds is None else f"{g.server_seconds:.1f}"
+
+
 def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
     """The cost and time table's lines: compute (sample-passes and MACs, fine-tuning
     included), traffic over the run (training messages, and all), size, the share of each
@@ -258,7 +266,7 @@ def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
             row_name(g, published_too(results, g)), f"{g.alpha:g}", _compute(g),
             _ratio(g.macs_ratio_fedavg_ft), _traffic(g, best_of(results, g)), _params(g),
             _memory(g), _ratio(g.budget_used),
-            f"{seconds_cell(plain)} ({seconds_cell(heavy)})",
+            f"{seconds_cell(plain)} ({seconds_cell(heavy)})", _server(g),
             f"{time_cell(plain)} ({time_cell(heavy)})",
             f"{within_cell(plain)} ({within_cell(heavy)})", wall]) + " |")
     return out

@@ -54,6 +54,7 @@ class RunRow:
     simulated_seconds_heavy: float | None = None
     bytes_total: float = 0.0         # every message's arrays over the whole run, up and down
     bytes_train: float = 0.0         # the training messages' (accepted replies and their sends)
+    server_seconds: float | None = None  # the server's own compute (its search), this CPU
     client_macs: float = 0.0         # per client, what it trained (its own fine-tuning too)
     budget_used: float | None = None  # mean over clients of its model's cost ÷ its budget
     memory: tuple[int, ...] = ()  # each client's model's training memory, bytes (): not recorded
@@ -93,6 +94,7 @@ class GroupRow:
     simulated_seconds_heavy: float | None = None  # the same on the heavy-tailed spread
     bytes_total: float = 0.0  # mean over seeds of the run's bytes, up and down, all messages
     bytes_train: float = 0.0  # the same, of its training messages only (evaluation's left out)
+    server_seconds: float | None = None  # mean over seeds of the server's own compute seconds
     client_macs: float = 0.0  # mean over seeds of the MACs a client trained (its fine-tuning too)
     macs_ratio_fedavg_ft: float | None = None  # client_macs ÷ FedAvg+FT's
     budget_used: float | None = None  # mean over seeds of the clients' mean cost ÷ budget
@@ -198,6 +200,7 @@ def run_rows(run: Run) -> list[RunRow]:
             run, heavy_tailed=True),
         bytes_total=float(s["bytes_up"]) + float(s["bytes_down"]),
         bytes_train=training_bytes(run.rounds),
+        server_seconds=_float_or_none(s.get("server_seconds")),
         client_macs=trained_macs(run.rounds, ("train", "evaluation")) / len(clients),
         budget_used=budget_used(clients) if chosen_within_budgets(run.config) else None,
         memory=training_memory(clients))
@@ -375,6 +378,7 @@ def _group(runs: list[RunRow]) -> GroupRow:
         simulated_seconds_heavy=_mean_or_none([r.simulated_seconds_heavy for r in runs]),
         bytes_total=float(np.mean([r.bytes_total for r in runs])),
         bytes_train=float(np.mean([r.bytes_train for r in runs])),
+        server_seconds=_mean_or_none([r.server_seconds for r in runs]),
         client_macs=float(np.mean([r.client_macs for r in runs])),
         budget_used=_mean_or_none([r.budget_used for r in runs]),
         **_memory(runs))
