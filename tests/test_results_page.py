@@ -360,6 +360,11 @@ def test_the_shift_block_pairs_each_figure_with_and_without_the_shift_by_seed() 
                      for x in rows["PerFedRLNAS+FT 0.3"][5].strip(" |").split(" → "))
     assert after == pytest.approx(before - 0.02, abs=1e-4)
     assert rows["FedAvg+FT 0.3"][5].strip(" |") == "—"
+    # the interaction: its shift minus FedAvg+FT's (0), paired by seed: −0.02 exactly for
+    # PerFedRLNAS+FT, 0 for every other method that is not a baseline; none for a baseline
+    assert rows["PerFedRLNAS+FT 0.3"][6].replace("−", "-").startswith("-0.0200 [-0.0200")
+    assert rows["HAPFNAS+FT 0.3"][6].replace("−", "-").startswith("0.0000")
+    assert rows["FedAvg+FT 0.3"][6].strip(" |") == "—"
 
 
 def test_the_shift_block_compares_over_the_seeds_both_presets_ran() -> None:
