@@ -368,3 +368,22 @@ def test_a_tuning_run_scored_on_the_validation_half_is_current_under_the_one_hal
     assert stale_keys(nas) == []
     assert stale_keys(spider) == []
     assert stale_keys(baseline) == ["eval_split"]
+
+
+def test_a_cell_whose_run_refuses_its_configuration_is_recorded_with_why(
+        tmp_path: Path) -> None:
+    # a refused run removes its output folder (bench.log in it included): the bench keeps
+    # the folder, its record and the run's one line of why
+    from pfednas.bench.runs import run_cell
+
+    cell = Cell("fedavg", 0.5, 0, "mobilenetv3",
+                ("method=fedavg", "federation.hardware.memory_level_shares=[1.5]"),
+                tmp_path / "fedavg" / "alpha=0.5" / "seed=0")
+
+    problem = run_cell(cell, timeout=300)
+
+    assert problem is not None and problem["returncode"] == 2
+    assert "memory_level_shares" in problem["error"]
+    assert json.loads((cell.path / "cell.json").read_text())["returncode"] == 2
+    assert "memory_level_shares" in (cell.path / "bench.log").read_text()
+    assert not list(cell.path.parent.glob(".*.bench.log"))

@@ -132,7 +132,10 @@ def run_cell(cell: Cell, timeout: float | None, *, at_once: int = 1,
     (cell.path / "FAILED.json").unlink(missing_ok=True)
     (cell.path / METRICS_GZ).unlink(missing_ok=True)  # a previous run's: this one writes its own
     (cell.path / SOURCE_DIFF).unlink(missing_ok=True)
-    log = cell.path / "bench.log"
+    # the log is written beside the folder and moved in after the run: a run that refuses
+    # its configuration removes its (otherwise empty) output folder, and its one line of why
+    # must survive that
+    log = cell.path.parent / f".{cell.path.name}.bench.log"
     command = pfednas_command(cell)
     source, start = source_state(), time.perf_counter()
     if source.changed:
@@ -152,6 +155,8 @@ def run_cell(cell: Cell, timeout: float | None, *, at_once: int = 1,
         except BaseException:  # Ctrl-C or SIGTERM of the bench: the cell goes with it
             stop_process(proc)
             raise
+    cell.path.mkdir(parents=True, exist_ok=True)  # a refused run removed it
+    log = log.replace(cell.path / "bench.log")
     if stopping is not None and stopping.is_set():
         raise CellStopped(cell.path)
     record = cell_record(source.commit, loads, time.perf_counter() - start, code, at_once)
