@@ -154,6 +154,8 @@ def run_cell(cell: Cell, timeout: float | None, *, at_once: int = 1,
             code = f"timeout after {timeout:g}s"
         except BaseException:  # Ctrl-C or SIGTERM of the bench: the cell goes with it
             stop_process(proc)
+            cell.path.mkdir(parents=True, exist_ok=True)
+            log.replace(cell.path / "bench.log")
             raise
     cell.path.mkdir(parents=True, exist_ok=True)  # a refused run removed it
     log = log.replace(cell.path / "bench.log")
