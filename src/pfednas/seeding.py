@@ -68,9 +68,11 @@ STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "arch_new_client_search": (ARCH_SAMPLING, ARCH_NEW_CLIENT_SEARCH),
     "arch_fallback": (ARCH_SAMPLING, ARCH_FALLBACK),
     "arch_new_client_random": (ARCH_SAMPLING, ARCH_NEW_CLIENT_RANDOM),
+    "arch_in_budget_random": (ARCH_SAMPLING, ARCH_IN_BUDGET_RANDOM),
     "hardware": (HARDWARE,),
     "fixed_arch_search": (HARDWARE, FIXED_ARCH_SEARCH),
     "heavy_tailed_hardware": (HARDWARE, HEAVY_TAILED_HARDWARE),
+    "largest_in_budget": (HARDWARE, LARGEST_IN_BUDGET),
     "spider_search": (SPIDER_SEARCH,),
     "export_sample": (EXPORT_SAMPLE,),
     "silo_split": (SILO_SPLIT,),
@@ -92,7 +94,7 @@ STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
 LEAVES: frozenset[str] = frozenset({
     "model_init", "hapfnas_transfer_model_init", "hardware", "fixed_arch_search",
     "data_partition", "synthetic_images", "hapfnas_transfer", "export_sample",
-    "partition_repair", "feature_skew",
+    "partition_repair", "feature_skew", "largest_in_budget",
 })
 
 
