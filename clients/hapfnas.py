@@ -50,11 +50,12 @@ def knowledge_model(task: TaskShape, width: int) -> SmallCNN:
 class HAPFNASClient(NumPyClient):
     def __init__(self, env: ClientEnv, space: SearchSpace, task: TaskShape, *,
                  knowledge_width: int, bn_recalibrate: bool, personal_head: bool = False,
-                 state: RecordDict | None = None) -> None:
+                 state: RecordDict | None = None, sandwich_students: int = 0) -> None:
         self.env, self.space, self.task = env, space, task
         self.knowledge_width = knowledge_width
         self.subnet = SubnetClient(env, space, task, bn_recalibrate=bn_recalibrate,
-                                   personal_head=personal_head, state=state)
+                                   personal_head=personal_head, state=state,
+                                   sandwich_students=sandwich_students)
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:

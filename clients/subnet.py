@@ -15,6 +15,11 @@ classifier head, body and BatchNorm frozen, as FedBABU's fine-tuning), re-estima
 BatchNorm and reports that as ``accuracy``; the fine-tuned weights are not kept
 (:func:`pfednas.clients.common.finetune_then_test`).
 
+With ``sandwich_students`` = n > 0 (an option, not in the papers) each batch also trains n
+subnets nested in the received one, distilled in place from its outputs (BigNAS's sandwich
+rule within the client's subnet, :mod:`pfednas.nas.sandwich`); the reply is the same
+subnet's arrays.
+
 With ``personal_head`` (a PerFedRLNAS option, not in the paper: FedRep's rule on the
 subnets) the classifier head is the client's own: it lives in ``Context.state``, replaces
 the received head in every subnet the client trains or evaluates (a client's first
@@ -47,7 +52,9 @@ from pfednas.clients.common import (
     work_metrics,
 )
 from pfednas.data import ArrayDataset
+from pfednas.nas.sandwich import in_place_step
 from pfednas.search import ElasticNet, SearchSpace, TaskShape, recalibrate_batchnorm
+from pfednas.seeding import SANDWICH_STUDENTS, numpy_rng
 from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
 from pfednas.wire.validation import PARAM
 
@@ -112,11 +119,12 @@ HEAD_KEY = "personal_head"
 class SubnetClient(NumPyClient):
     def __init__(self, env: ClientEnv, space: SearchSpace, task: TaskShape, *,
                  bn_recalibrate: bool, personal_head: bool = False,
-                 state: RecordDict | None = None) -> None:
+                 state: RecordDict | None = None, sandwich_students: int = 0) -> None:
         if personal_head and state is None:
             raise ValueError("personal_head needs the client's state to keep its head in")
         self.env, self.space, self.task = env, space, task
         self.bn_recalibrate, self.personal_head = bn_recalibrate, personal_head
+        self.sandwich_students = sandwich_students
         self.state = state if state is not None else RecordDict()
 
     def model(self, parameters: list[np.ndarray], arch: str
@@ -148,10 +156,15 @@ class SubnetClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         net, split = self.model(parameters, str(config["arch"]))
+        server_round = int(config["server_round"])
+        students = in_place_step(
+            net, self.space, self.task, self.space.arch_from_str(str(config["arch"])),
+            numpy_rng(self.env.seed, SANDWICH_STUDENTS, self.env.client_id, server_round),
+            self.sandwich_students)
         stats = train_epochs(net, self.env.data.train, epochs=int(config["local_epochs"]),
                              hyper=hyper_from_config(config),
-                             generator=train_generator(self.env, int(config["server_round"])),
-                             device=self.env.device)
+                             generator=train_generator(self.env, server_round),
+                             device=self.env.device, after_backward=students)
         val = evaluate(net, self.env.data.val, device=self.env.device)
         test = evaluate(net, self.env.data.test, device=self.env.device)
         metrics = {"train_loss": stats.loss, **work_metrics(stats),

@@ -58,6 +58,7 @@ FIXED_ARCH_SEARCH = 606  # after HARDWARE: the search for the largest arch all b
 HEAVY_TAILED_HARDWARE = 607  # after HARDWARE: a client's slowdown, heavy-tailed spread: (client,)
 ARCH_IN_BUDGET_RANDOM = 98  # random_in_budget's subnet of a client: (client,)
 LARGEST_IN_BUDGET = 608  # after HARDWARE: largest_in_budget's candidate subnets (leaf)
+SANDWICH_STUDENTS = 609  # a client's in-place distillation students: (client, round)
 
 STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "model_init": (MODEL_INIT,),
@@ -89,6 +90,7 @@ STREAMS: Mapping[str, tuple[int, ...]] = MappingProxyType({
     "hapfnas_predictor": (HAPFNAS_PREDICTOR,),
     "hapfnas_evolution": (HAPFNAS_EVOLUTION,),
     "hapfnas_transfer": (HAPFNAS_TRANSFER,),
+    "sandwich_students": (SANDWICH_STUDENTS,),
 })
 # The purposes drawn with no key after their prefix.
 LEAVES: frozenset[str] = frozenset({

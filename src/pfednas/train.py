@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,8 +153,11 @@ class LossTally:
         return self.total() / max(self.samples, 1)
 
 
-def counted_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """``model(x)``, the multiply-accumulates per sample of that forward pass, and those of
+def counted_forward(model: nn.Module, x: torch.Tensor,
+                    call: Callable[[torch.Tensor], torch.Tensor] | None = None
+                    ) -> tuple[torch.Tensor, int, int]:
+    """``model(x)`` (or ``call(x)``, a pass through ``model``'s modules such as a nested
+    configuration's), the multiply-accumulates per sample of that forward pass, and those of
     training on it, counted by the cost model's rule
     (:func:`pfednas.search.cost_model.module_cost_terms`, what ``traced_cost_terms`` applies
     to a ``meta`` pass) on this real batch: no extra pass, no copy of the model (a ``meta``
@@ -179,7 +182,7 @@ def counted_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, in
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        out = model(x)
+        out = model(x) if call is None else call(x)
     finally:
         for handle in handles:
             handle.remove()
@@ -211,16 +214,22 @@ class CountingForward:
 
 
 def train_epochs(model: nn.Module, data: ArrayDataset, *, epochs: int, hyper: Hyper,
-                 generator: torch.Generator, device: torch.device) -> TrainStats:
+                 generator: torch.Generator, device: torch.device,
+                 after_backward: Callable[[torch.Tensor, torch.Tensor], int] | None = None
+                 ) -> TrainStats:
     """SGD with momentum for ``epochs`` passes over ``data``; returns the mean loss, the
-    samples passed and their training MACs (the first batch's forward counts them)."""
+    samples passed and their training MACs (the first batch's forward counts them).
+
+    ``after_backward(batch, logits)``, if given, runs after each batch's backward pass and
+    before its step (more gradient to the same step: in-place distillation,
+    :mod:`pfednas.nas.sandwich`) and returns the training MACs it added."""
     start = time.perf_counter()
     model.to(device).train()
     x, y = to_tensors(data, device)
     optimizer = MomentumSGD(model.parameters(), hyper)
     forward = CountingForward(model)
     tally = LossTally()  # read once, at the end: no host sync per step
-    n = len(y)
+    n, extra_macs = len(y), 0
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(device)
         for begin in range(0, n, hyper.batch_size):
@@ -228,13 +237,17 @@ def train_epochs(model: nn.Module, data: ArrayDataset, *, epochs: int, hyper: Hy
             if len(idx) < 2 and n >= 2:  # BatchNorm needs two samples in train mode
                 continue
             optimizer.zero_grad()
-            loss = F.cross_entropy(forward(x[idx]), y[idx])
+            batch = x[idx]
+            logits = forward(batch)
+            loss = F.cross_entropy(logits, y[idx])
             loss.backward()
+            if after_backward is not None:
+                extra_macs += after_backward(batch, logits)
             optimizer.step()
             tally.add(loss, len(idx))
     seen = tally.samples
     return TrainStats(loss=tally.mean(), samples=seen, seconds=time.perf_counter() - start,
-                      macs=forward.training_macs(seen))
+                      macs=forward.training_macs(seen) + extra_macs)
 
 
 @torch.no_grad()

@@ -281,6 +281,9 @@ ADDED_HARDWARE_DEFAULTS = {"memory_distribution": "uniform",
                            "memory_level_shares": None, "speed_follows_memory": False}
 # search-space options added since (issue 60): a fixed stem and head, as before
 ADDED_SPACE_DEFAULTS = {"mobilenetv3": {"stem_mults": [1.0], "head_mults": [1.0]}}
+# method options added since (issue 62) at the value every earlier cell ran: no in-place
+# distillation, for the methods that have the option
+ADDED_METHOD_DEFAULTS = {"sandwich_students": 0}
 
 
 # Dataset options added since (issue 46) at the values that deal the data as every earlier
@@ -294,6 +297,15 @@ def _added_dataset_defaults() -> dict[str, Any]:
 
     defaults = dataclasses.asdict(DatasetOptions())
     return {k: defaults[k] for k in ADDED_DATASET_KEYS}
+
+
+def _added_method_defaults(method: str) -> dict[str, Any]:
+    from pfednas.options import OPTIONS, defaults
+
+    if method not in OPTIONS:
+        return {}
+    own = defaults(method)
+    return {k: v for k, v in ADDED_METHOD_DEFAULTS.items() if k in own}
 
 
 def migrated(saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -315,6 +327,8 @@ def migrated(saved: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(space, dict):
         out["search_space"] = {**ADDED_SPACE_DEFAULTS.get(str(space.get("name")), {}), **space}
     method, federation = out.get("method"), out.get("federation")
+    if isinstance(method, dict):
+        out["method"] = method = {**_added_method_defaults(str(method.get("name"))), **method}
     if isinstance(federation, dict) and isinstance(federation.get("hardware"), Mapping):
         federation["hardware"] = {**ADDED_HARDWARE_DEFAULTS, **federation["hardware"]}
     if not isinstance(method, dict) or not isinstance(federation, dict) \

@@ -103,4 +103,5 @@ def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClie
     return HAPFNASClient(env, get_space(**settings.search_space), task_shape(settings),
                          knowledge_width=opts.knowledge_width,
                          bn_recalibrate=opts.bn_recalibrate,
-                         personal_head=opts.personal_head, state=context.state)
+                         personal_head=opts.personal_head, state=context.state,
+                         sandwich_students=opts.sandwich_students)

@@ -30,4 +30,4 @@ def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClie
     return SubnetClient(env, get_space(**settings.search_space), task_shape(settings),
                         bn_recalibrate=options.bn_recalibrate,
                         personal_head=options.personal_head,
-                        state=context.state)
+                        state=context.state, sandwich_students=options.sandwich_students)

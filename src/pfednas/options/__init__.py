@@ -141,7 +141,17 @@ def check_method(method: Any, options: Mapping[str, Any], federation: Any, space
             check(federation)
     except (TypeError, ValueError) as err:
         raise ValueError(f"method ({method}): {err}") from err
+    if getattr(typed, "sandwich_students", 0) and not _nests_by_index(space):
+        raise ValueError(f"method.sandwich_students trains subnets nested in the client's: "
+                         f"search_space={space} does not nest its subnets by index "
+                         "(search_space=mobilenetv3 does)")
     return typed
+
+
+def _nests_by_index(space: str) -> bool:
+    from pfednas.search import SPACES as SPACE_CLASSES  # torch, only when asked
+
+    return bool(getattr(SPACE_CLASSES.get(space), "nests_by_index", False))
 
 
 def check_method_data(typed: Any, spec: Any) -> None:

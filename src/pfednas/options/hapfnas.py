@@ -100,6 +100,10 @@ class HAPFNASOptions:
     # phase 3: each client keeps its own classifier head, trained with the body, never sent
     # (FedRep's rule on the subnets; an option, not in the paper)
     personal_head: bool = False
+    # phase 3: each batch also trains this many subnets nested in the client's, distilled
+    # from its outputs (BigNAS's sandwich rule within the client's subnet; 0: off; an
+    # option, not in the paper; nas/sandwich.py)
+    sandwich_students: int = 0
     transfer: TransferOptions = field(default_factory=TransferOptions)
     distill: DistillOptions = field(default_factory=DistillOptions)
     predictor: PredictorOptions = field(default_factory=PredictorOptions)
@@ -117,6 +121,7 @@ class HAPFNASOptions:
         if self.knowledge_epochs is not None:
             check_int("knowledge_epochs", self.knowledge_epochs, 1)
         check_int("finetune_epochs", self.finetune_epochs, 0)
+        check_int("sandwich_students", self.sandwich_students, 0)
         if self.predictor.archs_per_client < self.search_rounds:
             raise ValueError("predictor.archs_per_client must be >= search_rounds")
 

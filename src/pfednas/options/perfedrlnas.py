@@ -51,6 +51,10 @@ class PerFedRLNASOptions:
     # each client keeps its own classifier head, trained with the body, never sent (FedRep's
     # rule on the subnets; an option, not in the paper)
     personal_head: bool = False
+    # in-place distillation: each batch also trains this many subnets nested in the client's,
+    # distilled from its outputs (BigNAS's sandwich rule within the client's subnet; 0: off;
+    # an option, not in the paper; nas/sandwich.py)
+    sandwich_students: int = 0
 
     def __post_init__(self) -> None:
         PolicyOptimizer(kind=self.policy_optimizer, lr=self.policy_lr)  # checks both
@@ -58,7 +62,8 @@ class PerFedRLNASOptions:
         check_scope("round_time", self.round_time, ROUND_TIMES)
         if not self.lambda_time >= 0:
             raise ValueError(f"lambda_time must be >= 0, got {self.lambda_time!r}")
-        for name in ("new_clients", "new_client_rounds", "exploit_rounds", "finetune_epochs"):
+        for name in ("new_clients", "new_client_rounds", "exploit_rounds", "finetune_epochs",
+                     "sandwich_students"):
             check_int(name, getattr(self, name), 0)
 
     def check_federation(self, federation: Any) -> None:

@@ -178,6 +178,7 @@ class MobileNetV3Space(SearchSpace):
     """OFA-style elastic MobileNetV3 space; see the module docstring for the grammar."""
 
     name = "mobilenetv3"
+    nests_by_index = True  # choices ascend; a smaller one runs on a larger one's weights
 
     def __init__(
         self,

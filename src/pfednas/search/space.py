@@ -79,6 +79,10 @@ class SearchSpace(ABC):
     """Dimensions and choices of a space; samples, parses and encodes architectures."""
 
     name: ClassVar[str]
+    # whether an architecture whose every index is <= another's is a subnet nested in it,
+    # runnable on the other's network (``ElasticNet.forward(x, config)``): what in-place
+    # distillation trains (:mod:`pfednas.nas.sandwich`)
+    nests_by_index: ClassVar[bool] = False
     dimensions: tuple[Dimension, ...]
 
     # -- architectures -------------------------------------------------------
