@@ -31,7 +31,7 @@ from pfednas.clients.common import (
     train_generator,
     work_metrics,
 )
-from pfednas.clients.subnet import SubnetClient, recalibrate_on
+from pfednas.clients.subnet import SubnetClient, measured_macs, recalibrate_on
 from pfednas.data import ArrayDataset
 from pfednas.models import SmallCNN
 from pfednas.nas.phases import Phase
@@ -79,7 +79,8 @@ class HAPFNASClient(NumPyClient):
                              device=self.env.device)
         val = evaluate(model, self.env.data.val, device=self.env.device)
         metrics = {"train_loss": stats.loss, **work_metrics(stats),
-                   "val_accuracy": val.accuracy, "peak_memory_mb": peak_memory_mb(self.env.device)}
+                   "val_accuracy": val.accuracy, "forward_macs": float(val.macs),
+                   "peak_memory_mb": peak_memory_mb(self.env.device)}
         return get_arrays(model.cpu()), len(self.env.data.train.y), metrics
 
     def evaluate_archs(self, parameters: list[np.ndarray], config: dict[str, Any]
@@ -96,11 +97,12 @@ class HAPFNASClient(NumPyClient):
             val = ArrayDataset(x=np.concatenate([train.x, val.x]),
                                y=np.concatenate([train.y, val.y]))
         metrics: dict[str, Any] = {}
-        losses = []
+        losses, forward = [], 0.0
         for i, text in enumerate(str(config["archs"]).split(ARCH_SEPARATOR)):
             net = supernet.extract(self.space.arch_from_str(text))
-            recalibrate_on(net, train, batch_size, self.env.device)
+            recalibrated = recalibrate_on(net, train, batch_size, self.env.device)
             result = evaluate(net, val, device=self.env.device)
             metrics[f"acc_{i}"] = result.accuracy
             losses.append(result.loss)
-        return float(np.mean(losses)), len(val.y), metrics
+            forward += measured_macs(result, recalibrated)
+        return float(np.mean(losses)), len(val.y), {**metrics, "forward_macs": forward}

@@ -59,19 +59,26 @@ from pfednas.nas.spider import PairHyper, train_pair
 from pfednas.search import CellMask, DartsS2Space, ElasticNet, Supernet, TaskShape
 from pfednas.search.darts_s2 import DartsNet
 from pfednas.seeding import SPIDER_SEARCH, numpy_rng
-from pfednas.train import get_arrays, num_parameters, set_arrays, to_tensors
+from pfednas.train import counted_forward, get_arrays, num_parameters, set_arrays, to_tensors
 from pfednas.wire.archcode import arch_to_code
 
 
 @torch.no_grad()
 def masked_accuracy(net: ElasticNet[CellMask], mask: CellMask, data: ArrayDataset, *,
-                    device: torch.device, batch_size: int = 512) -> float:
-    """Accuracy of ``net`` run at sub-mask ``mask`` (a perturbed architecture)."""
+                    device: torch.device, batch_size: int = 512) -> tuple[float, int]:
+    """Accuracy of ``net`` run at sub-mask ``mask`` (a perturbed architecture), and the
+    cost model's forward MACs of the pass (counted on its first batch)."""
     net.to(device).eval()
     x, y = to_tensors(data, device)
-    correct = sum(int((net(x[i:i + batch_size], mask).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, len(y), batch_size))
-    return correct / max(len(y), 1)
+    correct, per_sample = 0, 0
+    for i in range(0, len(y), batch_size):
+        if i == 0:
+            out, per_sample, _ = counted_forward(net, x[:batch_size],
+                                                 lambda inp: net(inp, mask))
+        else:
+            out = net(x[i:i + batch_size], mask)
+        correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
+    return correct / max(len(y), 1), per_sample * len(y)
 
 
 def rebuild(net: nn.Module, space: DartsS2Space, task: TaskShape, mask: CellMask) -> DartsNet:
@@ -143,11 +150,18 @@ class SpiderClient(NumPyClient):
         local = self._local_net(state)
         mask, decided = state.mask, state.decided
         rng = state.generator()
+        forward = [0]  # the perturbation evaluations' MACs
+
+        def perturbed_accuracy(m: np.ndarray) -> float:
+            accuracy, macs = masked_accuracy(local, CellMask.from_array(m), self.env.data.val,
+                                             device=self.env.device)
+            forward[0] += macs
+            return accuracy
+
         if self.options.search:
             mask, decided, _ = search_round(
                 state.mask, state.decided, state.rounds, self.options.schedule, rng,
-                lambda m: masked_accuracy(local, CellMask.from_array(m), self.env.data.val,
-                                          device=self.env.device))
+                perturbed_accuracy)
             if not np.array_equal(mask, state.mask):
                 local = rebuild(local, self.space, self.task, CellMask.from_array(mask))
         final = phase_of(state.rounds, decided, self.options.schedule) == FINAL
@@ -171,7 +185,7 @@ class SpiderClient(NumPyClient):
         metrics = {"train_loss": stats.global_loss, "local_loss": stats.local_loss,
                    "penalty": stats.penalty, "train_seconds": stats.seconds,
                    "sample_passes": 2 * stats.samples,  # the global and the local model
-                   "train_macs": float(stats.macs),
+                   "train_macs": float(stats.macs), "forward_macs": float(forward[0]),
                    "peak_memory_mb": peak_memory_mb(self.env.device),
                    **self._arch_metrics(state, local)}
         return supernet.state_arrays(), len(data.y), metrics

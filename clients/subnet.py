@@ -55,7 +55,14 @@ from pfednas.data import ArrayDataset
 from pfednas.nas.sandwich import in_place_step
 from pfednas.search import ElasticNet, SearchSpace, TaskShape, recalibrate_batchnorm
 from pfednas.seeding import SANDWICH_STUDENTS, numpy_rng
-from pfednas.train import evaluate, get_arrays, num_parameters, set_arrays, train_epochs
+from pfednas.train import (
+    EvalStats,
+    evaluate,
+    get_arrays,
+    num_parameters,
+    set_arrays,
+    train_epochs,
+)
 from pfednas.wire.validation import PARAM
 
 
@@ -102,8 +109,9 @@ def build_subnet(space: SearchSpace, task: TaskShape, arch_str: str,
 
 @torch.no_grad()
 def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
-                   device: torch.device) -> None:
-    """Re-estimate the BatchNorm statistics of ``net`` on ``data`` (weights untouched).
+                   device: torch.device) -> int:
+    """Re-estimate the BatchNorm statistics of ``net`` on ``data`` (weights untouched); the
+    samples passed forward.
 
     A last batch of one sample is skipped: BatchNorm cannot normalise it in train mode.
     """
@@ -111,6 +119,15 @@ def recalibrate_on(net: nn.Module, data: ArrayDataset, batch_size: int,
     net.to(device)
     starts = [i for i in range(0, len(x), batch_size) if len(x) - i >= 2 or i == 0]
     recalibrate_batchnorm(net, (x[i:i + batch_size] for i in starts))
+    return sum(len(x[i:i + batch_size]) for i in starts)
+
+
+def measured_macs(result: EvalStats, recalibrated: int) -> float:
+    """The forward MACs of a measurement: its evaluation pass and the ``recalibrated``
+    samples of the BatchNorm re-estimation before it (the same network, the same MACs per
+    sample)."""
+    per_sample = result.macs / max(result.samples, 1)
+    return float(result.macs + per_sample * recalibrated)
 
 
 HEAD_KEY = "personal_head"
@@ -169,6 +186,7 @@ class SubnetClient(NumPyClient):
         test = evaluate(net, self.env.data.test, device=self.env.device)
         metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "val_accuracy": val.accuracy, "accuracy": test.accuracy,
+                   "forward_macs": float(val.macs + test.macs),
                    "peak_memory_mb": peak_memory_mb(self.env.device)}
         arrays = get_arrays(net)
         if self.personal_head:  # kept here; the reply carries the head as it came
@@ -179,17 +197,20 @@ class SubnetClient(NumPyClient):
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
         net, _ = self.model(parameters, str(config["arch"]))
-        self.recalibrate(net, config)
+        recalibrated = self.recalibrate(net, config)
         if config.get("split") == "val":  # a search's measurement: nothing to keep
             result = evaluate(net, self.env.data.val, device=self.env.device)
-            return result.loss, result.samples, {"accuracy": result.accuracy,
-                                                 "num_params": num_parameters(net),
-                                                 **work_metrics()}
+            return result.loss, result.samples, {
+                "accuracy": result.accuracy, "num_params": num_parameters(net),
+                **work_metrics(), "forward_macs": measured_macs(result, recalibrated)}
         return finetune_then_test(
             net, self.env, config, arch=str(config["arch"]),
             after_tuning=lambda tuned: self.recalibrate(tuned, config))
 
-    def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:
+    def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> int:
+        """Re-estimate ``net``'s BatchNorm statistics if asked; the samples passed."""
         if self.bn_recalibrate and config.get("recalibrate", True):
-            recalibrate_on(net, self.env.data.train, int(config["batch_size"]), self.env.device)
+            return recalibrate_on(net, self.env.data.train, int(config["batch_size"]),
+                                  self.env.device)
+        return 0
 

@@ -390,7 +390,7 @@ class PersonalizedStrategy(ClientClaims):
     @staticmethod
     def train_row(metrics: dict[str, Any]) -> dict[str, float]:
         keys = ("client_id", "train_loss", "train_seconds", "num_examples", "peak_memory_mb",
-                "sample_passes", "train_macs", "update_scale")
+                "sample_passes", "train_macs", "forward_macs", "update_scale")
         return {k: metrics[k] for k in keys if k in metrics}
 
     # -- the loop ----------------------------------------------------------------------------

@@ -270,9 +270,13 @@ class HAPFNASStrategy(PersonalizedStrategy):
             self.search.pairs.setdefault(cid, []).extend(zip(pending[cid], accs, strict=True))
             rows.append({"client_id": cid, "phase": int(Phase.SEARCH), "measured": len(accs),
                          "val_acc_mean": float(np.mean(accs)),
-                         "val_acc_max": float(np.max(accs))})
+                         "val_acc_max": float(np.max(accs)),
+                         "forward_macs": float(metrics.get("forward_macs", 0.0))})
         if self.plan.is_last_of_phase(server_round):
-            return StageResult(train=self.search_all(), server=self.search_report())
+            forward = {r["client_id"]: r["forward_macs"] for r in rows}
+            searched = [{**row, "forward_macs": forward.get(row["client_id"], 0.0)}
+                        for row in self.search_all()]
+            return StageResult(train=searched, server=self.search_report())
         return StageResult(train=rows)
 
     # -- phase 2 end: predictors and evolutionary search -----------------------------------------

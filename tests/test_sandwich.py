@@ -170,3 +170,4 @@ def test_the_option_reaches_the_methods_and_is_refused_where_subnets_do_not_nest
         check_method(method, {"sandwich_students": 2}, fed, "darts_s2")
     with pytest.raises(ValueError, match="sandwich_students"):
         check_method(method, {"sandwich_students": -1}, fed, "mobilenetv3")
+

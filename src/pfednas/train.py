@@ -46,9 +46,14 @@ class TrainStats:
 
 @dataclass(frozen=True)
 class EvalStats:
+    """An evaluation pass: mean loss, accuracy, samples, and ``macs``, the cost model's
+    forward multiply-accumulates of the pass (per sample, counted on its first batch, ×
+    ``samples``)."""
+
     loss: float
     accuracy: float
     samples: int
+    macs: int = 0
 
 
 def default_device() -> torch.device:
@@ -206,6 +211,10 @@ class CountingForward:
             return out
         return self.model(x)  # type: ignore[no-any-return]
 
+    def forward_macs(self, samples: int) -> int:
+        """The cost model's forward MACs of ``samples`` passed forward only."""
+        return (self.macs_per_sample or 0) * samples
+
     def training_macs(self, samples: int) -> int:
         """The cost model's training MACs of ``samples`` through forward + backward
         (:func:`counted_forward`: ≈ 3 × forward where backward reaches, 1 × where it does
@@ -256,14 +265,16 @@ def evaluate(model: nn.Module, data: ArrayDataset, *, device: torch.device,
     model.to(device).eval()
     x, y = to_tensors(data, device)
     losses, hits = LossTally(), []  # read once, at the end
+    forward = CountingForward(model)
     for begin in range(0, len(y), batch_size):
-        logits = model(x[begin:begin + batch_size])
+        logits = forward(x[begin:begin + batch_size])
         target = y[begin:begin + batch_size]
         losses.add(F.cross_entropy(logits, target, reduction="sum"), 1)
         hits.append((logits.argmax(dim=1) == target).sum())
     n = max(len(y), 1)
     correct = int(torch.stack(hits).sum()) if hits else 0
-    return EvalStats(loss=losses.total() / n, accuracy=correct / n, samples=len(y))
+    return EvalStats(loss=losses.total() / n, accuracy=correct / n, samples=len(y),
+                     macs=forward.forward_macs(len(y)))
 
 
 def get_arrays(model: nn.Module) -> list[np.ndarray]:

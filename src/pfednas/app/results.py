@@ -191,8 +191,17 @@ def summarize(*, method: str, dataset: str, records: list[RoundRecord], wall_sec
         "bytes_up": int(sum(r.bytes_up for r in records)),
         "bytes_down": int(sum(r.bytes_down for r in records)),
         "client_sample_passes": client_sample_passes(records),
+        "client_forward_macs": client_forward_macs(records),
         **(extra or {}),
     }
+
+
+def client_forward_macs(records: list[RoundRecord]) -> float:
+    """The cost model's MACs of the clients' forward-only passes besides training, over every
+    round: measurements on the validation split (a search's: PerFedRLNAS's reward, HAPFNAS's
+    subnets, SPIDER's perturbations) and the re-estimations before them (what each training
+    or measurement reply reported as ``forward_macs``; test evaluations are not counted)."""
+    return float(sum(row.get("forward_macs", 0.0) for r in records for row in r.train))
 
 
 def client_sample_passes(records: list[RoundRecord]) -> int:

@@ -98,6 +98,9 @@ KNOWN_METRICS: dict[str, MetricSpec] = _specs(
     MetricSpec("num_params", int, 0),
     MetricSpec("sample_passes", int, 0),
     MetricSpec("train_macs", float, 0.0),  # the cost model's training MACs (simulated time)
+    # the cost model's MACs of a request's forward-only passes besides training: measurements
+    # on the validation split (a search's), the BatchNorm re-estimation before them
+    MetricSpec("forward_macs", float, 0.0),
     MetricSpec("phase", int, 0),
     MetricSpec("decided_edges", int, 0),
     MetricSpec("arch_code", int, 0),
