@@ -28,16 +28,18 @@ folder's images straight from each file, as PIL's ``convert`` and ``resize``
 (one resize, not two): how a deployed silo reads its folder. Normalisation is the
 caller's.
 
-A file the reader cannot take raises :class:`~pfednas.data.arrays.DataError`, one
-line naming the file. Reads are cached per process under (resolved path, newest
-modification time), and their arrays are read-only.
+Nothing is allocated past the bounds of :mod:`pfednas.limits`: an ``.npz``'s arrays are
+checked on their zip entries and ``.npy`` headers before they are inflated
+(:mod:`pfednas.data.npz`), labels against the number of classes, and a folder's images
+on their headers before any is decoded, then decoded one at a time. A file the reader
+cannot take raises :class:`~pfednas.data.arrays.DataError`, one line naming the file.
+Reads are cached per process under (resolved path, newest modification time), and their
+arrays are read-only.
 """
 
 from __future__ import annotations
 
 import functools
-import zipfile
-import zlib
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +48,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pfednas.data.arrays import DataError
+from pfednas.data.npz import NpzError, npz_keys, read_npz_arrays
+from pfednas.limits import MAX_DATA_BYTES, MAX_IMAGE_PIXELS, MAX_NUM_CLASSES
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -155,21 +159,23 @@ def read_npz(path: str | Path, *, client_key: str = CLIENT_KEY) -> FileImages:
     """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            missing = [k for k in ("x", "y") if k not in arrays.files]
-            if client_key != CLIENT_KEY and client_key not in arrays.files:
-                missing.append(client_key)
-            if missing:
-                raise DataError(f"{path}: no array {', '.join(map(repr, missing))} (it holds "
-                                f"{', '.join(arrays.files) or 'none'})")
-            x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
-            ids = np.asarray(arrays[client_key]) if client_key in arrays.files else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise DataError(f"{path}: cannot read arrays 'x' and 'y' ({_one_line(err)})") from err
+        arrays = read_npz_arrays(path, budget=MAX_DATA_BYTES, keys=("x", "y", client_key))
+        missing = [k for k in ("x", "y") if k not in arrays]
+        if client_key != CLIENT_KEY and client_key not in arrays:
+            missing.append(client_key)
+        if missing:
+            raise DataError(f"{path}: no array {', '.join(map(repr, missing))} (it holds "
+                            f"{', '.join(npz_keys(path)) or 'none'})")
+    except NpzError as err:
+        raise DataError(_one_line(err)) from err
+    x, y, ids = arrays["x"], arrays["y"], arrays.get(client_key)
     images = _npz_images(path, x)
     labels = _npz_integers(path, "y", y, x.shape)
     if labels.size and labels.min() < 0:
         raise DataError(f"{path}: labels y must be >= 0, got {int(labels.min())}")
+    if labels.size and labels.max() >= MAX_NUM_CLASSES:
+        raise DataError(f"{path}: labels y must lie in 0..{MAX_NUM_CLASSES - 1} (one class "
+                        f"each), got {int(labels.max())}")
     clients = None if ids is None else _npz_integers(path, client_key, ids, x.shape)
     classes = tuple(str(i) for i in range(int(labels.max()) + 1))
     return _frozen(FileImages(images=images, labels=labels, clients=clients, classes=classes,
@@ -221,8 +227,13 @@ def class_labels(class_dirs: list[str]) -> dict[str, int]:
 
 def read_image_folder(root: str | Path, *, channels: int | None = None,
                       size: int | None = None) -> FileImages:
-    """An ``ImageFolder`` tree, each file opened once and converted straight to ``channels``
-    and side ``size`` (None: 3 where any image is colour, else 1; the most common side)."""
+    """An ``ImageFolder`` tree, each file converted straight to ``channels`` and side
+    ``size`` (None: 3 where any image is colour, else 1; the most common side).
+
+    The files' headers are read first: an image over :data:`~pfednas.limits.MAX_IMAGE_PIXELS`
+    pixels, or a tree whose images would take over
+    :data:`~pfednas.limits.MAX_DATA_BYTES`, is refused before any is decoded; then the
+    images are decoded one at a time."""
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     root = Path(root)
@@ -231,20 +242,28 @@ def read_image_folder(root: str | Path, *, channels: int | None = None,
         raise DataError(f"{root}: no {ARRAY_FILE} and no class sub-folders (ImageFolder layout "
                         "DIR/<class>/<image>.png)")
     labels_of = class_labels(class_dirs)
+    if max(labels_of.values()) >= MAX_NUM_CLASSES:
+        raise DataError(f"{root}: class folder {max(labels_of, key=labels_of.__getitem__)!r} "
+                        f"names label {max(labels_of.values())}; labels must lie in "
+                        f"0..{MAX_NUM_CLASSES - 1}")
     files = [(file, labels_of[name]) for name in class_dirs
              for file in sorted((root / name).rglob("*"))
              if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file()]
     if not files:
         raise DataError(f"{root}: the class folders hold no images ({', '.join(IMAGE_SUFFIXES)})")
-    pictures = [_open_image(file) for file, _ in files]
+    headers = [_image_header(file) for file, _ in files]
     if channels is None:
-        channels = 1 if all(p.mode in GREY_MODES for p in pictures) else 3
+        channels = 1 if all(mode in GREY_MODES for mode, _ in headers) else 3
     if size is None:
-        sides = Counter(max(p.size) for p in pictures)
+        sides = Counter(max(dims) for _, dims in headers)
         size = max(sides, key=lambda s: (sides[s], s))
+    if len(files) * channels * size * size > MAX_DATA_BYTES:
+        raise DataError(f"{root}: {len(files)} images of {channels} x {size} x {size} take "
+                        f"more than the {MAX_DATA_BYTES:,} bytes a dataset may")
     mode = "L" if channels == 1 else "RGB"
-    images = np.stack([_pixels(file, picture, mode, size)
-                       for (file, _), picture in zip(files, pictures, strict=True)])
+    images = np.empty((len(files), channels, size, size), dtype=np.uint8)
+    for i, (file, _) in enumerate(files):
+        images[i] = _read_pixels(file, mode, size)
     names: dict[int, str] = {}
     for name, label in labels_of.items():  # "07" and "7" both label 7: named "07"
         names.setdefault(label, name)
@@ -254,13 +273,30 @@ def read_image_folder(root: str | Path, *, channels: int | None = None,
                               classes=classes))
 
 
-def _open_image(file: Path) -> Image.Image:
-    """The image at ``file``, loaded, in its own mode."""
+def _image_header(file: Path) -> tuple[str, tuple[int, int]]:
+    """The mode and size of the image at ``file``, from its header (nothing decoded);
+    refused over :data:`~pfednas.limits.MAX_IMAGE_PIXELS` pixels."""
     from PIL import Image
 
     try:
         with Image.open(file) as img:
-            return img.copy()
+            mode, (width, height) = img.mode, img.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(f"{file}: cannot read image ({_one_line(err)})") from err
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(f"{file}: {width} x {height} pixels, more than the "
+                        f"{MAX_IMAGE_PIXELS:,} an image may have")
+    return mode, (width, height)
+
+
+def _read_pixels(file: Path, mode: str, side: int) -> np.ndarray:
+    """The image at ``file`` decoded, converted to ``mode`` and resized to ``side``."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            img.load()
+            return _pixels(file, img, mode, side)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise DataError(f"{file}: cannot read image ({_one_line(err)})") from err
 

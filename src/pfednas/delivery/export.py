@@ -10,8 +10,12 @@ kept (:mod:`pfednas.edge.kept`) and written as
   and browsers), each checked on writing against the PyTorch model on a sample batch;
 * ``client_<ID>.json`` beside it: the kept spec (architecture, input and normalisation,
   classes, costs, profile and budget, accuracies, run and commit) plus ``export``: which
-  model, each format's file, its check and its latency and peak memory measured in a
-  fresh process with its own runtime (``--no-measure`` skips that).
+  model, each format's file, its sha256, its check and its latency and peak memory
+  measured in a fresh process with its own runtime (``--no-measure`` skips that).
+
+Both files are mode 0600 (``--out``, where made here, 0700), and the model file's sha256
+is recorded in the kept spec it came from (``exported``): ``pfednas predict`` loads a
+TorchScript file, whose code runs with it, only by that record.
 
 ``--from-checkpoint`` (PerFedRLNAS and HAPFNAS runs only) rebuilds instead the client's
 architecture cut from the server's checkpointed supernet, BatchNorm re-estimated on the
@@ -31,7 +35,17 @@ import numpy as np
 
 from pfednas.config import ConfigError
 from pfednas.data import DataError
-from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, KeptModelError, read_spec
+from pfednas.edge.kept import (
+    AS_PUBLISHED,
+    EXPORTED,
+    FINETUNED,
+    KeptModelError,
+    private_folder,
+    read_spec,
+    record_export,
+    sha256,
+    write_private_text,
+)
 from pfednas.edge.runtime import FORMATS
 from pfednas.edge.spec import sample_inputs
 
@@ -46,13 +60,22 @@ def sample_batch(spec: dict[str, Any], n: int = 16) -> np.ndarray:
     return sample_inputs(task_of(spec), n)
 
 
-def kept_network(path: Path, client_id: int, model: str) -> tuple[Any, dict[str, Any], str]:
-    """The rebuilt network, the kept spec and the kind of the model to export."""
+def kept_network(path: Path, client_id: int, model: str
+                 ) -> tuple[Any, dict[str, Any], str, Path]:
+    """The rebuilt network, the kept spec, the kind of the model to export and its folder."""
     from pfednas.edge.rebuild import rebuild
 
     folder, spec = read_spec(path, client_id)
     kind = spec["reported"] if model == "reported" else model
-    return rebuild(folder, spec, kind), spec, kind
+    return rebuild(folder, spec, kind), spec, kind, folder
+
+
+def kept_folder_of(path: Path, client_id: int) -> Path | None:
+    """The client's kept-model folder under ``path``, or None where it has none."""
+    try:
+        return read_spec(path, client_id)[0]
+    except KeptModelError:
+        return None
 
 
 def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torchscript",
@@ -70,13 +93,23 @@ def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torc
         except (KeyError, TypeError, AttributeError, IndexError) as err:
             raise KeptModelError(f"{path}: a damaged or crafted run folder "
                                  f"({type(err).__name__}: {err})") from err
-        kind = SERVER_SLICE
+        kind, folder = SERVER_SLICE, kept_folder_of(path, client_id)
     else:
-        net, spec, kind = kept_network(path, client_id, model)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        net, spec, kind, folder = kept_network(path, client_id, model)
+    if not out_dir.exists():
+        private_folder(out_dir)
     model_path = out_dir / f"client_{client_id}{FORMATS[fmt]}"
     check = export(net, fmt, model_path, sample_batch(spec))
-    entry: dict[str, Any] = {"file": model_path.name, "check": check,
+    digest = sha256(model_path)
+    if folder is not None:  # what pfednas predict trusts a TorchScript file by
+        try:
+            record_export(folder, digest, {"file": model_path.name, "format": fmt,
+                                           "model": kind})
+        except (OSError, ValueError) as err:
+            model_path.unlink(missing_ok=True)
+            raise KeptModelError(f"{folder}: cannot record the export's sha256 in its spec "
+                                 f"({err})") from err
+    entry: dict[str, Any] = {"file": model_path.name, "sha256": digest, "check": check,
                              "export_seconds": round(time.perf_counter() - tic, 2)}
     if measure_latency:
         from pfednas.edge.measure import measure
@@ -87,7 +120,7 @@ def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torc
     spec_path = out_dir / f"client_{client_id}.json"
     written = _merged(spec_path, spec, kind, path)
     written["export"]["formats"][fmt] = entry
-    spec_path.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+    write_private_text(spec_path, json.dumps(written, indent=2, sort_keys=True) + "\n")
     return model_path, spec_path
 
 
@@ -100,7 +133,8 @@ def _merged(spec_path: Path, spec: dict[str, Any], kind: str, source: Path) -> d
     if kind == SERVER_SLICE:
         header["note"] = ("the client's architecture cut from the server's checkpoint, not "
                           "fine-tuned: not the model behind the reported figure")
-    out = {**spec, "arch": entry.get("arch", spec.get("arch")),
+    out = {**{k: v for k, v in spec.items() if k != EXPORTED},
+           "arch": entry.get("arch", spec.get("arch")),
            "accuracy": entry.get("accuracy"), "export": header}
     if spec_path.is_file():
         try:
@@ -134,7 +168,7 @@ def main(argv: list[str]) -> int:
                                     fmt=args.format, model=args.model,
                                     from_checkpoint=args.from_checkpoint,
                                     measure_latency=not args.no_measure)
-    except (KeptModelError, ConfigError, DataError, FileNotFoundError, ValueError,
+    except (KeptModelError, ConfigError, DataError, OSError, ValueError,
             RuntimeError) as err:
         print(f"pfednas: error: {err}", file=sys.stderr)
         return 2

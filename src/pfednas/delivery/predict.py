@@ -1,10 +1,14 @@
-"""``pfednas predict MODEL``: run an exported model with its own runtime.
+"""``pfednas predict MODEL``: run a client's model with its own runtime.
 
     pfednas predict export/client_0.onnx --run RUN_DIR --client 0   # its evaluation split
-    pfednas predict export/client_0.onnx --data images/ --out predictions.csv
+    pfednas predict RUN_DIR/models/client_0 --data images/ --out predictions.csv
 
-``MODEL`` is a file ``pfednas export`` wrote (``.onnx``: ONNX Runtime, no PyTorch is
-imported; ``.pt``: TorchScript), with its ``.json`` spec beside it.
+``MODEL`` is an ``.onnx`` file ``pfednas export`` wrote (ONNX Runtime, no PyTorch is
+imported), with its ``.json`` spec beside it; a kept-model folder (``client_<id>`` of a
+run's ``models/`` or a node's ``model-dir``: the reported network rebuilt in PyTorch from
+its spec and weights); or a ``.pt`` file (TorchScript), whose code runs with it, loaded
+only by the sha256 export recorded in the run folder or model-dir named by ``--kept`` (or
+``--run``), or with ``--trust-torchscript`` (:mod:`pfednas.delivery.model_source`).
 
 * ``--run RUN_DIR --client ID``: the client's own evaluation split of that simulation (the
   split its spec names: ``test``, or a tuning run's validation part), read exactly as the
@@ -13,15 +17,14 @@ imported; ``.pt``: TorchScript), with its ``.json`` spec beside it.
 * ``--data FILE``: a ``.npz`` (``x`` as ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``;
   ``y`` optional) or an image folder (``DIR/<class>/<image>``), read by the reader silo
   nodes use (:func:`pfednas.node.data.read_silo`: uint8 as 0–255, float as 0–1, converted to
-  the model's channels and size) and normalised with the spec's mean and std. Prints one
-  ``index,class`` line per sample (or writes them to ``--out``), and the accuracy where
-  labels are given.
+  the model's channels and size, within the budgets of :mod:`pfednas.limits`) and
+  normalised with the spec's mean and std. Prints one ``index,class`` line per sample (or
+  writes them to ``--out``), and the accuracy where labels are given.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,24 +33,16 @@ import numpy as np
 
 from pfednas.config import ConfigError
 from pfednas.data import DataError
-from pfednas.edge.runtime import LoadedModel, RuntimeLoadError, load
-
-
-class PredictError(Exception):
-    """Input the model cannot take, named with what it expects."""
-
-
-def model_spec(model: Path) -> dict[str, Any]:
-    path = model.with_suffix(".json")
-    if not path.is_file():
-        raise PredictError(f"no spec {path.name} beside {model} (pfednas export writes one)")
-    try:
-        spec = json.loads(path.read_text())
-        spec["task"]["in_channels"], spec["task"]["image_size"], spec["task"]["num_classes"]
-        spec["input"]["normalisation"]["mean"], spec["input"]["normalisation"]["std"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise PredictError(f"{path}: not a pfednas export spec ({err})") from err
-    return dict(spec)
+from pfednas.data.npz import read_npz_arrays
+from pfednas.delivery.model_source import (
+    TRUST_FLAG,
+    PredictError,
+    model_spec,
+    open_model,
+)
+from pfednas.edge.kept import KeptModelError
+from pfednas.edge.runtime import LoadedModel, RuntimeLoadError
+from pfednas.limits import MAX_DATA_BYTES
 
 
 def check_input(x: np.ndarray, spec: dict[str, Any]) -> None:
@@ -117,12 +112,10 @@ def file_data(spec: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray 
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            x = np.asarray(arrays["x"])
-            y = np.asarray(arrays["y"]) if "y" in arrays.files else None
-    except (OSError, KeyError, ValueError) as err:
-        raise PredictError(f"{path}: cannot read array 'x' ({err})") from err
+    arrays = read_npz_arrays(path, budget=MAX_DATA_BYTES, keys=("x", "y"))
+    if "x" not in arrays:
+        raise PredictError(f"{path}: no array 'x'")
+    x, y = arrays["x"], arrays.get("y")
     if x.dtype.kind not in "uif":
         raise PredictError(f"{path}: x has dtype {x.dtype}; expected uint8 (0-255) or float "
                            "(0-1) images")
@@ -147,12 +140,20 @@ def predict(model: LoadedModel, spec: dict[str, Any], x: np.ndarray) -> np.ndarr
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pfednas predict", description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, metavar="MODEL", help="a .onnx or .pt export")
+    parser.add_argument("model", type=Path, metavar="MODEL",
+                        help="an .onnx or .pt export, or a kept-model folder (client_<id>)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, help="a simulation's run folder (with --client)")
     source.add_argument("--data", type=Path, help="a .npz or an image folder")
     parser.add_argument("--client", type=int)
     parser.add_argument("--out", type=Path, help="--data: write index,class lines here")
+    parser.add_argument("--kept", type=Path, metavar="PATH",
+                        help="a .pt: the run folder or model-dir it was exported from, whose "
+                             "kept spec holds its sha256 (default: --run)")
+    parser.add_argument(TRUST_FLAG, action="store_true",
+                        help="load a .pt without a recorded sha256: TorchScript runs the "
+                             "file's code with your rights (it can read and write your "
+                             "files); only for a file whose author you trust")
     args = parser.parse_args(argv)
     if args.run is not None and args.client is None:
         parser.error("--run needs --client")
@@ -165,9 +166,11 @@ def main(argv: list[str]) -> int:
             x, y = file_data(spec, args.data)
         if y is not None:
             check_labels(y, spec)
-        model = load(args.model)
+        model = open_model(args.model, spec, kept=args.kept or args.run,
+                           trust_torchscript=args.trust_torchscript)
         predicted = predict(model, spec, x)
-    except (PredictError, RuntimeLoadError, ConfigError, DataError, ValueError) as err:
+    except (PredictError, RuntimeLoadError, KeptModelError, ConfigError, DataError,
+            ValueError, OSError) as err:
         print(f"pfednas: error: {err}", file=sys.stderr)
         return 2
     if args.data is not None:

@@ -6,7 +6,7 @@ exporter's choice) with a dynamic batch dimension. After writing, the file is lo
 its own runtime (:mod:`pfednas.edge.runtime`) and run on a sample batch beside the
 PyTorch model: the largest logit difference must be within :data:`TOLERANCE` (relative to
 the logits' scale) and every predicted class equal; else the file is removed and
-:class:`ExportCheckError` raised.
+:class:`ExportCheckError` raised. The file is mode 0600.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pfednas.edge.kept import PRIVATE_FILE
 from pfednas.edge.runtime import FORMATS, load
 
 TOLERANCE = 1e-4
@@ -85,6 +86,7 @@ def export(net: nn.Module, fmt: str, path: Path, sample: np.ndarray) -> dict[str
     try:
         WRITERS[fmt](net, torch.from_numpy(sample[:1]), tmp)
         check = check_against(net, tmp, sample)
+        tmp.chmod(PRIVATE_FILE)  # the client's model, like its data
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -12,14 +12,19 @@ method that does not fine-tune. The ClientApp writes them to one folder per clie
                                           sha256 of each weights file
 
 ``<dir>`` is ``<run dir>/models`` in a simulation, the node's ``model-dir`` in a
-deployment. Each file is written to a temporary name and renamed; the spec comes last,
-so a folder with a spec is complete, and a rewrite (a resumed run's final evaluation)
-replaces the files whole.
+deployment. The weights say something about the client's data, so each folder is mode
+0700 and each file 0600 (``<dir>`` too, where it is made here). Each file is written to
+a temporary name and renamed; the spec comes last, so a folder with a spec is complete,
+and a rewrite (a resumed run's final evaluation) replaces the files whole.
+``pfednas export`` adds to the spec the sha256 of each file it writes (``exported``):
+the record by which ``pfednas predict`` trusts a TorchScript file.
 
 Reading trusts nothing: the folder must be a real directory inside the given root (no
-symbolic links out of it), the spec valid JSON with its keys, each weights file its
-recorded hash, every array a finite float or integer array and BatchNorm variances ≥ 0.
-Any problem raises :class:`KeptModelError` with one line naming it.
+symbolic links out of it), the spec valid JSON of bounded size and depth with its keys
+and a task within :mod:`pfednas.limits`, each weights file its recorded hash and no more
+array data than the network it claims to be (checked on the ``.npy`` headers before
+anything is inflated), every array a finite float or integer array and BatchNorm
+variances ≥ 0. Any problem raises :class:`KeptModelError` with one line naming it.
 """
 
 from __future__ import annotations
@@ -36,11 +41,16 @@ from typing import Any
 
 import numpy as np
 
+from pfednas.data.npz import NpzError, read_npz_arrays
+from pfednas.limits import MAX_SPEC_BYTES, task_problem
+
 FINETUNED, AS_PUBLISHED = "finetuned", "as-published"
 KINDS = (FINETUNED, AS_PUBLISHED)
 SPEC_FILE = "spec.json"
 SPEC_VERSION = 1
 MODELS_DIR = "models"  # a simulation's kept models: <run dir>/models
+EXPORTED = "exported"  # spec key: sha256 -> file, format, model of each export
+PRIVATE_FILE, PRIVATE_FOLDER = 0o600, 0o700  # kept models are the client's, like its data
 _FOLDER = re.compile(r"^client_(\d+)$")
 # what a spec must hold for export and predict to trust it
 REQUIRED_KEYS = ("version", "client_id", "method", "search_space", "task", "input",
@@ -83,10 +93,19 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def private_folder(path: Path) -> Path:
+    """``path`` made (parents too) and set to mode 0700: its owner's alone."""
+    path.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    path.chmod(PRIVATE_FOLDER)
+    return path
+
+
 def _atomic(path: Path, write: Any) -> None:
+    """``write(tmp)``, then ``tmp`` (mode 0600) renamed to ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        tmp.chmod(PRIVATE_FILE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -103,14 +122,21 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
+def write_private_text(path: Path, text: str) -> None:
+    """``text`` to ``path`` atomically, mode 0600."""
+    _atomic(path, lambda tmp: tmp.write_text(text))
+
+
 def write_kept(root: str | Path, client_id: int, models: list[KeptModel],
                spec: dict[str, Any]) -> Path:
     """Write ``models`` and ``spec`` (its ``models`` entry filled here: file, hash, accuracy
     per kind) to ``<root>/client_<id>/``, atomically file by file, the spec last."""
     if not models:
         raise ValueError("no model to keep")
-    folder = client_folder(root, client_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    root = Path(root)
+    if not root.exists():
+        private_folder(root)
+    folder = private_folder(client_folder(root, client_id))
     entries: dict[str, Any] = {}
     for model in models:
         path = folder / weights_file(model.kind)
@@ -122,8 +148,8 @@ def write_kept(root: str | Path, client_id: int, models: list[KeptModel],
         if kind not in entries:
             (folder / weights_file(kind)).unlink(missing_ok=True)
     full = {**spec, "models": entries}
-    text = json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _atomic(folder / SPEC_FILE, lambda tmp: tmp.write_text(text))
+    write_private_text(folder / SPEC_FILE,
+                       json.dumps(full, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return folder
 
 
@@ -132,8 +158,25 @@ def add_to_spec(folder: Path, key: str, value: Any) -> None:
     path = folder / SPEC_FILE
     spec = json.loads(path.read_text())
     spec[key] = value
-    text = json.dumps(spec, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    write_private_text(path, json.dumps(spec, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def record_export(folder: Path, digest: str, entry: dict[str, Any]) -> None:
+    """Record in the spec in ``folder`` that a file of sha256 ``digest`` was exported from
+    it (``entry``: its name, format, model): the record ``pfednas predict`` trusts a
+    TorchScript file by."""
+    before = json.loads((folder / SPEC_FILE).read_text()).get(EXPORTED)
+    add_to_spec(folder, EXPORTED, {**(before if isinstance(before, dict) else {}),
+                                   digest: entry})
+
+
+def exported_hashes(spec: dict[str, Any], fmt: str) -> set[str]:
+    """The sha256 of every ``fmt`` file exported from the kept models of ``spec``."""
+    exported = spec.get(EXPORTED)
+    if not isinstance(exported, dict):
+        return set()
+    return {digest for digest, entry in exported.items()
+            if isinstance(entry, dict) and entry.get("format") == fmt}
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -174,17 +217,46 @@ def read_spec(path: str | Path, client_id: int) -> tuple[Path, dict[str, Any]]:
                 "stopped before its final evaluation)")
         raise KeptModelError(f"no kept model of client {client_id} in {root} (clients: "
                              f"{', '.join(map(str, have[:20]))}{' ...' if len(have) > 20 else ''})")
+    return _checked_spec(root, folder, client_id)
+
+
+def kept_folder_spec(folder: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checked spec of the kept-model folder ``folder`` itself (``.../client_<id>``)."""
+    folder = Path(folder)
+    match = _FOLDER.match(folder.name)
+    if match is None or not folder.is_dir():
+        raise KeptModelError(f"{folder} is not a kept-model folder (client_<id>, with "
+                             f"{SPEC_FILE})")
+    return _checked_spec(folder.parent, folder, int(match.group(1)))
+
+
+def _checked_spec(root: Path, folder: Path, client_id: int) -> tuple[Path, dict[str, Any]]:
     folder = _inside(folder, root)
     spec_path = folder / SPEC_FILE
     if not spec_path.is_file():
         raise KeptModelError(f"{folder} has no {SPEC_FILE}: its final evaluation did not finish")
     spec_path = _inside(spec_path, folder)
     try:
-        spec = json.loads(spec_path.read_text(), parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise KeptModelError(f"{spec_path}: not valid JSON ({err})") from err
+        spec = load_spec_json(spec_path)
+    except ValueError as err:
+        raise KeptModelError(str(err)) from err
     check_spec(spec, client_id, spec_path)
     return folder, spec
+
+
+def load_spec_json(path: Path) -> Any:
+    """The JSON at ``path``, read as a spec: at most :data:`~pfednas.limits.MAX_SPEC_BYTES`,
+    no NaN or Infinity, nesting no deeper than the parser's recursion allows; else
+    ``ValueError`` with one line."""
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size:,} bytes, more than the "
+                         f"{MAX_SPEC_BYTES:,} a spec may have")
+    try:
+        return json.loads(path.read_bytes(), parse_constant=_no_constant)
+    except RecursionError as err:
+        raise ValueError(f"{path}: not a spec (JSON nested too deep)") from err
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(err).split())})") from err
 
 
 def _no_constant(name: str) -> Any:
@@ -214,19 +286,17 @@ def check_spec(spec: Any, client_id: int, where: Path) -> None:
                                  "sha256 and arch")
     if spec["reported"] not in models:
         raise KeptModelError(f"{where}: the reported model {spec['reported']!r} is not kept")
-    task = spec["task"]
-    if not (isinstance(task, dict) and all(
-            isinstance(task.get(k), int) and task[k] > 0
-            for k in ("num_classes", "in_channels", "image_size"))):
-        raise KeptModelError(f"{where}: task needs positive integers num_classes, "
-                             "in_channels and image_size")
+    if (problem := task_problem(spec["task"])) is not None:
+        raise KeptModelError(f"{where}: {problem}")
     if not isinstance(spec["search_space"], dict) or "name" not in spec["search_space"]:
         raise KeptModelError(f"{where}: search_space must be an object with a name")
 
 
-def read_weights(folder: Path, spec: dict[str, Any], kind: str) -> dict[str, np.ndarray]:
-    """The weights of ``kind``, checked: its hash, plain numeric arrays, finite values,
-    BatchNorm variances ≥ 0."""
+def read_weights(folder: Path, spec: dict[str, Any], kind: str, *,
+                 budget: int) -> dict[str, np.ndarray]:
+    """The weights of ``kind``, checked: its hash, at most ``budget`` bytes of arrays (the
+    network's own size: checked on the file's headers before anything is inflated), plain
+    numeric arrays, finite values, BatchNorm variances ≥ 0."""
     if kind not in spec["models"]:
         raise KeptModelError(f"{folder}: no {kind} model kept (kept: "
                              f"{', '.join(sorted(spec['models']))})")
@@ -239,10 +309,9 @@ def read_weights(folder: Path, spec: dict[str, Any], kind: str) -> dict[str, np.
         raise KeptModelError(f"{path}: its contents do not match the spec's sha256 (changed "
                              "or damaged after it was written)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            state = {key: np.asarray(data[key]) for key in data.files}
-    except (OSError, ValueError, KeyError) as err:
-        raise KeptModelError(f"{path}: not a readable .npz of arrays ({err})") from err
+        state = read_npz_arrays(path, budget=budget)
+    except NpzError as err:
+        raise KeptModelError(str(err)) from err
     for key, array in state.items():
         if array.dtype.kind not in "fiub":
             raise KeptModelError(f"{path}: {key} has dtype {array.dtype}, not a number type")

@@ -20,8 +20,10 @@ def task_of(spec: dict[str, Any]) -> TaskShape:
 def rebuild(folder: Path, spec: dict[str, Any], kind: str) -> ElasticNet[Any]:
     """The network of kept model ``kind``, in eval mode; raises :class:`KeptModelError` when
     the spec and the weights disagree (architecture, keys, shapes)."""
-    state = read_weights(folder, spec, kind)
     task = task_of(spec)
+    if kind not in spec["models"]:
+        raise KeptModelError(f"{folder}: no {kind} model kept (kept: "
+                             f"{', '.join(sorted(spec['models']))})")
     try:
         space = get_space(**spec["search_space"])
         arch = space.arch_from_str(spec["models"][kind]["arch"])
@@ -29,6 +31,9 @@ def rebuild(folder: Path, spec: dict[str, Any], kind: str) -> ElasticNet[Any]:
     except (TypeError, ValueError) as err:
         raise KeptModelError(f"{folder}: the spec's architecture cannot be built ({err})") from err
     expected = net.state_dict()
+    # the file may hold no more than the network it claims to be
+    state = read_weights(folder, spec, kind, budget=sum(t.numel() * t.element_size()
+                                                        for t in expected.values()))
     if list(expected) != list(state):
         missing = sorted(set(expected) - set(state))[:3]
         extra = sorted(set(state) - set(expected))[:3]
