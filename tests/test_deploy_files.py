@@ -285,6 +285,63 @@ def test_an_existing_weak_or_shared_secret_is_refused_not_kept(
     assert code == 2 and problem in captured.err and "mode 0600;" not in captured.out
 
 
+# -- weak, shared and exposed secrets (issue 61, finding 7) ------------------------------------
+def _node_secret(folder: Path, name: str, content: bytes) -> Path:
+    path = folder / name
+    path.write_bytes(content)
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("attack", ["zeros", "pattern", "superlink_equals_node",
+                                    "hard_link", "trailing_newline", "open_folder"])
+def test_a_weak_shared_or_exposed_secret_is_refused(
+        attack: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: a first call's secrets, then one thing an attacker (or a slip) did to them
+    folder = tmp_path / "secrets"
+    assert deploy_main(["secrets", str(folder), "--nodes", "2"]) == 0
+    capsys.readouterr()
+    node_0 = (folder / "node-0.secret").read_bytes()
+    if attack == "zeros":
+        _node_secret(folder, "node-1.secret", b"0" * 64)
+    elif attack == "pattern":
+        _node_secret(folder, "node-1.secret", b"0123456789abcdef" * 4)
+    elif attack == "superlink_equals_node":
+        _node_secret(folder, "superlink.secret", node_0)
+    elif attack == "hard_link":
+        (folder / "node-1.secret").unlink()
+        os.link(folder / "node-0.secret", folder / "node-1.secret")
+    elif attack == "trailing_newline":
+        _node_secret(folder, "node-1.secret", node_0[:-1] + b"a\n")
+    else:
+        folder.chmod(0o777)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    # Execute: the second call
+    code = deploy_main(["secrets", str(folder), "--nodes", "2"])
+
+    # Assert: exit 2 with one line naming why; nothing reported as a good secret, nothing
+    # changed
+    captured = capsys.readouterr()
+    problem = {"zeros": "has a pattern", "pattern": "has a pattern",
+               "superlink_equals_node": "holds the same secret as",
+               "hard_link": "2 hard links", "trailing_newline": "ends with a newline",
+               "open_folder": "mode 0777"}[attack]
+    assert code == 2 and problem in captured.err and len(captured.err.splitlines()) == 1
+    assert "mode 0600;" not in captured.out
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_secrets_pfednas_writes_pass_its_own_checks() -> None:
+    # Prepare / Execute: many fresh secrets
+    from pfednas.deploy.superexec_auth import SECRET_BYTES, weakness
+
+    drawn = [os.urandom(SECRET_BYTES).hex().encode() for _ in range(2000)]
+
+    # Assert: none is called weak
+    assert [s for s in drawn if weakness(s) is not None] == []
+
+
 def test_insecure_overlay_is_the_only_place_of_insecure() -> None:
     compose_files = sorted(REPO.glob("docker-compose*.y*ml"))
     services = merged(INSECURE)["services"]

@@ -82,7 +82,8 @@ def command_parser(description: str | None) -> argparse.ArgumentParser:
     keys.add_argument("--start", type=int, default=0, help="index of the first key pair")
 
     auth = sub.add_parser("secrets", help="SuperExec secrets (superlink.secret, "
-                                          "node-<i>.secret; mode 0600, existing kept)")
+                                          "node-<i>.secret; mode 0600; an existing one "
+                                          "kept only if strong and unshared)")
     auth.add_argument("out_dir", type=Path)
     auth.add_argument("--nodes", type=int, default=DEFAULT_NODES)
     auth.add_argument("--start", type=int, default=0, help="index of the first node secret")

@@ -273,7 +273,7 @@ def _write_secrets(args: argparse.Namespace) -> int:
     try:
         paths = write_superexec_secrets(args.out_dir, args.nodes, start=args.start,
                                         superlink=args.superlink)
-    except SecretError as err:
+    except (SecretError, OSError) as err:
         print(f"pfednas deploy: error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     for path in paths:
