@@ -14,10 +14,12 @@ commands print them and exit with code 2.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -45,23 +47,66 @@ MOVED_KEYS = {
 }
 
 
-def hydra_message(err: Exception) -> str:
-    """Hydra's composition error in one line, naming the key or the config group."""
+def hydra_message(err: Exception, overrides: Sequence[str] = ()) -> str:
+    """Hydra's composition error in one line, naming the key or the config group, and the
+    closest of the config's own names (``overrides``: the command line that failed)."""
     from hydra.errors import MissingConfigException
 
     if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
-        group = err.missing_cfg_file.rpartition("/")[0]
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        choices = public_choices(group, err.options)
         return (f"Could not find '{err.missing_cfg_file}': config group {group} has "
-                f"{', '.join(err.options)}")
+                f"{', '.join(choices)}{did_you_mean(name, choices, prefix=f'{group}=')}")
     cause = err.__cause__
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
-        moved = next((f" ({why})" for old, why in MOVED_KEYS.items()
-                      if cause.full_key == old or cause.full_key.startswith(old + ".")), "")
-        return f"unknown key {cause.full_key}{moved}: {one_line(str(err))}"
+        moved = next((why for old, why in MOVED_KEYS.items()
+                      if cause.full_key == old or cause.full_key.startswith(old + ".")), None)
+        if moved is not None:
+            return f"unknown key {cause.full_key} ({moved})"
+        return f"unknown key {cause.full_key}{key_suggestion(cause.full_key, overrides)}"
     if isinstance(cause, ValidationError) and cause.full_key:  # a typed option's value
         reason = str(cause.msg if hasattr(cause, "msg") else cause).strip().splitlines()[0]
         return f"{cause.full_key}: {reason}"
     return one_line(str(err)) or type(err).__name__
+
+
+def public_choices(group: str, options: Iterable[str]) -> list[str]:
+    """A config group's choices as a user picks them: without the internal schemas
+    (``*_defaults``) its configs build on."""
+    from pfednas.options import SCHEMA_SUFFIX
+
+    return sorted({o for o in options if not o.endswith(SCHEMA_SUFFIX)})
+
+
+def did_you_mean(name: str, names: Sequence[str], *, prefix: str = "") -> str:
+    """``"; did you mean PREFIX<closest>?"`` for the names closest to ``name`` (difflib);
+    ``""`` where none is close."""
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
+
+
+def override_key(override: str) -> str:
+    """The key an override sets: ``+a.b=1`` -> ``a.b``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def key_suggestion(full_key: str, overrides: Sequence[str]) -> str:
+    """Where an unknown ``full_key`` has a near namesake in the config the rest of the command
+    line composes: ``"; did you mean dataset.partitioner?"``; else which node lacks it."""
+    from hydra.errors import HydraException
+
+    parent, _, leaf = full_key.rpartition(".")
+    rest = [o for o in overrides if override_key(o) != full_key
+            and not override_key(o).startswith(full_key + ".")]
+    try:
+        node = compose(rest) if not parent else OmegaConf.select(compose(rest), parent)
+    except (HydraException, OmegaConfBaseException):
+        return ""
+    if not isinstance(node, DictConfig):
+        return ""
+    names = [str(k) for k in node if k != "hydra"]
+    found = did_you_mean(leaf, names, prefix=f"{parent}." if parent else "")
+    return found or f": {parent or 'the config'} has no option {leaf!r} (pfednas --help lists them)"
 
 
 def job_overrides(overrides: list[str]) -> Iterator[list[str]]:
@@ -120,11 +165,23 @@ def composition_error(argv: list[str]) -> str | None:
         return internal
     if any(arg.startswith("-") and arg not in HYDRA_RUN_FLAGS for arg in argv):
         return None
+    overrides: list[str] = []
     try:
         for overrides in job_overrides([a for a in argv if a not in HYDRA_RUN_FLAGS]):
             compose(overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        return hydra_message(err)
+        return hydra_message(err, overrides)
+    return unknown_appended(argv)
+
+
+def unknown_appended(argv: list[str]) -> str | None:
+    """An appended top-level key that nothing reads (``+seeds=3``: Hydra adds it, and the
+    run would go on with ``seed`` as it was), named with the closest of the config's own."""
+    known = [str(k) for k in compose() if k != "hydra"]
+    for arg in argv:
+        top = override_key(arg).split(".")[0]
+        if arg.startswith("+") and "=" in arg and top not in known:
+            return f"unknown key {top}{did_you_mean(top, known)}"
     return None
 
 
@@ -150,7 +207,7 @@ def printed_config_error(argv: list[str]) -> str | None:
     except (ConfigError, ValueError) as err:
         return one_line(str(err))
     except (HydraException, OmegaConfBaseException) as err:
-        return hydra_message(err)
+        return hydra_message(err, rest)
     return None
 
 
