@@ -58,7 +58,7 @@ CASES = [
     # partitioners by name and feature skew (issue 46)
     (["dataset.partitioner=zipf"], "dataset.partitioner: unknown 'zipf'"),
     (["dataset.partitioner=pathological", "dataset.classes_per_client=0"],
-     "dataset.classes_per_client must be an integer in [1, 10]"),
+     "dataset.classes_per_client must be an integer in [2, 10]"),
     (["dataset.partitioner=natural_id"], "needs the clients named in the data"),
     (["dataset.feature_skew.blur=-1"], "dataset.feature_skew.blur"),
     (["dataset=own", "dataset.root=/nonexistent/mine.npz"], "/nonexistent/mine.npz"),

@@ -163,9 +163,11 @@ def test_natural_ids_in_a_users_npz_name_the_clients(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("values", "message"), [
     ({"partitioner": "zipf"}, "dataset.partitioner: unknown 'zipf'; known: iid, dirichlet"),
     ({"partitioner": "pathological", "classes_per_client": 0},
-     "dataset.classes_per_client must be an integer in [1, 10]"),
+     "dataset.classes_per_client must be an integer in [2, 10]"),
+    ({"partitioner": "pathological", "classes_per_client": 1},
+     "dataset.classes_per_client must be an integer in [2, 10]"),
     ({"partitioner": "pathological", "classes_per_client": 11},
-     "dataset.classes_per_client must be an integer in [1, 10]"),
+     "dataset.classes_per_client must be an integer in [2, 10]"),
     ({"partitioner": "shard", "shards_per_client": 0}, "dataset.shards_per_client must be"),
     ({"partitioner": "shard", "shard_size": 500}, "needs 10000 samples; the dataset has 1797"),
     ({"partitioner": "size", "sizes": (10, 10)}, "dataset.sizes must list num_clients=10"),
@@ -182,6 +184,69 @@ def test_a_bad_partitioner_or_parameter_is_named(values: dict[str, object],
 
     # Assert
     assert any(message in p for p in problems), problems
+
+
+def test_your_own_data_of_one_class_is_refused_naming_it(tmp_path: Path) -> None:
+    # Prepare: every label 3 (an .npz), and one sub-folder of images
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "one.npz"
+    np.savez(npz, x=rng.integers(0, 256, (200, 8, 8), dtype=np.uint8), y=np.full(200, 3))
+    folder = tmp_path / "folder"
+    (folder / "cats").mkdir(parents=True)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(
+            folder / "cats" / f"{i}.png")
+
+    # Execute
+    problems = {path: spec_problems(DataSpec("own", 4, 0.5, 0, root=str(path)))
+                for path in (npz, folder)}
+
+    # Assert
+    assert problems[npz] == [f"dataset.root={npz} holds 1 class (3); a classifier needs at "
+                             "least 2 (with one, every prediction is right)"]
+    assert problems[folder] == [f"dataset.root={folder} holds 1 class (cats); a classifier "
+                                "needs at least 2 (with one, every prediction is right)"]
+
+
+def test_a_natural_client_of_one_class_is_refused_naming_it(tmp_path: Path) -> None:
+    # Prepare: sites 5 and 9 hold both classes, site 7 class 1 only
+    rng = np.random.default_rng(0)
+    sites = np.repeat([5, 7, 9], 60)
+    labels = np.where(sites == 7, 1, rng.integers(0, 2, sites.size))
+    path = tmp_path / "sites.npz"
+    np.savez(path, x=rng.integers(0, 256, (sites.size, 8, 8), dtype=np.uint8), y=labels,
+             site=sites)
+    spec = DataSpec("own", 3, 0.5, 0, root=str(path), partitioner="natural_id",
+                    natural_id="site")
+
+    # Execute
+    problems = spec_problems(spec)
+
+    # Assert: named by its id; dealt otherwise (iid), the same data is fine
+    assert problems == [f"dataset.partitioner=natural_id: client site=7 holds one class in "
+                        f"{path}; each client needs at least 2 (with one, its personalized "
+                        "accuracy is 1.0 by construction)"]
+    assert spec_problems(replace(spec, partitioner="iid")) == []
+
+
+def test_pfednas_refuses_a_one_class_dataset_in_one_line_before_anything_starts(
+        tmp_path: Path) -> None:
+    from tests.conftest import run_pfednas
+
+    # Prepare
+    npz = tmp_path / "one.npz"
+    np.savez(npz, x=np.zeros((800, 8, 8), dtype=np.uint8), y=np.zeros(800, dtype=np.int64))
+    out = tmp_path / "run"
+
+    # Execute
+    result = run_pfednas(["dataset=own", f"dataset.root={npz}"], out, timeout=120)
+
+    # Assert
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"pfednas: error: invalid data configuration: dataset.root={npz} "
+                             "holds 1 class (0); a classifier needs at least 2 (with one, "
+                             "every prediction is right)\n")
+    assert not out.exists()
 
 
 def test_a_partition_that_leaves_a_client_short_names_it_and_its_counts() -> None:

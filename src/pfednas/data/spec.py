@@ -8,13 +8,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pfednas.data.arrays import DatasetInfo
 from pfednas.data.partitioners import PARTITIONERS
-from pfednas.data.registry import DATASET_NAMES, OWN, dataset_info
+from pfednas.data.registry import DATASET_NAMES, OWN, dataset_info, own_files
 from pfednas.data.shift import FeatureSkew
 from pfednas.data.synthetic import DEFAULT_SYNTHETIC_SAMPLES
 
 _FRACTION_TOLERANCE = 1e-6
+# the fewest classes a dataset, and a client's partition, may hold: with one, every
+# prediction of that class is right and the personalized accuracy is 1.0 by construction
+MIN_CLASSES = 2
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,7 @@ def spec_problems(spec: DataSpec) -> list[str]:
         return problems + [f"dataset={OWN} needs dataset.root: a .npz file (x, y, optionally "
                            f"{spec.natural_id}) or an image folder with one sub-folder per class"]
     info = spec_info(spec)
+    problems += _class_problems(spec)
     problems += _partitioner_problems(spec, info.num_classes, info.num_samples)
     problems += spec.feature_skew.problems()
     if spec.name == "synthetic" and spec.synthetic_samples < info.num_classes:
@@ -211,9 +217,10 @@ def _partitioner_problems(spec: DataSpec, num_classes: int, num_samples: int) ->
         return [f"dataset.partitioner: unknown {name!r}; known: {', '.join(PARTITIONERS)}"]
     problems: list[str] = []
     if name == "pathological" and not (_integer(spec.classes_per_client)
-                                       and 1 <= spec.classes_per_client <= num_classes):
-        problems.append(f"dataset.classes_per_client must be an integer in [1, {num_classes}] "
-                        f"(the dataset's classes), got {spec.classes_per_client!r}")
+                                       and MIN_CLASSES <= spec.classes_per_client <= num_classes):
+        problems.append(f"dataset.classes_per_client must be an integer in [{MIN_CLASSES}, "
+                        f"{num_classes}] (the dataset's classes; a client of one class scores "
+                        f"1.0 by construction), got {spec.classes_per_client!r}")
     if name == "shard":
         problems += _shard_problems(spec, num_samples)
     if name == "size":
@@ -233,6 +240,29 @@ def _partitioner_problems(spec: DataSpec, num_classes: int, num_samples: int) ->
                         f"dataset={OWN} with an .npz holding a {spec.natural_id!r} array "
                         f"(dataset {spec.name!r} has none)")
     return problems
+
+
+def _class_problems(spec: DataSpec) -> list[str]:
+    """Your own files hold at least :data:`MIN_CLASSES` classes, and so does each client the
+    files name (``natural_id``); a built-in dataset always does."""
+    if spec.name != OWN:
+        return []
+    own = own_files(spec.root, spec.natural_id)
+    held = np.unique(own.labels)
+    if held.size < MIN_CLASSES:
+        names = ", ".join(own.classes[int(c)] for c in held) or "none"
+        return [f"dataset.root={spec.root} holds {held.size} class ({names}); a classifier "
+                f"needs at least {MIN_CLASSES} (with one, every prediction is right)"]
+    if spec.partitioner != "natural_id" or own.clients is None:
+        return []
+    single = [int(c) for c in np.unique(own.clients)
+              if np.unique(own.labels[own.clients == c]).size < MIN_CLASSES]
+    if not single:
+        return []
+    more = f" (and {len(single) - 1} more)" if len(single) > 1 else ""
+    return [f"dataset.partitioner=natural_id: client {spec.natural_id}={single[0]}{more} holds "
+            f"one class in {spec.root}; each client needs at least {MIN_CLASSES} (with one, "
+            "its personalized accuracy is 1.0 by construction)"]
 
 
 def _shard_problems(spec: DataSpec, num_samples: int) -> list[str]:
