@@ -47,6 +47,10 @@ def test_fedavg_three_rounds_on_digits_beat_chance_and_leave_no_process(tmp_path
     assert "personalized acc" in result.stdout
     token = (out / "logs" / "run_token").read_text().strip()
     assert pids_with_token(token) == []
+    # the folder holds what the run is for: no FLWR_HOME (the launcher's is temporary), no
+    # empty cli.log, no checkpoint after 3 rounds with checkpoint_every=5
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".hydra", "logs", "metrics.jsonl", "models", "resolved_config.yaml", "summary.json"]
     # Ray ran two clients side by side (client_cpus 1 on 2 CPUs, as CI has; a GPU share is
     # the same placement by another resource); one after another, in this process, the
     # records are the same, measured times and memory aside

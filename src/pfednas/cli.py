@@ -123,7 +123,7 @@ def run_job(cfg: DictConfig) -> dict:
 
         carry_client_state(Path(settings.resume), out)
     request = SimulationRequest(
-        app_dir=root, flwr_home=out / "flwr_home",
+        app_dir=root,
         run_config={"overrides": overrides_to_json(overrides), "output-dir": str(out)},
         num_supernodes=fed.num_clients, client_cpus=fed.client_cpus,
         client_gpus=fed.client_gpus, ray_num_cpus=fed.ray_num_cpus, log_dir=out / "logs",

@@ -36,6 +36,7 @@ from pfednas.config import (
     RESOLVED_CONFIG,
     SERVERAPP_PID_FILE,
     ConfigError,
+    RunSettings,
     compose,
     describe,
     in_simulation,
@@ -45,6 +46,7 @@ from pfednas.config import (
 )
 from pfednas.data import DataError, partition_record
 from pfednas.edge.kept import MODELS_DIR
+from pfednas.methods import METHODS
 from pfednas.methods.build import build_strategy
 from pfednas.records import RoundRecord
 
@@ -204,12 +206,10 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
         print(f"[pfednas] resumed from {settings.resume} after round "
               f"{resumed.checkpoint.finished_round}", flush=True)
     strategy.connect(grid)
-    checkpoint = settings.checkpoint_every > 0
 
     def on_round(record: RoundRecord) -> None:
         writer.write_round(record)
-        if checkpoint and (record.round % settings.checkpoint_every == 0
-                           or record.round == settings.federation.num_rounds):
+        if checkpoint_due(record.round, settings):
             save_checkpoint(out, record.round, strategy.state(), lineage=strategy.lineage)
         if settings.progress:
             print(progress_line(record, settings.federation.num_rounds, start), flush=True)
@@ -228,6 +228,19 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
     print(format_table(summary), flush=True)
     print(f"[pfednas] results written to {path.parent}", file=sys.stdout, flush=True)
     print(models_line(path.parent), flush=True)
+
+
+def checkpoint_due(finished_round: int, settings: RunSettings) -> bool:
+    """Whether ``checkpoint.npz`` is written after this round: every ``checkpoint_every``-th
+    round (0: never), and the final one of a method whose clients' models ``pfednas export
+    --from-checkpoint`` cuts from it (PerFedRLNAS, HAPFNAS), so that it is the run's last
+    supernet, not an earlier one."""
+    every = settings.checkpoint_every
+    if every <= 0:
+        return False
+    final = (finished_round == settings.federation.num_rounds
+             and METHODS[settings.method].exports_from_checkpoint)
+    return finished_round % every == 0 or final
 
 
 def models_line(out: Path) -> str:

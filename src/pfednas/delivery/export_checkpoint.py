@@ -19,12 +19,13 @@ from pfednas.config import ConfigError, RunSettings, settings_from_cfg, task_sha
 from pfednas.data import data_normalisation, load_client_data
 from pfednas.edge.spec import input_spec
 from pfednas.hardware.profile import MB, MBPS, SIMULATED, ClientProfile
+from pfednas.methods import METHODS
 from pfednas.methods.build import build_strategy
 from pfednas.search import ElasticNet
 from pfednas.strategies import PerFedRLNASStrategy
 from pfednas.strategies.hapfnas import HAPFNASStrategy
 
-EXPORTABLE = ("perfedrlnas", "hapfnas")
+EXPORTABLE = tuple(name for name, spec in METHODS.items() if spec.exports_from_checkpoint)
 
 
 def run_settings(run_dir: Path) -> RunSettings:

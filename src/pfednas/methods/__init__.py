@@ -47,6 +47,9 @@ class MethodSpec:
     # whether its clients choose anything by their validation split (a reward, measurements,
     # architecture steps, decisions): a tuning run then scores the other half of it
     selects_on_val: bool = False
+    # whether a client's model can be cut from the server's checkpoint (``pfednas export
+    # --from-checkpoint``): the run then checkpoints its final round too
+    exports_from_checkpoint: bool = False
 
     @property
     def spaces(self) -> tuple[str, ...]:
@@ -57,13 +60,15 @@ class MethodSpec:
 METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in (
     MethodSpec("fedavg", baselines.fedavg_strategy, baselines.fedavg_client),
     MethodSpec("local", baselines.local_strategy, baselines.local_client),
-    MethodSpec("perfedrlnas", perfedrlnas.strategy, perfedrlnas.client, selects_on_val=True),
+    MethodSpec("perfedrlnas", perfedrlnas.strategy, perfedrlnas.client, selects_on_val=True,
+               exports_from_checkpoint=True),
     MethodSpec("spider", darts.spider_strategy, darts.spider_client, selects_on_val=True),
     MethodSpec("ditto", darts.spider_strategy, darts.spider_client),
     MethodSpec("fedrep", baselines.fedrep_strategy, baselines.fedrep_client),
     MethodSpec("fedbabu", baselines.fedbabu_strategy, baselines.fedbabu_client),
     MethodSpec("fednas", darts.fednas_strategy, darts.fednas_client, selects_on_val=True),
-    MethodSpec("hapfnas", hapfnas.strategy, hapfnas.client, selects_on_val=True),
+    MethodSpec("hapfnas", hapfnas.strategy, hapfnas.client, selects_on_val=True,
+               exports_from_checkpoint=True),
     MethodSpec("heterofl", devices.width_slice_strategy, devices.width_slice_client),
     MethodSpec("fedrolex", devices.width_slice_strategy, devices.width_slice_client),
     # the controls measure validation accuracy as PerFedRLNAS's clients do, but choose nothing

@@ -2,7 +2,7 @@
 
 ``flwr run`` against its built-in "local" connection starts a detached
 SuperLink on fixed ports and leaves it running. pfednas instead starts its own
-``flower-superlink --simulation`` on a free loopback port, with a project-local
+``flower-superlink --simulation`` on a free loopback port, with a temporary
 ``FLWR_HOME`` whose ``config.toml`` names that SuperLink, and submits the app to
 it with ``flwr run``. Every process started for the run (SuperLink, SuperExec,
 the simulation runtime, Ray) inherits a unique ``PFEDNAS_RUN_TOKEN`` in its
@@ -85,7 +85,6 @@ class SimulationRequest:
     """What ``flwr run`` needs for one simulation."""
 
     app_dir: Path
-    flwr_home: Path
     run_config: dict[str, str]
     num_supernodes: int
     client_cpus: int
@@ -94,6 +93,9 @@ class SimulationRequest:
     log_dir: Path
     announced: tuple[str, ...] = ()  # lines the command already printed (not repeated)
     ray_address: str | None = None   # None: a private Ray; "auto" | HOST:PORT: join that cluster
+    # the run's FLWR_HOME (its SuperLink connection; Flower installs the app there); None: a
+    # temporary folder, removed with the run's processes (nothing reads it afterwards)
+    flwr_home: Path | None = None
 
 
 def app_sources(app_dir: Path) -> list[str]:
@@ -428,8 +430,9 @@ def _run_simulation(request: SimulationRequest) -> int:
     request.log_dir.mkdir(parents=True, exist_ok=True)
     clear_pid_file(request.log_dir / SERVERAPP_PID_FILE)
     run_config_file.write_text(tomli_w.dumps(request.run_config))
-    with local_superlink(request.flwr_home, request.log_dir,
-                         request.ray_address) as (env, _token), \
+    with tempfile.TemporaryDirectory(prefix="pfednas-flwr-home-") as temporary, \
+            local_superlink(request.flwr_home or Path(temporary), request.log_dir,
+                            request.ray_address) as (env, _token), \
             staged_app(request.app_dir) as app:
         command = flwr_run_command(replace(request, app_dir=app), run_config_file)
         (request.log_dir / "flwr_run.cmd").write_text(
