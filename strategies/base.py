@@ -195,6 +195,7 @@ class PersonalizedStrategy(ClientClaims):
         if self.choose_fixed_arch is not None and self.profile_bounds is not None:
             choice = self.choose_fixed_arch(self.profiles, self.profile_bounds)
             self.fixed_arch, self.excluded = choice.arch, dict(choice.excluded)
+            self.fixed_cost = choice.fixed_cost
             if choice.arrays is not None:
                 self.adopt_model(choice.arrays, choice.roles)
 
@@ -372,8 +373,9 @@ class PersonalizedStrategy(ClientClaims):
         return {cid for cid, node in self.node_of.items() if node in nodes}
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
-        """Extra per-client fields of an evaluation row (e.g. the architecture): a simulated
-        fixed-architecture baseline's architecture, its cost and the client's memory budget."""
+        """Extra per-client fields of an evaluation row (e.g. the architecture): a
+        fixed-architecture baseline's architecture, its cost and the client's memory budget
+        (drawn in a simulation, claimed in a deployment)."""
         if self.fixed_cost is None:
             return {}
         arch, cost = self.fixed_cost

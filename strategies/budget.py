@@ -87,6 +87,8 @@ class FixedChoice:
     excluded: Mapping[int, str]
     arrays: list[Any] | None = None
     roles: list[str] | None = None
+    # the architecture's cost against the claimed budgets, for the evaluation rows
+    fixed_cost: tuple[Arch, Cost] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Roster:
     # a deployment's baselines with method.arch=fits_all: the choice from the claimed profiles
     choose_fixed_arch: Callable[[Mapping[int, ClientProfile], ProfileBounds],
                                 FixedChoice] | None = None
-    # a simulated fixed-architecture baseline: its architecture and cost, which each
-    # evaluation row records against the client's memory budget (None: a NAS method's rows
-    # carry their own, or a deployment's)
+    # a fixed-architecture baseline: its architecture and cost, which each evaluation row
+    # records against the client's memory budget (None: a NAS method's rows carry their own;
+    # a deployment's fits_all, chosen later, brings its own in its FixedChoice)
     fixed_cost: tuple[Arch, Cost] | None = None

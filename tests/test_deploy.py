@@ -152,6 +152,16 @@ def test_unregistered_and_insecure_supernodes_are_refused(tmp_path: Path) -> Non
     assert pids_with_token(federation.token) == []
 
 
+def test_a_deployment_ends_with_its_accuracy_as_the_results_table_gives_it(
+        tmp_path: Path) -> None:
+    from pfednas.deploy.cli import finished_line
+
+    summary = {"personalized_acc_mean": 0.431284898676203, "personalized_acc_std": 0.0234567}
+
+    assert finished_line(summary, tmp_path) == ("[pfednas] deployment finished: personalized "
+                                                f"accuracy 0.4313 ± 0.0235; results in {tmp_path}")
+
+
 def test_failed_start_stops_every_process(tmp_path: Path) -> None:
     federation = LocalFederation(num_nodes=2, work_dir=tmp_path / "work",
                                  log_dir=tmp_path / "logs",

@@ -414,3 +414,28 @@ def test_a_profile_reports_the_clients_own_speed_in_the_nodes_units() -> None:
     assert simulated.to_json() == {"memory_budget_mb": 64.0, "macs_per_second": 2.5e8,
                                    "bandwidth_mbps": 100.0, "source": SIMULATED}
     assert unbudgeted.to_json()["memory_budget_mb"] is None
+
+
+@pytest.mark.parametrize("arch", ["fits_all", "min"])
+def test_a_deployed_baselines_evaluation_rows_carry_its_architecture_and_budget(
+        arch: str) -> None:
+    # Prepare: FedAvg deployed on three nodes claiming 64 MB, 96 MB and 4 GB
+    from pfednas.app.results import arch_counts
+    from pfednas.methods.build import build_strategy
+
+    budgets = (64.0, 96.0, 4096.0)
+    strategy = build_strategy(digits_settings(f"method.arch={arch}"), deployment=True)
+    grid = QueryGrid([{**GOOD, "memory-budget-mb": mb} for mb in budgets])
+
+    # Execute: first contact binds the claims (and fits_all chooses from them)
+    strategy.connect(grid, poll_seconds=0.05)  # type: ignore[arg-type]
+    rows = [{"client_id": cid, **strategy.evaluation_details(cid)} for cid in range(3)]
+
+    # Assert: as a simulation's rows, against each client's claimed budget in real bytes
+    assert [r["budget"] for r in rows] == [mb * MB for mb in budgets]
+    assert all(r["budget_metric"] == "memory" and r["within_budget"] for r in rows)
+    assert all(r["cost"] == r["memory_bytes"] <= r["budget"] for r in rows)
+    assert len({r["arch"] for r in rows}) == 1
+    if arch == "fits_all":
+        assert rows[0]["arch"] == strategy.fixed_arch
+    assert arch_counts(rows) == {"distinct_archs": 1, "within_budget_share": 1.0}

@@ -248,8 +248,7 @@ def format_table(summary: dict[str, Any]) -> str:
         ("method", summary["method"]),
         ("dataset", summary["dataset"]),
         ("personalized acc, fine-tuned (mean ± std)" if "personalized_acc_no_ft_mean" in summary
-         else "personalized acc (mean ± std)",
-         f"{summary['personalized_acc_mean']:.4f} ± {summary['personalized_acc_std']:.4f}"),
+         else "personalized acc (mean ± std)", accuracy_text(summary)),
         ("min / 10th percentile",
          f"{summary['personalized_acc_min']:.4f} / {summary['personalized_acc_p10']:.4f}"),
         *_as_published_rows(summary),
@@ -265,6 +264,11 @@ def format_table(summary: dict[str, Any]) -> str:
     body = [f"| {k.ljust(width)} | {v.ljust(24)} |" for k, v in rows]
     tiers = summary.get("accuracy_by_tier")
     return "\n".join([line, *body, line, *([tier_table(tiers)] if tiers else [])])
+
+
+def accuracy_text(summary: dict[str, Any]) -> str:
+    """The run's personalized accuracy as the table and the commands print it."""
+    return f"{summary['personalized_acc_mean']:.4f} ± {summary['personalized_acc_std']:.4f}"
 
 
 def tier_table(tiers: Sequence[dict[str, Any]]) -> str:

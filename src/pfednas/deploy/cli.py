@@ -27,10 +27,11 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pfednas.app.checkpoint import CLIENT_STATE_DIR, carry_client_state
 from pfednas.app.preflight import check_runnable
-from pfednas.app.results import missing_clients_error
+from pfednas.app.results import accuracy_text, missing_clients_error
 from pfednas.config import (
     DATA_ROOT_ENV,
     SERVERAPP_PID_FILE,
@@ -233,10 +234,14 @@ def deploy_local(args: argparse.Namespace) -> int:
         print(f"pfednas deploy: error: {problem}; results in {request.out_dir}",
               file=sys.stderr, flush=True)
         return EXIT_RUN
-    acc = result.get("personalized_acc_mean")
-    print(f"[pfednas] deployment finished: personalized accuracy {acc}; results in "
-          f"{request.out_dir}", flush=True)
+    print(finished_line(result, request.out_dir), flush=True)
     return 0
+
+
+def finished_line(summary: dict[str, Any], out: Path) -> str:
+    """The deployment's last line: its personalized accuracy as the results table gives it."""
+    return (f"[pfednas] deployment finished: personalized accuracy {accuracy_text(summary)}; "
+            f"results in {out}")
 
 
 def export_silos(args: argparse.Namespace) -> int:

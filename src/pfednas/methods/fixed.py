@@ -25,7 +25,15 @@ from pfednas.hardware.profile import (
 from pfednas.hardware.spread import LEVELS, HardwareSpread
 from pfednas.nas.fitting import fits_all_budgets
 from pfednas.records import cost_in
-from pfednas.search import Arch, ElasticNet, SearchSpace, Supernet, TaskShape, get_space
+from pfednas.search import (
+    Arch,
+    Cost,
+    ElasticNet,
+    SearchSpace,
+    Supernet,
+    TaskShape,
+    get_space,
+)
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.search.width import WIDTH_SPACES, WidthSlicer, supports_width
 from pfednas.seeding import MODEL_INIT, int_seed
@@ -151,29 +159,35 @@ def fits_all_on_profiles(settings: RunSettings, profiles: Mapping[int, ClientPro
 def fits_all_roster(settings: RunSettings, roster: Roster, *, deployment: bool,
                     model: Callable[[RunSettings], tuple[list[np.ndarray], list[str]]] | None
                     ) -> Roster:
-    """``roster`` with the choice of a deployed baseline's ``method.arch=fits_all``: once the
-    clients' claimed profiles are known, the architecture they all fit and the clients it
-    excludes (:func:`fits_all_on_profiles`), and ``model``'s arrays and roles for it (the
+    """``roster`` with the fixed model's architecture and cost, which every evaluation row
+    records against the client's memory budget (:func:`fixed_cost`). A deployed baseline's
+    ``method.arch=fits_all`` is chosen later, once the clients' claimed profiles are known:
+    the architecture they all fit and the clients it excludes
+    (:func:`fits_all_on_profiles`), its cost, and ``model``'s arrays and roles for it (the
     whole model, or the body; None: the clients hold the model). Clients get the
-    architecture in every round config. A simulation: ``roster`` with the fixed model's
-    architecture and cost (its training memory at the run's batch, as the simulated budgets
-    count it), which every evaluation row records against the client's budget. A deployment
-    with another architecture: ``roster`` as it is."""
-    if not deployment:
-        arch = _fixed(settings)[0]
-        cost = seeded_supernet(settings).cost(arch, batch_size=settings.federation.batch_size)
-        return dataclasses.replace(roster, fixed_cost=(arch, cost))
-    if settings.method_options.get("arch") != FITS_ALL:
-        return roster
+    architecture in every round config."""
+    if not deployment or settings.method_options.get("arch") != FITS_ALL:
+        return dataclasses.replace(
+            roster, fixed_cost=fixed_cost(settings, _fixed(settings)[0], deployment=deployment))
 
     def choose(profiles: Mapping[int, ClientProfile], bounds: ProfileBounds) -> FixedChoice:
         arch, excluded = fits_all_on_profiles(settings, profiles, bounds)
         chosen = dataclasses.replace(settings, method_options={
             **settings.method_options, "arch": arch.to_str()})
         arrays, roles = model(chosen) if model is not None else (None, None)
-        return FixedChoice(arch.to_str(), excluded, arrays, roles)
+        return FixedChoice(arch.to_str(), excluded, arrays, roles,
+                           fixed_cost=fixed_cost(settings, arch, deployment=True))
 
     return dataclasses.replace(roster, choose_fixed_arch=choose)
+
+
+def fixed_cost(settings: RunSettings, arch: Arch, *, deployment: bool) -> tuple[Arch, Cost]:
+    """The fixed model's architecture and cost as budgets count it: its training memory at
+    the run's batch (a deployment: the calibrated bound of real bytes, as its nodes' claimed
+    budgets and fits_all compare)."""
+    supernet = seeded_supernet(settings)
+    cost = supernet.cost(arch, batch_size=settings.federation.batch_size)
+    return arch, budgeted_cost(cost, supernet.space.name, real_bytes=deployment)
 
 
 @lru_cache(maxsize=4)
