@@ -4,9 +4,11 @@ local SuperLink (the default connection of a fresh ``FLWR_HOME``), offline.
 The run is a simulation (the ServerApp gets Flower's in-memory grid, the ClientApps run in
 the runtime's Ray actors; no ``PFEDNAS_SIMULATION``): the server draws every client's
 hardware profile and the clients read their partitions by partition id, so the run ends
-with the in-process runner's summary, times aside. A federation of another size ends with
-one line naming both numbers and the fix. The two real runs (~40 s on 2 cores) are
-marked slow; the checks they rest on run in the quick loop.
+with the in-process runner's summary, times aside. A federation of another size fails the run
+(Flower's ``finished:failed``) after one line naming both numbers and the fixes; sized once
+with ``flwr federation simulation-config``, the local SuperLink runs the job with no
+``--federation-config``. The real runs (~30-40 s each on 2 cores) are marked slow; the checks
+they rest on run in the quick loop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flwr.app import Context, RecordDict
 from flwr.superlink.grid import InMemoryGrid
 
 from pfednas.app import server_app
+from pfednas.app.server_app import RunRefused
 from pfednas.config import SIMULATION_ENV, ConfigError, in_simulation
 from pfednas.run.launcher import ANSI_ESCAPE, free_port, run_env, stop_processes
 from tests.conftest import REPO, AnsweringGrid, comparable, inprocess_summary, pids_with_token
@@ -53,12 +56,15 @@ def test_flowers_in_memory_grid_is_a_simulation_without_the_environment_variable
 def test_a_simulation_of_another_size_is_refused_naming_both_numbers_and_the_fix() -> None:
     server_app.check_supernodes(SimulatedNodes(3), 3)
     with pytest.raises(ConfigError, match=r"runs 2 SuperNodes but federation.num_clients=3 .*"
-                                          r"--federation-config 'num-supernodes=3'"):
+                                          r"--federation-config 'num-supernodes=3'.*"
+                                          r"`flwr federation simulation-config "
+                                          r"--num-supernodes 3`"):
         server_app.check_supernodes(SimulatedNodes(2), 3)
 
 
-def test_a_refused_simulation_ends_with_one_logged_line_and_writes_nothing(
+def test_a_refused_simulation_fails_the_run_after_one_logged_line_and_writes_nothing(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Prepare
     monkeypatch.delenv(SIMULATION_ENV, raising=False)
     logged: list[str] = []
     monkeypatch.setattr(server_app, "log", lambda _level, text, *args: logged.append(text % args))
@@ -66,10 +72,14 @@ def test_a_refused_simulation_ends_with_one_logged_line_and_writes_nothing(
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
                       run_config={"overrides": json.dumps(TINY), "output-dir": str(out)})
 
-    server_app.serve(SimulatedNodes(2), context)  # no exception: Flower would print its trace
+    # Execute: Flower marks a run whose ServerApp raised finished:failed
+    with pytest.raises(RunRefused) as refused:
+        server_app.serve(SimulatedNodes(2), context)
 
+    # Assert
     assert len(logged) == 1 and logged[0].startswith("pfednas: error: this simulation runs 2")
-    assert "\n" not in logged[0]
+    assert "\n" not in logged[0] and str(refused.value) == (
+        "pfednas refused the run: " + logged[0].removeprefix("pfednas: error: "))
     assert not out.exists()
 
 
@@ -118,16 +128,43 @@ def test_flwr_run_runs_the_configured_job_as_a_simulation(flower_env: dict[str, 
     assert comparable(summary) == comparable(inprocess_summary(TINY))
 
 
+def run_status(env: dict[str, str]) -> tuple[str, str]:
+    """The status of the latest run on the local SuperLink and its details (``flwr ls``)."""
+    result = subprocess.run(["flwr", "ls", "--format", "json"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60, check=True)
+    runs = json.loads(result.stdout)["runs"]
+    latest = max(runs, key=lambda r: r["pending-at"])
+    return latest["status"], latest["status-details"]
+
+
 @pytest.mark.slow
-def test_flwr_run_on_another_number_of_supernodes_ends_with_one_line(
+def test_flwr_run_on_another_number_of_supernodes_fails_the_run_with_one_line(
         flower_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "run"
 
     output = flwr_run(flower_env, out, "--federation-config", "num-supernodes=2")
 
-    errors = [line for line in output.splitlines() if "error" in line.lower()]
+    errors = [line for line in output.splitlines() if "pfednas: error:" in line]
     assert len(errors) == 1, output[-3000:]
     assert ("this simulation runs 2 SuperNodes but federation.num_clients=3" in errors[0]
             and "--federation-config 'num-supernodes=3'" in errors[0]), errors[0]
-    assert "Traceback" not in output
+    status, details = run_status(flower_env)
+    assert status == "finished:failed" and "pfednas refused the run: this simulation" in details
     assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_flwr_run_without_federation_config_runs_on_a_federation_sized_once(
+        flower_env: dict[str, str], tmp_path: Path) -> None:
+    # Prepare: the local SuperLink's federation sized to the job, as the refusal says
+    subprocess.run(["flwr", "federation", "simulation-config", "--num-supernodes", "3"],
+                   cwd=REPO, env=flower_env, capture_output=True, timeout=60, check=True)
+    out = tmp_path / "run"
+
+    # Execute
+    output = flwr_run(flower_env, out)
+
+    # Assert
+    assert "pfednas: error:" not in output, output[-3000:]
+    assert run_status(flower_env)[0] == "finished:completed"
+    assert json.loads((out / "summary.json").read_text())["num_clients_evaluated"] == 3

@@ -8,7 +8,9 @@ so the CLI, the server and every client see the identical config.
 ``flwr run .`` runs the app too, without the ``pfednas`` command: on a simulation
 SuperLink (Flower's local one) it is a simulation like ``pfednas``'s
 (:func:`pfednas.config.in_simulation`), with one SuperNode per client; a federation of
-another size, or any refused config, ends the run with one ``pfednas: error:`` line.
+another size, or any refused config, logs one ``pfednas: error:`` line and fails the run
+(:class:`RunRefused`: Flower's status ``finished:failed``, its simulation process exits
+non-zero).
 """
 
 from __future__ import annotations
@@ -150,28 +152,37 @@ def simulated_supernodes(grid: Grid, *, settle: float = 0.3, timeout: float = 60
 
 def check_supernodes(grid: Grid, num_clients: int) -> None:
     """A simulation runs one SuperNode per client (its ``partition-id`` is the client id);
-    :class:`ConfigError` naming both numbers and the fix when Flower runs another number."""
+    :class:`ConfigError` naming both numbers and the fixes when Flower runs another number."""
     count = simulated_supernodes(grid)
     if count != num_clients:
         raise ConfigError(
             f"this simulation runs {count} SuperNodes but federation.num_clients={num_clients} "
             f"(one SuperNode per client): pass --federation-config 'num-supernodes={num_clients}' "
-            f"to flwr run, or federation.num_clients={count} in the run config's overrides; "
-            "nothing was run")
+            f"to flwr run, or size the local SuperLink's federation once with `flwr federation "
+            f"simulation-config --num-supernodes {num_clients}`, or set "
+            f"federation.num_clients={count} in the run config's overrides; nothing was run")
+
+
+class RunRefused(RuntimeError):
+    """A simulation's config refused before anything ran: the run fails with this one line
+    (its reason was logged as ``pfednas: error:``)."""
 
 
 @app.main()
 def serve(grid: Grid, context: Context) -> None:
-    """The ServerApp: :func:`main`. In a simulation a refused config ends the run with one
-    line (Flower would log the exception's traceback); in a deployment the exception fails
-    the run, as the SuperLink's operator sees it."""
+    """The ServerApp: :func:`main`. A refused config fails the run. In a simulation its
+    reason is first logged as one ``pfednas: error:`` line, then :class:`RunRefused` ends the
+    run as failed (Flower logs the exception and marks the run ``finished:failed``); in a
+    deployment the exception itself fails the run, as the SuperLink's operator sees it."""
     simulation = in_simulation(grid)
     try:
         main(grid, context, simulation=simulation)
     except (ConfigError, DataError) as err:
         if not simulation:
             raise
-        log(ERROR, "pfednas: error: %s", one_line(str(err)) or type(err).__name__)
+        reason = one_line(str(err)) or type(err).__name__
+        log(ERROR, "pfednas: error: %s", reason)
+        raise RunRefused(f"pfednas refused the run: {reason}") from None
 
 
 def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> None:
