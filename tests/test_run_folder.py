@@ -1,10 +1,12 @@
 """A run folder holds what was asked for (issue 63, item 11): checkpoints at the rounds
 ``checkpoint_every`` names (and the final one where ``export --from-checkpoint`` reads it),
-no ``FLWR_HOME`` (the launcher's is temporary). The real run's folder is checked in
-test_e2e.py (no ``cli.log`` left empty)."""
+no ``FLWR_HOME`` (the launcher's is temporary), no sweep folder of a refused sweep. The
+real run's folder is checked in test_e2e.py (no ``cli.log`` left empty)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,7 @@ from pfednas.app.server_app import checkpoint_due
 from pfednas.config import compose, settings_from_cfg
 from pfednas.run import launcher
 from pfednas.run.launcher import SimulationRequest, run_simulation
+from tests.conftest import PFEDNAS, REPO
 
 
 @pytest.mark.parametrize(("method", "rounds", "every", "written"), [
@@ -59,7 +62,7 @@ def test_the_launchers_flwr_home_is_temporary_and_outside_the_run_folder(
     monkeypatch.setattr(launcher, "start_streamed", lambda *_args: (Finished(), Finished()))
     monkeypatch.setattr(launcher, "wait_run", lambda *_args: 0)
     out = tmp_path / "run"
-    request = SimulationRequest(app_dir=Path(__file__).resolve().parents[1], run_config={},
+    request = SimulationRequest(app_dir=REPO, run_config={},
                                 num_supernodes=2, client_cpus=1, client_gpus=0.0,
                                 ray_num_cpus=None, log_dir=out / "logs")
 
@@ -70,3 +73,18 @@ def test_the_launchers_flwr_home_is_temporary_and_outside_the_run_folder(
     assert code == 0 and len(homes) == 1
     assert not homes[0].is_relative_to(out) and not homes[0].exists()
     assert sorted(p.name for p in out.iterdir()) == ["logs"]
+
+
+def test_a_refused_sweep_leaves_no_folder(tmp_path: Path) -> None:
+    # Prepare: a sweep whose first job the config's checks refuse
+    sweep = tmp_path / "multirun" / "sweep"
+
+    # Execute
+    result = subprocess.run([str(PFEDNAS), "-m", "dataset.alpha=0", f"hydra.sweep.dir={sweep}"],
+                            cwd=REPO, env=dict(os.environ, HYDRA_FULL_ERROR="0"),
+                            capture_output=True, text=True, timeout=120, check=False)
+
+    # Assert: no multirun.yaml left behind, nor its empty parent
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("pfednas: error: invalid data configuration: dataset.alpha")
+    assert not (tmp_path / "multirun").exists()

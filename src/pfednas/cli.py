@@ -20,6 +20,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pfednas.app.preflight import (
@@ -96,9 +97,23 @@ def discard_output(out: Path) -> None:
         out.parent.rmdir()  # only if empty
 
 
+def discard_sweep(sweep: Path) -> None:
+    """Remove a sweep's folder that holds nothing but Hydra's ``multirun.yaml`` (its first
+    job was refused, and the refusal ends the sweep), and the date folder above it if that
+    is left empty."""
+    if not sweep.is_dir() or any(p.name != "multirun.yaml" for p in sweep.iterdir()):
+        return
+    shutil.rmtree(sweep, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        sweep.parent.rmdir()  # only if empty
+
+
 def refuse(message: str) -> None:
     if HydraConfig.initialized():  # a job Hydra started, with its output folder
-        discard_output(Path(HydraConfig.get().runtime.output_dir))
+        hydra_cfg = HydraConfig.get()
+        discard_output(Path(hydra_cfg.runtime.output_dir))
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            discard_sweep(Path(hydra_cfg.sweep.dir))
     fail(message, EXIT_CONFIG)
 
 
