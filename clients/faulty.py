@@ -6,8 +6,10 @@ returns arrays of the wrong shape, NaN weights, an absurd sample count, an
 accuracy outside [0, 1], or one array too few; and what a hostile client could
 send: required metrics left out, an architecture code outside the space, an
 extra array, the right number of arrays with a wrong total size, a sample
-count far beyond its data, negative or huge training seconds, or exactly the
-arrays it received (``echo``: a zero update, which once zeroed the update bound).
+count far beyond its data, negative or huge training seconds, exactly the
+arrays it received (``echo``: a zero update, which once zeroed the update bound), or what
+it received plus a constant on every float entry (``shift``: a valid reply that steers the
+model, issue 61).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from flwr.client import NumPyClient
 
 KINDS = ("raise", "sleep", "wrong_shape", "nan", "bad_count", "bad_accuracy", "missing_array",
          "missing_metric", "bad_arch_code", "extra_array", "wrong_size", "huge_count",
-         "negative_seconds", "huge_seconds", "echo")
-# every kind that replies, but with something the server rejects (an echo is valid)
-MALFORMED_KINDS = tuple(k for k in KINDS[2:] if k != "echo")
+         "negative_seconds", "huge_seconds", "echo", "shift")
+# every kind that replies, but with something the server rejects (an echo or a shift is valid)
+MALFORMED_KINDS = tuple(k for k in KINDS[2:] if k not in ("echo", "shift"))
 # what the strategies require of a train reply (FedAvg-like, PerFedRLNAS, HAPFNAS, SPIDER)
 DROPPED_METRICS = ("train_loss", "val_accuracy", "arch_code")
 HUGE_COUNT = 9_000_000
@@ -34,14 +36,16 @@ class Fault:
     """``plan``: client id -> kind of fault; ``rounds``: when (None = every round).
 
     Config: ``{clients: [1, 2], kind: nan}`` or ``{plan: {1: nan, 2: wrong_shape}}``,
-    optionally with ``rounds: [2]``, ``sleep_seconds: 30`` and ``on: [evaluate]`` (which
-    messages misbehave: train, the default, and/or evaluate, where only raise and sleep apply).
+    optionally with ``rounds: [2]``, ``sleep_seconds: 30``, ``shift: 10`` (what ``shift``
+    adds) and ``on: [evaluate]`` (which messages misbehave: train, the default, and/or
+    evaluate, where only raise and sleep apply).
     """
 
     plan: tuple[tuple[int, str], ...]
     rounds: tuple[int, ...] | None = None
     sleep_seconds: float = 30.0
     on: tuple[str, ...] = ("train",)
+    shift: float = 10.0
 
     def __post_init__(self) -> None:
         for _, kind in self.plan:
@@ -59,7 +63,8 @@ class Fault:
         rounds = cfg.get("rounds")
         return Fault(plan=plan, rounds=None if rounds is None else tuple(int(r) for r in rounds),
                      sleep_seconds=float(cfg.get("sleep_seconds", 30.0)),
-                     on=tuple(str(m) for m in cfg.get("on", ["train"])))
+                     on=tuple(str(m) for m in cfg.get("on", ["train"])),
+                     shift=float(cfg.get("shift", 10.0)))
 
     def kind_for(self, client_id: int, server_round: int) -> str | None:
         if self.rounds is not None and server_round not in self.rounds:
@@ -94,6 +99,9 @@ class FaultyClient(NumPyClient):
             arrays = arrays[:-1]
         elif kind == "echo":  # a valid reply that moved nothing
             arrays = [np.array(a, copy=True) for a in parameters]
+        elif kind == "shift":  # a valid reply that pulls every entry one way
+            arrays = [a + np.asarray(self.fault.shift, a.dtype) if a.dtype.kind == "f"
+                      else np.array(a, copy=True) for a in parameters]
         else:
             arrays, n, metrics = hostile(kind, arrays, n, metrics)
         return arrays, n, metrics

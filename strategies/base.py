@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from logging import INFO, WARNING
 from typing import Any
 
@@ -394,6 +394,16 @@ class PersonalizedStrategy(ClientClaims):
         keys = ("client_id", "train_loss", "train_seconds", "num_examples", "peak_memory_mb",
                 "sample_passes", "train_macs", "forward_macs", "update_scale")
         return {k: metrics[k] for k in keys if k in metrics}
+
+    def screened(self, rows: list[dict[str, Any]], kept: Sequence[bool]) -> None:
+        """Mark (in place) the training rows whose reply a robust aggregation's screen left
+        out (``screened_out: 1``; :mod:`pfednas.nas.aggregation`), one row per reply."""
+        for row, keep in zip(rows, kept, strict=True):
+            if not keep:
+                row["screened_out"] = 1
+                log(WARNING, "Round %d: the update of client %s left out by the %s rule's "
+                    "screen", self.tally.round, row.get("client_id"),
+                    self.budget.aggregation.rule)
 
     # -- the loop ----------------------------------------------------------------------------
     def send_and_collect(self, grid: Grid, messages: list[Message], *,

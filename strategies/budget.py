@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pfednas.hardware.profile import ClientProfile, ProfileBounds
+from pfednas.nas.aggregation import MEDIAN, METHOD_MEAN, AggregationRule
 from pfednas.settings import Federation
 
 if TYPE_CHECKING:
@@ -37,8 +38,11 @@ class Budget:
     finetune_both: bool = Federation.finetune_both
     # a deployment: num_examples weighs only where the operator bounds it (partition_sizes)
     deployment: bool = False
-    # each training update's RMS at most this × the round's lower median (None: unbounded)
+    # each training update's RMS at most this × the round's upper median (None: unbounded)
     update_norm_bound: float | None = None
+    # how the server combines what the clients return: each method's mean, or a rule robust
+    # per coordinate (pfednas.nas.aggregation)
+    aggregation: AggregationRule = METHOD_MEAN
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -54,6 +58,7 @@ class Budget:
 
 WEIGHTINGS = ("samples", "uniform")
 DEPLOYMENT_NORM_BOUND = 10.0  # update_norm_bound of a deployment that sets none
+DEPLOYMENT_AGGREGATION = MEDIAN  # aggregation of a deployment that sets none
 
 
 def eval_timeout_for(configured: float | None, *, deployment: bool, round_timeout: float,
@@ -75,6 +80,17 @@ def norm_bound_for(configured: float | None, *, deployment: bool) -> float | Non
     if configured is None:
         return DEPLOYMENT_NORM_BOUND if deployment else None
     return None if configured == 0 else float(configured)
+
+
+def aggregation_for(configured: str | None, trim_fraction: float, *,
+                    deployment: bool) -> AggregationRule:
+    """``federation.aggregation`` as the Budget takes it: null → each method's mean in a
+    simulation (published results unchanged), :data:`DEPLOYMENT_AGGREGATION` in a
+    deployment (the coordinate-wise median: no strict minority of the round's clients can
+    steer a coordinate beyond the honest values)."""
+    if configured is None:
+        configured = DEPLOYMENT_AGGREGATION if deployment else "mean"
+    return AggregationRule(configured, trim_fraction)
 
 
 @dataclass(frozen=True)

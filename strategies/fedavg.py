@@ -1,7 +1,9 @@
 """FedAvg + local fine-tuning (the FT baseline of the seed papers' tables).
 
 Training: N sampled clients train the global model ``local_epochs`` epochs and the
-server takes their sample-weighted average (FedAvg, McMahan et al. 2017).
+server takes their sample-weighted average (FedAvg, McMahan et al. 2017), or with a robust
+``federation.aggregation`` each entry's trimmed mean or median over them
+(:func:`pfednas.nas.aggregation.aggregate`; BatchNorm statistics alike).
 Personalized evaluation: every client fine-tunes the current global model on its
 own train split for ``finetune_epochs`` (paper default 10) and reports its test
 accuracy; the fine-tuned copies are not kept. ``finetune_scope``: ``full`` (the whole
@@ -18,7 +20,7 @@ import numpy as np
 from flwr.app import Message, MessageType
 
 from pfednas.body_head import FINETUNE_SCOPES, check_scope
-from pfednas.nas.fedavg import weighted_average
+from pfednas.nas.aggregation import aggregate
 from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
@@ -72,7 +74,9 @@ class FedAvgFTStrategy(PersonalizedStrategy):
             rows.append(self.train_row(metrics))
             updates.append((arrays, self.weight(metrics)))
         if updates and self.enough(len(updates)):
-            self.arrays = weighted_average(updates)
+            merged = aggregate(updates, self.budget.aggregation, reference=self.arrays)
+            self.arrays = merged.arrays
+            self.screened(rows, merged.kept)
         return StageResult(train=rows)
 
     def configure_evaluate(self, server_round: int) -> Iterable[Message]:

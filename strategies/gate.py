@@ -239,7 +239,7 @@ def examples_problem(client_id: int, message_type: str, n: int, rules: GateRules
 
 def bound_replies(good: list[Reply], requests: Mapping[int, Request], factor: float | None,
                   server_round: int) -> list[Reply]:
-    """Accepted training replies, each update bounded by ``factor`` × the round's lower
+    """Accepted training replies, each update bounded by ``factor`` × the round's upper
     median update RMS (:func:`pfednas.strategies.robust.bound_updates`; the update is the
     reply's arrays minus those sent). A bounded reply's metrics gain ``update_scale``;
     with no bound the replies are returned as they are."""

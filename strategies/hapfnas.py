@@ -29,7 +29,9 @@ negative variance would turn the distilled supernet NaN). With
 is bounded like any training update: its change from the model the client was
 sent (its previous one, or the seeded initial one) at most the bound × the
 round's median change; its weight in the ensemble is its sample count only where
-the server knows a bound for it (else equal).
+the server knows a bound for it (else equal). A robust ``federation.aggregation`` takes
+each sample's teacher probabilities by that rule over the knowledge models
+(:func:`pfednas.nas.distill.ensemble_probs`), and each merge's entries over their subnets.
 
 Budgets: in a simulation the run's client profiles (``federation.hardware``, the same
 devices for every method: :func:`pfednas.methods.client_profiles`), in
@@ -53,7 +55,7 @@ from torch import nn
 from pfednas.hardware.profile import exclusions, fits
 from pfednas.nas.covering import covering_arch
 from pfednas.nas.distill import TransferSet
-from pfednas.nas.merge import overlap_average
+from pfednas.nas.merge import overlap_merge
 from pfednas.nas.phases import Phase
 from pfednas.options.hapfnas import (  # noqa: F401 (re-exported)
     HAPFNASOptions,
@@ -190,20 +192,24 @@ class HAPFNASStrategy(PersonalizedStrategy):
         if self.plan.phase_of(server_round) == Phase.DISTILL:
             self.knowledge.update({cid: (arrays, n) for cid, arrays, n in updates})
             return StageResult(train=rows, server=self.distill(server_round))
-        self.merge_subnets([(archs[cid], arrays, n) for cid, arrays, n in updates])
+        kept = self.merge_subnets([(archs[cid], arrays, n) for cid, arrays, n in updates])
+        self.screened(rows, kept)
         return StageResult(train=rows)
 
-    def merge_subnets(self, updates: list[tuple[Arch, list[np.ndarray], float]]) -> None:
-        """heteroFedAvg: each supernet entry averaged over the subnets containing it."""
+    def merge_subnets(self, updates: list[tuple[Arch, list[np.ndarray], float]]) -> list[bool]:
+        """heteroFedAvg: each supernet entry averaged over the subnets containing it (or by a
+        robust rule); which updates the rule's screen kept."""
         contributions = [(self.supernet.regions(a), arrays, n) for a, arrays, n in updates]
-        self.supernet.load_state_arrays(
-            overlap_average(self.supernet.state_arrays(), contributions))
+        merged = overlap_merge(self.supernet.state_arrays(), contributions,
+                               self.budget.aggregation)
+        self.supernet.load_state_arrays(merged.arrays)
+        return merged.kept
 
     def distill(self, server_round: int) -> dict[str, Any]:
         """Distil the knowledge ensemble into the supernet; the round's server report."""
         return distill_round(self.supernet, self.transfer, self.knowledge, self.knowledge_fn,
                              self.options.distill, seed=self.budget.seed,
-                             server_round=server_round)
+                             server_round=server_round, rule=self.budget.aggregation)
 
     # -- evaluation: subnet measurements (phase 2), personalized evaluation (phase 3) ----------
     def search_archs(self, client_id: int, server_round: int) -> list[Arch]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pfednas.nas.aggregation import METHOD_MEAN, AggregationRule
 from pfednas.nas.distill import (
     TransferSet,
     accuracy,
@@ -49,17 +50,19 @@ def teachers(knowledge: Knowledge, knowledge_fn: Callable[[], nn.Module]
 
 def distill_round(supernet: Supernet, transfer: TransferSet, knowledge: Knowledge,
                   knowledge_fn: Callable[[], nn.Module], options: DistillOptions, *,
-                  seed: int, server_round: int) -> dict[str, Any]:
-    """Distil the knowledge ensemble into ``supernet`` (in place); the round's server report."""
+                  seed: int, server_round: int, rule: AggregationRule = METHOD_MEAN
+                  ) -> dict[str, Any]:
+    """Distil the knowledge ensemble into ``supernet`` (in place); the round's server report.
+    ``rule``: how the teachers' probabilities combine (:func:`ensemble_probs`)."""
     with torch_threads(options.threads):
         tic = time.perf_counter()
         ensemble = teachers(knowledge, knowledge_fn)
         x, held = torch.as_tensor(transfer.distill), torch.as_tensor(transfer.heldout)
-        probs = ensemble_probs(ensemble, x, options.temperature)
+        probs = ensemble_probs(ensemble, x, options.temperature, rule)
         loss = distill_supernet(supernet, x, probs, options=options,
                                 rng=numpy_rng(seed, HAPFNAS_DISTILL, server_round),
                                 generator=torch_generator(seed, HAPFNAS_DISTILL, server_round))
-        held_probs = ensemble_probs(ensemble, held, options.temperature)
+        held_probs = ensemble_probs(ensemble, held, options.temperature, rule)
         report: dict[str, Any] = {"phase": int(Phase.DISTILL), "teachers": len(ensemble),
                                   "distill_loss": loss}
         labelled = transfer.labelled
@@ -70,7 +73,8 @@ def distill_round(supernet: Supernet, transfer: TransferSet, knowledge: Knowledg
             if labelled is not None:
                 report[f"acc_{name}"] = accuracy(net, labelled)
         if labelled is not None:
-            lab = ensemble_probs(ensemble, torch.as_tensor(labelled.x), options.temperature)
+            lab = ensemble_probs(ensemble, torch.as_tensor(labelled.x), options.temperature,
+                                 rule)
             report["acc_ensemble"] = float((lab.argmax(1).numpy() == labelled.y).mean())
         report["distill_seconds"] = time.perf_counter() - tic
         return report

@@ -50,7 +50,7 @@ from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
 from pfednas.hardware.profile import exclusions
-from pfednas.nas.merge import overlap_average
+from pfednas.nas.merge import overlap_merge
 from pfednas.nas.policy import (
     PolicyState,
     argmax_indices,
@@ -234,7 +234,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             raise ValueError("PerFedRLNAS aggregates what configure_train sent: pass its plan")
         outcomes: dict[int, Outcome] = {}
         archs: dict[int, Arch] = dict(plan.over_budget)
-        contributions = []
+        contributions, contributors = [], []
         rows: dict[int, dict[str, Any]] = {}
         for metrics, arrays in self.train_replies(replies):
             cid = int(metrics["client_id"])
@@ -242,6 +242,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                 continue
             arch = plan.subnets[cid][0]
             contributions.append((self.supernet.regions(arch), arrays, self.weight(metrics)))
+            contributors.append(cid)
             rt = self.round_time(cid, metrics, plan.subnets[cid], sum(a.nbytes for a in arrays))
             outcomes[cid], archs[cid] = Outcome(float(metrics["val_accuracy"]), rt), arch
             rows[cid] = {**self.train_row(metrics), "arch": arch.to_str(), "round_time": rt,
@@ -261,8 +262,10 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
             row["reward"] = rewards.get(cid, 0.0)
             row["policy_entropy"] = entropy(self.policies[cid].logits, self.sizes)
         if contributions:
-            merged = overlap_average(self.supernet.state_arrays(), contributions)
-            self.supernet.load_state_arrays(merged)
+            merged = overlap_merge(self.supernet.state_arrays(), contributions,
+                                   self.budget.aggregation)
+            self.supernet.load_state_arrays(merged.arrays)
+            self.screened([rows[cid] for cid in contributors], merged.kept)
         return StageResult(train=[rows[c] for c in sorted(rows)])
 
     def penalise_failures(self, failed: Mapping[int, Arch], rows: dict[int, dict[str, Any]]

@@ -7,13 +7,11 @@ size is the root mean square over those float entries, ``r_i = ‖u_i‖ / √n_
 updates of one size it orders them as the L2 norm does). With a bound factor
 ``c``, every update with ``r_i > B`` is scaled down to ``r_i = B`` before any
 average or merge sees it (norm clipping, Sun et al., "Can You Really Backdoor
-Federated Learning?", 2019, with the round's medians as the reference), where
+Federated Learning?", 2019, with the round's median as the reference), where
 
-    B = max(m_hi, c · min(m_lo, m_hi))
+    B = c · m_hi
 
-``m_hi`` the upper median of the round's ``r`` (the ⌊k/2⌋+1-th smallest of k) and
-``m_lo`` the lower median (the ⌈k/2⌉-th smallest) of the sizes that are not near zero,
-``r ≥ m_hi / c``; so ``m_hi ≤ B ≤ c · m_hi``:
+``m_hi`` the upper median of the round's ``r`` (the ⌊k/2⌋+1-th smallest of k):
 
     u_i ← u_i · min(1, B / r_i),   returned_i ← sent_i + u_i
 
@@ -21,15 +19,19 @@ so ``‖u_i‖ ≤ B √n_i`` whatever client ``i`` returned, and a weighted ave
 updates of one size lies within ``B √n`` of what was sent. With ``h`` the honest
 replies' sizes and at most ⌊k/2⌋ replies colluding:
 
-* they cannot zero the honest updates: at least ⌈k/2⌉ sizes are honest, so the upper
-  median is at least ``min h``, and every honest update keeps a scale of at least
-  ``min h / h_i``; zero and near-zero updates are left out of ``m_lo``, so honest sizes
-  within a factor ``c`` of each other pass whole (the plain lower median was 0 when half
-  the replies returned what they got, and scaled every honest update to nothing);
+* they cannot deflate the honest updates: at least ⌈k/2⌉ sizes are honest, so the upper
+  median is at least ``min h``, and every honest update within a factor ``c`` of the
+  smallest honest one passes whole (each keeps a scale of at least ``c · min h / h_i``).
+  Zero updates (a client returning what it got) cannot zero the bound, nor can sizes placed
+  just above ``m_hi / c`` pull it down (issue 61, finding 9: the earlier
+  ``max(m_hi, c · min(m_lo, m_hi))`` took the lower median of such sizes, and scaled an
+  honest update to 0.79 at 2 colluders of 4, to 0.05 with a 20× honest spread);
 * fewer than k/2 of them cannot loosen the bound: the upper median is then an honest
   size, ``B ≤ c · max h``. At exactly half (k even) the upper median may be a colluder's, so
-  colluders may pass at their own smallest size; the reply gate's magnitude check
-  (:data:`pfednas.wire.validation.MAX_PARAM`) still bounds every value they send.
+  colluders may pass at ``c`` times their own smallest size; a robust aggregation's screen
+  (:mod:`pfednas.nas.aggregation`, a deployment's default) then leaves them out, and the
+  reply gate's magnitude check (:data:`pfednas.wire.validation.MAX_PARAM`) bounds every
+  value they send.
 
 Float arrays are
 bounded; integer arrays (BatchNorm's ``num_batches_tracked``) pass unchanged —
@@ -72,11 +74,8 @@ def upper_median(values: Sequence[float]) -> float:
 
 
 def reference_bound(norms: Sequence[float], factor: float) -> float:
-    """The round's bound ``B = max(m_hi, c · min(m_lo, m_hi))`` of the update sizes, with
-    ``m_lo`` the lower median of the sizes that are not near zero (≥ ``m_hi / c``)."""
-    high = upper_median(norms)
-    low = lower_median([n for n in norms if n >= high / factor])
-    return max(high, factor * min(low, high))
+    """The round's bound ``B = c · m_hi`` of the update sizes (``m_hi``: their upper median)."""
+    return factor * upper_median(norms)
 
 
 def clip_update(returned: Sequence[np.ndarray], sent: Sequence[np.ndarray],

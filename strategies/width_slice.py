@@ -4,7 +4,8 @@ HeteroFL (Diao et al., ICLR'21). The server holds one global model (the search s
 network). A client of capacity level ``r`` trains the global model's width-``r`` slice: every
 hidden width ``ceil(r · C)``, the **leading** channels, the same every round. The server
 averages each global entry over the clients whose slice holds it (entries nobody held keep
-their value). Clients train with the paper's static BatchNorm (batch statistics, none tracked)
+their value; a robust ``federation.aggregation``: its trimmed mean or median over them).
+Clients train with the paper's static BatchNorm (batch statistics, none tracked)
 and scaler (a convolution's output ÷ ``r`` while training), and its masked loss (classes absent
 from the client's train split get logit 0).
 
@@ -31,7 +32,7 @@ from flwr.app import Message, MessageType
 
 from pfednas.hardware.profile import exclusions
 from pfednas.messages import WIDTH_RATE
-from pfednas.nas.merge import overlap_average
+from pfednas.nas.merge import overlap_merge
 from pfednas.options.devices import HeteroFLOptions
 from pfednas.records import StageResult, arch_details
 from pfednas.search import Cost, Region
@@ -123,7 +124,9 @@ class WidthSliceStrategy(PersonalizedStrategy):
             contributions.append((regions, arrays, self.weight(metrics)))
             rows.append({**self.train_row(metrics), "width_rate": rate})
         if contributions and self.enough(len(contributions)):
-            self.arrays = overlap_average(self.arrays, contributions)
+            merged = overlap_merge(self.arrays, contributions, self.budget.aggregation)
+            self.arrays = merged.arrays
+            self.screened(rows, merged.kept)
         return StageResult(train=rows)
 
     # -- personalized evaluation -------------------------------------------------------------

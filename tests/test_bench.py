@@ -106,6 +106,20 @@ def test_a_cell_that_never_finished_is_not_stale_but_not_done(tmp_path: Path) ->
     assert stale_keys(cell) is None and cell_done(cell) is False
 
 
+def test_committed_cells_stay_current_under_the_options_added_since() -> None:
+    # issue 61's federation.aggregation and trim_fraction: every earlier cell ran each
+    # method's mean, which null still is in a simulation
+    root = Path(__file__).resolve().parents[1] / "docs" / "bench"
+    paths = [root / "digits" / "fedavg" / "alpha=0.5" / "seed=0",
+             root / "devices" / "tuning" / "fedavg" / "config=0"]
+    found = [p for p in paths if (p / "summary.json").is_file()]
+
+    differ = {p.name: stale_keys(Cell("fedavg", 0.5, 0, "mobilenetv3", tuple(json.loads(
+        (p / "summary.json").read_text())["overrides"]), p)) for p in found}
+
+    assert found and all(keys == [] for keys in differ.values()), differ
+
+
 # -- uncommitted changes ------------------------------------------------------------------------
 def _git(root: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t",

@@ -250,6 +250,23 @@ def test_at_most_half_colluding_can_neither_zero_nor_loosen_the_bound(
     assert upper_median([*honest, *hostile]) <= bound
 
 
+@pytest.mark.parametrize(("honest", "least_scale"), [((1.0, 1.27), 1.0), ((1.0, 20.0), 0.5)])
+def test_sizes_just_above_the_bound_over_c_cannot_deflate_honest_updates_at_half(
+        honest: tuple[float, float], least_scale: float) -> None:
+    # Prepare: issue 61, finding 9: two of four place their sizes just above m_hi / c,
+    # which the lower median once took as the reference (honest scaled to 0.79 and 0.05)
+    factor = 10.0
+    sizes = [honest[0] / factor * 1.001] * 2 + list(honest)
+    updates = [(shifted(WEIGHTS, size), WEIGHTS) for size in sizes]
+
+    # Execute
+    _, scales = bound_updates(updates, factor)
+
+    # Assert: honest updates within c of the smallest honest pass whole; none below
+    # c · min h / h_i
+    assert scales[2:] == pytest.approx([1.0, least_scale], rel=1e-5)
+
+
 def test_the_gate_refuses_parameters_beyond_the_magnitude_limit() -> None:
     strategy = fedavg()
     list(strategy.configure_train(1))

@@ -83,6 +83,14 @@ class Federation:
     # each training update (reply - what was sent) at most this x the round's median update
     # size (RMS); null: off in a simulation, 10 in a deployment; 0: off
     update_norm_bound: float | None = None
+    # how the server combines the clients' training replies: mean (each method's own average)
+    # | trimmed_mean | median (replies far from the coordinate-wise median left out, then each
+    # entry's trimmed mean or median over the kept clients holding it, weights aside: no
+    # strict minority steers it; pfednas.nas.aggregation); null: mean in a simulation,
+    # median in a deployment
+    aggregation: str | None = None
+    # trimmed_mean: the share of each coordinate's values cut from each end, in [0, 0.5)
+    trim_fraction: float = 0.2
     # deployment: each node's hardware profile (memory-budget-mb, macs-per-second,
     # bandwidth-mbps in its node config, or measured by its ClientApp on first contact) is a
     # claim; one outside these [min, max] (memory_budget_mb, macs_per_second, bandwidth_mbps),

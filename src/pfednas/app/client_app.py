@@ -54,6 +54,8 @@ from pfednas.node.probe import node_profile
 from pfednas.train import default_device
 
 app = ClientApp()
+# no cross-entropy of a working model comes near it; the loss of a broken one is reported as it
+MAX_REPORTED_LOSS = 1e9
 MODEL_DIR_KEY = "model-dir"  # node config: where the node keeps its personalized models
 
 
@@ -283,11 +285,19 @@ def train(msg: Message, context: Context) -> Message:
     return _with_state(msg, context, fit)
 
 
+def reported_loss(loss: float) -> float:
+    """A test loss as the reply carries it: at most :data:`MAX_REPORTED_LOSS`, and that where
+    it is not a number (a model broken before it arrived, e.g. a poisoned global model, gives
+    NaN or Inf logits): the reply still counts, with its accuracy, instead of being refused."""
+    return float(loss) if float(loss) <= MAX_REPORTED_LOSS else MAX_REPORTED_LOSS
+
+
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     def test(client: NumPyClient, config: dict[str, Any]) -> RecordDict:
         loss, num_examples, metrics = client.evaluate(_arrays_of(msg), config)
-        record = MetricRecord({**_scalars(metrics), "loss": loss, "num_examples": num_examples,
+        record = MetricRecord({**_scalars(metrics), "loss": reported_loss(loss),
+                               "num_examples": num_examples,
                                "client_id": client_id_of(context)})
         return RecordDict({"metrics": record})
 

@@ -107,6 +107,19 @@ def check_number(group: str, name: str, value: Any, *, kind: type, low: float | 
         raise ConfigError(f"{group}.{name} must be {relation} {low}, got {value!r}")
 
 
+def check_aggregation(fed: Federation) -> None:
+    """``federation.aggregation`` null or one of the rules, ``trim_fraction`` in [0, 0.5)."""
+    from pfednas.nas.aggregation import RULES
+
+    if fed.aggregation is not None and fed.aggregation not in RULES:
+        raise ConfigError(f"federation.aggregation must be null or {'|'.join(RULES)}, "
+                          f"got {fed.aggregation!r}")
+    check_number("federation", "trim_fraction", fed.trim_fraction, kind=float, low=0)
+    if not fed.trim_fraction < 0.5:
+        raise ConfigError("federation.trim_fraction must be in [0, 0.5), got "
+                          f"{fed.trim_fraction!r}")
+
+
 def check_client_examples(value: Any, num_clients: int) -> None:
     """``federation.client_examples``: null, an integer >= 1, or a list of K of them."""
     if value is None:
@@ -160,6 +173,7 @@ def validate_federation(fed: Federation) -> None:
         if not fed.update_norm_bound < float("inf"):
             raise ConfigError("federation.update_norm_bound must be null, 0 (off) or a finite "
                               f"number > 0, got {fed.update_norm_bound!r}")
+    check_aggregation(fed)
     from pfednas.hardware.profile import ProfileBounds
 
     try:

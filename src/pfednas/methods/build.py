@@ -22,7 +22,7 @@ from pfednas.strategies.base import (
     eval_timeout_for,
     norm_bound_for,
 )
-from pfednas.strategies.budget import Roster
+from pfednas.strategies.budget import Roster, aggregation_for
 from pfednas.strategies.identity import pins_from_env
 
 
@@ -45,7 +45,9 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None, lin
                     eval_finetune=fed.eval_finetune, finetune_both=fed.finetune_both,
                     deployment=deployment,
                     update_norm_bound=norm_bound_for(fed.update_norm_bound,
-                                                     deployment=deployment))
+                                                     deployment=deployment),
+                    aggregation=aggregation_for(fed.aggregation, fed.trim_fraction,
+                                                deployment=deployment))
     train_config = Sgd(lr=fed.lr, momentum=fed.momentum, weight_decay=fed.weight_decay,
                        batch_size=fed.batch_size).to_config()
     roster = (deployment_roster(settings, claimed or {}) if deployment

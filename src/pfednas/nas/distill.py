@@ -9,7 +9,11 @@ details open; the choices made here, and why:
   knowledge models' *softened probabilities* ``softmax(z_k / T)`` (weights =
   the clients' training-set sizes). Averaging probabilities rather than logits
   keeps a model that is confident only on its own few classes (non-IID
-  clients) from dominating classes it never saw.
+  clients) from dominating classes it never saw. With a robust rule
+  (:mod:`pfednas.nas.aggregation`) the knowledge models' probabilities are screened against
+  their coordinate-wise median and each entry is the trimmed mean or median over the kept
+  ones, renormalised to sum to 1: no strict minority of hostile knowledge models sets the
+  teacher.
 * **Loss** — ``T² · KL(p_teacher^T ‖ p_subnet^T)`` per sample (Hinton et al.,
   2015; the ``T²`` keeps gradient sizes comparable across temperatures).
 * **Sandwich rule** (BigNAS / OFA) — every step runs the largest, the smallest
@@ -48,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.data import ArrayDataset
+from pfednas.nas.aggregation import METHOD_MEAN, AggregationRule, robust_merge
 from pfednas.nas.phases import DistillOptions  # noqa: F401 (re-exported)
 from pfednas.search import Arch, SearchSpace, Supernet, recalibrate_batchnorm
 
@@ -92,20 +97,44 @@ def synthetic_inputs(n: int, shape: tuple[int, int, int], rng: np.random.Generat
 
 @torch.no_grad()
 def ensemble_probs(teachers: Sequence[tuple[nn.Module, float]], x: Tensor,
-                   temperature: float) -> Tensor:
-    """Weighted mean of ``softmax(teacher(x) / T)`` over the teachers (eval mode)."""
+                   temperature: float, rule: AggregationRule = METHOD_MEAN) -> Tensor:
+    """Weighted mean of ``softmax(teacher(x) / T)`` over the teachers (eval mode); with a
+    robust ``rule``, each entry's trimmed mean or median over the teachers of weight > 0,
+    each row renormalised to sum to 1."""
     if not teachers:
         raise ValueError("no knowledge models to distil from")
     total = float(sum(w for _, w in teachers))
     if total <= 0:
         raise ValueError("teacher weights must have a positive sum")
+    if rule.robust:
+        return robust_probs([softened(m, x, temperature) for m, w in teachers if w > 0], rule)
     out = torch.zeros(len(x), 0)
     for model, weight in teachers:
-        model.eval()
-        probs = torch.cat([F.softmax(model(x[i:i + EVAL_BATCH]) / temperature, dim=1)
-                           for i in range(0, len(x), EVAL_BATCH)])
+        probs = softened(model, x, temperature)
         out = probs * (weight / total) if out.numel() == 0 else out + probs * (weight / total)
     return out
+
+
+def softened(model: nn.Module, x: Tensor, temperature: float) -> Tensor:
+    """``softmax(model(x) / T)`` in eval mode, in batches."""
+    model.eval()
+    return torch.cat([F.softmax(model(x[i:i + EVAL_BATCH]) / temperature, dim=1)
+                      for i in range(0, len(x), EVAL_BATCH)])
+
+
+def robust_probs(probs: Sequence[Tensor], rule: AggregationRule) -> Tensor:
+    """``(n, classes)`` probabilities by a robust rule over the teachers (screened, then each
+    entry's trimmed mean or median: :func:`pfednas.nas.aggregation.robust_merge`), each row
+    renormalised to sum to 1 (a row the rule zeroes: uniform)."""
+    shape = tuple(probs[0].shape)
+    uniform = np.full(shape, 1.0 / shape[1])
+    whole = (slice(None), slice(None))
+    merged = robust_merge([uniform], [[(0, whole, p.numpy())] for p in probs], rule,
+                          ties_to_current=False).arrays[0]
+    sums = merged.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows = np.where(sums > 0, merged / sums, uniform)
+    return torch.as_tensor(rows.astype(np.float32))
 
 
 def kd_loss(student_logits: Tensor, teacher_probs: Tensor, temperature: float) -> Tensor:

@@ -17,6 +17,11 @@ Integer buffers (``num_batches_tracked``) stay integer: they take the *maximum*
 over the covering clients (the BatchNorms here use a fixed momentum, so the
 counter is bookkeeping only; summing would grow it with the number of clients).
 
+A robust ``rule`` (:mod:`pfednas.nas.aggregation`: the replies screened against the
+coordinate-wise median, then each entry's trimmed mean or median over the kept clients
+covering it) ignores the weights but 0, and treats BatchNorm statistics and integer buffers
+alike (:func:`overlap_merge` also says which replies the screen kept).
+
 Typical calls::
 
     overlap_average(supernet.state_arrays(),
@@ -29,13 +34,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pfednas.nas.aggregation import METHOD_MEAN, AggregationRule, Merged, robust_merge
+
 Region = tuple[int, tuple[slice, ...]]
 Contribution = tuple[Sequence[Region], Sequence[np.ndarray], float]
 """(regions of the client's arch, its arrays in the same order, its weight ≥ 0)."""
 
 
 def overlap_average(
-    supernet_arrays: Sequence[np.ndarray], contributions: Sequence[Contribution]
+    supernet_arrays: Sequence[np.ndarray], contributions: Sequence[Contribution],
+    rule: AggregationRule = METHOD_MEAN,
 ) -> list[np.ndarray]:
     """Merge subnet arrays into the supernet, averaging each entry over its covering clients.
 
@@ -47,6 +55,9 @@ def overlap_average(
         ``(regions, arrays, weight)`` per client: ``regions[j] = (tensor index,
         slices)`` says where ``arrays[j]`` sits in ``supernet_arrays``
         (``Supernet.regions(arch)``); typically weight = number of samples.
+    rule:
+        ``mean`` (the weighted average above), or a robust rule
+        (:func:`pfednas.nas.aggregation.robust_merge` over the contributions of weight > 0).
 
     Returns
     -------
@@ -80,10 +91,31 @@ def overlap_average(
                     groups[i] = [(where, value, weight)]
                 else:
                     group.append((where, value, weight))
+    if rule.robust:
+        return overlap_merge(supernet_arrays, contributions, rule).arrays
     out = [np.array(a, copy=True) for a in supernet_arrays]
     for i, entries in groups.items():
         (_merge_max if is_int[i] else _merge_mean)(out[i], entries)
     return out
+
+
+def overlap_merge(supernet_arrays: Sequence[np.ndarray], contributions: Sequence[Contribution],
+                  rule: AggregationRule) -> Merged:
+    """:func:`overlap_average`, and for each contribution whether a robust rule's screen kept
+    it (every one for the mean; a robust rule leaves out the contributions of weight 0)."""
+    if not rule.robust:
+        return Merged(overlap_average(supernet_arrays, contributions), [True] * len(contributions))
+    if any(weight < 0 for _, _, weight in contributions):
+        raise ValueError(f"negative weight in {[w for _, _, w in contributions]}")
+    holding = [c for c, (_, _, weight) in enumerate(contributions) if weight > 0]
+    merged = robust_merge(supernet_arrays, [
+        [(i, where, value) for (i, where), value in zip(contributions[c][0], contributions[c][1],
+                                                        strict=True)]
+        for c in holding], rule)
+    kept = [True] * len(contributions)
+    for c, keep in zip(holding, merged.kept, strict=True):
+        kept[c] = keep
+    return Merged(merged.arrays, kept)
 
 
 def _same_region(entries: list[tuple[tuple[slice, ...], np.ndarray, float]]) -> bool:
@@ -137,3 +169,4 @@ def _merge_max(out: np.ndarray, entries: list[tuple[tuple[slice, ...], np.ndarra
         best[where] = np.maximum(best[where], np.asarray(value, out.dtype))
         covered[where] = True
     out[covered] = best[covered]
+
