@@ -162,6 +162,7 @@ def _compute(g: GroupRow) -> str:
 COLUMNS = ("method", "α", "acc (mean ± std over seeds)", "worst-10 %", "err ÷ FedAvg+FT",
            "err ÷ best baseline", "Δ acc − best baseline, paired by seed [95 % CI]")
 COST_COLUMNS = ("method", "α", "client compute ÷ FedAvg(+FT)", "client MACs ÷ FedAvg(+FT)",
+                "forward-only MACs ÷ trained",
                 "training traffic (all messages) ÷ best baseline", "params mean (min–max)",
                 "training memory MiB mean (min–max)", "budget used (cost ÷ budget)", "simulated s",
                 "server s (its search)",
@@ -245,6 +246,14 @@ def _traffic(g: GroupRow, best: GroupRow | None) -> str:
     return f"{ratio:.2f}×" + ("" if whole is None else f" ({whole:.2f}×)")
 
 
+def _forward(g: GroupRow) -> str:
+    """The clients' forward-only MACs besides training (a search's measurements) ÷ the MACs
+    they trained (``—``: runs from before the count, or nothing trained)."""
+    if g.forward_macs is None or g.client_macs <= 0:
+        return "—"
+    return f"{g.forward_macs / g.client_macs:.2f}"
+
+
 def _server(g: GroupRow) -> str:
     """The server's own compute over the run, seconds on the machine that ran it (HAPFNAS's
     distillation, predictors and evolution; every method's aggregation): beside the
@@ -264,7 +273,8 @@ def cost_rows(results: BenchResults, labels: Sequence[str]) -> list[str]:
             + ("" if g.at_once == 1 else f", {g.at_once} cells at once")
         out.append("| " + " | ".join([
             row_name(g, published_too(results, g)), f"{g.alpha:g}", _compute(g),
-            _ratio(g.macs_ratio_fedavg_ft), _traffic(g, best_of(results, g)), _params(g),
+            _ratio(g.macs_ratio_fedavg_ft), _forward(g), _traffic(g, best_of(results, g)),
+            _params(g),
             _memory(g), _ratio(g.budget_used),
             f"{seconds_cell(plain)} ({seconds_cell(heavy)})", _server(g),
             f"{time_cell(plain)} ({time_cell(heavy)})",

@@ -56,6 +56,9 @@ class RunRow:
     bytes_train: float = 0.0         # the training messages' (accepted replies and their sends)
     server_seconds: float | None = None  # the server's own compute (its search), this CPU
     client_macs: float = 0.0         # per client, what it trained (its own fine-tuning too)
+    # per client, its forward-only passes besides training (a search's measurements; None:
+    # a run from before they were counted)
+    forward_macs: float | None = None
     budget_used: float | None = None  # mean over clients of its model's cost ÷ its budget
     memory: tuple[int, ...] = ()  # each client's model's training memory, bytes (): not recorded
 
@@ -97,6 +100,7 @@ class GroupRow:
     server_seconds: float | None = None  # mean over seeds of the server's own compute seconds
     client_macs: float = 0.0  # mean over seeds of the MACs a client trained (its fine-tuning too)
     macs_ratio_fedavg_ft: float | None = None  # client_macs ÷ FedAvg+FT's
+    forward_macs: float | None = None  # mean over seeds (None: a seed's run did not count them)
     budget_used: float | None = None  # mean over seeds of the clients' mean cost ÷ budget
     # the clients' models' training memory, bytes, over every seed's clients (None: a seed's
     # run did not record it)
@@ -202,6 +206,8 @@ def run_rows(run: Run) -> list[RunRow]:
         bytes_train=training_bytes(run.rounds),
         server_seconds=_float_or_none(s.get("server_seconds")),
         client_macs=trained_macs(run.rounds, ("train", "evaluation")) / len(clients),
+        forward_macs=(None if s.get("client_forward_macs") is None
+                      else float(s["client_forward_macs"]) / len(clients)),
         budget_used=budget_used(clients) if chosen_within_budgets(run.config) else None,
         memory=training_memory(clients))
     if "personalized_acc_no_ft_mean" not in s:
@@ -380,6 +386,7 @@ def _group(runs: list[RunRow]) -> GroupRow:
         bytes_train=float(np.mean([r.bytes_train for r in runs])),
         server_seconds=_mean_or_none([r.server_seconds for r in runs]),
         client_macs=float(np.mean([r.client_macs for r in runs])),
+        forward_macs=_mean_or_none([r.forward_macs for r in runs]),
         budget_used=_mean_or_none([r.budget_used for r in runs]),
         **_memory(runs))
 
