@@ -131,37 +131,50 @@ def coordinate_values(values: np.ndarray, rule: AggregationRule,
     np.ndarray
         ``(n,)`` float64; NaN where no client holds the coordinate.
     """
-    if not rule.robust:
+    if held is not None and not held.all():
+        rows = np.where(held.T, values.T, np.inf).astype(_float_type(values.dtype))
+        holders = held.sum(axis=0).astype(np.int64)
+    else:
+        rows, holders = np.array(values.T, _float_type(values.dtype), order="C"), None
+    return _on_rows(rows, holders, [(rule, reference)])[0]
+
+
+def _float_type(dtype: np.dtype) -> np.dtype:
+    """The type values are sorted in: their own float type (sorting is exact), else float64."""
+    return np.dtype(dtype) if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
+
+
+def _on_rows(rows: np.ndarray, holders: np.ndarray | None,
+             rules: Sequence[tuple[AggregationRule, np.ndarray | None]]) -> list[np.ndarray]:
+    """Each ``(rule, reference)`` on ``(n, k)`` rows (a coordinate's values from each client,
+    ``+inf`` where the client does not hold it; ``holders``: how many do, None: all), sorting
+    each chunk of rows once; ``rows`` is not changed."""
+    if not all(rule.robust for rule, _ in rules):
         raise ValueError("coordinate_values takes a robust rule (trimmed_mean or median)")
-    k, n = values.shape
-    out = np.empty(n, np.float64)
+    n, k = rows.shape
+    out = [np.empty(n, np.float64) for _ in rules]
     for begin in range(0, n, CHUNK):
         part = slice(begin, min(begin + CHUNK, n))
-        out[part] = _chunk(values[:, part], rule, None if held is None else held[:, part],
-                           None if reference is None else reference[part])
+        ordered = np.sort(rows[part], axis=1)  # held values first, +inf last
+        count = np.full(len(ordered), k, np.int64) if holders is None else holders[part]
+        for result, (rule, reference) in zip(out, rules, strict=True):
+            result[part] = _apply(ordered, count, rule,
+                                  None if reference is None else reference[part])
     return out
 
 
-def _chunk(values: np.ndarray, rule: AggregationRule, held: np.ndarray | None,
+def _apply(rows: np.ndarray, holders: np.ndarray, rule: AggregationRule,
            reference: np.ndarray | None) -> np.ndarray:
-    """:func:`coordinate_values` of one chunk of coordinates."""
-    # (n, k): each coordinate's values in a row, in their own float type (sorting is exact)
-    dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.dtype(np.float64)
-    rows = np.array(values.T, dtype, order="C")
-    k = rows.shape[1]
-    if held is None:
-        holders = np.full(len(rows), k, np.int64)
-    else:
-        rows[~held.T] = np.inf  # sorted past every held value
-        holders = held.sum(axis=0).astype(np.int64)
-    rows.sort(axis=1)
+    """``rule`` on each sorted row's ``holders`` first values."""
     if rule.rule == MEDIAN:
         return _median(rows, holders, reference)
     cut = rule.cut(holders)
-    total = np.zeros(len(rows), np.float64)
-    for j in range(k):  # in sorted order, element-wise: the same sum on every CPU
-        keep = (j >= cut) & (j < holders - cut)
-        total += np.where(keep, rows[:, j].astype(np.float64), 0.0)
+    # running sums in sorted order (a sequential scan: the same sums on every CPU); the kept
+    # values' sum is the difference of two, both over held (finite) values only
+    sums = np.zeros((len(rows), rows.shape[1] + 1), np.float64)
+    np.cumsum(rows, axis=1, dtype=np.float64, out=sums[:, 1:])
+    at = np.arange(len(rows))
+    total = sums[at, holders - cut] - sums[at, cut]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(holders > 0, total / (holders - 2 * cut), np.nan)
 
@@ -205,6 +218,8 @@ def robust_merge(current: Sequence[np.ndarray], clients: Sequence[Sequence[Piece
 
     ``ties_to_current``: the median's even-count ties go to the value nearer ``current``
     (the server's, as sent); False: their mean (``current`` then only shapes the result).
+    Each tensor's values are sorted once for the centre and the rule over every client;
+    only where the screen leaves a client out is the rule taken again over the kept.
     """
     if not rule.robust:
         raise ValueError("robust_merge takes a robust rule (trimmed_mean or median)")
@@ -215,50 +230,71 @@ def robust_merge(current: Sequence[np.ndarray], clients: Sequence[Sequence[Piece
                 raise ValueError(f"tensor {i}: region shape {current[i][where].shape} "
                                  f"!= array shape {np.shape(value)}")
             groups.setdefault(i, []).append((client, where, value))
-    kept = screen(_distances(current, groups, len(clients), ties_to_current))
+    total, count = np.zeros(len(clients)), np.zeros(len(clients))
+    every: dict[int, tuple[np.ndarray, np.ndarray | None, Any]] = {}
+    for i, entries in groups.items():
+        rows, holders, where = _rows(current[i], entries)
+        rules: list[tuple[AggregationRule, np.ndarray | None]] = [(rule, None)]
+        floats = np.issubdtype(current[i].dtype, np.floating)
+        if floats:
+            reference = np.asarray(current[i][where], np.float64).reshape(-1)
+            rules.append((CENTRE, reference if ties_to_current else None))
+        results = _on_rows(rows, holders, rules)
+        every[i] = (results[0], None if holders is None else holders > 0, where)
+        if floats:  # each client's squared distance to the centre, over its entries
+            square, held = _squares(rows, results[1])
+            clients_of = [client for client, _, _ in entries]
+            np.add.at(total, clients_of, square)
+            np.add.at(count, clients_of, held)
+    kept = screen([float(np.sqrt(t / n)) if n else 0.0 for t, n in zip(total, count,
+                                                                         strict=True)])
     out = [np.array(a, copy=True) for a in current]
     for i, entries in groups.items():
-        chosen = [e for e in entries if kept[e[0]]]
-        if chosen:
-            _write(out[i], chosen, rule)
+        if all(kept[client] for client, _, _ in entries):
+            _put(out[i], *every[i])
+        elif chosen := [e for e in entries if kept[e[0]]]:
+            rows, holders, where = _rows(out[i], chosen)
+            _put(out[i], _on_rows(rows, holders, [(rule, None)])[0],
+                 None if holders is None else holders > 0, where)
     return Merged(out, kept)
 
 
-def _distances(current: Sequence[np.ndarray], groups: dict[int, list[tuple[int, Any,
-               np.ndarray]]], clients: int, ties_to_current: bool) -> list[float]:
-    """Each client's RMS distance to the coordinate-wise median over its float entries."""
-    total, count = np.zeros(clients), np.zeros(clients)
-    for i, entries in groups.items():
-        if not np.issubdtype(current[i].dtype, np.floating):
-            continue
-        stack, held, where = _stacked(current[i], entries)
-        reference = np.asarray(current[i][where], np.float64).reshape(-1)
-        centre = coordinate_values(stack, CENTRE, held,
-                                   reference if ties_to_current else None)
-        for row, (client, _, _) in enumerate(entries):
-            diff = stack[row].astype(np.float64) - centre
-            if held is not None:
-                diff = diff[held[row]]
-            total[client] += float(np.sum(np.square(diff)))  # numpy's reduction, not BLAS
-            count[client] += diff.size
-    return [float(np.sqrt(t / n)) if n else 0.0 for t, n in zip(total, count, strict=True)]
-
-
-def _stacked(tensor: np.ndarray, entries: list[tuple[int, Any, np.ndarray]]
-             ) -> tuple[np.ndarray, np.ndarray | None, Any]:
-    """The entries' values as ``(k, n)`` rows: over their common region where they share one
-    (``held`` None), else over the whole tensor with ``held`` marking each one's region."""
-    first = entries[0][1]
+def _rows(tensor: np.ndarray, entries: list[tuple[int, Any, np.ndarray]]
+          ) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    """The entries' values as ``(n, k)`` rows, one column per entry: over their common region
+    where they share one (every client holds every entry: ``holders`` None), else over the
+    whole tensor, ``+inf`` where an entry's region leaves a coordinate out, with how many
+    clients hold each coordinate."""
+    first, k = entries[0][1], len(entries)
+    dtype = _float_type(np.result_type(*(np.asarray(v).dtype for _, _, v in entries)))
     if _same(first, entries):
-        stack = np.stack([np.asarray(v).reshape(-1) for _, _, v in entries])
-        return stack, None, first
-    dtype = np.result_type(*(np.asarray(v).dtype for _, _, v in entries), np.float32)
-    stack = np.zeros((len(entries), tensor.size), dtype)
-    held = np.zeros((len(entries), tensor.size), bool)
-    for row, (_, where, value) in enumerate(entries):
-        stack[row].reshape(tensor.shape)[where] = value
-        held[row].reshape(tensor.shape)[where] = True
-    return stack, held, tuple(slice(None) for _ in tensor.shape)
+        rows = np.empty((int(np.size(tensor[first])), k), dtype)
+        for column, (_, _, value) in enumerate(entries):
+            rows[:, column] = np.asarray(value).reshape(-1)
+        return rows, None, first
+    rows = np.full((tensor.size, k), np.inf, dtype)
+    holders = np.zeros(tensor.size, np.int64)
+    grid, counts = rows.reshape(*tensor.shape, k), holders.reshape(tensor.shape)
+    for column, (_, where, value) in enumerate(entries):
+        index = where if isinstance(where, tuple) else (where,)
+        grid[(*index, column)] = value
+        counts[index] += 1
+    return rows, holders, tuple(slice(None) for _ in tensor.shape)
+
+
+def _squares(rows: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the sum of squared differences to ``centre`` over its held (finite)
+    entries, and how many it holds; summed chunk by chunk, row after row (numpy's reduction
+    over the outer axis: the same sums on every CPU)."""
+    total, held = np.zeros(rows.shape[1]), np.zeros(rows.shape[1])
+    for begin in range(0, len(rows), CHUNK):
+        part = slice(begin, begin + CHUNK)
+        finite = np.isfinite(rows[part])
+        with np.errstate(invalid="ignore"):
+            square = np.square(rows[part].astype(np.float64) - centre[part, None])
+        total += np.where(finite, square, 0.0).sum(axis=0)
+        held += finite.sum(axis=0)
+    return total, held
 
 
 def _same(first: Any, entries: list[tuple[int, Any, np.ndarray]]) -> bool:
@@ -271,17 +307,16 @@ def _same(first: Any, entries: list[tuple[int, Any, np.ndarray]]) -> bool:
         return False
 
 
-def _write(tensor: np.ndarray, entries: list[tuple[int, Any, np.ndarray]],
-           rule: AggregationRule) -> None:
-    """``tensor`` (in place) ← ``rule`` over the entries, on the entries covered."""
-    stack, held, where = _stacked(tensor, entries)
-    merged = coordinate_values(stack, rule, held)
-    if held is None:
+def _put(tensor: np.ndarray, merged: np.ndarray, covered: np.ndarray | None, where: Any
+         ) -> None:
+    """``tensor`` (in place) ← the merged values: on ``where`` (``covered`` None), else on
+    the entries ``covered`` marks (flat over the whole tensor)."""
+    if covered is None:
         region = tensor[where]
         tensor[where] = as_dtype(merged, tensor.dtype).reshape(np.shape(region))
         return
-    covered = held.any(axis=0).reshape(tensor.shape)
-    tensor[covered] = as_dtype(merged.reshape(tensor.shape)[covered], tensor.dtype)
+    mask = covered.reshape(tensor.shape)
+    tensor[mask] = as_dtype(merged.reshape(tensor.shape)[mask], tensor.dtype)
 
 
 def aggregate(updates: Sequence[tuple[Sequence[np.ndarray], float]], rule: AggregationRule,
