@@ -173,7 +173,8 @@ def test_outsider_with_the_ca_certificate_cannot_run_code_through_the_published_
         gateway_port = free_port()
         published = f"{HOST}:{gateway_port}"
         gateway = federation.spawn(fleet_gateway_command(
-            host=HOST, port=gateway_port, upstream=federation.address, tls=certs),
+            host=HOST, port=gateway_port, upstream=federation.address, tls=certs,
+            node_keys=tmp_path / "keys"),
             "fleet-gateway.log")
         wait_healthy(f"https://{published}/health", gateway,
                      federation.log_dir / "fleet-gateway.log", cafile=certs.ca_cert)

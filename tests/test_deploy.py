@@ -91,7 +91,8 @@ def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path
         federation.register([keys[0].public])
         gateway_port, port = free_port(), free_port()
         gateway = federation.spawn(fleet_gateway_command(
-            host=HOST, port=gateway_port, upstream=federation.address, tls=certs),
+            host=HOST, port=gateway_port, upstream=federation.address, tls=certs,
+            node_keys=tmp_path / "keys"),
             "fleet-gateway.log")
         wait_healthy(f"https://{HOST}:{gateway_port}/health", gateway,
                      out / "logs" / "fleet-gateway.log", cafile=certs.ca_cert)

@@ -370,7 +370,9 @@ def test_no_container_gets_the_ca_key_or_a_whole_secret_folder() -> None:
     link = {"superlink.secret"}
     expected = {
         "superlink": ({"ca.crt", "server.pem", "server.key"}, set(), link),
-        "fleet-gateway": ({"ca.crt", "server.pem", "server.key"}, set(), set()),
+        # only the registered nodes' signed Fleet calls pass the gateway (--node-keys)
+        "fleet-gateway": ({"ca.crt", "server.pem", "server.key"},
+                          {f"node-{i}.pub" for i in range(NODES)}, set()),
         # the public keys pin client ids to nodes (PFEDNAS_NODE_KEYS)
         "serverapp": ({"ca.crt"}, {f"node-{i}.pub" for i in range(NODES)}, link),
         "register": ({"ca.crt"}, {f"node-{i}.pub" for i in range(NODES)}, set()),
@@ -432,7 +434,7 @@ def test_compose_uses_the_flags_of_the_local_run(tmp_path: Path) -> None:
                                               superexec_secret=secret)
             assert flags(svc[f"clientapp-{i}"]["command"]) == flags(node_executor), variant
     gateway = fleet_gateway_command(host="0.0.0.0", port=9092, upstream="superlink:9093",
-                                    tls=tls_files)
+                                    tls=tls_files, node_keys="keys")
     assert flags(services["tls"]["fleet-gateway"]["command"]) == flags(gateway)
 
 
@@ -460,7 +462,7 @@ def test_documented_flower_commands_use_the_local_run_flags(tmp_path: Path) -> N
     assert gateways, "DEPLOYMENT.md shows the gateway command"
     for command in gateways:
         assert flags(command) == flags(fleet_gateway_command(
-            host="h", port=1, upstream="u", tls=tls_files)), shlex.join(command)
+            host="h", port=1, upstream="u", tls=tls_files, node_keys="k")), shlex.join(command)
 
 
 # -- CLI input ---------------------------------------------------------------------------------

@@ -95,12 +95,15 @@ def _secret(path: Path | None, isolation: str) -> list[str]:
     return ["--superexec-auth-secret-file", str(path)]
 
 
-def fleet_gateway_command(*, host: str, port: int, upstream: str, tls: TlsFiles) -> list[str]:
+def fleet_gateway_command(*, host: str, port: int, upstream: str, tls: TlsFiles,
+                          node_keys: Path | str) -> list[str]:
     """The published face of a SuperLink: its Fleet API only, over TLS with ``tls``'s
-    server certificate (valid for the name SuperNodes dial), verifying ``upstream``."""
+    server certificate (valid for the name SuperNodes dial), verifying ``upstream``, for
+    the nodes whose public keys (``node-<i>.pub``) are in the folder ``node_keys``."""
     return ["python", "-m", "pfednas.deploy.fleet_gateway", "--host", host, "--port", str(port),
             "--upstream", upstream, "--ssl-certfile", str(tls.server_cert),
-            "--ssl-keyfile", str(tls.server_key), "--ssl-ca-certfile", str(tls.ca_cert)]
+            "--ssl-keyfile", str(tls.server_key), "--ssl-ca-certfile", str(tls.ca_cert),
+            "--node-keys", str(node_keys)]
 
 
 def supernode_command(*, superlink: str, runtime_host: str, runtime_port: int,

@@ -8,21 +8,29 @@ executes on every silo (``tests/test_control_api_exposure.py`` shows it). So the
 listens where only its operator reaches it (loopback, or the compose ``link`` network),
 and this gateway, on the published port, forwards to it only
 
-* ``POST /v1/fleet/<call>`` for the twelve calls of Flower 1.41's Fleet API (which
-  SuperNode authentication guards), and
+* ``POST /v1/fleet/<call>`` for the twelve calls of Flower 1.41's Fleet API, signed by a
+  registered SuperNode (``--node-keys``, checked on the headers before any body), and
 * ``GET`` / ``HEAD /health``;
 
 every other request (Control, Runtime, ``/docs``, a path with ``..``, ``%`` or a query)
-is answered ``404`` here and never reaches the SuperLink. The gateway serves TLS with the
-SuperLink's certificate and verifies the SuperLink's certificate upstream::
+is answered ``404`` here, and a Fleet call without a registered node's signature ``401``:
+neither reaches the SuperLink. The gateway serves TLS with the SuperLink's certificate and
+verifies the SuperLink's certificate upstream::
 
     python -m pfednas.deploy.fleet_gateway --host 0.0.0.0 --port 9092 \\
         --upstream 127.0.0.1:9093 --ssl-certfile certificates/server.pem \\
-        --ssl-keyfile certificates/server.key --ssl-ca-certfile certificates/ca.crt
+        --ssl-keyfile certificates/server.key --ssl-ca-certfile certificates/ca.crt \\
+        --node-keys keys
 
-**What a caller can make it hold.** The gateway authenticates nobody (the SuperLink
-checks the node's signature once it has the request), so it bounds what anyone who
-reaches the port can make it hold:
+**Who gets in.** ``--node-keys`` is the folder of the ``node-<i>.pub`` files the operator
+registers with ``flwr supernode register``. A Fleet call is forwarded only when its
+headers carry one of these keys, a timestamp of the last 305 s and that key's signature
+over it: the check the SuperLink makes (:mod:`pfednas.deploy.fleet_auth`), made here
+before a byte of body is read, so an outsider can make the gateway hold request heads and
+connections (bounded below) but never a body, and no outsider can hold what a registered
+node needs.
+
+**What a caller can make it hold.**
 
 * Bodies per call, refused ``413`` as soon as ``Content-Length`` exceeds them (``411``
   for a body without one), before a byte of body is read.
@@ -44,21 +52,20 @@ reaches the port can make it hold:
   limited here.
 * A body is read in full (at most its call's limit) and forwarded only once every
   declared byte arrived, rather than streamed, so that a client that leaves early has
-  nothing forwarded; one that pauses over ``--read-timeout`` between chunks, or is slower
-  on average than :data:`MIN_BODY_RATE` (64 KiB/s), gets ``408``. The bodies held at
-  once are at most ``--max-buffered-mb`` (``503`` beyond).
+  nothing forwarded. It gets ``408`` when it pauses over ``--read-timeout`` between
+  chunks, or falls behind :data:`MIN_BODY_RATE` (64 KiB/s) after the first
+  ``--read-timeout`` seconds. The bodies held at once, counted by the bytes received
+  (not declared), are at most ``--max-buffered-mb`` (``503`` beyond).
 * A request head (request line and headers) still incomplete past :data:`HEAD_BYTES`
   gets ``400``; one not complete ``--read-timeout`` after the TLS handshake or the
   previous response has its connection aborted; an idle keep-alive connection is closed
   after :data:`KEEP_ALIVE_S` seconds.
-* One client address has at most ``--max-per-peer`` requests in flight (``503`` beyond)
-  and twice that many connections (aborted beyond); all clients together at most
-  ``--max-connections`` (uvicorn's ``limit_concurrency``: ``503`` beyond).
-
-Not bounded here: a TCP connection that never finishes its TLS handshake is closed by the
-event loop after its 60 s handshake timeout (uvicorn exposes no setting for it); until
-then it counts against no cap here (about 50 KB of memory each, as many as the
-process's open-file limit allows).
+* Requests in flight: ``--max-per-peer`` per registered node (by its key), and as many
+  per client address for ``/health`` (``503`` beyond).
+* Connections, counted from the TCP accept (:mod:`pfednas.deploy.fleet_connections`):
+  twice ``--max-per-peer`` per client address and ``--max-connections`` in all, aborted at
+  the accept beyond; a TLS handshake not complete ``--read-timeout`` after the accept is
+  aborted.
 """
 
 from __future__ import annotations
@@ -75,9 +82,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h11
 import httpx
-from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from pfednas.deploy.fleet_auth import RegisteredKeys, signer
+from pfednas.deploy.fleet_connections import guarded_protocol, server_context
 
 FLEET_CALLS = (
     "register-node", "activate-node", "deactivate-node", "unregister-node",
@@ -94,7 +102,7 @@ DEFAULT_BUFFERED_MB = 128
 DEFAULT_PER_PEER = 8
 DEFAULT_CONNECTIONS = 256
 DEFAULT_READ_TIMEOUT_S = 10.0
-MIN_BODY_RATE = 64 * KiB  # bytes per second, on average over a body
+MIN_BODY_RATE = 64 * KiB  # bytes per second, after the first read timeout of a body
 HEAD_BYTES = 16 * KiB
 KEEP_ALIVE_S = 5
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -107,6 +115,7 @@ log = logging.getLogger("pfednas.fleet_gateway")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Take = Callable[[int], None]
 
 
 class Refused(Exception):
@@ -129,6 +138,7 @@ class GatewayLimits:
     object_bytes: int = DEFAULT_OBJECT_MB * MiB
     buffered_bytes: int = DEFAULT_BUFFERED_MB * MiB
     requests_per_peer: int = DEFAULT_PER_PEER
+    connections: int = DEFAULT_CONNECTIONS
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
 
     def body_limit(self, path: str) -> int:
@@ -138,16 +148,15 @@ class GatewayLimits:
             return MESSAGES_BODY_BYTES
         return 0 if path == "/health" else CONTROL_BODY_BYTES
 
-    def body_deadline_s(self, size: int) -> float:
-        return self.read_timeout_s + size / MIN_BODY_RATE
-
     def __str__(self) -> str:
         return (f"bodies up to {self.object_bytes / MiB:g} MiB (push-object), "
                 f"{MESSAGES_BODY_BYTES // KiB} KiB (push-messages), "
                 f"{CONTROL_BODY_BYTES // KiB} KiB (other calls), "
                 f"{self.buffered_bytes / MiB:g} MiB held at once; "
-                f"{self.requests_per_peer} requests per address; "
-                f"read timeout {self.read_timeout_s:g} s")
+                f"{self.requests_per_peer} requests per node or address; "
+                f"{2 * self.requests_per_peer} connections per address, "
+                f"{self.connections} in all; read and handshake timeout "
+                f"{self.read_timeout_s:g} s")
 
 
 def forwarded_path(method: str, raw_path: bytes, query: bytes) -> str | None:
@@ -176,27 +185,58 @@ def declared_size(method: str, headers: Iterable[tuple[bytes, bytes]], limit: in
     return size
 
 
-async def read_body(receive: Receive, size: int, *, idle_s: float, total_s: float) -> bytes:
-    """Exactly ``size`` bytes of body; :class:`Refused` ``408`` when the client pauses over
-    ``idle_s`` or the whole body takes over ``total_s``; :class:`ClientGone` when the
-    client leaves (or ends its body) before ``size`` bytes."""
+class BodyBudget:
+    """Body bytes the gateway holds, all requests together, counted as they arrive."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    @contextmanager
+    def holding(self) -> Iterator[Take]:
+        """``take(n)`` for one request's next ``n`` bytes (:class:`Refused` ``503`` past the
+        limit); everything it took is given back at the exit."""
+        taken = 0
+
+        def take(n: int) -> None:
+            nonlocal taken
+            if self.held + n > self.limit:
+                raise Refused(503, "gateway busy: too many request bodies in flight")
+            self.held += n
+            taken += n
+
+        try:
+            yield take
+        finally:
+            self.held -= taken
+
+
+async def read_body(receive: Receive, size: int, *, take: Take, idle_s: float,
+                    min_rate: float) -> bytes:
+    """Exactly ``size`` bytes of body, each ``take``-n as it arrives; :class:`Refused`
+    ``408`` when the client pauses over ``idle_s``, or when ``idle_s + n / min_rate``
+    seconds after the start it has sent no more than ``n`` bytes; :class:`ClientGone` when
+    the client leaves (or ends its body) before ``size`` bytes."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + total_s
+    start = loop.time()
     chunks: list[bytes] = []
     received = 0
     more = True
     while more:
+        due = start + idle_s + received / min_rate  # the next bytes must be here by then
         try:
-            message = await asyncio.wait_for(receive(), min(idle_s, deadline - loop.time()))
+            message = await asyncio.wait_for(receive(), min(idle_s, due - loop.time()))
         except TimeoutError:
             raise Refused(408, f"request body incomplete after {received} bytes") from None
         if message["type"] == "http.disconnect":
             raise ClientGone(f"left after {received} of {size} bytes")
-        chunks.append(message.get("body", b""))
-        received += len(chunks[-1])
-        more = message.get("more_body", False)
-        if received > size:
+        chunk = message.get("body", b"")
+        if received + len(chunk) > size:
             raise Refused(413, f"request body over its Content-Length of {size} bytes")
+        take(len(chunk))
+        chunks.append(chunk)
+        received += len(chunk)
+        more = message.get("more_body", False)
     if received != size:
         raise ClientGone(f"ended its body after {received} of {size} bytes")
     return b"".join(chunks)
@@ -222,16 +262,18 @@ async def _refuse(send: Send, refused: Refused) -> None:
 
 
 class FleetGateway:
-    """An ASGI app forwarding the Fleet API calls to ``upstream`` (``https://HOST:PORT``)."""
+    """An ASGI app forwarding the Fleet API calls that a node of ``keys`` signed to
+    ``upstream`` (``https://HOST:PORT``)."""
 
-    def __init__(self, upstream: str, verify: ssl.SSLContext,
+    def __init__(self, upstream: str, verify: ssl.SSLContext, keys: RegisteredKeys,
                  limits: GatewayLimits | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.verify = verify
+        self.keys = keys
         self.limits = limits or GatewayLimits()
         self.client: httpx.AsyncClient | None = None
-        self.in_flight: Counter[str] = Counter()  # requests being served, per client address
-        self.buffered = 0  # body bytes the requests being served may hold, all together
+        self.in_flight: Counter[str] = Counter()  # requests being served, per node or address
+        self.budget = BodyBudget(self.limits.buffered_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -259,10 +301,11 @@ class FleetGateway:
         try:
             if path is None:
                 raise Refused(404, "not served here: this port forwards the Fleet API only")
+            holder = peer if path == "/health" else self._node(scope["headers"])
             size = declared_size(method, scope["headers"], self.limits.body_limit(path))
-            with self._held(peer, size):
-                body = await read_body(receive, size, idle_s=self.limits.read_timeout_s,
-                                       total_s=self.limits.body_deadline_s(size))
+            with self._in_flight(holder), self.budget.holding() as take:
+                body = await read_body(receive, size, take=take,
+                                       idle_s=self.limits.read_timeout_s, min_rate=MIN_BODY_RATE)
                 await self._forward(method, path, scope["headers"], body, send)
         except Refused as refused:
             what = "not a Fleet API call" if refused.status == 404 else refused.reason
@@ -273,22 +316,25 @@ class FleetGateway:
             log.warning("dropped %s %s from %s, nothing forwarded: the client %s", method, path,
                         peer, gone)
 
+    def _node(self, headers: list[tuple[bytes, bytes]]) -> str:
+        """The registered node that signed the request, or :class:`Refused` ``401``."""
+        node = signer(headers, self.keys)
+        if node is None:
+            raise Refused(401, "not signed by a registered SuperNode (--node-keys)")
+        return node.name
+
     @contextmanager
-    def _held(self, peer: str, size: int) -> Iterator[None]:
-        """Count a request against its peer's and everyone's caps while it is served."""
-        if self.in_flight[peer] >= self.limits.requests_per_peer:
-            raise Refused(503, f"over {self.limits.requests_per_peer} requests from {peer}")
-        if self.buffered + size > self.limits.buffered_bytes:
-            raise Refused(503, "gateway busy: too many request bodies in flight")
-        self.in_flight[peer] += 1
-        self.buffered += size
+    def _in_flight(self, holder: str) -> Iterator[None]:
+        """Count a request against its node's (or address's) cap while it is served."""
+        if self.in_flight[holder] >= self.limits.requests_per_peer:
+            raise Refused(503, f"over {self.limits.requests_per_peer} requests from {holder}")
+        self.in_flight[holder] += 1
         try:
             yield
         finally:
-            self.buffered -= size
-            self.in_flight[peer] -= 1
-            if not self.in_flight[peer]:
-                del self.in_flight[peer]
+            self.in_flight[holder] -= 1
+            if not self.in_flight[holder]:
+                del self.in_flight[holder]
 
     async def _forward(self, method: str, path: str, headers: list[tuple[bytes, bytes]],
                        body: bytes, send: Send) -> None:
@@ -303,62 +349,6 @@ class FleetGateway:
         reply_headers = [(k, v) for k, v in reply.headers.multi_items()
                          if k.lower() not in HOP_BY_HOP]
         await _respond(send, reply.status_code, reply.content, reply_headers)
-
-
-def guarded_h11(*, head_timeout_s: float, connections_per_peer: int) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with two guards uvicorn lacks: a request head must be complete
-    ``head_timeout_s`` after the TLS handshake or the previous response (uvicorn times out
-    only a keep-alive connection that sends nothing), and one client address holds at most
-    ``connections_per_peer`` connections. Either aborts the connection."""
-
-    class GuardedH11Protocol(H11Protocol):
-        head_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            peer = self.client[0] if self.client else None
-            if peer is not None and _connections_of(self.connections, peer) > connections_per_peer:
-                log.warning("aborted a connection from %s: over %d connections", peer,
-                            connections_per_peer)
-                transport.abort()
-                return
-            self._start_head_timer()
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self.conn.their_state is not h11.IDLE:  # a head arrived (or the request failed)
-                self._stop_head_timer()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-                self._start_head_timer()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_head_timer()
-            super().connection_lost(exc)
-
-        def _start_head_timer(self) -> None:
-            self._stop_head_timer()
-            self.head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
-
-        def _stop_head_timer(self) -> None:
-            if self.head_timer is not None:
-                self.head_timer.cancel()
-                self.head_timer = None
-
-        def _head_timed_out(self) -> None:
-            self.head_timer = None
-            peer = self.client[0] if self.client else "?"
-            log.warning("aborted a connection from %s: no request head within %.0f s", peer,
-                        head_timeout_s)
-            self.transport.abort()
-
-    return GuardedH11Protocol
-
-
-def _connections_of(connections: Iterable[object], peer: str) -> int:
-    return sum(1 for c in connections if (getattr(c, "client", None) or ("",))[0] == peer)
 
 
 def upstream_context(ca_cert: Path) -> ssl.SSLContext:
@@ -380,26 +370,38 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssl-keyfile", type=Path, required=True)
     parser.add_argument("--ssl-ca-certfile", type=Path, required=True,
                         help="CA that signed the SuperLink's certificate (verified upstream)")
+    parser.add_argument("--node-keys", type=Path, required=True, metavar="DIR",
+                        help="folder of the registered SuperNodes' public keys (*.pub, "
+                             "OpenSSH): only Fleet calls they sign are forwarded")
     limits = parser.add_argument_group("limits (docs/DEPLOYMENT.md, section 9)")
     limits.add_argument("--max-object-mb", type=float, default=DEFAULT_OBJECT_MB,
                         help="largest push-object body, MiB (default: %(default)s)")
     limits.add_argument("--max-buffered-mb", type=float, default=DEFAULT_BUFFERED_MB,
                         help="request bodies held at once, all clients, MiB (default: %(default)s)")
     limits.add_argument("--max-per-peer", type=int, default=DEFAULT_PER_PEER,
-                        help="requests in flight per client address; connections: twice this "
-                             "(default: %(default)s)")
+                        help="requests in flight per node or client address; connections "
+                             "per address: twice this (default: %(default)s)")
     limits.add_argument("--max-connections", type=int, default=DEFAULT_CONNECTIONS,
-                        help="connections and requests, all clients (default: %(default)s)")
+                        help="connections, all clients (default: %(default)s)")
     limits.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT_S,
-                        metavar="SECONDS",
-                        help="for a request head, and between body chunks (default: %(default)s)")
+                        metavar="SECONDS", help="for a TLS handshake, a request head, and "
+                        "between body chunks (default: %(default)s)")
     return parser
 
 
 def _limits(args: argparse.Namespace) -> GatewayLimits:
     return GatewayLimits(object_bytes=int(args.max_object_mb * MiB),
                          buffered_bytes=int(args.max_buffered_mb * MiB),
-                         requests_per_peer=args.max_per_peer, read_timeout_s=args.read_timeout)
+                         requests_per_peer=args.max_per_peer, connections=args.max_connections,
+                         read_timeout_s=args.read_timeout)
+
+
+class _HideHttpScheme(logging.Filter):
+    """uvicorn listens on plain TCP here (TLS is the gateway's own) and would announce
+    ``http://``; the gateway announces its ``https://`` address itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Uvicorn running on")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,20 +415,29 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"fleet_gateway: error: missing {', '.join(missing)}", file=sys.stderr)
         return 2
+    keys = RegisteredKeys(args.node_keys) if args.node_keys.is_dir() else None
+    if not keys:
+        print(f"fleet_gateway: error: no EC public key (*.pub) in {args.node_keys}",
+              file=sys.stderr)
+        return 2
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(_HideHttpScheme())
     limits = _limits(args)
-    app = FleetGateway(f"https://{args.upstream}", upstream_context(args.ssl_ca_certfile), limits)
-    log.info("forwarding the Fleet API of https://%s on https://%s:%d (nothing else)",
-             args.upstream, args.host, args.port)
+    app = FleetGateway(f"https://{args.upstream}", upstream_context(args.ssl_ca_certfile), keys,
+                       limits)
+    log.info("forwarding the Fleet API of https://%s on https://%s:%d (nothing else), "
+             "signed by %d registered nodes (%s)", args.upstream, args.host, args.port,
+             len(keys), args.node_keys)
     log.info("limits: %s", limits)
-    uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=str(args.ssl_certfile),
-                ssl_keyfile=str(args.ssl_keyfile), lifespan="on", log_level="info",
-                server_header=False, limit_concurrency=args.max_connections,
-                timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=HEAD_BYTES,
-                http=guarded_h11(head_timeout_s=limits.read_timeout_s,
-                                 connections_per_peer=2 * limits.requests_per_peer))
+    protocol = guarded_protocol(
+        tls=server_context(str(args.ssl_certfile), str(args.ssl_keyfile)),
+        deadline_s=limits.read_timeout_s, connections_per_peer=2 * limits.requests_per_peer,
+        connections=limits.connections)
+    uvicorn.run(app, host=args.host, port=args.port, loop="asyncio", lifespan="on",
+                log_level="info", server_header=False, timeout_keep_alive=KEEP_ALIVE_S,
+                h11_max_incomplete_event_size=HEAD_BYTES, http=protocol)
     return 0
 
 
