@@ -132,11 +132,9 @@ def coordinate_values(values: np.ndarray, rule: AggregationRule,
         ``(n,)`` float64; NaN where no client holds the coordinate.
     """
     if held is not None and not held.all():
-        rows = np.where(held.T, values.T, np.inf).astype(_float_type(values.dtype))
-        holders = held.sum(axis=0).astype(np.int64)
-    else:
-        rows, holders = np.array(values.T, _float_type(values.dtype), order="C"), None
-    return _on_rows(rows, holders, [(rule, reference)])[0]
+        stack = np.where(held, values, np.inf).astype(_float_type(values.dtype))
+        return _rules(stack, held.sum(axis=0).astype(np.int64), [(rule, reference)])[0]
+    return _rules(values, None, [(rule, reference)])[0]
 
 
 def _float_type(dtype: np.dtype) -> np.dtype:
@@ -144,18 +142,20 @@ def _float_type(dtype: np.dtype) -> np.dtype:
     return np.dtype(dtype) if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
 
-def _on_rows(rows: np.ndarray, holders: np.ndarray | None,
-             rules: Sequence[tuple[AggregationRule, np.ndarray | None]]) -> list[np.ndarray]:
-    """Each ``(rule, reference)`` on ``(n, k)`` rows (a coordinate's values from each client,
-    ``+inf`` where the client does not hold it; ``holders``: how many do, None: all), sorting
-    each chunk of rows once; ``rows`` is not changed."""
+def _rules(stack: np.ndarray, holders: np.ndarray | None,
+           rules: Sequence[tuple[AggregationRule, np.ndarray | None]]) -> list[np.ndarray]:
+    """Each ``(rule, reference)`` on a ``(k, n)`` stack (client ``i``'s value of coordinate
+    ``j``, ``+inf`` where it does not hold it; ``holders``: how many do, None: all), each
+    chunk of coordinates turned into rows and sorted once; ``stack`` is not changed."""
     if not all(rule.robust for rule, _ in rules):
         raise ValueError("coordinate_values takes a robust rule (trimmed_mean or median)")
-    n, k = rows.shape
+    k, n = stack.shape
+    dtype = _float_type(stack.dtype)
     out = [np.empty(n, np.float64) for _ in rules]
     for begin in range(0, n, CHUNK):
         part = slice(begin, min(begin + CHUNK, n))
-        ordered = np.sort(rows[part], axis=1)  # held values first, +inf last
+        ordered = np.array(stack[:, part].T, dtype, order="C")  # (chunk, k): one row each
+        ordered.sort(axis=1)  # held values first, +inf last
         count = np.full(len(ordered), k, np.int64) if holders is None else holders[part]
         for result, (rule, reference) in zip(out, rules, strict=True):
             result[part] = _apply(ordered, count, rule,
@@ -169,12 +169,11 @@ def _apply(rows: np.ndarray, holders: np.ndarray, rule: AggregationRule,
     if rule.rule == MEDIAN:
         return _median(rows, holders, reference)
     cut = rule.cut(holders)
-    # running sums in sorted order (a sequential scan: the same sums on every CPU); the kept
-    # values' sum is the difference of two, both over held (finite) values only
-    sums = np.zeros((len(rows), rows.shape[1] + 1), np.float64)
-    np.cumsum(rows, axis=1, dtype=np.float64, out=sums[:, 1:])
-    at = np.arange(len(rows))
-    total = sums[at, holders - cut] - sums[at, cut]
+    column = np.arange(rows.shape[1])
+    keep = (column >= cut[:, None]) & (column < (holders - cut)[:, None])
+    # the kept values summed along each row in float64 (numpy's own reduction, not BLAS: the
+    # same sums on every CPU; no difference of running sums, which cancels)
+    total = np.where(keep, rows, 0).sum(axis=1, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(holders > 0, total / (holders - 2 * cut), np.nan)
 
@@ -233,16 +232,16 @@ def robust_merge(current: Sequence[np.ndarray], clients: Sequence[Sequence[Piece
     total, count = np.zeros(len(clients)), np.zeros(len(clients))
     every: dict[int, tuple[np.ndarray, np.ndarray | None, Any]] = {}
     for i, entries in groups.items():
-        rows, holders, where = _rows(current[i], entries)
+        stack, holders, where = _stacked(current[i], entries)
         rules: list[tuple[AggregationRule, np.ndarray | None]] = [(rule, None)]
         floats = np.issubdtype(current[i].dtype, np.floating)
         if floats:
             reference = np.asarray(current[i][where], np.float64).reshape(-1)
             rules.append((CENTRE, reference if ties_to_current else None))
-        results = _on_rows(rows, holders, rules)
+        results = _rules(stack, holders, rules)
         every[i] = (results[0], None if holders is None else holders > 0, where)
         if floats:  # each client's squared distance to the centre, over its entries
-            square, held = _squares(rows, results[1])
+            square, held = _squares(stack, results[1], every=holders is None)
             clients_of = [client for client, _, _ in entries]
             np.add.at(total, clients_of, square)
             np.add.at(count, clients_of, held)
@@ -253,47 +252,52 @@ def robust_merge(current: Sequence[np.ndarray], clients: Sequence[Sequence[Piece
         if all(kept[client] for client, _, _ in entries):
             _put(out[i], *every[i])
         elif chosen := [e for e in entries if kept[e[0]]]:
-            rows, holders, where = _rows(out[i], chosen)
-            _put(out[i], _on_rows(rows, holders, [(rule, None)])[0],
+            stack, holders, where = _stacked(out[i], chosen)
+            _put(out[i], _rules(stack, holders, [(rule, None)])[0],
                  None if holders is None else holders > 0, where)
     return Merged(out, kept)
 
 
-def _rows(tensor: np.ndarray, entries: list[tuple[int, Any, np.ndarray]]
-          ) -> tuple[np.ndarray, np.ndarray | None, Any]:
-    """The entries' values as ``(n, k)`` rows, one column per entry: over their common region
-    where they share one (every client holds every entry: ``holders`` None), else over the
-    whole tensor, ``+inf`` where an entry's region leaves a coordinate out, with how many
-    clients hold each coordinate."""
+def _stacked(tensor: np.ndarray, entries: list[tuple[int, Any, np.ndarray]]
+             ) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    """The entries' values as a ``(k, n)`` stack, one row per entry: over their common
+    region where they share one (every client holds every entry: ``holders`` None), else
+    over the whole tensor, ``+inf`` where an entry's region leaves a coordinate out, with how
+    many clients hold each coordinate."""
     first, k = entries[0][1], len(entries)
-    dtype = _float_type(np.result_type(*(np.asarray(v).dtype for _, _, v in entries)))
+    dtype = _float_type(tensor.dtype)  # the gate holds each reply to the dtype it was sent
     if _same(first, entries):
-        rows = np.empty((int(np.size(tensor[first])), k), dtype)
-        for column, (_, _, value) in enumerate(entries):
-            rows[:, column] = np.asarray(value).reshape(-1)
-        return rows, None, first
-    rows = np.full((tensor.size, k), np.inf, dtype)
+        stack = np.empty((k, int(np.size(tensor[first]))), dtype)
+        for row, (_, _, value) in enumerate(entries):
+            stack[row] = np.ravel(value)
+        return stack, None, first
+    stack = np.full((k, tensor.size), np.inf, dtype)
     holders = np.zeros(tensor.size, np.int64)
-    grid, counts = rows.reshape(*tensor.shape, k), holders.reshape(tensor.shape)
-    for column, (_, where, value) in enumerate(entries):
-        index = where if isinstance(where, tuple) else (where,)
-        grid[(*index, column)] = value
-        counts[index] += 1
-    return rows, holders, tuple(slice(None) for _ in tensor.shape)
+    counts = holders.reshape(tensor.shape)
+    for row, (_, where, value) in enumerate(entries):
+        stack[row].reshape(tensor.shape)[where] = value
+        counts[where] += 1
+    return stack, holders, tuple(slice(None) for _ in tensor.shape)
 
 
-def _squares(rows: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column, the sum of squared differences to ``centre`` over its held (finite)
-    entries, and how many it holds; summed chunk by chunk, row after row (numpy's reduction
-    over the outer axis: the same sums on every CPU)."""
-    total, held = np.zeros(rows.shape[1]), np.zeros(rows.shape[1])
-    for begin in range(0, len(rows), CHUNK):
+def _squares(stack: np.ndarray, centre: np.ndarray, every: bool
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a ``(k, n)`` stack, the sum of squared differences to ``centre`` over its
+    held (finite) entries (``every``: all are), and how many it holds: the differences in the
+    stack's type, their squares summed in float64 along each row (numpy's own reduction,
+    not BLAS: the same sums on every CPU)."""
+    total, held = np.zeros(len(stack)), np.zeros(len(stack))
+    for begin in range(0, stack.shape[1], CHUNK):
         part = slice(begin, begin + CHUNK)
-        finite = np.isfinite(rows[part])
-        with np.errstate(invalid="ignore"):
-            square = np.square(rows[part].astype(np.float64) - centre[part, None])
-        total += np.where(finite, square, 0.0).sum(axis=0)
-        held += finite.sum(axis=0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = stack[:, part] - centre[part].astype(stack.dtype)
+        if not every:
+            finite = np.isfinite(stack[:, part])
+            diff[~finite] = 0.0
+            held += finite.sum(axis=1)
+        total += np.square(diff).sum(axis=1, dtype=np.float64)
+    if every:
+        held[:] = stack.shape[1]
     return total, held
 
 
