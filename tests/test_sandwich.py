@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -86,10 +88,13 @@ def test_a_nested_student_runs_on_the_subnet_as_the_supernet_would_extract_it(
             torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def _fit(supernet: Supernet, students: int) -> tuple[list[np.ndarray], dict[str, float]]:
+def _fit(supernet: Supernet, students: int, seed: int = 0, **config: float
+         ) -> tuple[list[np.ndarray], dict[str, float]]:
     arch = SPACE.max_arch()
-    client = SubnetClient(ENV, SPACE, TASK, bn_recalibrate=False, sandwich_students=students)
-    arrays, _, metrics = client.fit(supernet.slice(arch), {**CONFIG, "arch": arch.to_str()})
+    client = SubnetClient(dataclasses.replace(ENV, seed=seed), SPACE, TASK,
+                          bn_recalibrate=False, sandwich_students=students)
+    arrays, _, metrics = client.fit(supernet.slice(arch),
+                                    {**CONFIG, **config, "arch": arch.to_str()})
     return arrays, metrics
 
 
@@ -110,10 +115,17 @@ def test_students_learn_the_subnets_outputs_and_their_passes_are_counted(
     plain, plain_metrics = _fit(supernet, 0)
     sandwich, sandwich_metrics = _fit(supernet, 2)
 
+    # the smallest subnet's KL to the subnet, over three clients' seeds at a gentler rate:
+    # one run's KL moves with the CPU's floating point (two torch threads instead of one
+    # reversed it, 0.650 against 0.642; issue 61, finding 0), their mean keeps its margin
+    # (0.43 against 0.54 with one thread, 0.42 against 0.52 with two)
+    kl = {n: np.mean([_student_kl(_fit(supernet, n, seed, lr=0.02)[0]) for seed in range(3)])
+          for n in (0, 2)}
+
     # Assert: the same arrays travel; the smallest subnet follows the subnet more closely;
     # the students' forward + backward passes add to the training MACs, the samples do not
     assert [a.shape for a in sandwich] == [a.shape for a in plain]
-    assert _student_kl(sandwich) < _student_kl(plain)
+    assert kl[2] < kl[0]
     assert sandwich_metrics["sample_passes"] == plain_metrics["sample_passes"]
     assert sandwich_metrics["train_macs"] > plain_metrics["train_macs"]
     # the subnet itself still learns its labels: above chance (0.1) on its own train split,
