@@ -65,8 +65,9 @@ MEAN, TRIMMED_MEAN, MEDIAN = "mean", "trimmed_mean", "median"
 RULES = (MEAN, TRIMMED_MEAN, MEDIAN)
 CHUNK = 1 << 15  # coordinates sorted at a time: a chunk of k clients' values stays in cache
 # a reply is kept while its distance to the coordinate-wise median is at most this × the
-# round's lower median distance (a reply sized at the deployment's update norm bound lies
-# ~10× an honest one's distance away; honest replies of one round lie within ~2× of each other)
+# round's lower median distance: a reply sized at the deployment's update norm bound lies
+# about 10× an honest one's distance away (12× in benchmarks/bench_attack.py's run, where
+# the honest distances of a round were within 1 % of each other)
 SCREEN_FACTOR = 3.0
 
 
@@ -99,6 +100,7 @@ METHOD_MEAN = AggregationRule()  # each method's own (weighted) mean: the simula
 CENTRE = AggregationRule(MEDIAN)  # the screen's reference point
 Piece = tuple[int, Any, np.ndarray]
 """(tensor index, where in it: a tuple of slices or an index, the client's values there)."""
+Entry = tuple[int, Any, np.ndarray]  # (client, where, values): one client's piece of a tensor
 
 
 @dataclass(frozen=True)
@@ -222,14 +224,42 @@ def robust_merge(current: Sequence[np.ndarray], clients: Sequence[Sequence[Piece
     """
     if not rule.robust:
         raise ValueError("robust_merge takes a robust rule (trimmed_mean or median)")
-    groups: dict[int, list[tuple[int, Any, np.ndarray]]] = {}
+    groups = _by_tensor(current, clients)
+    every, distances = _over_every_client(current, groups, len(clients), rule,
+                                          ties_to_current)
+    kept = screen(distances)
+    out = [np.array(a, copy=True) for a in current]
+    for i, entries in groups.items():
+        if all(kept[client] for client, _, _ in entries):
+            _put(out[i], *every[i])
+        elif chosen := [e for e in entries if kept[e[0]]]:
+            stack, holders, where = _stacked(out[i], chosen)
+            _put(out[i], _rules(stack, holders, [(rule, None)])[0],
+                 None if holders is None else holders > 0, where)
+    return Merged(out, kept)
+
+
+def _by_tensor(current: Sequence[np.ndarray], clients: Sequence[Sequence[Piece]]
+               ) -> dict[int, list[Entry]]:
+    """Each tensor's pieces, in client order; a piece whose shape is not its region's is
+    refused."""
+    groups: dict[int, list[Entry]] = {}
     for client, pieces in enumerate(clients):
         for i, where, value in pieces:
             if current[i][where].shape != np.shape(value):
                 raise ValueError(f"tensor {i}: region shape {current[i][where].shape} "
                                  f"!= array shape {np.shape(value)}")
             groups.setdefault(i, []).append((client, where, value))
-    total, count = np.zeros(len(clients)), np.zeros(len(clients))
+    return groups
+
+
+def _over_every_client(current: Sequence[np.ndarray], groups: dict[int, list[Entry]],
+                       clients: int, rule: AggregationRule, ties_to_current: bool
+                       ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray | None, Any]],
+                                  list[float]]:
+    """Each tensor's ``rule`` over every client (with the entries it covers and where), and
+    each client's RMS distance to the coordinate-wise median over its float entries."""
+    total, count = np.zeros(clients), np.zeros(clients)
     every: dict[int, tuple[np.ndarray, np.ndarray | None, Any]] = {}
     for i, entries in groups.items():
         stack, holders, where = _stacked(current[i], entries)
@@ -245,20 +275,11 @@ def robust_merge(current: Sequence[np.ndarray], clients: Sequence[Sequence[Piece
             clients_of = [client for client, _, _ in entries]
             np.add.at(total, clients_of, square)
             np.add.at(count, clients_of, held)
-    kept = screen([float(np.sqrt(t / n)) if n else 0.0 for t, n in zip(total, count,
-                                                                         strict=True)])
-    out = [np.array(a, copy=True) for a in current]
-    for i, entries in groups.items():
-        if all(kept[client] for client, _, _ in entries):
-            _put(out[i], *every[i])
-        elif chosen := [e for e in entries if kept[e[0]]]:
-            stack, holders, where = _stacked(out[i], chosen)
-            _put(out[i], _rules(stack, holders, [(rule, None)])[0],
-                 None if holders is None else holders > 0, where)
-    return Merged(out, kept)
+    return every, [float(np.sqrt(t / n)) if n else 0.0 for t, n in zip(total, count,
+                                                                         strict=True)]
 
 
-def _stacked(tensor: np.ndarray, entries: list[tuple[int, Any, np.ndarray]]
+def _stacked(tensor: np.ndarray, entries: list[Entry]
              ) -> tuple[np.ndarray, np.ndarray | None, Any]:
     """The entries' values as a ``(k, n)`` stack, one row per entry: over their common
     region where they share one (every client holds every entry: ``holders`` None), else
@@ -301,7 +322,7 @@ def _squares(stack: np.ndarray, centre: np.ndarray, every: bool
     return total, held
 
 
-def _same(first: Any, entries: list[tuple[int, Any, np.ndarray]]) -> bool:
+def _same(first: Any, entries: list[Entry]) -> bool:
     """Whether every entry has the region ``first`` (a tuple of slices)."""
     if type(first) is not tuple:
         return False
