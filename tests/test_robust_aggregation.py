@@ -31,7 +31,7 @@ from pfednas.strategies import Budget, FedAvgFTStrategy
 from pfednas.strategies.base import PersonalizedStrategy
 from pfednas.strategies.budget import DEPLOYMENT_AGGREGATION
 from pfednas.wire.validation import PARAM
-from tests.test_reply_buffers import perfedrlnas
+from tests.test_reply_buffers import hapfnas, perfedrlnas
 
 MEDIAN = AggregationRule("median")
 TRIMMED = AggregationRule("trimmed_mean", 0.25)
@@ -397,3 +397,22 @@ def test_a_broken_models_evaluation_reply_carries_a_finite_loss() -> None:
 
     assert reported_loss(float("nan")) == reported_loss(float("inf")) == MAX_REPORTED_LOSS
     assert reported_loss(2.5) == 2.5
+
+
+def test_hapfnas_distils_from_the_robust_teacher_under_a_robust_rule() -> None:
+    # Prepare: a distillation round of HAPFNAS under the median; both clients honest
+    strategy = hapfnas()
+    strategy.budget = Budget(**{**strategy.budget.__dict__, "aggregation": MEDIAN})
+    list(strategy.configure_train(1))
+    clients = strategy.train_clients(1)
+    replies = {c: [np.asarray(a + np.float32(0.01)) if spec.role == PARAM else a
+                   for a, spec in zip(strategy.requests[c].sent, strategy.requests[c].specs,
+                                      strict=True)] for c in clients}
+
+    # Execute
+    result = strategy.aggregate_train(1, [reply(strategy, c, replies[c]) for c in clients])
+
+    # Assert: the supernet was distilled from both knowledge models, and stays finite
+    assert set(strategy.knowledge) == set(clients) and result.server["teachers"] == 2
+    assert all(np.isfinite(a).all() for a in strategy.supernet.state_arrays()
+               if a.dtype.kind == "f")
