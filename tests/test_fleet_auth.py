@@ -10,9 +10,12 @@ from pathlib import Path
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+from flwr.common import constant
+from flwr.supercore import constant as supercore
 from flwr.supercore.protobuf.client import ProtobufRequestContext
 from flwr.supernode.node_auth_http_interceptor import NodeAuthHttpInterceptor
 
+from pfednas.deploy import fleet_auth
 from pfednas.deploy.certs import NodeKey, node_key_paths, write_node_key, write_node_keys
 from pfednas.deploy.fleet_auth import RELOAD_S, RegisteredKeys, signer
 
@@ -30,6 +33,17 @@ def signed(key: NodeKey) -> dict[str, str]:
 
 def raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode(), v.encode()) for k, v in headers.items()]
+
+
+def test_the_gateway_checks_the_headers_and_window_of_flower_1_41() -> None:
+    # the names and the window restated in fleet_auth (importing flwr costs the gateway 29 MB)
+    restated = (fleet_auth.PUBLIC_KEY_HEADER, fleet_auth.SIGNATURE_HEADER,
+                fleet_auth.TIMESTAMP_HEADER, fleet_auth.TIMESTAMP_TOLERANCE_S,
+                fleet_auth.CLOCK_SKEW_S)
+    flower = (supercore.FLEET_HTTP_PUBLIC_KEY_HEADER.encode(),
+              supercore.FLEET_HTTP_SIGNATURE_HEADER.encode(), constant.TIMESTAMP_HEADER.encode(),
+              constant.TIMESTAMP_TOLERANCE, constant.SYSTEM_TIME_TOLERANCE)
+    assert restated == flower
 
 
 def test_a_registered_node_signed_call_is_known_by_its_key_file(tmp_path: Path) -> None:

