@@ -33,7 +33,7 @@ def make_strategy(*, clients: int = 3, per_round: int = 2, min_replies: int = 1,
                       conv_kernels=[3, 5], transformer_widths=[[16, 24], [24, 32]],
                       transformer_depths=[1, 2], heads=[1, 2], head_dim=8, mlp_ratios=[2, 3])
     budget = Budget(num_clients=clients, clients_per_round=per_round, num_rounds=1,
-                    local_epochs=2, eval_every=1, round_timeout=2.0, seed=0,
+                    local_epochs=2, eval_every=1, round_timeout=30.0, seed=0,
                     min_replies=min_replies)
     supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     strategy = PerFedRLNASStrategy(
