@@ -53,7 +53,7 @@ the same on every CPU.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,7 +287,7 @@ def _stacked(tensor: np.ndarray, entries: list[Entry]
     many clients hold each coordinate."""
     first, k = entries[0][1], len(entries)
     dtype = _float_type(tensor.dtype)  # the gate holds each reply to the dtype it was sent
-    if _same(first, entries):
+    if same_region(first, (where for _, where, _ in entries)):
         stack = np.empty((k, int(np.size(tensor[first]))), dtype)
         for row, (_, _, value) in enumerate(entries):
             stack[row] = np.ravel(value)
@@ -322,12 +322,12 @@ def _squares(stack: np.ndarray, centre: np.ndarray, every: bool
     return total, held
 
 
-def _same(first: Any, entries: list[Entry]) -> bool:
-    """Whether every entry has the region ``first`` (a tuple of slices)."""
+def same_region(first: Any, regions: Iterable[Any]) -> bool:
+    """Whether every one of ``regions`` is the region ``first`` (a tuple of slices)."""
     if type(first) is not tuple:
         return False
     try:
-        return all(where is first or where == first for _, where, _ in entries)
+        return all(where is first or where == first for where in regions)
     except ValueError:  # array indices inside: not comparable, take the general path
         return False
 

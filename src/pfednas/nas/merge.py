@@ -34,7 +34,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pfednas.nas.aggregation import METHOD_MEAN, AggregationRule, Merged, robust_merge
+from pfednas.nas.aggregation import (
+    METHOD_MEAN,
+    AggregationRule,
+    Merged,
+    robust_merge,
+    same_region,
+)
 
 Region = tuple[int, tuple[slice, ...]]
 Contribution = tuple[Sequence[Region], Sequence[np.ndarray], float]
@@ -120,13 +126,7 @@ def overlap_merge(supernet_arrays: Sequence[np.ndarray], contributions: Sequence
 
 def _same_region(entries: list[tuple[tuple[slice, ...], np.ndarray, float]]) -> bool:
     """Whether every entry has the same region (given as a tuple of slices)."""
-    first = entries[0][0]
-    if type(first) is not tuple:
-        return False
-    try:
-        return all(where is first or where == first for where, _, _ in entries)
-    except ValueError:  # array indices inside: not comparable, take the general path
-        return False
+    return same_region(entries[0][0], (where for where, _, _ in entries))
 
 
 def _merge_mean(
