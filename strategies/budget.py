@@ -36,7 +36,10 @@ class Budget:
     eval_timeout: float | None = Federation.eval_timeout  # None: no limit
     eval_finetune: str = Federation.eval_finetune
     finetune_both: bool = Federation.finetune_both
-    # a deployment: num_examples weighs only where the operator bounds it (partition_sizes)
+    # a deployment whose nodes claim their own hardware (federation.profiles=nodes): profiles
+    # are claims within bounds, num_examples weighs only where the operator bounds it
+    # (partition_sizes), budgets count real bytes; a deployment with the simulation's
+    # profiles is built as the simulation (False)
     deployment: bool = False
     # each training update's RMS at most this × the round's upper median (None: unbounded)
     update_norm_bound: float | None = None

@@ -102,6 +102,14 @@ class Federation:
     # less is excluded with the reason in summary.json instead of shrinking everybody's model;
     # null: 25% of the way from the smallest subnet's training memory to the largest's
     min_budget_mb: float | None = ProfileBounds.min_budget_mb
+    # a deployment's client hardware: nodes (each node states its profile in its node config
+    # or measures it on first contact; the deployment defaults of aggregation,
+    # update_norm_bound and weighting hold: its nodes are not trusted) | simulated (the nodes
+    # are the operator's own processes standing in for a simulation's clients, `pfednas deploy
+    # local`'s default: every client gets the profile the simulation draws for it and the
+    # server builds the run as the simulation does, so the two agree bit for bit). A
+    # simulation always draws them.
+    profiles: str = "nodes"
     # a simulation's client hardware, drawn once per run for its seed: the same devices for
     # every method (their budgets, fits_all, the simulated round time; summary.json: profiles)
     hardware: HardwareSpread = field(default_factory=HardwareSpread)

@@ -137,7 +137,9 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, int | float]:
 def query(msg: Message, context: Context) -> Message:
     cid = client_id_of(context)
     content = RecordDict({"metrics": MetricRecord({"client_id": cid})})
-    if not in_simulation():  # a simulation's server draws the profiles itself
+    # a simulation's server draws the profiles itself, as does a deployment's that gives the
+    # nodes the simulation's (federation.profiles=simulated)
+    if not in_simulation() and node_settings(context).federation.profiles != "simulated":
         content["profile"] = ConfigRecord(dict(profile_record(context)))
     return Message(content, reply_to=msg)
 

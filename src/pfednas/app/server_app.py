@@ -48,8 +48,10 @@ from pfednas.config import (
 )
 from pfednas.data import DataError, partition_record
 from pfednas.edge.kept import MODELS_DIR
+from pfednas.hardware.profile import SIMULATED
 from pfednas.methods import METHODS
 from pfednas.methods.build import build_strategy
+from pfednas.methods.fixed import deployment_changes
 from pfednas.records import RoundRecord
 
 app = ServerApp()
@@ -217,6 +219,9 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
         print(f"[pfednas] resumed from {settings.resume} after round "
               f"{resumed.checkpoint.finished_round}", flush=True)
     strategy.connect(grid)
+    if not simulation and settings.federation.profiles != SIMULATED:
+        for line in deployment_changes(settings, strategy.profiles, strategy.fixed_arch):
+            print(f"[pfednas] {line}", flush=True)
 
     def on_round(record: RoundRecord) -> None:
         writer.write_round(record)

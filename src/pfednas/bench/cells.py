@@ -279,9 +279,10 @@ HARDWARE_DEFAULTS = {"speed_low": 1.0, "speed_high": 4.0, "bandwidth_mbps_low": 
 ADDED_HARDWARE_DEFAULTS = {"memory_distribution": "uniform",
                            "memory_levels": [1.0, 0.5, 0.25, 0.125, 0.0625],
                            "memory_level_shares": None, "speed_follows_memory": False}
-# federation options added since (issue 61) at the values every earlier cell ran with: each
-# method's own mean (null is the mean in a simulation), Flower's trim fraction
-ADDED_FEDERATION_DEFAULTS = {"aggregation": None, "trim_fraction": 0.2}
+# federation options added since (issues 61, 63) at the values every earlier cell ran with:
+# each method's own mean (null is the mean in a simulation), Flower's trim fraction, and a
+# deployment's nodes claiming their profiles (a simulation draws them whatever it says)
+ADDED_FEDERATION_DEFAULTS = {"aggregation": None, "trim_fraction": 0.2, "profiles": "nodes"}
 # search-space options added since (issue 60): a fixed stem and head, as before
 ADDED_SPACE_DEFAULTS = {"mobilenetv3": {"stem_mults": [1.0], "head_mults": [1.0]}}
 # method options added since (issue 62) at the value every earlier cell ran: no in-place

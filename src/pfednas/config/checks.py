@@ -120,6 +120,16 @@ def check_aggregation(fed: Federation) -> None:
                           f"{fed.trim_fraction!r}")
 
 
+PROFILE_SOURCES = ("nodes", "simulated")  # federation.profiles
+
+
+def check_profiles(fed: Federation) -> None:
+    """``federation.profiles``: where a deployment's client hardware comes from."""
+    if fed.profiles not in PROFILE_SOURCES:
+        raise ConfigError(f"federation.profiles must be {'|'.join(PROFILE_SOURCES)}, "
+                          f"got {fed.profiles!r}")
+
+
 def check_client_examples(value: Any, num_clients: int) -> None:
     """``federation.client_examples``: null, an integer >= 1, or a list of K of them."""
     if value is None:
@@ -174,6 +184,7 @@ def validate_federation(fed: Federation) -> None:
             raise ConfigError("federation.update_norm_bound must be null, 0 (off) or a finite "
                               f"number > 0, got {fed.update_norm_bound!r}")
     check_aggregation(fed)
+    check_profiles(fed)
     from pfednas.hardware.profile import ProfileBounds
 
     try:

@@ -17,6 +17,8 @@ from pfednas.hardware.profile import (
 from pfednas.node.probe import stated_fields
 
 DEFAULT_NODES = 3
+# --profiles of `deploy local` → federation.profiles
+PROFILE_CHOICES = {"simulated": "simulated", "measured": "nodes"}
 
 
 class UsageError(ValueError):
@@ -55,7 +57,14 @@ def command_parser(description: str | None) -> argparse.ArgumentParser:
                        help="a node's stated hardware profile, e.g. 'memory-budget-mb=40 "
                             "macs-per-second=1e9 bandwidth-mbps=100' (repeat once per node, "
                             "in client-id order, or give one for all); default: each node "
-                            "measures its own")
+                            "measures its own (with --profiles measured)")
+    local.add_argument("--profiles", choices=PROFILE_CHOICES, default=None,
+                       help="simulated (default): every node takes the hardware profile the "
+                            "simulation draws for its client, and the run reproduces the "
+                            "simulation of the same overrides bit for bit; measured (the "
+                            "default with --node-profile): each node states or measures its "
+                            "own, as on real devices, and the server prints which clients' "
+                            "profiles and models differ from the simulation's")
 
     probe = sub.add_parser("probe", help="print the hardware profile this device would report "
                                          "(and how long the probe took)")
@@ -145,6 +154,23 @@ def split_overrides(tokens: list[str], nodes_flag: int | None
             if isinstance(per_round, int) and per_round > nodes:
                 overrides.append(f"federation.clients_per_round={nodes}")
     return overrides, nodes, run_dir
+
+
+def profile_source(flag: str | None, overrides: list[str], node_profiles_given: bool
+                   ) -> tuple[list[str], str]:
+    """(the overrides with ``federation.profiles`` set, its value) from ``--profiles``, an
+    explicit ``federation.profiles=...`` and whether ``--node-profile`` was given: a
+    ``deploy local`` reproduces its simulation unless asked for the nodes' own profiles."""
+    given = _value_of(overrides, "federation.profiles")
+    wanted = None if flag is None else PROFILE_CHOICES[flag]
+    if given is not None and wanted is not None and given != wanted:
+        raise UsageError(f"--profiles {flag} and federation.profiles={given} disagree")
+    source = wanted or given or ("nodes" if node_profiles_given else "simulated")
+    if node_profiles_given and source == "simulated":
+        raise UsageError("--node-profile states a node's own hardware: give it with "
+                         "--profiles measured (simulated: every node takes its simulated "
+                         "profile)")
+    return [*overrides, f"federation.profiles={source}"] if given is None else overrides, source
 
 
 def parse_node_config(text: str) -> dict[str, float]:

@@ -11,9 +11,12 @@
 run-config to the ServerApp and ClientApps), validates the config and the data
 before starting anything (exit code 2), and sets ``federation.num_clients`` to
 the number of nodes (an explicit, different value is an error). TLS and
-SuperNode authentication are on unless ``--insecure`` is given. ``--node-profile``
-states the nodes' hardware profiles (else each measures its own on first contact);
-``deploy probe`` prints what this device would report.
+SuperNode authentication are on unless ``--insecure`` is given. Every node takes the
+hardware profile the simulation draws for its client, so the run reproduces the
+simulation of the same overrides; ``--profiles measured`` has each node measure its own
+on first contact (``--node-profile`` states some or all of its fields), and the server
+says which clients' profiles and models differ; ``deploy probe`` prints what this device
+would report.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from pfednas.deploy.arguments import (
     command_parser,
     node_profiles,
     parse_node_config,
+    profile_source,
     split_overrides,
 )
 from pfednas.deploy.certs import (
@@ -109,6 +113,7 @@ def default_out_dir(method: str, dataset: str) -> Path:
 
 def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, RunSettings]:
     overrides, nodes, run_dir = split_overrides(list(args.overrides), args.nodes)
+    overrides, _ = profile_source(args.profiles, overrides, bool(args.node_profile))
     settings = settings_from_cfg(compose(overrides))
     if args.data_dir:
         if len(args.data_dir) != nodes:
@@ -207,7 +212,8 @@ def deploy_local(args: argparse.Namespace) -> int:
     clear_pid_file(request.out_dir / "logs" / SERVERAPP_PID_FILE)  # a run resumed in its folder
     header = (f"[pfednas] {describe(settings)}",
               f"[pfednas] deployment: {request.num_nodes} SuperNodes, output: {request.out_dir} "
-              f"(full logs in {request.out_dir / 'logs'})")
+              f"(full logs in {request.out_dir / 'logs'})",
+              f"[pfednas] {hardware_line(settings.federation.profiles)}")
     print("\n".join(header), flush=True)
     request = dataclasses.replace(request, announced=header)
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -236,6 +242,15 @@ def deploy_local(args: argparse.Namespace) -> int:
         return EXIT_RUN
     print(finished_line(result, request.out_dir), flush=True)
     return 0
+
+
+def hardware_line(source: str) -> str:
+    """What the nodes' hardware profiles are, and what that makes of the run."""
+    if source == "simulated":
+        return ("hardware: every node takes the profile the simulation draws for its client "
+                "(--profiles simulated): the run reproduces `pfednas` with these overrides")
+    return ("hardware: each node states or measures its own profile (--profiles measured); "
+            "the server says which clients' profiles differ from the simulation's")
 
 
 def finished_line(summary: dict[str, Any], out: Path) -> str:

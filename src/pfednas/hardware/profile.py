@@ -207,6 +207,25 @@ def _describe(profile: ClientProfile) -> str:
             f"{profile.bandwidth_bps / MBPS:g} Mbit/s")
 
 
+def profile_changes(simulated: Mapping[int, ClientProfile],
+                    used: Mapping[int, ClientProfile]) -> list[str]:
+    """One line per client whose profile in a deployment (stated or measured by its node)
+    differs from the one its simulation draws: why its model differs from the simulated
+    run's (its budget bounds its architecture; its speed, the simulated round time)."""
+    lines = []
+    for cid, profile in sorted(used.items()):
+        drawn = simulated.get(cid)
+        if drawn is None or (profile.memory_bytes, profile.speed, profile.bandwidth_bps) == (
+                drawn.memory_bytes, drawn.speed, drawn.bandwidth_bps):
+            continue
+        ratio = (f"{profile.memory_bytes / drawn.memory_bytes:.3g}x the simulation's memory "
+                 "budget" if math.isfinite(profile.memory_bytes) and drawn.memory_bytes > 0
+                 else "another memory budget")
+        lines.append(f"client {cid}: its node's {profile.source} profile ({_describe(profile)}) "
+                     f"in place of the simulation's ({_describe(drawn)}): {ratio}")
+    return lines
+
+
 # -- who trains: the fits_all floor and the clients nothing fits -------------------------------
 def floor_bytes(min_budget_mb: float | None, smallest_memory_bytes: float,
                 largest_memory_bytes: float) -> float:

@@ -4,6 +4,9 @@
 A simulation's strategy knows each client's partition size (the bound of its
 ``num_examples``); a deployment's takes the operator's bounds instead: the
 ``client_examples``, the nodes' pinned keys and what a node may claim as its profile.
+A deployment with ``federation.profiles=simulated`` (``pfednas deploy local``'s default)
+is built as its simulation is, the nodes' pinned keys aside: the simulation's profiles,
+merge, update bound and weighting, so that it reproduces the simulation.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Mapping
 
 from pfednas.config import ConfigError, RunSettings, in_simulation
 from pfednas.data import DataError, partition
-from pfednas.hardware.profile import ClientProfile, ProfileBounds
+from pfednas.hardware.profile import SIMULATED, ClientProfile, ProfileBounds
 from pfednas.messages import Sgd
 from pfednas.methods import METHODS, client_profiles
 from pfednas.strategies.base import (
@@ -33,6 +36,8 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None, lin
     finished deployment's recorded profiles (an export), else its nodes claim them."""
     fed = settings.federation
     deployment = not in_simulation() if deployment is None else deployment
+    # nodes that claim their own hardware: the deployment's bounds and defaults hold
+    claiming = deployment and fed.profiles != SIMULATED
     budget = Budget(num_clients=fed.num_clients, clients_per_round=fed.clients_per_round,
                     num_rounds=fed.num_rounds, local_epochs=fed.local_epochs,
                     eval_every=fed.eval_every, round_timeout=fed.round_timeout,
@@ -43,16 +48,20 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None, lin
                         local_epochs=fed.local_epochs,
                         finetune_epochs=int(settings.method_options.get("finetune_epochs") or 0)),
                     eval_finetune=fed.eval_finetune, finetune_both=fed.finetune_both,
-                    deployment=deployment,
+                    deployment=claiming,
                     update_norm_bound=norm_bound_for(fed.update_norm_bound,
-                                                     deployment=deployment),
+                                                     deployment=claiming),
                     aggregation=aggregation_for(fed.aggregation, fed.trim_fraction,
-                                                deployment=deployment))
+                                                deployment=claiming))
     train_config = Sgd(lr=fed.lr, momentum=fed.momentum, weight_decay=fed.weight_decay,
                        batch_size=fed.batch_size).to_config()
-    roster = (deployment_roster(settings, claimed or {}) if deployment
-              else Roster(profiles=client_profiles(settings),
-                          partition_sizes=partition_sizes(settings)))
+    if claiming:
+        roster = deployment_roster(settings, claimed or {})
+    elif deployment:  # the simulation's profiles; num_examples bounded by first reports
+        roster = Roster(profiles=client_profiles(settings), pins=node_pins(fed.num_clients))
+    else:
+        roster = Roster(profiles=client_profiles(settings),
+                        partition_sizes=partition_sizes(settings))
     return METHODS[settings.method].strategy(settings, budget, train_config,
                                              dataclasses.replace(roster, lineage=lineage))
 
@@ -62,10 +71,7 @@ def deployment_roster(settings: RunSettings, claimed: Mapping[int, ClientProfile
     nothing), the nodes' pinned keys and what a node may claim as its profile."""
     fed = settings.federation
     bounds = fed.client_examples
-    try:
-        pins = pins_from_env(fed.num_clients)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    pins = node_pins(fed.num_clients)
     return Roster(profiles=claimed,
                   partition_sizes=(None if bounds is None else tuple(bounds)
                                    if isinstance(bounds, list) else (bounds,) * fed.num_clients),
@@ -73,6 +79,14 @@ def deployment_roster(settings: RunSettings, claimed: Mapping[int, ClientProfile
                   # checked by settings_from_cfg
                   profile_bounds=ProfileBounds.from_config(
                       fed.profile_bounds, fed.default_bandwidth_mbps, fed.min_budget_mb))
+
+
+def node_pins(num_clients: int) -> dict[int, bytes] | None:
+    """The operator's pinned node keys (``$PFEDNAS_NODE_KEYS``), or None."""
+    try:
+        return pins_from_env(num_clients)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def partition_sizes(settings: RunSettings) -> tuple[int, ...] | None:

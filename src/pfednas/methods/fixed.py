@@ -20,6 +20,7 @@ from pfednas.hardware.profile import (
     ProfileBounds,
     exclusions,
     floor_bytes,
+    profile_changes,
     simulated_profiles,
 )
 from pfednas.hardware.spread import LEVELS, HardwareSpread
@@ -154,6 +155,26 @@ def fits_all_on_profiles(settings: RunSettings, profiles: Mapping[int, ClientPro
     arch = fits_all_budgets(space, memory, budgets, lambda a: float(supernet.cost(a).params),
                             settings.seed)
     return arch, excluded
+
+
+def deployment_changes(settings: RunSettings, profiles: Mapping[int, ClientProfile],
+                       fixed: str | None) -> list[str]:
+    """What a deployment whose nodes claim their profiles (``federation.profiles=nodes``)
+    changes against its simulation: each client whose profile differs, and the baselines'
+    ``fits_all`` architecture where the claimed profiles chose another."""
+    simulated = client_profiles(settings)
+    lines = profile_changes(simulated, profiles)
+    if fixed is not None:
+        supernet = seeded_supernet(settings)
+        drawn = fits_all_arch(supernet, simulated, settings.seed, settings.federation.batch_size)
+        if fixed != drawn.to_str():
+            chosen = supernet.space.arch_from_str(fixed)
+            lines.append(
+                f"fits_all: the nodes' profiles chose {supernet.cost(chosen).params:,} "
+                f"parameters ({fixed}), the simulation's choose "
+                f"{supernet.cost(drawn).params:,} ({drawn.to_str()}): every client's model "
+                "differs")
+    return lines
 
 
 def fits_all_roster(settings: RunSettings, roster: Roster, *, deployment: bool,
