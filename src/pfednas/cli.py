@@ -168,6 +168,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                "a client's personalized model as TorchScript or ONNX + spec"),
     "predict": ("pfednas.delivery.predict",
                 "run an exported model on a client's split or your data"),
+    "partition": ("pfednas.report.preview",
+                  "each client's splits and classes, and the partition plot, before a run"),
     "bench": ("pfednas.bench.cli",
               "methods x alphas x seeds on identical partitions, then a report"),
     "report": ("pfednas.bench.pages", "table (markdown, CSV) and plots of finished runs"),

@@ -11,6 +11,7 @@ from pfednas.data.arrays import ArrayDataset, ClientData, DataError, DatasetInfo
 from pfednas.data.partition import (
     Repair,
     client_shifts,
+    client_split_labels,
     data_normalisation,
     dirichlet_partition,
     load_client_data,
@@ -33,6 +34,7 @@ __all__ = [
     "ClientShift",
     "FeatureSkew",
     "client_shifts",
+    "client_split_labels",
     "data_normalisation",
     "partition_record",
     "spec_info",

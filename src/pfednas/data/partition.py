@@ -364,6 +364,18 @@ def client_split_hashes(spec: DataSpec) -> list[str]:
     return out
 
 
+def client_split_labels(spec: DataSpec) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each client's train / validation / test labels, split as its client splits them
+    (:func:`load_client_data`), without reading it a single image more."""
+    labels = _raw(_resolved(spec)).labels
+    out = []
+    for client, indices in enumerate(partition(spec)):
+        train, val, test = stratified_split(labels[indices], spec.fractions,
+                                            numpy_rng(spec.seed, CLIENT_SPLIT, client))
+        out.append((labels[indices[train]], labels[indices[val]], labels[indices[test]]))
+    return out
+
+
 def _train_rows(spec: DataSpec, raw: RawImages) -> np.ndarray:
     """The pooled rows of every client's training split."""
     rows = []
