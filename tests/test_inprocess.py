@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from pfednas.config import SIMULATION_ENV
 from pfednas.run.inprocess import run_inprocess
@@ -29,6 +30,12 @@ def test_an_inprocess_run_is_a_simulation_without_the_launchers_variable(
     assert record.rejected == 1
     assert [row["client_id"] for row in record.train] == [0]
     assert SIMULATION_ENV not in os.environ
+    # what its figures depend on besides the config: the vector unit and the libraries
+    environment = run.summary["environment"]
+    assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
+    assert environment["torch"] == torch.__version__.split("+")[0] or \
+        environment["torch"] == torch.__version__
+    assert environment["client_threads"] == 1 and environment["flwr"].startswith("1.")
 
 
 @pytest.mark.parametrize("method", ["fedrep", "perfedrlnas"])

@@ -30,6 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
 
 from pfednas.app.checkpoint import read_checkpoint, save_checkpoint, verified_resume
+from pfednas.app.environment import environment_record
 from pfednas.app.preflight import one_line
 from pfednas.app.results import ResultsWriter, format_table, summarize
 from pfednas.config import (
@@ -232,6 +233,7 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
 
     records = previous + strategy.run(grid, on_round, start_round=len(previous) + 1)
     extra: dict[str, object] = {"server_peak_memory_mb": peak_rss_mb(), "seed": settings.seed,
+                                "environment": environment_record(settings.federation.client_cpus),
                                 "eval_split": settings.eval_split,
                                 "overrides": [o for o in overrides if not o.startswith("resume=")]}
     extra.update(strategy.summary_extra(records))

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pfednas.app.environment import cpu_capability
 from pfednas.bench.cells import Cell, pfednas_command
 from pfednas.report.collect import METRICS, METRICS_GZ
 from pfednas.source import (  # noqa: F401 (re-exported)
@@ -72,18 +73,6 @@ def wait_sampling_load(proc: subprocess.Popen[bytes], timeout: float | None,
         except subprocess.TimeoutExpired:
             if deadline is not None and time.monotonic() >= deadline:
                 raise
-
-
-def cpu_capability() -> str:
-    """The vector instruction set PyTorch's CPU kernels use here (``AVX512``, ``AVX2``, ...).
-
-    Two machines with different ones train the same cell to different last bits from round 1
-    (measured: PerFedRLNAS's round-1 losses apart in the third decimal), so a cell is
-    bit-reproducible only on a machine with the same capability.
-    """
-    import torch  # already imported by the methods a bench runs
-
-    return str(torch.backends.cpu.get_cpu_capability())
 
 
 def cell_record(commit: str, loads: Sequence[float], seconds: float,

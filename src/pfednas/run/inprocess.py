@@ -33,6 +33,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from omegaconf import OmegaConf
 
 from pfednas.app import client_app
+from pfednas.app.environment import environment_record
 from pfednas.app.results import ResultsWriter, summarize
 from pfednas.config import SIMULATION_ENV, RunSettings, compose, settings_from_cfg
 from pfednas.data import partition_record
@@ -195,7 +196,8 @@ def _run(overrides: list[str], out_dir: Path | None, workers: int = 1) -> InProc
         grid.close()
     extra: dict[str, Any] = {"seed": settings.seed, "overrides": list(overrides),
                              "eval_split": settings.eval_split,
-                             "backend": "inprocess"}
+                             "backend": "inprocess",
+                             "environment": environment_record(settings.federation.client_cpus)}
     extra.update(strategy.summary_extra(records))
     extra.update(partition_record(settings.data))
     summary = summarize(method=settings.method, dataset=settings.data.name, records=records,
