@@ -41,6 +41,7 @@ from pfednas.report.collect import (
 )
 from pfednas.report.table import (
     aggregate,
+    budget_of,
     distinct_archs,
     per_client_round,
     percentile10,
@@ -623,3 +624,47 @@ def test_runs_dealt_otherwise_are_never_one_row() -> None:
     assert all(g.seeds == (0, 1) for g in groups)
     assert file_safe("fedavg_digits, rotation_groups=4_alpha=0.5") == \
         "fedavg_digits_rotation_groups=4_alpha=0.5"
+
+
+def test_runs_that_ran_otherwise_are_never_one_row_nor_one_tensorboard_folder(
+        tmp_path: Path) -> None:
+    # Prepare: FedAvg on seed 0 simulated (and on seed 1), deployed, by `flwr run .`, on
+    # another federation size and with another learning rate (issue 63 item 3)
+    def fedavg(name: str, seed: int = 0, ran_as: str | None = "simulated", clients: int = 2,
+               lr: float | None = None) -> Path:
+        run = _run("fedavg", seed, [0.5, 0.7][:1] * clients)
+        summary = {**run.summary, **({"ran_as": ran_as} if ran_as else {})}
+        config = run.config
+        if lr is not None:
+            config = {**config, "federation": {**config["federation"], "lr": lr}}
+        return _write_run(dataclasses.replace(run, summary=summary, config=config),
+                          tmp_path / "runs" / name)
+
+    folders = [fedavg("sim"), fedavg("sim_seed1", seed=1), fedavg("old", ran_as=None),
+               fedavg("deployed", ran_as="deployed"), fedavg("flwr", ran_as="flwr run"),
+               fedavg("k4", clients=4), fedavg("lr", lr=0.5)]
+    lr = _config()["federation"]["lr"]
+    k2, k4 = budget_of(_config(2)), budget_of(_config(4))  # "K=2 N=5 R=60 E=3", ...
+
+    # Execute
+    table = build_report(find_run_dirs([tmp_path / "runs"]), tmp_path / "report",
+                         tensorboard=True)
+
+    # Assert: a row per setting, only seeds (and a run from before `ran_as`, simulated) pooled
+    rows = list(csv.DictReader((tmp_path / "report" / "table.csv").open()))
+    assert sorted((r["budget"], r["ran_as"], r["variant"], r["seeds"]) for r in rows) == [
+        (k2, "deployed", "", "0"), (k2, "flwr run", "", "0"),
+        (k2, "simulated", f"federation.lr={lr}", "0 0 1"),
+        (k2, "simulated", "federation.lr=0.5", "0"), (k4, "simulated", "", "0")]
+    text = table.read_text()
+    assert f"### digits ({k2}, deployed)" in text and f"### digits ({k4}, simulated)" in text
+    assert f"| fedavg (federation.lr={lr}) | 0.5 |" in text
+    runs = list(csv.DictReader((tmp_path / "report" / "runs.csv").open()))
+    assert sorted((r["ran_as"], Path(r["path"]).name) for r in runs) == sorted(
+        [("simulated", "sim"), ("simulated", "sim_seed1"), ("simulated", "old"),
+         ("deployed", "deployed"), ("flwr run", "flwr"), ("simulated", "k4"),
+         ("simulated", "lr")])
+    events = sorted(p.parent.relative_to(tmp_path / "report" / "tensorboard").as_posix()
+                    for p in (tmp_path / "report" / "tensorboard").rglob("events.out.*"))
+    assert len(events) == len(set(events)) == len(folders)  # a folder per run
+    assert file_safe(f"digits_{k2}_deployed") + "/fedavg/alpha=0.5_seed=0" in events

@@ -106,7 +106,7 @@ def test_report_tensorboard_event_files_read_back_by_tensorboard(spider_run: Run
                             check=False, timeout=300)
 
     assert report.returncode == 0, report.stderr[-2000:]
-    runs = [p for p in (tmp_path / "report" / "tensorboard").glob("*/*") if p.is_dir()]
+    runs = sorted({p.parent for p in (tmp_path / "report" / "tensorboard").rglob("events.out.*")})
     assert len(runs) == 1
     events = EventAccumulator(str(runs[0]))
     events.Reload()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pfednas.config import SIMULATION_ENV
 from pfednas.options.common import FINETUNE_SCOPES
 from pfednas.records import RoundRecord
 
@@ -369,6 +372,21 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
+RAN_AS = "ran_as"  # summary.json's record of how the run ran
+SIMULATED, FLWR_RUN, DEPLOYED = "simulated", "flwr run", "deployed"
+
+
+def how_it_runs() -> str:
+    """How this process's run runs: ``simulated`` by the ``pfednas`` command (its launcher
+    and its in-process runner set ``$PFEDNAS_SIMULATION``), ``flwr run`` on Flower's
+    Simulation Runtime without it (``flwr run .``: the ServerApp runs in the process that
+    drives the runtime's Ray), else ``deployed`` (a SuperLink's ServerApp process)."""
+    if os.environ.get(SIMULATION_ENV, "") == "1":
+        return SIMULATED
+    ray = sys.modules.get("ray")  # imported by the Simulation Runtime, never by a deployment
+    return FLWR_RUN if ray is not None and ray.is_initialized() else DEPLOYED
+
+
 class ResultsWriter:
     """Writes ``metrics.jsonl`` (one line per round) and ``summary.json`` in ``out_dir``.
 
@@ -390,8 +408,10 @@ class ResultsWriter:
             f.write(json.dumps(record.to_json()) + "\n")
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
+        """``summary.json``, with ``ran_as`` (:func:`how_it_runs`) where it has none."""
         path = self.out_dir / "summary.json"
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.write_text(json.dumps({**summary, RAN_AS: summary.get(RAN_AS) or how_it_runs()},
+                                  indent=2))
         tmp.replace(path)
         return path

@@ -13,12 +13,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pfednas.report.collect import SUMMARY, ReportError, Run, load_run
+from pfednas.report.collect import SUMMARY, ReportError, Run, load_run, settle
 from pfednas.report.paired import seed_accuracies
-from pfednas.report.table import GroupRow, aggregate, run_rows
+from pfednas.report.table import GroupRow, Key, aggregate, run_rows
 from pfednas.report.time_table import RunKey
-
-Key = tuple[str, str, float, str]  # (dataset, row's method, α, search space)
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str],
                           f"run `pfednas bench bench={preset.name} bench.out={folder}`")
     unfinished = tuple((m, len(done[m]), per_method) for m in preset.methods
                        if m not in finished)
-    runs = [load_run(d) for d in preset.cell_dirs(folder, finished)]
+    runs = settle([load_run(d) for d in preset.cell_dirs(folder, finished)])
     unequal = unequal_partitions(runs)
     if unequal:
         raise ReportError(f"bench={preset.name}: {unequal[0]}")

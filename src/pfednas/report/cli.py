@@ -5,7 +5,8 @@
     pfednas report outputs/a outputs/b --out my_report  # any runs
     pfednas report --doc docs/BENCHMARKS.md [--check]   # a results page's marked tables
 
-Every folder below the given paths that holds a ``summary.json`` is one run.
+Every folder below the given paths that holds a ``summary.json`` is one run; runs pool
+only where they differ in nothing but their seed (:func:`pfednas.report.collect.settle`).
 Writes ``table.md``, ``table.csv``, ``runs.csv`` and PNG plots into ``--out``
 (default: ``report/`` in the common parent of the paths). ``--doc`` rewrites the
 blocks a Markdown file marks (:mod:`pfednas.report.page`) from the bench cells;
@@ -34,12 +35,12 @@ from pfednas.report.collect import (
     find_failed,
     find_run_dirs,
     load_run,
+    settle,
     split_tuning_runs,
 )
 from pfednas.report.table import (
     FT_SUFFIX,
     aggregate,
-    budget_of,
     markdown,
     run_rows,
     runs_csv,
@@ -57,39 +58,47 @@ def method_order() -> list[str]:
     return list(METHODS)
 
 
-def panel_title(run: Run) -> str:
-    return f"{run.dataset} α={run.alpha:g}"
+def panel_title(run: Run, *, setting: bool = False) -> str:
+    """``digits α=0.5``: the dataset as dealt, α where it dealt the data; with ``setting``
+    the federation it ran on a second line (``K=4 N=4 R=2 E=1, deployed``)."""
+    title = " ".join(filter(None, (run.dataset, run.alpha_text)))
+    return f"{title}\n{run.setting}" if setting else title
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """The figure as a PNG, cut to what it draws (no title or label clipped)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 
 def figure_label(method: str, runs: Sequence[Run]) -> str:
     """``<method>+ft`` where the runs' per-client accuracies are fine-tuned figures of a method
-    published without fine-tuning (the table's row of the same name)."""
+    published without fine-tuning (the table's row of the same name), with what tells the
+    runs from others of that method (:attr:`Run.variant`)."""
     finetuned = any("personalized_acc_no_ft_mean" in r.summary for r in runs)
-    return method + FT_SUFFIX if finetuned else method
+    name = method + FT_SUFFIX if finetuned else method
+    variant = runs[0].variant if runs else ""
+    return f"{name} ({variant})" if variant else name
 
 
 def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Path]:
-    rank = {m: i for i, m in enumerate(order)}
-    panels: dict[str, dict[str, list[Run]]] = {}
-    for run in sorted(runs, key=lambda r: (r.dataset, r.alpha, rank.get(r.method, len(rank)),
-                                           r.method, r.seed)):
-        panels.setdefault(panel_title(run), {}).setdefault(run.method, []).append(run)
-    curves = {title: [plots.seed_mean_curve(figure_label(m, rs), rs) for m, rs in by_method.items()]
-              for title, by_method in panels.items()}
-    accuracies = {title: {figure_label(m, rs): [float(c["accuracy"]) for r in rs
-                                                for c in r.summary["per_client"]]
-                          for m, rs in by_method.items()} for title, by_method in panels.items()}
+    """A panel per dataset, federation and α (the federation named where the runs have
+    several), a line per row of the table (runs that differ only in their seed)."""
+    several = len({r.setting for r in runs}) > 1
+    panels: dict[str, list[list[Run]]] = {}
+    for group in run_groups(runs, order):
+        panels.setdefault(panel_title(group[0], setting=several), []).append(group)
+    curves = {title: [plots.seed_mean_curve(figure_label(rs[0].method, rs), rs)
+                      for rs in by_row] for title, by_row in panels.items()}
+    accuracies = {title: {figure_label(rs[0].method, rs): [float(c["accuracy"]) for r in rs
+                                                           for c in r.summary["per_client"]]
+                          for rs in by_row} for title, by_row in panels.items()}
     written = [_save(plots.accuracy_curves(curves, x="round"), out / "acc_vs_round.png"),
                _save(plots.accuracy_curves(curves, x="wall"), out / "acc_vs_wall.png"),
                _save(plots.client_accuracy_distribution(accuracies), out / "client_acc.png")]
-    losses = {title: [plots.seed_mean_loss(figure_label(m, rs), rs)
-                      for m, rs in by_method.items()] for title, by_method in panels.items()}
+    losses = {title: [plots.seed_mean_loss(figure_label(rs[0].method, rs), rs)
+                      for rs in by_row] for title, by_row in panels.items()}
     if any(len(c.rounds) for cs in losses.values() for c in cs):
         written.append(_save(plots.loss_curves(losses), out / "train_loss.png"))
     if all(plots.timed(c) for cs in curves.values() for c in cs):
@@ -97,10 +106,9 @@ def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Pa
                              out / "acc_vs_simulated_time.png"))
     tiers: dict[str, list[TierSeries]] = {}
     for group in run_groups(runs, order):
-        series = tier_series(group[0].method, group)
+        series = tier_series(group[0].row_name, group)
         if series is not None:
-            title = f"{panel_title(group[0])}, {budget_of(group[0].config)}"
-            tiers.setdefault(title, []).append(series)
+            tiers.setdefault(panel_title(group[0], setting=True), []).append(series)
     if tiers:
         written.append(_save(plots.tier_accuracy(tiers), out / "acc_by_tier.png"))
     names: set[str] = set()
@@ -113,13 +121,13 @@ def write_plots(runs: Sequence[Run], out: Path, order: Sequence[str]) -> list[Pa
 
 
 def run_groups(runs: Sequence[Run], order: Sequence[str]) -> list[list[Run]]:
-    """The runs of each (dataset, federation size, method, α, space), seeds pooled, in the
-    table's order (a run's tiers depend on its clients: runs of other sizes are not pooled)."""
+    """The runs of each table row (:attr:`Run.row_key`: they differ only in their seed),
+    seeds pooled, in the table's order."""
     rank = {m: i for i, m in enumerate(order)}
-    groups: dict[tuple[str, str, float, int, str, str], list[Run]] = {}
+    groups: dict[tuple[Any, ...], list[Run]] = {}
     for run in sorted(runs, key=lambda r: r.seed):
-        key = (run.dataset, budget_of(run.config), run.alpha, rank.get(run.method, len(rank)),
-               run.method, run.space)
+        dataset, setting, alpha, method, space, options = run.row_key
+        key = (dataset, setting, alpha, rank.get(method, len(rank)), method, space, options)
         groups.setdefault(key, []).append(run)
     return [groups[k] for k in sorted(groups)]
 
@@ -171,8 +179,9 @@ def write_arch_heatmap(run: Run, folder: Path, taken: set[str]) -> Path | None:
         matrix, histograms = matrix.take(order), histograms[order]
         rho = arch_view.label_arch_correlation(histograms, matrix)
     distinct = len({tuple(row) for row in matrix.indices.tolist()})
-    title = (f"{run.method} on {run.dataset} α={run.alpha:g} seed={run.seed}: {distinct} distinct "
-             f"of {len(matrix.client_ids)}; Spearman ρ(label dist, arch dist) = {rho:.2f}")
+    on = " ".join(filter(None, (run.dataset, run.alpha_text, f"seed={run.seed}")))
+    title = (f"{run.row_name} on {on}, {run.setting}:\n{distinct} distinct of "
+             f"{len(matrix.client_ids)}; Spearman ρ(label dist, arch dist) = {rho:.2f}")
     stem = file_safe(f"{run.method}_{run.dataset}_alpha={run.alpha:g}_seed={run.seed}")
     name = next(f"{stem}{suffix}.png" for suffix in ("", *(f"_{i}" for i in range(2, 10**6)))
                 if f"{stem}{suffix}.png" not in taken)
@@ -184,13 +193,26 @@ def tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
+def tensorboard_dir(run: Run) -> Path:
+    """A run's event files below the report's ``tensorboard/``: a folder per dataset and
+    federation (``digits_K=4_N=4_R=2_E=1_simulated``), one per table row in it, one per
+    seed in that."""
+    alpha = f"alpha={run.alpha:g}_" if run.reads_alpha else ""
+    return (Path(file_safe(f"{run.dataset}_{run.setting}")) / file_safe(run.row_name).strip("_")
+            / file_safe(f"{alpha}seed={run.seed}"))
+
+
 def write_tensorboard(runs: Sequence[Run], folder: Path) -> None:
-    """Per-round scalars of each run as TensorBoard event files (needs ``tensorboard``)."""
+    """Per-round scalars of each run as TensorBoard event files (needs ``tensorboard``), a
+    folder per run (:func:`tensorboard_dir`; a second run of the same row and seed: ``_2``)."""
     from torch.utils.tensorboard import SummaryWriter
 
+    taken: set[Path] = set()
     for run in runs:
-        log_dir = folder / run.method / file_safe(
-            f"{run.dataset}_alpha={run.alpha:g}_seed={run.seed}")
+        stem = folder / tensorboard_dir(run)
+        log_dir = next(p for p in (stem, *(Path(f"{stem}_{i}") for i in range(2, 10**6)))
+                       if p not in taken)
+        taken.add(log_dir)
         writer = SummaryWriter(log_dir=str(log_dir))
         try:
             for record in run.rounds:
@@ -222,7 +244,7 @@ def failed_section(failed: Sequence[dict[str, Any]]) -> str:
 def build_report(run_dirs: Sequence[Path], out: Path, *,
                  failed: Sequence[dict[str, Any]] = (), tensorboard: bool = False) -> Path:
     """Read the runs, write the table, the plots (and event files) into ``out``."""
-    runs = [load_run(p) for p in run_dirs]
+    runs = settle([load_run(p) for p in run_dirs])
     order = method_order()
     rows = [row for r in runs for row in run_rows(r)]
     groups = aggregate(rows, order)

@@ -6,6 +6,11 @@ run, a cell of ``pfednas bench``, a job of a Hydra ``-m`` sweep). Its config is
 ``.hydra/config.yaml``. Its per-round records are ``metrics.jsonl``, or
 ``metrics.jsonl.gz`` where ``pfednas bench`` compressed a finished cell's. A bench
 cell that failed leaves ``FAILED.json`` instead.
+
+Runs pool (one table row, one curve, one TensorBoard folder) only where they differ in
+nothing but their seed: the dataset as dealt, the method, α, the search space, the
+federation's size, how they ran (:attr:`Run.ran_as`) and every other value of their configs
+(:func:`settle`).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from pfednas.config import RUN_KEYS_NOT_COMPARED
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
@@ -26,6 +33,17 @@ METRICS_GZ = METRICS + ".gz"  # a finished bench cell's metrics.jsonl, compresse
 FAILED = "FAILED.json"
 CELL_RECORD = "cell.json"  # written by `pfednas bench` beside a cell: commit, load while it ran
 CONFIG_FILES = ("resolved_config.yaml", ".hydra/config.yaml")
+# summary.json's record of how the run ran (pfednas.app.results.how_it_runs); runs from before
+# it was recorded ran deployed where their clients stated or measured their own profiles
+RAN_AS, SIMULATED, DEPLOYED = "ran_as", "simulated", "deployed"
+CLAIMED_SOURCES = ("stated", "measured")
+# config keys that never make runs unlike: the seed (pooled), the row's name (``label``: the
+# method), where and how the run wrote its files; and those that other parts of the key show
+NOT_A_SETTING = (*RUN_KEYS_NOT_COMPARED, "seed", "label", "checkpoint_every", "method.name",
+                 "search_space.name", "dataset.name", "dataset.alpha",
+                 "federation.num_clients", "federation.clients_per_round",
+                 "federation.num_rounds", "federation.local_epochs")
+ABSENT = "(absent)"  # a key a run's config does not hold (an older run's)
 
 
 class ReportError(ValueError):
@@ -41,6 +59,10 @@ class Run:
     rounds: list[dict[str, Any]]
     config: dict[str, Any]
     cell: dict[str, Any] = field(default_factory=dict)
+    # the run's values of the config keys that other runs of the report set otherwise, and
+    # those of them that tell it from runs of its row otherwise (:func:`settle`)
+    options: tuple[tuple[str, str], ...] = ()
+    variant: str = ""
 
     @property
     def method(self) -> str:
@@ -58,6 +80,49 @@ class Run:
     @property
     def alpha(self) -> float:
         return float(self.config["dataset"]["alpha"])
+
+    @property
+    def reads_alpha(self) -> bool:
+        """Whether α dealt the run's data (a Dirichlet partition: not ``iid``, ...)."""
+        from pfednas.data.partitioners import PARAMETERS
+
+        partitioner = str((self.config.get("dataset") or {}).get("partitioner", "dirichlet"))
+        return "alpha" in PARAMETERS.get(partitioner, ("alpha",))
+
+    @property
+    def alpha_text(self) -> str:
+        """``α=0.5`` where α dealt the data, else ``""``."""
+        return f"α={self.alpha:g}" if self.reads_alpha else ""
+
+    @property
+    def row_name(self) -> str:
+        """Its method, with what tells it from other runs of that method where anything
+        does: ``fedavg (federation.lr=0.05)``."""
+        return f"{self.method} ({self.variant})" if self.variant else self.method
+
+    @property
+    def budget(self) -> str:
+        return budget_of(self.config)
+
+    @property
+    def ran_as(self) -> str:
+        """``simulated``, ``flwr run`` or ``deployed``, as ``summary.json`` records it."""
+        if self.summary.get(RAN_AS):
+            return str(self.summary[RAN_AS])
+        profiles = self.summary.get("profiles")
+        claimed = isinstance(profiles, list) and any(
+            isinstance(p, dict) and p.get("source") in CLAIMED_SOURCES for p in profiles)
+        return DEPLOYED if claimed else SIMULATED
+
+    @property
+    def setting(self) -> str:
+        """The federation it ran: ``K=4 N=4 R=2 E=1, simulated``."""
+        return f"{self.budget}, {self.ran_as}"
+
+    @property
+    def row_key(self) -> tuple[str, str, float, str, str, tuple[tuple[str, str], ...]]:
+        """What its table row shares with every run pooled into it (all but the seed)."""
+        return (self.dataset, self.setting, self.alpha, self.method, self.space, self.options)
 
     @property
     def seed(self) -> int:
@@ -94,6 +159,60 @@ class Run:
         """The final personalized evaluation rows (those ``summary.json`` was computed from)."""
         evaluated = [r for r in self.rounds if r.get("evaluation")]
         return list(evaluated[-1]["evaluation"]) if evaluated else []
+
+
+def budget_of(config: Mapping[str, Any]) -> str:
+    fed = config["federation"]
+    return (f"K={fed['num_clients']} N={fed['clients_per_round']} R={fed['num_rounds']} "
+            f"E={fed['local_epochs']}")
+
+
+def compared_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """The config as ``dotted.key -> JSON value``, without :data:`NOT_A_SETTING`."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if dotted in NOT_A_SETTING:
+            continue
+        if isinstance(value, Mapping) and value:
+            out.update(compared_config(value, dotted + "."))
+        else:
+            out[dotted] = json.dumps(value, sort_keys=True)
+    return out
+
+
+def settle(runs: Sequence[Run]) -> list[Run]:
+    """The runs, each with its :attr:`Run.options`: its values of every config key that two
+    of the runs hold with different values (a key only some runs hold, unchanged where they
+    hold it, splits nothing), and :attr:`Run.variant`: those that differ between runs of
+    one row otherwise, ``federation.lr=0.05``. Runs with equal :attr:`Run.row_key` pool."""
+    flats = [compared_config(run.config) for run in runs]
+    values: dict[str, set[str]] = {}
+    for flat in flats:
+        for key, value in flat.items():
+            values.setdefault(key, set()).add(value)
+    varying = sorted(k for k, v in values.items() if len(v) > 1)
+    options = [tuple((k, flat.get(k, ABSENT)) for k in varying) for flat in flats]
+    rows: dict[tuple[Any, ...], list[int]] = {}
+    for i, run in enumerate(runs):
+        rows.setdefault(run.row_key[:-1], []).append(i)
+    variants = [""] * len(runs)
+    for members in rows.values():
+        differing = [j for j in range(len(varying))
+                     if len({options[i][j][1] for i in members}) > 1]
+        for i in members:
+            variants[i] = ", ".join(f"{varying[j]}={_shown(options[i][j][1])}"
+                                    for j in differing)
+    return [replace(run, options=o, variant=v) for run, o, v in zip(runs, options, variants,
+                                                                    strict=True)]
+
+
+def _shown(value: str) -> str:
+    """A JSON value as the command line gives it: a string without its quotes."""
+    if value == ABSENT:
+        return value
+    loaded = json.loads(value)
+    return loaded if isinstance(loaded, str) else value
 
 
 def dealt_text(dataset: Mapping[str, Any]) -> str:

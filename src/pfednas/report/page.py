@@ -25,6 +25,7 @@ from pfednas.report.table import (
     REFERENCE,
     GroupRow,
     best_baseline,
+    group_key,
     is_baseline,
     reported_groups,
 )
@@ -69,7 +70,7 @@ def row_name(g: GroupRow, published_too: bool) -> str:
 
 
 def key_of(g: GroupRow) -> Key:
-    return (g.dataset, g.method, g.alpha, g.space)
+    return group_key(g)
 
 
 def on_seeds(seeds: Collection[int], accs: Mapping[int, float]) -> dict[int, float]:

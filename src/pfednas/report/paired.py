@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pfednas.report.table import RunRow, group_key
+from pfednas.report.table import Key, RunRow, group_key
 
 CONFIDENCE = 0.95
 POWER = 0.8  # of the smallest detectable difference
@@ -168,9 +168,9 @@ def tie_holds(a: Mapping[int, float], b: Mapping[int, float], comparisons: int) 
     return d is not None and d.low >= -TIE_MARGIN and d.high <= TIE_MARGIN
 
 
-def seed_accuracies(rows: Iterable[RunRow]) -> dict[tuple[str, str, float, str], dict[int, float]]:
+def seed_accuracies(rows: Iterable[RunRow]) -> dict[Key, dict[int, float]]:
     """Each table row's (``group_key``) mean client accuracy by seed."""
-    out: dict[tuple[str, str, float, str], dict[int, float]] = {}
+    out: dict[Key, dict[int, float]] = {}
     for row in rows:
         out.setdefault(group_key(row), {})[row.seed] = row.acc_mean
     return out

@@ -69,13 +69,13 @@ def render_shift(shifted: BenchResults, plain: BenchResults) -> str:
     both presets ran."""
     labels = [m for m in shifted.preset.methods if m not in shifted.preset.variants]
     # the same (method, α, search space); the dataset's name differs by the shift it names
-    before = {key_of(g)[1:]: g for g in plain.groups}
+    before = {(g.method, g.alpha, g.space): g for g in plain.groups}
     lines = [f"| method | α | acc without (`bench={plain.preset.name}`) | acc with the shift "
              f"(`bench={shifted.preset.name}`) | Δ with − without, paired by seed [95 % CI] | "
              f"gap to the strongest baseline, without → with | its Δ − FedAvg+FT's Δ, paired by "
              f"seed [95 % CI] |", "|---|---|---|---|---|---|---|"]
     for g in shown_rows(shifted, labels):
-        h = before.get(key_of(g)[1:])
+        h = before.get((g.method, g.alpha, g.space))
         if h is None:
             continue
         with_, without = shifted.by_seed[key_of(g)], plain.by_seed[key_of(h)]

@@ -1,4 +1,4 @@
-"""The benchmark table: per-run numbers, their aggregation per (method, α), markdown and CSV.
+"""The benchmark table: per-run numbers, their aggregation over seeds, markdown and CSV.
 
 Values a run's ``summary.json`` holds are taken from it unchanged (personalized
 accuracy mean / std / 10th percentile, wall time, per-client parameters);
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pfednas.report.collect import Run
+from pfednas.report.collect import SIMULATED, Run, budget_of
 from pfednas.report.timeaxis import run_seconds
 
 
@@ -61,11 +61,15 @@ class RunRow:
     forward_macs: float | None = None
     budget_used: float | None = None  # mean over clients of its model's cost ÷ its budget
     memory: tuple[int, ...] = ()  # each client's model's training memory, bytes (): not recorded
+    ran_as: str = SIMULATED          # simulated, flwr run or deployed (Run.ran_as)
+    options: tuple[tuple[str, str], ...] = ()  # Run.options: what else sets it apart
+    variant: str = ""                # Run.variant: what tells it from others of its row
+    reads_alpha: bool = True         # whether α dealt its data (a Dirichlet partition)
 
 
 @dataclass(frozen=True)
 class GroupRow:
-    """One table row: the runs of one (dataset, method, α, search space) over seeds."""
+    """One table row: the runs that differ only in their seed (:func:`group_key`)."""
 
     method: str
     dataset: str
@@ -107,6 +111,10 @@ class GroupRow:
     memory_mean: float | None = None
     memory_min: int | None = None
     memory_max: int | None = None
+    ran_as: str = SIMULATED
+    options: tuple[tuple[str, str], ...] = ()
+    variant: str = ""
+    reads_alpha: bool = True
 
 
 # The personalized-FL baselines of the protocol, and the NAS methods measured against them.
@@ -142,12 +150,6 @@ def per_client_round(total: float, rounds: Iterable[dict[str, Any]]) -> float:
     """``total`` bytes divided by the client-round participations of ``metrics.jsonl``."""
     slots = sum(max(len(r.get("sampled_clients", [])), len(r.get("train", []))) for r in rounds)
     return total / slots if slots else math.nan
-
-
-def budget_of(config: dict[str, Any]) -> str:
-    fed = config["federation"]
-    return (f"K={fed['num_clients']} N={fed['clients_per_round']} R={fed['num_rounds']} "
-            f"E={fed['local_epochs']}")
 
 
 def finetune_epochs_of(config: dict[str, Any]) -> int:
@@ -209,7 +211,8 @@ def run_rows(run: Run) -> list[RunRow]:
         forward_macs=(None if s.get("client_forward_macs") is None
                       else float(s["client_forward_macs"]) / len(clients)),
         budget_used=budget_used(clients) if chosen_within_budgets(run.config) else None,
-        memory=training_memory(clients))
+        memory=training_memory(clients), ran_as=run.ran_as, options=run.options,
+        variant=run.variant, reads_alpha=run.reads_alpha)
     if "personalized_acc_no_ft_mean" not in s:
         return [base]
     # a run that fine-tuned: its evaluations' passes are fine-tunings; the fine-tuned figure
@@ -269,29 +272,43 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def group_key(row: RunRow) -> tuple[str, str, float, str]:
-    return (row.dataset, row.method, row.alpha, row.space)
+# (dataset, row's method, α, search space, federation size, how it ran, its other options)
+Key = tuple[str, str, float, str, str, str, tuple[tuple[str, str], ...]]
+
+
+def group_key(row: RunRow | GroupRow) -> Key:
+    """A row's key: runs pool where they differ in nothing but their seed."""
+    return (row.dataset, row.method, row.alpha, row.space, row.budget, row.ran_as, row.options)
+
+
+def section_of(row: RunRow | GroupRow) -> tuple[str, str, str]:
+    """The table a row is in, its rows compared with each other: (dataset, federation size,
+    how it ran)."""
+    return (row.dataset, row.budget, row.ran_as)
 
 
 def aggregate(rows: Iterable[RunRow], method_order: Sequence[str] = ()) -> list[GroupRow]:
-    """One :class:`GroupRow` per (dataset, method, α, space), seeds pooled.
+    """One :class:`GroupRow` per :func:`group_key`, seeds pooled.
 
-    Sorted by dataset, α, then ``method_order`` (methods not in it last, by name).
+    Sorted by table (:func:`section_of`), α, then ``method_order`` (methods not in it last,
+    by name).
     """
-    groups: dict[tuple[str, str, float, str], list[RunRow]] = {}
+    groups: dict[Key, list[RunRow]] = {}
     for row in rows:
         groups.setdefault(group_key(row), []).append(row)
     rank = {m: i for i, m in enumerate(method_order)}
-    keys = sorted(groups, key=lambda k: (k[0], k[2], rank.get(k[1].removesuffix(FT_SUFFIX),
-                                                              len(rank)), k[1], k[3]))
+    keys = sorted(groups, key=lambda k: (k[0], k[4], k[5], k[2],
+                                         rank.get(k[1].removesuffix(FT_SUFFIX), len(rank)),
+                                         k[1], k[3], k[6]))
     return with_ratios([_group(sorted(groups[k], key=lambda r: r.seed)) for k in keys])
 
 
 def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
     """Each NAS row's error ÷ FedAvg+FT's and ÷ the best baseline's, and every row's client
-    compute ÷ FedAvg+FT's, within the same (dataset, α). Like for like, a figure as
-    published (the same runs report it fine-tuned too) has its compute ÷ FedAvg's as
-    published, its training without the fine-tunings, where FedAvg's runs report that pair.
+    compute ÷ FedAvg+FT's, within the same table (:func:`section_of`) and α. Like for
+    like, a figure as published (the same runs report it fine-tuned too) has its compute ÷
+    FedAvg's as published, its training without the fine-tunings, where FedAvg's runs
+    report that pair.
 
     A bench variant of a baseline (e.g. ``fedavg_fth``: FedAvg+FT fine-tuning its head only)
     is a baseline too: the best baseline is the strongest of them all, variants included,
@@ -299,7 +316,8 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
     ratio stays against ``fedavg`` itself (the papers' FedAvg+FT)."""
     out = []
     for g in groups:
-        cell = [h for h in groups if (h.dataset, h.alpha) == (g.dataset, g.alpha)]
+        cell = [h for h in groups
+                if (section_of(h), h.alpha) == (section_of(g), g.alpha)]
         # FedAvg+FT: the fine-tuned row of a run that reports the pair, else (cells from
         # before every fine-tuning method reported it) the run's one row
         reference = next((h for h in cell if h.method == REFERENCE + FT_SUFFIX),
@@ -330,8 +348,8 @@ def shadowed(g: GroupRow, groups: Sequence[GroupRow]) -> bool:
     method not in :data:`PUBLISHED_WITHOUT_FT`: not a reported row."""
     return ((g.base_method or g.method) not in PUBLISHED_WITHOUT_FT
             and not g.method.endswith(FT_SUFFIX)
-            and any(h.method == g.method + FT_SUFFIX and (h.dataset, h.alpha, h.space)
-                    == (g.dataset, g.alpha, g.space) for h in groups))
+            and any(group_key(h) == (*group_key(g)[:1], g.method + FT_SUFFIX,
+                                     *group_key(g)[2:]) for h in groups))
 
 
 def reported_groups(groups: Sequence[GroupRow]) -> list[GroupRow]:
@@ -359,12 +377,12 @@ def _group(runs: list[RunRow]) -> GroupRow:
     means = np.array([r.acc_mean for r in runs])
     params = np.array([p for r in runs for p in r.params])
     archs = [r.distinct_archs for r in runs if r.distinct_archs is not None]
-    budgets = sorted({r.budget for r in runs})
     violations = [r.budget_violations for r in runs if r.budget_violations is not None]
     loads = [r.load_mean for r in runs if r.load_mean is not None]
     return GroupRow(
         method=first.method, dataset=first.dataset, alpha=first.alpha, space=first.space,
-        seeds=tuple(r.seed for r in runs), budget=" | ".join(budgets),
+        seeds=tuple(r.seed for r in runs), budget=first.budget, ran_as=first.ran_as,
+        options=first.options, variant=first.variant, reads_alpha=first.reads_alpha,
         acc_mean=float(means.mean()),
         acc_std_clients=float(np.mean([r.acc_std for r in runs])),
         acc_std_seeds=float(means.std(ddof=1)) if len(runs) > 1 else None,
@@ -410,7 +428,7 @@ def _mean_or_none(values: Sequence[float | None]) -> float | None:
 # -- rendering -----------------------------------------------------------------------------------
 COLUMNS = ("method", "α", "space", "seeds", "F", "personalized acc (mean ± std clients)",
            "± std seeds", "worst-10 % acc", "err ÷ FedAvg+FT", "err ÷ best baseline",
-           "client sample-passes (M)", "wall s", "load", "sim. s", "sim. s heavy-tailed",
+           "client sample-passes", "wall s", "load", "sim. s", "sim. s heavy-tailed",
            "KiB up / client·round",
            "KiB down / client·round", "params mean", "params min", "params max",
            "distinct archs", "budget violations")
@@ -427,12 +445,37 @@ def _num(value: float | None, fmt: str) -> str:
         else format(value, fmt)
 
 
-def _cells(g: GroupRow) -> list[str]:
-    return [g.method, f"{g.alpha:g}", g.space, ",".join(map(str, g.seeds)),
+def row_name(g: GroupRow) -> str:
+    """The row's method, with what tells it from other rows of that method where any does:
+    ``fedavg (federation.lr=0.05)``."""
+    return f"{g.method} ({g.variant})" if g.variant else g.method
+
+
+def alpha_text(g: GroupRow) -> str:
+    """α, or ``—`` where it did not deal the data (a partitioner other than Dirichlet)."""
+    return f"{g.alpha:g}" if g.reads_alpha else "—"
+
+
+UNITS = ((1e6, "M"), (1e3, "k"))
+
+
+def passes_unit(groups: Sequence[GroupRow]) -> tuple[float, str]:
+    """The unit of a table's client sample-passes: millions, thousands where the largest is
+    under a million, else single passes (a small run's are never 0.00)."""
+    largest = max((g.sample_passes for g in groups), default=0.0)
+    return next(((scale, name) for scale, name in UNITS if largest >= scale), (1.0, ""))
+
+
+def _passes(value: float, scale: float) -> str:
+    return f"{value / scale:.2f}" if scale > 1 else f"{value:.0f}"
+
+
+def _cells(g: GroupRow, scale: float = 1e6) -> list[str]:
+    return [row_name(g), alpha_text(g), g.space, ",".join(map(str, g.seeds)),
             str(g.finetune_epochs), f"{g.acc_mean:.4f} ± {g.acc_std_clients:.4f}",
             _num(g.acc_std_seeds, ".4f"), f"{g.acc_p10:.4f}",
             _num(g.err_ratio_fedavg_ft, ".2f"), _num(g.err_ratio_best_baseline, ".2f"),
-            f"{g.sample_passes / 1e6:.2f}{compute_mark(g)}", f"{g.wall_seconds:.1f}",
+            f"{_passes(g.sample_passes, scale)}{compute_mark(g)}", f"{g.wall_seconds:.1f}",
             _num(g.load_mean, ".1f"), _num(g.simulated_seconds, ".1f"),
             _num(g.simulated_seconds_heavy, ".1f"), _num(g.up_per_client_round / 1024, ".1f"),
             _num(g.down_per_client_round / 1024, ".1f"),
@@ -440,16 +483,25 @@ def _cells(g: GroupRow) -> list[str]:
             _num(g.distinct_archs, "g"), _num(g.budget_violations, "g")]
 
 
+def section_heading(dataset: str, budget: str, ran_as: str) -> str:
+    return f"### {dataset} ({budget}, {ran_as})"
+
+
 def markdown(groups: Sequence[GroupRow]) -> str:
-    """One markdown table per dataset (budgets stated above each)."""
+    """One markdown table per dataset, federation size and way of running
+    (:func:`section_of`, stated above each); a column no row has a figure for is left out."""
     parts = []
-    for dataset in sorted({g.dataset for g in groups}):
-        rows = [g for g in groups if g.dataset == dataset]
-        budgets = sorted({g.budget for g in rows})
-        parts.append(f"### {dataset} ({'; '.join(budgets)})\n")
-        parts.append("| " + " | ".join(COLUMNS) + " |")
-        parts.append("|" + "---|" * len(COLUMNS))
-        parts.extend("| " + " | ".join(_cells(g)) + " |" for g in rows)
+    for section in dict.fromkeys(sorted(section_of(g) for g in groups)):
+        rows = [g for g in groups if section_of(g) == section]
+        scale, unit = passes_unit(rows)
+        header = [f"{c} ({unit})" if c == "client sample-passes" and unit else c
+                  for c in COLUMNS]
+        cells = [_cells(g, scale) for g in rows]
+        kept = [i for i in range(len(header)) if any(row[i] != "—" for row in cells)]
+        parts.append(section_heading(*section) + "\n")
+        parts.append("| " + " | ".join(header[i] for i in kept) + " |")
+        parts.append("|" + "---|" * len(kept))
+        parts.extend("| " + " | ".join(row[i] for i in kept) + " |" for row in cells)
         parts.append("")
     if any(compute_mark(g) for g in groups):
         parts.append(f"`!`: client compute above {COMPUTE_MARGIN:g} × FedAvg+FT's in the same "
@@ -457,7 +509,8 @@ def markdown(groups: Sequence[GroupRow]) -> str:
     return "\n".join(parts)
 
 
-CSV_FIELDS = ("dataset", "method", "alpha", "space", "seeds", "budget", "acc_mean",
+CSV_FIELDS = ("dataset", "method", "alpha", "space", "seeds", "budget", "ran_as", "variant",
+              "acc_mean",
               "acc_std_clients", "acc_std_seeds", "acc_p10", "wall_seconds",
               "load_mean", "bytes_up_per_client_round", "bytes_down_per_client_round",
               "params_mean",
@@ -481,7 +534,8 @@ def _blank_none(value: Any) -> Any:
 def to_csv(groups: Sequence[GroupRow]) -> str:
     return _csv(CSV_FIELDS, (
         [g.dataset, g.method, g.alpha, g.space, " ".join(map(str, g.seeds)),
-         g.budget, g.acc_mean, g.acc_std_clients, _blank_none(g.acc_std_seeds), g.acc_p10,
+         g.budget, g.ran_as, g.variant, g.acc_mean, g.acc_std_clients,
+         _blank_none(g.acc_std_seeds), g.acc_p10,
          g.wall_seconds, _blank_none(g.load_mean), g.up_per_client_round,
          g.down_per_client_round, g.params_mean, g.params_min, g.params_max,
          _blank_none(g.distinct_archs),
@@ -491,7 +545,8 @@ def to_csv(groups: Sequence[GroupRow]) -> str:
         for g in groups))
 
 
-RUN_CSV_FIELDS = ("dataset", "method", "alpha", "space", "seed", "budget", "acc_mean", "acc_std",
+RUN_CSV_FIELDS = ("dataset", "method", "alpha", "space", "seed", "budget", "ran_as", "variant",
+                  "acc_mean", "acc_std",
                   "acc_p10", "wall_seconds", "bytes_up_per_client_round",
                   "bytes_down_per_client_round", "distinct_archs", "finetune_epochs",
                   "client_sample_passes", "load_mean", "simulated_seconds",
@@ -499,9 +554,10 @@ RUN_CSV_FIELDS = ("dataset", "method", "alpha", "space", "seed", "budget", "acc_
 
 
 def runs_csv(rows: Sequence[RunRow]) -> str:
-    """Every run on its own line, with the folder it was read from."""
+    """Every run on its own line, with how it ran and the folder it was read from."""
     return _csv(RUN_CSV_FIELDS, (
-        [r.dataset, r.method, r.alpha, r.space, r.seed, r.budget, r.acc_mean, r.acc_std,
+        [r.dataset, r.method, r.alpha, r.space, r.seed, r.budget, r.ran_as, r.variant,
+         r.acc_mean, r.acc_std,
          r.acc_p10, r.wall_seconds, r.up_per_client_round, r.down_per_client_round,
          _blank_none(r.distinct_archs), r.finetune_epochs, r.sample_passes,
          _blank_none(r.load_mean), _blank_none(r.simulated_seconds),

@@ -23,7 +23,7 @@ from pfednas.app.results import (
     tier_summary,
 )
 from pfednas.report.collect import Run
-from pfednas.report.table import budget_of
+from pfednas.report.table import section_heading
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ def _cells(run: Run, seeds: str, tier: dict[str, Any]) -> list[str]:
     metric = str(tier["budget_metric"])
     low, high = (budget_text(float(tier[k]), metric) for k in ("budget_min", "budget_max"))
     share = tier.get("within_budget_share")
-    return [run.method, f"{run.alpha:g}", run.space, seeds, str(tier["tier"]),
+    alpha = f"{run.alpha:g}" if run.reads_alpha else "—"
+    return [run.row_name, alpha, run.space, seeds, str(tier["tier"]),
             str(tier["clients"]), low if low == high else f"{low} – {high}",
             f"{tier['accuracy']:.4f}",
             f"{tier['accuracy_no_ft']:.4f}" if "accuracy_no_ft" in tier else "—",
@@ -89,17 +90,18 @@ def _cells(run: Run, seeds: str, tier: dict[str, Any]) -> list[str]:
 
 
 def tier_markdown(groups: Sequence[Sequence[Run]]) -> str:
-    """The report's section: one table per dataset and federation size, a row per tier of
-    each group of runs (one method, α and space; seeds pooled); "" where no run's clients
-    have budgets."""
+    """The report's section: one table per dataset, federation size and way of running, a row
+    per tier of each group of runs (runs that differ only in their seed); "" where no run's
+    clients have budgets."""
     lines: list[str] = []
     heading = ""
     for runs in groups:
         tiers = pooled_tiers(runs)
         if not tiers:
             continue
-        if f"### {runs[0].dataset} ({budget_of(runs[0].config)})" != heading:
-            heading = f"### {runs[0].dataset} ({budget_of(runs[0].config)})"
+        first = runs[0]
+        if section_heading(first.dataset, first.budget, first.ran_as) != heading:
+            heading = section_heading(first.dataset, first.budget, first.ran_as)
             lines += ["", heading, "", "| " + " | ".join(COLUMNS) + " |",
                       "|" + "---|" * len(COLUMNS)]
         seeds = ",".join(str(s) for s in sorted({r.seed for r in runs}))
