@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pfednas.app.tensorboard import round_scalars
 from pfednas.run.inprocess import run_inprocess
 from tests.conftest import measured_removed, pids_with_token, run_pfednas
 
@@ -36,7 +38,8 @@ def check_results(summary: dict[str, Any], records: list[dict[str, Any]], method
 def test_fedavg_three_rounds_on_digits_beat_chance_and_leave_no_process(tmp_path: Path) -> None:
     out = tmp_path / "run"
 
-    result = run_pfednas(["method=fedavg", *FAST, "method.finetune_epochs=2"], out)
+    result = run_pfednas(["method=fedavg", *FAST, "method.finetune_epochs=2",
+                          "tensorboard=true"], out)
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -48,9 +51,18 @@ def test_fedavg_three_rounds_on_digits_beat_chance_and_leave_no_process(tmp_path
     token = (out / "logs" / "run_token").read_text().strip()
     assert pids_with_token(token) == []
     # the folder holds what the run is for: no FLWR_HOME (the launcher's is temporary), no
-    # empty cli.log, no checkpoint after 3 rounds with checkpoint_every=5
+    # empty cli.log, no checkpoint after 3 rounds with checkpoint_every=5; the live
+    # TensorBoard log asked for, each round's scalars under `pfednas report`'s tags
     assert sorted(p.name for p in out.iterdir()) == [
-        ".hydra", "logs", "metrics.jsonl", "models", "resolved_config.yaml", "summary.json"]
+        ".hydra", "logs", "metrics.jsonl", "models", "resolved_config.yaml", "summary.json",
+        "tensorboard"]
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    for record in records:
+        for tag, value in round_scalars(record).items():
+            (logged,) = [e.value for e in events.Scalars(tag) if e.step == record["round"]]
+            assert logged == pytest.approx(value, rel=1e-6)
+    assert "personalized/acc_mean" in events.Tags()["scalars"]
     # Ray ran two clients side by side (client_cpus 1 on 2 CPUs, as CI has; a GPU share is
     # the same placement by another resource); one after another, in this process, the
     # records are the same, measured times and memory aside

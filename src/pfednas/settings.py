@@ -126,6 +126,7 @@ class RunSettings:
     search_space: dict[str, Any]
     seed: int
     progress: bool
+    tensorboard: bool  # live event files in <output>/tensorboard (pfednas.app.tensorboard)
     resume: str | None
     checkpoint_every: int
     fault_injection: dict[str, Any] | None

@@ -33,6 +33,7 @@ from pfednas.app.checkpoint import read_checkpoint, save_checkpoint, verified_re
 from pfednas.app.environment import environment_record
 from pfednas.app.preflight import one_line
 from pfednas.app.results import ResultsWriter, format_table, summarize
+from pfednas.app.tensorboard import LIVE_DIR, LiveScalars
 from pfednas.config import (
     DATA_ROOT_ENV,
     OUTPUT_BASE_ENV,
@@ -224,14 +225,22 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
         for line in deployment_changes(settings, strategy.profiles, strategy.fixed_arch):
             print(f"[pfednas] {line}", flush=True)
 
+    live = LiveScalars(out / LIVE_DIR) if settings.tensorboard else None
+
     def on_round(record: RoundRecord) -> None:
         writer.write_round(record)
+        if live is not None:
+            live.write(record.to_json())
         if checkpoint_due(record.round, settings):
             save_checkpoint(out, record.round, strategy.state(), lineage=strategy.lineage)
         if settings.progress:
             print(progress_line(record, settings.federation.num_rounds, start), flush=True)
 
-    records = previous + strategy.run(grid, on_round, start_round=len(previous) + 1)
+    try:
+        records = previous + strategy.run(grid, on_round, start_round=len(previous) + 1)
+    finally:
+        if live is not None:
+            live.close()
     extra: dict[str, object] = {"server_peak_memory_mb": peak_rss_mb(), "seed": settings.seed,
                                 "environment": environment_record(settings.federation.client_cpus),
                                 "eval_split": settings.eval_split,

@@ -13,6 +13,7 @@ both are re-exported here, where the rest of the code imports them from.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -175,7 +176,7 @@ def _check_method_data(typed: Any, spec: DataSpec) -> None:
         raise ConfigError(str(err)) from err
 
 
-RUN_KEYS_NOT_COMPARED = ("resume", "progress", "output_dir", "hydra")
+RUN_KEYS_NOT_COMPARED = ("resume", "progress", "tensorboard", "output_dir", "hydra")
 RESOLVED_CONFIG = "resolved_config.yaml"  # the run's composed config, in its output folder
 
 
@@ -253,6 +254,12 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
             Fault.from_config(fault_cfg)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"fault_injection: {err!r}") from err
+    tensorboard = cfg.get("tensorboard", False)
+    if not isinstance(tensorboard, bool):
+        raise ConfigError(f"tensorboard must be true or false, got {tensorboard!r}")
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("tensorboard=true needs the tensorboard package "
+                          "(pip install -e \".[report]\")")
     label = cfg.get("label")
     if label is not None and (not isinstance(label, str) or not label.strip()):
         raise ConfigError(f"label must be null or a non-empty string, got {label!r}")
@@ -266,6 +273,7 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
                           f"split that eval_split={eval_split} scores; set it false")
     return RunSettings(method=name, method_options=method, federation=fed, data=spec,
                        search_space=space, seed=seed, progress=bool(cfg.get("progress")),
+                       tensorboard=tensorboard,
                        resume=None if resume is None else str(resume),
                        checkpoint_every=checkpoint_every, fault_injection=fault_cfg,
                        eval_split=str(eval_split))
