@@ -176,11 +176,12 @@ def test_predict_on_a_users_npz_and_image_folder(runs: dict[str, Path], tmp_path
 
     # Assert: one class per sample, in range, and the accuracy where labels were given
     assert from_npz == 0 and from_images == 0
-    assert lines_npz[0] == "index,class" and len(lines_npz[1:7]) == 6
+    assert lines_npz[0] == "index,class,class_name" and len(lines_npz[1:7]) == 6
     assert all(0 <= int(line.split(",")[1]) < 10 for line in lines_npz[1:7])
     assert lines_npz[-1].startswith("accuracy ") and lines_images[-1].startswith("accuracy ")
     written = (tmp_path / "pred.csv").read_text().splitlines()
-    assert written[0] == "index,class" and len(written) == 7
+    assert written[0] == "index,file,class,class_name" and len(written) == 7
+    assert written[1].startswith("0,0/0.png,")  # digits' classes are named "0" .. "9"
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class DatasetInfo:
     in_channels: int
     image_size: int
     num_samples: int
+    class_names: tuple[str, ...] = ()  # each label's name, where the dataset has them
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,9 @@ class FileImages:
         int64 ``(N,)`` natural id of each sample, or None where the files give none.
     classes : tuple[str, ...]
         The name of each label: its folder's name, or ``str(label)``.
+    files : tuple[str, ...]
+        An image folder's: each image's file, relative to the folder (``daisy/1.png``);
+        ``()`` for arrays.
     """
 
     images: np.ndarray
@@ -84,6 +87,7 @@ class FileImages:
     scale: float
     clients: np.ndarray | None
     classes: tuple[str, ...]
+    files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -95,6 +99,8 @@ class FileImages:
         if n and int(self.labels.max()) >= len(self.classes):
             raise ValueError(f"label {int(self.labels.max())} has no name among "
                              f"{len(self.classes)} classes")
+        if self.files and len(self.files) != n:
+            raise ValueError(f"{len(self.files)} file names for {n} images")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -270,7 +276,8 @@ def read_image_folder(root: str | Path, *, channels: int | None = None,
     classes = tuple(names.get(i, str(i)) for i in range(max(labels_of.values()) + 1))
     labels = np.asarray([label for _, label in files], dtype=np.int64)
     return _frozen(FileImages(images=images, labels=labels, scale=255.0, clients=None,
-                              classes=classes))
+                              classes=classes,
+                              files=tuple(file.relative_to(root).as_posix() for file, _ in files)))
 
 
 def _image_header(file: Path) -> tuple[str, tuple[int, int]]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,24 +46,32 @@ class Source:
     norm: Normalisation
 
 
+# Fashion-MNIST's labels' names (Xiao et al., 2017)
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+
 # Channel means / stds of the pooled images after dividing by ``scale``.
 SOURCES: dict[str, Source] = {
     "digits": Source(
-        DatasetInfo("digits", num_classes=10, in_channels=1, image_size=8, num_samples=1797),
+        DatasetInfo("digits", num_classes=10, in_channels=1, image_size=8, num_samples=1797,
+                    class_names=tuple(str(i) for i in range(10))),
         Normalisation(scale=16.0, mean=(0.3053,), std=(0.3760,)),
     ),
     "fashion_mnist": Source(
         DatasetInfo(
-            "fashion_mnist", num_classes=10, in_channels=1, image_size=28, num_samples=70_000
+            "fashion_mnist", num_classes=10, in_channels=1, image_size=28, num_samples=70_000,
+            class_names=FASHION_MNIST_CLASSES,
         ),
         Normalisation(scale=255.0, mean=(0.2860,), std=(0.3530,)),
     ),
     "cifar10": Source(
-        DatasetInfo("cifar10", num_classes=10, in_channels=3, image_size=32, num_samples=60_000),
+        DatasetInfo("cifar10", num_classes=10, in_channels=3, image_size=32, num_samples=60_000,
+                    class_names=cifar.CIFAR10_CLASSES),
         Normalisation(scale=255.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     ),
     "cifar100": Source(
-        DatasetInfo("cifar100", num_classes=100, in_channels=3, image_size=32, num_samples=60_000),
+        DatasetInfo("cifar100", num_classes=100, in_channels=3, image_size=32,
+                    num_samples=60_000, class_names=cifar.CIFAR100_CLASSES),
         Normalisation(scale=255.0, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
     ),
     "synthetic": Source(
@@ -97,12 +105,14 @@ def dataset_info(
     """Facts about ``name``: static for a built-in dataset (no data loaded); for ``own``, read
     from the files at ``root`` (once per process).
 
-    ``num_samples`` is the size of the standard pooled dataset (train + test).
+    ``num_samples`` is the size of the standard pooled dataset (train + test);
+    ``class_names`` each label's name (an image folder's class folders; none for
+    ``synthetic``).
     """
     if name == OWN:
         files = own_files(root, natural_id)
         return DatasetInfo(OWN, files.num_classes, files.in_channels, files.image_size,
-                           int(files.labels.size))
+                           int(files.labels.size), class_names=files.classes)
     info = _source(name).info
     if name == "synthetic":
         return DatasetInfo(
@@ -222,8 +232,6 @@ def load_arrays(
     """
     raw = load_raw(name, root, seed=seed, synthetic_samples=synthetic_samples)
     static = dataset_info(name, synthetic_samples=synthetic_samples)
-    info = DatasetInfo(
-        name, static.num_classes, static.in_channels, static.image_size, len(raw.labels)
-    )
+    info = replace(static, num_samples=len(raw.labels))
     data = ArrayDataset(x=normalise(raw.images, normalisation(name)), y=raw.labels.copy())
     return data, info

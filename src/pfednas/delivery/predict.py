@@ -18,14 +18,21 @@ only by the sha256 export recorded in the run folder or model-dir named by ``--k
   ``y`` optional) or an image folder (``DIR/<class>/<image>``), read by the reader silo
   nodes use (:func:`pfednas.node.data.read_silo`: uint8 as 0–255, float as 0–1, converted to
   the model's channels and size, within the budgets of :mod:`pfednas.limits`) and
-  normalised with the spec's mean and std. Prints one ``index,class`` line per sample (or
-  writes them to ``--out``), and the accuracy where labels are given.
+  normalised with the spec's mean and std. Prints one ``index,class,class_name`` line per
+  sample (an image folder's: ``index,file,class,class_name``, the file relative to the
+  folder; the names are the spec's, :func:`pfednas.edge.spec.class_names`), or writes them
+  to ``--out``, and the accuracy where labels are given: a folder's class folders named as
+  the model's classes are (``daisy/``, ``tulip/``) are labelled by those names, so a folder
+  of some of the classes is scored right.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +49,7 @@ from pfednas.delivery.model_source import (
 )
 from pfednas.edge.kept import KeptModelError
 from pfednas.edge.runtime import LoadedModel, RuntimeLoadError
+from pfednas.edge.spec import class_names
 from pfednas.limits import MAX_DATA_BYTES
 
 
@@ -88,27 +96,62 @@ def run_split(spec: dict[str, Any], run_dir: Path, client_id: int) -> tuple[np.n
     return part.x, part.y
 
 
-def file_data(spec: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+@dataclass(frozen=True)
+class Inputs:
+    """What ``--data`` gave: normalised inputs, their labels (None: none given) and, for an
+    image folder, each input's file relative to it."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    files: tuple[str, ...] = ()
+
+
+def file_data(spec: dict[str, Any], path: Path) -> Inputs:
     """A user's ``.npz`` or image folder, read as silos read theirs, normalised by the spec."""
     from pfednas.node.data import ARRAY_FILE, read_silo
 
     task, norm = spec["task"], spec["input"]["normalisation"]
+    files: tuple[str, ...] = ()
     if path.is_file() and path.suffix == ".npz":
         x, y = _read_npz(path)
-        folder = None
+    elif path.is_dir() and (path / ARRAY_FILE).is_file():
+        x, y = _read_npz(path / ARRAY_FILE)
     else:
-        folder = path
-    if folder is not None:
-        if folder.is_dir() and (folder / ARRAY_FILE).is_file():
-            x, y = _read_npz(folder / ARRAY_FILE)
-        else:
-            silo = read_silo(folder, channels=task["in_channels"], size=task["image_size"])
-            x, y = silo.images.astype(np.float32) / np.float32(silo.scale), silo.labels
+        silo = read_silo(path, channels=task["in_channels"], size=task["image_size"])
+        x, files = silo.images.astype(np.float32) / np.float32(silo.scale), silo.files
+        y = labels_by_name(silo.labels, silo.classes, class_names(spec))
     mean = np.asarray(norm["mean"], np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(norm["std"], np.float32).reshape(1, -1, 1, 1)
     x = np.ascontiguousarray((x - mean) / std, dtype=np.float32)
     check_input(x, spec)
-    return x, y
+    return Inputs(x, y, files)
+
+
+def labels_by_name(labels: np.ndarray, folders: tuple[str, ...],
+                   names: tuple[str, ...]) -> np.ndarray:
+    """A folder's labels as the model's classes: by name where its class folders are not
+    numbers (``tulip/`` is the model's class ``tulip``, wherever it falls among the
+    folders), else the numbers as given."""
+    if all(name.isdigit() for name in folders):
+        return labels
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted(set(folders) - set(index))
+    if unknown:
+        raise PredictError(f"class folder {unknown[0]!r} is not one of the model's classes "
+                           f"({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})")
+    return np.asarray([index[name] for name in folders], dtype=np.int64)[labels]
+
+
+def prediction_table(predicted: np.ndarray, names: tuple[str, ...],
+                     files: tuple[str, ...] = ()) -> str:
+    """CSV: ``index,class,class_name`` per input, with ``file`` after the index where the
+    inputs are files."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", *(["file"] if files else []), "class", "class_name"])
+    writer.writerows([i, *([files[i]] if files else []), int(c), names[int(c)]]
+                     for i, c in enumerate(predicted))
+    return buffer.getvalue()
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -146,7 +189,8 @@ def main(argv: list[str]) -> int:
     source.add_argument("--run", type=Path, help="a simulation's run folder (with --client)")
     source.add_argument("--data", type=Path, help="a .npz or an image folder")
     parser.add_argument("--client", type=int)
-    parser.add_argument("--out", type=Path, help="--data: write index,class lines here")
+    parser.add_argument("--out", type=Path, help="--data: write the predictions here (CSV: "
+                        "index, the file of an image folder's, class, class_name)")
     parser.add_argument("--kept", type=Path, metavar="PATH",
                         help="a .pt: the run folder or model-dir it was exported from, whose "
                              "kept spec holds its sha256 (default: --run)")
@@ -159,27 +203,26 @@ def main(argv: list[str]) -> int:
         parser.error("--run needs --client")
     try:
         spec = model_spec(args.model)
-        y: np.ndarray | None
-        if args.run is not None:
-            x, y = run_split(spec, args.run, args.client)
-        else:
-            x, y = file_data(spec, args.data)
+        names = class_names(spec)
+        inputs = (Inputs(*run_split(spec, args.run, args.client)) if args.run is not None
+                  else file_data(spec, args.data))
+        y = inputs.y
         if y is not None:
             check_labels(y, spec)
         model = open_model(args.model, spec, kept=args.kept or args.run,
                            trust_torchscript=args.trust_torchscript)
-        predicted = predict(model, spec, x)
+        predicted = predict(model, spec, inputs.x)
     except (PredictError, RuntimeLoadError, KeptModelError, ConfigError, DataError,
             ValueError, OSError) as err:
         print(f"pfednas: error: {err}", file=sys.stderr)
         return 2
     if args.data is not None:
-        lines = [f"{i},{int(c)}" for i, c in enumerate(predicted)]
+        table = prediction_table(predicted, names, inputs.files)
         if args.out is not None:
-            args.out.write_text("index,class\n" + "\n".join(lines) + "\n")
-            print(f"[pfednas] wrote {len(lines)} predictions to {args.out}")
+            args.out.write_text(table)
+            print(f"[pfednas] wrote {len(predicted)} predictions to {args.out}")
         else:
-            print("index,class", *lines, sep="\n")
+            print(table, end="")
     if y is None:
         return 0
     correct = int((predicted == y).sum())

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pfednas.data import data_normalisation
+from pfednas.data.spec import spec_info
 from pfednas.edge.kept import KeptModel, write_kept
 from pfednas.edge.spec import ModelCost, model_spec, reported_kind, sample_inputs
 from pfednas.search import get_space
@@ -52,7 +53,7 @@ def keep_client_models(root: Path, client_id: int, models: list[KeptModel],
                       cost=model_cost(settings, reported.arch, space), kept_kinds=kinds,
                       split=split,
                       num_examples=num_examples, config=config, commit=source_commit(),
-                      overrides=overrides)
+                      overrides=overrides, names=spec_info(settings.data).class_names)
     return write_kept(root, client_id, models, spec)
 
 

@@ -3,7 +3,9 @@
 * how to rebuild it: the search space's config, the task shape and (per kept model) the
   architecture string;
 * how to feed it: the input shape and dtype, the normalisation ``(raw / scale - mean[c]) /
-  std[c]``, the number of classes;
+  std[c]``, the number of classes and, where the dataset names them, each class's name
+  (``class_names``: an image folder's class folders, Fashion-MNIST's ``T-shirt/top``, ...;
+  :func:`class_names` reads a spec without them as ``"0"``, ``"1"``, ...);
 * what it costs: parameters, MACs of one forward pass of one sample, the cost model's
   training-memory estimate at the run's batch size and its calibrated upper bound in real
   bytes (:func:`pfednas.search.memory_bound.training_memory_upper_bound`);
@@ -20,7 +22,7 @@ Measurements (latency, peak memory) go in ``measured``, added where they were ta
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,9 @@ from pfednas.search.arch import Cost, TaskShape
 # final-evaluation config keys the server fills per client (pfednas.strategies.base)
 KEEP_KEY = "keep_model"
 PROFILE_PREFIX = "profile_"
+# the most characters of class names a spec holds (more are left out: the whole spec is
+# read up to pfednas.limits.MAX_SPEC_BYTES)
+MAX_NAMES_CHARS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,22 @@ def device_fit(cost: ModelCost, config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def class_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Each of the model's classes' names: the spec's ``class_names``, else (a spec from
+    before they were written, a dataset without names) each class's number.
+
+    Raises ``ValueError`` where ``class_names`` is not one string per class."""
+    count = int(spec["task"]["num_classes"])
+    names = spec.get("class_names")
+    if names is None:
+        return tuple(str(i) for i in range(count))
+    if not (isinstance(names, list) and len(names) == count
+            and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"the spec's class_names is not one name for each of its {count} "
+                         "classes")
+    return tuple(names)
+
+
 def reported_kind(kinds: set[str]) -> str:
     """The kept model behind a client's reported figure: the fine-tuned one if any."""
     return FINETUNED if FINETUNED in kinds else AS_PUBLISHED
@@ -94,14 +115,17 @@ def model_spec(*, client_id: int, method: str, dataset: str, seed: int,
                search_space: Mapping[str, Any], task: TaskShape, norm: Normalisation,
                cost: ModelCost, kept_kinds: set[str], split: str, num_examples: int,
                config: Mapping[str, Any], commit: str,
-               overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+               overrides: tuple[str, ...] = (), names: Sequence[str] = ()) -> dict[str, Any]:
     """The spec of client ``client_id``'s kept models (``models`` is filled on writing);
     the run is named by its overrides (less ``resume=``), seed and commit, so a resumed run
-    writes the spec of the uninterrupted one."""
+    writes the spec of the uninterrupted one. ``names``: each class's name, where the
+    dataset has them (none over :data:`MAX_NAMES_CHARS` in all)."""
     reported = reported_kind(kept_kinds)
     return {
         "version": SPEC_VERSION, "client_id": int(client_id), "method": method,
         "dataset": dataset, "num_classes": task.num_classes,
+        **({"class_names": list(names)} if len(names) == task.num_classes
+           and sum(map(len, names)) <= MAX_NAMES_CHARS else {}),
         "search_space": dict(search_space),
         "task": {"num_classes": task.num_classes, "in_channels": task.in_channels,
                  "image_size": task.image_size},
