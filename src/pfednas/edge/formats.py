@@ -7,6 +7,12 @@ its own runtime (:mod:`pfednas.edge.runtime`) and run on a sample batch beside t
 PyTorch model: the largest logit difference must be within :data:`TOLERANCE` (relative to
 the logits' scale) and every predicted class equal; else the file is removed and
 :class:`ExportCheckError` raised. The file is mode 0600.
+
+The network runs forward twice (traced, then checked) and on one torch thread: the
+tracers' time is Python's, a batch of one to sixteen small images gains nothing from more
+threads, and on a loaded machine every operation would wait for both. ``torch.jit.trace``
+skips its own check (a second trace and a comparison of the graphs): the check above is
+the one that counts, the file's outputs against the model's.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import io
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,7 @@ from torch import nn
 
 from pfednas.edge.kept import PRIVATE_FILE
 from pfednas.edge.runtime import FORMATS, load
+from pfednas.nas.distill import torch_threads
 
 TOLERANCE = 1e-4
 
@@ -40,7 +48,7 @@ def write_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
-        traced = torch.jit.trace(net, example)
+        traced = torch.jit.trace(net, example, check_trace=False)
     traced.save(str(path))
 
 
@@ -63,7 +71,7 @@ def check_against(net: nn.Module, path: Path, sample: np.ndarray) -> dict[str, A
     """Run ``path`` in its runtime and ``net`` in PyTorch on ``sample``; the comparison."""
     with torch.no_grad():
         expected = net(torch.from_numpy(sample)).numpy()
-    got = load(path).logits(sample)
+    got = load(path, threads=1).logits(sample)
     if got.shape != expected.shape:
         raise ExportCheckError(f"{path.name}: logits of shape {got.shape}, PyTorch gives "
                                f"{expected.shape}")
@@ -76,16 +84,24 @@ def check_against(net: nn.Module, path: Path, sample: np.ndarray) -> dict[str, A
     return {"samples": len(sample), "max_abs_logit_diff": diff, "same_classes": agree}
 
 
-def export(net: nn.Module, fmt: str, path: Path, sample: np.ndarray) -> dict[str, Any]:
+WRITE, CHECK = "write", "check"
+
+
+def export(net: nn.Module, fmt: str, path: Path, sample: np.ndarray,
+           begin: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Write ``net`` (eval mode) as ``fmt`` to ``path`` atomically and check it on
-    ``sample`` (a float32 ``(N, C, H, W)`` batch); returns the check's figures."""
+    ``sample`` (a float32 ``(N, C, H, W)`` batch); returns the check's figures.
+    ``begin`` is told each stage (:data:`WRITE`, :data:`CHECK`) as it starts."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     net.eval()
     tmp = _tmp(path)
     try:
-        WRITERS[fmt](net, torch.from_numpy(sample[:1]), tmp)
-        check = check_against(net, tmp, sample)
+        with torch_threads(1):
+            begin(WRITE)
+            WRITERS[fmt](net, torch.from_numpy(sample[:1]), tmp)
+            begin(CHECK)
+            check = check_against(net, tmp, sample)
         tmp.chmod(PRIVATE_FILE)  # the client's model, like its data
         os.replace(tmp, path)
     finally:

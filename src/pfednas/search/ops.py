@@ -43,7 +43,10 @@ def nested_slices(full: Sequence[int], sub: Sequence[int]) -> tuple[slice, ...]:
 
 
 def nested(t: Tensor, shape: Sequence[int]) -> Tensor:
-    """The nested part of ``t`` of the given shape (a view)."""
+    """The nested part of ``t`` of the given shape (a view; ``t`` itself at its full shape,
+    so that a standalone subnet's traced graph holds no view of each of its weights)."""
+    if tuple(t.shape) == tuple(shape):
+        return t
     return t[nested_slices(t.shape, shape)]
 
 
