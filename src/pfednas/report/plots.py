@@ -1,17 +1,20 @@
 """Report figures (matplotlib, Agg canvas; no pyplot state): each function returns a Figure.
 
-The caller saves them (``fig.savefig(path)``); nothing here writes files.
+The caller saves them (``fig.savefig(path)``); nothing here writes files. Every figure is
+laid out to hold its text: titles wrapped to their panel's width, rounds on integer ticks.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from pfednas.report.archs import ArchMatrix
 from pfednas.report.collect import Run
@@ -90,8 +93,8 @@ def loss_curves(panels: Mapping[str, Sequence[Curve]]) -> Figure:
     for ax, (title, curves) in zip(axes, panels.items(), strict=True):
         for c in curves:
             ax.plot(c.rounds, c.accuracy, marker="o", markersize=2, label=c.method)
-        ax.set_title(title)
-        ax.set_xlabel("round")
+        _title(ax, title)
+        _round_axis(ax)
         ax.set_ylabel("mean client training loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
@@ -111,6 +114,30 @@ def _figure(panels: int, width: float = 5.0, height: float = 3.8) -> tuple[Figur
     return fig, list(axes)
 
 
+CHARS_PER_INCH = 9.0  # a title's characters per inch of width, at matplotlib's default size
+
+
+def wrapped(text: str, inches: float) -> str:
+    """``text`` with each line wrapped to ``inches`` of width (never cut)."""
+    width = max(12, int(inches * CHARS_PER_INCH))
+    return "\n".join(textwrap.fill(line, width, break_long_words=False) or line
+                     for line in text.splitlines())
+
+
+def _title(ax: Axes, title: str) -> None:
+    """The panel's title, wrapped to the panel's width."""
+    fig = ax.get_figure()
+    inches = (fig.get_figwidth() * ax.get_position().width if isinstance(fig, Figure)
+              else 5.0)
+    ax.set_title(wrapped(title, inches))
+
+
+def _round_axis(ax: Axes) -> None:
+    """A round axis: labelled, ticks on whole rounds only."""
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
 def accuracy_curves(panels: Mapping[str, Sequence[Curve]], *, x: str) -> Figure:
     """One panel per title (e.g. ``digits α=0.5``), one line per method; ``x``: round |
     wall | simulated (the simulated device time, :mod:`pfednas.report.timeaxis`)."""
@@ -121,8 +148,10 @@ def accuracy_curves(panels: Mapping[str, Sequence[Curve]], *, x: str) -> Figure:
         for c in curves:
             xs = {"round": c.rounds, "wall": c.wall_seconds, "simulated": c.simulated_seconds}[x]
             ax.plot(xs, c.accuracy, marker="o", markersize=3, label=c.method)
-        ax.set_title(title)
+        _title(ax, title)
         ax.set_xlabel(labels[x])
+        if x == "round":
+            _round_axis(ax)
         ax.set_ylabel("mean personalized accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
@@ -140,7 +169,7 @@ def client_accuracy_distribution(panels: Mapping[str, Mapping[str, Sequence[floa
         rng = np.random.default_rng(0)  # jitter of the dots only
         for i, values in enumerate(data, start=1):
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=6, alpha=0.4)
-        ax.set_title(title)
+        _title(ax, title)
         ax.set_ylabel("personalized client accuracy")
         ax.grid(axis="y", alpha=0.3)
     return fig
@@ -164,12 +193,15 @@ def tier_accuracy(panels: Mapping[str, Sequence[TierSeries]]) -> Figure:
                         label=f"{s.method} (as published)")
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_title(title)
+        _title(ax, title)
         ax.set_xlabel(f"client budget ({series[0].budget_metric}, {series[0].unit})")
         ax.set_ylabel("personalized client accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     return fig
+
+
+MIN_HEATMAP_HEIGHT = 4.5  # inches: the client axis holds its label with a few clients
 
 
 def arch_heatmap(archs: ArchMatrix, histograms: np.ndarray | None, *, title: str) -> Figure:
@@ -178,9 +210,10 @@ def arch_heatmap(archs: ArchMatrix, histograms: np.ndarray | None, *, title: str
     ``archs`` and ``histograms`` are already in the same client order.
     """
     n, d = archs.indices.shape
-    height = min(2.0 + 0.22 * n, 30.0)
+    height = min(max(MIN_HEATMAP_HEIGHT, 2.0 + 0.22 * n), 30.0)
     classes = 0 if histograms is None else histograms.shape[1]
-    fig = Figure(figsize=(3.0 + 0.25 * (d + classes), height), layout="constrained")
+    width = 3.0 + 0.25 * (d + classes)
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     ratios = [max(classes, 1), d] if histograms is not None else [d]
     axes = fig.subplots(1, len(ratios), squeeze=False, width_ratios=ratios)[0]
@@ -202,7 +235,7 @@ def arch_heatmap(archs: ArchMatrix, histograms: np.ndarray | None, *, title: str
         for (i, j), value in np.ndenumerate(archs.indices):
             ax.text(j, i, str(value), ha="center", va="center", fontsize=6, color="w")
     fig.colorbar(image, ax=ax, label="option (0 first, 1 last)", shrink=0.6)
-    fig.suptitle(title)
+    fig.suptitle(wrapped(title, width))
     return fig
 
 
@@ -213,7 +246,8 @@ def partition_figure(histograms: np.ndarray, shifts: Sequence[str] | None, *,
     transformation under its bar (``shifts``: one label per client; ticks stay readable to
     40 clients, beyond that every ``K // 40``-th)."""
     k, classes = histograms.shape
-    fig = Figure(figsize=(min(4.0 + 0.28 * k, 24.0), 3.0 + 0.25 * classes + (1.5 if shifts else 0)),
+    width = min(4.0 + 0.28 * k, 24.0)
+    fig = Figure(figsize=(width, 3.0 + 0.25 * classes + (1.5 if shifts else 0)),
                  layout="constrained")
     FigureCanvasAgg(fig)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[max(classes, 2), 3])
@@ -229,5 +263,5 @@ def partition_figure(histograms: np.ndarray, shifts: Sequence[str] | None, *,
     names = [str(c) if not shifts else f"{c}: {shifts[c]}" for c in ticks]
     bottom.set_xticks(ticks, names, rotation=90 if shifts else 0, fontsize="x-small")
     bottom.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
+    fig.suptitle(wrapped(title, width))
     return fig
