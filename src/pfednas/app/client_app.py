@@ -32,6 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
+from pfednas import progress
 from pfednas.app.checkpoint import CLIENT_STATE_DIR
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.faulty import Fault, FaultyClient
@@ -273,6 +274,9 @@ def _with_state(msg: Message, context: Context,
         count = metrics.get("num_examples") if isinstance(metrics, MetricRecord) else None
         samples = int(count) if isinstance(count, int | float) else 0
         keep_models(context, settings, config, kept, samples)
+    if keep is not None:  # the final evaluation: one more client for the console's bar
+        progress.emit_event(progress.FINAL_EVALUATION, client_id_of(context),
+                            settings.federation.num_clients)
     return Message(content, reply_to=msg)
 
 

@@ -28,11 +28,13 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pfednas import progress
 from pfednas.config import ConfigError
 from pfednas.data import DataError
 from pfednas.edge.kept import (
@@ -51,6 +53,7 @@ from pfednas.edge.spec import sample_inputs
 
 MODEL_CHOICES = ("reported", FINETUNED, AS_PUBLISHED)
 SERVER_SLICE = "server-slice"
+REBUILD, MEASURE = "rebuild", "measure"  # the stages before and after edge.formats' own
 
 
 def sample_batch(spec: dict[str, Any], n: int = 16) -> np.ndarray:
@@ -81,10 +84,24 @@ def kept_folder_of(path: Path, client_id: int) -> Path | None:
 def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torchscript",
                   model: str = "reported", from_checkpoint: bool = False,
                   measure_latency: bool = True) -> tuple[Path, Path]:
-    """Write client ``client_id``'s model as ``fmt`` and its spec to ``out_dir``."""
+    """Write client ``client_id``'s model as ``fmt`` and its spec to ``out_dir``, a
+    progress bar over its stages on a terminal (:mod:`pfednas.progress`)."""
+    from pfednas.edge.formats import CHECK, WRITE
+
+    names = (REBUILD, WRITE, CHECK, *((MEASURE,) if measure_latency else ()))
+    with progress.stages(f"export client {client_id} ({fmt})", names) as begin:
+        return _export_client(path, client_id, out_dir, fmt=fmt, model=model,
+                              from_checkpoint=from_checkpoint, measure_latency=measure_latency,
+                              begin=begin)
+
+
+def _export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str, model: str,
+                   from_checkpoint: bool, measure_latency: bool,
+                   begin: Callable[[str], None]) -> tuple[Path, Path]:
     from pfednas.edge.formats import export
 
     tic = time.perf_counter()
+    begin(REBUILD)
     if from_checkpoint:
         from pfednas.delivery.export_checkpoint import server_slice
 
@@ -99,7 +116,7 @@ def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torc
     if not out_dir.exists():
         private_folder(out_dir)
     model_path = out_dir / f"client_{client_id}{FORMATS[fmt]}"
-    check = export(net, fmt, model_path, sample_batch(spec))
+    check = export(net, fmt, model_path, sample_batch(spec), begin)
     digest = sha256(model_path)
     if folder is not None:  # what pfednas predict trusts a TorchScript file by
         try:
@@ -114,6 +131,7 @@ def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torc
     if measure_latency:
         from pfednas.edge.measure import measure
 
+        begin(MEASURE)
         task = spec["task"]
         entry["measured"] = measure(model_path, (task["in_channels"], task["image_size"],
                                                  task["image_size"]))

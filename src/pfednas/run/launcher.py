@@ -54,6 +54,7 @@ from typing import IO, Any
 
 import tomli_w
 
+from pfednas import progress
 from pfednas.config import (
     CHECKPOINT_FILE,
     SERVERAPP_PID_FILE,
@@ -156,6 +157,8 @@ def run_env(flwr_home: Path, token: str, ray_address: str | None = None) -> dict
         # A single-node local Ray: bind to 127.0.0.1, not the host's outward address.
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "0"),
+        # the clients' final-evaluation events, where this console draws bars of them
+        progress.EVENTS_ENV: "1" if progress.enabled() else "0",
         TOKEN_VAR: token,
     })
     return env
@@ -368,14 +371,25 @@ def console_line(line: str, shown: set[str]) -> IO[str] | None:
 
 
 def _pump(stream: IO[str], log_file: Path, shown: set[str]) -> None:
-    with log_file.open("a") as log:
-        for line in stream:
-            log.write(line)
-            log.flush()
-            target = console_line(line, shown)
-            if target is not None:
-                target.write(line if line.endswith("\n") else line + "\n")
-                target.flush()
+    """Copy the stream to the log, the user's lines to the console, and draw the run's
+    progress bars (:mod:`pfednas.progress`) where the console is a terminal."""
+    bars = progress.RunBars()
+    bars.start()
+    try:
+        with log_file.open("a") as log:
+            for line in stream:
+                log.write(line)
+                log.flush()
+                text = ANSI_ESCAPE.sub("", line).strip()
+                if bars.feed(text):
+                    continue
+                target = console_line(line, shown)
+                if target is not None:
+                    with progress.writing_over(target):
+                        target.write(line if line.endswith("\n") else line + "\n")
+                        target.flush()
+    finally:
+        bars.close()
 
 
 def start_streamed(command: list[str], env: dict[str, str], log_file: Path,
