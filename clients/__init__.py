@@ -1,5 +1,11 @@
 """Client roles: one ``NumPyClient`` subclass per role (installed as ``pfednas.clients``)."""
 
+# ruff: noqa: E402 (the tree is checked before any module of it loads)
+
+from pfednas import check_same_tree
+
+check_same_tree(__name__, __file__)
+
 from pfednas.clients.fedavg import FedAvgClient
 from pfednas.clients.fedbabu import FedBABUClient
 from pfednas.clients.fednas import FedNASClient

@@ -4,6 +4,12 @@
 Installed as ``pfednas.strategies``.
 """
 
+# ruff: noqa: E402 (the tree is checked before any module of it loads)
+
+from pfednas import check_same_tree
+
+check_same_tree(__name__, __file__)
+
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.fedbabu import FedBABUOptions, FedBABUStrategy

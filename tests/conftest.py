@@ -116,7 +116,7 @@ def default_sigint() -> None:
 
 
 MEASURED = ("wall_seconds", "server_seconds", "server_peak_memory_mb", "eval_seconds")
-RUNNER = ("backend",)  # which runner ran it: the in-process runner's summaries say so
+RUNNER = ("backend", "ran_as")  # which runner ran it and how (summary.json: ran_as)
 
 
 def comparable(summary: dict) -> dict:
