@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 TOP_CLASSES = 3  # classes named per client, largest first
+MAX_LEGEND = 20  # classes named in the plot's legend (more: colours alone)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def partition_plot(labels: Sequence[np.ndarray], *, num_classes: int, title: str
     width = min(4.0 + 0.3 * len(labels), 24.0)
     figure, axis, _ = plot_label_distributions(
         dealt, label_name="label", plot_type="bar", size_unit="absolute",
-        figsize=(width, 4.5), title=title, legend=True, legend_title="class",
+        figsize=(width, 4.5), title=title, legend=num_classes <= MAX_LEGEND,
+        legend_title="class",
         verbose_labels=False)
     axis.set_xlabel("client")
     axis.set_ylabel("samples")

@@ -16,7 +16,6 @@ with ``--check`` it writes nothing and exits 1 where the file is not what they r
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -25,6 +24,8 @@ from typing import Any, Protocol
 
 from matplotlib.figure import Figure
 
+from pfednas.app.tensorboard import available as tensorboard_available
+from pfednas.app.tensorboard import round_scalars
 from pfednas.data import DataError
 from pfednas.report import archs as arch_view
 from pfednas.report import plots
@@ -189,10 +190,6 @@ def write_arch_heatmap(run: Run, folder: Path, taken: set[str]) -> Path | None:
     return _save(plots.arch_heatmap(matrix, histograms, title=title), folder / name)
 
 
-def tensorboard_available() -> bool:
-    return importlib.util.find_spec("tensorboard") is not None
-
-
 def tensorboard_dir(run: Run) -> Path:
     """A run's event files below the report's ``tensorboard/``: a folder per dataset and
     federation (``digits_K=4_N=4_R=2_E=1_simulated``), one per table row in it, one per
@@ -216,17 +213,8 @@ def write_tensorboard(runs: Sequence[Run], folder: Path) -> None:
         writer = SummaryWriter(log_dir=str(log_dir))
         try:
             for record in run.rounds:
-                step = int(record["round"])
-                for key in ("bytes_up", "bytes_down", "wall_seconds", "server_seconds"):
-                    writer.add_scalar(f"round/{key}", float(record[key]), step)
-                if "personalized_acc_mean" in record:
-                    writer.add_scalar("personalized/acc_mean",
-                                      float(record["personalized_acc_mean"]), step)
-                    writer.add_scalar("personalized/acc_std",
-                                      float(record["personalized_acc_std"]), step)
-                losses = [row["train_loss"] for row in record["train"] if "train_loss" in row]
-                if losses:
-                    writer.add_scalar("train/loss_mean", sum(losses) / len(losses), step)
+                for tag, value in round_scalars(record).items():
+                    writer.add_scalar(tag, value, int(record["round"]))
         finally:
             writer.close()
 
