@@ -239,7 +239,12 @@ def read_image_folder(root: str | Path, *, channels: int | None = None,
     The files' headers are read first: an image over :data:`~pfednas.limits.MAX_IMAGE_PIXELS`
     pixels, or a tree whose images would take over
     :data:`~pfednas.limits.MAX_DATA_BYTES`, is refused before any is decoded; then the
-    images are decoded one at a time."""
+    images are decoded one at a time.
+
+    Not torchvision's ``ImageFolder`` / ``make_dataset``: its listing follows symbolic links
+    (``os.walk(followlinks=True)``: a link loop never ends, a link reads outside the silo),
+    its loader decodes every file whole with no pixel bound, and it ranks a folder ``10``
+    before ``2`` where this reader keeps integer names' values."""
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     root = Path(root)
