@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from pfednas.app.server_app import checkpoint_due
+from pfednas.cli import with_output_dir
 from pfednas.config import compose, settings_from_cfg
+from pfednas.deploy.arguments import UsageError, split_overrides
 from pfednas.run import launcher
 from pfednas.run.launcher import SimulationRequest, run_simulation
 from tests.conftest import PFEDNAS, REPO
@@ -88,3 +90,24 @@ def test_a_refused_sweep_leaves_no_folder(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("pfednas: error: invalid data configuration: dataset.alpha")
     assert not (tmp_path / "multirun").exists()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["method=fedavg"], ["method=fedavg"]),
+    (["output_dir=/tmp/a"], ["output_dir=/tmp/a", "hydra.run.dir=/tmp/a"]),
+    (["output_dir=/tmp/a", "hydra.run.dir=/tmp/a"], ["output_dir=/tmp/a", "hydra.run.dir=/tmp/a"]),
+    (["-m", "seed=0,1", "output_dir=/tmp/s"],
+     ["-m", "seed=0,1", "output_dir=/tmp/s", "hydra.sweep.dir=/tmp/s"]),
+    (["output_dir=null"], ["output_dir=null"]),
+])
+def test_output_dir_names_the_runs_folder(argv: list[str], expected: list[str]) -> None:
+    # a user's output_dir=DIR was accepted and the run written under outputs/ all the same
+    assert with_output_dir(argv) == expected
+
+
+def test_output_dir_and_another_run_folder_are_refused() -> None:
+    with pytest.raises(ValueError, match="disagree"):
+        with_output_dir(["output_dir=/tmp/a", "hydra.run.dir=/tmp/b"])
+    with pytest.raises(UsageError, match="disagree"):
+        split_overrides(["output_dir=/tmp/a", "hydra.run.dir=/tmp/b"], 2)
+    assert split_overrides(["output_dir=/tmp/a"], 2)[2] == Path("/tmp/a")

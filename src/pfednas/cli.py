@@ -206,6 +206,20 @@ def print_help(overrides: list[str]) -> None:
     sys.exit(0)
 
 
+def with_output_dir(argv: list[str]) -> list[str]:
+    """``output_dir=DIR`` names the run's folder: it becomes Hydra's ``hydra.run.dir=DIR``
+    (a sweep's ``hydra.sweep.dir``), which the command writes to. ``ValueError`` where both
+    are given and differ."""
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("output_dir=")]
+    if not given or given[-1] in ("null", ""):
+        return argv
+    key = "hydra.sweep.dir" if any(a in ("-m", "--multirun") for a in argv) else "hydra.run.dir"
+    named = [a.split("=", 1)[1] for a in argv if a.startswith(f"{key}=")]
+    if named and named[-1] != given[-1]:
+        raise ValueError(f"output_dir={given[-1]} and {key}={named[-1]} disagree: give one")
+    return argv if named else [*argv, f"{key}={given[-1]}"]
+
+
 def main() -> None:
     """``pfednas [SUBCOMMAND] ARGS``; without a subcommand, a Hydra-configured run."""
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
@@ -215,6 +229,10 @@ def main() -> None:
         sys.exit(module.main(sys.argv[2:]))
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print_help([a for a in sys.argv[1:] if a not in ("--help", "-h")])
+    try:
+        sys.argv[1:] = with_output_dir(sys.argv[1:])
+    except ValueError as err:
+        fail(str(err), EXIT_CONFIG)
     if os.environ.get("HYDRA_FULL_ERROR") != "1":  # else Hydra's own report, with its trace
         # Hydra's: many lines, exit code 1; and a --cfg job of a config no run would accept
         problem = composition_error(sys.argv[1:]) or printed_config_error(sys.argv[1:])

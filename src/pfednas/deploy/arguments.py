@@ -132,8 +132,11 @@ def split_overrides(tokens: list[str], nodes_flag: int | None
             if nodes is not None and nodes != int(value):
                 raise UsageError(f"--nodes {nodes} and {token} disagree")
             nodes = int(value)
-        elif key == "hydra.run.dir":
-            run_dir = Path(token.split("=", 1)[1])
+        elif key in ("hydra.run.dir", "output_dir"):  # the same: the run's folder
+            value = token.split("=", 1)[1]
+            if run_dir is not None and Path(value) != run_dir:
+                raise UsageError(f"{token} and the folder given before disagree: give one")
+            run_dir = Path(value) if value not in ("", "null") else run_dir
         elif key.startswith("hydra.") or token.startswith("-"):
             raise UsageError(f"{token!r} is not supported by `pfednas deploy local` "
                              "(one run, no Hydra multirun or hydra.* options)")
