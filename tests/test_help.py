@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from pfednas.cli import EXIT_PIPE_CLOSED
 from pfednas.config import compose, conf_dir
 from pfednas.config.help import field_docs, leaves, option_docs, yaml_docs
 from pfednas.options import OPTIONS
@@ -95,3 +96,15 @@ def test_help_with_a_bad_override_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("pfednas: error: Could not find 'method/nope'")
     assert result.stdout == ""
+
+
+def test_help_piped_into_a_reader_that_stops_early_ends_quietly() -> None:
+    # `pfednas --help | head -1`: a traceback (BrokenPipeError) followed the first line
+    proc = subprocess.Popen([sys.executable, "-m", "pfednas.cli", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    # (the usage line comes first, the options a second later: the reader has left by then)
+    assert proc.wait(timeout=60) in (0, EXIT_PIPE_CLOSED) and "Traceback" not in err, err

@@ -161,6 +161,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     run_job(cfg)
 
 
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, help) — each module has ``main(argv: list[str]) -> int``
     "deploy": ("pfednas.deploy.cli", "SuperLink + SuperNodes with TLS and node auth; certs, keys"),
@@ -221,7 +223,16 @@ def with_output_dir(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """``pfednas [SUBCOMMAND] ARGS``; without a subcommand, a Hydra-configured run."""
+    """``pfednas [SUBCOMMAND] ARGS``; without a subcommand, a Hydra-configured run. Output
+    piped into a reader that stops early (``pfednas --help | head``) ends it quietly."""
+    try:
+        _main()
+    except BrokenPipeError:  # the reader has what it wanted: no traceback, nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_PIPE_CLOSED)
+
+
+def _main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         import importlib
 
