@@ -29,6 +29,7 @@ SMALL = {
                     "stem_width": 8, "head_width": 32, "stem_stride": 1,
                     "stage_strides": [1, 2], "stage_se": [False, True],
                     "stage_acts": ["relu", "hswish"]},
+    "vit": {},
 }
 
 
@@ -59,6 +60,22 @@ def test_the_export_runs_the_network_twice_on_one_thread(fmt: str, tmp_path: Pat
     assert check["same_classes"] and check["samples"] == 4
     assert threads == [1, 1]
     assert after == 2
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("space_name", sorted(SMALL))
+def test_every_space_exports_to_every_format(space_name: str, fmt: str,
+                                             tmp_path: Path) -> None:
+    # Prepare: the smallest network of the space
+    space = get_space(space_name, **SMALL[space_name])
+    torch.manual_seed(0)
+    net = space.build_net(space.net_config(space.min_arch(), TASK), TASK)
+
+    # Execute
+    check = export(net, fmt, tmp_path / f"m{FORMATS[fmt]}", sample_inputs(TASK, 4))
+
+    # Assert: the file computes the network's logits
+    assert check["same_classes"] and check["max_abs_logit_diff"] < 1e-4
 
 
 def test_a_full_size_nested_part_is_the_tensor_itself() -> None:

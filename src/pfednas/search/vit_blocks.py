@@ -105,7 +105,7 @@ class ElasticTransformerBlock(nn.Module):
     fc2: DynamicLinear
 
     def forward(self, x: Tensor, heads: int, mlp_ratio: float) -> Tensor:
-        d = x.shape[-1]
+        d = int(x.shape[-1])  # a tensor under torch.jit.trace: the width is fixed there
         x = x + self.attn(self.norm1(x), heads)
         return x + self.fc2(self.act(self.fc1(self.norm2(x), mlp_hidden(d, mlp_ratio))), d)
 
