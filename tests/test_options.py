@@ -16,7 +16,9 @@ from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
 from pfednas.hardware.spread import HardwareSpread
 from pfednas.nas.policy import PolicyOptimizer
 from pfednas.options import OPTIONS, defaults, options_table, parse
+from pfednas.options.facts import FACTS
 from pfednas.options.perfedrlnas import PerFedRLNASOptions
+from pfednas.report.document import render_document
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -96,10 +98,30 @@ def test_every_method_that_finetunes_reports_the_pair_by_default() -> None:
     # Execute
     epochs = {m: defaults(m).get("finetune_epochs") for m in OPTIONS}
 
-    # Assert
-    # every method but Local training (which has nothing to fine-tune from) fine-tunes
-    assert {m for m, f in epochs.items() if f is None} == {"local"}
+    # Assert: a method fine-tunes (its row says so) exactly where its options have F, 10
+    assert {m for m, f in epochs.items() if f is not None} == {m for m, f in FACTS.items()
+                                                               if f.finetunes}
     assert {f for f in epochs.values() if f is not None} == {10}
+
+
+def test_every_row_of_facts_has_its_builders_in_the_same_order() -> None:
+    # Execute
+    from pfednas.methods import METHODS
+
+    # Assert: the report orders its rows by METHODS; the options table by FACTS
+    assert list(METHODS) == list(FACTS)
+    assert all(spec.facts is FACTS[name] for name, spec in METHODS.items())
+
+
+def test_the_report_writes_the_readme_options_block() -> None:
+    # Prepare
+    text = "before\n<!-- options -->\n| stale |\n<!-- /options -->\nafter\n"
+
+    # Execute
+    rendered = render_document(text, results_of=lambda name: pytest.fail(name))
+
+    # Assert
+    assert rendered == f"before\n<!-- options -->\n{options_table()}\n<!-- /options -->\nafter\n"
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [

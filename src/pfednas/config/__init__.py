@@ -232,7 +232,9 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
     typed = _check_method(name, method, fed, str(cfg.search_space.get("name")))
     _check_method_data(typed, spec)
     if fed.weighting is None:  # the method's paper rule
-        fed = dataclasses.replace(fed, weighting=getattr(typed, "WEIGHTING", "samples"))
+        from pfednas.options.facts import FACTS
+
+        fed = dataclasses.replace(fed, weighting=FACTS[name].weighting)
     space = space_for_dataset(as_dict(cfg.search_space), sizing_names(spec))
     from pfednas.search import get_space
 

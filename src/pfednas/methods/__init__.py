@@ -1,10 +1,11 @@
-"""The method table: each method's server strategy and client role, built from the settings.
+"""The method table: each method's server strategy and client role, joined to its facts.
 
 Adding a method = its options dataclass in :mod:`pfednas.options` (the one source of its
-defaults and its config, checked before anything starts), a Strategy subclass in
-``strategies/``, a NumPyClient in ``clients/``, its construction in a module of this package,
-and one row here (docs/ARCHITECTURE.md, "A method"). The ServerApp calls ``strategy``; the ClientApp
-calls ``client``.
+defaults and its config, checked before anything starts), its row of facts in
+:data:`pfednas.options.facts.FACTS` (its spaces, weighting, validation use and how the report
+names and classes it), a Strategy subclass in ``strategies/``, a NumPyClient in ``clients/``,
+its construction in a module of this package, and one row here (docs/ARCHITECTURE.md, "A
+method"). The ServerApp calls ``strategy``; the ClientApp calls ``client``.
 """
 
 from __future__ import annotations
@@ -34,46 +35,54 @@ from pfednas.methods.fixed import (
     seeded_supernet,
 )
 from pfednas.methods.hapfnas import hapfnas_transfer, unheld_indices
-from pfednas.options import SPACES
+from pfednas.options.facts import FACTS, MethodFacts
 
 ClientBuilder = Callable[[RunSettings, ClientEnv, Context], NumPyClient]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    name: str
+    facts: MethodFacts  # what the code knows about it: options, spaces, how it is reported
     strategy: StrategyBuilder
     client: ClientBuilder
-    # whether its clients choose anything by their validation split (a reward, measurements,
-    # architecture steps, decisions): a tuning run then scores the other half of it
-    selects_on_val: bool = False
-    # whether a client's model can be cut from the server's checkpoint (``pfednas export
-    # --from-checkpoint``): the run then checkpoints its final round too
-    exports_from_checkpoint: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.facts.name
 
     @property
     def spaces(self) -> tuple[str, ...]:
         """The search spaces the method works on (empty: every one)."""
-        return SPACES.get(self.name, ())
+        return self.facts.spaces
+
+    @property
+    def selects_on_val(self) -> bool:
+        return self.facts.selects_on_val
+
+    @property
+    def exports_from_checkpoint(self) -> bool:
+        return self.facts.exports_from_checkpoint
 
 
+def _row(name: str, strategy: StrategyBuilder, client: ClientBuilder) -> MethodSpec:
+    return MethodSpec(FACTS[name], strategy, client)
+
+
+# one row per row of FACTS, in its order (the report's)
 METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in (
-    MethodSpec("fedavg", baselines.fedavg_strategy, baselines.fedavg_client),
-    MethodSpec("local", baselines.local_strategy, baselines.local_client),
-    MethodSpec("perfedrlnas", perfedrlnas.strategy, perfedrlnas.client, selects_on_val=True,
-               exports_from_checkpoint=True),
-    MethodSpec("spider", darts.spider_strategy, darts.spider_client, selects_on_val=True),
-    MethodSpec("ditto", darts.spider_strategy, darts.spider_client),
-    MethodSpec("fedrep", baselines.fedrep_strategy, baselines.fedrep_client),
-    MethodSpec("fedbabu", baselines.fedbabu_strategy, baselines.fedbabu_client),
-    MethodSpec("fednas", darts.fednas_strategy, darts.fednas_client, selects_on_val=True),
-    MethodSpec("hapfnas", hapfnas.strategy, hapfnas.client, selects_on_val=True,
-               exports_from_checkpoint=True),
-    MethodSpec("heterofl", devices.width_slice_strategy, devices.width_slice_client),
-    MethodSpec("fedrolex", devices.width_slice_strategy, devices.width_slice_client),
-    # the controls measure validation accuracy as PerFedRLNAS's clients do, but choose nothing
-    MethodSpec("largest_in_budget", devices.in_budget_strategy, devices.in_budget_client),
-    MethodSpec("random_in_budget", devices.in_budget_strategy, devices.in_budget_client),
+    _row("fedavg", baselines.fedavg_strategy, baselines.fedavg_client),
+    _row("local", baselines.local_strategy, baselines.local_client),
+    _row("perfedrlnas", perfedrlnas.strategy, perfedrlnas.client),
+    _row("spider", darts.spider_strategy, darts.spider_client),
+    _row("ditto", darts.spider_strategy, darts.spider_client),
+    _row("fedrep", baselines.fedrep_strategy, baselines.fedrep_client),
+    _row("fedbabu", baselines.fedbabu_strategy, baselines.fedbabu_client),
+    _row("fednas", darts.fednas_strategy, darts.fednas_client),
+    _row("hapfnas", hapfnas.strategy, hapfnas.client),
+    _row("heterofl", devices.width_slice_strategy, devices.width_slice_client),
+    _row("fedrolex", devices.width_slice_strategy, devices.width_slice_client),
+    _row("largest_in_budget", devices.in_budget_strategy, devices.in_budget_client),
+    _row("random_in_budget", devices.in_budget_strategy, devices.in_budget_client),
 )})
 
 __all__ = ["FITS_ALL", "METHODS", "MethodSpec", "StrategyBuilder", "client_profiles",

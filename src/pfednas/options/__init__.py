@@ -18,38 +18,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pfednas.options.baselines import (
-    FedAvgOptions,
-    FedBABUOptions,
-    FedNASOptions,
-    FedRepOptions,
-    LocalOptions,
-)
-from pfednas.options.devices import (
-    FedRolexOptions,
-    HeteroFLOptions,
-    LargestInBudgetOptions,
-    RandomInBudgetOptions,
-)
-from pfednas.options.hapfnas import HAPFNASOptions
-from pfednas.options.perfedrlnas import PerFedRLNASOptions
+from pfednas.options.facts import FACTS
 from pfednas.options.spider import DittoOptions, SpiderOptions
 
-OPTIONS: Mapping[str, type] = MappingProxyType({
-    "fedavg": FedAvgOptions,
-    "local": LocalOptions,
-    "fedrep": FedRepOptions,
-    "fedbabu": FedBABUOptions,
-    "fednas": FedNASOptions,
-    "perfedrlnas": PerFedRLNASOptions,
-    "hapfnas": HAPFNASOptions,
-    "spider": SpiderOptions,
-    "ditto": DittoOptions,
-    "heterofl": HeteroFLOptions,
-    "fedrolex": FedRolexOptions,
-    "largest_in_budget": LargestInBudgetOptions,
-    "random_in_budget": RandomInBudgetOptions,
-})
+# each method's options dataclass (its row of :data:`pfednas.options.facts.FACTS`)
+OPTIONS: Mapping[str, type] = MappingProxyType({name: f.options for name, f in FACTS.items()})
 SCHEMA_SUFFIX = "_defaults"  # method/<name>_defaults in the ConfigStore
 
 
@@ -111,22 +84,14 @@ def defaults(method: str) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
-# the search spaces a method works on (absent: every one)
-SPACES: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "spider": ("darts_s2",), "ditto": ("darts_s2",), "fednas": ("darts_s2",),
-    "heterofl": ("mobilenetv3",), "fedrolex": ("mobilenetv3",)})
-# methods that work on any space they support, not one they select themselves
-WIDTH_SLICE_METHODS = ("heterofl", "fedrolex")
-
-
 def check_method(method: Any, options: Mapping[str, Any], federation: Any, space: str) -> Any:
     """Known method, its options typed and consistent with the federation (``num_clients``,
     ``clients_per_round``, ``num_rounds``) and the search space; the typed options, or
     ``ValueError`` with one line naming the key."""
     if method not in OPTIONS:
         raise ValueError(f"unknown method {method!r}; known methods: {', '.join(OPTIONS)}")
-    spaces = SPACES.get(method, ())
-    if spaces and space not in spaces and method in WIDTH_SLICE_METHODS:
+    spaces = FACTS[method].spaces
+    if spaces and space not in spaces and FACTS[method].slices_width:
         raise ValueError(f"method={method} slices the width of one global model: it supports "
                          f"search_space={'|'.join(spaces)} (the spaces it can width-scale), "
                          f"got search_space={space}")

@@ -21,8 +21,6 @@ class HeteroFLOptions:
     """HeteroFL (Diao et al., ICLR'21): each client trains the leading-channel width slice of
     one global model its memory budget admits; static BatchNorm, scaler, masked loss."""
 
-    # the paper's merge: each entry averaged over the clients that hold it, each counting 1
-    WEIGHTING: ClassVar[str] = "uniform"
     EXTRACTION: ClassVar[str] = "leading"
     # the width rates a client can get: the largest whose slice fits its memory budget (a
     # client on a device level of federation.hardware gets its level's rate)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pfednas.nas.phases import (  # noqa: F401 (MEASURE_SPLITS re-exported)
     MEASURE_SPLITS,
@@ -84,9 +84,6 @@ class HAPFNASOptions:
     per-client random-forest predictors and evolutionary search, heteroFedAvg
     (strategies/hapfnas.py); its phase rounds add up to federation.num_rounds."""
 
-    # the paper's merge: each entry averaged over the clients that covered it, each counting
-    # 1 (federation.weighting=null); samples weighs them by num_examples instead
-    WEIGHTING: ClassVar[str] = "uniform"
     distill_rounds: int = 5       # phase 1: knowledge models trained, distilled on the server
     search_rounds: int = 1        # phase 2: clients measure their share of the M subnets
     hetero_rounds: int | None = None  # phase 3, heteroFedAvg; null: the rest of num_rounds

@@ -11,7 +11,7 @@ for FedAvg+FT). Options tried and removed: docs/TUNING.md, "Options that left th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from pfednas.nas.policy import PolicyOptimizer
 from pfednas.options.baselines import FINETUNE_EPOCHS
@@ -25,9 +25,6 @@ class PerFedRLNASOptions:
     """PerFedRLNAS (Yao & Li): server supernet, one REINFORCE policy per client, only the
     sampled subnet travels; rewards eqs. 8-9 (strategies/perfedrlnas.py)."""
 
-    # the paper's merge: each entry averaged over the clients that covered it, each counting
-    # 1 (federation.weighting=null); samples weighs them by num_examples instead
-    WEIGHTING: ClassVar[str] = "uniform"
     # the policies' optimiser: Adam lr 0.5 (the reference's; policies commit, so clients keep
     # training their own subnet: chosen by federated runs, docs/notes/2026-11-23-digits-main-job.md)
     policy_optimizer: str = "adam"     # adam | sgd

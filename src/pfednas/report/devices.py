@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pfednas.options.facts import DEVICE_FAMILIES, FACTS
 from pfednas.report.bench_results import BenchResults, Key
-from pfednas.report.page import DISPLAY, delta_text, unfinished_note
+from pfednas.report.page import delta_text, display, unfinished_note
 from pfednas.report.paired import (
     PairedDifference,
     holm,
@@ -36,11 +37,11 @@ from pfednas.report.paired import (
 )
 from pfednas.report.table import FT_SUFFIX
 
-FAMILIES = {"one model": ("fedavg", "local"),
-            "sliced models": ("heterofl", "fedrolex", "largest_in_budget"),
-            "searched models": ("perfedrlnas", "hapfnas")}
+# each family's methods and the controls of search, from the method table, in its order
+FAMILIES = {family: tuple(m for m, f in FACTS.items() if f.device_family == family)
+            for family in DEVICE_FAMILIES}
 SEARCHED = FAMILIES["searched models"]
-CONTROLS = ("largest_in_budget", "random_in_budget")
+CONTROLS = tuple(m for m, f in FACTS.items() if f.control)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def fine_tuned(results: BenchResults, label: str, alpha: float) -> Key | None:
 
 def name_of(key: Key) -> str:
     label = key[1].removesuffix(FT_SUFFIX)
-    return DISPLAY.get(label, label) + ("+FT" if key[1].endswith(FT_SUFFIX) else "")
+    return display(label) + ("+FT" if key[1].endswith(FT_SUFFIX) else "")
 
 
 def mean(accs: Mapping[int, float]) -> float:
@@ -187,7 +188,7 @@ def tier_table(results: BenchResults, labels: Sequence[str], alpha: float) -> li
                 cells.append("—")
         gap = (f"{mean(by_tier[tiers[-1]]) - mean(by_tier[tiers[0]]):+.3f}"
                if tiers[0] in by_tier and tiers[-1] in by_tier else "—")
-        out.append(f"| {DISPLAY.get(label, label)} | " + " | ".join(cells) + f" | {gap} |")
+        out.append(f"| {display(label)} | " + " | ".join(cells) + f" | {gap} |")
     return [*out, "", "Each cell: the tier's mean client accuracy after fine-tuning, mean over "
             "the seeds (mean parameters of its clients' models, thousands)."]
 

@@ -31,6 +31,9 @@ A Markdown file marks each generated block with an opening and a closing comment
     seed and corrected; accuracy by device tier; the answer in one sentence)...
     <!-- /devices -->
 
+A block without a preset, ``<!-- options -->`` ... ``<!-- /options -->``, is the README's table
+of every method's options and defaults (:func:`pfednas.options.options_table`).
+
 The name after the colon is a bench preset (``conf/bench/<name>.yaml``); its cells are read
 from ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method, α, seed) of the
 preset, and aggregated exactly as ``pfednas report`` aggregates them (the numbers of the
@@ -44,6 +47,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from pfednas.options import options_table
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.collect import ReportError
 from pfednas.report.devices import render_devices
@@ -61,12 +65,14 @@ RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {
     "targets": render_targets, "levers": render_levers, "pairs": render_pairs,
     "devices": render_devices}
 KINDS = (*RENDERERS, "tuning", "shift")
+OPTIONS_BLOCK = re.compile(r"<!-- options -->\n.*?<!-- /options -->", re.S)
 
 
 def render_document(text: str, results_of: Callable[[str], BenchResults],
                     tuning_of: Callable[[str], str] | None = None) -> str:
     """``text`` with every marked block's body rendered from its preset's results (a
-    ``tuning`` block: ``tuning_of(preset)``, the tuning cells' table)."""
+    ``tuning`` block: ``tuning_of(preset)``, the tuning cells' table; the ``options`` block:
+    the methods' options)."""
     openings = [(m.group("kind"), m.group("name")) for m in OPENING.finditer(text)]
     blocks = [(m.group("kind"), m.group("name")) for m in BLOCK.finditer(text)]
     if openings != blocks:
@@ -93,4 +99,5 @@ def render_document(text: str, results_of: Callable[[str], BenchResults],
             body = RENDERERS[kind](results_of(name))
         return f"<!-- {kind}:{name} -->\n{body}<!-- /{kind} -->"
 
-    return BLOCK.sub(fill, text)
+    options = f"<!-- options -->\n{options_table()}\n<!-- /options -->"
+    return OPTIONS_BLOCK.sub(lambda _: options, BLOCK.sub(fill, text))

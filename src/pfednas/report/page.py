@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
+from pfednas.options.facts import FACTS
 from pfednas.report.bench_results import BenchResults, Key
 from pfednas.report.collect import Run
 from pfednas.report.paired import (
@@ -37,16 +38,11 @@ from pfednas.report.time_table import (
     within_cell,
 )
 
-# How the page names a registry method; a bench variant adds its label.
-DISPLAY = {"fedavg": "FedAvg", "local": "Local", "fedrep": "FedRep", "fedbabu": "FedBABU",
-           "fednas": "FedNAS", "perfedrlnas": "PerFedRLNAS", "hapfnas": "HAPFNAS",
-           "spider": "SPIDER", "ditto": "Ditto", "heterofl": "HeteroFL", "fedrolex": "FedRolex",
-           "largest_in_budget": "Largest in budget", "random_in_budget": "Random in budget"}
-# Methods whose F fine-tunes a model their paper reports without it: named "+FT" when F > 0
-# (FedRep's and FedBABU's F is their own head fine-tuning: their plain names).
-FT_NAMED = ("fedavg", "fednas")
-OWN_FT = ("fedrep", "fedbabu")
 
+def display(method: str) -> str:
+    """How the page names a registry method (its own name where the table has none)."""
+    facts = FACTS.get(method)
+    return facts.display if facts is not None else method
 
 
 # -- rendering (pure) -----------------------------------------------------------------------------
@@ -59,10 +55,12 @@ def row_name(g: GroupRow, published_too: bool) -> str:
     """``PerFedRLNAS+FT``, ``PerFedRLNAS (as published)``, ``FedAvg+FT · `fedavg_fth```, ..."""
     label = label_of(g)
     base = g.base_method or label
-    name = DISPLAY.get(base, base)
-    if base in OWN_FT:
+    name = display(base)
+    facts = FACTS.get(base)
+    if facts is not None and facts.own_ft:
         pass
-    elif g.method.endswith(FT_SUFFIX) or (base in FT_NAMED and g.finetune_epochs > 0):
+    elif g.method.endswith(FT_SUFFIX) or (facts is not None and facts.ft_named
+                                          and g.finetune_epochs > 0):
         name += "+FT"
     elif published_too:
         name += " (as published)"
@@ -323,7 +321,7 @@ def render_rows(results: BenchResults, labels: Sequence[str]) -> str:
 def unfinished_note(results: BenchResults, labels: Sequence[str]) -> str:
     """``Not in these figures yet, ...: FedNAS (2 of 6 cells); ...`` for the methods of
     ``labels`` whose cells have not all finished, or ``""``."""
-    names = ", ".join(f"{DISPLAY.get(m, m)} ({done} of {total} cells)"
+    names = ", ".join(f"{display(m)} ({done} of {total} cells)"
                       for m, done, total in results.unfinished if m in labels)
     if not names:
         return ""
@@ -350,7 +348,7 @@ def render_variants(results: BenchResults) -> str:
     legend = []
     for label in labels:
         method, overrides = preset.variants[label]
-        legend.append(f"- `{label}`: {DISPLAY.get(method, method)} with "
+        legend.append(f"- `{label}`: {display(method)} with "
                       + ", ".join(f"`{o}`" for o in overrides))
     return ("\n".join(legend) + "\n\n" + render_rows(results, labels)
             + unfinished_note(results, labels))

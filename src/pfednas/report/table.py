@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pfednas.options.facts import FACTS
 from pfednas.report.collect import SIMULATED, Run, budget_of
 from pfednas.report.timeaxis import run_seconds
 
@@ -117,19 +118,6 @@ class GroupRow:
     reads_alpha: bool = True
 
 
-# The personalized-FL baselines of the protocol, and the NAS methods measured against them.
-BASELINES = ("fedavg", "local", "fedrep", "fedbabu", "ditto", "heterofl", "fedrolex",
-             "largest_in_budget", "random_in_budget")
-# The methods whose papers take no fine-tuning and keep a personalized model of their own:
-# their figure without it is the one published, shown beside +FT (SPIDER's and Ditto's local
-# models alike). Every other method is measured as it personalizes, fine-tuned: a baseline
-# as its paper runs it, FedNAS as this project personalizes its global model (its paper
-# retrains the derived architecture; the supernet's weights without fine-tuning are not
-# what it publishes).
-# HeteroFL and FedRolex report each client's slice as it is; the controls of search run
-# PerFedRLNAS's protocol, so both figures stand beside PerFedRLNAS's.
-PUBLISHED_WITHOUT_FT = ("perfedrlnas", "hapfnas", "spider", "ditto", "heterofl", "fedrolex",
-                        "largest_in_budget", "random_in_budget")
 REFERENCE = "fedavg"
 FT_SUFFIX = "+ft"
 COMPUTE_MARGIN = 1.25  # client compute above this × FedAvg+FT's is marked
@@ -340,13 +328,16 @@ def with_ratios(groups: list[GroupRow]) -> list[GroupRow]:
 
 def is_baseline(g: GroupRow) -> bool:
     """A baseline's row, or a bench variant's of a baseline."""
-    return (g.base_method or g.method) in BASELINES
+    facts = FACTS.get(g.base_method or g.method)
+    return facts is not None and facts.baseline
 
 
 def shadowed(g: GroupRow, groups: Sequence[GroupRow]) -> bool:
     """A figure without fine-tuning where the same runs report the fine-tuned one, of a
-    method not in :data:`PUBLISHED_WITHOUT_FT`: not a reported row."""
-    return ((g.base_method or g.method) not in PUBLISHED_WITHOUT_FT
+    method whose paper publishes the fine-tuned one (not ``published_without_ft``): not a
+    reported row."""
+    facts = FACTS.get(g.base_method or g.method)
+    return (not (facts is not None and facts.published_without_ft)
             and not g.method.endswith(FT_SUFFIX)
             and any(group_key(h) == (*group_key(g)[:1], g.method + FT_SUFFIX,
                                      *group_key(g)[2:]) for h in groups))
