@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from pfednas.options.facts import FACTS
 from pfednas.report.bench_results import BenchResults, PresetView
 from pfednas.report.collect import Run
 from pfednas.report.devices import corrected, render_devices
 from pfednas.report.paired import holm, p_value
 
 SEEDS = (0, 1, 2, 3, 4)
-METHODS = ("perfedrlnas", "hapfnas", "fedavg", "local", "heterofl", "fedrolex",
-           "largest_in_budget", "random_in_budget")
+# the devices page's methods: every row of the method table in a family or a control
+METHODS = tuple(m for m, f in FACTS.items() if f.device_family or f.control)
 TIERS = ("r=1/16", "r=1/8", "r=1/4", "r=1/2", "r=1")
 
 
@@ -53,7 +54,7 @@ def _results(acc: dict[str, float], tier_gain: dict[str, float]) -> BenchResults
     from smallest to largest rising by ``tier_gain[method]`` a level."""
     by_seed, runs = {}, {}
     for method in METHODS:
-        row = method + ("" if method == "local" else "+ft")
+        row = method + ("+ft" if FACTS[method].finetunes else "")
         by_seed[("fashion_mnist", row, 0.3, "mobilenetv3")] = {
             s: acc[method] + 0.002 * ((s * 7) % 5 - 2) for s in SEEDS}
         for s in SEEDS:
