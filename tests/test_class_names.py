@@ -14,8 +14,7 @@ from PIL import Image
 from pfednas.data import dataset_info
 from pfednas.data.files import read_files
 from pfednas.delivery.predict import main as predict_main
-from pfednas.edge.kept import read_spec
-from pfednas.edge.spec import class_names
+from pfednas.edge.kept import class_names, read_spec
 from pfednas.run.inprocess import run_inprocess
 
 ANIMALS = ("cat", "dog", "fox")

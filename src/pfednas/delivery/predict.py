@@ -20,7 +20,7 @@ only by the sha256 export recorded in the run folder or model-dir named by ``--k
   the model's channels and size, within the budgets of :mod:`pfednas.limits`) and
   normalised with the spec's mean and std. Prints one ``index,class,class_name`` line per
   sample (an image folder's: ``index,file,class,class_name``, the file relative to the
-  folder; the names are the spec's, :func:`pfednas.edge.spec.class_names`), or writes them
+  folder; the names are the spec's, :func:`pfednas.edge.kept.class_names`), or writes them
   to ``--out``, and the accuracy where labels are given: a folder's class folders named as
   the model's classes are (``daisy/``, ``tulip/``) are labelled by those names, so a folder
   of some of the classes is scored right.
@@ -47,9 +47,8 @@ from pfednas.delivery.model_source import (
     model_spec,
     open_model,
 )
-from pfednas.edge.kept import KeptModelError
+from pfednas.edge.kept import KeptModelError, class_names
 from pfednas.edge.runtime import LoadedModel, RuntimeLoadError
-from pfednas.edge.spec import class_names
 from pfednas.limits import MAX_DATA_BYTES
 
 

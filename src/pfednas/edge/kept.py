@@ -35,6 +35,7 @@ import math
 import os
 import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,19 @@ def accuracy_of(spec: dict[str, Any], kind: str) -> float:
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise KeptModelError(f"models.{kind}.accuracy is not a number")
     return float(value)
+
+
+def class_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Each of the model's classes' names: the spec's ``class_names``, else (a spec from
+    before they were written, a dataset without names) each class's number.
+
+    Raises ``ValueError`` where ``class_names`` is not one string per class."""
+    count = int(spec["task"]["num_classes"])
+    names = spec.get("class_names")
+    if names is None:
+        return tuple(str(i) for i in range(count))
+    if not (isinstance(names, list) and len(names) == count
+            and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"the spec's class_names is not one name for each of its {count} "
+                         "classes")
+    return tuple(names)

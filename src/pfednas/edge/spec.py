@@ -5,7 +5,7 @@
 * how to feed it: the input shape and dtype, the normalisation ``(raw / scale - mean[c]) /
   std[c]``, the number of classes and, where the dataset names them, each class's name
   (``class_names``: an image folder's class folders, Fashion-MNIST's ``T-shirt/top``, ...;
-  :func:`class_names` reads a spec without them as ``"0"``, ``"1"``, ...);
+  :func:`pfednas.edge.kept.class_names` reads a spec without them as ``"0"``, ``"1"``, ...);
 * what it costs: parameters, MACs of one forward pass of one sample, the cost model's
   training-memory estimate at the run's batch size and its calibrated upper bound in real
   bytes (:func:`pfednas.search.memory_bound.training_memory_upper_bound`);
@@ -88,22 +88,6 @@ def device_fit(cost: ModelCost, config: Mapping[str, Any]) -> dict[str, Any]:
                          "share": used / float(budget) if budget > 0 else math.inf,
                          "fits": used <= float(budget)}
     return out
-
-
-def class_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
-    """Each of the model's classes' names: the spec's ``class_names``, else (a spec from
-    before they were written, a dataset without names) each class's number.
-
-    Raises ``ValueError`` where ``class_names`` is not one string per class."""
-    count = int(spec["task"]["num_classes"])
-    names = spec.get("class_names")
-    if names is None:
-        return tuple(str(i) for i in range(count))
-    if not (isinstance(names, list) and len(names) == count
-            and all(isinstance(n, str) for n in names)):
-        raise ValueError(f"the spec's class_names is not one name for each of its {count} "
-                         "classes")
-    return tuple(names)
 
 
 def reported_kind(kinds: set[str]) -> str:
