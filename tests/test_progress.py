@@ -11,7 +11,9 @@ import pytest
 
 from pfednas import progress
 from pfednas.delivery.export import main as export_main
+from pfednas.report.cli import build_report
 from pfednas.run.launcher import _pump
+from tests.conftest import REPO
 
 STREAM = ["Successfully started run 1\n",
           "[pfednas] fedavg on digits, K=3, N=3, R=2\n",
@@ -125,3 +127,23 @@ def test_each_client_of_a_final_evaluation_sends_its_event(
     # Assert
     assert sorted(events) == [progress.event_line(progress.FINAL_EVALUATION, c, 2)
                               for c in (0, 1)]
+
+
+@pytest.mark.parametrize("forced", ["1", "0"])
+def test_a_report_shows_its_stages_on_a_terminal_only(
+        forced: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: one committed bench cell (`pfednas report` was silent for 36 s on four runs)
+    monkeypatch.setenv(progress.ENV, forced)
+    cell = REPO / "docs" / "bench" / "digits" / "fedavg" / "alpha=0.5" / "seed=0"
+
+    # Execute
+    table = build_report([cell], tmp_path / "report")
+
+    # Assert: the table written; the bar over read / tables / plots where bars are on
+    err = capsys.readouterr().err
+    assert table.is_file()
+    if forced == "1":
+        assert "report of 1 runs" in err and "3/3" in err
+    else:
+        assert err == ""

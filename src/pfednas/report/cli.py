@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from matplotlib.figure import Figure
 
+from pfednas import progress
 from pfednas.app.tensorboard import available as tensorboard_available
 from pfednas.app.tensorboard import round_scalars
 from pfednas.data import DataError
@@ -231,8 +232,18 @@ def failed_section(failed: Sequence[dict[str, Any]]) -> str:
 
 def build_report(run_dirs: Sequence[Path], out: Path, *,
                  failed: Sequence[dict[str, Any]] = (), tensorboard: bool = False) -> Path:
-    """Read the runs, write the table, the plots (and event files) into ``out``."""
+    """Read the runs, write the table, the plots (and event files) into ``out``; a bar
+    over these stages on a terminal (:mod:`pfednas.progress`)."""
+    names = ["read runs", "tables", "plots", *(["tensorboard"] if tensorboard else [])]
+    with progress.stages(f"report of {len(run_dirs)} runs", names) as begin:
+        begin("read runs")
+        return _build_report(run_dirs, out, failed, tensorboard, begin)
+
+
+def _build_report(run_dirs: Sequence[Path], out: Path, failed: Sequence[dict[str, Any]],
+                  tensorboard: bool, begin: Callable[[str], None]) -> Path:
     runs = settle([load_run(p) for p in run_dirs])
+    begin("tables")
     order = method_order()
     rows = [row for r in runs for row in run_rows(r)]
     groups = aggregate(rows, order)
@@ -247,8 +258,10 @@ def build_report(run_dirs: Sequence[Path], out: Path, *,
                                   + failed_section(failed))
     (out / "table.csv").write_text(to_csv(groups))
     (out / "runs.csv").write_text(runs_csv(rows))
+    begin("plots")
     write_plots(runs, out, order)
     if tensorboard:
+        begin("tensorboard")
         write_tensorboard(runs, out / "tensorboard")
     return out / "table.md"
 
