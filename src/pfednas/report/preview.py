@@ -13,6 +13,7 @@ with one line and exit code 2, as it would stop the run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from pfednas.data.preview import client_splits, format_splits, partition_plot
 from pfednas.settings import partitioner_text
 
 EXIT_CONFIG = 2
+TELEMETRY_ENV = "FLWR_TELEMETRY_ENABLED"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Print the clients' splits; write the plot."""
     args = _parser().parse_args(argv)
+    # flwr-datasets' plotting reports its use to Flower's telemetry unless told not to; a
+    # pfednas command sends nothing anywhere (as its runs: pfednas.run.launcher)
+    os.environ.setdefault(TELEMETRY_ENV, "0")
     try:
         problem = composition_error(args.overrides)
         if problem is not None:
