@@ -17,6 +17,11 @@ Both files are mode 0600 (``--out``, where made here, 0700), and the model file'
 is recorded in the kept spec it came from (``exported``): ``pfednas predict`` loads a
 TorchScript file, whose code runs with it, only by that record.
 
+``--quantize int8`` (with ``--format onnx``, from a run folder) also writes
+``client_<ID>.int8.onnx``, statically quantized by ONNX Runtime and calibrated on the
+client's training split, and records both files' sizes, measurements and accuracies on
+the client's evaluation split (:mod:`pfednas.delivery.export_quantized`).
+
 ``--from-checkpoint`` (PerFedRLNAS and HAPFNAS runs only) rebuilds instead the client's
 architecture cut from the server's checkpointed supernet, BatchNorm re-estimated on the
 client's train split: the un-fine-tuned slice, labelled so in the spec.
@@ -37,6 +42,7 @@ import numpy as np
 from pfednas import progress
 from pfednas.config import ConfigError
 from pfednas.data import DataError
+from pfednas.delivery.model_source import PredictError
 from pfednas.edge.kept import (
     AS_PUBLISHED,
     EXPORTED,
@@ -48,12 +54,13 @@ from pfednas.edge.kept import (
     sha256,
     write_private_text,
 )
+from pfednas.edge.quantize import int8_path
 from pfednas.edge.runtime import FORMATS
 from pfednas.edge.spec import sample_inputs
 
 MODEL_CHOICES = ("reported", FINETUNED, AS_PUBLISHED)
 SERVER_SLICE = "server-slice"
-REBUILD, MEASURE = "rebuild", "measure"  # the stages before and after edge.formats' own
+REBUILD, MEASURE, QUANTIZE = "rebuild", "measure", "quantize"  # around edge.formats' own
 
 
 def sample_batch(spec: dict[str, Any], n: int = 16) -> np.ndarray:
@@ -83,20 +90,27 @@ def kept_folder_of(path: Path, client_id: int) -> Path | None:
 
 def export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str = "torchscript",
                   model: str = "reported", from_checkpoint: bool = False,
-                  measure_latency: bool = True) -> tuple[Path, Path]:
-    """Write client ``client_id``'s model as ``fmt`` and its spec to ``out_dir``, a
-    progress bar over its stages on a terminal (:mod:`pfednas.progress`)."""
+                  measure_latency: bool = True, quantize: str | None = None
+                  ) -> tuple[Path, Path]:
+    """Write client ``client_id``'s model as ``fmt`` (and, with ``quantize``, its int8
+    file) and its spec to ``out_dir``, a progress bar over its stages on a terminal
+    (:mod:`pfednas.progress`). A ``quantize`` that cannot be done raises before anything
+    is written."""
+    from pfednas.delivery.export_quantized import quantize_problem
     from pfednas.edge.formats import CHECK, WRITE
 
-    names = (REBUILD, WRITE, CHECK, *((MEASURE,) if measure_latency else ()))
+    if (problem := quantize_problem(path, fmt, quantize)) is not None:
+        raise ConfigError(problem)
+    names = (REBUILD, WRITE, CHECK, *((QUANTIZE,) if quantize else ()),
+             *((MEASURE,) if measure_latency else ()))
     with progress.stages(f"export client {client_id} ({fmt})", names) as begin:
         return _export_client(path, client_id, out_dir, fmt=fmt, model=model,
                               from_checkpoint=from_checkpoint, measure_latency=measure_latency,
-                              begin=begin)
+                              quantize=quantize, begin=begin)
 
 
 def _export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str, model: str,
-                   from_checkpoint: bool, measure_latency: bool,
+                   from_checkpoint: bool, measure_latency: bool, quantize: str | None,
                    begin: Callable[[str], None]) -> tuple[Path, Path]:
     from pfednas.edge.formats import export
 
@@ -127,17 +141,31 @@ def _export_client(path: Path, client_id: int, out_dir: Path, *, fmt: str, model
             raise KeptModelError(f"{folder}: cannot record the export's sha256 in its spec "
                                  f"({err})") from err
     entry: dict[str, Any] = {"file": model_path.name, "sha256": digest, "check": check,
-                             "export_seconds": round(time.perf_counter() - tic, 2)}
+                             "bytes": model_path.stat().st_size}
+    entries = {fmt: entry}
+    if quantize:
+        from pfednas.delivery.export_quantized import INT8_FORMAT, quantized_entries
+
+        begin(QUANTIZE)
+        try:
+            int8_file, float_more, entries[INT8_FORMAT] = quantized_entries(
+                model_path, spec, path, client_id)
+        except Exception:
+            model_path.unlink(missing_ok=True)  # nothing half-written
+            raise
+        entry.update(float_more)
+    entry["export_seconds"] = round(time.perf_counter() - tic, 2)
     if measure_latency:
         from pfednas.edge.measure import measure
 
         begin(MEASURE)
         task = spec["task"]
-        entry["measured"] = measure(model_path, (task["in_channels"], task["image_size"],
-                                                 task["image_size"]))
+        for each in entries.values():
+            each["measured"] = measure(out_dir / each["file"], (
+                task["in_channels"], task["image_size"], task["image_size"]))
     spec_path = out_dir / f"client_{client_id}.json"
     written = _merged(spec_path, spec, kind, path)
-    written["export"]["formats"][fmt] = entry
+    written["export"]["formats"].update(entries)
     write_private_text(spec_path, json.dumps(written, indent=2, sort_keys=True) + "\n")
     return model_path, spec_path
 
@@ -180,15 +208,21 @@ def main(argv: list[str]) -> int:
                              "checkpointed supernet")
     parser.add_argument("--no-measure", action="store_true",
                         help="skip the latency and memory measurement")
+    parser.add_argument("--quantize", metavar="int8", default=None,
+                        help="with --format onnx, from a run folder: also write "
+                             "client_<ID>.int8.onnx, statically quantized and calibrated on "
+                             "the client's training split")
     args = parser.parse_args(argv)
     try:
         model, spec = export_client(args.path, args.client, args.out or args.path / "export",
                                     fmt=args.format, model=args.model,
                                     from_checkpoint=args.from_checkpoint,
-                                    measure_latency=not args.no_measure)
-    except (KeptModelError, ConfigError, DataError, OSError, ValueError,
+                                    measure_latency=not args.no_measure,
+                                    quantize=args.quantize)
+    except (KeptModelError, ConfigError, DataError, PredictError, OSError, ValueError,
             RuntimeError) as err:
         print(f"pfednas: error: {err}", file=sys.stderr)
         return 2
-    print(f"[pfednas] wrote {model} and {spec}")
+    extra = f" and {int8_path(model)}" if args.quantize else ""
+    print(f"[pfednas] wrote {model}{extra} and {spec}")
     return 0

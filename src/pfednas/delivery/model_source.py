@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from pfednas.edge.kept import exported_hashes, kept_folder_spec, load_spec_json, read_spec
-from pfednas.edge.runtime import LoadedModel, UntrustedModelError, format_of, load
+from pfednas.edge.runtime import (
+    LoadedModel,
+    UntrustedModelError,
+    format_of,
+    load,
+    spec_path_of,
+)
 from pfednas.limits import task_problem
 
 TRUST_FLAG = "--trust-torchscript"
@@ -35,7 +41,7 @@ def model_spec(model: Path) -> dict[str, Any]:
     the ``.json`` ``pfednas export`` wrote beside a model file."""
     if model.is_dir():
         return kept_folder_spec(model)[1]
-    path = model.with_suffix(".json")
+    path = spec_path_of(model)
     if not path.is_file():
         raise PredictError(f"no spec {path.name} beside {model} (pfednas export writes one)")
     try:

@@ -21,6 +21,7 @@ import numpy as np
 
 ONNX_SUFFIX, TORCHSCRIPT_SUFFIX = ".onnx", ".pt"
 FORMATS = {"onnx": ONNX_SUFFIX, "torchscript": TORCHSCRIPT_SUFFIX}
+INT8_SUFFIX = ".int8" + ONNX_SUFFIX  # an ONNX file quantized to int8 (pfednas.edge.quantize)
 BATCH = 512  # the batch size of pfednas.train.evaluate, so results match sample for sample
 
 
@@ -45,6 +46,14 @@ class LoadedModel:
 
     def predict(self, x: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
         return self.logits(x, batch_size).argmax(axis=1)
+
+
+def spec_path_of(model: Path) -> Path:
+    """The ``.json`` spec ``pfednas export`` writes beside ``model``: ``client_0.json`` for
+    ``client_0.onnx``, ``client_0.pt`` and ``client_0.int8.onnx`` alike."""
+    if model.name.endswith(INT8_SUFFIX):
+        return model.with_name(model.name.removesuffix(INT8_SUFFIX) + ".json")
+    return model.with_suffix(".json")
 
 
 def format_of(path: Path) -> str:
