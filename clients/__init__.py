@@ -6,7 +6,7 @@ from pfednas import check_same_tree
 
 check_same_tree(__name__, __file__)
 
-from pfednas.clients.fedavg import FedAvgClient
+from pfednas.clients.fedavg import FedAvgClient, FedProxClient
 from pfednas.clients.fedbabu import FedBABUClient
 from pfednas.clients.fednas import FedNASClient
 from pfednas.clients.fedrep import FedRepClient
@@ -14,5 +14,5 @@ from pfednas.clients.local import LocalClient
 from pfednas.clients.spider import SpiderClient
 from pfednas.clients.subnet import SubnetClient
 
-__all__ = ["FedAvgClient", "FedBABUClient", "FedNASClient", "FedRepClient", "LocalClient",
-           "SpiderClient", "SubnetClient"]
+__all__ = ["FedAvgClient", "FedBABUClient", "FedNASClient", "FedProxClient", "FedRepClient",
+           "LocalClient", "SpiderClient", "SubnetClient"]

@@ -14,8 +14,9 @@ from pfednas.clients.spider import SpiderClient
 from pfednas.clients.spider_state import LOCAL_KEY, SpiderOptions, checkpoint_path
 from pfednas.data import ArrayDataset, ClientData
 from pfednas.nas.progressive import SearchSchedule, decide_edge, search_round
-from pfednas.nas.spider import proximal_penalty, shared_anchor
+from pfednas.nas.spider import shared_anchor
 from pfednas.search import CellMask, DartsS2Space, TaskShape
+from pfednas.train import proximal_penalty
 from pfednas.wire.archcode import arch_from_code, arch_to_code
 
 TASK = TaskShape(num_classes=4, in_channels=1, image_size=8)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -222,16 +222,33 @@ class CountingForward:
         return (self.train_macs_per_sample or 0) * samples
 
 
+def proximal_penalty(params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor],
+                     lam: float) -> torch.Tensor:
+    """(λ/2) Σ ‖v − w‖² over the coordinates present in both: FedProx's proximal term
+    (μ = λ) and SPIDER's eq. 4.
+
+    Its gradient with respect to ``params[name]`` is ``λ (v − w)`` for every shared name
+    and zero for the others.
+    """
+    shared = [name for name in params if name in anchor]
+    if not shared:
+        return torch.zeros(())
+    total = sum(((params[n] - anchor[n]) ** 2).sum() for n in shared)
+    return 0.5 * lam * total  # type: ignore[return-value]
+
+
 def train_epochs(model: nn.Module, data: ArrayDataset, *, epochs: int, hyper: Hyper,
                  generator: torch.Generator, device: torch.device,
-                 after_backward: Callable[[torch.Tensor, torch.Tensor], int] | None = None
-                 ) -> TrainStats:
+                 after_backward: Callable[[torch.Tensor, torch.Tensor], int] | None = None,
+                 penalty: Callable[[], torch.Tensor] | None = None) -> TrainStats:
     """SGD with momentum for ``epochs`` passes over ``data``; returns the mean loss, the
     samples passed and their training MACs (the first batch's forward counts them).
 
-    ``after_backward(batch, logits)``, if given, runs after each batch's backward pass and
-    before its step (more gradient to the same step: in-place distillation,
-    :mod:`pfednas.nas.sandwich`) and returns the training MACs it added."""
+    ``penalty()``, if given, is added to each batch's cross-entropy before its backward pass
+    (a client's own loss term: FedProx's proximal term); the reported loss stays the
+    cross-entropy. ``after_backward(batch, logits)``, if given, runs after each batch's
+    backward pass and before its step (more gradient to the same step: in-place
+    distillation, :mod:`pfednas.nas.sandwich`) and returns the training MACs it added."""
     start = time.perf_counter()
     model.to(device).train()
     x, y = to_tensors(data, device)
@@ -249,7 +266,7 @@ def train_epochs(model: nn.Module, data: ArrayDataset, *, epochs: int, hyper: Hy
             batch = x[idx]
             logits = forward(batch)
             loss = F.cross_entropy(logits, y[idx])
-            loss.backward()
+            (loss if penalty is None else loss + penalty()).backward()
             if after_backward is not None:
                 extra_macs += after_backward(batch, logits)
             optimizer.step()

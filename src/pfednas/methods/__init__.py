@@ -71,6 +71,8 @@ def _row(name: str, strategy: StrategyBuilder, client: ClientBuilder) -> MethodS
 # one row per row of FACTS, in its order (the report's)
 METHODS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in (
     _row("fedavg", baselines.fedavg_strategy, baselines.fedavg_client),
+    # FedProx: FedAvg's server (FedProxOptions extends FedAvgOptions), its own client
+    _row("fedprox", baselines.fedavg_strategy, baselines.fedprox_client),
     _row("local", baselines.local_strategy, baselines.local_client),
     _row("perfedrlnas", perfedrlnas.strategy, perfedrlnas.client),
     _row("spider", darts.spider_strategy, darts.spider_client),

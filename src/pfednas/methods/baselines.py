@@ -9,7 +9,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.client import NumPyClient
 
-from pfednas.clients import FedAvgClient, LocalClient
+from pfednas.clients import FedAvgClient, FedProxClient, LocalClient
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.fedbabu import FedBABUClient
 from pfednas.clients.fedrep import FedRepClient
@@ -22,7 +22,7 @@ from pfednas.methods.fixed import (
     fixed_model_fn,
     model_arrays,
 )
-from pfednas.options.baselines import FedAvgOptions
+from pfednas.options.baselines import FedAvgOptions, FedProxOptions
 from pfednas.strategies import Budget, FedAvgFTStrategy, LocalStrategy, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedbabu import FedBABUStrategy
@@ -42,6 +42,11 @@ def fedavg_strategy(settings: RunSettings, budget: Budget, train_config: dict[st
 
 def fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
     return FedAvgClient(env, fixed_model_fn(settings), fixed_arch(settings))
+
+
+def fedprox_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    options: FedProxOptions = settings.options
+    return FedProxClient(env, fixed_model_fn(settings), fixed_arch(settings), options.mu)
 
 
 def local_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],

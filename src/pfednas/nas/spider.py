@@ -19,7 +19,6 @@ gradients after the step, a no-op). Pure torch; no Flower.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.data import ArrayDataset
-from pfednas.train import CountingForward, Hyper, LossTally, to_tensors
+from pfednas.train import CountingForward, Hyper, LossTally, proximal_penalty, to_tensors
 
 
 def shared_anchor(local: nn.Module, global_net: nn.Module) -> dict[str, Tensor]:
@@ -39,20 +38,6 @@ def shared_anchor(local: nn.Module, global_net: nn.Module) -> dict[str, Tensor]:
     glob = dict(global_net.named_parameters())
     return {name: glob[name].detach().clone() for name, p in local.named_parameters()
             if name in glob and glob[name].shape == p.shape}
-
-
-def proximal_penalty(params: Mapping[str, Tensor], anchor: Mapping[str, Tensor],
-                     lam: float) -> Tensor:
-    """(λ/2) Σ ‖v − w_share‖² over the coordinates present in both (eq. 4).
-
-    Its gradient with respect to ``params[name]`` is ``λ (v − w_share)`` for
-    every shared name and zero for the others.
-    """
-    shared = [name for name in params if name in anchor]
-    if not shared:
-        return torch.zeros(())
-    total = sum(((params[n] - anchor[n]) ** 2).sum() for n in shared)
-    return 0.5 * lam * total  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Options of the fixed-architecture baselines: FedAvg + fine-tuning, Local, FedRep, FedBABU,
+"""Options of the fixed-architecture baselines: FedAvg + fine-tuning, FedProx, Local, FedRep,
+FedBABU,
 and the global federated NAS reference FedNAS. Each dataclass is its method's one source of
 defaults (each is its method's config; see :mod:`pfednas.options`)."""
 
@@ -36,6 +37,20 @@ class FedAvgOptions(LocalOptions):
         super().__post_init__()
         check_int("finetune_epochs", self.finetune_epochs, 0)
         check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
+
+
+@dataclass(frozen=True)
+class FedProxOptions(FedAvgOptions):
+    """FedProx (Li et al., MLSys'20) + local fine-tuning: FedAvg whose clients add the
+    proximal term (μ/2) ‖w − w_t‖² to their loss, w_t the round's global model."""
+
+    mu: float = 0.01  # μ of the proximal term (0: FedAvg's updates exactly)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.mu, bool) or not isinstance(self.mu, int | float) \
+                or not 0 <= self.mu < float("inf"):
+            raise ValueError(f"mu must be a finite number >= 0, got {self.mu!r}")
 
 
 @dataclass(frozen=True)

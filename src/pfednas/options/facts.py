@@ -14,6 +14,7 @@ from pfednas.options.baselines import (
     FedAvgOptions,
     FedBABUOptions,
     FedNASOptions,
+    FedProxOptions,
     FedRepOptions,
     LocalOptions,
 )
@@ -85,6 +86,7 @@ class MethodFacts:
 FACTS: Mapping[str, MethodFacts] = MappingProxyType({facts.name: facts for facts in (
     MethodFacts("fedavg", FedAvgOptions, "FedAvg", baseline=True, ft_named=True,
                 device_family="one model"),
+    MethodFacts("fedprox", FedProxOptions, "FedProx", baseline=True, ft_named=True),
     MethodFacts("local", LocalOptions, "Local", baseline=True, finetunes=False,
                 device_family="one model"),
     MethodFacts("perfedrlnas", PerFedRLNASOptions, "PerFedRLNAS", selects_on_val=True,
