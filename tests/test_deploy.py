@@ -33,6 +33,7 @@ from pfednas.deploy.commands import (
 )
 from pfednas.deploy.local import CONNECTION, HOST, DeploymentError, LocalFederation, wait_healthy
 from pfednas.deploy.superexec_auth import write_superexec_secrets
+from pfednas.run.inprocess import run_inprocess
 from pfednas.run.launcher import free_port, wait_run
 from tests.conftest import PFEDNAS, REPO, default_sigint, pids_with_token
 
@@ -53,6 +54,15 @@ def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> No
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "fedavg" and summary["num_clients_evaluated"] == 3
     assert summary["personalized_acc_mean"] > 0.3  # chance is 0.1
+    # the nodes took their simulated profiles (deploy local's default): the run is its
+    # simulation's bit for bit, every client's figures and model alike
+    assert "every node takes the profile the simulation draws" in result.stdout
+    simulated = run_inprocess(["federation.num_clients=3", "federation.clients_per_round=3",
+                               *(o for o in SMALL if o != "nodes=3")]).summary
+    fields = ("client_id", "accuracy", "accuracy_no_ft", "arch", "budget", "memory_bytes")
+    assert [{k: row.get(k) for k in fields} for row in summary["per_client"]] == \
+        [{k: row.get(k) for k in fields} for row in simulated["per_client"]]
+    assert summary["simulated_seconds"] == simulated["simulated_seconds"]
     rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
     assert len(rounds[0]["train"]) == 3 and rounds[0]["bytes_up"] > 0

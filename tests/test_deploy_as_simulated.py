@@ -1,15 +1,13 @@
 """``pfednas deploy local`` reproduces its simulation by default (issue 63, item 2): every
 node takes the hardware profile the simulation draws for its client and the server builds
 the run as the simulation does; ``--profiles measured`` has the nodes claim their own, and
-the server says which clients' profiles and models differ from the simulation's."""
+the server says which clients' profiles and models differ from the simulation's. The
+deployment itself, bit for bit against the in-process run, is test_deploy.py's first test."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +18,6 @@ from pfednas.methods import client_profiles, seeded_supernet
 from pfednas.methods.build import build_strategy
 from pfednas.methods.fixed import deployment_changes
 from pfednas.nas.aggregation import MEDIAN
-from pfednas.run.inprocess import run_inprocess
-from tests.conftest import PFEDNAS, REPO, pids_with_token
 
 BASE = ["method=fedavg", "federation.num_clients=3", "federation.clients_per_round=3"]
 
@@ -113,29 +109,3 @@ def test_fits_all_chosen_from_larger_claims_is_reported_against_the_simulations_
     assert lines[-1].startswith(f"fits_all: the nodes' profiles chose "
                                 f"{supernet.cost(largest).params:,} parameters")
     assert deployment_changes(run, client_profiles(run), None) == []
-
-
-@pytest.mark.slow
-def test_a_local_deployment_reproduces_its_simulation_bit_for_bit(tmp_path: Path) -> None:
-    # Prepare: FedAvg+FT with fits_all, whose model follows the clients' budgets (a node's
-    # measured free memory chose another model before); the same setting in process
-    run = ["method=fedavg", "federation.num_rounds=2", "federation.eval_every=2",
-           "federation.local_epochs=1", "method.finetune_epochs=1"]
-    out = tmp_path / "deployed"
-
-    # Execute
-    deployed = subprocess.run([str(PFEDNAS), "deploy", "local", "--insecure", "nodes=3", *run,
-                               f"hydra.run.dir={out}"], cwd=REPO, capture_output=True,
-                              text=True, timeout=600, check=False)
-    simulated = run_inprocess([*BASE, *run]).summary
-
-    # Assert: every client's figures and architecture equal, the profiles the simulation's
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    assert "every node takes the profile the simulation draws" in deployed.stdout
-    summary = json.loads((out / "summary.json").read_text())
-    fields = ("client_id", "accuracy", "accuracy_no_ft", "arch", "budget", "memory_bytes")
-    assert [{k: row.get(k) for k in fields} for row in summary["per_client"]] == \
-        [{k: row.get(k) for k in fields} for row in simulated["per_client"]]
-    assert summary["personalized_acc_mean"] == simulated["personalized_acc_mean"]
-    assert summary["simulated_seconds"] == simulated["simulated_seconds"]
-    assert pids_with_token((out / "logs" / "run_token").read_text().strip()) == []
