@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import resource
 import socket
 import ssl
@@ -279,12 +280,19 @@ def test_a_truncated_body_never_reaches_upstream(gateway: Gateway) -> None:
         after = client.post(gateway.url("send-node-heartbeat"), content=b"beat",
                             headers=signed(gateway.nodes[0]))
 
-    # Assert: only the complete call reached the SuperLink; the truncated one is logged
+    # Assert: only the complete call reached the SuperLink; the truncated one is logged.
+    # How many of the 5 bytes the gateway saw depends on whether the close reached it
+    # before its first read (uvicorn then reports the disconnect, not the bytes)
     assert after.status_code == 200
     assert gateway.upstream.requests == [(b"POST /v1/fleet/send-node-heartbeat HTTP/1.1",
                                           b"beat")]
-    assert ("dropped POST /v1/fleet/push-object from 127.0.0.1, nothing forwarded: "
-            "the client left after 5 of 1000 bytes") in gateway.log.read_text()
+    pattern = (r"dropped POST /v1/fleet/push-object from 127\.0\.0\.1, nothing forwarded: "
+               r"the client left after (\d+) of 1000 bytes")
+    deadline = time.monotonic() + 10.0
+    while (dropped := re.search(pattern, gateway.log.read_text())) is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dropped is not None and int(dropped.group(1)) in (0, 5)
 
 
 def test_a_stalled_body_and_slow_heads_are_cut_within_the_read_timeout(
