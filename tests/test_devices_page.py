@@ -10,7 +10,7 @@ import pytest
 from pfednas.options.facts import FACTS
 from pfednas.report.bench_results import BenchResults, PresetView
 from pfednas.report.collect import Run
-from pfednas.report.devices import corrected, render_devices
+from pfednas.report.devices import corrected, render_answer, render_devices
 from pfednas.report.paired import holm, p_value
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -90,6 +90,20 @@ def test_the_devices_block_names_each_familys_strongest_and_answers_in_one_sente
     # HAPFNAS's tiers rise 0.01 a level, HeteroFL's 0.03: ahead on the smallest, behind on
     # the largest
     assert "smallest tier (r=1/16) +0.020" in answer and "largest tier (r=1) -0.060" in answer
+
+
+def test_the_readme_answer_is_the_blocks_sentence_and_names_the_alpha_still_running() -> None:
+    acc = {"perfedrlnas": 0.80, "hapfnas": 0.84, "fedavg": 0.70, "local": 0.72,
+           "heterofl": 0.86, "fedrolex": 0.85, "largest_in_budget": 0.83,
+           "random_in_budget": 0.78}
+    results = _results(acc, dict.fromkeys(METHODS, 0.01))
+    sentence = next(line for line in render_devices(results).splitlines()
+                    if line.startswith("**Answer"))
+    running = BenchResults(results.preset, (), results.by_seed, results.runs,
+                           pending_alphas=((0.1, 12, 40),))
+    assert render_answer(results) == f"- {sentence}\n"
+    assert render_answer(running) == (f"- {sentence}\n\nNot in these figures yet, its cells "
+                                       f"still running: α 0.1 (12 of 40 cells).\n")
 
 
 @pytest.mark.parametrize("missing", ["heterofl", "perfedrlnas"])

@@ -109,6 +109,36 @@ def test_a_bench_still_running_renders_its_finished_methods_and_names_the_others
     assert verdict.startswith("No method to compare.")
 
 
+def test_a_bench_running_its_alphas_in_turn_renders_the_finished_alpha_and_names_the_other(
+        tmp_path: Path) -> None:
+    # Prepare: the committed Fashion-MNIST cells (7 methods, α 0.1 and 0.3, 5 seeds), seed 4
+    # of every method not finished at α 0.3: no method has all its cells, α 0.1 has
+    order = method_order()
+    preset = read_preset(conf_dir() / "bench" / "fashion_mnist.yaml", order)
+    shutil.copytree(BENCH_ROOT / "fashion_mnist", tmp_path / "fm",
+                    ignore=shutil.ignore_patterns("tuning", "diagnostics"))
+    for method in preset.methods:
+        (tmp_path / "fm" / method / "alpha=0.3" / "seed=4" / "summary.json").unlink()
+    whole = load_bench(preset, BENCH_ROOT / "fashion_mnist", order)
+
+    # Execute
+    results = load_bench(preset, tmp_path / "fm", order)
+    table = page.render_table(results)
+
+    # Assert: every method at α 0.1 alone, as the whole bench renders it, and α 0.3 named
+    assert results.unfinished == ()
+    assert results.pending_alphas == ((0.3, 28, 35),)
+    assert {k[2] for k in results.by_seed} == {0.1}
+    assert {k: v for k, v in whole.by_seed.items() if k[2] == 0.1} == results.by_seed
+    assert "| 0.3 |" not in table and "| 0.1 |" in table
+    assert "Not in these figures yet, its cells still running: α 0.3 (28 of 35 cells)." in table
+
+    # Execute, then Assert: one α 0.1 cell missing too leaves nothing to render
+    (tmp_path / "fm" / "local" / "alpha=0.1" / "seed=0" / "summary.json").unlink()
+    with pytest.raises(ReportError, match=r"not finished with the configuration of now"):
+        load_bench(preset, tmp_path / "fm", order)
+
+
 def test_paired_difference_is_the_mean_by_seed_with_its_t_interval() -> None:
     a = {0: 0.90, 1: 0.80, 2: 0.85, 7: 0.5}
     b = {0: 0.88, 1: 0.79, 2: 0.86}

@@ -2,13 +2,15 @@
 
 A preset's cells live in ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method,
 α, seed) of the preset; they are aggregated exactly as ``pfednas report`` aggregates them. A
-bench still running gives the methods whose cells have all finished and names the others.
+bench still running gives the methods whose cells have all finished and names the others;
+while no method has finished, the α at which every method's cells have (a preset that runs
+its α in turn), naming the α still running.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -65,14 +67,18 @@ class BenchResults:
     runs: Mapping[RunKey, Run] = field(default_factory=dict)  # (label, α, seed) -> its run
     # Methods left out because some of their cells have not finished: (label, done, of).
     unfinished: tuple[tuple[str, int, int], ...] = ()
+    # α left out because some method's cells there have not finished: (α, done, of).
+    pending_alphas: tuple[tuple[float, int, int], ...] = ()
 
 
 def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str],
                current: Callable[[Path], bool] | None = None) -> BenchResults:
     """Read the cells of the preset below ``folder``: every method whose cells have all
-    finished (the others are :attr:`BenchResults.unfinished`); an error names a missing cell
-    when no method has finished. ``current(cell folder)``: whether a finished cell ran the
-    configuration the bench would run now (one that did not counts as not finished)."""
+    finished (the others are :attr:`BenchResults.unfinished`). While no method has, every
+    method at each α where all their cells have (the other α are
+    :attr:`BenchResults.pending_alphas`); an error names a missing cell when there is no such
+    α either. ``current(cell folder)``: whether a finished cell ran the configuration the
+    bench would run now (one that did not counts as not finished)."""
     def finished_cell(d: Path) -> bool:
         return (d / SUMMARY).is_file() and (current is None or current(d))
 
@@ -80,21 +86,33 @@ def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str],
             for m in preset.methods}
     per_method = len(preset.alphas) * len(preset.seeds)
     finished = [m for m in preset.methods if len(done[m]) == per_method]
+    read = preset
+    pending: tuple[tuple[float, int, int], ...] = ()
     if not finished:
-        dirs = preset.cell_dirs(folder)
-        missing = [d for d in dirs if not finished_cell(d)]
-        raise ReportError(f"{missing[0]}: not finished with the configuration of now "
-                          f"({len(missing)} of the {len(dirs)} cells of bench={preset.name}); "
-                          f"run `pfednas bench bench={preset.name} bench.out={folder}`")
+        at = {alpha: [d for d in replace(preset, alphas=(alpha,)).cell_dirs(folder)
+                      if finished_cell(d)] for alpha in preset.alphas}
+        per_alpha = len(preset.methods) * len(preset.seeds)
+        complete = tuple(a for a in preset.alphas if len(at[a]) == per_alpha)
+        if not complete:
+            dirs = preset.cell_dirs(folder)
+            missing = [d for d in dirs if not finished_cell(d)]
+            raise ReportError(f"{missing[0]}: not finished with the configuration of now "
+                              f"({len(missing)} of the {len(dirs)} cells of "
+                              f"bench={preset.name}); run `pfednas bench bench={preset.name} "
+                              f"bench.out={folder}`")
+        finished = list(preset.methods)
+        read = replace(preset, alphas=complete)
+        pending = tuple((a, len(at[a]), per_alpha) for a in preset.alphas if a not in complete)
     unfinished = tuple((m, len(done[m]), per_method) for m in preset.methods
                        if m not in finished)
-    runs = settle([load_run(d) for d in preset.cell_dirs(folder, finished)])
+    runs = settle([load_run(d) for d in read.cell_dirs(folder, finished)])
     unequal = unequal_partitions(runs)
     if unequal:
         raise ReportError(f"bench={preset.name}: {unequal[0]}")
     rows = [row for run in runs for row in run_rows(run)]
     return BenchResults(preset, tuple(aggregate(rows, method_order)), seed_accuracies(rows),
-                        {(run.method, run.alpha, run.seed): run for run in runs}, unfinished)
+                        {(run.method, run.alpha, run.seed): run for run in runs}, unfinished,
+                        pending)
 
 
 SPLITS_KEY = "client_splits_sha256"

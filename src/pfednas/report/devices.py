@@ -126,32 +126,40 @@ def tier_order(results: BenchResults) -> list[str]:
 
 
 # -- rendering ----------------------------------------------------------------------------------
+def setting(results: BenchResults, labels: Sequence[str], alpha: float
+            ) -> tuple[dict[str, Key | None], list[Comparison]]:
+    """At ``alpha``: each family's strongest fine-tuned figure, and the block's comparisons
+    (the strongest searched against the strongest sliced and the strongest one model, then
+    each NAS method against each control), corrected together."""
+    best = {family: strongest(results, [m for m in members if m in labels], alpha)
+            for family, members in FAMILIES.items()}
+    pairs = []
+    searched = best["searched models"]
+    for family in ("sliced models", "one model"):
+        other = best[family]
+        if searched is not None and other is not None:
+            pairs.append((f"the strongest searched ({name_of(searched)})",
+                          f"the strongest of {family} ({name_of(other)})",
+                          results.by_seed[searched], results.by_seed[other]))
+    for method in (m for m in SEARCHED if m in labels):
+        mine = fine_tuned(results, method, alpha)
+        for control in (c for c in CONTROLS if c in labels):
+            theirs = fine_tuned(results, control, alpha)
+            if mine is not None and theirs is not None:
+                pairs.append((name_of(mine), name_of(theirs), results.by_seed[mine],
+                              results.by_seed[theirs]))
+    return best, corrected(pairs)
+
+
 def render_devices(results: BenchResults) -> str:
     labels = [m for m in results.preset.methods if m not in results.preset.variants]
     alphas = sorted({k[2] for k in results.by_seed})
     lines: list[str] = []
     for alpha in alphas:
-        best = {family: strongest(results, [m for m in members if m in labels], alpha)
-                for family, members in FAMILIES.items()}
+        best, comparisons = setting(results, labels, alpha)
         lines.append(f"**α {alpha:g}.** Strongest of each family (fine-tuned): " + "; ".join(
             f"{family}: {name_of(k)} {mean(results.by_seed[k]):.4f}"
             for family, k in best.items() if k is not None) + ".")
-        pairs = []
-        searched = best["searched models"]
-        for family in ("sliced models", "one model"):
-            other = best[family]
-            if searched is not None and other is not None:
-                pairs.append((f"the strongest searched ({name_of(searched)})",
-                              f"the strongest of {family} ({name_of(other)})",
-                              results.by_seed[searched], results.by_seed[other]))
-        for method in (m for m in SEARCHED if m in labels):
-            mine = fine_tuned(results, method, alpha)
-            for control in (c for c in CONTROLS if c in labels):
-                theirs = fine_tuned(results, control, alpha)
-                if mine is not None and theirs is not None:
-                    pairs.append((name_of(mine), name_of(theirs), results.by_seed[mine],
-                                  results.by_seed[theirs]))
-        comparisons = corrected(pairs)
         lines += [f"- {c.line()}" for c in comparisons]
         if comparisons:
             lines.append(f"  (each interval one comparison's; Holm's correction over these "
@@ -164,6 +172,19 @@ def render_devices(results: BenchResults) -> str:
         lines.append("")
     body = "\n".join(lines).rstrip("\n") + "\n"
     return body + unfinished_note(results, labels)
+
+
+def render_answer(results: BenchResults) -> str:
+    """The README's block (``<!-- answer:devices -->``): the answer sentence of each α and
+    what is still running."""
+    labels = [m for m in results.preset.methods if m not in results.preset.variants]
+    sentences = []
+    for alpha in sorted({k[2] for k in results.by_seed}):
+        best, comparisons = setting(results, labels, alpha)
+        sentence = answer(results, best, comparisons[:2], alpha)
+        if sentence:
+            sentences.append(f"- {sentence}")
+    return "\n".join(sentences) + "\n" + unfinished_note(results, labels)
 
 
 def tier_table(results: BenchResults, labels: Sequence[str], alpha: float) -> list[str]:

@@ -30,6 +30,9 @@ A Markdown file marks each generated block with an opening and a closing comment
     ...(rendered: one model, sliced and searched models and the controls of search, paired by
     seed and corrected; accuracy by device tier; the answer in one sentence)...
     <!-- /devices -->
+    <!-- answer:devices -->
+    ...(rendered: the devices block's answer sentence of each α, for the README)...
+    <!-- /answer -->
 
 A block without a preset, ``<!-- options -->`` ... ``<!-- /options -->``, is the README's table
 of every method's options and defaults (:func:`pfednas.options.options_table`).
@@ -50,7 +53,7 @@ from collections.abc import Callable, Mapping
 from pfednas.options import options_table
 from pfednas.report.bench_results import BenchResults
 from pfednas.report.collect import ReportError
-from pfednas.report.devices import render_devices
+from pfednas.report.devices import render_answer, render_devices
 from pfednas.report.levers import render_levers
 from pfednas.report.page import render_table, render_variants, render_verdict
 from pfednas.report.pairs import render_pairs
@@ -63,7 +66,7 @@ OPENING = re.compile(r"<!-- (?P<kind>[a-z]+):(?P<name>[a-z0-9_]+) -->")
 RENDERERS: Mapping[str, Callable[[BenchResults], str]] = {
     "table": render_table, "variants": render_variants, "verdict": render_verdict,
     "targets": render_targets, "levers": render_levers, "pairs": render_pairs,
-    "devices": render_devices}
+    "devices": render_devices, "answer": render_answer}
 KINDS = (*RENDERERS, "tuning", "shift")
 OPTIONS_BLOCK = re.compile(r"<!-- options -->\n.*?<!-- /options -->", re.S)
 

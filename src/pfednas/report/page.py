@@ -320,7 +320,12 @@ def render_rows(results: BenchResults, labels: Sequence[str]) -> str:
 
 def unfinished_note(results: BenchResults, labels: Sequence[str]) -> str:
     """``Not in these figures yet, ...: FedNAS (2 of 6 cells); ...`` for the methods of
-    ``labels`` whose cells have not all finished, or ``""``."""
+    ``labels`` whose cells have not all finished, ``... α 0.3 (5 of 40 cells)`` for the α
+    still running, or ``""``."""
+    alphas = ", ".join(f"α {alpha:g} ({done} of {total} cells)"
+                       for alpha, done, total in results.pending_alphas)
+    if alphas:
+        return f"\nNot in these figures yet, its cells still running: {alphas}.\n"
     names = ", ".join(f"{display(m)} ({done} of {total} cells)"
                       for m, done, total in results.unfinished if m in labels)
     if not names:
