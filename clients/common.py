@@ -13,10 +13,10 @@ import torch
 from pfednas.body_head import train_scope
 from pfednas.data import ClientData
 from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, KeptModel
-from pfednas.messages import SERVER_ROUND, Finetune, Sgd
 from pfednas.search import ElasticNet
 from pfednas.seeding import CLIENT_TRAIN, torch_generator
 from pfednas.train import Hyper, TrainStats, evaluate, num_parameters
+from pfednas.wire.messages import SERVER_ROUND, Finetune, Sgd
 
 FINETUNE_PHASE = 1  # train_generator's phase key of the fine-tuning before a test evaluation
 
@@ -41,7 +41,7 @@ class ClientEnv:
 
 
 def hyper_from_config(config: dict[str, Any]) -> Hyper:
-    """The clients' SGD a message's config carries (:class:`pfednas.messages.Sgd`)."""
+    """The clients' SGD a message's config carries (:class:`pfednas.wire.messages.Sgd`)."""
     sgd = Sgd.read(config)
     return Hyper(lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay,
                  batch_size=sgd.batch_size)

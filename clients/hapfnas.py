@@ -33,7 +33,7 @@ from pfednas.clients.common import (
 )
 from pfednas.clients.subnet import SubnetClient, measured_macs, recalibrate_on
 from pfednas.data import ArrayDataset
-from pfednas.models import SmallCNN
+from pfednas.nas.models import SmallCNN
 from pfednas.nas.phases import Phase
 from pfednas.search import SearchSpace, TaskShape
 from pfednas.train import evaluate, get_arrays, set_arrays, train_epochs

@@ -39,12 +39,12 @@ from pfednas.clients.common import (
 )
 from pfednas.clients.subnet import recalibrate_on
 from pfednas.edge.kept import KeptModel
-from pfednas.messages import WIDTH_RATE
 from pfednas.options.devices import HeteroFLOptions
 from pfednas.search import ElasticNet
 from pfednas.search.ops import DynamicConv2d
 from pfednas.search.width import WidthSlicer, check_rate
 from pfednas.train import get_arrays, set_arrays, train_epochs
+from pfednas.wire.messages import WIDTH_RATE
 
 
 @contextmanager

@@ -37,7 +37,6 @@ from pfednas.hardware.simulated_time import (
     timed_eval_row,
     timed_train_row,
 )
-from pfednas.messages import Finetune, RoundConfig
 from pfednas.records import RoundRecord, StageResult, arch_details
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
 from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
@@ -59,6 +58,7 @@ from pfednas.strategies.gate import (
 )
 from pfednas.strategies.identity import ClientClaims
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.messages import Finetune, RoundConfig
 from pfednas.wire.validation import (
     KNOWN_METRICS,
     REQUIRED_METRICS,
@@ -302,14 +302,14 @@ class PersonalizedStrategy(ClientClaims):
 
     def round_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
         """A message's config: the clients' SGD and the method's own training entries
-        (``train_config``), the round's entries (:class:`pfednas.messages.RoundConfig`) and
+        (``train_config``), the round's entries (:class:`pfednas.wire.messages.RoundConfig`) and
         ``extra``."""
         entries = RoundConfig(server_round=server_round, local_epochs=self.budget.local_epochs,
                               lineage=self.lineage, fixed_arch=self.fixed_arch or "")
         return {**self.train_config, **entries.to_config(), **extra}
 
     def finetune_config(self, server_round: int, scope: str) -> dict[str, Any]:
-        """An evaluation's fine-tuning entries (:class:`pfednas.messages.Finetune`): F at
+        """An evaluation's fine-tuning entries (:class:`pfednas.wire.messages.Finetune`): F at
         ``scope`` where this round's evaluation fine-tunes, both scopes with
         ``finetune_both``."""
         return Finetune(epochs=self.eval_finetune_epochs(server_round), scope=scope,

@@ -32,7 +32,7 @@ class FedBABUStrategy(FedAvgFTStrategy):
                  body_roles: Sequence[str] | None = None,
                  roster: Roster | None = None) -> None:
         # the mode travels as FedAvg+FT's finetune_scope, in its evaluation message's
-        # fine-tuning entries (pfednas.messages.Finetune)
+        # fine-tuning entries (pfednas.wire.messages.Finetune)
         super().__init__(budget=budget, train_config=train_config, roster=roster,
                          initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
                          finetune_scope=options.finetune_scope, array_roles=body_roles)

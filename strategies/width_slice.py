@@ -31,7 +31,6 @@ import numpy as np
 from flwr.app import Message, MessageType
 
 from pfednas.hardware.profile import exclusions
-from pfednas.messages import WIDTH_RATE
 from pfednas.nas.merge import overlap_merge
 from pfednas.options.devices import HeteroFLOptions
 from pfednas.records import StageResult, arch_details
@@ -41,6 +40,7 @@ from pfednas.search.width import LEADING, WidthSlicer, rate_label
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.messages import WIDTH_RATE
 from pfednas.wire.validation import array_specs
 
 

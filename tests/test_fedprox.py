@@ -11,12 +11,12 @@ import torch
 
 from pfednas.config import compose, settings_from_cfg
 from pfednas.data import ArrayDataset
-from pfednas.messages import Sgd
 from pfednas.methods import fixed_model_fn
 from pfednas.options import parse
 from pfednas.report.cli import build_report
 from pfednas.run.inprocess import NODE_OFFSET, run_inprocess
 from pfednas.train import Hyper, get_arrays, proximal_penalty, train_epochs
+from pfednas.wire.messages import Sgd
 
 SMALL = ["federation.num_clients=3", "federation.clients_per_round=3", "federation.num_rounds=1",
          "federation.local_epochs=2", "method.finetune_epochs=0", "method.arch=min"]

@@ -23,7 +23,6 @@ from pfednas.app import client_app
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.methods import unheld_indices
 from pfednas.methods.build import build_strategy
-from pfednas.models import SmallCNN
 from pfednas.nas.distill import (
     DistillOptions,
     TransferSet,
@@ -35,6 +34,7 @@ from pfednas.nas.distill import (
 )
 from pfednas.nas.evolution import EvolutionOptions, evolve
 from pfednas.nas.fedavg import weighted_average
+from pfednas.nas.models import SmallCNN
 from pfednas.nas.phases import Phase, PhasePlan
 from pfednas.nas.predictor import cross_validated_report
 from pfednas.records import RoundRecord

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pfednas.messages import FINETUNE_SCOPE, Finetune, RoundConfig, Sgd
 from pfednas.strategies import Budget, FedAvgFTStrategy
+from pfednas.wire.messages import FINETUNE_SCOPE, Finetune, RoundConfig, Sgd
 
 
 def test_the_records_round_trip_through_a_config() -> None:

@@ -17,8 +17,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from pfednas.config import SIMULATION_ENV, compose, settings_from_cfg
 from pfednas.methods.build import build_strategy
-from pfednas.models import SmallCNN
 from pfednas.nas.distill import TransferSet, synthetic_inputs
+from pfednas.nas.models import SmallCNN
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.base import PersonalizedStrategy

@@ -17,7 +17,7 @@ from pfednas import seeding
 from pfednas.data import ArrayDataset, ClientData, DataSpec, partition, tuning_splits
 from pfednas.data.registry import load_raw
 from pfednas.data.synthetic import make_synthetic
-from pfednas.models import build_model
+from pfednas.nas.models import build_model
 from pfednas.seeding import LEAVES, STREAMS
 from pfednas.strategies.base import Budget
 from pfednas.strategies.fedavg import FedAvgFTStrategy

@@ -30,8 +30,8 @@ import numpy as np
 
 from pfednas.data.arrays import Normalisation
 from pfednas.edge.kept import AS_PUBLISHED, FINETUNED, SPEC_VERSION
-from pfednas.messages import FINETUNE_EPOCHS, FINETUNE_SCOPE
 from pfednas.search.arch import Cost, TaskShape
+from pfednas.wire.messages import FINETUNE_EPOCHS, FINETUNE_SCOPE
 
 # final-evaluation config keys the server fills per client (pfednas.strategies.base)
 KEEP_KEY = "keep_model"

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pfednas.config import ConfigError, RunSettings, in_simulation
 from pfednas.data import DataError, partition
 from pfednas.hardware.profile import SIMULATED, ClientProfile, ProfileBounds
-from pfednas.messages import Sgd
 from pfednas.methods import METHODS, client_profiles
 from pfednas.strategies.base import (
     Budget,
@@ -27,6 +26,7 @@ from pfednas.strategies.base import (
 )
 from pfednas.strategies.budget import Roster, aggregation_for
 from pfednas.strategies.identity import pins_from_env
+from pfednas.wire.messages import Sgd
 
 
 def build_strategy(settings: RunSettings, *, deployment: bool | None = None, lineage: str = "",

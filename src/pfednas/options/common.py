@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-FINETUNE_SCOPES = ("full", "head")  # what +FT trains: the whole model, or its classifier head
+# the message vocabulary the options check against (re-exported)
+from pfednas.wire.messages import FINETUNE_SCOPES, check_scope  # noqa: F401
+
 FIXED_ARCHS = ("max", "min", "fits_all")  # a baseline's ``arch``, besides an architecture string
-
-
-def check_scope(name: str, scope: str, allowed: Sequence[str]) -> None:
-    if scope not in allowed:
-        raise ValueError(f"{name} must be {'|'.join(allowed)}, got {scope!r}")
 
 
 def check_int(name: str, value: Any, low: int) -> None:

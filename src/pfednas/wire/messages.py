@@ -10,11 +10,17 @@ HAPFNAS phase) travel beside these. No torch, no Flower here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pfednas.options.common import FINETUNE_SCOPES, check_scope
+FINETUNE_SCOPES = ("full", "head")  # what +FT trains: the whole model, or its classifier head
+
+
+def check_scope(name: str, scope: str, allowed: Sequence[str]) -> None:
+    if scope not in allowed:
+        raise ValueError(f"{name} must be {'|'.join(allowed)}, got {scope!r}")
+
 
 # the keys, each named once
 SERVER_ROUND, LOCAL_EPOCHS = "server_round", "local_epochs"
