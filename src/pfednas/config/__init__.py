@@ -56,9 +56,10 @@ __all__ = [
     "NON_FINITE_ALLOWED", "OUTPUT_BASE_ENV", "RESOLVED_CONFIG", "RUN_KEYS_NOT_COMPARED",
     "SERVERAPP_PID_FILE", "SIMULATION_ENV", "ConfigError", "Federation", "RunSettings",
     "check_client_examples", "check_finite", "check_ray_address", "check_resumable", "compose",
-    "conf_dir", "data_spec_from_cfg", "describe", "in_simulation", "non_finite_values",
-    "omegaconf_message", "output_base", "overrides_from_json", "overrides_to_json",
-    "settings_from_cfg", "space_for_dataset", "task_shape", "validate_federation",
+    "conf_dir", "data_spec_from_cfg", "describe", "in_simulation", "method_configs",
+    "non_finite_values", "omegaconf_message", "output_base", "overrides_from_json",
+    "overrides_to_json", "remove_method_configs", "settings_from_cfg", "space_for_dataset",
+    "store_method_configs", "task_shape", "validate_federation",
 ]
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -128,6 +129,39 @@ def _register_schemas() -> None:
     for group, cls in (("federation", Federation), ("dataset", DatasetOptions)):
         store.store(group=group, name=group + SCHEMA_SUFFIX,
                     node=writable(OmegaConf.structured(cls)))
+
+
+def method_configs() -> set[str]:
+    """The names the ``method`` config group holds: its YAML files and its stored nodes."""
+    from hydra.core.config_store import ConfigStore
+
+    conf = conf_dir()
+    stored = ConfigStore.instance().repo.get("method", {})
+    return ({p.stem for p in (conf / "method").glob("*.yaml")}
+            | {name.removesuffix(".yaml") for name in stored})
+
+
+def store_method_configs(nodes: dict[str, Any]) -> None:
+    """A registered method's nodes (name → node) in the ``method`` config group, beside the
+    package's own (:func:`pfednas.methods.register`); compositions are composed afresh."""
+    from hydra.core.config_store import ConfigStore
+
+    conf_dir()  # the package's own schemas first
+    store = ConfigStore.instance()
+    for name, node in nodes.items():
+        store.store(group="method", name=name, node=node)
+    _compose_cached.cache_clear()
+
+
+def remove_method_configs(names: list[str]) -> None:
+    """Those nodes of the ``method`` group gone (:func:`pfednas.methods.unregister`), and any
+    composition that used them."""
+    from hydra.core.config_store import ConfigStore
+
+    stored = ConfigStore.instance().repo.get("method", {})
+    for name in names:
+        stored.pop(f"{name}.yaml", None)
+    _compose_cached.cache_clear()
 
 
 def compose(overrides: tuple[str, ...] | list[str] = ()) -> DictConfig:

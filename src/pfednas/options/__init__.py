@@ -12,17 +12,31 @@ extends the schema, stored as ``method/<name>_defaults``, and restates none of i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
-from types import MappingProxyType
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pfednas.options.facts import FACTS
+from pfednas.options.facts import FACTS, OWN_METHODS
 from pfednas.options.spider import DittoOptions, SpiderOptions
 
+
+class _OptionsOfFacts(Mapping[str, type]):
+    """Each method's options dataclass, read from its row of facts when asked (so a method
+    registered later is in it too): a view, not a copy."""
+
+    def __getitem__(self, method: str) -> type:
+        return FACTS[method].options
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FACTS)
+
+    def __len__(self) -> int:
+        return len(FACTS)
+
+
 # each method's options dataclass (its row of :data:`pfednas.options.facts.FACTS`)
-OPTIONS: Mapping[str, type] = MappingProxyType({name: f.options for name, f in FACTS.items()})
+OPTIONS: Mapping[str, type] = _OptionsOfFacts()
 SCHEMA_SUFFIX = "_defaults"  # method/<name>_defaults in the ConfigStore
 
 
@@ -44,7 +58,11 @@ def parse(method: str, options: Mapping[str, Any]) -> Any:
 
 def schema(method: str) -> DictConfig:
     """``method``'s options as a typed, writable config with its ``name``."""
-    cls = OPTIONS[method]
+    return schema_of(OPTIONS[method], method)
+
+
+def schema_of(cls: type, method: str) -> DictConfig:
+    """The options dataclass ``cls`` as ``method``'s typed, writable config."""
     named = dataclasses.make_dataclass(f"{cls.__name__}Config",
                                        [("name", str, dataclasses.field(default=method))],
                                        bases=(cls,), frozen=True)
@@ -64,17 +82,35 @@ def writable(node: DictConfig) -> DictConfig:
 
 
 def register_schemas(extended: Collection[str] = ()) -> None:
-    """Store every method's schema in Hydra's ConfigStore (idempotent): the dataclass is the
-    method's config, ``method/<name>``; a method in ``extended`` has a
+    """Store each of pfednas's own methods' schema in Hydra's ConfigStore (idempotent): the
+    dataclass is the method's config, ``method/<name>``; a method in ``extended`` has a
     ``conf/method/<name>.yaml`` (one that selects other groups for it, e.g. SPIDER's search
     space), which extends the schema stored as ``method/<name>_defaults``. The federation's
-    and the datasets' are stored beside them by :func:`pfednas.config.conf_dir`."""
+    and the datasets' are stored beside them by :func:`pfednas.config.conf_dir`; a method
+    registered from outside stores its own (:func:`pfednas.methods.register`)."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    for method in OPTIONS:
-        name = method + SCHEMA_SUFFIX if method in extended else method
-        store.store(group="method", name=name, node=schema(method))
+    for method in (m for m in OPTIONS if m in OWN_METHODS):
+        nodes = method_nodes(method, OPTIONS[method], extended=method in extended)
+        for name, node in nodes.items():
+            store.store(group="method", name=name, node=node)
+
+
+def method_nodes(method: str, cls: type, *, extended: bool = False,
+                 selects: Sequence[str | Mapping[str, str]] = ()) -> dict[str, Any]:
+    """``method``'s nodes in the ``method`` config group, by name: its schema (the options
+    dataclass ``cls``) as ``method/<name>``; as ``method/<name>_defaults`` where a YAML of its
+    own extends it (``extended``) or where it ``selects`` other groups' choices (Hydra
+    defaults-list entries, ``{"override /search_space@_global_.search_space": "darts_s2"}``),
+    then with ``method/<name>`` the node a YAML would be: those entries over the schema."""
+    node = schema_of(cls, method)
+    if not extended and not selects:
+        return {method: node}
+    base = method + SCHEMA_SUFFIX
+    if not selects:
+        return {base: node}
+    return {base: node, method: {"defaults": [base, *selects, "_self_"], "name": method}}
 
 
 def defaults(method: str) -> dict[str, Any]:

@@ -82,8 +82,11 @@ class MethodFacts:
                              f"got {self.weighting!r}")
 
 
-# The rows in the report's order (its tables list the methods so).
-FACTS: Mapping[str, MethodFacts] = MappingProxyType({facts.name: facts for facts in (
+# The rows in the report's order (its tables list the methods so): pfednas's own, then any a
+# program registers from outside the package (:func:`pfednas.methods.register`, which alone
+# adds and removes rows, through :func:`add_row` / :func:`remove_row`). One table,
+# process-wide; :data:`FACTS` is its read-only view.
+_ROWS: dict[str, MethodFacts] = {facts.name: facts for facts in (
     MethodFacts("fedavg", FedAvgOptions, "FedAvg", baseline=True, ft_named=True,
                 device_family="one model"),
     MethodFacts("fedprox", FedProxOptions, "FedProx", baseline=True, ft_named=True),
@@ -115,4 +118,20 @@ FACTS: Mapping[str, MethodFacts] = MappingProxyType({facts.name: facts for facts
                 device_family="sliced models", control=True),
     MethodFacts("random_in_budget", RandomInBudgetOptions, "Random in budget", baseline=True,
                 weighting="uniform", published_without_ft=True, control=True),
-)})
+)}
+FACTS: Mapping[str, MethodFacts] = MappingProxyType(_ROWS)
+OWN_METHODS: frozenset[str] = frozenset(_ROWS)  # pfednas's own methods, never removed
+
+
+def add_row(facts: MethodFacts) -> None:
+    """``facts`` as the last row (:func:`pfednas.methods.register`, which checks it first)."""
+    if facts.name in _ROWS:
+        raise ValueError(f"method {facts.name!r} already has a row of facts")
+    _ROWS[facts.name] = facts
+
+
+def remove_row(name: str) -> None:
+    """A registered method's row removed (:func:`pfednas.methods.unregister`)."""
+    if name in OWN_METHODS:
+        raise ValueError(f"method {name!r} is one of pfednas's own; it cannot be removed")
+    del _ROWS[name]

@@ -37,11 +37,16 @@ from pfednas.report.paired import (
 )
 from pfednas.report.table import FT_SUFFIX
 
-# each family's methods and the controls of search, from the method table, in its order
-FAMILIES = {family: tuple(m for m, f in FACTS.items() if f.device_family == family)
-            for family in DEVICE_FAMILIES}
-SEARCHED = FAMILIES["searched models"]
-CONTROLS = tuple(m for m, f in FACTS.items() if f.control)
+
+def families() -> dict[str, tuple[str, ...]]:
+    """Each family's methods, from the method table (as it is now), in its order."""
+    return {family: tuple(m for m, f in FACTS.items() if f.device_family == family)
+           for family in DEVICE_FAMILIES}
+
+
+def controls() -> tuple[str, ...]:
+    """The controls of search, from the method table, in its order."""
+    return tuple(m for m, f in FACTS.items() if f.control)
 
 
 @dataclass(frozen=True)
@@ -131,8 +136,9 @@ def setting(results: BenchResults, labels: Sequence[str], alpha: float
     """At ``alpha``: each family's strongest fine-tuned figure, and the block's comparisons
     (the strongest searched against the strongest sliced and the strongest one model, then
     each NAS method against each control), corrected together."""
+    members_of = families()
     best = {family: strongest(results, [m for m in members if m in labels], alpha)
-            for family, members in FAMILIES.items()}
+            for family, members in members_of.items()}
     pairs = []
     searched = best["searched models"]
     for family in ("sliced models", "one model"):
@@ -141,9 +147,9 @@ def setting(results: BenchResults, labels: Sequence[str], alpha: float
             pairs.append((f"the strongest searched ({name_of(searched)})",
                           f"the strongest of {family} ({name_of(other)})",
                           results.by_seed[searched], results.by_seed[other]))
-    for method in (m for m in SEARCHED if m in labels):
+    for method in (m for m in members_of["searched models"] if m in labels):
         mine = fine_tuned(results, method, alpha)
-        for control in (c for c in CONTROLS if c in labels):
+        for control in (c for c in controls() if c in labels):
             theirs = fine_tuned(results, control, alpha)
             if mine is not None and theirs is not None:
                 pairs.append((name_of(mine), name_of(theirs), results.by_seed[mine],
