@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from pfednas.config import RunSettings, compose
+from pfednas.deploy.warm import CLIENTAPPS, WARM
 from pfednas.hardware.profile import (
     BANDWIDTH_KEY,
     MEMORY_KEY,
@@ -58,6 +59,11 @@ def command_parser(description: str | None) -> argparse.ArgumentParser:
                             "macs-per-second=1e9 bandwidth-mbps=100' (repeat once per node, "
                             "in client-id order, or give one for all); default: each node "
                             "measures its own (with --profiles measured)")
+    local.add_argument("--clientapps", choices=CLIENTAPPS, default=WARM,
+                       help="warm (default): each node's fork server, started with the node, "
+                            "has imported PyTorch and pfednas once and forks a fresh process "
+                            "per task; cold: Flower's own, a new flwr-clientapp process that "
+                            "imports them per task")
     local.add_argument("--profiles", choices=PROFILE_CHOICES, default=None,
                        help="simulated (default): every node takes the hardware profile the "
                             "simulation draws for its client, and the run reproduces the "

@@ -16,7 +16,9 @@ hardware profile the simulation draws for its client, so the run reproduces the
 simulation of the same overrides; ``--profiles measured`` has each node measure its own
 on first contact (``--node-profile`` states some or all of its fields), and the server
 says which clients' profiles and models differ; ``deploy probe`` prints what this device
-would report.
+would report. Each node's ClientApps are warm (``--clientapps warm``, the default): a fork
+server started with the node has imported PyTorch and pfednas once, and every task is a fresh
+fork of it; ``--clientapps cold`` leaves Flower's own new process per task.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def _validate(args: argparse.Namespace) -> tuple[DeploymentRequest, RunSettings]
         checkpoint_dir=out / CLIENT_STATE_DIR if settings.checkpoint_every > 0 else None,
         # one machine: every node keeps its model in the run folder's models/client_<id>
         model_dir=out / MODELS_DIR,
-        node_timeout=args.node_timeout)
+        node_timeout=args.node_timeout, clientapps=args.clientapps)
     if settings.resume:  # the resumed run's client states, where the local nodes look
         out.mkdir(parents=True, exist_ok=True)
         carry_client_state(Path(settings.resume), out)

@@ -11,7 +11,9 @@ SuperExec starts, exactly as on separate machines. :class:`LocalFederation`
    and waits for its health endpoint;
 3. registers every node's public key with ``flwr supernode register``;
 4. starts the SuperNodes, each with its private key, its ``--node-config`` and
-   a Runtime API port of its own, and waits until every one is connected;
+   a Runtime API port of its own, and waits until every one is connected; with warm
+   ClientApps (``clientapps="warm"``, :mod:`pfednas.deploy.warm`) each node's fork server
+   first, and the node's shim first on its ``PATH``;
 
 and on exit, whatever the exit, stops every process carrying the run's
 ``PFEDNAS_RUN_TOKEN`` (see :mod:`pfednas.run.launcher`). :func:`run_deployment`
@@ -27,6 +29,7 @@ dataset from, keeps client state in and caches its composed config and splits in
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import ssl
@@ -44,6 +47,7 @@ from types import TracebackType
 import tomli_w
 
 from pfednas.config import NODE_KEYS_ENV, OUTPUT_BASE_ENV, SERVERAPP_PID_FILE
+from pfednas.deploy import warm
 from pfednas.deploy.certs import NodeKey, TlsFiles
 from pfednas.deploy.commands import (
     Security,
@@ -121,13 +125,18 @@ class LocalFederation:
     node_profiles: Sequence[str] = ()
     output_base: Path | None = None     # PFEDNAS_OUTPUT_BASE; default: the parent of log_dir
     node_timeout: float = 120.0
+    clientapps: str = warm.COLD  # warm: a fork server per node hands out ClientApp processes
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     port: int = 0
     env: dict[str, str] = field(default_factory=dict)
     nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    warm_servers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.clientapps not in warm.CLIENTAPPS:
+            raise ValueError(f"clientapps must be one of {warm.CLIENTAPPS}, "
+                             f"got {self.clientapps!r}")
         if self.security.node_auth and len(self.keys) < self.num_nodes:
             raise ValueError(f"node authentication needs {self.num_nodes} key pairs, "
                              f"got {len(self.keys)}")
@@ -148,8 +157,13 @@ class LocalFederation:
         (self.log_dir / "run_token").write_text(self.token + "\n")
         try:
             self._start_superlink()
+            if self.clientapps == warm.WARM:  # they import PyTorch while the keys register
+                for index in range(self.num_nodes):
+                    self.start_warm_server(index)
             if self.security.node_auth:
                 self.register([key.public for key in self.keys[: self.num_nodes]])
+            for index in self.warm_servers:
+                self.wait_warm(index)
             for index in range(self.num_nodes):
                 key = self.keys[index].private if self.security.node_auth else None
                 data_dir = self.data_dirs[index] if self.data_dirs else None
@@ -238,9 +252,41 @@ class LocalFederation:
             superlink=self.address, runtime_host=HOST, runtime_port=free_port(),
             security=security or self.security, node_config=config, private_key=private_key,
             max_retries=max_retries)
-        # Each SuperNode installs the app into its own FLWR_HOME, as on a machine of its own.
-        env = dict(self.env, FLWR_HOME=str(self.work_dir / "nodes" / f"node-{index}"))
-        return self.spawn(command, log_name or f"supernode-{index}.log", env)
+        return self.spawn(command, log_name or f"supernode-{index}.log", self.node_env(index))
+
+    def node_dir(self, index: int) -> Path:
+        return self.work_dir / "nodes" / f"node-{index}"
+
+    def node_env(self, index: int) -> dict[str, str]:
+        """Each SuperNode installs the app into its own FLWR_HOME, as on a machine of its
+        own; a warm node finds its shim first on its PATH."""
+        env = dict(self.env, FLWR_HOME=str(self.node_dir(index)))
+        return warm.with_shim(env, self.node_dir(index)) if index in self.warm_servers else env
+
+    def start_warm_server(self, index: int) -> subprocess.Popen[bytes]:
+        """Node ``index``'s fork server (stopped with the run, or when this process is gone)
+        and its ``flwr-clientapp`` shim, bound to the real one on the run's PATH."""
+        node_dir = self.node_dir(index)
+        warm.write_shim(node_dir, warm.cold_command(self.env.get("PATH", os.defpath)))
+        env = dict(self.env, FLWR_HOME=str(node_dir))
+        proc = self.spawn(warm.server_command(node_dir, parent_pid=os.getpid()),
+                          f"warm-clientapps-{index}.log", warm.with_shim(env, node_dir))
+        self.warm_servers[index] = proc
+        return proc
+
+    def wait_warm(self, index: int) -> None:
+        """Until node ``index``'s fork server listens (it has imported PyTorch and pfednas)."""
+        path, proc = warm.socket_path(self.node_dir(index)), self.warm_servers[index]
+        log = self.log_dir / f"warm-clientapps-{index}.log"
+        deadline = time.monotonic() + self.node_timeout
+        while not path.exists():
+            if proc.poll() is not None:
+                raise DeploymentError(f"the warm ClientApp server of node {index} exited with "
+                                      f"code {proc.returncode}; see {log}")
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"the warm ClientApp server of node {index} was not "
+                                      f"ready within {self.node_timeout:.0f}s; see {log}")
+            time.sleep(0.1)
 
     def node_log(self, proc: subprocess.Popen[bytes]) -> Path:
         return self.log_dir / f"supernode-{self.nodes.index(proc)}.log"
@@ -286,6 +332,7 @@ class DeploymentRequest:
     node_timeout: float = 120.0
     announced: tuple[str, ...] = ()  # lines the command already printed (not repeated)
     node_profiles: tuple[str, ...] = ()  # each node's stated profile (node config entries)
+    clientapps: str = warm.WARM  # warm: each node's fork server; cold: Flower's own processes
 
 
 def run_deployment(request: DeploymentRequest) -> int:
@@ -301,12 +348,14 @@ def run_deployment(request: DeploymentRequest) -> int:
                                  checkpoint_dir=request.checkpoint_dir,
                                  model_dir=request.model_dir,
                                  node_profiles=request.node_profiles,
-                                 output_base=request.out_dir, node_timeout=request.node_timeout)
+                                 output_base=request.out_dir, node_timeout=request.node_timeout,
+                                 clientapps=request.clientapps)
     with federation, staged_app(request.app_dir) as app:
         print(f"[pfednas] SuperLink {federation.address} "
               f"({'TLS' if request.security.tls else 'INSECURE'}"
               f"{', node authentication' if request.security.node_auth else ''}), "
-              f"{request.num_nodes} SuperNodes connected", flush=True)
+              f"{request.num_nodes} SuperNodes connected, {request.clientapps} ClientApps",
+              flush=True)
         command = flwr_run_command(app, CONNECTION, run_config_file)
         (log_dir / "flwr_run.cmd").write_text(
             f"# run on a temporary staged copy of {request.app_dir} (see staged_app)\n"
