@@ -8,11 +8,12 @@ check_same_tree(__name__, __file__)
 
 from pfednas.clients.fedavg import FedAvgClient, FedProxClient
 from pfednas.clients.fedbabu import FedBABUClient
+from pfednas.clients.fedbn import FedBNClient
 from pfednas.clients.fednas import FedNASClient
 from pfednas.clients.fedrep import FedRepClient
 from pfednas.clients.local import LocalClient
 from pfednas.clients.spider import SpiderClient
 from pfednas.clients.subnet import SubnetClient
 
-__all__ = ["FedAvgClient", "FedBABUClient", "FedNASClient", "FedProxClient", "FedRepClient",
-           "LocalClient", "SpiderClient", "SubnetClient"]
+__all__ = ["FedAvgClient", "FedBABUClient", "FedBNClient", "FedNASClient", "FedProxClient",
+           "FedRepClient", "LocalClient", "SpiderClient", "SubnetClient"]

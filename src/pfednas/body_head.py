@@ -52,6 +52,21 @@ class StateSplit:
         return [self.keys[i] for i in self.head]
 
 
+def batchnorm_positions(net: nn.Module) -> tuple[int, ...]:
+    """Positions (in ``state_dict`` order) of every BatchNorm entry of ``net``: weights,
+    biases and statistics (what FedBN keeps on the client)."""
+    names = {f"{name}.{key}" if name else key
+             for name, module in net.named_modules()
+             if isinstance(module, nn.modules.batchnorm._BatchNorm)
+             for key in module.state_dict()}
+    return tuple(i for i, key in enumerate(net.state_dict()) if key in names)
+
+
+def complement(positions: Collection[int], size: int) -> tuple[int, ...]:
+    """The positions below ``size`` not in ``positions``."""
+    return tuple(i for i in range(size) if i not in set(positions))
+
+
 def take(arrays: Sequence[np.ndarray], positions: Sequence[int]) -> list[np.ndarray]:
     return [arrays[i] for i in positions]
 

@@ -40,6 +40,7 @@ from pfednas.methods.registry import (
 own("fedavg", baselines.fedavg_strategy, baselines.fedavg_client)
 # FedProx: FedAvg's server (FedProxOptions extends FedAvgOptions), its own client
 own("fedprox", baselines.fedavg_strategy, baselines.fedprox_client)
+own("fedbn", baselines.fedbn_strategy, baselines.fedbn_client)
 own("local", baselines.local_strategy, baselines.local_client)
 own("perfedrlnas", perfedrlnas.strategy, perfedrlnas.client)
 own("spider", darts.spider_strategy, darts.spider_client)

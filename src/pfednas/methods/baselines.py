@@ -1,5 +1,5 @@
-"""Construction of the fixed-architecture baselines: FedAvg + fine-tuning, Local, FedRep and
-FedBABU (their strategies in ``strategies/``, their clients in ``clients/``)."""
+"""Construction of the fixed-architecture baselines: FedAvg + fine-tuning, FedProx, FedBN,
+Local, FedRep and FedBABU (their strategies in ``strategies/``, their clients in ``clients/``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from flwr.client import NumPyClient
 from pfednas.clients import FedAvgClient, FedProxClient, LocalClient
 from pfednas.clients.common import ClientEnv
 from pfednas.clients.fedbabu import FedBABUClient
+from pfednas.clients.fedbn import FedBNClient
 from pfednas.clients.fedrep import FedRepClient
 from pfednas.config import RunSettings
 from pfednas.methods.fixed import (
@@ -21,6 +22,7 @@ from pfednas.methods.fixed import (
     fixed_arch,
     fixed_model_fn,
     model_arrays,
+    shared_arrays,
 )
 from pfednas.options.baselines import FedAvgOptions, FedProxOptions
 from pfednas.strategies import Budget, FedAvgFTStrategy, LocalStrategy, PersonalizedStrategy
@@ -47,6 +49,23 @@ def fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> Nu
 def fedprox_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
     options: FedProxOptions = settings.options
     return FedProxClient(env, fixed_model_fn(settings), fixed_arch(settings), options.mu)
+
+
+def fedbn_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+                   roster: Roster) -> PersonalizedStrategy:
+    """FedAvg+FT's server on the model without its BatchNorm entries (FedBN's clients keep
+    them)."""
+    options: FedAvgOptions = settings.options
+    arrays, roles = shared_arrays(settings)
+    return FedAvgFTStrategy(
+        budget=budget, train_config=train_config, initial_arrays=arrays, array_roles=roles,
+        finetune_epochs=options.finetune_epochs, finetune_scope=options.finetune_scope,
+        roster=fits_all_roster(settings, roster, deployment=budget.deployment,
+                               model=shared_arrays))
+
+
+def fedbn_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
+    return FedBNClient(env, fixed_model_fn(settings), fixed_arch(settings), context.state)
 
 
 def local_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pfednas.body_head import StateSplit, take
+from pfednas.body_head import StateSplit, batchnorm_positions, complement, take
 from pfednas.config import RunSettings, task_shape
 from pfednas.hardware.profile import (
     ClientProfile,
@@ -263,6 +263,15 @@ def body_roles(settings: RunSettings) -> list[str]:
     model = fixed_model_fn(settings)()
     roles = state_roles(model)
     return [roles[i] for i in StateSplit.of(model).body]
+
+
+def shared_arrays(settings: RunSettings) -> tuple[list[np.ndarray], list[str]]:
+    """The fixed model's initial arrays but its BatchNorm entries, and their roles (FedBN's
+    server model)."""
+    model = fixed_model_fn(settings)()
+    arrays, roles = get_arrays(model), state_roles(model)
+    shared = complement(batchnorm_positions(model), len(arrays))
+    return take(arrays, shared), [roles[i] for i in shared]
 
 
 def model_arrays(settings: RunSettings) -> tuple[list[np.ndarray], list[str]]:

@@ -54,6 +54,12 @@ class FedProxOptions(FedAvgOptions):
 
 
 @dataclass(frozen=True)
+class FedBNOptions(FedAvgOptions):
+    """FedBN (Li et al., ICLR'21) + local fine-tuning: FedAvg on everything but the BatchNorm
+    layers, whose weights and statistics each client keeps as its own."""
+
+
+@dataclass(frozen=True)
 class FedRepOptions(LocalOptions):
     """FedRep (Collins et al., ICML'21): shared body, personal head kept on the client."""
 

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from pfednas.options.baselines import (
     FedAvgOptions,
     FedBABUOptions,
+    FedBNOptions,
     FedNASOptions,
     FedProxOptions,
     FedRepOptions,
@@ -90,6 +91,7 @@ _ROWS: dict[str, MethodFacts] = {facts.name: facts for facts in (
     MethodFacts("fedavg", FedAvgOptions, "FedAvg", baseline=True, ft_named=True,
                 device_family="one model"),
     MethodFacts("fedprox", FedProxOptions, "FedProx", baseline=True, ft_named=True),
+    MethodFacts("fedbn", FedBNOptions, "FedBN", baseline=True, ft_named=True),
     MethodFacts("local", LocalOptions, "Local", baseline=True, finetunes=False,
                 device_family="one model"),
     MethodFacts("perfedrlnas", PerFedRLNASOptions, "PerFedRLNAS", selects_on_val=True,
