@@ -1,19 +1,23 @@
 """Round time of a local deployment vs the same run in simulation.
 
     .venv/bin/python benchmarks/bench_deploy.py [--nodes 3] [--rounds 4] [--insecure-too]
-                                                [--deployment-only] [--json F]
+                                                [--deployment-only] [--clientapps cold warm]
+                                                [--json F]
 
-Runs one config twice (or three times): ``pfednas`` (simulation, Ray backend)
+Runs one config several times: ``pfednas`` (simulation, Ray backend)
 and ``pfednas deploy local`` (a real SuperLink + SuperNodes with TLS and node
-authentication; optionally also ``--insecure``), and reads each run's
-``metrics.jsonl``. Reported per run: the end-to-end command time, the mean wall
-time of training-only rounds and of the final round (training + personalized
-evaluation of every client), and the mean client ``train_seconds`` (the pure
-training inside a round), what the deployment's Flower processes cost, sampled
-from /proc (the median life and CPU seconds of a ClientApp process,
+authentication; optionally also ``--insecure``) once per ``--clientapps`` (default ``warm``,
+the command's default: each node's fork server hands out the ClientApp processes; ``cold``:
+Flower's own new process per message), and reads each run's ``metrics.jsonl``.
+Reported per run: the end-to-end command time, the mean wall time of training-only rounds
+and of the final round (training + personalized evaluation of every client), and the mean
+client ``train_seconds`` (the pure training inside a round), what the deployment's Flower
+processes cost, sampled from /proc (the median life and CPU seconds of a ClientApp process,
 ``clientapp_process_s`` / ``_cpu_s``, and the CPU seconds of each role over the whole
 run, start-up included, divided by the rounds: SuperLink, SuperNodes, SuperExecs,
-ServerApp and ClientApps), and the 1-minute load average before
+ServerApp and ClientApps; with warm ClientApps a task is a fork of its node's server, counted as
+a ClientApp, and the servers and the ``flwr-clientapp`` shims are roles of their own), and the
+1-minute load average before
 and after each run. The difference of round times is the deployment overhead: a fresh ClientApp
 process per message (Python + Flower + PyTorch + config start-up, measured alone
 as ``clientapp_cold_start_s``; ``bench_clientapp.py`` splits it phase by phase) and
@@ -52,7 +56,19 @@ def timed(command: list[str]) -> float:
 
 
 FLOWER_ROLES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
-                "flwr-clientapp")
+                "flwr-clientapp", "warm-server", "warm-shim")
+WARM_SERVER = b"pfednas.deploy.warm"  # in a warm server's command line, and so its forks'
+WARM_SHIM = b"/warm/bin/flwr-clientapp"
+
+
+def role_of(argv: list[bytes], parent_argv: list[bytes]) -> str | None:
+    """A process's Flower role from its command line (and its parent's: a warm server's fork
+    keeps the server's command line and is a ClientApp)."""
+    if any(WARM_SERVER in a for a in argv):
+        return "flwr-clientapp" if any(WARM_SERVER in a for a in parent_argv) else "warm-server"
+    if any(a.endswith(WARM_SHIM) for a in argv):
+        return "warm-shim"
+    return next((r for r in FLOWER_ROLES for a in argv if a.endswith(r.encode())), None)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -80,8 +96,10 @@ class FlowerProcesses(threading.Thread):
 
     def _sample(self, pid: int, entry: Path, now: float, needle: bytes) -> None:
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")[:2]
-            role = next((r for r in FLOWER_ROLES for a in argv if a.endswith(r.encode())), None)
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:3]
+            parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            parent_argv = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")[:3]
+            role = role_of(argv, parent_argv)
             if role is None or needle not in (entry / "environ").read_bytes().split(b"\0"):
                 return
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
@@ -142,24 +160,26 @@ def main() -> None:
     parser.add_argument("--insecure-too", action="store_true")
     parser.add_argument("--deployment-only", action="store_true",
                         help="skip the simulation run (no ratio to it)")
+    parser.add_argument("--clientapps", nargs="+", choices=("cold", "warm"), default=["warm"],
+                        help="one deployment per value (default warm, deploy local's default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     overrides = config(args.nodes, args.rounds)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_deploy_") as tmp:
         work = Path(tmp)
-        runs = {
-            "simulation": [str(PFEDNAS), *overrides, f"hydra.run.dir={work / 'sim'}"],
-            "deployment_tls_auth": [str(PFEDNAS), "deploy", "local", *overrides,
-                                    "--out", str(work / "dep")],
-        }
+        runs = {"simulation": [str(PFEDNAS), *overrides, f"hydra.run.dir={work / 'sim'}"]}
+        outs = {"simulation": work / "sim"}
         if args.deployment_only:
             del runs["simulation"]
-        if args.insecure_too:
-            runs["deployment_insecure"] = [str(PFEDNAS), "deploy", "local", *overrides,
-                                           "--insecure", "--out", str(work / "dep_insecure")]
-        outs = {"simulation": work / "sim", "deployment_tls_auth": work / "dep",
-                "deployment_insecure": work / "dep_insecure"}
+        for mode in args.clientapps:
+            for name, extra in ((f"deployment_tls_auth_{mode}", []),
+                                (f"deployment_insecure_{mode}", ["--insecure"])):
+                if extra and not args.insecure_too:
+                    continue
+                outs[name] = work / name
+                runs[name] = [str(PFEDNAS), "deploy", "local", "--clientapps", mode, *extra,
+                              *overrides, "--out", str(outs[name])]
         for name, command in runs.items():
             print(f"[bench] {name} ...", flush=True)
             load_before = load_average()
@@ -170,23 +190,27 @@ def main() -> None:
                 results[name].update(processes.figures(args.rounds))
             results[name]["load_before"] = load_before
             results[name]["load_after"] = load_average()
-    dep = results["deployment_tls_auth"]
     summary: dict[str, object] = {"config": overrides, "runs": results,
                                   "clientapp_cold_start_s": round(clientapp_cold_start(), 2)}
     if "simulation" in results:
         sim = results["simulation"]["train_round_mean_s"]
-        summary["train_round_overhead_s"] = round(dep["train_round_mean_s"] - sim, 2)
-        summary["train_round_ratio"] = round(dep["train_round_mean_s"] / max(sim, 1e-9), 2)
+        for mode in args.clientapps:
+            dep = results[f"deployment_tls_auth_{mode}"]
+            summary[f"train_round_overhead_{mode}_s"] = round(dep["train_round_mean_s"] - sim, 2)
+            summary[f"train_round_ratio_{mode}"] = round(
+                dep["train_round_mean_s"] / max(sim, 1e-9), 2)
     keys = list(next(iter(results.values())))[:6]
-    print(f"\n{'run':<22}" + "".join(f"{k:>21}" for k in keys))
+    print(f"\n{'run':<28}" + "".join(f"{k:>21}" for k in keys))
     for name, figures in results.items():
-        print(f"{name:<22}" + "".join(f"{figures[k]:>21}" for k in keys))
+        print(f"{name:<28}" + "".join(f"{figures[k]:>21}" for k in keys))
     for name, figures in results.items():
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in figures.items() if k not in keys))
     print(f"\nclientapp cold start: {summary['clientapp_cold_start_s']} s", end="")
-    if "train_round_ratio" in summary:
-        print(f"; deployment training round overhead: {summary['train_round_overhead_s']} s "
-              f"({summary['train_round_ratio']}x simulation)", end="")
+    for mode in args.clientapps:
+        if f"train_round_ratio_{mode}" in summary:
+            print(f"; {mode} deployment's training round overhead: "
+                  f"{summary[f'train_round_overhead_{mode}_s']} s "
+                  f"({summary[f'train_round_ratio_{mode}']}x simulation)", end="")
     print()
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -78,11 +79,14 @@ def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clientapps", ["cold", "warm"])
+def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path: Path,
+                                                                        clientapps: str) -> None:
     # Prepare: a SuperNode as in docker-compose.yml (--isolation process, its Runtime API over
     # TLS with supernode-0.pem and a SuperExec secret) that reaches the SuperLink through the
     # fleet gateway, and a separate ClientApp executor that trusts only ca.crt and holds the
-    # node's secret
+    # node's secret: flower-superexec itself (cold), or behind `pfednas deploy executor`,
+    # whose fork server hands out the ClientApp processes (warm)
     out = tmp_path / "run"
     certs = write_dev_certificates(tmp_path / "certs", nodes=1)
     keys = write_node_keys(tmp_path / "keys", 1)
@@ -115,9 +119,12 @@ def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path
             "supernode-0.log", silo_env)
         federation.nodes.append(node)
         federation.wait_connected([node])
-        federation.spawn(superexec_command(runtime_api=f"{HOST}:{port}", ca_cert=certs.ca_cert,
-                                           superexec_secret=secret),
-                         "clientapp-0.log", silo_env)
+        executor = superexec_command(runtime_api=f"{HOST}:{port}", ca_cert=certs.ca_cert,
+                                     superexec_secret=secret)
+        if clientapps == "warm":
+            executor = [str(PFEDNAS), "deploy", "executor", "--clientapps", "warm",
+                        "--node-dir", str(tmp_path / "work" / "node-0"), "--", *executor[1:]]
+        federation.spawn(executor, "clientapp-0.log", silo_env)
         proc = subprocess.Popen(flwr_run_command(REPO, CONNECTION, run_config),
                                 env=federation.env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, start_new_session=True)
@@ -127,7 +134,12 @@ def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path
     assert code == 0
     assert json.loads((out / "summary.json").read_text())["num_clients_evaluated"] == 1
     assert f"running on https://127.0.0.1:{port}" in (out / "logs" / "supernode-0.log").read_text()
-    assert "flwr-clientapp" in (out / "logs" / "clientapp-0.log").read_text()
+    executor_log = (out / "logs" / "clientapp-0.log").read_text()
+    assert "flwr-clientapp" in executor_log
+    if clientapps == "warm":  # the id query, training and evaluation: three forks, all fine
+        tasks = re.findall(r"warm ClientApps: task \d+ ended: (.*)", executor_log)
+        assert len(tasks) >= 3 and set(tasks) == {"exit code 0"}, executor_log
+        assert "warm ClientApps: stopped" in executor_log  # with its executor
     gateway_log = (out / "logs" / "fleet-gateway.log").read_text()
     assert '"POST /v1/fleet/push-messages HTTP/1.1" 200' in gateway_log  # the replies went
     assert "refused" not in gateway_log                                  # through the gateway

@@ -5,13 +5,17 @@ fork server or task outlives the deployment."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from pfednas.run.inprocess import run_inprocess
+from pfednas.run.launcher import process_parents
 from tests.conftest import PFEDNAS, REPO, pids_with_token
 
 NODES = 2
@@ -59,3 +63,53 @@ def test_a_warm_deployment_reproduces_its_simulation_and_leaves_no_process(tmp_p
         assert "unreachable" not in (logs / f"supernode-{node}.log").read_text()  # never cold
     assert pids_with_token((logs / "run_token").read_text().strip()) == []
     assert processes_naming(str(out / "deploy" / "nodes")) == []  # no fork server, no task
+
+
+def forks_of(server_pid: int) -> list[int]:
+    return [pid for pid, ppid in process_parents().items() if ppid == server_pid]
+
+
+@pytest.mark.slow
+def test_a_warm_task_killed_mid_task_fails_as_flower_reports_a_crashed_clientapp(
+        tmp_path: Path) -> None:
+    # Prepare: a deployment whose node 0 loses its first training task to SIGKILL
+    out = tmp_path / "run"
+    proc = subprocess.Popen([str(PFEDNAS), "deploy", "local", f"nodes={NODES}", *RUN,
+                             "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    server_log = out / "logs" / "warm-clientapps-0.log"
+    deadline = time.monotonic() + 300
+    while not (found := re.search(r"\(pid (\d+),", _text(server_log))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+    server, seen, killed = int(found[1]), set[int](), None
+    while killed is None:  # its first fork answers the id query, the second trains round 1
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        seen.update(forks_of(server))
+        if len(seen) >= 2:
+            killed = sorted(seen)[1]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+
+    # Execute
+    output, _ = proc.communicate(timeout=600)
+
+    # Assert: Flower's own verdict on a ClientApp that died (its task token expired), the
+    # round counted one failure, and the next tasks ran in fresh forks
+    assert proc.returncode == 0, output[-3000:]
+    assert f"task {killed} ended: killed by signal 9" in server_log.read_text()
+    logs = "".join(_text(p) for p in (out / "logs").iterdir()) + output
+    assert "A client failed: ClientApp stopped responding." in logs
+    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["failures"] for r in rounds] == [1, 0]
+    assert len(rounds[1]["train"]) == NODES
+    assert re.findall(r"task \d+ ended: (.*)", server_log.read_text())[2:] == \
+        ["exit code 0"] * 2  # round 2's training and the final evaluation
+    assert pids_with_token((out / "logs" / "run_token").read_text().strip()) == []
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

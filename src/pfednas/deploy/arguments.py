@@ -72,6 +72,17 @@ def command_parser(description: str | None) -> argparse.ArgumentParser:
                             "own, as on real devices, and the server prints which clients' "
                             "profiles and models differ from the simulation's")
 
+    executor = sub.add_parser("executor", help="a node's ClientApp executor (flower-superexec "
+                                               "ARGS after --) with warm ClientApps")
+    executor.add_argument("--clientapps", choices=CLIENTAPPS, default=WARM,
+                          help="warm (default): a fork server started first hands out the "
+                               "ClientApp processes; cold: flower-superexec as it is")
+    executor.add_argument("--node-dir", type=Path, default=None, metavar="DIR",
+                          help="where the fork server's socket and shim go (DIR/warm; default "
+                               "$FLWR_HOME, else ~/.flwr)")
+    executor.add_argument("superexec_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                          help="flower-superexec's arguments")
+
     probe = sub.add_parser("probe", help="print the hardware profile this device would report "
                                          "(and how long the probe took)")
     probe.add_argument("overrides", nargs="*", metavar="OVERRIDE",

@@ -6,6 +6,7 @@
     pfednas deploy secrets OUT_DIR [--nodes N] [--start I] [--no-superlink]
     pfednas deploy silos OUT_DIR [nodes=N] [HYDRA_OVERRIDE ...]
     pfednas deploy probe [--space NAME] [--node-config 'KEY=VALUE ...'] [HYDRA_OVERRIDE ...]
+    pfednas deploy executor [--clientapps warm|cold] [--node-dir DIR] -- SUPEREXEC_ARGS ...
 
 ``deploy local`` takes the same Hydra overrides as ``pfednas`` (passed through
 run-config to the ServerApp and ClientApps), validates the config and the data
@@ -311,6 +312,10 @@ def main(argv: list[str]) -> int:
         return export_silos(args)
     if args.command == "probe":
         return probe_device(args)
+    if args.command == "executor":
+        from pfednas.deploy.executor import run_executor
+
+        return run_executor(args.clientapps, args.node_dir, list(args.superexec_args))
     if args.command == "certs":
         if args.nodes < 0:
             print("pfednas deploy: error: --nodes must be >= 0", file=sys.stderr)
