@@ -20,7 +20,7 @@ import pytest
 from pfednas.deploy.warm import cold_command, server_command, socket_path, write_shim
 from pfednas.deploy.warm_shim import SUN_PATH_MAX, socket_address
 from pfednas.run.launcher import process_parents
-from tests.conftest import REPO
+from tests.conftest import PFEDNAS, REPO
 
 
 @dataclass
@@ -222,3 +222,25 @@ def test_flowers_clientapp_fails_warm_as_it_fails_cold(tmp_path: Path) -> None:
     assert warm_run.stderr == cold_run.stderr
     assert "flwr-clientapp: error: one of the arguments --token --token-file is required" in \
         warm_run.stderr
+
+
+def test_a_shim_with_its_stdin_closed_hands_its_task_dev_null(warm: Warm, tmp_path: Path
+                                                              ) -> None:
+    result = subprocess.run([str(warm.shim), "exit", "0"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, check=False, preexec_fn=lambda: os.close(0))
+
+    assert (result.returncode, result.stdout) == (0, "to stdout\n")
+
+
+def test_an_executor_whose_fork_server_cannot_start_stops_with_one_line(tmp_path: Path
+                                                                        ) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the node folder would be
+
+    result = subprocess.run([str(PFEDNAS), "deploy", "executor", "--node-dir", str(blocked),
+                             "--", "--insecure", "--runtime-api-address", "127.0.0.1:9"],
+                            capture_output=True, text=True, timeout=120, check=False)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("pfednas deploy executor: error:")
+    assert result.stderr.count("\n") == 1

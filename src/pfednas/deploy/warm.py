@@ -188,12 +188,21 @@ class ForkServer:
             log(f"forking with {threads} threads")
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as err:
+            pid = -1
+            log(f"could not fork: {err}")
+            with suppress(OSError):
+                send_line(conn, {"error": f"could not fork: {err}"})
         if pid == 0:
             self._leave(conn)
             return task
         for fd in task.fds:
             os.close(fd)
+        if pid < 0:
+            conn.close()
+            return None
         self.children[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ, pid)
         with suppress(OSError):

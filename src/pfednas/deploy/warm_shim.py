@@ -17,8 +17,9 @@ The conversation on the node's Unix socket:
    with the child's exit code, or kills itself with the child's signal, as the cold process
    would have ended.
 
-The server unreachable (not started, gone): the shim says so in one line on stderr and
-``exec``s the real ``flwr-clientapp``: the task runs cold, Flower's protocol unchanged.
+The server unreachable (not started, gone) or refusing the task (it could not fork): the shim
+says so in one line on stderr and ``exec``s the real ``flwr-clientapp``: the task runs cold,
+Flower's protocol unchanged.
 """
 
 from __future__ import annotations
@@ -69,10 +70,21 @@ def encode_request(argv: list[str], env: dict[str, str], cwd: str) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def send_request(sock: socket.socket, argv: list[str], env: dict[str, str], cwd: str,
-                 fds: tuple[int, ...] = STD_FDS) -> None:
+def open_std_fds() -> list[int]:
+    """Our stdin, stdout and stderr, each one that is closed replaced by ``/dev/null``."""
+    fds = []
+    for fd in STD_FDS:
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:
+            fds.append(os.open(os.devnull, os.O_RDWR))
+    return fds
+
+
+def send_request(sock: socket.socket, argv: list[str], env: dict[str, str], cwd: str) -> None:
     data = encode_request(argv, env, cwd)
-    sent = socket.send_fds(sock, [data], list(fds))
+    sent = socket.send_fds(sock, [data], open_std_fds())
     sock.sendall(data[sent:])
 
 
@@ -119,7 +131,15 @@ def wait_gone(pid: int) -> None:
         time.sleep(0.2)
 
 
+def run_cold(cold_command: str, argv: list[str], reason: str) -> int:
+    print(f"[pfednas] warm ClientApp: {reason}: this task runs {cold_command} cold",
+          file=sys.stderr, flush=True)
+    os.execv(cold_command, argv)
+
+
 def run_warm(sock: socket.socket, argv: list[str]) -> int:
+    """The task in a fork of the server; cold where the server refuses it (it could not
+    fork, or will not serve this user)."""
     send_request(sock, argv, dict(os.environ), os.getcwd())
 
     def forward(number: int, frame: object) -> None:
@@ -135,8 +155,7 @@ def run_warm(sock: socket.socket, argv: list[str]) -> int:
         elif "status" in message:
             return exit_like(int(message["status"]))
         elif "error" in message:
-            print(f"[pfednas] warm ClientApp: {message['error']}", file=sys.stderr, flush=True)
-            return 1
+            return run_cold(argv[0], argv, f"the server refused the task ({message['error']})")
     if pid is not None:
         wait_gone(pid)
     print("[pfednas] warm ClientApp: the node's fork server went away before the task "
@@ -149,9 +168,7 @@ def main(socket_path: str, cold_command: str) -> int:
     try:
         sock = connect(socket_path)
     except OSError as err:
-        print(f"[pfednas] warm ClientApp server unreachable at {socket_path} "
-              f"({err.strerror or err}): this task runs {cold_command} cold",
-              file=sys.stderr, flush=True)
-        os.execv(cold_command, argv)
+        return run_cold(cold_command, argv, f"server unreachable at {socket_path} "
+                                            f"({err.strerror or err})")
     with sock:
         return run_warm(sock, argv)
