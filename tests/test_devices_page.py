@@ -103,7 +103,7 @@ def test_the_readme_answer_is_the_blocks_sentence_and_names_the_alpha_still_runn
                            pending_alphas=((0.1, 12, 40),))
     assert render_answer(results) == f"- {sentence}\n"
     assert render_answer(running) == (f"- {sentence}\n\nNot in these figures yet, its cells "
-                                       f"still running: α 0.1 (12 of 40 cells).\n")
+                                       f"not all run: α 0.1 (12 of 40 cells).\n")
 
 
 @pytest.mark.parametrize("missing", ["heterofl", "perfedrlnas"])

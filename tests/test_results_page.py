@@ -104,7 +104,7 @@ def test_a_bench_still_running_renders_its_finished_methods_and_names_the_others
     assert {page.label_of(g) for g in results.groups} == {"fedavg"}
     assert "PerFedRLNAS" not in table.split("Not in these figures yet")[0]
     assert "| FedAvg+FT | 0.5 |" in table
-    note = "Not in these figures yet, their cells still running: PerFedRLNAS (2 of 3 cells)"
+    note = "Not in these figures yet, their cells not all run: PerFedRLNAS (2 of 3 cells)"
     assert note in table and note in verdict
     assert verdict.startswith("No method to compare.")
 
@@ -131,7 +131,7 @@ def test_a_bench_running_its_alphas_in_turn_renders_the_finished_alpha_and_names
     assert {k[2] for k in results.by_seed} == {0.1}
     assert {k: v for k, v in whole.by_seed.items() if k[2] == 0.1} == results.by_seed
     assert "| 0.3 |" not in table and "| 0.1 |" in table
-    assert "Not in these figures yet, its cells still running: α 0.3 (28 of 35 cells)." in table
+    assert "Not in these figures yet, its cells not all run: α 0.3 (28 of 35 cells)." in table
 
     # Execute, then Assert: one α 0.1 cell missing too leaves nothing to render
     (tmp_path / "fm" / "local" / "alpha=0.1" / "seed=0" / "summary.json").unlink()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pfednas.bench.cells import BenchError, BenchPreset, cells, compose_preset, stale_keys
-from pfednas.bench.tuning import chosen_overrides, tuning_results, tuning_table
+from pfednas.bench.tuning import best, tuning_results, tuning_table
 from pfednas.report import cli as report_cli
 from pfednas.report import page
 from pfednas.report.bench_results import load_bench, read_preset
@@ -26,17 +26,21 @@ def main(argv: list[str]) -> int:
 def current_cells(name: str, folder: Path) -> set[Path]:
     """The reported cells of preset ``name`` below ``folder`` that finished with the
     configuration the bench would run now (each method at its tuning's choice): what a
-    results page may render (resolved paths); none where a method's tuning has not finished."""
+    results page may render (resolved paths); none of a method whose tuning has not
+    finished (a method just added to a preset: the page names it as still running)."""
     from pfednas.methods import METHODS
 
     try:
         preset = BenchPreset.from_config(compose_preset(name, [f"bench.out={folder}"]), METHODS)
         spaces = {m: METHODS[m].spaces for m in map(preset.base_of, preset.methods)}
-        chosen = chosen_overrides(preset, [], spaces)
+        results = tuning_results(preset, [], spaces) if preset.tuning else {}
     except BenchError:
         return set()
+    chosen = {m: choice.chosen_overrides for m, tried in results.items()
+              if (choice := best(tried)) is not None}
+    untuned = set(results) - set(chosen)
     return {cell.path.resolve() for cell in cells(preset, [], spaces, chosen)
-            if stale_keys(cell) == []}
+            if preset.base_of(cell.method) not in untuned and stale_keys(cell) == []}
 
 
 def render_doc(doc: Path, bench_root: Path) -> tuple[str, str]:

@@ -325,12 +325,12 @@ def unfinished_note(results: BenchResults, labels: Sequence[str]) -> str:
     alphas = ", ".join(f"α {alpha:g} ({done} of {total} cells)"
                        for alpha, done, total in results.pending_alphas)
     if alphas:
-        return f"\nNot in these figures yet, its cells still running: {alphas}.\n"
+        return f"\nNot in these figures yet, its cells not all run: {alphas}.\n"
     names = ", ".join(f"{display(m)} ({done} of {total} cells)"
                       for m, done, total in results.unfinished if m in labels)
     if not names:
         return ""
-    return (f"\nNot in these figures yet, their cells still running: {names}; the best "
+    return (f"\nNot in these figures yet, their cells not all run: {names}; the best "
             f"baseline is the strongest of those shown.\n")
 
 
