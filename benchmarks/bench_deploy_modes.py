@@ -9,8 +9,9 @@ personalized evaluation (1 fine-tuning epoch) in round 2. Run one after the othe
 heavy job at a time):
 
 * ``simulation``: ``pfednas ...`` (Ray backend);
-* ``deploy local``: ``pfednas deploy local ...`` (SuperLink + 3 SuperNodes as local
-  processes, TLS and node authentication);
+* ``deploy local``: ``pfednas deploy local --clientapps cold ...`` (SuperLink + 3 SuperNodes
+  as local processes, TLS and node authentication, Flower's own ClientApp process per
+  message); ``deploy_local_warm``: the same with warm ClientApps (the command's default);
 * ``containers``: ``scripts/containers/run-federation.sh`` (docker-compose.yml under podman:
   SuperLink, Fleet gateway, 3 silos, TLS, node authentication, SuperExec secrets; with
   ``--limits`` under ``scripts/containers/silo-limits.yml``). Its command time includes the
@@ -50,7 +51,10 @@ OVERRIDES = ["method=perfedrlnas", "dataset=digits", f"federation.num_clients={N
              f"federation.eval_every={ROUNDS}", "federation.local_epochs=1",
              "method.finetune_epochs=1"]
 LABELS = {"simulation": "simulation (Ray)", "deploy_local": "`deploy local` (TLS + node auth)",
+          "deploy_local_warm": "`deploy local`, warm ClientApps",
           "containers": "containers (compose under podman)"}
+# deploy_local: Flower's own ClientApp process per message (--clientapps cold, as every
+# deployment ran before warm ClientApps); deploy_local_warm: the command's default
 
 
 def load_average() -> float:
@@ -88,9 +92,11 @@ def bench_mode(mode: str, work: Path, limits: bool) -> dict[str, Any]:
         out = work / "sim"
         seconds, _ = run_command([str(PFEDNAS), *OVERRIDES, f"hydra.run.dir={out}"])
         figures = run_figures(out, seconds)
-    elif mode == "deploy_local":
-        out = work / "deploy"
-        seconds, _ = run_command([str(PFEDNAS), "deploy", "local", *OVERRIDES, "--out", str(out)])
+    elif mode in ("deploy_local", "deploy_local_warm"):
+        out = work / mode
+        clientapps = "warm" if mode == "deploy_local_warm" else "cold"
+        seconds, _ = run_command([str(PFEDNAS), "deploy", "local", "--clientapps", clientapps,
+                                  *OVERRIDES, "--out", str(out)])
         figures = run_figures(out, seconds)
     else:
         env = dict(os.environ, PFEDNAS_COMPOSE_PROJECT="pfednas-bench", ROUNDS=str(ROUNDS),
