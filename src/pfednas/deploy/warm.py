@@ -29,7 +29,6 @@ first operation, which the server never runs; gRPC starts nothing until a channe
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import selectors
@@ -40,18 +39,15 @@ import struct
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from importlib import import_module
-from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
 
 from pfednas.deploy import warm_shim
 from pfednas.deploy.warm_shim import HEADER, MAX_REQUEST, STD_FDS, send_line, socket_address
+from pfednas.deploy.warm_task import Task, become_task, decode_request, load_entry, run_task
 
 WARM, COLD = "warm", "cold"
 CLIENTAPPS = (WARM, COLD)
@@ -59,31 +55,6 @@ ENTRY = "flwr-clientapp"  # Flower's console script: the command and the entry p
 PRELOAD = ("torch", "flwr.supernode.cli", "pfednas.app.client_app")
 FOLDER, SOCKET_NAME = "warm", "clientapp.sock"
 STOP_GRACE = 5.0
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a shim asked for: its arguments, environment, folder and stdio descriptors."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    fds: tuple[int, ...]
-
-
-def decode_request(body: bytes, fds: Sequence[int]) -> Task:
-    """A shim's request (:func:`pfednas.deploy.warm_shim.encode_request`); ValueError if it
-    is not one."""
-    request = json.loads(body)
-    argv, env, cwd = request.get("argv"), request.get("env"), request.get("cwd")
-    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
-        raise ValueError("argv must be a non-empty list of strings")
-    if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                          for k, v in env.items())):
-        raise ValueError("env must map strings to strings")
-    if not isinstance(cwd, str) or len(fds) != len(STD_FDS):
-        raise ValueError("a request needs its folder and three descriptors")
-    return Task(argv=argv, env=env, cwd=cwd, fds=tuple(fds))
 
 
 def read_request(conn: socket.socket) -> Task:
@@ -298,37 +269,6 @@ def describe_status(status: int) -> str:
     return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
-def become_task(task: Task, launch_path: str) -> None:
-    """In a forked child: take the shim's stdio, folder, environment and arguments, as the
-    process the SuperExec would have started. ``launch_path`` is the server's own
-    ``sys.path[0]``, replaced by the command's folder as a console script has it."""
-    for target, fd in zip(STD_FDS, task.fds, strict=True):
-        os.dup2(fd, target)
-    for fd in set(task.fds) - set(STD_FDS):
-        os.close(fd)
-    os.chdir(task.cwd)
-    os.environ.clear()
-    os.environ.update(task.env)
-    sys.argv = list(task.argv)
-    if sys.path and sys.path[0] == launch_path:
-        sys.path[0] = os.path.dirname(os.path.realpath(task.argv[0]))
-    with suppress(AttributeError, ValueError):
-        sys.stdout.reconfigure(line_buffering=os.isatty(1))  # type: ignore[union-attr]
-    if (numpy := sys.modules.get("numpy")) is not None:
-        numpy.random.seed()  # a cold process draws its global NumPy state afresh
-
-
-def load_entry(spec: str) -> Callable[[], Any]:
-    """``module:attribute``, or the name of a console script (``flwr-clientapp``)."""
-    if ":" in spec:
-        module, _, attribute = spec.partition(":")
-        return getattr(import_module(module), attribute)  # type: ignore[no-any-return]
-    found = list(entry_points(group="console_scripts", name=spec))
-    if not found:
-        raise ValueError(f"no console script {spec!r} is installed")
-    return found[0].load()  # type: ignore[no-any-return]
-
-
 def settle_threads() -> int:
     """Fork once and reap: libraries that stop their pools before a fork (OpenBLAS) leave
     this process with its one thread. The threads left."""
@@ -399,45 +339,6 @@ def server_command(node_dir: Path, parent_pid: int | None = None) -> list[str]:
 def with_shim(env: dict[str, str], node_dir: Path) -> dict[str, str]:
     """``env`` with the node's shim first on its ``PATH``."""
     return dict(env, PATH=str(shim_dir(node_dir)) + os.pathsep + env.get("PATH", os.defpath))
-
-
-def exit_code(code: object) -> int:
-    """The exit code the interpreter gives ``SystemExit(code)``."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    print(code, file=sys.stderr)
-    return 1
-
-
-def run_task(entry: Callable[[], Any]) -> NoReturn:
-    """Run ``entry`` as a console script's ``sys.exit(entry())``, and end as the interpreter
-    would: an uncaught exception printed (exit code 1), an uncaught KeyboardInterrupt as
-    SIGINT, non-daemon threads joined, ``atexit`` handlers run, stdio flushed. Then
-    ``os._exit``, without the interpreter's teardown of every module (about 1.1 s with
-    PyTorch loaded, here), as a ``multiprocessing`` fork child ends; an object that writes its
-    buffer only when collected at exit would lose it (an open file not closed)."""
-    code, interrupted = 1, False
-    try:
-        code = exit_code(entry())
-    except SystemExit as stop:
-        code = exit_code(stop.code)
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        interrupted = True
-    except BaseException:  # noqa: BLE001 - printed as the interpreter prints it
-        sys.excepthook(*sys.exc_info())
-    finally:
-        threading._shutdown()  # type: ignore[attr-defined]
-        atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            with suppress(Exception):
-                stream.flush()
-        if interrupted:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
