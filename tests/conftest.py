@@ -89,7 +89,7 @@ def run_id() -> Iterator[None]:
 # end; a long module handed out last would leave the other worker idle. Unlisted modules
 # follow in their own order.
 LONGEST_FIRST = ("test_deploy", "test_report", "test_devices", "test_perfedrlnas_e2e",
-                 "test_deploy_profiles",
+                 "test_deploy_profiles", "test_warm_deploy",
                  "test_baselines_e2e", "test_faults_e2e", "test_newcomer", "test_hapfnas_e2e",
                  "test_spider_e2e", "test_resume_safety", "test_ray_cluster_e2e", "test_e2e",
                  "test_kept_models", "test_faults_families", "test_protocol",
