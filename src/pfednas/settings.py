@@ -131,14 +131,15 @@ class RunSettings:
     checkpoint_every: int
     fault_injection: dict[str, Any] | None
     eval_split: str
+    # the method's typed options (:mod:`pfednas.options`), parsed once from method_options
+    # when the settings are made (and again by dataclasses.replace): what its strategy and
+    # its clients are built from
+    options: Any = field(init=False, repr=False, compare=False)
 
-    @property
-    def options(self) -> Any:
-        """The method's typed options (:mod:`pfednas.options`): what its strategy and its
-        clients are built from."""
+    def __post_init__(self) -> None:
         from pfednas.options import parse
 
-        return parse(self.method, self.method_options)
+        object.__setattr__(self, "options", parse(self.method, self.method_options))
 
 
 EVAL_SPLITS = ("test", "val", "val_half")
