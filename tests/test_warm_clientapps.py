@@ -89,6 +89,7 @@ def test_what_a_task_leaves_behind_the_next_task_never_sees(warm: Warm, tmp_path
         assert task["global"] == [] and task["env"] is None and task["fd"] is False
         assert task["cwd"] == str(tmp_path) and task["env_given"] == "from the caller"
         assert task["argv"] == [str(tmp_path / "cold-flwr-clientapp"), "leave"]
+        assert task["path0"] == str(tmp_path.resolve())  # the command's folder, as cold
     assert seen[0]["pid"] != seen[1]["pid"]  # each a fresh fork of the server
 
 

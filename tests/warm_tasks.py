@@ -30,7 +30,7 @@ def leave() -> int:
     seen = {"global": list(LEFT_BEHIND), "env": os.environ.get("WARM_LEFT_BEHIND"),
             "fd": _fd_open(99),
             "pid": os.getpid(), "argv": sys.argv, "cwd": os.getcwd(),
-            "env_given": os.environ.get("WARM_GIVEN")}
+            "env_given": os.environ.get("WARM_GIVEN"), "path0": sys.path[0]}
     LEFT_BEHIND.append("task")
     os.environ["WARM_LEFT_BEHIND"] = "1"
     os.dup2(1, 99)

@@ -331,7 +331,8 @@ def write_shim(node_dir: Path, cold: str, python: str = sys.executable) -> Path:
 
 
 def server_command(node_dir: Path, parent_pid: int | None = None) -> list[str]:
-    command = [sys.executable, "-m", "pfednas.deploy.warm", "--socket",
+    # -P: nothing of the folder it starts in on sys.path, as a console script has it
+    command = [sys.executable, "-P", "-m", "pfednas.deploy.warm", "--socket",
                str(socket_path(node_dir))]
     return command + (["--parent-pid", str(parent_pid)] if parent_pid is not None else [])
 
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entry", default=ENTRY, metavar="SCRIPT_OR_MODULE:ATTR",
                         help="what a task runs (default Flower's flwr-clientapp)")
     args = parser.parse_args(argv)
-    launch_path = sys.path[0] if sys.path else ""
+    launch_path = None if sys.flags.safe_path else (sys.path[0] if sys.path else "")
     start = time.perf_counter()
     for module in args.preload or PRELOAD:
         import_module(module)

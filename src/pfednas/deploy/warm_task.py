@@ -46,10 +46,11 @@ def decode_request(body: bytes, fds: Sequence[int]) -> Task:
     return Task(argv=argv, env=env, cwd=cwd, fds=tuple(fds))
 
 
-def become_task(task: Task, launch_path: str) -> None:
+def become_task(task: Task, launch_path: str | None) -> None:
     """In a forked child: take the shim's stdio, folder, environment and arguments, as the
-    process the SuperExec would have started. ``launch_path`` is the server's own
-    ``sys.path[0]``, replaced by the command's folder as a console script has it."""
+    process the SuperExec would have started. ``sys.path[0]`` becomes the command's folder,
+    as a console script has it: in place of ``launch_path``, the server's own first entry,
+    or before the rest where the server started with ``-P`` (``launch_path`` None)."""
     for target, fd in zip(STD_FDS, task.fds, strict=True):
         os.dup2(fd, target)
     for fd in set(task.fds) - set(STD_FDS):
@@ -58,8 +59,11 @@ def become_task(task: Task, launch_path: str) -> None:
     os.environ.clear()
     os.environ.update(task.env)
     sys.argv = list(task.argv)
-    if sys.path and sys.path[0] == launch_path:
-        sys.path[0] = os.path.dirname(os.path.realpath(task.argv[0]))
+    script_dir = os.path.dirname(os.path.realpath(task.argv[0]))
+    if launch_path is None:
+        sys.path.insert(0, script_dir)
+    elif sys.path and sys.path[0] == launch_path:
+        sys.path[0] = script_dir
     with suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=os.isatty(1))  # type: ignore[union-attr]
     if (numpy := sys.modules.get("numpy")) is not None:
