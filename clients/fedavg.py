@@ -20,6 +20,7 @@ from pfednas.clients.common import (
 )
 from pfednas.search import ElasticNet
 from pfednas.train import get_arrays, proximal_penalty, set_arrays, train_epochs
+from pfednas.wire.messages import RoundConfig
 
 
 class FedAvgClient(NumPyClient):
@@ -41,10 +42,11 @@ class FedAvgClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        round_config = RoundConfig.read(config)
         model = self._model(parameters)
-        stats = train_epochs(model, self.env.data.train, epochs=int(config["local_epochs"]),
+        stats = train_epochs(model, self.env.data.train, epochs=round_config.local_epochs,
                              hyper=hyper_from_config(config),
-                             generator=train_generator(self.env, int(config["server_round"])),
+                             generator=train_generator(self.env, round_config.server_round),
                              device=self.env.device, penalty=self.penalty(model))
         metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "peak_memory_mb": peak_memory_mb(self.env.device)}

@@ -29,6 +29,7 @@ from pfednas.clients.common import (
 )
 from pfednas.search import ElasticNet
 from pfednas.train import get_arrays
+from pfednas.wire.messages import RoundConfig
 
 
 class FedBABUClient(NumPyClient):
@@ -45,10 +46,11 @@ class FedBABUClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        round_config = RoundConfig.read(config)
         net, split = self.model(parameters)
         stats = train_part(net, split.body_keys(), self.env.data.train,
-                           epochs=int(config["local_epochs"]), hyper=hyper_from_config(config),
-                           generator=train_generator(self.env, int(config["server_round"])),
+                           epochs=round_config.local_epochs, hyper=hyper_from_config(config),
+                           generator=train_generator(self.env, round_config.server_round),
                            device=self.env.device)
         metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "peak_memory_mb": peak_memory_mb(self.env.device)}

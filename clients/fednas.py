@@ -34,6 +34,7 @@ from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.search import DartsS2Space, TaskShape
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.train import get_arrays, set_arrays
+from pfednas.wire.messages import RoundConfig
 
 
 class FedNASClient(NumPyClient):
@@ -44,14 +45,15 @@ class FedNASClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        round_config = RoundConfig.read(config)
         net = DartsMixedNet(self.space, self.task)
         set_arrays(net, parameters)
         arch = ArchHyper(lr=float(config["arch_lr"]),
                          weight_decay=float(config["arch_weight_decay"]))
         stats = search_epochs(net, self.env.data.train, self.env.data.val,
-                              epochs=int(config["local_epochs"]),
+                              epochs=round_config.local_epochs,
                               hyper=hyper_from_config(config), arch=arch,
-                              generator=train_generator(self.env, int(config["server_round"])),
+                              generator=train_generator(self.env, round_config.server_round),
                               device=self.env.device)
         metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "peak_memory_mb": peak_memory_mb(self.env.device)}

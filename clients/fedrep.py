@@ -34,6 +34,7 @@ from pfednas.clients.common import (
 from pfednas.edge.kept import AS_PUBLISHED, FINETUNED
 from pfednas.search import ElasticNet
 from pfednas.train import TrainStats, evaluate, get_arrays
+from pfednas.wire.messages import RoundConfig
 
 HEAD_KEY = "fedrep_head"
 HEAD_PHASE, BODY_PHASE, FINETUNE_PHASE = 1, 2, 3
@@ -58,19 +59,21 @@ class FedRepClient(NumPyClient):
 
     def _train(self, net: nn.Module, keys: list[str], epochs: int, config: dict[str, Any],
                phase: int) -> TrainStats:
+        round_config = RoundConfig.read(config)
         if epochs <= 0:
             return TrainStats(loss=0.0, samples=0, seconds=0.0)
         return train_part(net, keys, self.env.data.train, epochs=epochs,
                           hyper=hyper_from_config(config),
-                          generator=train_generator(self.env, int(config["server_round"]), phase),
+                          generator=train_generator(self.env, round_config.server_round, phase),
                           device=self.env.device)
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        round_config = RoundConfig.read(config)
         net, split = self.model(parameters)
         head = self._train(net, split.head_keys(), int(config["head_epochs"]), config,
                            HEAD_PHASE)
-        body_epochs = int(config.get("body_epochs") or config["local_epochs"])
+        body_epochs = int(config.get("body_epochs") or round_config.local_epochs)
         body = self._train(net, split.body_keys(), body_epochs, config, BODY_PHASE)
         arrays = get_arrays(net)
         self.state[HEAD_KEY] = ArrayRecord(numpy_ndarrays=take(arrays, split.head))

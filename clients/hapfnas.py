@@ -37,6 +37,7 @@ from pfednas.nas.models import SmallCNN
 from pfednas.nas.phases import Phase
 from pfednas.search import SearchSpace, TaskShape
 from pfednas.train import evaluate, get_arrays, set_arrays, train_epochs
+from pfednas.wire.messages import RoundConfig
 
 KNOWLEDGE_STREAM = 7  # train_generator phase key of knowledge-model training
 ARCH_SEPARATOR = ";"
@@ -71,10 +72,11 @@ class HAPFNASClient(NumPyClient):
 
     def train_knowledge(self, parameters: list[np.ndarray], config: dict[str, Any]
                         ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        round_config = RoundConfig.read(config)
         model = knowledge_model(self.task, self.knowledge_width)
         set_arrays(model, parameters)
-        generator = train_generator(self.env, int(config["server_round"]), KNOWLEDGE_STREAM)
-        stats = train_epochs(model, self.env.data.train, epochs=int(config["local_epochs"]),
+        generator = train_generator(self.env, round_config.server_round, KNOWLEDGE_STREAM)
+        stats = train_epochs(model, self.env.data.train, epochs=round_config.local_epochs,
                              hyper=hyper_from_config(config), generator=generator,
                              device=self.env.device)
         val = evaluate(model, self.env.data.val, device=self.env.device)

@@ -12,6 +12,7 @@ from torch import nn
 
 from pfednas.clients.common import ClientEnv, hyper_from_config, test_reply, train_generator
 from pfednas.train import get_arrays, set_arrays, train_epochs
+from pfednas.wire.messages import RoundConfig
 
 STATE_KEY = "local_model"
 
@@ -43,13 +44,14 @@ class LocalClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
+        round_config = RoundConfig.read(config)
         model = self._load()
         epochs = int(config["train_epochs"])
         trained = None
         if epochs > 0:
             trained = train_epochs(
                 model, self.env.data.train, epochs=epochs, hyper=hyper_from_config(config),
-                generator=train_generator(self.env, int(config["server_round"])),
+                generator=train_generator(self.env, round_config.server_round),
                 device=self.env.device)
             self.state[STATE_KEY] = ArrayRecord(numpy_ndarrays=get_arrays(model))
         return test_reply(model, self.env, trained, arch=self.arch)

@@ -61,6 +61,7 @@ from pfednas.search.darts_s2 import DartsNet
 from pfednas.seeding import SPIDER_SEARCH, numpy_rng
 from pfednas.train import counted_forward, get_arrays, num_parameters, set_arrays, to_tensors
 from pfednas.wire.archcode import arch_to_code
+from pfednas.wire.messages import RoundConfig
 
 
 @torch.no_grad()
@@ -144,7 +145,8 @@ class SpiderClient(NumPyClient):
     # -- NumPyClient ---------------------------------------------------------------------------
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        server_round = int(config["server_round"])
+        round_config = RoundConfig.read(config)
+        server_round = round_config.server_round
         supernet = self._supernet(parameters)
         state = self._restore(server_round) or self._fresh(supernet)
         local = self._local_net(state)
@@ -174,7 +176,7 @@ class SpiderClient(NumPyClient):
                                 y=np.concatenate([data.y, self.env.data.val.y]))
         pair = PairHyper(hyper=hyper_from_config(config), lam=self.options.lam,
                          grad_clip=self.options.grad_clip)
-        stats = train_pair(supernet.net, local, data, epochs=int(config["local_epochs"]),
+        stats = train_pair(supernet.net, local, data, epochs=round_config.local_epochs,
                            pair=pair, generator=train_generator(self.env, server_round),
                            device=self.env.device)
         supernet.net.cpu()
@@ -192,7 +194,8 @@ class SpiderClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
-        state = self._restore(int(config["server_round"]) + 1)
+        round_config = RoundConfig.read(config)
+        state = self._restore(round_config.server_round + 1)
         if state is None:
             if not parameters:
                 raise RuntimeError("no local model yet and no global weights to start one from")

@@ -63,6 +63,7 @@ from pfednas.train import (
     set_arrays,
     train_epochs,
 )
+from pfednas.wire.messages import RoundConfig
 from pfednas.wire.validation import PARAM
 
 
@@ -172,13 +173,14 @@ class SubnetClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        round_config = RoundConfig.read(config)
         net, split = self.model(parameters, str(config["arch"]))
-        server_round = int(config["server_round"])
+        server_round = round_config.server_round
         students = in_place_step(
             net, self.space, self.task, self.space.arch_from_str(str(config["arch"])),
             numpy_rng(self.env.seed, SANDWICH_STUDENTS, self.env.client_id, server_round),
             self.sandwich_students)
-        stats = train_epochs(net, self.env.data.train, epochs=int(config["local_epochs"]),
+        stats = train_epochs(net, self.env.data.train, epochs=round_config.local_epochs,
                              hyper=hyper_from_config(config),
                              generator=train_generator(self.env, server_round),
                              device=self.env.device, after_backward=students)

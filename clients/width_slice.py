@@ -44,7 +44,7 @@ from pfednas.search import ElasticNet
 from pfednas.search.ops import DynamicConv2d
 from pfednas.search.width import WidthSlicer, check_rate
 from pfednas.train import get_arrays, set_arrays, train_epochs
-from pfednas.wire.messages import WIDTH_RATE
+from pfednas.wire.messages import WIDTH_RATE, RoundConfig
 
 
 @contextmanager
@@ -104,13 +104,14 @@ class WidthSliceClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        round_config = RoundConfig.read(config)
         net, rate = self.model(parameters, config)
         with heterofl_training(net, rate, self.present_classes(), scaler=self.options.scaler,
                                static_bn=self.options.static_bn):
-            stats = train_epochs(net, self.env.data.train, epochs=int(config["local_epochs"]),
+            stats = train_epochs(net, self.env.data.train, epochs=round_config.local_epochs,
                                  hyper=hyper_from_config(config),
                                  generator=train_generator(self.env,
-                                                           int(config["server_round"])),
+                                                           round_config.server_round),
                                  device=self.env.device)
         metrics = {"train_loss": stats.loss, **work_metrics(stats),
                    "peak_memory_mb": peak_memory_mb(self.env.device)}
