@@ -100,10 +100,10 @@ def test_the_readme_answer_is_the_blocks_sentence_and_names_the_alpha_still_runn
     sentence = next(line for line in render_devices(results).splitlines()
                     if line.startswith("**Answer"))
     running = BenchResults(results.preset, (), results.by_seed, results.runs,
-                           pending_alphas=((0.1, 12, 40),))
+                           pending_alphas=((0.1, 12, 40, ()),))
     assert render_answer(results) == f"- {sentence}\n"
-    assert render_answer(running) == (f"- {sentence}\n\nNot in these figures yet, its cells "
-                                       f"not all run: α 0.1 (12 of 40 cells).\n")
+    assert render_answer(running) == (f"- {sentence}\n\nCells not all run yet, these figures "
+                                       f"are interim: α 0.1: 12 of 40 cells, not shown.\n")
 
 
 @pytest.mark.parametrize("missing", ["heterofl", "perfedrlnas"])

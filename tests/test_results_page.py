@@ -109,32 +109,55 @@ def test_a_bench_still_running_renders_its_finished_methods_and_names_the_others
     assert verdict.startswith("No method to compare.")
 
 
-def test_a_bench_running_its_alphas_in_turn_renders_the_finished_alpha_and_names_the_other(
+def test_a_bench_running_its_alphas_in_turn_renders_the_seeds_every_method_has_finished(
         tmp_path: Path) -> None:
-    # Prepare: the committed Fashion-MNIST cells (7 methods, α 0.1 and 0.3, 5 seeds), seed 4
-    # of every method not finished at α 0.3: no method has all its cells, α 0.1 has
+    # Prepare: the committed Fashion-MNIST cells (7 methods, α 0.1 and 0.3, seeds 0-4), seed 4
+    # of every method not finished at α 0.3: no method has all its cells, α 0.1 has, and
+    # α 0.3 has seeds 0-3 of every method
     order = method_order()
     preset = read_preset(conf_dir() / "bench" / "fashion_mnist.yaml", order)
     shutil.copytree(BENCH_ROOT / "fashion_mnist", tmp_path / "fm",
                     ignore=shutil.ignore_patterns("tuning", "diagnostics"))
+
+    def unfinish(method: str, alpha: float, seed: int) -> None:
+        (tmp_path / "fm" / method / f"alpha={alpha:g}" / f"seed={seed}" / "summary.json").unlink()
+
     for method in preset.methods:
-        (tmp_path / "fm" / method / "alpha=0.3" / "seed=4" / "summary.json").unlink()
+        unfinish(method, 0.3, 4)
     whole = load_bench(preset, BENCH_ROOT / "fashion_mnist", order)
 
     # Execute
     results = load_bench(preset, tmp_path / "fm", order)
     table = page.render_table(results)
 
-    # Assert: every method at α 0.1 alone, as the whole bench renders it, and α 0.3 named
+    # Assert: every method at α 0.1 as the whole bench renders it, at α 0.3 on seeds 0-3,
+    # and what is interim named
     assert results.unfinished == ()
-    assert results.pending_alphas == ((0.3, 28, 35),)
-    assert {k[2] for k in results.by_seed} == {0.1}
-    assert {k: v for k, v in whole.by_seed.items() if k[2] == 0.1} == results.by_seed
-    assert "| 0.3 |" not in table and "| 0.1 |" in table
-    assert "Not in these figures yet, its cells not all run: α 0.3 (28 of 35 cells)." in table
+    assert results.pending_alphas == ((0.3, 28, 35, (0, 1, 2, 3)),)
+    assert {k: v for k, v in whole.by_seed.items() if k[2] == 0.1} == \
+        {k: v for k, v in results.by_seed.items() if k[2] == 0.1}
+    assert all(set(v) == {0, 1, 2, 3} for k, v in results.by_seed.items() if k[2] == 0.3)
+    assert table.startswith("Seeds 0, 1, 2, 3, 4 (α 0.3: 0, 1, 2, 3 so far);")
+    assert ("Cells not all run yet, these figures are interim: α 0.3: 28 of 35 cells, shown "
+            "on seeds 0, 1, 2, 3.") in table
 
-    # Execute, then Assert: one α 0.1 cell missing too leaves nothing to render
-    (tmp_path / "fm" / "local" / "alpha=0.1" / "seed=0" / "summary.json").unlink()
+    # Execute, then Assert: with seeds 1 and 2 of one method not finished either, α 0.3 has
+    # two seeds of every method, fewer than an α is shown on before it has run
+    unfinish("local", 0.3, 1)
+    unfinish("local", 0.3, 2)
+    results = load_bench(preset, tmp_path / "fm", order)
+    assert results.pending_alphas == ((0.3, 26, 35, ()),)
+    assert {k[2] for k in results.by_seed} == {0.1}
+    assert "α 0.3: 26 of 35 cells, not shown." in page.render_table(results)
+
+    # Execute, then Assert: one α 0.1 cell missing too leaves α 0.1 on four seeds
+    unfinish("local", 0.1, 0)
+    results = load_bench(preset, tmp_path / "fm", order)
+    assert results.pending_alphas == ((0.1, 34, 35, (1, 2, 3, 4)), (0.3, 26, 35, ()))
+
+    # Execute, then Assert: and nothing to render once no α has three seeds of every method
+    for seed in (1, 2):
+        unfinish("local", 0.1, seed)
     with pytest.raises(ReportError, match=r"not finished with the configuration of now"):
         load_bench(preset, tmp_path / "fm", order)
 

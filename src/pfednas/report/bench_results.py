@@ -3,14 +3,15 @@
 A preset's cells live in ``<bench root>/<name>/<method>/alpha=<α>/seed=<s>/``, every (method,
 α, seed) of the preset; they are aggregated exactly as ``pfednas report`` aggregates them. A
 bench still running gives the methods whose cells have all finished and names the others;
-while no method has finished, the α at which every method's cells have (a preset that runs
-its α in turn), naming the α still running.
+while no method has finished (a preset that runs its α and seeds in turn, every method
+within a seed), each α on the seeds at which every method's cell has finished, once there
+are :data:`INTERIM_SEEDS` of them, naming what has not run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -19,6 +20,10 @@ from pfednas.report.collect import SUMMARY, ReportError, Run, load_run, settle
 from pfednas.report.paired import seed_accuracies
 from pfednas.report.table import GroupRow, Key, aggregate, run_rows
 from pfednas.report.time_table import RunKey
+
+# the fewest seeds an α is shown on before all its cells have run (the digits and rotated
+# presets report 3)
+INTERIM_SEEDS = 3
 
 
 @dataclass(frozen=True)
@@ -67,18 +72,20 @@ class BenchResults:
     runs: Mapping[RunKey, Run] = field(default_factory=dict)  # (label, α, seed) -> its run
     # Methods left out because some of their cells have not finished: (label, done, of).
     unfinished: tuple[tuple[str, int, int], ...] = ()
-    # α left out because some method's cells there have not finished: (α, done, of).
-    pending_alphas: tuple[tuple[float, int, int], ...] = ()
+    # α whose cells have not all finished: (α, cells done, of, the seeds shown: those at which
+    # every method's cell has, where there are INTERIM_SEEDS of them, else none).
+    pending_alphas: tuple[tuple[float, int, int, tuple[int, ...]], ...] = ()
 
 
 def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str],
                current: Callable[[Path], bool] | None = None) -> BenchResults:
     """Read the cells of the preset below ``folder``: every method whose cells have all
     finished (the others are :attr:`BenchResults.unfinished`). While no method has, every
-    method at each α where all their cells have (the other α are
+    method at each α on the seeds at which all their cells have, where those are all the
+    preset's seeds or at least :data:`INTERIM_SEEDS` (what is not shown is
     :attr:`BenchResults.pending_alphas`); an error names a missing cell when there is no such
-    α either. ``current(cell folder)``: whether a finished cell ran the configuration the
-    bench would run now (one that did not counts as not finished)."""
+    α. ``current(cell folder)``: whether a finished cell ran the configuration the bench would
+    run now (one that did not counts as not finished)."""
     def finished_cell(d: Path) -> bool:
         return (d / SUMMARY).is_file() and (current is None or current(d))
 
@@ -86,26 +93,34 @@ def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str],
             for m in preset.methods}
     per_method = len(preset.alphas) * len(preset.seeds)
     finished = [m for m in preset.methods if len(done[m]) == per_method]
-    read = preset
-    pending: tuple[tuple[float, int, int], ...] = ()
+    dirs = preset.cell_dirs(folder, finished)
+    pending: tuple[tuple[float, int, int, tuple[int, ...]], ...] = ()
     if not finished:
-        at = {alpha: [d for d in replace(preset, alphas=(alpha,)).cell_dirs(folder)
-                      if finished_cell(d)] for alpha in preset.alphas}
-        per_alpha = len(preset.methods) * len(preset.seeds)
-        complete = tuple(a for a in preset.alphas if len(at[a]) == per_alpha)
-        if not complete:
-            dirs = preset.cell_dirs(folder)
-            missing = [d for d in dirs if not finished_cell(d)]
+        def cell(method: str, alpha: float, seed: int) -> Path:
+            return folder / method / f"alpha={alpha:g}" / f"seed={seed}"
+
+        complete = {alpha: tuple(s for s in preset.seeds
+                                 if all(finished_cell(cell(m, alpha, s)) for m in preset.methods))
+                    for alpha in preset.alphas}
+        shown = {alpha: seeds for alpha, seeds in complete.items()
+                 if len(seeds) >= min(INTERIM_SEEDS, len(preset.seeds))}
+        if not shown:
+            missing = [d for d in preset.cell_dirs(folder) if not finished_cell(d)]
             raise ReportError(f"{missing[0]}: not finished with the configuration of now "
-                              f"({len(missing)} of the {len(dirs)} cells of "
+                              f"({len(missing)} of the {len(preset.cell_dirs(folder))} cells of "
                               f"bench={preset.name}); run `pfednas bench bench={preset.name} "
                               f"bench.out={folder}`")
         finished = list(preset.methods)
-        read = replace(preset, alphas=complete)
-        pending = tuple((a, len(at[a]), per_alpha) for a in preset.alphas if a not in complete)
+        dirs = [cell(m, alpha, s) for m in preset.methods for alpha, seeds in shown.items()
+                for s in seeds]
+        per_alpha = len(preset.methods) * len(preset.seeds)
+        pending = tuple((alpha, sum(finished_cell(cell(m, alpha, s)) for m in preset.methods
+                                    for s in preset.seeds), per_alpha, shown.get(alpha, ()))
+                        for alpha in preset.alphas
+                        if len(shown.get(alpha, ())) < len(preset.seeds))
     unfinished = tuple((m, len(done[m]), per_method) for m in preset.methods
                        if m not in finished)
-    runs = settle([load_run(d) for d in read.cell_dirs(folder, finished)])
+    runs = settle([load_run(d) for d in dirs])
     unequal = unequal_partitions(runs)
     if unequal:
         raise ReportError(f"bench={preset.name}: {unequal[0]}")

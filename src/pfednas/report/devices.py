@@ -244,7 +244,8 @@ def answer(results: BenchResults, best: Mapping[str, Key | None],
         tier_text = "; by tier against it, " + " and ".join(parts) if parts else ""
     def clause(c: Comparison, key: Key | None, what: str) -> str:
         assert c.difference is not None
-        flag = "" if c.holds else ", uncorrected"
+        tested = c.difference.verdict in ("wins", "loses", "ties")
+        flag = ", not after Holm's correction" if tested and not c.holds else ""
         return (f"{VERBS[c.difference.verdict]} {what} ({name_of(key) if key else '—'}, "
                 f"{c.difference.mean:+.4f}{flag})")
 

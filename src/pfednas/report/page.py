@@ -320,12 +320,14 @@ def render_rows(results: BenchResults, labels: Sequence[str]) -> str:
 
 def unfinished_note(results: BenchResults, labels: Sequence[str]) -> str:
     """``Not in these figures yet, ...: FedNAS (2 of 6 cells); ...`` for the methods of
-    ``labels`` whose cells have not all finished, ``... α 0.3 (5 of 40 cells)`` for the α
-    still running, or ``""``."""
-    alphas = ", ".join(f"α {alpha:g} ({done} of {total} cells)"
-                       for alpha, done, total in results.pending_alphas)
+    ``labels`` whose cells have not all finished, ``Cells not all run yet, ...: α 0.1: 24 of
+    40 cells, shown on seeds 0, 1, 2`` for the α not all run, or ``""``."""
+    alphas = "; ".join(f"α {alpha:g}: {done} of {total} cells, "
+                       + (f"shown on seeds {', '.join(map(str, shown))}" if shown else
+                          "not shown")
+                       for alpha, done, total, shown in results.pending_alphas)
     if alphas:
-        return f"\nNot in these figures yet, its cells not all run: {alphas}.\n"
+        return f"\nCells not all run yet, these figures are interim: {alphas}.\n"
     names = ", ".join(f"{display(m)} ({done} of {total} cells)"
                       for m, done, total in results.unfinished if m in labels)
     if not names:
@@ -338,6 +340,9 @@ def render_table(results: BenchResults) -> str:
     """The preset's registry methods (not its variants)."""
     preset = results.preset
     seeds = ", ".join(map(str, preset.seeds))
+    so_far = "; ".join(f"α {alpha:g}: {', '.join(map(str, shown))} so far"
+                       for alpha, _, _, shown in results.pending_alphas if shown)
+    seeds += f" ({so_far})" if so_far else ""
     budgets = "; ".join(sorted({g.budget for g in results.groups}))
     labels = [m for m in preset.methods if m not in preset.variants]
     return (f"Seeds {seeds}; {budgets}.\n\n" + render_rows(results, labels)
