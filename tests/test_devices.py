@@ -228,6 +228,15 @@ def test_new_methods_end_to_end_through_flower_and_ray_and_their_models_export(
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         summary = json.loads((out / "summary.json").read_text())
         check_device_summary(summary, out.name)
+    # their report: accuracy by tier for all four; an architecture heatmap for the subnets of
+    # the space, none for the width slices (which are not its architectures)
+    from pfednas.report.cli import build_report
+
+    build_report([out for _, out in runs], tmp_path / "report")
+    assert (tmp_path / "report" / "acc_by_tier.png").is_file()
+    heatmaps = {p.name.split("_fashion")[0].split("_digits")[0]
+                for p in (tmp_path / "report" / "archs").glob("*.png")}
+    assert heatmaps == {"largest_in_budget", "random_in_budget"}
     # a kept HeteroFL slice of the smallest level exports and reproduces its figure
     out = tmp_path / "heterofl"
     summary = json.loads((out / "summary.json").read_text())

@@ -165,8 +165,14 @@ def write_partition_plots(runs: Sequence[Run], folder: Path) -> list[Path]:
 
 
 def write_arch_heatmap(run: Run, folder: Path, taken: set[str]) -> Path | None:
-    """The run's per-client architecture heatmap, clients in label-similarity order."""
-    matrix = arch_view.arch_matrix(run.evaluation(), run.space_config)
+    """The run's per-client architecture heatmap, clients in label-similarity order (none
+    for a run whose models are not architectures of its space: HeteroFL's and FedRolex's
+    width slices)."""
+    try:
+        matrix = arch_view.arch_matrix(run.evaluation(), run.space_config)
+    except ValueError as err:
+        print(f"[pfednas report] {run.path}: no architecture heatmap ({err})", file=sys.stderr)
+        return None
     if matrix is None:
         return None
     try:

@@ -197,7 +197,8 @@ def tier_accuracy(panels: Mapping[str, Sequence[TierSeries]]) -> Figure:
         ax.set_xlabel(f"client budget ({series[0].budget_metric}, {series[0].unit})")
         ax.set_ylabel("personalized client accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        # beside the panel: with several methods a legend inside covers their lines
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
