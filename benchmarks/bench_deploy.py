@@ -96,9 +96,9 @@ class FlowerProcesses(threading.Thread):
 
     def _sample(self, pid: int, entry: Path, now: float, needle: bytes) -> None:
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")[:3]
+            argv = (entry / "cmdline").read_bytes().split(b"\0")[:4]  # python -P -m MODULE
             parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            parent_argv = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")[:3]
+            parent_argv = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")[:4]
             role = role_of(argv, parent_argv)
             if role is None or needle not in (entry / "environ").read_bytes().split(b"\0"):
                 return
