@@ -122,3 +122,16 @@ def test_training_in_a_fresh_process_does_not_import_torch_dynamo() -> None:
                          timeout=120, check=True).stdout
 
     assert out.split() == ["8", "False"]
+
+
+def test_the_clientapp_imports_neither_scipy_nor_scikit_learn() -> None:
+    # a cold ClientApp imports its module per message; SciPy is read only by a blur or an
+    # off-quarter rotation (pfednas.data.shift), scikit-learn only by the digits reader
+    code = ("import sys\n"
+            "import pfednas.app.client_app\n"
+            "print(any(m.split('.')[0] in ('scipy', 'sklearn') for m in sys.modules))\n")
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+
+    assert out.split() == ["False"]

@@ -24,7 +24,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 # The order in which draw_shifts gives each kind its own child generator; never reorder.
 _KINDS = ("rotation", "brightness", "contrast", "noise", "blur", "resolution")
@@ -195,6 +194,8 @@ def apply_shift(images: np.ndarray, shift: ClientShift,
     x = _resample(x, shift.resolution)
     x = _rotate(x, shift.rotation)
     if shift.blur > 0:
+        from scipy import ndimage  # here: a ClientApp without a blur or rotation skips SciPy
+
         x = ndimage.gaussian_filter(x, sigma=(0, 0, shift.blur, shift.blur))
     if shift.contrast != 1.0:
         mean = x.mean(axis=(1, 2, 3), keepdims=True)
@@ -243,5 +244,7 @@ def _rotate(x: np.ndarray, degrees: float) -> np.ndarray:
     quarters, rest = divmod(degrees, 90.0)
     if rest == 0:
         return np.ascontiguousarray(np.rot90(x, int(quarters) % 4, axes=(2, 3)))
+    from scipy import ndimage
+
     return ndimage.rotate(x, degrees, axes=(2, 3), reshape=False, order=1,
                           mode="constant", cval=0.0)
