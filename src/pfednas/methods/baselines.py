@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from flwr.app import Context
 from flwr.client import NumPyClient
 
@@ -31,15 +32,25 @@ from pfednas.strategies.fedbabu import FedBABUStrategy
 from pfednas.strategies.fedrep import FedRepStrategy
 
 
-def fedavg_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
-                    roster: Roster) -> PersonalizedStrategy:
-    options: FedAvgOptions = settings.options
-    arrays, roles = model_arrays(settings)
-    return FedAvgFTStrategy(
-        budget=budget, train_config=train_config, initial_arrays=arrays, array_roles=roles,
-        finetune_epochs=options.finetune_epochs, finetune_scope=options.finetune_scope,
-        roster=fits_all_roster(settings, roster, deployment=budget.deployment,
-                               model=model_arrays))
+def averaged_strategy(arrays_of: Callable[[RunSettings], tuple[list[np.ndarray], list[str]]]
+                      ) -> StrategyBuilder:
+    """The construction of FedAvg+FT's server on the arrays ``arrays_of(settings)`` gives
+    (the whole model: FedAvg's; the model without its BatchNorm entries: FedBN's, whose
+    clients keep them)."""
+    def build(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+              roster: Roster) -> PersonalizedStrategy:
+        options: FedAvgOptions = settings.options
+        arrays, roles = arrays_of(settings)
+        return FedAvgFTStrategy(
+            budget=budget, train_config=train_config, initial_arrays=arrays, array_roles=roles,
+            finetune_epochs=options.finetune_epochs, finetune_scope=options.finetune_scope,
+            roster=fits_all_roster(settings, roster, deployment=budget.deployment,
+                                   model=arrays_of))
+
+    return build
+
+
+fedavg_strategy = averaged_strategy(model_arrays)
 
 
 def fedavg_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
@@ -51,17 +62,7 @@ def fedprox_client(settings: RunSettings, env: ClientEnv, context: Context) -> N
     return FedProxClient(env, fixed_model_fn(settings), fixed_arch(settings), options.mu)
 
 
-def fedbn_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
-                   roster: Roster) -> PersonalizedStrategy:
-    """FedAvg+FT's server on the model without its BatchNorm entries (FedBN's clients keep
-    them)."""
-    options: FedAvgOptions = settings.options
-    arrays, roles = shared_arrays(settings)
-    return FedAvgFTStrategy(
-        budget=budget, train_config=train_config, initial_arrays=arrays, array_roles=roles,
-        finetune_epochs=options.finetune_epochs, finetune_scope=options.finetune_scope,
-        roster=fits_all_roster(settings, roster, deployment=budget.deployment,
-                               model=shared_arrays))
+fedbn_strategy = averaged_strategy(shared_arrays)
 
 
 def fedbn_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
