@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -249,8 +250,34 @@ def tuning_cells(preset: BenchPreset, extra: Sequence[str],
 
 def resolved_values(cfg: DictConfig | ListConfig) -> dict[str, Any]:
     """A configuration's values as its YAML file holds them, interpolations resolved."""
-    value = yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))
+    value = yaml.load(OmegaConf.to_yaml(cfg, resolve=True), Loader=_YAML_LOADER)
     return value if isinstance(value, dict) else {}
+
+
+# libyaml's safe loader where PyYAML was built with it (the same values, ~10x faster)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SEED = re.compile(r"seed=(-?\d+)")
+
+
+def composed_values(overrides: Sequence[str]) -> dict[str, Any]:
+    """``resolved_values(compose(overrides))``, composed once for every seed: overrides that
+    differ only in a literal top-level ``seed=N`` (a preset's cells of one method and α)
+    share one Hydra composition (~0.4 s each), its ``seed`` then set, as Hydra's override
+    sets it, before its interpolations are resolved."""
+    seeds = [o for o in overrides if o.startswith("seed=")]
+    if not seeds or not (last := _SEED.fullmatch(seeds[-1])):
+        return resolved_values(compose(overrides))
+    from pfednas.methods import METHODS
+
+    cfg = _composed_without_seed(tuple(o for o in overrides if not o.startswith("seed=")),
+                                 tuple(METHODS))  # a method (un)registered since: composed anew
+    cfg.seed = int(last.group(1))  # this cache's own copy, set before each use
+    return resolved_values(cfg)
+
+
+@lru_cache(maxsize=256)
+def _composed_without_seed(overrides: tuple[str, ...], methods: tuple[str, ...]) -> DictConfig:
+    return compose(overrides)
 
 
 def config_differences(now: Mapping[str, Any], before: Mapping[str, Any],
@@ -365,17 +392,25 @@ def stale_keys(cell: Cell) -> list[str] | None:
     if not saved.is_file():
         return [f"{RESOLVED_CONFIG} (missing)"]
     try:
-        before = migrated(resolved_values(OmegaConf.load(saved)))
+        before = migrated(_saved_values(saved, saved.stat().st_mtime_ns, saved.stat().st_size))
     except (OSError, ValueError, OmegaConfBaseException, yaml.YAMLError) as err:
         return [f"{RESOLVED_CONFIG} (unreadable: {type(err).__name__})"]
     try:
-        now = resolved_values(compose(cell.overrides))
+        now = composed_values(cell.overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         return [f"the overrides (they no longer compose: {type(err).__name__})"]
     return [k + _presence(k, now, before) for k in config_differences(now, before)
             if k.split(".", 1)[0] not in KEYS_NOT_COMPARED
             and not (k in NOT_COMPARED_WHEN and NOT_COMPARED_WHEN[k](now)
                      and NOT_COMPARED_WHEN[k](before))]
+
+
+@lru_cache(maxsize=1024)
+def _saved_values(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
+    """A saved ``resolved_config.yaml``'s values, read once while the file is unchanged (a
+    results page reads each cell's for every page and preset that shows it); a copy is
+    migrated, never the cached dict."""
+    return resolved_values(OmegaConf.load(path))
 
 
 def tuning_run(config: Mapping[str, Any]) -> bool:
