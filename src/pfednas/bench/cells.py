@@ -266,7 +266,7 @@ def composed_values(overrides: Sequence[str]) -> dict[str, Any]:
     sets it, before its interpolations are resolved."""
     seeds = [o for o in overrides if o.startswith("seed=")]
     if not seeds or not (last := _SEED.fullmatch(seeds[-1])):
-        return resolved_values(compose(overrides))
+        return resolved_values(compose(tuple(overrides)))
     from pfednas.methods import METHODS
 
     cfg = _composed_without_seed(tuple(o for o in overrides if not o.startswith("seed=")),
