@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from itertools import chain, count
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -214,7 +215,8 @@ def write_tensorboard(runs: Sequence[Run], folder: Path) -> None:
     taken: set[Path] = set()
     for run in runs:
         stem = folder / tensorboard_dir(run)
-        log_dir = next(p for p in (stem, *(Path(f"{stem}_{i}") for i in range(2, 10**6)))
+        # the candidates made one at a time (a tuple of them built a million paths a run)
+        log_dir = next(p for p in chain([stem], (Path(f"{stem}_{i}") for i in count(2)))
                        if p not in taken)
         taken.add(log_dir)
         writer = SummaryWriter(log_dir=str(log_dir))
