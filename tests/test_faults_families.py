@@ -54,20 +54,18 @@ SMALL_MBV3 = ["search_space.base_widths=[8,16]", "search_space.depths=[1,2]",
 # loaded machine (load ~9, SPIDER's 14 clients) turned every reply into a timeout.
 COMMON = [f"federation.num_clients={K}", f"federation.clients_per_round={K}",
           "federation.local_epochs=1", "federation.min_replies=2", "federation.batch_size=16",
-          "dataset.max_samples_per_client=60"]
+          "dataset.max_samples_per_client=60",
+          "method.finetune_epochs=0"]  # the rounds are what these runs are about
 FAMILIES: dict[str, list[str]] = {
-    "fedavg": ["method=fedavg", "method.finetune_epochs=0", "method.arch=min",
+    "fedavg": ["method=fedavg", "method.arch=min",
                "federation.num_rounds=2", "federation.eval_every=2", *SMALL_MBV3],
     "perfedrlnas": ["method=perfedrlnas", "federation.hardware.memory_budgets=false",
-                    "method.finetune_epochs=0",
                     "federation.num_rounds=2", "federation.eval_every=2", *SMALL_MBV3],
     # a small DARTS space (5 edges per cell type, not 14): 2 x 14 clients x 2 rounds in seconds
     "spider": ["method=spider", "search_space=darts_s2", "search_space.channels=4",
                "search_space.layers=3", "search_space.steps=2", "search_space.multiplier=2",
-               "federation.num_rounds=2", "federation.eval_every=2",
-               "method.finetune_epochs=0"],  # the rounds are what this test is about
+               "federation.num_rounds=2", "federation.eval_every=2"],
     "hapfnas": ["method=hapfnas", "federation.num_rounds=3", "federation.eval_every=3",
-                "method.finetune_epochs=0",
                 "method.distill_rounds=1", "method.search_rounds=1",
                 "method.knowledge_width=4", "method.knowledge_epochs=1",
                 "method.transfer.size=100", "method.distill.steps=2",

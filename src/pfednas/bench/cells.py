@@ -392,7 +392,8 @@ def stale_keys(cell: Cell) -> list[str] | None:
     if not saved.is_file():
         return [f"{RESOLVED_CONFIG} (missing)"]
     try:
-        before = migrated(_saved_values(saved, saved.stat().st_mtime_ns, saved.stat().st_size))
+        stat = saved.stat()
+        before = migrated(_saved_values(saved, stat.st_mtime_ns, stat.st_size))
     except (OSError, ValueError, OmegaConfBaseException, yaml.YAMLError) as err:
         return [f"{RESOLVED_CONFIG} (unreadable: {type(err).__name__})"]
     try:
