@@ -10,8 +10,10 @@ import torch
 
 from pfednas.search import SPACES, Arch, SearchSpace, Supernet, get_space
 from pfednas.search.cost_model import module_cost_terms
+from pfednas.search.darts_cell import factorized_reduce
 from pfednas.search.layers import (
     Act,
+    At,
     BatchNorm,
     Container,
     Conv,
@@ -247,6 +249,9 @@ PARTS = [  # (part, input): every kind of plan part, on a feature map or on toke
     (Conv("c", 6, 6, 5, depthwise=True), (2, 6, 7, 7)),
     (Conv("c", 6, 4, 1, bias=True, pooled=True), (2, 6, 1, 1)),
     (BatchNorm("n", 5), (2, 5, 4, 4)),
+    (BatchNorm("n", 5, affine=False), (2, 5, 4, 4)),
+    (At(Conv("c", 3, 8, 1, stride=2), 9), (2, 3, 9, 9)),
+    (Act("a", "identity", 5), (2, 5, 4, 4)),
     (Act("a", "hsigmoid", 5), (2, 5, 4, 4)),
     (Act("a", "relu", 5, pooled=True), (2, 5, 1, 1)),
     (LayerNorm("n", 6), (2, 9, 6)),
@@ -374,3 +379,23 @@ def test_sample_draws_like_generator_choice(space: SearchSpace) -> None:
         expected = tuple(int(plain.choice(len(p), p=p / p.sum())) for p in probs)
         assert space.sample(fast, probs).indices == expected
     assert fast.random() == plain.random()
+
+
+@pytest.mark.parametrize("side", [7, 8])
+def test_a_branch_plan_costs_what_its_module_does_from_the_side_it_starts_on(side: int) -> None:
+    # DARTS's FactorizedReduce: both convs read the (padded) input, so the second one's
+    # part starts At that side, not at the first conv's output
+    plan = factorized_reduce("fr", 6, 6, side)
+    owner = torch.nn.Module()
+    build_into(owner, plan)
+    x = torch.randn(2, 6, side, side)
+    terms: list[tuple[int, int]] = []
+    fr = owner.get_submodule("fr")
+    for m in fr.modules():
+        m.register_forward_hook(lambda m, i, o: terms.append(module_cost_terms(m, i, o)))
+    with torch.no_grad():
+        y = fr(x)
+    assert plan_shapes(plan) == [(k, tuple(v.shape)) for k, v in owner.state_dict().items()]
+    macs, act = plan_cost(plan, 99)  # the At parts fix the side: the walk's start is unused
+    assert (2 * macs, 2 * act) == tuple(map(sum, zip(*terms, strict=True)))
+    assert y.shape[-1] == -(-side // 2)

@@ -43,9 +43,9 @@ from torch import Tensor, nn
 
 from pfednas.search.arch import Arch, Dimension, TaskShape
 from pfednas.search.clone import ClonePlan, Slot
-from pfednas.search.cost_model import traced_cost_terms
-from pfednas.search.darts_cell import OP_NAMES, Cell, CellMask, EdgeMask
-from pfednas.search.ops import DynamicBatchNorm2d, DynamicConv2d, DynamicLinear
+from pfednas.search.darts_cell import OP_NAMES, Cell, CellMask, EdgeMask, cell_plan
+from pfednas.search.layers import BatchNorm, Container, Conv, Linear, Part, build_into
+from pfednas.search.ops import DynamicLinear, conv_out
 from pfednas.search.space import ElasticNet, SearchSpace
 
 __all__ = ["OP_NAMES", "Cell", "CellMask", "DartsNet", "DartsS2Space", "DartsSpec", "EdgeMask"]
@@ -63,6 +63,7 @@ _LETTERS = {"none": "o", "skip": "s", "sep": "c", "both": "b"}
 class DartsSpec:
     in_channels: int
     num_classes: int
+    image_size: int
     channels: int
     layers: int
     steps: int
@@ -73,33 +74,14 @@ class DartsSpec:
 class DartsNet(ElasticNet[CellMask]):
     """The DARTS s2 network built for one mask (the supernet: every op on every edge)."""
 
+    stem: nn.Sequential
+    cells: nn.ModuleList
+    classifier: DynamicLinear
+
     def __init__(self, spec: DartsSpec, mask: CellMask) -> None:
         super().__init__()
         self.config = mask
-        c_curr = spec.stem_multiplier * spec.channels
-        self.stem = nn.Sequential(
-            DynamicConv2d(spec.in_channels, c_curr, 3), DynamicBatchNorm2d(c_curr)
-        )
-        c_prev_prev, c_prev, c_curr = c_curr, c_curr, spec.channels
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(spec.layers):
-            reduction = i in (spec.layers // 3, 2 * spec.layers // 3)
-            c_curr = c_curr * 2 if reduction else c_curr
-            cell = Cell(
-                mask.edges(reduction),
-                steps=spec.steps,
-                multiplier=spec.multiplier,
-                c_prev_prev=c_prev_prev,
-                c_prev=c_prev,
-                c=c_curr,
-                reduction=reduction,
-                reduction_prev=reduction_prev,
-            )
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_prev_prev, c_prev = c_prev, spec.multiplier * c_curr
-        self.classifier = DynamicLinear(c_prev, spec.num_classes)
+        build_into(self, darts_net(spec, mask))
 
     def forward_config(self, x: Tensor, config: CellMask) -> Tensor:
         s0 = s1 = self.stem(x)
@@ -109,6 +91,43 @@ class DartsNet(ElasticNet[CellMask]):
 
     def head_parameter_names(self) -> list[str]:
         return ["classifier.weight", "classifier.bias"]
+
+
+def darts_net(spec: DartsSpec, mask: CellMask) -> list[Part]:
+    """:class:`DartsNet`'s plan for ``mask``: what builds it, shapes it and costs it.
+
+    Reduction cells at ``layers // 3`` and ``2 · layers // 3`` double the channels and
+    halve the side.
+    """
+    c_curr = spec.stem_multiplier * spec.channels
+    plan: list[Part] = [
+        Container("stem", nn.Sequential),
+        Conv("stem.0", spec.in_channels, c_curr, 3),
+        BatchNorm("stem.1", c_curr),
+        Container("cells", nn.ModuleList),
+    ]
+    c_prev_prev, c_prev, c_curr = c_curr, c_curr, spec.channels
+    sides = (spec.image_size, spec.image_size)
+    reduction_prev = False
+    for i in range(spec.layers):
+        reduction = i in (spec.layers // 3, 2 * spec.layers // 3)
+        c_curr = c_curr * 2 if reduction else c_curr
+        plan += cell_plan(
+            f"cells.{i}",
+            mask.edges(reduction),
+            steps=spec.steps,
+            multiplier=spec.multiplier,
+            c_prev_prev=c_prev_prev,
+            c_prev=c_prev,
+            c=c_curr,
+            reduction=reduction,
+            reduction_prev=reduction_prev,
+            sides=sides,
+        )
+        reduction_prev = reduction
+        c_prev_prev, c_prev = c_prev, spec.multiplier * c_curr
+        sides = (sides[1], conv_out(sides[1], 3, 2) if reduction else sides[1])
+    return plan + [Linear("classifier", c_prev, spec.num_classes, pooled=True)]
 
 
 class DartsS2Space(SearchSpace):
@@ -129,11 +148,7 @@ class DartsS2Space(SearchSpace):
         self.channels, self.layers, self.steps = channels, layers, steps
         self.multiplier, self.stem_multiplier = multiplier, stem_multiplier
         self.num_edges = sum(2 + i for i in range(steps))
-        self._full_cache: dict[
-            TaskShape, list[tuple[str, tuple[int, ...], tuple[int, int, int] | None]]
-        ] = {}
-        self._plan_cache: dict[TaskShape, tuple[DartsNet, ClonePlan | None]] = {}
-        self._op_cost_cache: dict[TaskShape, tuple[int, int, np.ndarray, np.ndarray]] = {}
+        self._clone_cache: dict[TaskShape, tuple[DartsNet, ClonePlan | None]] = {}
         choices = ("none", "skip", "sep", "both") if allow_empty_edges else ("skip", "sep", "both")
         self.dimensions = tuple(
             Dimension(f"{cell}_e{e}", choices)
@@ -184,84 +199,25 @@ class DartsS2Space(SearchSpace):
     def net_config(self, arch: Arch, task: TaskShape) -> CellMask:
         return self.mask(arch)
 
-    def state_shapes(self, config: CellMask, task: TaskShape) -> list[tuple[str, tuple[int, ...]]]:
-        """Full-size operations: the supernet's state minus the dropped operations."""
-        keep = (config.normal, config.reduce)
-        return [
-            (k, shape)
-            for k, shape, op in self._full_shapes(task)
-            if op is None or keep[op[0]][op[1]][op[2]]
-        ]
-
-    def _full_shapes(
-        self, task: TaskShape
-    ) -> list[tuple[str, tuple[int, ...], tuple[int, int, int] | None]]:
-        """Supernet state shapes, tagged (cell type, edge, op) when they belong to an edge op."""
-        if task not in self._full_cache:  # memo: one meta build per task shape
-            self._full_cache[task] = [
-                (k, v, self._op_of(k)) for k, v in super().state_shapes(self._full_mask(), task)
-            ]
-        return self._full_cache[task]
-
-    def _op_of(self, key: str) -> tuple[int, int, int] | None:
-        """(cell type, edge, op) of a state key or module name inside an edge op, else None."""
-        parts = key.split(".")
-        if len(parts) < 5 or parts[0] != "cells" or parts[2] != "edges":
-            return None
-        reduction = int(parts[1]) in (self.layers // 3, 2 * self.layers // 3)
-        return int(reduction), int(parts[3]), OP_NAMES.index(parts[4])
-
     def _full_mask(self) -> CellMask:
         return CellMask(*(((True, True),) * self.num_edges,) * 2)
-
-    def forward_cost(
-        self, config: CellMask, task: TaskShape, batch_size: int = 1
-    ) -> tuple[int, int]:
-        """Closed form: the supernet's per-module terms, minus the dropped operations.
-
-        Operations are full-size and feature-map shapes do not depend on the
-        mask, so every module contributes the same in any subnet as in the
-        supernet: one traced ``meta`` forward per task shape, then a masked sum.
-        """
-        fixed_macs, fixed_act, op_macs, op_act = self._op_costs(task)
-        keep = config.to_array()
-        macs = fixed_macs + int(op_macs[keep].sum())
-        act = fixed_act + int(op_act[keep].sum())
-        return macs * batch_size, act * batch_size
-
-    def _op_costs(self, task: TaskShape) -> tuple[int, int, np.ndarray, np.ndarray]:
-        """Per-sample (MACs, activations) outside edge ops, and summed per (cell type, edge, op)."""
-        if task not in self._op_cost_cache:
-            with torch.device("meta"):
-                net = self.build_net(self._full_mask(), task)
-            fixed, per_op = [0, 0], np.zeros((2, 2, self.num_edges, 2), dtype=np.int64)
-            for name, macs, act in traced_cost_terms(net, task, 1):
-                op = self._op_of(name)
-                if op is None:
-                    fixed[0] += macs
-                    fixed[1] += act
-                else:
-                    per_op[(0, *op)] += macs
-                    per_op[(1, *op)] += act
-            self._op_cost_cache[task] = (fixed[0], fixed[1], per_op[0], per_op[1])
-        return self._op_cost_cache[task]
 
     def _derive_template(
         self, config: CellMask, task: TaskShape, training: bool
     ) -> tuple[ElasticNet[CellMask], list[Slot]] | None:
         """The full ``meta`` network, cloned without the dropped operations' modules."""
-        if task not in self._plan_cache:
+        if task not in self._clone_cache:
             with torch.device("meta"):
                 full = self.build_net(self._full_mask(), task)
-            self._plan_cache[task] = (full, ClonePlan.of(full))
-        full, plan = self._plan_cache[task]
+            self._clone_cache[task] = (full, ClonePlan.of(full))
+        full, plan = self._clone_cache[task]
         if plan is None:
             return None
         keep = (config.normal, config.reduce)
         skip = frozenset(
             f"cells.{i}.edges.{e}.{name}"
-            for i, cell in enumerate(cast(list[Cell], full.cells))
-            for e, edge in enumerate(keep[int(cell.reduction)])
+            for i, c in enumerate(cast(list[Cell], full.cells))
+            for e, edge in enumerate(keep[int(c.reduction)])
             for name, kept in zip(OP_NAMES, edge, strict=True)
             if not kept
         )
@@ -270,14 +226,20 @@ class DartsS2Space(SearchSpace):
         net.config = config
         return net, slots
 
-    def build_net(self, config: CellMask, task: TaskShape) -> DartsNet:
-        spec = DartsSpec(
+    def spec(self, task: TaskShape) -> DartsSpec:
+        return DartsSpec(
             in_channels=task.in_channels,
             num_classes=task.num_classes,
+            image_size=task.image_size,
             channels=self.channels,
             layers=self.layers,
             steps=self.steps,
             multiplier=self.multiplier,
             stem_multiplier=self.stem_multiplier,
         )
-        return DartsNet(spec, config)
+
+    def build_net(self, config: CellMask, task: TaskShape) -> DartsNet:
+        return DartsNet(self.spec(task), config)
+
+    def net_plan(self, config: CellMask, task: TaskShape) -> list[Part]:
+        return darts_net(self.spec(task), config)

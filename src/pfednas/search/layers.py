@@ -12,8 +12,9 @@ read the same plan, so a layer is added in one place:
 
 The walks follow the feature map's side: a convolution sets it, every other part runs on the
 current map, or on the pooled one-pixel map when it is ``pooled`` (a squeeze-and-excitation
-gate, the classifier). The tests check the walks against a ``meta`` build and a traced
-forward pass of every registered space.
+gate, the classifier). A branch that starts from another map (an edge of a DARTS cell) wraps
+its first part in :class:`At`, which names the side it starts on. The tests check the walks
+against a ``meta`` build and a traced forward pass of every registered space.
 """
 
 from __future__ import annotations
@@ -108,14 +109,17 @@ class Linear:
 
 @dataclass(frozen=True)
 class BatchNorm:
+    """A :class:`DynamicBatchNorm2d`; ``affine=False``: no weight and bias (DARTS's cells)."""
+
     name: str
     channels: int
+    affine: bool = True
 
     def build(self) -> nn.Module:
-        return DynamicBatchNorm2d(self.channels)
+        return DynamicBatchNorm2d(self.channels, affine=self.affine)
 
     def shapes(self) -> Shapes:
-        stats = ("weight", "bias", "running_mean", "running_var")
+        stats = (("weight", "bias") if self.affine else ()) + ("running_mean", "running_var")
         out: Shapes = [(f"{self.name}.{n}", (self.channels,)) for n in stats]
         return out + [(f"{self.name}.num_batches_tracked", ())]
 
@@ -175,12 +179,34 @@ class Container:
         return 0, 0, side
 
 
+@dataclass(frozen=True)
+class At:
+    """``part`` run on a ``side``² map, whatever side the walk is at: the first part of a
+    branch (a DARTS edge reads one of its cell's inputs, not the previous edge's output)."""
+
+    part: Part
+    side: int
+
+    @property
+    def name(self) -> str:
+        return self.part.name
+
+    def build(self) -> nn.Module:
+        return self.part.build()
+
+    def shapes(self) -> Shapes:
+        return self.part.shapes()
+
+    def cost(self, side: int) -> Terms:
+        return self.part.cost(self.side)
+
+
 Plan = Sequence[Part]
 """A network's (or a block's) parts in construction and ``state_dict`` order."""
 
 
 def under(prefix: str, parts: Iterable[Part]) -> list[Part]:
-    """``parts`` renamed into the submodule ``prefix``."""
+    """``parts`` renamed into the submodule ``prefix`` (before any :class:`At` wraps them)."""
     return [replace(p, name=f"{prefix}.{p.name}") for p in parts]  # type: ignore[type-var]
 
 

@@ -184,9 +184,11 @@ class DynamicLayerNorm(nn.LayerNorm):
 
 
 def activation(name: str) -> nn.Module:
-    """An activation module by name (``relu``, ``hswish``, ``hsigmoid``, ``gelu``)."""
+    """An activation module by name (``relu``, ``hswish``, ``hsigmoid``, ``gelu``, and
+    ``identity``: DARTS's stride-1 ``skip_connect``)."""
     table: dict[str, type[nn.Module]] = {
-        "relu": nn.ReLU, "hswish": nn.Hardswish, "hsigmoid": nn.Hardsigmoid, "gelu": nn.GELU
+        "relu": nn.ReLU, "hswish": nn.Hardswish, "hsigmoid": nn.Hardsigmoid, "gelu": nn.GELU,
+        "identity": nn.Identity,
     }
     if name not in table:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(table)}")
