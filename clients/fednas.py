@@ -31,10 +31,11 @@ from pfednas.clients.common import (
 )
 from pfednas.clients.subnet import build_subnet, recalibrate_on
 from pfednas.nas.darts_search import ArchHyper, search_epochs
+from pfednas.options.baselines import FedNASRound
 from pfednas.search import DartsS2Space, TaskShape
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.train import get_arrays, set_arrays
-from pfednas.wire.messages import RoundConfig
+from pfednas.wire.messages import RoundConfig, Sgd
 
 
 class FedNASClient(NumPyClient):
@@ -48,8 +49,8 @@ class FedNASClient(NumPyClient):
         round_config = RoundConfig.read(config)
         net = DartsMixedNet(self.space, self.task)
         set_arrays(net, parameters)
-        arch = ArchHyper(lr=float(config["arch_lr"]),
-                         weight_decay=float(config["arch_weight_decay"]))
+        own = FedNASRound.read(config)
+        arch = ArchHyper(lr=own.arch_lr, weight_decay=own.arch_weight_decay)
         stats = search_epochs(net, self.env.data.train, self.env.data.val,
                               epochs=round_config.local_epochs,
                               hyper=hyper_from_config(config), arch=arch,
@@ -68,4 +69,4 @@ class FedNASClient(NumPyClient):
 
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:
         if self.bn_recalibrate:
-            recalibrate_on(net, self.env.data.train, int(config["batch_size"]), self.env.device)
+            recalibrate_on(net, self.env.data.train, Sgd.read(config).batch_size, self.env.device)

@@ -32,6 +32,7 @@ from pfednas.clients.common import (
     work_metrics,
 )
 from pfednas.edge.kept import AS_PUBLISHED, FINETUNED
+from pfednas.options.baselines import FedRepRound
 from pfednas.search import ElasticNet
 from pfednas.train import TrainStats, evaluate, get_arrays
 from pfednas.wire.messages import RoundConfig
@@ -69,12 +70,10 @@ class FedRepClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        round_config = RoundConfig.read(config)
+        phases = FedRepRound.read(config)
         net, split = self.model(parameters)
-        head = self._train(net, split.head_keys(), int(config["head_epochs"]), config,
-                           HEAD_PHASE)
-        body_epochs = int(config.get("body_epochs") or round_config.local_epochs)
-        body = self._train(net, split.body_keys(), body_epochs, config, BODY_PHASE)
+        head = self._train(net, split.head_keys(), phases.head_epochs, config, HEAD_PHASE)
+        body = self._train(net, split.body_keys(), phases.body_epochs, config, BODY_PHASE)
         arrays = get_arrays(net)
         self.state[HEAD_KEY] = ArrayRecord(numpy_ndarrays=take(arrays, split.head))
         metrics = {"train_loss": body.loss, "head_train_loss": head.loss,

@@ -37,7 +37,7 @@ from pfednas.nas.models import SmallCNN
 from pfednas.nas.phases import Phase
 from pfednas.search import SearchSpace, TaskShape
 from pfednas.train import evaluate, get_arrays, set_arrays, train_epochs
-from pfednas.wire.messages import RoundConfig
+from pfednas.wire.messages import RoundConfig, Sgd
 
 KNOWLEDGE_STREAM = 7  # train_generator phase key of knowledge-model training
 ARCH_SEPARATOR = ";"
@@ -94,7 +94,7 @@ class HAPFNASClient(NumPyClient):
         # their supernet positions, from which each (contained) subnet is cut
         supernet.scatter(self.space.arch_from_str(str(config["cover"])), parameters)
         supernet.eval()
-        batch_size, train, val = int(config["batch_size"]), self.env.data.train, self.env.data.val
+        batch_size, train, val = Sgd.read(config).batch_size, self.env.data.train, self.env.data.val
         if config.get("measure_on") == "train_val":  # never trained on: as unseen as val
             val = ArrayDataset(x=np.concatenate([train.x, val.x]),
                                y=np.concatenate([train.y, val.y]))

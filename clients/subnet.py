@@ -63,7 +63,7 @@ from pfednas.train import (
     set_arrays,
     train_epochs,
 )
-from pfednas.wire.messages import RoundConfig
+from pfednas.wire.messages import RoundConfig, Sgd
 from pfednas.wire.validation import PARAM
 
 
@@ -212,7 +212,7 @@ class SubnetClient(NumPyClient):
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> int:
         """Re-estimate ``net``'s BatchNorm statistics if asked; the samples passed."""
         if self.bn_recalibrate and config.get("recalibrate", True):
-            return recalibrate_on(net, self.env.data.train, int(config["batch_size"]),
+            return recalibrate_on(net, self.env.data.train, Sgd.read(config).batch_size,
                                   self.env.device)
         return 0
 

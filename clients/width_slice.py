@@ -44,7 +44,7 @@ from pfednas.search import ElasticNet
 from pfednas.search.ops import DynamicConv2d
 from pfednas.search.width import WidthSlicer, check_rate
 from pfednas.train import get_arrays, set_arrays, train_epochs
-from pfednas.wire.messages import WIDTH_RATE, RoundConfig
+from pfednas.wire.messages import WIDTH_RATE, RoundConfig, Sgd
 
 
 @contextmanager
@@ -137,4 +137,4 @@ class WidthSliceClient(NumPyClient):
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:
         """Static BatchNorm's statistics, estimated on the client's own train split."""
         if self.options.static_bn:
-            recalibrate_on(net, self.env.data.train, int(config["batch_size"]), self.env.device)
+            recalibrate_on(net, self.env.data.train, Sgd.read(config).batch_size, self.env.device)

@@ -58,7 +58,7 @@ from pfednas.strategies.gate import (
 )
 from pfednas.strategies.identity import ClientClaims
 from pfednas.strategies.outgoing import Outgoing
-from pfednas.wire.messages import Finetune, RoundConfig
+from pfednas.wire.messages import Finetune, RoundConfig, RoundEntries, Sgd
 from pfednas.wire.validation import (
     KNOWN_METRICS,
     REQUIRED_METRICS,
@@ -90,10 +90,12 @@ class PersonalizedStrategy(ClientClaims):
     :class:`StageResult`.
     """
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
-                 roster: Roster | None = None) -> None:
+    def __init__(self, *, budget: Budget, sgd: Sgd, roster: Roster | None = None,
+                 own_entries: RoundEntries | None = None) -> None:
+        """``sgd``: the clients' SGD; ``own_entries``: the method's own entries in every
+        train message (its options' ``round_entries``)."""
         self.budget = budget
-        self.train_config = dict(train_config)
+        self.sgd, self.own_entries = sgd, own_entries
         roster = Roster() if roster is None else roster
         self.node_of: dict[int, int] = {}
         self.pins: dict[int, bytes] | None = None if roster.pins is None else dict(roster.pins)
@@ -301,12 +303,13 @@ class PersonalizedStrategy(ClientClaims):
         return array_specs(sent, roles) if message_type == MessageType.TRAIN else []
 
     def round_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
-        """A message's config: the clients' SGD and the method's own training entries
-        (``train_config``), the round's entries (:class:`pfednas.wire.messages.RoundConfig`) and
+        """A message's config: the clients' SGD (:class:`pfednas.wire.messages.Sgd`), the
+        method's own entries, the round's (:class:`pfednas.wire.messages.RoundConfig`) and
         ``extra``."""
         entries = RoundConfig(server_round=server_round, local_epochs=self.budget.local_epochs,
                               lineage=self.lineage, fixed_arch=self.fixed_arch or "")
-        return {**self.train_config, **entries.to_config(), **extra}
+        own = {} if self.own_entries is None else self.own_entries.to_config()
+        return {**self.sgd.to_config(), **own, **entries.to_config(), **extra}
 
     def finetune_config(self, server_round: int, scope: str) -> dict[str, Any]:
         """An evaluation's fine-tuning entries (:class:`pfednas.wire.messages.Finetune`): F at

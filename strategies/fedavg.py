@@ -25,6 +25,7 @@ from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.messages import RoundEntries, Sgd
 from pfednas.wire.validation import array_specs
 
 
@@ -32,13 +33,13 @@ class FedAvgFTStrategy(PersonalizedStrategy):
     TRAIN_REQUIRES = ("train_loss",)
     arrays: list[np.ndarray]  # the global model (SPIDER: the supernet), in state_dict order
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
+    def __init__(self, *, budget: Budget, sgd: Sgd,
                  initial_arrays: list[np.ndarray], finetune_epochs: int,
                  finetune_scope: str = "full", array_roles: Sequence[str] | None = None,
-                 roster: Roster | None = None) -> None:
+                 roster: Roster | None = None, own_entries: RoundEntries | None = None) -> None:
         """``array_roles``: what each array is (``pfednas.wire.roles.state_roles`` of the
         model), so that replies' BatchNorm statistics are checked as statistics."""
-        super().__init__(budget=budget, train_config=train_config, roster=roster)
+        super().__init__(budget=budget, sgd=sgd, roster=roster, own_entries=own_entries)
         if finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
         check_scope("finetune_scope", finetune_scope, FINETUNE_SCOPES)

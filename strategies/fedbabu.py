@@ -14,7 +14,6 @@ each client fine-tunes the head (``finetune_scope: head``) or the whole model
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -22,18 +21,19 @@ from pfednas.options.baselines import FedBABUOptions  # noqa: F401 (re-exported)
 from pfednas.strategies.base import Budget
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
+from pfednas.wire.messages import Sgd
 
 
 class FedBABUStrategy(FedAvgFTStrategy):
     """FedAvg on the body; evaluation messages carry the fine-tuning mode and epochs."""
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
+    def __init__(self, *, budget: Budget, sgd: Sgd,
                  initial_body: list[np.ndarray], options: FedBABUOptions,
                  body_roles: Sequence[str] | None = None,
                  roster: Roster | None = None) -> None:
         # the mode travels as FedAvg+FT's finetune_scope, in its evaluation message's
         # fine-tuning entries (pfednas.wire.messages.Finetune)
-        super().__init__(budget=budget, train_config=train_config, roster=roster,
+        super().__init__(budget=budget, sgd=sgd, roster=roster,
                          initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
                          finetune_scope=options.finetune_scope, array_roles=body_roles)
         self.options = options

@@ -33,18 +33,18 @@ from pfednas.strategies.base import Budget
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.train import get_arrays, set_arrays
+from pfednas.wire.messages import Sgd
 from pfednas.wire.roles import state_roles
 
 
 class FedNASStrategy(FedAvgFTStrategy):
     """FedAvg on the mixed-op supernet (weights and α); evaluates the derived architecture."""
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any], net: DartsMixedNet,
+    def __init__(self, *, budget: Budget, sgd: Sgd, net: DartsMixedNet,
                  options: FedNASOptions,
                  roster: Roster | None = None) -> None:
-        arch_config = {"arch_lr": options.arch_lr, "arch_weight_decay": options.arch_weight_decay}
-        super().__init__(budget=budget, train_config={**train_config, **arch_config},
-                         roster=roster,
+        super().__init__(budget=budget, sgd=sgd, roster=roster,
+                         own_entries=options.round_entries(),
                          initial_arrays=get_arrays(net), finetune_epochs=options.finetune_epochs,
                          finetune_scope=options.finetune_scope, array_roles=state_roles(net))
         self.net, self.options = net, options

@@ -14,7 +14,6 @@ on the body arrays. Heads are never sent nor averaged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -22,18 +21,18 @@ from pfednas.options.baselines import FedRepOptions  # noqa: F401 (re-exported)
 from pfednas.strategies.base import Budget
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
+from pfednas.wire.messages import Sgd
 
 
 class FedRepStrategy(FedAvgFTStrategy):
     """FedAvg on the body; the per-round config tells clients the two phases' epochs."""
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
+    def __init__(self, *, budget: Budget, sgd: Sgd,
                  initial_body: list[np.ndarray], options: FedRepOptions,
                  body_roles: Sequence[str] | None = None,
                  roster: Roster | None = None) -> None:
-        phases = {"head_epochs": options.head_epochs,
-                  "body_epochs": options.body_epochs or budget.local_epochs}
-        super().__init__(budget=budget, train_config={**train_config, **phases}, roster=roster,
+        super().__init__(budget=budget, sgd=sgd, roster=roster,
+                         own_entries=options.round_entries(budget.local_epochs),
                          initial_arrays=initial_body, finetune_epochs=options.finetune_epochs,
                          array_roles=body_roles)
         self.options = options

@@ -70,6 +70,7 @@ from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas_distill import distill_round
 from pfednas.strategies.hapfnas_search import SearchState, search_all
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.messages import Sgd
 from pfednas.wire.roles import state_roles
 from pfednas.wire.validation import MetricSpec
 
@@ -79,7 +80,7 @@ ARCH_SEPARATOR = ";"
 class HAPFNASStrategy(PersonalizedStrategy):
     TRAIN_REQUIRES = ("val_accuracy",)
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
+    def __init__(self, *, budget: Budget, sgd: Sgd, supernet: Supernet,
                  options: HAPFNASOptions, transfer: TransferSet,
                  knowledge_fn: Callable[[], nn.Module],
                  roster: Roster | None = None,
@@ -87,7 +88,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
         """``profiles``: a simulation's (:func:`pfednas.methods.client_profiles`; a
         deployment's come from its nodes); ``client_budgets``: each client's budget in
         ``options.budget_metric`` where that is not memory (memory: the profiles')."""
-        super().__init__(budget=budget, train_config=train_config, roster=roster)
+        super().__init__(budget=budget, sgd=sgd, roster=roster)
         self.supernet, self.space, self.options = supernet, supernet.space, options
         self.finetune_epochs = options.finetune_epochs
         self.plan = options.plan(budget.num_rounds)
@@ -133,7 +134,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
     def cost(self, arch: Arch) -> Cost:
         """``arch``'s cost as a budget sees it (real bytes in a deployment: the calibrated
         upper bound; :func:`pfednas.search.memory_bound.budgeted_cost`)."""
-        batch = int(self.train_config.get("batch_size", 1))
+        batch = self.sgd.batch_size
         return budgeted_cost(self.supernet.cost(arch, batch_size=batch), self.space.name,
                              real_bytes=self.budget.deployment)
 

@@ -18,12 +18,13 @@ from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.messages import Sgd
 
 
 class LocalStrategy(PersonalizedStrategy):
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any],
+    def __init__(self, *, budget: Budget, sgd: Sgd,
                  roster: Roster | None = None) -> None:
-        super().__init__(budget=budget, train_config=train_config, roster=roster)
+        super().__init__(budget=budget, sgd=sgd, roster=roster)
         self.last_eval_round = 0
 
     def state(self) -> dict[str, np.ndarray]:

@@ -75,6 +75,7 @@ from pfednas.seeding import (
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.messages import Sgd
 from pfednas.wire.roles import state_roles
 
 FALLBACK_SAMPLES = 64
@@ -93,12 +94,12 @@ class TrainPlan:
 class PerFedRLNASStrategy(PersonalizedStrategy):
     TRAIN_REQUIRES = ("val_accuracy", "accuracy", "train_seconds")
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
+    def __init__(self, *, budget: Budget, sgd: Sgd, supernet: Supernet,
                  options: PerFedRLNASOptions,
                  roster: Roster | None = None) -> None:
         """``profiles``: a simulation's (:func:`pfednas.methods.client_profiles`; a
         deployment's nodes claim theirs on first contact)."""
-        super().__init__(budget=budget, train_config=train_config, roster=roster)
+        super().__init__(budget=budget, sgd=sgd, roster=roster)
         if options.new_clients >= budget.num_clients:
             raise ValueError("new_clients must leave at least one training client")
         if options.exploit_rounds > budget.num_rounds:
@@ -123,7 +124,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
     def cost(self, arch: Arch) -> Cost:
         """``arch``'s cost as a budget sees it (real bytes in a deployment: the calibrated
         upper bound; :func:`pfednas.search.memory_bound.budgeted_cost`)."""
-        cost = self.supernet.cost(arch, batch_size=int(self.train_config["batch_size"]))
+        cost = self.supernet.cost(arch, batch_size=self.sgd.batch_size)
         return budgeted_cost(cost, self.space.name, real_bytes=self.budget.deployment)
 
     def memory(self, arch: Arch) -> int:

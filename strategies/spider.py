@@ -35,6 +35,7 @@ from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.outgoing import Outgoing
 from pfednas.wire.archcode import arch_from_code, code_capacity
+from pfednas.wire.messages import Sgd
 from pfednas.wire.roles import state_roles
 from pfednas.wire.validation import MetricSpec
 
@@ -52,11 +53,11 @@ class SpiderStrategy(FedAvgFTStrategy):
     EVALUATE_REQUIRES = ("arch_code",)
     arrays: list[np.ndarray]  # the global supernet's state (FedAvgFTStrategy's)
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any], supernet: Supernet,
+    def __init__(self, *, budget: Budget, sgd: Sgd, supernet: Supernet,
                  participation: str = "all", finetune_epochs: int = 0,
                  finetune_scope: str = "full",
                  roster: Roster | None = None) -> None:
-        super().__init__(budget=budget, train_config=train_config, roster=roster,
+        super().__init__(budget=budget, sgd=sgd, roster=roster,
                          initial_arrays=supernet.state_arrays(), finetune_epochs=finetune_epochs,
                          finetune_scope=finetune_scope, array_roles=state_roles(supernet.net))
         if participation not in ("all", "sampled"):

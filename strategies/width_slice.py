@@ -40,7 +40,7 @@ from pfednas.search.width import LEADING, WidthSlicer, rate_label
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.outgoing import Outgoing
-from pfednas.wire.messages import WIDTH_RATE
+from pfednas.wire.messages import WIDTH_RATE, Sgd
 from pfednas.wire.validation import array_specs
 
 
@@ -54,10 +54,10 @@ class SlicePlan:
 class WidthSliceStrategy(PersonalizedStrategy):
     TRAIN_REQUIRES = ("train_loss",)
 
-    def __init__(self, *, budget: Budget, train_config: dict[str, Any], slicer: WidthSlicer,
+    def __init__(self, *, budget: Budget, sgd: Sgd, slicer: WidthSlicer,
                  initial_arrays: Sequence[np.ndarray], array_roles: Sequence[str],
                  options: HeteroFLOptions, roster: Roster | None = None) -> None:
-        super().__init__(budget=budget, train_config=train_config, roster=roster)
+        super().__init__(budget=budget, sgd=sgd, roster=roster)
         self.slicer, self.options = slicer, options
         self.extraction = type(options).EXTRACTION
         self.arrays = [np.asarray(a) for a in initial_arrays]
@@ -76,7 +76,7 @@ class WidthSliceStrategy(PersonalizedStrategy):
     # -- each client's rate ------------------------------------------------------------------
     def cost(self, rate: float) -> Cost:
         """The width-``rate`` slice's cost as a budget sees it (real bytes in a deployment)."""
-        cost = self.slicer.cost(rate, int(self.train_config["batch_size"]))
+        cost = self.slicer.cost(rate, self.sgd.batch_size)
         return budgeted_cost(cost, self.slicer.space.name, real_bytes=self.budget.deployment)
 
     def rate_of(self, client_id: int) -> float | None:

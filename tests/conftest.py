@@ -18,7 +18,10 @@ import pytest
 from flwr.app import Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from pfednas.wire.messages import Sgd
+
 REPO = Path(__file__).resolve().parents[1]
+SGD = Sgd(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=16)  # strategies built by hand
 PFEDNAS = Path(sys.executable).parent / "pfednas"
 
 

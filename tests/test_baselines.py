@@ -39,6 +39,7 @@ from pfednas.strategies import (
 )
 from pfednas.strategies.budget import Roster
 from pfednas.train import Hyper, get_arrays, set_arrays
+from pfednas.wire.messages import Sgd
 
 TASK = TaskShape(num_classes=10, in_channels=1, image_size=8)
 CONFIG = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 8,
@@ -141,7 +142,7 @@ def test_fedrep_client_keeps_its_head_and_sends_only_the_body() -> None:
 
 def test_fedrep_strategy_sends_and_averages_only_the_body(run_id: None) -> None:
     body = initial_body(_settings("fedrep"))
-    strategy = FedRepStrategy(budget=_budget(), train_config=CONFIG, initial_body=body,
+    strategy = FedRepStrategy(budget=_budget(), sgd=Sgd.read(CONFIG), initial_body=body,
                               options=FedRepOptions(head_epochs=2))
 
     messages = _sent(strategy)
@@ -192,7 +193,7 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
     # "head" is FedBABU's default: between da6c3ef and its fix the evaluation message said
     # "full" whatever the option (FedAvg+FT's finetune_scope default overrode it)
     body = initial_body(_settings("fedbabu"))
-    strategy = FedBABUStrategy(budget=_budget(), train_config=CONFIG, initial_body=body,
+    strategy = FedBABUStrategy(budget=_budget(), sgd=Sgd.read(CONFIG), initial_body=body,
                                options=FedBABUOptions(finetune_scope=mode, finetune_epochs=3))
     _sent(strategy)
     updates = [[np.full_like(a, i) for a in body] for i in (1, 3)]
@@ -217,7 +218,7 @@ def test_fedbabu_built_from_its_config_fine_tunes_the_mode_it_names(
     # the whole path a run takes: method=fedbabu's config -> the registry's strategy -> the
     # final evaluation message the client reads its fine-tuning mode from
     settings = settings_from_cfg(compose(["method=fedbabu", "method.arch=min", *overrides]))
-    strategy = METHODS["fedbabu"].strategy(settings, _budget(), CONFIG, Roster())
+    strategy = METHODS["fedbabu"].strategy(settings, _budget(), Sgd.read(CONFIG), Roster())
     strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
 
     messages = list(strategy.configure_evaluate(3))
@@ -262,7 +263,7 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
     net = DartsMixedNet(SPACE, TASK)
     keys = list(net.state_dict())
     alpha = [keys.index(k) for k in ALPHA_KEYS]
-    strategy = FedNASStrategy(budget=_budget(), train_config=CONFIG, net=net,
+    strategy = FedNASStrategy(budget=_budget(), sgd=Sgd.read(CONFIG), net=net,
                               options=FedNASOptions(finetune_epochs=2))
     start = [a.copy() for a in strategy.arrays]
 
@@ -431,7 +432,7 @@ def test_fedavg_and_fednas_finetuning_scope_head_leaves_the_body_as_sent(
         sent, extra = get_arrays(model_fn()), {}
         client: Any = fedavg_client.FedAvgClient(ENV, model_fn,
                                                   fixed_arch(_settings("fedavg")))
-        strategy: Any = FedAvgFTStrategy(budget=_budget(), train_config=CONFIG,
+        strategy: Any = FedAvgFTStrategy(budget=_budget(), sgd=Sgd.read(CONFIG),
                                          initial_arrays=sent, finetune_epochs=2,
                                          finetune_scope=scope)
     else:
@@ -439,7 +440,7 @@ def test_fedavg_and_fednas_finetuning_scope_head_leaves_the_body_as_sent(
         arch = mixed.derive()
         sent, extra = get_arrays(mixed.extract(arch)), {"arch": arch.to_str()}
         client = FedNASClient(ENV, SPACE, TASK, bn_recalibrate=False)
-        strategy = FedNASStrategy(budget=_budget(), train_config=CONFIG, net=mixed,
+        strategy = FedNASStrategy(budget=_budget(), sgd=Sgd.read(CONFIG), net=mixed,
                                   options=FedNASOptions(finetune_epochs=2, finetune_scope=scope))
     strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
     request = list(strategy.configure_evaluate(3))[0]

@@ -19,6 +19,7 @@ from pfednas.methods.build import build_strategy
 from pfednas.strategies import Budget, FedAvgFTStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.identity import NODE_KEYS_ENV, claim_problem, pinned_keys
+from tests.conftest import SGD
 
 WEIGHTS = [np.zeros(3, np.float32)]
 
@@ -68,7 +69,7 @@ def strategy(num_clients: int = 3, pins: dict[int, bytes] | None = None) -> FedA
     return FedAvgFTStrategy(
         budget=Budget(num_clients=num_clients, clients_per_round=num_clients, num_rounds=1,
                       local_epochs=1, eval_every=1, round_timeout=1.0, seed=0),
-        train_config={}, initial_arrays=WEIGHTS, finetune_epochs=0, roster=Roster(pins=pins))
+        sgd=SGD, initial_arrays=WEIGHTS, finetune_epochs=0, roster=Roster(pins=pins))
 
 
 # -- claims, as a pure function --------------------------------------------------------------------

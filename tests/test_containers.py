@@ -38,7 +38,7 @@ from pfednas.search.memory_bound import budgeted_cost
 from pfednas.strategies import Budget
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
-from tests.conftest import REPO
+from tests.conftest import REPO, SGD
 
 SCRIPTS = REPO / "scripts" / "containers"
 CONTAINERS_CONF = SCRIPTS / "containers.conf"
@@ -123,7 +123,7 @@ def test_a_deployed_fits_all_writes_the_architecture_it_chose_into_the_summary()
                for cid, mb in enumerate([1155.6, 336.6, 53.3])}
     roster = fits_all_roster(settings, Roster(profiles=claimed, profile_bounds=ProfileBounds()),
                              deployment=True, model=None)
-    strategy = FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=[],
+    strategy = FedAvgFTStrategy(budget=budget, sgd=SGD, initial_arrays=[],
                                 finetune_epochs=0, roster=roster)
 
     # Execute: what connect does once every claim is in, then the summary's entries

@@ -43,7 +43,7 @@ from pfednas.strategies import Budget
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas import HAPFNASOptions, HAPFNASStrategy
 from pfednas.strategies.hapfnas_search import SearchState, search_client
-from tests.conftest import spread
+from tests.conftest import SGD, spread
 
 
 def small_supernet(seed: int = 0) -> Supernet:
@@ -185,7 +185,7 @@ def make_strategy(**options: Any) -> HAPFNASStrategy:
     opts = HAPFNASOptions.from_config({"distill_rounds": 2, "search_rounds": 1, **options})
     x = synthetic_inputs(40, (1, 8, 8), np.random.default_rng(0))
     supernet = small_supernet()
-    return HAPFNASStrategy(budget=budget, train_config={"batch_size": 16},
+    return HAPFNASStrategy(budget=budget, sgd=SGD,
                            supernet=supernet, options=opts,
                            roster=Roster(profiles=spread(supernet, 3, memory_low=0.6)),
                            transfer=TransferSet(distill=x[:32], heldout=x[32:]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pfednas.options.baselines import FedNASOptions, FedRepOptions, FedRepRound
 from pfednas.strategies import Budget, FedAvgFTStrategy
 from pfednas.wire.messages import FINETUNE_SCOPE, Finetune, RoundConfig, Sgd
 
@@ -27,6 +28,21 @@ def test_optional_entries_are_left_out_and_read_back_as_their_defaults() -> None
     assert Finetune.read({}) == Finetune() and Finetune.read({}, "head").scope == "head"
 
 
+def test_a_methods_own_entries_are_declared_beside_its_options_and_read_back_typed() -> None:
+    # FedRep's body epochs default to the federation's local epochs; FedNAS's α optimiser
+    phases = FedRepOptions(head_epochs=2).round_entries(local_epochs=3)
+    arch = FedNASOptions(arch_lr=0.01).round_entries()
+
+    config = {**phases.to_config(), **arch.to_config()}
+    received = {k: str(v) for k, v in config.items()}  # a transport that kept only text
+
+    assert config == {"head_epochs": 2, "body_epochs": 3, "arch_lr": 0.01,
+                      "arch_weight_decay": 1e-3}
+    assert FedRepRound.read(received) == phases and type(arch).read(received) == arch
+    with pytest.raises(KeyError, match="body_epochs"):
+        FedRepRound.read({"head_epochs": 1})
+
+
 def test_a_scope_outside_full_and_head_is_refused_naming_the_key() -> None:
     with pytest.raises(ValueError, match=FINETUNE_SCOPE):
         Finetune.read({FINETUNE_SCOPE: "body"})
@@ -37,7 +53,7 @@ def test_the_servers_final_evaluation_config_reads_back_as_it_was_built() -> Non
     budget = Budget(num_clients=2, clients_per_round=2, num_rounds=2, local_epochs=3,
                     eval_every=1, round_timeout=1.0, seed=0, finetune_both=True)
     sgd = Sgd(lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=8)
-    strategy = FedAvgFTStrategy(budget=budget, train_config=sgd.to_config(), initial_arrays=[],
+    strategy = FedAvgFTStrategy(budget=budget, sgd=sgd, initial_arrays=[],
                                 finetune_epochs=10, finetune_scope="head")
 
     # Execute

@@ -33,6 +33,7 @@ from pfednas.settings import RunSettings
 from pfednas.strategies import Budget, FedAvgFTStrategy, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.outgoing import Outgoing
+from pfednas.wire.messages import Sgd
 
 NAME = "server_step"
 SMALL = ["federation.num_clients=3", "federation.clients_per_round=3", "federation.num_rounds=1",
@@ -63,12 +64,12 @@ class ServerStepStrategy(FedAvgFTStrategy):
         return result
 
 
-def server_step_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+def server_step_strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
                          roster: Roster) -> PersonalizedStrategy:
     options: ServerStepOptions = settings.options
     arrays, roles = model_arrays(settings)
     return ServerStepStrategy(
-        server_lr=options.server_lr, budget=budget, train_config=train_config,
+        server_lr=options.server_lr, budget=budget, sgd=sgd,
         initial_arrays=arrays, array_roles=roles, finetune_epochs=options.finetune_epochs,
         finetune_scope=options.finetune_scope,
         roster=fits_all_roster(settings, roster, deployment=budget.deployment,

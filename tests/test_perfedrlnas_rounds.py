@@ -18,7 +18,7 @@ from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.perfedrlnas import TrainPlan
-from tests.conftest import AnsweringGrid, spread
+from tests.conftest import SGD, AnsweringGrid, spread
 
 Answer = Callable[[Message], RecordDict | None]
 
@@ -37,7 +37,7 @@ def make_strategy(*, clients: int = 3, per_round: int = 2, min_replies: int = 1,
                     min_replies=min_replies)
     supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     strategy = PerFedRLNASStrategy(
-        budget=budget, train_config={"batch_size": 16}, supernet=supernet,
+        budget=budget, sgd=SGD, supernet=supernet,
         options=PerFedRLNASOptions(**options), roster=Roster(profiles=spread(supernet, clients)))
     strategy.node_of = {c: 100 + c for c in range(clients)}
     return strategy

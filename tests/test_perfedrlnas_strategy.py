@@ -11,7 +11,7 @@ from pfednas.nas.policy import PolicyState
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.budget import Roster
-from tests.conftest import spread
+from tests.conftest import SGD, spread
 
 BUDGET = Budget(num_clients=3, clients_per_round=2, num_rounds=2, local_epochs=1,
                 eval_every=1, round_timeout=10, seed=0)
@@ -22,7 +22,7 @@ def make_strategy(**options: object) -> PerFedRLNASStrategy:
                       conv_kernels=[3, 5], transformer_widths=[[16, 24], [24, 32]],
                       transformer_depths=[1, 2], heads=[1, 2], head_dim=8, mlp_ratios=[2, 3])
     supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
-    return PerFedRLNASStrategy(budget=BUDGET, train_config={"batch_size": 16},
+    return PerFedRLNASStrategy(budget=BUDGET, sgd=SGD,
                                supernet=supernet, options=PerFedRLNASOptions(**options),  # type: ignore[arg-type]
                                roster=Roster(profiles=spread(supernet, 3)))
 

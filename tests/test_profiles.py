@@ -39,7 +39,7 @@ from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.hapfnas import HAPFNASOptions
 from pfednas.strategies.outgoing import Outgoing
-from tests.conftest import spread
+from tests.conftest import SGD, spread
 
 # HEAD's draws (before profiles existed) for `method=perfedrlnas seed=3` on the default
 # digits federation: each memory budget ÷ the largest subnet's training memory, and each
@@ -237,7 +237,7 @@ class QueryGrid:
 def deployed_fedavg(clients: int = 3) -> FedAvgFTStrategy:
     budget = Budget(num_clients=clients, clients_per_round=clients, num_rounds=1,
                     local_epochs=1, eval_every=1, round_timeout=0.5, seed=0, deployment=True)
-    return FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=[],
+    return FedAvgFTStrategy(budget=budget, sgd=SGD, initial_arrays=[],
                             finetune_epochs=0, roster=Roster(profile_bounds=BOUNDS))
 
 
@@ -262,7 +262,7 @@ def test_connect_binds_claimed_profiles_and_refuses_a_node_outside_the_bounds(
 def test_a_simulation_reads_no_profile_from_the_nodes() -> None:
     budget = Budget(num_clients=2, clients_per_round=2, num_rounds=1, local_epochs=1,
                     eval_every=1, round_timeout=1.0, seed=0)
-    strategy = FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=[],
+    strategy = FedAvgFTStrategy(budget=budget, sgd=SGD, initial_arrays=[],
                                 finetune_epochs=0)
 
     strategy.connect(QueryGrid([None, None]), poll_seconds=0.05)  # type: ignore[arg-type]
@@ -335,7 +335,7 @@ def perfed(*, deployment: bool, **options: Any) -> PerFedRLNASStrategy:
                     eval_every=1, round_timeout=10, seed=0, deployment=deployment)
     supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     strategy = PerFedRLNASStrategy(
-        budget=budget, train_config={"batch_size": 16}, supernet=supernet,
+        budget=budget, sgd=SGD, supernet=supernet,
         options=PerFedRLNASOptions(**options),
         roster=Roster(profiles={} if deployment else spread(supernet, 3)))
     strategy.node_of = {c: 100 + c for c in range(3)}
@@ -402,7 +402,7 @@ def test_hapfnas_in_a_deployment_budgets_memory_only() -> None:
                     eval_every=1, round_timeout=10, seed=0, deployment=True)
 
     with pytest.raises(ValueError, match="method.budget_metric must be memory"):
-        hapfnas_strategy(settings, budget, {"batch_size": 32}, Roster())
+        hapfnas_strategy(settings, budget, SGD, Roster())
     assert HAPFNASOptions.from_config({}).budget_metric == "memory"
 
 

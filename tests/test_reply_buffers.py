@@ -33,7 +33,7 @@ from pfednas.wire.validation import (
     array_specs,
     check_arrays,
 )
-from tests.conftest import spread
+from tests.conftest import SGD, spread
 
 METRICS = {"num_examples": 1, "train_loss": 1.0, "train_seconds": 0.1, "val_accuracy": 0.5,
            "accuracy": 0.5, "arch_code": 0}
@@ -115,7 +115,7 @@ def hapfnas() -> HAPFNASStrategy:
     options = HAPFNASOptions.from_config({"distill_rounds": 2, "search_rounds": 1,
                                           "distill": {"steps": 3, "batch_size": 8}})
     x = synthetic_inputs(40, (1, 8, 8), np.random.default_rng(0))
-    strategy = HAPFNASStrategy(budget=budget, train_config={"batch_size": 16}, supernet=supernet,
+    strategy = HAPFNASStrategy(budget=budget, sgd=SGD, supernet=supernet,
                                options=options,
                                roster=Roster(profiles=spread(supernet, 3, memory_low=0.6)),
                                transfer=TransferSet(distill=x[:32],
@@ -157,7 +157,7 @@ def perfedrlnas() -> PerFedRLNASStrategy:
     supernet = space.build_supernet(num_classes=10, in_channels=1, image_size=8)
     budget = Budget(num_clients=3, clients_per_round=3, num_rounds=2, local_epochs=1,
                     eval_every=1, round_timeout=10, seed=0)
-    strategy = PerFedRLNASStrategy(budget=budget, train_config={"batch_size": 16},
+    strategy = PerFedRLNASStrategy(budget=budget, sgd=SGD,
                                    supernet=supernet, options=PerFedRLNASOptions(),
                                    roster=Roster(profiles=spread(supernet, 3, memory_low=1.0)))
     strategy.node_of = {c: 100 + c for c in range(3)}

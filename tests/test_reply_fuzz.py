@@ -44,7 +44,7 @@ from pfednas.wire.validation import (
     check_arrays,
     npy_payload_problem,
 )
-from tests.conftest import flower_task_identity
+from tests.conftest import SGD, flower_task_identity
 from tests.test_reply_buffers import perfedrlnas
 
 FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=True,
@@ -248,7 +248,7 @@ def fedavg() -> FedAvgFTStrategy:
     strategy = FedAvgFTStrategy(
         budget=Budget(num_clients=3, clients_per_round=3, num_rounds=2, local_epochs=1,
                       eval_every=1, round_timeout=60.0, seed=0),
-        train_config={}, initial_arrays=WEIGHTS, finetune_epochs=0, array_roles=ROLES,
+        sgd=SGD, initial_arrays=WEIGHTS, finetune_epochs=0, array_roles=ROLES,
         roster=Roster(partition_sizes=(50, 50, 50)))
     strategy.node_of = {c: 100 + c for c in range(3)}
     return strategy

@@ -36,6 +36,7 @@ from pfednas.wire.validation import (
     npy_payload_problem,
     parse_dtype,
 )
+from tests.conftest import SGD
 
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
 
@@ -50,7 +51,7 @@ def budget(**kw: Any) -> Budget:
 
 
 def fedavg(partition_sizes: tuple[int, ...] | None = None, **kw: Any) -> FedAvgFTStrategy:
-    strategy = FedAvgFTStrategy(budget=budget(**kw), train_config={},
+    strategy = FedAvgFTStrategy(budget=budget(**kw), sgd=SGD,
                                 initial_arrays=WEIGHTS, finetune_epochs=0,
                                 roster=Roster(partition_sizes=partition_sizes))
     strategy.node_of = {c: 100 + c for c in range(3)}
@@ -246,7 +247,7 @@ def test_weighting_and_tolerance_are_validated_config() -> None:
 def spider() -> SpiderStrategy:
     supernet = DartsS2Space(channels=4, layers=3).build_supernet(
         num_classes=4, in_channels=1, image_size=8)
-    strategy = SpiderStrategy(budget=budget(), train_config={}, supernet=supernet)
+    strategy = SpiderStrategy(budget=budget(), sgd=SGD, supernet=supernet)
     strategy.node_of = {c: 100 + c for c in range(3)}
     return strategy
 

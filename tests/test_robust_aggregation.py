@@ -31,6 +31,7 @@ from pfednas.strategies import Budget, FedAvgFTStrategy
 from pfednas.strategies.base import PersonalizedStrategy
 from pfednas.strategies.budget import DEPLOYMENT_AGGREGATION
 from pfednas.wire.validation import PARAM
+from tests.conftest import SGD
 from tests.test_reply_buffers import hapfnas, perfedrlnas
 
 MEDIAN = AggregationRule("median")
@@ -250,7 +251,7 @@ def test_fedavg_under_the_median_leaves_out_a_shifted_reply_and_says_so() -> Non
         budget=Budget(num_clients=3, clients_per_round=3, num_rounds=1, local_epochs=1,
                       eval_every=1, round_timeout=60.0, seed=0, update_norm_bound=10.0,
                       aggregation=MEDIAN),
-        train_config={}, initial_arrays=WEIGHTS, finetune_epochs=0)
+        sgd=SGD, initial_arrays=WEIGHTS, finetune_epochs=0)
     strategy.node_of = {c: 100 + c for c in range(3)}
     list(strategy.configure_train(1))
     honest = [trained(WEIGHTS, 0), trained(WEIGHTS, 1)]

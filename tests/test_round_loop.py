@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
 from pfednas.records import RoundRecord, StageResult
 from pfednas.strategies import Budget, FedAvgFTStrategy
-from tests.conftest import AnsweringGrid
+from tests.conftest import SGD, AnsweringGrid
 
 WEIGHTS = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
 SENT_BYTES = sum(a.nbytes for a in WEIGHTS)
@@ -26,7 +26,7 @@ def fedavg(**budget: object) -> FedAvgFTStrategy:
                 "eval_every": 1, "round_timeout": 0.2, "eval_timeout": 0.2, "seed": 0,
                 **budget}
     strategy = FedAvgFTStrategy(budget=Budget(**settings),  # type: ignore[arg-type]
-                                train_config={}, initial_arrays=WEIGHTS, finetune_epochs=2)
+                                sgd=SGD, initial_arrays=WEIGHTS, finetune_epochs=2)
     strategy.node_of = {c: 100 + c for c in range(3)}
     return strategy
 

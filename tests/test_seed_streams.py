@@ -21,6 +21,7 @@ from pfednas.nas.models import build_model
 from pfednas.seeding import LEAVES, STREAMS
 from pfednas.strategies.base import Budget
 from pfednas.strategies.fedavg import FedAvgFTStrategy
+from tests.conftest import SGD
 
 REPO = Path(__file__).resolve().parents[1]
 SCANNED = (REPO / "src" / "pfednas", REPO / "strategies", REPO / "clients")
@@ -237,7 +238,7 @@ def test_client_sampling_of_round_r_is_not_the_cap_stream_of_client_r(
     load_raw(spec.name, seed=spec.seed, synthetic_samples=spec.synthetic_samples)
     budget = Budget(num_clients=CLIENTS, clients_per_round=2, num_rounds=CLIENTS,
                     local_epochs=1, eval_every=1, round_timeout=1.0, seed=SEED)
-    strategy = FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=[],
+    strategy = FedAvgFTStrategy(budget=budget, sgd=SGD, initial_arrays=[],
                                 finetune_epochs=0)
     log = EntropyLog(monkeypatch)
 

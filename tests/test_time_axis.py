@@ -52,7 +52,7 @@ from pfednas.seeding import STREAMS
 from pfednas.strategies import Budget, FedAvgFTStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.train import Hyper, train_epochs
-from tests.conftest import AnsweringGrid
+from tests.conftest import SGD, AnsweringGrid
 
 # Messages need the task identity Flower sets inside a run (conftest.run_id).
 pytestmark = pytest.mark.usefixtures("run_id")
@@ -174,7 +174,7 @@ PROFILES = simulated_profiles(3, HardwareSpread(), 1.0, seed=4)
 def fedavg(clients: int = 3) -> FedAvgFTStrategy:
     budget = Budget(num_clients=clients, clients_per_round=2, num_rounds=1, local_epochs=1,
                     eval_every=1, round_timeout=0.2, eval_timeout=0.2, seed=4)
-    strategy = FedAvgFTStrategy(budget=budget, train_config={}, initial_arrays=WEIGHTS,
+    strategy = FedAvgFTStrategy(budget=budget, sgd=SGD, initial_arrays=WEIGHTS,
                                 finetune_epochs=0, roster=Roster(profiles=PROFILES))
     strategy.node_of = {c: 100 + c for c in range(clients)}
     return strategy

@@ -25,6 +25,7 @@ from pfednas.strategies.robust import (
     upper_median,
 )
 from pfednas.wire.validation import MAX_PARAM, PARAM
+from tests.conftest import SGD
 from tests.test_reply_buffers import hapfnas, perfedrlnas
 
 WEIGHTS: list[np.ndarray] = [np.full((2, 3), 0.5, np.float32), np.zeros(4, np.float32),
@@ -105,7 +106,7 @@ def fedavg(**budget: Any) -> FedAvgFTStrategy:
     strategy = FedAvgFTStrategy(
         budget=Budget(num_clients=3, clients_per_round=3, num_rounds=2, local_epochs=1,
                       eval_every=1, round_timeout=60.0, seed=0, **budget),
-        train_config={}, initial_arrays=WEIGHTS, finetune_epochs=0)
+        sgd=SGD, initial_arrays=WEIGHTS, finetune_epochs=0)
     strategy.node_of = {c: 100 + c for c in range(3)}
     return strategy
 

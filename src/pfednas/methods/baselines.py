@@ -4,7 +4,6 @@ Local, FedRep and FedBABU (their strategies in ``strategies/``, their clients in
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from flwr.app import Context
@@ -30,6 +29,7 @@ from pfednas.strategies import Budget, FedAvgFTStrategy, LocalStrategy, Personal
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedbabu import FedBABUStrategy
 from pfednas.strategies.fedrep import FedRepStrategy
+from pfednas.wire.messages import Sgd
 
 
 def averaged_strategy(arrays_of: Callable[[RunSettings], tuple[list[np.ndarray], list[str]]]
@@ -37,12 +37,12 @@ def averaged_strategy(arrays_of: Callable[[RunSettings], tuple[list[np.ndarray],
     """The construction of FedAvg+FT's server on the arrays ``arrays_of(settings)`` gives
     (the whole model: FedAvg's; the model without its BatchNorm entries: FedBN's, whose
     clients keep them)."""
-    def build(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+    def build(settings: RunSettings, budget: Budget, sgd: Sgd,
               roster: Roster) -> PersonalizedStrategy:
         options: FedAvgOptions = settings.options
         arrays, roles = arrays_of(settings)
         return FedAvgFTStrategy(
-            budget=budget, train_config=train_config, initial_arrays=arrays, array_roles=roles,
+            budget=budget, sgd=sgd, initial_arrays=arrays, array_roles=roles,
             finetune_epochs=options.finetune_epochs, finetune_scope=options.finetune_scope,
             roster=fits_all_roster(settings, roster, deployment=budget.deployment,
                                    model=arrays_of))
@@ -69,10 +69,10 @@ def fedbn_client(settings: RunSettings, env: ClientEnv, context: Context) -> Num
     return FedBNClient(env, fixed_model_fn(settings), fixed_arch(settings), context.state)
 
 
-def local_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+def local_strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
                    roster: Roster) -> PersonalizedStrategy:
     # a deployed fits_all: the clients hold the model, the strategy only names it
-    return LocalStrategy(budget=budget, train_config=train_config,
+    return LocalStrategy(budget=budget, sgd=sgd,
                          roster=fits_all_roster(settings, roster, deployment=budget.deployment,
                                                 model=None))
 
@@ -85,10 +85,10 @@ def body_strategy(strategy: Callable[..., PersonalizedStrategy]
                   ) -> StrategyBuilder:
     """The construction of a strategy that averages the body only (FedRep, FedBABU): the
     seeded initial body, its arrays' roles and the method's options."""
-    def build(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+    def build(settings: RunSettings, budget: Budget, sgd: Sgd,
               roster: Roster) -> PersonalizedStrategy:
         body, roles = body_arrays(settings)
-        return strategy(budget=budget, train_config=train_config, initial_body=body,
+        return strategy(budget=budget, sgd=sgd, initial_body=body,
                         body_roles=roles, options=settings.options,
                         roster=fits_all_roster(settings, roster, deployment=budget.deployment,
                                                model=body_arrays))

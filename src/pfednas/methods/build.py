@@ -53,8 +53,8 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None, lin
                                                      deployment=claiming),
                     aggregation=aggregation_for(fed.aggregation, fed.trim_fraction,
                                                 deployment=claiming))
-    train_config = Sgd(lr=fed.lr, momentum=fed.momentum, weight_decay=fed.weight_decay,
-                       batch_size=fed.batch_size).to_config()
+    sgd = Sgd(lr=fed.lr, momentum=fed.momentum, weight_decay=fed.weight_decay,
+              batch_size=fed.batch_size)
     if claiming:
         roster = deployment_roster(settings, claimed or {})
     elif deployment:  # the simulation's profiles; num_examples bounded by first reports
@@ -62,7 +62,7 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None, lin
     else:
         roster = Roster(profiles=client_profiles(settings),
                         partition_sizes=partition_sizes(settings))
-    return METHODS[settings.method].strategy(settings, budget, train_config,
+    return METHODS[settings.method].strategy(settings, budget, sgd,
                                              dataclasses.replace(roster, lineage=lineage))
 
 

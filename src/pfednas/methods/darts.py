@@ -3,8 +3,6 @@ with the local architecture fixed) and the global federated NAS reference FedNAS
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from flwr.app import Context
 from flwr.client import NumPyClient
@@ -23,6 +21,7 @@ from pfednas.seeding import MODEL_INIT, int_seed
 from pfednas.strategies import Budget, PersonalizedStrategy, SpiderStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fednas import FedNASStrategy
+from pfednas.wire.messages import Sgd
 
 
 def spider_options(settings: RunSettings) -> SpiderOptions:
@@ -40,11 +39,11 @@ def darts_space(settings: RunSettings) -> DartsS2Space:
     return space
 
 
-def spider_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+def spider_strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
                     roster: Roster) -> PersonalizedStrategy:
     darts_space(settings)
     options = spider_options(settings)
-    return SpiderStrategy(budget=budget, train_config=train_config,
+    return SpiderStrategy(budget=budget, sgd=sgd,
                           supernet=seeded_supernet(settings),
                           participation=options.participation,
                           finetune_epochs=options.finetune_epochs,
@@ -60,13 +59,13 @@ def spider_client(settings: RunSettings, env: ClientEnv, context: Context) -> Nu
                         checkpoint_dir=directory)
 
 
-def fednas_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+def fednas_strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
                     roster: Roster) -> PersonalizedStrategy:
     space = darts_space(settings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int_seed(settings.seed, MODEL_INIT))
         net = DartsMixedNet(space, task_shape(settings))
-    return FedNASStrategy(budget=budget, train_config=train_config, net=net,
+    return FedNASStrategy(budget=budget, sgd=sgd, net=net,
                           options=settings.options, roster=roster)
 
 

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flwr.app import Context
 from flwr.client import NumPyClient
 
@@ -20,6 +18,7 @@ from pfednas.strategies import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.in_budget import InBudgetStrategy
 from pfednas.strategies.width_slice import WidthSliceStrategy
+from pfednas.wire.messages import Sgd
 from pfednas.wire.roles import state_roles
 
 
@@ -27,12 +26,12 @@ def width_slicer(settings: RunSettings) -> WidthSlicer:
     return WidthSlicer(get_space(**settings.search_space), task_shape(settings))
 
 
-def width_slice_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+def width_slice_strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
                          roster: Roster) -> PersonalizedStrategy:
     """HeteroFL / FedRolex (the options say which extraction): the seeded global model (the
     space's largest network, the same initial weights every method's supernet has)."""
     supernet = seeded_supernet(settings)
-    return WidthSliceStrategy(budget=budget, train_config=train_config,
+    return WidthSliceStrategy(budget=budget, sgd=sgd,
                               slicer=WidthSlicer(supernet.space, supernet.task),
                               initial_arrays=supernet.state_arrays(),
                               array_roles=state_roles(supernet.net), options=settings.options,
@@ -45,13 +44,13 @@ def width_slice_client(settings: RunSettings, env: ClientEnv, context: Context
                             settings.options)
 
 
-def in_budget_strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+def in_budget_strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
                        roster: Roster) -> PersonalizedStrategy:
     """largest_in_budget / random_in_budget: PerFedRLNAS's strategy with each client's
     architecture fixed from its budget (the options say which rule)."""
     options = settings.options
     return InBudgetStrategy(choice=type(options).CHOICE, budget=budget,
-                            train_config=train_config, supernet=seeded_supernet(settings),
+                            sgd=sgd, supernet=seeded_supernet(settings),
                             options=options, roster=roster)
 
 

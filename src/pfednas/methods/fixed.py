@@ -41,13 +41,14 @@ from pfednas.seeding import MODEL_INIT, int_seed
 from pfednas.strategies import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import FixedChoice, Roster
 from pfednas.train import get_arrays
+from pfednas.wire.messages import Sgd
 from pfednas.wire.roles import state_roles
 
 FITS_ALL = "fits_all"
 # a method's strategy from the settings, the federation's budget, the clients' training
 # config and what the server knows of its clients and run (their profiles in a simulation,
 # client_profiles; a deployment's nodes claim theirs)
-StrategyBuilder = Callable[[RunSettings, Budget, dict[str, Any], Roster], PersonalizedStrategy]
+StrategyBuilder = Callable[[RunSettings, Budget, Sgd, Roster], PersonalizedStrategy]
 
 
 def seeded_supernet(settings: RunSettings) -> Supernet:

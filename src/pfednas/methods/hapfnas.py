@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from pfednas.seeding import HAPFNAS_TRANSFER, MODEL_INIT, int_seed, numpy_rng
 from pfednas.strategies import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas import HAPFNASStrategy
+from pfednas.wire.messages import Sgd
 
 __all__ = ["client", "hapfnas_transfer", "strategy", "unheld_indices"]
 
@@ -67,7 +67,7 @@ def _knowledge_fn(settings: RunSettings, width: int) -> Callable[[], torch.nn.Mo
     return build
 
 
-def strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+def strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
              roster: Roster) -> PersonalizedStrategy:
     opts: HAPFNASOptions = settings.options
     transfer = opts.transfer.resolve(settings.data)
@@ -76,7 +76,7 @@ def strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any]
               f"({settings.data.name}, {settings.data.num_clients} clients)", flush=True)
         opts = dataclasses.replace(opts, transfer=transfer)
     supernet = seeded_supernet(settings)
-    return HAPFNASStrategy(budget=budget, train_config=train_config, supernet=supernet,
+    return HAPFNASStrategy(budget=budget, sgd=sgd, supernet=supernet,
                            options=opts, transfer=hapfnas_transfer(settings, opts.transfer),
                            knowledge_fn=_knowledge_fn(settings, opts.knowledge_width),
                            roster=roster,

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flwr.app import Context
 from flwr.client import NumPyClient
 
@@ -16,11 +14,12 @@ from pfednas.options.perfedrlnas import PerFedRLNASOptions
 from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASStrategy, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
+from pfednas.wire.messages import Sgd
 
 
-def strategy(settings: RunSettings, budget: Budget, train_config: dict[str, Any],
+def strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
              roster: Roster) -> PersonalizedStrategy:
-    return PerFedRLNASStrategy(budget=budget, train_config=train_config,
+    return PerFedRLNASStrategy(budget=budget, sgd=sgd,
                                supernet=seeded_supernet(settings), options=settings.options,
                                roster=roster)
 

@@ -81,7 +81,7 @@ def register(*, facts: MethodFacts, strategy: StrategyBuilder, client: ClientBui
         a default: the dataclass is its config, ``method.<field>=...`` on the command line),
         and how it merges, selects and is reported (:class:`MethodFacts`).
     strategy
-        ``strategy(settings, budget, train_config, roster)``: its server strategy.
+        ``strategy(settings, budget, sgd, roster)``: its server strategy.
     client
         ``client(settings, env, context)``: its ``NumPyClient``.
     selects

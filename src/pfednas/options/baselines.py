@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pfednas.options.common import FINETUNE_SCOPES, check_fixed_arch, check_int, check_scope
+from pfednas.wire.messages import RoundEntries
 
 FINETUNE_EPOCHS = 10  # F: the papers' local fine-tuning before a personalized evaluation
 
@@ -76,6 +77,18 @@ class FedRepOptions(LocalOptions):
         if self.body_epochs is not None:
             check_int("body_epochs", self.body_epochs, 1)
 
+    def round_entries(self, local_epochs: int) -> FedRepRound:
+        return FedRepRound(head_epochs=self.head_epochs,
+                           body_epochs=self.body_epochs or local_epochs)
+
+
+@dataclass(frozen=True)
+class FedRepRound(RoundEntries):
+    """FedRep's own entries in every train message: its two phases' epochs."""
+
+    head_epochs: int
+    body_epochs: int
+
 
 @dataclass(frozen=True)
 class FedBABUOptions(LocalOptions):
@@ -110,3 +123,14 @@ class FedNASOptions:
         check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
         if not isinstance(self.bn_recalibrate, bool):
             raise ValueError(f"bn_recalibrate must be true or false, got {self.bn_recalibrate!r}")
+
+    def round_entries(self) -> FedNASRound:
+        return FedNASRound(arch_lr=self.arch_lr, arch_weight_decay=self.arch_weight_decay)
+
+
+@dataclass(frozen=True)
+class FedNASRound(RoundEntries):
+    """FedNAS's own entries in every train message: its clients' α optimiser."""
+
+    arch_lr: float
+    arch_weight_decay: float

@@ -4,15 +4,16 @@ shared key and its default.
 The server builds the config of every training and evaluation message from an :class:`Sgd`
 and a :class:`RoundConfig` (and, for an evaluation that fine-tunes, a :class:`Finetune`); a
 client reads the same records back with their ``read``, so a key is spelt once and a
-default is stated once. A method's own keys (an architecture, a
-HAPFNAS phase) travel beside these. No torch, no Flower here.
+default is stated once. A method's own keys travel beside these: declared once, beside its
+options, as a :class:`RoundEntries` (FedRep's phases, FedNAS's α optimiser), or per message
+(an architecture, a HAPFNAS phase). No torch, no Flower here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Self, get_type_hints
 
 FINETUNE_SCOPES = ("full", "head")  # what +FT trains: the whole model, or its classifier head
 
@@ -48,6 +49,22 @@ class Sgd:
     def read(config: Mapping[str, Any]) -> Sgd:
         return Sgd(lr=float(config[LR]), momentum=float(config[MOMENTUM]),
                    weight_decay=float(config[WEIGHT_DECAY]), batch_size=int(config[BATCH_SIZE]))
+
+
+class RoundEntries:
+    """A method's own entries in every train message, declared once beside its options: a
+    frozen dataclass whose field names are the config keys and whose field types read them
+    back (``int``, ``float``, ``str``)."""
+
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def read(cls, config: Mapping[str, Any]) -> Self:
+        """The entries of a received config (``KeyError`` names a missing one)."""
+        types = get_type_hints(cls)
+        return cls(**{f.name: types[f.name](config[f.name])
+                      for f in fields(cls)})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
