@@ -362,7 +362,8 @@ class PersonalizedStrategy(ClientClaims):
                          **({"train_macs": float(metrics["train_macs"])}
                             if "train_macs" in metrics else {}),
                          **self.device_level(cid),
-                         **self.evaluation_details(cid)})
+                         **self.evaluation_details(cid),
+                         **self.reply_details(metrics)})
         asked = set() if sent is None else self.clients_at(sent.nodes())
         missing = sorted(asked - {r["client_id"] for r in rows})
         if missing:
@@ -374,6 +375,11 @@ class PersonalizedStrategy(ClientClaims):
     def clients_at(self, nodes: set[int]) -> set[int]:
         """The client ids bound to ``nodes``."""
         return {cid for cid, node in self.node_of.items() if node in nodes}
+
+    def reply_details(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """Extra fields of an evaluation row read from its accepted reply (SPIDER: the
+        client's local architecture); none by default."""
+        return {}
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         """Extra per-client fields of an evaluation row (e.g. the architecture): a

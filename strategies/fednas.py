@@ -20,6 +20,7 @@ final round gives the reference figures.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,11 +28,13 @@ import numpy as np
 from flwr.app import Message, MessageType
 
 from pfednas.options.baselines import FedNASOptions  # noqa: F401 (re-exported)
+from pfednas.records import StageResult
 from pfednas.search import Arch
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.strategies.base import Budget
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
+from pfednas.strategies.outgoing import Outgoing
 from pfednas.train import get_arrays, set_arrays
 from pfednas.wire.messages import Sgd
 from pfednas.wire.roles import state_roles
@@ -48,7 +51,6 @@ class FedNASStrategy(FedAvgFTStrategy):
                          initial_arrays=get_arrays(net), finetune_epochs=options.finetune_epochs,
                          finetune_scope=options.finetune_scope, array_roles=state_roles(net))
         self.net, self.options = net, options
-        self.eval_arch: Arch | None = None
 
     def global_arch(self) -> tuple[Arch, list[np.ndarray]]:
         """The derived architecture of the current α, and its network's arrays."""
@@ -56,14 +58,21 @@ class FedNASStrategy(FedAvgFTStrategy):
         arch = self.net.derive()
         return arch, get_arrays(self.net.extract(arch))
 
-    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Outgoing[Arch]:
+        """The derived architecture's network to every client; the plan: that architecture."""
         if not self.is_eval_round(server_round):
-            return []
+            return Outgoing()
         arch, subnet = self.global_arch()
-        self.eval_arch = arch
         cfg = {**self.eval_config(server_round), "arch": arch.to_str()}
-        return [self.message(cid, MessageType.EVALUATE, cfg, subnet)
-                for cid in range(self.budget.num_clients)]
+        return Outgoing([self.message(cid, MessageType.EVALUATE, cfg, subnet)
+                         for cid in range(self.budget.num_clients)], plan=arch)
 
-    def evaluation_details(self, client_id: int) -> dict[str, Any]:
-        return {} if self.eval_arch is None else {"arch": self.eval_arch.to_str()}
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message],
+                           sent: Outgoing[Any] | None = None) -> StageResult:
+        """Every row names the architecture ``sent`` (its plan)."""
+        result = super().aggregate_evaluate(server_round, replies, sent)
+        arch = None if sent is None else sent.plan
+        if arch is None:
+            return result
+        rows = [{**row, "arch": arch.to_str()} for row in result.evaluation]
+        return dataclasses.replace(result, evaluation=rows)

@@ -22,7 +22,7 @@ evaluation request, to start its local model from).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from flwr.app import Message, MessageType
 
 from pfednas.records import StageResult
 from pfednas.search import Supernet
-from pfednas.strategies.base import Budget, Reply
+from pfednas.strategies.base import Budget
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.outgoing import Outgoing
@@ -65,13 +65,12 @@ class SpiderStrategy(FedAvgFTStrategy):
         self.space = supernet.space
         self.participation = participation
         self.trained: set[int] = set()
-        self.arch_of: dict[int, str] = {}
 
     def metric_specs(self) -> dict[str, MetricSpec]:
         return {**super().metric_specs(),
                 "arch_code": MetricSpec("arch_code", int, 0, code_capacity(self.space) - 1)}
 
-    def arch_string(self, metrics: dict[str, Any]) -> str:
+    def arch_string(self, metrics: Mapping[str, Any]) -> str:
         if "arch_code" not in metrics:
             return ""
         return arch_from_code(self.space, int(metrics["arch_code"])).to_str()
@@ -102,16 +101,10 @@ class SpiderStrategy(FedAvgFTStrategy):
                              None if cid in self.trained else self.arrays)
                 for cid in range(self.budget.num_clients)]
 
-    def ok_replies(self, replies: Iterable[Message]) -> list[Reply]:
-        """Accepted replies; each one's local architecture is remembered for its client
-        (the gate has checked the client id against the node and the code's range)."""
-        good = super().ok_replies(replies)
-        for metrics, _ in good:
-            self.arch_of[int(metrics["client_id"])] = self.arch_string(metrics)
-        return good
-
-    def evaluation_details(self, client_id: int) -> dict[str, Any]:
-        return {"arch": self.arch_of.get(client_id, "")}
+    def reply_details(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """The client's local architecture, from its reply's code (the gate has checked the
+        code's range)."""
+        return {"arch": self.arch_string(metrics)}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:

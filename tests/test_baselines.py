@@ -274,7 +274,8 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
         arrays[alpha[0]][:, 1] += shift  # both clients prefer sep_conv in normal cells
         replies.append(_reply(strategy, cid, arrays, 5))
     strategy.aggregate_train(1, replies)
-    evaluation = list(strategy.configure_evaluate(3))
+    outgoing = strategy.configure_evaluate(3)
+    evaluation = list(outgoing)
 
     assert [sent[i].shape for i in alpha] == [(SPACE.num_edges, 2)] * 2
     assert np.allclose(strategy.arrays[alpha[0]][:, 1], start[alpha[0]][:, 1] + 2.0)
@@ -283,7 +284,7 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
     assert SPACE.mask(arch).normal == ((False, True),) * SPACE.num_edges
     sub = SPACE.build_net(SPACE.mask(arch), TASK)
     set_arrays(sub, evaluation[0].content["arrays"].to_numpy_ndarrays())  # type: ignore[union-attr]
-    assert strategy.evaluation_details(0) == {"arch": arch.to_str()}
+    assert outgoing.plan == arch  # handed to aggregate_evaluate, which names it in every row
 
 
 @pytest.mark.parametrize("finetune_epochs", [0, 2])

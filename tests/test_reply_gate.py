@@ -269,7 +269,7 @@ def test_spider_rejects_out_of_range_codes_and_foreign_client_ids() -> None:
 
     assert strategy.tally.rejected == 3
     assert [r["client_id"] for r in result.evaluation] == [0]
-    assert strategy.arch_of == {0: strategy.arch_string({"arch_code": 3})}
+    assert result.evaluation[0]["arch"] == strategy.arch_string({"arch_code": 3})
 
 
 # -- payloads that are not what their record says (issue 32, items 1-3) -----------------------
