@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 from flwr.app import Message, MessageType
 
 from pfednas.records import StageResult
@@ -25,13 +24,6 @@ class LocalStrategy(PersonalizedStrategy):
     def __init__(self, *, budget: Budget, sgd: Sgd,
                  roster: Roster | None = None) -> None:
         super().__init__(budget=budget, sgd=sgd, roster=roster)
-        self.last_eval_round = 0
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {"last_eval_round": np.array(self.last_eval_round)}
-
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.last_eval_round = int(state["last_eval_round"])
 
     def train_clients(self, server_round: int) -> list[int]:
         """Every client, at evaluation rounds: each trains in its evaluation request."""
@@ -47,8 +39,9 @@ class LocalStrategy(PersonalizedStrategy):
     def configure_evaluate(self, server_round: int) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
-        epochs = (server_round - self.last_eval_round) * self.budget.local_epochs
-        self.last_eval_round = server_round
+        # the rounds since the previous evaluation (a multiple of eval_every, or 0)
+        previous = (server_round - 1) // self.budget.eval_every * self.budget.eval_every
+        epochs = (server_round - previous) * self.budget.local_epochs
         cfg = self.round_config(server_round, train_epochs=epochs)
         return [self.message(cid, MessageType.EVALUATE, cfg)
                 for cid in range(self.budget.num_clients)]
