@@ -210,8 +210,9 @@ class SubnetClient(NumPyClient):
             after_tuning=lambda tuned: self.recalibrate(tuned, config))
 
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> int:
-        """Re-estimate ``net``'s BatchNorm statistics if asked; the samples passed."""
-        if self.bn_recalibrate and config.get("recalibrate", True):
+        """Re-estimate ``net``'s BatchNorm statistics (``bn_recalibrate``); the samples
+        passed."""
+        if self.bn_recalibrate:
             return recalibrate_on(net, self.env.data.train, Sgd.read(config).batch_size,
                                   self.env.device)
         return 0
