@@ -35,7 +35,7 @@ from pfednas.options.baselines import FedNASRound
 from pfednas.search import DartsS2Space, TaskShape
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.train import get_arrays, set_arrays
-from pfednas.wire.messages import RoundConfig, Sgd
+from pfednas.wire.messages import RoundConfig, Sgd, SubnetEvaluation
 
 
 class FedNASClient(NumPyClient):
@@ -62,9 +62,10 @@ class FedNASClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
-        net = build_subnet(self.space, self.task, str(config["arch"]), parameters)
+        arch = SubnetEvaluation.read(config).arch
+        net = build_subnet(self.space, self.task, arch, parameters)
         self.recalibrate(net, config)
-        return finetune_then_test(net, self.env, config, arch=str(config["arch"]),
+        return finetune_then_test(net, self.env, config, arch=arch,
                                   after_tuning=lambda tuned: self.recalibrate(tuned, config))
 
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> None:

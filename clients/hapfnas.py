@@ -35,6 +35,7 @@ from pfednas.clients.subnet import SubnetClient, measured_macs, recalibrate_on
 from pfednas.data import ArrayDataset
 from pfednas.nas.models import SmallCNN
 from pfednas.nas.phases import Phase
+from pfednas.options.hapfnas import HAPFNASMeasure, HAPFNASPhase
 from pfednas.search import SearchSpace, TaskShape
 from pfednas.train import evaluate, get_arrays, set_arrays, train_epochs
 from pfednas.wire.messages import RoundConfig, Sgd
@@ -60,13 +61,13 @@ class HAPFNASClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        if int(config["phase"]) == Phase.DISTILL:
+        if HAPFNASPhase.read(config).phase == Phase.DISTILL:
             return self.train_knowledge(parameters, config)
         return self.subnet.fit(parameters, config)
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
-        if int(config["phase"]) == Phase.SEARCH:
+        if HAPFNASPhase.read(config).phase == Phase.SEARCH:
             return self.evaluate_archs(parameters, config)
         return self.subnet.evaluate(parameters, config)
 
@@ -92,15 +93,16 @@ class HAPFNASClient(NumPyClient):
                                              image_size=self.task.image_size)
         # only the subnet covering this request's architectures arrived: its arrays go to
         # their supernet positions, from which each (contained) subnet is cut
-        supernet.scatter(self.space.arch_from_str(str(config["cover"])), parameters)
+        measure = HAPFNASMeasure.read(config)
+        supernet.scatter(self.space.arch_from_str(measure.cover), parameters)
         supernet.eval()
         batch_size, train, val = Sgd.read(config).batch_size, self.env.data.train, self.env.data.val
-        if config.get("measure_on") == "train_val":  # never trained on: as unseen as val
+        if measure.measure_on == "train_val":  # never trained on: as unseen as val
             val = ArrayDataset(x=np.concatenate([train.x, val.x]),
                                y=np.concatenate([train.y, val.y]))
         metrics: dict[str, Any] = {}
         losses, forward = [], 0.0
-        for i, text in enumerate(str(config["archs"]).split(ARCH_SEPARATOR)):
+        for i, text in enumerate(measure.archs.split(ARCH_SEPARATOR)):
             net = supernet.extract(self.space.arch_from_str(text))
             recalibrated = recalibrate_on(net, train, batch_size, self.env.device)
             result = evaluate(net, val, device=self.env.device)

@@ -11,6 +11,7 @@ from flwr.client import NumPyClient
 from torch import nn
 
 from pfednas.clients.common import ClientEnv, hyper_from_config, test_reply, train_generator
+from pfednas.options.baselines import LocalRound
 from pfednas.train import get_arrays, set_arrays, train_epochs
 from pfednas.wire.messages import RoundConfig
 
@@ -46,7 +47,7 @@ class LocalClient(NumPyClient):
                  ) -> tuple[float, int, dict[str, Any]]:
         round_config = RoundConfig.read(config)
         model = self._load()
-        epochs = int(config["train_epochs"])
+        epochs = LocalRound.read(config).train_epochs
         trained = None
         if epochs > 0:
             trained = train_epochs(

@@ -63,7 +63,7 @@ from pfednas.train import (
     set_arrays,
     train_epochs,
 )
-from pfednas.wire.messages import RoundConfig, Sgd
+from pfednas.wire.messages import VAL_SPLIT, RoundConfig, Sgd, SubnetEvaluation, SubnetTrain
 from pfednas.wire.validation import PARAM
 
 
@@ -173,11 +173,11 @@ class SubnetClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
             ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        round_config = RoundConfig.read(config)
-        net, split = self.model(parameters, str(config["arch"]))
+        round_config, request = RoundConfig.read(config), SubnetTrain.read(config)
+        net, split = self.model(parameters, request.arch)
         server_round = round_config.server_round
         students = in_place_step(
-            net, self.space, self.task, self.space.arch_from_str(str(config["arch"])),
+            net, self.space, self.task, self.space.arch_from_str(request.arch),
             numpy_rng(self.env.seed, SANDWICH_STUDENTS, self.env.client_id, server_round),
             self.sandwich_students)
         stats = train_epochs(net, self.env.data.train, epochs=round_config.local_epochs,
@@ -198,15 +198,16 @@ class SubnetClient(NumPyClient):
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
                  ) -> tuple[float, int, dict[str, Any]]:
-        net, _ = self.model(parameters, str(config["arch"]))
+        request = SubnetEvaluation.read(config)
+        net, _ = self.model(parameters, request.arch)
         recalibrated = self.recalibrate(net, config)
-        if config.get("split") == "val":  # a search's measurement: nothing to keep
+        if request.split == VAL_SPLIT:  # a search's measurement: nothing to keep
             result = evaluate(net, self.env.data.val, device=self.env.device)
             return result.loss, result.samples, {
                 "accuracy": result.accuracy, "num_params": num_parameters(net),
                 **work_metrics(), "forward_macs": measured_macs(result, recalibrated)}
         return finetune_then_test(
-            net, self.env, config, arch=str(config["arch"]),
+            net, self.env, config, arch=request.arch,
             after_tuning=lambda tuned: self.recalibrate(tuned, config))
 
     def recalibrate(self, net: nn.Module, config: dict[str, Any]) -> int:

@@ -58,7 +58,7 @@ from pfednas.strategies.gate import (
 )
 from pfednas.strategies.identity import ClientClaims
 from pfednas.strategies.outgoing import Outgoing
-from pfednas.wire.messages import Finetune, RoundConfig, RoundEntries, Sgd
+from pfednas.wire.messages import SPLIT, TEST_SPLIT, Finetune, RoundConfig, RoundEntries, Sgd
 from pfednas.wire.validation import (
     KNOWN_METRICS,
     REQUIRED_METRICS,
@@ -278,7 +278,7 @@ class PersonalizedStrategy(ClientClaims):
         """Whether an evaluation config is the last round's personalized one (not a search's
         measurement on validation data): the one whose models the clients keep."""
         return (config.get("server_round") == self.budget.num_rounds
-                and config.get("split", "test") == "test")
+                and config.get(SPLIT, TEST_SPLIT) == TEST_SPLIT)
 
     def keep_config(self, client_id: int) -> dict[str, Any]:
         """What a client's final evaluation adds to its config: keep the models it tests

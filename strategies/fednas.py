@@ -36,7 +36,7 @@ from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.outgoing import Outgoing
 from pfednas.train import get_arrays, set_arrays
-from pfednas.wire.messages import Sgd
+from pfednas.wire.messages import TEST_SPLIT, Sgd, SubnetEvaluation
 from pfednas.wire.roles import state_roles
 
 
@@ -63,7 +63,8 @@ class FedNASStrategy(FedAvgFTStrategy):
         if not self.is_eval_round(server_round):
             return Outgoing()
         arch, subnet = self.global_arch()
-        cfg = {**self.eval_config(server_round), "arch": arch.to_str()}
+        cfg = {**self.eval_config(server_round),
+               **SubnetEvaluation(arch.to_str(), TEST_SPLIT).to_config()}
         return Outgoing([self.message(cid, MessageType.EVALUATE, cfg, subnet)
                          for cid in range(self.budget.num_clients)], plan=arch)
 

@@ -58,7 +58,9 @@ from pfednas.nas.distill import TransferSet
 from pfednas.nas.merge import overlap_merge
 from pfednas.nas.phases import Phase
 from pfednas.options.hapfnas import (  # noqa: F401 (re-exported)
+    HAPFNASMeasure,
     HAPFNASOptions,
+    HAPFNASPhase,
     TransferOptions,
 )
 from pfednas.records import RoundRecord, StageResult, arch_details, cost_in
@@ -70,7 +72,7 @@ from pfednas.strategies.budget import Roster
 from pfednas.strategies.hapfnas_distill import distill_round
 from pfednas.strategies.hapfnas_search import SearchState, search_all
 from pfednas.strategies.outgoing import Outgoing
-from pfednas.wire.messages import Sgd
+from pfednas.wire.messages import SPLIT, TEST_SPLIT, VAL_SPLIT, Sgd, SubnetEvaluation, SubnetTrain
 from pfednas.wire.roles import state_roles
 from pfednas.wire.validation import MetricSpec
 
@@ -145,8 +147,8 @@ class HAPFNASStrategy(PersonalizedStrategy):
         return fits(self.client_budgets[client_id], self.cost_of(arch))
 
     def phase_config(self, server_round: int, **extra: Any) -> dict[str, Any]:
-        return self.round_config(server_round, phase=int(self.plan.phase_of(server_round)),
-                                 **extra)
+        phase = HAPFNASPhase(int(self.plan.phase_of(server_round)))
+        return self.round_config(server_round, **phase.to_config(), **extra)
 
     # -- training: knowledge models (phase 1) and personalized subnets (phase 3) ---------------
     def configure_train(self, server_round: int) -> Outgoing[dict[int, Arch]]:
@@ -166,7 +168,7 @@ class HAPFNASStrategy(PersonalizedStrategy):
         messages, archs = [], {}
         for cid in sampled:
             archs[cid] = arch = self.search.personal[cid]
-            cfg = self.phase_config(server_round, arch=arch.to_str())
+            cfg = self.phase_config(server_round, **SubnetTrain(arch.to_str()).to_config())
             roles = [self.roles[i] for i, _ in self.supernet.regions(arch)]
             messages.append(self.message(cid, MessageType.TRAIN, cfg, self.supernet.slice(arch),
                                          roles))
@@ -241,9 +243,10 @@ class HAPFNASStrategy(PersonalizedStrategy):
                 pending[cid] = archs = self.search_archs(cid, server_round)
                 cover = covering_arch(self.supernet, archs)
                 text = ARCH_SEPARATOR.join(a.to_str() for a in archs)
-                cfg = self.phase_config(server_round, archs=text, split="val",
-                                        cover=cover.to_str(),
-                                        measure_on=self.options.predictor.measure_on)
+                measure = HAPFNASMeasure(archs=text, cover=cover.to_str(),
+                                         measure_on=self.options.predictor.measure_on)
+                cfg = self.phase_config(server_round, **measure.to_config(),
+                                        **{SPLIT: VAL_SPLIT})
                 messages.append(self.message(cid, MessageType.EVALUATE, cfg,
                                              self.supernet.slice(cover),
                                              requires=self.measured_metrics(len(archs))))
@@ -251,7 +254,9 @@ class HAPFNASStrategy(PersonalizedStrategy):
         if phase == Phase.DISTILL or not self.is_eval_round(server_round):
             return Outgoing()
         return Outgoing([self.message(cid, MessageType.EVALUATE,
-                             self.phase_config(server_round, arch=arch.to_str(), split="test",
+                             self.phase_config(server_round,
+                                               **SubnetEvaluation(arch.to_str(),
+                                                                  TEST_SPLIT).to_config(),
                                                **self.finetune_config(
                                                    server_round, self.options.finetune_scope)),
                              self.supernet.slice(arch))

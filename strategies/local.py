@@ -13,6 +13,7 @@ from typing import Any
 
 from flwr.app import Message, MessageType
 
+from pfednas.options.baselines import LocalRound
 from pfednas.records import StageResult
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
@@ -42,6 +43,6 @@ class LocalStrategy(PersonalizedStrategy):
         # the rounds since the previous evaluation (a multiple of eval_every, or 0)
         previous = (server_round - 1) // self.budget.eval_every * self.budget.eval_every
         epochs = (server_round - previous) * self.budget.local_epochs
-        cfg = self.round_config(server_round, train_epochs=epochs)
+        cfg = self.round_config(server_round, **LocalRound(train_epochs=epochs).to_config())
         return [self.message(cid, MessageType.EVALUATE, cfg)
                 for cid in range(self.budget.num_clients)]

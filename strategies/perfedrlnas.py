@@ -75,7 +75,7 @@ from pfednas.seeding import (
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.outgoing import Outgoing
-from pfednas.wire.messages import Sgd
+from pfednas.wire.messages import TEST_SPLIT, VAL_SPLIT, Sgd, SubnetEvaluation, SubnetTrain
 from pfednas.wire.roles import state_roles
 
 FALLBACK_SAMPLES = 64
@@ -195,7 +195,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                 continue
             subnet = self.supernet.slice(arch)
             plan.subnets[cid] = (arch, sum(a.nbytes for a in subnet))
-            cfg = self.round_config(server_round, arch=arch.to_str())
+            cfg = self.round_config(server_round, **SubnetTrain(arch.to_str()).to_config())
             roles = [self.roles[i] for i, _ in self.supernet.regions(arch)]
             messages.append(self.message(cid, MessageType.TRAIN, cfg, subnet, roles))
         return Outgoing(messages, plan)
@@ -287,14 +287,15 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
     # -- personalized evaluation -------------------------------------------------------------------
     def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Message:
         tune = (self.finetune_config(server_round, self.options.finetune_scope)
-                if split == "test" else {})
-        cfg = self.round_config(server_round, arch=arch.to_str(), split=split, **tune)
+                if split == TEST_SPLIT else {})
+        cfg = self.round_config(server_round, **SubnetEvaluation(arch.to_str(), split).to_config(),
+                               **tune)
         return self.message(cid, MessageType.EVALUATE, cfg, self.supernet.slice(arch))
 
     def configure_evaluate(self, server_round: int) -> Iterable[Message]:
         if not self.is_eval_round(server_round):
             return []
-        return [self.eval_message(cid, self.personalized_arch(cid), server_round, "test")
+        return [self.eval_message(cid, self.personalized_arch(cid), server_round, TEST_SPLIT)
                 for cid in range(self.trainable) if cid not in self.excluded]
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
@@ -313,7 +314,7 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                      for cid in new}
             outcomes = {cid: Outcome(0.0, 0.0, over_budget=True) for cid, a in archs.items()
                         if not self.fits(cid, a)}
-            messages = [self.eval_message(cid, a, server_round, "val")
+            messages = [self.eval_message(cid, a, server_round, VAL_SPLIT)
                         for cid, a in archs.items() if cid not in outcomes]
             for metrics, _ in self.ok_replies(self.send_and_collect(grid, messages)):
                 if int(metrics["client_id"]) in archs:
@@ -333,7 +334,8 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         }
         report: dict[str, Any] = {"clients": new, "search_rounds": self.options.new_client_rounds}
         for name, archs in candidates.items():
-            messages = [self.eval_message(cid, a, server_round, "test") for cid, a in archs.items()]
+            messages = [self.eval_message(cid, a, server_round, TEST_SPLIT)
+                        for cid, a in archs.items()]
             accs = [float(m["accuracy"])
                     for m, _ in self.ok_replies(self.send_and_collect(grid, messages))]
             report[f"{name}_acc_mean"] = float(np.mean(accs)) if accs else float("nan")

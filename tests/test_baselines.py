@@ -303,7 +303,7 @@ def test_fednas_client_evaluates_with_statistics_of_the_derived_net_not_the_mixe
     corrupt = [a.copy() for a in arrays]
     for i in stats:
         corrupt[i] = corrupt[i] * 50.0 + 7.0
-    config = {**CONFIG, "arch": arch.to_str(), "finetune_epochs": finetune_epochs}
+    config = {**CONFIG, "arch": arch.to_str(), "split": "test", "finetune_epochs": finetune_epochs}
 
     def reply(arrays: list[np.ndarray], recalibrate: bool) -> tuple[float, float]:
         client = FedNASClient(ENV, SPACE, TASK, bn_recalibrate=recalibrate)
@@ -439,7 +439,7 @@ def test_fedavg_and_fednas_finetuning_scope_head_leaves_the_body_as_sent(
     else:
         mixed = DartsMixedNet(SPACE, TASK)
         arch = mixed.derive()
-        sent, extra = get_arrays(mixed.extract(arch)), {"arch": arch.to_str()}
+        sent, extra = get_arrays(mixed.extract(arch)), {"arch": arch.to_str(), "split": "test"}
         client = FedNASClient(ENV, SPACE, TASK, bn_recalibrate=False)
         strategy = FedNASStrategy(budget=_budget(), sgd=Sgd.read(CONFIG), net=mixed,
                                   options=FedNASOptions(finetune_epochs=2, finetune_scope=scope))

@@ -50,7 +50,7 @@ def test_hapfnas_counts_every_subnet_it_measures(supernet: Supernet) -> None:
     # Execute
     _, _, metrics = client.evaluate(supernet.slice(cover), {
         **CONFIG, "phase": int(Phase.SEARCH), "cover": cover.to_str(), "split": "val",
-        "archs": ARCH_SEPARATOR.join(a.to_str() for a in archs)})
+        "archs": ARCH_SEPARATOR.join(a.to_str() for a in archs), "measure_on": "val"})
 
     # Assert: each subnet's BatchNorm re-estimation on the train split and its validation pass
     samples = len(ENV.data.train.y) + len(ENV.data.val.y)

@@ -27,6 +27,14 @@ class LocalOptions:
 
 
 @dataclass(frozen=True)
+class LocalRound(RoundEntries):
+    """Local's own entry in its evaluation messages: the epochs each client trains first
+    (those since the previous evaluation)."""
+
+    train_epochs: int
+
+
+@dataclass(frozen=True)
 class FedAvgOptions(LocalOptions):
     """FedAvg (McMahan et al., 2017) + local fine-tuning before the personalized evaluation."""
 

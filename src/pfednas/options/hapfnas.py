@@ -25,6 +25,7 @@ from pfednas.nas.phases import (  # noqa: F401 (MEASURE_SPLITS re-exported)
 from pfednas.options.baselines import FINETUNE_EPOCHS
 from pfednas.options.common import FINETUNE_SCOPES, check_int, check_scope
 from pfednas.records import BUDGET_METRICS
+from pfednas.wire.messages import RoundEntries
 
 if TYPE_CHECKING:
     from pfednas.data import DataSpec
@@ -155,3 +156,22 @@ class HAPFNASOptions:
                   "predictor": PredictorOptions, "evolution": EvolutionOptions}
         parts = {key: cls(**(opts.pop(key, None) or {})) for key, cls in nested.items()}
         return HAPFNASOptions(**opts, **parts)
+
+
+@dataclass(frozen=True)
+class HAPFNASPhase(RoundEntries):
+    """HAPFNAS's own entry in every message: the phase of its round
+    (:class:`pfednas.nas.phases.Phase`), which tells the client what the message asks."""
+
+    phase: int
+
+
+@dataclass(frozen=True)
+class HAPFNASMeasure(RoundEntries):
+    """A phase-2 measurement request: the subnets to measure (their strings joined by
+    ``ARCH_SEPARATOR``), the subnet covering them (what the message carries), and the data
+    they are measured on (``predictor.measure_on``)."""
+
+    archs: str
+    cover: str
+    measure_on: str

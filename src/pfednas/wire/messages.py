@@ -30,6 +30,8 @@ LINEAGE, FIXED_ARCH = "lineage", "fixed_arch"
 FINETUNE_EPOCHS, FINETUNE_SCOPE = "finetune_epochs", "finetune_scope"
 FINETUNE_BOTH = "finetune_both"
 WIDTH_RATE = "width_rate"  # HeteroFL / FedRolex: the width rate of the slice a message carries
+SPLIT = "split"  # an evaluation's split: test (fine-tune, test; the last one kept) | val
+TEST_SPLIT, VAL_SPLIT = "test", "val"
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,24 @@ class RoundEntries:
         types = get_type_hints(cls)
         return cls(**{f.name: types[f.name](config[f.name])
                       for f in fields(cls)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SubnetTrain(RoundEntries):
+    """A train message that carries one subnet (PerFedRLNAS, HAPFNAS, the controls): its
+    architecture."""
+
+    arch: str
+
+
+@dataclass(frozen=True)
+class SubnetEvaluation(RoundEntries):
+    """An evaluation message that carries one subnet: its architecture, and the split it is
+    evaluated on (``test``: fine-tuned and tested, the last round's kept; ``val``: a
+    search's measurement, nothing kept)."""
+
+    arch: str
+    split: str
 
 
 @dataclass(frozen=True)
