@@ -19,7 +19,8 @@
 # its node config states none), budget, cost and architecture: printed from summary.json.
 # Each silo's kept personalized model is then copied out of its volume (WORK_DIR/models/<i>),
 # exported to ONNX and run on the silo's data (pfednas export / predict).
-# Exit code 0 only if the run wrote its summary.json, every silo exported its model, and
+# Exit code 0 only if the run wrote its summary.json, every silo it did not exclude exported
+# its model (an excluded one, whose measured budget no architecture fits, kept none), and
 # nothing of it was left afterwards.
 set -euo pipefail
 
@@ -240,13 +241,24 @@ main() {
 }
 
 export_on_silos() {  # each silo's kept model, copied out of its volume, exported and run
-  # (podman cp, not compose exec: an exec session's conmon outlives compose down here)
-  local i id out
+  # (podman cp, not compose exec: an exec session's conmon outlives compose down here);
+  # a silo the run excluded (no architecture fits its measured budget) keeps no model
+  local i id out excluded
+  excluded=$("$VENV_BIN/python" -c 'import json, sys
+print(" ".join(str(e["client_id"]) for e in
+               json.load(open(sys.argv[1])).get("excluded_clients", [])))' \
+    "$WORK/outputs/$RUN_NAME/summary.json")
   for i in $(seq 0 $((NODES - 1))); do
     id=$("${COMPOSE[@]}" ps -q "clientapp-$i")
     mkdir -p "$WORK/models/$i"
     podman cp "$id:/app/models/." "$WORK/models/$i" \
       || fail "silo $i: no model-dir to copy; see $WORK/logs/compose.log"
+    if [[ " $excluded " == *" $i "* ]]; then
+      [[ -z "$(find "$WORK/models/$i" -name '*.npz' -print -quit)" ]] \
+        || fail "silo $i: excluded from the run, yet it kept a model"
+      say "  silo $i: excluded from the run (see its line above), no kept model, as expected"
+      continue
+    fi
     out=$("$VENV_BIN/pfednas" export "$WORK/models/$i" --client "$i" --format onnx \
       --out "$WORK/models/$i/export" >/dev/null && "$VENV_BIN/pfednas" predict \
       "$WORK/models/$i/export/client_$i.onnx" --data "$WORK/silos/$i" | tail -1) \
