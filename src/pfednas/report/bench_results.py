@@ -80,12 +80,13 @@ class BenchResults:
 def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str],
                current: Callable[[Path], bool] | None = None) -> BenchResults:
     """Read the cells of the preset below ``folder``: every method whose cells have all
-    finished (the others are :attr:`BenchResults.unfinished`). While no method has, every
-    method at each α on the seeds at which all their cells have, where those are all the
-    preset's seeds or at least :data:`INTERIM_SEEDS` (what is not shown is
-    :attr:`BenchResults.pending_alphas`); an error names a missing cell when there is no such
-    α. ``current(cell folder)``: whether a finished cell ran the configuration the bench would
-    run now (one that did not counts as not finished)."""
+    finished (the others are :attr:`BenchResults.unfinished`). While some method has not, and
+    at some α every method has finished all the preset's seeds or at least
+    :data:`INTERIM_SEEDS` of the same ones, every method at each such α on those seeds (what
+    is not shown is :attr:`BenchResults.pending_alphas`: a preset still running); where no α
+    has, the finished methods alone (a method added later), and an error names a missing cell
+    when no method has finished either. ``current(cell folder)``: whether a finished cell ran
+    the configuration the bench would run now (one that did not counts as not finished)."""
     def finished_cell(d: Path) -> bool:
         return (d / SUMMARY).is_file() and (current is None or current(d))
 
@@ -95,15 +96,16 @@ def load_bench(preset: PresetView, folder: Path, method_order: Sequence[str],
     finished = [m for m in preset.methods if len(done[m]) == per_method]
     dirs = preset.cell_dirs(folder, finished)
     pending: tuple[tuple[float, int, int, tuple[int, ...]], ...] = ()
-    if not finished:
-        def cell(method: str, alpha: float, seed: int) -> Path:
-            return folder / method / f"alpha={alpha:g}" / f"seed={seed}"
 
-        complete = {alpha: tuple(s for s in preset.seeds
-                                 if all(finished_cell(cell(m, alpha, s)) for m in preset.methods))
-                    for alpha in preset.alphas}
-        shown = {alpha: seeds for alpha, seeds in complete.items()
-                 if len(seeds) >= min(INTERIM_SEEDS, len(preset.seeds))}
+    def cell(method: str, alpha: float, seed: int) -> Path:
+        return folder / method / f"alpha={alpha:g}" / f"seed={seed}"
+
+    complete = {alpha: tuple(s for s in preset.seeds
+                             if all(finished_cell(cell(m, alpha, s)) for m in preset.methods))
+                for alpha in preset.alphas}
+    shown = {alpha: seeds for alpha, seeds in complete.items()
+             if len(seeds) >= min(INTERIM_SEEDS, len(preset.seeds))}
+    if len(finished) < len(preset.methods) and (shown or not finished):
         if not shown:
             missing = [d for d in preset.cell_dirs(folder) if not finished_cell(d)]
             raise ReportError(f"{missing[0]}: not finished with the configuration of now "
