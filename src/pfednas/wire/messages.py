@@ -4,9 +4,10 @@ shared key and its default.
 The server builds the config of every training and evaluation message from an :class:`Sgd`
 and a :class:`RoundConfig` (and, for an evaluation that fine-tunes, a :class:`Finetune`); a
 client reads the same records back with their ``read``, so a key is spelt once and a
-default is stated once. A method's own keys travel beside these: declared once, beside its
-options, as a :class:`RoundEntries` (FedRep's phases, FedNAS's α optimiser), or per message
-(an architecture, a HAPFNAS phase). No torch, no Flower here.
+default is stated once. A method's own keys travel beside these, each declared once as a
+:class:`RoundEntries`: here where several methods share them (a subnet's architecture and
+split), else beside the method's options (FedRep's phases, HAPFNAS's phase). No torch, no
+Flower here.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ class Sgd:
 
 
 class RoundEntries:
-    """A method's own entries in every train message, declared once beside its options: a
-    frozen dataclass whose field names are the config keys and whose field types read them
-    back (``int``, ``float``, ``str``)."""
+    """Entries a method adds to its messages, declared once: a frozen dataclass whose field
+    names are the config keys and whose field types read them back (``int``, ``float``,
+    ``str``)."""
 
     def to_config(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload, no-any-return]
