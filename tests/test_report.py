@@ -30,7 +30,7 @@ from pfednas.report.archs import (
     similarity_order,
 )
 from pfednas.report.bench_results import load_bench, read_preset
-from pfednas.report.cli import build_report
+from pfednas.report.cli import build_report, write_arch_heatmap
 from pfednas.report.collect import (
     ReportError,
     Run,
@@ -389,6 +389,23 @@ def test_distinct_archs_counts_final_evaluation_architectures() -> None:
     # resolution, stays 0.0)
     assert matrix.normalised()[1].tolist() == [float(len(d.choices) > 1)
                                                for d in space.dimensions]
+
+
+def test_width_slices_get_no_heatmap_and_no_notice_while_a_bad_subnet_gets_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: a FedRolex client's model as its cells record it (a width slice: widths the
+    # space has no choice for), once in a FedRolex run and once in a PerFedRLNAS run
+    sliced = "mobilenetv3:r1-w2d2_k5e4_k5e4-w3d2_k5e4_k5e4-w4d2_k5e4_k5e4-w6d2_k5e4_k5e4"
+    runs = [_run(method, 0, [0.5, 0.6], archs=[sliced, sliced], path=tmp_path / method)
+            for method in ("fedrolex", "perfedrlnas")]
+
+    # Execute
+    drawn = [write_arch_heatmap(run, tmp_path / "archs", set()) for run in runs]
+
+    # Assert: neither is drawn; only the run whose models should be subnets says why
+    assert drawn == [None, None]
+    notices = capsys.readouterr().err.splitlines()
+    assert len(notices) == 1 and "perfedrlnas: no architecture heatmap" in notices[0]
 
 
 def test_similarity_order_puts_clients_with_alike_labels_together() -> None:

@@ -29,6 +29,7 @@ from pfednas import progress
 from pfednas.app.tensorboard import available as tensorboard_available
 from pfednas.app.tensorboard import round_scalars
 from pfednas.data import DataError
+from pfednas.options.facts import FACTS
 from pfednas.report import archs as arch_view
 from pfednas.report import plots
 from pfednas.report.collect import (
@@ -169,6 +170,9 @@ def write_arch_heatmap(run: Run, folder: Path, taken: set[str]) -> Path | None:
     """The run's per-client architecture heatmap, clients in label-similarity order (none
     for a run whose models are not architectures of its space: HeteroFL's and FedRolex's
     width slices)."""
+    facts = FACTS.get(str(run.summary.get("method")))
+    if facts is not None and facts.slices_width:
+        return None
     try:
         matrix = arch_view.arch_matrix(run.evaluation(), run.space_config)
     except ValueError as err:
