@@ -27,8 +27,11 @@ from pfednas.methods import client_profiles, fits_all_arch, fits_all_on_profiles
 from pfednas.nas.fitting import fits_all_budgets
 from pfednas.node.probe import (
     MEMORY_MARGIN,
+    MemoryReading,
     cgroup_memory,
+    no_room_for,
     node_profile,
+    process_private,
     read_memory,
     stated_fields,
 )
@@ -157,6 +160,28 @@ def test_cgroup_limits_are_read_v2_v1_and_unlimited_is_none(tmp_path: Path) -> N
     assert cgroup_memory(v2, member_v2)[:2] == (1073741824.0, 104857600.0)  # type: ignore[index]
     assert cgroup_memory(v1, member_v1)[:2] == (536870912.0, 0.0)  # type: ignore[index]
     assert cgroup_memory(open_v1, member_v1) is None
+
+
+def test_a_second_process_starts_only_where_the_container_has_room_for_it(
+        tmp_path: Path) -> None:
+    # Prepare: the containers test's silos at the kept model's measurement (a ClientApp
+    # holding ~607 MiB), and this process's private memory as /proc states it
+    held = 607 * MB
+    silo = {name: MemoryReading(limit * MB, held, "cgroup v2 memory.max")
+            for name, limit in (("2 GiB", 2048), ("1 GiB", 1024), ("670 MiB", 670))}
+    status = tmp_path / "status"
+    status.write_text("VmRSS:\t  558740 kB\nRssAnon:\t  313720 kB\nRssFile:\t  245020 kB\n")
+
+    # Execute
+    need = process_private(status)
+    verdicts = {name: no_room_for(reading, need) for name, reading in silo.items()}
+
+    # Assert: the private part only (file pages are shared); the 670 MiB silo is told why
+    assert need == 313720 * 1024
+    assert verdicts["2 GiB"] is None and verdicts["1 GiB"] is None
+    assert verdicts["670 MiB"] == ("63 MiB free (cgroup v2 memory.max), a second process "
+                                   "needs about 306 MiB")
+    assert process_private(tmp_path / "missing") == 0.0
 
 
 # -- claims --------------------------------------------------------------------------------------

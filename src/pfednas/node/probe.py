@@ -133,6 +133,22 @@ def process_rss(status: Path = Path("/proc/self/status")) -> float:
     return _meminfo_bytes("VmRSS", status) or 0.0
 
 
+def process_private(status: Path = Path("/proc/self/status")) -> float:
+    """This process's private resident memory in bytes (``RssAnon``: what a second process
+    that imports the same libraries adds; their file pages are shared), 0 where unknown."""
+    return _meminfo_bytes("RssAnon", status) or 0.0
+
+
+def no_room_for(reading: MemoryReading, need_bytes: float) -> str | None:
+    """Why a second process needing ``need_bytes`` cannot start beside what ``reading``
+    holds (None: it can), as one clause."""
+    free = reading.limit_bytes - reading.held_bytes
+    if free >= need_bytes:
+        return None
+    return (f"{max(free, 0.0) / MB:.0f} MiB free ({reading.source}), a second process "
+            f"needs about {need_bytes / MB:.0f} MiB")
+
+
 def read_memory(root: Path = CGROUP_ROOT) -> MemoryReading:
     rss = process_rss()
     limited = cgroup_memory(root)
