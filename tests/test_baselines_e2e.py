@@ -94,6 +94,7 @@ def kept_files(run: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("method", sorted(set(METHOD) - {"fedrep"}))
+@pytest.mark.slow
 def test_three_rounds_on_digits_beat_chance(method: str) -> None:
     run = run_inprocess([f"method={method}", *FEDERATION, *METHOD[method]])
 

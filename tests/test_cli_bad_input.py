@@ -82,6 +82,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
 
 
 @pytest.mark.parametrize(("overrides", "message"), CASES, ids=IDS)
+@pytest.mark.slow
 def test_bad_input_fails_before_any_process_starts(outcomes: dict[str, Outcome],
                                                    overrides: list[str], message: str) -> None:
     out, result = outcomes[" ".join(overrides)]
@@ -163,6 +164,7 @@ def test_extreme_label_skew_is_no_bad_input() -> None:
     assert settings.data.num_clients == 100 and partition_repair(settings.data) is not None
 
 
+@pytest.mark.slow
 def test_a_command_past_its_timeout_is_stopped_with_all_it_started(tmp_path: Path) -> None:
     # Prepare: the main job, given 25 s: time to start its SuperLink, not to finish
     mark = uuid.uuid4().hex

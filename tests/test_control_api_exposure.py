@@ -156,6 +156,7 @@ def test_gateway_rule(method: str, path: bytes, query: bytes, forwarded: bool) -
 
 
 # -- real processes on loopback ----------------------------------------------------------------
+@pytest.mark.slow
 def test_outsider_with_the_ca_certificate_cannot_run_code_through_the_published_port(
         tmp_path: Path) -> None:
     # Prepare: the recipe on loopback. The SuperLink (TLS, node auth) listens where the

@@ -146,6 +146,7 @@ def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path
     assert pids_with_token(federation.token) == []
 
 
+@pytest.mark.slow
 def test_unregistered_and_insecure_supernodes_are_refused(tmp_path: Path) -> None:
     certs = write_dev_certificates(tmp_path / "certs")
     registered = write_node_key(node_key_paths(tmp_path / "keys", 0))
@@ -200,6 +201,7 @@ def test_failed_start_stops_every_process(tmp_path: Path) -> None:
     assert pids_with_token(federation.token) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [arg if arg != "nodes=3" else "nodes=2" for arg in SMALL]

@@ -205,6 +205,7 @@ def check_device_summary(summary: dict, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", NEW_METHODS)
+@pytest.mark.slow
 def test_new_methods_run_in_process_within_every_budget(method: str) -> None:
     from pfednas.run.inprocess import run_inprocess
 

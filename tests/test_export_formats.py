@@ -40,6 +40,7 @@ def small_net(space_name: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.slow
 def test_the_export_runs_the_network_twice_on_one_thread(fmt: str, tmp_path: Path) -> None:
     # Prepare: a hook that records, per forward pass, how many torch threads it ran on
     net = small_net("darts_s2")

@@ -38,6 +38,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_int8_model_is_smaller_and_predict_scores_it_as_its_spec_says(
         run: Path, tmp_path: Path) -> None:
     # Prepare: the float32 and the int8 file of client 1, measured

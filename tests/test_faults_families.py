@@ -91,6 +91,7 @@ def run(args: list[str]) -> tuple[dict[str, np.ndarray], list[RoundRecord]]:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.slow
 def test_malformed_replies_are_rejected_and_change_nothing(
         family: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("_run_id", "_node_id", "_task_id"):

@@ -299,6 +299,7 @@ def test_a_truncated_body_never_reaches_upstream(gateway: Gateway) -> None:
     assert dropped is not None and int(dropped.group(1)) in (0, 5), gateway.log.read_text()
 
 
+@pytest.mark.slow
 def test_a_stalled_body_and_slow_heads_are_cut_within_the_read_timeout(
         gateway: Gateway) -> None:
     # Prepare: at once, a connection idle after its TLS handshake, one trickling its request

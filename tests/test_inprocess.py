@@ -51,6 +51,7 @@ def small(method: str) -> list[str]:
 
 
 @pytest.mark.parametrize("method", ["fedrep", "perfedrlnas"])
+@pytest.mark.slow
 def test_clients_side_by_side_give_the_records_of_clients_one_after_another(
         method: str) -> None:
     # Prepare: FedRep keeps each client's head between rounds in its node's context
@@ -71,6 +72,7 @@ def test_clients_side_by_side_give_the_records_of_clients_one_after_another(
 
 @pytest.mark.parametrize("method", ["fedavg", "local", "fedrep", "fedbabu", "perfedrlnas",
                                     "hapfnas", "fednas", "spider", "ditto"])
+@pytest.mark.slow
 def test_fine_tuned_evaluations_along_the_way_change_no_training_and_no_final_figure(
         method: str) -> None:
     # Prepare: every round evaluated, quick (un-fine-tuned) or fine-tuned like the last;

@@ -29,6 +29,9 @@ from pfednas.edge.runtime import load
 from pfednas.run.inprocess import run_inprocess
 from pfednas.search import get_space
 
+# every test reads the module's nine real runs (or runs one of its own): not the quick loop
+pytestmark = pytest.mark.slow
+
 FED = ["federation.num_clients=3", "federation.clients_per_round=2",
        "federation.local_epochs=1", "dataset.max_samples_per_client=150"]
 ROUNDS = ["federation.num_rounds=2", "federation.eval_every=2"]

@@ -109,6 +109,7 @@ def test_one_register_call_makes_a_method_known_to_the_config_its_checks_and_hel
         settings_from_cfg(compose([f"method={server_step}", "method.finetune_epochs=-1"]))
 
 
+@pytest.mark.slow
 def test_a_registered_method_runs_end_to_end_and_is_reported_as_its_row_says(
         server_step: str, tmp_path: Path) -> None:
     # Execute: FedAvg (the report's reference) and the toy on the same setting, the toy with

@@ -138,6 +138,7 @@ def test_readme_lists_every_method_and_subcommand_and_no_planned_method() -> Non
 
 
 # -- 5. the console: our lines once, Flower's notices in logs/ -----------------------------------
+@pytest.mark.slow
 def test_console_shows_pfednas_lines_once_and_flower_notices_only_in_the_log(
         fedavg_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, result = fedavg_run
@@ -166,6 +167,7 @@ def test_console_line_routes_our_lines_warnings_and_flower_notices() -> None:
 
 
 # -- 7. intermediate evaluations are quick, the final one fine-tunes ------------------------------
+@pytest.mark.slow
 def test_intermediate_evaluation_is_quick_and_the_final_one_fine_tunes(
         fedavg_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, result = fedavg_run
@@ -181,6 +183,7 @@ def test_intermediate_evaluation_is_quick_and_the_final_one_fine_tunes(
 
 
 # -- 8. a final evaluation that misses clients is stated and fails the run ------------------------
+@pytest.mark.slow
 def test_final_evaluation_missing_a_client_is_stated_and_exits_non_zero(
         fedavg_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, result = fedavg_run

@@ -131,6 +131,7 @@ def test_over_budget_reward_with_a_measured_client() -> None:
     assert strategy.history == {fits: pytest.approx(0.6)}
 
 
+@pytest.mark.slow
 def test_failure_reward_moves_the_policy_of_a_silent_client() -> None:
     strategy = make_strategy(failure_reward=-0.5)
     set_memory(strategy, {c: float("inf") for c in range(3)})

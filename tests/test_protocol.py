@@ -112,6 +112,7 @@ def test_perfedrlnas_ft_reports_both_figures_and_f_leaves_the_published_one_unch
     assert "personalized_acc_no_ft_mean" not in published.summary
 
 
+@pytest.mark.slow
 def test_report_shows_a_finetuned_nas_run_as_two_rows_with_ratios(tmp_path: Path) -> None:
     # Prepare: fine-tuned PerFedRLNAS and FedAvg+FT runs of the same cells, seeds 0 and 1
     args = [*TINY, "method.finetune_epochs=1"]
@@ -281,6 +282,7 @@ def test_a_labelled_run_is_reported_under_its_label(tmp_path: Path) -> None:
         settings_from_cfg(compose(["label=' '"]))
 
 
+@pytest.mark.slow
 def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
     # Prepare: a small DARTS space (5 edges per cell type): SPIDER's search ends in round 6;
     # 150 samples per client (about 90 train, 30 val) keep the 2 x 6 rounds at seconds

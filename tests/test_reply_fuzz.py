@@ -330,6 +330,7 @@ PERFEDRLNAS_EVALUATE = Template(
 
 @settings(FUZZ, max_examples=600)
 @given(message=replies(PERFEDRLNAS_TRAIN))
+@pytest.mark.slow
 def test_perfedrlnas_training_survives_any_reply(message: Message) -> None:
     strategy = reset(stage("train"))
 

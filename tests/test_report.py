@@ -75,6 +75,7 @@ def _table_rows(path: Path) -> dict[str, dict[str, str]]:
         return {row["method"]: row for row in csv.DictReader(f)}
 
 
+@pytest.mark.slow
 def test_bench_writes_one_run_per_cell_and_the_report_files(bench: tuple[Path, str]) -> None:
     out, _ = bench
 
@@ -105,6 +106,7 @@ def test_train_loss_is_the_sample_weighted_mean_of_each_round() -> None:
     assert loss.tolist() == pytest.approx([1.75, 0.5])
 
 
+@pytest.mark.slow
 def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str]) -> None:
     out, _ = bench
 
@@ -134,6 +136,7 @@ def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str
     assert float(rows["fedavg"]["bytes_up_per_client_round"]) > 0
 
 
+@pytest.mark.slow
 def test_a_finished_cell_keeps_its_metrics_compressed_and_the_report_reads_them(
         bench: tuple[Path, str]) -> None:
     out, _ = bench
@@ -149,6 +152,7 @@ def test_a_finished_cell_keeps_its_metrics_compressed_and_the_report_reads_them(
         per_client_round(_summary(out, "fedavg")["bytes_up"], rounds) > 0
 
 
+@pytest.mark.slow
 def test_each_cell_records_its_commit_and_load_and_the_table_shows_the_load(
         bench: tuple[Path, str]) -> None:
     out, _ = bench
@@ -162,6 +166,7 @@ def test_each_cell_records_its_commit_and_load_and_the_table_shows_the_load(
         assert float(rows[method]["load_mean"]) == record["load_mean"]
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_cells_and_report_renders_the_same_table(
         bench: tuple[Path, str], tmp_path: Path) -> None:
     out, _ = bench
@@ -178,6 +183,7 @@ def test_rerun_skips_finished_cells_and_report_renders_the_same_table(
     assert (tmp_path / "table.csv").read_text() == (out / "report" / "table.csv").read_text()
 
 
+@pytest.mark.slow
 def test_a_failed_cell_is_recorded_and_the_bench_goes_on(bench: tuple[Path, str],
                                                          tmp_path: Path) -> None:
     out = tmp_path / "smoke"
@@ -566,6 +572,7 @@ def test_plots_label_a_finetuned_nas_run_as_its_ft_row() -> None:
 
 
 # -- the results page from the smoke bench's cells ------------------------------------------------
+@pytest.mark.slow
 def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_check(
         bench: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: a page with the smoke preset's table, rendered from its cells
@@ -606,6 +613,7 @@ def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_chec
     assert refreshed == 0 and doc.read_text() == rendered
 
 
+@pytest.mark.slow
 def test_a_cell_run_beside_others_says_so_in_its_group(bench: tuple[Path, str],
                                                        tmp_path: Path) -> None:
     out = tmp_path / "smoke"

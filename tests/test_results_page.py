@@ -38,6 +38,7 @@ T_975_DOF2 = 4.302652729911275  # Student's t, 97.5 % quantile, 2 degrees of fre
 T_80_DOF2 = 1.0606601717798214  # Student's t, 80 % quantile, 2 degrees of freedom
 
 
+@pytest.mark.slow
 def test_the_committed_results_pages_are_what_the_committed_cells_render() -> None:
     current, rendered = render_doc(DOC, BENCH_ROOT)
     tuning, tuning_rendered = render_doc(TUNING, BENCH_ROOT)
@@ -109,6 +110,7 @@ def test_a_bench_still_running_renders_its_finished_methods_and_names_the_others
     assert verdict.startswith("No method to compare.")
 
 
+@pytest.mark.slow
 def test_a_bench_running_its_alphas_in_turn_renders_the_seeds_every_method_has_finished(
         tmp_path: Path) -> None:
     # Prepare: the committed Fashion-MNIST cells (7 methods, α 0.1 and 0.3, seeds 0-4), seed 4

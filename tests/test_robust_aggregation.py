@@ -362,6 +362,7 @@ def hostile(shift: float) -> str:
     return f"fault_injection={{clients: [0], kind: shift, shift: {shift}}}"
 
 
+@pytest.mark.slow
 def test_one_hostile_client_cannot_steer_the_deployment_rule_nor_stop_the_run() -> None:
     # Prepare: the review's run (in-process FedAvg, synthetic data, 4 clients, bound 10),
     # client 0 returning what it received plus a constant on every float entry, under the

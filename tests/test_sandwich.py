@@ -109,6 +109,7 @@ def _student_kl(arrays: list[np.ndarray]) -> float:
         return float(kd_loss(net(x, SPACE.net_config(SPACE.min_arch(), TASK)), teacher, 1.0))
 
 
+@pytest.mark.slow
 def test_students_learn_the_subnets_outputs_and_their_passes_are_counted(
         supernet: Supernet) -> None:
     # Execute: the same client, round and subnet without and with two students

@@ -70,6 +70,7 @@ def test_spider_three_rounds_search_beat_chance_and_leave_no_process(spider_run:
     assert pids_with_token(token) == []
 
 
+@pytest.mark.slow
 def test_ditto_three_rounds_keep_the_full_supernet_and_beat_chance() -> None:
     run = run_inprocess(["method=ditto", *TINY])
 

@@ -295,6 +295,7 @@ def test_a_deployment_bounds_its_evaluations_by_default() -> None:
     assert build_strategy(stated, deployment=True).budget.eval_timeout == 7
 
 
+@pytest.mark.slow
 def test_a_client_echoing_what_it_got_no_longer_zeroes_its_partners_end_to_end() -> None:
     # Prepare: the review's run (FedAvg, 4 clients, 2 a round, 6 rounds, bound 10), on a
     # small digits model; client 0 returns exactly what it received, every round
