@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -285,6 +286,26 @@ def test_compose_federation_runs_perfedrlnas_on_three_unequal_silos(
     # every silo taking part trained every round
     assert all(sorted(row["client_id"] for row in r["train"]) == taking_part for r in rounds)
     _assert_excluded(perfedrlnas_run, excluded)
+    _assert_kept_models_measured_where_there_was_room(perfedrlnas_run, taking_part)
+
+
+def _assert_kept_models_measured_where_there_was_room(run: ContainerRun,
+                                                      taking_part: list[int]) -> None:
+    """Each silo's kept model carries the node's measurement (latency, peak memory of a
+    second process), or the silo's log says in one line why its container had no room for
+    that process; never both, never neither."""
+    log = (run.work / "logs" / "compose.log").read_text(errors="replace")
+    for cid in taking_part:
+        spec = json.loads((run.work / "models" / str(cid) / f"client_{cid}" / "spec.json")
+                          .read_text())
+        node = (spec.get("measured") or {}).get("node")
+        skipped = re.search(rf"client {cid}: kept model not measured \((\d+) MiB free .*"
+                            rf"a second process needs about (\d+) MiB\)", log)
+        assert (node is None) == (skipped is not None), (cid, node, skipped)
+        if skipped:
+            assert int(skipped[1]) < int(skipped[2])
+        else:
+            assert node["peak_rss_mb"] > 0 and node["latency_ms_median"] > 0
 
 
 @pytest.mark.slow
