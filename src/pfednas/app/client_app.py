@@ -51,7 +51,7 @@ from pfednas.edge.spec import KEEP_KEY
 from pfednas.methods import METHODS
 from pfednas.node.cache import composed_config, node_cache_dir
 from pfednas.node.data import client_id_of, node_client_data, node_data_root
-from pfednas.node.probe import no_room_for, node_profile, process_private, read_memory
+from pfednas.node.probe import no_room_beside_this_process, node_profile
 from pfednas.train import default_device
 
 app = ClientApp()
@@ -247,10 +247,7 @@ def keep_models(context: Context, settings: RunSettings, config: dict[str, Any],
     if not in_simulation():
         # the measurement runs in a second process, which imports PyTorch again: on a device
         # with no room for it, it would push the node into swapless reclaim (unresponsive)
-        try:
-            crowded = no_room_for(read_memory(), process_private())
-        except RuntimeError:  # no memory figure to go by: measure, as a machine without
-            crowded = None    # limits would
+        crowded = no_room_beside_this_process()
         if crowded:
             print(f"[pfednas] client {cid}: kept model not measured ({crowded})", flush=True)
         else:

@@ -149,6 +149,16 @@ def no_room_for(reading: MemoryReading, need_bytes: float) -> str | None:
             f"needs about {need_bytes / MB:.0f} MiB")
 
 
+def no_room_beside_this_process() -> str | None:
+    """Why this node cannot start a second process that imports what this one has (its
+    private memory again; None: it can, or no memory figure says otherwise)."""
+    try:
+        reading = read_memory()
+    except RuntimeError:
+        return None
+    return no_room_for(reading, process_private())
+
+
 def read_memory(root: Path = CGROUP_ROOT) -> MemoryReading:
     rss = process_rss()
     limited = cgroup_memory(root)
