@@ -1,6 +1,7 @@
 """``pfednas predict MODEL``: run a client's model with its own runtime.
 
     pfednas predict export/client_0.onnx --run RUN_DIR --client 0   # its evaluation split
+    pfednas predict export/client_0.onnx --silo /data      # on its node: the same, of its silo
     pfednas predict RUN_DIR/models/client_0 --data images/ --out predictions.csv
 
 ``MODEL`` is an ``.onnx`` file ``pfednas export`` wrote (ONNX Runtime, no PyTorch is
@@ -14,6 +15,10 @@ only by the sha256 export recorded in the run folder or model-dir named by ``--k
   split its spec names: ``test``, or a tuning run's validation part), read exactly as the
   client read it; prints the accuracy on its last line, which equals the client's figure in
   ``summary.json`` sample for sample.
+* ``--silo DIR``: on a deployed node, its silo folder (the node config's ``data-dir``): the
+  client's evaluation split of it, split as its ClientApp split it (the run's overrides,
+  which the spec records); the accuracy again equals the client's figure in the server's
+  ``summary.json``.
 * ``--data FILE``: a ``.npz`` (``x`` as ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)``;
   ``y`` optional) or an image folder (``DIR/<class>/<image>``), read by the reader silo
   nodes use (:func:`pfednas.node.data.read_silo`: uint8 as 0–255, float as 0–1, converted to
@@ -91,6 +96,36 @@ def run_split(spec: dict[str, Any], run_dir: Path, client_id: int) -> tuple[np.n
     split = spec.get("evaluation", {}).get("split", "test")
     if split == "val-half":
         data = tuning_splits(data, data_spec.seed, client_id)
+    part = data.val if split == "val" else data.test
+    return part.x, part.y
+
+
+def silo_split(spec: dict[str, Any], folder: Path,
+               client_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The client's evaluation split of its silo ``folder``, as its ClientApp split it (the
+    settings composed from the run's overrides its spec records)."""
+    from pfednas.config import compose, settings_from_cfg
+    from pfednas.data import tuning_splits
+    from pfednas.node.data import silo_client_data
+
+    if not folder.is_dir():
+        raise PredictError(f"{folder} is not a silo folder (a node's data-dir)")
+    run = spec.get("run", {})
+    if "overrides" not in run or "client_id" not in spec:
+        raise PredictError("the spec records no run overrides or client: export it again "
+                           "from the node's model-dir")
+    settings = settings_from_cfg(compose(tuple(run["overrides"])))
+    if spec.get("dataset") != settings.data.name:
+        raise PredictError(f"the model was trained on {spec.get('dataset')}, its run's "
+                           f"overrides name {settings.data.name}")
+    if client_id is not None and client_id != spec["client_id"]:
+        raise PredictError(f"the model is client {spec['client_id']}'s, not client "
+                           f"{client_id}'s")
+    client_id = int(spec["client_id"])
+    data = silo_client_data(folder, settings, client_id)
+    split = spec.get("evaluation", {}).get("split", "test")
+    if split == "val-half":
+        data = tuning_splits(data, settings.data.seed, client_id)
     part = data.val if split == "val" else data.test
     return part.x, part.y
 
@@ -187,6 +222,9 @@ def main(argv: list[str]) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, help="a simulation's run folder (with --client)")
     source.add_argument("--data", type=Path, help="a .npz or an image folder")
+    source.add_argument("--silo", type=Path, metavar="DIR",
+                        help="on a node, its silo folder (data-dir): the client's evaluation "
+                             "split of it, as its ClientApp split it")
     parser.add_argument("--client", type=int)
     parser.add_argument("--out", type=Path, help="--data: write the predictions here (CSV: "
                         "index, the file of an image folder's, class, class_name)")
@@ -203,8 +241,12 @@ def main(argv: list[str]) -> int:
     try:
         spec = model_spec(args.model)
         names = class_names(spec)
-        inputs = (Inputs(*run_split(spec, args.run, args.client)) if args.run is not None
-                  else file_data(spec, args.data))
+        if args.run is not None:
+            inputs = Inputs(*run_split(spec, args.run, args.client))
+        elif args.silo is not None:
+            inputs = Inputs(*silo_split(spec, args.silo, args.client))
+        else:
+            inputs = file_data(spec, args.data)
         y = inputs.y
         if y is not None:
             check_labels(y, spec)

@@ -7,7 +7,9 @@ sample, times ``--runs`` more and prints one JSON object:
 * ``latency_ms_median`` / ``latency_ms_p90``: wall-clock of one forward pass of one sample;
 * ``peak_rss_mb``: the process's peak resident memory (runtime, model and a run);
 * ``model_rss_mb``: that peak less the peak after the runtime's import, i.e. what loading
-  and running the model added.
+  and running the model added;
+* ``machine``: the architecture it ran on (``x86_64``, ``aarch64``: an arm64 node's figures,
+  emulated or not, are its own).
 
 A fresh process, so that the peak belongs to this model and not to whatever ran before.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
 import subprocess
 import sys
@@ -63,7 +66,8 @@ def measure_here(path: Path, shape: tuple[int, int, int], runs: int) -> dict[str
     return {"runtime": model.runtime, "threads": 1, "batch": 1, "runs": runs,
             "latency_ms_median": round(float(np.median(times)), 4),
             "latency_ms_p90": round(float(np.percentile(times, 90)), 4),
-            "peak_rss_mb": round(peak, 1), "model_rss_mb": round(peak - before, 1)}
+            "peak_rss_mb": round(peak, 1), "model_rss_mb": round(peak - before, 1),
+            "machine": platform.machine()}
 
 
 def measure(path: Path, shape: tuple[int, int, int], runs: int = RUNS,
