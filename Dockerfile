@@ -11,6 +11,11 @@
 #   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 -t pfednas:cuda .
 # An empty TORCH_INDEX_URL takes PyTorch from pip's configured index (PyPI's build, with its
 # CUDA libraries): scripts/containers/build-images.sh does so where the CPU index is unreachable.
+#
+# arm64 (a Raspberry Pi 4/5, a Jetson's CPU, an arm64 server) from this same file: Flower's
+# images are published for amd64 and arm64, so on the board `docker build` as above, or
+# elsewhere `docker buildx build --platform linux/arm64 -t pfednas:latest-arm64 .`.
+# scripts/containers/build-images.sh --platform linux/arm64 does it under QEMU with podman.
 # pfednas needs Python 3.11 or 3.12: keep a py3.11 / py3.12 variant of the Flower image.
 ARG FLWR_VERSION=1.41.0
 ARG FLWR_IMAGE_VARIANT=py3.12-ubuntu24.04

@@ -46,6 +46,9 @@ CONTAINERS_CONF = SCRIPTS / "containers.conf"
 PROJECT = "pfednas-ctest"
 PERFEDRLNAS_RUN, FITS_ALL_RUN = "perfedrlnas-digits", "fedavg-fits-all-digits"
 SILO_LIMITS = SCRIPTS / "silo-limits.yml"
+# laid over the PerFedRLNAS run: silo 0's SuperNode and ClientApp executor are linux/arm64
+# (QEMU user emulation), the other two x86-64
+ARM64_NODE, ARM64_SILO = SCRIPTS / "arm64-node.yml", 0
 # silo-limits.yml: memory limit (bytes) and CPU quota (nano-CPUs) of each ClientApp executor
 LIMITS = {"clientapp-0": (2 * 2**30, 1_000_000_000), "clientapp-1": (2**30, 500_000_000),
           "clientapp-2": (670 * 2**20, 250_000_000)}
@@ -193,12 +196,13 @@ class ContainerRun:
         return {p["client_id"]: p["memory_budget_mb"] for p in self.summary()["profiles"]}
 
 
-def _run_federation(work: Path, name: str, overrides: str) -> ContainerRun:
+def _run_federation(work: Path, name: str, overrides: str,
+                    extra: tuple[Path, ...] = (SILO_LIMITS,)) -> ContainerRun:
     reason = _engine_missing()
     if reason:
         pytest.skip(reason)
     env = dict(os.environ, PFEDNAS_COMPOSE_PROJECT=PROJECT, ROUNDS="2", RUN_NAME=name,
-               RUN_OVERRIDES=overrides, PFEDNAS_COMPOSE_EXTRA=str(SILO_LIMITS))
+               RUN_OVERRIDES=overrides, PFEDNAS_COMPOSE_EXTRA=" ".join(map(str, extra)))
     # Cold: ~6 min of image builds first; then ~4-5 min a run on 2 cores under load.
     result = subprocess.run([str(SCRIPTS / "run-federation.sh"), str(work)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=3600, check=False)
@@ -208,7 +212,7 @@ def _run_federation(work: Path, name: str, overrides: str) -> ContainerRun:
 @pytest.fixture(scope="module")
 def perfedrlnas_run(tmp_path_factory: pytest.TempPathFactory) -> ContainerRun:
     return _run_federation(tmp_path_factory.mktemp("containers") / "work", PERFEDRLNAS_RUN,
-                           "method=perfedrlnas")
+                           "method=perfedrlnas", extra=(SILO_LIMITS, ARM64_NODE))
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +291,52 @@ def test_compose_federation_runs_perfedrlnas_on_three_unequal_silos(
     assert all(sorted(row["client_id"] for row in r["train"]) == taking_part for r in rounds)
     _assert_excluded(perfedrlnas_run, excluded)
     _assert_kept_models_measured_where_there_was_room(perfedrlnas_run, taking_part)
+    _assert_each_kept_model_reproduced_its_figure(perfedrlnas_run, taking_part)
+
+
+@pytest.mark.slow
+@pytest.mark.containers
+def test_an_arm64_node_trains_within_its_budget_and_runs_its_model_itself(
+        perfedrlnas_run: ContainerRun) -> None:
+    """Silo 0 is an arm64 device (QEMU user emulation here) beside two x86-64 ones, TLS
+    and node authentication on: it measured its own budget, trained an architecture within
+    it, kept its model, and exported and ran that model on its own runtime (ONNX Runtime
+    for aarch64), reproducing its reported figure."""
+    _assert_ran_and_trained_within_limits(perfedrlnas_run)
+    summary = perfedrlnas_run.summary()
+    profile = next(p for p in summary["profiles"] if p["client_id"] == ARM64_SILO)
+    row = next(r for r in summary["per_client"] if r["client_id"] == ARM64_SILO)
+    assert profile["source"] == MEASURED and profile["memory_budget_mb"] > 0
+    assert row["within_budget"] is True and row["cost"] <= row["budget"]
+    assert all(ARM64_SILO in [t["client_id"] for t in r["train"]]
+               for r in perfedrlnas_run.rounds())
+
+    out = perfedrlnas_run.result.stdout
+    assert f"silo {ARM64_SILO}: its kept model as ONNX, on the arm64 node itself" in out
+    exported = perfedrlnas_run.work / "models" / str(ARM64_SILO) / "export-on-node"
+    spec = json.loads((exported / f"client_{ARM64_SILO}.json").read_text())
+    assert spec["accuracy"] == row["accuracy"] and spec["arch"] == row["arch"]
+    onnx = spec["export"]["formats"]["onnx"]
+    assert onnx["measured"]["machine"] == "aarch64"
+    assert onnx["measured"]["runtime"].startswith("onnxruntime")
+    kept = json.loads((perfedrlnas_run.work / "models" / str(ARM64_SILO)
+                       / f"client_{ARM64_SILO}" / "spec.json").read_text())
+    node = (kept.get("measured") or {}).get("node")
+    assert node is None or node["machine"] == "aarch64"
+
+
+def _assert_each_kept_model_reproduced_its_figure(run: ContainerRun,
+                                                  taking_part: list[int]) -> None:
+    """The federation script exported each silo's kept model to ONNX and ran it on the
+    client's evaluation split of its silo (the arm64 node in its own container): the
+    accuracy the run reported for that client, exactly."""
+    reported = {row["client_id"]: row["accuracy"] for row in run.summary()["per_client"]}
+    for cid in taking_part:
+        line = re.search(rf"silo {cid}: accuracy (\S+), the figure the run reported \((\w+)\)",
+                         run.result.stdout)
+        assert line is not None, run.result.stdout[-3000:]
+        assert float(line[1]) == reported[cid]
+        assert line[2] == ("arm64" if cid == ARM64_SILO else "amd64")
 
 
 def _assert_kept_models_measured_where_there_was_room(run: ContainerRun,

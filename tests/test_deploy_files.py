@@ -162,6 +162,36 @@ def test_compose_files_are_valid_compose_specification() -> None:
             "service_completed_successfully")
 
 
+def test_the_arm64_overlay_changes_only_silo_0s_platform_and_images() -> None:
+    # Prepare: the containers test's files (scripts/containers/), with the variables its
+    # federation script sets
+    containers = REPO / "scripts" / "containers"
+    env = {"ARM64_CPUINFO": str(containers / "arm64-cpuinfo"), "PFEDNAS_TAG": "latest"}
+
+    # Execute
+    plain = merged(BASE, containers / "silo-limits.yml", env=env)["services"]
+    arm = merged(BASE, containers / "silo-limits.yml", containers / "arm64-node.yml",
+                 env=env)["services"]
+
+    # Assert: silo 0's node and executor are linux/arm64 images of the same names with
+    # -arm64, the executor sees an arm64 core's cpuinfo, and nothing else moved
+    assert arm["supernode-0"]["platform"] == arm["clientapp-0"]["platform"] == "linux/arm64"
+    assert arm["supernode-0"]["image"] == plain["supernode-0"]["image"] + "-arm64"
+    assert arm["clientapp-0"]["image"] == plain["clientapp-0"]["image"] + "-arm64"
+    cpuinfo = [v for v in _mounts(arm["clientapp-0"]) if v["target"] == "/proc/cpuinfo"]
+    assert cpuinfo and cpuinfo[0]["read_only"] and Path(cpuinfo[0]["source"]).is_file()
+    assert "CPU implementer" in Path(cpuinfo[0]["source"]).read_text()
+    changed = {name for name in plain if plain[name] != arm[name]}
+    assert changed == {"supernode-0", "clientapp-0"}
+    assert [v for v in _mounts(arm["clientapp-0"]) if v["target"] != "/proc/cpuinfo"] \
+        == _mounts(plain["clientapp-0"])
+    assert arm["clientapp-0"]["mem_limit"] == plain["clientapp-0"]["mem_limit"]
+    for name in ("supernode-0", "clientapp-0"):  # QEMU emulates a Cortex-A76, not SVE
+        assert arm[name]["environment"]["QEMU_CPU"] == "cortex-a76"
+        assert {k: v for k, v in arm[name]["environment"].items() if k != "QEMU_CPU"} \
+            == plain[name].get("environment", {})
+
+
 def test_default_compose_file_is_tls_with_node_authentication() -> None:
     services = merged(BASE)["services"]
 

@@ -9,6 +9,13 @@
 #
 #   scripts/containers/build-images.sh            # builds what is missing
 #   scripts/containers/build-images.sh --rebuild  # builds everything again, no layer cache
+#   scripts/containers/build-images.sh --platform linux/arm64   # the same set for arm64
+#
+# Another platform than the machine's builds the same images from the same files, each
+# tag ending in -<arch> (localhost/pfednas:latest-arm64, docker.io/flwr/supernode:1.41.0-arm64,
+# ...), and runs their build steps under QEMU user emulation: qemu-user-static's binfmt
+# handler, registered with the F flag so that containers use it (installed and enabled
+# here when missing; needs root). Debian's arm64 packages and PyPI's aarch64 wheels.
 #
 # The base and the Flower stand-ins are built once; pfednas:latest goes through
 # `podman build` every time: its layer cache makes that seconds when nothing changed,
@@ -33,15 +40,49 @@ FLWR_IMAGES=(superlink supernode superexec)
 STANDIN_LABEL="org.opencontainers.image.description=pfednas local stand-in for Flower's image"
 REBUILD=0
 NO_CACHE=()
-[[ "${1:-}" == "--rebuild" ]] && { REBUILD=1; NO_CACHE=(--no-cache); }
-
+PLATFORM=""
 say() { echo "[containers] $*"; }
+usage() { echo "usage: $0 [--rebuild] [--platform linux/amd64|linux/arm64]" >&2; exit 2; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rebuild) REBUILD=1; NO_CACHE=(--no-cache) ;;
+    --platform) [[ $# -ge 2 ]] || usage; PLATFORM="$2"; shift ;;
+    *) usage ;;
+  esac
+  shift
+done
+
+# The machine's own architecture in Debian's and OCI's spelling (amd64, arm64).
+host_arch() {
+  case "$(uname -m)" in x86_64) echo amd64 ;; aarch64) echo arm64 ;; *) uname -m ;; esac
+}
+ARCH="$(host_arch)"
+if [[ -n "$PLATFORM" ]]; then
+  case "$PLATFORM" in
+    linux/amd64) ARCH=amd64 ;;
+    linux/arm64) ARCH=arm64 ;;
+    *) say "no image for platform $PLATFORM: linux/amd64 and linux/arm64 are the ones built" >&2
+       exit 2 ;;
+  esac
+fi
+# Every tag of a foreign platform ends in -<arch>; the machine's own keep their names.
+SUFFIX=""
+[[ "$ARCH" == "$(host_arch)" ]] || SUFFIX="-$ARCH"
+PLATFORM_ARGS=(--platform "linux/$ARCH")
+# Bookworm's QEMU (7.2) shows an emulated process this machine's own /proc/cpuinfo, on
+# which PyTorch's CPU detection (cpuinfo) crashes at import: the steps that import it see
+# an arm64 core's (arm64-cpuinfo, a Cortex-A76) instead. A native build needs nothing.
+EMULATION_MOUNTS=()
+[[ -z "$SUFFIX" || "$ARCH" != arm64 ]] \
+  || EMULATION_MOUNTS=(-v "$HERE/arm64-cpuinfo:/proc/cpuinfo:ro")
+BASE_IMAGE="${BASE_IMAGE}${SUFFIX}"
+PFEDNAS_IMAGE="${PFEDNAS_IMAGE}${SUFFIX}"
 
 flwr_tag() {  # the stand-in's name for one of FLWR_IMAGES
   if [[ "$1" == superexec ]]; then
-    echo "docker.io/flwr/superexec:${FLWR_VERSION}-${FLWR_IMAGE_VARIANT}"
+    echo "docker.io/flwr/superexec:${FLWR_VERSION}-${FLWR_IMAGE_VARIANT}${SUFFIX}"
   else
-    echo "docker.io/flwr/$1:${FLWR_VERSION}"
+    echo "docker.io/flwr/$1:${FLWR_VERSION}${SUFFIX}"
   fi
 }
 
@@ -50,14 +91,42 @@ ensure_tools() {
   command -v podman >/dev/null || missing+=(podman)
   command -v runc >/dev/null || missing+=(runc)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
-  [[ ${#missing[@]} -eq 0 ]] && return
+  if [[ -n "$SUFFIX" ]] && ! command -v "qemu-$(qemu_cpu)-static" >/dev/null; then
+    missing+=(qemu-user-static binfmt-support)
+  fi
+  if [[ ${#missing[@]} -gt 0 ]]; then install_tools "${missing[@]}"; fi
+  if [[ -n "$SUFFIX" ]]; then ensure_emulation; fi
+}
+
+qemu_cpu() { case "$ARCH" in arm64) echo aarch64 ;; amd64) echo x86_64 ;; esac; }
+
+# QEMU's binfmt handler for $ARCH, enabled and with the F flag (the interpreter is opened
+# at registration, so it also runs inside containers, which do not have it).
+ensure_emulation() {
+  local handler="/proc/sys/fs/binfmt_misc/qemu-$(qemu_cpu)"
+  if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \
+      || { say "cannot mount binfmt_misc (needs root): no emulation for linux/$ARCH" >&2; exit 1; }
+  fi
+  if [[ ! -e "$handler" ]] || ! grep -q '^enabled' "$handler"; then
+    update-binfmts --enable "qemu-$(qemu_cpu)" >/dev/null 2>&1 || true
+  fi
+  grep -q '^enabled' "$handler" 2>/dev/null \
+    || { say "no binfmt handler for $(qemu_cpu) (qemu-user-static): cannot build linux/$ARCH" >&2
+         exit 1; }
+  grep -q '^flags:.*F' "$handler" \
+    || { say "$handler has no F flag: containers of linux/$ARCH could not start" >&2; exit 1; }
+  say "linux/$ARCH runs here under QEMU user emulation ($handler)"
+}
+
+install_tools() {
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
-    say "missing: ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
+    say "missing: $*; install them (Debian: apt-get install $*)" >&2
     exit 1
   fi
-  say "installing ${missing[*]} with apt-get"
+  say "installing $* with apt-get"
   DEBIAN_FRONTEND=noninteractive apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
 }
 
 needs_build() { [[ $REBUILD -eq 1 ]] || ! podman image exists "$1"; }
@@ -80,11 +149,12 @@ build_base() {
   local rootfs mirror
   rootfs=$(mktemp -d /var/tmp/pfednas-rootfs.XXXXXX)
   mirror=$(debian_mirror)
-  say "debootstrap bookworm from $mirror"
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+  say "debootstrap bookworm ($ARCH) from $mirror"
+  debootstrap --arch="$ARCH" --variant=minbase --include=python3,python3-venv,ca-certificates \
     bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -20 "$rootfs.log" >&2; exit 1; }
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
-  tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
+  tar -C "$rootfs" -c . | podman import --arch "$ARCH" --change 'CMD ["/bin/bash"]' - \
+    "$BASE_IMAGE" >/dev/null
   rm -rf "$rootfs" "$rootfs.log"
 }
 
@@ -104,7 +174,8 @@ build_flwr() {
   for name in "${FLWR_IMAGES[@]}"; do
     needs_build "$(flwr_tag "$name")" || { say "$(flwr_tag "$name") exists"; continue; }
     say "building $(flwr_tag "$name") (stand-in)"
-    podman build --pull=never "${NO_CACHE[@]}" "${PIP_BUILD_ARGS[@]}" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    podman build --pull=never "${PLATFORM_ARGS[@]}" "${NO_CACHE[@]}" "${PIP_BUILD_ARGS[@]}" \
+      --build-arg "BASE_IMAGE=$BASE_IMAGE" \
       --build-arg "FLWR_VERSION=$FLWR_VERSION" --label "$STANDIN_LABEL flwr/$name" \
       --target "$name" -t "$(flwr_tag "$name")" -f "$HERE/flwr.Containerfile" "$HERE"
   done
@@ -114,8 +185,9 @@ build_pfednas() {
   local previous
   previous=$(podman image inspect --format '{{.Id}}' "$PFEDNAS_IMAGE" 2>/dev/null || true)
   say "building $PFEDNAS_IMAGE from Dockerfile (PyTorch from the host's pip index)"
-  podman build --pull=never "${NO_CACHE[@]}" "${PIP_BUILD_ARGS[@]}" --build-arg "FLWR_VERSION=$FLWR_VERSION" \
-    --build-arg "FLWR_IMAGE_VARIANT=$FLWR_IMAGE_VARIANT" --build-arg TORCH_INDEX_URL= \
+  podman build --pull=never "${PLATFORM_ARGS[@]}" "${NO_CACHE[@]}" "${PIP_BUILD_ARGS[@]}" \
+    "${EMULATION_MOUNTS[@]}" --build-arg "FLWR_VERSION=$FLWR_VERSION" \
+    --build-arg "FLWR_IMAGE_VARIANT=${FLWR_IMAGE_VARIANT}${SUFFIX}" --build-arg TORCH_INDEX_URL= \
     -t "$PFEDNAS_IMAGE" -f "$REPO/Dockerfile" "$REPO"
   # The image it replaced, now untagged: removed (not if a container still uses it).
   if [[ -n "$previous" && "$(podman image inspect --format '{{.Id}}' "$PFEDNAS_IMAGE")" != "$previous" ]]; then

@@ -18,10 +18,13 @@
 # and OOM kill: logs/resources.tsv; each client's profile (measured by its ClientApp where
 # its node config states none), budget, cost and architecture: printed from summary.json.
 # Each silo's kept personalized model is then copied out of its volume (WORK_DIR/models/<i>),
-# exported to ONNX and run on the silo's data (pfednas export / predict).
+# exported to ONNX and run on the client's evaluation split of its silo (pfednas export /
+# predict --silo), which must give the accuracy the run reported for it; a silo whose
+# executor is of another architecture (scripts/containers/arm64-node.yml) does both in its
+# own container.
 # Exit code 0 only if the run wrote its summary.json, every silo it did not exclude exported
-# its model (an excluded one, whose measured budget no architecture fits, kept none), and
-# nothing of it was left afterwards.
+# its model and reproduced its reported accuracy with it (an excluded one, whose measured
+# budget no architecture fits, kept none), and nothing of it was left afterwards.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,6 +40,9 @@ VENV_BIN="$REPO/.venv/bin"
 APP_UID=49999  # the Flower images' user `app`
 
 say() { echo "[containers] $(date +%H:%M:%S) $*"; }
+host_arch() {  # OCI's name of this machine's architecture
+  case "$(uname -m)" in x86_64) echo amd64 ;; aarch64) echo arm64 ;; *) uname -m ;; esac
+}
 fail() { say "FAILED: $*" >&2; exit 1; }
 
 compose_binary() {
@@ -212,13 +218,18 @@ main() {
   [[ -x "$VENV_BIN/pfednas" ]] || fail "no $VENV_BIN/pfednas: install the project first (README)"
   local start=$SECONDS
   "$HERE/build-images.sh"
-  say "images ready after $((SECONDS - start)) s"
-  local compose
+  local compose extra platform
   compose=$(compose_binary) || exit 1
   COMPOSE=("$compose" -f "$REPO/docker-compose.yml")
-  local extra
   for extra in ${PFEDNAS_COMPOSE_EXTRA:-}; do COMPOSE+=(-f "$(realpath "$extra")"); done
+  # the images of any other platform an overlay names (platform: linux/arm64)
+  for platform in $(cat /dev/null ${PFEDNAS_COMPOSE_EXTRA:-} \
+      | sed -nE 's/^[[:space:]]*platform:[[:space:]]*(linux\/[a-z0-9]+).*/\1/p' | sort -u); do
+    [[ "$platform" == "linux/$(host_arch)" ]] || "$HERE/build-images.sh" --platform "$platform"
+  done
+  say "images ready after $((SECONDS - start)) s"
   COMPOSE+=(--project-directory "$WORK" -p "$PROJECT")
+  export ARM64_CPUINFO="$HERE/arm64-cpuinfo"  # arm64-node.yml: an emulated node's CPU
   leftovers || fail "project $PROJECT is already running: $(basename "${COMPOSE[0]}") -p $PROJECT down -v"
   prepare_work_dir
   trap teardown EXIT
@@ -240,10 +251,12 @@ main() {
   export_on_silos
 }
 
-export_on_silos() {  # each silo's kept model, copied out of its volume, exported and run
-  # (podman cp, not compose exec: an exec session's conmon outlives compose down here);
-  # a silo the run excluded (no architecture fits its measured budget) keeps no model
-  local i id out excluded
+export_on_silos() {  # each silo's kept model, exported and run on its evaluation split
+  # (podman cp, not compose exec: an exec session's conmon outlives compose down here); a
+  # silo of another architecture than this machine's (an arm64 node under emulation)
+  # exports and runs it in its own container, on its own runtime; a silo the run excluded
+  # (no architecture fits its measured budget) keeps no model
+  local i id out excluded arch accuracy reported where
   excluded=$("$VENV_BIN/python" -c 'import json, sys
 print(" ".join(str(e["client_id"]) for e in
                json.load(open(sys.argv[1])).get("excluded_clients", [])))' \
@@ -259,11 +272,31 @@ print(" ".join(str(e["client_id"]) for e in
       say "  silo $i: excluded from the run (see its line above), no kept model, as expected"
       continue
     fi
-    out=$("$VENV_BIN/pfednas" export "$WORK/models/$i" --client "$i" --format onnx \
-      --out "$WORK/models/$i/export" >/dev/null && "$VENV_BIN/pfednas" predict \
-      "$WORK/models/$i/export/client_$i.onnx" --data "$WORK/silos/$i" | tail -1) \
-      || fail "silo $i: its kept model did not export or run"
-    say "  silo $i: its kept model as ONNX, on all of its data: $out"
+    arch=$(podman image inspect --format '{{.Architecture}}' \
+      "$(podman inspect --format '{{.Image}}' "$id")")
+    if [[ "$arch" != "$(host_arch)" ]]; then
+      where="on the $arch node itself"
+      out=$(podman exec "$id" sh -c "pfednas export /app/models --client $i --format onnx \
+        --out /tmp/export >/dev/null && pfednas predict /tmp/export/client_$i.onnx \
+        --silo /data" | tail -2) || fail "silo $i: its kept model did not export or run on its node"
+      podman cp "$id:/tmp/export/." "$WORK/models/$i/export-on-node" \
+        || fail "silo $i: no export to copy from its node"
+    else
+      where="here"
+      out=$("$VENV_BIN/pfednas" export "$WORK/models/$i" --client "$i" --format onnx \
+        --out "$WORK/models/$i/export" >/dev/null && "$VENV_BIN/pfednas" predict \
+        "$WORK/models/$i/export/client_$i.onnx" --silo "$WORK/silos/$i" | tail -2) \
+        || fail "silo $i: its kept model did not export or run"
+    fi
+    accuracy=$(awk '$1 == "accuracy" { print $2 }' <<<"$out")
+    reported=$("$VENV_BIN/python" -c 'import json, sys
+print(next(c["accuracy"] for c in json.load(open(sys.argv[1]))["per_client"]
+           if c["client_id"] == int(sys.argv[2])))' "$WORK/outputs/$RUN_NAME/summary.json" "$i")
+    say "  silo $i: its kept model as ONNX, $where, on its evaluation split: $(head -1 <<<"$out")"
+    "$VENV_BIN/python" -c 'import sys; sys.exit(float(sys.argv[1]) != float(sys.argv[2]))' \
+      "${accuracy:-nan}" "$reported" \
+      || fail "silo $i: accuracy ${accuracy:-none} on its node, the run reported $reported"
+    say "  silo $i: accuracy $accuracy, the figure the run reported ($arch)"
   done
 }
 
