@@ -6,12 +6,14 @@ SuperNode authentication and SuperExec secrets as shipped) with
 scripts/containers/silo-limits.yml laid over it: the silos' ClientApp executors under
 unequal real CPU and memory limits (three unequal devices, issue 33 section 4) and no
 profile stated, so each ClientApp measures its own. PerFedRLNAS on digits silo folders for
-2 rounds, then the baselines' ``fits_all`` (FedAvg) the same way; each run takes everything
+2 rounds, with silo 0 an arm64 node under QEMU user emulation (scripts/containers/
+arm64-node.yml: its images built with ``build-images.sh --platform linux/arm64``), then the
+baselines' ``fits_all`` (FedAvg) the same way, all x86-64; each run takes everything
 down and is checked from outside: the measured profiles, architectures, budgets and costs
 in the summary.json the ServerApp container wrote, each executor's peak memory under its
 limit (the kernel's counters), and no container, network, volume, pod or process left.
 
-    .venv/bin/python -m pytest -n 0 -m containers tests/test_containers.py   # ~7 min
+    .venv/bin/python -m pytest -n 0 -m containers tests/test_containers.py   # ~12 min
 
 The other tests (the build's pip settings, pip_build_config.py; the summary of a deployed
 fits_all) run by default.
@@ -203,7 +205,8 @@ def _run_federation(work: Path, name: str, overrides: str,
         pytest.skip(reason)
     env = dict(os.environ, PFEDNAS_COMPOSE_PROJECT=PROJECT, ROUNDS="2", RUN_NAME=name,
                RUN_OVERRIDES=overrides, PFEDNAS_COMPOSE_EXTRA=" ".join(map(str, extra)))
-    # Cold: ~6 min of image builds first; then ~4-5 min a run on 2 cores under load.
+    # Cold: image builds first (~10 min x86-64, ~25 min arm64 under QEMU); then ~5 min
+    # for the run with the arm64 node, ~4 min without, on 2 cores.
     result = subprocess.run([str(SCRIPTS / "run-federation.sh"), str(work)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=3600, check=False)
     return ContainerRun(result, work, name)
