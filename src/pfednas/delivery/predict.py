@@ -39,7 +39,7 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from pfednas.delivery.model_source import (
 from pfednas.edge.kept import KeptModelError, class_names
 from pfednas.edge.runtime import LoadedModel, RuntimeLoadError
 from pfednas.limits import MAX_DATA_BYTES
+
+if TYPE_CHECKING:
+    from pfednas.data.arrays import ClientData
 
 
 def check_input(x: np.ndarray, spec: dict[str, Any]) -> None:
@@ -80,22 +83,34 @@ def run_split(spec: dict[str, Any], run_dir: Path, client_id: int) -> tuple[np.n
     from omegaconf import OmegaConf
 
     from pfednas.config import data_spec_from_cfg
-    from pfednas.data import load_client_data, tuning_splits
+    from pfednas.data import load_client_data
 
     path = run_dir / "resolved_config.yaml"
     if not path.is_file():
         raise PredictError(f"{run_dir} is not a pfednas run folder (no resolved_config.yaml)")
     data_spec = data_spec_from_cfg(OmegaConf.load(path))  # type: ignore[arg-type]
-    if spec.get("client_id") != client_id:
-        raise PredictError(f"the model is client {spec.get('client_id')}'s, not client "
-                           f"{client_id}'s")
+    _check_client(spec, client_id)
     if spec.get("dataset") != data_spec.name:
         raise PredictError(f"the model was trained on {spec.get('dataset')}, the run on "
                            f"{data_spec.name}")
-    data = load_client_data(data_spec, client_id)
+    return _evaluation_part(spec, load_client_data(data_spec, client_id), data_spec.seed,
+                            client_id)
+
+
+def _check_client(spec: dict[str, Any], client_id: int) -> None:
+    if spec.get("client_id") != client_id:
+        raise PredictError(f"the model is client {spec.get('client_id')}'s, not client "
+                           f"{client_id}'s")
+
+
+def _evaluation_part(spec: dict[str, Any], data: ClientData, seed: int,
+                     client_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of a client's splits its spec says the reported figure was measured on."""
+    from pfednas.data import tuning_splits
+
     split = spec.get("evaluation", {}).get("split", "test")
     if split == "val-half":
-        data = tuning_splits(data, data_spec.seed, client_id)
+        data = tuning_splits(data, seed, client_id)
     part = data.val if split == "val" else data.test
     return part.x, part.y
 
@@ -105,7 +120,6 @@ def silo_split(spec: dict[str, Any], folder: Path,
     """The client's evaluation split of its silo ``folder``, as its ClientApp split it (the
     settings composed from the run's overrides its spec records)."""
     from pfednas.config import compose, settings_from_cfg
-    from pfednas.data import tuning_splits
     from pfednas.node.data import silo_client_data
 
     if not folder.is_dir():
@@ -118,16 +132,11 @@ def silo_split(spec: dict[str, Any], folder: Path,
     if spec.get("dataset") != settings.data.name:
         raise PredictError(f"the model was trained on {spec.get('dataset')}, its run's "
                            f"overrides name {settings.data.name}")
-    if client_id is not None and client_id != spec["client_id"]:
-        raise PredictError(f"the model is client {spec['client_id']}'s, not client "
-                           f"{client_id}'s")
+    if client_id is not None:
+        _check_client(spec, client_id)
     client_id = int(spec["client_id"])
-    data = silo_client_data(folder, settings, client_id)
-    split = spec.get("evaluation", {}).get("split", "test")
-    if split == "val-half":
-        data = tuning_splits(data, settings.data.seed, client_id)
-    part = data.val if split == "val" else data.test
-    return part.x, part.y
+    return _evaluation_part(spec, silo_client_data(folder, settings, client_id),
+                            settings.data.seed, client_id)
 
 
 @dataclass(frozen=True)
