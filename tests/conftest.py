@@ -68,6 +68,19 @@ def pids_with_token(token: str) -> list[int]:
     return pids
 
 
+
+def processes_naming(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (e.g. a deployment's node folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
 @contextmanager
 def flower_task_identity() -> Iterator[None]:
     """The task identity Flower sets inside a run, which building a Message needs."""

@@ -36,7 +36,7 @@ from pfednas.deploy.local import CONNECTION, HOST, DeploymentError, LocalFederat
 from pfednas.deploy.superexec_auth import write_superexec_secrets
 from pfednas.run.inprocess import run_inprocess
 from pfednas.run.launcher import free_port, wait_run
-from tests.conftest import PFEDNAS, REPO, default_sigint, pids_with_token
+from tests.conftest import PFEDNAS, REPO, default_sigint, pids_with_token, processes_naming
 
 # method.arch=min: the smallest subnet of the search space as FedAvg's fixed model (as in
 # test_e2e), so 2 rounds stay CI-sized and clear the accuracy bar.
@@ -45,7 +45,8 @@ SMALL = ["method=fedavg", "nodes=3", "method.arch=min", "federation.num_rounds=2
 
 
 @pytest.mark.slow
-def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> None:
+def test_three_tls_authenticated_supernodes_run_two_rounds_with_warm_clientapps(
+        tmp_path: Path) -> None:
     out = tmp_path / "run"
 
     result = subprocess.run([str(PFEDNAS), "deploy", "local", *SMALL, f"hydra.run.dir={out}"],
@@ -75,7 +76,18 @@ def test_three_tls_authenticated_supernodes_run_two_rounds(tmp_path: Path) -> No
     assert commands.count(f'checkpoint-dir="{out.resolve() / "client_state"}"') == 3
     assert "Uvicorn running on https://" in (logs / "superlink.log").read_text()
     assert (logs / "register.log").read_text().count('"success": true') == 3
+    # warm ClientApps, deploy local's default: each node's fork server handed out every task
+    assert "3 SuperNodes connected, warm ClientApps" in result.stdout
+    for node in range(3):
+        server_log = (logs / f"warm-clientapps-{node}.log").read_text()
+        assert "ready in" in server_log and "stopped" in server_log
+        # its id query, 2 training rounds and the final evaluation, each a fork that succeeded
+        tasks = re.findall(r"task \d+ ended: (.*)", server_log)
+        assert len(tasks) >= 4 and set(tasks) == {"exit code 0"}, server_log
+        assert "forking with" not in server_log  # one thread at every fork
+        assert "unreachable" not in (logs / f"supernode-{node}.log").read_text()  # never cold
     assert pids_with_token((logs / "run_token").read_text().strip()) == []
+    assert processes_naming(str(out / "deploy" / "nodes")) == []  # no fork server, no task
 
 
 @pytest.mark.slow
