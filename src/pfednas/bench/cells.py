@@ -24,7 +24,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pfednas.config import RESOLVED_CONFIG, RUN_KEYS_NOT_COMPARED, compose, conf_dir
+from pfednas.config import (
+    RESOLVED_CONFIG,
+    RUN_KEYS_NOT_COMPARED,
+    compose,
+    conf_dir,
+    saved_config_values,
+)
 
 # Selected by the bench for every cell; passing them as plain overrides is an error.
 BENCH_OWNED = ("method", "dataset", "search_space", "seed", "dataset.alpha")
@@ -411,7 +417,8 @@ def _saved_values(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
     """A saved ``resolved_config.yaml``'s values, read once while the file is unchanged (a
     results page reads each cell's for every page and preset that shows it); a copy is
     migrated, never the cached dict."""
-    return resolved_values(OmegaConf.load(path))
+    values = saved_config_values(path, resolve=True)
+    return values if isinstance(values, dict) else {}
 
 
 def tuning_run(config: Mapping[str, Any]) -> bool:

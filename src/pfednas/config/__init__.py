@@ -213,6 +213,20 @@ def _check_method_data(typed: Any, spec: DataSpec) -> None:
 RUN_KEYS_NOT_COMPARED = ("resume", "progress", "tensorboard", "output_dir", "hydra")
 RESOLVED_CONFIG = "resolved_config.yaml"  # the run's composed config, in its output folder
 
+# libyaml's safe loader where PyYAML was built with it (~20x faster than OmegaConf.load)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def saved_config_values(path: Path, *, resolve: bool) -> Any:
+    """A config file pfednas saved (``resolved_config.yaml``, Hydra's ``config.yaml``) as
+    plain values: ``OmegaConf.to_container(OmegaConf.load(path), resolve=resolve)``, read
+    by libyaml where the file has no interpolation (the same values for every committed
+    bench cell's files; 0.7 s for the 413 of them against 13.4 s)."""
+    text = path.read_text()
+    if "${" in text:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=resolve)
+    return yaml.load(text, Loader=_YAML_LOADER)
+
 
 def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
     """A run can be resumed only with its checkpoint and its own configuration."""

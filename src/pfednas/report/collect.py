@@ -23,9 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from pfednas.config import RUN_KEYS_NOT_COMPARED
+from pfednas.config import RUN_KEYS_NOT_COMPARED, saved_config_values
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
@@ -330,7 +328,7 @@ def load_run(path: Path) -> Run:
         raise ReportError(f"{path}: not a pfednas run's results ({problem})")
     for name in CONFIG_FILES:
         if (path / name).is_file():
-            config = OmegaConf.to_container(OmegaConf.load(path / name), resolve=False)
+            config = saved_config_values(path / name, resolve=False)
             break
     else:
         raise ReportError(f"{path}: no {' or '.join(CONFIG_FILES)} beside {SUMMARY}")
