@@ -1,8 +1,13 @@
-"""HAPFNAS end to end through `pfednas`: the three phases on digits, flwr run + Ray."""
+"""HAPFNAS end to end through `pfednas`: the three phases on digits, flwr run + Ray.
+
+One real run (module-scoped) serves the three-phase checks and those of the summary's
+per-client rows and the console table that counts them (issue 17).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -30,11 +35,17 @@ ARGS = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per_ro
         "search_space.stage_acts=[relu,hswish,hswish]", "search_space.head_width=64"]
 
 
-@pytest.mark.slow
-def test_three_phases_on_digits_beat_chance_within_budgets(tmp_path: Path) -> None:
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def hapfnas_run(tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("hapfnas") / "run"
+    return out, run_pfednas(ARGS, out)
 
-    result = run_pfednas(ARGS, out)
+
+@pytest.mark.slow
+def test_three_phases_on_digits_beat_chance_within_budgets(
+        hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = hapfnas_run
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -70,6 +81,26 @@ def test_three_phases_on_digits_beat_chance_within_budgets(tmp_path: Path) -> No
         predicted = model(torch.as_tensor(test.x)).argmax(1).numpy()
     expected = next(c["accuracy"] for c in summary["per_client"] if c["client_id"] == 1)
     assert float((predicted == test.y).mean()) == expected
+
+
+@pytest.mark.slow
+def test_nas_summary_rows_carry_arch_cost_budget_and_the_table_counts_them(
+        hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, result = hapfnas_run
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["per_client"]
+    for row in rows:
+        assert row["arch"].startswith("mobilenetv3:")
+        assert row["params"] > 0 and row["flops"] > 0 and row["memory_bytes"] > 0
+        assert row["budget_metric"] == "memory" and row["cost"] == row["memory_bytes"]
+        assert row["within_budget"] == (row["cost"] <= row["budget"])
+    assert summary["distinct_archs"] == len({row["arch"] for row in rows})
+    assert summary["within_budget_share"] == sum(r["within_budget"] for r in rows) / len(rows)
+    assert "distinct architectures" in result.stdout
+    fits = sum(r["within_budget"] for r in rows)
+    assert re.search(rf"\| clients within budget +\| {fits}/4 ", result.stdout)
 
 
 def test_holdout_transfer_without_unheld_samples_is_refused_before_launch(

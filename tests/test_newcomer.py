@@ -1,15 +1,15 @@
 """A newcomer's path (issue 17): every method by its name alone, results that say what was
 chosen, a quiet console, cheap intermediate evaluations, missing clients never silent.
 
-Two real `pfednas` runs (module-scoped, 2-3 rounds each: FedAvg, HAPFNAS) serve the
-end-to-end checks; SPIDER's (its own search space, `pfednas report --tensorboard`) are
-beside the real SPIDER run that serves them, in test_spider_e2e.py.
+One real `pfednas` run (module-scoped, FedAvg, 2 rounds) serves the end-to-end checks;
+HAPFNAS's are beside the real HAPFNAS run that serves them, in test_hapfnas_e2e.py, and
+SPIDER's (its own search space, `pfednas report --tensorboard`) beside the real SPIDER run,
+in test_spider_e2e.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from pfednas.app.results import format_table, missing_clients_error
 from pfednas.cli import SUBCOMMANDS
 from pfednas.config import compose
 from pfednas.methods import METHODS
+from pfednas.run.inprocess import run_inprocess
 from pfednas.run.launcher import console_line
 from tests.conftest import PFEDNAS, REPO, run_pfednas
 
@@ -29,40 +30,13 @@ FEDAVG = ["method=fedavg", "method.arch=min", "method.finetune_epochs=1",
           "federation.num_rounds=2", "federation.eval_every=1",
           # client 3 fails the final (round-2) evaluation
           "fault_injection={clients: [3], kind: raise, rounds: [2], on: [evaluate]}"]
-# HAPFNAS on the default dataset (digits: the clients hold the whole pool), no transfer
-# overrides; only the phases and the search are shortened.
-HAPFNAS = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per_round=2",
-           "federation.num_rounds=3", "federation.local_epochs=1", "method.distill_rounds=1",
-           "method.search_rounds=1", "method.knowledge_width=8", "method.knowledge_epochs=1",
-           "method.distill.steps=5", "method.predictor.archs_per_client=8",
-           "method.predictor.trees=10", "method.predictor.folds=2",
-           "method.evolution.population=8", "method.evolution.generations=2",
-           "method.evolution.parents=2", "search_space.depths=[1,2]",
-           "search_space.base_widths=[8,16,24]", "search_space.kernels=[3,5]",
-           "search_space.stage_strides=[1,2,2]", "search_space.stage_se=[false,true,true]",
-           "search_space.stage_acts=[relu,hswish,hswish]", "search_space.head_width=64"]
-
-
-def _run(tmp_path_factory: pytest.TempPathFactory, name: str, args: list[str]
-         ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    out = tmp_path_factory.mktemp(name) / "run"
-    return out, run_pfednas(args, out)
 
 
 @pytest.fixture(scope="module")
 def fedavg_run(tmp_path_factory: pytest.TempPathFactory
                ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    return _run(tmp_path_factory, "fedavg", FEDAVG)
-
-
-@pytest.fixture(scope="module")
-def hapfnas_run(tmp_path_factory: pytest.TempPathFactory
-                ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    return _run(tmp_path_factory, "hapfnas", HAPFNAS)
-
-
-def _ok(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tmp_path_factory.mktemp("fedavg") / "run"
+    return out, run_pfednas(FEDAVG, out)
 
 
 def _summary(out: Path) -> dict[str, Any]:
@@ -90,37 +64,34 @@ def test_cross_silo_methods_bring_their_federation_and_the_command_line_still_wi
 
 
 # -- 2. hapfnas on the default dataset -----------------------------------------------------------
+# HAPFNAS on the default dataset (digits: the clients hold the whole pool), no transfer
+# overrides; only the phases and the search are shortened.
+HAPFNAS = ["method=hapfnas", "federation.num_clients=4", "federation.clients_per_round=2",
+           "federation.num_rounds=3", "federation.local_epochs=1", "method.distill_rounds=1",
+           "method.search_rounds=1", "method.knowledge_width=8", "method.knowledge_epochs=1",
+           "method.distill.steps=5", "method.predictor.archs_per_client=8",
+           "method.predictor.trees=10", "method.predictor.folds=2",
+           "method.evolution.population=8", "method.evolution.generations=2",
+           "method.evolution.parents=2", "search_space.depths=[1,2]",
+           "search_space.base_widths=[8,16,24]", "search_space.kernels=[3,5]",
+           "search_space.stage_strides=[1,2,2]", "search_space.stage_se=[false,true,true]",
+           "search_space.stage_acts=[relu,hswish,hswish]", "search_space.head_width=64"]
+
+
 @pytest.mark.slow
 def test_hapfnas_on_digits_runs_with_its_default_transfer_source(
-        hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    out, result = hapfnas_run
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The in-process runner: the transfer set is the server's; Flower and Ray change nothing
+    # in it (the real HAPFNAS run is in tests/test_hapfnas_e2e.py, with a held-out pool)
+    summary = run_inprocess(HAPFNAS).summary
 
-    _ok(result)
-    summary = _summary(out)
     assert summary["hapfnas"]["transfer_source"] == "synthetic"
-    assert "transfer.source=auto -> synthetic" in result.stdout
+    assert "transfer.source=auto -> synthetic" in capsys.readouterr().out
     assert summary["num_clients_evaluated"] == 4
 
 
-# -- 3. per-client architecture, cost and budget; the table counts them ---------------------------
-@pytest.mark.slow
-def test_nas_summary_rows_carry_arch_cost_budget_and_the_table_counts_them(
-        hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    out, result = hapfnas_run
-
-    _ok(result)
-    summary = _summary(out)
-    rows = summary["per_client"]
-    for row in rows:
-        assert row["arch"].startswith("mobilenetv3:")
-        assert row["params"] > 0 and row["flops"] > 0 and row["memory_bytes"] > 0
-        assert row["budget_metric"] == "memory" and row["cost"] == row["memory_bytes"]
-        assert row["within_budget"] == (row["cost"] <= row["budget"])
-    assert summary["distinct_archs"] == len({row["arch"] for row in rows})
-    assert summary["within_budget_share"] == sum(r["within_budget"] for r in rows) / len(rows)
-    assert "distinct architectures" in result.stdout
-    fits = sum(r["within_budget"] for r in rows)
-    assert re.search(rf"\| clients within budget +\| {fits}/4 ", result.stdout)
+# -- 3. per-client architecture, cost and budget; the table counts them: beside the real HAPFNAS
+# run that serves them, in tests/test_hapfnas_e2e.py
 
 
 # -- 4. the README matches the code ----------------------------------------------------------------
