@@ -112,22 +112,6 @@ def flwr_run(env: dict[str, str], out: Path, *federation: str) -> str:
     return output
 
 
-@pytest.mark.slow
-def test_flwr_run_runs_the_configured_job_as_a_simulation(flower_env: dict[str, str],
-                                                          tmp_path: Path) -> None:
-    out = tmp_path / "run"  # an absolute output-dir: the results are written there
-
-    output = flwr_run(flower_env, out, "--federation-config", "num-supernodes=3")
-
-    assert "Traceback" not in output, output[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert [p["source"] for p in summary["profiles"]] == ["simulated"] * 3
-    assert "hardware profile" not in output  # no client measured its own machine
-    assert sorted(p.name for p in (out / "models").iterdir()) == [
-        "client_0", "client_1", "client_2"]
-    assert comparable(summary) == comparable(inprocess_summary(TINY))
-
-
 def run_status(env: dict[str, str]) -> tuple[str, str]:
     """The status of the latest run on the local SuperLink and its details (``flwr ls``)."""
     result = subprocess.run(["flwr", "ls", "--format", "json"], cwd=REPO, env=env,
@@ -154,7 +138,7 @@ def test_flwr_run_on_another_number_of_supernodes_fails_the_run_with_one_line(
 
 
 @pytest.mark.slow
-def test_flwr_run_without_federation_config_runs_on_a_federation_sized_once(
+def test_flwr_run_without_federation_config_runs_the_job_on_a_federation_sized_once(
         flower_env: dict[str, str], tmp_path: Path) -> None:
     # Prepare: the local SuperLink's federation sized to the job, as the refusal says
     subprocess.run(["flwr", "federation", "simulation-config", "--num-supernodes", "3"],
@@ -164,7 +148,16 @@ def test_flwr_run_without_federation_config_runs_on_a_federation_sized_once(
     # Execute
     output = flwr_run(flower_env, out)
 
-    # Assert
-    assert "pfednas: error:" not in output, output[-3000:]
+    # Assert: the configured job as a simulation (every profile drawn by the server, none
+    # measured), its results written to the absolute output-dir, the in-process runner's
+    # summary. (--federation-config num-supernodes=K reaches pfednas as K SuperNodes: the
+    # refused run above.)
+    assert "pfednas: error:" not in output and "Traceback" not in output, output[-3000:]
     assert run_status(flower_env)[0] == "finished:completed"
-    assert json.loads((out / "summary.json").read_text())["num_clients_evaluated"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_clients_evaluated"] == 3
+    assert [p["source"] for p in summary["profiles"]] == ["simulated"] * 3
+    assert "hardware profile" not in output  # no client measured its own machine
+    assert sorted(p.name for p in (out / "models").iterdir()) == [
+        "client_0", "client_1", "client_2"]
+    assert comparable(summary) == comparable(inprocess_summary(TINY))
