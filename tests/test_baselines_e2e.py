@@ -1,10 +1,12 @@
 """FedRep end to end (`pfednas` on digits through flwr run + Ray), interrupted and resumed;
 FedBABU and FedNAS on the same setting with the in-process runner.
 
-FedRep's run is interrupted (Ctrl-C) after its first checkpoint and resumed: its
+FedRep's run is interrupted (Ctrl-C) after its first checkpoint, left as a crash leaves it
+(round 3's line cut short, a stale ServerApp pid file) and resumed into its own folder: its
 personal heads live only on the clients, so the resumed run ends with the summary of the
 uninterrupted run (computed by the in-process runner: the same strategy and ClientApp
-handlers, the same records, times aside) only if the clients get their saved state back.
+handlers, the same records, times aside) only if the clients get their saved state back,
+and its ``metrics.jsonl`` holds each round once only if the torn line was dropped.
 FedBABU's and FedNAS's checks are about their results, not about processes: the
 in-process runner (the real strategies and ClientApp handlers, no transport) runs them in
 seconds.
@@ -13,6 +15,9 @@ seconds.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,21 +74,38 @@ def test_fedrep_interrupted_and_resumed_ends_like_the_uninterrupted_run(tmp_path
             "sleep_seconds: 4}"]
 
     # Execute: Ctrl-C (SIGINT to the command's process group) after the round-2 checkpoint
-    killed = tmp_path / "killed"
-    run_and_stop_after_checkpoint(args, killed, kill_server=False)
-    assert not (killed / "summary.json").exists(), "the run ended before it was interrupted"
-    assert pids_with_token((killed / "logs" / "run_token").read_text().strip()) == []
-    assert any((killed / "client_state").rglob("round-*.npz"))  # the heads, kept by clients
+    run = tmp_path / "run"
+    run_and_stop_after_checkpoint(args, run, kill_server=False)
+    assert not (run / "summary.json").exists(), "the run ended before it was interrupted"
+    assert pids_with_token((run / "logs" / "run_token").read_text().strip()) == []
+    assert any((run / "client_state").rglob("round-*.npz"))  # the heads, kept by clients
+    # ... as if it had crashed instead: in the middle of writing round 3's line, its
+    # ServerApp's pid file left behind (a stale PID)
+    metrics = run / "metrics.jsonl"
+    assert [json.loads(line)["round"] for line in metrics.read_text().splitlines()] == [1, 2]
+    with metrics.open("a") as lines:
+        lines.write('{"round": 3, "sampled_clients": [0, 1')
+    (run / "logs" / "serverapp.pid").write_text(f"{dead_pid()} {socket.gethostname()}\n")
 
-    resumed = run_pfednas([*args, f"resume={killed}"], tmp_path / "resumed")
+    # resumed into its own folder (resume=D hydra.run.dir=D)
+    resumed = run_pfednas([*args, f"resume={run}"], run)
 
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    again = check_run(tmp_path / "resumed", "fedrep", rounds=4)
+    assert f"resumed from {run} after round 2" in resumed.stdout
+    assert "dropped its last line (3)" in resumed.stderr
+    again = check_run(run, "fedrep", rounds=4)  # rounds 1-4, one line each
     # the uninterrupted run (in process; round 3's sleep changes only the timing) ends with
     # the same summary and the same kept personalized models, byte for byte
     uninterrupted = run_inprocess(args, tmp_path / "uninterrupted").summary
     assert comparable(again) == comparable(uninterrupted)
-    assert kept_files(tmp_path / "resumed") == kept_files(tmp_path / "uninterrupted")
+    assert kept_files(run) == kept_files(tmp_path / "uninterrupted")
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 def kept_files(run: Path) -> dict[str, bytes]:

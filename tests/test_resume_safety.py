@@ -1,7 +1,8 @@
 """A resume keeps its history and starts only from what it can continue.
 
 * A run resumed into its own folder (``resume=D hydra.run.dir=D``) reads its checkpoint and
-  ``metrics.jsonl`` before anything there is written, and continues (one real `pfednas` run).
+  ``metrics.jsonl`` before anything there is written, and continues: the real `pfednas` run
+  of this is FedRep's, interrupted and resumed, in tests/test_baselines_e2e.py.
 * A folder without (or with an unreadable) ``resolved_config.yaml``, and a checkpoint that
   is garbage, cut short, non-finite, of another dtype, key set or shape than the configured
   strategy holds: exit 2 with one line before anything starts.
@@ -12,9 +13,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +39,6 @@ from pfednas.config import (
 from pfednas.methods.build import build_strategy
 from pfednas.records import RoundRecord
 from pfednas.strategies.base import PersonalizedStrategy
-from tests.conftest import comparable, inprocess_summary, pids_with_token, run_pfednas
 
 TINY = ["method=fedavg", "method.arch=min", "method.finetune_epochs=1",
         "federation.num_clients=3", "federation.clients_per_round=3",
@@ -302,39 +299,3 @@ def test_a_checkpoint_written_after_real_rounds_is_resumable(
     if "method=hapfnas" in overrides:
         assert any(k.startswith("knowledge_") for k in saved.state)
         assert saved.state["pair_indices"].shape[0] > 0
-
-
-def dead_pid() -> int:
-    """The PID of a process that has ended (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-@pytest.mark.slow
-def test_a_run_resumed_into_its_own_folder_continues_and_keeps_its_history(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Prepare: rounds 1-2 of 4 and their checkpoint, then a crash in the middle of writing
-    # round 3's line; and a ServerApp pid file left by the dead run (a stale PID)
-    monkeypatch.setenv(SIMULATION_ENV, "1")
-    folder = tmp_path / "run"
-    folder.mkdir()
-    interrupted_run(folder, TINY, after=2)
-    with (folder / "metrics.jsonl").open("a") as metrics:
-        metrics.write('{"round": 3, "sampled_clients": [0, 1')
-    (folder / "logs").mkdir()
-    (folder / "logs" / "serverapp.pid").write_text(f"{dead_pid()} {socket.gethostname()}\n")
-    reference = inprocess_summary(TINY)
-
-    # Execute: resume=D hydra.run.dir=D
-    resumed = run_pfednas([*TINY, f"resume={folder}"], folder)
-
-    # Assert: it continued from round 3 and ended like the uninterrupted run
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"resumed from {folder} after round 2" in resumed.stdout
-    assert "dropped its last line (3)" in resumed.stderr
-    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rows] == [1, 2, 3, 4]
-    summary = json.loads((folder / "summary.json").read_text())
-    assert comparable(summary) == comparable(reference)
-    assert pids_with_token((folder / "logs" / "run_token").read_text().strip()) == []
