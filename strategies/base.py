@@ -37,6 +37,7 @@ from pfednas.hardware.simulated_time import (
     timed_eval_row,
     timed_train_row,
 )
+from pfednas.packing import pack
 from pfednas.records import RoundRecord, StageResult, arch_details
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
 from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
@@ -425,6 +426,8 @@ class PersonalizedStrategy(ClientClaims):
         """
         self.current.reply_seconds = {}
         sent_at = time.perf_counter()
+        for message in messages:  # each message's arrays as one object on the wire
+            message.content = pack(message.content)
         pending = set(grid.push_messages(messages))
         replies: list[Message] = []
         timeout = self.budget.eval_timeout if evaluation else self.budget.round_timeout

@@ -22,9 +22,10 @@ from logging import WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MessageType, MetricRecord
+from flwr.app import Message, MessageType, MetricRecord
 from flwr.common import log
 
+from pfednas.packing import array_record
 from pfednas.strategies.robust import bound_updates
 from pfednas.wire.validation import (
     ArrayHeader,
@@ -175,9 +176,8 @@ def examine(reply: Message, requests: Mapping[int, Request], answered: set[int],
         metrics = dict(record) if isinstance(record, MetricRecord) else {}
         for key in SERVER_METRICS:
             metrics.pop(key, None)
-        arrays_record = reply.content.get("arrays")
-        values = list(arrays_record.values()) if isinstance(arrays_record, ArrayRecord) \
-            else []
+        arrays_record = array_record(reply.content)  # packed or plain; PackingError: refused
+        values = list(arrays_record.values()) if arrays_record is not None else []
         headers = [ArrayHeader(tuple(a.shape), str(a.dtype), str(a.stype), len(a.data))
                    for a in values]
         reason = reply_problem(reply, metrics, headers, requests, answered, rules)

@@ -14,10 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flwr.app import Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from pfednas.packing import array_record
 from pfednas.wire.messages import Sgd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +56,13 @@ def run_pfednas_together(runs: list[tuple[list[str], Path]], timeout: float = 60
         futures = [pool.submit(run_pfednas, args, out_dir, timeout) for args, out_dir in runs]
         return [future.result() for future in futures]
 
+
+
+def arrays_of(msg: Message) -> list[np.ndarray]:
+    """The arrays ``msg`` carries, read as the ClientApp reads them (packed: pfednas.packing)."""
+    record = array_record(msg.content)
+    assert record is not None, "the message carries no arrays"
+    return record.to_numpy_ndarrays()
 
 def pids_with_token(token: str) -> list[int]:
     needle = f"PFEDNAS_RUN_TOKEN={token}".encode()

@@ -40,6 +40,7 @@ from pfednas.strategies import (
 from pfednas.strategies.budget import Roster
 from pfednas.train import Hyper, get_arrays, set_arrays
 from pfednas.wire.messages import Sgd
+from tests.conftest import arrays_of
 
 TASK = TaskShape(num_classes=10, in_channels=1, image_size=8)
 CONFIG = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 8,
@@ -146,7 +147,7 @@ def test_fedrep_strategy_sends_and_averages_only_the_body(run_id: None) -> None:
                               options=FedRepOptions(head_epochs=2))
 
     messages = _sent(strategy)
-    sent = messages[0].content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    sent = arrays_of(messages[0])
     config = messages[0].content["config"]
     rng = np.random.default_rng(0)
     updates = [[np.asarray(a + rng.standard_normal(a.shape)).astype(a.dtype) for a in body]
@@ -206,7 +207,7 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
     assert len(messages) == 4
     config = messages[0].content["config"]
     assert config["finetune_scope"] == mode and config["finetune_epochs"] == 3  # type: ignore[index]
-    assert _same(messages[0].content["arrays"].to_numpy_ndarrays(),  # type: ignore[union-attr]
+    assert _same(arrays_of(messages[0]),
                  weighted_average([(updates[0], 1.0), (updates[1], 1.0)]))
 
 
@@ -267,7 +268,7 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
                               options=FedNASOptions(finetune_epochs=2))
     start = [a.copy() for a in strategy.arrays]
 
-    sent = _sent(strategy)[0].content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+    sent = arrays_of(_sent(strategy)[0])
     replies = []
     for cid, shift in zip(strategy.train_clients(1), (1.0, 3.0), strict=True):
         arrays = [a.copy() for a in sent]
@@ -283,7 +284,7 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
     arch = SPACE.arch_from_str(str(evaluation[0].content["config"]["arch"]))  # type: ignore[index]
     assert SPACE.mask(arch).normal == ((False, True),) * SPACE.num_edges
     sub = SPACE.build_net(SPACE.mask(arch), TASK)
-    set_arrays(sub, evaluation[0].content["arrays"].to_numpy_ndarrays())  # type: ignore[union-attr]
+    set_arrays(sub, arrays_of(evaluation[0]))
     assert outgoing.plan == arch  # handed to aggregate_evaluate, which names it in every row
 
 

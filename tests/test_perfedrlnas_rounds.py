@@ -18,7 +18,7 @@ from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.perfedrlnas import TrainPlan
-from tests.conftest import SGD, AnsweringGrid, spread
+from tests.conftest import SGD, AnsweringGrid, arrays_of, spread
 
 Answer = Callable[[Message], RecordDict | None]
 
@@ -51,7 +51,7 @@ def set_memory(strategy: PerFedRLNASStrategy, budgets: dict[int, float]) -> None
 def train_answer(value: float = 0.5, seconds: float = 0.1, accuracy: float = 0.6) -> Answer:
     """A client that returns the subnet it got with every float entry set to ``value``."""
     def answer(msg: Message) -> RecordDict:
-        arrays = msg.content["arrays"].to_numpy_ndarrays()  # type: ignore[union-attr]
+        arrays = arrays_of(msg)
         out = [np.full_like(a, value) if a.dtype.kind == "f" else a for a in arrays]
         cid = msg.metadata.dst_node_id - 100
         return RecordDict({"arrays": ArrayRecord(numpy_ndarrays=out), "metrics": MetricRecord(

@@ -13,6 +13,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from pfednas.config import SIMULATION_ENV, ConfigError, compose, settings_from_cfg
 from pfednas.data import partition
 from pfednas.methods.build import build_strategy
+from pfednas.packing import LAYOUT, pack
 from pfednas.search import DartsS2Space
 from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
 from pfednas.strategies.budget import Roster
@@ -119,6 +120,44 @@ def test_the_gate_returns_its_verdict_and_changes_nothing_it_is_given() -> None:
     assert strategy.first_examples == {}
     strategy.current.count(judged)
     assert (strategy.tally.rejected, strategy.tally.failures) == (1, 1)
+
+
+def test_a_packed_reply_is_judged_as_its_plain_arrays_and_a_broken_packing_is_refused(
+        ) -> None:
+    # Prepare: the ClientApp packs its reply's arrays into one object (pfednas.packing).
+    # Client 1's layout does not add up to its bytes; client 2's moves 8 bytes from one
+    # array to the other (the lengths add up); a third reply's array has the wrong shape.
+    strategy = fedavg()
+    list(strategy.configure_train(1))
+    rules = strategy.gate_rules()
+
+    def packed(cid: int, arrays: list[np.ndarray], lengths: Any = None) -> Message:
+        message = reply(strategy, cid, train_metrics(cid), arrays)
+        message.content = pack(message.content)
+        if lengths is not None:
+            layout = message.content[LAYOUT]
+            layout["lengths"] = lengths(list(layout["lengths"]))  # type: ignore[index]
+        return message
+
+    replies = [packed(0, trained(0.5)),
+               packed(1, trained(1.0), lambda n: [n[0] + 8, n[1]]),
+               packed(2, trained(1.0), lambda n: [n[0] + 8, n[1] - 8]),
+               packed(2, [np.zeros((3, 2), np.float32), WEIGHTS[1]])]
+
+    # Execute
+    verdicts = [examine(r, strategy.requests, set(), rules)[2] for r in replies]
+    judged = judge(replies, dict(strategy.requests), set(strategy.answered), rules)
+
+    # Assert: the honest one accepted with its arrays as sent; the others refused, saying why
+    assert verdicts[0] is None
+    assert "unreadable reply (PackingError: the layout's lengths do not add up" \
+        in str(verdicts[1])
+    assert "bytes after the .npy header" in str(verdicts[2])
+    assert "shape" in str(verdicts[3])
+    assert [int(m["client_id"]) for m, _ in judged.accepted] == [0]
+    for got, sent in zip(judged.accepted[0][1], trained(0.5), strict=True):
+        np.testing.assert_array_equal(got, sent)
+    assert judged.rejected == 3
 
 
 def test_array_metadata_is_checked_before_decoding() -> None:

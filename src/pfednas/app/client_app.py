@@ -52,6 +52,7 @@ from pfednas.methods import METHODS
 from pfednas.node.cache import composed_config, node_cache_dir
 from pfednas.node.data import client_id_of, node_client_data, node_data_root
 from pfednas.node.probe import no_room_beside_this_process, node_profile
+from pfednas.packing import array_record, pack
 from pfednas.train import default_device
 
 app = ClientApp()
@@ -126,8 +127,8 @@ def _config_of(msg: Message) -> dict[str, Any]:
 
 
 def _arrays_of(msg: Message) -> list[np.ndarray]:
-    record = msg.content.get("arrays")
-    return record.to_numpy_ndarrays() if isinstance(record, ArrayRecord) else []
+    record = array_record(msg.content)  # packed by the server (pfednas.packing)
+    return record.to_numpy_ndarrays() if record is not None else []
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, int | float]:
@@ -292,7 +293,8 @@ def train(msg: Message, context: Context) -> Message:
         arrays, num_examples, metrics = client.fit(_arrays_of(msg), config)
         record = MetricRecord({**_scalars(metrics), "num_examples": num_examples,
                                "client_id": client_id_of(context)})
-        return RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays), "metrics": record})
+        return pack(RecordDict({"arrays": ArrayRecord(numpy_ndarrays=arrays),
+                                "metrics": record}))
 
     return _with_state(msg, context, fit)
 
