@@ -36,20 +36,22 @@ node needs.
   for a body without one), before a byte of body is read.
 
   ``push-object`` carries one object of Flower's object store: an array, or a 5 MiB chunk
-  of a larger one (Flower's ``FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE``). Measured at 32 px,
-  3 channels and 100 classes, the largest whole state pfednas sends is the ``darts_s2``
-  supernet at SPIDER's width (channels 16): 709,685 float32, 2.71 MiB (``mobilenetv3``
-  2.64 MiB, ``vit`` 1.81 MiB, ``darts_s2`` at channels 8 0.80 MiB), and the largest
-  single object is 184,625 bytes (a ``vit`` tensor). The default ``--max-object-mb 8``
-  is Flower's 5 MiB chunk plus 60 %, and 2.9 times the largest whole pfednas state should
-  one ever travel as one object; raise it with Flower's chunk size.
+  of a larger one (Flower's ``FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE``). pfednas packs a
+  message's arrays into one array (:mod:`pfednas.packing`), so a whole state travels as one
+  object up to 5 MiB and as chunks beyond. Measured at 32 px, 3 channels and 100 classes,
+  the largest whole state pfednas sends is the ``darts_s2`` supernet at SPIDER's width
+  (channels 16): 709,685 float32, 2.71 MiB (``mobilenetv3`` 2.64 MiB, ``vit`` 1.81 MiB,
+  ``darts_s2`` at channels 8 0.80 MiB). The default ``--max-object-mb 8`` is Flower's
+  5 MiB chunk plus 60 %, and 2.9 times that largest state; raise it with Flower's chunk
+  size.
 
   ``push-messages`` carries a reply's metadata and object tree, about 68 bytes per
-  object: 70,277 bytes for the ``darts_s2`` supernet's 1,025 objects, under
-  :data:`MESSAGES_BODY_BYTES` (1 MiB, 15 times that). Every other call carries ids, a
-  public key or a heartbeat interval (227 bytes at most, ``activate-node``), under
-  :data:`CONTROL_BODY_BYTES` (64 KiB). Replies come from the SuperLink and are not
-  limited here.
+  object: a packed reply is 7 objects; a reply of unpacked arrays (which the reply gate
+  still reads) is two objects an array, 70,277 bytes for the ``darts_s2`` supernet's
+  1,025 objects, under :data:`MESSAGES_BODY_BYTES` (1 MiB, 15 times that). Every other
+  call carries ids, a public key or a heartbeat interval (227 bytes at most,
+  ``activate-node``), under :data:`CONTROL_BODY_BYTES` (64 KiB). Replies come from the
+  SuperLink and are not limited here.
 * A body is read in full (at most its call's limit) and forwarded only once every
   declared byte arrived, rather than streamed, so that a client that leaves early has
   nothing forwarded. It gets ``408`` when it pauses over ``--read-timeout`` between
