@@ -42,13 +42,18 @@ def hapfnas_run(tmp_path_factory: pytest.TempPathFactory
     return out, run_pfednas(ARGS, out)
 
 
+def finished_summary(run: tuple[Path, subprocess.CompletedProcess[str]]) -> dict:
+    """The summary of a run that ended well."""
+    out, result = run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return dict(json.loads((out / "summary.json").read_text()))
+
+
 @pytest.mark.slow
 def test_three_phases_on_digits_beat_chance_within_budgets(
         hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, result = hapfnas_run
-
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = finished_summary(hapfnas_run)
     assert summary["method"] == "hapfnas" and summary["num_clients_evaluated"] == 4
     assert summary["personalized_acc_mean"] > 0.3  # chance is 0.1
     assert all(c["num_params"] > 0 for c in summary["per_client"])
@@ -87,9 +92,7 @@ def test_three_phases_on_digits_beat_chance_within_budgets(
 def test_nas_summary_rows_carry_arch_cost_budget_and_the_table_counts_them(
         hapfnas_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, result = hapfnas_run
-
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = finished_summary(hapfnas_run)
     rows = summary["per_client"]
     for row in rows:
         assert row["arch"].startswith("mobilenetv3:")

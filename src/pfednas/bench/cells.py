@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pfednas.config import (
     RESOLVED_CONFIG,
     RUN_KEYS_NOT_COMPARED,
+    YAML_LOADER,
     compose,
     conf_dir,
     saved_config_values,
@@ -256,12 +257,9 @@ def tuning_cells(preset: BenchPreset, extra: Sequence[str],
 
 def resolved_values(cfg: DictConfig | ListConfig) -> dict[str, Any]:
     """A configuration's values as its YAML file holds them, interpolations resolved."""
-    value = yaml.load(OmegaConf.to_yaml(cfg, resolve=True), Loader=_YAML_LOADER)
+    value = yaml.load(OmegaConf.to_yaml(cfg, resolve=True), Loader=YAML_LOADER)
     return value if isinstance(value, dict) else {}
 
-
-# libyaml's safe loader where PyYAML was built with it (the same values, ~10x faster)
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SEED = re.compile(r"seed=(-?\d+)")
 
 

@@ -46,7 +46,7 @@ node needs.
   size.
 
   ``push-messages`` carries a reply's metadata and object tree, about 68 bytes per
-  object: a packed reply is 7 objects; a reply of unpacked arrays (which the reply gate
+  object: a packed reply is 6 objects; a reply of unpacked arrays (which the reply gate
   still reads) is two objects an array, 70,277 bytes for the ``darts_s2`` supernet's
   1,025 objects, under :data:`MESSAGES_BODY_BYTES` (1 MiB, 15 times that). Every other
   call carries ids, a public key or a heartbeat interval (227 bytes at most,
