@@ -1,15 +1,18 @@
 """Bad input: one line naming the key, exit code 2, before any Flower or Ray process starts.
 
-Each case of :data:`CASES` is a real `pfednas` command; they are all started at once by a
-module fixture, as many at a time as the machine has cores (each is one interpreter's
-start-up), and each test checks its own. Values that need the config's own checks only
-(:data:`IN_PROCESS`) are given to the command's job function in this process.
+Each case of :data:`CASES` is the `pfednas` command's own ``main`` with its arguments, in
+this process (the path a command takes: its Hydra composition, its checks, its one line);
+:data:`REAL` are three of them as real `pfednas` processes, started at once by a module
+fixture, which also shows that nothing a process prints besides adds a line. Values that
+need the config's own checks only (:data:`IN_PROCESS`) are given to the command's job
+function in this process.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pfednas.cli import check_job, run_job
+from pfednas.cli import check_job, main, run_job
 from pfednas.config import compose
 from pfednas.data import partition_repair
 from pfednas.run.launcher import processes_with_token
@@ -68,30 +71,52 @@ if not torch.cuda.is_available():  # on a GPU, test_e2e runs this setting
 IDS = [" ".join(case[0]) for case in CASES]
 
 Outcome = tuple[Path, subprocess.CompletedProcess[str]]
+# a Hydra composition error, a check of the job's values, a sweep's: as real processes
+REAL = [(["method=nope"], "Could not find 'method/nope'"),
+        (["federation.lr=-0.1"], "lr must be > 0"),
+        (["-m", "method=fedavg,nope"], "Could not find 'method/nope'")]
+
+
+def check_refused(out: Path, code: object, err: str, message: str) -> None:
+    assert code == 2, err
+    assert err.startswith("pfednas: error: ") and err.count("\n") == 1, err
+    assert message.lower() in err.lower()
+    assert not (out / "logs").exists(), "a SuperLink was started"
+    assert not out.exists(), "a refused command left an output folder"
+
+
+@pytest.mark.parametrize(("overrides", "message"), CASES, ids=IDS)
+def test_bad_input_fails_before_any_process_starts(
+        overrides: list[str], message: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["pfednas", *overrides, f"hydra.run.dir={out}"])
+
+    with pytest.raises(SystemExit) as exit_:
+        main()
+
+    check_refused(out, exit_.value.code, capsys.readouterr().err, message)
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    """Every case's output folder and finished command, keyed by its id."""
+    """Each :data:`REAL` case's output folder and finished command, keyed by its id."""
     base = tmp_path_factory.mktemp("bad_input")
-    outs = {case_id: base / f"case{i}" / "run" for i, case_id in enumerate(IDS)}
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        futures = {case_id: pool.submit(run_pfednas, overrides, outs[case_id], 120)
-                   for case_id, (overrides, _) in zip(IDS, CASES, strict=True)}
-        return {case_id: (outs[case_id], future.result()) for case_id, future in futures.items()}
+    outs = {" ".join(case): base / f"case{i}" / "run" for i, (case, _) in enumerate(REAL)}
+    with ThreadPoolExecutor(max_workers=min(len(REAL), os.cpu_count() or 1)) as pool:
+        futures = {key: pool.submit(run_pfednas, overrides, outs[key], 120)
+                   for key, (overrides, _) in zip(outs, REAL, strict=True)}
+        return {key: (outs[key], future.result()) for key, future in futures.items()}
 
 
-@pytest.mark.parametrize(("overrides", "message"), CASES, ids=IDS)
+@pytest.mark.parametrize(("overrides", "message"), REAL, ids=[" ".join(c[0]) for c in REAL])
 @pytest.mark.slow
-def test_bad_input_fails_before_any_process_starts(outcomes: dict[str, Outcome],
-                                                   overrides: list[str], message: str) -> None:
+def test_the_command_itself_says_one_line_and_starts_nothing(
+        outcomes: dict[str, Outcome], overrides: list[str], message: str) -> None:
     out, result = outcomes[" ".join(overrides)]
 
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("pfednas: error: ") and result.stderr.count("\n") == 1
-    assert message.lower() in result.stderr.lower()
-    assert not (out / "logs").exists(), "a SuperLink was started"
-    assert not out.exists(), "a refused command left an output folder"
+    check_refused(out, result.returncode, result.stderr, message)
+    assert result.stdout == ""
 
 
 IN_PROCESS = [

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -204,12 +205,22 @@ def check_device_summary(summary: dict, method: str) -> None:
     assert {p["level"] for p in summary["profiles"]} == set(HETEROFL_RATES)
 
 
-@pytest.mark.parametrize("method", NEW_METHODS)
-@pytest.mark.slow
-def test_new_methods_run_in_process_within_every_budget(method: str) -> None:
+@pytest.fixture(scope="module")
+def inprocess_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Path]]:
+    """Each new method's run of :data:`TINY` by the in-process runner and the folder it
+    wrote: the budget checks read its records, the report and end-to-end test its folder."""
     from pfednas.run.inprocess import run_inprocess
 
-    run = run_inprocess([f"method={method}", *TINY, "checkpoint_every=0", "progress=false"])
+    base = tmp_path_factory.mktemp("devices")
+    return {m: (run_inprocess([f"method={m}", *TINY, "progress=false"], base / m), base / m)
+            for m in NEW_METHODS}
+
+
+@pytest.mark.parametrize("method", NEW_METHODS)
+@pytest.mark.slow
+def test_new_methods_run_in_process_within_every_budget(
+        method: str, inprocess_runs: dict[str, tuple[Any, Path]]) -> None:
+    run, _ = inprocess_runs[method]
     check_device_summary(run.summary, method)
     rows = [r for r in run.records if r.evaluation][-1].evaluation
     profiles = {p["client_id"]: p for p in run.summary["profiles"]}
@@ -221,26 +232,23 @@ def test_new_methods_run_in_process_within_every_budget(method: str) -> None:
 
 @pytest.mark.slow
 def test_new_methods_end_to_end_through_flower_and_ray_and_their_models_export(
-        tmp_path: Path) -> None:
-    from pfednas.run.inprocess import run_inprocess
+        tmp_path: Path, inprocess_runs: dict[str, tuple[Any, Path]]) -> None:
     from tests.conftest import run_pfednas
 
     # HeteroFL's width slices through Flower and Ray (FedRolex's travel alike; the two
     # controls' subnets are PerFedRLNAS's, whose own end-to-end test sends them), the other
     # three run folders from the in-process runner, which writes the same files
-    runs = [([f"method={m}", *TINY], tmp_path / m) for m in NEW_METHODS]
-    done = run_pfednas(runs[0][0], runs[0][1])
+    runs = [tmp_path / "heterofl", *(inprocess_runs[m][1] for m in NEW_METHODS[1:])]
+    done = run_pfednas(["method=heterofl", *TINY], runs[0])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    for args, out in runs[1:]:
-        run_inprocess(args, out)
-    for _, out in runs:
+    for out in runs:
         summary = json.loads((out / "summary.json").read_text())
         check_device_summary(summary, out.name)
     # their report: accuracy by tier for all four; an architecture heatmap for the subnets of
     # the space, none for the width slices (which are not its architectures)
     from pfednas.report.cli import build_report
 
-    build_report([out for _, out in runs], tmp_path / "report")
+    build_report(runs, tmp_path / "report")
     assert (tmp_path / "report" / "acc_by_tier.png").is_file()
     heatmaps = {p.name.split("_fashion")[0].split("_digits")[0]
                 for p in (tmp_path / "report" / "archs").glob("*.png")}

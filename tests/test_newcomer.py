@@ -1,18 +1,15 @@
 """A newcomer's path (issue 17): every method by its name alone, results that say what was
 chosen, a quiet console, cheap intermediate evaluations, missing clients never silent.
 
-One real `pfednas` run (module-scoped, FedAvg, 2 rounds) serves the end-to-end checks;
-HAPFNAS's are beside the real HAPFNAS run that serves them, in test_hapfnas_e2e.py, and
-SPIDER's (its own search space, `pfednas report --tensorboard`) beside the real SPIDER run,
-in test_spider_e2e.py.
+The end-to-end checks are beside the real runs that serve them: the console, the quick and
+final evaluations and a missing client in test_e2e.py (its FedAvg run), HAPFNAS's in
+test_hapfnas_e2e.py and SPIDER's (its own search space, `pfednas report --tensorboard`) in
+test_spider_e2e.py.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,25 +19,7 @@ from pfednas.config import compose
 from pfednas.methods import METHODS
 from pfednas.run.inprocess import run_inprocess
 from pfednas.run.launcher import console_line
-from tests.conftest import PFEDNAS, REPO, run_pfednas
-
-FLOWER_NOTICES = ("Since flwr 1.32", "To change federation size", "Successfully installed")
-FEDAVG = ["method=fedavg", "method.arch=min", "method.finetune_epochs=1",
-          "federation.num_clients=4", "federation.clients_per_round=2",
-          "federation.num_rounds=2", "federation.eval_every=1",
-          # client 3 fails the final (round-2) evaluation
-          "fault_injection={clients: [3], kind: raise, rounds: [2], on: [evaluate]}"]
-
-
-@pytest.fixture(scope="module")
-def fedavg_run(tmp_path_factory: pytest.TempPathFactory
-               ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    out = tmp_path_factory.mktemp("fedavg") / "run"
-    return out, run_pfednas(FEDAVG, out)
-
-
-def _summary(out: Path) -> dict[str, Any]:
-    return dict(json.loads((out / "summary.json").read_text()))
+from tests.conftest import PFEDNAS, REPO
 
 
 # -- 1. every method by its name alone --------------------------------------------------------
@@ -108,23 +87,7 @@ def test_readme_lists_every_method_and_subcommand_and_no_planned_method() -> Non
     assert "same budgets" not in readme
 
 
-# -- 5. the console: our lines once, Flower's notices in logs/ -----------------------------------
-@pytest.mark.slow
-def test_console_shows_pfednas_lines_once_and_flower_notices_only_in_the_log(
-        fedavg_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    out, result = fedavg_run
-    console = result.stdout + result.stderr
-
-    header = next(line for line in result.stdout.splitlines() if " on digits " in line)
-    assert result.stdout.count(header) == 1
-    assert str(out / "logs") in result.stdout
-    assert "[pfednas] round 2/2" in result.stdout
-    log = (out / "logs" / "flwr_run.log").read_text()
-    for notice in FLOWER_NOTICES:
-        assert notice not in console and notice in log, notice
-    assert "Using SuperLink" not in console and "Successfully started run" not in console
-
-
+# -- 5. the console: our lines once, Flower's notices in logs/ (the real run's: test_e2e.py) -----
 def test_console_line_routes_our_lines_warnings_and_flower_notices() -> None:
     shown: set[str] = set()
 
@@ -137,36 +100,7 @@ def test_console_line_routes_our_lines_warnings_and_flower_notices() -> None:
     assert console_line("\x1b[92mINFO \x1b[0m:      Starting Flower Simulation\n", shown) is None
 
 
-# -- 7. intermediate evaluations are quick, the final one fine-tunes ------------------------------
-@pytest.mark.slow
-def test_intermediate_evaluation_is_quick_and_the_final_one_fine_tunes(
-        fedavg_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    out, result = fedavg_run
-
-    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["eval_kind"] for r in rounds] == ["quick", "final"]
-    assert all(r["eval_seconds"] > 0 for r in rounds)
-    assert set(_summary(out)["eval_seconds"]) == {"quick", "final"}
-    assert len(rounds[0]["evaluation"]) == 4  # every client, un-fine-tuned
-    assert all(row["finetune_seconds"] == 0 for row in rounds[0]["evaluation"])
-    assert all(row["finetune_seconds"] > 0 for row in rounds[1]["evaluation"])
-    assert "personalized acc (quick: not fine-tuned)" in result.stdout
-
-
-# -- 8. a final evaluation that misses clients is stated and fails the run ------------------------
-@pytest.mark.slow
-def test_final_evaluation_missing_a_client_is_stated_and_exits_non_zero(
-        fedavg_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    out, result = fedavg_run
-
-    assert result.returncode == 1
-    summary = _summary(out)
-    assert summary["clients_missing"] == [3] and summary["num_clients_evaluated"] == 3
-    assert "3 of 4 (1 MISSING)" in result.stdout
-    assert "misses 1 of 4 clients" in result.stderr
-    assert "allow_missing_clients=true" in result.stderr
-
-
+# -- 7., 8. quick intermediate evaluations, a missing client stated (the real run's: test_e2e.py)
 def test_missing_clients_pass_only_when_allowed() -> None:
     summary = {"clients_missing": [2, 5], "num_clients_evaluated": 8, "method": "fedavg",
                "dataset": "digits", "personalized_acc_mean": 0.9, "personalized_acc_std": 0.1,
