@@ -10,10 +10,12 @@ function in this process.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -85,7 +87,28 @@ def check_refused(out: Path, code: object, err: str, message: str) -> None:
     assert not out.exists(), "a refused command left an output folder"
 
 
+@pytest.fixture
+def logging_kept() -> Iterator[None]:
+    """The logging configuration as it was before the test: the command's Hydra configures
+    its job's logging (a file handler in its output folder), which must not outlive it."""
+    def loggers() -> list[logging.Logger]:
+        named = logging.Logger.manager.loggerDict.values()
+        return [logging.getLogger(), *(lg for lg in named if isinstance(lg, logging.Logger))]
+
+    saved = {lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers()}
+    yield
+    for lg in loggers():
+        handlers, level, propagate, disabled = saved.get(lg, ([], logging.NOTSET, True, False))
+        for handler in lg.handlers:
+            if handler not in handlers:
+                handler.close()
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate, lg.disabled = propagate, disabled
+
+
 @pytest.mark.parametrize(("overrides", "message"), CASES, ids=IDS)
+@pytest.mark.usefixtures("logging_kept")
 def test_bad_input_fails_before_any_process_starts(
         overrides: list[str], message: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
