@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pfednas.data import partitioners
+from pfednas.data import deal_cache, partitioners
 from pfednas.data.arrays import (
     ArrayDataset,
     ClientData,
@@ -287,7 +287,9 @@ def deal(spec: DataSpec, raw: RawImages) -> tuple[list[np.ndarray], Repair | Non
 def _cached_partition(spec: DataSpec) -> tuple[tuple[np.ndarray, ...], Repair | None]:
     raw = _raw(spec)
     labels = raw.labels
-    parts, repair = deal(spec, raw)
+    # dealt once on this machine (each process of a run deals the same; deal_cache)
+    parts, repair = deal_cache.cached_deal(spec, labels, raw.clients, lambda: deal(spec, raw),
+                                           Repair)
     if repair is not None:
         logging.getLogger("pfednas").warning(
             "Dirichlet α=%g left clients below %d samples in all 10 draws: the first draw "
