@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +14,32 @@ import pytest
 
 from pfednas.config import compose, settings_from_cfg
 from pfednas.data import deal_cache, partition
+from pfednas.data.arrays import RawImages
 from pfednas.data.partition import Repair, deal
 from pfednas.data.registry import load_raw
+from pfednas.data.spec import DataSpec
 
 
-def spec_and_labels(overrides: list[str]) -> tuple[object, np.ndarray, object]:
+def spec_and_labels(overrides: list[str]) -> tuple[DataSpec, np.ndarray, RawImages]:
     spec = settings_from_cfg(compose(overrides)).data
     raw = load_raw(spec.name, spec.root, seed=spec.seed,
                    synthetic_samples=spec.synthetic_samples, natural_id=spec.natural_id)
     return spec, raw.labels, raw
 
 
-def counted(spec: object, raw: object, calls: list[int]):  # type: ignore[no-untyped-def]
-    def run():  # type: ignore[no-untyped-def]
+def counted(spec: DataSpec, raw: RawImages, calls: list[int]) -> Callable[[], deal_cache.Dealt]:
+    """``deal(spec, raw)``, each call counted in ``calls``."""
+    def run() -> deal_cache.Dealt:
         calls.append(1)
-        return deal(spec, raw)  # type: ignore[arg-type]
+        return deal(spec, raw)
     return run
+
+
+def dealt_via(spec: DataSpec, raw: RawImages, calls: list[int],
+              folder: Path) -> deal_cache.Dealt:
+    """The partition of ``spec`` through the cache in ``folder``, each deal counted."""
+    return deal_cache.cached_deal(spec, raw.labels, None, spec.num_clients,
+                                  counted(spec, raw, calls), Repair, folder)
 
 
 @pytest.mark.parametrize("overrides", [[], ["federation.num_clients=100", "dataset.alpha=0.05"],
@@ -39,10 +50,8 @@ def test_a_hit_is_the_deal_and_its_repair_without_dealing(overrides: list[str],
     spec, labels, raw = spec_and_labels(overrides)
     calls: list[int] = []
 
-    first = deal_cache.cached_deal(spec, labels, None, counted(spec, raw, calls), Repair,
-                                   tmp_path)
-    again = deal_cache.cached_deal(spec, labels, None, counted(spec, raw, calls), Repair,
-                                   tmp_path)
+    first = dealt_via(spec, raw, calls, tmp_path)
+    again = dealt_via(spec, raw, calls, tmp_path)
 
     assert calls == [1] and len(list(tmp_path.glob("*.npz"))) == 1
     assert len(again[0]) == len(first[0])
@@ -66,13 +75,13 @@ def test_another_spec_or_other_labels_are_another_entry() -> None:
     assert len(keys) == 4
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "out_of_range", "wrong_dtype"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "out_of_range", "wrong_dtype",
+                                    "a_client_short"])
 def test_an_entry_that_cannot_be_read_or_does_not_fit_is_dealt_again_and_replaced(
         damage: str, tmp_path: Path) -> None:
     spec, labels, raw = spec_and_labels([])
     calls: list[int] = []
-    dealt = deal_cache.cached_deal(spec, labels, None, counted(spec, raw, calls), Repair,
-                                   tmp_path)
+    dealt = dealt_via(spec, raw, calls, tmp_path)
     (entry,) = tmp_path.glob("*.npz")
     if damage == "truncated":
         entry.write_bytes(entry.read_bytes()[:200])
@@ -80,19 +89,19 @@ def test_an_entry_that_cannot_be_read_or_does_not_fit_is_dealt_again_and_replace
         entry.write_bytes(b"not an npz")
     else:
         parts = {f"part_{i}": p for i, p in enumerate(dealt[0])}
-        parts["part_0"] = (np.array([labels.size]) if damage == "out_of_range"
-                           else parts["part_0"].astype(np.float64))
+        if damage == "out_of_range":
+            parts["part_0"] = np.array([labels.size])
+        elif damage == "wrong_dtype":
+            parts["part_0"] = parts["part_0"].astype(np.float64)
         with entry.open("wb") as f:
-            np.savez(f, **parts, count=np.asarray(len(dealt[0])), moved=np.asarray(-1),
-                     received=np.zeros((0, 2), dtype=np.int64))
+            np.savez(f, **parts, moved=np.asarray(-1), received=np.zeros((0, 2), dtype=np.int64),
+                     count=np.asarray(len(dealt[0]) - (damage == "a_client_short")))
 
-    again = deal_cache.cached_deal(spec, labels, None, counted(spec, raw, calls), Repair,
-                                   tmp_path)
+    again = dealt_via(spec, raw, calls, tmp_path)
 
     assert calls == [1, 1]
     assert all(np.array_equal(a, b) for a, b in zip(dealt[0], again[0], strict=True))
-    third = deal_cache.cached_deal(spec, labels, None, counted(spec, raw, calls), Repair,
-                                   tmp_path)
+    third = dealt_via(spec, raw, calls, tmp_path)
     assert calls == [1, 1] and all(np.array_equal(a, b)
                                    for a, b in zip(dealt[0], third[0], strict=True))
 
@@ -107,8 +116,7 @@ def test_off_or_an_unwritable_folder_deals_every_time(tmp_path: Path) -> None:
     assert deal_cache.cache_dir({deal_cache.CACHE_ENV: str(tmp_path)}) == tmp_path / "partitions"
     assert deal_cache.cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/pfednas/partitions")
     for _ in range(2):
-        parts, _ = deal_cache.cached_deal(spec, labels, None, counted(spec, raw, calls), Repair,
-                                          blocked / "partitions")
+        parts, _ = dealt_via(spec, raw, calls, blocked / "partitions")
     assert calls == [1, 1] and len(parts) == 20
     assert os.listdir(tmp_path) == ["file"]
 

@@ -73,16 +73,17 @@ def entry_key(spec: object, labels: np.ndarray, clients: np.ndarray | None) -> s
     return h.hexdigest()[:32]
 
 
-def cached_deal(spec: object, labels: np.ndarray, clients: np.ndarray | None,
+def cached_deal(spec: object, labels: np.ndarray, clients: np.ndarray | None, count: int,
                 deal: Callable[[], Dealt], make_repair: Callable[[int, tuple], Any],
                 folder: Path | None = None) -> Dealt:
-    """``deal()``, read from / written to the cache folder (:func:`cache_dir` unless
-    ``folder`` is given); ``make_repair(moved, received)`` rebuilds a kept Repair."""
+    """``deal()`` (``count`` clients' indices), read from / written to the cache folder
+    (:func:`cache_dir` unless ``folder`` is given); ``make_repair(moved, received)``
+    rebuilds a kept Repair."""
     folder = cache_dir() if folder is None else folder
     if folder is None:
         return deal()
     path = folder / f"{entry_key(spec, labels, clients)}.npz"
-    kept = _read(path, labels.size, make_repair)
+    kept = _read(path, count, labels.size, make_repair)
     if kept is not None:
         return kept
     parts, repair = deal()
@@ -90,10 +91,12 @@ def cached_deal(spec: object, labels: np.ndarray, clients: np.ndarray | None,
     return parts, repair
 
 
-def _read(path: Path, samples: int, make_repair: Callable[[int, tuple], Any]) -> Dealt | None:
+def _read(path: Path, count: int, samples: int,
+          make_repair: Callable[[int, tuple], Any]) -> Dealt | None:
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            count = int(arrays["count"])
+            if int(arrays["count"]) != count:
+                return None
             parts = [np.array(arrays[f"part_{i}"]) for i in range(count)]
             received = np.array(arrays["received"])
             moved = int(arrays["moved"])

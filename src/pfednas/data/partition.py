@@ -288,8 +288,8 @@ def _cached_partition(spec: DataSpec) -> tuple[tuple[np.ndarray, ...], Repair | 
     raw = _raw(spec)
     labels = raw.labels
     # dealt once on this machine (each process of a run deals the same; deal_cache)
-    parts, repair = deal_cache.cached_deal(spec, labels, raw.clients, lambda: deal(spec, raw),
-                                           Repair)
+    parts, repair = deal_cache.cached_deal(spec, labels, raw.clients, spec.num_clients,
+                                           lambda: deal(spec, raw), Repair)
     if repair is not None:
         logging.getLogger("pfednas").warning(
             "Dirichlet α=%g left clients below %d samples in all 10 draws: the first draw "
