@@ -266,6 +266,18 @@ def test_client_data_is_deterministic_and_reuses_the_cached_pool() -> None:
         load_client_data(spec, 5)
 
 
+def test_digits_are_scikit_learns_load_digits_read_without_importing_it() -> None:
+    from sklearn.datasets import load_digits
+
+    raw = load_raw("digits", None)
+    bunch = load_digits()
+
+    assert raw.images.shape == (1797, 1, 8, 8) and raw.images.dtype == np.uint8
+    np.testing.assert_array_equal(raw.images[:, 0], bunch.images.astype(np.uint8))
+    np.testing.assert_array_equal(raw.labels, bunch.target)
+    assert raw.labels.dtype == np.int64
+
+
 def test_synthetic_is_learnable_by_a_linear_model() -> None:
     # Prepare: a least-squares linear classifier on one-hot targets
     data, info = load_arrays("synthetic", seed=0)
