@@ -15,6 +15,7 @@ import pytest
 
 from pfednas import seeding
 from pfednas.data import ArrayDataset, ClientData, DataSpec, partition, tuning_splits
+from pfednas.data.deal_cache import CACHE_ENV
 from pfednas.data.registry import load_raw
 from pfednas.data.synthetic import make_synthetic
 from pfednas.nas.models import build_model
@@ -203,9 +204,11 @@ def test_the_scan_tells_a_numbered_stream_from_a_registered_one(source: str,
 
 # -- the old collisions are gone ----------------------------------------------------------
 class EntropyLog:
-    """The entropy of every ``np.random.SeedSequence`` the package builds, in order."""
+    """The entropy of every ``np.random.SeedSequence`` the package builds, in order. The
+    deal cache is off meanwhile: a partition read back from it draws nothing."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(CACHE_ENV, "off")
         self.entries: list[tuple[int, ...]] = []
         real = np.random.SeedSequence
 
