@@ -87,13 +87,12 @@ def loop_throughputs(preset: str, batch: int, samples: int, repeats: int,
     from pfednas.config import compose, settings_from_cfg, task_shape
     from pfednas.data import ArrayDataset
     from pfednas.methods.fixed import seeded_supernet
-    from pfednas.search import get_space
     from pfednas.seeding import torch_generator
     from pfednas.train import Hyper, train_epochs
 
     settings = settings_from_cfg(compose(PRESETS[preset]["overrides"]))  # type: ignore[arg-type]
     task = task_shape(settings)
-    initial = seeded_supernet(settings).extract(get_space(**settings.search_space).max_arch())
+    initial = seeded_supernet(settings).extract(settings.search_space.build().max_arch())
     fed = settings.federation
     hyper = Hyper(lr=fed.lr, momentum=fed.momentum, weight_decay=fed.weight_decay,
                   batch_size=batch)

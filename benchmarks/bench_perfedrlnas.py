@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 from pfednas.config import compose, settings_from_cfg, task_shape
-from pfednas.search import get_space
 
 REPO = Path(__file__).resolve().parents[1]
 PFEDNAS = Path(sys.executable).parent / "pfednas"
@@ -38,7 +37,7 @@ def run(args: list[str], out: Path) -> tuple[dict, list[dict], float]:
 def supernet_bytes(args: list[str]) -> int:
     settings = settings_from_cfg(compose([a for a in args if not a.startswith("hydra")]))
     task = task_shape(settings)
-    supernet = get_space(**settings.search_space).build_supernet(
+    supernet = settings.search_space.build().build_supernet(
         num_classes=task.num_classes, in_channels=task.in_channels, image_size=task.image_size)
     return sum(a.nbytes for a in supernet.state_arrays())
 

@@ -18,7 +18,6 @@ from pfednas.hardware.spread import HETEROFL_RATES, HardwareSpread, draw_hardwar
 from pfednas.methods import client_profiles, seeded_supernet
 from pfednas.nas.fitting import largest_in_budgets, random_in_budget
 from pfednas.nas.merge import overlap_average
-from pfednas.search import get_space
 from pfednas.search.width import LEADING, ROLLING, WidthSlicer, scaled_width
 from pfednas.seeding import numpy_rng
 from tests.conftest import PFEDNAS
@@ -33,7 +32,7 @@ LEVELS = ["federation.hardware.memory_distribution=levels"]
 
 def slicer_for(overrides: list[str] | None = None) -> WidthSlicer:
     settings = settings_from_cfg(compose(overrides or []))
-    return WidthSlicer(get_space(**settings.search_space), task_shape(settings))
+    return WidthSlicer(settings.search_space.build(), task_shape(settings))
 
 
 @pytest.mark.parametrize("rate", HETEROFL_RATES)

@@ -197,7 +197,7 @@ def test_a_registered_method_selects_other_groups_as_its_yaml_would() -> None:
                                               "method.server_lr=0.25"]))
 
         # Assert: its space selected, its options over its schema
-        assert settings.search_space["name"] == "darts_s2"
+        assert settings.search_space.name == "darts_s2"
         assert settings.options == ServerStepOptions(server_lr=0.25)
     finally:
         unregister("server_step_darts")

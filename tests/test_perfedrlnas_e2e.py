@@ -21,7 +21,6 @@ import torch
 from pfednas.app.checkpoint import load_checkpoint
 from pfednas.config import compose, settings_from_cfg, task_shape
 from pfednas.data import load_client_data
-from pfednas.search import get_space
 from pfednas.seeding import MODEL_INIT, int_seed
 from tests.conftest import (
     PFEDNAS,
@@ -42,7 +41,7 @@ def initial_supernet_arrays() -> tuple[list[np.ndarray], object]:
     task = task_shape(settings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int_seed(settings.seed, MODEL_INIT))
-        supernet = get_space(**settings.search_space).build_supernet(
+        supernet = settings.search_space.build().build_supernet(
             num_classes=task.num_classes, in_channels=task.in_channels,
             image_size=task.image_size)
     return supernet.state_arrays(), supernet

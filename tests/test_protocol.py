@@ -204,7 +204,7 @@ def test_hapfnas_search_sends_only_the_subnet_covering_the_sampled_ones() -> Non
 
 def test_digits_builds_no_resolution_scaled_subnets() -> None:
     settings = settings_from_cfg(compose([]))
-    space = get_space(**settings.search_space)
+    space = settings.search_space.build()
     assert [d.choices for d in space.dimensions if d.name == "resolution"] in ([], [(1.0,)])
     fashion = settings_from_cfg(compose(["dataset=fashion_mnist"]))
     assert fashion.search_space != settings.search_space

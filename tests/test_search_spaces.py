@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pfednas.search import SPACES, Arch, SearchSpace, Supernet, get_space
+from pfednas.search import SPACES, Arch, SearchSpace, SpaceConfig, Supernet, get_space
 from pfednas.search.cost_model import module_cost_terms
 from pfednas.search.darts_cell import factorized_reduce
 from pfednas.search.layers import (
@@ -189,6 +189,36 @@ def test_other_input_shapes(space: SearchSpace) -> None:
 def test_unknown_space_name() -> None:
     with pytest.raises(ValueError, match="known"):
         get_space("resnet")
+
+
+def test_a_space_config_is_read_only_and_builds_the_space_its_flat_form_names() -> None:
+    # Prepare: a space group's flat form, as a config gives it
+    flat = {"name": "mobilenetv3", "depths": [1, 2], "kernels": [3]}
+
+    # Execute
+    config = SpaceConfig.of(flat)
+    flat["depths"] = [3]
+
+    # Assert: its own copy, read-only, the same space as get_space builds
+    assert config.name == "mobilenetv3" and config.as_dict() == {
+        "name": "mobilenetv3", "depths": [1, 2], "kernels": [3]}
+    with pytest.raises(TypeError):
+        config.values["depths"] = [3]  # type: ignore[index]
+    built, direct = config.build(), get_space("mobilenetv3", depths=[1, 2], kernels=[3])
+    assert built.max_arch().to_str() == direct.max_arch().to_str()
+    assert built.min_arch().to_str() == direct.min_arch().to_str()
+    assert config == SpaceConfig.of(config.as_dict())
+
+
+@pytest.mark.parametrize(("flat", "message"), [
+    ({"name": "resnet"}, "unknown search space 'resnet'"),
+    ({"depths": [1]}, "needs a name"),
+    ({"name": 3}, "needs a name"),
+])
+def test_a_space_config_without_a_known_name_is_refused(flat: dict[str, object],
+                                                        message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SpaceConfig.of(flat)
 
 
 def test_bad_arch_string() -> None:

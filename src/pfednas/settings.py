@@ -12,7 +12,7 @@ from pfednas.hardware.profile import ProfileBounds
 from pfednas.hardware.spread import HardwareSpread
 
 if TYPE_CHECKING:  # pfednas.search imports torch: the command's checks before it stay quick
-    from pfednas.search import TaskShape
+    from pfednas.search import SpaceConfig, TaskShape
 
 
 class ConfigError(ValueError):
@@ -123,7 +123,7 @@ class RunSettings:
     method_options: dict[str, Any]
     federation: Federation
     data: DataSpec
-    search_space: dict[str, Any]
+    search_space: SpaceConfig  # the space, sized for the dataset (build() makes it)
     seed: int
     progress: bool
     tensorboard: bool  # live event files in <output>/tensorboard (pfednas.app.tensorboard)

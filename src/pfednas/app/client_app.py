@@ -153,10 +153,9 @@ def profile_record(context: Context) -> dict[str, Any]:
     _set_threads(settings)
 
     def supernet() -> Any:
-        from pfednas.search import get_space
 
         task = task_shape(settings)
-        return get_space(**settings.search_space).build_supernet(
+        return settings.search_space.build().build_supernet(
             num_classes=task.num_classes, in_channels=task.in_channels,
             image_size=task.image_size)
 

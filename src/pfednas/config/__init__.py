@@ -283,11 +283,11 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         from pfednas.options.facts import FACTS
 
         fed = dataclasses.replace(fed, weighting=FACTS[name].weighting)
-    space = space_for_dataset(as_dict(cfg.search_space), sizing_names(spec))
-    from pfednas.search import get_space
+    from pfednas.search import SpaceConfig
 
     try:
-        get_space(**space)
+        space = SpaceConfig.of(space_for_dataset(as_dict(cfg.search_space), sizing_names(spec)))
+        space.build()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"search_space: {err}") from err
     checkpoint_every = cfg.get("checkpoint_every")

@@ -71,13 +71,13 @@ def server_slice(run_dir: Path, client_id: int) -> tuple[ElasticNet[Any], dict[s
     strategy.load_state(state)
     arch = strategy.personalized_arch(client_id)
     net = strategy.supernet.extract(arch)
-    if settings.method_options.get("bn_recalibrate"):
+    if settings.options.bn_recalibrate:
         data = load_client_data(settings.data, client_id)
         recalibrate_on(net, data.train, settings.federation.batch_size, torch.device("cpu"))
     task = task_shape(settings)
     spec = {"client_id": client_id, "arch": arch.to_str(), "method": settings.method,
             "dataset": settings.data.name, "num_classes": task.num_classes,
-            "search_space": dict(settings.search_space),
+            "search_space": settings.search_space.as_dict(),
             "task": {"num_classes": task.num_classes, "in_channels": task.in_channels,
                      "image_size": task.image_size},
             "input": input_spec(task, data_normalisation(settings.data)),

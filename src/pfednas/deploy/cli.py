@@ -165,11 +165,10 @@ def probe_device(args: argparse.Namespace) -> int:
         return _config_error(err)
     from pfednas.config import task_shape
     from pfednas.node.probe import format_probe, node_profile
-    from pfednas.search import get_space
 
     def supernet() -> object:
         task = task_shape(settings)
-        return get_space(**settings.search_space).build_supernet(
+        return settings.search_space.build().build_supernet(
             num_classes=task.num_classes, in_channels=task.in_channels,
             image_size=task.image_size)
 
@@ -177,7 +176,7 @@ def probe_device(args: argparse.Namespace) -> int:
     result = node_profile(stated, build_supernet=supernet,
                           default_bandwidth_mbps=fed.default_bandwidth_mbps)
     print(f"[pfednas] hardware profile of this device for {describe(settings)}, search space "
-          f"{settings.search_space.get('name')}:")
+          f"{settings.search_space.name}:")
     print(format_probe(result))
     bounds = ProfileBounds.from_config(fed.profile_bounds, fed.default_bandwidth_mbps,
                                        fed.min_budget_mb)

@@ -13,7 +13,7 @@ from pfednas.data import data_normalisation
 from pfednas.data.spec import spec_info
 from pfednas.edge.kept import KeptModel, write_kept
 from pfednas.edge.spec import ModelCost, model_spec, reported_kind, sample_inputs
-from pfednas.search import get_space
+from pfednas.search import SpaceConfig
 from pfednas.search.memory_bound import training_memory_upper_bound
 from pfednas.settings import RunSettings, task_shape
 
@@ -21,9 +21,10 @@ from pfednas.settings import RunSettings, task_shape
 def model_cost(settings: RunSettings, arch: str,
                search_space: Mapping[str, Any] | None = None) -> ModelCost:
     """Parameters, MACs per sample, training memory (estimate and bound) of ``arch`` (of
-    ``search_space``; None: the run's)."""
+    ``search_space``, in its flat form; None: the run's)."""
     task = task_shape(settings)
-    space = get_space(**(settings.search_space if search_space is None else search_space))
+    space = (settings.search_space if search_space is None
+             else SpaceConfig.of(search_space)).build()
     supernet = space.build_supernet(num_classes=task.num_classes,
                                     in_channels=task.in_channels, image_size=task.image_size)
     parsed = space.arch_from_str(arch)
@@ -46,7 +47,8 @@ def keep_client_models(root: Path, client_id: int, models: list[KeptModel],
     """Write ``models`` (the reported one's architecture sets the costs) and their spec."""
     kinds = {m.kind for m in models}
     reported = next(m for m in models if m.kind == reported_kind(kinds))
-    space = settings.search_space if reported.search_space is None else reported.search_space
+    space = (settings.search_space.as_dict() if reported.search_space is None
+             else reported.search_space)
     spec = model_spec(client_id=client_id, method=settings.method, dataset=settings.data.name,
                       seed=settings.seed, search_space=space,
                       task=task_shape(settings), norm=data_normalisation(settings.data),

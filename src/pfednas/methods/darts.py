@@ -15,7 +15,7 @@ from pfednas.config import ConfigError, RunSettings, task_shape
 from pfednas.methods.fixed import seeded_supernet
 from pfednas.options.baselines import FedNASOptions
 from pfednas.options.spider import SpiderOptions
-from pfednas.search import DartsS2Space, get_space
+from pfednas.search import DartsS2Space
 from pfednas.search.darts_mixed import DartsMixedNet
 from pfednas.seeding import MODEL_INIT, int_seed
 from pfednas.strategies import Budget, PersonalizedStrategy, SpiderStrategy
@@ -32,7 +32,7 @@ def spider_options(settings: RunSettings) -> SpiderOptions:
 
 
 def darts_space(settings: RunSettings) -> DartsS2Space:
-    space = get_space(**settings.search_space)
+    space = settings.search_space.build()
     if not isinstance(space, DartsS2Space):
         raise ConfigError(f"method={settings.method} needs search_space=darts_s2, "
                           f"got {space.name!r}")
@@ -53,7 +53,8 @@ def spider_strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
 def spider_client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
     directory = str(context.node_config.get("checkpoint-dir", "")).strip() or None
     fingerprint = run_fingerprint(settings.method, settings.method_options,
-                                  settings.search_space, settings.data, settings.seed)
+                                  settings.search_space.as_dict(), settings.data,
+                                  settings.seed)
     return SpiderClient(env, darts_space(settings), task_shape(settings),
                         spider_options(settings), context.state, fingerprint=fingerprint,
                         checkpoint_dir=directory)

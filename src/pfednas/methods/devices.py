@@ -12,7 +12,6 @@ from pfednas.clients.width_slice import WidthSliceClient
 from pfednas.config import RunSettings, task_shape
 from pfednas.methods import perfedrlnas
 from pfednas.methods.fixed import seeded_supernet
-from pfednas.search import get_space
 from pfednas.search.width import WidthSlicer
 from pfednas.strategies import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
@@ -23,7 +22,7 @@ from pfednas.wire.roles import state_roles
 
 
 def width_slicer(settings: RunSettings) -> WidthSlicer:
-    return WidthSlicer(get_space(**settings.search_space), task_shape(settings))
+    return WidthSlicer(settings.search_space.build(), task_shape(settings))
 
 
 def width_slice_strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
@@ -40,7 +39,7 @@ def width_slice_strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
 
 def width_slice_client(settings: RunSettings, env: ClientEnv, context: Context
                        ) -> NumPyClient:
-    return WidthSliceClient(env, width_slicer(settings), dict(settings.search_space),
+    return WidthSliceClient(env, width_slicer(settings), settings.search_space.as_dict(),
                             settings.options)
 
 

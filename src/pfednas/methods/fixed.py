@@ -31,9 +31,9 @@ from pfednas.search import (
     Cost,
     ElasticNet,
     SearchSpace,
+    SpaceConfig,
     Supernet,
     TaskShape,
-    get_space,
 )
 from pfednas.search.memory_bound import budgeted_cost
 from pfednas.search.width import WIDTH_SPACES, WidthSlicer, supports_width
@@ -56,10 +56,10 @@ def seeded_supernet(settings: RunSettings) -> Supernet:
     return _seeded_supernet(settings.search_space, task_shape(settings), settings.seed)
 
 
-def _seeded_supernet(space: dict[str, Any], task: TaskShape, seed: int) -> Supernet:
+def _seeded_supernet(space: SpaceConfig, task: TaskShape, seed: int) -> Supernet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int_seed(seed, MODEL_INIT))
-        return get_space(**space).build_supernet(
+        return space.build().build_supernet(
             num_classes=task.num_classes, in_channels=task.in_channels,
             image_size=task.image_size)
 
@@ -215,8 +215,7 @@ def fixed_cost(settings: RunSettings, arch: Arch, *, deployment: bool) -> tuple[
 @lru_cache(maxsize=4)
 def _fixed_model(space_json: str, task: TaskShape, seed: int, arch: str | None,
                  fits: tuple[HardwareSpread, int, int] | None) -> tuple[Arch, ElasticNet[Any]]:
-    space_cfg = json.loads(space_json)
-    supernet = _seeded_supernet(space_cfg, task, seed)
+    supernet = _seeded_supernet(SpaceConfig.of(json.loads(space_json)), task, seed)
     if fits is None:
         chosen = parse_fixed_arch(supernet.space, arch)
     else:
@@ -230,8 +229,9 @@ def _fixed(settings: RunSettings) -> tuple[Arch, ElasticNet[Any]]:
     arch = settings.method_options.get("arch")
     fed = settings.federation
     fits = (fed.hardware, fed.num_clients, fed.batch_size) if arch == FITS_ALL else None
-    return _fixed_model(json.dumps(settings.search_space, sort_keys=True), task_shape(settings),
-                        settings.seed, None if arch is None else str(arch), fits)
+    space_json = json.dumps(settings.search_space.as_dict(), sort_keys=True)
+    return _fixed_model(space_json, task_shape(settings), settings.seed,
+                        None if arch is None else str(arch), fits)
 
 
 def fixed_model_fn(settings: RunSettings) -> Callable[[], ElasticNet[Any]]:

@@ -23,7 +23,7 @@ from pfednas.methods.fixed import level_cost, seeded_supernet
 from pfednas.nas.distill import TransferSet, synthetic_inputs
 from pfednas.options.hapfnas import HAPFNASOptions, TransferOptions
 from pfednas.records import cost_in
-from pfednas.search import Supernet, get_space
+from pfednas.search import Supernet
 from pfednas.seeding import HAPFNAS_TRANSFER, MODEL_INIT, int_seed, numpy_rng
 from pfednas.strategies import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
@@ -100,7 +100,7 @@ def metric_budgets(settings: RunSettings, supernet: Supernet, metric: str, *,
 
 def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
     opts: HAPFNASOptions = settings.options
-    return HAPFNASClient(env, get_space(**settings.search_space), task_shape(settings),
+    return HAPFNASClient(env, settings.search_space.build(), task_shape(settings),
                          knowledge_width=opts.knowledge_width,
                          bn_recalibrate=opts.bn_recalibrate,
                          personal_head=opts.personal_head, state=context.state,

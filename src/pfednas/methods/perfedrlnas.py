@@ -11,7 +11,6 @@ from pfednas.clients.common import ClientEnv
 from pfednas.config import RunSettings, task_shape
 from pfednas.methods.fixed import seeded_supernet
 from pfednas.options.perfedrlnas import PerFedRLNASOptions
-from pfednas.search import get_space
 from pfednas.strategies import Budget, PerFedRLNASStrategy, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.wire.messages import Sgd
@@ -26,7 +25,7 @@ def strategy(settings: RunSettings, budget: Budget, sgd: Sgd,
 
 def client(settings: RunSettings, env: ClientEnv, context: Context) -> NumPyClient:
     options: PerFedRLNASOptions = settings.options
-    return SubnetClient(env, get_space(**settings.search_space), task_shape(settings),
+    return SubnetClient(env, settings.search_space.build(), task_shape(settings),
                         bn_recalibrate=options.bn_recalibrate,
                         personal_head=options.personal_head,
                         state=context.state, sandwich_students=options.sandwich_students)
