@@ -67,7 +67,7 @@ class Round:
         self.strategy.node_of = {c: NODE_OFFSET + c for c in range(clients)}
         self.state = self.strategy.state()
         rng = np.random.default_rng(0)
-        self.strategy.configure_train(1)
+        self.strategy.record(self.strategy.configure_train(1))
         requests = self.strategy.requests
         self.replies = [reply(c, requests[c].sent, rng) for c in sorted(requests)]
         self.entries = float(np.mean([sum(a.size for a in requests[c].sent
@@ -80,7 +80,7 @@ class Round:
         strategy.budget = dataclasses.replace(strategy.budget, aggregation=rule)
         strategy.load_state(self.state)
         configure = cpu_seconds(lambda: strategy.configure_train(1))
-        sent = strategy.configure_train(1)
+        sent = strategy.record(strategy.configure_train(1))
         aggregate = cpu_seconds(lambda: strategy.aggregate_train(1, self.replies, sent))
         evaluate = cpu_seconds(lambda: strategy.configure_evaluate(strategy.budget.num_rounds))
         return {"configure_train": configure, "aggregate_train": aggregate,

@@ -38,7 +38,7 @@ from pfednas.hardware.simulated_time import (
     timed_train_row,
 )
 from pfednas.packing import pack
-from pfednas.records import RoundRecord, StageResult, arch_details
+from pfednas.records import RoundRecord, StageResult
 from pfednas.seeding import CLIENT_SAMPLING, numpy_rng
 from pfednas.strategies.budget import (  # noqa: F401 (re-exported)
     DEPLOYMENT_NORM_BOUND,
@@ -58,7 +58,7 @@ from pfednas.strategies.gate import (
     judge,
 )
 from pfednas.strategies.identity import ClientClaims
-from pfednas.strategies.outgoing import Outgoing
+from pfednas.strategies.outgoing import Letter, Outgoing
 from pfednas.wire.messages import SPLIT, TEST_SPLIT, Finetune, RoundConfig, RoundEntries, Sgd
 from pfednas.wire.validation import (
     KNOWN_METRICS,
@@ -114,11 +114,6 @@ class PersonalizedStrategy(ClientClaims):
         self.profile_bounds: ProfileBounds | None = (
             (roster.profile_bounds or ProfileBounds()) if budget.deployment else None)
         self.excluded: dict[int, str] = {}
-        # a deployment's baselines with method.arch=fits_all: the architecture chosen from
-        # the claimed profiles (sent in every round config) and what chooses it
-        self.fixed_arch: str | None = None
-        self.choose_fixed_arch = roster.choose_fixed_arch
-        self.fixed_cost = roster.fixed_cost
         # F: the fine-tuning epochs of a personalized evaluation (0: none)
         self.finetune_epochs = 0
 
@@ -193,19 +188,8 @@ class PersonalizedStrategy(ClientClaims):
 
     def profiles_bound(self) -> None:
         """Hook once every client's claimed profile is known (a deployment): e.g. find the
-        clients whose budget no architecture fits (``self.excluded``); here the baselines'
-        fits_all choice, where there is one."""
-        if self.choose_fixed_arch is not None and self.profile_bounds is not None:
-            choice = self.choose_fixed_arch(self.profiles, self.profile_bounds)
-            self.fixed_arch, self.excluded = choice.arch, dict(choice.excluded)
-            self.fixed_cost = choice.fixed_cost
-            if choice.arrays is not None:
-                self.adopt_model(choice.arrays, choice.roles)
-
-    def adopt_model(self, arrays: list[np.ndarray], roles: list[str] | None) -> None:
-        """Start from these arrays (a deployment's fits_all architecture, chosen once the
-        profiles are known); a strategy that holds no model has none to adopt."""
-        raise TypeError(f"{type(self).__name__} holds no model to adopt")
+        clients whose budget no architecture fits (``self.excluded``); none here (the
+        baselines' fits_all: :class:`pfednas.strategies.fixed_arch.FixedArchStrategy`)."""
 
     # -- clients ---------------------------------------------------------------------------
     def sample_clients(self, server_round: int, population: int | None = None) -> list[int]:
@@ -252,28 +236,39 @@ class PersonalizedStrategy(ClientClaims):
 
     def message(self, client_id: int, message_type: str, config: dict[str, Any],
                 arrays: list[np.ndarray] | None = None, roles: list[str] | None = None,
-                requires: list[MetricSpec] | None = None) -> Message:
-        """A message to a client; ``roles``: what each array is (default: parameters);
-        ``requires``: the metrics a valid reply carries (default: those of its type,
-        :meth:`required_metrics`)."""
+                requires: list[MetricSpec] | None = None) -> Letter:
+        """A message to a client and its request (what a valid reply is), changing nothing:
+        the round loop records the request when it sends the message (:meth:`record`).
+        ``roles``: what each array is (default: parameters); ``requires``: the metrics a
+        valid reply carries (default: those of its type, :meth:`required_metrics`)."""
         if message_type == MessageType.EVALUATE and self.is_final_evaluation(config):
             config = {**config, **self.keep_config(client_id)}
         content = RecordDict({"config": ConfigRecord(config)})
         if arrays is not None:
-            record = ArrayRecord(numpy_ndarrays=arrays)
-            content["arrays"] = record
-            self.tally.bytes_down += sum(a.nbytes for a in arrays)
-        if message_type == MessageType.TRAIN:
-            self.tally.train_down[client_id] = sum(a.nbytes for a in arrays or [])
+            content["arrays"] = ArrayRecord(numpy_ndarrays=arrays)
         sent = arrays or []
         # what was sent is kept for training (the reference of its update) only
-        self.requests[client_id] = Request(
+        request = Request(
             message_type, self.expected_reply_arrays(client_id, message_type, sent, roles),
             sent if message_type == MessageType.TRAIN else [],
             self.required_metrics(client_id, message_type) if requires is None
             else list(requires))
-        self.answered.discard(client_id)
-        return Message(content, dst_node_id=self.node_of[client_id], message_type=message_type)
+        message = Message(content, dst_node_id=self.node_of[client_id],
+                          message_type=message_type)
+        return Letter(client_id, message, request, sum(a.nbytes for a in sent))
+
+    def record(self, sent: Outgoing[Any]) -> Outgoing[Any]:
+        """Record ``out``'s letters as sent this round: each client's request (the last sent
+        to it is the one its reply is judged against), not yet answered, and the array bytes
+        in the round's tally (a training message's also as the client's ``train_down``).
+        The round loop calls it as it sends; returns ``sent``."""
+        for letter in sent.letters:
+            self.requests[letter.client_id] = letter.request
+            self.answered.discard(letter.client_id)
+            self.tally.bytes_down += letter.nbytes
+            if letter.request.kind == MessageType.TRAIN:
+                self.tally.train_down[letter.client_id] = letter.nbytes
+        return sent
 
     def is_final_evaluation(self, config: Mapping[str, Any]) -> bool:
         """Whether an evaluation config is the last round's personalized one (not a search's
@@ -307,10 +302,14 @@ class PersonalizedStrategy(ClientClaims):
         """A message's config: the clients' SGD (:class:`pfednas.wire.messages.Sgd`), the
         method's own entries, the round's (:class:`pfednas.wire.messages.RoundConfig`) and
         ``extra``."""
-        entries = RoundConfig(server_round=server_round, local_epochs=self.budget.local_epochs,
-                              lineage=self.lineage, fixed_arch=self.fixed_arch or "")
         own = {} if self.own_entries is None else self.own_entries.to_config()
-        return {**self.sgd.to_config(), **own, **entries.to_config(), **extra}
+        return {**self.sgd.to_config(), **own, **self.round_entries(server_round).to_config(),
+                **extra}
+
+    def round_entries(self, server_round: int) -> RoundConfig:
+        """The round's entries of every message's config."""
+        return RoundConfig(server_round=server_round, local_epochs=self.budget.local_epochs,
+                           lineage=self.lineage)
 
     def finetune_config(self, server_round: int, scope: str) -> dict[str, Any]:
         """An evaluation's fine-tuning entries (:class:`pfednas.wire.messages.Finetune`): F at
@@ -329,9 +328,10 @@ class PersonalizedStrategy(ClientClaims):
 
     # -- the hooks ---------------------------------------------------------------------------
     @abstractmethod
-    def configure_train(self, server_round: int) -> Outgoing[Any] | Iterable[Message]:
-        """The training messages of ``server_round`` (to :meth:`train_clients`), with the
-        strategy's record of them where its aggregation needs one (:class:`Outgoing`)."""
+    def configure_train(self, server_round: int) -> Outgoing[Any]:
+        """The training letters of ``server_round`` (to :meth:`train_clients`, built by
+        :meth:`message`), with the strategy's record of them where its aggregation needs one
+        (:class:`Outgoing`'s plan)."""
 
     @abstractmethod
     def aggregate_train(self, server_round: int, replies: Iterable[Message],
@@ -341,8 +341,8 @@ class PersonalizedStrategy(ClientClaims):
         whenever clients were sampled, also with no replies."""
 
     @abstractmethod
-    def configure_evaluate(self, server_round: int) -> Outgoing[Any] | Iterable[Message]:
-        """The evaluation messages of ``server_round`` (none: no evaluation)."""
+    def configure_evaluate(self, server_round: int) -> Outgoing[Any]:
+        """The evaluation letters of ``server_round`` (none: no evaluation)."""
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message],
                            sent: Outgoing[Any] | None = None) -> StageResult:
@@ -383,15 +383,9 @@ class PersonalizedStrategy(ClientClaims):
         return {}
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
-        """Extra per-client fields of an evaluation row (e.g. the architecture): a
-        fixed-architecture baseline's architecture, its cost and the client's memory budget
-        (drawn in a simulation, claimed in a deployment)."""
-        if self.fixed_cost is None:
-            return {}
-        arch, cost = self.fixed_cost
-        profile = self.profiles.get(client_id)
-        return arch_details(arch, cost, metric="memory",
-                            budget=None if profile is None else profile.memory_bytes)
+        """Extra per-client fields of an evaluation row (e.g. the architecture, its cost and
+        the client's budget); none here."""
+        return {}
 
     def device_level(self, client_id: int) -> dict[str, float]:
         """An evaluation row's ``level``: the client's device level (a width rate) where the
@@ -416,6 +410,12 @@ class PersonalizedStrategy(ClientClaims):
                     self.budget.aggregation.rule)
 
     # -- the loop ----------------------------------------------------------------------------
+    def send(self, grid: Grid, sent: Outgoing[Any], *, evaluation: bool = False
+             ) -> list[Message]:
+        """Record ``sent``'s requests (:meth:`record`), push its messages and pull their
+        replies (:meth:`send_and_collect`)."""
+        return self.send_and_collect(grid, self.record(sent).messages, evaluation=evaluation)
+
     def send_and_collect(self, grid: Grid, messages: list[Message], *,
                          evaluation: bool = False) -> list[Message]:
         """Push messages, pull replies until all arrived or the timeout passed.
@@ -464,15 +464,13 @@ class PersonalizedStrategy(ClientClaims):
                 (self.configure_train, self.aggregate_train, False),
                 (self.configure_evaluate, self.aggregate_evaluate, True)):
             stage = tic = time.perf_counter()
-            out = configure(server_round)
-            sent = self.without_excluded(out if isinstance(out, Outgoing) else Outgoing(list(out)))
-            messages = sent.messages
+            sent = self.without_excluded(configure(server_round))
             server_seconds += time.perf_counter() - tic
             # training is aggregated whenever clients were sampled: a client sent nothing
             # (e.g. PerFedRLNAS's over budget, eq. 9) still has its outcome
-            if messages or (record.sampled and not evaluation):
-                replies = (self.send_and_collect(grid, messages, evaluation=evaluation)
-                           if messages else [])
+            if sent.letters or (record.sampled and not evaluation):
+                replies = (self.send(grid, sent, evaluation=evaluation)
+                           if sent.letters else [])
                 tic = time.perf_counter()
                 record = aggregate(server_round, replies, sent).written_into(record)
                 server_seconds += time.perf_counter() - tic
@@ -514,14 +512,11 @@ class PersonalizedStrategy(ClientClaims):
         sends and receives counts in the round's tally."""
 
     def without_excluded(self, sent: Outgoing[Any]) -> Outgoing[Any]:
-        """``sent`` less the messages to excluded clients (then neither sent nor missed)."""
+        """``sent`` less the letters to excluded clients (then neither sent nor missed)."""
         if not self.excluded:
             return sent
-        nodes = {self.node_of[c]: c for c in self.excluded if c in self.node_of}
-        for node in sent.nodes() & set(nodes):
-            self.requests.pop(nodes[node], None)
-        return dataclasses.replace(sent, messages=[m for m in sent.messages
-                                                   if m.metadata.dst_node_id not in nodes])
+        return dataclasses.replace(sent, letters=[letter for letter in sent.letters
+                                                  if letter.client_id not in self.excluded])
 
     # -- checkpoints and summary ---------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:

@@ -22,14 +22,15 @@ from flwr.app import Message, MessageType
 from pfednas.body_head import FINETUNE_SCOPES, check_scope
 from pfednas.nas.aggregation import aggregate
 from pfednas.records import StageResult
-from pfednas.strategies.base import Budget, PersonalizedStrategy
+from pfednas.strategies.base import Budget
 from pfednas.strategies.budget import Roster
+from pfednas.strategies.fixed_arch import FixedArchStrategy
 from pfednas.strategies.outgoing import Outgoing
 from pfednas.wire.messages import RoundEntries, Sgd
 from pfednas.wire.validation import array_specs
 
 
-class FedAvgFTStrategy(PersonalizedStrategy):
+class FedAvgFTStrategy(FixedArchStrategy):
     TRAIN_REQUIRES = ("train_loss",)
     arrays: list[np.ndarray]  # the global model (SPIDER: the supernet), in state_dict order
 
@@ -63,10 +64,10 @@ class FedAvgFTStrategy(PersonalizedStrategy):
             raise ValueError("checkpoint does not match the model's shapes")
         self.arrays = arrays
 
-    def configure_train(self, server_round: int) -> Iterable[Message]:
+    def configure_train(self, server_round: int) -> Outgoing[Any]:
         cfg = self.round_config(server_round)
-        return [self.message(cid, MessageType.TRAIN, cfg, self.arrays, self.roles)
-                for cid in self.train_clients(server_round)]
+        return Outgoing([self.message(cid, MessageType.TRAIN, cfg, self.arrays, self.roles)
+                         for cid in self.train_clients(server_round)])
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message],
                         sent: Outgoing[Any] | None = None) -> StageResult:
@@ -80,12 +81,12 @@ class FedAvgFTStrategy(PersonalizedStrategy):
             self.screened(rows, merged.kept)
         return StageResult(train=rows)
 
-    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Outgoing[Any]:
         if not self.is_eval_round(server_round):
-            return []
+            return Outgoing()
         cfg = self.eval_config(server_round)
-        return [self.message(cid, MessageType.EVALUATE, cfg, self.arrays)
-                for cid in range(self.budget.num_clients)]
+        return Outgoing([self.message(cid, MessageType.EVALUATE, cfg, self.arrays)
+                         for cid in range(self.budget.num_clients)])
 
     def eval_config(self, server_round: int) -> dict[str, Any]:
         """An evaluation's config: the round's, with this round's fine-tuning."""

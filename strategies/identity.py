@@ -108,7 +108,6 @@ class ClientClaims(ABC):
     profiles: dict[int, ClientProfile]
     profile_bounds: ProfileBounds | None
     excluded: dict[int, str]  # client id -> why it takes no part
-    fixed_arch: str | None  # a deployment's fits_all architecture, chosen from the profiles
 
     @abstractmethod
     def send_and_collect(self, grid: Grid, messages: list[Message], *,
@@ -180,10 +179,9 @@ class ClientClaims(ABC):
             self.node_of[cid] = node
 
     def profile_summary(self) -> dict[str, Any]:
-        """``summary.json``'s ``profiles`` (each client's, with its source),
-        ``excluded_clients`` (who took no part, and why), where there are any, and
-        ``fixed_arch``, the one architecture a deployment's ``fits_all`` chose from them."""
-        out: dict[str, Any] = {"fixed_arch": self.fixed_arch} if self.fixed_arch else {}
+        """``summary.json``'s ``profiles`` (each client's, with its source) and
+        ``excluded_clients`` (who took no part, and why), where there are any."""
+        out: dict[str, Any] = {}
         if self.profiles:
             out["profiles"] = [{"client_id": cid, **p.to_json()}
                                for cid, p in sorted(self.profiles.items())]

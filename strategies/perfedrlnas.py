@@ -74,7 +74,7 @@ from pfednas.seeding import (
 )
 from pfednas.strategies.base import Budget, PersonalizedStrategy
 from pfednas.strategies.budget import Roster
-from pfednas.strategies.outgoing import Outgoing
+from pfednas.strategies.outgoing import Letter, Outgoing
 from pfednas.wire.messages import TEST_SPLIT, VAL_SPLIT, Sgd, SubnetEvaluation, SubnetTrain
 from pfednas.wire.roles import state_roles
 
@@ -285,18 +285,19 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         return rewards
 
     # -- personalized evaluation -------------------------------------------------------------------
-    def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Message:
+    def eval_message(self, cid: int, arch: Arch, server_round: int, split: str) -> Letter:
         tune = (self.finetune_config(server_round, self.options.finetune_scope)
                 if split == TEST_SPLIT else {})
         cfg = self.round_config(server_round, **SubnetEvaluation(arch.to_str(), split).to_config(),
                                **tune)
         return self.message(cid, MessageType.EVALUATE, cfg, self.supernet.slice(arch))
 
-    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Outgoing[Any]:
         if not self.is_eval_round(server_round):
-            return []
-        return [self.eval_message(cid, self.personalized_arch(cid), server_round, TEST_SPLIT)
-                for cid in range(self.trainable) if cid not in self.excluded]
+            return Outgoing()
+        return Outgoing([self.eval_message(cid, self.personalized_arch(cid), server_round,
+                                           TEST_SPLIT)
+                         for cid in range(self.trainable) if cid not in self.excluded])
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         arch = self.personalized_arch(client_id)
@@ -314,9 +315,9 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
                      for cid in new}
             outcomes = {cid: Outcome(0.0, 0.0, over_budget=True) for cid, a in archs.items()
                         if not self.fits(cid, a)}
-            messages = [self.eval_message(cid, a, server_round, VAL_SPLIT)
-                        for cid, a in archs.items() if cid not in outcomes]
-            for metrics, _ in self.ok_replies(self.send_and_collect(grid, messages)):
+            letters = [self.eval_message(cid, a, server_round, VAL_SPLIT)
+                       for cid, a in archs.items() if cid not in outcomes]
+            for metrics, _ in self.ok_replies(self.send(grid, Outgoing(letters))):
                 if int(metrics["client_id"]) in archs:
                     outcomes[int(metrics["client_id"])] = Outcome(float(metrics["accuracy"]),
                                                                   0.0)
@@ -334,10 +335,10 @@ class PerFedRLNASStrategy(PersonalizedStrategy):
         }
         report: dict[str, Any] = {"clients": new, "search_rounds": self.options.new_client_rounds}
         for name, archs in candidates.items():
-            messages = [self.eval_message(cid, a, server_round, TEST_SPLIT)
-                        for cid, a in archs.items()]
+            letters = [self.eval_message(cid, a, server_round, TEST_SPLIT)
+                       for cid, a in archs.items()]
             accs = [float(m["accuracy"])
-                    for m, _ in self.ok_replies(self.send_and_collect(grid, messages))]
+                    for m, _ in self.ok_replies(self.send(grid, Outgoing(letters)))]
             report[f"{name}_acc_mean"] = float(np.mean(accs)) if accs else float("nan")
         return report
 

@@ -93,13 +93,13 @@ class SpiderStrategy(FedAvgFTStrategy):
         return result
 
     # -- personalized evaluation ---------------------------------------------------------------
-    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Outgoing[Any]:
         if not self.is_eval_round(server_round):
-            return []
+            return Outgoing()
         cfg = self.eval_config(server_round)
-        return [self.message(cid, MessageType.EVALUATE, cfg,
-                             None if cid in self.trained else self.arrays)
-                for cid in range(self.budget.num_clients)]
+        return Outgoing([self.message(cid, MessageType.EVALUATE, cfg,
+                                      None if cid in self.trained else self.arrays)
+                         for cid in range(self.budget.num_clients)])
 
     def reply_details(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """The client's local architecture, from its reply's code (the gate has checked the

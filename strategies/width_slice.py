@@ -130,9 +130,9 @@ class WidthSliceStrategy(PersonalizedStrategy):
         return StageResult(train=rows)
 
     # -- personalized evaluation -------------------------------------------------------------
-    def configure_evaluate(self, server_round: int) -> Iterable[Message]:
+    def configure_evaluate(self, server_round: int) -> Outgoing[Any]:
         if not self.is_eval_round(server_round):
-            return []
+            return Outgoing()
         messages = []
         for cid in range(self.budget.num_clients):
             rate = None if cid in self.excluded else self.rate_of(cid)
@@ -144,7 +144,7 @@ class WidthSliceStrategy(PersonalizedStrategy):
                                     **self.finetune_config(server_round,
                                                            self.options.finetune_scope))
             messages.append(self.message(cid, MessageType.EVALUATE, cfg, arrays))
-        return messages
+        return Outgoing(messages)
 
     def evaluation_details(self, client_id: int) -> dict[str, Any]:
         rate = self.rate_of(client_id)

@@ -26,7 +26,7 @@ from pfednas.methods import (
 )
 from pfednas.nas.darts_search import ArchHyper, search_epochs
 from pfednas.nas.fedavg import weighted_average
-from pfednas.search import DartsS2Space, TaskShape, get_space
+from pfednas.search import DartsS2Space, TaskShape
 from pfednas.search.darts_mixed import ALPHA_KEYS, DartsMixedNet
 from pfednas.strategies import (
     Budget,
@@ -76,7 +76,7 @@ def _budget(k: int = 4) -> Budget:
 def _sent(strategy: Any) -> list[Message]:
     """Round 1's training messages (node id of client c: 100 + c)."""
     strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
-    return list(strategy.configure_train(1))
+    return list(strategy.record(strategy.configure_train(1)))
 
 
 def _reply(strategy: Any, cid: int, arrays: list[np.ndarray], n: int) -> Message:
@@ -90,7 +90,7 @@ def _reply(strategy: Any, cid: int, arrays: list[np.ndarray], n: int) -> Message
 # -- the split and the fixed model ----------------------------------------------------------------
 def test_fixed_model_is_the_seeded_supernet_subnet_and_splits_by_the_networks_own_head() -> None:
     settings = _settings("fedrep")
-    space = get_space(**settings.search_space)
+    space = settings.search_space.build()
     model = fixed_model_fn(settings)()
     split = StateSplit.of(model)
 
@@ -202,7 +202,7 @@ def test_fedbabu_strategy_averages_the_body_and_sends_fine_tuning_mode(run_id: N
 
     strategy.aggregate_train(1, [_reply(strategy, first, updates[0], 1),
                                  _reply(strategy, second, updates[1], 1)])
-    messages = list(strategy.configure_evaluate(3))
+    messages = list(strategy.record(strategy.configure_evaluate(3)))
 
     assert len(messages) == 4
     config = messages[0].content["config"]
@@ -222,7 +222,7 @@ def test_fedbabu_built_from_its_config_fine_tunes_the_mode_it_names(
     strategy = METHODS["fedbabu"].strategy(settings, _budget(), Sgd.read(CONFIG), Roster())
     strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
 
-    messages = list(strategy.configure_evaluate(3))
+    messages = list(strategy.record(strategy.configure_evaluate(3)))
 
     assert {m.content["config"]["finetune_scope"] for m in messages} == {mode}  # type: ignore[index]
 
@@ -275,7 +275,7 @@ def test_fednas_sends_and_averages_alpha_then_evaluates_the_derived_arch(run_id:
         arrays[alpha[0]][:, 1] += shift  # both clients prefer sep_conv in normal cells
         replies.append(_reply(strategy, cid, arrays, 5))
     strategy.aggregate_train(1, replies)
-    outgoing = strategy.configure_evaluate(3)
+    outgoing = strategy.record(strategy.configure_evaluate(3))
     evaluation = list(outgoing)
 
     assert [sent[i].shape for i in alpha] == [(SPACE.num_edges, 2)] * 2
@@ -445,7 +445,7 @@ def test_fedavg_and_fednas_finetuning_scope_head_leaves_the_body_as_sent(
         strategy = FedNASStrategy(budget=_budget(), sgd=Sgd.read(CONFIG), net=mixed,
                                   options=FedNASOptions(finetune_epochs=2, finetune_scope=scope))
     strategy.node_of = {c: 100 + c for c in range(strategy.budget.num_clients)}
-    request = list(strategy.configure_evaluate(3))[0]
+    request = list(strategy.record(strategy.configure_evaluate(3)))[0]
     config = dict(request.content["config"])  # type: ignore[arg-type]
 
     # Execute

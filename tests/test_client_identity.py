@@ -132,7 +132,7 @@ def test_a_node_stays_on_its_id_for_the_whole_run() -> None:
     # Prepare: bound ids; node 101 (client 0) later sends a reply as client 1
     server = strategy()
     server.node_of = {0: 101, 1: 102, 2: 103}
-    list(server.configure_train(1))
+    server.record(server.configure_train(1))
     TaskIdentity.node_id = 101
     content = RecordDict({"arrays": ArrayRecord(numpy_ndarrays=WEIGHTS), "metrics": MetricRecord(
         {"client_id": 1, "num_examples": 5, "train_loss": 1.0})})

@@ -64,7 +64,7 @@ def train_round(strategy: PerFedRLNASStrategy, grid: AnsweringGrid, server_round
                 ) -> StageResult:
     """One training half-round as ``base.play_round`` drives it: clients are sampled every
     round, so it is aggregated, also when nothing was sent. What was sent: ``SENT[-1]``."""
-    sent = strategy.configure_train(server_round)
+    sent = strategy.record(strategy.configure_train(server_round))
     SENT.append(sent.plan)  # type: ignore[arg-type]
     replies = (strategy.send_and_collect(grid, sent.messages)  # type: ignore[arg-type]
                if sent.messages else [])

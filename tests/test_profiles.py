@@ -41,7 +41,6 @@ from pfednas.strategies import Budget, PerFedRLNASOptions, PerFedRLNASStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.fedavg import FedAvgFTStrategy
 from pfednas.strategies.hapfnas import HAPFNASOptions
-from pfednas.strategies.outgoing import Outgoing
 from tests.conftest import SGD, spread
 
 # HEAD's draws (before profiles existed) for `method=perfedrlnas seed=3` on the default
@@ -377,7 +376,7 @@ def test_a_client_no_architecture_fits_is_excluded_and_the_run_goes_on() -> None
     # Execute: what connect does once the claims are in, then a round's messages
     strategy.profiles_bound()
     sampled = strategy.sample_clients(1)
-    evaluations = strategy.without_excluded(Outgoing(list(strategy.configure_evaluate(1))))
+    evaluations = strategy.record(strategy.without_excluded(strategy.configure_evaluate(1)))
     summary = strategy.summary_extra([])
 
     # Assert: never trained, never evaluated, and the results say why

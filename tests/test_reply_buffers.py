@@ -130,7 +130,7 @@ def test_hapfnas_knowledge_model_with_negative_variance_cannot_turn_the_supernet
     # Prepare: round 1 (distillation); one sampled client honest, the other's BatchNorm
     # variances all -1 (finite: the old gate let it through)
     strategy = hapfnas()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     honest, hostile = strategy.train_clients(1)
     sent, roles = sent_and_roles(strategy, honest)
     rng = np.random.default_rng(1)
@@ -167,7 +167,7 @@ def perfedrlnas() -> PerFedRLNASStrategy:
 def test_perfedrlnas_never_merges_negative_variances() -> None:
     # Prepare: every client sent its subnet; client 0 returns variances of -1
     strategy = perfedrlnas()
-    sent_out = strategy.configure_train(1)
+    sent_out = strategy.record(strategy.configure_train(1))
     variances = [i for i, role in enumerate(strategy.roles) if role == RUNNING_VAR]
     replies = []
     for cid in sorted(sent_out.plan.subnets):  # type: ignore[union-attr]
@@ -201,7 +201,7 @@ def test_every_method_checks_the_statistics_it_sent(overrides: list[str],
                                           "federation.clients_per_round=2"]))
     strategy = build_strategy(settings)
     strategy.node_of = {c: 100 + c for c in range(3)}
-    sent_out = strategy.configure_train(1)
+    sent_out = strategy.record(strategy.configure_train(1))
     first, second = strategy.train_clients(1)[:2]  # SPIDER, Ditto: all 3 are sent
     sent, roles = sent_and_roles(strategy, first)
     replies: list[Any] = [train_reply(strategy, first, with_negative_variance(sent, roles)),

@@ -268,7 +268,7 @@ FEDAVG_EVALUATE = Template(
 @given(message=replies(FEDAVG_TRAIN))
 def test_fedavg_training_survives_any_reply(message: Message) -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     accepted, result = check_one(strategy, message,
                                  lambda: strategy.aggregate_train(1, [message]))
@@ -280,7 +280,7 @@ def test_fedavg_training_survives_any_reply(message: Message) -> None:
 @given(message=replies(FEDAVG_EVALUATE))
 def test_fedavg_evaluation_survives_any_reply(message: Message) -> None:
     strategy = fedavg()
-    list(strategy.configure_evaluate(1))
+    strategy.record(strategy.configure_evaluate(1))
 
     accepted, result = check_one(strategy, message,
                                  lambda: strategy.aggregate_evaluate(1, [message]))

@@ -18,7 +18,6 @@ from pfednas.search import DartsS2Space
 from pfednas.strategies import Budget, FedAvgFTStrategy, SpiderStrategy
 from pfednas.strategies.budget import Roster
 from pfednas.strategies.gate import examine, judge
-from pfednas.strategies.outgoing import Outgoing
 from pfednas.wire.archcode import code_capacity
 from pfednas.wire.validation import (
     KNOWN_METRICS,
@@ -95,10 +94,35 @@ def test_required_metric_missing_and_out_of_range_are_named() -> None:
     assert "outside" in str(check_metrics({**good, "loss": 1.0, "arch_code": 8}, [arch]))
 
 
+def test_configuring_a_stage_changes_nothing_and_sending_records_its_requests() -> None:
+    # Prepare: a round's training letters, built twice
+    strategy = fedavg()
+    train = strategy.configure_train(1)
+    again = strategy.configure_train(1)
+
+    # Assert: building them records nothing
+    assert strategy.requests == {} and strategy.tally.bytes_down == 0
+    assert [letter.client_id for letter in train.letters] == [0, 1, 2] == [
+        letter.client_id for letter in again.letters]
+
+    # Execute: the loop records what it sends
+    strategy.answered.add(1)
+    assert strategy.record(train) is train
+
+    # Assert: each client's request, unanswered, its bytes counted once per message
+    nbytes = sum(a.nbytes for a in WEIGHTS)
+    assert {c: r.kind for c, r in strategy.requests.items()} == dict.fromkeys(
+        range(3), MessageType.TRAIN)
+    assert strategy.answered == set()
+    assert strategy.tally.bytes_down == 3 * nbytes
+    assert strategy.tally.train_down == dict.fromkeys(range(3), nbytes)
+    assert all(np.array_equal(r.sent[0], WEIGHTS[0]) for r in strategy.requests.values())
+
+
 def test_the_gate_returns_its_verdict_and_changes_nothing_it_is_given() -> None:
     # Prepare: training requests to three clients; 1 answers twice, 2 with an error
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     requests, answered = dict(strategy.requests), set(strategy.answered)
     rules = strategy.gate_rules()
     failed = Message(Error(code=0, reason="boom"), reply_to=Message(RecordDict(),
@@ -128,7 +152,7 @@ def test_a_packed_reply_is_judged_as_its_plain_arrays_and_a_broken_packing_is_re
     # Client 1's layout does not add up to its bytes; client 2's moves 8 bytes from one
     # array to the other (the lengths add up); a third reply's array has the wrong shape.
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     rules = strategy.gate_rules()
 
     def packed(cid: int, arrays: list[np.ndarray], lengths: Any = None) -> Message:
@@ -187,7 +211,7 @@ def test_num_examples_bounded_by_partition_or_first_report() -> None:
 # -- through a strategy -------------------------------------------------------------------------
 def test_train_reply_without_a_required_metric_is_rejected_not_a_crash() -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     no_loss = {k: v for k, v in train_metrics(0).items() if k != "train_loss"}
 
     strategy.aggregate_train(1, [reply(strategy, 0, no_loss, trained(9.0)),
@@ -199,7 +223,7 @@ def test_train_reply_without_a_required_metric_is_rejected_not_a_crash() -> None
 
 def test_evaluation_reply_without_accuracy_or_loss_is_rejected() -> None:
     strategy = fedavg()
-    list(strategy.configure_evaluate(1))
+    strategy.record(strategy.configure_evaluate(1))
     good = {"client_id": 0, "num_examples": 5, "accuracy": 0.5, "loss": 0.7}
 
     result = strategy.aggregate_evaluate(1, [
@@ -216,7 +240,7 @@ def test_evaluation_reply_without_accuracy_or_loss_is_rejected() -> None:
 def test_extra_arrays_and_wrong_byte_sizes_are_rejected_before_decoding(
         monkeypatch: pytest.MonkeyPatch) -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     decoded: list[tuple[int, ...]] = []
     numpy = Array.numpy
 
@@ -243,7 +267,7 @@ def test_extra_arrays_and_wrong_byte_sizes_are_rejected_before_decoding(
 def test_huge_num_examples_cannot_dominate_the_average() -> None:
     # Prepare: partition sizes known (simulation); client 0 claims far more than it holds
     strategy = fedavg(partition_sizes=(20, 20, 20))
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0, n=9_000_000), trained(9.0)),
                                  reply(strategy, 1, train_metrics(1, n=10), trained(1.0)),
@@ -257,7 +281,7 @@ def test_deployment_num_examples_may_not_grow_past_the_tolerance() -> None:
     strategy = fedavg(examples_tolerance=0.5)
     for server_round, n, rejected in ((1, 100, 0), (2, 140, 0), (3, 151, 1)):
         strategy.tally.rejected = 0
-        list(strategy.configure_train(server_round))
+        strategy.record(strategy.configure_train(server_round))
         strategy.aggregate_train(server_round, [reply(strategy, 0, train_metrics(0, n=n),
                                                       trained(1.0))])
         assert strategy.tally.rejected == rejected, server_round
@@ -265,7 +289,7 @@ def test_deployment_num_examples_may_not_grow_past_the_tolerance() -> None:
 
 def test_uniform_weighting_ignores_sample_counts() -> None:
     strategy = fedavg(weighting="uniform")
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0, n=90), trained(4.0)),
                                  reply(strategy, 1, train_metrics(1, n=10), trained(0.0))])
@@ -293,7 +317,7 @@ def spider() -> SpiderStrategy:
 
 def test_spider_rejects_out_of_range_codes_and_foreign_client_ids() -> None:
     strategy = spider()
-    list(strategy.configure_evaluate(1))
+    strategy.record(strategy.configure_evaluate(1))
     capacity = code_capacity(strategy.space)
     ok = {"num_examples": 5, "accuracy": 0.5, "loss": 0.7}
 
@@ -359,7 +383,7 @@ def test_payloads_disagreeing_with_their_record_are_rejected_not_a_crash(
         payload: Any, dtype: str | None, reason: str) -> None:
     # Prepare: client 0's first array's payload replaced, its record metadata as sent
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     bad = reply(strategy, 0, train_metrics(0),
                 with_payload(trained(9.0), 0, payload(trained(9.0)[0]), dtype))
 
@@ -391,10 +415,10 @@ def test_a_header_within_the_record_size_never_allocates_what_it_declares() -> N
 def test_a_train_reply_to_an_evaluation_request_is_rejected() -> None:
     # Prepare: a training round, then an evaluation; client 0 answers it as if it trained
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     strategy.aggregate_train(1, [reply(strategy, c, train_metrics(c), trained(1.0))
                                  for c in range(3)])
-    list(strategy.configure_evaluate(1))
+    strategy.record(strategy.configure_evaluate(1))
     good = {"client_id": 1, "num_examples": 5, "accuracy": 0.5, "loss": 0.7}
 
     # Execute
@@ -410,8 +434,8 @@ def test_a_train_reply_to_an_evaluation_request_is_rejected() -> None:
 def test_spider_an_evaluation_reply_in_a_training_round_is_rejected() -> None:
     # Prepare: client 0 was sent an evaluation (round 1), then training (round 2)
     strategy = spider()
-    list(strategy.configure_evaluate(1))
-    list(strategy.configure_train(2))
+    strategy.record(strategy.configure_evaluate(1))
+    strategy.record(strategy.configure_train(2))
     before = [a.copy() for a in strategy.arrays]
     evaluation = {"client_id": 0, "num_examples": 5, "accuracy": 0.5, "loss": 0.7,
                   "arch_code": 1}
@@ -428,7 +452,7 @@ def test_spider_an_evaluation_reply_in_a_training_round_is_rejected() -> None:
 
 def test_a_second_reply_to_one_request_is_rejected() -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [reply(strategy, 0, train_metrics(0), trained(1.0)),
                                  reply(strategy, 0, train_metrics(0), trained(5.0))])
@@ -442,7 +466,7 @@ def test_deployment_weighs_clients_equally_whatever_their_first_report() -> None
     # Prepare: a deployment without the operator's bounds; client 0 reports 10,000,000 from
     # its first reply on
     strategy = fedavg(deployment=True)
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [
         reply(strategy, 0, train_metrics(0, n=10_000_000), trained(9.0)),
@@ -456,7 +480,7 @@ def test_deployment_weighs_clients_equally_whatever_their_first_report() -> None
 
 def test_deployment_with_the_operators_bounds_weighs_by_bounded_counts() -> None:
     strategy = fedavg(partition_sizes=(100, 100, 100), deployment=True)  # client_examples=100
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     strategy.aggregate_train(1, [
         reply(strategy, 0, train_metrics(0, n=10_000_000), trained(9.0)),
@@ -525,7 +549,7 @@ def test_values_just_inside_each_bound_pass_and_just_outside_are_refused(
 
 def test_a_duplicate_reply_is_refused_and_aggregated_once() -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     result = strategy.aggregate_train(1, [
         reply(strategy, 0, train_metrics(0), trained(4.0)),
@@ -568,7 +592,7 @@ class LateGrid:
 def test_a_reply_after_the_evaluation_deadline_is_a_failure_not_a_result() -> None:
     # Prepare: evaluations time out after 0.2 s; every node answers after 0.6 s
     strategy = fedavg(eval_timeout=0.2)
-    sent = Outgoing(list(strategy.configure_evaluate(1)))
+    sent = strategy.record(strategy.configure_evaluate(1))
     messages = sent.messages
     grid = LateGrid(lambda msg: reply(strategy, 0, {"client_id": 0, "num_examples": 5,
                                                     "loss": 0.5, "accuracy": 0.5},

@@ -253,7 +253,7 @@ def test_fedavg_under_the_median_leaves_out_a_shifted_reply_and_says_so() -> Non
                       aggregation=MEDIAN),
         sgd=SGD, initial_arrays=WEIGHTS, finetune_epochs=0)
     strategy.node_of = {c: 100 + c for c in range(3)}
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     honest = [trained(WEIGHTS, 0), trained(WEIGHTS, 1)]
 
     # Execute
@@ -292,7 +292,7 @@ def test_sliced_and_personalized_merges_keep_every_entry_within_its_honest_value
     if method == "perfedrlnas":
         strategy: Any = perfedrlnas()
         strategy.budget = Budget(**{**strategy.budget.__dict__, "aggregation": MEDIAN})
-        sent_out = strategy.configure_train(1)
+        sent_out = strategy.record(strategy.configure_train(1))
         regions = {cid: strategy.supernet.regions(arch)
                    for cid, (arch, *_) in sent_out.plan.subnets.items()}
         before = strategy.supernet.state_arrays()
@@ -303,7 +303,7 @@ def test_sliced_and_personalized_merges_keep_every_entry_within_its_honest_value
             "federation.hardware.memory_levels=[1.0,0.5]"]))
         strategy = build_strategy(settings, deployment=False)
         strategy.node_of = {c: 100 + c for c in range(4)}
-        sent_out = strategy.configure_train(1)
+        sent_out = strategy.record(strategy.configure_train(1))
         regions = {cid: r for cid, (_, r) in sent_out.plan.regions.items()}
         before = [a.copy() for a in strategy.arrays]
     clients = sorted(regions)
@@ -405,7 +405,7 @@ def test_hapfnas_distils_from_the_robust_teacher_under_a_robust_rule() -> None:
     # Prepare: a distillation round of HAPFNAS under the median; both clients honest
     strategy = hapfnas()
     strategy.budget = Budget(**{**strategy.budget.__dict__, "aggregation": MEDIAN})
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     clients = strategy.train_clients(1)
     replies = {c: [np.asarray(a + np.float32(0.01)) if spec.role == PARAM else a
                    for a, spec in zip(strategy.requests[c].sent, strategy.requests[c].specs,

@@ -118,7 +118,7 @@ def huge(arrays: list[np.ndarray], value: float = LARGE) -> list[np.ndarray]:
 def test_one_huge_reply_moves_fedavg_no_further_than_the_bound() -> None:
     # Prepare: bound 3 × the median RMS (0.2 here); clients 0 and 1 honest
     strategy = fedavg(update_norm_bound=3.0, deployment=True)
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     # Execute
     result = strategy.aggregate_train(1, [reply(strategy, 0, shifted(WEIGHTS, 0.1)),
@@ -133,7 +133,7 @@ def test_one_huge_reply_moves_fedavg_no_further_than_the_bound() -> None:
 
 def test_a_client_cannot_claim_its_own_update_scale() -> None:
     strategy = fedavg(update_norm_bound=3.0)
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     result = strategy.aggregate_train(1, [reply(strategy, 0, shifted(WEIGHTS, 0.1),
                                                 update_scale=0.5)])
@@ -146,7 +146,7 @@ def test_default_simulation_path_is_bit_identical_and_never_bounds(
     # Prepare: the defaults a simulation builds (no bound); any call of the bound fails
     strategy = fedavg()
     monkeypatch.setattr(gate_module, "bound_updates", lambda *a: pytest.fail("bounded"))
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     rng = np.random.default_rng(0)
     replies: list[list[np.ndarray]] = [
         [(a + rng.normal(0, 1, a.shape)).astype(a.dtype) if a.dtype.kind == "f" else a
@@ -167,7 +167,7 @@ def test_perfedrlnas_merge_of_a_huge_subnet_stays_within_the_bound() -> None:
     # Prepare: every client trained its subnet a little; client 0 returns 1e5 everywhere
     strategy = perfedrlnas()
     strategy.budget = Budget(**{**strategy.budget.__dict__, "update_norm_bound": 3.0})
-    sent_out = strategy.configure_train(1)
+    sent_out = strategy.record(strategy.configure_train(1))
     before = strategy.supernet.state_arrays()
     replies, rms, sizes = [], [], []
     for cid in sorted(sent_out.plan.subnets):  # type: ignore[union-attr]
@@ -198,7 +198,7 @@ def test_hapfnas_refuses_a_1e30_knowledge_model_bound_or_not(bound: float | None
     # BatchNorm statistics), which once made distillation NaN with the bound off
     strategy = hapfnas()
     strategy.budget = Budget(**{**strategy.budget.__dict__, "update_norm_bound": bound})
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
     honest, hostile = strategy.train_clients(1)
     sent = strategy.requests[honest].sent
     roles = [spec.role for spec in strategy.requests[honest].specs]
@@ -270,7 +270,7 @@ def test_sizes_just_above_the_bound_over_c_cannot_deflate_honest_updates_at_half
 
 def test_the_gate_refuses_parameters_beyond_the_magnitude_limit() -> None:
     strategy = fedavg()
-    list(strategy.configure_train(1))
+    strategy.record(strategy.configure_train(1))
 
     result = strategy.aggregate_train(1, [reply(strategy, 0, huge(WEIGHTS, 2 * MAX_PARAM)),
                                           reply(strategy, 1, huge(WEIGHTS, MAX_PARAM / 2))])

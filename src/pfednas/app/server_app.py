@@ -55,6 +55,7 @@ from pfednas.methods import METHODS
 from pfednas.methods.build import build_strategy
 from pfednas.methods.fixed import deployment_changes
 from pfednas.records import RoundRecord
+from pfednas.strategies.fixed_arch import FixedArchStrategy
 
 app = ServerApp()
 
@@ -222,7 +223,8 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
               f"{resumed.checkpoint.finished_round}", flush=True)
     strategy.connect(grid)
     if not simulation and settings.federation.profiles != SIMULATED:
-        for line in deployment_changes(settings, strategy.profiles, strategy.fixed_arch):
+        fixed = strategy.fixed_arch if isinstance(strategy, FixedArchStrategy) else None
+        for line in deployment_changes(settings, strategy.profiles, fixed):
             print(f"[pfednas] {line}", flush=True)
 
     live = LiveScalars(out / LIVE_DIR) if settings.tensorboard else None
