@@ -162,6 +162,11 @@ IN_PROCESS = [
     (["method=hapfnas", "federation.num_rounds=4"],
      "method.distill_rounds (5) must be >= 0, method.search_rounds (1) >= 1"),
     (["method=hapfnas", "federation.num_rounds=4"], "federation.num_rounds >= 7"),
+    # an architecture string is checked against the run's space before anything starts
+    (["method=ditto", "method.arch=fits_all"],
+     "arch must be null (the supernet) or an architecture string"),
+    (["method=ditto", "method.arch=darts_s2:n_ss-r_cc"], "method.arch: "),
+    (["method=fedavg", "method.arch=vit:c8d1k3"], "method.arch: "),
 ]
 
 

@@ -287,9 +287,15 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
 
     try:
         space = SpaceConfig.of(space_for_dataset(as_dict(cfg.search_space), sizing_names(spec)))
-        space.build()
+        built = space.build()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"search_space: {err}") from err
+    arch = getattr(typed, "arch", None)  # a method's architecture string, read by its clients
+    if isinstance(arch, str) and ":" in arch:
+        try:
+            built.arch_from_str(arch)
+        except ValueError as err:
+            raise ConfigError(f"method.arch: {err}") from err
     checkpoint_every = cfg.get("checkpoint_every")
     check_number("", "checkpoint_every", checkpoint_every, kind=int, low=0)
     resume = cfg.get("resume")

@@ -50,6 +50,9 @@ class SpiderOptions:
         SearchSchedule(self.warmup_rounds, self.recovery_rounds)
         check_int("finetune_epochs", self.finetune_epochs, 0)
         check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
+        if self.arch is not None and (not isinstance(self.arch, str) or ":" not in self.arch):
+            raise ValueError(f"arch must be null (the supernet) or an architecture string "
+                             f"(darts_s2:n_<14 letters>-r_<14 letters>), got {self.arch!r}")
 
     @property
     def schedule(self) -> SearchSchedule:
