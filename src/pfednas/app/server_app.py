@@ -55,7 +55,6 @@ from pfednas.methods import METHODS
 from pfednas.methods.build import build_strategy
 from pfednas.methods.fixed import deployment_changes
 from pfednas.records import RoundRecord
-from pfednas.strategies.fixed_arch import FixedArchStrategy
 
 app = ServerApp()
 
@@ -223,7 +222,7 @@ def main(grid: Grid, context: Context, *, simulation: bool | None = None) -> Non
               f"{resumed.checkpoint.finished_round}", flush=True)
     strategy.connect(grid)
     if not simulation and settings.federation.profiles != SIMULATED:
-        fixed = strategy.fixed_arch if isinstance(strategy, FixedArchStrategy) else None
+        fixed = strategy.profile_summary().get("fixed_arch")  # a baseline's fits_all choice
         for line in deployment_changes(settings, strategy.profiles, fixed):
             print(f"[pfednas] {line}", flush=True)
 
