@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import gzip
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -233,12 +234,19 @@ def test_sigterm_to_the_bench_stops_its_running_cell_and_keeps_no_result(tmp_pat
 
 
 def test_report_of_a_missing_folder_fails_clearly() -> None:
+    # Python lists every module the command imports (PYTHONPROFILEIMPORTTIME)
     done = subprocess.run([str(PFEDNAS), "report", "/nonexistent/pfednas-runs"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
 
     assert done.returncode == 2
-    assert "/nonexistent/pfednas-runs: no such file or directory" in done.stderr
-    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    said = [line for line in lines if not line.startswith("import time:")]
+    assert said == ["pfednas report: error: /nonexistent/pfednas-runs: no such file or "
+                    "directory"]
+    # and said it without loading PyTorch (seconds, for a typo)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line != said[0]}
+    assert "pfednas.report.cli" in imported and "torch" not in imported
 
 
 def test_find_run_dirs_of_a_folder_without_runs_is_an_error(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.cluster.hierarchy import leaves_list, linkage
@@ -21,7 +21,9 @@ from scipy.stats import spearmanr
 
 from pfednas.data import DataSpec, partition, spec_info
 from pfednas.data.registry import load_raw
-from pfednas.search import SearchSpace, get_space
+
+if TYPE_CHECKING:  # pfednas.search imports torch: `pfednas report`'s checks stay quick
+    from pfednas.search import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class ArchMatrix:
 
 
 def _space(space_cfg: dict[str, Any], text: str) -> SearchSpace:
+    from pfednas.search import get_space
+
     space = get_space(**space_cfg)
     try:
         space.arch_from_str(text)
