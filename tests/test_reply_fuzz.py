@@ -302,7 +302,7 @@ def stage(kind: str) -> Server:
     """The strategy after sending round 1's ``kind`` messages (built once, then restored)."""
     strategy = perfedrlnas()
     configure = strategy.configure_train if kind == "train" else strategy.configure_evaluate
-    sent = configure(1)
+    sent = strategy.record(configure(1))
     return Server(strategy, strategy.state(), dict(strategy.requests), sent)
 
 
