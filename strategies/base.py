@@ -6,8 +6,10 @@ asks every node for its client id once and binds it for the run, with a
 deployment's hardware profile claims (:class:`pfednas.strategies.identity.ClientClaims`).
 
 Each round the loop (:meth:`PersonalizedStrategy.run`) calls the four hooks named
-as Flower's Strategy names them: ``configure_*`` return the messages to send,
-``aggregate_*`` return what their stage produced (:class:`pfednas.records.StageResult`).
+as Flower's Strategy names them: ``configure_*`` build and return the letters to send
+(:class:`pfednas.strategies.outgoing.Outgoing`), changing nothing, and the loop records
+each request as it sends it; ``aggregate_*`` return what their stage produced
+(:class:`pfednas.records.StageResult`).
 The loop alone writes the round's :class:`pfednas.records.RoundRecord` and hands it
 to a callback of the app layer, which writes it: no file is written from here.
 
