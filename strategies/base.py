@@ -260,7 +260,7 @@ class PersonalizedStrategy(ClientClaims):
         return Letter(client_id, message, request, sum(a.nbytes for a in sent))
 
     def record(self, sent: Outgoing[Any]) -> Outgoing[Any]:
-        """Record ``out``'s letters as sent this round: each client's request (the last sent
+        """Record ``sent``'s letters as sent this round: each client's request (the last sent
         to it is the one its reply is judged against), not yet answered, and the array bytes
         in the round's tally (a training message's also as the client's ``train_down``).
         The round loop calls it as it sends; returns ``sent``."""
@@ -367,17 +367,13 @@ class PersonalizedStrategy(ClientClaims):
                          **self.device_level(cid),
                          **self.evaluation_details(cid),
                          **self.reply_details(metrics)})
-        asked = set() if sent is None else self.clients_at(sent.nodes())
+        asked = set() if sent is None else sent.clients()
         missing = sorted(asked - {r["client_id"] for r in rows})
         if missing:
             log(WARNING, "Round %d: %d of %d client(s) missing from the evaluation: %s",
                 server_round, len(missing), len(asked), missing[:20])
         return StageResult(evaluation=sorted(rows, key=lambda r: r["client_id"]),
                            eval_kind=self.eval_kind(server_round), clients_missing=missing)
-
-    def clients_at(self, nodes: set[int]) -> set[int]:
-        """The client ids bound to ``nodes``."""
-        return {cid for cid, node in self.node_of.items() if node in nodes}
 
     def reply_details(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """Extra fields of an evaluation row read from its accepted reply (SPIDER: the

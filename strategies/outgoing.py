@@ -52,6 +52,6 @@ class Outgoing(Generic[PlanT]):
         """The plan, or ``default`` where none was made."""
         return default if self.plan is None else self.plan
 
-    def nodes(self) -> set[int]:
-        """The nodes the messages go to."""
-        return {m.metadata.dst_node_id for m in self.messages}
+    def clients(self) -> set[int]:
+        """The clients the letters go to."""
+        return {letter.client_id for letter in self.letters}

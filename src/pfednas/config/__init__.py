@@ -290,8 +290,10 @@ def settings_from_cfg(cfg: DictConfig) -> RunSettings:
         built = space.build()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"search_space: {err}") from err
+    from pfednas.options.common import is_arch_string
+
     arch = getattr(typed, "arch", None)  # a method's architecture string, read by its clients
-    if isinstance(arch, str) and ":" in arch:
+    if is_arch_string(arch):
         try:
             built.arch_from_str(arch)
         except ValueError as err:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pfednas.nas.progressive import SearchSchedule
 from pfednas.options.baselines import FINETUNE_EPOCHS
-from pfednas.options.common import FINETUNE_SCOPES, check_int, check_scope
+from pfednas.options.common import FINETUNE_SCOPES, check_int, check_scope, is_arch_string
 
 PARTICIPATIONS = ("all", "sampled")
 
@@ -50,7 +50,7 @@ class SpiderOptions:
         SearchSchedule(self.warmup_rounds, self.recovery_rounds)
         check_int("finetune_epochs", self.finetune_epochs, 0)
         check_scope("finetune_scope", self.finetune_scope, FINETUNE_SCOPES)
-        if self.arch is not None and (not isinstance(self.arch, str) or ":" not in self.arch):
+        if self.arch is not None and not is_arch_string(self.arch):
             raise ValueError(f"arch must be null (the supernet) or an architecture string "
                              f"(darts_s2:n_<14 letters>-r_<14 letters>), got {self.arch!r}")
 
