@@ -16,6 +16,7 @@ from pfednas.config import ConfigError, compose, conf_dir, settings_from_cfg
 from pfednas.hardware.spread import HardwareSpread
 from pfednas.nas.policy import PolicyOptimizer
 from pfednas.options import OPTIONS, defaults, options_table, parse
+from pfednas.options.baselines import LocalOptions, finetune_epochs_option, fixed_arch_option
 from pfednas.options.facts import FACTS
 from pfednas.options.perfedrlnas import PerFedRLNASOptions
 from pfednas.report.document import render_document
@@ -102,6 +103,23 @@ def test_every_method_that_finetunes_reports_the_pair_by_default() -> None:
     assert {m for m, f in epochs.items() if f is not None} == {m for m, f in FACTS.items()
                                                                if f.finetunes}
     assert {f for f in epochs.values() if f is not None} == {10}
+
+
+@pytest.mark.parametrize("method", sorted(OPTIONS))
+def test_the_typed_readers_give_what_the_composed_options_hold(method: str) -> None:
+    # Prepare: the method's options as a run parses them, F set where it has one, and the
+    # fixed model where it has one
+    fixed = issubclass(OPTIONS[method], LocalOptions)
+    values = {k: v for k, v in defaults(method).items() if k not in ("name", "search")}
+    values.update({"finetune_epochs": 3} if "finetune_epochs" in values else {})
+    values.update({"arch": "min"} if fixed else {})
+
+    # Execute
+    options = parse(method, values)
+
+    # Assert: the run's builders read F and the fixed architecture from the typed options
+    assert finetune_epochs_option(options) == (3 if "finetune_epochs" in values else 0)
+    assert fixed_arch_option(options) == ("min" if fixed else None)
 
 
 def test_every_row_of_facts_has_its_builders_in_the_same_order() -> None:

@@ -52,6 +52,8 @@ from pfednas.methods import METHODS
 from pfednas.node.cache import composed_config, node_cache_dir
 from pfednas.node.data import client_id_of, node_client_data, node_data_root
 from pfednas.node.probe import no_room_beside_this_process, node_profile
+from pfednas.options.baselines import fixed_arch_option
+from pfednas.options.common import FITS_ALL
 from pfednas.packing import array_record, pack
 from pfednas.train import default_device
 
@@ -190,7 +192,7 @@ def with_fixed_arch(settings: RunSettings, config: dict[str, Any]) -> RunSetting
     """A deployment's ``method.arch=fits_all``: the architecture the server chose from the
     clients' claimed profiles (round config ``fixed_arch``), not the simulated spread's."""
     fixed = config.get("fixed_arch")
-    if not isinstance(fixed, str) or settings.method_options.get("arch") != "fits_all":
+    if not isinstance(fixed, str) or fixed_arch_option(settings.options) != FITS_ALL:
         return settings
     return dataclasses.replace(settings, method_options={**settings.method_options,
                                                          "arch": fixed})

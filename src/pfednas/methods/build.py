@@ -18,6 +18,7 @@ from pfednas.config import ConfigError, RunSettings, in_simulation
 from pfednas.data import DataError, partition
 from pfednas.hardware.profile import SIMULATED, ClientProfile, ProfileBounds
 from pfednas.methods import METHODS, client_profiles
+from pfednas.options.baselines import finetune_epochs_option
 from pfednas.strategies.base import (
     Budget,
     PersonalizedStrategy,
@@ -46,7 +47,7 @@ def build_strategy(settings: RunSettings, *, deployment: bool | None = None, lin
                     eval_timeout=eval_timeout_for(
                         fed.eval_timeout, deployment=deployment, round_timeout=fed.round_timeout,
                         local_epochs=fed.local_epochs,
-                        finetune_epochs=int(settings.method_options.get("finetune_epochs") or 0)),
+                        finetune_epochs=finetune_epochs_option(settings.options)),
                     eval_finetune=fed.eval_finetune, finetune_both=fed.finetune_both,
                     deployment=claiming,
                     update_norm_bound=norm_bound_for(fed.update_norm_bound,

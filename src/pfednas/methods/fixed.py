@@ -25,6 +25,8 @@ from pfednas.hardware.profile import (
 )
 from pfednas.hardware.spread import LEVELS, HardwareSpread
 from pfednas.nas.fitting import fits_all_budgets
+from pfednas.options.baselines import fixed_arch_option
+from pfednas.options.common import FITS_ALL
 from pfednas.records import cost_in
 from pfednas.search import (
     Arch,
@@ -44,7 +46,6 @@ from pfednas.train import get_arrays
 from pfednas.wire.messages import Sgd
 from pfednas.wire.roles import state_roles
 
-FITS_ALL = "fits_all"
 # a method's strategy from the settings, the federation's budget, the clients' training
 # config and what the server knows of its clients and run (their profiles in a simulation,
 # client_profiles; a deployment's nodes claim theirs)
@@ -188,7 +189,7 @@ def fits_all_roster(settings: RunSettings, roster: Roster, *, deployment: bool,
     (:func:`fits_all_on_profiles`), its cost, and ``model``'s arrays and roles for it (the
     whole model, or the body; None: the clients hold the model). Clients get the
     architecture in every round config."""
-    if not deployment or settings.method_options.get("arch") != FITS_ALL:
+    if not deployment or fixed_arch_option(settings.options) != FITS_ALL:
         return dataclasses.replace(
             roster, fixed_cost=fixed_cost(settings, _fixed(settings)[0], deployment=deployment))
 
@@ -226,12 +227,12 @@ def _fixed_model(space_json: str, task: TaskShape, seed: int, arch: str | None,
 
 
 def _fixed(settings: RunSettings) -> tuple[Arch, ElasticNet[Any]]:
-    arch = settings.method_options.get("arch")
+    arch = fixed_arch_option(settings.options)
     fed = settings.federation
     fits = (fed.hardware, fed.num_clients, fed.batch_size) if arch == FITS_ALL else None
     space_json = json.dumps(settings.search_space.as_dict(), sort_keys=True)
     return _fixed_model(space_json, task_shape(settings), settings.seed,
-                        None if arch is None else str(arch), fits)
+                        arch, fits)
 
 
 def fixed_model_fn(settings: RunSettings) -> Callable[[], ElasticNet[Any]]:

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pfednas.options.common import FINETUNE_SCOPES, check_fixed_arch, check_int, check_scope
+from pfednas.options.common import (
+    FINETUNE_SCOPES,
+    FITS_ALL,
+    check_fixed_arch,
+    check_int,
+    check_scope,
+)
 from pfednas.wire.messages import RoundEntries
 
 FINETUNE_EPOCHS = 10  # F: the papers' local fine-tuning before a personalized evaluation
@@ -20,10 +26,23 @@ class LocalOptions:
     # the fixed model of the search space: fits_all (the largest architecture every client's
     # memory budget admits: the benchmark's choice in every preset) | max (the papers'
     # "MobileNetV3-Large" role) | min | an arch string
-    arch: str = "fits_all"
+    arch: str = FITS_ALL
 
     def __post_init__(self) -> None:
         check_fixed_arch(self.arch)
+
+
+def fixed_arch_option(options: object) -> str | None:
+    """``method.arch`` of a method with one fixed model (:class:`LocalOptions` and the
+    classes built on it): fits_all, min, max or an architecture string; None for a method
+    without one."""
+    return options.arch if isinstance(options, LocalOptions) else None
+
+
+def finetune_epochs_option(options: object) -> int:
+    """``method.finetune_epochs`` (F) of a method that fine-tunes; 0 for one that does not."""
+    value = getattr(options, "finetune_epochs", 0)
+    return value if isinstance(value, int) else 0
 
 
 @dataclass(frozen=True)

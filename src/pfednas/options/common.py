@@ -7,7 +7,10 @@ from typing import Any, TypeGuard
 # the message vocabulary the options check against (re-exported)
 from pfednas.wire.messages import FINETUNE_SCOPES, check_scope  # noqa: F401
 
-FIXED_ARCHS = ("max", "min", "fits_all")  # a baseline's ``arch``, besides an architecture string
+# a baseline's ``arch``, besides an architecture string; fits_all: the largest architecture
+# every client's memory budget admits
+FITS_ALL = "fits_all"
+FIXED_ARCHS = ("max", "min", FITS_ALL)
 
 
 def check_int(name: str, value: Any, low: int) -> None:
