@@ -49,6 +49,7 @@ from pfednas.edge.keep import keep_client_models, measure_on_node
 from pfednas.edge.kept import MODELS_DIR, KeptModel, KeptModelError, add_to_spec, read_spec
 from pfednas.edge.spec import KEEP_KEY
 from pfednas.methods import METHODS
+from pfednas.methods.fixed import with_arch
 from pfednas.node.cache import composed_config, node_cache_dir
 from pfednas.node.data import client_id_of, node_client_data, node_data_root
 from pfednas.node.probe import no_room_beside_this_process, node_profile
@@ -194,8 +195,7 @@ def with_fixed_arch(settings: RunSettings, config: dict[str, Any]) -> RunSetting
     fixed = config.get("fixed_arch")
     if not isinstance(fixed, str) or fixed_arch_option(settings.options) != FITS_ALL:
         return settings
-    return dataclasses.replace(settings, method_options={**settings.method_options,
-                                                         "arch": fixed})
+    return with_arch(settings, fixed)
 
 
 def model_dir(context: Context, settings: RunSettings) -> Path | None:

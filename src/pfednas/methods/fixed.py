@@ -195,13 +195,18 @@ def fits_all_roster(settings: RunSettings, roster: Roster, *, deployment: bool,
 
     def choose(profiles: Mapping[int, ClientProfile], bounds: ProfileBounds) -> FixedChoice:
         arch, excluded = fits_all_on_profiles(settings, profiles, bounds)
-        chosen = dataclasses.replace(settings, method_options={
-            **settings.method_options, "arch": arch.to_str()})
+        chosen = with_arch(settings, arch.to_str())
         arrays, roles = model(chosen) if model is not None else (None, None)
         return FixedChoice(arch.to_str(), excluded, arrays, roles,
                            fixed_cost=fixed_cost(settings, arch, deployment=True))
 
     return dataclasses.replace(roster, choose_fixed_arch=choose)
+
+
+def with_arch(settings: RunSettings, arch: str) -> RunSettings:
+    """``settings`` whose ``method.arch`` is ``arch`` (a deployment's fits_all choice, on the
+    server and on its clients), the typed options parsed anew."""
+    return dataclasses.replace(settings, method_options={**settings.method_options, "arch": arch})
 
 
 def fixed_cost(settings: RunSettings, arch: Arch, *, deployment: bool) -> tuple[Arch, Cost]:
