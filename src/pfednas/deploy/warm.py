@@ -176,6 +176,7 @@ class ForkServer:
             return None
         self.children[pid] = conn
         self.selector.register(conn, selectors.EVENT_READ, pid)
+        log(f"task {pid} started")
         with suppress(OSError):
             send_line(conn, {"pid": pid})
         return None
