@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,16 +45,6 @@ def run_pfednas(args: list[str], out_dir: Path, timeout: float = 600, mark: str 
     except subprocess.TimeoutExpired:
         stop_processes(mark, var=TEST_RUN_VAR)
         raise
-
-
-def run_pfednas_together(runs: list[tuple[list[str], Path]], timeout: float = 600
-                         ) -> list[subprocess.CompletedProcess[str]]:
-    """Several independent `pfednas` commands at once (each has its own SuperLink, Ray and
-    run token), e.g. where one spends most of its time waiting out a round timeout."""
-    with ThreadPoolExecutor(len(runs)) as pool:
-        futures = [pool.submit(run_pfednas, args, out_dir, timeout) for args, out_dir in runs]
-        return [future.result() for future in futures]
-
 
 
 def arrays_of(msg: Message) -> list[np.ndarray]:
