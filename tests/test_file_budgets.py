@@ -50,6 +50,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def exported(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Client ``CLIENT``'s ONNX export of ``run`` (its model and the spec beside it), made
+    once: each test crafts a copy."""
+    out = tmp_path_factory.mktemp("budgets") / "export"
+    assert export_main([str(run), "--client", str(CLIENT), "--format", "onnx", "--no-measure",
+                        "--out", str(out)]) == 0
+    return out
+
+
 def one_line(code: int, err: str) -> str:
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     return err
@@ -267,19 +277,18 @@ def test_image_folders_read_as_before(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("key", "value"), [("num_classes", 10**8), ("image_size", 10**5),
                                             ("in_channels", 1000), ("image_size", 1e5)])
 def test_a_spec_field_past_its_bound_gets_one_line(
-        key: str, value: Any, run: Path, tmp_path: Path,
+        key: str, value: Any, run: Path, exported: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: the kept spec, and an export's spec beside an ONNX model, with the field set
     crafted = copy_run(run, tmp_path / "run")
     spec_path = crafted / "models" / f"client_{CLIENT}" / "spec.json"
     spec = json.loads(spec_path.read_text())
-    assert export_main([str(crafted), "--client", str(CLIENT), "--format", "onnx",
-                        "--no-measure", "--out", str(tmp_path / "export")]) == 0
+    copy_run(exported, tmp_path / "export")
     beside = tmp_path / "export" / f"client_{CLIENT}.json"
-    exported = json.loads(beside.read_text())
-    spec["task"][key] = exported["task"][key] = value
+    export_spec = json.loads(beside.read_text())
+    spec["task"][key] = export_spec["task"][key] = value
     spec_path.write_text(json.dumps(spec))
-    beside.write_text(json.dumps(exported))
+    beside.write_text(json.dumps(export_spec))
     np.savez(tmp_path / "mine.npz", x=np.zeros((2, 8, 8), np.uint8))
 
     # Execute
@@ -298,11 +307,11 @@ def test_a_spec_field_past_its_bound_gets_one_line(
                                   '{"a":' * 100_000 + "1" + "}" * 100_000,
                                   json.dumps({"pad": "x" * (2 << 20)})])
 def test_a_deep_or_huge_spec_json_gets_one_line(
-        text: str, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        text: str, run: Path, exported: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: an export's spec and the kept spec replaced by the text
     crafted = copy_run(run, tmp_path / "run")
-    assert export_main([str(crafted), "--client", str(CLIENT), "--format", "onnx",
-                        "--no-measure", "--out", str(tmp_path / "export")]) == 0
+    copy_run(exported, tmp_path / "export")
     (tmp_path / "export" / f"client_{CLIENT}.json").write_text(text)
     (crafted / "models" / f"client_{CLIENT}" / "spec.json").write_text(text)
     np.savez(tmp_path / "mine.npz", x=np.zeros((2, 8, 8), np.uint8))
