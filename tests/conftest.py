@@ -20,6 +20,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from pfednas.packing import array_record
 from pfednas.wire.messages import Sgd
+from tests.background import Scenarios
 
 REPO = Path(__file__).resolve().parents[1]
 SGD = Sgd(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=16)  # strategies built by hand
@@ -103,17 +104,39 @@ def run_id() -> Iterator[None]:
 # end; a long module handed out last would leave the other worker idle. Unlisted modules
 # follow in their own order.
 LONGEST_FIRST = ("test_deploy", "test_report", "test_devices", "test_perfedrlnas_e2e",
-                 "test_deploy_profiles", "test_warm_deploy",
-                 "test_baselines_e2e", "test_faults_e2e", "test_newcomer", "test_hapfnas_e2e",
+                 "test_deploy_profiles",
+                 "test_baselines_e2e", "test_newcomer", "test_hapfnas_e2e",
                  "test_spider_e2e", "test_resume_safety", "test_ray_cluster_e2e", "test_e2e",
                  "test_kept_models", "test_faults_families", "test_protocol",
                  "test_cli_bad_input", "test_flwr_run",
                  "test_control_api_exposure")
 
 
+# Modules whose tests check background scenarios (tests/background.py): last, so that their
+# runs have finished by then.
+LAST = ("test_warm_deploy", "test_faults_e2e")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: modules whole
+    rank.update({name: len(LONGEST_FIRST) + 1 + i for i, name in enumerate(LAST)})
+    # stable: modules whole; unlisted modules between the longest and the last
+    items.sort(key=lambda item: rank.get(item.path.stem, len(LONGEST_FIRST)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scenarios(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenarios]:
+    """The background scenarios of this test run (tests/background.py), started as its
+    first test starts: those the selected tests check."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if hasattr(request.config, "workerinput") else base) / "scenarios"
+    root.mkdir(exist_ok=True)
+    runs = Scenarios(root)
+    runs.start({marker.args[0] for item in request.session.items
+                for marker in item.iter_markers("scenario")})
+    yield runs
+    runs.join()
 
 
 @pytest.fixture(autouse=True)

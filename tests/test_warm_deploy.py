@@ -1,5 +1,6 @@
 """``pfednas deploy local`` with warm ClientApps (issue 65, item 2): a task killed mid-task
-fails as Flower reports a crashed ClientApp, and the next tasks get fresh forks.
+fails as Flower reports a crashed ClientApp, and the next tasks get fresh forks. The
+deployment waits out Flower's heartbeat, so it is a background scenario (tests/background.py).
 
 That a warm deployment (deploy local's default) reproduces its simulation bit for bit and
 leaves no fork server or task behind is checked on the TLS deployment of
@@ -14,9 +15,11 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.background import Scenarios, scenario
 from tests.conftest import PFEDNAS, REPO, pids_with_token
 
 NODES = 2
@@ -38,11 +41,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.mark.slow
-def test_a_warm_task_killed_mid_task_fails_as_flower_reports_a_crashed_clientapp(
-        tmp_path: Path) -> None:
-    # Prepare: a deployment whose node 0 loses its first training task to SIGKILL
-    out = tmp_path / "run"
+@scenario
+def warm_task_killed_run(folder: Path) -> dict[str, Any]:
+    """A deployment whose node 0 loses its first training task to SIGKILL."""
+    out = folder / "run"
     proc = subprocess.Popen([str(PFEDNAS), "deploy", "local", f"nodes={NODES}", *RUN,
                              "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -50,7 +52,10 @@ def test_a_warm_task_killed_mid_task_fails_as_flower_reports_a_crashed_clientapp
     deadline = time.monotonic() + 300
     killed = None
     while killed is None:  # its first task answers the id query, the second trains round 1
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.terminate()  # deploy local stops all it started
+            return {"out": str(out), "returncode": proc.wait(timeout=120), "killed": None,
+                    "output": proc.communicate()[0][-3000:]}
         started = [int(pid) for pid in re.findall(r"task (\d+) started", _text(server_log))]
         # once it has pulled its message and trains: a ClientApp killed before its pull is
         # started again by Flower, which then has no failure to report
@@ -58,13 +63,24 @@ def test_a_warm_task_killed_mid_task_fails_as_flower_reports_a_crashed_clientapp
             killed = started[1]
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.02)
-
-    # Execute
     output, _ = proc.communicate(timeout=600)
+    return {"out": str(out), "returncode": proc.returncode, "killed": killed,
+            "output": output}
+
+
+@pytest.mark.slow
+@pytest.mark.scenario("warm_task_killed_run")
+def test_a_warm_task_killed_mid_task_fails_as_flower_reports_a_crashed_clientapp(
+        scenarios: Scenarios) -> None:
+    # Execute: the deployment (started in the background: it waits out Flower's heartbeat)
+    run = scenarios.outcome("warm_task_killed_run")
+    out, killed, output = Path(run["out"]), run["killed"], run["output"]
+    server_log = out / "logs" / "warm-clientapps-0.log"
 
     # Assert: Flower's own verdict on a ClientApp that died (its task token expired), the
     # round counted one failure, and the next tasks ran in fresh forks
-    assert proc.returncode == 0, output[-3000:]
+    assert killed is not None, f"no round-1 training task to kill: {output[-3000:]}"
+    assert run["returncode"] == 0, output[-3000:]
     assert f"task {killed} ended: killed by signal 9" in server_log.read_text()
     logs = "".join(_text(p) for p in (out / "logs").iterdir()) + output
     assert "A client failed: ClientApp stopped responding." in logs
