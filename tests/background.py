@@ -6,10 +6,9 @@ A scenario is a function of a fresh folder that returns a JSON-able outcome, reg
 :func:`scenario`. A test marked ``@pytest.mark.scenario(NAME)`` reads that outcome from the
 ``scenarios`` fixture (tests/conftest.py). The first worker of the test run (xdist's, or
 the one process with ``-n 0``) to start claims every scenario a selected test needs (a file
-created exclusively in the folder the workers share) and runs them one after another in one
-thread, a third lane beside the two workers, by name; the outcome, or the traceback that
-ended it, is written beside each as JSON, which the checking test waits for on whichever
-worker runs it. A scenario no selected test needs never starts.
+created exclusively in the folder the workers share) and runs it in a thread; the outcome,
+or the traceback that ended it, is written beside it as JSON, which the checking test waits
+for on whichever worker runs it. A scenario no selected test needs never starts.
 """
 
 from __future__ import annotations
@@ -45,9 +44,7 @@ class Scenarios:
     threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self, names: Iterable[str]) -> None:
-        """Run those of ``names`` that no worker has claimed yet, one after another, in a
-        thread."""
-        claimed = []
+        """Start each of ``names`` that no worker has claimed yet."""
         for name in sorted(names):
             if name not in SCENARIOS:
                 raise KeyError(f"no scenario named {name!r} (tests.background.scenario)")
@@ -56,16 +53,10 @@ class Scenarios:
                                  os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 continue
-            claimed.append(name)
-        if claimed:
-            thread = threading.Thread(target=self._run_all, args=(claimed,), daemon=True,
-                                      name="scenarios")
+            thread = threading.Thread(target=self._run, args=(name,), name=f"scenario {name}",
+                                      daemon=True)
             thread.start()
             self.threads.append(thread)
-
-    def _run_all(self, names: list[str]) -> None:
-        for name in names:
-            self._run(name)
 
     def _run(self, name: str) -> None:
         folder = self.root / name

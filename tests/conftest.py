@@ -103,18 +103,18 @@ def run_id() -> Iterator[None]:
 # --no-loadscope-reorder), so the long ones start first and the short ones even out the
 # end; a long module handed out last would leave the other worker idle. Unlisted modules
 # follow in their own order.
-LONGEST_FIRST = ("test_deploy", "test_devices", "test_perfedrlnas_e2e",
+LONGEST_FIRST = ("test_deploy", "test_report", "test_devices", "test_perfedrlnas_e2e",
                  "test_deploy_profiles",
                  "test_baselines_e2e", "test_newcomer", "test_hapfnas_e2e",
                  "test_spider_e2e", "test_resume_safety", "test_ray_cluster_e2e", "test_e2e",
                  "test_kept_models", "test_faults_families", "test_protocol",
-                 "test_flwr_run",
+                 "test_cli_bad_input", "test_flwr_run",
                  "test_control_api_exposure")
 
 
 # Modules whose tests check background scenarios (tests/background.py): last, so that their
 # runs have finished by then.
-LAST = ("test_report", "test_cli_bad_input", "test_warm_deploy", "test_faults_e2e")
+LAST = ("test_warm_deploy", "test_faults_e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -27,7 +26,6 @@ from pfednas.cli import check_job, main, run_job
 from pfednas.config import compose
 from pfednas.data import partition_repair
 from pfednas.run.launcher import processes_with_token
-from tests.background import Scenarios, scenario
 from tests.conftest import PFEDNAS, TEST_RUN_VAR, run_pfednas
 
 CASES = [
@@ -219,26 +217,16 @@ def test_extreme_label_skew_is_no_bad_input() -> None:
     assert settings.data.num_clients == 100 and partition_repair(settings.data) is not None
 
 
-@scenario
-def main_job_past_its_timeout(folder: Path) -> dict[str, Any]:
-    """The main job, given 25 s: time to start its SuperLink, not to finish (a background
-    scenario, tests/background.py: it mostly waits)."""
-    mark = uuid.uuid4().hex
-    out = folder / "run"
-    try:
-        run_pfednas([], out, timeout=25, mark=mark)
-    except subprocess.TimeoutExpired:
-        return {"timed_out": True, "logs": (out / "logs").exists(),
-                "left": processes_with_token(mark, TEST_RUN_VAR)}
-    return {"timed_out": False}
-
-
 @pytest.mark.slow
-@pytest.mark.scenario("main_job_past_its_timeout")
-def test_a_command_past_its_timeout_is_stopped_with_all_it_started(
-        scenarios: Scenarios) -> None:
-    run = scenarios.outcome("main_job_past_its_timeout")
+def test_a_command_past_its_timeout_is_stopped_with_all_it_started(tmp_path: Path) -> None:
+    # Prepare: the main job, given 25 s: time to start its SuperLink, not to finish
+    mark = uuid.uuid4().hex
+    out = tmp_path / "run"
 
-    # Assert: it timed out having started its SuperLink (its logs), and nothing it started
-    # is left
-    assert run == {"timed_out": True, "logs": True, "left": []}
+    # Execute
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_pfednas([], out, timeout=25, mark=mark)
+
+    # Assert: it had started its SuperLink (its logs), and nothing it started is left
+    assert (out / "logs").exists()
+    assert processes_with_token(mark, TEST_RUN_VAR) == []

@@ -50,7 +50,6 @@ from pfednas.report.table import (
     run_rows,
 )
 from pfednas.search import get_space
-from tests.background import Scenarios, scenario
 from tests.conftest import PFEDNAS, REPO, pids_with_token
 
 SMOKE_METHODS = ("fedavg", "local")
@@ -59,25 +58,14 @@ SMOKE_BENCH = (str(PFEDNAS), "bench", "bench=smoke", "--allow-dirty")
 
 
 # -- two tiny real runs through `pfednas bench bench=smoke` ---------------------------------------
-SMOKE = pytest.mark.scenario("smoke_bench")  # what a test that reads the bench is marked with
-
-
-@scenario
-def smoke_bench(folder: Path) -> dict[str, Any]:
-    """The smoke bench, its two cells side by side as a bench on a bigger machine runs them
-    (a background scenario: it starts with the test run, tests/background.py)."""
-    out = folder / "smoke"
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    # the two cells side by side, as a bench on a bigger machine runs them
     done = subprocess.run([*SMOKE_BENCH, f"bench.out={out}", "+bench.cells_at_once=2"],
                           cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
-    return {"out": str(out), "returncode": done.returncode, "stdout": done.stdout,
-            "stderr": done.stderr[-3000:]}
-
-
-@pytest.fixture(scope="module")
-def bench(scenarios: Scenarios) -> tuple[Path, str]:
-    run = scenarios.outcome("smoke_bench")
-    assert run["returncode"] == 0, run["stdout"][-3000:] + run["stderr"]
-    return Path(run["out"]), run["stdout"]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout
 
 
 def _summary(out: Path, method: str) -> dict[str, Any]:
@@ -90,7 +78,6 @@ def _table_rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.slow
-@SMOKE
 def test_bench_writes_one_run_per_cell_and_the_report_files(bench: tuple[Path, str]) -> None:
     out, _ = bench
 
@@ -122,7 +109,6 @@ def test_train_loss_is_the_sample_weighted_mean_of_each_round() -> None:
 
 
 @pytest.mark.slow
-@SMOKE
 def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str]) -> None:
     out, _ = bench
 
@@ -153,7 +139,6 @@ def test_table_has_a_row_per_method_equal_to_each_summary(bench: tuple[Path, str
 
 
 @pytest.mark.slow
-@SMOKE
 def test_a_finished_cell_keeps_its_metrics_compressed_and_the_report_reads_them(
         bench: tuple[Path, str]) -> None:
     out, _ = bench
@@ -170,7 +155,6 @@ def test_a_finished_cell_keeps_its_metrics_compressed_and_the_report_reads_them(
 
 
 @pytest.mark.slow
-@SMOKE
 def test_each_cell_records_its_commit_and_load_and_the_table_shows_the_load(
         bench: tuple[Path, str]) -> None:
     out, _ = bench
@@ -185,7 +169,6 @@ def test_each_cell_records_its_commit_and_load_and_the_table_shows_the_load(
 
 
 @pytest.mark.slow
-@SMOKE
 def test_rerun_skips_finished_cells_and_report_renders_the_same_table(
         bench: tuple[Path, str], tmp_path: Path) -> None:
     out, _ = bench
@@ -203,7 +186,6 @@ def test_rerun_skips_finished_cells_and_report_renders_the_same_table(
 
 
 @pytest.mark.slow
-@SMOKE
 def test_a_failed_cell_is_recorded_and_the_bench_goes_on(bench: tuple[Path, str],
                                                          tmp_path: Path) -> None:
     out = tmp_path / "smoke"
@@ -600,7 +582,6 @@ def test_plots_label_a_finetuned_nas_run_as_its_ft_row() -> None:
 
 # -- the results page from the smoke bench's cells ------------------------------------------------
 @pytest.mark.slow
-@SMOKE
 def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_check(
         bench: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: a page with the smoke preset's table, rendered from its cells
@@ -642,7 +623,6 @@ def test_a_page_renders_the_bench_report_and_a_hand_edited_number_fails_the_chec
 
 
 @pytest.mark.slow
-@SMOKE
 def test_a_cell_run_beside_others_says_so_in_its_group(bench: tuple[Path, str],
                                                        tmp_path: Path) -> None:
     out = tmp_path / "smoke"
