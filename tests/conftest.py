@@ -102,7 +102,7 @@ def run_id() -> Iterator[None]:
 # longest first. xdist hands modules to its workers in collection order (pyproject:
 # --no-loadscope-reorder), so the long ones start first and the short ones even out the
 # end; a long module handed out last would leave the other worker idle. Unlisted modules
-# follow in their own order.
+# follow in their own order, then those of LAST.
 LONGEST_FIRST = ("test_deploy", "test_report", "test_devices", "test_perfedrlnas_e2e",
                  "test_deploy_profiles",
                  "test_baselines_e2e", "test_newcomer", "test_hapfnas_e2e",

@@ -51,19 +51,24 @@ def warm_task_killed_run(folder: Path) -> dict[str, Any]:
     server_log = out / "logs" / "warm-clientapps-0.log"
     deadline = time.monotonic() + 300
     killed = None
-    while killed is None:  # its first task answers the id query, the second trains round 1
-        if proc.poll() is not None or time.monotonic() > deadline:
+    try:
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            # its first task answers the id query, the second trains round 1: once it has
+            # pulled its message and trains (a ClientApp killed before its pull is started
+            # again by Flower, which then has no failure to report)
+            started = [int(pid) for pid in re.findall(r"task (\d+) started",
+                                                      _text(server_log))]
+            if len(started) >= 2 and cpu_seconds(started[1]) >= TRAINING_CPU_S:
+                killed = started[1]
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.02)
+        if killed is None:
             proc.terminate()  # deploy local stops all it started
-            return {"out": str(out), "returncode": proc.wait(timeout=120), "killed": None,
-                    "output": proc.communicate()[0][-3000:]}
-        started = [int(pid) for pid in re.findall(r"task (\d+) started", _text(server_log))]
-        # once it has pulled its message and trains: a ClientApp killed before its pull is
-        # started again by Flower, which then has no failure to report
-        if len(started) >= 2 and cpu_seconds(started[1]) >= TRAINING_CPU_S:
-            killed = started[1]
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.02)
-    output, _ = proc.communicate(timeout=600)
+        output = proc.communicate(timeout=600)[0]
+    finally:
+        if proc.poll() is None:  # past its timeout: stopped with all it started
+            proc.terminate()
+            proc.communicate(timeout=120)
     return {"out": str(out), "returncode": proc.returncode, "killed": killed,
             "output": output}
 
