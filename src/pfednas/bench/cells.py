@@ -9,6 +9,7 @@ as surely as a changed override.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -268,13 +269,21 @@ def composed_values(overrides: Sequence[str]) -> dict[str, Any]:
     differ only in a literal top-level ``seed=N`` (a preset's cells of one method and α)
     share one Hydra composition (~0.4 s each), its ``seed`` then set, as Hydra's override
     sets it, before its interpolations are resolved."""
-    seeds = [o for o in overrides if o.startswith("seed=")]
-    if not seeds or not (last := _SEED.fullmatch(seeds[-1])):
-        return resolved_values(compose(tuple(overrides)))
     from pfednas.methods import METHODS
 
+    # a copy: the values are kept for the next page that checks the cell
+    return copy.deepcopy(_composed_values(tuple(overrides), tuple(METHODS)))
+
+
+@lru_cache(maxsize=1024)
+def _composed_values(overrides: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, Any]:
+    """:func:`composed_values`, kept per ``methods`` registered (one (un)registered since:
+    composed anew)."""
+    seeds = [o for o in overrides if o.startswith("seed=")]
+    if not seeds or not (last := _SEED.fullmatch(seeds[-1])):
+        return resolved_values(compose(overrides))
     cfg = _composed_without_seed(tuple(o for o in overrides if not o.startswith("seed=")),
-                                 tuple(METHODS))  # a method (un)registered since: composed anew
+                                 methods)
     cfg.seed = int(last.group(1))  # this cache's own copy, set before each use
     return resolved_values(cfg)
 

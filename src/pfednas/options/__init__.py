@@ -11,8 +11,10 @@ extends the schema, stored as ``method/<name>_defaults``, and restates none of i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -114,8 +116,14 @@ def method_nodes(method: str, cls: type, *, extended: bool = False,
 
 
 def defaults(method: str) -> dict[str, Any]:
-    """``method``'s default options as plain values (what its YAML must not restate)."""
-    value = OmegaConf.to_container(schema(method))
+    """``method``'s default options as plain values (what its YAML must not restate); a copy
+    of those its options class gives, built once (a results page asks for them per cell)."""
+    return copy.deepcopy(_defaults_of(OPTIONS[method], method))
+
+
+@cache
+def _defaults_of(cls: type, method: str) -> dict[str, Any]:
+    value = OmegaConf.to_container(schema_of(cls, method))
     assert isinstance(value, dict)
     return {str(k): v for k, v in value.items()}
 
