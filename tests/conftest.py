@@ -28,17 +28,29 @@ PFEDNAS = Path(sys.executable).parent / "pfednas"
 
 
 TEST_RUN_VAR = "PFEDNAS_TEST_RUN"  # marks every process one test command starts
+# One Ray actor per simulated test run, unless the test sizes Ray itself: two pytest workers
+# share 2 cores, and a run's second actor costs about 8 CPU-seconds of start-up (its own
+# torch, Flower and ClientApp) that buy nothing while the other worker is busy. Clients one
+# after another give the records of clients side by side (tests/test_e2e.py keeps two).
+ONE_ACTOR = "federation.ray_num_cpus=1"
+SIZES_RAY = ("federation.ray_num_cpus=", "federation.ray_address=", "federation.client_cpus=")
+
+
+def with_one_actor(args: list[str]) -> list[str]:
+    """``args`` with :data:`ONE_ACTOR`, unless one of them sizes Ray or places the run."""
+    return args if any(a.startswith(SIZES_RAY) for a in args) else [*args, ONE_ACTOR]
 
 
 def run_pfednas(args: list[str], out_dir: Path, timeout: float = 600, mark: str | None = None
                 ) -> subprocess.CompletedProcess[str]:
-    """`pfednas ARGS hydra.run.dir=OUT_DIR`, from the repository root. A command past its
-    ``timeout`` is killed with everything it started (its SuperLink and Ray outlive a
-    killed ``pfednas``), then the timeout is raised."""
+    """`pfednas ARGS hydra.run.dir=OUT_DIR` (with :data:`ONE_ACTOR`), from the repository
+    root. A command past its ``timeout`` is killed with everything it started (its SuperLink
+    and Ray outlive a killed ``pfednas``), then the timeout is raised."""
     from pfednas.run.launcher import stop_processes
 
     mark = mark or uuid.uuid4().hex
     env = dict(os.environ, HYDRA_FULL_ERROR="0", **{TEST_RUN_VAR: mark})
+    args = with_one_actor(args)
     try:
         return subprocess.run([str(PFEDNAS), *args, f"hydra.run.dir={out_dir}"], cwd=REPO,
                               env=env, capture_output=True, text=True, timeout=timeout,
@@ -177,9 +189,10 @@ def run_and_stop_after_checkpoint(args: list[str], out_dir: Path, *, kill_server
     ServerApp process is SIGKILLed (by the PID in ``logs/serverapp.pid``; the command
     must notice and stop by itself), or Ctrl-C (SIGINT to the command's process group)."""
     env = dict(os.environ, HYDRA_FULL_ERROR="0")
-    proc = subprocess.Popen([str(PFEDNAS), *args, f"hydra.run.dir={out_dir}"], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=default_sigint)
+    proc = subprocess.Popen([str(PFEDNAS), *with_one_actor(args), f"hydra.run.dir={out_dir}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + timeout
     while not (out_dir / "checkpoint.npz").exists():
         assert proc.poll() is None, "the run ended before its first checkpoint"

@@ -30,8 +30,9 @@ from tests.conftest import measured_removed, pids_with_token, run_pfednas
 FAST = ["method.arch=min", "federation.num_clients=6", "federation.clients_per_round=3",
         "federation.num_rounds=3"]
 # evaluations in every round: quick ones (not fine-tuned) in rounds 1-2, the final one
-# fine-tuned; client 3 fails the final one
+# fine-tuned; client 3 fails the final one; two Ray actors, clients side by side
 FEDAVG = ["method=fedavg", *FAST, "federation.eval_every=1", "method.finetune_epochs=2",
+          "federation.ray_num_cpus=2",
           "fault_injection={clients: [3], kind: raise, rounds: [3], on: [evaluate]}"]
 FLOWER_NOTICES = ("Since flwr 1.32", "To change federation size", "Successfully installed")
 
