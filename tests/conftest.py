@@ -175,12 +175,12 @@ def comparable(summary: dict) -> dict:
 
 
 def inprocess_summary(overrides: list[str]) -> dict:
-    """The summary `pfednas OVERRIDES` ends with, times aside, from the in-process runner
+    """The summary :func:`run_pfednas` ends with, times aside, from the in-process runner
     (the real strategy and ClientApp handlers, as a simulation): the reference an
-    interrupted and resumed run must end with."""
+    interrupted and resumed run must end with (its overrides name :data:`ONE_ACTOR` too)."""
     from pfednas.run.inprocess import run_inprocess
 
-    return run_inprocess(overrides).summary
+    return run_inprocess(with_one_actor(overrides)).summary
 
 
 def run_and_stop_after_checkpoint(args: list[str], out_dir: Path, *, kill_server: bool,

@@ -26,8 +26,9 @@ from flwr.superlink.grid import InMemoryGrid
 from pfednas.app import server_app
 from pfednas.app.server_app import RunRefused
 from pfednas.config import SIMULATION_ENV, ConfigError, in_simulation
+from pfednas.run.inprocess import run_inprocess
 from pfednas.run.launcher import ANSI_ESCAPE, free_port, run_env, stop_processes
-from tests.conftest import REPO, AnsweringGrid, comparable, inprocess_summary, pids_with_token
+from tests.conftest import REPO, AnsweringGrid, comparable, pids_with_token
 
 TINY = ["method=fedavg", "method.arch=min", "federation.num_clients=3",
         "federation.clients_per_round=3", "federation.num_rounds=1", "method.finetune_epochs=0"]
@@ -160,4 +161,4 @@ def test_flwr_run_without_federation_config_runs_the_job_on_a_federation_sized_o
     assert "hardware profile" not in output  # no client measured its own machine
     assert sorted(p.name for p in (out / "models").iterdir()) == [
         "client_0", "client_1", "client_2"]
-    assert comparable(summary) == comparable(inprocess_summary(TINY))
+    assert comparable(summary) == comparable(run_inprocess(TINY).summary)
