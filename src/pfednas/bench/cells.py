@@ -261,17 +261,12 @@ def resolved_values(cfg: DictConfig | ListConfig) -> dict[str, Any]:
     value = yaml.load(OmegaConf.to_yaml(cfg, resolve=True), Loader=YAML_LOADER)
     return value if isinstance(value, dict) else {}
 
-_SEED = re.compile(r"seed=(-?\d+)")
-
-
 def composed_values(overrides: Sequence[str]) -> dict[str, Any]:
-    """``resolved_values(compose(overrides))``, composed once for every seed: overrides that
-    differ only in a literal top-level ``seed=N`` (a preset's cells of one method and α)
-    share one Hydra composition (~0.4 s each), its ``seed`` then set, as Hydra's override
-    sets it, before its interpolations are resolved."""
+    """``resolved_values(compose(overrides))``, kept for the next page that checks the cell
+    (a copy is returned); :func:`pfednas.config.compose` shares one Hydra composition between
+    the cells that choose the same groups."""
     from pfednas.methods import METHODS
 
-    # a copy: the values are kept for the next page that checks the cell
     return copy.deepcopy(_composed_values(tuple(overrides), tuple(METHODS)))
 
 
@@ -279,18 +274,7 @@ def composed_values(overrides: Sequence[str]) -> dict[str, Any]:
 def _composed_values(overrides: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, Any]:
     """:func:`composed_values`, kept per ``methods`` registered (one (un)registered since:
     composed anew)."""
-    seeds = [o for o in overrides if o.startswith("seed=")]
-    if not seeds or not (last := _SEED.fullmatch(seeds[-1])):
-        return resolved_values(compose(overrides))
-    cfg = _composed_without_seed(tuple(o for o in overrides if not o.startswith("seed=")),
-                                 methods)
-    cfg.seed = int(last.group(1))  # this cache's own copy, set before each use
-    return resolved_values(cfg)
-
-
-@lru_cache(maxsize=256)
-def _composed_without_seed(overrides: tuple[str, ...], methods: tuple[str, ...]) -> DictConfig:
-    return compose(overrides)
+    return resolved_values(compose(overrides))
 
 
 def config_differences(now: Mapping[str, Any], before: Mapping[str, Any],

@@ -172,7 +172,7 @@ def compose(overrides: tuple[str, ...] | list[str] = ()) -> DictConfig:
     (~0.2 s each, cached); the values (``federation.lr=0.1``) are then set on a copy by
     Hydra's own step for them, as its composition sets them after the groups. A results page
     checks hundreds of cells that share a handful of group choices
-    (tests/test_config_messages.py holds the two ways equal)."""
+    (tests/test_compose_split.py holds the two ways equal)."""
     groups, values = split_overrides(tuple(overrides))
     composed = _compose_cached(groups)
     if not values:
