@@ -2,9 +2,10 @@
 
 For each of the nine methods a tiny run (the in-process runner: the real strategy and
 ClientApp handlers) keeps each client's final models under ``<run>/models``; client 1's
-reported model is exported as TorchScript and as ONNX, and ``pfednas predict`` on its
-evaluation split prints exactly the accuracy ``summary.json`` reports for that client;
-the as-published export gives the figure reported without fine-tuning. Then the bad
+reported model is exported as TorchScript (and as ONNX: :data:`ONNX_METHODS`), and
+``pfednas predict`` on its evaluation split prints exactly the accuracy ``summary.json``
+reports for that client; the as-published export gives the figure reported without
+fine-tuning. Then the bad
 inputs: a run with nothing kept, damaged and crafted folders, and data of the wrong shape.
 """
 
@@ -58,6 +59,13 @@ RUNS: dict[str, list[str]] = {
                 "method.finetune_epochs=1"],
 }
 CLIENT = 1
+# Every method's reported model is exported as TorchScript; as ONNX too for one method of
+# each kind (a searched subnet, HAPFNAS's model, SPIDER's local DARTS model) and, for the
+# predict tests, FedAvg's. Which model a method keeps is read by code common to both
+# formats; the ONNX exporter's work depends on the search space, and
+# tests/test_export_formats.py exports every space to every format. An ONNX export costs
+# about 5 CPU-seconds (torch.export), a TorchScript trace a fraction of one.
+ONNX_METHODS = ("perfedrlnas", "hapfnas", "spider")
 
 
 def predicted_accuracy(capsys: pytest.CaptureFixture[str], model: Path, run: Path) -> float:
@@ -83,6 +91,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+@pytest.fixture(scope="module")
+def fedavg_onnx(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Client 1's FedAvg model as ONNX (checked on writing), for the tests that only read it."""
+    out = tmp_path_factory.mktemp("fedavg_onnx")
+    export_client(runs["fedavg"], CLIENT, out, fmt="onnx", measure_latency=False)
+    return out / f"client_{CLIENT}.onnx"
+
+
 @pytest.mark.parametrize("method", sorted(RUNS))
 def test_exported_models_reproduce_the_reported_figures(
         method: str, runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,22 +107,25 @@ def test_exported_models_reproduce_the_reported_figures(
     row = client_row(run)
     out = run / "export"
 
-    # Execute: the reported model in both formats; the as-published one
-    for fmt in ("torchscript", "onnx"):
+    formats = ("torchscript", "onnx") if method in ONNX_METHODS else ("torchscript",)
+
+    # Execute: the reported model in its formats; the as-published one
+    for fmt in formats:
         export_client(run, CLIENT, out, fmt=fmt, measure_latency=False)
     spec = json.loads((out / f"client_{CLIENT}.json").read_text())
     ts = predicted_accuracy(capsys, out / f"client_{CLIENT}.pt", run)
-    onnx = predicted_accuracy(capsys, out / f"client_{CLIENT}.onnx", run)
 
     # Assert: every client kept its models; each runtime reproduces the reported accuracy,
     # with the same class for every sample
     assert sorted(p.name for p in (run / "models").iterdir()) == ["client_0", "client_1",
                                                                   "client_2"]
-    assert ts == onnx == row["accuracy"]
-    x, _ = run_split(spec, run, CLIENT)
-    np.testing.assert_array_equal(load(out / f"client_{CLIENT}.pt").predict(x),
-                                  load(out / f"client_{CLIENT}.onnx").predict(x))
-    assert set(spec["export"]["formats"]) == {"torchscript", "onnx"}
+    assert ts == row["accuracy"]
+    if "onnx" in formats:
+        assert predicted_accuracy(capsys, out / f"client_{CLIENT}.onnx", run) == ts
+        x, _ = run_split(spec, run, CLIENT)
+        np.testing.assert_array_equal(load(out / f"client_{CLIENT}.pt").predict(x),
+                                      load(out / f"client_{CLIENT}.onnx").predict(x))
+    assert set(spec["export"]["formats"]) == set(formats)
     assert all(f["check"]["same_classes"] for f in spec["export"]["formats"].values())
     assert spec["accuracy"] == row["accuracy"] and spec["method"] == method
     assert spec["evaluation"]["split"] == "test"
@@ -155,14 +174,12 @@ def test_the_onnx_path_needs_no_pytorch_and_the_export_is_measured(
     assert measured["latency_ms_median"] > 0 and measured["peak_rss_mb"] > 0
 
 
-def test_predict_on_a_users_npz_and_image_folder(runs: dict[str, Path], tmp_path: Path,
+def test_predict_on_a_users_npz_and_image_folder(fedavg_onnx: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 
     # Prepare: an ONNX export (digits: 1 x 8 x 8), and 6 images as uint8 arrays and files
-    run = runs["fedavg"]
-    export_client(run, CLIENT, tmp_path, fmt="onnx", measure_latency=False)
-    model = tmp_path / f"client_{CLIENT}.onnx"
+    model = fedavg_onnx
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (6, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "mine.npz", x=x, y=np.arange(6) % 3)
@@ -262,12 +279,10 @@ def test_a_damaged_or_crafted_folder_is_refused(
     assert not (tmp_path / "export" / f"client_{CLIENT}.pt").exists()
 
 
-def test_predict_names_what_it_expected(runs: dict[str, Path], tmp_path: Path,
+def test_predict_names_what_it_expected(fedavg_onnx: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: an export, and inputs of the wrong size, dtype and label range
-    run = runs["fedavg"]
-    export_client(run, CLIENT, tmp_path, fmt="onnx", measure_latency=False)
-    model = str(tmp_path / f"client_{CLIENT}.onnx")
+    model = str(fedavg_onnx)
     np.savez(tmp_path / "big.npz", x=np.zeros((2, 28, 28), np.uint8))
     np.savez(tmp_path / "strings.npz", x=np.array([["a"] * 8] * 8)[None].repeat(2, 0))
     np.savez(tmp_path / "labels.npz", x=np.zeros((2, 8, 8), np.uint8), y=np.array([0, 12]))

@@ -285,10 +285,10 @@ def test_a_labelled_run_is_reported_under_its_label(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ditto_and_spider_see_the_same_samples_in_the_same_rounds() -> None:
     # Prepare: a small DARTS space (5 edges per cell type): SPIDER's search ends in round 6;
-    # 150 samples per client (about 90 train, 30 val) keep the 2 x 6 rounds at seconds
+    # 60 samples per client (about 36 train, 12 val) keep the 3 x 6 rounds at seconds
     args = ["search_space=darts_s2", "search_space.channels=4", "search_space.layers=3",
             "search_space.steps=2", "search_space.multiplier=2", "federation.num_clients=3",
-            "federation.clients_per_round=3", "dataset.max_samples_per_client=150",
+            "federation.clients_per_round=3", "dataset.max_samples_per_client=60",
             "federation.num_rounds=6", "federation.local_epochs=1", "federation.eval_every=6",
             "checkpoint_every=0", "progress=false"]
 
