@@ -76,6 +76,19 @@ __all__ = ["Budget", "PersonalizedStrategy", "Reply", "Request", "norm_bound_for
 # an evaluation row's other accuracies: before fine-tuning (as published), and after each
 # fine-tuning scope (``finetune_both``)
 ACCURACY_VARIANTS = ("accuracy_no_ft", "accuracy_ft_full", "accuracy_ft_head")
+# The server asks for replies again after FIRST_POLL seconds, each empty answer waiting
+# POLL_GROWTH times longer, up to LAST_POLL (a reply resets it): a fast reply is seen within
+# tens of milliseconds, and a long round costs the SuperLink a few pulls a second, not 50.
+# A reply's measured time (RT_i) is late by at most LAST_POLL.
+FIRST_POLL, POLL_GROWTH, LAST_POLL = 0.02, 1.5, 0.25
+
+
+def next_poll(wait: float, got_replies: bool) -> float:
+    """The wait before the next pull, after a pull that came ``wait`` seconds after the one
+    before it (0: the first pull, right after the push)."""
+    if got_replies or wait < FIRST_POLL:
+        return FIRST_POLL
+    return min(LAST_POLL, wait * POLL_GROWTH)
 
 
 class PersonalizedStrategy(ClientClaims):
@@ -416,7 +429,8 @@ class PersonalizedStrategy(ClientClaims):
 
     def send_and_collect(self, grid: Grid, messages: list[Message], *,
                          evaluation: bool = False) -> list[Message]:
-        """Push messages, pull replies until all arrived or the timeout passed.
+        """Push messages, pull replies until all arrived or the timeout passed (polling as
+        :func:`next_poll` says).
 
         The timeout is ``round_timeout``, or for an evaluation ``eval_timeout`` (None: wait
         for every reply). Records, per replying node, the seconds from send to reply in
@@ -430,13 +444,16 @@ class PersonalizedStrategy(ClientClaims):
         replies: list[Message] = []
         timeout = self.budget.eval_timeout if evaluation else self.budget.round_timeout
         deadline = float("inf") if timeout is None else sent_at + timeout
+        wait = 0.0
         while pending and time.perf_counter() < deadline:
-            for reply in grid.pull_messages(list(pending)):
+            pulled = grid.pull_messages(list(pending))
+            for reply in pulled:
                 pending.discard(reply.metadata.reply_to_message_id)
                 self.reply_seconds[reply.metadata.src_node_id] = time.perf_counter() - sent_at
                 replies.append(reply)
             if pending:
-                time.sleep(0.02)
+                wait = next_poll(wait, bool(pulled))
+                time.sleep(min(wait, max(0.0, deadline - time.perf_counter())))
         if pending:
             self.tally.failures += len(pending)
             log(WARNING, "%d client(s) did not reply within %.0fs", len(pending), timeout)

@@ -85,12 +85,12 @@ def test_fine_tuned_evaluations_along_the_way_change_no_training_and_no_final_fi
     if method == "hapfnas":  # one round of distillation, one of search, two of heteroFedAvg
         overrides[overrides.index("federation.num_rounds=3")] = "federation.num_rounds=4"
         overrides += ["method.distill_rounds=1",
-                      "method.search_rounds=1", "method.knowledge_width=8",
-                      "method.transfer.size=400", "method.distill.steps=10",
-                      "method.distill.random_subnets=1", "method.knowledge_epochs=2",
-                      "method.predictor.archs_per_client=12", "method.predictor.trees=30",
-                      "method.predictor.folds=3", "method.evolution.population=12",
-                      "method.evolution.generations=5", "method.evolution.parents=4"]
+                      "method.search_rounds=1", "method.knowledge_width=4",
+                      "method.transfer.size=100", "method.distill.steps=2",
+                      "method.distill.random_subnets=1", "method.knowledge_epochs=1",
+                      "method.predictor.archs_per_client=2", "method.predictor.trees=5",
+                      "method.predictor.folds=2", "method.evolution.population=4",
+                      "method.evolution.generations=2", "method.evolution.parents=2"]
     if method in ("fednas", "spider", "ditto"):
         overrides += ["search_space.channels=4", "search_space.layers=3",
                       "search_space.steps=2", "search_space.multiplier=2"]

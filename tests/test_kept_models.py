@@ -5,8 +5,8 @@ ClientApp handlers) keeps each client's final models under ``<run>/models``; cli
 reported model is exported as TorchScript (and as ONNX: :data:`ONNX_METHODS`), and
 ``pfednas predict`` on its evaluation split prints exactly the accuracy ``summary.json``
 reports for that client; the as-published export gives the figure reported without
-fine-tuning. Then the bad
-inputs: a run with nothing kept, damaged and crafted folders, and data of the wrong shape.
+fine-tuning. Then the bad inputs: a run with nothing kept, damaged and crafted folders,
+and data of the wrong shape.
 """
 
 from __future__ import annotations

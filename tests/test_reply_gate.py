@@ -589,6 +589,35 @@ class LateGrid:
         return out
 
 
+def test_the_server_polls_fast_at_first_then_a_few_times_a_second() -> None:
+    # Prepare: every node answers after 1.2 s; the grid counts the server's pulls
+    from pfednas.strategies.base import FIRST_POLL, LAST_POLL, next_poll
+
+    strategy = fedavg(eval_timeout=10)
+    messages = strategy.record(strategy.configure_evaluate(1)).messages
+    grid = LateGrid(lambda msg: reply(strategy, 0, {"client_id": 0, "num_examples": 5,
+                                                    "loss": 0.5, "accuracy": 0.5},
+                                      kind=MessageType.EVALUATE), delay=1.2)
+    pulls = []
+    counted = grid.pull_messages
+    grid.pull_messages = lambda ids: pulls.append(1) or counted(ids)  # type: ignore[method-assign]
+
+    # Execute
+    replies = strategy.send_and_collect(grid, messages, evaluation=True)  # type: ignore[arg-type]
+
+    # Assert: the waits grow from FIRST_POLL to LAST_POLL and start again after a reply;
+    # every reply came, seen at most LAST_POLL (and the scheduler's slack) after it was there
+    waits = [0.0]
+    for _ in range(10):
+        waits.append(next_poll(waits[-1], got_replies=False))
+    assert waits[1] == FIRST_POLL and waits[-1] == LAST_POLL
+    assert sorted(waits[1:]) == waits[1:]
+    assert next_poll(LAST_POLL, got_replies=True) == FIRST_POLL
+    assert len(replies) == 3
+    assert all(1.2 <= t < 1.2 + LAST_POLL + 0.5 for t in strategy.reply_seconds.values())
+    assert len(pulls) < 20  # 60 at a fixed 20 ms
+
+
 def test_a_reply_after_the_evaluation_deadline_is_a_failure_not_a_result() -> None:
     # Prepare: evaluations time out after 0.2 s; every node answers after 0.6 s
     strategy = fedavg(eval_timeout=0.2)
