@@ -90,68 +90,78 @@ def test_three_tls_authenticated_supernodes_run_two_rounds_with_warm_clientapps(
     assert processes_naming(str(out / "deploy" / "nodes")) == []  # no fork server, no task
 
 
+# the ClientApp executor of each silo: flower-superexec itself, or behind `pfednas deploy
+# executor`, whose fork server hands out the ClientApp processes
+SILOS = ("cold", "warm")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("clientapps", ["cold", "warm"])
-def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path: Path,
-                                                                        clientapps: str) -> None:
-    # Prepare: a SuperNode as in docker-compose.yml (--isolation process, its Runtime API over
-    # TLS with supernode-0.pem and a SuperExec secret) that reaches the SuperLink through the
-    # fleet gateway, and a separate ClientApp executor that trusts only ca.crt and holds the
-    # node's secret: flower-superexec itself (cold), or behind `pfednas deploy executor`,
-    # whose fork server hands out the ClientApp processes (warm)
+def test_compose_silo_layout_runs_with_tls_to_the_supernode_runtime_api(tmp_path: Path) -> None:
+    # Prepare: two silos as in docker-compose.yml, each a SuperNode (--isolation process, its
+    # Runtime API over TLS with supernode-<i>.pem and a SuperExec secret) that reaches the
+    # SuperLink through the fleet gateway, and a separate ClientApp executor that trusts only
+    # ca.crt and holds its node's secret: cold ClientApps in silo 0, warm ones in silo 1
     out = tmp_path / "run"
-    certs = write_dev_certificates(tmp_path / "certs", nodes=1)
-    keys = write_node_keys(tmp_path / "keys", 1)
-    secret = write_superexec_secrets(tmp_path / "secrets", 1, superlink=False)[0]
+    certs = write_dev_certificates(tmp_path / "certs", nodes=len(SILOS))
+    keys = write_node_keys(tmp_path / "keys", len(SILOS))
+    secrets = write_superexec_secrets(tmp_path / "secrets", len(SILOS), superlink=False)
     federation = LocalFederation(num_nodes=0, work_dir=tmp_path / "work", log_dir=out / "logs",
                                  security=Security(tls=certs, node_auth=True), keys=keys)
     run_config = out / "logs" / "run_config.toml"
     run_config.parent.mkdir(parents=True)
     run_config.write_text(tomli_w.dumps({"output-dir": str(out), "overrides": json.dumps([
-        "method=fedavg", "method.arch=min", "federation.num_clients=1",
-        "federation.clients_per_round=1", "federation.min_replies=1", "federation.num_rounds=1",
-        "federation.eval_every=1", "federation.local_epochs=1", "method.finetune_epochs=1"])}))
+        "method=fedavg", "method.arch=min", f"federation.num_clients={len(SILOS)}",
+        f"federation.clients_per_round={len(SILOS)}", f"federation.min_replies={len(SILOS)}",
+        "federation.num_rounds=1", "federation.eval_every=1", "federation.local_epochs=1",
+        "method.finetune_epochs=1"])}))
+    ports = [free_port() for _ in SILOS]
 
     # Execute
     with federation:
-        federation.register([keys[0].public])
-        gateway_port, port = free_port(), free_port()
+        federation.register([key.public for key in keys])
+        gateway_port = free_port()
         gateway = federation.spawn(fleet_gateway_command(
             host=HOST, port=gateway_port, upstream=federation.address, tls=certs,
             node_keys=tmp_path / "keys"),
             "fleet-gateway.log")
         wait_healthy(f"https://{HOST}:{gateway_port}/health", gateway,
                      out / "logs" / "fleet-gateway.log", cafile=certs.ca_cert)
-        silo_env = dict(federation.env, FLWR_HOME=str(tmp_path / "work" / "node-0"))
-        node = federation.spawn(supernode_command(
-            superlink=f"{HOST}:{gateway_port}", runtime_host=HOST, runtime_port=port,
-            security=federation.security, private_key=keys[0].private,
-            node_config=node_config(0, 1), isolation="process",
-            runtime_tls=TlsFiles.of_node(tmp_path / "certs", 0), superexec_secret=secret),
-            "supernode-0.log", silo_env)
-        federation.nodes.append(node)
-        federation.wait_connected([node])
-        executor = superexec_command(runtime_api=f"{HOST}:{port}", ca_cert=certs.ca_cert,
-                                     superexec_secret=secret)
-        if clientapps == "warm":
-            executor = [str(PFEDNAS), "deploy", "executor", "--clientapps", "warm",
-                        "--node-dir", str(tmp_path / "work" / "node-0"), "--", *executor[1:]]
-        federation.spawn(executor, "clientapp-0.log", silo_env)
+        for i, clientapps in enumerate(SILOS):
+            node_dir = tmp_path / "work" / f"node-{i}"
+            silo_env = dict(federation.env, FLWR_HOME=str(node_dir))
+            federation.nodes.append(federation.spawn(supernode_command(
+                superlink=f"{HOST}:{gateway_port}", runtime_host=HOST, runtime_port=ports[i],
+                security=federation.security, private_key=keys[i].private,
+                node_config=node_config(i, len(SILOS)), isolation="process",
+                runtime_tls=TlsFiles.of_node(tmp_path / "certs", i),
+                superexec_secret=secrets[i]),
+                f"supernode-{i}.log", silo_env))
+            executor = superexec_command(runtime_api=f"{HOST}:{ports[i]}",
+                                         ca_cert=certs.ca_cert, superexec_secret=secrets[i])
+            if clientapps == "warm":
+                executor = [str(PFEDNAS), "deploy", "executor", "--clientapps", "warm",
+                            "--node-dir", str(node_dir), "--", *executor[1:]]
+            federation.spawn(executor, f"clientapp-{i}.log", silo_env)
+        federation.wait_connected(federation.nodes)
         proc = subprocess.Popen(flwr_run_command(REPO, CONNECTION, run_config),
                                 env=federation.env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, start_new_session=True)
         code = wait_run(proc, out / "logs" / SERVERAPP_PID_FILE)
 
-    # Assert
+    # Assert: both silos' clients trained and were evaluated, each through its own executor
     assert code == 0
-    assert json.loads((out / "summary.json").read_text())["num_clients_evaluated"] == 1
-    assert f"running on https://127.0.0.1:{port}" in (out / "logs" / "supernode-0.log").read_text()
-    executor_log = (out / "logs" / "clientapp-0.log").read_text()
-    assert "flwr-clientapp" in executor_log
-    if clientapps == "warm":  # the id query, training and evaluation: three forks, all fine
+    assert json.loads((out / "summary.json").read_text())["num_clients_evaluated"] == 2
+    for i, clientapps in enumerate(SILOS):
+        node_log = (out / "logs" / f"supernode-{i}.log").read_text()
+        assert f"running on https://127.0.0.1:{ports[i]}" in node_log
+        executor_log = (out / "logs" / f"clientapp-{i}.log").read_text()
+        assert "flwr-clientapp" in executor_log
         tasks = re.findall(r"warm ClientApps: task \d+ ended: (.*)", executor_log)
-        assert len(tasks) >= 3 and set(tasks) == {"exit code 0"}, executor_log
-        assert "warm ClientApps: stopped" in executor_log  # with its executor
+        if clientapps == "warm":  # the id query, training and evaluation: 3 forks, all fine
+            assert len(tasks) >= 3 and set(tasks) == {"exit code 0"}, executor_log
+            assert "warm ClientApps: stopped" in executor_log  # with its executor
+        else:
+            assert tasks == [], executor_log
     gateway_log = (out / "logs" / "fleet-gateway.log").read_text()
     assert '"POST /v1/fleet/push-messages HTTP/1.1" 200' in gateway_log  # the replies went
     assert "refused" not in gateway_log                                  # through the gateway
