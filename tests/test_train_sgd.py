@@ -109,19 +109,24 @@ def test_a_dataset_moves_to_a_device_once_and_is_dropped_with_it() -> None:
 
 
 def test_training_in_a_fresh_process_does_not_import_torch_dynamo() -> None:
+    # training, and SPIDER's pair of models (pfednas.nas.spider.train_pair)
     code = ("import sys, numpy as np, torch\n"
             "from pfednas.data import ArrayDataset\n"
+            "from pfednas.nas.spider import PairHyper, train_pair\n"
             "from pfednas.train import Hyper, train_epochs\n"
             "data = ArrayDataset(x=np.zeros((8, 1, 8, 8), np.float32), y=np.arange(8) % 2)\n"
-            "net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))\n"
-            "stats = train_epochs(net, data, epochs=1, hyper=Hyper(0.1, 0.9, 0.0, 4),\n"
+            "def net(): return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))\n"
+            "hyper = Hyper(0.1, 0.9, 0.0, 4)\n"
+            "stats = train_epochs(net(), data, epochs=1, hyper=hyper,\n"
             "                     generator=torch.Generator(), device=torch.device('cpu'))\n"
-            "print(stats.samples, 'torch._dynamo' in sys.modules)\n")
+            "pair = train_pair(net(), net(), data, epochs=1, pair=PairHyper(hyper, 0.1, 5.0),\n"
+            "                  generator=torch.Generator(), device=torch.device('cpu'))\n"
+            "print(stats.samples, pair.samples, 'torch._dynamo' in sys.modules)\n")
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout
 
-    assert out.split() == ["8", "False"]
+    assert out.split() == ["8", "8", "False"]
 
 
 def test_the_clientapp_imports_neither_scipy_nor_scikit_learn() -> None:

@@ -26,7 +26,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfednas.data import ArrayDataset
-from pfednas.train import CountingForward, Hyper, LossTally, proximal_penalty, to_tensors
+from pfednas.train import (
+    CountingForward,
+    Hyper,
+    LossTally,
+    MomentumSGD,
+    proximal_penalty,
+    to_tensors,
+)
 
 
 def shared_anchor(local: nn.Module, global_net: nn.Module) -> dict[str, Tensor]:
@@ -62,14 +69,14 @@ class PairStats:
     macs: int = 0
 
 
-def _sgd(model: nn.Module, hyper: Hyper) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=hyper.lr, momentum=hyper.momentum,
-                           weight_decay=hyper.weight_decay)
+def _sgd(model: nn.Module, hyper: Hyper) -> MomentumSGD:
+    """torch's SGD update without ``torch.optim`` (whose first optimizer in a process imports
+    ``torch._dynamo``: a deployed ClientApp starts a process per message)."""
+    return MomentumSGD(model.parameters(), hyper)
 
 
-def _step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor,
-          grad_clip: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
+def _step(model: nn.Module, optimizer: MomentumSGD, loss: Tensor, grad_clip: float) -> None:
+    optimizer.zero_grad()
     loss.backward()
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
