@@ -69,12 +69,6 @@ class PairStats:
     macs: int = 0
 
 
-def _sgd(model: nn.Module, hyper: Hyper) -> MomentumSGD:
-    """torch's SGD update without ``torch.optim`` (whose first optimizer in a process imports
-    ``torch._dynamo``: a deployed ClientApp starts a process per message)."""
-    return MomentumSGD(model.parameters(), hyper)
-
-
 def _step(model: nn.Module, optimizer: MomentumSGD, loss: Tensor, grad_clip: float) -> None:
     optimizer.zero_grad()
     loss.backward()
@@ -95,7 +89,10 @@ def train_pair(global_net: nn.Module, local_net: nn.Module, data: ArrayDataset, 
     global_net.to(device).train()
     local_net.to(device).train()
     anchor = shared_anchor(local_net, global_net)
-    opt_global, opt_local = _sgd(global_net, pair.hyper), _sgd(local_net, pair.hyper)
+    # torch's SGD update without ``torch.optim``, whose first optimizer in a process imports
+    # ``torch._dynamo`` (a deployed ClientApp starts a process per message)
+    opt_global = MomentumSGD(global_net.parameters(), pair.hyper)
+    opt_local = MomentumSGD(local_net.parameters(), pair.hyper)
     local_params = dict(local_net.named_parameters())
     x, y = to_tensors(data, device)
     n, size = len(y), pair.hyper.batch_size
